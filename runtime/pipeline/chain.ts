@@ -1,0 +1,146 @@
+// Runs a policy chain over an exchange in the phases of Azure API Management:
+// inbound → backend → (forward) → outbound, and on-error when a policy or the backend fails.
+
+import type { Phase } from '../policy-host/abi.ts';
+import type { PolicyBinding } from '../policy-host/binding.ts';
+import { PolicyFailure } from '../policy-host/errors.ts';
+import type { Exchange, ResponseState } from './exchange.ts';
+
+export interface PolicyChain {
+  inbound: readonly PolicyBinding[];
+  backend: readonly PolicyBinding[];
+  outbound: readonly PolicyBinding[];
+  'on-error': readonly PolicyBinding[];
+}
+
+export const EMPTY_CHAIN: PolicyChain = { inbound: [], backend: [], outbound: [], 'on-error': [] };
+
+/** Stacks scopes: global, then API, then operation, in every phase. */
+export function stackScopes(...scopes: Partial<PolicyChain>[]): PolicyChain {
+  const merged = (phase: Phase) => scopes.flatMap((s) => s[phase] ?? []);
+  return {
+    inbound: merged('inbound'),
+    backend: merged('backend'),
+    outbound: merged('outbound'),
+    'on-error': merged('on-error'),
+  };
+}
+
+/** Why the backend could not answer. The data plane's forwarder throws it; the chain sends it to on-error. */
+export class BackendError extends Error {
+  constructor(
+    readonly reason: 'timeout' | 'unreachable' | 'reset' | 'too-large' | 'bad-response',
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'BackendError';
+  }
+}
+
+/** Sends the (possibly rewritten) request to the backend and returns its response. */
+export type Forward = (exchange: Exchange) => Promise<ResponseState>;
+
+export interface ChainHooks {
+  /** Called when a fail-open policy failed and was skipped. */
+  onFailOpen?: (binding: PolicyBinding, failure: PolicyFailure) => void;
+}
+
+export async function runChain(
+  chain: PolicyChain,
+  exchange: Exchange,
+  forward: Forward,
+  hooks: ChainHooks = {},
+): Promise<void> {
+  try {
+    if (await runPhase('inbound', chain.inbound, exchange, hooks)) return;
+    if (await runPhase('backend', chain.backend, exchange, hooks)) return;
+    const draft = exchange.response;
+    const response = await forward(exchange);
+    // Response headers that inbound/backend policies set are applied to the backend's response.
+    for (const [name, values] of draft.headers) response.headers.set(name, values);
+    exchange.response = response;
+    await runPhase('outbound', chain.outbound, exchange, hooks);
+  } catch (err) {
+    exchange.error = describeError(err);
+    await runOnError(chain['on-error'], exchange, hooks);
+  }
+}
+
+/** Runs one phase; returns true when a policy answered (the rest of the chain is skipped). */
+async function runPhase(
+  phase: Phase,
+  bindings: readonly PolicyBinding[],
+  exchange: Exchange,
+  hooks: ChainHooks,
+): Promise<boolean> {
+  exchange.phase = phase;
+  for (const binding of bindings) {
+    exchange.binding = binding;
+    const started = performance.now();
+    try {
+      await binding.run(phase, exchange);
+    } catch (err) {
+      const ms = performance.now() - started;
+      if (err instanceof PolicyFailure && binding.failOpen) {
+        exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed-open' });
+        hooks.onFailOpen?.(binding, err);
+        continue;
+      }
+      exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed' });
+      throw err;
+    } finally {
+      exchange.binding = null;
+    }
+    const ms = performance.now() - started;
+    exchange.timings.push({ binding: binding.id, phase, ms, outcome: exchange.responded ? 'respond' : 'continue' });
+    if (exchange.responded) return true;
+  }
+  return false;
+}
+
+async function runOnError(bindings: readonly PolicyBinding[], exchange: Exchange, hooks: ChainHooks): Promise<void> {
+  const error = exchange.error!;
+  exchange.responded = false;
+  exchange.response = defaultErrorResponse(exchange);
+  try {
+    await runPhase('on-error', bindings, exchange, hooks);
+  } catch {
+    // An on-error policy that fails leaves the default error response; its failure is already logged and counted.
+    exchange.response = defaultErrorResponse(exchange);
+  }
+  exchange.error = error;
+}
+
+function describeError(err: unknown): NonNullable<Exchange['error']> {
+  if (err instanceof PolicyFailure) {
+    return { source: 'policy', reason: err.reason, message: err.message, policy: err.policy, status: 500 };
+  }
+  if (err instanceof BackendError) {
+    return { source: 'backend', reason: err.reason, message: err.message, policy: '', status: err.status };
+  }
+  return { source: 'gateway', reason: 'internal', message: (err as Error)?.message ?? String(err), policy: '', status: 500 };
+}
+
+/** An RFC 9457 problem body. It names what failed, never a policy's or backend's internal message. */
+export function defaultErrorResponse(exchange: Exchange): ResponseState {
+  const error = exchange.error!;
+  const detail =
+    error.source === 'policy'
+      ? `policy ${error.policy} failed (${error.reason})`
+      : error.source === 'backend'
+        ? `backend failed (${error.reason})`
+        : 'internal gateway error';
+  const body = JSON.stringify({
+    type: 'about:blank',
+    title: error.source === 'backend' ? 'Bad Gateway' : 'Internal Server Error',
+    status: error.status,
+    detail,
+    requestId: exchange.requestId,
+  });
+  return {
+    status: error.status,
+    headers: new Map([['content-type', ['application/problem+json']]]),
+    body: new TextEncoder().encode(body),
+  };
+}

@@ -1,0 +1,128 @@
+// The gateway's effect runner: what policies ask for through `effect` (docs/policy-abi.md, section 5).
+
+import { request as undiciRequest } from 'undici';
+import { EffectKind } from '../policy-host/abi.ts';
+import type { EffectContext, EffectRunner } from '../policy-host/binding.ts';
+import { CallAbort } from '../policy-host/errors.ts';
+import type { CounterStore } from '../state/counter-store.ts';
+
+const MAX_HTTP_RESPONSE_BYTES = 1024 * 1024;
+const MAX_HTTP_TIMEOUT_MS = 30_000;
+
+export interface GatewayEffectsOptions {
+  counters: CounterStore;
+}
+
+export class GatewayEffects implements EffectRunner {
+  constructor(private readonly options: GatewayEffectsOptions) {}
+
+  async perform(kind: number, request: string, context: EffectContext): Promise<string> {
+    const parsed = parseObject(request, kind);
+    if (kind === EffectKind.COUNTER) return JSON.stringify(await this.counter(parsed, context));
+    if (kind === EffectKind.HTTP) return JSON.stringify(await this.http(parsed, context));
+    throw new CallAbort('bad-argument', `unknown effect kind ${kind}`);
+  }
+
+  private async counter(req: Record<string, unknown>, context: EffectContext) {
+    const key = req.key;
+    const limit = req.limit;
+    const period = req.periodSeconds;
+    const amount = req.amount ?? 1;
+    if (typeof key !== 'string' || key === '') throw badRequest('COUNTER', 'key must be a non-empty string');
+    if (!isPositiveInt(limit)) throw badRequest('COUNTER', 'limit must be a positive integer');
+    if (!isPositiveInt(period)) throw badRequest('COUNTER', 'periodSeconds must be a positive integer');
+    if (!isPositiveInt(amount)) throw badRequest('COUNTER', 'amount must be a positive integer');
+    return this.options.counters.consume(`${context.binding}:${key}`, amount, limit, period);
+  }
+
+  private async http(req: Record<string, unknown>, context: EffectContext) {
+    const allowed = context.grants.http?.allowedHosts ?? [];
+    let url: URL;
+    try {
+      url = new URL(String(req.url));
+    } catch {
+      throw badRequest('HTTP', `url ${JSON.stringify(req.url)} is not an absolute URL`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badRequest('HTTP', 'url must be http or https');
+    if (!hostAllowed(url.hostname, allowed)) {
+      throw new CallAbort(
+        'capability',
+        `policy ${context.policy} may not call ${url.hostname} (allowed hosts: ${allowed.join(', ')})`,
+      );
+    }
+    const method = typeof req.method === 'string' ? req.method.toUpperCase() : 'GET';
+    const headers = isStringRecord(req.headers) ? req.headers : {};
+    const timeoutMs = Math.min(isPositiveInt(req.timeoutMs) ? req.timeoutMs : 5000, MAX_HTTP_TIMEOUT_MS);
+    try {
+      const res = await undiciRequest(url, {
+        method: method as 'GET',
+        headers,
+        body: typeof req.body === 'string' ? req.body : null,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      for await (const chunk of res.body) {
+        size += (chunk as Uint8Array).byteLength;
+        if (size > MAX_HTTP_RESPONSE_BYTES) {
+          res.body.destroy();
+          return { error: `response larger than ${MAX_HTTP_RESPONSE_BYTES} bytes` };
+        }
+        chunks.push(chunk as Uint8Array);
+      }
+      const outHeaders: Record<string, string> = {};
+      for (const [k, v] of Object.entries(res.headers)) {
+        if (v !== undefined) outHeaders[k] = Array.isArray(v) ? v.join(', ') : v;
+      }
+      return { status: res.statusCode, headers: outHeaders, body: new TextDecoder().decode(concat(chunks, size)) };
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
+  }
+}
+
+/** `example.com` matches itself only; `*.example.com` matches its subdomains. */
+export function hostAllowed(host: string, allowed: readonly string[]): boolean {
+  const h = host.toLowerCase();
+  return allowed.some((pattern) => {
+    const p = pattern.toLowerCase();
+    return p.startsWith('*.') ? h.endsWith(p.slice(1)) && h.length > p.length - 1 : h === p;
+  });
+}
+
+function parseObject(text: string, kind: number): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new CallAbort('bad-argument', `effect ${kind}: request is not JSON`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new CallAbort('bad-argument', `effect ${kind}: request must be a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function badRequest(kind: string, what: string): CallAbort {
+  return new CallAbort('bad-argument', `${kind} effect: ${what}`);
+}
+
+function isPositiveInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v > 0;
+}
+
+function isStringRecord(v: unknown): v is Record<string, string> {
+  return typeof v === 'object' && v !== null && Object.values(v).every((x) => typeof x === 'string');
+}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}

@@ -1,0 +1,327 @@
+// One request/response exchange as policies see it through ABI v1 fields, with an undo journal so that every policy
+// call is atomic (a failed call, or a round that waits for effects, leaves no trace).
+
+import { Field, Status, type Phase } from '../policy-host/abi.ts';
+import type { TransactionalView } from '../policy-host/binding.ts';
+import type { PolicyBinding } from '../policy-host/binding.ts';
+import type { WriteOp } from '../policy-host/instance.ts';
+
+export type HeaderMap = Map<string, string[]>;
+
+export interface RequestState {
+  method: string;
+  /** Path without the query, as received (percent-encoding kept). */
+  path: string;
+  /** Raw query without `?`. */
+  query: string;
+  headers: HeaderMap;
+  /** Buffered body; null when the body is not buffered (no policy declared it needs it) or absent. */
+  body: Uint8Array | null;
+  clientAddress: string;
+}
+
+export interface ResponseState {
+  status: number;
+  headers: HeaderMap;
+  body: Uint8Array | null;
+}
+
+export interface ExchangeError {
+  source: 'policy' | 'backend' | 'gateway';
+  reason: string;
+  message: string;
+  /** The binding that failed, for policy errors. */
+  policy: string;
+  /** The status the client gets unless an on-error policy changes it. */
+  status: number;
+}
+
+export interface PolicyTiming {
+  binding: string;
+  phase: Phase;
+  ms: number;
+  outcome: 'continue' | 'respond' | 'failed' | 'failed-open';
+}
+
+export interface ExchangeInit {
+  requestId: string;
+  api?: string;
+  operation?: string;
+  request: RequestState;
+  backendUrl?: string;
+  routeParams?: Map<string, string>;
+  variables?: Map<string, string>;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const FORBIDDEN_VALUE = /[\r\n\0]/;
+/** Framing headers are the proxy's business: a policy that could set them could desynchronise the connection. */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection', 'upgrade', 'te', 'trailer']);
+
+export function headerMap(init: Record<string, string | string[]> = {}): HeaderMap {
+  const map: HeaderMap = new Map();
+  for (const [k, v] of Object.entries(init)) map.set(k.toLowerCase(), Array.isArray(v) ? [...v] : [v]);
+  return map;
+}
+
+export class Exchange implements TransactionalView {
+  readonly requestId: string;
+  readonly api: string;
+  readonly operation: string;
+  request: RequestState;
+  response: ResponseState = { status: 200, headers: new Map(), body: null };
+  backendUrl: string;
+  readonly routeParams: Map<string, string>;
+  readonly variables: Map<string, string>;
+  phase: Phase = 'inbound';
+  /** A policy answered (respond); the rest of the chain is skipped as documented in the ABI. */
+  responded = false;
+  error: ExchangeError | null = null;
+  readonly timings: PolicyTiming[] = [];
+  /** The binding whose handler is running (its configuration and body declarations apply). */
+  binding: PolicyBinding | null = null;
+  private journal: (() => void)[] | null = null;
+
+  constructor(init: ExchangeInit) {
+    this.requestId = init.requestId;
+    this.api = init.api ?? '';
+    this.operation = init.operation ?? '';
+    this.request = init.request;
+    this.backendUrl = init.backendUrl ?? '';
+    this.routeParams = init.routeParams ?? new Map();
+    this.variables = init.variables ?? new Map();
+  }
+
+  // --- transactions -------------------------------------------------------------------------------------------
+
+  begin(): void {
+    this.journal = [];
+  }
+
+  commit(): void {
+    this.journal = null;
+  }
+
+  rollback(): void {
+    const undo = this.journal;
+    this.journal = null;
+    if (!undo) return;
+    for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
+  }
+
+  private change<T extends object, K extends keyof T>(target: T, key: K, value: T[K]): void {
+    const previous = target[key];
+    target[key] = value;
+    this.journal?.push(() => {
+      target[key] = previous;
+    });
+  }
+
+  private changeMap<V>(map: Map<string, V>, key: string, value: V | undefined): void {
+    const had = map.has(key);
+    const previous = map.get(key);
+    if (value === undefined) map.delete(key);
+    else map.set(key, value);
+    this.journal?.push(() => {
+      if (had) map.set(key, previous as V);
+      else map.delete(key);
+    });
+  }
+
+  // --- reads ----------------------------------------------------------------------------------------------------
+
+  read(field: number, name: string): string | Uint8Array | null | number {
+    switch (field) {
+      case Field.REQUEST_METHOD:
+        return this.request.method;
+      case Field.REQUEST_PATH:
+        return this.request.path;
+      case Field.REQUEST_QUERY:
+        return this.request.query;
+      case Field.REQUEST_QUERY_PARAM:
+        return new URLSearchParams(this.request.query).get(name);
+      case Field.REQUEST_HEADER:
+        return this.request.headers.get(name.toLowerCase())?.join(', ') ?? null;
+      case Field.REQUEST_BODY:
+        if (!this.binding?.module.descriptor.requestBody) return Status.NOT_DECLARED;
+        return this.request.body ?? new Uint8Array(0);
+      case Field.CLIENT_ADDRESS:
+        return this.request.clientAddress;
+      case Field.RESPONSE_STATUS:
+        return String(this.response.status);
+      case Field.RESPONSE_HEADER:
+        return this.response.headers.get(name.toLowerCase())?.join(', ') ?? null;
+      case Field.RESPONSE_BODY:
+        if (this.afterBackend() && !this.binding?.module.descriptor.responseBody) return Status.NOT_DECLARED;
+        return this.response.body ?? new Uint8Array(0);
+      case Field.VARIABLE:
+        return this.variables.get(name) ?? null;
+      case Field.CONFIG:
+        return this.binding?.configValue(name) ?? null;
+      case Field.ROUTE_PARAM:
+        return this.routeParams.get(name) ?? null;
+      case Field.BACKEND_URL:
+        return this.backendUrl;
+      case Field.CONTEXT:
+        return this.contextValue(name);
+      case Field.ERROR:
+        return this.errorValue(name);
+      default:
+        return Status.UNKNOWN_FIELD;
+    }
+  }
+
+  private afterBackend(): boolean {
+    return this.phase === 'outbound' || this.phase === 'on-error';
+  }
+
+  private contextValue(name: string): string | number {
+    switch (name) {
+      case 'api':
+        return this.api;
+      case 'operation':
+        return this.operation;
+      case 'request-id':
+        return this.requestId;
+      case 'phase':
+        return this.phase;
+      default:
+        return Status.UNKNOWN_FIELD;
+    }
+  }
+
+  private errorValue(name: string): string | null | number {
+    if (!this.error) return null;
+    switch (name) {
+      case 'source':
+        return this.error.source;
+      case 'reason':
+        return this.error.reason;
+      case 'message':
+        return this.error.message;
+      case 'policy':
+        return this.error.policy;
+      default:
+        return Status.UNKNOWN_FIELD;
+    }
+  }
+
+  list(field: number): string[] | number {
+    switch (field) {
+      case Field.REQUEST_HEADER:
+        return [...this.request.headers.keys()];
+      case Field.RESPONSE_HEADER:
+        return [...this.response.headers.keys()];
+      case Field.VARIABLE:
+        return [...this.variables.keys()];
+      case Field.ROUTE_PARAM:
+        return [...this.routeParams.keys()];
+      case Field.REQUEST_QUERY_PARAM:
+        return [...new Set(new URLSearchParams(this.request.query).keys())];
+      default:
+        return Status.UNKNOWN_FIELD;
+    }
+  }
+
+  // --- writes ---------------------------------------------------------------------------------------------------
+
+  write(op: WriteOp, field: number, name: string, value: string | Uint8Array | null): number {
+    const requestSide = field <= Field.CLIENT_ADDRESS || field === Field.BACKEND_URL;
+    if (requestSide && this.afterBackend()) return Status.READ_ONLY;
+    switch (field) {
+      case Field.REQUEST_HEADER:
+        return this.writeHeader(this.request.headers, op, name, value as string | null);
+      case Field.RESPONSE_HEADER:
+        return this.writeHeader(this.response.headers, op, name, value as string | null);
+      case Field.VARIABLE:
+        if (op === 'add') return Status.INVALID_VALUE;
+        this.changeMap(this.variables, name, op === 'remove' ? undefined : (value as string));
+        return Status.OK;
+      case Field.REQUEST_QUERY_PARAM: {
+        const params = new URLSearchParams(this.request.query);
+        if (op === 'remove') params.delete(name);
+        else if (op === 'add') params.append(name, value as string);
+        else params.set(name, value as string);
+        this.change(this.request, 'query', params.toString());
+        return Status.OK;
+      }
+    }
+    if (op !== 'set') return Status.INVALID_VALUE;
+    switch (field) {
+      case Field.REQUEST_METHOD:
+        if (!TOKEN.test(value as string)) return Status.INVALID_VALUE;
+        this.change(this.request, 'method', (value as string).toUpperCase());
+        return Status.OK;
+      case Field.REQUEST_PATH: {
+        const path = value as string;
+        if (!path.startsWith('/') || /[?#\s]/.test(path)) return Status.INVALID_VALUE;
+        this.change(this.request, 'path', path);
+        return Status.OK;
+      }
+      case Field.REQUEST_QUERY: {
+        const query = value as string;
+        if (/[#\s]/.test(query)) return Status.INVALID_VALUE;
+        this.change(this.request, 'query', query.startsWith('?') ? query.slice(1) : query);
+        return Status.OK;
+      }
+      case Field.REQUEST_BODY:
+        if (!this.binding?.module.descriptor.requestBody) return Status.NOT_DECLARED;
+        this.change(this.request, 'body', value as Uint8Array);
+        return Status.OK;
+      case Field.RESPONSE_STATUS: {
+        const status = Number(value);
+        if (!Number.isInteger(status) || status < 100 || status > 599) return Status.INVALID_VALUE;
+        this.change(this.response, 'status', status);
+        return Status.OK;
+      }
+      case Field.RESPONSE_BODY:
+        if (this.afterBackend() && !this.binding?.module.descriptor.responseBody) return Status.NOT_DECLARED;
+        this.change(this.response, 'body', value as Uint8Array);
+        return Status.OK;
+      case Field.BACKEND_URL: {
+        const url = value as string;
+        if (!isHttpUrl(url)) return Status.INVALID_VALUE;
+        this.change(this as Exchange, 'backendUrl', url);
+        return Status.OK;
+      }
+      case Field.CLIENT_ADDRESS:
+      case Field.CONFIG:
+      case Field.ROUTE_PARAM:
+      case Field.CONTEXT:
+      case Field.ERROR:
+        return Status.READ_ONLY;
+      default:
+        return Status.UNKNOWN_FIELD;
+    }
+  }
+
+  private writeHeader(headers: HeaderMap, op: WriteOp, rawName: string, value: string | null): number {
+    const name = rawName.toLowerCase();
+    if (!TOKEN.test(name)) return Status.INVALID_VALUE;
+    if (FRAMING.has(name)) return Status.READ_ONLY;
+    if (op === 'remove') {
+      if (headers.has(name)) this.changeMap(headers, name, undefined);
+      return Status.OK;
+    }
+    if (value === null || FORBIDDEN_VALUE.test(value)) return Status.INVALID_VALUE;
+    const next = op === 'add' ? [...(headers.get(name) ?? []), value] : [value];
+    this.changeMap(headers, name, next);
+    return Status.OK;
+  }
+
+  respond(status: number): number {
+    if (!Number.isInteger(status) || status < 100 || status > 599) return Status.INVALID_VALUE;
+    this.change(this.response, 'status', status);
+    this.change(this as Exchange, 'responded', true);
+    return Status.OK;
+  }
+}
+
+function isHttpUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}

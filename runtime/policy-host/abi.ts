@@ -1,0 +1,61 @@
+// Constants of policy ABI v1 (docs/policy-abi.md). The SDK's AssemblyScript side mirrors these numbers.
+
+export const ABI_VERSION = 1;
+export const HOST_MODULE = 'gatehouse:host/v1';
+export const KERNEL_MODULE = 'extism:host/env';
+export const WASI_MODULE = 'wasi_snapshot_preview1';
+/** Reserved for the host's own instrumentation; a module may not import from it. */
+export const INTERNAL_MODULE = 'gatehouse:internal';
+export const DESCRIBE_EXPORT = 'gatehouse_policy_v1';
+
+export const PHASES = ['inbound', 'backend', 'outbound', 'on-error'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export const PHASE_EXPORTS: Record<Phase, string> = {
+  inbound: 'on_inbound',
+  backend: 'on_backend',
+  outbound: 'on_outbound',
+  'on-error': 'on_error',
+};
+
+export const Field = {
+  REQUEST_METHOD: 1,
+  REQUEST_PATH: 2,
+  REQUEST_QUERY: 3,
+  REQUEST_QUERY_PARAM: 4,
+  REQUEST_HEADER: 5,
+  REQUEST_BODY: 6,
+  CLIENT_ADDRESS: 7,
+  RESPONSE_STATUS: 8,
+  RESPONSE_HEADER: 9,
+  RESPONSE_BODY: 10,
+  VARIABLE: 11,
+  CONFIG: 12,
+  ROUTE_PARAM: 13,
+  BACKEND_URL: 14,
+  CONTEXT: 15,
+  ERROR: 16,
+} as const;
+
+export const Status = {
+  OK: 0,
+  NOT_FOUND: -1,
+  READ_ONLY: -2,
+  NOT_DECLARED: -3,
+  INVALID_VALUE: -4,
+  UNKNOWN_FIELD: -5,
+} as const;
+
+/** `effect` returns this while the host has no result yet. */
+export const EFFECT_PENDING = -1;
+
+export const EffectKind = {
+  COUNTER: 1,
+  HTTP: 2,
+} as const;
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Most rounds of effects one handler call may take (docs/policy-abi.md, section 5). */
+export const MAX_EFFECT_ROUNDS = 4;

@@ -1,0 +1,221 @@
+// A binding is one use of a policy module in a chain: the module, its configuration, its grants and limits.
+// It owns the live instance, runs effect rounds, keeps every call atomic, and recycles the instance after a trap.
+
+import { MAX_EFFECT_ROUNDS, PHASE_EXPORTS, type Phase } from './abi.ts';
+import { CallAbort, PolicyFailure, type FailureReason } from './errors.ts';
+import { PolicyInstance, type CallState, type CallView, type Grants, type Limits } from './instance.ts';
+import type { PolicyModule } from './module.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { Counter } from '../telemetry/metrics.ts';
+
+/** A call view that can undo what a call did (the pipeline's exchange implements it). */
+export interface TransactionalView extends CallView {
+  begin(): void;
+  commit(): void;
+  rollback(): void;
+}
+
+export interface EffectContext {
+  /** Namespaces counters: two bindings never share one by accident. */
+  binding: string;
+  policy: string;
+  grants: Grants;
+}
+
+/** Performs effects between two calls of a handler (docs/policy-abi.md, section 5). */
+export interface EffectRunner {
+  perform(kind: number, request: string, context: EffectContext): Promise<string>;
+}
+
+export interface BindingMetrics {
+  calls: Counter;
+  failures: Counter;
+  recycles: Counter;
+}
+
+export interface BindingStats {
+  calls: number;
+  failures: number;
+  recycles: number;
+  /** Failures since the last success. */
+  consecutiveFailures: number;
+  lastFailure: { reason: FailureReason; message: string } | null;
+}
+
+/** Failures after which the instance is no longer trusted: its stack or heap may be mid-update. */
+const RECYCLING: ReadonlySet<FailureReason> = new Set<FailureReason>([
+  'trap',
+  'cpu-budget',
+  'memory-cap',
+  'output-cap',
+  'capability',
+  'bad-argument',
+]);
+
+export interface BindingOptions {
+  id: string;
+  module: PolicyModule;
+  config: unknown;
+  grants: Grants;
+  limits: Limits;
+  failOpen: boolean;
+  logger: Logger;
+  metrics: BindingMetrics;
+  effects: EffectRunner;
+}
+
+export class PolicyBinding {
+  readonly id: string;
+  readonly module: PolicyModule;
+  readonly failOpen: boolean;
+  readonly stats: BindingStats = { calls: 0, failures: 0, recycles: 0, consecutiveFailures: 0, lastFailure: null };
+  private instance: Promise<PolicyInstance> | null = null;
+  private readonly extismConfig: Record<string, string>;
+  private readonly labels: { policy: string };
+
+  constructor(private readonly options: BindingOptions) {
+    this.id = options.id;
+    this.module = options.module;
+    this.failOpen = options.failOpen;
+    this.extismConfig = flattenConfig(options.config);
+    this.labels = { policy: options.module.descriptor.name };
+  }
+
+  get name(): string {
+    return this.module.descriptor.name;
+  }
+
+  /** The configuration value a handler reads through the CONFIG field. */
+  configValue(name: string): string | null {
+    if (name === '') return JSON.stringify(this.options.config ?? {});
+    return this.extismConfig[name] ?? null;
+  }
+
+  /** Creates the instance ahead of the first request, so that the first call does not pay for it. */
+  async warm(): Promise<void> {
+    await this.live();
+  }
+
+  private live(): Promise<PolicyInstance> {
+    const { grants, limits, logger } = this.options;
+    this.instance ??= this.module
+      .compiled(limits.memoryBytes)
+      .then((compiled) =>
+        PolicyInstance.create({ compiled, policy: this.id, grants, limits, extismConfig: this.extismConfig, logger }),
+      )
+      .catch((err: unknown) => {
+      this.instance = null;
+      throw err;
+    });
+    return this.instance;
+  }
+
+  /**
+   * Runs the handler of `phase`. Resolves when the call succeeded (its changes are committed to the view);
+   * throws PolicyFailure otherwise (its changes are rolled back).
+   */
+  async run(phase: Phase, view: TransactionalView): Promise<void> {
+    const exportName = PHASE_EXPORTS[phase];
+    const effectResults = new Map<string, string>();
+    this.stats.calls++;
+    this.options.metrics.calls.inc(this.labels);
+    for (let round = 1; ; round++) {
+      const state: CallState = {
+        view,
+        effectResults,
+        pendingEffects: new Map(),
+        failMessage: null,
+        outputBytes: 0,
+        grants: this.options.grants,
+      };
+      view.begin();
+      let instance: PolicyInstance;
+      try {
+        instance = await this.live();
+      } catch (err) {
+        view.rollback();
+        throw this.failed('instantiate', `could not create an instance: ${(err as Error).message}`, false);
+      }
+      try {
+        await instance.invoke(exportName, state);
+      } catch (err) {
+        view.rollback();
+        const [reason, message] = classify(err, state, instance);
+        throw this.failed(reason, message, RECYCLING.has(reason));
+      }
+      if (state.failMessage !== null) {
+        view.rollback();
+        throw this.failed('error', state.failMessage, false);
+      }
+      if (state.pendingEffects.size === 0) {
+        view.commit();
+        this.stats.consecutiveFailures = 0;
+        return;
+      }
+      view.rollback();
+      if (round >= MAX_EFFECT_ROUNDS) {
+        throw this.failed('effects', `still asking for effects after ${MAX_EFFECT_ROUNDS} rounds`, false);
+      }
+      await this.performEffects(state.pendingEffects, effectResults);
+    }
+  }
+
+  private async performEffects(
+    pending: Map<string, { kind: number; request: string }>,
+    results: Map<string, string>,
+  ): Promise<void> {
+    const context: EffectContext = { binding: this.id, policy: this.name, grants: this.options.grants };
+    await Promise.all(
+      [...pending].map(async ([key, { kind, request }]) => {
+        try {
+          results.set(key, await this.options.effects.perform(kind, request, context));
+        } catch (err) {
+          if (err instanceof CallAbort) throw this.failed(err.reason, err.message, false);
+          throw this.failed('effects', `effect ${kind} failed: ${(err as Error).message}`, false);
+        }
+      }),
+    );
+  }
+
+  private failed(reason: FailureReason, message: string, recycle: boolean): PolicyFailure {
+    this.stats.failures++;
+    this.stats.consecutiveFailures++;
+    this.stats.lastFailure = { reason, message };
+    this.options.metrics.failures.inc({ ...this.labels, reason });
+    if (recycle) {
+      this.stats.recycles++;
+      this.options.metrics.recycles.inc(this.labels);
+      const old = this.instance;
+      this.instance = null;
+      void old?.then((i) => i.close()).catch(() => undefined);
+    }
+    this.options.logger.warn('policy call failed', {
+      binding: this.id,
+      reason,
+      error: message,
+      recycled: recycle,
+      consecutiveFailures: this.stats.consecutiveFailures,
+    });
+    return new PolicyFailure(this.id, reason, message);
+  }
+}
+
+function classify(err: unknown, state: CallState, instance: PolicyInstance): [FailureReason, string] {
+  if (err instanceof CallAbort) return [err.reason, err.message];
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof WebAssembly.RuntimeError || (err instanceof RangeError && /call stack/i.test(message))) {
+    if (instance.memoryAtCap()) return ['memory-cap', `trapped with its memory at the cap (${message})`];
+    return ['trap', state.failMessage ?? message];
+  }
+  if (message.startsWith('Plugin-originated error: ')) return ['error', message.slice(25)];
+  return ['trap', message];
+}
+
+/** Top-level configuration keys as Extism config strings: strings as they are, other values as JSON. */
+function flattenConfig(config: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (config && typeof config === 'object' && !Array.isArray(config)) {
+    for (const [k, v] of Object.entries(config)) out[k] = typeof v === 'string' ? v : JSON.stringify(v);
+  }
+  return out;
+}

@@ -1,0 +1,62 @@
+// The descriptor a module returns from `gatehouse_policy_v1` (docs/policy-abi.md, section 2).
+
+import { compileConfigSchema, type ConfigValidator } from './config-schema.ts';
+
+export interface PolicyDescriptor {
+  name: string;
+  version: string;
+  requestBody: boolean;
+  responseBody: boolean;
+  configSchema: object | null;
+}
+
+const NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
+
+/** Parses and checks a descriptor; returns the problems found, or the descriptor and its config validator. */
+export function parseDescriptor(
+  text: string,
+): { descriptor: PolicyDescriptor; validateConfig: ConfigValidator | null } | { problems: string[] } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    return { problems: [`${'gatehouse_policy_v1'} output is not JSON: ${(err as Error).message}`] };
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return { problems: ['descriptor: must be a JSON object'] };
+  }
+  const d = raw as Record<string, unknown>;
+  const problems: string[] = [];
+  if (typeof d.name !== 'string' || !NAME.test(d.name)) {
+    problems.push(`descriptor.name: must match ${NAME.source} (got ${JSON.stringify(d.name)})`);
+  }
+  if (typeof d.version !== 'string' || d.version.length === 0 || d.version.length > 64) {
+    problems.push('descriptor.version: must be a non-empty string of at most 64 characters');
+  }
+  for (const key of ['requestBody', 'responseBody'] as const) {
+    if (d[key] !== undefined && typeof d[key] !== 'boolean') problems.push(`descriptor.${key}: must be a boolean`);
+  }
+  let validateConfig: ConfigValidator | null = null;
+  if (d.configSchema !== undefined && d.configSchema !== null) {
+    if (typeof d.configSchema !== 'object' || Array.isArray(d.configSchema)) {
+      problems.push('descriptor.configSchema: must be a JSON Schema object');
+    } else {
+      try {
+        validateConfig = compileConfigSchema(d.configSchema);
+      } catch (err) {
+        problems.push(`descriptor.${(err as Error).message}`);
+      }
+    }
+  }
+  if (problems.length > 0) return { problems };
+  return {
+    descriptor: {
+      name: d.name as string,
+      version: d.version as string,
+      requestBody: d.requestBody === true,
+      responseBody: d.responseBody === true,
+      configSchema: (d.configSchema as object | undefined) ?? null,
+    },
+    validateConfig,
+  };
+}

@@ -1,0 +1,152 @@
+// The policy host: loads modules by content, compiles each once, and binds them into chains.
+
+import type { Phase } from './abi.ts';
+import { PolicyBinding, type EffectRunner } from './binding.ts';
+import { PolicyConfigError } from './errors.ts';
+import { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
+import { loadPolicyModule, sha256Hex, type PolicyModule } from './module.ts';
+import { Logger } from '../telemetry/logger.ts';
+import { MetricsRegistry } from '../telemetry/metrics.ts';
+
+export interface BindSpec {
+  /** Where the binding sits, used in errors, logs, metrics and to namespace counters, e.g. `api:echo/inbound/0`. */
+  id: string;
+  phase: Phase;
+  module: PolicyModule;
+  config?: unknown;
+  grants?: Grants;
+  limits?: Partial<Limits>;
+  failOpen?: boolean;
+}
+
+export interface PolicyHostOptions {
+  logger?: Logger;
+  metrics?: MetricsRegistry;
+  effects: EffectRunner;
+}
+
+const MAX_CPU_MS = 10_000;
+const MAX_MEMORY_BYTES = 1024 * 1024 * 1024;
+
+export class PolicyHost {
+  readonly logger: Logger;
+  readonly metrics: MetricsRegistry;
+  private readonly effects: EffectRunner;
+  private readonly modules = new Map<string, Promise<PolicyModule>>();
+  private readonly bindingMetrics;
+
+  constructor(options: PolicyHostOptions) {
+    this.logger = options.logger ?? new Logger();
+    this.metrics = options.metrics ?? new MetricsRegistry();
+    this.effects = options.effects;
+    this.bindingMetrics = {
+      calls: this.metrics.counter('gatehouse_policy_calls_total', 'Policy handler calls, by policy.'),
+      failures: this.metrics.counter('gatehouse_policy_failures_total', 'Failed policy calls, by policy and reason.'),
+      recycles: this.metrics.counter(
+        'gatehouse_policy_instance_recycles_total',
+        'Policy instances discarded after a trap or a broken limit, by policy.',
+      ),
+    };
+  }
+
+  /** Loads a module by content: the same bytes are checked, metered and compiled once. */
+  load(bytes: Uint8Array): Promise<PolicyModule> {
+    const sha = sha256Hex(bytes);
+    let found = this.modules.get(sha);
+    if (!found) {
+      found = loadPolicyModule(bytes, this.logger);
+      this.modules.set(sha, found);
+      // A module that failed to load is not remembered: the next attempt reports the error again.
+      found.catch(() => this.modules.delete(sha));
+    }
+    return found;
+  }
+
+  /** Modules loaded so far, by sha256. */
+  loadedModules(): string[] {
+    return [...this.modules.keys()];
+  }
+
+  /** Checks a binding against its module (phase, configuration schema, grants, limits) and creates it. */
+  bind(spec: BindSpec): PolicyBinding {
+    const { module } = spec;
+    const problems: string[] = [];
+    if (!module.phases.has(spec.phase)) {
+      problems.push(
+        `policy ${module.descriptor.name} has no ${spec.phase} handler (it handles: ${[...module.phases].join(', ')})`,
+      );
+    }
+    const config = spec.config ?? {};
+    if (module.validateConfig) {
+      for (const p of module.validateConfig(config)) problems.push(`config ${p}`);
+    }
+    const grants = checkGrants(spec.grants ?? {}, problems);
+    if (module.importsWasi && grants.wasi !== true && grants.filesystem === undefined) {
+      problems.push(`policy ${module.descriptor.name} imports WASI, which its grants do not include ("wasi": true)`);
+    }
+    const limits = checkLimits(spec.limits ?? {}, module, problems);
+    if (problems.length > 0) throw new PolicyConfigError(spec.id, problems);
+    return new PolicyBinding({
+      id: spec.id,
+      module,
+      config,
+      grants,
+      limits,
+      failOpen: spec.failOpen === true,
+      logger: this.logger.child({ policy: module.descriptor.name, binding: spec.id }),
+      metrics: this.bindingMetrics,
+      effects: this.effects,
+    });
+  }
+}
+
+function checkGrants(grants: Grants, problems: string[]): Grants {
+  const known = new Set(['wasi', 'filesystem', 'http', 'counters']);
+  for (const key of Object.keys(grants)) {
+    if (!known.has(key)) problems.push(`grants.${key}: unknown grant (known: ${[...known].join(', ')})`);
+  }
+  if (grants.wasi !== undefined && typeof grants.wasi !== 'boolean') problems.push('grants.wasi: must be a boolean');
+  if (grants.counters !== undefined && typeof grants.counters !== 'boolean') {
+    problems.push('grants.counters: must be a boolean');
+  }
+  if (grants.filesystem !== undefined) {
+    const fs = grants.filesystem;
+    if (typeof fs !== 'object' || fs === null || Array.isArray(fs)) {
+      problems.push('grants.filesystem: must map guest paths to host directories');
+    } else {
+      for (const [guest, hostDir] of Object.entries(fs)) {
+        if (!guest.startsWith('/')) problems.push(`grants.filesystem["${guest}"]: guest path must be absolute`);
+        if (typeof hostDir !== 'string' || hostDir === '') {
+          problems.push(`grants.filesystem["${guest}"]: host directory must be a non-empty string`);
+        }
+      }
+    }
+  }
+  if (grants.http !== undefined) {
+    const hosts = (grants.http as { allowedHosts?: unknown }).allowedHosts;
+    if (!Array.isArray(hosts) || hosts.length === 0 || !hosts.every((h) => typeof h === 'string' && h !== '')) {
+      problems.push('grants.http.allowedHosts: must be a non-empty list of host names (`*.example.com` allowed)');
+    }
+  }
+  return grants;
+}
+
+function checkLimits(limits: Partial<Limits>, module: PolicyModule, problems: string[]): Limits {
+  const out: Limits = { ...DEFAULT_LIMITS, ...limits };
+  const positive = (name: keyof Limits, max: number) => {
+    const v = out[name];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > max) {
+      problems.push(`limits.${name}: must be a number above 0 and at most ${max} (got ${JSON.stringify(v)})`);
+    }
+  };
+  positive('cpuMs', MAX_CPU_MS);
+  positive('memoryBytes', MAX_MEMORY_BYTES);
+  positive('outputBytes', MAX_MEMORY_BYTES);
+  if (module.initialPages * 65536 > out.memoryBytes) {
+    problems.push(
+      `limits.memoryBytes: policy ${module.descriptor.name} needs ${module.initialPages * 65536} bytes at start, ` +
+        `above the cap of ${out.memoryBytes}`,
+    );
+  }
+  return out;
+}

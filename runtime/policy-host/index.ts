@@ -1,0 +1,8 @@
+// Public surface of the policy host.
+export * from './abi.ts';
+export * from './errors.ts';
+export { PolicyHost, type BindSpec, type PolicyHostOptions } from './host.ts';
+export { PolicyBinding, type EffectRunner, type EffectContext, type BindingStats } from './binding.ts';
+export { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
+export type { PolicyModule } from './module.ts';
+export type { PolicyDescriptor } from './descriptor.ts';

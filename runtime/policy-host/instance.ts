@@ -1,0 +1,310 @@
+// One live instance of a policy module: an Extism plugin plus the host functions of ABI v1 bound to it.
+//
+// Calls are synchronous in Extism's foreground mode, so an instance serves one call at a time and the state of the
+// current call lives on the instance (`call`). Host functions move bytes between the module's own memory and the
+// host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
+
+import createPlugin, { type Plugin } from '@extism/extism';
+import {
+  EFFECT_PENDING,
+  EffectKind,
+  Field,
+  HOST_MODULE,
+  INTERNAL_MODULE,
+  KERNEL_MODULE,
+  LOG_LEVELS,
+  Status,
+} from './abi.ts';
+import { CallAbort } from './errors.ts';
+import { BUDGET_CHECK_IMPORT } from './instrument.ts';
+import type { Logger } from '../telemetry/logger.ts';
+
+/** What a policy may touch beyond the request it is given. Everything is off unless granted. */
+export interface Grants {
+  wasi?: boolean;
+  /** Guest path → host directory, through WASI (implies `wasi`). */
+  filesystem?: Record<string, string>;
+  http?: { allowedHosts: string[] };
+  counters?: boolean;
+}
+
+export interface Limits {
+  memoryBytes: number;
+  outputBytes: number;
+  cpuMs: number;
+}
+
+export const DEFAULT_LIMITS: Limits = { memoryBytes: 16 * 1024 * 1024, outputBytes: 1024 * 1024, cpuMs: 50 };
+
+export type WriteOp = 'set' | 'add' | 'remove';
+
+/** The request/response a call works on, as host functions see it. Implemented by the pipeline's exchange. */
+export interface CallView {
+  read(field: number, name: string): string | Uint8Array | null | number;
+  write(op: WriteOp, field: number, name: string, value: string | Uint8Array | null): number;
+  list(field: number): string[] | number;
+  respond(status: number): number;
+}
+
+/** Per-call state: what the handler asked for and what it produced. */
+export interface CallState {
+  view: CallView;
+  /** Effect results from earlier rounds, by `kind:request`. */
+  effectResults: Map<string, string>;
+  /** Effects asked for in this round that have no result yet. */
+  pendingEffects: Map<string, { kind: number; request: string }>;
+  failMessage: string | null;
+  outputBytes: number;
+  grants: Grants;
+}
+
+const BODY_FIELDS = new Set<number>([Field.REQUEST_BODY, Field.RESPONSE_BODY]);
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export interface InstanceOptions {
+  compiled: WebAssembly.Module;
+  policy: string;
+  grants: Grants;
+  limits: Limits;
+  /** Flattened configuration, also offered through Extism's `config_get` for modules built with other PDKs. */
+  extismConfig: Record<string, string>;
+  logger: Logger;
+}
+
+export class PolicyInstance {
+  private plugin!: Plugin;
+  private memory!: WebAssembly.Memory;
+  private u8 = new Uint8Array(0);
+  private deadline = 0;
+  private call: CallState | null = null;
+  private busy = false;
+  private readonly waiters: (() => void)[] = [];
+
+  private constructor(private readonly options: InstanceOptions) {}
+
+  static async create(options: InstanceOptions): Promise<PolicyInstance> {
+    const instance = new PolicyInstance(options);
+    await instance.init();
+    return instance;
+  }
+
+  private async init(): Promise<void> {
+    const { grants, limits, logger, policy } = this.options;
+    const pages = Math.ceil(limits.memoryBytes / 65536);
+    const extismLogger = {
+      trace: (m: string) => logger.trace(m, { source: 'extism-log' }),
+      debug: (m: string) => logger.debug(m, { source: 'extism-log' }),
+      info: (m: string) => logger.info(m, { source: 'extism-log' }),
+      warn: (m: string) => logger.warn(m, { source: 'extism-log' }),
+      error: (m: string) => logger.error(m, { source: 'extism-log' }),
+      log: (m: string) => logger.info(m, { source: 'extism-log' }),
+    } as unknown as Console;
+    const useWasi = grants.wasi === true || grants.filesystem !== undefined;
+    this.plugin = await createPlugin(
+      { wasm: [{ module: this.options.compiled }], config: this.options.extismConfig },
+      {
+        useWasi,
+        allowedPaths: grants.filesystem ?? {},
+        logger: extismLogger,
+        logLevel: 'info',
+        memory: { maxPages: pages, maxVarBytes: 64 * 1024 },
+        functions: {
+          [HOST_MODULE]: this.hostFunctions(),
+          [INTERNAL_MODULE]: { [BUDGET_CHECK_IMPORT]: () => this.checkBudget() },
+          // Overrides of kernel functions: a kernel block larger than the memory cap is refused before the host
+          // allocates it, and the kernel's own HTTP client is not how Gatehouse policies reach the network.
+          [KERNEL_MODULE]: {
+            alloc: (cp: { alloc(n: bigint): bigint }, n: bigint) => (n > BigInt(limits.memoryBytes) ? 0n : cp.alloc(n)),
+            http_request: () => {
+              throw new CallAbort('capability', `policy ${policy} called extism http_request; use the HTTP effect`);
+            },
+          },
+        },
+      },
+    );
+    const exports = (await this.plugin.getInstance()).exports;
+    this.memory = exports.memory as WebAssembly.Memory;
+    this.u8 = new Uint8Array(this.memory.buffer);
+  }
+
+  /** True when the module's memory reached its maximum (used to tell a memory-cap failure from other traps). */
+  memoryAtCap(): boolean {
+    return this.memory.buffer.byteLength + 65536 > this.options.limits.memoryBytes;
+  }
+
+  /**
+   * Runs one export once. Throws what the module or a host function threw; the caller classifies it.
+   * Calls on one instance are serialised: the Extism SDK reads a call's output and error after an `await`, and a
+   * second call started in that window would reset the kernel memory under the first.
+   */
+  async invoke(exportName: string, state: CallState | null): Promise<Uint8Array | null> {
+    if (this.busy) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    this.busy = true;
+    try {
+      this.call = state;
+      this.deadline = performance.now() + this.options.limits.cpuMs;
+      const output = await this.plugin.call(exportName);
+      if (!output) return null;
+      const bytes = new Uint8Array(output.bytes());
+      if (state) this.countOutput(state, bytes.byteLength);
+      else if (bytes.byteLength > this.options.limits.outputBytes) {
+        throw new CallAbort(
+          'output-cap',
+          `output of ${bytes.byteLength} bytes exceeds the ${this.options.limits.outputBytes}-byte cap`,
+        );
+      }
+      return bytes;
+    } finally {
+      this.call = null;
+      const next = this.waiters.shift();
+      if (next) next();
+      else this.busy = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.plugin.close();
+  }
+
+  private checkBudget(): void {
+    if (performance.now() > this.deadline) {
+      throw new CallAbort('cpu-budget', `call ran past its CPU budget of ${this.options.limits.cpuMs} ms`);
+    }
+  }
+
+  private current(): CallState {
+    const state = this.call;
+    if (!state) throw new CallAbort('bad-argument', 'host function called outside a policy phase');
+    return state;
+  }
+
+  private countOutput(state: CallState, n: number): void {
+    state.outputBytes += n;
+    if (state.outputBytes > this.options.limits.outputBytes) {
+      throw new CallAbort(
+        'output-cap',
+        `the call handed the host more than its output cap of ${this.options.limits.outputBytes} bytes`,
+      );
+    }
+  }
+
+  private mem(): Uint8Array {
+    if (this.u8.buffer !== this.memory.buffer) this.u8 = new Uint8Array(this.memory.buffer);
+    return this.u8;
+  }
+
+  private range(ptr: number, len: number): Uint8Array {
+    const mem = this.mem();
+    if (ptr < 0 || len < 0 || ptr + len > mem.byteLength) {
+      throw new CallAbort('bad-argument', `pointer range ${ptr}+${len} is outside the module's memory`);
+    }
+    return mem;
+  }
+
+  /** Copies bytes out of the module's memory (the host never keeps a view into it). */
+  private readBytes(ptr: number, len: number): Uint8Array {
+    return this.range(ptr, len).slice(ptr, ptr + len);
+  }
+
+  private readString(ptr: number, len: number): string {
+    const mem = this.range(ptr, len);
+    if (len <= 64) {
+      // Header names and most values are short ASCII: building the string directly beats TextDecoder's setup cost.
+      let s = '';
+      for (let i = ptr; i < ptr + len; i++) {
+        const c = mem[i]!;
+        if (c >= 0x80) return decoder.decode(mem.subarray(ptr, ptr + len));
+        s += String.fromCharCode(c);
+      }
+      return s;
+    }
+    return decoder.decode(mem.subarray(ptr, ptr + len));
+  }
+
+  /** Writes a value into the module's buffer if it fits; returns its byte length either way. */
+  private writeValue(value: string | Uint8Array, buf: number, cap: number): number {
+    const mem = this.range(buf, cap);
+    if (typeof value !== 'string') {
+      if (value.byteLength <= cap) mem.set(value, buf);
+      return value.byteLength;
+    }
+    const n = value.length;
+    if (n <= cap) {
+      let i = 0;
+      for (; i < n; i++) {
+        const c = value.charCodeAt(i);
+        if (c >= 0x80) break;
+        mem[buf + i] = c;
+      }
+      if (i === n) return n;
+    }
+    const bytes = encoder.encode(value);
+    if (bytes.byteLength <= cap) mem.set(bytes, buf);
+    return bytes.byteLength;
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Extism's own signature for host functions
+  private hostFunctions(): Record<string, (callContext: any, ...args: any[]) => unknown> {
+    const { policy, logger } = this.options;
+    return {
+      get: (_cp: unknown, field: number, namePtr: number, nameLen: number, buf: number, cap: number): number => {
+        const state = this.current();
+        const value = state.view.read(field, this.readString(namePtr, nameLen));
+        if (value === null) return Status.NOT_FOUND;
+        if (typeof value === 'number') return value;
+        return this.writeValue(value, buf, cap);
+      },
+      set: (_cp: unknown, field: number, np: number, nl: number, vp: number, vl: number): number =>
+        this.write('set', field, np, nl, vp, vl),
+      add: (_cp: unknown, field: number, np: number, nl: number, vp: number, vl: number): number =>
+        this.write('add', field, np, nl, vp, vl),
+      remove: (_cp: unknown, field: number, namePtr: number, nameLen: number): number => {
+        const state = this.current();
+        return state.view.write('remove', field, this.readString(namePtr, nameLen), null);
+      },
+      list: (_cp: unknown, field: number, buf: number, cap: number): number => {
+        const names = this.current().view.list(field);
+        if (typeof names === 'number') return names;
+        return this.writeValue(names.map((n) => n + '\0').join(''), buf, cap);
+      },
+      respond: (_cp: unknown, status: number): number => this.current().view.respond(status),
+      effect: (_cp: unknown, kind: number, reqPtr: number, reqLen: number, buf: number, cap: number): number => {
+        const state = this.current();
+        this.countOutput(state, reqLen);
+        const request = this.readString(reqPtr, reqLen);
+        if (kind === EffectKind.COUNTER && state.grants.counters !== true) {
+          throw new CallAbort('capability', `policy ${policy} used the COUNTER effect without the "counters" grant`);
+        }
+        if (kind === EffectKind.HTTP && state.grants.http === undefined) {
+          throw new CallAbort('capability', `policy ${policy} used the HTTP effect without the "http" grant`);
+        }
+        if (kind !== EffectKind.COUNTER && kind !== EffectKind.HTTP) return Status.UNKNOWN_FIELD;
+        const key = `${kind}:${request}`;
+        const result = state.effectResults.get(key);
+        if (result !== undefined) return this.writeValue(result, buf, cap);
+        state.pendingEffects.set(key, { kind, request });
+        return EFFECT_PENDING;
+      },
+      log: (_cp: unknown, level: number, ptr: number, len: number): void => {
+        this.countOutput(this.current(), len);
+        const lvl = LOG_LEVELS[level] ?? 'info';
+        if (logger.enabled(lvl)) logger.log(lvl, this.readString(ptr, len), { source: 'policy' });
+      },
+      now: (): number => Date.now(),
+      fail: (_cp: unknown, ptr: number, len: number): void => {
+        const state = this.current();
+        this.countOutput(state, len);
+        state.failMessage = this.readString(ptr, Math.min(len, 4096));
+      },
+    };
+  }
+
+  private write(op: 'set' | 'add', field: number, np: number, nl: number, vp: number, vl: number): number {
+    const state = this.current();
+    this.countOutput(state, nl + vl);
+    const name = this.readString(np, nl);
+    const value = BODY_FIELDS.has(field) ? this.readBytes(vp, vl) : this.readString(vp, vl);
+    return state.view.write(op, field, name, value);
+  }
+}

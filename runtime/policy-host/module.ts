@@ -1,0 +1,134 @@
+// Loading a policy module: check it against ABI v1, meter it, cap its memory, compile it once, read its descriptor.
+
+import { createHash } from 'node:crypto';
+import {
+  DESCRIBE_EXPORT,
+  HOST_MODULE,
+  INTERNAL_MODULE,
+  KERNEL_MODULE,
+  PHASES,
+  PHASE_EXPORTS,
+  WASI_MODULE,
+  type Phase,
+} from './abi.ts';
+import type { ConfigValidator } from './config-schema.ts';
+import { parseDescriptor, type PolicyDescriptor } from './descriptor.ts';
+import { PolicyLoadError } from './errors.ts';
+import { DEFAULT_LIMITS, PolicyInstance } from './instance.ts';
+import { instrumentForBudget } from './instrument.ts';
+import { readMemoryLimits, writeMemoryLimits } from './wasm-binary.ts';
+import type { Logger } from '../telemetry/logger.ts';
+
+const PAGE = 65536;
+
+export interface PolicyModule {
+  readonly sha256: string;
+  readonly descriptor: PolicyDescriptor;
+  readonly validateConfig: ConfigValidator | null;
+  /** Phases whose handler the module exports. */
+  readonly phases: ReadonlySet<Phase>;
+  readonly importsWasi: boolean;
+  /** Pages the module asks for at start. */
+  readonly initialPages: number;
+  /** The metered module compiled with its memory capped at `memoryBytes` (compiled once per cap). */
+  compiled(memoryBytes: number): Promise<WebAssembly.Module>;
+}
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** A short name for a module in messages: its descriptor name if known, else the start of its hash. */
+function label(sha: string): string {
+  return `sha256:${sha.slice(0, 12)}`;
+}
+
+export async function loadPolicyModule(bytes: Uint8Array, logger: Logger): Promise<PolicyModule> {
+  const sha256 = sha256Hex(bytes);
+  const where = label(sha256);
+  // An exact copy: the caller's buffer may be a view into something larger.
+  const own = new Uint8Array(bytes);
+  if (!WebAssembly.validate(own)) {
+    throw new PolicyLoadError(where, ['not a valid WebAssembly module']);
+  }
+  const original = await WebAssembly.compile(own);
+  const problems: string[] = [];
+  let importsWasi = false;
+  for (const imp of WebAssembly.Module.imports(original)) {
+    const what = `import ${imp.module}.${imp.name} (${imp.kind})`;
+    if (imp.kind === 'memory') problems.push(`${what}: a policy must define its own memory, not import one`);
+    else if (imp.module === INTERNAL_MODULE) problems.push(`${what}: "${INTERNAL_MODULE}" is reserved for the host`);
+    else if (imp.module === WASI_MODULE) importsWasi = true;
+    else if (imp.module !== KERNEL_MODULE && imp.module !== HOST_MODULE) {
+      problems.push(
+        `${what}: only "${KERNEL_MODULE}", "${HOST_MODULE}" and (when granted) "${WASI_MODULE}" may be imported`,
+      );
+    }
+  }
+  const exported = new Map(WebAssembly.Module.exports(original).map((e) => [e.name, e.kind]));
+  if (exported.get('memory') !== 'memory') problems.push('the module must export its memory as "memory"');
+  if (exported.get(DESCRIBE_EXPORT) !== 'function') problems.push(`missing export "${DESCRIBE_EXPORT}" (the descriptor)`);
+  const phases = new Set<Phase>(PHASES.filter((p) => exported.get(PHASE_EXPORTS[p]) === 'function'));
+  if (phases.size === 0) {
+    problems.push(`no phase handler exported (one of ${PHASES.map((p) => PHASE_EXPORTS[p]).join(', ')})`);
+  }
+  const limits = readMemoryLimits(own);
+  if (!limits) problems.push('the module defines no memory');
+  if (problems.length > 0) throw new PolicyLoadError(where, problems);
+
+  let metered: Uint8Array;
+  try {
+    metered = await instrumentForBudget(own);
+  } catch (err) {
+    throw new PolicyLoadError(where, [(err as Error).message]);
+  }
+  const initialPages = limits!.initial;
+  const declaredMax = limits!.maximum;
+  const byCap = new Map<number, Promise<WebAssembly.Module>>();
+  const compiled = (memoryBytes: number): Promise<WebAssembly.Module> => {
+    const pages = Math.floor(memoryBytes / PAGE);
+    const found = byCap.get(pages);
+    if (found) return found;
+    const maximum = Math.max(initialPages, declaredMax === null ? pages : Math.min(declaredMax, pages));
+    const compiling = WebAssembly.compile(writeMemoryLimits(metered, { initial: initialPages, maximum }));
+    byCap.set(pages, compiling);
+    return compiling;
+  };
+
+  // Ask the module for its descriptor, under the default limits and no grants beyond WASI if it imports it.
+  const describer = await PolicyInstance.create({
+    compiled: await compiled(DEFAULT_LIMITS.memoryBytes),
+    policy: where,
+    grants: { wasi: importsWasi },
+    limits: DEFAULT_LIMITS,
+    extismConfig: {},
+    logger: logger.child({ policy: where }),
+  });
+  let output: Uint8Array | null;
+  try {
+    output = await describer.invoke(DESCRIBE_EXPORT, null);
+  } catch (err) {
+    throw new PolicyLoadError(where, [`${DESCRIBE_EXPORT} failed: ${(err as Error).message}`]);
+  } finally {
+    await describer.close();
+  }
+  if (!output) throw new PolicyLoadError(where, [`${DESCRIBE_EXPORT} produced no output (it must output_set JSON)`]);
+  const parsed = parseDescriptor(new TextDecoder().decode(output));
+  if ('problems' in parsed) throw new PolicyLoadError(where, parsed.problems);
+  if (initialPages * PAGE > DEFAULT_LIMITS.memoryBytes) {
+    logger.warn('policy module starts above the default memory cap; bindings need a larger memory limit', {
+      policy: parsed.descriptor.name,
+      sha256,
+      initialPages,
+    });
+  }
+  return {
+    sha256,
+    descriptor: parsed.descriptor,
+    validateConfig: parsed.validateConfig,
+    phases,
+    importsWasi,
+    initialPages,
+    compiled,
+  };
+}

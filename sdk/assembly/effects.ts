@@ -1,0 +1,151 @@
+// Effects (ABI section 5): I/O the host performs between two calls of the same handler.
+//
+// The first call of a handler gets `null` (pending) from every effect; the handler should return `PENDING` as soon as
+// it can (ask for every effect it needs first, so the host runs them concurrently). The host then runs the handler
+// again from the start, and the same request (same kind, same bytes) returns its result. Requests are built
+// deterministically: the same arguments always produce the same bytes (HTTP headers are sorted by name).
+
+import { EFFECT_PENDING, EffectKind } from "./host";
+import { ByteBuffer, failStatus, fatal, readEffect, takeString } from "./io";
+import { JsonKind, JsonReader, JsonWriter } from "./json";
+
+/** Result of `counter`. */
+export class CounterResult {
+  /** Whether `amount` was added without going over `limit` (refused calls are not counted). */
+  allowed: bool = false;
+  /** The counter's value in the current window, after this call. */
+  count: i64 = 0;
+  limit: i64 = 0;
+  /** `limit - count`, never below 0. */
+  remaining: i64 = 0;
+  /** Seconds until the current window ends. */
+  resetSeconds: i64 = 0;
+}
+
+/** Result of `httpCall`. */
+export class HttpResult {
+  /** HTTP status, 0 when the call failed (see `error`). */
+  status: i32 = 0;
+  /** Response headers (names lowercased by the host). */
+  headers: Map<string, string> = new Map<string, string>();
+  body: string = "";
+  /** Why the call failed (not allowed, timeout, connection error), or null. */
+  error: string | null = null;
+}
+
+const requestWriter = new JsonWriter(new ByteBuffer(memory.data(512, 16), 512));
+
+function shorten(text: string): string {
+  return text.length > 200 ? text.substring(0, 200) + "..." : text;
+}
+
+/**
+ * A fixed-window counter kept by the gateway (needs the `counters` grant): adds `amount` to `key` when the result
+ * stays within `limit` for the current window of `periodSeconds`. Returns null while pending (return `PENDING`).
+ * Keys are namespaced per policy binding by the host.
+ */
+export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64 = 1): CounterResult | null {
+  let w = requestWriter;
+  w.reset();
+  w.raw('{"key":');
+  w.string(key);
+  w.raw(',"limit":');
+  w.int(limit);
+  w.raw(',"periodSeconds":');
+  w.int(periodSeconds);
+  w.raw(',"amount":');
+  w.int(amount);
+  w.char(0x7d);
+  let n = readEffect(EffectKind.COUNTER, w.ptr, w.len, "counter");
+  if (n == EFFECT_PENDING) return null;
+  if (n < 0) failStatus("counter", key, n);
+  let text = takeString(n);
+  let result = new CounterResult();
+  let r = new JsonReader(text);
+  if (r.beginObject()) {
+    let k = r.nextKey();
+    while (k !== null) {
+      if (k == "allowed") result.allowed = r.readBool();
+      else if (k == "count") result.count = r.readInt();
+      else if (k == "limit") result.limit = r.readInt();
+      else if (k == "remaining") result.remaining = r.readInt();
+      else if (k == "resetSeconds") result.resetSeconds = r.readInt();
+      else r.skipValue();
+      k = r.nextKey();
+    }
+  }
+  if (!r.done()) fatal('counter("' + key + '"): malformed result from the host: ' + shorten(text));
+  return result;
+}
+
+/**
+ * An HTTP request made by the gateway (needs the `http` grant; the host must be on the policy's allow-list).
+ * Returns null while pending (return `PENDING`); a failed call (refused host, timeout, connection error) returns a
+ * result with `error` set and `status` 0.
+ */
+export function httpCall(
+  method: string,
+  url: string,
+  headers: Map<string, string> | null = null,
+  body: string | null = null,
+  timeoutMs: i32 = 5000,
+): HttpResult | null {
+  let w = requestWriter;
+  w.reset();
+  w.raw('{"method":');
+  w.string(method);
+  w.raw(',"url":');
+  w.string(url);
+  w.raw(',"headers":{');
+  if (headers !== null) {
+    let names = headers.keys();
+    names.sort();
+    for (let i = 0; i < names.length; i++) {
+      let name = unchecked(names[i]);
+      w.key(name, i == 0);
+      w.string(headers.get(name));
+    }
+  }
+  w.char(0x7d);
+  if (body !== null) {
+    w.raw(',"body":');
+    w.string(body);
+  }
+  w.raw(',"timeoutMs":');
+  w.int(timeoutMs);
+  w.char(0x7d);
+  let n = readEffect(EffectKind.HTTP, w.ptr, w.len, "httpCall");
+  if (n == EFFECT_PENDING) return null;
+  if (n < 0) failStatus("httpCall", url, n);
+  let text = takeString(n);
+  let result = new HttpResult();
+  let r = new JsonReader(text);
+  if (r.beginObject()) {
+    let k = r.nextKey();
+    while (k !== null) {
+      if (k == "status") {
+        result.status = <i32>r.readInt();
+      } else if (k == "headers") {
+        if (r.beginObject()) {
+          let h = r.nextKey();
+          while (h !== null) {
+            let v = r.readString();
+            if (v !== null) result.headers.set(h, v);
+            h = r.nextKey();
+          }
+        }
+      } else if (k == "body") {
+        let b = r.readString();
+        if (b !== null) result.body = b;
+      } else if (k == "error") {
+        if (r.peekKind() == JsonKind.NULL) r.readNull();
+        else result.error = r.readString();
+      } else {
+        r.skipValue();
+      }
+      k = r.nextKey();
+    }
+  }
+  if (!r.done()) fatal('httpCall("' + url + '"): malformed result from the host: ' + shorten(text));
+  return result;
+}

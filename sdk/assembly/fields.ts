@@ -1,0 +1,155 @@
+// Typed access to the fields of ABI section 4.1, on top of the buffers of io.ts.
+
+import { host_add, host_get, host_remove, host_set, Status } from "./host";
+import {
+  check,
+  encodeInto,
+  encodeName,
+  failStatus,
+  lastRead,
+  nameBuf,
+  readField,
+  readList,
+  releaseRead,
+  resultBuf,
+  takeBytes,
+  takeString,
+  valueBuf,
+} from "./io";
+
+// @ts-ignore: decorator
+@inline
+function namePtr(len: i32): usize {
+  return len > 0 ? nameBuf.ptr : 0;
+}
+
+/** A named field's value; null when absent. */
+export function getNamed(field: i32, name: string, fn: string): string | null {
+  let n = readField(field, encodeName(name), fn);
+  if (n == Status.NOT_FOUND) return null;
+  if (n < 0) failStatus(fn, name, n);
+  return takeString(n);
+}
+
+/** A named field's value; "" when absent. */
+export function getNamedOrEmpty(field: i32, name: string, fn: string): string {
+  let n = readField(field, encodeName(name), fn);
+  if (n == Status.NOT_FOUND) return "";
+  if (n < 0) failStatus(fn, name, n);
+  return takeString(n);
+}
+
+/** An unnamed field's value; "" when absent. */
+export function getText(field: i32, fn: string): string {
+  let n = readField(field, 0, fn);
+  if (n == Status.NOT_FOUND) return "";
+  if (n < 0) failStatus(fn, null, n);
+  return takeString(n);
+}
+
+/** A body field; null when absent. */
+export function getBytes(field: i32, fn: string): Uint8Array | null {
+  let n = readField(field, 0, fn);
+  if (n == Status.NOT_FOUND) return null;
+  if (n < 0) failStatus(fn, null, n);
+  return takeBytes(n);
+}
+
+/** A body field as UTF-8 text; null when absent. */
+export function getBodyText(field: i32, fn: string): string | null {
+  let n = readField(field, 0, fn);
+  if (n == Status.NOT_FOUND) return null;
+  if (n < 0) failStatus(fn, null, n);
+  return takeString(n);
+}
+
+/** Whether a named field is present (asks for the length only: nothing is copied). */
+export function hasNamed(field: i32, name: string, fn: string): bool {
+  let len = encodeName(name);
+  let n = host_get(field, namePtr(len), len, resultBuf.ptr, 0);
+  if (n == Status.NOT_FOUND) return false;
+  if (n < 0) failStatus(fn, name, n);
+  return true;
+}
+
+/** An unnamed field holding a decimal integer (RESPONSE_STATUS); 0 when absent or not a number. */
+export function getDecimal(field: i32, fn: string): i32 {
+  let n = readField(field, 0, fn);
+  if (n == Status.NOT_FOUND) return 0;
+  if (n < 0) failStatus(fn, null, n);
+  let p = lastRead();
+  let v: i32 = 0;
+  for (let i = 0; i < n; i++) {
+    let c = <i32>load<u8>(p + <usize>i);
+    if (c < 0x30 || c > 0x39 || i >= 9) return 0;
+    v = v * 10 + (c - 0x30);
+  }
+  return v;
+}
+
+/** Sets an unnamed field to a decimal integer. */
+export function setDecimal(field: i32, value: i32, fn: string): void {
+  let p = valueBuf.reserve(12);
+  let len: i32 = 0;
+  let u: u32 = <u32>value;
+  if (value < 0) {
+    store<u8>(p, 0x2d);
+    len = 1;
+    u = <u32>(-value);
+  }
+  let digits = 1;
+  let t = u;
+  while (t >= 10) {
+    t /= 10;
+    digits++;
+  }
+  let q = p + <usize>(len + digits);
+  do {
+    store<u8>(--q, <u8>(0x30 + u % 10));
+    u /= 10;
+  } while (u != 0);
+  len += digits;
+  check(host_set(field, 0, 0, p, len), fn, null);
+}
+
+/** Sets (or, with `add`, appends) a field's value; `name` is null for unnamed fields. */
+export function setText(field: i32, name: string | null, value: string, add: bool, fn: string): void {
+  let nameLen = name !== null ? encodeName(name) : 0;
+  let valueLen = encodeInto(valueBuf, value);
+  let status = add
+    ? host_add(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen)
+    : host_set(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen);
+  check(status, fn, name);
+}
+
+/** Sets a body field to bytes (passed to the host in place, without a copy). */
+export function setBytes(field: i32, value: Uint8Array, fn: string): void {
+  check(host_set(field, 0, 0, value.dataStart, value.byteLength), fn, null);
+}
+
+/** Removes a named item (no error when it was absent). */
+export function removeNamed(field: i32, name: string, fn: string): void {
+  let len = encodeName(name);
+  let status = host_remove(field, namePtr(len), len);
+  if (status != Status.NOT_FOUND) check(status, fn, name);
+}
+
+/** Names present in a named field. */
+export function listNames(field: i32, fn: string): string[] {
+  let n = readList(field, fn);
+  if (n == Status.NOT_FOUND) return [];
+  if (n < 0) failStatus(fn, null, n);
+  let out = new Array<string>();
+  let p = lastRead();
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    if (load<u8>(p + <usize>i) == 0) {
+      out.push(String.UTF8.decodeUnsafe(p + <usize>start, <usize>(i - start)));
+      start = i + 1;
+    }
+  }
+  // Tolerate a last name without its NUL.
+  if (start < n) out.push(String.UTF8.decodeUnsafe(p + <usize>start, <usize>(n - start)));
+  releaseRead();
+  return out;
+}

@@ -1,0 +1,371 @@
+// @gatehouse/policy-sdk: write Gatehouse policies in AssemblyScript.
+//
+// A policy exports one function per phase it handles (`on_inbound`, `on_backend`, `on_outbound`, `on_error`), each
+// `(): i32` returning CONTINUE, RESPOND (after `respond(...)`) or PENDING (an effect is pending). Everything else goes
+// through the functions below, which bind ABI v1 (docs/policy-abi.md): `gatehouse:host/v1` imports with i32
+// pointer/length arguments. Any unexpected status from the host fails the call with a message naming the function.
+
+import { Field, host_fail, host_log, host_now, host_respond, LogLevel, Status } from "./host";
+import { check, encodeInto, encodeName, failStatus, readField, takeString, valueBuf } from "./io";
+import {
+  getBodyText,
+  getBytes,
+  getDecimal,
+  getNamed,
+  getNamedOrEmpty,
+  getText,
+  hasNamed,
+  listNames,
+  removeNamed,
+  setBytes,
+  setDecimal,
+  setText,
+} from "./fields";
+import { JsonKind, JsonReader } from "./json";
+
+export { CounterResult, HttpResult, counter, httpCall } from "./effects";
+export { JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
+export { gatehouseAbort } from "./abort";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Outcomes
+
+/** Return from a handler to let the chain go on. */
+export const CONTINUE: i32 = 0;
+/** Return from a handler after `respond(...)`. */
+export const RESPOND: i32 = 1;
+/** Return from a handler when an effect returned null (pending): the host runs the handler again with the result. */
+export const PENDING: i32 = 2;
+
+/**
+ * Ends the chain with `status` (100-599). A non-empty `body` replaces the response body and a non-empty `contentType`
+ * sets the `content-type` header; otherwise what was set so far is kept (in `on_outbound` and `on_error` that is the
+ * backend's or the error response). Returns RESPOND: `return respond(401, "no key")`.
+ */
+export function respond(status: i32, body: string = "", contentType: string = ""): i32 {
+  if (body.length > 0) setText(Field.RESPONSE_BODY, null, body, false, "respond");
+  if (contentType.length > 0) setText(Field.RESPONSE_HEADER, "content-type", contentType, false, "respond");
+  check(host_respond(status), "respond", null);
+  return RESPOND;
+}
+
+/** Marks the call as failed with `message` (the host fails it when the handler returns). Returns 0. */
+export function fail(message: string): i32 {
+  let len = encodeInto(valueBuf, message);
+  host_fail(valueBuf.ptr, len);
+  return 0;
+}
+
+/** Wall-clock time, milliseconds since the Unix epoch. */
+export function now(): f64 {
+  return host_now();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Request
+
+export namespace request {
+  export function method(): string {
+    return getText(Field.REQUEST_METHOD, "request.method");
+  }
+  export function setMethod(m: string): void {
+    setText(Field.REQUEST_METHOD, null, m, false, "request.setMethod");
+  }
+
+  /** The path, without the query. */
+  export function path(): string {
+    return getText(Field.REQUEST_PATH, "request.path");
+  }
+  export function setPath(p: string): void {
+    setText(Field.REQUEST_PATH, null, p, false, "request.setPath");
+  }
+
+  /** The raw query, without `?`. */
+  export function query(): string {
+    return getText(Field.REQUEST_QUERY, "request.query");
+  }
+  export function setQuery(q: string): void {
+    setText(Field.REQUEST_QUERY, null, q, false, "request.setQuery");
+  }
+
+  /** A decoded query parameter (several values joined by ", "), or null. */
+  export function queryParam(n: string): string | null {
+    return getNamed(Field.REQUEST_QUERY_PARAM, n, "request.queryParam");
+  }
+  export function setQueryParam(n: string, v: string): void {
+    setText(Field.REQUEST_QUERY_PARAM, n, v, false, "request.setQueryParam");
+  }
+  export function addQueryParam(n: string, v: string): void {
+    setText(Field.REQUEST_QUERY_PARAM, n, v, true, "request.addQueryParam");
+  }
+  export function removeQueryParam(n: string): void {
+    removeNamed(Field.REQUEST_QUERY_PARAM, n, "request.removeQueryParam");
+  }
+
+  /** A header (case-insensitive name; several values joined by ", "), or null. */
+  export function header(n: string): string | null {
+    return getNamed(Field.REQUEST_HEADER, n, "request.header");
+  }
+  export function setHeader(n: string, v: string): void {
+    setText(Field.REQUEST_HEADER, n, v, false, "request.setHeader");
+  }
+  export function addHeader(n: string, v: string): void {
+    setText(Field.REQUEST_HEADER, n, v, true, "request.addHeader");
+  }
+  export function removeHeader(n: string): void {
+    removeNamed(Field.REQUEST_HEADER, n, "request.removeHeader");
+  }
+  /** Header names present (lowercase). */
+  export function headerNames(): string[] {
+    return listNames(Field.REQUEST_HEADER, "request.headerNames");
+  }
+
+  /** The body (needs `"requestBody": true` in policy.json), or null. */
+  export function body(): Uint8Array | null {
+    return getBytes(Field.REQUEST_BODY, "request.body");
+  }
+  /** The body as UTF-8 text (needs `"requestBody": true`), or null. */
+  export function bodyText(): string | null {
+    return getBodyText(Field.REQUEST_BODY, "request.bodyText");
+  }
+  export function setBody(b: Uint8Array): void {
+    setBytes(Field.REQUEST_BODY, b, "request.setBody");
+  }
+  export function setBodyText(s: string): void {
+    setText(Field.REQUEST_BODY, null, s, false, "request.setBodyText");
+  }
+
+  export function clientAddress(): string {
+    return getText(Field.CLIENT_ADDRESS, "request.clientAddress");
+  }
+
+  /** The URL the request will be forwarded to. */
+  export function backendUrl(): string {
+    return getText(Field.BACKEND_URL, "request.backendUrl");
+  }
+  export function setBackendUrl(u: string): void {
+    setText(Field.BACKEND_URL, null, u, false, "request.setBackendUrl");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Response
+
+export namespace response {
+  /** The response status (0 when there is none yet). */
+  export function status(): i32 {
+    return getDecimal(Field.RESPONSE_STATUS, "response.status");
+  }
+  export function setStatus(s: i32): void {
+    setDecimal(Field.RESPONSE_STATUS, s, "response.setStatus");
+  }
+
+  export function header(n: string): string | null {
+    return getNamed(Field.RESPONSE_HEADER, n, "response.header");
+  }
+  export function setHeader(n: string, v: string): void {
+    setText(Field.RESPONSE_HEADER, n, v, false, "response.setHeader");
+  }
+  export function addHeader(n: string, v: string): void {
+    setText(Field.RESPONSE_HEADER, n, v, true, "response.addHeader");
+  }
+  export function removeHeader(n: string): void {
+    removeNamed(Field.RESPONSE_HEADER, n, "response.removeHeader");
+  }
+  export function headerNames(): string[] {
+    return listNames(Field.RESPONSE_HEADER, "response.headerNames");
+  }
+
+  /** The body (in `on_outbound`/`on_error` needs `"responseBody": true`), or null. */
+  export function body(): Uint8Array | null {
+    return getBytes(Field.RESPONSE_BODY, "response.body");
+  }
+  export function bodyText(): string | null {
+    return getBodyText(Field.RESPONSE_BODY, "response.bodyText");
+  }
+  export function setBody(b: Uint8Array): void {
+    setBytes(Field.RESPONSE_BODY, b, "response.setBody");
+  }
+  export function setBodyText(s: string): void {
+    setText(Field.RESPONSE_BODY, null, s, false, "response.setBodyText");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Variables: per request, shared along the chain of policies
+
+export namespace vars {
+  export function get(n: string): string | null {
+    return getNamed(Field.VARIABLE, n, "vars.get");
+  }
+  export function set(n: string, v: string): void {
+    setText(Field.VARIABLE, n, v, false, "vars.set");
+  }
+  export function remove(n: string): void {
+    removeNamed(Field.VARIABLE, n, "vars.remove");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Configuration: the top-level keys of this policy binding's configuration (checked against schema.json)
+
+export namespace config {
+  /** Whether the configuration has the top-level key `n`. */
+  export function has(n: string): bool {
+    return hasNamed(Field.CONFIG, n, "config.has");
+  }
+
+  /** A string value as it is (other values as JSON text), or `fallback` when absent. */
+  export function getString(n: string, fallback: string | null = null): string | null {
+    let v = getNamed(Field.CONFIG, n, "config.getString");
+    return v !== null ? v : fallback;
+  }
+
+  /** An integer value, or `fallback` when absent or not an integer. */
+  export function getInt(n: string, fallback: i64 = 0): i64 {
+    let v = getNamed(Field.CONFIG, n, "config.getInt");
+    if (v === null) return fallback;
+    let r = new JsonReader(v);
+    if (r.peekKind() != JsonKind.NUMBER) return fallback;
+    let x = r.readInt(fallback);
+    return r.done() ? x : fallback;
+  }
+
+  /** A number, or `fallback` when absent or not a number. */
+  export function getFloat(n: string, fallback: f64 = 0): f64 {
+    let v = getNamed(Field.CONFIG, n, "config.getFloat");
+    if (v === null) return fallback;
+    let r = new JsonReader(v);
+    if (r.peekKind() != JsonKind.NUMBER) return fallback;
+    let x = r.readNumber();
+    return r.done() ? x : fallback;
+  }
+
+  /** A boolean, or `fallback` when absent or not a boolean. */
+  export function getBool(n: string, fallback: bool = false): bool {
+    let v = getNamed(Field.CONFIG, n, "config.getBool");
+    if (v === null) return fallback;
+    if (v == "true") return true;
+    if (v == "false") return false;
+    return fallback;
+  }
+
+  /**
+   * The JSON text of the value of `n` (exact: a string value comes back quoted), or null when absent.
+   * `getJson("")` returns the whole configuration. Parse it with `parseJson`.
+   */
+  export function getJson(n: string): string | null {
+    let len = readField(Field.CONFIG, 0, "config.getJson");
+    if (len == Status.NOT_FOUND) return null;
+    if (len < 0) failStatus("config.getJson", n, len);
+    let whole = takeString(len);
+    if (n.length == 0) return whole;
+    let r = new JsonReader(whole);
+    let found: string | null = null;
+    if (r.beginObject()) {
+      let key = r.nextKey();
+      while (key !== null) {
+        if (key == n) found = r.readRaw();
+        else r.skipValue();
+        key = r.nextKey();
+      }
+    }
+    return found;
+  }
+
+  /** A top-level key holding a JSON array of strings (other items are skipped); [] when absent or not an array. */
+  export function getStringArray(n: string): string[] {
+    let out = new Array<string>();
+    let v = getNamed(Field.CONFIG, n, "config.getStringArray");
+    if (v === null) return out;
+    let r = new JsonReader(v);
+    if (r.peekKind() != JsonKind.ARRAY || !r.beginArray()) return out;
+    while (r.nextItem()) {
+      if (r.peekKind() == JsonKind.STRING) {
+        let s = r.readString();
+        if (s !== null) out.push(s);
+      } else {
+        r.skipValue();
+      }
+    }
+    return r.error ? new Array<string>() : out;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Route, context, error
+
+export namespace route {
+  /** A parameter of the matched URL template (`/users/{id}` -> `param("id")`), "" when absent. */
+  export function param(n: string): string {
+    return getNamedOrEmpty(Field.ROUTE_PARAM, n, "route.param");
+  }
+}
+
+export namespace context {
+  export function api(): string {
+    return getNamedOrEmpty(Field.CONTEXT, "api", "context.api");
+  }
+  export function operation(): string {
+    return getNamedOrEmpty(Field.CONTEXT, "operation", "context.operation");
+  }
+  export function requestId(): string {
+    return getNamedOrEmpty(Field.CONTEXT, "request-id", "context.requestId");
+  }
+  /** `inbound`, `backend`, `outbound` or `on-error`. */
+  export function phase(): string {
+    return getNamedOrEmpty(Field.CONTEXT, "phase", "context.phase");
+  }
+}
+
+// The ERROR field is readable in on_error only; elsewhere these return "" (NOT_FOUND and READ_ONLY are both taken
+// as "no error").
+function errorField(name: string, fn: string): string {
+  let n = readField(Field.ERROR, encodeName(name), fn);
+  if (n == Status.NOT_FOUND || n == Status.READ_ONLY) return "";
+  if (n < 0) failStatus(fn, name, n);
+  return takeString(n);
+}
+
+export namespace error {
+  /** `policy` or `backend`. */
+  export function source(): string {
+    return errorField("source", "error.source");
+  }
+  export function reason(): string {
+    return errorField("reason", "error.reason");
+  }
+  export function message(): string {
+    return errorField("message", "error.message");
+  }
+  /** The name of the policy that failed, when `source()` is `policy`. */
+  export function policy(): string {
+    return errorField("policy", "error.policy");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Logging: lines go to the gateway's structured log with the policy's name
+
+function logAt(level: i32, msg: string): void {
+  let len = encodeInto(valueBuf, msg);
+  host_log(level, valueBuf.ptr, len);
+}
+
+export namespace log {
+  export function trace(msg: string): void {
+    logAt(LogLevel.TRACE, msg);
+  }
+  export function debug(msg: string): void {
+    logAt(LogLevel.DEBUG, msg);
+  }
+  export function info(msg: string): void {
+    logAt(LogLevel.INFO, msg);
+  }
+  export function warn(msg: string): void {
+    logAt(LogLevel.WARN, msg);
+  }
+  export function error(msg: string): void {
+    logAt(LogLevel.ERROR, msg);
+  }
+}

@@ -1,0 +1,170 @@
+// Effects: I/O that a policy asks for and the host performs between two calls, plus hot swaps mid-flight.
+
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { PolicyFailure } from '../runtime/policy-host/index.ts';
+import { runChain, stackScopes, type PolicyChain } from '../runtime/pipeline/chain.ts';
+import type { ResponseState } from '../runtime/pipeline/exchange.ts';
+import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
+
+let t: TestHost;
+let lookup: Server;
+let lookupPort: number;
+let lookupCalls = 0;
+
+before(async () => {
+  t = newHost();
+  lookup = createServer((req, res) => {
+    lookupCalls++;
+    const delay = Number(new URL(req.url!, 'http://x').searchParams.get('delay') ?? 0);
+    setTimeout(() => res.end(`profile for ${req.url}`), delay);
+  });
+  await new Promise<void>((r) => lookup.listen(0, '127.0.0.1', r));
+  lookupPort = (lookup.address() as AddressInfo).port;
+});
+
+after(() => new Promise((r) => lookup.close(r)));
+
+const ok = (): Promise<ResponseState> =>
+  Promise.resolve({ status: 200, headers: new Map(), body: new TextEncoder().encode('backend') });
+
+describe('effects', () => {
+  test('COUNTER: a limit of 3 lets 3 calls through per client, then answers 429', async () => {
+    const module = await t.host.load(await buildFixture('counter-limit'));
+    const binding = t.host.bind({
+      id: 'api:limited/inbound/0',
+      phase: 'inbound',
+      module,
+      config: { limit: 3, period: 60 },
+      grants: { counters: true },
+    });
+    const chain: PolicyChain = stackScopes({ inbound: [binding] });
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const exchange = makeExchange({ clientAddress: '10.0.0.1' });
+      await runChain(chain, exchange, ok);
+      statuses.push(exchange.response.status);
+      if (i < 3) assert.equal(exchange.request.headers.get('x-count')?.[0], String(i + 1));
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+    const other = makeExchange({ clientAddress: '10.0.0.2' });
+    await runChain(chain, other, ok);
+    assert.equal(other.response.status, 200, 'another client has its own counter');
+    assert.equal(other.response.headers.get('ratelimit-remaining')?.[0], '2');
+  });
+
+  test('COUNTER: two bindings of the same policy never share a counter', async () => {
+    const module = await t.host.load(await buildFixture('counter-limit'));
+    const make = (id: string) =>
+      t.host.bind({ id, phase: 'inbound', module, config: { limit: 1, period: 60 }, grants: { counters: true } });
+    const a = make('api:a/inbound/0');
+    const b = make('api:b/inbound/0');
+    for (const binding of [a, b]) {
+      const exchange = makeExchange({ clientAddress: '10.9.9.9' });
+      await binding.run('inbound', exchange);
+      assert.equal(exchange.responded, false);
+    }
+  });
+
+  test('HTTP: a granted host is called by the host and the answer reaches the policy', async () => {
+    const module = await t.host.load(await buildFixture('http-call'));
+    const binding = t.host.bind({
+      id: 'http/0',
+      phase: 'inbound',
+      module,
+      config: { url: `http://127.0.0.1:${lookupPort}/users/42` },
+      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+    });
+    const before = lookupCalls;
+    const exchange = makeExchange();
+    await binding.run('inbound', exchange);
+    assert.equal(exchange.request.headers.get('x-lookup-status')?.[0], '200');
+    assert.equal(exchange.request.headers.get('x-lookup-body')?.[0], 'profile for /users/42');
+    assert.equal(lookupCalls - before, 1, 'the effect ran once, the handler twice');
+  });
+
+  test('HTTP: an unreachable host is an answer the policy handles, not a crash', async () => {
+    const module = await t.host.load(await buildFixture('http-call'));
+    const binding = t.host.bind({
+      id: 'http/1',
+      phase: 'inbound',
+      module,
+      config: { url: 'http://127.0.0.1:1/' },
+      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+    });
+    const exchange = makeExchange();
+    await binding.run('inbound', exchange);
+    assert.equal(exchange.response.status, 502);
+    assert.match(new TextDecoder().decode(exchange.response.body!), /lookup failed/);
+  });
+
+  test('HTTP: the event loop keeps serving while an effect waits on the network', async () => {
+    const module = await t.host.load(await buildFixture('http-call'));
+    const binding = t.host.bind({
+      id: 'http/2',
+      phase: 'inbound',
+      module,
+      config: { url: `http://127.0.0.1:${lookupPort}/slow?delay=200` },
+      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+    });
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 10);
+    const started = performance.now();
+    await Promise.all(Array.from({ length: 5 }, () => binding.run('inbound', makeExchange())));
+    clearInterval(timer);
+    const took = performance.now() - started;
+    assert.ok(took < 600, `5 concurrent 200 ms lookups took ${took.toFixed(0)} ms (they must overlap)`);
+    assert.ok(ticks >= 10, `only ${ticks} timer ticks while waiting`);
+  });
+
+  test('a module is swapped while requests are in flight: they finish on the old one, new ones use the new one', async () => {
+    const slow = t.host.bind({
+      id: 'swap/v1',
+      phase: 'inbound',
+      module: await t.host.load(await buildFixture('http-call')),
+      config: { url: `http://127.0.0.1:${lookupPort}/v1?delay=300` },
+      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+    });
+    let live: PolicyChain = stackScopes({ inbound: [slow] });
+    const inFlight = Array.from({ length: 3 }, () => {
+      const exchange = makeExchange();
+      return runChain(live, exchange, ok).then(() => exchange);
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    // Swap: a new module (another policy) and a new chain object, as a configuration reload does.
+    const next = t.host.bind({
+      id: 'swap/v2',
+      phase: 'inbound',
+      module: await t.host.load(await buildFixture('chain-probe')),
+      config: { tag: 'v2' },
+    });
+    live = stackScopes({ inbound: [next] });
+    const fresh = makeExchange();
+    await runChain(live, fresh, ok);
+    assert.equal(fresh.variables.get('trace'), 'v2');
+    for (const exchange of await Promise.all(inFlight)) {
+      assert.equal(exchange.response.status, 200);
+      assert.equal(exchange.request.headers.get('x-lookup-body')?.[0], 'profile for /v1?delay=300');
+    }
+  });
+
+  test('a handler that keeps asking for new effects fails after 4 rounds, its changes undone', async () => {
+    const module = await t.host.load(await buildFixture('adversarial'));
+    const binding = t.host.bind({
+      id: 'rounds/0',
+      phase: 'inbound',
+      module,
+      config: { mode: 'effect-chain' },
+      grants: { counters: true },
+    });
+    const err = await binding.run('inbound', makeExchange()).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof PolicyFailure);
+    assert.equal(err.reason, 'effects');
+    assert.match(err.message, /after 4 rounds/);
+  });
+});

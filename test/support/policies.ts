@@ -1,0 +1,89 @@
+// Shared helpers for tests: build real policies with the SDK, make hosts and exchanges.
+
+import { join } from 'node:path';
+import { buildPolicy } from '../../sdk/cli/build.ts';
+import { repoRoot } from '../../runtime/platform/paths.ts';
+import { PolicyHost, type EffectRunner } from '../../runtime/policy-host/index.ts';
+import { GatewayEffects } from '../../runtime/pipeline/effects.ts';
+import { Exchange, headerMap, type RequestState } from '../../runtime/pipeline/exchange.ts';
+import { MemoryCounterStore } from '../../runtime/state/counter-store.ts';
+import { Logger, memorySink, type LogRecord } from '../../runtime/telemetry/logger.ts';
+
+/** Compiles `test/fixtures/policies/<name>` or `policies/<name>` from TypeScript (cached by content). */
+export async function buildFixture(name: string): Promise<Uint8Array> {
+  const fixture = join(repoRoot(), 'test', 'fixtures', 'policies', name, 'policy.ts');
+  const builtin = join(repoRoot(), 'policies', name, 'policy.ts');
+  const { existsSync } = await import('node:fs');
+  const source = existsSync(fixture) ? fixture : builtin;
+  return (await buildPolicy({ source })).wasm;
+}
+
+export interface TestHost {
+  host: PolicyHost;
+  logs: LogRecord[];
+}
+
+export function newHost(effects?: EffectRunner): TestHost {
+  const logs: LogRecord[] = [];
+  const host = new PolicyHost({
+    logger: new Logger(memorySink(logs), 'debug'),
+    effects: effects ?? new GatewayEffects({ counters: new MemoryCounterStore() }),
+  });
+  return { host, logs };
+}
+
+let requests = 0;
+
+export function makeExchange(request: Partial<Omit<RequestState, 'headers'>> & { headers?: Record<string, string> } = {}) {
+  return new Exchange({
+    requestId: `req-${++requests}`,
+    api: 'test-api',
+    operation: 'test-op',
+    backendUrl: 'http://127.0.0.1:1',
+    request: {
+      method: request.method ?? 'GET',
+      path: request.path ?? '/',
+      query: request.query ?? '',
+      headers: headerMap(request.headers ?? {}),
+      body: request.body ?? null,
+      clientAddress: request.clientAddress ?? '127.0.0.1',
+    },
+  });
+}
+
+/** Builds a raw module from WebAssembly text (binaryen parses it), for modules the SDK would never produce. */
+export async function wat(text: string): Promise<Uint8Array> {
+  const binaryen = (await import('binaryen')).default;
+  const module = binaryen.parseText(text);
+  try {
+    module.setFeatures(binaryen.Features.MVP | binaryen.Features.BulkMemory | binaryen.Features.SignExt);
+    return module.emitBinary();
+  } finally {
+    module.dispose();
+  }
+}
+
+/** A valid descriptor export body in WAT: writes `json` through the Extism kernel. */
+export function watDescriptor(json: string): { imports: string; data: string; func: string } {
+  const bytes = new TextEncoder().encode(json);
+  const escaped = [...bytes].map((b) => `\\${b.toString(16).padStart(2, '0')}`).join('');
+  return {
+    imports: `
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))`,
+    data: `(data (i32.const 1024) "${escaped}")`,
+    func: `
+  (func (export "gatehouse_policy_v1") (result i32)
+    (local $h i64) (local $i i32)
+    (local.set $h (call $alloc (i64.const ${bytes.length})))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (i32.const ${bytes.length})))
+      (call $store_u8 (i64.add (local.get $h) (i64.extend_i32_u (local.get $i)))
+                      (i32.load8_u (i32.add (i32.const 1024) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (call $output_set (local.get $h) (i64.const ${bytes.length}))
+    (i32.const 0))`,
+  };
+}

@@ -76,7 +76,6 @@ async function runPhase(
 ): Promise<boolean> {
   exchange.phase = phase;
   for (const binding of bindings) {
-    exchange.binding = binding;
     const started = performance.now();
     try {
       await binding.run(phase, exchange);
@@ -89,8 +88,6 @@ async function runPhase(
       }
       exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed' });
       throw err;
-    } finally {
-      exchange.binding = null;
     }
     const ms = performance.now() - started;
     exchange.timings.push({ binding: binding.id, phase, ms, outcome: exchange.responded ? 'respond' : 'continue' });

@@ -78,7 +78,7 @@ export class Exchange implements TransactionalView {
   responded = false;
   error: ExchangeError | null = null;
   readonly timings: PolicyTiming[] = [];
-  /** The binding whose handler is running (its configuration and body declarations apply). */
+  /** The binding whose handler is running (its configuration and body declarations apply); set by begin(). */
   binding: PolicyBinding | null = null;
   private journal: (() => void)[] | null = null;
 
@@ -94,16 +94,19 @@ export class Exchange implements TransactionalView {
 
   // --- transactions -------------------------------------------------------------------------------------------
 
-  begin(): void {
+  begin(binding: PolicyBinding): void {
+    this.binding = binding;
     this.journal = [];
   }
 
   commit(): void {
+    this.binding = null;
     this.journal = null;
   }
 
   rollback(): void {
     const undo = this.journal;
+    this.binding = null;
     this.journal = null;
     if (!undo) return;
     for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
@@ -275,7 +278,7 @@ export class Exchange implements TransactionalView {
         return Status.OK;
       }
       case Field.RESPONSE_BODY:
-        if (this.afterBackend() && !this.binding?.module.descriptor.responseBody) return Status.NOT_DECLARED;
+        // Replacing a body needs no buffering (reading one after the backend does, see read()).
         this.change(this.response, 'body', value as Uint8Array);
         return Status.OK;
       case Field.BACKEND_URL: {

@@ -10,7 +10,8 @@ import type { Counter } from '../telemetry/metrics.ts';
 
 /** A call view that can undo what a call did (the pipeline's exchange implements it). */
 export interface TransactionalView extends CallView {
-  begin(): void;
+  /** Starts a call of `binding` (whose configuration and body declarations apply until commit or rollback). */
+  begin(binding: PolicyBinding): void;
   commit(): void;
   rollback(): void;
 }
@@ -128,7 +129,7 @@ export class PolicyBinding {
         outputBytes: 0,
         grants: this.options.grants,
       };
-      view.begin();
+      view.begin(this);
       let instance: PolicyInstance;
       try {
         instance = await this.live();
@@ -204,7 +205,7 @@ function classify(err: unknown, state: CallState, instance: PolicyInstance): [Fa
   if (err instanceof CallAbort) return [err.reason, err.message];
   const message = err instanceof Error ? err.message : String(err);
   if (err instanceof WebAssembly.RuntimeError || (err instanceof RangeError && /call stack/i.test(message))) {
-    if (instance.memoryAtCap()) return ['memory-cap', `trapped with its memory at the cap (${message})`];
+    if (instance.memoryNearCap()) return ['memory-cap', `trapped with its memory at the cap (${message})`];
     return ['trap', state.failMessage ?? message];
   }
   if (message.startsWith('Plugin-originated error: ')) return ['error', message.slice(25)];

@@ -128,9 +128,12 @@ export class PolicyInstance {
     this.u8 = new Uint8Array(this.memory.buffer);
   }
 
-  /** True when the module's memory reached its maximum (used to tell a memory-cap failure from other traps). */
-  memoryAtCap(): boolean {
-    return this.memory.buffer.byteLength + 65536 > this.options.limits.memoryBytes;
+  /**
+   * True when the module's memory is within 1/8 of its cap. A module whose allocation failed at the cap traps with its
+   * memory just below it (the allocation that did not fit is not counted), so "at the cap" has to be approximate.
+   */
+  memoryNearCap(): boolean {
+    return this.memory.buffer.byteLength >= this.options.limits.memoryBytes * 0.875;
   }
 
   /**

@@ -484,27 +484,35 @@ export class JsonReader {
 
   /**
    * Reads a number as an integer: exact for integers that fit an i64; a number with a fraction or an exponent is
-   * accepted when its value is integral. Otherwise returns `fallback` (and sets `error` unless the value was a number).
+   * accepted when its value is integral. Otherwise returns `fallback` (and sets `error` unless the value was a number;
+   * `lastIntExact` tells the two apart).
    */
   readInt(fallback: i64 = 0): i64 {
     let end = this.scanNumber();
     if (end < 0) return fallback;
     let start = this.pos;
     this.pos = end;
+    this.lastIntExact = false;
     if (this.lastIsInteger) {
       let p = start;
       let negative = this.at(p) == 0x2d;
       if (negative) p++;
-      if (end - p <= 18) {
-        let v: i64 = 0;
-        while (p < end) v = v * 10 + <i64>(this.at(p++) - 0x30);
-        return negative ? -v : v;
-      }
+      // 19 digits always fit a u64; then check the i64 range.
+      if (end - p > 19) return fallback;
+      let v: u64 = 0;
+      while (p < end) v = v * 10 + <u64>(this.at(p++) - 0x30);
+      if (negative ? v > 0x8000000000000000 : v > 0x7fffffffffffffff) return fallback;
+      this.lastIntExact = true;
+      return negative ? <i64>(0 - v) : <i64>v;
     }
     let f = parseFloat(this.text.substring(start, end));
     if (f != Math.trunc(f) || f < -9223372036854775808.0 || f >= 9223372036854775808.0) return fallback;
+    this.lastIntExact = true;
     return <i64>f;
   }
+
+  /** Whether the last `readInt` found an integral value within the i64 range (rather than returning `fallback`). */
+  lastIntExact: bool = false;
 
   /** Reads `true` or `false`; false (and `error`) otherwise. */
   readBool(): bool {
@@ -708,13 +716,13 @@ function readValue(r: JsonReader): JsonValue | null {
     let save = r.pos;
     let f = r.readNumber();
     v.numberValue = f;
-    if (!r.error && r.lastIsInteger && Math.abs(f) < 9223372036854775808.0) {
-      // Re-read the digits for an exact i64 (integers of 19 digits go through the float value).
+    if (!r.error && r.lastIsInteger) {
+      // Re-read the digits for an exact i64.
       let end = r.pos;
       r.pos = save;
       v.intValue = r.readInt();
+      v.isInteger = r.lastIntExact;
       r.pos = end;
-      v.isInteger = true;
     }
   } else if (kind == JsonKind.BOOL) {
     v.boolValue = r.readBool();

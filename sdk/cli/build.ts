@@ -12,7 +12,8 @@
 
 import asc from 'assemblyscript/asc';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -72,7 +73,7 @@ export interface BuildResult {
 }
 
 /** Bumped whenever the generated code or the build flags change, so that older cache entries are not used. */
-const BUILDER_VERSION = 1;
+const BUILDER_VERSION = 2;
 
 const SDK_PACKAGE = '@gatehouse/policy-sdk';
 const SDK_LIB_PREFIX = `~lib/${SDK_PACKAGE}/`;
@@ -149,6 +150,14 @@ export function sdkAssemblyDir(): string {
   }
   const root = findRepoRoot(process.cwd());
   if (root) return path.join(root, 'sdk', 'assembly');
+  for (const from of [here, process.cwd()]) {
+    try {
+      const pkg = createRequire(path.join(from, 'noop.js')).resolve(`${SDK_PACKAGE}/package.json`);
+      return path.join(path.dirname(realpathSync(pkg)), 'assembly');
+    } catch {
+      // not installed there
+    }
+  }
   throw new PolicyBuildError(`cannot find the ${SDK_PACKAGE} sources (looked up from ${here})`);
 }
 
@@ -356,7 +365,8 @@ function entrySource(sourceBase: string, descriptor: PolicyDescriptor): string {
 function importHint(module: string, name: string): string {
   const full = `${module}.${name}`;
   if (full === 'env.seed') return 'Math.random() is not available in policies (handlers must be deterministic); derive values from the request, or use counter()';
-  if (full === 'env.Date.now' || full === 'env.performance.now') return `${name === 'now' && module === 'env' ? 'Date.now()/performance.now()' : full} is not available; use now() from @gatehouse/policy-sdk`;
+  if (full === 'env.Date.now') return 'Date.now() is not available; use now() from @gatehouse/policy-sdk';
+  if (full === 'env.performance.now') return 'performance.now() is not available; use now() from @gatehouse/policy-sdk';
   if (full.startsWith('env.console.')) return `console.${full.slice('env.console.'.length)}() is not available; use log.info() (or log.debug/warn/error) from @gatehouse/policy-sdk`;
   if (full === 'env.trace') return 'trace() is not available; use log.debug() from @gatehouse/policy-sdk';
   if (full === 'env.abort') return 'env.abort should have been replaced by the SDK abort handler: is the policy built with gatehouse-policy build?';
@@ -423,8 +433,10 @@ function exportSignatures(wasm: Uint8Array): Map<string, FuncType> {
       }
     } else if (id === 2) {
       for (let n = u32(); n > 0; n--) {
-        pos += u32(); // module
-        pos += u32(); // name
+        const moduleLen = u32();
+        pos += moduleLen;
+        const nameLen = u32();
+        pos += nameLen;
         const kind = wasm[pos++]!;
         if (kind === 0) {
           u32();
@@ -472,7 +484,7 @@ function signatureText(t: FuncType): string {
   return `(${list(t.params)}) -> ${t.results.length ? list(t.results) : 'void'}`;
 }
 
-function checkModule(wasm: Uint8Array, source: string, userFiles: Map<string, string>): void {
+function checkModule(wasm: Uint8Array<ArrayBuffer>, source: string, userFiles: Map<string, string>): void {
   let module: WebAssembly.Module;
   try {
     module = new WebAssembly.Module(wasm);
@@ -521,7 +533,10 @@ function checkModule(wasm: Uint8Array, source: string, userFiles: Map<string, st
       });
     }
   }
-  if (problems.length > 0) throw buildError(`${displayPath(source)} does not make a valid Gatehouse policy module`, problems);
+  if (problems.length > 0) {
+    problems.sort((a, b) => (a.file === b.file ? a.line - b.line : 0));
+    throw buildError(`${displayPath(source)} does not make a valid Gatehouse policy module`, problems);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -660,10 +675,11 @@ async function compile(
   if (!(wasm instanceof Uint8Array)) {
     throw buildError(`the AssemblyScript compiler produced no module for ${displayPath(source)}`, []);
   }
-  checkModule(wasm, source, userFiles);
+  const bytes = new Uint8Array(wasm);
+  checkModule(bytes, source, userFiles);
   const map = outputs.get(`${outName}.map`);
   return {
-    wasm: new Uint8Array(wasm),
+    wasm: bytes,
     sourceMap: map === undefined ? null : typeof map === 'string' ? map : decoder.decode(map),
     warnings,
     deps: [...deps].map(([p, h]) => ({ path: p, sha256: h })).sort((a, b) => a.path.localeCompare(b.path)),

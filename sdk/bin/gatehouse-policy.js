@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+// Launcher of the gatehouse-policy command. The CLI is TypeScript (sdk/cli/); Node runs the build in dist/, made by
+// scripts/build.mjs, which this runs first when dist/sdk/cli/main.js is missing or older than its sources.
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+function findRepoRoot(start) {
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    try {
+      if (JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')).name === 'gatehouse') return dir;
+    } catch {
+      // no package.json here
+    }
+    if (path.dirname(dir) === dir) return null;
+  }
+}
+
+// npm links the bin through node_modules/.bin: resolve the link to find the repository.
+const here = path.dirname(realpathSync(fileURLToPath(import.meta.url)));
+const root = findRepoRoot(here);
+if (!root) {
+  process.stderr.write(`gatehouse-policy: cannot find the gatehouse repository above ${here}\n`);
+  process.exit(1);
+}
+const main = path.join(root, 'dist', 'sdk', 'cli', 'main.js');
+
+// Newest modification time of the TypeScript the CLI bundle is made from (the CLI and the policy host it runs tests on).
+function newestSource() {
+  let newest = 0;
+  const walk = (dir) => {
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
+    }
+  };
+  walk(path.join(root, 'sdk', 'cli'));
+  walk(path.join(root, 'runtime'));
+  return newest;
+}
+
+const missing = !existsSync(main);
+if (missing || statSync(main).mtimeMs < newestSource()) {
+  process.stderr.write(`gatehouse-policy: ${missing ? 'building' : 'rebuilding'} the CLI first (node scripts/build.mjs)...\n`);
+  const built = spawnSync(process.execPath, [path.join(root, 'scripts', 'build.mjs')], {
+    cwd: root,
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  if (built.status !== 0 || !existsSync(main)) {
+    process.stderr.write(`gatehouse-policy: the build failed; run "node scripts/build.mjs" in ${root} to see why\n`);
+    process.exit(1);
+  }
+}
+// The test command loads @extism/extism, whose import of node:wasi prints an ExperimentalWarning even though
+// policies run without WASI; keep the command's output to what it has to say.
+const emitWarning = process.emitWarning;
+process.emitWarning = function (warning, ...rest) {
+  const type = typeof rest[0] === 'string' ? rest[0] : rest[0]?.type;
+  if (type === 'ExperimentalWarning' && String(warning).includes('WASI')) return;
+  return emitWarning.call(process, warning, ...rest);
+};
+const { runCli } = await import(pathToFileURL(main).href);
+process.exitCode = await runCli(process.argv.slice(2));

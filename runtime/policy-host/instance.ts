@@ -193,7 +193,9 @@ export class PolicyInstance {
   }
 
   private mem(): Uint8Array {
-    if (this.u8.buffer !== this.memory.buffer) this.u8 = new Uint8Array(this.memory.buffer);
+    // Growing a wasm memory detaches its old buffer, and views on a detached buffer have length 0: a cheap test,
+    // where reading `memory.buffer` on every host call is not.
+    if (this.u8.byteLength === 0) this.u8 = new Uint8Array(this.memory.buffer);
     return this.u8;
   }
 

@@ -242,16 +242,14 @@ export function policyNameFromFolder(folder: string): string {
  * `description`) and `schema.json` (the configuration's JSON Schema). Both are optional: the name defaults to the
  * folder's name and the version to "0.0.0".
  */
-export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyDescriptor; texts: string[] }> {
+export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyDescriptor }> {
   const policyFile = path.join(dir, 'policy.json');
   const schemaFile = path.join(dir, 'schema.json');
   const problems: BuildDiagnostic[] = [];
-  const texts: string[] = [];
   let policy: Record<string, unknown> = {};
   let policyText = '';
   if (existsSync(policyFile)) {
     policyText = await readFile(policyFile, 'utf8');
-    texts.push(policyText);
     const raw = parseJsonAt(policyFile, policyText);
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
       throw buildError(`${displayPath(policyFile)} must hold a JSON object`, [
@@ -305,7 +303,6 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
   let configSchema: object | null = null;
   if (existsSync(schemaFile)) {
     const schemaText = await readFile(schemaFile, 'utf8');
-    texts.push(schemaText);
     const schema = parseJsonAt(schemaFile, schemaText);
     if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
       problems.push({ file: schemaFile, line: 1, column: 1, message: 'must be a JSON Schema object, e.g. {"type": "object", "properties": {...}}' });
@@ -322,7 +319,6 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
       responseBody: policy.responseBody === true,
       configSchema,
     },
-    texts,
   };
 }
 

@@ -4,8 +4,12 @@
 //   policy-call-median-us           one call of check-header (a present, valid key), through PolicyBinding.run
 //   policy-60-header-ops-median-us  one call doing 20 header reads, 20 sets and 20 removes
 // Each figure is PolicyBinding.run: journal, instance lock, metering, the Extism call and every host function.
+//   metering-overhead-ratio         a CPU-bound policy (test/fixtures/policies/compute), metered / unmetered time
 
 import { buildFixture, makeExchange, newHost } from '../test/support/policies.ts';
+import { DEFAULT_LIMITS, type CallState } from '../runtime/policy-host/instance.ts';
+import { PolicyInstance } from '../runtime/policy-host/instance.ts';
+import { Logger } from '../runtime/telemetry/logger.ts';
 
 const WARMUP = 5_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 50_000);
@@ -55,5 +59,36 @@ const sixty = await measure('60 header operations via PolicyBinding.run', () => 
   ops.run('inbound', ex as ReturnType<typeof makeExchange>),
 );
 
+// Metering cost: the same CPU-bound policy, compiled as the host runs it (metered) and as the SDK built it (not).
+const computeWasm = await buildFixture('compute');
+const computeModule = await host.load(computeWasm);
+const instance = async (compiled: WebAssembly.Module) =>
+  PolicyInstance.create({ compiled, policy: 'compute', grants: {}, limits: { ...DEFAULT_LIMITS, cpuMs: 5000 }, extismConfig: {}, logger: new Logger(() => undefined) });
+const metered = await instance(await computeModule.compiled(DEFAULT_LIMITS.memoryBytes));
+const unmetered = await instance(await WebAssembly.compile(computeWasm as Uint8Array<ArrayBuffer>));
+const state = (): CallState => ({ view: makeExchange(), effectResults: new Map(), pendingEffects: new Map(), failMessage: null, outputBytes: 0, grants: {} });
+const cpuRuns = 2_000;
+const timeCompute = async (label: string, target: PolicyInstance) => {
+  const samples: number[] = [];
+  for (let i = 0; i < 200; i++) await target.invoke('on_inbound', state());
+  for (let i = 0; i < cpuRuns; i++) {
+    const s = state();
+    const start = process.hrtime.bigint();
+    await target.invoke('on_inbound', s);
+    samples.push(Number(process.hrtime.bigint() - start) / 1000);
+  }
+  samples.sort((a, b) => a - b);
+  console.error(`# compute policy, ${label}: median ${percentile(samples, 0.5).toFixed(1)} us over ${cpuRuns} calls`);
+  return percentile(samples, 0.5);
+};
+// Alternate the two so that machine noise hits both alike.
+let meteredUs = 0;
+let unmeteredUs = 0;
+for (let round = 0; round < 3; round++) {
+  meteredUs += await timeCompute('metered', metered);
+  unmeteredUs += await timeCompute('unmetered', unmetered);
+}
+
 console.log(`policy-call-median-us: ${single.median.toFixed(2)}`);
 console.log(`policy-60-header-ops-median-us: ${sixty.median.toFixed(2)}`);
+console.log(`metering-overhead-ratio: ${(meteredUs / unmeteredUs).toFixed(2)}`);

@@ -101,6 +101,8 @@ export class PolicyInstance {
       log: (m: string) => logger.info(m, { source: 'extism-log' }),
     } as unknown as Console;
     const useWasi = grants.wasi === true || grants.filesystem !== undefined;
+    // The module's start function (top-level code) runs inside createPlugin, under the same budget as a call.
+    this.deadline = performance.now() + limits.cpuMs;
     this.plugin = await createPlugin(
       { wasm: [{ module: this.options.compiled }], config: this.options.extismConfig },
       {

@@ -176,3 +176,46 @@ describe('sandbox', () => {
     assert.deepEqual([...exchange.request.headers], [['keep', ['me']]]);
   });
 });
+
+describe('sandbox: WASI filesystem', () => {
+  /** A hand-written module that opens `path` through WASI in the first preopened directory (fd 3); traps on error. */
+  async function opener(path: string) {
+    const { watDescriptor, wat } = await import('./support/policies.ts');
+    const d = watDescriptor('{"name":"opener","version":"1"}');
+    const escaped = [...new TextEncoder().encode(path)].map((b) => `\\${b.toString(16).padStart(2, '0')}`).join('');
+    return wat(`(module
+      ${d.imports}
+      (import "wasi_snapshot_preview1" "path_open"
+        (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      ${d.data}
+      (data (i32.const 4096) "${escaped}")
+      ${d.func}
+      (func (export "on_inbound") (result i32)
+        (if (i32.ne (call $path_open (i32.const 3) (i32.const 0) (i32.const 4096) (i32.const ${path.length})
+                                     (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 8192))
+                    (i32.const 0))
+          (then unreachable))
+        (i32.const 0)))`);
+  }
+
+  test('a file is reachable only inside a granted directory', async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-wasi-'));
+    writeFileSync(join(dir, 'allowed.txt'), 'hello');
+    try {
+      const inside = await t.host.load(await opener('allowed.txt'));
+      const outside = await t.host.load(await opener('../../etc/passwd'));
+      const granted = { filesystem: { '/data': dir } };
+      await t.host.bind({ id: 'fs/granted', phase: 'inbound', module: inside, grants: granted }).run('inbound', makeExchange());
+      const noDirectory = t.host.bind({ id: 'fs/wasi-only', phase: 'inbound', module: inside, grants: { wasi: true } });
+      assert.equal((await failure(noDirectory.run('inbound', makeExchange()))).reason, 'trap');
+      const escape = t.host.bind({ id: 'fs/escape', phase: 'inbound', module: outside, grants: granted });
+      assert.equal((await failure(escape.run('inbound', makeExchange()))).reason, 'trap');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -5,6 +5,7 @@ import { EffectKind } from '../policy-host/abi.ts';
 import type { EffectContext, EffectRunner } from '../policy-host/binding.ts';
 import { CallAbort } from '../policy-host/errors.ts';
 import type { CounterStore } from '../state/counter-store.ts';
+import { collectBody } from '../proxy/body.ts';
 
 const MAX_HTTP_RESPONSE_BYTES = 1024 * 1024;
 const MAX_HTTP_TIMEOUT_MS = 30_000;
@@ -62,21 +63,16 @@ export class GatewayEffects implements EffectRunner {
         bodyTimeout: timeoutMs,
         signal: AbortSignal.timeout(timeoutMs),
       });
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      for await (const chunk of res.body) {
-        size += (chunk as Uint8Array).byteLength;
-        if (size > MAX_HTTP_RESPONSE_BYTES) {
-          res.body.destroy();
-          return { error: `response larger than ${MAX_HTTP_RESPONSE_BYTES} bytes` };
-        }
-        chunks.push(chunk as Uint8Array);
+      const body = await collectBody(res.body, MAX_HTTP_RESPONSE_BYTES);
+      if (body === null) {
+        res.body.destroy();
+        return { error: `response larger than ${MAX_HTTP_RESPONSE_BYTES} bytes` };
       }
       const outHeaders: Record<string, string> = {};
       for (const [k, v] of Object.entries(res.headers)) {
         if (v !== undefined) outHeaders[k] = Array.isArray(v) ? v.join(', ') : v;
       }
-      return { status: res.statusCode, headers: outHeaders, body: new TextDecoder().decode(concat(chunks, size)) };
+      return { status: res.statusCode, headers: outHeaders, body: new TextDecoder().decode(body) };
     } catch (err) {
       return { error: (err as Error).message };
     }
@@ -115,14 +111,4 @@ function isPositiveInt(v: unknown): v is number {
 
 function isStringRecord(v: unknown): v is Record<string, string> {
   return typeof v === 'object' && v !== null && Object.values(v).every((x) => typeof x === 'string');
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
 }

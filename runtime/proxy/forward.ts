@@ -4,6 +4,7 @@
 import { Agent, request, errors } from 'undici';
 import { BackendError, type Forward } from '../pipeline/chain.ts';
 import type { HeaderMap } from '../pipeline/exchange.ts';
+import { collectBody } from './body.ts';
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -39,26 +40,15 @@ export function createForwarder(options: ForwarderOptions = {}): Forward & { clo
         body: exchange.request.body ?? undefined,
         dispatcher,
       });
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      for await (const chunk of res.body) {
-        size += (chunk as Uint8Array).byteLength;
-        if (size > maxBytes) {
-          res.body.destroy();
-          throw new BackendError('too-large', 502, `backend response larger than ${maxBytes} bytes`);
-        }
-        chunks.push(chunk as Uint8Array);
+      const body = await collectBody(res.body, maxBytes);
+      if (body === null) {
+        res.body.destroy();
+        throw new BackendError('too-large', 502, `backend response larger than ${maxBytes} bytes`);
       }
       const out: HeaderMap = new Map();
       for (const [name, value] of Object.entries(res.headers)) {
         if (value === undefined || HOP_BY_HOP.has(name)) continue;
         out.set(name, Array.isArray(value) ? value : [value]);
-      }
-      const body = new Uint8Array(size);
-      let at = 0;
-      for (const c of chunks) {
-        body.set(c, at);
-        at += c.byteLength;
       }
       return { status: res.statusCode, headers: out, body };
     } catch (err) {

@@ -19,14 +19,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The descriptor a module hands the host from `gatehouse_policy_v1` (ABI section 2). */
-export interface PolicyDescriptor {
-  name: string;
-  version: string;
-  requestBody: boolean;
-  responseBody: boolean;
-  configSchema: object | null;
-}
+import type { PolicyDescriptor } from '../../runtime/policy-host/descriptor.ts';
+
+export type { PolicyDescriptor };
 
 export interface BuildDiagnostic {
   /** Absolute path of the file (or `~lib/...` for the AssemblyScript standard library). */

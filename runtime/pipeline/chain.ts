@@ -119,6 +119,8 @@ function describeError(err: unknown): NonNullable<Exchange['error']> {
   return { source: 'gateway', reason: 'internal', message: (err as Error)?.message ?? String(err), policy: '', status: 500 };
 }
 
+const TITLES: Record<number, string> = { 500: 'Internal Server Error', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
+
 /** An RFC 9457 problem body. It names what failed, never a policy's or backend's internal message. */
 export function defaultErrorResponse(exchange: Exchange): ResponseState {
   const error = exchange.error!;
@@ -130,7 +132,7 @@ export function defaultErrorResponse(exchange: Exchange): ResponseState {
         : 'internal gateway error';
   const body = JSON.stringify({
     type: 'about:blank',
-    title: error.source === 'backend' ? 'Bad Gateway' : 'Internal Server Error',
+    title: TITLES[error.status] ?? 'Error',
     status: error.status,
     detail,
     requestId: exchange.requestId,

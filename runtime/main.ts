@@ -1,18 +1,84 @@
-// Entry point of `npm start` / `deno task start`.
+// Entry point of `npm start` and `deno task start`: the gateway in standalone mode.
+//
+//   gatehouse [--config <file>]        GATEHOUSE_CONFIG_FILE also names the file; without one, the embedded default
+//
+// Ports: GATEHOUSE_HTTP_PORT (8080), GATEHOUSE_HTTPS_PORT (8081, when GATEHOUSE_TLS_CERT_FILE and
+// GATEHOUSE_TLS_KEY_FILE are set), GATEHOUSE_ADMIN_PORT (8082, on 127.0.0.1). See docs/operations.md.
 
-import { startDemo } from './demo.ts';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { startGateway } from './server/standalone.ts';
+import { repoRoot } from './platform/paths.ts';
 import { Logger } from './telemetry/logger.ts';
 
-const logger = new Logger();
-const port = Number(process.env.GATEHOUSE_HTTP_PORT ?? 8080);
-const server = await startDemo(port, logger);
-logger.info('gatehouse policy demo listening', {
-  port: server.port,
-  try: [`curl -i localhost:${server.port}/echo/hello`, `curl -i -H 'x-api-key: demo-key' localhost:${server.port}/echo/hello`],
-});
-const stop = () => {
-  logger.info('shutting down');
-  void server.close().then(() => process.exit(0));
-};
-process.once('SIGTERM', stop);
-process.once('SIGINT', stop);
+const HELP = `gatehouse: a self-hosted API gateway with WebAssembly policies
+
+Usage: gatehouse [--config <file.yaml|file.json>]
+
+Environment:
+  GATEHOUSE_CONFIG_FILE      configuration document (default: the embedded demo, runtime/config/default.yaml)
+  GATEHOUSE_HTTP_PORT        data plane HTTP port (8080)
+  GATEHOUSE_HTTPS_PORT       data plane HTTPS port (8081), with GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE
+  GATEHOUSE_ADMIN_PORT       admin listener on 127.0.0.1: /metrics, /readyz (8082)
+  GATEHOUSE_LOG_LEVEL        trace, debug, info, warn, error (info)
+  GATEHOUSE_SHUTDOWN_TIMEOUT_MS  how long SIGTERM waits for in-flight requests (30000)
+`;
+
+function argValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i >= 0) return args[i + 1];
+  const inline = args.find((a) => a.startsWith(`${name}=`));
+  return inline?.slice(name.length + 1);
+}
+
+function port(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    process.stderr.write(`gatehouse: ${name}=${raw} is not a port number (0-65535)\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+const level = (process.env.GATEHOUSE_LOG_LEVEL ?? 'info') as 'info';
+const logger = new Logger(undefined, level);
+const configFile = argValue(args, '--config') ?? process.env.GATEHOUSE_CONFIG_FILE ?? null;
+const certFile = process.env.GATEHOUSE_TLS_CERT_FILE;
+const keyFile = process.env.GATEHOUSE_TLS_KEY_FILE;
+if ((certFile === undefined) !== (keyFile === undefined)) {
+  process.stderr.write('gatehouse: HTTPS needs both GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE\n');
+  process.exit(2);
+}
+
+try {
+  const gateway = await startGateway({
+    logger,
+    configFile: configFile ? resolve(configFile) : null,
+    defaultConfigFile: join(repoRoot(), 'runtime', 'config', 'default.yaml'),
+    httpPort: port('GATEHOUSE_HTTP_PORT', 8080),
+    httpsPort: certFile ? port('GATEHOUSE_HTTPS_PORT', 8081) : null,
+    tls: certFile && keyFile ? { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') } : undefined,
+    adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
+    shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
+  });
+  const stop = (signal: string) => {
+    logger.info('shutting down', { signal, inFlight: gateway.inFlight() });
+    void gateway.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+} catch (err) {
+  logger.error('gatehouse could not start', { error: (err as Error).message, config: configFile ?? 'embedded default' });
+  process.stderr.write(`gatehouse: ${(err as Error).message}\n`);
+  process.exit(1);
+}

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { PolicyBinding, PolicyModule, Phase } from '../runtime/policy-host/index.ts';
 import { EMPTY_CHAIN, runChain, stackScopes, type PolicyChain } from '../runtime/pipeline/chain.ts';
-import { createForwarder } from '../runtime/proxy/forward.ts';
+import { Forwarder } from '../runtime/proxy/forward.ts';
 import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
 
 let t: TestHost;
@@ -14,7 +14,9 @@ let probe: PolicyModule;
 let backend: Server;
 let backendUrl: string;
 let received: { method: string; url: string; headers: IncomingMessage['headers'] }[] = [];
-const forward = createForwarder({ timeoutMs: 2000 });
+const forwarder = new Forwarder({ timeoutMs: 2000 });
+const forward = (exchange: Parameters<Forwarder['forward']>[0]) =>
+  forwarder.forward(exchange, { backends: null, target: null, apiPrefix: '', bufferResponse: true });
 
 before(async () => {
   t = newHost();
@@ -30,7 +32,7 @@ before(async () => {
 });
 
 after(async () => {
-  await forward.close();
+  await forwarder.close();
   await new Promise((r) => backend.close(r));
 });
 

@@ -38,6 +38,18 @@ export class BackendError extends Error {
   }
 }
 
+/** A request the gateway refuses on the client's account (a body over the limit): on-error, with a 4xx status. */
+export class RequestError extends Error {
+  constructor(
+    readonly reason: 'too-large' | 'bad-request',
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RequestError';
+  }
+}
+
 /** Sends the (possibly rewritten) request to the backend and returns its response. */
 export type Forward = (exchange: Exchange) => Promise<ResponseState>;
 
@@ -116,10 +128,19 @@ function describeError(err: unknown): NonNullable<Exchange['error']> {
   if (err instanceof BackendError) {
     return { source: 'backend', reason: err.reason, message: err.message, policy: '', status: err.status };
   }
+  if (err instanceof RequestError) {
+    return { source: 'gateway', reason: err.reason, message: err.message, policy: '', status: err.status };
+  }
   return { source: 'gateway', reason: 'internal', message: (err as Error)?.message ?? String(err), policy: '', status: 500 };
 }
 
-const TITLES: Record<number, string> = { 500: 'Internal Server Error', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  413: 'Content Too Large',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  504: 'Gateway Timeout',
+};
 
 /** An RFC 9457 problem body. It names what failed, never a policy's or backend's internal message. */
 export function defaultErrorResponse(exchange: Exchange): ResponseState {
@@ -129,7 +150,9 @@ export function defaultErrorResponse(exchange: Exchange): ResponseState {
       ? `policy ${error.policy} failed (${error.reason})`
       : error.source === 'backend'
         ? `backend failed (${error.reason})`
-        : 'internal gateway error';
+        : error.status < 500
+          ? error.message
+          : 'internal gateway error';
   const body = JSON.stringify({
     type: 'about:blank',
     title: TITLES[error.status] ?? 'Error',

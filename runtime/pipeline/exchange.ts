@@ -17,13 +17,22 @@ export interface RequestState {
   headers: HeaderMap;
   /** Buffered body; null when the body is not buffered (no policy declared it needs it) or absent. */
   body: Uint8Array | null;
+  /** The body as it arrives, when it is streamed to the backend instead of buffered. */
+  stream?: BodyStream | null;
   clientAddress: string;
+  /** The scheme the client used (for X-Forwarded-Proto). */
+  scheme?: 'http' | 'https';
 }
+
+/** A body on its way through: Node Readables and web ReadableStreams both fit. */
+export type BodyStream = AsyncIterable<Uint8Array> & { destroy?(error?: Error): void };
 
 export interface ResponseState {
   status: number;
   headers: HeaderMap;
   body: Uint8Array | null;
+  /** The backend's body, streamed to the client unless a policy needs it buffered or replaces it. */
+  stream?: BodyStream | null;
 }
 
 export interface ExchangeError {

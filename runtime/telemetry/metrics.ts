@@ -1,4 +1,6 @@
-// A small metrics registry that renders Prometheus text. Counters only for now; labels are fixed per metric.
+// A small metrics registry that renders Prometheus text: counters here, histograms in histogram.ts.
+
+import { Histogram } from './histogram.ts';
 
 type Labels = Record<string, string>;
 
@@ -38,6 +40,22 @@ export class Counter {
 
 export class MetricsRegistry {
   private readonly counters = new Map<string, Counter>();
+  private readonly histograms = new Map<string, Histogram>();
+  private readonly gauges = new Map<string, { help: string; read: () => number }>();
+
+  histogram(name: string, help: string): Histogram {
+    let h = this.histograms.get(name);
+    if (!h) {
+      h = new Histogram(name, help);
+      this.histograms.set(name, h);
+    }
+    return h;
+  }
+
+  /** A value read when metrics are rendered (in-flight requests, healthy backends). */
+  gauge(name: string, help: string, read: () => number): void {
+    this.gauges.set(name, { help, read });
+  }
 
   counter(name: string, help: string): Counter {
     let c = this.counters.get(name);
@@ -49,6 +67,9 @@ export class MetricsRegistry {
   }
 
   render(): string {
-    return [...this.counters.values()].map((c) => c.render()).join('\n') + '\n';
+    const parts = [...this.counters.values()].map((c) => c.render());
+    for (const h of this.histograms.values()) parts.push(h.render());
+    for (const [name, g] of this.gauges) parts.push(`# HELP ${name} ${g.help}\n# TYPE ${name} gauge\n${name} ${g.read()}`);
+    return parts.join('\n') + '\n';
   }
 }

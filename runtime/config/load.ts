@@ -1,0 +1,618 @@
+// Reads the gateway configuration document (YAML, or JSON for `.json` files), checks it against
+// gateway.schema.json and then for what a schema cannot say (unique ids, overlapping routes, URL templates), and
+// reports every problem at once, each with the file, the line when known, and the path in the document.
+//
+// YAML is parsed with the `yaml` package: well kept, YAML 1.2 (so `no` stays a string and `0o17` is the only octal),
+// duplicate keys are errors, and it keeps node positions, which become line numbers in problems.
+
+import AjvModule from 'ajv';
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+
+import { repoRoot } from '../platform/paths.ts';
+import schema from './gateway.schema.json' with { type: 'json' };
+import type { GatewayDocument } from './types.ts';
+
+export interface ConfigProblem {
+  /** `<file>:<line>: <path in document>` (`<file>: <path>` when the line is not known), e.g. `gw.yaml:7: apis[0].backend.url`. */
+  where: string;
+  message: string;
+}
+
+/** A configuration that cannot be used; `problems` names every mistake found, not only the first. */
+export class ConfigError extends Error {
+  readonly problems: ConfigProblem[];
+
+  constructor(problems: ConfigProblem[], summary = 'the gateway configuration is not valid') {
+    const count = problems.length === 1 ? '1 problem' : `${problems.length} problems`;
+    super([`${summary} (${count}):`, ...problems.map((p) => `  ${p.where}: ${oneLine(p.message)}`)].join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems.map(({ where, message }) => ({ where, message }));
+  }
+}
+
+/** The embedded default document (one echo API with two built-in policies). */
+export function defaultDocumentFile(): string {
+  return join(repoRoot(), 'runtime', 'config', 'default.yaml');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Paths and positions
+
+export type DocPath = readonly (string | number)[];
+
+/** `apis[0].policies.on-error[1]`, `grants.filesystem["/data"]`; `(document)` for the root. */
+export function formatPath(path: DocPath): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (/^[A-Za-z_$][\w$-]*$/.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out === '' ? '(document)' : out;
+}
+
+type Locator = (path: DocPath) => number | undefined;
+
+/** Line lookups for documents that parseGatewayDocument returned (documents built in code have none). */
+const locators = new WeakMap<object, Locator>();
+
+/** The `where` of a problem at `path` of `doc`: with the line when `doc` came from parseGatewayDocument. */
+export function problemWhere(doc: unknown, sourceName: string, path: DocPath): string {
+  const line = typeof doc === 'object' && doc !== null ? locators.get(doc)?.(path) : undefined;
+  return line === undefined ? `${sourceName}: ${formatPath(path)}` : `${sourceName}:${line}: ${formatPath(path)}`;
+}
+
+function yamlLocator(yamlDoc: Document, lines: LineCounter): Locator {
+  const lineOf = (node: unknown) => {
+    const range = (node as { range?: [number, number, number] } | null)?.range;
+    return Array.isArray(range) ? lines.linePos(range[0]).line : undefined;
+  };
+  return (path) => {
+    // The node itself, or the closest enclosing one that exists (a missing property is reported on its parent).
+    for (let n = path.length; n >= 0; n--) {
+      const last = path[n - 1];
+      if (typeof last === 'string') {
+        // A map entry: the line of its key (a block value starts on the next line).
+        const parent = yamlDoc.getIn(path.slice(0, n - 1), true);
+        if (isMap(parent)) {
+          const pair = parent.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === last);
+          const line = pair ? (lineOf(pair.key) ?? lineOf(pair.value)) : undefined;
+          if (line !== undefined) return line;
+        }
+        continue;
+      }
+      const line = lineOf(yamlDoc.getIn(path.slice(0, n), true));
+      if (line !== undefined) return line;
+    }
+    return undefined;
+  };
+}
+
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, ' ').trim();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parsing
+
+/**
+ * Parses and checks a configuration document. `sourceName` names it in problems (a file path, usually) and picks the
+ * syntax: JSON for names ending in `.json`, YAML otherwise. Throws ConfigError listing every problem.
+ */
+export function parseGatewayDocument(text: string, sourceName: string): GatewayDocument {
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  // `line` orders the problems; 0 when unknown.
+  const problems: (ConfigProblem & { line: number })[] = [];
+  const syntaxProblem = (line: number, column: number, message: string) =>
+    problems.push({ where: `${sourceName}:${line}:${column}`, message: oneLine(message), line });
+
+  const lines = new LineCounter();
+  const yamlDoc = parseDocument(text, { lineCounter: lines, prettyErrors: true, version: '1.2', merge: false });
+  let data: unknown;
+  if (/\.json$/i.test(sourceName)) {
+    try {
+      data = JSON.parse(text);
+    } catch (err) {
+      const found = jsonSyntaxError(text) ?? { offset: text.length, message: (err as Error).message };
+      const { line, col } = lines.linePos(found.offset);
+      syntaxProblem(line, col, `not valid JSON: ${found.message}`);
+      throw new ConfigError(problems, `${sourceName} is not valid JSON`);
+    }
+    // The YAML reading of the same text gives positions, and duplicate keys (JSON.parse keeps the last silently).
+    for (const e of yamlDoc.errors) {
+      if (e.code !== 'DUPLICATE_KEY') continue;
+      const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
+      syntaxProblem(pos.line, pos.col, 'duplicate key');
+    }
+  } else {
+    for (const e of [...yamlDoc.errors, ...yamlDoc.warnings]) {
+      const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
+      // The message's first line, without the position (it is in `where`) and the source excerpt after it.
+      const message = (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, '');
+      syntaxProblem(pos.line, pos.col, e.code === 'DUPLICATE_KEY' ? 'duplicate key' : message);
+    }
+    if (problems.length > 0) throw new ConfigError(problems, `${sourceName} is not valid YAML`);
+    data = yamlDoc.toJS({ maxAliasCount: 100 });
+  }
+
+  const positioned = yamlDoc.errors.every((e) => e.code === 'DUPLICATE_KEY');
+  const locate: Locator = positioned ? yamlLocator(yamlDoc, lines) : () => undefined;
+  const problemAt = (path: DocPath, message: string) => {
+    const line = locate(path);
+    const where = line === undefined ? `${sourceName}: ${formatPath(path)}` : `${sourceName}:${line}: ${formatPath(path)}`;
+    problems.push({ where, message: oneLine(message), line: line ?? 0 });
+  };
+
+  if (data === null || data === undefined) {
+    problemAt([], 'the document is empty (it needs at least `version: 1` and `apis`)');
+  } else {
+    for (const p of schemaProblems(data)) problemAt(p.path, p.message);
+    for (const p of semanticProblems(data)) problemAt(p.path, p.message);
+  }
+  if (problems.length > 0) {
+    const seen = new Set<string>();
+    const unique = problems
+      .filter((p) => {
+        const key = `${p.where}\u0000${p.message}`;
+        return seen.has(key) ? false : (seen.add(key), true);
+      })
+      .sort((a, b) => a.line - b.line)
+      .map(({ where, message }) => ({ where, message }));
+    throw new ConfigError(unique, `${sourceName} is not a valid gateway configuration`);
+  }
+  const doc = data as GatewayDocument;
+  locators.set(doc, locate);
+  return doc;
+}
+
+/** Reads and checks a configuration file; a file that cannot be read is a ConfigError naming it. */
+export async function readGatewayDocument(file: string): Promise<GatewayDocument> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
+    throw new ConfigError([{ where: file, message: `cannot read the configuration: ${reason}` }], `cannot read ${file}`);
+  }
+  return parseGatewayDocument(text, file);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// JSON syntax errors with a position (V8's messages do not always have one, and differ between versions)
+
+/** The first JSON syntax error of `text`, or null. Only called after JSON.parse failed. */
+function jsonSyntaxError(text: string): { offset: number; message: string } | null {
+  let i = 0;
+  class Stop {
+    constructor(
+      readonly offset: number,
+      readonly message: string,
+    ) {}
+  }
+  const describe = (at: number) => (at >= text.length ? 'end of input' : JSON.stringify(text[at]));
+  const fail = (message: string, at = i): never => {
+    throw new Stop(at, message);
+  };
+  const ws = () => {
+    while (i < text.length && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++;
+  };
+  const string = () => {
+    const start = i++;
+    while (i < text.length && text[i] !== '"') {
+      const c = text.charCodeAt(i);
+      if (c < 0x20) fail('control character in a string (write it as an escape, e.g. \\n)');
+      if (text[i] === '\\') {
+        i++;
+        if (text[i] === 'u') {
+          if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 1, i + 5))) fail('bad \\u escape: four hex digits expected');
+          i += 5;
+          continue;
+        }
+        if (!'"\\/bfnrt'.includes(text[i] ?? 'x')) fail(`bad escape \\${text[i] ?? ''}`);
+      }
+      i++;
+    }
+    if (i >= text.length) fail('unterminated string', start);
+    i++;
+  };
+  const value = (): void => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++;
+      ws();
+      if (text[i] === '}') {
+        i++;
+        return;
+      }
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail(text[i] === '}' ? 'trailing comma before "}"' : `expected a property name in double quotes, found ${describe(i)}`);
+        string();
+        ws();
+        if (text[i] !== ':') fail(`expected ":" after the property name, found ${describe(i)}`);
+        i++;
+        value();
+        ws();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === '}') {
+          i++;
+          return;
+        }
+        fail(`expected "," or "}" after a property value, found ${describe(i)}`);
+      }
+    }
+    if (c === '[') {
+      i++;
+      ws();
+      if (text[i] === ']') {
+        i++;
+        return;
+      }
+      for (;;) {
+        ws();
+        if (text[i] === ']') fail('trailing comma before "]"');
+        value();
+        ws();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === ']') {
+          i++;
+          return;
+        }
+        fail(`expected "," or "]" after an array element, found ${describe(i)}`);
+      }
+    }
+    if (c === '"') return string();
+    const literal = /^(true|false|null|-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?)/.exec(text.slice(i, i + 400));
+    if (literal) {
+      i += literal[0].length;
+      return;
+    }
+    fail(c === undefined ? 'unexpected end of input' : `unexpected ${describe(i)}`);
+  };
+  try {
+    value();
+    ws();
+    if (i < text.length) fail(`unexpected ${describe(i)} after the document`);
+    return null;
+  } catch (err) {
+    if (err instanceof Stop) return { offset: err.offset, message: err.message };
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Schema
+
+interface PathProblem {
+  path: DocPath;
+  message: string;
+}
+
+// ajv is CommonJS; under Node's ESM interop the class is on `.default`, under Deno it may be the module itself.
+const Ajv = ((AjvModule as unknown as { default?: unknown }).default ?? AjvModule) as typeof AjvModule.default;
+let validator: ValidateFunction | null = null;
+
+/** The published JSON Schema of the document (gateway.schema.json). */
+export const gatewaySchema: object = schema;
+
+function validate(): ValidateFunction {
+  validator ??= new Ajv({ allErrors: true, verbose: true, strict: true, strictTypes: false, strictRequired: false }).compile(schema);
+  return validator;
+}
+
+/** Plain-language messages for the schema's patterns (keyed by the pattern: ajv may inline `$ref`s, which changes
+ *  schema paths). */
+const PATTERN_HINTS: Record<string, string> = {
+  '^[a-z0-9][a-z0-9-]{0,63}$': 'must be lowercase letters, digits and dashes, starting with a letter or digit, at most 64 characters',
+  '^/': 'must start with "/"',
+  '^((\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\\[[0-9A-Fa-f:.]+\\])$':
+    'must be a host name (api.example.com), a wildcard (*.example.com) or an IP address, without port',
+  '^(https?://.+|builtin:echo)$': 'must be an absolute http:// or https:// URL, or builtin:echo',
+  '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$': 'must be letters, digits, "_" and "-", starting with a letter or digit, at most 64 characters',
+  "^(\\*|[!#$%&'+.^_`|~0-9A-Z-]+)$": 'must be an HTTP method in upper case (GET, POST, ...) or "*"',
+  '^[a-z0-9][a-z0-9-]*$': 'must be the name of a built-in policy (lowercase letters, digits and dashes)',
+};
+
+function shown(value: unknown): string {
+  const text = value === undefined ? 'nothing' : JSON.stringify(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a map';
+  return `${typeof value} ${shown(value)}`;
+}
+
+function pointerPath(pointer: string): (string | number)[] {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^(0|[1-9]\d*)$/.test(s) ? Number(s) : s));
+}
+
+function schemaProblems(data: unknown): PathProblem[] {
+  const check = validate();
+  if (check(data)) return [];
+  const errors = check.errors ?? [];
+  // Errors inside the branches of a oneOf are noise: the oneOf error says what is wrong.
+  const oneOfs = errors
+    .filter((e) => e.keyword === 'oneOf')
+    .map((e) => ({ schema: `${e.schemaPath}/`, instance: e.instancePath }));
+  const out: PathProblem[] = [];
+  for (const e of errors) {
+    const inBranch = oneOfs.some(
+      (o) => e.schemaPath.startsWith(o.schema) && (e.instancePath === o.instance || e.instancePath.startsWith(`${o.instance}/`)),
+    );
+    if (inBranch) continue;
+    if (e.keyword === 'propertyNames') continue; // reported by the pattern error of the name itself
+    const problem = formatSchemaError(e);
+    if (problem) out.push(problem);
+  }
+  return out;
+}
+
+function formatSchemaError(e: ErrorObject): PathProblem | null {
+  const path = pointerPath(e.instancePath);
+  const params = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'required':
+      return { path: [...path, String(params.missingProperty)], message: 'is required' };
+    case 'additionalProperties': {
+      const allowed = Object.keys((e.parentSchema as { properties?: object } | undefined)?.properties ?? {});
+      return {
+        path: [...path, String(params.additionalProperty)],
+        message: `unknown property${allowed.length > 0 ? ` (allowed here: ${allowed.join(', ')})` : ''}`,
+      };
+    }
+    case 'oneOf': {
+      const branches = (e.schema as { required?: string[] }[]).map((b) => b.required?.[0]);
+      if (branches.every((k): k is string => typeof k === 'string')) {
+        const data = e.data as Record<string, unknown>;
+        const present = branches.filter((k) => data !== null && typeof data === 'object' && k in data);
+        const options = branches.map((k) => `"${k}"`).join(', ').replace(/, ([^,]*)$/, ' or $1');
+        return {
+          path,
+          message:
+            present.length === 0
+              ? `needs one of ${options}`
+              : `has ${present.map((k) => `"${k}"`).join(' and ')}: give exactly one of ${options}`,
+        };
+      }
+      return { path, message: e.message ?? 'must match exactly one schema' };
+    }
+    case 'pattern': {
+      const name = (e as ErrorObject & { propertyName?: string }).propertyName;
+      if (name !== undefined) {
+        // Only filesystem grants constrain property names.
+        return { path: [...path, name], message: 'the guest path must be absolute (start with "/")' };
+      }
+      const hint = PATTERN_HINTS[String(params.pattern)];
+      return { path, message: `${hint ?? e.message ?? 'does not match'} (got ${shown(e.data)})` };
+    }
+    case 'type':
+      return { path, message: `must be ${articleType(String(params.type))} (got ${typeName(e.data)})` };
+    case 'const':
+      return { path, message: `must be ${shown(params.allowedValue)} (got ${shown(e.data)})` };
+    case 'enum':
+      return { path, message: `must be one of ${(params.allowedValues as unknown[]).map(shown).join(', ')} (got ${shown(e.data)})` };
+    case 'uniqueItems':
+      return {
+        path: [...path, Math.max(Number(params.i), Number(params.j))],
+        message: `duplicate of item ${Math.min(Number(params.i), Number(params.j))}`,
+      };
+    case 'minItems':
+      return { path, message: Number(params.limit) === 1 ? 'must not be empty' : `${e.message ?? 'too short'}` };
+    case 'minLength':
+      return { path, message: 'must not be empty' };
+    default:
+      return { path, message: `${e.message ?? e.keyword} (got ${shown(e.data)})` };
+  }
+}
+
+function articleType(type: string): string {
+  const names: Record<string, string> = {
+    object: 'a map',
+    array: 'a list',
+    string: 'a string',
+    integer: 'an integer',
+    number: 'a number',
+    boolean: 'true or false',
+    null: 'null',
+  };
+  return type
+    .split(',')
+    .map((t) => names[t] ?? t)
+    .join(' or ');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// What the schema cannot express
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isString = (v: unknown): v is string => typeof v === 'string';
+
+/** The template parameter names the router accepts. */
+const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+function semanticProblems(data: unknown): PathProblem[] {
+  const out: PathProblem[] = [];
+  if (!isObject(data) || !Array.isArray(data.apis)) return out;
+  const apis = data.apis as unknown[];
+  const apiIds = new Map<string, number>();
+  const routes: { index: number; prefix: string; hosts: Set<string> | null }[] = [];
+
+  apis.forEach((api, a) => {
+    if (!isObject(api)) return;
+    const at = (...rest: (string | number)[]) => ['apis', a, ...rest];
+    if (isString(api.id)) {
+      const first = apiIds.get(api.id);
+      if (first !== undefined) out.push({ path: at('id'), message: `duplicate API id "${api.id}" (also apis[${first}])` });
+      else apiIds.set(api.id, a);
+    }
+    if (isString(api.pathPrefix) && api.pathPrefix.startsWith('/')) {
+      for (const message of prefixProblems(api.pathPrefix)) out.push({ path: at('pathPrefix'), message });
+      const hosts = Array.isArray(api.hosts) ? new Set(api.hosts.filter(isString).map((h) => h.toLowerCase())) : null;
+      const prefix = api.pathPrefix === '/' ? '/' : api.pathPrefix.replace(/\/+$/, '');
+      for (const other of routes) {
+        if (other.prefix !== prefix) continue;
+        const otherId = isObject(apis[other.index]) ? (apis[other.index] as { id?: unknown }).id : undefined;
+        const name = `apis[${other.index}]${isString(otherId) ? ` (${otherId})` : ''}`;
+        if (hosts === null && other.hosts === null) {
+          out.push({
+            path: at('pathPrefix'),
+            message: `same pathPrefix as ${name} and neither has hosts: a request could go to either (give them different prefixes or hosts)`,
+          });
+        } else if (hosts !== null && other.hosts !== null) {
+          const shared = [...hosts].filter((h) => other.hosts!.has(h));
+          if (shared.length > 0) {
+            out.push({
+              path: at('hosts'),
+              message: `same pathPrefix as ${name}, and both answer to ${shared.join(', ')}: a request could go to either`,
+            });
+          }
+        }
+      }
+      routes.push({ index: a, prefix, hosts });
+    }
+
+    const backend = api.backend;
+    if (isObject(backend)) {
+      if (isString(backend.url)) {
+        for (const message of urlProblems(backend.url)) out.push({ path: at('backend', 'url'), message });
+      }
+      if (isObject(backend.pool) && Array.isArray(backend.pool.urls)) {
+        const seen = new Map<string, number>();
+        backend.pool.urls.forEach((url, u) => {
+          if (!isString(url)) return;
+          const problems = urlProblems(url);
+          for (const message of problems) out.push({ path: at('backend', 'pool', 'urls', u), message });
+          if (problems.length > 0) return;
+          const key = url === 'builtin:echo' ? url : new URL(url).href.replace(/\/+$/, '');
+          const first = seen.get(key);
+          if (first !== undefined) {
+            out.push({ path: at('backend', 'pool', 'urls', u), message: `duplicate URL (also urls[${first}])` });
+          } else {
+            seen.set(key, u);
+          }
+        });
+      }
+    }
+
+    if (Array.isArray(api.operations)) {
+      const opIds = new Map<string, number>();
+      const routesSeen = new Map<string, number>();
+      api.operations.forEach((op, o) => {
+        if (!isObject(op)) return;
+        const opAt = (...rest: (string | number)[]) => at('operations', o, ...rest);
+        if (isString(op.id)) {
+          const first = opIds.get(op.id);
+          if (first !== undefined) {
+            out.push({ path: opAt('id'), message: `duplicate operation id "${op.id}" in this API (also operations[${first}])` });
+          } else {
+            opIds.set(op.id, o);
+          }
+        }
+        if (isString(op.urlTemplate) && op.urlTemplate.startsWith('/')) {
+          const { problems, shape } = templateProblems(op.urlTemplate);
+          for (const message of problems) out.push({ path: opAt('urlTemplate'), message });
+          if (problems.length === 0 && isString(op.method)) {
+            const key = `${op.method} ${shape}`;
+            const first = routesSeen.get(key);
+            if (first !== undefined) {
+              out.push({
+                path: opAt('urlTemplate'),
+                message: `same method and URL template as operations[${first}]: this operation would never be reached`,
+              });
+            } else {
+              routesSeen.set(key, o);
+            }
+          }
+        }
+      });
+    }
+  });
+  return out;
+}
+
+function prefixProblems(prefix: string): string[] {
+  if (prefix === '/') return [];
+  const out: string[] = [];
+  if (prefix.endsWith('/')) out.push(`must not end with "/" (write "${prefix.replace(/\/+$/, '') || '/'}")`);
+  if (/\/\//.test(prefix.replace(/\/+$/, ''))) out.push('must not contain empty segments ("//")');
+  if (/[?#]/.test(prefix)) out.push('must be a path only, without "?" or "#"');
+  if (/[{}]/.test(prefix)) out.push('must be literal: URL template parameters belong in operations');
+  if (/\s/.test(prefix)) out.push('must not contain white space (percent-encode it)');
+  if (prefix.split('/').some((s) => s === '.' || s === '..')) out.push('must not contain "." or ".." segments');
+  return out;
+}
+
+function urlProblems(url: string): string[] {
+  if (url === 'builtin:echo' || !/^https?:\/\//.test(url)) return []; // the schema reports the latter
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return ['is not a valid URL'];
+  }
+  const out: string[] = [];
+  if (parsed.hostname === '') out.push('has no host');
+  if (parsed.username !== '' || parsed.password !== '') {
+    out.push('must not hold credentials (they would not be sent; set an Authorization header with a policy)');
+  }
+  if (parsed.search !== '' || url.includes('?')) out.push('must not have a query (the request\'s own query is sent)');
+  if (parsed.hash !== '' || url.includes('#')) out.push('must not have a fragment');
+  return out;
+}
+
+/** Problems of a URL template, and its shape (parameters unnamed) to find templates that match the same paths. */
+function templateProblems(template: string): { problems: string[]; shape: string } {
+  const problems: string[] = [];
+  if (/[?#]/.test(template)) problems.push('must be a path only, without "?" or "#" (queries are not matched)');
+  const names = new Set<string>();
+  const shape: string[] = [];
+  for (const segment of template.split('/').filter((s) => s !== '')) {
+    let depth = 0;
+    let balanced = true;
+    for (const c of segment) {
+      if (c === '{') depth++;
+      else if (c === '}') depth--;
+      if (depth < 0 || depth > 1) balanced = false;
+    }
+    if (!balanced || depth !== 0) {
+      problems.push(`unbalanced braces in segment "${segment}"`);
+      continue;
+    }
+    if (!segment.includes('{')) {
+      shape.push(segment);
+      continue;
+    }
+    const whole = /^\{([^{}]*)\}$/.exec(segment);
+    if (!whole) {
+      problems.push(`a parameter must be a whole segment, like /{id}/ (not "${segment}")`);
+      continue;
+    }
+    const name = whole[1]!;
+    if (name === '') problems.push('empty parameter name "{}"');
+    else if (!PARAM_NAME.test(name)) {
+      problems.push(`parameter name "${name}" must be letters, digits, "_" and "-", not starting with a digit or "-"`);
+    } else if (names.has(name)) problems.push(`duplicate parameter name "${name}"`);
+    names.add(name);
+    shape.push('{}');
+  }
+  return { problems, shape: `/${shape.join('/')}` };
+}

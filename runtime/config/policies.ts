@@ -1,0 +1,231 @@
+// Turns the policy entries of a configuration document into bound policy chains: finds or builds each module,
+// loads it into the policy host, binds it with its configuration, grants and limits, and warms its instance.
+// Every entry that cannot be used is reported, with its place in the document, in one ConfigError.
+
+import { existsSync, readdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+
+import { buildPolicy, PolicyBuildError } from '../../sdk/cli/build.ts';
+import type { PolicyChain } from '../pipeline/chain.ts';
+import {
+  PHASES,
+  PolicyConfigError,
+  PolicyLoadError,
+  type Grants,
+  type Phase,
+  type PolicyBinding,
+  type PolicyHost,
+  type PolicyModule,
+} from '../policy-host/index.ts';
+import { ConfigError, problemWhere, type ConfigProblem, type DocPath } from './load.ts';
+import type { GatewayDocument, PhaseChains, PolicyEntry } from './types.ts';
+
+export interface BoundChains {
+  global: Partial<PolicyChain>;
+  /** By API id: the API's own chain, and each operation's (every operation of the document, by id). */
+  apis: Map<string, { api: Partial<PolicyChain>; operations: Map<string, Partial<PolicyChain>> }>;
+}
+
+export interface BindChainsOptions {
+  host: PolicyHost;
+  /** `module:` and `source:` paths, and relative host directories of filesystem grants, are relative to it. */
+  baseDir: string;
+  /** Where built-in policies live: `<builtinDir>/<name>/policy.ts` (the repository's `policies/`). */
+  builtinDir: string;
+  /** Names the document in problems (its file path, usually). */
+  sourceName: string;
+  /** The SDK's build cache; default `<repo>/.cache/policy-builds`. */
+  cacheDir?: string;
+}
+
+interface Slot {
+  /** Place in the document, e.g. ['apis', 0, 'policies', 'inbound', 1]. */
+  path: DocPath;
+  /** Binding id: `global/inbound/0`, `api:echo/outbound/1`, `api:echo/op:getOrder/inbound/0`. */
+  id: string;
+  phase: Phase;
+  entry: PolicyEntry;
+  /** Where the binding goes. */
+  target: Record<Phase, PolicyBinding[]>;
+}
+
+const emptyChain = (): Record<Phase, PolicyBinding[]> => ({ inbound: [], backend: [], outbound: [], 'on-error': [] });
+
+/**
+ * Binds every policy of `doc`. Modules are built or read once each, in parallel, and loaded once per content;
+ * bindings are created only when every entry is good, then warmed. Throws ConfigError listing every bad entry.
+ */
+export async function bindChains(doc: GatewayDocument, options: BindChainsOptions): Promise<BoundChains> {
+  const { host, sourceName } = options;
+  const slots: Slot[] = [];
+  const collect = (chains: PhaseChains | undefined, path: DocPath, idPrefix: string, target: Record<Phase, PolicyBinding[]>) => {
+    for (const phase of PHASES) {
+      (chains?.[phase] ?? []).forEach((entry, i) => {
+        slots.push({ path: [...path, 'policies', phase, i], id: `${idPrefix}/${phase}/${i}`, phase, entry, target });
+      });
+    }
+  };
+
+  const global = emptyChain();
+  collect(doc.policies, [], 'global', global);
+  const apis: BoundChains['apis'] = new Map();
+  doc.apis.forEach((api, a) => {
+    const apiChain = emptyChain();
+    collect(api.policies, ['apis', a], `api:${api.id}`, apiChain);
+    const operations = new Map<string, Partial<PolicyChain>>();
+    (api.operations ?? []).forEach((op, o) => {
+      const opChain = emptyChain();
+      collect(op.policies, ['apis', a, 'operations', o], `api:${api.id}/op:${op.id}`, opChain);
+      operations.set(op.id, opChain);
+    });
+    apis.set(api.id, { api: apiChain, operations });
+  });
+
+  const problems: ConfigProblem[] = [];
+  const report = (slot: Slot, messages: string[]) => {
+    const where = problemWhere(doc, sourceName, slot.path);
+    for (const message of messages) problems.push({ where, message });
+  };
+  const seenIds = new Set<string>();
+  for (const slot of slots) {
+    // Ids namespace counters; the document's unique API and operation ids make them unique, unless it was not checked.
+    if (seenIds.has(slot.id)) report(slot, [`binding id ${slot.id} is not unique (duplicate API or operation ids)`]);
+    seenIds.add(slot.id);
+  }
+
+  // Every distinct module once: built-ins and sources are built in parallel (the SDK compiles one at a time and
+  // serves repeated builds from its cache), .wasm files read once; the host loads each content once.
+  const modules = new Map<string, Promise<PolicyModule>>();
+  const moduleFor = (key: string, bytes: () => Promise<Uint8Array>) => {
+    let found = modules.get(key);
+    if (!found) {
+      found = bytes().then((b) => host.load(b));
+      found.catch(() => undefined); // awaited (and reported) per slot below
+      modules.set(key, found);
+    }
+    return found;
+  };
+  const build = (source: string) => async () => (await buildPolicy({ source, cacheDir: options.cacheDir })).wasm;
+  const builtins = listBuiltins(options.builtinDir);
+
+  const resolved = await Promise.all(
+    slots.map(async (slot): Promise<PolicyModule | null> => {
+      const { entry } = slot;
+      const given = (['policy', 'module', 'source'] as const).filter((k) => entry[k] !== undefined);
+      if (given.length !== 1) {
+        report(slot, [`needs exactly one of "policy", "module" or "source" (has ${given.join(', ') || 'none'})`]);
+        return null;
+      }
+      try {
+        if (entry.policy !== undefined) {
+          const file = join(options.builtinDir, entry.policy, 'policy.ts');
+          if (!/^[a-z0-9][a-z0-9-]*$/.test(entry.policy) || !existsSync(file)) {
+            report(slot, [
+              `no built-in policy "${entry.policy}" (built-in policies: ${builtins.join(', ') || 'none found'})`,
+            ]);
+            return null;
+          }
+          return await moduleFor(`source:${file}`, build(file));
+        }
+        if (entry.module !== undefined) {
+          const file = resolve(options.baseDir, entry.module);
+          return await moduleFor(`module:${file}`, async () => {
+            try {
+              return new Uint8Array(await readFile(file));
+            } catch (err) {
+              throw new MissingFile(entry.module!, file, err as NodeJS.ErrnoException);
+            }
+          });
+        }
+        const source = resolve(options.baseDir, entry.source!);
+        return await moduleFor(`source:${source}`, build(source));
+      } catch (err) {
+        report(slot, describeFailure(err));
+        return null;
+      }
+    }),
+  );
+
+  const bindings: PolicyBinding[] = [];
+  slots.forEach((slot, i) => {
+    const module = resolved[i];
+    if (!module) return;
+    const { entry } = slot;
+    try {
+      const binding = host.bind({
+        id: slot.id,
+        phase: slot.phase,
+        module,
+        config: entry.config,
+        grants: entry.grants ? resolveGrants(entry.grants, options.baseDir) : undefined,
+        limits: entry.limits,
+        failOpen: entry.failOpen,
+      });
+      slot.target[slot.phase].push(binding);
+      bindings.push(binding);
+    } catch (err) {
+      report(slot, describeFailure(err));
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems, `the policies of ${sourceName} cannot be used`);
+
+  // Instances are created now, so that the first request does not pay for them.
+  const warmed = await Promise.allSettled(bindings.map((b) => b.warm()));
+  warmed.forEach((outcome, i) => {
+    if (outcome.status === 'rejected') {
+      const slot = slots.find((s) => s.id === bindings[i]!.id)!;
+      report(slot, [`cannot create an instance: ${(outcome.reason as Error)?.message ?? String(outcome.reason)}`]);
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems, `the policies of ${sourceName} cannot be used`);
+  return { global, apis };
+}
+
+class MissingFile extends Error {
+  constructor(
+    readonly given: string,
+    readonly file: string,
+    cause: NodeJS.ErrnoException,
+  ) {
+    const reason = cause.code === 'ENOENT' ? 'no such file' : cause.code === 'EISDIR' ? 'is a directory' : cause.message;
+    super(`cannot read module ${given}${given === file ? '' : ` (${file})`}: ${reason}`);
+    this.name = 'MissingFile';
+  }
+}
+
+/** One line per underlying problem. */
+function describeFailure(err: unknown): string[] {
+  if (err instanceof PolicyConfigError) return err.problems;
+  if (err instanceof PolicyLoadError) return err.problems.map((p) => `the module cannot be loaded: ${p}`);
+  if (err instanceof PolicyBuildError) {
+    if (err.diagnostics.length === 0) return [`the policy cannot be built: ${err.message}`];
+    return err.diagnostics.map((d) => {
+      const at = d.line > 0 ? `${d.file}:${d.line}:${d.column}` : d.file;
+      return `the policy cannot be built: ${at}: ${d.message}`;
+    });
+  }
+  return [(err as Error)?.message ?? String(err)];
+}
+
+/** Built-in policy names: the folders of `dir` that hold a policy.ts. */
+function listBuiltins(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((d) => d.isDirectory() && existsSync(join(dir, d.name, 'policy.ts')))
+      .map((d) => d.name)
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** Host directories of filesystem grants are relative to the configuration file, like module paths. */
+function resolveGrants(grants: Grants, baseDir: string): Grants {
+  if (!grants.filesystem || typeof grants.filesystem !== 'object') return grants;
+  const filesystem: Record<string, string> = {};
+  for (const [guest, hostDir] of Object.entries(grants.filesystem)) {
+    filesystem[guest] = typeof hostDir === 'string' && hostDir !== '' && !isAbsolute(hostDir) ? resolve(baseDir, hostDir) : hostDir;
+  }
+  return { ...grants, filesystem };
+}

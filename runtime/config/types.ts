@@ -1,0 +1,81 @@
+// The gateway configuration document (YAML or JSON), as validated against gateway.schema.json.
+// See docs/configuration.md. Field names follow the document; comments say what each controls.
+
+import type { Grants, Limits } from '../policy-host/index.ts';
+
+export interface GatewayDocument {
+  /** Document format version; only 1 exists. */
+  version: 1;
+  /** Gateway-wide settings. */
+  settings?: GatewaySettings;
+  /** Policies of the global scope, applied to every API. */
+  policies?: PhaseChains;
+  apis: ApiDocument[];
+}
+
+export interface GatewaySettings {
+  /** Largest request body accepted, in bytes (413 above). Default 10 MiB. */
+  maxRequestBodyBytes?: number;
+  /** Default backend timeout in ms (504 after). Default 30000. */
+  backendTimeoutMs?: number;
+}
+
+export interface ApiDocument {
+  /** Unique id: `[a-z0-9][a-z0-9-]*`; used in metrics, logs and counters. */
+  id: string;
+  /** Path prefix the API is served under, starting with `/` (e.g. `/echo`). */
+  pathPrefix: string;
+  /** Host names the API answers to (exact, or `*.example.com`); absent: any host. */
+  hosts?: string[];
+  backend: BackendDocument;
+  /** Operations; absent or empty: every method and path under the prefix is one operation named `default`. */
+  operations?: OperationDocument[];
+  policies?: PhaseChains;
+}
+
+export interface BackendDocument {
+  /** One backend: absolute http(s) URL; the request path after the API prefix is appended to its path. */
+  url?: string;
+  /** Or a load-balanced pool of backends (round robin, failed backends ejected for a while). */
+  pool?: {
+    urls: string[];
+    /** Consecutive failures (connection errors, timeouts, 5xx) that eject a backend. Default 3. */
+    ejectAfterFailures?: number;
+    /** How long an ejected backend stays out, in ms. Default 10000. */
+    ejectForMs?: number;
+  };
+  /** Overrides settings.backendTimeoutMs for this API. */
+  timeoutMs?: number;
+}
+
+export interface OperationDocument {
+  /** Unique within the API: `[A-Za-z0-9][A-Za-z0-9_-]*`. */
+  id: string;
+  /** HTTP method (upper case), or `*` for any. */
+  method: string;
+  /** URL template relative to the API prefix: `/orders/{orderId}/lines/{line}`; `{name}` matches one segment. */
+  urlTemplate: string;
+  policies?: PhaseChains;
+}
+
+export interface PhaseChains {
+  inbound?: PolicyEntry[];
+  backend?: PolicyEntry[];
+  outbound?: PolicyEntry[];
+  'on-error'?: PolicyEntry[];
+}
+
+/** One policy in a chain. Exactly one of `policy` (built-in), `module` (a .wasm file) or `source` (a policy folder). */
+export interface PolicyEntry {
+  /** A built-in policy: the name of a folder under policies/ (e.g. `check-header`). */
+  policy?: string;
+  /** A compiled policy module (.wasm), path relative to the configuration file. */
+  module?: string;
+  /** A policy folder (or its policy.ts) built with the SDK at load, path relative to the configuration file. */
+  source?: string;
+  /** The policy's configuration, checked against the schema in its descriptor. */
+  config?: Record<string, unknown>;
+  grants?: Grants;
+  limits?: Partial<Limits>;
+  failOpen?: boolean;
+}

@@ -1,0 +1,115 @@
+// A configuration ready to serve: the router, each API's backends, and each operation's stacked policy chain.
+// Built once per configuration document; the gateway swaps the whole object at once, so a request sees one or the
+// other, never a mix.
+
+import type { GatewayDocument } from '../config/types.ts';
+import { stackScopes, type PolicyChain } from '../pipeline/chain.ts';
+import type { PolicyBinding } from '../policy-host/index.ts';
+import { BackendSet } from '../proxy/backends.ts';
+import { Router, type RouteApi } from '../routing/router.ts';
+
+export interface OperationRuntime {
+  id: string;
+  chain: PolicyChain;
+  /** A policy in the chain reads the request body: buffer it before the chain runs. */
+  needsRequestBody: boolean;
+  /** A policy after the backend reads the response body: buffer it before outbound runs. */
+  needsResponseBody: boolean;
+}
+
+export interface ApiRuntime {
+  id: string;
+  prefix: string;
+  backends: BackendSet;
+  /** The operation of APIs that declare none. */
+  defaultOperation: OperationRuntime;
+}
+
+export interface GatewaySettingsResolved {
+  maxRequestBodyBytes: number;
+  backendTimeoutMs: number;
+}
+
+export interface LiveConfig {
+  readonly source: string;
+  readonly settings: GatewaySettingsResolved;
+  readonly router: Router<ApiRuntime, OperationRuntime>;
+  readonly apis: readonly ApiRuntime[];
+  /** Closes the backends' connection pools once their requests finish (after this configuration is replaced). */
+  close(): Promise<void>;
+}
+
+export interface BoundChainsLike {
+  global: Partial<PolicyChain>;
+  apis: Map<string, { api: Partial<PolicyChain>; operations: Map<string, Partial<PolicyChain>> }>;
+}
+
+export interface BuildOptions {
+  source: string;
+  /** What `builtin:echo` stands for. */
+  echoUrl: string;
+}
+
+export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, options: BuildOptions): LiveConfig {
+  const settings: GatewaySettingsResolved = {
+    maxRequestBodyBytes: doc.settings?.maxRequestBodyBytes ?? 10 * 1024 * 1024,
+    backendTimeoutMs: doc.settings?.backendTimeoutMs ?? 30_000,
+  };
+  const apis: ApiRuntime[] = [];
+  const routes: RouteApi<ApiRuntime, OperationRuntime>[] = [];
+  for (const api of doc.apis) {
+    const bound = chains.apis.get(api.id) ?? { api: {}, operations: new Map() };
+    const resolve = (url: string) => (url === 'builtin:echo' ? options.echoUrl : url);
+    const urls = api.backend.url ? [resolve(api.backend.url)] : api.backend.pool!.urls.map(resolve);
+    const backends = new BackendSet(urls, {
+      timeoutMs: api.backend.timeoutMs ?? settings.backendTimeoutMs,
+      ejectAfterFailures: api.backend.pool?.ejectAfterFailures ?? 3,
+      ejectForMs: api.backend.pool?.ejectForMs ?? 10_000,
+      connections: 64,
+    });
+    const operation = (id: string, scoped: Partial<PolicyChain>): OperationRuntime =>
+      analyse(id, stackScopes(chains.global, bound.api, scoped));
+    const runtime: ApiRuntime = {
+      id: api.id,
+      prefix: api.pathPrefix === '/' ? '' : api.pathPrefix.replace(/\/+$/, ''),
+      backends,
+      defaultOperation: operation('default', {}),
+    };
+    apis.push(runtime);
+    routes.push({
+      id: api.id,
+      pathPrefix: api.pathPrefix,
+      hosts: api.hosts ?? null,
+      operations:
+        api.operations && api.operations.length > 0
+          ? api.operations.map((op) => ({
+              id: op.id,
+              method: op.method.toUpperCase(),
+              template: op.urlTemplate,
+              value: operation(op.id, bound.operations.get(op.id) ?? {}),
+            }))
+          : null,
+      value: runtime,
+    });
+  }
+  return {
+    source: options.source,
+    settings,
+    router: new Router(routes),
+    apis,
+    close: async () => {
+      await Promise.all(apis.map((a) => a.backends.close()));
+    },
+  };
+}
+
+function analyse(id: string, chain: PolicyChain): OperationRuntime {
+  const reads = (bindings: readonly PolicyBinding[], key: 'requestBody' | 'responseBody') =>
+    bindings.some((b) => b.module.descriptor[key]);
+  return {
+    id,
+    chain,
+    needsRequestBody: reads([...chain.inbound, ...chain.backend], 'requestBody'),
+    needsResponseBody: reads([...chain.outbound, ...chain['on-error']], 'responseBody'),
+  };
+}

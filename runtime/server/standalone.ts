@@ -1,0 +1,145 @@
+// Standalone mode: the configuration comes from a file (or the embedded default), is reloaded when the file changes,
+// and the gateway serves HTTP(S) plus the admin listener until SIGTERM, then drains.
+
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { ConfigError, parseGatewayDocument } from '../config/load.ts';
+import { bindChains } from '../config/policies.ts';
+import { ConfigFileWatcher } from '../config/watch.ts';
+import { repoRoot } from '../platform/paths.ts';
+import { listen, type Listener } from '../platform/http.ts';
+import { GatewayEffects } from '../pipeline/effects.ts';
+import { PolicyHost } from '../policy-host/index.ts';
+import { Forwarder } from '../proxy/forward.ts';
+import { MemoryCounterStore } from '../state/counter-store.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { MetricsRegistry } from '../telemetry/metrics.ts';
+import { adminApp, dataPlaneApp } from './app.ts';
+import { startEchoBackend, type EchoBackend } from './echo.ts';
+import { Gateway } from './gateway.ts';
+import { buildLiveConfig, type LiveConfig } from './live-config.ts';
+
+export interface StandaloneOptions {
+  logger: Logger;
+  /** The configuration file to serve and watch; null: the embedded default. */
+  configFile: string | null;
+  defaultConfigFile: string;
+  httpPort: number;
+  httpsPort: number | null;
+  tls?: { cert: string; key: string };
+  adminPort: number;
+  adminHost?: string;
+  shutdownTimeoutMs: number;
+  /** Poll interval of the configuration file. */
+  watchIntervalMs?: number;
+}
+
+export interface RunningGateway {
+  httpPort: number;
+  httpsPort: number | null;
+  adminPort: number;
+  inFlight(): number;
+  /** Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then releases everything. */
+  stop(): Promise<void>;
+}
+
+export async function startGateway(options: StandaloneOptions): Promise<RunningGateway> {
+  const { logger } = options;
+  const metrics = new MetricsRegistry();
+  const host = new PolicyHost({ logger, metrics, effects: new GatewayEffects({ counters: new MemoryCounterStore() }) });
+  const echo: EchoBackend = await startEchoBackend();
+  const forwarder = new Forwarder({ timeoutMs: 30_000 });
+  const gateway = new Gateway(forwarder, logger, metrics);
+  const configFile = options.configFile ?? options.defaultConfigFile;
+  const reloads = metrics.counter('gatehouse_config_reloads_total', 'Configuration documents applied or rejected, by result.');
+
+  const load = async (text: string): Promise<LiveConfig> => {
+    const doc = parseGatewayDocument(text, configFile);
+    const chains = await bindChains(doc, {
+      host,
+      baseDir: dirname(configFile),
+      builtinDir: join(repoRoot(), 'policies'),
+      sourceName: configFile,
+    });
+    return buildLiveConfig(doc, chains, { source: configFile, echoUrl: echo.url });
+  };
+
+  try {
+    gateway.apply(await load(await readFile(configFile, 'utf8')));
+  } catch (err) {
+    await echo.close();
+    await forwarder.close();
+    throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
+  }
+  logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
+
+  let watcher: ConfigFileWatcher | null = null;
+  if (options.configFile) {
+    watcher = new ConfigFileWatcher(options.configFile, {
+      intervalMs: options.watchIntervalMs ?? 1000,
+      onChange: async (text) => {
+        try {
+          gateway.apply(await load(text));
+          reloads.inc({ result: 'applied' });
+          logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
+        } catch (err) {
+          reloads.inc({ result: 'rejected' });
+          logger.error('configuration rejected; the running configuration stays in force', {
+            config: configFile,
+            problems: err instanceof ConfigError ? err.problems : [{ where: configFile, message: (err as Error).message }],
+          });
+        }
+      },
+      onError: (err) => logger.warn('cannot read the configuration file', { config: configFile, error: err.message }),
+    });
+    watcher.start();
+  }
+
+  const listeners: Listener[] = [];
+  const http = await listen(dataPlaneApp(gateway, 'http'), { port: options.httpPort, hostname: '0.0.0.0' });
+  listeners.push(http);
+  let https: Listener | null = null;
+  if (options.httpsPort !== null && options.tls) {
+    https = await listen(dataPlaneApp(gateway, 'https'), {
+      port: options.httpsPort,
+      hostname: '0.0.0.0',
+      tls: options.tls,
+    });
+    listeners.push(https);
+  }
+  const admin = await listen(adminApp(gateway, metrics), {
+    port: options.adminPort,
+    hostname: options.adminHost ?? '127.0.0.1',
+  });
+  logger.info('gatehouse listening', {
+    http: http.port,
+    https: https?.port ?? null,
+    admin: `${options.adminHost ?? '127.0.0.1'}:${admin.port}`,
+    config: options.configFile ?? 'embedded default',
+  });
+
+  let stopping: Promise<void> | null = null;
+  return {
+    httpPort: http.port,
+    httpsPort: https?.port ?? null,
+    adminPort: admin.port,
+    inFlight: () => gateway.inFlightCount(),
+    stop: () =>
+      (stopping ??= (async () => {
+        watcher?.stop();
+        gateway.beginDrain();
+        const closed = Promise.all(listeners.map((l) => l.close()));
+        const drained = gateway.drained().then(() => closed);
+        const timedOut = await Promise.race([
+          drained.then(() => false),
+          new Promise<boolean>((r) => setTimeout(() => r(true), options.shutdownTimeoutMs).unref?.()),
+        ]);
+        if (timedOut) logger.warn('shutdown timeout: in-flight requests cut off', { inFlight: gateway.inFlightCount() });
+        await admin.close();
+        await gateway.config?.close();
+        await forwarder.close();
+        await echo.close();
+        logger.info('stopped');
+      })()),
+  };
+}

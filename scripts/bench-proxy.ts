@@ -1,0 +1,698 @@
+// npm run bench:proxy — Gatehouse's throughput and added latency as a reverse proxy, side by side with peer proxies.
+//
+// One backend (scripts/bench/backend.ts: `node:http`, a small JSON body) runs for the whole benchmark; the targets run
+// one at a time, each as its own process, and take the same wrk load:
+//   direct       the backend itself
+//   nginx        nginx, 1 worker, upstream keepalive 64 (config written to a temp dir)
+//   undici       scripts/bench/minimal-undici-proxy.ts: `node:http` + undici 7 Pool (64 connections), streamed body
+//   fastify      scripts/bench/fastify-proxy.ts: @fastify/http-proxy 11 on fastify 5
+//   gatehouse    dist/runtime/main.js --config <file>: one API, no policies
+//   gatehouse-5  the same with a five-policy chain (FIVE_POLICY_CHAIN below)
+// Each round starts, checks, warms up and measures every target in turn; rounds alternate the order. Then, at a fixed
+// rate of 1,000 requests/s, the backend directly and Gatehouse without policies, for `p99-added-ms`.
+//
+// Prints a table on stderr, then on stdout:
+//   throughput-ratio-vs-fastify, throughput-ratio-vs-undici, five-policy-ratio, p99-added-ms, throughput-ratio-vs-nginx
+// Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1).
+//
+// Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
+// BENCH_GATEHOUSE_MAIN (the gateway's entry, default dist/runtime/main.js), BENCH_TARGETS (keys to run, comma-separated,
+// e.g. `direct,gatehouse`; default all). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
+// its stdout (one JSON log line per request) goes to a file in the temp dir, as nginx's access log does.
+// Needs `wrk` and `nginx` on PATH; as root, installs them with apt-get when missing.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Settings
+
+const ROUNDS = positive('BENCH_ROUNDS', 2);
+const DURATION_S = positive('BENCH_DURATION_S', 5);
+const WARMUP_S = positive('BENCH_WARMUP_S', 2);
+const LATENCY_S = positive('BENCH_LATENCY_S', 10);
+const LATENCY_RATE = 1000;
+const WRK_THREADS = 1;
+const WRK_CONNECTIONS = 32;
+const API_KEY_HEADER = 'x-api-key: k';
+const STATUS_PATH = '/status-0123456789abcdef';
+const GATEWAY_READY_MS = 60_000;
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const benchScript = (name: string) => join(here, 'bench', `${name}.js`);
+const gatewayMain = process.env.BENCH_GATEHOUSE_MAIN ?? fileURLToPath(new URL('../runtime/main.js', import.meta.url));
+const nodeArgs = ['--disable-warning=ExperimentalWarning'];
+
+/**
+ * The five-policy chain of target `gatehouse-5`. Until the built-in library has them, each entry stands in for the
+ * policy named in `standsFor` with one that exists (policies/check-header, policies/set-header); to measure the real
+ * chain, change `policy` and `config` here. `check` says what the harness verifies before measuring.
+ */
+const FIVE_POLICY_CHAIN: Array<{ phase: 'inbound' | 'outbound'; standsFor: string; policy: string; config: Record<string, unknown> }> = [
+  { phase: 'inbound', standsFor: 'key-auth', policy: 'check-header', config: { name: 'x-api-key', values: ['k'] } },
+  { phase: 'inbound', standsFor: 'rate-limit', policy: 'set-header', config: { name: 'x-bench-in-1', value: 'one' } },
+  { phase: 'inbound', standsFor: 'rewrite-uri', policy: 'set-header', config: { name: 'x-bench-in-2', value: 'two' } },
+  { phase: 'outbound', standsFor: 'cors', policy: 'set-header', config: { name: 'x-bench-out-1', value: 'one' } },
+  { phase: 'outbound', standsFor: 'response header', policy: 'set-header', config: { name: 'x-bench-out-2', value: 'two' } },
+];
+
+function positive(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive integer, not ${raw}`);
+  return value;
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+// ---------------------------------------------------------------------------------------------------------------
+// Processes: every child runs in its own process group, so stopping it also stops what it forked (nginx's worker).
+
+interface Child {
+  name: string;
+  proc: ChildProcess;
+  exited: Promise<void>;
+  exitCode: number | null | undefined; // undefined while running
+  stderr: string; // last few KB
+}
+
+const children = new Set<Child>();
+let tmpRoot: string | null = null;
+
+function startChild(name: string, command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Child {
+  const stdoutFd = options.stdoutFile ? openSync(options.stdoutFile, 'a') : null;
+  const proc = spawn(command, args, {
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', stdoutFd ?? 'pipe', 'pipe'],
+    detached: true,
+  });
+  if (stdoutFd !== null) closeSync(stdoutFd);
+  const child: Child = { name, proc, exited: Promise.resolve(), exitCode: undefined, stderr: '' };
+  const keep = (chunk: Buffer) => {
+    child.stderr = (child.stderr + chunk.toString('utf8')).slice(-4096);
+  };
+  proc.stderr?.on('data', keep);
+  proc.stdout?.on('data', keep);
+  child.exited = new Promise<void>((resolve) => {
+    proc.once('error', (error) => {
+      child.stderr += `\n${error.message}`;
+      child.exitCode = null;
+      children.delete(child);
+      resolve();
+    });
+    proc.once('exit', (code, signal) => {
+      child.exitCode = code ?? null;
+      if (signal) child.stderr += `\n(killed by ${signal})`;
+      children.delete(child);
+      resolve();
+    });
+  });
+  children.add(child);
+  return child;
+}
+
+function signalGroup(child: Child, signal: NodeJS.Signals): void {
+  if (child.exitCode !== undefined || child.proc.pid === undefined) return;
+  try {
+    process.kill(-child.proc.pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+async function stopChild(child: Child): Promise<void> {
+  if (child.exitCode !== undefined) return;
+  signalGroup(child, 'SIGTERM');
+  const stopped = await Promise.race([child.exited.then(() => true), sleep(3000).then(() => false)]);
+  if (!stopped) {
+    signalGroup(child, 'SIGKILL');
+    await child.exited;
+  }
+}
+
+/** Last resort, synchronous: on exit, on a signal, on a crash. */
+function cleanupNow(): void {
+  for (const child of children) signalGroup(child, 'SIGKILL');
+  children.clear();
+  if (tmpRoot) rmSync(tmpRoot, { recursive: true, force: true });
+  tmpRoot = null;
+}
+
+process.on('exit', cleanupNow);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    log(`\n# ${signal}: stopping every child process and removing temporary files`);
+    cleanupNow();
+    process.exit(130);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Small helpers
+
+function findOnPath(command: string): string | null {
+  const dirs = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/usr/local/sbin', '/sbin']);
+  for (const dir of dirs) {
+    if (!dir) continue;
+    try {
+      accessSync(join(dir, command), constants.X_OK);
+      return join(dir, command);
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+function get(port: number, path: string, headers: Record<string, string> = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'GET', headers, agent: false, timeout: 5000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 5 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const withKey = { 'x-api-key': 'k' };
+
+/** Polls until `path` answers 200; fails when the child exits, after `timeoutMs`, or when `failFast` says so. */
+async function waitReady(child: Child, port: number, path: string, timeoutMs: number, failFast?: (r: Reply, sinceMs: number) => string | null): Promise<void> {
+  const started = Date.now();
+  let last = 'no answer yet';
+  while (Date.now() - started < timeoutMs) {
+    if (child.exitCode !== undefined) throw new Error(`${child.name} exited (code ${child.exitCode}) before it was ready${tail(child)}`);
+    let reply: Reply | null = null;
+    try {
+      reply = await get(port, path, withKey);
+    } catch (error) {
+      last = (error as Error).message; // not listening yet
+    }
+    if (reply) {
+      if (reply.status === 200) return;
+      last = `HTTP ${reply.status}`;
+      const reason = failFast?.(reply, Date.now() - started);
+      if (reason) throw new Error(reason);
+    }
+    await sleep(100);
+  }
+  throw new Error(`${child.name} did not answer 200 on ${path} within ${timeoutMs / 1000} s (last: ${last})${tail(child)}`);
+}
+
+function indent(text: string, lines = 12): string {
+  const t = text.trim();
+  return t ? `\n    | ${t.split('\n').slice(-lines).join('\n    | ')}` : '';
+}
+
+/** The end of what a child wrote on stderr (and stdout when piped). */
+const tail = (child: Child) => indent(child.stderr);
+
+/** The end of a log file the child wrote, if any. */
+function fileTail(file: string, lines = 8): string {
+  try {
+    return indent(readFileSync(file, 'utf8').slice(-4096), lines);
+  } catch {
+    return '';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// wrk
+
+interface WrkResult {
+  rps: number;
+  requests: number;
+  p50ms: number;
+  p99ms: number;
+  non2xx: number;
+  socketErrors: number;
+}
+
+function toMs(value: string, unit: string): number {
+  const n = Number(value);
+  return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n;
+}
+
+async function runWrk(port: number, seconds: number): Promise<WrkResult> {
+  const args = [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, '--latency', '-H', API_KEY_HEADER, `http://127.0.0.1:${port}/`];
+  const child = startChild('wrk', 'wrk', args);
+  let out = '';
+  child.proc.stdout?.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  const finished = await Promise.race([child.exited.then(() => true), sleep((seconds + 20) * 1000).then(() => false)]);
+  if (!finished) {
+    await stopChild(child);
+    throw new Error(`wrk did not finish within ${seconds + 20} s`);
+  }
+  if (child.exitCode !== 0) throw new Error(`wrk failed (code ${child.exitCode})${tail(child)}`);
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  const total = /(\d+) requests in/.exec(out);
+  const p50 = /\b50%\s+([\d.]+)(us|ms|s|m)\b/.exec(out);
+  const p99 = /\b99%\s+([\d.]+)(us|ms|s|m)\b/.exec(out);
+  if (!rps || !total || !p50 || !p99) throw new Error(`could not read wrk's output:\n${out}`);
+  const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    rps: Number(rps[1]),
+    requests: Number(total[1]),
+    p50ms: toMs(p50[1]!, p50[2]!),
+    p99ms: toMs(p99[1]!, p99[2]!),
+    non2xx: non2xx ? Number(non2xx[1]) : 0,
+    socketErrors: sock ? sock.slice(1).reduce((s, v) => s + Number(v), 0) : 0,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Targets
+
+interface Running {
+  port: number;
+  stop(): Promise<void>;
+}
+
+interface Target {
+  key: string;
+  label: string;
+  start(): Promise<Running>;
+  /** Checks one request through the target before it is measured; throws when the answer is wrong. */
+  verify(port: number): Promise<void>;
+  /** Why the target could not run, once it failed: later rounds skip it. */
+  unavailable?: string;
+}
+
+let backendPort = 0;
+let backendBody = '';
+
+async function verifyForwarding(port: number, expectHeaders: string[] = []): Promise<Reply> {
+  const reply = await get(port, '/', withKey);
+  if (reply.status !== 200) throw new Error(`GET / answered ${reply.status}, not 200: ${reply.body.slice(0, 200)}`);
+  if (reply.body !== backendBody) throw new Error(`GET / answered a body other than the backend's: ${reply.body.slice(0, 200)}`);
+  const seen = await get(port, '/__bench/headers', withKey);
+  if (seen.status !== 200) throw new Error(`GET /__bench/headers answered ${seen.status}`);
+  const received = JSON.parse(seen.body) as Record<string, string>;
+  for (const name of ['x-api-key', ...expectHeaders]) {
+    if (received[name] === undefined) throw new Error(`the backend did not receive header ${name} (got ${Object.keys(received).join(', ')})`);
+  }
+  return reply;
+}
+
+function nodeTarget(key: string, label: string, script: string): Target {
+  return {
+    key,
+    label,
+    async start() {
+      const port = await freePort();
+      const child = startChild(key, process.execPath, [...nodeArgs, benchScript(script)], {
+        env: { BENCH_PORT: String(port), BENCH_BACKEND: `http://127.0.0.1:${backendPort}` },
+      });
+      await waitReady(child, port, '/', 15_000).catch(async (e: unknown) => {
+        await stopChild(child);
+        throw e;
+      });
+      return { port, stop: () => stopChild(child) };
+    },
+    verify: (port) => verifyForwarding(port).then(() => undefined),
+  };
+}
+
+function nginxTarget(dir: string): Target {
+  return {
+    key: 'nginx',
+    label: 'nginx (1 worker, upstream keepalive 64)',
+    async start() {
+      const port = await freePort();
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      // Workers may run as an unprivileged user: let them reach their temp paths.
+      chmodSync(dir, 0o755);
+      const conf = join(dir, 'nginx.conf');
+      writeFileSync(
+        conf,
+        [
+          'worker_processes 1;',
+          `pid ${join(dir, 'nginx.pid')};`,
+          `error_log ${join(dir, 'error.log')} warn;`,
+          'events { worker_connections 4096; }',
+          'http {',
+          `  access_log ${join(dir, 'access.log')};`,
+          `  client_body_temp_path ${join(dir, 'client_body')};`,
+          `  proxy_temp_path ${join(dir, 'proxy')};`,
+          `  fastcgi_temp_path ${join(dir, 'fastcgi')};`,
+          `  uwsgi_temp_path ${join(dir, 'uwsgi')};`,
+          `  scgi_temp_path ${join(dir, 'scgi')};`,
+          `  upstream backend { server 127.0.0.1:${backendPort}; keepalive 64; }`,
+          '  server {',
+          `    listen 127.0.0.1:${port};`,
+          '    location / {',
+          '      proxy_pass http://backend;',
+          '      proxy_http_version 1.1;',
+          '      proxy_set_header Connection "";',
+          '    }',
+          '  }',
+          '}',
+          '',
+        ].join('\n'),
+      );
+      const child = startChild('nginx', 'nginx', ['-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', conf, '-g', 'daemon off;']);
+      await waitReady(child, port, '/', 15_000).catch(async (e: unknown) => {
+        await stopChild(child);
+        throw new Error(`${(e as Error).message}${fileTail(join(dir, 'error.log'))}`);
+      });
+      return { port, stop: () => stopChild(child) };
+    },
+    verify: (port) => verifyForwarding(port).then(() => undefined),
+  };
+}
+
+function gatewayYaml(withPolicies: boolean): string {
+  const lines = [
+    '# Written by scripts/bench-proxy.ts',
+    'version: 1',
+    'apis:',
+    '  - id: bench',
+    '    pathPrefix: /',
+    '    backend:',
+    `      url: http://127.0.0.1:${backendPort}`,
+  ];
+  if (withPolicies) {
+    lines.push('    policies:');
+    for (const phase of ['inbound', 'outbound'] as const) {
+      lines.push(`      ${phase}:`);
+      for (const entry of FIVE_POLICY_CHAIN.filter((e) => e.phase === phase)) {
+        lines.push(`        # stands for ${entry.standsFor}`);
+        lines.push(`        - policy: ${entry.policy}`);
+        lines.push(`          config: ${JSON.stringify(entry.config)}`);
+      }
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+function gatehouseTarget(key: string, label: string, dir: string, withPolicies: boolean): Target {
+  return {
+    key,
+    label,
+    async start() {
+      if (!existsSync(gatewayMain)) throw new Error(`${gatewayMain} does not exist (did \`node scripts/build.mjs\` succeed?)`);
+      mkdirSync(dir, { recursive: true });
+      const config = join(dir, `${key}.yaml`);
+      writeFileSync(config, gatewayYaml(withPolicies));
+      const logFile = join(dir, `${key}.log`);
+      const [port, adminPort] = [await freePort(), await freePort()];
+      const child = startChild(key, process.execPath, [...nodeArgs, gatewayMain, '--config', config], {
+        env: { GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_TIMEOUT_MS: '1000' },
+        stdoutFile: logFile,
+      });
+      // The data plane answers 503 on the status path until its configuration is loaded. A 404 that lasts means the
+      // process serves something else (a build from before the data plane), so there is no point waiting 60 s.
+      const notADataPlane = (r: Reply, sinceMs: number) =>
+        r.status === 404 && sinceMs > 5000 ? `${gatewayMain} answers 404 on ${STATUS_PATH}: this build does not serve --config` : null;
+      await waitReady(child, port, STATUS_PATH, GATEWAY_READY_MS, notADataPlane).catch(async (e: unknown) => {
+        await stopChild(child);
+        throw new Error(`${(e as Error).message}${fileTail(logFile)}`);
+      });
+      return { port, stop: () => stopChild(child) };
+    },
+    async verify(port) {
+      if (!withPolicies) {
+        await verifyForwarding(port);
+        return;
+      }
+      const inbound = FIVE_POLICY_CHAIN.filter((e) => e.phase === 'inbound' && e.policy === 'set-header').map((e) => String(e.config.name));
+      const reply = await verifyForwarding(port, inbound);
+      for (const e of FIVE_POLICY_CHAIN.filter((x) => x.phase === 'outbound' && x.policy === 'set-header')) {
+        const name = String(e.config.name);
+        if (reply.headers[name] !== e.config.value) throw new Error(`the response lacks ${name}: ${String(e.config.value)} (outbound set-header)`);
+      }
+      if (FIVE_POLICY_CHAIN.some((e) => e.policy === 'check-header')) {
+        const refused = await get(port, '/');
+        if (refused.status !== 401) throw new Error(`a request without x-api-key answered ${refused.status}, not 401 (check-header)`);
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Latency at a fixed rate
+
+interface LatencySummary {
+  mode: string;
+  requests: number;
+  non2xx: number;
+  errors: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  autocannonP99?: number;
+}
+
+async function runLatency(mode: 'autocannon' | 'constant', port: number): Promise<LatencySummary> {
+  const child = startChild(`latency-probe (${mode})`, process.execPath, [
+    ...nodeArgs,
+    benchScript('latency-probe'),
+    mode,
+    `http://127.0.0.1:${port}/`,
+    String(LATENCY_RATE),
+    String(LATENCY_S),
+    API_KEY_HEADER,
+  ]);
+  let out = '';
+  child.proc.stdout?.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  const finished = await Promise.race([child.exited.then(() => true), sleep((LATENCY_S + 30) * 1000).then(() => false)]);
+  if (!finished) {
+    await stopChild(child);
+    throw new Error(`the latency probe did not finish within ${LATENCY_S + 30} s`);
+  }
+  if (child.exitCode !== 0) throw new Error(`the latency probe failed (code ${child.exitCode})${tail(child)}`);
+  const summary = JSON.parse(out.trim().split('\n').pop() ?? '{}') as LatencySummary;
+  if (summary.non2xx > 0 || summary.errors > 0) log(`#   warning: ${summary.non2xx} non-2xx answers, ${summary.errors} errors`);
+  return summary;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Main
+
+interface Measured {
+  rounds: Array<WrkResult | null>; // by round
+}
+
+async function ensureTools(): Promise<void> {
+  const missing = ['wrk', 'nginx'].filter((c) => findOnPath(c) === null);
+  if (missing.length === 0) return;
+  const install = 'apt-get update && apt-get install -y wrk nginx';
+  if (process.getuid?.() !== 0) {
+    throw new Error(`${missing.join(' and ')} not found on PATH; install them (Debian: sudo ${install.replace('&& ', '&& sudo ')})`);
+  }
+  log(`# ${missing.join(' and ')} not found on PATH: running as root, installing with \`${install}\``);
+  const result = spawnSync('sh', ['-c', install], { stdio: ['ignore', 2, 2], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  const still = ['wrk', 'nginx'].filter((c) => findOnPath(c) === null);
+  if (result.status !== 0 || still.length > 0) {
+    throw new Error(`installing wrk and nginx failed (apt-get exit code ${result.status}); ${still.join(' and ') || 'nothing'} still missing`);
+  }
+  // Debian's nginx package may start a system nginx on port 80; it does not affect the loopback ports used here.
+  log('# installed wrk and nginx');
+}
+
+const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
+const fmt2 = (n: number) => n.toFixed(2);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+async function main(): Promise<number> {
+  await ensureTools();
+  const nginxVersion = spawnSync('nginx', ['-v'], { encoding: 'utf8' }).stderr.trim().replace(/^nginx version: /, '');
+  tmpRoot = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'));
+  chmodSync(tmpRoot, 0o755);
+
+  log(`# node ${process.version}, ${nginxVersion}; wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION_S}s (warm-up ${WARMUP_S}s) -H '${API_KEY_HEADER}', ${ROUNDS} rounds, alternating order`);
+
+  backendPort = await freePort();
+  const backend = startChild('backend', process.execPath, [...nodeArgs, benchScript('backend')], { env: { BENCH_PORT: String(backendPort) } });
+  await waitReady(backend, backendPort, '/', 15_000);
+  backendBody = (await get(backendPort, '/')).body;
+
+  const targets: Target[] = [
+    { key: 'direct', label: 'backend directly', start: async () => ({ port: backendPort, stop: async () => undefined }), verify: async () => undefined },
+    nginxTarget(join(tmpRoot, 'nginx')),
+    nodeTarget('undici', 'minimal node:http + undici Pool', 'minimal-undici-proxy'),
+    nodeTarget('fastify', '@fastify/http-proxy 11 (fastify 5)', 'fastify-proxy'),
+    gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
+    gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
+  ];
+  const only = (process.env.BENCH_TARGETS ?? '').split(',').map((k) => k.trim()).filter(Boolean);
+  for (const t of targets) if (only.length > 0 && !only.includes(t.key)) t.unavailable = 'left out by BENCH_TARGETS';
+  const results = new Map<string, Measured>(targets.map((t) => [t.key, { rounds: [] }]));
+
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? targets : [...targets].reverse();
+    log(`# round ${round + 1}: ${order.map((t) => t.key).join(', ')}`);
+    for (const target of order) {
+      const measured = results.get(target.key)!;
+      if (target.unavailable) {
+        measured.rounds[round] = null;
+        continue;
+      }
+      let running: Running | null = null;
+      try {
+        const t0 = Date.now();
+        running = await target.start();
+        const startMs = Date.now() - t0;
+        await target.verify(running.port);
+        await runWrk(running.port, WARMUP_S);
+        const r = await runWrk(running.port, DURATION_S);
+        if (r.non2xx > 0) throw new Error(`${r.non2xx} of ${r.requests} answers were not 2xx`);
+        measured.rounds[round] = r;
+        log(
+          `#   ${target.key.padEnd(12)} ${fmtInt(r.rps).padStart(7)} req/s  p50 ${fmt2(r.p50ms)} ms  p99 ${fmt2(r.p99ms)} ms` +
+            (r.socketErrors ? `  (${r.socketErrors} socket errors)` : '') +
+            (startMs > 2000 ? `  (ready after ${(startMs / 1000).toFixed(1)} s)` : ''),
+        );
+      } catch (error) {
+        target.unavailable = (error as Error).message;
+        measured.rounds[round] = null;
+        log(`#   ${target.key}: FAILED, not measured: ${target.unavailable}`);
+      } finally {
+        await running?.stop();
+      }
+    }
+  }
+
+  // p99 added at a fixed rate: the backend directly, then Gatehouse without policies (one proxy at a time).
+  const latency = new Map<string, LatencySummary>();
+  const gatehouse = targets.find((t) => t.key === 'gatehouse')!;
+  if (!gatehouse.unavailable) {
+    log(`# latency at ${fmtInt(LATENCY_RATE)} requests/s, ${LATENCY_S} s per run (autocannon --overallRate; and a constant-rate open loop)`);
+    for (const [key, target] of [['direct', targets[0]!], ['gatehouse', gatehouse]] as const) {
+      let running: Running | null = null;
+      try {
+        running = await target.start();
+        await runWrk(running.port, WARMUP_S);
+        for (const mode of ['autocannon', 'constant'] as const) {
+          const s = await runLatency(mode, running.port);
+          latency.set(`${key}/${mode}`, s);
+          log(
+            `#   ${key.padEnd(10)} ${mode.padEnd(10)} p50 ${fmt2(s.p50)} ms  p99 ${fmt2(s.p99)} ms  p99.9 ${fmt2(s.p999)} ms  max ${fmt2(s.max)} ms` +
+              (s.autocannonP99 !== undefined ? `  (autocannon's own p99: ${s.autocannonP99} ms)` : '') +
+              `  ${fmtInt(s.requests)} requests`,
+          );
+        }
+      } catch (error) {
+        log(`#   latency of ${key}: FAILED: ${(error as Error).message}`);
+      } finally {
+        await running?.stop();
+      }
+    }
+  }
+  await stopChild(backend);
+
+  // Table
+  const best = (key: string): number | null => {
+    const rs = results.get(key)!.rounds.filter((r): r is WrkResult => r !== null);
+    return rs.length === ROUNDS ? Math.max(...rs.map((r) => r.rps)) : null;
+  };
+  const rows: string[][] = [['target', ...Array.from({ length: ROUNDS }, (_, i) => `round ${i + 1}`), 'best', 'median', 'p99 ms (best)']];
+  for (const t of targets) {
+    const rs = results.get(t.key)!.rounds;
+    const ok = rs.filter((r): r is WrkResult => r !== null);
+    const bestRun = ok.length ? ok.reduce((a, b) => (b.rps > a.rps ? b : a)) : null;
+    rows.push([
+      t.label,
+      ...Array.from({ length: ROUNDS }, (_, i) => (rs[i] ? fmtInt(rs[i]!.rps) : 'failed')),
+      ok.length === ROUNDS ? fmtInt(bestRun!.rps) : 'n/a',
+      ok.length === ROUNDS ? fmtInt(median(ok.map((r) => r.rps))) : 'n/a',
+      bestRun ? fmt2(bestRun.p99ms) : 'n/a',
+    ]);
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  log('');
+  log(`requests/s, wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION_S}s on 127.0.0.1 (one target at a time)`);
+  for (const [i, row] of rows.entries()) {
+    log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '));
+    if (i === 0) log(widths.map((w) => '-'.repeat(w)).join('  '));
+  }
+  for (const t of targets) if (t.unavailable) log(`\n${t.key} not measured: ${t.unavailable}`);
+
+  const ratio = (a: number | null, b: number | null) => (a !== null && b !== null && b > 0 ? fmt2(a / b) : 'n/a');
+  const gh = best('gatehouse');
+  // Per-round ratios: each pairs two measurements taken minutes apart at most, in the same round.
+  if (gh !== null) {
+    log('');
+    for (let round = 0; round < ROUNDS; round++) {
+      const at = (key: string) => results.get(key)!.rounds[round]?.rps ?? null;
+      log(
+        `round ${round + 1}: gatehouse/fastify ${ratio(at('gatehouse'), at('fastify'))}, gatehouse/undici ${ratio(at('gatehouse'), at('undici'))}, ` +
+          `gatehouse/nginx ${ratio(at('gatehouse'), at('nginx'))}, five-policy/no-policy ${ratio(at('gatehouse-5'), at('gatehouse'))}`,
+      );
+    }
+  }
+  let p99Added = 'n/a';
+  const directLat = latency.get('direct/autocannon');
+  const gatewayLat = latency.get('gatehouse/autocannon');
+  if (directLat && gatewayLat) {
+    p99Added = fmt2(gatewayLat.p99 - directLat.p99);
+    const directC = latency.get('direct/constant');
+    const gatewayC = latency.get('gatehouse/constant');
+    log('');
+    log(`p99 at ${fmtInt(LATENCY_RATE)} req/s, ${LATENCY_S} s: direct ${fmt2(directLat.p99)} ms, Gatehouse ${fmt2(gatewayLat.p99)} ms (autocannon, exact response times)`);
+    if (directC && gatewayC) {
+      log(
+        `  constant-rate open loop (reference): direct ${fmt2(directC.p99)} ms, Gatehouse ${fmt2(gatewayC.p99)} ms, added ${fmt2(gatewayC.p99 - directC.p99)} ms`,
+      );
+    }
+  }
+  log('');
+
+  const lines = [
+    `throughput-ratio-vs-fastify: ${ratio(gh, best('fastify'))}`,
+    `throughput-ratio-vs-undici: ${ratio(gh, best('undici'))}`,
+    `five-policy-ratio: ${ratio(best('gatehouse-5'), gh)}`,
+    `p99-added-ms: ${p99Added}`,
+    `throughput-ratio-vs-nginx: ${ratio(gh, best('nginx'))}`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  return lines.some((l) => l.endsWith('n/a')) ? 1 : 0;
+}
+
+let code = 1;
+try {
+  code = await main();
+} catch (error) {
+  log(`bench:proxy: ${(error as Error).message}`);
+  code = 1;
+} finally {
+  for (const child of [...children]) await stopChild(child);
+  cleanupNow();
+}
+process.exit(code);

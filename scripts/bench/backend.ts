@@ -1,0 +1,37 @@
+// The backend of `npm run bench:proxy`: a plain `node:http` server on 127.0.0.1 answering every request with the
+// same small JSON body, run as its own process so it never shares an event loop with a proxy or the load generator.
+//
+//   BENCH_PORT      port to listen on (required)
+//
+// `GET /__bench/headers` answers with the request headers it received (JSON); the harness uses it once per target to
+// check what a proxy forwards (e.g. headers set by inbound policies). It is never part of a measured run.
+
+import { createServer } from 'node:http';
+
+const port = Number(process.env.BENCH_PORT);
+if (!Number.isInteger(port) || port <= 0) throw new Error('BENCH_PORT must name a port');
+
+const body = Buffer.from(JSON.stringify({ id: 42, name: 'gatehouse bench', ok: true, tags: ['a', 'b', 'c'] }));
+
+const server = createServer((req, res) => {
+  if (req.url === '/__bench/headers') {
+    const echo = Buffer.from(JSON.stringify(req.headers));
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': echo.length });
+    res.end(echo);
+    return;
+  }
+  // Drain any request body before answering, so keep-alive connections stay usable.
+  req.resume();
+  req.on('end', () => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+    res.end(body);
+  });
+});
+// Longer than any proxy's idle timeout, so the proxies close idle connections, not the backend.
+server.keepAliveTimeout = 65_000;
+server.headersTimeout = 66_000;
+server.listen(port, '127.0.0.1', () => process.stdout.write(`listening ${port}\n`));
+
+const stop = () => server.close(() => process.exit(0));
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);

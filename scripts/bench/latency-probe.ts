@@ -1,0 +1,112 @@
+// Latency at a fixed request rate, for `npm run bench:proxy`; run as its own process, prints one JSON object.
+//
+//   node latency-probe.js <mode> <url> <rate> <seconds> [header: value]...
+//
+// mode `autocannon`: autocannon 9 with `overallRate` (its `--overallRate`), 10 connections. autocannon keeps its
+//   latencies in a histogram of whole milliseconds (its own p99 is reported as `autocannonP99`), so the figures here
+//   come from its `response` events, which carry each response time in fractional milliseconds. Note how autocannon
+//   paces: each connection may send rate/connections requests per second and sends them back to back at the start of
+//   each second, so the load comes in bursts, not evenly spaced.
+// mode `constant`: wrk2-style open loop written here. One request is started every 1000/rate ms on an undici Pool
+//   (32 connections) whether or not earlier ones have answered; a request's latency runs from the moment it was
+//   started (queueing for a connection included) to the end of its response body.
+
+import autocannon from 'autocannon';
+import { performance } from 'node:perf_hooks';
+import { Pool } from 'undici';
+
+interface Summary {
+  mode: string;
+  requests: number;
+  non2xx: number;
+  errors: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  autocannonP99?: number;
+}
+
+const [modeArg, urlArg, rateArg, secondsArg, ...headerArgs] = process.argv.slice(2);
+const rate = Number(rateArg);
+const seconds = Number(secondsArg);
+if (!urlArg || !(rate > 0) || !(seconds > 0) || (modeArg !== 'autocannon' && modeArg !== 'constant')) {
+  throw new Error('usage: latency-probe <autocannon|constant> <url> <rate> <seconds> [header: value]...');
+}
+const mode: string = modeArg;
+const url: string = urlArg;
+const headers: Record<string, string> = {};
+for (const h of headerArgs) {
+  const at = h.indexOf(':');
+  if (at > 0) headers[h.slice(0, at).trim().toLowerCase()] = h.slice(at + 1).trim();
+}
+
+function summarize(samples: number[], non2xx: number, errors: number): Summary {
+  samples.sort((a, b) => a - b);
+  const at = (p: number) => (samples.length === 0 ? NaN : samples[Math.min(samples.length - 1, Math.ceil(samples.length * p) - 1)]!);
+  return { mode, requests: samples.length + non2xx, non2xx, errors, p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: at(1) };
+}
+
+async function runAutocannon(): Promise<Summary> {
+  const samples: number[] = [];
+  let non2xx = 0;
+  let errors = 0;
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const instance = autocannon({ url, connections: 10, overallRate: rate, duration: seconds, headers }, (error, r) =>
+      error ? reject(error) : resolve(r),
+    );
+    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
+      if (statusCode >= 200 && statusCode < 300) samples.push(responseTime);
+      else non2xx++;
+    });
+    instance.on('reqError', () => errors++);
+  });
+  return { ...summarize(samples, non2xx, errors), autocannonP99: result.latency.p99 };
+}
+
+async function runConstant(): Promise<Summary> {
+  const target = new URL(url);
+  const pool = new Pool(target.origin, { connections: 32, pipelining: 1 });
+  const path = target.pathname + target.search;
+  const samples: number[] = [];
+  let non2xx = 0;
+  let errors = 0;
+  const interval = 1000 / rate;
+  const total = Math.round(rate * seconds);
+  const pending = new Set<Promise<void>>();
+  const fire = () => {
+    const started = performance.now();
+    const p = pool
+      .request({ path, method: 'GET', headers })
+      .then(async ({ statusCode, body }) => {
+        await body.dump({ limit: Number.MAX_SAFE_INTEGER });
+        if (statusCode >= 200 && statusCode < 300) samples.push(performance.now() - started);
+        else non2xx++;
+      })
+      .catch(() => void errors++)
+      .finally(() => pending.delete(p));
+    pending.add(p);
+  };
+  await new Promise<void>((resolve) => {
+    const start = performance.now() + 20;
+    let sent = 0;
+    const tick = () => {
+      const now = performance.now();
+      while (sent < total && start + sent * interval <= now) {
+        fire();
+        sent++;
+      }
+      if (sent >= total) resolve();
+      else setTimeout(tick, Math.max(0, start + sent * interval - performance.now()));
+    };
+    setTimeout(tick, 20);
+  });
+  await Promise.all(pending);
+  await pool.close();
+  return summarize(samples, non2xx, errors);
+}
+
+const summary = mode === 'autocannon' ? await runAutocannon() : await runConstant();
+process.stdout.write(JSON.stringify(summary) + '\n');
+process.exit(0);

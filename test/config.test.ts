@@ -1,0 +1,592 @@
+// The gateway configuration document: parsing, schema and semantic checks, policy resolution and binding, and the
+// file watcher that reloads it. Real files in a temporary folder, policies compiled by the SDK.
+
+import assert from 'node:assert/strict';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import {
+  ConfigError,
+  defaultDocumentFile,
+  gatewaySchema,
+  parseGatewayDocument,
+  readGatewayDocument,
+} from '../runtime/config/load.ts';
+import { bindChains } from '../runtime/config/policies.ts';
+import { ConfigFileWatcher } from '../runtime/config/watch.ts';
+import { repoRoot } from '../runtime/platform/paths.ts';
+import { buildFixture, makeExchange, newHost } from './support/policies.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'gatehouse-config-test-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const builtinDir = join(repoRoot(), 'policies');
+
+/** The problems of a document that must be rejected. */
+function problemsOf(text: string, name = 'gw.yaml'): { where: string; message: string }[] {
+  try {
+    parseGatewayDocument(text, name);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    // The message lists every problem, one per line.
+    const lines = err.message.split('\n');
+    assert.equal(lines.length, err.problems.length + 1);
+    for (const p of err.problems) assert.ok(err.message.includes(`${p.where}: ${p.message}`));
+    return err.problems;
+  }
+  assert.fail('the document was accepted');
+}
+
+function messageAt(problems: { where: string; message: string }[], where: string): string {
+  const found = problems.filter((p) => p.where === where).map((p) => p.message);
+  assert.ok(found.length > 0, `no problem at ${where}; problems:\n${problems.map((p) => `${p.where}: ${p.message}`).join('\n')}`);
+  return found.join(' | ');
+}
+
+async function rejects(promise: Promise<unknown>): Promise<ConfigError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${(err as Error)?.stack ?? String(err)}`);
+    return err;
+  }
+  assert.fail('accepted');
+}
+
+describe('configuration document', () => {
+  test('the embedded default validates', async () => {
+    const doc = await readGatewayDocument(defaultDocumentFile());
+    assert.equal(doc.version, 1);
+    assert.equal(doc.apis.length, 1);
+    const api = doc.apis[0]!;
+    assert.equal(api.id, 'echo');
+    assert.equal(api.pathPrefix, '/echo');
+    assert.deepEqual(api.backend, { url: 'builtin:echo' });
+    assert.deepEqual(api.policies?.inbound, [
+      { policy: 'check-header', config: { name: 'x-api-key', values: ['demo-key'], failedCheckHttpCode: 401 } },
+    ]);
+    assert.deepEqual(api.policies?.outbound, [
+      { policy: 'set-header', config: { name: 'x-gatehouse-policy', value: 'set-header' } },
+    ]);
+  });
+
+  test('a full document in JSON, with $schema, pools, hosts, operations and every policy field', () => {
+    const doc = parseGatewayDocument(
+      JSON.stringify({
+        $schema: '../runtime/config/gateway.schema.json',
+        version: 1,
+        settings: { maxRequestBodyBytes: 1024, backendTimeoutMs: 500 },
+        policies: { 'on-error': [{ policy: 'set-header', config: { name: 'x-e', value: '1' } }] },
+        apis: [
+          {
+            id: 'orders',
+            pathPrefix: '/',
+            hosts: ['api.example.com', '*.example.org', '[::1]'],
+            backend: { pool: { urls: ['http://10.0.0.1:80/v1', 'https://b.example'], ejectAfterFailures: 2, ejectForMs: 5 }, timeoutMs: 9 },
+            operations: [
+              { id: 'get_order-1', method: 'GET', urlTemplate: '/orders/{orderId}/lines/{line}' },
+              { id: 'any', method: '*', urlTemplate: '/' },
+              {
+                id: 'search',
+                method: 'M-SEARCH',
+                urlTemplate: '/search',
+                policies: {
+                  inbound: [
+                    {
+                      module: 'x.wasm',
+                      config: {},
+                      grants: { wasi: true, filesystem: { '/data': 'data' }, http: { allowedHosts: ['*.example.com'] }, counters: true },
+                      limits: { cpuMs: 0.5, memoryBytes: 1048576, outputBytes: 10 },
+                      failOpen: true,
+                    },
+                  ],
+                },
+              },
+            ],
+          },
+          { id: 'same-prefix-other-host', pathPrefix: '/', hosts: ['other.example.com'], backend: { url: 'builtin:echo' } },
+        ],
+      }),
+      'gw.json',
+    );
+    assert.equal(doc.apis[0]!.operations!.length, 3);
+  });
+
+  test('a document with many mistakes reports every one, with its line and path', () => {
+    const problems = problemsOf(`version: 2
+colour: blue
+apis:
+  - id: Orders_1
+    pathPrefix: /orders/
+    backend:
+      url: ftp://example.com
+      pool: { urls: ["http://a.example", "http://a.example/"] }
+    operations:
+      - id: get
+        method: get
+        urlTemplate: /orders/{id}/items/{id}
+      - id: get
+        method: GET
+        urlTemplate: /x/{a}{b}/c{
+      - id: third
+        method: POST
+        urlTemplate: /x/{}/{9}/{ok}
+  - id: two
+    pathPrefix: /orders
+    backend: {}
+    policies:
+      inbound:
+        - policy: check-header
+          module: x.wasm
+        - config: {}
+        - policy: Not_A_Name
+          grants: { filesystem: { data: /srv }, http: { allowedHosts: [] }, wasi: 1, network: true }
+          limits: { cpuMs: 0, memoryBytes: 1e12 }
+  - id: two
+    pathPrefix: /orders
+    backend: { url: "http://user:pw@example.com/a?b=1" }
+    hosts: [a.example, A.example, "bad host"]
+    operations:
+      - { id: op, method: GET, urlTemplate: orders }
+  - id: four
+    pathPrefix: /shop
+    hosts: [shop.example]
+    backend: { url: http://shop.example }
+  - id: five
+    pathPrefix: /shop
+    hosts: [SHOP.example, www.example]
+    backend: { url: http://shop.example, timeoutMs: -1 }
+`);
+    const at = (line: number, path: string) => messageAt(problems, `gw.yaml:${line}: ${path}`);
+    assert.match(at(1, 'version'), /must be 1 \(got 2\)/);
+    assert.match(at(2, 'colour'), /unknown property \(allowed here: .*version, settings, policies, apis/);
+    assert.match(at(4, 'apis[0].id'), /lowercase letters, digits and dashes.*got "Orders_1"/);
+    assert.match(at(5, 'apis[0].pathPrefix'), /must not end with "\/" \(write "\/orders"\)/);
+    assert.match(at(6, 'apis[0].backend'), /has "url" and "pool": give exactly one of "url" or "pool"/);
+    assert.match(at(7, 'apis[0].backend.url'), /absolute http:\/\/ or https:\/\/ URL, or builtin:echo \(got "ftp:/);
+    assert.match(at(8, 'apis[0].backend.pool.urls[1]'), /duplicate URL \(also urls\[0\]\)/);
+    assert.match(at(11, 'apis[0].operations[0].method'), /HTTP method in upper case/);
+    assert.match(at(12, 'apis[0].operations[0].urlTemplate'), /duplicate parameter name "id"/);
+    assert.match(at(13, 'apis[0].operations[1].id'), /duplicate operation id "get" in this API \(also operations\[0\]\)/);
+    const template = at(15, 'apis[0].operations[1].urlTemplate');
+    assert.match(template, /a parameter must be a whole segment, like \/\{id\}\/ \(not "\{a\}\{b\}"\)/);
+    assert.match(template, /unbalanced braces in segment "c\{"/);
+    const third = at(18, 'apis[0].operations[2].urlTemplate');
+    assert.match(third, /empty parameter name/);
+    assert.match(third, /parameter name "9" must be/);
+    assert.match(at(20, 'apis[1].pathPrefix'), /same pathPrefix as apis\[0\] \(Orders_1\) and neither has hosts/);
+    assert.match(at(21, 'apis[1].backend'), /needs one of "url" or "pool"/);
+    assert.match(at(24, 'apis[1].policies.inbound[0]'), /has "policy" and "module": give exactly one of "policy", "module" or "source"/);
+    assert.match(at(26, 'apis[1].policies.inbound[1]'), /needs one of "policy", "module" or "source"/);
+    assert.match(at(27, 'apis[1].policies.inbound[2].policy'), /name of a built-in policy/);
+    assert.match(at(28, 'apis[1].policies.inbound[2].grants.filesystem.data'), /guest path must be absolute/);
+    assert.match(at(28, 'apis[1].policies.inbound[2].grants.http.allowedHosts'), /must not be empty/);
+    assert.match(at(28, 'apis[1].policies.inbound[2].grants.wasi'), /must be true or false \(got number 1\)/);
+    assert.match(at(28, 'apis[1].policies.inbound[2].grants.network'), /unknown property \(allowed here: wasi, filesystem, http, counters\)/);
+    assert.match(at(29, 'apis[1].policies.inbound[2].limits.cpuMs'), /must be > 0/);
+    assert.match(at(29, 'apis[1].policies.inbound[2].limits.memoryBytes'), /must be <= 1073741824/);
+    assert.match(at(30, 'apis[2].id'), /duplicate API id "two" \(also apis\[1\]\)/);
+    const url = at(32, 'apis[2].backend.url');
+    assert.match(url, /must not hold credentials/);
+    assert.match(url, /must not have a query/);
+    assert.match(at(33, 'apis[2].hosts[2]'), /host name/);
+    assert.match(at(35, 'apis[2].operations[0].urlTemplate'), /must start with "\/" \(got "orders"\)/);
+    assert.match(at(42, 'apis[4].hosts'), /same pathPrefix as apis\[3\] \(four\), and both answer to shop\.example/);
+    assert.match(at(43, 'apis[4].backend.timeoutMs'), /must be >= 1/);
+    // Nothing else: each mistake once, in plain words.
+    assert.equal(problems.length, 32, problems.map((p) => `${p.where}: ${p.message}`).join('\n'));
+    assert.ok(problems.every((p) => !p.message.includes('must match pattern')));
+    // In the order of the document.
+    const lines = problems.map((p) => Number(/^gw\.yaml:(\d+):/.exec(p.where)![1]));
+    assert.deepEqual(lines, [...lines].sort((a, b) => a - b));
+  });
+
+  test('apis[2] and apis[1] with the same prefix and hosts, operations that shadow each other, a template in a prefix', () => {
+    const problems = problemsOf(`version: 1
+apis:
+  - { id: a, pathPrefix: /p, hosts: [x.example, y.example], backend: { url: builtin:echo } }
+  - { id: b, pathPrefix: /p, hosts: [Y.EXAMPLE], backend: { url: builtin:echo } }
+  - { id: c, pathPrefix: /p, backend: { url: builtin:echo } }
+  - id: d
+    pathPrefix: /q/{id}//r
+    backend: { url: builtin:echo }
+    operations:
+      - { id: one, method: GET, urlTemplate: "/o/{id}" }
+      - { id: two, method: GET, urlTemplate: "/o/{other}/" }
+      - { id: three, method: POST, urlTemplate: "/o/{id}" }
+`);
+    assert.match(messageAt(problems, 'gw.yaml:4: apis[1].hosts'), /same pathPrefix as apis\[0\] \(a\), and both answer to y\.example/);
+    const prefix = messageAt(problems, 'gw.yaml:7: apis[3].pathPrefix');
+    assert.match(prefix, /literal/);
+    assert.match(prefix, /empty segments/);
+    assert.match(messageAt(problems, 'gw.yaml:11: apis[3].operations[1].urlTemplate'), /same method and URL template as operations\[0\]/);
+    // A host-less API next to ones with hosts is fine: the router prefers the ones bound to the request's host.
+    assert.equal(problems.length, 4, problems.map((p) => `${p.where}: ${p.message}`).join('\n'));
+  });
+
+  test('YAML syntax errors and duplicate keys name the line and column', () => {
+    const problems = problemsOf('version: 1\napis:\n  - id: a\n    backend: { url: builtin:echo\n  - id: b\n');
+    assert.equal(problems.length, 1);
+    assert.match(problems[0]!.where, /^gw\.yaml:5:\d+$/);
+    assert.match(problems[0]!.message, /Flow map/);
+
+    const dup = problemsOf('version: 1\napis: []\nversion: 1\n');
+    assert.deepEqual(dup, [{ where: 'gw.yaml:3:1', message: 'duplicate key' }]);
+
+    const empty = problemsOf('# nothing yet\n');
+    assert.deepEqual(empty, [{ where: 'gw.yaml: (document)', message: 'the document is empty (it needs at least `version: 1` and `apis`)' }]);
+  });
+
+  test('JSON syntax errors name the line and column; duplicate keys too; JSON files are not read as YAML', () => {
+    assert.deepEqual(problemsOf('{\n  "version": 1,\n  "apis": [1, 2,]\n}\n', 'gw.json'), [
+      { where: 'gw.json:3:17', message: 'not valid JSON: trailing comma before "]"' },
+    ]);
+    assert.deepEqual(problemsOf('{\n  "version": 1\n  "apis": []\n}', 'gw.json'), [
+      { where: 'gw.json:3:3', message: 'not valid JSON: expected "," or "}" after a property value, found "\\""' },
+    ]);
+    assert.deepEqual(problemsOf('{"version": 1, "apis": [', 'gw.json'), [
+      { where: 'gw.json:1:25', message: 'not valid JSON: unexpected end of input' },
+    ]);
+    assert.deepEqual(problemsOf('version: 1\napis: []\n', 'gw.json'), [
+      { where: 'gw.json:1:1', message: 'not valid JSON: unexpected "v"' },
+    ]);
+    assert.deepEqual(problemsOf('{"version": 1,\n "apis": [],\n "apis": []}', 'gw.json'), [
+      { where: 'gw.json:3:2', message: 'duplicate key' },
+    ]);
+    // Validation problems in JSON documents have lines too.
+    assert.deepEqual(problemsOf('{\n  "version": 1,\n  "apis": [\n    {"id": "a", "pathPrefix": "/a", "backend": {"url": 7}}\n  ]\n}', 'gw.json'), [
+      { where: 'gw.json:4: apis[0].backend.url', message: 'must be a string (got number 7)' },
+    ]);
+  });
+
+  test('a file that cannot be read is a ConfigError naming it', async () => {
+    const missing = join(work, 'missing.yaml');
+    const err = await rejects(readGatewayDocument(missing));
+    assert.deepEqual(err.problems, [{ where: missing, message: 'cannot read the configuration: no such file' }]);
+  });
+
+  test('the published schema has a description on every property (its own, or its definition\'s)', () => {
+    const missing: string[] = [];
+    const definitions = (gatewaySchema as { definitions: Record<string, { description?: string }> }).definitions;
+    const described = (sub: Record<string, unknown>) =>
+      typeof sub.description === 'string' ||
+      (typeof sub.$ref === 'string' && typeof definitions[sub.$ref.replace('#/definitions/', '')]?.description === 'string');
+    const walk = (node: unknown, at: string) => {
+      if (typeof node !== 'object' || node === null) return;
+      const n = node as Record<string, unknown>;
+      if (n.properties && typeof n.properties === 'object') {
+        for (const [key, sub] of Object.entries(n.properties as Record<string, Record<string, unknown>>)) {
+          if (!described(sub)) missing.push(`${at}.${key}`);
+        }
+      }
+      for (const [key, sub] of Object.entries(n)) walk(sub, `${at}.${key}`);
+    };
+    walk(gatewaySchema, '#');
+    assert.deepEqual(missing, []);
+  });
+});
+
+describe('binding the policies of a document', () => {
+  test('the default document: built-in policies, bound, warmed, working', async () => {
+    const { host } = newHost();
+    const doc = await readGatewayDocument(defaultDocumentFile());
+    const chains = await bindChains(doc, { host, baseDir: join(repoRoot(), 'runtime', 'config'), builtinDir, sourceName: 'default.yaml' });
+    const echo = chains.apis.get('echo')!;
+    assert.deepEqual(echo.api.inbound!.map((b) => [b.id, b.name]), [['api:echo/inbound/0', 'check-header']]);
+    assert.deepEqual(echo.api.outbound!.map((b) => [b.id, b.name]), [['api:echo/outbound/0', 'set-header']]);
+    assert.equal(echo.operations.size, 0);
+    assert.equal(chains.global.inbound!.length, 0);
+
+    const refused = makeExchange({ path: '/echo/hello' });
+    await echo.api.inbound![0]!.run('inbound', refused);
+    assert.equal(refused.responded, true);
+    assert.equal(refused.response.status, 401);
+    const allowed = makeExchange({ path: '/echo/hello', headers: { 'x-api-key': 'demo-key' } });
+    await echo.api.inbound![0]!.run('inbound', allowed);
+    assert.equal(allowed.responded, false);
+  });
+
+  test('built-in names, a .wasm module path and a source folder, at every scope, with stable ids', async () => {
+    const dir = join(work, 'bind-ok');
+    mkdirSync(join(dir, 'modules'), { recursive: true });
+    writeFileSync(join(dir, 'modules', 'probe.wasm'), await buildFixture('chain-probe'));
+    cpSync(join(builtinDir, 'set-header'), join(dir, 'my-set-header'), { recursive: true });
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(
+      file,
+      `version: 1
+policies:
+  inbound:
+    - module: modules/probe.wasm
+      config: { tag: g }
+apis:
+  - id: shop
+    pathPrefix: /shop
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: check-header
+          config: { name: x-key }
+      outbound:
+        - module: ./modules/probe.wasm
+          config: { tag: a }
+          limits: { cpuMs: 100 }
+          failOpen: true
+        - source: my-set-header
+          config: { name: x-from-source, value: "1" }
+    operations:
+      - id: getItem
+        method: GET
+        urlTemplate: /items/{id}
+        policies:
+          inbound:
+            - source: ./my-set-header/policy.ts
+              config: { name: x-op, value: "2" }
+          on-error:
+            - module: ${join(dir, 'modules', 'probe.wasm')}
+      - id: list
+        method: GET
+        urlTemplate: /items
+`,
+    );
+    const { host } = newHost();
+    const doc = await readGatewayDocument(file);
+    const chains = await bindChains(doc, { host, baseDir: dir, builtinDir, sourceName: file });
+    const ids = (c: Partial<Record<string, readonly { id: string; name: string }[]>>) =>
+      Object.fromEntries(Object.entries(c).filter(([, v]) => v!.length > 0).map(([k, v]) => [k, v!.map((b) => `${b.id} ${b.name}`)]));
+    assert.deepEqual(ids(chains.global), { inbound: ['global/inbound/0 chain-probe'] });
+    const shop = chains.apis.get('shop')!;
+    assert.deepEqual(ids(shop.api), {
+      inbound: ['api:shop/inbound/0 check-header'],
+      outbound: ['api:shop/outbound/0 chain-probe', 'api:shop/outbound/1 set-header'],
+    });
+    assert.deepEqual(ids(shop.operations.get('getItem')!), {
+      inbound: ['api:shop/op:getItem/inbound/0 set-header'],
+      'on-error': ['api:shop/op:getItem/on-error/0 chain-probe'],
+    });
+    assert.deepEqual(ids(shop.operations.get('list')!), {});
+    assert.equal(shop.api.outbound![0]!.failOpen, true);
+    // One module per content: chain-probe, check-header, set-header (the copy builds to the same bytes or not, at most 4).
+    assert.ok(host.loadedModules().length >= 3 && host.loadedModules().length <= 4, String(host.loadedModules().length));
+  });
+
+  test('every bad entry is reported with its place: unknown built-in, missing files, bad configuration, wrong phase', async () => {
+    const dir = join(work, 'bind-bad');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'not-a-module.wasm'), 'hello');
+    mkdirSync(join(dir, 'broken'), { recursive: true });
+    writeFileSync(join(dir, 'broken', 'policy.ts'), 'export function on_inbound(): i32 { return undefinedThing; }\n');
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(
+      file,
+      `version: 1
+policies:
+  inbound:
+    - policy: no-such-policy
+apis:
+  - id: a
+    pathPrefix: /a
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: check-header
+          config: { values: [x] }
+        - module: missing.wasm
+        - module: not-a-module.wasm
+        - source: broken
+        - source: nowhere
+      outbound:
+        - policy: check-header
+          config: { name: x-ok }
+        - policy: set-header
+          config: { name: x, value: y }
+          limits: { memoryBytes: 1000 }
+`,
+    );
+    const { host } = newHost();
+    const doc = await readGatewayDocument(file);
+    const err = await rejects(bindChains(doc, { host, baseDir: dir, builtinDir, sourceName: 'gw.yaml' }));
+    const at = (where: string) => messageAt(err.problems, where);
+    assert.match(at('gw.yaml:4: policies.inbound[0]'), /no built-in policy "no-such-policy" \(built-in policies: check-header, set-header\)/);
+    assert.match(at('gw.yaml:11: apis[0].policies.inbound[0]'), /config .*required property 'name'/);
+    assert.match(at('gw.yaml:13: apis[0].policies.inbound[1]'), /cannot read module missing\.wasm \(.*missing\.wasm\): no such file/);
+    assert.match(at('gw.yaml:14: apis[0].policies.inbound[2]'), /the module cannot be loaded: /);
+    assert.match(at('gw.yaml:15: apis[0].policies.inbound[3]'), /the policy cannot be built: .*policy\.ts:1:\d+: .*undefinedThing/);
+    assert.match(at('gw.yaml:16: apis[0].policies.inbound[4]'), /the policy cannot be built: .*nowhere.*no such file/);
+    assert.match(at('gw.yaml:18: apis[0].policies.outbound[0]'), /policy check-header has no outbound handler/);
+    assert.match(at('gw.yaml:20: apis[0].policies.outbound[1]'), /limits\.memoryBytes: policy set-header needs \d+ bytes at start, above the cap of 1000/);
+    assert.equal(err.problems.length, 8, err.message);
+    assert.ok(err.message.split('\n').length === 9, err.message);
+  });
+
+  test('a document built in code is bound too (problems without lines)', async () => {
+    const { host } = newHost();
+    const err = await rejects(
+      bindChains(
+        { version: 1, apis: [{ id: 'x', pathPrefix: '/x', backend: { url: 'builtin:echo' }, policies: { backend: [{ policy: 'check-header', config: {} }] } }] },
+        { host, baseDir: work, builtinDir, sourceName: 'code' },
+      ),
+    );
+    assert.deepEqual(err.problems, [{ where: 'code: apis[0].policies.backend[0]', message: "config (root): must have required property 'name'" }]);
+  });
+});
+
+describe('configuration file watcher', () => {
+  const waitFor = async (what: string, ok: () => boolean, ms = 5000) => {
+    const until = Date.now() + ms;
+    while (!ok()) {
+      if (Date.now() > until) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  test('a change is applied with the new text; a touch without changes is not', async () => {
+    const file = join(work, 'watched.yaml');
+    writeFileSync(file, 'one\n');
+    const seen: string[] = [];
+    const watcher = new ConfigFileWatcher(file, { intervalMs: 10, settleMs: 5, onChange: async (text) => void seen.push(text) });
+    watcher.start();
+    try {
+      await sleep(40);
+      assert.deepEqual(seen, [], 'the content at start is not a change');
+      writeFileSync(file, 'two\n');
+      await waitFor('the change', () => seen.length === 1);
+      assert.deepEqual(seen, ['two\n']);
+      const later = new Date(Date.now() + 60_000);
+      utimesSync(file, later, later);
+      writeFileSync(file, 'two\n'); // a save without changes
+      await sleep(60);
+      assert.deepEqual(seen, ['two\n']);
+      // Renamed over, as editors save.
+      writeFileSync(`${file}.tmp`, 'three\n');
+      const { renameSync } = await import('node:fs');
+      renameSync(`${file}.tmp`, file);
+      await waitFor('the renamed file', () => seen.length === 2);
+      assert.deepEqual(seen, ['two\n', 'three\n']);
+    } finally {
+      await watcher.stop();
+    }
+  });
+
+  test('initialText: a change made before the first poll is applied', async () => {
+    const file = join(work, 'initial.yaml');
+    writeFileSync(file, 'changed meanwhile\n');
+    const seen: string[] = [];
+    const watcher = new ConfigFileWatcher(file, { intervalMs: 10, initialText: 'as read', onChange: async (t) => void seen.push(t) });
+    watcher.start();
+    try {
+      await waitFor('the change', () => seen.length === 1);
+      assert.deepEqual(seen, ['changed meanwhile\n']);
+    } finally {
+      await watcher.stop();
+    }
+  });
+
+  test('a burst of writes: one change at a time, and the last content is applied last', async () => {
+    const file = join(work, 'burst.yaml');
+    writeFileSync(file, 'v0');
+    const applied: string[] = [];
+    let active = 0;
+    let overlapped = false;
+    const watcher = new ConfigFileWatcher(file, {
+      intervalMs: 5,
+      settleMs: 0,
+      onChange: async (text) => {
+        active++;
+        if (active > 1) overlapped = true;
+        await sleep(30);
+        applied.push(text);
+        active--;
+      },
+    });
+    watcher.start();
+    try {
+      await sleep(20);
+      // Saved as editors do: a new file renamed over the old one (a plain write can be caught half done).
+      for (let i = 1; i <= 30; i++) {
+        await writeFile(`${file}.tmp`, `v${i}`);
+        await rename(`${file}.tmp`, file);
+        await sleep(3);
+      }
+      await waitFor('the last version', () => applied.at(-1) === 'v30');
+      await sleep(50);
+      assert.equal(applied.at(-1), 'v30');
+      assert.equal(overlapped, false);
+      assert.ok(applied.length < 30, `${applied.length} applications for 30 writes`);
+      const versions = applied.map((t) => Number(t.slice(1)));
+      assert.deepEqual(versions, [...versions].sort((a, b) => a - b), 'never an older version after a newer one');
+    } finally {
+      await watcher.stop();
+    }
+  });
+
+  test('a file caught halfway through a write is not applied: it is read again until two reads agree', async () => {
+    const file = join(work, 'settle.yaml');
+    writeFileSync(file, 'start');
+    const seen: string[] = [];
+    const watcher = new ConfigFileWatcher(file, { intervalMs: 10, settleMs: 150, onChange: async (t) => void seen.push(t) });
+    watcher.start();
+    try {
+      await sleep(30);
+      writeFileSync(file, 'half');
+      await sleep(40);
+      writeFileSync(file, 'half and the rest');
+      await waitFor('the change', () => seen.length === 1);
+      await sleep(200);
+      assert.deepEqual(seen, ['half and the rest']);
+    } finally {
+      await watcher.stop();
+    }
+  });
+
+  test('read errors go to onError (once while they last) and are retried; a failing onChange too', async () => {
+    const file = join(work, 'comes-and-goes.yaml');
+    writeFileSync(file, 'a');
+    const seen: string[] = [];
+    const errors: string[] = [];
+    const watcher = new ConfigFileWatcher(file, {
+      intervalMs: 5,
+      settleMs: 5,
+      onChange: async (text) => {
+        seen.push(text);
+        if (text === 'bad') throw new Error('rejected');
+      },
+      onError: (err) => errors.push(err.message),
+    });
+    watcher.start();
+    try {
+      await sleep(20);
+      rmSync(file);
+      await waitFor('the read error', () => errors.length === 1);
+      await sleep(40);
+      assert.equal(errors.length, 1, 'reported once while the file is missing');
+      assert.match(errors[0]!, /ENOENT/);
+      writeFileSync(file, 'bad');
+      await waitFor('the new file', () => seen.length === 1);
+      await waitFor('the onChange failure', () => errors.length === 2);
+      assert.equal(errors[1], 'rejected');
+      writeFileSync(file, 'good');
+      await waitFor('the next change', () => seen.length === 2);
+      assert.deepEqual(seen, ['bad', 'good']);
+    } finally {
+      await watcher.stop();
+    }
+  });
+
+  test('stop() stops: no change is applied after it', async () => {
+    const file = join(work, 'stopped.yaml');
+    writeFileSync(file, 'a');
+    const seen: string[] = [];
+    const watcher = new ConfigFileWatcher(file, { intervalMs: 5, onChange: async (t) => void seen.push(t) });
+    watcher.start();
+    await sleep(20);
+    await watcher.stop();
+    writeFileSync(file, 'b');
+    await sleep(50);
+    assert.deepEqual(seen, []);
+    assert.equal(readFileSync(file, 'utf8'), 'b');
+  });
+});

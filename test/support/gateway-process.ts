@@ -1,0 +1,122 @@
+// Starts the real gateway as a child process (Node, or Deno when the suite runs under Deno) and reads its logs.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../../runtime/platform/paths.ts';
+
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
+
+export interface GatewayProcess {
+  child: ChildProcess;
+  httpPort: number;
+  httpsPort: number | null;
+  adminPort: number;
+  url: string;
+  /** Every JSON log line so far. */
+  logs: Record<string, unknown>[];
+  /** Resolves with the first log line matching, or rejects after `timeoutMs`. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export function tempDir(prefix = 'gatehouse-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function writeConfig(dir: string, name: string, text: string): string {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+function command(): { cmd: string; args: string[] } {
+  if (isDeno) {
+    const deno = (globalThis as unknown as { Deno: { execPath(): string } }).Deno;
+    return { cmd: deno.execPath(), args: ['run', '-A', join(repoRoot(), 'runtime', 'main.ts')] };
+  }
+  return { cmd: process.execPath, args: ['--disable-warning=ExperimentalWarning', join(repoRoot(), 'dist', 'runtime', 'main.js')] };
+}
+
+export async function startGatewayProcess(
+  options: { config?: string; env?: Record<string, string>; startTimeoutMs?: number } = {},
+): Promise<GatewayProcess> {
+  const { cmd, args } = command();
+  const child = spawn(cmd, [...args, ...(options.config ? ['--config', options.config] : [])], {
+    cwd: repoRoot(),
+    env: {
+      ...process.env,
+      GATEHOUSE_HTTP_PORT: '0',
+      GATEHOUSE_ADMIN_PORT: '0',
+      GATEHOUSE_HTTPS_PORT: '0',
+      ...options.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
+  let buffered = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (chunk: string) => {
+    buffered += chunk;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      logs.push(parsed);
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        if (waiters[i]!.match(parsed)) waiters.splice(i, 1)[0]!.resolve(parsed);
+      }
+    }
+  });
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const waitForLog = (match: (l: Record<string, unknown>) => boolean, timeoutMs = 10_000) => {
+    const seen = logs.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
+      waiters.push({
+        match,
+        resolve: (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      });
+    });
+  };
+  const listening = await Promise.race([
+    waitForLog((l) => l.msg === 'gatehouse listening', options.startTimeoutMs ?? 60_000),
+    exited.then((code) => {
+      throw new Error(`gateway exited with ${code} before listening: ${stderr}`);
+    }),
+  ]);
+  const httpPort = listening.http as number;
+  return {
+    child,
+    httpPort,
+    httpsPort: (listening.https as number | null) ?? null,
+    adminPort: Number(String(listening.admin).split(':').pop()),
+    url: `http://127.0.0.1:${httpPort}`,
+    logs,
+    waitForLog,
+    exited,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}

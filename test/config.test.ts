@@ -550,6 +550,7 @@ describe('configuration file watcher', () => {
     const watcher = new ConfigFileWatcher(file, {
       intervalMs: 5,
       settleMs: 5,
+      initialText: 'a',
       onChange: async (text) => {
         seen.push(text);
         if (text === 'bad') throw new Error('rejected');

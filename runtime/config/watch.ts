@@ -45,6 +45,7 @@ export class ConfigFileWatcher {
   private pending: string | null = null;
   private applying: Promise<void> | null = null;
   private polling: Promise<void> | null = null;
+  /** The code (or message) of the last read error, so that it is reported once while it lasts. */
   private lastErrorMessage: string | null = null;
 
   constructor(file: string, options: ConfigFileWatcherOptions) {
@@ -110,8 +111,9 @@ export class ConfigFileWatcher {
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       // A missing file is reported once, not every second until it is back.
-      if (error.message !== this.lastErrorMessage) this.onError(error);
-      this.lastErrorMessage = error.message;
+      const key = (error as NodeJS.ErrnoException).code ?? error.message;
+      if (key !== this.lastErrorMessage) this.onError(error);
+      this.lastErrorMessage = key;
       this.lastStat = null;
       return;
     }

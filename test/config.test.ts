@@ -261,6 +261,40 @@ apis:
     ]);
   });
 
+  test('YAML anchors, aliases and merge keys', () => {
+    const doc = parseGatewayDocument(
+      `version: 1
+apis:
+  - id: a
+    pathPrefix: /a
+    backend: &echo { url: builtin:echo }
+    policies:
+      inbound:
+        - &key { policy: check-header, config: { name: x-api-key } }
+  - id: b
+    pathPrefix: /b
+    backend: *echo
+    policies:
+      inbound:
+        - <<: *key
+          failOpen: true
+`,
+      'gw.yaml',
+    );
+    assert.deepEqual(doc.apis[1]!.backend, { url: 'builtin:echo' });
+    assert.deepEqual(doc.apis[1]!.policies!.inbound, [{ policy: 'check-header', config: { name: 'x-api-key' }, failOpen: true }]);
+    // Each place has its own copy: filling in one policy's configuration defaults does not change another's.
+    assert.notEqual(doc.apis[0]!.backend, doc.apis[1]!.backend);
+    assert.notEqual(doc.apis[0]!.policies!.inbound![0]!.config, doc.apis[1]!.policies!.inbound![0]!.config);
+  });
+
+  test('the example of docs/configuration.md validates', () => {
+    const markdown = readFileSync(join(repoRoot(), 'docs', 'configuration.md'), 'utf8');
+    const example = /```yaml\n([\s\S]*?)```/.exec(markdown)![1]!;
+    const doc = parseGatewayDocument(example, 'configuration.md');
+    assert.deepEqual(doc.apis.map((a) => a.id), ['shop', 'echo']);
+  });
+
   test('a file that cannot be read is a ConfigError naming it', async () => {
     const missing = join(work, 'missing.yaml');
     const err = await rejects(readGatewayDocument(missing));

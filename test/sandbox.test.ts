@@ -89,12 +89,13 @@ describe('sandbox', () => {
 
   test('unbounded memory growth stops at the memory cap', async () => {
     const rssBefore = process.memoryUsage().rss;
-    const binding = bind('grow-memory');
+    // A generous CPU budget: on a loaded machine, zeroing 16 MiB of allocations must not hit the CPU limit first.
+    const binding = bind('grow-memory', { limits: { cpuMs: 5000 } });
     const err = await failure(binding.run('inbound', makeExchange()));
     assert.equal(err.reason, 'memory-cap');
     const grown = (process.memoryUsage().rss - rssBefore) / (1 << 20);
     assert.ok(grown < 200, `the process grew by ${grown.toFixed(0)} MiB`);
-    const small = bind('grow-memory', { limits: { memoryBytes: 2 << 20 } });
+    const small = bind('grow-memory', { limits: { memoryBytes: 2 << 20, cpuMs: 5000 } });
     assert.equal((await failure(small.run('inbound', makeExchange()))).reason, 'memory-cap');
   });
 

@@ -91,6 +91,15 @@ function yamlLocator(yamlDoc: Document, lines: LineCounter): Locator {
   };
 }
 
+/** A copy of a tree of plain values in which no object appears twice. */
+function unshare(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(unshare);
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, unshare(v)]));
+  }
+  return value;
+}
+
 function oneLine(message: string): string {
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
@@ -110,7 +119,7 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
     problems.push({ where: `${sourceName}:${line}:${column}`, message: oneLine(message), line });
 
   const lines = new LineCounter();
-  const yamlDoc = parseDocument(text, { lineCounter: lines, prettyErrors: true, version: '1.2', merge: false });
+  const yamlDoc = parseDocument(text, { lineCounter: lines, prettyErrors: true, version: '1.2', merge: true });
   let data: unknown;
   if (/\.json$/i.test(sourceName)) {
     try {
@@ -135,7 +144,8 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
       syntaxProblem(pos.line, pos.col, e.code === 'DUPLICATE_KEY' ? 'duplicate key' : message);
     }
     if (problems.length > 0) throw new ConfigError(problems, `${sourceName} is not valid YAML`);
-    data = yamlDoc.toJS({ maxAliasCount: 100 });
+    // Aliases give shared objects; each place gets its own copy (policy configurations get defaults filled in).
+    data = unshare(yamlDoc.toJS({ maxAliasCount: 100 }));
   }
 
   const positioned = yamlDoc.errors.every((e) => e.code === 'DUPLICATE_KEY');

@@ -157,7 +157,8 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         id: slot.id,
         phase: slot.phase,
         module,
-        config: entry.config,
+        // A copy: the host fills in the defaults of the policy's schema, and the document stays as it was written.
+        config: entry.config === undefined ? undefined : structuredClone(entry.config),
         grants: entry.grants ? resolveGrants(entry.grants, options.baseDir) : undefined,
         limits: entry.limits,
         failOpen: entry.failOpen,

@@ -112,7 +112,7 @@ export class ConfigFileWatcher {
       const error = err instanceof Error ? err : new Error(String(err));
       // A missing file is reported once, not every second until it is back.
       const key = (error as NodeJS.ErrnoException).code ?? error.message;
-      if (key !== this.lastErrorMessage) this.onError(error);
+      if (key !== this.lastErrorMessage) this.report(error);
       this.lastErrorMessage = key;
       this.lastStat = null;
       return;
@@ -147,6 +147,15 @@ export class ConfigFileWatcher {
     });
   }
 
+  /** onError, which must not break the polling loop by throwing. */
+  private report(err: Error): void {
+    try {
+      this.onError(err);
+    } catch {
+      // nothing better to do with it
+    }
+  }
+
   /** Applies the latest pending content, then whatever arrived meanwhile, one at a time. */
   private async applyPending(): Promise<void> {
     while (this.pending !== null && this.running) {
@@ -155,7 +164,7 @@ export class ConfigFileWatcher {
       try {
         await this.onChange(text);
       } catch (err) {
-        this.onError(err instanceof Error ? err : new Error(String(err)));
+        this.report(err instanceof Error ? err : new Error(String(err)));
       }
     }
   }

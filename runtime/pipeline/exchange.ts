@@ -33,6 +33,8 @@ export interface ResponseState {
   body: Uint8Array | null;
   /** The backend's body, streamed to the client unless a policy needs it buffered or replaces it. */
   stream?: BodyStream | null;
+  /** Already written to the client (streamed straight from the backend; nothing ran after it). */
+  sent?: boolean;
 }
 
 export interface ExchangeError {

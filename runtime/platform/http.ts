@@ -1,26 +1,17 @@
 // The one place where Node and Deno differ for serving HTTP.
 //
-// Both run the same Hono app. On Node (@hono/node-server) the gateway's hot path reads the raw IncomingMessage and
-// writes the ServerResponse itself, piping undici's body straight through (no web-stream conversions); on Deno
-// (Deno.serve) it works from the fetch Request and answers with a fetch Response.
+// Fixed routes (the probe path, the admin listener) are Hono apps on both runtimes: @hono/node-server on Node,
+// Deno.serve on Deno. Proxied traffic takes a direct path: on Node the gateway reads the IncomingMessage and writes the
+// ServerResponse itself, piping undici's body straight through; on Deno it works from the fetch Request and returns a
+// fetch Response. (Measured: Hono's request wrapping cost about 12% of proxy throughput on Node; see BENCHMARKS.md.)
 
-import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable, type Writable } from 'node:stream';
 import type { Hono } from 'hono';
 import type { BodyStream, HeaderMap } from '../pipeline/exchange.ts';
 import type { GatewayRequest, GatewayResponse } from '../server/gateway.ts';
 
 export const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
-
-export interface NodeBindings {
-  incoming: IncomingMessage;
-  outgoing: ServerResponse;
-}
-
-export interface DenoBindings {
-  remoteAddress: string;
-}
 
 export interface ListenOptions {
   port: number;
@@ -34,6 +25,15 @@ export interface Listener {
   close(): Promise<void>;
 }
 
+export type GatewayHandler = (req: GatewayRequest) => Promise<GatewayResponse>;
+
+export interface DataPlaneOptions extends ListenOptions {
+  /** Paths served by `app` (exact match); every other request goes to `handle`. */
+  fixedPaths: ReadonlySet<string>;
+  app: Hono;
+  handle: GatewayHandler;
+}
+
 // --- reading a request ---------------------------------------------------------------------------------------------
 
 function splitTarget(target: string): { path: string; query: string } {
@@ -41,7 +41,7 @@ function splitTarget(target: string): { path: string; query: string } {
   return q < 0 ? { path: target, query: '' } : { path: target.slice(0, q), query: target.slice(q + 1) };
 }
 
-function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): GatewayRequest {
+function nodeRequest(incoming: IncomingMessage, outgoing: ServerResponse, scheme: 'http' | 'https'): GatewayRequest {
   const headers: HeaderMap = new Map();
   const raw = incoming.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
@@ -51,7 +51,8 @@ function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): Gatew
     else headers.set(name, [raw[i + 1]!]);
   }
   const { path, query } = splitTarget(incoming.url ?? '/');
-  const hasBody = headers.has('content-length') ? headers.get('content-length')![0] !== '0' : headers.has('transfer-encoding');
+  const length = headers.get('content-length');
+  const hasBody = length ? length[0] !== '0' : headers.has('transfer-encoding');
   return {
     method: incoming.method ?? 'GET',
     path,
@@ -60,6 +61,12 @@ function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): Gatew
     remoteAddress: incoming.socket.remoteAddress ?? '',
     scheme,
     body: hasBody ? incoming : null,
+    direct: {
+      open(status: number, head: Record<string, string | string[]>): Writable {
+        outgoing.writeHead(status, head);
+        return outgoing;
+      },
+    },
   };
 }
 
@@ -78,6 +85,7 @@ function webRequest(request: Request, remoteAddress: string, scheme: 'http' | 'h
     remoteAddress,
     scheme,
     body: request.body ? (request.body as unknown as BodyStream) : null,
+    direct: null,
   };
 }
 
@@ -89,25 +97,64 @@ function headerObject(headers: HeaderMap): Record<string, string | string[]> {
   return out;
 }
 
-async function writeNode(incoming: IncomingMessage, outgoing: ServerResponse, res: GatewayResponse): Promise<void> {
-  // A body the client is still sending but nobody will read (a policy answered first, or it was over the limit):
-  // discard it while answering, and close the connection afterwards rather than wait for the rest.
-  const unread = !incoming.readableEnded && !incoming.destroyed;
-  if (unread) {
-    res.headers.set('connection', ['close']);
-    incoming.resume();
+async function serveNode(
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  scheme: 'http' | 'https',
+  handle: GatewayHandler,
+): Promise<void> {
+  let res: GatewayResponse;
+  try {
+    res = await handle(nodeRequest(incoming, outgoing, scheme));
+  } catch {
+    // The handler turns every failure into a response; reaching here is a gateway bug: answer rather than hang.
+    if (!outgoing.headersSent) outgoing.writeHead(500, { 'content-type': 'text/plain' });
+    outgoing.end();
+    return;
   }
+  if (res.sent) return;
+  // A body the client is still sending but nobody will read (a policy answered first, or it was over the limit) is
+  // read and discarded: closing on unread data makes the kernel reset the connection, and the client may lose the
+  // very response that explains why. Past DRAIN_LIMIT_BYTES or DRAIN_LIMIT_MS the connection is cut all the same.
+  // (`complete` is true once the whole message arrived, read or not; a bodiless GET is complete at once.)
+  if (!incoming.readableEnded && !incoming.destroyed) drain(incoming);
   outgoing.writeHead(res.status, headerObject(res.headers));
-  if (res.stream) {
-    try {
-      await pipeline(res.stream as unknown as Readable, outgoing);
-    } catch {
-      // The backend or the client went away mid-body: the client sees a truncated response; nothing else to do.
-      outgoing.destroy();
-    }
-  } else {
-    outgoing.end(res.body ?? undefined);
-  }
+  if (res.stream) pipeBody(res.stream as unknown as Readable, outgoing);
+  else outgoing.end(res.body ?? undefined);
+}
+
+const DRAIN_LIMIT_BYTES = 16 * 1024 * 1024;
+const DRAIN_LIMIT_MS = 10_000;
+
+function drain(incoming: IncomingMessage): void {
+  let drained = 0;
+  const cut = () => incoming.socket.destroy();
+  const timer = setTimeout(cut, DRAIN_LIMIT_MS);
+  timer.unref?.();
+  incoming.on('data', (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > DRAIN_LIMIT_BYTES) cut();
+  });
+  incoming.once('end', () => clearTimeout(timer));
+  incoming.once('close', () => clearTimeout(timer));
+  incoming.resume();
+}
+
+/**
+ * Streams a backend body to the client with backpressure. Plain `pipe` rather than `stream.pipeline`: pipeline
+ * allocates an AbortController per call and aborts it when done (a DOMException each time), measurably slower.
+ */
+function pipeBody(body: Readable, outgoing: ServerResponse): void {
+  const fail = () => {
+    // The backend or the client went away mid-body: the client sees a truncated response.
+    body.destroy();
+    outgoing.destroy();
+  };
+  body.once('error', fail);
+  outgoing.once('close', () => {
+    if (!outgoing.writableFinished) fail();
+  });
+  body.pipe(outgoing);
 }
 
 function webResponse(res: GatewayResponse): Response {
@@ -119,24 +166,9 @@ function webResponse(res: GatewayResponse): Response {
   return new Response(body, { status: res.status, headers });
 }
 
-/**
- * Adapts a gateway handler to the runtime's request objects. On Node the response is written directly and Hono is
- * told so; on Deno a Response is returned.
- */
-export async function serveGatewayRequest(
-  env: unknown,
-  request: Request,
-  scheme: 'http' | 'https',
-  handle: (req: GatewayRequest) => Promise<GatewayResponse>,
-): Promise<Response> {
-  const node = env as Partial<NodeBindings>;
-  if (node.incoming && node.outgoing) {
-    const res = await handle(nodeRequest(node.incoming, scheme));
-    await writeNode(node.incoming, node.outgoing, res);
-    return alreadySent!;
-  }
-  const res = await handle(webRequest(request, (env as DenoBindings).remoteAddress ?? '', scheme));
-  return webResponse(res);
+function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  return q < 0 ? target : target.slice(0, q);
 }
 
 // --- listening -----------------------------------------------------------------------------------------------------
@@ -148,42 +180,60 @@ interface DenoServe {
   ): { finished: Promise<void>; shutdown(): Promise<void>; addr: { port: number } };
 }
 
-/** @hono/node-server's marker for "the handler wrote the response itself"; loaded with the Node server. */
-let alreadySent: Response | undefined;
+type NodeListener = (req: IncomingMessage, res: ServerResponse) => void;
 
-export async function listen(app: Hono, options: ListenOptions): Promise<Listener> {
-  if (isDeno) {
-    const deno = (globalThis as unknown as { Deno: DenoServe }).Deno;
-    const server = deno.serve(
-      { port: options.port, hostname: options.hostname, ...options.tls, onListen: () => undefined },
-      (req, info) => app.fetch(req, { remoteAddress: info.remoteAddr.hostname } satisfies DenoBindings),
-    );
-    return { port: server.addr.port, close: () => server.shutdown() };
-  }
-  const { serve } = await import('@hono/node-server');
-  alreadySent ??= (await import('@hono/node-server/utils/response')).RESPONSE_ALREADY_SENT;
-  const https = options.tls ? await import('node:https') : null;
+async function listenNode(listener: NodeListener, options: ListenOptions): Promise<Listener> {
+  const server = options.tls
+    ? (await import('node:https')).createServer({ cert: options.tls.cert, key: options.tls.key }, listener)
+    : (await import('node:http')).createServer(listener);
+  server.keepAliveTimeout = 65_000;
   return new Promise((resolve, reject) => {
-    const server = serve(
-      {
-        fetch: app.fetch,
-        port: options.port,
-        hostname: options.hostname,
-        ...(https && options.tls
-          ? { createServer: https.createServer, serverOptions: { cert: options.tls.cert, key: options.tls.key } }
-          : {}),
-      },
-      (info) =>
-        resolve({
-          port: info.port,
-          close: () =>
-            new Promise<void>((done) => {
-              server.close(() => done());
-              // Idle keep-alive connections would hold close() open; busy ones finish their request first.
-              (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
-            }),
-        }),
-    );
     server.once('error', reject);
+    server.listen(options.port, options.hostname, () => {
+      const address = server.address();
+      resolve({
+        port: typeof address === 'object' && address ? address.port : options.port,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            // Idle keep-alive connections would hold close() open; busy ones finish their request first.
+            server.closeIdleConnections();
+          }),
+      });
+    });
   });
+}
+
+function listenDeno(
+  handler: (req: Request, info: { remoteAddr: { hostname: string } }) => Response | Promise<Response>,
+  options: ListenOptions,
+): Listener {
+  const deno = (globalThis as unknown as { Deno: DenoServe }).Deno;
+  const server = deno.serve({ port: options.port, hostname: options.hostname, ...options.tls, onListen: () => undefined }, handler);
+  return { port: server.addr.port, close: () => server.shutdown() };
+}
+
+/** A plain Hono app (the admin listener). */
+export async function listen(app: Hono, options: ListenOptions): Promise<Listener> {
+  if (isDeno) return listenDeno((req) => app.fetch(req), options);
+  const { getRequestListener } = await import('@hono/node-server');
+  return listenNode(getRequestListener(app.fetch), options);
+}
+
+/** The data plane: fixed paths through Hono, everything else straight to the gateway. */
+export async function listenDataPlane(options: DataPlaneOptions): Promise<Listener> {
+  const scheme = options.tls ? 'https' : 'http';
+  const { fixedPaths, app, handle } = options;
+  if (isDeno) {
+    return listenDeno((req, info) => {
+      if (fixedPaths.has(new URL(req.url).pathname)) return app.fetch(req);
+      return handle(webRequest(req, info.remoteAddr.hostname, scheme)).then(webResponse);
+    }, options);
+  }
+  const { getRequestListener } = await import('@hono/node-server');
+  const honoListener = getRequestListener(app.fetch);
+  return listenNode((req, res) => {
+    if (fixedPaths.has(pathOf(req.url ?? '/'))) void honoListener(req, res);
+    else void serveNode(req, res, scheme, handle);
+  }, options);
 }

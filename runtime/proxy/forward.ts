@@ -1,6 +1,7 @@
 // Forwards an exchange's request to its backend with undici: keep-alive pools per backend, bodies streamed both ways
 // unless a policy declared it reads them, hop-by-hop headers dropped, X-Forwarded-* and the request id added.
 
+import type { Writable } from 'node:stream';
 import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
 import type { Exchange, HeaderMap, ResponseState } from '../pipeline/exchange.ts';
@@ -55,23 +56,63 @@ export class Forwarder {
     this.maxBuffered = options.maxBufferedResponseBytes ?? 16 * 1024 * 1024;
   }
 
-  async forward(exchange: Exchange, to: ForwardTarget): Promise<ResponseState> {
+  /** Where the request goes: the picked backend's pool, or the shared agent for a URL a policy chose. */
+  private route(exchange: Exchange, to: ForwardTarget) {
     const chosen = to.target && exchange.backendUrl === to.target.url ? to.target : null;
     const url = chosen ? null : new URL(exchange.backendUrl);
-    const origin = chosen ? chosen.origin : url!.origin;
     const basePath = chosen ? chosen.basePath : url!.pathname.replace(/\/+$/, '');
-    const dispatcher: Dispatcher = chosen ? chosen.pool : this.agent;
     const req = exchange.request;
-    const path = basePath + pathBelowPrefix(req.path, to.apiPrefix) + (req.query ? `?${req.query}` : '');
+    const options: Dispatcher.RequestOptions = {
+      origin: chosen ? chosen.origin : url!.origin,
+      path: basePath + pathBelowPrefix(req.path, to.apiPrefix) + (req.query ? `?${req.query}` : ''),
+      method: req.method as Dispatcher.HttpMethod,
+      headers: upstreamHeaders(exchange),
+      body: req.body ?? (req.stream as Dispatcher.DispatchOptions['body']) ?? null,
+    };
+    return { chosen, dispatcher: (chosen ? chosen.pool : this.agent) as Dispatcher, options };
+  }
+
+  /**
+   * Streams the backend's answer straight into the client's response (undici's `stream`, which skips the
+   * intermediate body stream). `open` writes the response head and returns where the body goes. Resolves with the
+   * status once the body is written; a failure before the head is a BackendError (the chain's on-error can answer),
+   * a failure after it cuts the client's response.
+   */
+  async streamTo(
+    exchange: Exchange,
+    to: ForwardTarget,
+    open: (status: number, headers: Record<string, string | string[]>) => Writable,
+  ): Promise<number> {
+    const { chosen, dispatcher, options } = this.route(exchange, to);
+    let status = 0;
+    let destination: Writable | null = null;
+    try {
+      await dispatcher.stream(options, ({ statusCode, headers }) => {
+        status = statusCode;
+        if (chosen && to.backends) to.backends.report(chosen, statusCode < 502 || statusCode > 504);
+        const head: Record<string, string | string[]> = {};
+        for (const name in headers) {
+          const value = headers[name];
+          if (value !== undefined && !NOT_RETURNED.has(name)) head[name] = value;
+        }
+        destination = open(statusCode, head);
+        return destination;
+      });
+    } catch (err) {
+      if (destination === null) {
+        if (chosen && to.backends) to.backends.report(chosen, false);
+        throw toBackendError(err);
+      }
+      (destination as Writable).destroy();
+    }
+    return status;
+  }
+
+  async forward(exchange: Exchange, to: ForwardTarget): Promise<ResponseState> {
+    const { chosen, dispatcher, options } = this.route(exchange, to);
     let res: Dispatcher.ResponseData;
     try {
-      res = await dispatcher.request({
-        origin,
-        path,
-        method: req.method as Dispatcher.HttpMethod,
-        headers: upstreamHeaders(exchange),
-        body: req.body ?? (req.stream as Dispatcher.DispatchOptions['body']) ?? null,
-      });
+      res = await dispatcher.request(options);
     } catch (err) {
       if (chosen && to.backends) to.backends.report(chosen, false);
       throw toBackendError(err);

@@ -1,15 +1,16 @@
 // The Hono apps: the data plane (probe path + everything else to the gateway) and the admin listener.
 
 import { Hono } from 'hono';
-import { serveGatewayRequest } from '../platform/http.ts';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
 import { STATUS_PATH, type Gateway } from './gateway.ts';
 
-export function dataPlaneApp(gateway: Gateway, scheme: 'http' | 'https'): Hono {
+/** Paths the data plane serves itself; every other request is proxied (runtime/platform/http.ts). */
+export const FIXED_PATHS: ReadonlySet<string> = new Set([STATUS_PATH]);
+
+export function dataPlaneApp(gateway: Gateway): Hono {
   const app = new Hono();
   // Azure API Management's probe path: 200 once a configuration is loaded, 503 before.
   app.get(STATUS_PATH, (c) => (gateway.ready ? c.text('ok') : c.text('no configuration loaded', 503)));
-  app.all('*', (c) => serveGatewayRequest(c.env, c.req.raw, scheme, (req) => gateway.handle(req)));
   return app;
 }
 

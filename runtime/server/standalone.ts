@@ -7,14 +7,14 @@ import { ConfigError, parseGatewayDocument } from '../config/load.ts';
 import { bindChains } from '../config/policies.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';
 import { repoRoot } from '../platform/paths.ts';
-import { listen, type Listener } from '../platform/http.ts';
+import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { Forwarder } from '../proxy/forward.ts';
 import { MemoryCounterStore } from '../state/counter-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
-import { adminApp, dataPlaneApp } from './app.ts';
+import { FIXED_PATHS, adminApp, dataPlaneApp } from './app.ts';
 import { startEchoBackend, type EchoBackend } from './echo.ts';
 import { Gateway } from './gateway.ts';
 import { buildLiveConfig, type LiveConfig } from './live-config.ts';
@@ -64,8 +64,10 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     return buildLiveConfig(doc, chains, { source: configFile, echoUrl: echo.url });
   };
 
+  let initialText = '';
   try {
-    gateway.apply(await load(await readFile(configFile, 'utf8')));
+    initialText = await readFile(configFile, 'utf8');
+    gateway.apply(await load(initialText));
   } catch (err) {
     await echo.close();
     await forwarder.close();
@@ -77,6 +79,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   if (options.configFile) {
     watcher = new ConfigFileWatcher(options.configFile, {
       intervalMs: options.watchIntervalMs ?? 1000,
+      // What was loaded: a change made between that read and the watcher's first poll is still seen.
+      initialText,
       onChange: async (text) => {
         try {
           gateway.apply(await load(text));
@@ -96,15 +100,12 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   }
 
   const listeners: Listener[] = [];
-  const http = await listen(dataPlaneApp(gateway, 'http'), { port: options.httpPort, hostname: '0.0.0.0' });
+  const dataPlane = { fixedPaths: FIXED_PATHS, app: dataPlaneApp(gateway), handle: gateway.handle.bind(gateway) };
+  const http = await listenDataPlane({ ...dataPlane, port: options.httpPort, hostname: '0.0.0.0' });
   listeners.push(http);
   let https: Listener | null = null;
   if (options.httpsPort !== null && options.tls) {
-    https = await listen(dataPlaneApp(gateway, 'https'), {
-      port: options.httpsPort,
-      hostname: '0.0.0.0',
-      tls: options.tls,
-    });
+    https = await listenDataPlane({ ...dataPlane, port: options.httpsPort, hostname: '0.0.0.0', tls: options.tls });
     listeners.push(https);
   }
   const admin = await listen(adminApp(gateway, metrics), {
@@ -126,7 +127,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     inFlight: () => gateway.inFlightCount(),
     stop: () =>
       (stopping ??= (async () => {
-        watcher?.stop();
+        void watcher?.stop();
         gateway.beginDrain();
         const closed = Promise.all(listeners.map((l) => l.close()));
         const drained = gateway.drained().then(() => closed);

@@ -2,14 +2,16 @@
 //
 //   node latency-probe.js <mode> <url> <rate> <seconds> [header: value]...
 //
-// mode `autocannon`: autocannon 9 with `overallRate` (its `--overallRate`), 10 connections. autocannon keeps its
-//   latencies in a histogram of whole milliseconds (its own p99 is reported as `autocannonP99`), so the figures here
-//   come from its `response` events, which carry each response time in fractional milliseconds. Note how autocannon
-//   paces: each connection may send rate/connections requests per second and sends them back to back at the start of
-//   each second, so the load comes in bursts, not evenly spaced.
-// mode `constant`: wrk2-style open loop written here. One request is started every 1000/rate ms on an undici Pool
-//   (32 connections) whether or not earlier ones have answered; a request's latency runs from the moment it was
-//   started (queueing for a connection included) to the end of its response body.
+// mode `constant` (what bench:proxy reports as p99-added-ms): a wrk2-style open loop written here. One request is
+//   started every 1000/rate ms on an undici Pool (32 connections) whether or not earlier ones have answered; a
+//   request's latency runs from the moment it was started (waiting for a free connection included) to the end of its
+//   response body, so a target that falls behind shows it as latency instead of being sent fewer requests. A first
+//   second at the same rate is not recorded.
+// mode `autocannon` (for reference): autocannon 9 with `overallRate`, 10 connections. Two things make it a poor
+//   measure here. It paces by bursts: each connection may send rate/connections requests per second and sends them
+//   back to back at the start of each second, then waits. And it keeps latencies in a histogram of whole
+//   milliseconds, so its own p99 (reported as `autocannonP99`) cannot resolve sub-millisecond differences; the other
+//   figures of this mode come from its `response` events, which carry each response time in fractional milliseconds.
 
 import autocannon from 'autocannon';
 import { performance } from 'node:perf_hooks';
@@ -73,18 +75,22 @@ async function runConstant(): Promise<Summary> {
   let non2xx = 0;
   let errors = 0;
   const interval = 1000 / rate;
-  const total = Math.round(rate * seconds);
+  // The first second runs at the same rate but is not recorded: it brings the pool (and the target's connections) to
+  // their steady state.
+  const warmup = Math.round(rate);
+  const total = warmup + Math.round(rate * seconds);
   const pending = new Set<Promise<void>>();
-  const fire = () => {
+  const fire = (recorded: boolean) => {
     const started = performance.now();
     const p = pool
       .request({ path, method: 'GET', headers })
       .then(async ({ statusCode, body }) => {
         await body.dump({ limit: Number.MAX_SAFE_INTEGER });
+        if (!recorded) return;
         if (statusCode >= 200 && statusCode < 300) samples.push(performance.now() - started);
         else non2xx++;
       })
-      .catch(() => void errors++)
+      .catch(() => void (recorded && errors++))
       .finally(() => pending.delete(p));
     pending.add(p);
   };
@@ -94,7 +100,7 @@ async function runConstant(): Promise<Summary> {
     const tick = () => {
       const now = performance.now();
       while (sent < total && start + sent * interval <= now) {
-        fire();
+        fire(sent >= warmup);
         sent++;
       }
       if (sent >= total) resolve();

@@ -8,6 +8,7 @@ import { chunksOf, collectBody } from '../proxy/body.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
+import { labelKey } from '../telemetry/labels.ts';
 import type { ApiRuntime, LiveConfig, OperationRuntime } from './live-config.ts';
 
 /** Lets the gateway write the response head itself and get the body's destination (Node's ServerResponse). */
@@ -57,7 +58,7 @@ export class Gateway {
   ) {
     this.requests = metrics.counter('gatehouse_requests_total', 'Requests, by API, operation and status.');
     this.latency = metrics.histogram('gatehouse_request_duration_ms', 'Time to the response head, in ms, by API and operation.');
-    this.backendLatency = metrics.histogram('gatehouse_backend_duration_ms', 'Backend time to the response head, in ms, by API.');
+    this.backendLatency = metrics.histogram('gatehouse_backend_duration_ms', 'Backend time to the response head, in ms, by API and operation.');
     this.upstreamErrors = metrics.counter('gatehouse_upstream_errors_total', 'Backend failures, by API and reason.');
     metrics.gauge('gatehouse_requests_in_flight', 'Requests being handled.', () => this.inFlight);
   }
@@ -182,13 +183,26 @@ export class Gateway {
         return { status, headers: new Map(), body: null, sent: true };
       } finally {
         backendMs = performance.now() - t;
-        this.backendLatency.observe({ api: api.id }, backendMs);
+        this.backendLatency.observeKey(this.labelKeys(api.id, operation.id).route, backendMs);
       }
     });
     if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
     const response = finish(exchange.response, requestId);
     this.record(api, operation, response.status, started, requestId, req, exchange, backendMs);
     return response;
+  }
+
+  /** Rendered metric label sets by API and operation (rendering sorts and escapes; requests repeat them). */
+  private readonly keys = new Map<string, { route: string; byStatus: Map<number, string> }>();
+
+  private labelKeys(api: string, operation: string): { route: string; byStatus: Map<number, string> } {
+    const id = `${api}\u0000${operation}`;
+    let keys = this.keys.get(id);
+    if (!keys) {
+      keys = { route: labelKey({ api, operation }), byStatus: new Map() };
+      this.keys.set(id, keys);
+    }
+    return keys;
   }
 
   private record(
@@ -203,8 +217,14 @@ export class Gateway {
   ): void {
     const ms = performance.now() - started;
     const labels = { api: api?.id ?? '', operation: operation?.id ?? '' };
-    this.requests.inc({ ...labels, status: String(status) });
-    this.latency.observe(labels, ms);
+    const keys = this.labelKeys(labels.api, labels.operation);
+    let statusKey = keys.byStatus.get(status);
+    if (statusKey === undefined) {
+      statusKey = labelKey({ ...labels, status: String(status) });
+      keys.byStatus.set(status, statusKey);
+    }
+    this.requests.incKey(statusKey);
+    this.latency.observeKey(keys.route, ms);
     if (!this.logger.enabled('info')) return;
     this.logger.info('request', {
       requestId,

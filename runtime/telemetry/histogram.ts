@@ -1,5 +1,7 @@
 // Latency histograms in Prometheus text (cumulative buckets, _sum, _count), by label set.
 
+import { labelKey } from './labels.ts';
+
 type Labels = Record<string, string>;
 
 /** Milliseconds; the same bounds Azure API Management's gateway uses for its OpenTelemetry histograms. */
@@ -22,10 +24,11 @@ export class Histogram {
   ) {}
 
   observe(labels: Labels, value: number): void {
-    const key = Object.keys(labels)
-      .sort()
-      .map((k) => `${k}="${labels[k]!.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
-      .join(',');
+    this.observeKey(labelKey(labels), value);
+  }
+
+  /** With a label set rendered once by `labelKey` (hot paths). */
+  observeKey(key: string, value: number): void {
     let s = this.series.get(key);
     if (!s) {
       s = { labels: key, counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 };

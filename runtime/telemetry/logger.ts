@@ -6,9 +6,30 @@ const ORDER: Record<Level, number> = { trace: 0, debug: 1, info: 2, warn: 3, err
 export type LogRecord = { time: string; level: Level; msg: string } & Record<string, unknown>;
 export type LogSink = (record: LogRecord) => void;
 
-export const stdoutSink: LogSink = (record) => {
-  process.stdout.write(JSON.stringify(record) + '\n');
-};
+/**
+ * Standard output, batched: lines of one event-loop turn go out in one write (a write per request line was a
+ * measurable share of proxy time, stdout pipes being synchronous on Linux). Flushed before the process exits.
+ */
+export const stdoutSink: LogSink = (() => {
+  let pending: string[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const text = pending.join('');
+    pending = [];
+    process.stdout.write(text);
+  };
+  process.on('exit', flush);
+  return (record: LogRecord) => {
+    pending.push(JSON.stringify(record) + '\n');
+    if (pending.length >= 256) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+})();
 
 export class Logger {
   constructor(

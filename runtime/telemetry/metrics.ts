@@ -1,19 +1,9 @@
 // A small metrics registry that renders Prometheus text: counters here, histograms in histogram.ts.
 
 import { Histogram } from './histogram.ts';
+import { labelKey } from './labels.ts';
 
 type Labels = Record<string, string>;
-
-function labelKey(labels: Labels): string {
-  return Object.keys(labels)
-    .sort()
-    .map((k) => `${k}="${escapeLabel(labels[k]!)}"`)
-    .join(',');
-}
-
-function escapeLabel(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-}
 
 export class Counter {
   private readonly values = new Map<string, number>();
@@ -23,7 +13,15 @@ export class Counter {
   ) {}
 
   inc(labels: Labels = {}, by = 1): void {
-    const key = labelKey(labels);
+    this.incKey(labelKey(labels), by);
+  }
+
+  /** The rendered label set, to keep and pass to incKey on hot paths (building it sorts and escapes). */
+  key(labels: Labels): string {
+    return labelKey(labels);
+  }
+
+  incKey(key: string, by = 1): void {
     this.values.set(key, (this.values.get(key) ?? 0) + by);
   }
 

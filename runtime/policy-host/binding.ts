@@ -73,6 +73,10 @@ export class PolicyBinding {
   private instance: Promise<PolicyInstance> | null = null;
   private readonly extismConfig: Record<string, string>;
   private readonly labels: { policy: string };
+  /** The `calls` counter's rendered label set: counted on every call, rendered once. */
+  private readonly callsKey: string;
+  /** The live instance once created, so that a call does not await a settled promise. */
+  private ready: PolicyInstance | null = null;
 
   constructor(private readonly options: BindingOptions) {
     this.id = options.id;
@@ -80,6 +84,7 @@ export class PolicyBinding {
     this.failOpen = options.failOpen;
     this.extismConfig = flattenConfig(options.config);
     this.labels = { policy: options.module.descriptor.name };
+    this.callsKey = options.metrics.calls.key(this.labels);
   }
 
   get name(): string {
@@ -98,17 +103,26 @@ export class PolicyBinding {
   }
 
   private live(): Promise<PolicyInstance> {
+    if (this.instance) return this.instance;
     const { grants, limits, logger } = this.options;
-    this.instance ??= this.module
+    const creating: Promise<PolicyInstance> = this.module
       .compiled(limits.memoryBytes)
       .then((compiled) =>
         PolicyInstance.create({ compiled, policy: this.id, grants, limits, extismConfig: this.extismConfig, logger }),
       )
-      .catch((err: unknown) => {
-      this.instance = null;
-      throw err;
-    });
-    return this.instance;
+      .then(
+        (instance) => {
+          // Only if it was not recycled meanwhile.
+          if (this.instance === creating) this.ready = instance;
+          return instance;
+        },
+        (err: unknown) => {
+          if (this.instance === creating) this.instance = null;
+          throw err;
+        },
+      );
+    this.instance = creating;
+    return creating;
   }
 
   /**
@@ -119,7 +133,7 @@ export class PolicyBinding {
     const exportName = PHASE_EXPORTS[phase];
     const effectResults = new Map<string, string>();
     this.stats.calls++;
-    this.options.metrics.calls.inc(this.labels);
+    this.options.metrics.calls.incKey(this.callsKey);
     for (let round = 1; ; round++) {
       const state: CallState = {
         view,
@@ -132,7 +146,7 @@ export class PolicyBinding {
       view.begin(this);
       let instance: PolicyInstance;
       try {
-        instance = await this.live();
+        instance = this.ready ?? (await this.live());
       } catch (err) {
         view.rollback();
         throw this.failed('instantiate', `could not create an instance: ${(err as Error).message}`, false);
@@ -188,6 +202,7 @@ export class PolicyBinding {
       this.options.metrics.recycles.inc(this.labels);
       const old = this.instance;
       this.instance = null;
+      this.ready = null;
       void old?.then((i) => i.close()).catch(() => undefined);
     }
     this.options.logger.warn('policy call failed', {

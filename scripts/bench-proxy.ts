@@ -23,6 +23,7 @@
 // its stdout (one JSON log line per request) goes to a file in the temp dir, as nginx's access log does.
 // Needs `wrk` and `nginx` on PATH; as root, installs them with apt-get when missing.
 
+import type { LatencySummary } from './bench/latency-probe.ts';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
@@ -468,18 +469,6 @@ function gatehouseTarget(key: string, label: string, dir: string, withPolicies: 
 // ---------------------------------------------------------------------------------------------------------------
 // Latency at a fixed rate
 
-interface LatencySummary {
-  mode: string;
-  requests: number;
-  non2xx: number;
-  errors: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  p999: number;
-  max: number;
-  autocannonP99?: number;
-}
 
 async function runLatency(mode: 'autocannon' | 'constant', port: number): Promise<LatencySummary> {
   const child = startChild(`latency-probe (${mode})`, process.execPath, [

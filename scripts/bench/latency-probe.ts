@@ -17,7 +17,7 @@ import autocannon from 'autocannon';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 
-interface Summary {
+export interface LatencySummary {
   mode: string;
   requests: number;
   non2xx: number;
@@ -44,13 +44,13 @@ for (const h of headerArgs) {
   if (at > 0) headers[h.slice(0, at).trim().toLowerCase()] = h.slice(at + 1).trim();
 }
 
-function summarize(samples: number[], non2xx: number, errors: number): Summary {
+function summarize(samples: number[], non2xx: number, errors: number): LatencySummary {
   samples.sort((a, b) => a - b);
   const at = (p: number) => (samples.length === 0 ? NaN : samples[Math.min(samples.length - 1, Math.ceil(samples.length * p) - 1)]!);
   return { mode, requests: samples.length + non2xx, non2xx, errors, p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: at(1) };
 }
 
-async function runAutocannon(): Promise<Summary> {
+async function runAutocannon(): Promise<LatencySummary> {
   const samples: number[] = [];
   let non2xx = 0;
   let errors = 0;
@@ -67,7 +67,7 @@ async function runAutocannon(): Promise<Summary> {
   return { ...summarize(samples, non2xx, errors), autocannonP99: result.latency.p99 };
 }
 
-async function runConstant(): Promise<Summary> {
+async function runConstant(): Promise<LatencySummary> {
   const target = new URL(url);
   const pool = new Pool(target.origin, { connections: 32, pipelining: 1 });
   const path = target.pathname + target.search;

@@ -7,6 +7,8 @@ import { connect, type AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
+import { join } from 'node:path';
+import { repoRoot } from '../runtime/platform/paths.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
 interface Seen {
@@ -102,6 +104,12 @@ apis:
   - id: dead
     pathPrefix: /dead
     backend: { url: "http://127.0.0.1:1" }
+  - id: reads-body
+    pathPrefix: /reads-body
+    backend: { url: "http://127.0.0.1:${backendPort}" }
+    policies:
+      inbound:
+        - { source: "${join(repoRoot(), 'test', 'fixtures', 'policies', 'adversarial')}", config: { mode: echo-body } }
 `;
 }
 
@@ -221,6 +229,16 @@ describe('gateway: forwarding', () => {
     const res = await get('/shop/orders', { 'content-type': 'application/octet-stream' }, 'POST', body);
     assert.equal(res.status, 200);
     assert.equal(lastSeen().bodyBytes, body.length);
+  });
+
+  test('a policy that declares it reads the body gets it buffered, and the backend still gets it whole', async () => {
+    const res = await get('/reads-body/submit', { 'content-type': 'text/plain' }, 'POST', 'hello body');
+    assert.equal(res.status, 200);
+    assert.equal(lastSeen().headers['x-body'], 'hello body');
+    assert.equal(lastSeen().headers['x-body-length'], '10');
+    assert.equal(lastSeen().bodyBytes, 10);
+    const tooBig = await get('/reads-body/submit', {}, 'POST', Buffer.alloc(2 * 1024 * 1024, 'z'));
+    assert.equal(tooBig.status, 413);
   });
 
   test('a large response body is streamed back whole', async () => {

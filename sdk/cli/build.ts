@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { findRepoRoot } from '../../runtime/platform/paths.ts';
 import type { PolicyDescriptor } from '../../runtime/policy-host/descriptor.ts';
 
 export type { PolicyDescriptor };
@@ -129,12 +130,6 @@ function packageName(dir: string): string | null {
 }
 
 /** The Gatehouse repository root (the folder whose package.json is named "gatehouse"), or null. */
-export function findRepoRoot(start: string = here): string | null {
-  for (let dir = path.resolve(start); ; dir = path.dirname(dir)) {
-    if (packageName(dir) === 'gatehouse') return dir;
-    if (path.dirname(dir) === dir) return null;
-  }
-}
 
 /** The SDK's `assembly/` folder, the AssemblyScript side of `@gatehouse/policy-sdk`. */
 export function sdkAssemblyDir(): string {

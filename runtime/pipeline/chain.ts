@@ -92,7 +92,7 @@ async function runPhase(
     try {
       await binding.run(phase, exchange);
     } catch (err) {
-      const ms = performance.now() - started;
+      const ms = microseconds(performance.now() - started);
       if (err instanceof PolicyFailure && binding.failOpen) {
         exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed-open' });
         hooks.onFailOpen?.(binding, err);
@@ -101,11 +101,16 @@ async function runPhase(
       exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed' });
       throw err;
     }
-    const ms = performance.now() - started;
+    const ms = microseconds(performance.now() - started);
     exchange.timings.push({ binding: binding.id, phase, ms, outcome: exchange.responded ? 'respond' : 'continue' });
     if (exchange.responded) return true;
   }
   return false;
+}
+
+/** Milliseconds kept to the microsecond: what logs show, rounded once. */
+function microseconds(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
 
 async function runOnError(bindings: readonly PolicyBinding[], exchange: Exchange, hooks: ChainHooks): Promise<void> {

@@ -235,7 +235,7 @@ export class Gateway {
       status,
       durationMs: round(ms),
       backendMs: backendMs === null ? null : round(backendMs),
-      policies: exchange?.timings.map((t) => ({ binding: t.binding, phase: t.phase, ms: round(t.ms), outcome: t.outcome })) ?? [],
+      policies: exchange?.timings ?? [],
       error: exchange?.error
         ? { source: exchange.error.source, reason: exchange.error.reason, message: exchange.error.message }
         : undefined,

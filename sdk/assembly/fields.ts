@@ -63,15 +63,6 @@ export function getBodyText(field: i32, fn: string): string | null {
   return takeString(n);
 }
 
-/** Whether a named field is present (asks for the length only: nothing is copied). */
-export function hasNamed(field: i32, name: string, fn: string): bool {
-  let len = encodeName(name);
-  let n = host_get(field, namePtr(len), len, resultBuf.ptr, 0);
-  if (n == Status.NOT_FOUND) return false;
-  if (n < 0) failStatus(fn, name, n);
-  return true;
-}
-
 /** An unnamed field holding a decimal integer (RESPONSE_STATUS); 0 when absent or not a number. */
 export function getDecimal(field: i32, fn: string): i32 {
   let n = readField(field, 0, fn);

@@ -14,7 +14,6 @@ import {
   getNamed,
   getNamedOrEmpty,
   getText,
-  hasNamed,
   listNames,
   removeNamed,
   setBytes,
@@ -209,21 +208,36 @@ export namespace vars {
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration: the top-level keys of this policy binding's configuration (checked against schema.json)
 
+// A binding's configuration never changes for the life of an instance (an instance serves one binding), so values
+// are read from the host once and remembered: a policy may read its configuration on every call at no cost.
+const configValues = new Map<string, string>();
+const configAbsent = new Set<string>();
+const configArrays = new Map<string, string[]>();
+
+function configValue(n: string, what: string): string | null {
+  if (configValues.has(n)) return configValues.get(n);
+  if (configAbsent.has(n)) return null;
+  let v = getNamed(Field.CONFIG, n, what);
+  if (v === null) configAbsent.add(n);
+  else configValues.set(n, v);
+  return v;
+}
+
 export namespace config {
   /** Whether the configuration has the top-level key `n`. */
   export function has(n: string): bool {
-    return hasNamed(Field.CONFIG, n, "config.has");
+    return configValue(n, "config.has") !== null;
   }
 
   /** A string value as it is (other values as JSON text), or `fallback` when absent. */
   export function getString(n: string, fallback: string | null = null): string | null {
-    let v = getNamed(Field.CONFIG, n, "config.getString");
+    let v = configValue(n, "config.getString");
     return v !== null ? v : fallback;
   }
 
   /** An integer value, or `fallback` when absent or not an integer. */
   export function getInt(n: string, fallback: i64 = 0): i64 {
-    let v = getNamed(Field.CONFIG, n, "config.getInt");
+    let v = configValue(n, "config.getInt");
     if (v === null) return fallback;
     let r = new JsonReader(v);
     if (r.peekKind() != JsonKind.NUMBER) return fallback;
@@ -233,7 +247,7 @@ export namespace config {
 
   /** A number, or `fallback` when absent or not a number. */
   export function getFloat(n: string, fallback: f64 = 0): f64 {
-    let v = getNamed(Field.CONFIG, n, "config.getFloat");
+    let v = configValue(n, "config.getFloat");
     if (v === null) return fallback;
     let r = new JsonReader(v);
     if (r.peekKind() != JsonKind.NUMBER) return fallback;
@@ -243,7 +257,7 @@ export namespace config {
 
   /** A boolean, or `fallback` when absent or not a boolean. */
   export function getBool(n: string, fallback: bool = false): bool {
-    let v = getNamed(Field.CONFIG, n, "config.getBool");
+    let v = configValue(n, "config.getBool");
     if (v === null) return fallback;
     if (v == "true") return true;
     if (v == "false") return false;
@@ -275,21 +289,28 @@ export namespace config {
 
   /** A top-level key holding a JSON array of strings (other items are skipped); [] when absent or not an array. */
   export function getStringArray(n: string): string[] {
-    let out = new Array<string>();
-    let v = getNamed(Field.CONFIG, n, "config.getStringArray");
-    if (v === null) return out;
-    let r = new JsonReader(v);
-    if (r.peekKind() != JsonKind.ARRAY || !r.beginArray()) return out;
-    while (r.nextItem()) {
-      if (r.peekKind() == JsonKind.STRING) {
-        let s = r.readString();
-        if (s !== null) out.push(s);
-      } else {
-        r.skipValue();
-      }
-    }
-    return r.error ? new Array<string>() : out;
+    if (configArrays.has(n)) return configArrays.get(n).slice();
+    let out = parseStringArray(configValue(n, "config.getStringArray"));
+    configArrays.set(n, out);
+    return out.slice();
   }
+}
+
+/** A JSON array of strings (other items skipped); [] when absent or not an array. */
+function parseStringArray(v: string | null): string[] {
+  let out = new Array<string>();
+  if (v === null) return out;
+  let r = new JsonReader(v);
+  if (r.peekKind() != JsonKind.ARRAY || !r.beginArray()) return out;
+  while (r.nextItem()) {
+    if (r.peekKind() == JsonKind.STRING) {
+      let s = r.readString();
+      if (s !== null) out.push(s);
+    } else {
+      r.skipValue();
+    }
+  }
+  return r.error ? new Array<string>() : out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ test('100,000 consecutive calls of one policy succeed, with stable memory', asyn
   const early = Math.min(...samples.slice(1, 5));
   const late = Math.min(...samples.slice(-4));
   const grownMiB = (late - early) / (1 << 20);
-  // A leak of 200 bytes a call would add 15 MiB between the two windows.
-  assert.ok(grownMiB < 12, `the JS heap's floor rose by ${grownMiB.toFixed(1)} MiB over 100,000 calls`);
+  // With gc() (npm test runs node with --expose-gc) the floor is exact and a leak of 200 bytes a call (15 MiB between
+  // the two windows) fails the test. Without it (Deno) collection is up to the engine, which under load lets garbage
+  // pile up for a long time, so only a gross leak (about 1 KiB a call) is caught.
+  const allowedMiB = gc ? 12 : 72;
+  assert.ok(grownMiB < allowedMiB, `the JS heap's floor rose by ${grownMiB.toFixed(1)} MiB over 100,000 calls`);
 });

@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { join } from 'node:path';
+import { isDeno } from '../runtime/platform/http.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
@@ -17,8 +18,6 @@ interface Seen {
   headers: IncomingMessage['headers'];
   bodyBytes: number;
 }
-
-const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
 
 let backend: Server;
 let backendPort: number;

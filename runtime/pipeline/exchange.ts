@@ -96,6 +96,15 @@ export function headerMap(init: Record<string, string | string[]> = {}): HeaderM
   return map;
 }
 
+/** A HeaderMap as a plain record (one value as a string, several as an array), merged into `into` if given. */
+export function headerRecord(
+  headers: HeaderMap,
+  into: Record<string, string | string[]> = {},
+): Record<string, string | string[]> {
+  for (const [name, values] of headers) into[name] = values.length === 1 ? values[0]! : values;
+  return into;
+}
+
 export class Exchange implements TransactionalView {
   readonly requestId: string;
   readonly api: string;

@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable, type Writable } from 'node:stream';
 import type { Hono } from 'hono';
-import type { BodyStream, HeaderMap } from '../pipeline/exchange.ts';
+import { headerRecord, type BodyStream, type HeaderMap } from '../pipeline/exchange.ts';
 import type { GatewayRequest, GatewayResponse } from '../server/gateway.ts';
 
 export const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
@@ -91,12 +91,6 @@ function webRequest(request: Request, remoteAddress: string, scheme: 'http' | 'h
 
 // --- writing a response --------------------------------------------------------------------------------------------
 
-function headerObject(headers: HeaderMap): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const [name, values] of headers) out[name] = values.length === 1 ? values[0]! : values;
-  return out;
-}
-
 async function serveNode(
   incoming: IncomingMessage,
   outgoing: ServerResponse,
@@ -118,7 +112,7 @@ async function serveNode(
   // very response that explains why. Past DRAIN_LIMIT_BYTES or DRAIN_LIMIT_MS the connection is cut all the same.
   // (`complete` is true once the whole message arrived, read or not; a bodiless GET is complete at once.)
   if (!incoming.readableEnded && !incoming.destroyed) drain(incoming);
-  outgoing.writeHead(res.status, headerObject(res.headers));
+  outgoing.writeHead(res.status, headerRecord(res.headers));
   if (res.stream) pipeBody(res.stream as unknown as Readable, outgoing);
   else outgoing.end(res.body ?? undefined);
 }

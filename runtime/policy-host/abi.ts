@@ -1,6 +1,5 @@
 // Constants of policy ABI v1 (docs/policy-abi.md). The SDK's AssemblyScript side mirrors these numbers.
 
-export const ABI_VERSION = 1;
 export const HOST_MODULE = 'gatehouse:host/v1';
 export const KERNEL_MODULE = 'extism:host/env';
 export const WASI_MODULE = 'wasi_snapshot_preview1';

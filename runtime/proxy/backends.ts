@@ -11,6 +11,11 @@ export interface BackendOptions {
   connections: number;
 }
 
+/** A backend URL's path without a trailing slash: request paths are appended to it. */
+export function basePathOf(url: URL): string {
+  return url.pathname.replace(/\/+$/, '');
+}
+
 export class BackendTarget {
   readonly origin: string;
   /** The backend URL's path without a trailing slash; request paths are appended to it. */
@@ -25,7 +30,7 @@ export class BackendTarget {
   ) {
     const parsed = new URL(url);
     this.origin = parsed.origin;
-    this.basePath = parsed.pathname.replace(/\/+$/, '');
+    this.basePath = basePathOf(parsed);
     this.pool = new Pool(this.origin, {
       connections: options.connections,
       headersTimeout: options.timeoutMs,
@@ -74,12 +79,6 @@ export class BackendSet {
       return true;
     }
     return false;
-  }
-
-  /** In service now, for /readyz and metrics. */
-  healthy(): number {
-    const now = this.now();
-    return this.targets.filter((t) => t.ejectedUntil <= now).length;
   }
 
   /** Closes the connection pools once their requests are done (after a configuration swap). */

@@ -5,7 +5,7 @@ import type { Writable } from 'node:stream';
 import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
 import type { Exchange, HeaderMap, ResponseState } from '../pipeline/exchange.ts';
-import type { BackendSet, BackendTarget } from './backends.ts';
+import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
 import { collectBody } from './body.ts';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. */
@@ -60,7 +60,7 @@ export class Forwarder {
   private route(exchange: Exchange, to: ForwardTarget) {
     const chosen = to.target && exchange.backendUrl === to.target.url ? to.target : null;
     const url = chosen ? null : new URL(exchange.backendUrl);
-    const basePath = chosen ? chosen.basePath : url!.pathname.replace(/\/+$/, '');
+    const basePath = chosen ? chosen.basePath : basePathOf(url!);
     const req = exchange.request;
     const options: Dispatcher.RequestOptions = {
       origin: chosen ? chosen.origin : url!.origin,

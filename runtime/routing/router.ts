@@ -33,6 +33,11 @@ interface CompiledApi<A, O> {
   operations: { op: RouteOperation<O>; template: UrlTemplate }[] | null;
 }
 
+/** An API prefix as matched and stripped: no trailing slash, and `/` as the empty prefix. */
+export function normalizePrefix(pathPrefix: string): string {
+  return pathPrefix === '/' ? '' : pathPrefix.replace(/\/+$/, '');
+}
+
 export class Router<A, O> {
   private readonly apis: CompiledApi<A, O>[];
 
@@ -42,7 +47,7 @@ export class Router<A, O> {
         const hosts = api.hosts?.map((h) => h.toLowerCase()) ?? null;
         return {
           api,
-          prefix: api.pathPrefix === '/' ? '' : api.pathPrefix.replace(/\/+$/, ''),
+          prefix: normalizePrefix(api.pathPrefix),
           exactHosts: hosts ? new Set(hosts.filter((h) => !h.startsWith('*.'))) : null,
           wildcardSuffixes: hosts ? hosts.filter((h) => h.startsWith('*.')).map((h) => h.slice(1)) : [],
           operations: api.operations

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { RequestError, runChain } from '../pipeline/chain.ts';
-import { Exchange, type BodyStream, type HeaderMap, type ResponseState } from '../pipeline/exchange.ts';
+import { Exchange, headerRecord, type BodyStream, type HeaderMap, type ResponseState } from '../pipeline/exchange.ts';
 import { chunksOf, collectBody } from '../proxy/body.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -175,7 +175,7 @@ export class Gateway {
         if (!direct) return await this.forwarder.forward(ex, to);
         const status = await this.forwarder.streamTo(ex, to, (code, head) => {
           // What finish() does for other responses: headers policies set before the backend, the request id.
-          for (const [name, values] of ex.response.headers) head[name] = values.length === 1 ? values[0]! : values;
+          headerRecord(ex.response.headers, head);
           head['x-request-id'] = requestId;
           if (this.draining) head.connection = 'close';
           return direct.open(code, head);
@@ -183,7 +183,6 @@ export class Gateway {
         return { status, headers: new Map(), body: null, sent: true };
       } finally {
         backendMs = performance.now() - t;
-        this.backendLatency.observeKey(this.labelKeys(api.id, operation.id).route, backendMs);
       }
     });
     if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
@@ -225,6 +224,7 @@ export class Gateway {
     }
     this.requests.incKey(statusKey);
     this.latency.observeKey(keys.route, ms);
+    if (backendMs !== null) this.backendLatency.observeKey(keys.route, backendMs);
     if (!this.logger.enabled('info')) return;
     this.logger.info('request', {
       requestId,

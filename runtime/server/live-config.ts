@@ -6,7 +6,7 @@ import type { GatewayDocument } from '../config/types.ts';
 import { stackScopes, type PolicyChain } from '../pipeline/chain.ts';
 import type { PolicyBinding } from '../policy-host/index.ts';
 import { BackendSet } from '../proxy/backends.ts';
-import { Router, type RouteApi } from '../routing/router.ts';
+import { Router, normalizePrefix, type RouteApi } from '../routing/router.ts';
 
 export interface OperationRuntime {
   id: string;
@@ -71,7 +71,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
       analyse(id, stackScopes(chains.global, bound.api, scoped));
     const runtime: ApiRuntime = {
       id: api.id,
-      prefix: api.pathPrefix === '/' ? '' : api.pathPrefix.replace(/\/+$/, ''),
+      prefix: normalizePrefix(api.pathPrefix),
       backends,
       defaultOperation: operation('default', {}),
     };

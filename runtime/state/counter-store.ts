@@ -27,10 +27,6 @@ export class MemoryCounterStore implements CounterStore {
   constructor(private readonly now: () => number = Date.now) {}
 
   consume(key: string, amount: number, limit: number, periodSeconds: number): Promise<CounterOutcome> {
-    return Promise.resolve(this.consumeNow(key, amount, limit, periodSeconds));
-  }
-
-  consumeNow(key: string, amount: number, limit: number, periodSeconds: number): CounterOutcome {
     const now = this.now();
     this.sweep(now);
     const periodMs = periodSeconds * 1000;
@@ -43,13 +39,13 @@ export class MemoryCounterStore implements CounterStore {
     }
     const allowed = window.count + amount <= limit;
     if (allowed) window.count += amount;
-    return {
+    return Promise.resolve({
       allowed,
       count: window.count,
       limit,
       remaining: Math.max(0, limit - window.count),
       resetSeconds: Math.max(0, Math.ceil((window.end - now) / 1000)),
-    };
+    });
   }
 
   /** Drops windows that have ended, at most once a second. */
@@ -57,9 +53,5 @@ export class MemoryCounterStore implements CounterStore {
     if (now < this.nextSweep) return;
     this.nextSweep = now + 1000;
     for (const [key, w] of this.windows) if (w.end <= now) this.windows.delete(key);
-  }
-
-  size(): number {
-    return this.windows.size;
   }
 }

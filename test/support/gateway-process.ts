@@ -4,9 +4,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isDeno } from '../../runtime/platform/http.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
 
-const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
 
 export interface GatewayProcess {
   child: ChildProcess;

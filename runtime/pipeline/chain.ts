@@ -116,6 +116,8 @@ function microseconds(ms: number): number {
 async function runOnError(bindings: readonly PolicyBinding[], exchange: Exchange, hooks: ChainHooks): Promise<void> {
   const error = exchange.error!;
   exchange.responded = false;
+  // The backend's unread body (an outbound policy failed) would otherwise hold its connection.
+  exchange.response.stream?.destroy();
   exchange.response = defaultErrorResponse(exchange);
   try {
     await runPhase('on-error', bindings, exchange, hooks);

@@ -1,6 +1,7 @@
 // One request/response exchange as policies see it through ABI v1 fields, with an undo journal so that every policy
 // call is atomic (a failed call, or a round that waits for effects, leaves no trace).
 
+import type { Writable } from 'node:stream';
 import { Field, Status, type Phase } from '../policy-host/abi.ts';
 import type { TransactionalView } from '../policy-host/binding.ts';
 import type { PolicyBinding } from '../policy-host/binding.ts';
@@ -27,14 +28,22 @@ export interface RequestState {
 /** A body on its way through: Node Readables and web ReadableStreams both fit. */
 export type BodyStream = AsyncIterable<Uint8Array> & { destroy?(error?: Error): void };
 
+/**
+ * A backend's response body not read yet (runtime/proxy/backend-response.ts). Whoever drops it from a response
+ * destroys it: until it is sent, read or destroyed it holds its backend connection.
+ */
+export interface ResponseBody extends AsyncIterable<Uint8Array> {
+  /** Writes the body into a Node Writable as it arrives, and ends it. */
+  sendTo(destination: Writable): void;
+  destroy(error?: Error): void;
+}
+
 export interface ResponseState {
   status: number;
   headers: HeaderMap;
   body: Uint8Array | null;
   /** The backend's body, streamed to the client unless a policy needs it buffered or replaces it. */
-  stream?: BodyStream | null;
-  /** Already written to the client (streamed straight from the backend; nothing ran after it). */
-  sent?: boolean;
+  stream?: ResponseBody | null;
 }
 
 export interface ExchangeError {

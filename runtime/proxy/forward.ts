@@ -1,10 +1,10 @@
 // Forwards an exchange's request to its backend with undici: keep-alive pools per backend, bodies streamed both ways
 // unless a policy declared it reads them, hop-by-hop headers dropped, X-Forwarded-* and the request id added.
 
-import type { Writable } from 'node:stream';
 import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
 import type { Exchange, HeaderMap, ResponseState } from '../pipeline/exchange.ts';
+import { BackendResponse, type BackendHead } from './backend-response.ts';
 import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
 import { collectBody } from './body.ts';
 
@@ -62,7 +62,7 @@ export class Forwarder {
     const url = chosen ? null : new URL(exchange.backendUrl);
     const basePath = chosen ? chosen.basePath : basePathOf(url!);
     const req = exchange.request;
-    const options: Dispatcher.RequestOptions = {
+    const options: Dispatcher.DispatchOptions = {
       origin: chosen ? chosen.origin : url!.origin,
       path: basePath + pathBelowPrefix(req.path, to.apiPrefix) + (req.query ? `?${req.query}` : ''),
       method: req.method as Dispatcher.HttpMethod,
@@ -73,69 +73,35 @@ export class Forwarder {
   }
 
   /**
-   * Streams the backend's answer straight into the client's response (undici's `stream`, which skips the
-   * intermediate body stream). `open` writes the response head and returns where the body goes. Resolves with the
-   * status once the body is written; a failure before the head is a BackendError (the chain's on-error can answer),
-   * a failure after it cuts the client's response.
+   * Sends the request and resolves at the backend's response head. The body is not read: it stays paused in undici
+   * until the gateway sends, reads or destroys it (`ResponseState.stream`), unless a policy declared it reads the
+   * response body, in which case it is buffered here (up to `maxBufferedResponseBytes`).
    */
-  async streamTo(
-    exchange: Exchange,
-    to: ForwardTarget,
-    open: (status: number, headers: Record<string, string | string[]>) => Writable,
-  ): Promise<number> {
-    const { chosen, dispatcher, options } = this.route(exchange, to);
-    let status = 0;
-    let destination: Writable | null = null;
-    try {
-      await dispatcher.stream(options, ({ statusCode, headers }) => {
-        status = statusCode;
-        if (chosen && to.backends) to.backends.report(chosen, statusCode < 502 || statusCode > 504);
-        const head: Record<string, string | string[]> = {};
-        for (const name in headers) {
-          const value = headers[name];
-          if (value !== undefined && !NOT_RETURNED.has(name)) head[name] = value;
-        }
-        destination = open(statusCode, head);
-        return destination;
-      });
-    } catch (err) {
-      if (destination === null) {
-        if (chosen && to.backends) to.backends.report(chosen, false);
-        throw toBackendError(err);
-      }
-      (destination as Writable).destroy();
-    }
-    return status;
-  }
-
   async forward(exchange: Exchange, to: ForwardTarget): Promise<ResponseState> {
     const { chosen, dispatcher, options } = this.route(exchange, to);
-    let res: Dispatcher.ResponseData;
+    const response = new BackendResponse(NOT_RETURNED);
+    let head: BackendHead;
     try {
-      res = await dispatcher.request(options);
+      dispatcher.dispatch(options, response);
+      head = await response.head;
     } catch (err) {
       if (chosen && to.backends) to.backends.report(chosen, false);
       throw toBackendError(err);
     }
-    if (chosen && to.backends) to.backends.report(chosen, res.statusCode < 502 || res.statusCode > 504);
-    const headers: HeaderMap = new Map();
-    for (const [name, value] of Object.entries(res.headers)) {
-      if (value === undefined || NOT_RETURNED.has(name)) continue;
-      headers.set(name, Array.isArray(value) ? value : [value]);
-    }
-    if (!to.bufferResponse) return { status: res.statusCode, headers, body: null, stream: res.body };
+    if (chosen && to.backends) to.backends.report(chosen, head.status < 502 || head.status > 504);
+    if (!to.bufferResponse) return { status: head.status, headers: head.headers, body: null, stream: response };
     let body: Uint8Array | null;
     try {
-      body = await collectBody(res.body, this.maxBuffered);
+      body = await collectBody(response, this.maxBuffered);
     } catch (err) {
       throw toBackendError(err);
     }
     if (body === null) {
-      res.body.destroy();
+      response.destroy();
       throw new BackendError('too-large', 502, `backend response larger than ${this.maxBuffered} bytes`);
     }
-    headers.delete('content-length');
-    return { status: res.statusCode, headers, body };
+    head.headers.delete('content-length');
+    return { status: head.status, headers: head.headers, body };
   }
 
   async close(): Promise<void> {

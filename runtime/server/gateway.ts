@@ -1,20 +1,15 @@
 // The data plane's request handler, independent of the HTTP server underneath: route, run the chain, forward.
 
 import { randomUUID } from 'node:crypto';
-import type { Writable } from 'node:stream';
 import { RequestError, runChain } from '../pipeline/chain.ts';
-import { Exchange, headerRecord, type BodyStream, type HeaderMap, type ResponseState } from '../pipeline/exchange.ts';
+import { Exchange, type BodyStream, type HeaderMap, type ResponseBody, type ResponseState } from '../pipeline/exchange.ts';
 import { chunksOf, collectBody } from '../proxy/body.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
+import { accessLogMembers } from '../telemetry/access-log.ts';
 import { labelKey } from '../telemetry/labels.ts';
 import type { ApiRuntime, LiveConfig, OperationRuntime } from './live-config.ts';
-
-/** Lets the gateway write the response head itself and get the body's destination (Node's ServerResponse). */
-export interface DirectResponder {
-  open(status: number, headers: Record<string, string | string[]>): Writable;
-}
 
 /** A request as the platform adapter hands it over. */
 export interface GatewayRequest {
@@ -26,17 +21,14 @@ export interface GatewayRequest {
   remoteAddress: string;
   scheme: 'http' | 'https';
   body: BodyStream | null;
-  /** Present where the runtime allows streaming a backend response straight to the client (Node). */
-  direct: DirectResponder | null;
 }
 
-/** What the adapter writes back: a buffered body or a stream, unless the gateway already sent it (`sent`). */
+/** What the adapter writes back: a buffered body, or the backend's body still to be read (`stream`). */
 export interface GatewayResponse {
   status: number;
   headers: HeaderMap;
   body: Uint8Array | null;
-  stream: BodyStream | null;
-  sent?: boolean;
+  stream: ResponseBody | null;
 }
 
 export const STATUS_PATH = '/status-0123456789abcdef';
@@ -166,21 +158,11 @@ export class Gateway {
       },
     });
     let backendMs: number | null = null;
-    // With nothing to run after the backend, its answer goes straight to the client (the fastest path, on Node).
-    const direct = operation.chain.outbound.length === 0 && !operation.needsResponseBody ? req.direct : null;
+    const to = { backends: api.backends, target, apiPrefix: api.prefix, bufferResponse: operation.needsResponseBody };
     await runChain(operation.chain, exchange, async (ex) => {
       const t = performance.now();
-      const to = { backends: api.backends, target, apiPrefix: api.prefix, bufferResponse: operation.needsResponseBody };
       try {
-        if (!direct) return await this.forwarder.forward(ex, to);
-        const status = await this.forwarder.streamTo(ex, to, (code, head) => {
-          // What finish() does for other responses: headers policies set before the backend, the request id.
-          headerRecord(ex.response.headers, head);
-          head['x-request-id'] = requestId;
-          if (this.draining) head.connection = 'close';
-          return direct.open(code, head);
-        });
-        return { status, headers: new Map(), body: null, sent: true };
+        return await this.forwarder.forward(ex, to);
       } finally {
         backendMs = performance.now() - t;
       }
@@ -191,15 +173,17 @@ export class Gateway {
     return response;
   }
 
-  /** Rendered metric label sets by API and operation (rendering sorts and escapes; requests repeat them). */
-  private readonly keys = new Map<string, { route: string; byStatus: Map<number, string> }>();
+  /** Rendered metric label sets by operation (rendering sorts and escapes; requests repeat them). */
+  private readonly keysByOperation = new WeakMap<OperationRuntime, LabelKeys>();
+  /** The same for requests that matched no operation (404, 405), by API id. */
+  private readonly keysWithoutOperation = new Map<string, LabelKeys>();
 
-  private labelKeys(api: string, operation: string): { route: string; byStatus: Map<number, string> } {
-    const id = `${api}\u0000${operation}`;
-    let keys = this.keys.get(id);
+  private labelKeys(api: ApiRuntime | null, operation: OperationRuntime | null): LabelKeys {
+    let keys = operation ? this.keysByOperation.get(operation) : this.keysWithoutOperation.get(api?.id ?? '');
     if (!keys) {
-      keys = { route: labelKey({ api, operation }), byStatus: new Map() };
-      this.keys.set(id, keys);
+      keys = new LabelKeys(api?.id ?? '', operation?.id ?? '');
+      if (operation) this.keysByOperation.set(operation, keys);
+      else this.keysWithoutOperation.set(api?.id ?? '', keys);
     }
     return keys;
   }
@@ -215,45 +199,58 @@ export class Gateway {
     backendMs: number | null = null,
   ): void {
     const ms = performance.now() - started;
-    const labels = { api: api?.id ?? '', operation: operation?.id ?? '' };
-    const keys = this.labelKeys(labels.api, labels.operation);
-    let statusKey = keys.byStatus.get(status);
-    if (statusKey === undefined) {
-      statusKey = labelKey({ ...labels, status: String(status) });
-      keys.byStatus.set(status, statusKey);
-    }
-    this.requests.incKey(statusKey);
+    const keys = this.labelKeys(api, operation);
+    this.requests.incKey(keys.withStatus(status));
     this.latency.observeKey(keys.route, ms);
     if (backendMs !== null) this.backendLatency.observeKey(keys.route, backendMs);
     if (!this.logger.enabled('info')) return;
-    this.logger.info('request', {
-      requestId,
-      method: req.method,
-      path: req.path,
-      api: labels.api,
-      operation: labels.operation,
-      status,
-      durationMs: round(ms),
-      backendMs: backendMs === null ? null : round(backendMs),
-      policies: exchange?.timings ?? [],
-      error: exchange?.error
-        ? { source: exchange.error.source, reason: exchange.error.reason, message: exchange.error.message }
-        : undefined,
-      client: req.remoteAddress,
-    });
+    this.logger.logMembers(
+      'info',
+      'request',
+      accessLogMembers({
+        requestId,
+        method: req.method,
+        path: req.path,
+        api: keys.api,
+        operation: keys.operation,
+        status,
+        durationMs: ms,
+        backendMs,
+        policies: exchange?.timings ?? [],
+        error: exchange?.error ?? null,
+        client: req.remoteAddress,
+      }),
+    );
   }
 }
 
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
+/** An API and operation's metric label sets, rendered once. */
+class LabelKeys {
+  readonly route: string;
+  private readonly byStatus = new Map<number, string>();
+
+  constructor(
+    readonly api: string,
+    readonly operation: string,
+  ) {
+    this.route = labelKey({ api, operation });
+  }
+
+  withStatus(status: number): string {
+    let key = this.byStatus.get(status);
+    if (key === undefined) {
+      key = labelKey({ api: this.api, operation: this.operation, status: String(status) });
+      this.byStatus.set(status, key);
+    }
+    return key;
+  }
 }
 
 /** The response to send: a body a policy set replaces the backend's stream; the request id goes back. */
 function finish(response: ResponseState, requestId: string): GatewayResponse {
-  if (response.sent) return { status: response.status, headers: response.headers, body: null, stream: null, sent: true };
   let stream = response.stream ?? null;
   if (response.body !== null && stream) {
-    stream.destroy?.();
+    stream.destroy();
     stream = null;
   }
   if (stream === null) response.headers.delete('content-length');

@@ -4,7 +4,8 @@ export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<Level, number> = { trace: 0, debug: 1, info: 2, warn: 3, error: 4 };
 
 export type LogRecord = { time: string; level: Level; msg: string } & Record<string, unknown>;
-export type LogSink = (record: LogRecord) => void;
+/** Receives each record as one line of JSON, newline included. */
+export type LogSink = (line: string) => void;
 
 /**
  * Standard output, batched: lines of one event-loop turn go out in one write (a write per request line was a
@@ -21,8 +22,8 @@ export const stdoutSink: LogSink = (() => {
     process.stdout.write(text);
   };
   process.on('exit', flush);
-  return (record: LogRecord) => {
-    pending.push(JSON.stringify(record) + '\n');
+  return (line: string) => {
+    pending.push(line);
     if (pending.length >= 256) flush();
     else if (!scheduled) {
       scheduled = true;
@@ -32,11 +33,16 @@ export const stdoutSink: LogSink = (() => {
 })();
 
 export class Logger {
+  /** The child's fields, serialised once. */
+  private readonly ownMembers: string;
+
   constructor(
     private readonly sink: LogSink = stdoutSink,
     private readonly minLevel: Level = 'info',
     private readonly fields: Record<string, unknown> = {},
-  ) {}
+  ) {
+    this.ownMembers = appendFields('', fields);
+  }
 
   child(fields: Record<string, unknown>): Logger {
     return new Logger(this.sink, this.minLevel, { ...this.fields, ...fields });
@@ -46,9 +52,18 @@ export class Logger {
     return ORDER[level] >= ORDER[this.minLevel];
   }
 
-  log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
+  log(level: Level, msg: string, fields?: Record<string, unknown>): void {
     if (!this.enabled(level)) return;
-    this.sink({ time: new Date().toISOString(), level, msg, ...this.fields, ...fields });
+    this.logMembers(level, msg, fields ? appendFields('', fields) : '');
+  }
+
+  /**
+   * log() with the fields already serialised as JSON members (`,"a":1,"b":"x"`), for the access log: a record a
+   * request, formatted by code that knows its shape (telemetry/access-log.ts).
+   */
+  logMembers(level: Level, msg: string, members: string): void {
+    if (!this.enabled(level)) return;
+    this.sink(`{"time":"${isoNow()}","level":"${level}","msg":${jsonString(msg)}${this.ownMembers}${members}}\n`);
   }
 
   trace(msg: string, fields?: Record<string, unknown>): void { this.log('trace', msg, fields); }
@@ -58,7 +73,92 @@ export class Logger {
   error(msg: string, fields?: Record<string, unknown>): void { this.log('error', msg, fields); }
 }
 
-/** Collects records in memory (the SDK's offline test runner and the test suite read them). */
+/** Collects records in memory, parsed back from the lines (the SDK's offline test runner and the tests read them). */
 export function memorySink(records: LogRecord[]): LogSink {
-  return (record) => records.push(record);
+  return (line) => records.push(JSON.parse(line) as LogRecord);
+}
+
+// --- serialising -------------------------------------------------------------------------------------------------
+// The access log writes a line per request, so records are serialised by hand: building one merged object and handing
+// it to JSON.stringify cost about 16 us a request in the gateway (measured: BENCHMARKS.md). The output is what
+// JSON.stringify writes for plain data (undefined fields left out); a name given twice appears twice, and readers of
+// JSON keep the last.
+
+let isoMs = -1;
+let isoText = '';
+
+/** The current time as ISO 8601, formatted once per millisecond. */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
+}
+
+/** Characters a JSON string must escape, and lone surrogates (escaped by well-formed JSON.stringify). */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+const MAX_DEPTH = 16;
+
+function appendFields(line: string, fields: Record<string, unknown>): string {
+  for (const name in fields) {
+    const value = fields[name];
+    if (value === undefined || typeof value === 'function' || typeof value === 'symbol') continue;
+    line = appendJson(NEEDS_ESCAPE.test(name) ? `${line},${JSON.stringify(name)}:` : `${line},"${name}":`, value, 0);
+  }
+  return line;
+}
+
+/** A string as a JSON string literal. */
+export function jsonString(value: string): string {
+  return NEEDS_ESCAPE.test(value) ? JSON.stringify(value) : `"${value}"`;
+}
+
+function appendJson(line: string, value: unknown, depth: number): string {
+  switch (typeof value) {
+    case 'string':
+      return line + jsonString(value);
+    case 'number':
+      return line + (Number.isFinite(value) ? String(value) : 'null');
+    case 'boolean':
+      return line + (value ? 'true' : 'false');
+    case 'bigint':
+      return `${line}"${value}"`;
+    case 'object':
+      break;
+    default:
+      return line + 'null';
+  }
+  if (value === null) return line + 'null';
+  if (depth >= MAX_DEPTH) return line + '"[too deep]"';
+  if (Array.isArray(value)) {
+    line += '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) line += ',';
+      const item: unknown = value[i];
+      line = item === undefined || typeof item === 'function' || typeof item === 'symbol' ? line + 'null' : appendJson(line, item, depth + 1);
+    }
+    return line + ']';
+  }
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) {
+    // Dates, errors and other classes: what JSON.stringify makes of them (an Error has no enumerable fields).
+    if (value instanceof Error) return appendJson(line, { name: value.name, message: value.message }, depth + 1);
+    try {
+      return line + (JSON.stringify(value) ?? 'null');
+    } catch {
+      return line + '"[unserialisable]"';
+    }
+  }
+  let first = true;
+  line += '{';
+  for (const name in value as Record<string, unknown>) {
+    const item = (value as Record<string, unknown>)[name];
+    if (item === undefined || typeof item === 'function' || typeof item === 'symbol') continue;
+    line += first ? '' : ',';
+    first = false;
+    line = appendJson(NEEDS_ESCAPE.test(name) ? `${line}${JSON.stringify(name)}:` : `${line}"${name}":`, item, depth + 1);
+  }
+  return line + '}';
 }

@@ -24,6 +24,8 @@ let backendPort: number;
 let poolB: Server;
 let poolBPort: number;
 const seen: Seen[] = [];
+/** Backend responses whose connection closed before their body was fully sent (the gateway aborted them). */
+let backendResponsesCut = 0;
 const agent = new Agent({ connections: 8 });
 
 function handler(name: string) {
@@ -45,6 +47,9 @@ function handler(name: string) {
         const chunks = Number(url.searchParams.get('chunks') ?? 256);
         const chunk = Buffer.alloc(64 * 1024, 'x');
         res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        res.on('close', () => {
+          if (!res.writableFinished) backendResponsesCut++;
+        });
         let sent = 0;
         const pump = () => {
           while (sent < chunks) {
@@ -103,6 +108,12 @@ apis:
   - id: dead
     pathPrefix: /dead
     backend: { url: "http://127.0.0.1:1" }
+  - id: outbound-fails
+    pathPrefix: /outbound-fails
+    backend: { url: "http://127.0.0.1:${backendPort}" }
+    policies:
+      outbound:
+        - { source: "${join(repoRoot(), 'test', 'fixtures', 'policies', 'chain-probe')}", config: { fail: "refused after the backend" } }
   - id: reads-body
     pathPrefix: /reads-body
     backend: { url: "http://127.0.0.1:${backendPort}" }
@@ -153,6 +164,14 @@ function rawHttp(payload: string, waitMs = 1500): Promise<string> {
       resolve(data);
     }, waitMs);
   });
+}
+
+async function waitFor(condition: () => boolean, failure: string, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > until) assert.fail(failure);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 function lastSeen(): Seen {
@@ -247,6 +266,33 @@ describe('gateway: forwarding', () => {
     assert.equal(res.statusCode, 200);
     assert.equal(bytes, 320 * 64 * 1024);
   });
+
+  test('a client that goes away mid-body cuts the backend response short', async () => {
+    const cutBefore = backendResponsesCut;
+    const res = await request(`${gw.url}/shop/large?chunks=4096`, { dispatcher: agent });
+    assert.equal(res.statusCode, 200);
+    for await (const chunk of res.body) {
+      assert.ok((chunk as Buffer).length > 0);
+      break; // leaving the loop destroys the body: the client hangs up after 256 MiB were promised
+    }
+    await waitFor(() => backendResponsesCut > cutBefore, 'the backend response was not cut');
+  });
+
+  test(
+    'a backend body nobody sends on (an outbound policy failed) is aborted, not left holding its connection',
+    { timeout: 30_000 },
+    async () => {
+      // More requests than the 64 connections a backend pool keeps: a body left paused would hold one each, and the
+      // requests past 64 would wait for a connection forever.
+      const cutBefore = backendResponsesCut;
+      for (let i = 0; i < 70; i++) {
+        const res = await get('/outbound-fails/large?chunks=64');
+        assert.equal(res.status, 500);
+        assert.equal(res.headers['content-type'], 'application/problem+json');
+      }
+      await waitFor(() => backendResponsesCut >= cutBefore + 70, `only ${backendResponsesCut - cutBefore} of 70 cut`);
+    },
+  );
 
   test('a body over the limit is refused with 413, declared or streamed', async () => {
     const declared = await get('/shop/orders', { 'content-length': String(2 * 1024 * 1024) }, 'POST', Buffer.alloc(2 * 1024 * 1024));

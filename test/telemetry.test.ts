@@ -1,0 +1,82 @@
+// The logger's hand-written JSON serialisation (the access log's hot path) against what JSON.parse reads back.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { accessLogMembers } from '../runtime/telemetry/access-log.ts';
+import { Logger } from '../runtime/telemetry/logger.ts';
+
+function capture(fields: Record<string, unknown> = {}): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  return { logger: new Logger((line) => lines.push(line), 'debug', fields), lines };
+}
+
+describe('structured logs', () => {
+  test('each record is one line of JSON that reads back as the fields given (undefined ones left out)', () => {
+    const { logger, lines } = capture({ policy: 'p"1' });
+    const fields = {
+      text: 'quote " backslash \\ newline \n tab \t nul \u0000 line-separator \u2028 é 😀',
+      lone: 'a\ud800b',
+      n: 1.5,
+      big: 12345678901234567890,
+      notFinite: Infinity,
+      yes: true,
+      nothing: null,
+      skipped: undefined,
+      list: [1, undefined, 'x', { deep: [[]] }],
+      when: new Date(0),
+      err: new Error('boom'),
+      'odd"name': 1,
+    };
+    logger.info('hello\nworld', fields);
+    logger.debug('second');
+    assert.equal(lines.length, 2);
+    for (const line of lines) {
+      assert.ok(line.endsWith('\n'));
+      assert.equal(line.indexOf('\n'), line.length - 1, 'a record must not span lines');
+    }
+    const record = JSON.parse(lines[0]!) as Record<string, unknown>;
+    assert.match(String(record.time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.equal(record.level, 'info');
+    assert.equal(record.msg, 'hello\nworld');
+    assert.equal(record.policy, 'p"1');
+    const { err, ...plain } = fields;
+    const expected = JSON.parse(JSON.stringify(plain)) as Record<string, unknown>;
+    for (const [name, value] of Object.entries(expected)) assert.deepEqual(record[name], value, name);
+    assert.equal('skipped' in record, false);
+    assert.deepEqual(record.err, { name: 'Error', message: err.message });
+    // A lone surrogate is escaped, so the line is valid UTF-8 when written.
+    assert.ok(lines[0]!.includes('\\ud800'));
+  });
+
+  test('a level below the logger minimum writes nothing', () => {
+    const lines: string[] = [];
+    new Logger((line) => lines.push(line), 'warn').info('quiet');
+    assert.equal(lines.length, 0);
+  });
+
+  test('access log members read back as the request record', () => {
+    const { logger, lines } = capture();
+    const record = {
+      requestId: 'id-"1"',
+      method: 'GET',
+      path: '/a\u0001b',
+      api: 'shop',
+      operation: 'get-order',
+      status: 502,
+      durationMs: 1.23456,
+      backendMs: null,
+      policies: [{ binding: 'api:shop/inbound/0', phase: 'inbound' as const, ms: 0.004, outcome: 'continue' as const }],
+      error: { source: 'backend' as const, reason: 'unreachable', message: 'backend unreachable (ECONNREFUSED)', policy: '', status: 502 },
+      client: '127.0.0.1',
+    };
+    logger.logMembers('info', 'request', accessLogMembers(record));
+    const line = JSON.parse(lines[0]!) as Record<string, unknown>;
+    assert.equal(line.msg, 'request');
+    assert.equal(line.requestId, record.requestId);
+    assert.equal(line.path, record.path);
+    assert.equal(line.durationMs, 1.235);
+    assert.equal(line.backendMs, null);
+    assert.deepEqual(line.policies, record.policies);
+    assert.deepEqual(line.error, { source: 'backend', reason: 'unreachable', message: record.error.message });
+  });
+});

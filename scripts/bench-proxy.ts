@@ -9,12 +9,14 @@
 //   gatehouse    dist/runtime/main.js --config <file>: one API, no policies
 //   gatehouse-5  the same with a five-policy chain (FIVE_POLICY_CHAIN below)
 // Each round starts, checks, warms up and measures every target in turn; rounds alternate the order. Then, at a fixed
-// rate of 1,000 requests/s, the backend directly and Gatehouse without policies: `p99-added-ms` is the difference of
-// their p99 under a constant-rate open loop (wrk2's method; scripts/bench/latency-probe.ts), with autocannon
-// `--overallRate` measured beside it for reference (latency-probe.ts says why it is not the headline).
+// rate of 1,000 requests/s, the backend directly, the minimal undici proxy and Gatehouse without policies:
+// `p99-added-ms` is the difference of Gatehouse's p99 and the backend's under a constant-rate open loop (wrk2's method;
+// scripts/bench/latency-probe.ts), with autocannon `--overallRate` measured beside it for reference (latency-probe.ts
+// says why it is not the headline).
 //
 // Prints a table on stderr, then on stdout:
-//   throughput-ratio-vs-fastify, throughput-ratio-vs-undici, five-policy-ratio, p99-added-ms, throughput-ratio-vs-nginx
+//   throughput-ratio-vs-fastify, throughput-ratio-vs-undici, five-policy-ratio, p99-added-ms, throughput-ratio-vs-nginx,
+//   p99-added-ms-minimal-undici (the same latency figure for the minimal undici proxy: the floor of one Node hop here)
 // Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1).
 //
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
@@ -597,12 +599,15 @@ async function main(): Promise<number> {
     }
   }
 
-  // p99 added at a fixed rate: the backend directly, then Gatehouse without policies (one proxy at a time).
+  // p99 added at a fixed rate: the backend directly, the minimal undici proxy (what one hop through Node costs here,
+  // for reference), then Gatehouse without policies (one proxy at a time).
   const latency = new Map<string, LatencySummary>();
   const gatehouse = targets.find((t) => t.key === 'gatehouse')!;
+  const undici = targets.find((t) => t.key === 'undici')!;
   if (!gatehouse.unavailable) {
     log(`# latency at ${fmtInt(LATENCY_RATE)} requests/s, ${LATENCY_S} s per run: constant-rate open loop, then autocannon --overallRate`);
-    for (const [key, target] of [['direct', targets[0]!], ['gatehouse', gatehouse]] as const) {
+    const probed: Array<[string, Target]> = [['direct', targets[0]!], ['undici', undici], ['gatehouse', gatehouse]];
+    for (const [key, target] of probed.filter(([, t]) => !t.unavailable)) {
       let running: Running | null = null;
       try {
         running = await target.start();
@@ -670,11 +675,11 @@ async function main(): Promise<number> {
   }
   // p99-added-ms comes from the constant-rate open loop (wrk2's method; no wrk2 package here). autocannon, the fallback
   // the brief named, is shown beside it: it paces by bursts and its own percentiles are whole milliseconds.
-  let p99Added = 'n/a';
   const lat = (key: string, mode: string) => latency.get(`${key}/${mode}`);
-  const directC = lat('direct', 'constant');
-  const gatewayC = lat('gatehouse', 'constant');
-  if (directC && gatewayC) p99Added = fmt2(gatewayC.p99 - directC.p99);
+  const added = (key: string) => {
+    const [direct, proxied] = [lat('direct', 'constant'), lat(key, 'constant')];
+    return direct && proxied ? fmt2(proxied.p99 - direct.p99) : 'n/a';
+  };
   if (latency.size > 0) {
     const cell = (v: number | undefined) => (v === undefined ? 'n/a' : fmt2(v));
     const sources: Array<[string, (key: string) => number | undefined]> = [
@@ -682,12 +687,12 @@ async function main(): Promise<number> {
       ['autocannon --overallRate, exact times', (k) => lat(k, 'autocannon')?.p99],
       ["autocannon's own JSON p99 (whole ms)", (k) => lat(k, 'autocannon')?.autocannonP99],
     ];
+    const minus = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? fmt2(a - b) : 'n/a');
     const lrows = [
-      [`p99 ms at ${fmtInt(LATENCY_RATE)} req/s, ${LATENCY_S} s`, 'direct', 'Gatehouse', 'added'],
+      [`p99 ms at ${fmtInt(LATENCY_RATE)} req/s, ${LATENCY_S} s`, 'direct', 'undici', 'Gatehouse', 'undici added', 'Gatehouse added'],
       ...sources.map(([label, of]) => {
-        const d = of('direct');
-        const g = of('gatehouse');
-        return [label, cell(d), cell(g), d !== undefined && g !== undefined ? fmt2(g - d) : 'n/a'];
+        const [d, u, g] = [of('direct'), of('undici'), of('gatehouse')];
+        return [label, cell(d), cell(u), cell(g), minus(u, d), minus(g, d)];
       }),
     ];
     const w = lrows[0]!.map((_, c) => Math.max(...lrows.map((r) => r[c]!.length)));
@@ -703,8 +708,9 @@ async function main(): Promise<number> {
     `throughput-ratio-vs-fastify: ${ratio(gh, best('fastify'))}`,
     `throughput-ratio-vs-undici: ${ratio(gh, best('undici'))}`,
     `five-policy-ratio: ${ratio(best('gatehouse-5'), gh)}`,
-    `p99-added-ms: ${p99Added}`,
+    `p99-added-ms: ${added('gatehouse')}`,
     `throughput-ratio-vs-nginx: ${ratio(gh, best('nginx'))}`,
+    `p99-added-ms-minimal-undici: ${added('undici')}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return lines.some((l) => l.endsWith('n/a')) ? 1 : 0;

@@ -144,3 +144,63 @@ describe('module loading', () => {
     );
   });
 });
+
+describe('handlers written with another PDK', () => {
+  /** on_inbound reports `message` through the Extism kernel (alloc, store_u8, then error_set or output_set). */
+  function kernelReport(kind: 'error_set' | 'output_set', message: string) {
+    const bytes = new TextEncoder().encode(message);
+    const stores = [...bytes]
+      .map((b, i) => `(call $store_u8 (i64.add (local.get $h) (i64.const ${i})) (i32.const ${b}))`)
+      .join('\n');
+    const call = kind === 'error_set' ? '(call $error_set (local.get $h))' : `(call $output_set (local.get $h) (i64.const ${bytes.length}))`;
+    return rawModule({
+      imports: `
+        (import "extism:host/env" "error_set" (func $error_set (param i64)))
+        (import "extism:host/env" "input_length" (func $input_length (result i64)))`,
+      exports: `
+        (func (export "on_inbound") (result i32) (local $h i64)
+          ;; handlers get no input
+          (if (i64.ne (call $input_length) (i64.const 0)) (then unreachable))
+          (local.set $h (call $alloc (i64.const ${bytes.length})))
+          ${stores}
+          ${call}
+          (i32.const 0))`,
+    });
+  }
+
+  test('error_set in a handler fails the call with the module\'s message', async () => {
+    const { host } = newHost();
+    const module = await host.load(await kernelReport('error_set', 'no such tenant'));
+    const binding = host.bind({ id: 'raw/error', phase: 'inbound', module });
+    const err = await binding.run('inbound', makeExchange()).then(
+      () => null,
+      (e: unknown) => e as { reason?: string; message?: string },
+    );
+    assert.equal(err?.reason, 'error');
+    assert.match(String(err?.message), /no such tenant/);
+    assert.equal(binding.stats.recycles, 0, 'a reported failure does not recycle the instance');
+  });
+
+  test('output_set in a handler is ignored, and counted against the output cap', async () => {
+    const { host } = newHost();
+    const module = await host.load(await kernelReport('output_set', 'x'.repeat(64)));
+    const fine = host.bind({ id: 'raw/out', phase: 'inbound', module });
+    for (let i = 0; i < 3; i++) await fine.run('inbound', makeExchange());
+    assert.equal(fine.stats.failures, 0);
+    const capped = host.bind({ id: 'raw/out-capped', phase: 'inbound', module, limits: { outputBytes: 16 } });
+    const err = await capped.run('inbound', makeExchange()).then(
+      () => null,
+      (e: unknown) => e as { reason?: string },
+    );
+    assert.equal(err?.reason, 'output-cap');
+  });
+
+  test('a call that asks for nothing completes synchronously on the request path', async () => {
+    const { host } = newHost();
+    const module = await host.load(await rawModule());
+    const binding = host.bind({ id: 'raw/sync', phase: 'inbound', module });
+    await binding.warm();
+    assert.equal(binding.runNow('inbound', makeExchange()), undefined);
+    assert.equal(binding.stats.calls, 1);
+  });
+});

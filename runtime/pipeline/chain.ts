@@ -90,7 +90,9 @@ async function runPhase(
   for (const binding of bindings) {
     const started = performance.now();
     try {
-      await binding.run(phase, exchange);
+      // Most calls complete synchronously (no effects): only those that do not are awaited.
+      const pending = binding.runNow(phase, exchange);
+      if (pending) await pending;
     } catch (err) {
       const ms = microseconds(performance.now() - started);
       if (err instanceof PolicyFailure && binding.failOpen) {

@@ -43,6 +43,9 @@ export interface BindingStats {
   lastFailure: { reason: FailureReason; message: string } | null;
 }
 
+/** The effect results of a first round: none (read only; a round that gets results has its own map). */
+const NO_RESULTS: ReadonlyMap<string, string> = new Map();
+
 /** Failures after which the instance is no longer trusted: its stack or heap may be mid-update. */
 const RECYCLING: ReadonlySet<FailureReason> = new Set<FailureReason>([
   'trap',
@@ -127,52 +130,92 @@ export class PolicyBinding {
 
   /**
    * Runs the handler of `phase`. Resolves when the call succeeded (its changes are committed to the view);
-   * throws PolicyFailure otherwise (its changes are rolled back).
+   * rejects with PolicyFailure otherwise (its changes are rolled back).
    */
   async run(phase: Phase, view: TransactionalView): Promise<void> {
-    const exportName = PHASE_EXPORTS[phase];
-    const effectResults = new Map<string, string>();
+    await this.runNow(phase, view);
+  }
+
+  /**
+   * run() for the request path: when the instance is live and the handler asks for no effect, the call completes
+   * synchronously and this returns undefined (no promise, no microtask); a failure is then thrown at once. Otherwise
+   * it returns a promise that settles as run()'s would.
+   */
+  runNow(phase: Phase, view: TransactionalView): Promise<void> | undefined {
     this.stats.calls++;
     this.options.metrics.calls.incKey(this.callsKey);
-    for (let round = 1; ; round++) {
-      const state: CallState = {
-        view,
-        effectResults,
-        pendingEffects: new Map(),
-        failMessage: null,
-        outputBytes: 0,
-        grants: this.options.grants,
-      };
-      view.begin(this);
+    const exportName = PHASE_EXPORTS[phase];
+    const instance = this.ready;
+    if (!instance) return this.runRounds(exportName, view, new Map(), 1);
+    const pending = this.round(instance, exportName, view, null);
+    if (pending === null) return undefined;
+    return this.runRounds(exportName, view, pending.results, 2, pending.effects);
+  }
+
+  /** Rounds from `round` on, waiting for the instance and performing effects between them (`effects`: asked by the last round). */
+  private async runRounds(
+    exportName: string,
+    view: TransactionalView,
+    results: Map<string, string>,
+    round: number,
+    effects?: Map<string, { kind: number; request: string }>,
+  ): Promise<void> {
+    for (; ; round++) {
+      if (effects) {
+        if (round > MAX_EFFECT_ROUNDS) {
+          throw this.failed('effects', `still asking for effects after ${MAX_EFFECT_ROUNDS} rounds`, false);
+        }
+        await this.performEffects(effects, results);
+      }
       let instance: PolicyInstance;
       try {
         instance = this.ready ?? (await this.live());
       } catch (err) {
-        view.rollback();
         throw this.failed('instantiate', `could not create an instance: ${(err as Error).message}`, false);
       }
-      try {
-        await instance.invoke(exportName, state);
-      } catch (err) {
-        view.rollback();
-        const [reason, message] = classify(err, state, instance);
-        throw this.failed(reason, message, RECYCLING.has(reason));
-      }
-      if (state.failMessage !== null) {
-        view.rollback();
-        throw this.failed('error', state.failMessage, false);
-      }
-      if (state.pendingEffects.size === 0) {
-        view.commit();
-        this.stats.consecutiveFailures = 0;
-        return;
-      }
-      view.rollback();
-      if (round >= MAX_EFFECT_ROUNDS) {
-        throw this.failed('effects', `still asking for effects after ${MAX_EFFECT_ROUNDS} rounds`, false);
-      }
-      await this.performEffects(state.pendingEffects, effectResults);
+      const pending = this.round(instance, exportName, view, results);
+      if (pending === null) return;
+      effects = pending.effects;
     }
+  }
+
+  /**
+   * One call of the handler, atomic: null when it succeeded without asking for effects (committed), else the effects it
+   * asked for (its changes rolled back; it runs again once they are performed). Throws PolicyFailure.
+   */
+  private round(
+    instance: PolicyInstance,
+    exportName: string,
+    view: TransactionalView,
+    results: Map<string, string> | null,
+  ): { effects: Map<string, { kind: number; request: string }>; results: Map<string, string> } | null {
+    const state: CallState = {
+      view,
+      effectResults: results ?? NO_RESULTS,
+      pendingEffects: null,
+      failMessage: null,
+      outputBytes: 0,
+      grants: this.options.grants,
+    };
+    view.begin(this);
+    try {
+      instance.callHandler(exportName, state);
+    } catch (err) {
+      view.rollback();
+      const [reason, message] = classify(err, state, instance);
+      throw this.failed(reason, message, RECYCLING.has(reason));
+    }
+    if (state.failMessage !== null) {
+      view.rollback();
+      throw this.failed('error', state.failMessage, false);
+    }
+    if (state.pendingEffects === null) {
+      view.commit();
+      this.stats.consecutiveFailures = 0;
+      return null;
+    }
+    view.rollback();
+    return { effects: state.pendingEffects, results: results ?? new Map() };
   }
 
   private async performEffects(

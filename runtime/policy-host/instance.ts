@@ -1,8 +1,16 @@
 // One live instance of a policy module: an Extism plugin plus the host functions of ABI v1 bound to it.
 //
-// Calls are synchronous in Extism's foreground mode, so an instance serves one call at a time and the state of the
-// current call lives on the instance (`call`). Host functions move bytes between the module's own memory and the
-// host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
+// Extism instantiates the module, links the kernel and the host functions, and provides WASI when granted. Phase
+// handlers are then called straight into the module's export, synchronously (`callHandler`), rather than through
+// Extism's `call`: handlers take no input and their output is ignored (docs/policy-abi.md, section 2), so Extism's
+// per-call frame (input, output, error) has nothing to carry, and skipping its two async layers saved about 0.6 us a
+// call (BENCHMARKS.md). The kernel functions that would need the frame are answered by the host instead (`error_set`
+// becomes the call's failure, `output_set` is counted and ignored, input is empty), and the kernel's blocks are freed
+// after every call as Extism's `call` does. The descriptor export, whose output matters, goes through Extism's
+// `call` on an instance of its own (`describe`).
+//
+// The state of the current call lives on the instance (`call`). Host functions move bytes between the module's own
+// memory and the host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
 
 import createPlugin, { type Plugin } from '@extism/extism';
 import {
@@ -50,12 +58,17 @@ export interface CallView {
 export interface CallState {
   view: CallView;
   /** Effect results from earlier rounds, by `kind:request`. */
-  effectResults: Map<string, string>;
-  /** Effects asked for in this round that have no result yet. */
-  pendingEffects: Map<string, { kind: number; request: string }>;
+  effectResults: ReadonlyMap<string, string>;
+  /** Effects asked for in this round that have no result yet (null until the first). */
+  pendingEffects: Map<string, { kind: number; request: string }> | null;
   failMessage: string | null;
   outputBytes: number;
   grants: Grants;
+}
+
+/** What the kernel overrides use of Extism's call context. */
+interface KernelContext {
+  read(addr: bigint): { string(): string } | null;
 }
 
 const BODY_FIELDS = new Set<number>([Field.REQUEST_BODY, Field.RESPONSE_BODY]);
@@ -70,6 +83,8 @@ export interface InstanceOptions {
   /** Flattened configuration, also offered through Extism's `config_get` for modules built with other PDKs. */
   extismConfig: Record<string, string>;
   logger: Logger;
+  /** `handlers` (default): phase handlers, called directly. `describe`: the descriptor export, through Extism. */
+  purpose?: 'handlers' | 'describe';
 }
 
 export class PolicyInstance {
@@ -78,8 +93,7 @@ export class PolicyInstance {
   private u8 = new Uint8Array(0);
   private deadline = 0;
   private call: CallState | null = null;
-  private busy = false;
-  private readonly waiters: (() => void)[] = [];
+  private exports: WebAssembly.Exports = {};
 
   private constructor(private readonly options: InstanceOptions) {}
 
@@ -121,11 +135,13 @@ export class PolicyInstance {
             http_request: () => {
               throw new CallAbort('capability', `policy ${policy} called extism http_request; use the HTTP effect`);
             },
+            ...(this.options.purpose === 'describe' ? {} : this.frameFunctions()),
           },
         },
       },
     );
     const exports = (await this.plugin.getInstance()).exports;
+    this.exports = exports;
     this.memory = exports.memory as WebAssembly.Memory;
     this.u8 = new Uint8Array(this.memory.buffer);
   }
@@ -139,33 +155,34 @@ export class PolicyInstance {
   }
 
   /**
-   * Runs one export once. Throws what the module or a host function threw; the caller classifies it.
-   * Calls on one instance are serialised: the Extism SDK reads a call's output and error after an `await`, and a
-   * second call started in that window would reset the kernel memory under the first.
+   * Runs a phase handler once, synchronously. Throws what the module or a host function threw; the caller classifies
+   * it. What the handler did is in `state` (and in the view it changed).
    */
-  async invoke(exportName: string, state: CallState | null): Promise<Uint8Array | null> {
-    if (this.busy) await new Promise<void>((resolve) => this.waiters.push(resolve));
-    this.busy = true;
+  callHandler(exportName: string, state: CallState): void {
+    const handler = this.exports[exportName];
+    if (typeof handler !== 'function') throw new CallAbort('bad-argument', `the module does not export ${exportName}`);
+    this.call = state;
+    this.deadline = performance.now() + this.options.limits.cpuMs;
     try {
-      this.call = state;
-      this.deadline = performance.now() + this.options.limits.cpuMs;
-      const output = await this.plugin.call(exportName);
-      if (!output) return null;
-      const bytes = new Uint8Array(output.bytes());
-      if (state) this.countOutput(state, bytes.byteLength);
-      else if (bytes.byteLength > this.options.limits.outputBytes) {
-        throw new CallAbort(
-          'output-cap',
-          `output of ${bytes.byteLength} bytes exceeds the ${this.options.limits.outputBytes}-byte cap`,
-        );
-      }
-      return bytes;
+      (handler as () => unknown)();
     } finally {
       this.call = null;
-      const next = this.waiters.shift();
-      if (next) next();
-      else this.busy = false;
+      // Frees the kernel blocks the call allocated (Extism's `call` does the same before each call). Synchronous
+      // inside, although the method is declared async.
+      void this.plugin.reset();
     }
+  }
+
+  /** Calls the descriptor export through Extism (its output is the descriptor); null when it set no output. */
+  async describe(exportName: string): Promise<Uint8Array | null> {
+    this.deadline = performance.now() + this.options.limits.cpuMs;
+    const output = await this.plugin.call(exportName);
+    if (!output) return null;
+    const bytes = new Uint8Array(output.bytes());
+    if (bytes.byteLength > this.options.limits.outputBytes) {
+      throw new CallAbort('output-cap', `output of ${bytes.byteLength} bytes exceeds the ${this.options.limits.outputBytes}-byte cap`);
+    }
+    return bytes;
   }
 
   async close(): Promise<void> {
@@ -251,6 +268,30 @@ export class PolicyInstance {
     return bytes.byteLength;
   }
 
+  /**
+   * The kernel functions that read or write Extism's per-call frame, answered by the host for directly called
+   * handlers (which have none): the input is empty, output is counted against the cap and ignored, and `error_set`
+   * makes the call fail with the module's message, as it does through Extism.
+   */
+  private frameFunctions(): Record<string, (cp: KernelContext, ...args: bigint[]) => unknown> {
+    return {
+      input_length: () => 0n,
+      input_offset: () => 0n,
+      input_load_u8: () => 0,
+      input_load_u64: () => 0n,
+      output_set: (_cp, _addr, length) => {
+        this.countOutput(this.current(), Number(length));
+      },
+      error_set: (cp, addr) => {
+        const state = this.current();
+        const message = cp.read(addr)?.string() ?? '';
+        this.countOutput(state, message.length);
+        state.failMessage = message.slice(0, 4096);
+      },
+      error_get: () => 0n,
+    };
+  }
+
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Extism's own signature for host functions
   private hostFunctions(): Record<string, (callContext: any, ...args: any[]) => unknown> {
     const { policy, logger } = this.options;
@@ -290,7 +331,7 @@ export class PolicyInstance {
         const key = `${kind}:${request}`;
         const result = state.effectResults.get(key);
         if (result !== undefined) return this.writeValue(result, buf, cap);
-        state.pendingEffects.set(key, { kind, request });
+        (state.pendingEffects ??= new Map()).set(key, { kind, request });
         return EFFECT_PENDING;
       },
       log: (_cp: unknown, level: number, ptr: number, len: number): void => {

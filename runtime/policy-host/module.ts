@@ -103,10 +103,11 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger): Promi
     limits: DEFAULT_LIMITS,
     extismConfig: {},
     logger: logger.child({ policy: where }),
+    purpose: 'describe',
   });
   let output: Uint8Array | null;
   try {
-    output = await describer.invoke(DESCRIBE_EXPORT, null);
+    output = await describer.describe(DESCRIBE_EXPORT);
   } catch (err) {
     throw new PolicyLoadError(where, [`${DESCRIBE_EXPORT} failed: ${(err as Error).message}`]);
   } finally {

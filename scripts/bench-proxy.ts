@@ -5,6 +5,8 @@
 //   direct       the backend itself
 //   nginx        nginx, 1 worker, upstream keepalive 64 (config written to a temp dir)
 //   undici       scripts/bench/minimal-undici-proxy.ts: `node:http` + undici 7 Pool (64 connections), streamed body
+//   undici-duties  the same with BENCH_DUTIES=1: X-Forwarded-*, request ids and a JSON access log line, as Gatehouse
+//                does (a reference: what those duties cost a minimal proxy)
 //   fastify      scripts/bench/fastify-proxy.ts: @fastify/http-proxy 11 on fastify 5
 //   gatehouse    dist/runtime/main.js --config <file>: one API, no policies
 //   gatehouse-5  the same with a five-policy chain (FIVE_POLICY_CHAIN below)
@@ -16,7 +18,8 @@
 //
 // Prints a table on stderr, then on stdout:
 //   throughput-ratio-vs-fastify, throughput-ratio-vs-undici, five-policy-ratio, p99-added-ms, throughput-ratio-vs-nginx,
-//   p99-added-ms-minimal-undici (the same latency figure for the minimal undici proxy: the floor of one Node hop here)
+//   p99-added-ms-minimal-undici (the same latency figure for the minimal undici proxy: the floor of one Node hop here),
+//   throughput-ratio-vs-undici-with-duties (against the minimal proxy doing the forwarding headers, ids and log)
 // Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1).
 //
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
@@ -331,14 +334,15 @@ async function verifyForwarding(port: number, expectHeaders: string[] = []): Pro
   return reply;
 }
 
-function nodeTarget(key: string, label: string, script: string): Target {
+function nodeTarget(key: string, label: string, script: string, extra: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Target {
   return {
     key,
     label,
     async start() {
       const port = await freePort();
       const child = startChild(key, process.execPath, [...nodeArgs, benchScript(script)], {
-        env: { BENCH_PORT: String(port), BENCH_BACKEND: `http://127.0.0.1:${backendPort}` },
+        env: { BENCH_PORT: String(port), BENCH_BACKEND: `http://127.0.0.1:${backendPort}`, ...extra.env },
+        stdoutFile: extra.stdoutFile,
       });
       await waitReady(child, port, '/', 15_000).catch(async (e: unknown) => {
         await stopChild(child);
@@ -557,6 +561,10 @@ async function main(): Promise<number> {
     { key: 'direct', label: 'backend directly', start: async () => ({ port: backendPort, stop: async () => undefined }), verify: async () => undefined },
     nginxTarget(join(tmpRoot, 'nginx')),
     nodeTarget('undici', 'minimal node:http + undici Pool', 'minimal-undici-proxy'),
+    nodeTarget('undici-duties', 'the same + X-Forwarded-*, request id, JSON log', 'minimal-undici-proxy', {
+      env: { BENCH_DUTIES: '1' },
+      stdoutFile: join(tmpRoot, 'undici-duties.log'),
+    }),
     nodeTarget('fastify', '@fastify/http-proxy 11 (fastify 5)', 'fastify-proxy'),
     gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
@@ -669,6 +677,7 @@ async function main(): Promise<number> {
       const at = (key: string) => results.get(key)!.rounds[round]?.rps ?? null;
       log(
         `round ${round + 1}: gatehouse/fastify ${ratio(at('gatehouse'), at('fastify'))}, gatehouse/undici ${ratio(at('gatehouse'), at('undici'))}, ` +
+          `gatehouse/undici-with-duties ${ratio(at('gatehouse'), at('undici-duties'))}, ` +
           `gatehouse/nginx ${ratio(at('gatehouse'), at('nginx'))}, five-policy/no-policy ${ratio(at('gatehouse-5'), at('gatehouse'))}`,
       );
     }
@@ -711,6 +720,7 @@ async function main(): Promise<number> {
     `p99-added-ms: ${added('gatehouse')}`,
     `throughput-ratio-vs-nginx: ${ratio(gh, best('nginx'))}`,
     `p99-added-ms-minimal-undici: ${added('undici')}`,
+    `throughput-ratio-vs-undici-with-duties: ${ratio(gh, best('undici-duties'))}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return lines.some((l) => l.endsWith('n/a')) ? 1 : 0;

@@ -11,12 +11,11 @@ function apply(onRequest: bool): i32 {
   const name = config.getString("name")!;
   const value = config.getString("value", "")!;
   const action = config.getString("existsAction", "override")!;
-  const current = onRequest ? request.header(name) : response.header(name);
   if (action == "delete") {
     if (onRequest) request.removeHeader(name);
     else response.removeHeader(name);
-  } else if (action == "skip" && current != null) {
-    // Keep the existing value.
+  } else if (action == "skip" && (onRequest ? request.header(name) : response.header(name)) != null) {
+    // Keep the existing value (read only for "skip": a host call saved on every other call).
   } else if (action == "append") {
     if (onRequest) request.addHeader(name, value);
     else response.addHeader(name, value);

@@ -43,6 +43,12 @@ function handler(name: string) {
         req.socket.destroy();
         return;
       }
+      if (url.pathname.endsWith('/half')) {
+        // Promises a megabyte, sends 64 KiB, then drops the connection.
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(1024 * 1024) });
+        res.write(Buffer.alloc(64 * 1024, 'h'), () => setTimeout(() => req.socket.destroy(), 20));
+        return;
+      }
       if (url.pathname.endsWith('/large')) {
         const chunks = Number(url.searchParams.get('chunks') ?? 256);
         const chunk = Buffer.alloc(64 * 1024, 'x');
@@ -88,6 +94,7 @@ apis:
       - { id: slow, method: GET, urlTemplate: "/slow" }
       - { id: large, method: GET, urlTemplate: "/large" }
       - { id: reset, method: GET, urlTemplate: "/reset" }
+      - { id: half, method: GET, urlTemplate: "/half" }
     policies:
       inbound:
         - { policy: set-header, config: { name: x-from-api, value: shop } }
@@ -265,6 +272,24 @@ describe('gateway: forwarding', () => {
     for await (const chunk of res.body) bytes += (chunk as Buffer).length;
     assert.equal(res.statusCode, 200);
     assert.equal(bytes, 320 * 64 * 1024);
+  });
+
+  test('a backend that fails mid-body truncates the client\'s response; the gateway keeps serving', async () => {
+    const res = await request(`${gw.url}/shop/half`, { dispatcher: agent });
+    assert.equal(res.statusCode, 200);
+    let received = 0;
+    const failure = await (async () => {
+      for await (const chunk of res.body) received += (chunk as Buffer).length;
+    })().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(failure !== null, 'reading a truncated body must fail on the client');
+    assert.ok(received < 1024 * 1024);
+    assert.equal((await get('/shop/orders/8')).status, 200);
+    await gw.waitForLog((l) => l.msg === 'backend response cut short' && l.api === 'shop');
+    const metrics = await (await request(`http://127.0.0.1:${gw.adminPort}/metrics`)).body.text();
+    assert.match(metrics, /gatehouse_upstream_errors_total\{api="shop",reason="truncated"\} 1/);
   });
 
   test('a client that goes away mid-body cuts the backend response short', async () => {

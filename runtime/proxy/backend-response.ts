@@ -43,9 +43,14 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   private abortRequested: Error | null = null;
   private wake: (() => void) | null = null;
 
+  /** Set when the gateway aborts the request itself (destroy): the failure that follows is not the backend's. */
+  private aborting = false;
+
   constructor(
     /** Header names never passed back to the client (hop-by-hop). */
     private readonly dropped: ReadonlySet<string>,
+    /** Told when the backend fails after its response head (the body is cut short). */
+    private readonly onBodyFailure?: (error: Error) => void,
   ) {
     this.head = new Promise<BackendHead>((resolve, reject) => {
       this.settleHead = { resolve, reject };
@@ -98,8 +103,10 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
       return;
     }
     this.failure = error;
-    // The client sees a truncated response: the head is out, there is no honest way to signal the failure.
-    if (this.destination && !this.destination.destroyed) this.destination.destroy(error);
+    // The client sees a truncated response: the head is out, there is no honest way to signal the failure. Unless the
+    // gateway aborted it itself, the failure is reported (logs, metrics).
+    if (!this.aborting) this.onBodyFailure?.(error);
+    if (this.destination && !this.destination.destroyed) this.destination.destroy();
     else this.notify();
   }
 
@@ -115,7 +122,7 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
     }
     if (this.failure || destination.destroyed) {
       this.destroy();
-      destination.destroy(this.failure ?? undefined);
+      destination.destroy();
       return;
     }
     destination.on('drain', () => this.controller?.resume());
@@ -129,6 +136,7 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   destroy(error?: Error): void {
     if (this.ended || this.failure) return;
     const reason = error ?? new Error(DISCARDED);
+    this.aborting = true;
     if (!this.headReceived) this.head.catch(() => undefined);
     if (this.controller) this.controller.abort(reason);
     else this.abortRequested = reason;

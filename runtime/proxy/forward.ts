@@ -40,6 +40,8 @@ export interface ForwardTarget {
   apiPrefix: string;
   /** A policy reads the response body: buffer it instead of streaming. */
   bufferResponse: boolean;
+  /** Told when the backend fails after its response head, while the body streams (the client's response is cut). */
+  onBodyFailure?: (error: Error) => void;
 }
 
 export class Forwarder {
@@ -79,7 +81,7 @@ export class Forwarder {
    */
   async forward(exchange: Exchange, to: ForwardTarget): Promise<ResponseState> {
     const { chosen, dispatcher, options } = this.route(exchange, to);
-    const response = new BackendResponse(NOT_RETURNED);
+    const response = new BackendResponse(NOT_RETURNED, to.onBodyFailure);
     let head: BackendHead;
     try {
       dispatcher.dispatch(options, response);

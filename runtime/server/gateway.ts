@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { RequestError, runChain } from '../pipeline/chain.ts';
 import { Exchange, type BodyStream, type HeaderMap, type ResponseBody, type ResponseState } from '../pipeline/exchange.ts';
 import { chunksOf, collectBody } from '../proxy/body.ts';
-import type { Forwarder } from '../proxy/forward.ts';
+import type { ForwardTarget, Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
 import { accessLogMembers } from '../telemetry/access-log.ts';
@@ -158,7 +158,16 @@ export class Gateway {
       },
     });
     let backendMs: number | null = null;
-    const to = { backends: api.backends, target, apiPrefix: api.prefix, bufferResponse: operation.needsResponseBody };
+    const to: ForwardTarget = {
+      backends: api.backends,
+      target,
+      apiPrefix: api.prefix,
+      bufferResponse: operation.needsResponseBody,
+      onBodyFailure: (error) => {
+        this.upstreamErrors.inc({ api: api.id, reason: 'truncated' });
+        this.logger.warn('backend response cut short', { requestId, api: api.id, operation: operation.id, error: error.message });
+      },
+    };
     await runChain(operation.chain, exchange, async (ex) => {
       const t = performance.now();
       try {

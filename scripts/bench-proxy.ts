@@ -685,10 +685,8 @@ async function main(): Promise<number> {
   // p99-added-ms comes from the constant-rate open loop (wrk2's method; no wrk2 package here). autocannon, the fallback
   // the brief named, is shown beside it: it paces by bursts and its own percentiles are whole milliseconds.
   const lat = (key: string, mode: string) => latency.get(`${key}/${mode}`);
-  const added = (key: string) => {
-    const [direct, proxied] = [lat('direct', 'constant'), lat(key, 'constant')];
-    return direct && proxied ? fmt2(proxied.p99 - direct.p99) : 'n/a';
-  };
+  const minus = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? fmt2(a - b) : 'n/a');
+  const added = (key: string) => minus(lat(key, 'constant')?.p99, lat('direct', 'constant')?.p99);
   if (latency.size > 0) {
     const cell = (v: number | undefined) => (v === undefined ? 'n/a' : fmt2(v));
     const sources: Array<[string, (key: string) => number | undefined]> = [
@@ -696,7 +694,6 @@ async function main(): Promise<number> {
       ['autocannon --overallRate, exact times', (k) => lat(k, 'autocannon')?.p99],
       ["autocannon's own JSON p99 (whole ms)", (k) => lat(k, 'autocannon')?.autocannonP99],
     ];
-    const minus = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? fmt2(a - b) : 'n/a');
     const lrows = [
       [`p99 ms at ${fmtInt(LATENCY_RATE)} req/s, ${LATENCY_S} s`, 'direct', 'undici', 'Gatehouse', 'undici added', 'Gatehouse added'],
       ...sources.map(([label, of]) => {

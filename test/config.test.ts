@@ -18,6 +18,7 @@ import { bindChains } from '../runtime/config/policies.ts';
 import { ConfigFileWatcher } from '../runtime/config/watch.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { buildFixture, makeExchange, newHost } from './support/policies.ts';
+import { waitFor } from './support/wait.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-config-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -468,13 +469,6 @@ apis:
 });
 
 describe('configuration file watcher', () => {
-  const waitFor = async (what: string, ok: () => boolean, ms = 5000) => {
-    const until = Date.now() + ms;
-    while (!ok()) {
-      if (Date.now() > until) assert.fail(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  };
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
   test('a change is applied with the new text; a touch without changes is not', async () => {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { isDeno } from '../runtime/platform/http.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { waitFor } from './support/wait.ts';
 
 interface Seen {
   method: string;
@@ -173,14 +174,6 @@ function rawHttp(payload: string, waitMs = 1500): Promise<string> {
   });
 }
 
-async function waitFor(condition: () => boolean, failure: string, ms = 5000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > until) assert.fail(failure);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 function lastSeen(): Seen {
   return seen[seen.length - 1]!;
 }
@@ -300,7 +293,7 @@ describe('gateway: forwarding', () => {
       assert.ok((chunk as Buffer).length > 0);
       break; // leaving the loop destroys the body: the client hangs up after 256 MiB were promised
     }
-    await waitFor(() => backendResponsesCut > cutBefore, 'the backend response was not cut');
+    await waitFor('the backend response to be cut', () => backendResponsesCut > cutBefore);
   });
 
   test(
@@ -315,7 +308,7 @@ describe('gateway: forwarding', () => {
         assert.equal(res.status, 500);
         assert.equal(res.headers['content-type'], 'application/problem+json');
       }
-      await waitFor(() => backendResponsesCut >= cutBefore + 70, `only ${backendResponsesCut - cutBefore} of 70 cut`);
+      await waitFor('all 70 backend responses to be cut', () => backendResponsesCut >= cutBefore + 70);
     },
   );
 

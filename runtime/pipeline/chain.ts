@@ -4,6 +4,7 @@
 import type { Phase } from '../policy-host/abi.ts';
 import type { PolicyBinding } from '../policy-host/binding.ts';
 import { PolicyFailure } from '../policy-host/errors.ts';
+import { roundMs } from '../telemetry/access-log.ts';
 import type { Exchange, ResponseState } from './exchange.ts';
 
 export interface PolicyChain {
@@ -94,7 +95,7 @@ async function runPhase(
       const pending = binding.runNow(phase, exchange);
       if (pending) await pending;
     } catch (err) {
-      const ms = microseconds(performance.now() - started);
+      const ms = roundMs(performance.now() - started);
       if (err instanceof PolicyFailure && binding.failOpen) {
         exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed-open' });
         hooks.onFailOpen?.(binding, err);
@@ -103,16 +104,11 @@ async function runPhase(
       exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed' });
       throw err;
     }
-    const ms = microseconds(performance.now() - started);
+    const ms = roundMs(performance.now() - started);
     exchange.timings.push({ binding: binding.id, phase, ms, outcome: exchange.responded ? 'respond' : 'continue' });
     if (exchange.responded) return true;
   }
   return false;
-}
-
-/** Milliseconds kept to the microsecond: what logs show, rounded once. */
-function microseconds(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
 }
 
 async function runOnError(bindings: readonly PolicyBinding[], exchange: Exchange, hooks: ChainHooks): Promise<void> {

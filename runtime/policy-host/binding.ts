@@ -43,7 +43,7 @@ export interface BindingStats {
   lastFailure: { reason: FailureReason; message: string } | null;
 }
 
-/** The effect results of a first round: none (read only; a round that gets results has its own map). */
+/** The effect results of a call's first round: none (later rounds share one map per call, filled between rounds). */
 const NO_RESULTS: ReadonlyMap<string, string> = new Map();
 
 /** Failures after which the instance is no longer trusted: its stack or heap may be mid-update. */
@@ -147,9 +147,9 @@ export class PolicyBinding {
     const exportName = PHASE_EXPORTS[phase];
     const instance = this.ready;
     if (!instance) return this.runRounds(exportName, view, new Map(), 1);
-    const pending = this.round(instance, exportName, view, null);
-    if (pending === null) return undefined;
-    return this.runRounds(exportName, view, pending.results, 2, pending.effects);
+    const effects = this.round(instance, exportName, view, NO_RESULTS);
+    if (effects === null) return undefined;
+    return this.runRounds(exportName, view, new Map(), 2, effects);
   }
 
   /** Rounds from `round` on, waiting for the instance and performing effects between them (`effects`: asked by the last round). */
@@ -173,9 +173,9 @@ export class PolicyBinding {
       } catch (err) {
         throw this.failed('instantiate', `could not create an instance: ${(err as Error).message}`, false);
       }
-      const pending = this.round(instance, exportName, view, results);
-      if (pending === null) return;
-      effects = pending.effects;
+      const asked = this.round(instance, exportName, view, results);
+      if (asked === null) return;
+      effects = asked;
     }
   }
 
@@ -187,11 +187,11 @@ export class PolicyBinding {
     instance: PolicyInstance,
     exportName: string,
     view: TransactionalView,
-    results: Map<string, string> | null,
-  ): { effects: Map<string, { kind: number; request: string }>; results: Map<string, string> } | null {
+    results: ReadonlyMap<string, string>,
+  ): Map<string, { kind: number; request: string }> | null {
     const state: CallState = {
       view,
-      effectResults: results ?? NO_RESULTS,
+      effectResults: results,
       pendingEffects: null,
       failMessage: null,
       outputBytes: 0,
@@ -215,7 +215,7 @@ export class PolicyBinding {
       return null;
     }
     view.rollback();
-    return { effects: state.pendingEffects, results: results ?? new Map() };
+    return state.pendingEffects;
   }
 
   private async performEffects(

@@ -39,12 +39,9 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   private queuedBytes = 0;
   private ended = false;
   private failure: Error | null = null;
-  /** Asked to abort before undici handed over the controller. */
-  private abortRequested: Error | null = null;
+  /** Why the gateway aborted the request itself (destroy): the failure that follows is not the backend's. */
+  private abortReason: Error | null = null;
   private wake: (() => void) | null = null;
-
-  /** Set when the gateway aborts the request itself (destroy): the failure that follows is not the backend's. */
-  private aborting = false;
 
   constructor(
     /** Header names never passed back to the client (hop-by-hop). */
@@ -61,7 +58,8 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
 
   onRequestStart(controller: Controller): void {
     this.controller = controller;
-    if (this.abortRequested) controller.abort(this.abortRequested);
+    // Destroyed before undici handed over the controller.
+    if (this.abortReason) controller.abort(this.abortReason);
   }
 
   onResponseStart(controller: Controller, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
@@ -105,7 +103,7 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
     this.failure = error;
     // The client sees a truncated response: the head is out, there is no honest way to signal the failure. Unless the
     // gateway aborted it itself, the failure is reported (logs, metrics).
-    if (!this.aborting) this.onBodyFailure?.(error);
+    if (this.abortReason === null) this.onBodyFailure?.(error);
     if (this.destination && !this.destination.destroyed) this.destination.destroy();
     else this.notify();
   }
@@ -135,11 +133,9 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   /** Aborts the backend request (its connection is closed); nothing more is delivered. */
   destroy(error?: Error): void {
     if (this.ended || this.failure) return;
-    const reason = error ?? new Error(DISCARDED);
-    this.aborting = true;
+    this.abortReason = error ?? new Error(DISCARDED);
     if (!this.headReceived) this.head.catch(() => undefined);
-    if (this.controller) this.controller.abort(reason);
-    else this.abortRequested = reason;
+    this.controller?.abort(this.abortReason);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {

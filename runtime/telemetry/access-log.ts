@@ -38,7 +38,7 @@ export function accessLogMembers(r: AccessRecord): string {
   return `${out},"client":${jsonString(r.client)}`;
 }
 
-/** Milliseconds to the microsecond. */
-function roundMs(ms: number): number {
+/** Milliseconds kept to the microsecond: what the access log shows (policy timings are rounded with it too). */
+export function roundMs(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }

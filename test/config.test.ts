@@ -476,6 +476,9 @@ describe('configuration file watcher', () => {
     writeFileSync(file, 'one\n');
     const seen: string[] = [];
     const watcher = new ConfigFileWatcher(file, { intervalMs: 10, settleMs: 5, onChange: async (text) => void seen.push(text) });
+    // The first poll takes note of the content; polled here rather than waited for, so that a loaded machine cannot
+    // let the change below happen before it.
+    await watcher.poll();
     watcher.start();
     try {
       await sleep(40);

@@ -7,6 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { PolicyFailure } from '../runtime/policy-host/index.ts';
 import { runChain, stackScopes, type PolicyChain } from '../runtime/pipeline/chain.ts';
 import type { ResponseState } from '../runtime/pipeline/exchange.ts';
+import { GatewayEffects } from '../runtime/pipeline/effects.ts';
+import { MemoryCounterStore, type CounterStore } from '../runtime/state/counter-store.ts';
 import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
 
 let t: TestHost;
@@ -65,6 +67,70 @@ describe('effects', () => {
       const exchange = makeExchange({ clientAddress: '10.9.9.9' });
       await binding.run('inbound', exchange);
       assert.equal(exchange.responded, false);
+    }
+  });
+
+  test('COUNTER: an in-memory counter completes inside the call, without a second round', async () => {
+    const module = await t.host.load(await buildFixture('counter-limit'));
+    const binding = t.host.bind({
+      id: 'api:sync/inbound/0',
+      phase: 'inbound',
+      module,
+      config: { limit: 2, period: 60 },
+      grants: { counters: true },
+    });
+    await binding.warm();
+    const first = makeExchange({ clientAddress: '10.1.1.1' });
+    // runNow returns undefined only when the call completed synchronously: no effect round was needed.
+    assert.equal(binding.runNow('inbound', first), undefined);
+    assert.equal(first.request.headers.get('x-count')?.[0], '1');
+    assert.equal(binding.runNow('inbound', makeExchange({ clientAddress: '10.1.1.1' })), undefined);
+    const third = makeExchange({ clientAddress: '10.1.1.1' });
+    assert.equal(binding.runNow('inbound', third), undefined);
+    assert.equal(third.response.status, 429);
+  });
+
+  test('COUNTER: a store that answers only asynchronously (as Redis does) takes a second round, with the same outcome', async () => {
+    const memory = new MemoryCounterStore();
+    const later: CounterStore = {
+      consume: (key, amount, limit, period) =>
+        new Promise((resolve) => setTimeout(() => resolve(memory.consume(key, amount, limit, period)), 5)),
+    };
+    const asyncHost = newHost(new GatewayEffects({ counters: later }));
+    const module = await asyncHost.host.load(await buildFixture('counter-limit'));
+    const binding = asyncHost.host.bind({
+      id: 'api:async/inbound/0',
+      phase: 'inbound',
+      module,
+      config: { limit: 2, period: 60 },
+      grants: { counters: true },
+    });
+    await binding.warm();
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const exchange = makeExchange({ clientAddress: '10.2.2.2' });
+      const pending = binding.runNow('inbound', exchange);
+      assert.ok(pending instanceof Promise, 'the counter is pending in the first round');
+      await pending;
+      statuses.push(exchange.response.status);
+    }
+    assert.deepEqual(statuses, [200, 200, 429]);
+  });
+
+  test('COUNTER completed in a round that also waits for HTTP is counted once, not again in the next round', async () => {
+    const module = await t.host.load(await buildFixture('http-call'));
+    const binding = t.host.bind({
+      id: 'api:counted-lookup/inbound/0',
+      phase: 'inbound',
+      module,
+      config: { url: `http://127.0.0.1:${lookupPort}/counted`, countKey: 'calls' },
+      grants: { http: { allowedHosts: ['127.0.0.1'] }, counters: true },
+    });
+    for (const expected of ['1', '2']) {
+      const exchange = makeExchange();
+      await binding.run('inbound', exchange);
+      assert.equal(exchange.request.headers.get('x-lookup-status')?.[0], '200');
+      assert.equal(exchange.request.headers.get('x-count')?.[0], expected);
     }
   });
 
@@ -157,7 +223,7 @@ describe('effects', () => {
       phase: 'inbound',
       module,
       config: { mode: 'effect-chain' },
-      grants: { counters: true },
+      grants: { http: { allowedHosts: ['127.0.0.1'] } },
     });
     const err = await binding.run('inbound', makeExchange()).then(
       () => null,

@@ -115,4 +115,21 @@ describe('gatehouse-policy', () => {
     assert.equal(result.status, 0, result.stderr);
     assert.match(result.stdout + result.stderr, /gatehouse-policy new <dir>/);
   });
+
+  test('the SDK\'s SHA-256 and HMAC-SHA-256 agree with node:crypto at every length around the block boundaries', async () => {
+    const { createHash, createHmac, randomBytes } = await import('node:crypto');
+    const { buildFixture, makeExchange, newHost } = await import('./support/policies.ts');
+    const { host } = newHost();
+    const binding = host.bind({ id: 'crypto/0', phase: 'inbound', module: await host.load(await buildFixture('crypto-vectors')) });
+    const lengths = [...Array.from({ length: 130 }, (_, i) => i), 1000, 4095];
+    for (const length of lengths) {
+      const data = randomBytes(length);
+      // Keys shorter than, equal to and longer than the 64-byte block (a long key is hashed first).
+      const key = randomBytes([0, 20, 64, 65, 131][length % 5]!);
+      const exchange = makeExchange({ method: 'POST', body: new Uint8Array(data), headers: { 'x-key': key.toString('hex') } });
+      await binding.run('inbound', exchange);
+      assert.equal(exchange.request.headers.get('x-sha256')?.[0], createHash('sha256').update(data).digest('hex'), `sha256, ${length} bytes`);
+      assert.equal(exchange.request.headers.get('x-hmac')?.[0], createHmac('sha256', key).update(data).digest('hex'), `hmac, ${length} bytes, key ${key.length}`);
+    }
+  });
 });

@@ -109,6 +109,9 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
   const build = (source: string) => async () => (await buildPolicy({ source, cacheDir: options.cacheDir })).wasm;
   const builtins = listBuiltins(options.builtinDir);
 
+  // Built-in policies that keep counters (rate limits, quotas) get the `counters` grant without being told: they are
+  // shipped with the gateway, and a limit that fails for want of a grant protects nothing.
+  const builtinGrants = new Map<string, Grants>();
   const resolved = await Promise.all(
     slots.map(async (slot): Promise<PolicyModule | null> => {
       const { entry } = slot;
@@ -126,6 +129,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
             ]);
             return null;
           }
+          if (!builtinGrants.has(entry.policy)) builtinGrants.set(entry.policy, await grantsOfBuiltin(options.builtinDir, entry.policy));
           return await moduleFor(`source:${file}`, build(file));
         }
         if (entry.module !== undefined) {
@@ -159,7 +163,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         module,
         // A copy: the host fills in the defaults of the policy's schema, and the document stays as it was written.
         config: entry.config === undefined ? undefined : structuredClone(entry.config),
-        grants: entry.grants ? resolveGrants(entry.grants, options.baseDir) : undefined,
+        grants: grantsFor(entry, builtinGrants, options.baseDir),
         limits: entry.limits,
         failOpen: entry.failOpen,
       });
@@ -218,6 +222,23 @@ function listBuiltins(dir: string): string[] {
       .sort();
   } catch {
     return [];
+  }
+}
+
+/** The entry's own grants, over what its built-in policy is given. */
+function grantsFor(entry: PolicyEntry, builtinGrants: Map<string, Grants>, baseDir: string): Grants | undefined {
+  const own = entry.grants ? resolveGrants(entry.grants, baseDir) : undefined;
+  const given = entry.policy !== undefined ? builtinGrants.get(entry.policy) : undefined;
+  return given ? { ...given, ...own } : own;
+}
+
+/** `counters` when the built-in's policy.json lists it in `needs` (the only capability given without asking). */
+async function grantsOfBuiltin(builtinDir: string, name: string): Promise<Grants> {
+  try {
+    const policy = JSON.parse(await readFile(join(builtinDir, name, 'policy.json'), 'utf8')) as { needs?: unknown };
+    return Array.isArray(policy.needs) && policy.needs.includes('counters') ? { counters: true } : {};
+  } catch {
+    return {}; // the build reports a bad policy.json
   }
 }
 

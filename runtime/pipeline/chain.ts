@@ -70,14 +70,34 @@ export async function runChain(
     if (await runPhase('backend', chain.backend, exchange, hooks)) return;
     const draft = exchange.response;
     const response = await forward(exchange);
-    // Response headers that inbound/backend policies set are applied to the backend's response.
-    for (const [name, values] of draft.headers) response.headers.set(name, values);
+    // Response headers that inbound/backend policies set are applied to the backend's response: they replace the
+    // backend's, except Vary, a list of what the response depends on, which both add to (CORS adds Origin to it).
+    for (const [name, values] of draft.headers) {
+      const backend = name === 'vary' ? response.headers.get('vary') : undefined;
+      response.headers.set(name, backend ? mergeVary(backend, values) : values);
+    }
     exchange.response = response;
     await runPhase('outbound', chain.outbound, exchange, hooks);
   } catch (err) {
     exchange.error = describeError(err);
     await runOnError(chain['on-error'], exchange, hooks);
   }
+}
+
+/** One Vary value with the fields of both, each once (field names compare without case). */
+function mergeVary(backend: readonly string[], added: readonly string[]): string[] {
+  const fields: string[] = [];
+  const seen = new Set<string>();
+  for (const value of [...backend, ...added]) {
+    for (const raw of value.split(',')) {
+      const field = raw.trim();
+      if (field !== '' && !seen.has(field.toLowerCase())) {
+        seen.add(field.toLowerCase());
+        fields.push(field);
+      }
+    }
+  }
+  return [fields.join(', ')];
 }
 
 /** Runs one phase; returns true when a policy answered (the rest of the chain is skipped). */

@@ -19,21 +19,21 @@ export class GatewayEffects implements EffectRunner {
 
   async perform(kind: number, request: string, context: EffectContext): Promise<string> {
     const parsed = parseObject(request, kind);
-    if (kind === EffectKind.COUNTER) return JSON.stringify(await this.counter(parsed, context));
+    if (kind === EffectKind.COUNTER) {
+      const { key, amount, limit, periodSeconds } = counterRequest(parsed, context);
+      return JSON.stringify(await this.options.counters.consume(key, amount, limit, periodSeconds));
+    }
     if (kind === EffectKind.HTTP) return JSON.stringify(await this.http(parsed, context));
     throw new CallAbort('bad-argument', `unknown effect kind ${kind}`);
   }
 
-  private async counter(req: Record<string, unknown>, context: EffectContext) {
-    const key = req.key;
-    const limit = req.limit;
-    const period = req.periodSeconds;
-    const amount = req.amount ?? 1;
-    if (typeof key !== 'string' || key === '') throw badRequest('COUNTER', 'key must be a non-empty string');
-    if (!isPositiveInt(limit)) throw badRequest('COUNTER', 'limit must be a positive integer');
-    if (!isPositiveInt(period)) throw badRequest('COUNTER', 'periodSeconds must be a positive integer');
-    if (!isPositiveInt(amount)) throw badRequest('COUNTER', 'amount must be a positive integer');
-    return this.options.counters.consume(`${context.binding}:${key}`, amount, limit, period);
+  /** A counter the store can update without I/O (the in-memory one) completes inside the handler's call. */
+  performNow(kind: number, request: string, context: EffectContext): string | undefined {
+    const store = this.options.counters;
+    if (kind !== EffectKind.COUNTER || !store.consumeNow) return undefined;
+    const { key, amount, limit, periodSeconds } = counterRequest(parseObject(request, kind), context);
+    const outcome = store.consumeNow(key, amount, limit, periodSeconds);
+    return outcome === undefined ? undefined : JSON.stringify(outcome);
   }
 
   private async http(req: Record<string, unknown>, context: EffectContext) {
@@ -86,6 +86,15 @@ export function hostAllowed(host: string, allowed: readonly string[]): boolean {
     const p = pattern.toLowerCase();
     return p.startsWith('*.') ? h.endsWith(p.slice(1)) && h.length > p.length - 1 : h === p;
   });
+}
+
+function counterRequest(req: Record<string, unknown>, context: EffectContext) {
+  const { key, limit, periodSeconds, amount = 1 } = req;
+  if (typeof key !== 'string' || key === '') throw badRequest('COUNTER', 'key must be a non-empty string');
+  if (!isPositiveInt(limit)) throw badRequest('COUNTER', 'limit must be a positive integer');
+  if (!isPositiveInt(periodSeconds)) throw badRequest('COUNTER', 'periodSeconds must be a positive integer');
+  if (!isPositiveInt(amount)) throw badRequest('COUNTER', 'amount must be a positive integer');
+  return { key: `${context.binding}:${key}`, amount, limit, periodSeconds };
 }
 
 function parseObject(text: string, kind: number): Record<string, unknown> {

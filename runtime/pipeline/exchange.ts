@@ -66,6 +66,8 @@ export interface PolicyTiming {
 export interface ExchangeInit {
   requestId: string;
   api?: string;
+  /** The API's path prefix as routed (no trailing slash; empty for `/`). */
+  apiPathPrefix?: string;
   operation?: string;
   request: RequestState;
   backendUrl?: string;
@@ -117,6 +119,7 @@ export function headerRecord(
 export class Exchange implements TransactionalView {
   readonly requestId: string;
   readonly api: string;
+  readonly apiPathPrefix: string;
   readonly operation: string;
   request: RequestState;
   response: ResponseState = { status: 200, headers: new Map(), body: null };
@@ -135,6 +138,7 @@ export class Exchange implements TransactionalView {
   constructor(init: ExchangeInit) {
     this.requestId = init.requestId;
     this.api = init.api ?? '';
+    this.apiPathPrefix = init.apiPathPrefix ?? '';
     this.operation = init.operation ?? '';
     this.request = init.request;
     this.backendUrl = init.backendUrl ?? '';
@@ -232,6 +236,8 @@ export class Exchange implements TransactionalView {
     switch (name) {
       case 'api':
         return this.api;
+      case 'api-path-prefix':
+        return this.apiPathPrefix;
       case 'operation':
         return this.operation;
       case 'request-id':

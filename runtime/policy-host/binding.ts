@@ -26,6 +26,11 @@ export interface EffectContext {
 /** Performs effects between two calls of a handler (docs/policy-abi.md, section 5). */
 export interface EffectRunner {
   perform(kind: number, request: string, context: EffectContext): Promise<string>;
+  /**
+   * The result now, when the runner has it without I/O (the in-memory counter), else undefined. Called inside the
+   * host function, so the handler reads the result in the same call instead of a second round. May throw CallAbort.
+   */
+  performNow?(kind: number, request: string, context: EffectContext): string | undefined;
 }
 
 export interface BindingMetrics {
@@ -43,8 +48,11 @@ export interface BindingStats {
   lastFailure: { reason: FailureReason; message: string } | null;
 }
 
-/** The effect results of a call's first round: none (later rounds share one map per call, filled between rounds). */
-const NO_RESULTS: ReadonlyMap<string, string> = new Map();
+/** What a round that asked for effects waits for: the effects, and the results it already has. */
+interface Waiting {
+  pending: Map<string, { kind: number; request: string }>;
+  results: Map<string, string>;
+}
 
 /** Failures after which the instance is no longer trusted: its stack or heap may be mid-update. */
 const RECYCLING: ReadonlySet<FailureReason> = new Set<FailureReason>([
@@ -80,6 +88,9 @@ export class PolicyBinding {
   private readonly callsKey: string;
   /** The live instance once created, so that a call does not await a settled promise. */
   private ready: PolicyInstance | null = null;
+  private readonly effectContext: EffectContext;
+  /** Bound once: every call's state carries it. */
+  private readonly completeNow: CallState['completeNow'];
 
   constructor(private readonly options: BindingOptions) {
     this.id = options.id;
@@ -88,6 +99,11 @@ export class PolicyBinding {
     this.extismConfig = flattenConfig(options.config);
     this.labels = { policy: options.module.descriptor.name };
     this.callsKey = options.metrics.calls.key(this.labels);
+    this.effectContext = { binding: this.id, policy: this.name, grants: options.grants };
+    const { effects } = options;
+    this.completeNow = effects.performNow
+      ? (kind, request) => effects.performNow!(kind, request, this.effectContext)
+      : null;
   }
 
   get name(): string {
@@ -146,26 +162,21 @@ export class PolicyBinding {
     this.options.metrics.calls.incKey(this.callsKey);
     const exportName = PHASE_EXPORTS[phase];
     const instance = this.ready;
-    if (!instance) return this.runRounds(exportName, view, new Map(), 1);
-    const effects = this.round(instance, exportName, view, NO_RESULTS);
-    if (effects === null) return undefined;
-    return this.runRounds(exportName, view, new Map(), 2, effects);
+    if (!instance) return this.runRounds(exportName, view, null, 1);
+    const waiting = this.round(instance, exportName, view, null);
+    if (waiting === null) return undefined;
+    return this.runRounds(exportName, view, waiting, 2);
   }
 
-  /** Rounds from `round` on, waiting for the instance and performing effects between them (`effects`: asked by the last round). */
-  private async runRounds(
-    exportName: string,
-    view: TransactionalView,
-    results: Map<string, string>,
-    round: number,
-    effects?: Map<string, { kind: number; request: string }>,
-  ): Promise<void> {
+  /** Rounds from `round` on, waiting for the instance and performing effects between them (`waiting`: the last round). */
+  private async runRounds(exportName: string, view: TransactionalView, waiting: Waiting | null, round: number): Promise<void> {
+    let results = waiting?.results ?? null;
     for (; ; round++) {
-      if (effects) {
+      if (waiting) {
         if (round > MAX_EFFECT_ROUNDS) {
           throw this.failed('effects', `still asking for effects after ${MAX_EFFECT_ROUNDS} rounds`, false);
         }
-        await this.performEffects(effects, results);
+        results = await this.performEffects(waiting);
       }
       let instance: PolicyInstance;
       try {
@@ -173,25 +184,25 @@ export class PolicyBinding {
       } catch (err) {
         throw this.failed('instantiate', `could not create an instance: ${(err as Error).message}`, false);
       }
-      const asked = this.round(instance, exportName, view, results);
-      if (asked === null) return;
-      effects = asked;
+      waiting = this.round(instance, exportName, view, results);
+      if (waiting === null) return;
     }
   }
 
   /**
-   * One call of the handler, atomic: null when it succeeded without asking for effects (committed), else the effects it
-   * asked for (its changes rolled back; it runs again once they are performed). Throws PolicyFailure.
+   * One call of the handler, atomic: null when it succeeded without waiting for effects (committed), else what it waits
+   * for (its changes rolled back; it runs again once the effects are performed). Throws PolicyFailure.
    */
   private round(
     instance: PolicyInstance,
     exportName: string,
     view: TransactionalView,
-    results: ReadonlyMap<string, string>,
-  ): Map<string, { kind: number; request: string }> | null {
+    results: Map<string, string> | null,
+  ): Waiting | null {
     const state: CallState = {
       view,
       effectResults: results,
+      completeNow: this.completeNow,
       pendingEffects: null,
       failMessage: null,
       outputBytes: 0,
@@ -215,14 +226,13 @@ export class PolicyBinding {
       return null;
     }
     view.rollback();
-    return state.pendingEffects;
+    // Results completed synchronously in this round are kept: the next round must read them, not repeat the effect.
+    return { pending: state.pendingEffects, results: state.effectResults ?? new Map() };
   }
 
-  private async performEffects(
-    pending: Map<string, { kind: number; request: string }>,
-    results: Map<string, string>,
-  ): Promise<void> {
-    const context: EffectContext = { binding: this.id, policy: this.name, grants: this.options.grants };
+  /** Performs what a round waits for, concurrently; returns every result so far. */
+  private async performEffects({ pending, results }: Waiting): Promise<Map<string, string>> {
+    const context = this.effectContext;
     await Promise.all(
       [...pending].map(async ([key, { kind, request }]) => {
         try {
@@ -233,6 +243,7 @@ export class PolicyBinding {
         }
       }),
     );
+    return results;
   }
 
   private failed(reason: FailureReason, message: string, recycle: boolean): PolicyFailure {

@@ -6,7 +6,8 @@ import type { ErrorObject, ValidateFunction } from 'ajv';
 
 // ajv is CommonJS; under Node's ESM interop the class is on `.default`, under Deno it may be the module itself.
 const Ajv = ((AjvModule as unknown as { default?: unknown }).default ?? AjvModule) as typeof AjvModule.default;
-const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: true });
+// verbose: errors carry their schema node, whose `description` explains a failed `not` or `oneOf` better than ajv can.
+const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: true, verbose: true });
 
 export type ConfigValidator = (config: unknown) => string[];
 
@@ -18,7 +19,9 @@ export function compileConfigSchema(schema: unknown): ConfigValidator {
   } catch (err) {
     throw new Error(`configSchema is not a valid JSON Schema: ${(err as Error).message}`);
   }
-  return (config) => (validate(config) ? [] : (validate.errors ?? []).map(formatError));
+  // A failed `if` always comes with the failures of its `then` or `else`, which say what is wrong.
+  return (config) =>
+    validate(config) ? [] : (validate.errors ?? []).filter((e) => e.keyword !== 'if').map(formatError);
 }
 
 function formatError(e: ErrorObject): string {
@@ -29,5 +32,7 @@ function formatError(e: ErrorObject): string {
   if (e.keyword === 'enum') {
     return `${at}: ${e.message}: ${JSON.stringify((e.params as { allowedValues: unknown[] }).allowedValues)}`;
   }
+  const description = (e.parentSchema as { description?: unknown } | undefined)?.description;
+  if ((e.keyword === 'not' || e.keyword === 'oneOf') && typeof description === 'string') return `${at}: ${description}`;
   return `${at}: ${e.message ?? e.keyword}`;
 }

@@ -57,8 +57,14 @@ export interface CallView {
 /** Per-call state: what the handler asked for and what it produced. */
 export interface CallState {
   view: CallView;
-  /** Effect results from earlier rounds, by `kind:request`. */
-  effectResults: ReadonlyMap<string, string>;
+  /**
+   * Effect results by `kind:request`: from earlier rounds, and those completed synchronously in this call (so that the
+   * SDK asking again with a bigger buffer, or a later round, reads the same result instead of a second effect).
+   * Null until the first.
+   */
+  effectResults: Map<string, string> | null;
+  /** Completes an effect inside the host function when the runner can (the in-memory counter); undefined: it cannot. */
+  completeNow: ((kind: number, request: string) => string | undefined) | null;
   /** Effects asked for in this round that have no result yet (null until the first). */
   pendingEffects: Map<string, { kind: number; request: string }> | null;
   failMessage: string | null;
@@ -329,7 +335,11 @@ export class PolicyInstance {
         }
         if (kind !== EffectKind.COUNTER && kind !== EffectKind.HTTP) return Status.UNKNOWN_FIELD;
         const key = `${kind}:${request}`;
-        const result = state.effectResults.get(key);
+        let result = state.effectResults?.get(key);
+        if (result === undefined && state.completeNow !== null) {
+          result = state.completeNow(kind, request);
+          if (result !== undefined) (state.effectResults ??= new Map()).set(key, result);
+        }
         if (result !== undefined) return this.writeValue(result, buf, cap);
         (state.pendingEffects ??= new Map()).set(key, { kind, request });
         return EFFECT_PENDING;

@@ -112,14 +112,22 @@ export class Gateway {
       this.record(null, null, 404, started, requestId, req, null);
       return problem(404, 'Not Found', `no API serves ${req.method} ${req.path}`, requestId);
     }
-    if (match.kind === 'method-not-allowed') {
-      this.record(match.api.value, null, 405, started, requestId, req, null);
+    const notAllowed = () => {
       const res = problem(405, 'Method Not Allowed', `${req.method} is not allowed on ${req.path}`, requestId);
-      res.headers.set('allow', [match.allowed.join(', ')]);
+      res.headers.set('allow', [match.kind === 'method-not-allowed' ? match.allowed.join(', ') : '']);
       return res;
+    };
+    // A CORS preflight (OPTIONS with Access-Control-Request-Method) to an operation without OPTIONS goes through the
+    // policies of the global and API scopes, as Azure API Management does, so that an API-wide cors policy answers
+    // it; when none does, the answer is the 405 instead of the backend.
+    const preflight =
+      match.kind === 'method-not-allowed' && req.method === 'OPTIONS' && req.headers.has('access-control-request-method');
+    if (match.kind === 'method-not-allowed' && !preflight) {
+      this.record(match.api.value, null, 405, started, requestId, req, null);
+      return notAllowed();
     }
     const api = match.api.value;
-    const operation = match.operation?.value ?? api.defaultOperation;
+    const operation = (match.kind === 'matched' ? match.operation?.value : undefined) ?? api.defaultOperation;
     const limit = live.settings.maxRequestBodyBytes;
     const declared = Number(req.headers.get('content-length')?.[0] ?? NaN);
     if (declared > limit) {
@@ -143,9 +151,10 @@ export class Gateway {
     const exchange = new Exchange({
       requestId,
       api: api.id,
+      apiPathPrefix: api.prefix,
       operation: operation.id,
       backendUrl: target.url,
-      routeParams: match.params,
+      routeParams: match.kind === 'matched' ? match.params : new Map(),
       request: {
         method: req.method,
         path: req.path,
@@ -169,6 +178,7 @@ export class Gateway {
       },
     };
     await runChain(operation.chain, exchange, async (ex) => {
+      if (preflight) return notAllowed();
       const t = performance.now();
       try {
         return await this.forwarder.forward(ex, to);

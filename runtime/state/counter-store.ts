@@ -12,6 +12,8 @@ export interface CounterOutcome {
 export interface CounterStore {
   /** Adds `amount` to `key` when the result stays within `limit`; refused calls do not count. */
   consume(key: string, amount: number, limit: number, periodSeconds: number): Promise<CounterOutcome>;
+  /** consume() without waiting, when the store can answer without I/O; undefined when it cannot right now. */
+  consumeNow?(key: string, amount: number, limit: number, periodSeconds: number): CounterOutcome | undefined;
 }
 
 interface Window {
@@ -27,6 +29,10 @@ export class MemoryCounterStore implements CounterStore {
   constructor(private readonly now: () => number = Date.now) {}
 
   consume(key: string, amount: number, limit: number, periodSeconds: number): Promise<CounterOutcome> {
+    return Promise.resolve(this.consumeNow(key, amount, limit, periodSeconds));
+  }
+
+  consumeNow(key: string, amount: number, limit: number, periodSeconds: number): CounterOutcome {
     const now = this.now();
     this.sweep(now);
     const periodMs = periodSeconds * 1000;
@@ -39,13 +45,13 @@ export class MemoryCounterStore implements CounterStore {
     }
     const allowed = window.count + amount <= limit;
     if (allowed) window.count += amount;
-    return Promise.resolve({
+    return {
       allowed,
       count: window.count,
       limit,
       remaining: Math.max(0, limit - window.count),
       resetSeconds: Math.max(0, Math.ceil((window.end - now) / 1000)),
-    });
+    };
   }
 
   /** Drops windows that have ended, at most once a second. */

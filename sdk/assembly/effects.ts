@@ -1,9 +1,11 @@
 // Effects (ABI section 5): I/O the host performs between two calls of the same handler.
 //
-// The first call of a handler gets `null` (pending) from every effect; the handler should return `PENDING` as soon as
-// it can (ask for every effect it needs first, so the host runs them concurrently). The host then runs the handler
-// again from the start, and the same request (same kind, same bytes) returns its result. Requests are built
+// The first call of a handler gets `null` (pending) from an effect that needs I/O; the handler should return
+// `PENDING` as soon as it can (ask for every effect it needs first, so the host runs them concurrently). The host then
+// runs the handler again from the start, and the same request (same kind, same bytes) returns its result. Requests are built
 // deterministically: the same arguments always produce the same bytes (HTTP headers are sorted by name).
+// An effect the host completes without I/O (a counter kept in the gateway's memory) returns its result in the first
+// call; the same counter kept in Redis is pending. Write every handler for both.
 
 import { EFFECT_PENDING, EffectKind } from "./host";
 import { ByteBuffer, failStatus, fatal, readEffect, takeString } from "./io";

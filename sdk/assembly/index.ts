@@ -20,11 +20,14 @@ import {
   setDecimal,
   setText,
 } from "./fields";
-import { JsonKind, JsonReader } from "./json";
+import { JsonKind, JsonReader, jsonString } from "./json";
+import { counter } from "./effects";
 
 export { CounterResult, HttpResult, counter, httpCall } from "./effects";
+export { base64Decode, base64DecodeText } from "./encoding";
 export { JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
 export { gatehouseAbort } from "./abort";
+export { constantTimeEqual, hmacSha256, sha256, sha256Hex, toHex } from "./crypto";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Outcomes
@@ -46,6 +49,17 @@ export function respond(status: i32, body: string = "", contentType: string = ""
   if (contentType.length > 0) setText(Field.RESPONSE_HEADER, "content-type", contentType, false, "respond");
   check(host_respond(status), "respond", null);
   return RESPOND;
+}
+
+/**
+ * Ends the chain with an RFC 9457 problem (`application/problem+json`), shaped like the gateway's own error answers:
+ * `{"type":"about:blank","title":...,"status":...,"detail":...,"requestId":...}`. Returns RESPOND.
+ */
+export function respondProblem(status: i32, title: string, detail: string): i32 {
+  const body =
+    '{"type":"about:blank","title":' + jsonString(title) + ',"status":' + status.toString() + ',"detail":' +
+    jsonString(detail) + ',"requestId":' + jsonString(context.requestId()) + "}";
+  return respond(status, body, "application/problem+json");
 }
 
 /** Marks the call as failed with `message` (the host fails it when the handler returns). Returns 0. */
@@ -327,6 +341,10 @@ export namespace context {
   export function api(): string {
     return getNamedOrEmpty(Field.CONTEXT, "api", "context.api");
   }
+  /** The API's path prefix as routed (`/shop`; empty for an API at `/`): REQUEST_PATH starts with it. */
+  export function apiPathPrefix(): string {
+    return getNamedOrEmpty(Field.CONTEXT, "api-path-prefix", "context.apiPathPrefix");
+  }
   export function operation(): string {
     return getNamedOrEmpty(Field.CONTEXT, "operation", "context.operation");
   }
@@ -389,4 +407,35 @@ export namespace log {
   export function error(msg: string): void {
     logAt(LogLevel.ERROR, msg);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Limits
+
+/**
+ * A fixed-window rate limit: at most `calls` requests per window of `periodSeconds` for `key` (a window starts at a
+ * multiple of the period, Unix time). Over the limit it answers 429 with `Retry-After` and a problem body; with
+ * `headers`, every answer carries `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and
+ * `RateLimit-Policy` (`calls;w=period`), as IETF draft-ietf-httpapi-ratelimit-headers (06) describes. For `on_inbound`
+ * and `on_backend`; needs the `counters` grant. Returns CONTINUE, RESPOND or PENDING: `return rateLimit(...)`.
+ */
+export function rateLimit(key: string, calls: i64, periodSeconds: i64, headers: bool = true): i32 {
+  const r = counter(key, calls, periodSeconds);
+  if (r === null) return PENDING;
+  const reset = r.resetSeconds;
+  if (headers || !r.allowed) {
+    response.setHeader("ratelimit-limit", calls.toString());
+    response.setHeader("ratelimit-remaining", r.remaining.toString());
+    response.setHeader("ratelimit-reset", reset.toString());
+    response.setHeader("ratelimit-policy", calls.toString() + ";w=" + periodSeconds.toString());
+  }
+  if (r.allowed) return CONTINUE;
+  const retry = reset > 0 ? reset : 1;
+  response.setHeader("retry-after", retry.toString());
+  return respondProblem(
+    429,
+    "Too Many Requests",
+    "rate limit of " + calls.toString() + " calls per " + periodSeconds.toString() + " s exceeded; retry in " +
+      retry.toString() + " s",
+  );
 }

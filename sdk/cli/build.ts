@@ -215,7 +215,9 @@ function keyPosition(text: string, key: string): { line: number; column: number 
   return i >= 0 ? lineColumn(text, i) : { line: 1, column: 1 };
 }
 
-const POLICY_KEYS = new Set(['name', 'version', 'description', 'requestBody', 'responseBody']);
+const POLICY_KEYS = new Set(['name', 'version', 'description', 'requestBody', 'responseBody', 'needs']);
+/** Capabilities a policy may say it needs (`needs` in policy.json). */
+export const POLICY_NEEDS = ['counters', 'http', 'wasi', 'filesystem'] as const;
 
 /** A default policy name from a folder name: lowercase, other characters as dashes. */
 export function policyNameFromFolder(folder: string): string {
@@ -289,6 +291,14 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
   }
   if (policy.description !== undefined && typeof policy.description !== 'string') {
     problem('description', '"description" must be a string');
+  }
+  // `needs` documents the grants the policy cannot work without; a built-in policy's `counters` is granted by the
+  // gateway (runtime/config/policies.ts). It is not part of the module: a module cannot grant itself anything.
+  if (
+    policy.needs !== undefined &&
+    (!Array.isArray(policy.needs) || !policy.needs.every((n) => (POLICY_NEEDS as readonly unknown[]).includes(n)))
+  ) {
+    problem('needs', `"needs" must be a list of capabilities among ${POLICY_NEEDS.join(', ')} (got ${JSON.stringify(policy.needs)})`);
   }
   let configSchema: object | null = null;
   if (existsSync(schemaFile)) {

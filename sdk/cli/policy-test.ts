@@ -38,6 +38,8 @@ export interface TestCase {
   response?: { status?: number; headers?: Record<string, string | string[]>; body?: string };
   variables?: Record<string, string>;
   routeParams?: Record<string, string>;
+  /** The API's path prefix (CONTEXT `api-path-prefix`), e.g. `/shop`; default empty. */
+  apiPathPrefix?: string;
   error?: { source?: 'policy' | 'backend' | 'gateway'; reason?: string; message?: string; policy?: string };
   http?: CannedHttp[];
   /** Run the case this many times in a row with the same counters (for limits); expectations apply to the last. */
@@ -46,12 +48,15 @@ export interface TestCase {
     outcome?: 'continue' | 'respond' | 'fail' | 'invalid-config';
     status?: number;
     error?: string;
-    request?: { method?: string; path?: string; query?: string; headers?: Record<string, string | null> };
-    response?: { headers?: Record<string, string | null>; body?: string; bodyContains?: string };
+    request?: { method?: string; path?: string; query?: string; headers?: Record<string, ExpectedHeader> };
+    response?: { headers?: Record<string, ExpectedHeader>; body?: string; bodyContains?: string };
     variables?: Record<string, string | null>;
     logContains?: string;
   };
 }
+
+/** A header's exact value, `null` for absent, or `{"matches": "regex"}` for values that vary (times, ids). */
+export type ExpectedHeader = string | null | { matches: string };
 
 export interface CaseResult {
   name: string;
@@ -71,6 +76,10 @@ export interface TestRun {
 class OfflineEffects implements EffectRunner {
   canned: CannedHttp[] = [];
   private readonly real = new GatewayEffects({ counters: new MemoryCounterStore() });
+
+  performNow(kind: number, request: string, context: EffectContext): string | undefined {
+    return kind === EffectKind.HTTP ? undefined : this.real.performNow(kind, request, context);
+  }
 
   async perform(kind: number, request: string, context: EffectContext): Promise<string> {
     if (kind !== EffectKind.HTTP) return this.real.perform(kind, request, context);
@@ -203,6 +212,7 @@ function makeExchange(c: TestCase, phase: Phase): Exchange {
   const exchange = new Exchange({
     requestId: 'test-request',
     api: 'test-api',
+    apiPathPrefix: c.apiPathPrefix ?? '',
     operation: 'test-operation',
     request: {
       method: (r.method ?? 'GET').toUpperCase(),
@@ -238,12 +248,16 @@ function makeExchange(c: TestCase, phase: Phase): Exchange {
 
 function compareHeaders(
   label: string,
-  want: Record<string, string | null> | undefined,
+  want: Record<string, ExpectedHeader> | undefined,
   got: HeaderMap,
   problems: string[],
 ): void {
   for (const [name, value] of Object.entries(want ?? {})) {
     const actual = got.get(name.toLowerCase())?.join(', ') ?? null;
-    if (actual !== value) problems.push(`${label}.${name}: expected ${JSON.stringify(value)}, got ${JSON.stringify(actual)}`);
+    const ok =
+      value !== null && typeof value === 'object'
+        ? actual !== null && new RegExp(value.matches).test(actual)
+        : actual === value;
+    if (!ok) problems.push(`${label}.${name}: expected ${JSON.stringify(value)}, got ${JSON.stringify(actual)}`);
   }
 }

@@ -1,0 +1,152 @@
+// Hashing for policies: SHA-256 (FIPS 180-4) and HMAC-SHA-256 (RFC 2104), in plain AssemblyScript, so that a policy
+// needs no host call and no grant to compare a key with its stored digest or to check an HS256 signature.
+
+// The first 32 bits of the fractional parts of the cube roots of the first 64 primes (FIPS 180-4, 4.2.2).
+const K: StaticArray<u32> = [
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+];
+
+const W = new StaticArray<u32>(64);
+const H = new StaticArray<u32>(8);
+
+function resetState(): void {
+  H[0] = 0x6a09e667;
+  H[1] = 0xbb67ae85;
+  H[2] = 0x3c6ef372;
+  H[3] = 0xa54ff53a;
+  H[4] = 0x510e527f;
+  H[5] = 0x9b05688c;
+  H[6] = 0x1f83d9ab;
+  H[7] = 0x5be0cd19;
+}
+
+/** One 64-byte block at `ptr` into the state. */
+function compress(ptr: usize): void {
+  for (let t = 0; t < 16; t++) {
+    unchecked((W[t] = bswap<u32>(load<u32>(ptr + (<usize>t << 2)))));
+  }
+  for (let t = 16; t < 64; t++) {
+    const w15 = unchecked(W[t - 15]);
+    const w2 = unchecked(W[t - 2]);
+    const s0 = rotr<u32>(w15, 7) ^ rotr<u32>(w15, 18) ^ (w15 >>> 3);
+    const s1 = rotr<u32>(w2, 17) ^ rotr<u32>(w2, 19) ^ (w2 >>> 10);
+    unchecked((W[t] = unchecked(W[t - 16]) + s0 + unchecked(W[t - 7]) + s1));
+  }
+  let a = H[0], b = H[1], c = H[2], d = H[3], e = H[4], f = H[5], g = H[6], h = H[7];
+  for (let t = 0; t < 64; t++) {
+    const S1 = rotr<u32>(e, 6) ^ rotr<u32>(e, 11) ^ rotr<u32>(e, 25);
+    const ch = (e & f) ^ (~e & g);
+    const t1 = h + S1 + ch + unchecked(K[t]) + unchecked(W[t]);
+    const S0 = rotr<u32>(a, 2) ^ rotr<u32>(a, 13) ^ rotr<u32>(a, 22);
+    const maj = (a & b) ^ (a & c) ^ (b & c);
+    const t2 = S0 + maj;
+    h = g;
+    g = f;
+    f = e;
+    e = d + t1;
+    d = c;
+    c = b;
+    b = a;
+    a = t1 + t2;
+  }
+  H[0] += a;
+  H[1] += b;
+  H[2] += c;
+  H[3] += d;
+  H[4] += e;
+  H[5] += f;
+  H[6] += g;
+  H[7] += h;
+}
+
+const block = new StaticArray<u8>(64);
+
+/** SHA-256 of `len` bytes at `ptr`, then of `len2` bytes at `ptr2` (as one message): 32 bytes. */
+function digestOf(ptr: usize, len: i32, ptr2: usize, len2: i32): Uint8Array {
+  resetState();
+  const blockPtr = changetype<usize>(block);
+  let filled = 0;
+  // Two inputs, fed through one 64-byte buffer (HMAC hashes a key block and a message as one).
+  for (let part = 0; part < 2; part++) {
+    const p = part == 0 ? ptr : ptr2;
+    const n = part == 0 ? len : len2;
+    let i = 0;
+    while (i < n) {
+      const take = min(64 - filled, n - i);
+      memory.copy(blockPtr + <usize>filled, p + <usize>i, <usize>take);
+      filled += take;
+      i += take;
+      if (filled == 64) {
+        compress(blockPtr);
+        filled = 0;
+      }
+    }
+  }
+  // Padding: 0x80, zeros, then the message length in bits as a big-endian u64 (FIPS 180-4, 5.1.1).
+  const bits = (<u64>len + <u64>len2) << 3;
+  store<u8>(blockPtr + <usize>filled, 0x80);
+  filled++;
+  if (filled > 56) {
+    memory.fill(blockPtr + <usize>filled, 0, <usize>(64 - filled));
+    compress(blockPtr);
+    filled = 0;
+  }
+  memory.fill(blockPtr + <usize>filled, 0, <usize>(56 - filled));
+  store<u64>(blockPtr + 56, bswap<u64>(bits));
+  compress(blockPtr);
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 8; i++) store<u32>(out.dataStart + (<usize>i << 2), bswap<u32>(H[i]));
+  return out;
+}
+
+/** SHA-256 of `data`: 32 bytes. */
+export function sha256(data: Uint8Array): Uint8Array {
+  return digestOf(data.dataStart, data.length, 0, 0);
+}
+
+/** SHA-256 of the UTF-8 bytes of `text`, as 64 lowercase hex digits. */
+export function sha256Hex(text: string): string {
+  return toHex(sha256(Uint8Array.wrap(String.UTF8.encode(text))));
+}
+
+/** HMAC-SHA-256 of `message` under `key`: 32 bytes. */
+export function hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
+  const k = key.length > 64 ? sha256(key) : key;
+  const pad = new Uint8Array(64);
+  for (let i = 0; i < 64; i++) pad[i] = (i < k.length ? k[i] : 0) ^ 0x36;
+  const inner = digestOf(pad.dataStart, 64, message.dataStart, message.length);
+  for (let i = 0; i < 64; i++) pad[i] = (i < k.length ? k[i] : 0) ^ 0x5c;
+  return digestOf(pad.dataStart, 64, inner.dataStart, 32);
+}
+
+/** Compares in time that depends on the lengths only, not on where the first difference is. */
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): bool {
+  if (a.length != b.length) return false;
+  let diff: u32 = 0;
+  for (let i = 0; i < a.length; i++) diff |= <u32>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+/** Lowercase hex digits of `bytes`. */
+export function toHex(bytes: Uint8Array): string {
+  const out = new Uint8Array(bytes.length << 1);
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    out[i << 1] = hexDigit(b >> 4);
+    out[(i << 1) + 1] = hexDigit(b & 15);
+  }
+  return String.UTF8.decodeUnsafe(out.dataStart, <usize>out.length);
+}
+
+// @ts-ignore: decorator
+@inline
+function hexDigit(n: u8): u8 {
+  return n < 10 ? 0x30 + n : 0x57 + n;
+}

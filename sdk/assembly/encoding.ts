@@ -1,0 +1,44 @@
+// Base64 (RFC 4648): the standard and URL-safe alphabets, with or without padding, as JWTs and JWKS documents use.
+
+/** The 6-bit value of a base64 character of either alphabet, or -1. */
+function sextet(c: i32): i32 {
+  if (c >= 0x41 && c <= 0x5a) return c - 0x41; // A-Z
+  if (c >= 0x61 && c <= 0x7a) return c - 0x61 + 26; // a-z
+  if (c >= 0x30 && c <= 0x39) return c - 0x30 + 52; // 0-9
+  if (c == 0x2b || c == 0x2d) return 62; // + or -
+  if (c == 0x2f || c == 0x5f) return 63; // / or _
+  return -1;
+}
+
+/**
+ * Decodes base64 or base64url text (padding optional), or returns null when it is not valid: a character outside both
+ * alphabets, a length that no encoding produces, or bits left over that are not zero.
+ */
+export function base64Decode(text: string): Uint8Array | null {
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) == 0x3d) end--; // '='
+  if (text.length - end > 2) return null;
+  if (end % 4 == 1) return null;
+  const out = new Uint8Array((end * 3) >> 2);
+  let acc: u32 = 0;
+  let bits = 0;
+  let o = 0;
+  for (let i = 0; i < end; i++) {
+    const v = sextet(text.charCodeAt(i));
+    if (v < 0) return null;
+    acc = (acc << 6) | <u32>v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = <u8>(acc >> bits);
+    }
+  }
+  if ((acc & ((1 << bits) - 1)) != 0) return null;
+  return out;
+}
+
+/** The UTF-8 text encoded in base64 or base64url `text`; null when not valid. */
+export function base64DecodeText(text: string): string | null {
+  const bytes = base64Decode(text);
+  return bytes === null ? null : String.UTF8.decodeUnsafe(bytes.dataStart, <usize>bytes.length);
+}

@@ -1,0 +1,217 @@
+// The built-in policy library at gateway level: a real gateway process, a real backend on 127.0.0.1, real requests.
+// Each policy's own cases (policies/<name>/policy.test.json) run offline in builtin-policies.test.ts; this file checks
+// what only a gateway shows: configuration checked before anything runs, grants given to built-ins, headers set inbound
+// reaching the client, paths reaching the backend, and CORS preflights routed to API-scope policies.
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { Agent, request } from 'undici';
+import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+
+let backend: Server;
+let backendPort: number;
+let gateway: GatewayProcess;
+const seen: { url: string; headers: IncomingMessage['headers'] }[] = [];
+const agent = new Agent({ connections: 4 });
+
+function config(): string {
+  return `
+version: 1
+apis:
+  - id: shop
+    pathPrefix: /shop
+    backend: { url: "http://127.0.0.1:${backendPort}/base" }
+    policies:
+      inbound:
+        - policy: cors
+          config: { allowedOrigins: ["https://app.example.com"], allowedHeaders: [x-api-key], exposeHeaders: [x-request-id] }
+        - policy: key-auth
+          config:
+            keys:
+              - { id: alice, key: alice-key-0001 }
+              - { id: bob, sha256: ${sha256('bob-key-0002')} }
+              - { id: carol, key: carol-key-0003 }
+              - { id: dave, key: dave-key-0004 }
+            identityHeader: x-consumer-id
+        - policy: rate-limit
+          config: { calls: 3, renewalPeriod: 3600 }
+    operations:
+      - id: getOrder
+        method: GET
+        urlTemplate: /orders/{orderId}
+        policies:
+          inbound:
+            - policy: rewrite-uri
+              config: { template: "/v2/orders/{orderId}?source=gateway" }
+      - id: listOrders
+        method: GET
+        urlTemplate: /orders
+  - id: tenants
+    pathPrefix: /tenants
+    backend: { url: "http://127.0.0.1:${backendPort}" }
+    policies:
+      inbound:
+        - policy: rate-limit-by-key
+          config: { calls: 2, renewalPeriod: 3600, counterKey: { from: header, name: x-tenant }, onMissingKey: reject }
+    operations:
+      - id: get
+        method: GET
+        urlTemplate: /
+`;
+}
+
+/** Computed here rather than pasted, so that the test states which key the digest stands for. */
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+before(async () => {
+  backend = createServer((req, res) => {
+    seen.push({ url: req.url!, headers: req.headers });
+    res.writeHead(200, { 'content-type': 'text/plain', vary: 'Accept-Encoding' });
+    res.end(`backend saw ${req.url}`);
+  });
+  await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+  backendPort = (backend.address() as AddressInfo).port;
+  const dir = tempDir();
+  gateway = await startGatewayProcess({ config: writeConfig(dir, 'gateway.yaml', config()) });
+});
+
+after(async () => {
+  await gateway?.stop();
+  await agent.close();
+  await new Promise((r) => backend.close(r));
+});
+
+async function get(path: string, headers: Record<string, string> = {}, method = 'GET') {
+  const res = await request(`${gateway.url}${path}`, { method: method as 'GET', headers, dispatcher: agent });
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, body };
+}
+
+describe('built-in policies in a gateway', () => {
+  test('key-auth: 401 without a key or with a wrong one; with a key, the identity reaches the backend and the key does not', async () => {
+    const none = await get('/shop/orders');
+    assert.equal(none.status, 401);
+    assert.equal(none.headers['content-type'], 'application/problem+json');
+    assert.match(none.body, /missing API key/);
+    const wrong = await get('/shop/orders', { 'x-api-key': 'not-a-key-at-all' });
+    assert.equal(wrong.status, 401);
+    assert.doesNotMatch(wrong.body, /not-a-key-at-all/);
+    const before = seen.length;
+    const ok = await get('/shop/orders', { 'x-api-key': 'bob-key-0002' });
+    assert.equal(ok.status, 200, ok.body);
+    const saw = seen[before]!;
+    assert.equal(saw.headers['x-consumer-id'], 'bob');
+    assert.equal(saw.headers['x-api-key'], undefined, 'the key is not forwarded');
+  });
+
+  test('rate-limit (granted counters by the gateway): 3 calls an hour per identity, then 429 with Retry-After and RateLimit-*', async () => {
+    // alice's own counter (bob used one call above on his).
+    const statuses: number[] = [];
+    let last: Awaited<ReturnType<typeof get>> | null = null;
+    for (let i = 0; i < 4; i++) {
+      last = await get('/shop/orders', { 'x-api-key': 'alice-key-0001' });
+      statuses.push(last.status);
+      if (i === 0) {
+        assert.equal(last.headers['ratelimit-limit'], '3');
+        assert.equal(last.headers['ratelimit-remaining'], '2');
+        assert.equal(last.headers['ratelimit-policy'], '3;w=3600');
+      }
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 429]);
+    const retryAfter = Number(last!.headers['retry-after']);
+    assert.ok(retryAfter >= 1 && retryAfter <= 3600, `Retry-After ${last!.headers['retry-after']}`);
+    assert.equal(last!.headers['ratelimit-remaining'], '0');
+    assert.match(last!.body, /rate limit of 3 calls per 3600 s exceeded/);
+    const bob = await get('/shop/orders', { 'x-api-key': 'bob-key-0002' });
+    assert.equal(bob.status, 200, 'another identity has its own counter');
+    assert.equal(bob.headers['ratelimit-remaining'], '1');
+  });
+
+  test('rewrite-uri: the backend receives the template with the route parameter, encoded so it cannot climb out', async () => {
+    const before = seen.length;
+    const ok = await get('/shop/orders/42?view=full', { 'x-api-key': 'carol-key-0003' });
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal(seen[before]!.url, '/base/v2/orders/42?source=gateway&view=full');
+    const sneaky = await get('/shop/orders/..%2F..%2Fadmin', { 'x-api-key': 'carol-key-0003' });
+    assert.equal(sneaky.status, 200, sneaky.body);
+    assert.equal(seen[before + 1]!.url, '/base/v2/orders/..%2F..%2Fadmin?source=gateway');
+  });
+
+  test('cors: a preflight to an operation without OPTIONS is answered by the API-scope policy; CORS headers and Vary on answers', async () => {
+    const before = seen.length;
+    const preflight = await get(
+      '/shop/orders/7',
+      { origin: 'https://app.example.com', 'access-control-request-method': 'GET', 'access-control-request-headers': 'x-api-key' },
+      'OPTIONS',
+    );
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers['access-control-allow-origin'], 'https://app.example.com');
+    assert.equal(preflight.headers['access-control-allow-headers'], 'x-api-key');
+    assert.equal(seen.length, before, 'the backend never saw the preflight');
+    // The same preflight from an origin that is not allowed: answered, without CORS headers.
+    const foreign = await get('/shop/orders/7', { origin: 'https://evil.test', 'access-control-request-method': 'GET' }, 'OPTIONS');
+    assert.equal(foreign.status, 200);
+    assert.equal(foreign.headers['access-control-allow-origin'], undefined);
+    // An actual request: the inbound policy's headers are applied to the backend's answer, its Vary added to.
+    const actual = await get('/shop/orders', { origin: 'https://app.example.com', 'x-api-key': 'dave-key-0004' });
+    assert.equal(actual.headers['access-control-allow-origin'], 'https://app.example.com');
+    assert.equal(actual.headers['access-control-expose-headers'], 'x-request-id');
+    assert.equal(actual.headers.vary, 'Accept-Encoding, Origin');
+  });
+
+  test('an OPTIONS preflight where no policy answers it is still 405, and plain OPTIONS too', async () => {
+    const preflight = await get('/tenants/', { origin: 'https://app.example.com', 'access-control-request-method': 'GET', 'x-tenant': 't' }, 'OPTIONS');
+    assert.equal(preflight.status, 405);
+    assert.equal(preflight.headers.allow, 'GET');
+    const plain = await get('/shop/orders', {}, 'OPTIONS');
+    assert.equal(plain.status, 405);
+  });
+
+  test('rate-limit-by-key: each tenant has its own counter; a request without the key is refused with 400', async () => {
+    const a = [];
+    for (let i = 0; i < 3; i++) a.push((await get('/tenants/', { 'x-tenant': 'contoso' })).status);
+    assert.deepEqual(a, [200, 200, 429]);
+    assert.equal((await get('/tenants/', { 'x-tenant': 'fabrikam' })).status, 200);
+    const missing = await get('/tenants/');
+    assert.equal(missing.status, 400);
+    assert.match(missing.body, /the rate limit key \(header x-tenant\) is missing/);
+  });
+
+  test('a configuration whose policy settings fail their schema is refused at start, naming each problem and its place', async () => {
+    const dir = tempDir();
+    const file = writeConfig(
+      dir,
+      'bad.yaml',
+      `
+version: 1
+apis:
+  - id: bad
+    pathPrefix: /bad
+    backend: { url: "http://127.0.0.1:${backendPort}" }
+    policies:
+      inbound:
+        - policy: rate-limit
+          config: { calls: 0, renewalPeriod: 60 }
+        - policy: cors
+          config: { allowedOrigins: ["*"], allowCredentials: true }
+        - policy: rewrite-uri
+          config: { template: "no-slash" }
+`,
+    );
+    const bad = await startGatewayProcess({ config: file }).then(
+      async (g) => {
+        await g.stop();
+        return null;
+      },
+      (err: Error) => err,
+    );
+    assert.ok(bad instanceof Error, 'the gateway refused to start');
+    assert.match(bad.message, /bad\.yaml:9: apis\[0\]\.policies\.inbound\[0\]: config \/calls: must be >= 1/);
+    assert.match(bad.message, /bad\.yaml:11: .*\/allowedOrigins: with allowCredentials, list the origins/);
+    assert.match(bad.message, /bad\.yaml:13: .*\/template: must match pattern/);
+    assert.doesNotMatch(bad.message, /"then" schema/);
+  });
+});

@@ -301,10 +301,11 @@ describe('gateway: forwarding', () => {
     { timeout: 30_000 },
     async () => {
       // More requests than the 64 connections a backend pool keeps: a body left paused would hold one each, and the
-      // requests past 64 would wait for a connection forever.
+      // requests past 64 would wait for a connection forever. Each body is 64 MiB, more than socket buffers hold, so
+      // that a backend can finish sending only if nobody aborts it.
       const cutBefore = backendResponsesCut;
       for (let i = 0; i < 70; i++) {
-        const res = await get('/outbound-fails/large?chunks=64');
+        const res = await get('/outbound-fails/large?chunks=1024');
         assert.equal(res.status, 500);
         assert.equal(res.headers['content-type'], 'application/problem+json');
       }

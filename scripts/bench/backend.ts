@@ -3,8 +3,9 @@
 //
 //   BENCH_PORT      port to listen on (required)
 //
-// `GET /__bench/headers` answers with the request headers it received (JSON); the harness uses it once per target to
-// check what a proxy forwards (e.g. headers set by inbound policies). It is never part of a measured run.
+// A request with `x-bench-echo: 1` is answered with the path and headers it arrived with (JSON); the harness sends one
+// per target to check what a proxy forwards (headers set by inbound policies, a rewritten path). It is never part of a
+// measured run.
 
 import { createServer } from 'node:http';
 
@@ -14,8 +15,8 @@ if (!Number.isInteger(port) || port <= 0) throw new Error('BENCH_PORT must name 
 const body = Buffer.from(JSON.stringify({ id: 42, name: 'gatehouse bench', ok: true, tags: ['a', 'b', 'c'] }));
 
 const server = createServer((req, res) => {
-  if (req.url === '/__bench/headers') {
-    const echo = Buffer.from(JSON.stringify(req.headers));
+  if (req.headers['x-bench-echo'] === '1') {
+    const echo = Buffer.from(JSON.stringify({ url: req.url, headers: req.headers }));
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': echo.length });
     res.end(echo);
     return;

@@ -99,6 +99,8 @@ export class PolicyInstance {
   private u8 = new Uint8Array(0);
   private deadline = 0;
   private call: CallState | null = null;
+  /** The running call allocated kernel blocks (most handlers never do: they have no input and set no output). */
+  private kernelBlocks = false;
   private exports: WebAssembly.Exports = {};
 
   private constructor(private readonly options: InstanceOptions) {}
@@ -137,7 +139,11 @@ export class PolicyInstance {
           // Overrides of kernel functions: a kernel block larger than the memory cap is refused before the host
           // allocates it, and the kernel's own HTTP client is not how Gatehouse policies reach the network.
           [KERNEL_MODULE]: {
-            alloc: (cp: { alloc(n: bigint): bigint }, n: bigint) => (n > BigInt(limits.memoryBytes) ? 0n : cp.alloc(n)),
+            alloc: (cp: { alloc(n: bigint): bigint }, n: bigint) => {
+              if (n > BigInt(limits.memoryBytes)) return 0n;
+              this.kernelBlocks = true;
+              return cp.alloc(n);
+            },
             http_request: () => {
               throw new CallAbort('capability', `policy ${policy} called extism http_request; use the HTTP effect`);
             },
@@ -174,8 +180,11 @@ export class PolicyInstance {
     } finally {
       this.call = null;
       // Frees the kernel blocks the call allocated (Extism's `call` does the same before each call). Synchronous
-      // inside, although the method is declared async.
-      void this.plugin.reset();
+      // inside, although the method is declared async; skipped when there are none, which saves a promise a call.
+      if (this.kernelBlocks) {
+        this.kernelBlocks = false;
+        void this.plugin.reset();
+      }
     }
   }
 

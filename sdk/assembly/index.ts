@@ -412,6 +412,11 @@ export namespace log {
 // ---------------------------------------------------------------------------------------------------------------
 // Limits
 
+let limitCalls: i64 = -1;
+let limitPeriod: i64 = -1;
+let limitText = "";
+let policyText = "";
+
 /**
  * A fixed-window rate limit: at most `calls` requests per window of `periodSeconds` for `key` (a window starts at a
  * multiple of the period, Unix time). Over the limit it answers 429 with `Retry-After` and a problem body; with
@@ -424,10 +429,17 @@ export function rateLimit(key: string, calls: i64, periodSeconds: i64, headers: 
   if (r === null) return PENDING;
   const reset = r.resetSeconds;
   if (headers || !r.allowed) {
-    response.setHeader("ratelimit-limit", calls.toString());
+    // A policy passes the same limit on every call: its texts are made once.
+    if (calls != limitCalls || periodSeconds != limitPeriod) {
+      limitCalls = calls;
+      limitPeriod = periodSeconds;
+      limitText = calls.toString();
+      policyText = limitText + ";w=" + periodSeconds.toString();
+    }
+    response.setHeader("ratelimit-limit", limitText);
     response.setHeader("ratelimit-remaining", r.remaining.toString());
     response.setHeader("ratelimit-reset", reset.toString());
-    response.setHeader("ratelimit-policy", calls.toString() + ";w=" + periodSeconds.toString());
+    response.setHeader("ratelimit-policy", policyText);
   }
   if (r.allowed) return CONTINUE;
   const retry = reset > 0 ? reset : 1;

@@ -22,6 +22,7 @@ Environment:
   GATEHOUSE_ADMIN_PORT       admin listener on 127.0.0.1: /metrics, /readyz (8082)
   GATEHOUSE_LOG_LEVEL        trace, debug, info, warn, error (info)
   GATEHOUSE_SHUTDOWN_TIMEOUT_MS  how long SIGTERM waits for in-flight requests (30000)
+  GATEHOUSE_REDIS_URL        share rate-limit counters through this Redis (redis://host:6379); default: in memory
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -50,6 +51,11 @@ if (args.includes('--help') || args.includes('-h')) {
 const level = (process.env.GATEHOUSE_LOG_LEVEL ?? 'info') as 'info';
 const logger = new Logger(undefined, level);
 const configFile = argValue(args, '--config') ?? process.env.GATEHOUSE_CONFIG_FILE ?? null;
+const redisUrl = process.env.GATEHOUSE_REDIS_URL || undefined;
+if (redisUrl !== undefined && !/^rediss?:\/\/[^/]/.test(redisUrl)) {
+  process.stderr.write(`gatehouse: GATEHOUSE_REDIS_URL=${redisUrl} is not a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379)\n`);
+  process.exit(2);
+}
 const certFile = process.env.GATEHOUSE_TLS_CERT_FILE;
 const keyFile = process.env.GATEHOUSE_TLS_KEY_FILE;
 if ((certFile === undefined) !== (keyFile === undefined)) {
@@ -67,6 +73,7 @@ try {
     tls: certFile && keyFile ? { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') } : undefined,
     adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
     shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
+    redisUrl,
   });
   const stop = (signal: string) => {
     logger.info('shutting down', { signal, inFlight: gateway.inFlight() });

@@ -11,7 +11,8 @@ import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { Forwarder } from '../proxy/forward.ts';
-import { MemoryCounterStore } from '../state/counter-store.ts';
+import { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts';
+import { RedisCounterStore } from '../state/redis-counter-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { FIXED_PATHS, adminApp, dataPlaneApp } from './app.ts';
@@ -32,6 +33,8 @@ export interface StandaloneOptions {
   shutdownTimeoutMs: number;
   /** Poll interval of the configuration file. */
   watchIntervalMs?: number;
+  /** Counters shared through this Redis (GATEHOUSE_REDIS_URL); absent: in this process's memory. */
+  redisUrl?: string;
 }
 
 export interface RunningGateway {
@@ -46,7 +49,11 @@ export interface RunningGateway {
 export async function startGateway(options: StandaloneOptions): Promise<RunningGateway> {
   const { logger } = options;
   const metrics = new MetricsRegistry();
-  const host = new PolicyHost({ logger, metrics, effects: new GatewayEffects({ counters: new MemoryCounterStore() }) });
+  const counters: CounterStore = options.redisUrl
+    ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
+    : new MemoryCounterStore();
+  if (!options.redisUrl) logger.info('counters are kept in this gateway (set GATEHOUSE_REDIS_URL to share them)');
+  const host = new PolicyHost({ logger, metrics, effects: new GatewayEffects({ counters }) });
   const echo: EchoBackend = await startEchoBackend();
   const forwarder = new Forwarder({ timeoutMs: 30_000 });
   const gateway = new Gateway(forwarder, logger, metrics);
@@ -71,6 +78,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   } catch (err) {
     await echo.close();
     await forwarder.close();
+    await counters.close?.();
     throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
   }
   logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
@@ -140,6 +148,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         await gateway.config?.close();
         await forwarder.close();
         await echo.close();
+        await counters.close?.();
         logger.info('stopped');
       })()),
   };

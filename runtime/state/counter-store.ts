@@ -14,6 +14,8 @@ export interface CounterStore {
   consume(key: string, amount: number, limit: number, periodSeconds: number): Promise<CounterOutcome>;
   /** consume() without waiting, when the store can answer without I/O; undefined when it cannot right now. */
   consumeNow?(key: string, amount: number, limit: number, periodSeconds: number): CounterOutcome | undefined;
+  /** Releases connections (a shared store). */
+  close?(): Promise<void>;
 }
 
 interface Window {

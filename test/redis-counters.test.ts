@@ -1,0 +1,165 @@
+// Counters shared through a real redis-server: exact limits across stores and gateway processes, expiry, and Redis
+// going away and coming back while requests keep being served.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { Agent, request } from 'undici';
+import { RedisCounterStore } from '../runtime/state/redis-counter-store.ts';
+import { Logger, memorySink, type LogRecord } from '../runtime/telemetry/logger.ts';
+import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
+import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { redisAvailable, startRedis, type RedisProcess } from './support/redis-process.ts';
+import { waitFor } from './support/wait.ts';
+
+let redis: RedisProcess;
+const agent = new Agent({ connections: 16 });
+
+before(async () => {
+  assert.ok(redisAvailable(), 'redis-server is not on PATH: install it (apt-get install redis-server); .ci/run does');
+  redis = await startRedis();
+});
+
+after(async () => {
+  await agent.close();
+  await redis?.stop();
+});
+
+function newStore(logs: LogRecord[] = [], metrics = new MetricsRegistry()) {
+  return new RedisCounterStore({ url: redis.url, logger: new Logger(memorySink(logs), 'debug'), metrics, retryAfterMs: 200 });
+}
+
+async function ready(store: RedisCounterStore): Promise<void> {
+  // The first update goes to Redis once the connection is up; until then it would be counted locally.
+  await waitFor('the store to reach Redis', () => store.consumeNow('probe', 1, 1_000_000, 60) === undefined);
+}
+
+describe('counters in Redis', () => {
+  test('two stores (two gateways) on one Redis let exactly the limit through, however the calls interleave', async () => {
+    const a = newStore();
+    const b = newStore();
+    try {
+      await Promise.all([ready(a), ready(b)]);
+      const calls = Array.from({ length: 300 }, (_, i) => (i % 2 === 0 ? a : b).consume('exact:k', 1, 120, 3600));
+      const outcomes = await Promise.all(calls);
+      assert.equal(outcomes.filter((o) => o.allowed).length, 120);
+      const last = outcomes.reduce((m, o) => (o.count > m ? o.count : m), 0);
+      assert.equal(last, 120, 'refused calls are not counted');
+      assert.ok(outcomes.every((o) => o.resetSeconds > 0 && o.resetSeconds <= 3600));
+      // An amount larger than what is left is refused whole, and leaves the count as it was.
+      const big = await a.consume('exact:amount', 7, 10, 60);
+      const over = await b.consume('exact:amount', 4, 10, 60);
+      assert.deepEqual([big.allowed, over.allowed, over.count, over.remaining], [true, false, 7, 3]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('a window key expires in Redis a second after its window ends', async () => {
+    const store = newStore();
+    const client = new Redis(redis.url);
+    try {
+      await ready(store);
+      await store.consume('expiry:k', 1, 10, 5);
+      const keys = await client.keys('gatehouse:counter:expiry:k:*');
+      assert.equal(keys.length, 1);
+      const ttl = await client.pttl(keys[0]!);
+      assert.ok(ttl > 0 && ttl <= 6000, `TTL ${ttl} ms`);
+    } finally {
+      client.disconnect();
+      await store.close();
+    }
+  });
+
+  test('Redis going away: counting goes on locally, said once in the log and in metrics; back to Redis when it returns', async () => {
+    const logs: LogRecord[] = [];
+    const metrics = new MetricsRegistry();
+    const store = newStore(logs, metrics);
+    try {
+      await ready(store);
+      assert.equal((await store.consume('outage:k', 1, 5, 3600)).allowed, true);
+      await redis.stop();
+      try {
+        const during = [];
+        for (let i = 0; i < 8; i++) during.push(await store.consume('outage:k', 1, 5, 3600));
+        // Locally the gateway enforces the limit on its own: 5 allowed, whatever Redis had counted before.
+        assert.equal(during.filter((o) => o.allowed).length, 5);
+        // More calls, some after the retry interval: each retry that fails must not be reported again.
+        await new Promise((r) => setTimeout(r, 300));
+        await store.consume('outage:k', 1, 5, 3600);
+        assert.equal(logs.filter((l) => l.msg.startsWith('Redis unreachable')).length, 1, 'said once, not per call');
+        assert.match(metrics.render(), /gatehouse_counter_store_redis_up 0/);
+        assert.match(metrics.render(), /gatehouse_counter_local_fallback_total (9|\d\d+)/);
+      } finally {
+        await redis.start();
+      }
+      await waitFor('counting to return to Redis', () => store.consumeNow('outage:probe', 1, 1_000_000, 60) === undefined, 10_000);
+      assert.ok(logs.some((l) => l.msg === 'Redis is back: counters are shared again'));
+      assert.match(metrics.render(), /gatehouse_counter_store_redis_up 1/);
+      // The restarted Redis is empty: the key counts from zero again, in Redis.
+      const after = await store.consume('outage:k', 1, 5, 3600);
+      assert.deepEqual([after.allowed, after.count], [true, 1]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('gateways sharing counters through Redis', () => {
+  let gateways: GatewayProcess[] = [];
+
+  before(async () => {
+    const dir = tempDir();
+    const config = writeConfig(
+      dir,
+      'gateway.yaml',
+      `
+version: 1
+apis:
+  - id: echo
+    pathPrefix: /echo
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: rate-limit-by-key
+          config: { calls: 30, renewalPeriod: 3600, counterKey: { from: header, name: x-tenant } }
+`,
+    );
+    gateways = await Promise.all(
+      [0, 1].map(() => startGatewayProcess({ config, env: { GATEHOUSE_REDIS_URL: redis.url } })),
+    );
+    await Promise.all(gateways.map((g) => g.waitForLog((l) => l.msg === 'counters are shared through Redis')));
+  });
+
+  after(async () => {
+    await Promise.all(gateways.map((g) => g.stop()));
+  });
+
+  const call = async (g: GatewayProcess, tenant: string) => {
+    const res = await request(`${g.url}/echo/x`, { headers: { 'x-tenant': tenant }, dispatcher: agent });
+    await res.body.dump();
+    return res.statusCode;
+  };
+
+  test('two gateway processes enforce one limit: exactly 30 of 60 concurrent calls pass', async () => {
+    const statuses = await Promise.all(Array.from({ length: 60 }, (_, i) => call(gateways[i % 2]!, 'shared-tenant')));
+    assert.equal(statuses.filter((s) => s === 200).length, 30);
+    assert.equal(statuses.filter((s) => s === 429).length, 30);
+  });
+
+  test('Redis killed under traffic: every request is still answered, by local counters; Redis back, shared again', async () => {
+    await redis.stop();
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push(await call(gateways[i % 2]!, 'outage-tenant'));
+      assert.equal(statuses.filter((s) => s === 200).length, 20, `each gateway counts its own 10 calls locally, under 30: ${statuses.join(',')}`);
+      for (const g of gateways) await g.waitForLog((l) => String(l.msg).startsWith('Redis unreachable'));
+    } finally {
+      await redis.start();
+    }
+    for (const g of gateways) await g.waitForLog((l) => l.msg === 'Redis is back: counters are shared again', 15_000);
+    const after = await Promise.all(Array.from({ length: 40 }, (_, i) => call(gateways[i % 2]!, 'after-outage')));
+    assert.equal(after.filter((s) => s === 200).length, 30, 'one shared limit again');
+  });
+});

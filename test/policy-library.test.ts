@@ -4,7 +4,7 @@
 // reaching the client, paths reaching the backend, and CORS preflights routed to API-scope policies.
 
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -49,6 +49,18 @@ apis:
       - id: listOrders
         method: GET
         urlTemplate: /orders
+  - id: secure
+    pathPrefix: /secure
+    backend: { url: "http://127.0.0.1:${backendPort}" }
+    policies:
+      inbound:
+        - policy: validate-jwt
+          config:
+            jwks: { keys: [${JSON.stringify(idpJwk)}] }
+            issuers: ["https://idp.example.com/"]
+            audiences: ["api://secure"]
+        - policy: rate-limit-by-key
+          config: { calls: 100, renewalPeriod: 60, counterKey: { from: variable, name: jwt-subject } }
   - id: tenants
     pathPrefix: /tenants
     backend: { url: "http://127.0.0.1:${backendPort}" }
@@ -61,6 +73,17 @@ apis:
         method: GET
         urlTemplate: /
 `;
+}
+
+/** The identity provider of the validate-jwt test: an EC P-256 key whose public half the gateway gets as a JWKS. */
+const idp = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const idpJwk = { ...idp.publicKey.export({ format: 'jwk' }), kid: 'idp-1', use: 'sig' };
+
+function es256Token(claims: Record<string, unknown>): string {
+  const part = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${part({ alg: 'ES256', kid: 'idp-1', typ: 'JWT' })}.${part(claims)}`;
+  const signature = sign('sha256', Buffer.from(input), { key: idp.privateKey, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${signature.toString('base64url')}`;
 }
 
 /** Computed here rather than pasted, so that the test states which key the digest stands for. */
@@ -160,6 +183,23 @@ describe('built-in policies in a gateway', () => {
     assert.equal(actual.headers['access-control-allow-origin'], 'https://app.example.com');
     assert.equal(actual.headers['access-control-expose-headers'], 'x-request-id');
     assert.equal(actual.headers.vary, 'Accept-Encoding, Origin');
+  });
+
+  test('validate-jwt: an ES256 token from the JWKS passes and its subject keys the next policy; a tampered one is refused', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: 'https://idp.example.com/', aud: 'api://secure', sub: 'user-42', exp: now + 300 };
+    const good = await get('/secure/x', { authorization: `Bearer ${es256Token(claims)}` });
+    assert.equal(good.status, 200, good.body);
+    assert.equal(good.headers['ratelimit-remaining'], '99', 'rate-limit-by-key counted on the token\'s subject');
+    const [header, , signature] = es256Token(claims).split('.');
+    const forged = `${header}.${Buffer.from(JSON.stringify({ ...claims, sub: 'admin' })).toString('base64url')}.${signature}`;
+    const tampered = await get('/secure/x', { authorization: `Bearer ${forged}` });
+    assert.equal(tampered.status, 401);
+    assert.match(tampered.body, /invalid token: signature/);
+    assert.doesNotMatch(tampered.body, /admin/);
+    const expired = await get('/secure/x', { authorization: `Bearer ${es256Token({ ...claims, exp: now - 60 })}` });
+    assert.equal(expired.status, 401);
+    assert.match(expired.body, /invalid token: expired/);
   });
 
   test('an OPTIONS preflight where no policy answers it is still 405, and plain OPTIONS too', async () => {

@@ -33,6 +33,6 @@ function formatError(e: ErrorObject): string {
     return `${at}: ${e.message}: ${JSON.stringify((e.params as { allowedValues: unknown[] }).allowedValues)}`;
   }
   const description = (e.parentSchema as { description?: unknown } | undefined)?.description;
-  if ((e.keyword === 'not' || e.keyword === 'oneOf') && typeof description === 'string') return `${at}: ${description}`;
+  if ((e.keyword === 'not' || e.keyword === 'oneOf' || e.keyword === 'anyOf') && typeof description === 'string') return `${at}: ${description}`;
   return `${at}: ${e.message ?? e.keyword}`;
 }

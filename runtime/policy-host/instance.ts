@@ -13,6 +13,7 @@
 // memory and the host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
 
 import createPlugin, { type Plugin } from '@extism/extism';
+import { verifySignature } from './signatures.ts';
 import {
   EFFECT_PENDING,
   EffectKind,
@@ -359,6 +360,13 @@ export class PolicyInstance {
         if (logger.enabled(lvl)) logger.log(lvl, this.readString(ptr, len), { source: 'policy' });
       },
       now: (): number => Date.now(),
+      verify: (_cp: unknown, ap: number, al: number, kp: number, kl: number, dp: number, dl: number, sp: number, sl: number): number => {
+        this.countOutput(this.current(), al + kl + dl + sl);
+        // Views, not copies: verifySignature reads them before this host function returns.
+        const mem = this.range(dp, dl);
+        this.range(sp, sl);
+        return verifySignature(this.readString(ap, al), this.readString(kp, kl), mem.subarray(dp, dp + dl), mem.subarray(sp, sp + sl));
+      },
       fail: (_cp: unknown, ptr: number, len: number): void => {
         const state = this.current();
         this.countOutput(state, len);

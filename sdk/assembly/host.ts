@@ -89,3 +89,16 @@ export namespace LogLevel {
   export const WARN: i32 = 3;
   export const ERROR: i32 = 4;
 }
+
+// @ts-ignore: decorator
+@external("gatehouse:host/v1", "verify")
+export declare function host_verify(
+  algPtr: usize,
+  algLen: i32,
+  keyPtr: usize,
+  keyLen: i32,
+  dataPtr: usize,
+  dataLen: i32,
+  sigPtr: usize,
+  sigLen: i32,
+): i32;

@@ -5,8 +5,8 @@
 // through the functions below, which bind ABI v1 (docs/policy-abi.md): `gatehouse:host/v1` imports with i32
 // pointer/length arguments. Any unexpected status from the host fails the call with a message naming the function.
 
-import { Field, host_fail, host_log, host_now, host_respond, LogLevel, Status } from "./host";
-import { check, encodeInto, encodeName, failStatus, readField, takeString, valueBuf } from "./io";
+import { Field, host_fail, host_log, host_now, host_respond, host_verify, LogLevel, Status } from "./host";
+import { check, encodeInto, encodeName, failStatus, nameBuf, readField, takeString, valueBuf } from "./io";
 import {
   getBodyText,
   getBytes,
@@ -67,6 +67,19 @@ export function fail(message: string): i32 {
   let len = encodeInto(valueBuf, message);
   host_fail(valueBuf.ptr, len);
   return 0;
+}
+
+/**
+ * Checks a public-key signature with the host's crypto: `alg` is a JWS algorithm (RS256, RS384, RS512, ES256, ES384),
+ * `jwk` a public key as JWK JSON text, `signature` as JWS encodes it (ECDSA: r‖s). Returns 1 (valid), 0 (not valid) or
+ * -1 (the algorithm is not supported, or `jwk` is not a public key of its type). HMAC (HS256) needs no host:
+ * `hmacSha256` and `constantTimeEqual`.
+ */
+export function verifySignature(alg: string, jwk: string, data: Uint8Array, signature: Uint8Array): i32 {
+  let algLen = encodeInto(nameBuf, alg);
+  let jwkLen = encodeInto(valueBuf, jwk);
+  let r = host_verify(nameBuf.ptr, algLen, valueBuf.ptr, jwkLen, data.dataStart, data.length, signature.dataStart, signature.length);
+  return r < 0 ? -1 : r;
 }
 
 /** Wall-clock time, milliseconds since the Unix epoch. */

@@ -134,6 +134,17 @@ describe('effects', () => {
     }
   });
 
+  test('a metric emitted by a call that waited for an effect is recorded once; a failed call records none', async () => {
+    const module = await t.host.load(await buildFixture('http-call'));
+    const bind = (id: string, url: string) =>
+      t.host.bind({ id, phase: 'inbound', module, config: { url, metric: 'lookups' }, grants: { http: { allowedHosts: ['127.0.0.1'] } } });
+    await bind('metric/0', `http://127.0.0.1:${lookupPort}/m`).run('inbound', makeExchange());
+    assert.match(t.host.metrics.render(), /gatehouse_policy_metric_total\{metric="lookups"\} 1\n/);
+    // A host outside the grant fails the call (in the second round): nothing more is recorded.
+    await bind('metric/1', 'http://example.invalid/').run('inbound', makeExchange()).catch(() => undefined);
+    assert.match(t.host.metrics.render(), /gatehouse_policy_metric_total\{metric="lookups"\} 1\n/);
+  });
+
   test('HTTP: a granted host is called by the host and the answer reaches the policy', async () => {
     const module = await t.host.load(await buildFixture('http-call'));
     const binding = t.host.bind({

@@ -68,6 +68,9 @@ apis:
       inbound:
         - policy: rate-limit-by-key
           config: { calls: 2, renewalPeriod: 3600, counterKey: { from: header, name: x-tenant }, onMissingKey: reject }
+      outbound:
+        - policy: emit-metric
+          config: { name: tenant_calls, dimensions: [{ name: tenant, from: header, key: x-tenant }, { name: status, from: status }] }
     operations:
       - id: get
         method: GET
@@ -218,6 +221,10 @@ describe('built-in policies in a gateway', () => {
     const missing = await get('/tenants/');
     assert.equal(missing.status, 400);
     assert.match(missing.body, /the rate limit key \(header x-tenant\) is missing/);
+    // emit-metric (outbound) counted the answers that reached the outbound phase, by tenant and status.
+    const metrics = await (await request(`http://127.0.0.1:${gateway.adminPort}/metrics`, { dispatcher: agent })).body.text();
+    assert.match(metrics, /gatehouse_policy_metric_total\{metric="tenant_calls",status="200",tenant="contoso"\} 2\n/);
+    assert.match(metrics, /gatehouse_policy_metric_total\{metric="tenant_calls",status="200",tenant="fabrikam"\} 1\n/);
   });
 
   test('a configuration whose policy settings fail their schema is refused at start, naming each problem and its place', async () => {

@@ -7,6 +7,7 @@ import { PolicyInstance, type CallState, type CallView, type Grants, type Limits
 import type { PolicyModule } from './module.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Counter } from '../telemetry/metrics.ts';
+import type { CustomMetrics } from '../telemetry/custom-metrics.ts';
 
 /** A call view that can undo what a call did (the pipeline's exchange implements it). */
 export interface TransactionalView extends CallView {
@@ -74,6 +75,8 @@ export interface BindingOptions {
   logger: Logger;
   metrics: BindingMetrics;
   effects: EffectRunner;
+  /** Where metrics the policy emits go (absent: dropped). */
+  customMetrics?: CustomMetrics;
 }
 
 export class PolicyBinding {
@@ -207,6 +210,7 @@ export class PolicyBinding {
       failMessage: null,
       outputBytes: 0,
       grants: this.options.grants,
+      metrics: null,
     };
     view.begin(this);
     try {
@@ -222,6 +226,7 @@ export class PolicyBinding {
     }
     if (state.pendingEffects === null) {
       view.commit();
+      if (state.metrics !== null) for (const m of state.metrics) this.options.customMetrics?.record(m);
       this.stats.consecutiveFailures = 0;
       return null;
     }

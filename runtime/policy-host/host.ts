@@ -7,6 +7,7 @@ import { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
 import { loadPolicyModule, sha256Hex, type PolicyModule } from './module.ts';
 import { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
+import { CustomMetrics } from '../telemetry/custom-metrics.ts';
 
 export interface BindSpec {
   /** Where the binding sits, used in errors, logs, metrics and to namespace counters, e.g. `api:echo/inbound/0`. */
@@ -34,11 +35,14 @@ export class PolicyHost {
   private readonly effects: EffectRunner;
   private readonly modules = new Map<string, Promise<PolicyModule>>();
   private readonly bindingMetrics;
+  /** Metrics that policies emit, shared by every binding of this host. */
+  readonly customMetrics: CustomMetrics;
 
   constructor(options: PolicyHostOptions) {
     this.logger = options.logger ?? new Logger();
     this.metrics = options.metrics ?? new MetricsRegistry();
     this.effects = options.effects;
+    this.customMetrics = new CustomMetrics(this.metrics);
     this.bindingMetrics = {
       calls: this.metrics.counter('gatehouse_policy_calls_total', 'Policy handler calls, by policy.'),
       failures: this.metrics.counter('gatehouse_policy_failures_total', 'Failed policy calls, by policy and reason.'),
@@ -96,6 +100,7 @@ export class PolicyHost {
       logger: this.logger.child({ policy: module.descriptor.name, binding: spec.id }),
       metrics: this.bindingMetrics,
       effects: this.effects,
+      customMetrics: this.customMetrics,
     });
   }
 }

@@ -14,6 +14,7 @@
 
 import createPlugin, { type Plugin } from '@extism/extism';
 import { verifySignature } from './signatures.ts';
+import { checkEmission, type MetricEmission } from '../telemetry/custom-metrics.ts';
 import {
   EFFECT_PENDING,
   EffectKind,
@@ -71,6 +72,8 @@ export interface CallState {
   failMessage: string | null;
   outputBytes: number;
   grants: Grants;
+  /** Metrics the call emitted, recorded only if it succeeds (null until the first). */
+  metrics: MetricEmission[] | null;
 }
 
 /** What the kernel overrides use of Extism's call context. */
@@ -360,6 +363,20 @@ export class PolicyInstance {
         if (logger.enabled(lvl)) logger.log(lvl, this.readString(ptr, len), { source: 'policy' });
       },
       now: (): number => Date.now(),
+      metric: (_cp: unknown, np: number, nl: number, value: number, dp: number, dl: number): number => {
+        const state = this.current();
+        this.countOutput(state, nl + dl);
+        // Dimensions: name NUL value NUL, repeated.
+        const parts = dl > 0 ? this.readString(dp, dl).split('\0') : [];
+        if (parts.length > 0 && parts[parts.length - 1] === '') parts.pop();
+        if (parts.length % 2 !== 0) return Status.INVALID_VALUE;
+        const dimensions: [string, string][] = [];
+        for (let i = 0; i < parts.length; i += 2) dimensions.push([parts[i]!, parts[i + 1]!]);
+        const emission = { name: this.readString(np, nl), value, dimensions };
+        const { status } = checkEmission(emission);
+        if (status === Status.OK) (state.metrics ??= []).push(emission);
+        return status;
+      },
       verify: (_cp: unknown, ap: number, al: number, kp: number, kl: number, dp: number, dl: number, sp: number, sl: number): number => {
         this.countOutput(this.current(), al + kl + dl + sl);
         // Views, not copies: verifySignature reads them before this host function returns.

@@ -102,3 +102,7 @@ export declare function host_verify(
   sigPtr: usize,
   sigLen: i32,
 ): i32;
+
+// @ts-ignore: decorator
+@external("gatehouse:host/v1", "metric")
+export declare function host_metric(namePtr: usize, nameLen: i32, value: f64, dimsPtr: usize, dimsLen: i32): i32;

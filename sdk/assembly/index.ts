@@ -5,7 +5,7 @@
 // through the functions below, which bind ABI v1 (docs/policy-abi.md): `gatehouse:host/v1` imports with i32
 // pointer/length arguments. Any unexpected status from the host fails the call with a message naming the function.
 
-import { Field, host_fail, host_log, host_now, host_respond, host_verify, LogLevel, Status } from "./host";
+import { Field, host_fail, host_log, host_metric, host_now, host_respond, host_verify, LogLevel, Status } from "./host";
 import { check, encodeInto, encodeName, failStatus, nameBuf, readField, takeString, valueBuf } from "./io";
 import {
   getBodyText,
@@ -80,6 +80,23 @@ export function verifySignature(alg: string, jwk: string, data: Uint8Array, sign
   let jwkLen = encodeInto(valueBuf, jwk);
   let r = host_verify(nameBuf.ptr, algLen, valueBuf.ptr, jwkLen, data.dataStart, data.length, signature.dataStart, signature.length);
   return r < 0 ? -1 : r;
+}
+
+/**
+ * Adds `value` (finite, not negative) to the gateway's metric `name` for these dimensions (at most 10; names and
+ * metric name `[A-Za-z_][A-Za-z0-9_]*`, values up to 256 characters). Recorded only if the call succeeds; a call run
+ * again after an effect records it once. Exposed as `gatehouse_policy_metric_total{metric="name", ...}`. Bad input
+ * fails the call with a message naming it.
+ */
+export function emitMetric(name: string, value: f64 = 1, dimensions: Map<string, string> | null = null): void {
+  let dims = "";
+  if (dimensions !== null) {
+    let names = dimensions.keys();
+    for (let i = 0; i < names.length; i++) dims += names[i] + "\0" + dimensions.get(names[i]) + "\0";
+  }
+  let nameLen = encodeInto(nameBuf, name);
+  let dimsLen = encodeInto(valueBuf, dims);
+  check(host_metric(nameBuf.ptr, nameLen, value, valueBuf.ptr, dimsLen), "emitMetric", name);
 }
 
 /** Wall-clock time, milliseconds since the Unix epoch. */

@@ -99,7 +99,7 @@ export const ASC_FLAGS: readonly string[] = [
 ];
 
 /** Imports of `gatehouse:host/v1` (ABI section 4). */
-const HOST_IMPORTS = new Set(['get', 'set', 'add', 'remove', 'list', 'respond', 'effect', 'log', 'now', 'fail', 'verify']);
+const HOST_IMPORTS = new Set(['get', 'set', 'add', 'remove', 'list', 'respond', 'effect', 'log', 'now', 'fail', 'verify', 'metric']);
 /** Imports of the Extism kernel. */
 const KERNEL_IMPORTS = new Set([
   'input_length', 'input_load_u8', 'input_load_u64', 'input_offset', 'alloc', 'free', 'length', 'length_unsafe',

@@ -95,6 +95,8 @@ describe('effects', () => {
     const later: CounterStore = {
       consume: (key, amount, limit, period) =>
         new Promise((resolve) => setTimeout(() => resolve(memory.consume(key, amount, limit, period)), 5)),
+      acquire: (key, limit, ttl) => new Promise((resolve) => setTimeout(() => resolve(memory.acquire(key, limit, ttl)), 5)),
+      release: (key, lease) => memory.release(key, lease),
     };
     const asyncHost = newHost(new GatewayEffects({ counters: later }));
     const module = await asyncHost.host.load(await buildFixture('counter-limit'));

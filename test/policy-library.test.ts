@@ -61,6 +61,24 @@ apis:
             audiences: ["api://secure"]
         - policy: rate-limit-by-key
           config: { calls: 100, renewalPeriod: 60, counterKey: { from: variable, name: jwt-subject } }
+  - id: limits
+    pathPrefix: /limits
+    backend: { url: "http://127.0.0.1:${backendPort}" }
+    operations:
+      - id: slow
+        method: GET
+        urlTemplate: /slow
+        policies:
+          inbound:
+            - policy: limit-concurrency
+              config: { maxCount: 2 }
+      - id: big
+        method: GET
+        urlTemplate: /big
+        policies:
+          inbound:
+            - policy: quota-by-key
+              config: { bandwidth: 2, calls: 100, renewalPeriod: 3600, counterKey: { from: header, name: x-tenant } }
   - id: tenants
     pathPrefix: /tenants
     backend: { url: "http://127.0.0.1:${backendPort}" }
@@ -95,6 +113,16 @@ const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 before(async () => {
   backend = createServer((req, res) => {
     seen.push({ url: req.url!, headers: req.headers });
+    if (req.url!.startsWith('/slow')) {
+      setTimeout(() => res.end('slow'), 400);
+      return;
+    }
+    if (req.url!.startsWith('/big')) {
+      // 1.5 KiB, sent chunked (no Content-Length): the gateway counts what it sends, not what a header says.
+      res.write('x'.repeat(1024));
+      res.end('y'.repeat(512));
+      return;
+    }
     res.writeHead(200, { 'content-type': 'text/plain', vary: 'Accept-Encoding' });
     res.end(`backend saw ${req.url}`);
   });
@@ -203,6 +231,26 @@ describe('built-in policies in a gateway', () => {
     const expired = await get('/secure/x', { authorization: `Bearer ${es256Token({ ...claims, exp: now - 60 })}` });
     assert.equal(expired.status, 401);
     assert.match(expired.body, /invalid token: expired/);
+  });
+
+  test('limit-concurrency: two slow requests in flight take both slots, a third gets 429; the slots come back when they end', async () => {
+    const three = await Promise.all([get('/limits/slow'), get('/limits/slow'), new Promise((r) => setTimeout(r, 100)).then(() => get('/limits/slow'))]);
+    assert.deepEqual(three.map((r) => r.status).sort(), [200, 200, 429]);
+    assert.match(three.find((r) => r.status === 429)!.body, /more than 2 requests in flight at once/);
+    const after = await Promise.all([get('/limits/slow'), get('/limits/slow')]);
+    assert.deepEqual(after.map((r) => r.status), [200, 200], 'the slots were given back');
+  });
+
+  test('quota-by-key: bandwidth is counted from the bytes each exchange carried, once it ends', async () => {
+    const first = await get('/limits/big', { 'x-tenant': 'bw' });
+    assert.equal(first.status, 200);
+    assert.equal(first.body.length, 1536);
+    // 1.5 KiB rounds up to 2 KB: the quota of 2 KB is used up, so the next request is refused.
+    const second = await get('/limits/big', { 'x-tenant': 'bw' });
+    assert.equal(second.status, 403, second.body);
+    assert.match(second.body, /bandwidth quota of 2 KB per 3600 s used up/);
+    assert.ok(Number(second.headers['retry-after']) > 0);
+    assert.equal((await get('/limits/big', { 'x-tenant': 'other' })).status, 200, 'another key has its own quota');
   });
 
   test('an OPTIONS preflight where no policy answers it is still 405, and plain OPTIONS too', async () => {

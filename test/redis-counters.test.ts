@@ -56,6 +56,44 @@ describe('counters in Redis', () => {
     }
   });
 
+  test('after-the-fact accounting (always) goes past the limit; an amount of 0 reads', async () => {
+    const store = newStore();
+    try {
+      await ready(store);
+      await store.consume('always:k', 7, 10, 60, true);
+      const over = await store.consume('always:k', 7, 10, 60, true);
+      assert.deepEqual([over.allowed, over.count, over.remaining], [false, 14, 0]);
+      const read = await store.consume('always:k', 0, 10, 60);
+      assert.deepEqual([read.allowed, read.count], [false, 14]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('leases: two stores share one concurrency limit; a released slot is free again; a lease of a dead gateway expires', async () => {
+    const a = newStore();
+    const b = newStore();
+    try {
+      await Promise.all([ready(a), ready(b)]);
+      const taken = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).acquire('lease:k', 3, 60)));
+      const granted = taken.filter((t) => t.acquired);
+      assert.equal(granted.length, 3);
+      assert.equal((await b.acquire('lease:k', 3, 60)).acquired, false, 'all three slots are taken');
+      a.release('lease:k', granted[0]!.lease);
+      // The release is sent without waiting for its answer; Redis handles one connection's commands in order, so a
+      // command on the same connection after it sees it.
+      assert.equal((await a.acquire('lease:k', 3, 60)).acquired, true);
+      // A lease nobody releases (its gateway died) is dropped after its time to live.
+      assert.equal((await a.acquire('lease:short', 1, 1)).acquired, true);
+      assert.equal((await b.acquire('lease:short', 1, 1)).acquired, false);
+      await new Promise((r) => setTimeout(r, 1100));
+      assert.equal((await b.acquire('lease:short', 1, 1)).acquired, true);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   test('a window key expires in Redis a second after its window ends', async () => {
     const store = newStore();
     const client = new Redis(redis.url);

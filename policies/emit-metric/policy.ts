@@ -1,7 +1,7 @@
 // emit-metric: adds a value to a custom metric, with dimensions taken from the request (Azure API Management's
 // emit-metric). The gateway sums it by name and dimensions (`gatehouse_policy_metric_total` on /metrics). Runs in any
 // phase; in outbound and on-error the response status is available as a dimension.
-import { request, response, context, config, vars, emitMetric, parseJson, JsonValue, CONTINUE } from "@gatehouse/policy-sdk";
+import { config, emitMetric, parseJson, valueFrom, JsonValue, CONTINUE } from "@gatehouse/policy-sdk";
 
 /** Dimension values longer than the host accepts are cut, so that an oversized header cannot fail the request. */
 const MAX_VALUE = 256;
@@ -52,17 +52,7 @@ function emit(): i32 {
 function dimensionValue(d: JsonValue): string {
   const fixed = d.get("value");
   if (fixed !== null) return fixed.asString("")!;
-  const from = d.get("from")!.asString("")!;
-  const keyValue = d.get("key");
-  const key = keyValue !== null ? keyValue.asString("")! : "";
-  let v: string | null = null;
-  if (from == "header") v = request.header(key);
-  else if (from == "variable") v = vars.get(key);
-  else if (from == "query") v = request.queryParam(key);
-  else if (from == "api") v = context.api();
-  else if (from == "operation") v = context.operation();
-  else if (from == "client-address") v = request.clientAddress();
-  else if (from == "method") v = request.method();
-  else if (from == "status") v = response.status().toString();
+  const key = d.get("key");
+  const v = valueFrom(d.get("from")!.asString("")!, key !== null ? key.asString("")! : "");
   return v !== null ? v : "";
 }

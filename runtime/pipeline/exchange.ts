@@ -3,8 +3,7 @@
 
 import type { Writable } from 'node:stream';
 import { Field, Status, type Phase } from '../policy-host/abi.ts';
-import type { TransactionalView } from '../policy-host/binding.ts';
-import type { PolicyBinding } from '../policy-host/binding.ts';
+import type { ExchangeUsage, PolicyBinding, TransactionalView } from '../policy-host/binding.ts';
 import type { WriteOp } from '../policy-host/instance.ts';
 
 export type HeaderMap = Map<string, string[]>;
@@ -36,6 +35,8 @@ export interface ResponseBody extends AsyncIterable<Uint8Array> {
   /** Writes the body into a Node Writable as it arrives, and ends it. */
   sendTo(destination: Writable): void;
   destroy(error?: Error): void;
+  /** Body bytes received from the backend so far. */
+  readonly bytesReceived: number;
 }
 
 export interface ResponseState {
@@ -134,6 +135,8 @@ export class Exchange implements TransactionalView {
   /** The binding whose handler is running (its configuration and body declarations apply); set by begin(). */
   binding: PolicyBinding | null = null;
   private journal: (() => void)[] | null = null;
+  /** What to do when the exchange ends (leases to release, bytes to meter); null until the first. */
+  private endActions: ((usage: ExchangeUsage) => void)[] | null = null;
 
   constructor(init: ExchangeInit) {
     this.requestId = init.requestId;
@@ -144,6 +147,24 @@ export class Exchange implements TransactionalView {
     this.backendUrl = init.backendUrl ?? '';
     this.routeParams = init.routeParams ?? new Map();
     this.variables = init.variables ?? new Map();
+  }
+
+  // --- end of the exchange ------------------------------------------------------------------------------------
+
+  atEnd(action: (usage: ExchangeUsage) => void): void {
+    (this.endActions ??= []).push(action);
+  }
+
+  /** Whether anything waits for the end of the exchange (the gateway then reports when the response is done). */
+  get hasEndActions(): boolean {
+    return this.endActions !== null;
+  }
+
+  /** Runs the end actions once; each one's failure is its own (they log what they cannot do). */
+  end(usage: ExchangeUsage): void {
+    const actions = this.endActions;
+    this.endActions = null;
+    if (actions) for (const action of actions) action(usage);
   }
 
   // --- transactions -------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@
 // fetch Response. (Measured: Hono's request wrapping cost about 12% of proxy throughput on Node; see BENCHMARKS.md.)
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
+import { finished, Readable } from 'node:stream';
 import type { Hono } from 'hono';
-import { headerRecord, type BodyStream, type HeaderMap } from '../pipeline/exchange.ts';
+import { headerRecord, type BodyStream, type HeaderMap, type ResponseBody } from '../pipeline/exchange.ts';
 import type { GatewayRequest, GatewayResponse } from '../server/gateway.ts';
 
 export const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
@@ -105,6 +105,11 @@ async function serveNode(
   // (`complete` is true once the whole message arrived, read or not; a bodiless GET is complete at once, and Node
   // discards what is left of a complete message itself.)
   if (!incoming.complete && !incoming.destroyed) drain(incoming);
+  if (res.finished) {
+    const { stream, body, finished: report } = res;
+    // finished() also reports a response whose connection was already gone.
+    finished(outgoing, () => report(stream ? stream.bytesReceived : (body?.byteLength ?? 0)));
+  }
   outgoing.writeHead(res.status, headerRecord(res.headers));
   if (res.stream) res.stream.sendTo(outgoing);
   else outgoing.end(res.body ?? undefined);
@@ -131,9 +136,24 @@ function webResponse(res: GatewayResponse): Response {
   const headers = new Headers();
   for (const [name, values] of res.headers) for (const v of values) headers.append(name, v);
   let body: BodyInit | null = null;
-  if (res.stream) body = Readable.toWeb(Readable.from(res.stream)) as unknown as ReadableStream<Uint8Array>;
-  else if (res.body) body = res.body as Uint8Array<ArrayBuffer>;
+  const { stream, finished: report } = res;
+  if (stream) {
+    body = Readable.toWeb(Readable.from(report ? reportingEnd(stream, report) : stream)) as unknown as ReadableStream<Uint8Array>;
+  } else {
+    if (res.body) body = res.body as Uint8Array<ArrayBuffer>;
+    // Deno sends a body it holds whole without telling when: the exchange ends as the response is handed over.
+    report?.(res.body?.byteLength ?? 0);
+  }
   return new Response(body, { status: res.status, headers });
+}
+
+/** The stream's chunks, then `report` once it has ended, failed or been abandoned. */
+async function* reportingEnd(stream: ResponseBody, report: (bytes: number) => void): AsyncGenerator<Uint8Array> {
+  try {
+    yield* stream;
+  } finally {
+    report(stream.bytesReceived);
+  }
 }
 
 function pathOf(target: string): string {

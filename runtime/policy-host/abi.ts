@@ -51,6 +51,10 @@ export const EFFECT_PENDING = -1;
 export const EffectKind = {
   COUNTER: 1,
   HTTP: 2,
+  /** A lease on a concurrency slot, released by the host when the exchange ends (1.1). */
+  LEASE: 3,
+  /** Adds the exchange's body bytes to a counter when the exchange ends (1.1). */
+  METER: 4,
 } as const;
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;

@@ -15,6 +15,14 @@ export interface TransactionalView extends CallView {
   begin(binding: PolicyBinding): void;
   commit(): void;
   rollback(): void;
+  /** Runs `action` when the exchange ends (its response sent or abandoned), with what it carried. */
+  atEnd(action: (usage: ExchangeUsage) => void): void;
+}
+
+/** What an exchange carried, known when it ends. */
+export interface ExchangeUsage {
+  requestBytes: number;
+  responseBytes: number;
 }
 
 export interface EffectContext {
@@ -32,6 +40,13 @@ export interface EffectRunner {
    * host function, so the handler reads the result in the same call instead of a second round. May throw CallAbort.
    */
   performNow?(kind: number, request: string, context: EffectContext): string | undefined;
+  /**
+   * For an effect whose result holds something until the exchange ends (a lease) or is settled then (a meter): what to
+   * do at the end, when the call that used it succeeded. Null: nothing.
+   */
+  atEnd?(kind: number, request: string, result: string, context: EffectContext): ((usage: ExchangeUsage) => void) | null;
+  /** Gives back what a result holds when the call that got it failed (a lease is released at once). */
+  undo?(kind: number, request: string, result: string, context: EffectContext): void;
 }
 
 export interface BindingMetrics {
@@ -177,6 +192,7 @@ export class PolicyBinding {
     for (; ; round++) {
       if (waiting) {
         if (round > MAX_EFFECT_ROUNDS) {
+          this.undo(waiting.results);
           throw this.failed('effects', `still asking for effects after ${MAX_EFFECT_ROUNDS} rounds`, false);
         }
         results = await this.performEffects(waiting);
@@ -185,6 +201,7 @@ export class PolicyBinding {
       try {
         instance = this.ready ?? (await this.live());
       } catch (err) {
+        this.undo(results);
         throw this.failed('instantiate', `could not create an instance: ${(err as Error).message}`, false);
       }
       waiting = this.round(instance, exportName, view, results);
@@ -217,16 +234,19 @@ export class PolicyBinding {
       instance.callHandler(exportName, state);
     } catch (err) {
       view.rollback();
+      this.undo(state.effectResults);
       const [reason, message] = classify(err, state, instance);
       throw this.failed(reason, message, RECYCLING.has(reason));
     }
     if (state.failMessage !== null) {
       view.rollback();
+      this.undo(state.effectResults);
       throw this.failed('error', state.failMessage, false);
     }
     if (state.pendingEffects === null) {
       view.commit();
       if (state.metrics !== null) for (const m of state.metrics) this.options.customMetrics?.record(m);
+      if (state.effectResults !== null) this.settle(state.effectResults, view);
       this.stats.consecutiveFailures = 0;
       return null;
     }
@@ -238,17 +258,41 @@ export class PolicyBinding {
   /** Performs what a round waits for, concurrently; returns every result so far. */
   private async performEffects({ pending, results }: Waiting): Promise<Map<string, string>> {
     const context = this.effectContext;
-    await Promise.all(
+    const outcomes = await Promise.allSettled(
       [...pending].map(async ([key, { kind, request }]) => {
-        try {
-          results.set(key, await this.options.effects.perform(kind, request, context));
-        } catch (err) {
-          if (err instanceof CallAbort) throw this.failed(err.reason, err.message, false);
-          throw this.failed('effects', `effect ${kind} failed: ${(err as Error).message}`, false);
-        }
+        results.set(key, await this.options.effects.perform(kind, request, context));
       }),
     );
+    const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failure) {
+      // Every effect has settled, so what the others hold (leases) can be given back.
+      this.undo(results);
+      const err = failure.reason as Error;
+      if (err instanceof CallAbort) throw this.failed(err.reason, err.message, false);
+      throw this.failed('effects', `effect failed: ${err?.message ?? String(err)}`, false);
+    }
     return results;
+  }
+
+  /** The end-of-exchange actions of a successful call's effect results (leases to release, bytes to meter). */
+  private settle(results: ReadonlyMap<string, string>, view: TransactionalView): void {
+    const { atEnd } = this.options.effects;
+    if (!atEnd) return;
+    for (const [key, result] of results) {
+      const colon = key.indexOf(':');
+      const action = atEnd.call(this.options.effects, Number(key.slice(0, colon)), key.slice(colon + 1), result, this.effectContext);
+      if (action) view.atEnd(action);
+    }
+  }
+
+  /** Gives back what the results of a failed call hold. */
+  private undo(results: ReadonlyMap<string, string> | null): void {
+    const { undo } = this.options.effects;
+    if (!undo || results === null) return;
+    for (const [key, result] of results) {
+      const colon = key.indexOf(':');
+      undo.call(this.options.effects, Number(key.slice(0, colon)), key.slice(colon + 1), result, this.effectContext);
+    }
   }
 
   private failed(reason: FailureReason, message: string, recycle: boolean): PolicyFailure {

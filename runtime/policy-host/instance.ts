@@ -82,6 +82,7 @@ interface KernelContext {
 }
 
 const BODY_FIELDS = new Set<number>([Field.REQUEST_BODY, Field.RESPONSE_BODY]);
+const EFFECT_NAMES: Record<number, string> = { 1: 'COUNTER', 2: 'HTTP', 3: 'LEASE', 4: 'METER' };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -340,13 +341,14 @@ export class PolicyInstance {
         const state = this.current();
         this.countOutput(state, reqLen);
         const request = this.readString(reqPtr, reqLen);
-        if (kind === EffectKind.COUNTER && state.grants.counters !== true) {
-          throw new CallAbort('capability', `policy ${policy} used the COUNTER effect without the "counters" grant`);
+        const counting = kind === EffectKind.COUNTER || kind === EffectKind.LEASE || kind === EffectKind.METER;
+        if (counting && state.grants.counters !== true) {
+          throw new CallAbort('capability', `policy ${policy} used effect ${EFFECT_NAMES[kind]} without the "counters" grant`);
         }
         if (kind === EffectKind.HTTP && state.grants.http === undefined) {
           throw new CallAbort('capability', `policy ${policy} used the HTTP effect without the "http" grant`);
         }
-        if (kind !== EffectKind.COUNTER && kind !== EffectKind.HTTP) return Status.UNKNOWN_FIELD;
+        if (!counting && kind !== EffectKind.HTTP) return Status.UNKNOWN_FIELD;
         const key = `${kind}:${request}`;
         let result = state.effectResults?.get(key);
         if (result === undefined && state.completeNow !== null) {

@@ -37,6 +37,8 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   private iterating = false;
   private readonly queue: Buffer[] = [];
   private queuedBytes = 0;
+  /** Body bytes received from the backend (what the client is sent, or what a buffering reader got). */
+  bytesReceived = 0;
   private ended = false;
   private failure: Error | null = null;
   /** Why the gateway aborted the request itself (destroy): the failure that follows is not the backend's. */
@@ -78,6 +80,7 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
+    this.bytesReceived += chunk.length;
     const destination = this.destination;
     if (destination) {
       if (!destination.write(chunk)) controller.pause();

@@ -29,6 +29,11 @@ export interface GatewayResponse {
   headers: HeaderMap;
   body: Uint8Array | null;
   stream: ResponseBody | null;
+  /**
+   * Set when policies wait for the end of the exchange (a lease, a meter): the platform calls it once the response is
+   * sent or abandoned, with the body bytes sent.
+   */
+  finished?: (responseBytes: number) => void;
 }
 
 export const STATUS_PATH = '/status-0123456789abcdef';
@@ -136,6 +141,7 @@ export class Gateway {
     }
     let body: Uint8Array | null = null;
     let stream: BodyStream | null = null;
+    const requestBytes = { n: 0 };
     if (req.body) {
       if (operation.needsRequestBody) {
         body = await collectBody(req.body, limit);
@@ -144,7 +150,7 @@ export class Gateway {
           return problem(413, 'Content Too Large', `request body exceeds ${limit} bytes`, requestId);
         }
       } else {
-        stream = limitBody(req.body, limit);
+        stream = limitBody(req.body, limit, requestBytes);
       }
     }
     const target = api.backends.pick();
@@ -188,6 +194,10 @@ export class Gateway {
     });
     if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
     const response = finish(exchange.response, requestId);
+    if (exchange.hasEndActions) {
+      if (body) requestBytes.n = body.byteLength;
+      response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
+    }
     this.record(api, operation, response.status, started, requestId, req, exchange, backendMs);
     return response;
   }
@@ -290,10 +300,11 @@ function problem(status: number, title: string, detail: string, requestId: strin
 }
 
 /** Passes a streamed request body through, failing it with 413 once it goes past the limit. */
-async function* limitBody(source: BodyStream, limit: number): AsyncGenerator<Uint8Array> {
+async function* limitBody(source: BodyStream, limit: number, counted: { n: number }): AsyncGenerator<Uint8Array> {
   let seen = 0;
   for await (const chunk of chunksOf(source)) {
     seen += chunk.byteLength;
+    counted.n = seen;
     if (seen > limit) {
       // The client is still sending: the response goes out with Connection: close instead of a reset.
       throw new RequestError('too-large', 413, `request body exceeds ${limit} bytes`);

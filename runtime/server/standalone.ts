@@ -53,7 +53,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
     : new MemoryCounterStore();
   if (!options.redisUrl) logger.info('counters are kept in this gateway (set GATEHOUSE_REDIS_URL to share them)');
-  const host = new PolicyHost({ logger, metrics, effects: new GatewayEffects({ counters }) });
+  const host = new PolicyHost({ logger, metrics, effects: new GatewayEffects({ counters, logger }) });
   const echo: EchoBackend = await startEchoBackend();
   const forwarder = new Forwarder({ timeoutMs: 30_000 });
   const gateway = new Gateway(forwarder, logger, metrics);

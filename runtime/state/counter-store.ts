@@ -10,12 +10,34 @@ export interface CounterOutcome {
 }
 
 export interface CounterStore {
-  /** Adds `amount` to `key` when the result stays within `limit`; refused calls do not count. */
-  consume(key: string, amount: number, limit: number, periodSeconds: number): Promise<CounterOutcome>;
+  /**
+   * Adds `amount` to `key` when the result stays within `limit` (refused calls do not count), or with `always`, adds it
+   * whatever the result (accounting after the fact, as for bytes already sent); `allowed` says whether the result is
+   * within the limit. An amount of 0 reads the counter.
+   */
+  consume(key: string, amount: number, limit: number, periodSeconds: number, always?: boolean): Promise<CounterOutcome>;
   /** consume() without waiting, when the store can answer without I/O; undefined when it cannot right now. */
-  consumeNow?(key: string, amount: number, limit: number, periodSeconds: number): CounterOutcome | undefined;
+  consumeNow?(key: string, amount: number, limit: number, periodSeconds: number, always?: boolean): CounterOutcome | undefined;
+  /**
+   * Takes one of `limit` concurrent slots of `key`, held until `release` (or, in a shared store, `ttlSeconds` at most,
+   * so that a gateway that dies does not hold its slots for ever).
+   */
+  acquire(key: string, limit: number, ttlSeconds: number): Promise<LeaseOutcome>;
+  /** acquire() without waiting, when the store can answer without I/O. */
+  acquireNow?(key: string, limit: number, ttlSeconds: number): LeaseOutcome | undefined;
+  /** Gives back a slot `acquire` granted (`lease` as it returned). */
+  release(key: string, lease: string): void;
   /** Releases connections (a shared store). */
   close?(): Promise<void>;
+}
+
+export interface LeaseOutcome {
+  acquired: boolean;
+  /** Slots held, this one included when acquired. */
+  count: number;
+  limit: number;
+  /** What `release` needs; "" when not acquired. */
+  lease: string;
 }
 
 interface Window {
@@ -30,11 +52,11 @@ export class MemoryCounterStore implements CounterStore {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  consume(key: string, amount: number, limit: number, periodSeconds: number): Promise<CounterOutcome> {
-    return Promise.resolve(this.consumeNow(key, amount, limit, periodSeconds));
+  consume(key: string, amount: number, limit: number, periodSeconds: number, always = false): Promise<CounterOutcome> {
+    return Promise.resolve(this.consumeNow(key, amount, limit, periodSeconds, always));
   }
 
-  consumeNow(key: string, amount: number, limit: number, periodSeconds: number): CounterOutcome {
+  consumeNow(key: string, amount: number, limit: number, periodSeconds: number, always = false): CounterOutcome {
     const now = this.now();
     this.sweep(now);
     const periodMs = periodSeconds * 1000;
@@ -46,7 +68,7 @@ export class MemoryCounterStore implements CounterStore {
       this.windows.set(windowKey, window);
     }
     const allowed = window.count + amount <= limit;
-    if (allowed) window.count += amount;
+    if (allowed || always) window.count += amount;
     return {
       allowed,
       count: window.count,
@@ -54,6 +76,26 @@ export class MemoryCounterStore implements CounterStore {
       remaining: Math.max(0, limit - window.count),
       resetSeconds: Math.max(0, Math.ceil((window.end - now) / 1000)),
     };
+  }
+
+  private readonly leases = new Map<string, number>();
+
+  acquire(key: string, limit: number, ttlSeconds: number): Promise<LeaseOutcome> {
+    return Promise.resolve(this.acquireNow(key, limit, ttlSeconds));
+  }
+
+  /** In memory a slot is held until released: the process that holds it is the one that would release it. */
+  acquireNow(key: string, limit: number, _ttlSeconds: number): LeaseOutcome {
+    const held = this.leases.get(key) ?? 0;
+    if (held >= limit) return { acquired: false, count: held, limit, lease: '' };
+    this.leases.set(key, held + 1);
+    return { acquired: true, count: held + 1, limit, lease: 'local' };
+  }
+
+  release(key: string, _lease: string): void {
+    const held = this.leases.get(key) ?? 0;
+    if (held <= 1) this.leases.delete(key);
+    else this.leases.set(key, held - 1);
   }
 
   /** Drops windows that have ended, at most once a second. */

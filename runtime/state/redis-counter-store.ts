@@ -12,10 +12,12 @@
 import { Redis } from 'ioredis';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Counter, MetricsRegistry } from '../telemetry/metrics.ts';
-import { MemoryCounterStore, type CounterOutcome, type CounterStore } from './counter-store.ts';
+import { randomUUID } from 'node:crypto';
+import { MemoryCounterStore, type CounterOutcome, type CounterStore, type LeaseOutcome } from './counter-store.ts';
 
 /**
- * KEYS[1]: the counter's key without its window; ARGV: amount, limit, period in seconds.
+ * KEYS[1]: the counter's key without its window; ARGV: amount, limit, period in seconds, always (1: add even over the
+ * limit).
  * The window starts at a multiple of the period in Redis time; its key expires a second after the window ends.
  * Returns { allowed (0/1), count, milliseconds until the window ends }.
  */
@@ -29,12 +31,27 @@ local start = nowMs - (nowMs % periodMs)
 local key = KEYS[1] .. ':' .. start
 local count = tonumber(redis.call('GET', key) or '0')
 local allowed = 0
-if count + amount <= limit then
+if count + amount <= limit then allowed = 1 end
+if amount > 0 and (allowed == 1 or ARGV[4] == '1') then
   count = redis.call('INCRBY', key, amount)
-  allowed = 1
   if count == amount then redis.call('PEXPIRE', key, periodMs + 1000) end
 end
 return { allowed, count, start + periodMs - nowMs }
+`;
+
+/**
+ * KEYS[1]: a concurrency key (a sorted set of leases by expiry time); ARGV: limit, ttl in ms, lease id. Expired leases
+ * (their gateway died holding them) are dropped first. Returns { acquired (0/1), leases held }.
+ */
+const ACQUIRE_SCRIPT = `
+local now = redis.call('TIME')
+local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', nowMs)
+local held = redis.call('ZCARD', KEYS[1])
+if held >= tonumber(ARGV[1]) then return { 0, held } end
+redis.call('ZADD', KEYS[1], nowMs + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 1000)
+return { 1, held + 1 }
 `;
 
 export interface RedisCounterStoreOptions {
@@ -50,10 +67,11 @@ export interface RedisCounterStoreOptions {
   keyPrefix?: string;
 }
 
-type Consume = (key: string, amount: number, limit: number, periodSeconds: number) => Promise<[number, number, number]>;
+type Acquire = (key: string, limit: number, ttlMs: number, lease: string) => Promise<[number, number]>;
+type Consume = (key: string, amount: number, limit: number, periodSeconds: number, always: 0 | 1) => Promise<[number, number, number]>;
 
 export class RedisCounterStore implements CounterStore {
-  private readonly redis: Redis & { gatehouseConsume: Consume };
+  private readonly redis: Redis & { gatehouseConsume: Consume; gatehouseAcquire: Acquire };
   private readonly local = new MemoryCounterStore();
   private readonly logger: Logger;
   private readonly retryAfterMs: number;
@@ -80,12 +98,13 @@ export class RedisCounterStore implements CounterStore {
       lazyConnect: false,
     });
     redis.defineCommand('gatehouseConsume', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
+    redis.defineCommand('gatehouseAcquire', { numberOfKeys: 1, lua: ACQUIRE_SCRIPT });
     // Connection errors are expected while Redis is away; the switch to local counting is what gets logged.
     redis.on('error', () => undefined);
     // A connection that is ready answered Redis's ready check: Redis is back.
     redis.on('ready', () => this.switchTo('redis'));
     redis.on('close', () => this.switchTo('local', 'connection closed'));
-    this.redis = redis as Redis & { gatehouseConsume: Consume };
+    this.redis = redis as Redis & { gatehouseConsume: Consume; gatehouseAcquire: Acquire };
     const metrics = options.metrics;
     this.localCounts = metrics.counter(
       'gatehouse_counter_local_fallback_total',
@@ -115,16 +134,16 @@ export class RedisCounterStore implements CounterStore {
   }
 
   /** Answers at once only while counting locally; with Redis up, the update is a round trip (an effect round). */
-  consumeNow(key: string, amount: number, limit: number, periodSeconds: number): CounterOutcome | undefined {
+  consumeNow(key: string, amount: number, limit: number, periodSeconds: number, always = false): CounterOutcome | undefined {
     if (this.tryRedis()) return undefined;
     this.localCounts.inc();
-    return this.local.consumeNow(key, amount, limit, periodSeconds);
+    return this.local.consumeNow(key, amount, limit, periodSeconds, always);
   }
 
-  async consume(key: string, amount: number, limit: number, periodSeconds: number): Promise<CounterOutcome> {
+  async consume(key: string, amount: number, limit: number, periodSeconds: number, always = false): Promise<CounterOutcome> {
     if (this.tryRedis()) {
       try {
-        const [allowed, count, msLeft] = await this.redis.gatehouseConsume(this.keyPrefix + key, amount, limit, periodSeconds);
+        const [allowed, count, msLeft] = await this.redis.gatehouseConsume(this.keyPrefix + key, amount, limit, periodSeconds, always ? 1 : 0);
         this.switchTo('redis');
         return {
           allowed: allowed === 1,
@@ -139,7 +158,39 @@ export class RedisCounterStore implements CounterStore {
       }
     }
     this.localCounts.inc();
-    return this.local.consumeNow(key, amount, limit, periodSeconds);
+    return this.local.consumeNow(key, amount, limit, periodSeconds, always);
+  }
+
+  acquireNow(key: string, limit: number, ttlSeconds: number): LeaseOutcome | undefined {
+    if (this.tryRedis()) return undefined;
+    this.localCounts.inc();
+    return this.local.acquireNow(key, limit, ttlSeconds);
+  }
+
+  async acquire(key: string, limit: number, ttlSeconds: number): Promise<LeaseOutcome> {
+    if (this.tryRedis()) {
+      const lease = randomUUID();
+      try {
+        const [acquired, held] = await this.redis.gatehouseAcquire(this.keyPrefix + key, limit, ttlSeconds * 1000, lease);
+        this.switchTo('redis');
+        return { acquired: acquired === 1, count: held, limit, lease: acquired === 1 ? lease : '' };
+      } catch (err) {
+        if (this.state === 'local') this.failedUntil = Date.now() + this.retryAfterMs;
+        this.switchTo('local', (err as Error).message);
+      }
+    }
+    this.localCounts.inc();
+    return this.local.acquireNow(key, limit, ttlSeconds);
+  }
+
+  /** A lease taken in Redis is removed there (or expires, if Redis cannot be reached now); a local one locally. */
+  release(key: string, lease: string): void {
+    if (lease === 'local') {
+      this.local.release(key, lease);
+      return;
+    }
+    if (this.redis.status !== 'ready') return;
+    this.redis.zrem(this.keyPrefix + key, lease).catch(() => undefined);
   }
 
   async close(): Promise<void> {

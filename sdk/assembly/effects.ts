@@ -8,7 +8,7 @@
 // call; the same counter kept in Redis is pending. Write every handler for both.
 
 import { EFFECT_PENDING, EffectKind } from "./host";
-import { ByteBuffer, failStatus, fatal, readEffect, takeString } from "./io";
+import { ByteBuffer, failStatus, fatal, readEffect, releaseRead, takeString } from "./io";
 import { JsonKind, JsonReader, JsonWriter } from "./json";
 
 /** Result of `counter`. */
@@ -22,6 +22,15 @@ export class CounterResult {
   remaining: i64 = 0;
   /** Seconds until the current window ends. */
   resetSeconds: i64 = 0;
+}
+
+/** Result of `lease`. */
+export class LeaseResult {
+  /** Whether a slot was taken (it is given back when the exchange ends). */
+  acquired: bool = false;
+  /** Slots held now for the key, this one included when acquired. */
+  count: i64 = 0;
+  limit: i64 = 0;
 }
 
 /** Result of `httpCall`. */
@@ -43,10 +52,12 @@ function shorten(text: string): string {
 
 /**
  * A fixed-window counter kept by the gateway (needs the `counters` grant): adds `amount` to `key` when the result
- * stays within `limit` for the current window of `periodSeconds`. Returns null while pending (return `PENDING`).
- * Keys are namespaced per policy binding by the host.
+ * stays within `limit` for the current window of `periodSeconds`; with `always`, adds it whatever the result (to account
+ * for what was already used, such as bytes sent), `allowed` then saying whether the count is still within the limit.
+ * An amount of 0 reads the counter. Returns null while pending (return `PENDING`). Keys are namespaced per policy
+ * binding by the host.
  */
-export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64 = 1): CounterResult | null {
+export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64 = 1, always: bool = false): CounterResult | null {
   let w = requestWriter;
   w.reset();
   w.raw('{"key":');
@@ -57,6 +68,7 @@ export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64
   w.int(periodSeconds);
   w.raw(',"amount":');
   w.int(amount);
+  if (always) w.raw(',"always":true');
   w.char(0x7d);
   let n = readEffect(EffectKind.COUNTER, w.ptr, w.len, "counter");
   if (n == EFFECT_PENDING) return null;
@@ -78,6 +90,61 @@ export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64
   }
   if (!r.done()) fatal('counter("' + key + '"): malformed result from the host: ' + shorten(text));
   return result;
+}
+
+/**
+ * Takes one of `limit` concurrent slots of `key` for this exchange (needs the `counters` grant); the gateway gives it
+ * back when the exchange ends (its response sent or abandoned), or at once if the call fails. In a shared store (Redis)
+ * a slot is also given back after `ttlSeconds`, in case the gateway holding it dies. Returns null while pending.
+ */
+export function lease(key: string, limit: i64, ttlSeconds: i64 = 300): LeaseResult | null {
+  let w = requestWriter;
+  w.reset();
+  w.raw('{"key":');
+  w.string(key);
+  w.raw(',"limit":');
+  w.int(limit);
+  w.raw(',"ttlSeconds":');
+  w.int(ttlSeconds);
+  w.char(0x7d);
+  let n = readEffect(EffectKind.LEASE, w.ptr, w.len, "lease");
+  if (n == EFFECT_PENDING) return null;
+  if (n < 0) failStatus("lease", key, n);
+  let text = takeString(n);
+  let result = new LeaseResult();
+  let r = new JsonReader(text);
+  if (r.beginObject()) {
+    let k = r.nextKey();
+    while (k !== null) {
+      if (k == "acquired") result.acquired = r.readBool();
+      else if (k == "count") result.count = r.readInt();
+      else if (k == "limit") result.limit = r.readInt();
+      else r.skipValue();
+      k = r.nextKey();
+    }
+  }
+  if (!r.done()) fatal('lease("' + key + '"): malformed result from the host: ' + shorten(text));
+  return result;
+}
+
+/**
+ * Adds what this exchange carries (request and response body bytes, or kilobytes rounded up) to the counter `key` of
+ * `periodSeconds`, when the exchange ends (needs the `counters` grant). Read the counter with `counter(key, limit,
+ * periodSeconds, 0)`. Returns false while pending (return PENDING), true once registered.
+ */
+export function meter(key: string, periodSeconds: i64, kilobytes: bool = true): bool {
+  let w = requestWriter;
+  w.reset();
+  w.raw('{"key":');
+  w.string(key);
+  w.raw(',"periodSeconds":');
+  w.int(periodSeconds);
+  w.raw(kilobytes ? ',"unit":"kilobytes"}' : ',"unit":"bytes"}');
+  let n = readEffect(EffectKind.METER, w.ptr, w.len, "meter");
+  if (n == EFFECT_PENDING) return false;
+  if (n < 0) failStatus("meter", key, n);
+  releaseRead();
+  return true;
 }
 
 /**

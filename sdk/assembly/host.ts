@@ -76,6 +76,8 @@ export namespace Status {
 export namespace EffectKind {
   export const COUNTER: i32 = 1;
   export const HTTP: i32 = 2;
+  export const LEASE: i32 = 3;
+  export const METER: i32 = 4;
 }
 
 /** `effect` returns this while the host has no result yet. */

@@ -20,11 +20,12 @@ import {
   setDecimal,
   setText,
 } from "./fields";
-import { JsonKind, JsonReader, jsonString } from "./json";
+import { JsonKind, JsonReader, jsonString, parseJson } from "./json";
 import { counter } from "./effects";
 
-export { CounterResult, HttpResult, counter, httpCall } from "./effects";
+export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter } from "./effects";
 export { base64Decode, base64DecodeText } from "./encoding";
+import { base64DecodeText } from "./encoding";
 export { JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
 export { gatehouseAbort } from "./abort";
 export { constantTimeEqual, hmacSha256, sha256, sha256Hex, toHex } from "./crypto";
@@ -480,4 +481,45 @@ export function rateLimit(key: string, calls: i64, periodSeconds: i64, headers: 
     "rate limit of " + calls.toString() + " calls per " + periodSeconds.toString() + " s exceeded; retry in " +
       retry.toString() + " s",
   );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Values by source: what policy configurations name as `{ from: header, name: x-tenant }`
+
+/**
+ * A claim of the bearer token in `Authorization`, read WITHOUT checking the token: put validate-jwt before a policy
+ * that relies on it. Strings as they are, other values as JSON text; null when absent or unreadable.
+ */
+export function bearerClaim(claim: string): string | null {
+  const auth = request.header("authorization");
+  if (auth === null || auth.length < 8 || auth.substring(0, 7).toLowerCase() != "bearer ") return null;
+  const token = auth.substring(7).trim();
+  const first = token.indexOf(".");
+  const second = first < 0 ? -1 : token.indexOf(".", first + 1);
+  if (second < 0) return null;
+  const payload = base64DecodeText(token.substring(first + 1, second));
+  if (payload === null) return null;
+  const claims = parseJson(payload);
+  if (claims === null) return null;
+  const v = claims.get(claim);
+  if (v === null || v.kind == JsonKind.NULL) return null;
+  return v.kind == JsonKind.STRING ? v.stringValue : v.toString();
+}
+
+/**
+ * A value of the exchange by source: `header`, `variable`, `query` and `claim` (with `name`; a claim as
+ * `bearerClaim` reads it), `client-address`, `api`, `operation`, `method`, `status` (the response's). Null when absent
+ * or the source is unknown.
+ */
+export function valueFrom(from: string, name: string): string | null {
+  if (from == "header") return request.header(name);
+  if (from == "variable") return vars.get(name);
+  if (from == "query") return request.queryParam(name);
+  if (from == "claim") return bearerClaim(name);
+  if (from == "client-address") return request.clientAddress();
+  if (from == "api") return context.api();
+  if (from == "operation") return context.operation();
+  if (from == "method") return request.method();
+  if (from == "status") return response.status().toString();
+  return null;
 }

@@ -397,10 +397,23 @@ export class Exchange implements TransactionalView {
   }
 }
 
+/**
+ * A backend URL the forwarder uses whole: http(s), a host, and nothing it would drop (credentials, a query or a
+ * fragment: the request's own query is what is sent).
+ */
 function isHttpUrl(s: string): boolean {
   try {
     const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+    return (
+      (u.protocol === 'http:' || u.protocol === 'https:') &&
+      u.hostname !== '' &&
+      u.username === '' &&
+      u.password === '' &&
+      u.search === '' &&
+      u.hash === '' &&
+      !s.includes('?') &&
+      !s.includes('#')
+    );
   } catch {
     return false;
   }

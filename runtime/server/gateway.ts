@@ -282,7 +282,12 @@ function finish(response: ResponseState, requestId: string): GatewayResponse {
     stream.destroy();
     stream = null;
   }
-  if (stream === null) response.headers.delete('content-length');
+  // A body the gateway holds whole goes out with its length (not chunked); statuses without a body get none.
+  if (stream === null) {
+    const s = response.status;
+    if (s < 200 || s === 204 || s === 304) response.headers.delete('content-length');
+    else response.headers.set('content-length', [String(response.body?.byteLength ?? 0)]);
+  }
   response.headers.set('x-request-id', [requestId]);
   return { status: response.status, headers: response.headers, body: response.body, stream };
 }

@@ -1,0 +1,65 @@
+// return-response: ends the chain with the response its configuration describes (Azure API Management's
+// return-response). In inbound and backend the backend is never called. In outbound and on-error the response so far
+// (the backend's, or the gateway's error answer) is replaced as a whole, so none of its headers or body reach the
+// client: APIM's return-response also starts from an empty 200 rather than from the current response.
+import { response, config, parseJson, respond } from "@gatehouse/policy-sdk";
+
+export function on_inbound(): i32 {
+  return answer(false);
+}
+
+export function on_backend(): i32 {
+  return answer(false);
+}
+
+export function on_outbound(): i32 {
+  return answer(true);
+}
+
+export function on_error(): i32 {
+  return answer(true);
+}
+
+/** Framing headers belong to the proxy (the host refuses to touch them) and are recomputed for the new body. */
+const FRAMING: string[] = ["content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
+
+/** The configured headers, read once: a binding's configuration never changes for the life of its instance. */
+let headerNames: string[] | null = null;
+let headerValues: string[] = [];
+
+function answer(replacing: bool): i32 {
+  // Before the backend, the response holds only what earlier policies set for the client (CORS, RateLimit-*): kept.
+  if (replacing) clearHeaders();
+  setConfiguredHeaders();
+  const contentType = config.getString("contentType");
+  if (contentType !== null) response.setHeader("content-type", contentType);
+  // Written even when empty: respond() keeps the body set so far, and a backend's body must not show through.
+  response.setBodyText(config.getString("body", "")!);
+  return respond(<i32>config.getInt("status", 200));
+}
+
+function clearHeaders(): void {
+  const names = response.headerNames();
+  for (let i = 0; i < names.length; i++) {
+    if (!FRAMING.includes(names[i])) response.removeHeader(names[i]);
+  }
+}
+
+function setConfiguredHeaders(): void {
+  if (headerNames === null) loadHeaders();
+  const names = headerNames!;
+  for (let i = 0; i < names.length; i++) response.setHeader(names[i], headerValues[i]);
+}
+
+function loadHeaders(): void {
+  const names = new Array<string>();
+  const json = config.getJson("headers");
+  if (json !== null) {
+    const headers = parseJson(json)!;
+    for (let i = 0; i < headers.keys.length; i++) {
+      names.push(headers.keys[i]);
+      headerValues.push(headers.items[i].asString("")!);
+    }
+  }
+  headerNames = names;
+}

@@ -10,7 +10,8 @@ import { repoRoot } from '../runtime/platform/paths.ts';
 const folder = join(repoRoot(), 'policies');
 
 describe('built-in policies', () => {
-  for (const name of readdirSync(folder).sort()) {
+  const policies = readdirSync(folder, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+  for (const name of policies.sort()) {
     test(name, async () => {
       const run = await runPolicyTests(join(folder, name));
       const failures = run.results.filter((r) => !r.ok).map((r) => `${r.name}: ${r.problems.join('; ')}`);

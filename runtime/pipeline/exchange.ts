@@ -318,11 +318,8 @@ export class Exchange implements TransactionalView {
         this.changeMap(this.variables, name, op === 'remove' ? undefined : (value as string));
         return Status.OK;
       case Field.REQUEST_QUERY_PARAM: {
-        const params = new URLSearchParams(this.request.query);
-        if (op === 'remove') params.delete(name);
-        else if (op === 'add') params.append(name, value as string);
-        else params.set(name, value as string);
-        this.change(this.request, 'query', params.toString());
+        const query = editQuery(this.request.query, op, name, value as string | null);
+        if (query !== this.request.query) this.change(this.request, 'query', query);
         return Status.OK;
       }
     }
@@ -350,7 +347,7 @@ export class Exchange implements TransactionalView {
         return Status.OK;
       case Field.RESPONSE_STATUS: {
         const status = Number(value);
-        if (!Number.isInteger(status) || status < 100 || status > 599) return Status.INVALID_VALUE;
+        if (!isFinalStatus(status)) return Status.INVALID_VALUE;
         this.change(this.response, 'status', status);
         return Status.OK;
       }
@@ -390,11 +387,49 @@ export class Exchange implements TransactionalView {
   }
 
   respond(status: number): number {
-    if (!Number.isInteger(status) || status < 100 || status > 599) return Status.INVALID_VALUE;
+    if (!isFinalStatus(status)) return Status.INVALID_VALUE;
     this.change(this.response, 'status', status);
     this.change(this as Exchange, 'responded', true);
     return Status.OK;
   }
+}
+
+/** 200–599: a 1xx status is not a final answer (a client would wait for the real one, or fail). */
+function isFinalStatus(status: number): boolean {
+  return Number.isInteger(status) && status >= 200 && status <= 599;
+}
+
+/** A query pair's name, decoded as URLSearchParams decodes it (`+` is a space). */
+function pairName(pair: string): string {
+  const eq = pair.indexOf('=');
+  const raw = (eq < 0 ? pair : pair.slice(0, eq)).replace(/\+/g, ' ');
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
+/**
+ * The query with parameter `name` set (first pair replaced, later ones of that name dropped), added or removed. Pairs
+ * of other names stay exactly as the client wrote them (no re-encoding: a signed URL stays signed); the new pair is
+ * encoded with encodeURIComponent.
+ */
+function editQuery(query: string, op: WriteOp, name: string, value: string | null): string {
+  const pairs = query === '' ? [] : query.split('&');
+  const fresh = value === null ? '' : `${encodeURIComponent(name)}=${encodeURIComponent(value)}`;
+  if (op === 'add') return [...pairs, fresh].join('&');
+  const out: string[] = [];
+  let placed = op === 'remove';
+  for (const pair of pairs) {
+    if (pair === '' || pairName(pair) !== name) out.push(pair);
+    else if (!placed) {
+      out.push(fresh);
+      placed = true;
+    }
+  }
+  if (!placed) out.push(fresh);
+  return out.join('&');
 }
 
 /**

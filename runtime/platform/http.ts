@@ -137,7 +137,11 @@ function webResponse(res: GatewayResponse): Response {
   for (const [name, values] of res.headers) for (const v of values) headers.append(name, v);
   let body: BodyInit | null = null;
   const { stream, finished: report } = res;
-  if (stream) {
+  if (NULL_BODY_STATUSES.has(res.status)) {
+    // fetch's Response refuses a body with these statuses (Node's ServerResponse drops it): the backend's is discarded.
+    stream?.destroy();
+    report?.(0);
+  } else if (stream) {
     body = Readable.toWeb(Readable.from(report ? reportingEnd(stream, report) : stream)) as unknown as ReadableStream<Uint8Array>;
   } else {
     if (res.body) body = res.body as Uint8Array<ArrayBuffer>;
@@ -146,6 +150,8 @@ function webResponse(res: GatewayResponse): Response {
   }
   return new Response(body, { status: res.status, headers });
 }
+
+const NULL_BODY_STATUSES = new Set([204, 205, 304]);
 
 /** The stream's chunks, then `report` once it has ended, failed or been abandoned. */
 async function* reportingEnd(stream: ResponseBody, report: (bytes: number) => void): AsyncGenerator<Uint8Array> {

@@ -20,8 +20,23 @@ export function compileConfigSchema(schema: unknown): ConfigValidator {
     throw new Error(`configSchema is not a valid JSON Schema: ${(err as Error).message}`);
   }
   // A failed `if` always comes with the failures of its `then` or `else`, which say what is wrong.
-  return (config) =>
-    validate(config) ? [] : (validate.errors ?? []).filter((e) => e.keyword !== 'if').map(formatError);
+  return (config) => (validate(config) ? [] : readable(validate.errors ?? []).map(formatError));
+}
+
+/**
+ * The errors worth showing: a failed `if` always comes with the failures of its `then` or `else`, which say what is
+ * wrong; and when a `oneOf`/`anyOf`/`not` has a description, that description replaces its branches' errors (each
+ * branch's pattern, hundreds of characters for an IPv6 address, says less than "not an IP address or CIDR range").
+ */
+function readable(errors: ErrorObject[]): ErrorObject[] {
+  const described = errors.filter((e) => SUMMARISED.has(e.keyword) && hasDescription(e)).map((e) => e.schemaPath + '/');
+  return errors.filter((e) => e.keyword !== 'if' && !described.some((prefix) => e.schemaPath.startsWith(prefix)));
+}
+
+const SUMMARISED = new Set(['oneOf', 'anyOf', 'not']);
+
+function hasDescription(e: ErrorObject): boolean {
+  return typeof (e.parentSchema as { description?: unknown } | undefined)?.description === 'string';
 }
 
 function formatError(e: ErrorObject): string {
@@ -32,7 +47,6 @@ function formatError(e: ErrorObject): string {
   if (e.keyword === 'enum') {
     return `${at}: ${e.message}: ${JSON.stringify((e.params as { allowedValues: unknown[] }).allowedValues)}`;
   }
-  const description = (e.parentSchema as { description?: unknown } | undefined)?.description;
-  if ((e.keyword === 'not' || e.keyword === 'oneOf' || e.keyword === 'anyOf') && typeof description === 'string') return `${at}: ${description}`;
+  if (SUMMARISED.has(e.keyword) && hasDescription(e)) return `${at}: ${(e.parentSchema as { description: string }).description}`;
   return `${at}: ${e.message ?? e.keyword}`;
 }

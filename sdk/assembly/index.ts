@@ -41,7 +41,7 @@ export const RESPOND: i32 = 1;
 export const PENDING: i32 = 2;
 
 /**
- * Ends the chain with `status` (100-599). A non-empty `body` replaces the response body and a non-empty `contentType`
+ * Ends the chain with `status` (200-599). A non-empty `body` replaces the response body and a non-empty `contentType`
  * sets the `content-type` header; otherwise what was set so far is kept (in `on_outbound` and `on_error` that is the
  * backend's or the error response). Returns RESPOND: `return respond(401, "no key")`.
  */
@@ -196,7 +196,7 @@ export namespace request {
 // Response
 
 export namespace response {
-  /** The response status (0 when there is none yet). */
+  /** The response status (200 before the backend answers, as the ABI says). */
   export function status(): i32 {
     return getDecimal(Field.RESPONSE_STATUS, "response.status");
   }

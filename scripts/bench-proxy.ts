@@ -37,14 +37,15 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { positiveFromEnv } from './lib/env.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
 
-const ROUNDS = positive('BENCH_ROUNDS', 2);
-const DURATION_S = positive('BENCH_DURATION_S', 5);
-const WARMUP_S = positive('BENCH_WARMUP_S', 2);
-const LATENCY_S = positive('BENCH_LATENCY_S', 10);
+const ROUNDS = positiveFromEnv('BENCH_ROUNDS', 2);
+const DURATION_S = positiveFromEnv('BENCH_DURATION_S', 5);
+const WARMUP_S = positiveFromEnv('BENCH_WARMUP_S', 2);
+const LATENCY_S = positiveFromEnv('BENCH_LATENCY_S', 10);
 const LATENCY_RATE = 1000;
 const WRK_THREADS = 1;
 const WRK_CONNECTIONS = 32;
@@ -75,14 +76,6 @@ const FIVE_POLICY_CHAIN: Array<{ phase: 'inbound' | 'outbound'; policy: string; 
   { phase: 'inbound', policy: 'rewrite-uri', config: { template: '/v2/items' } },
   { phase: 'outbound', policy: 'set-header', config: { name: 'x-gatehouse', value: 'bench' } },
 ];
-
-function positive(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive integer, not ${raw}`);
-  return value;
-}
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 

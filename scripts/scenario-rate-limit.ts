@@ -19,19 +19,12 @@ import { Redis } from 'ioredis';
 import { Agent, request } from 'undici';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from '../test/support/gateway-process.ts';
 import { redisAvailable, startRedis, type RedisProcess } from '../test/support/redis-process.ts';
+import { positiveFromEnv } from './lib/env.ts';
 
-const LIMIT = positive('SCENARIO_LIMIT', 3000);
-const IN_FLIGHT = positive('SCENARIO_IN_FLIGHT', 48);
+const LIMIT = positiveFromEnv('SCENARIO_LIMIT', 3000);
+const IN_FLIGHT = positiveFromEnv('SCENARIO_IN_FLIGHT', 48);
 const PERIOD_S = 3600;
 const log = (line: string) => process.stderr.write(`${line}\n`);
-
-function positive(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not ${raw}`);
-  return n;
-}
 
 function ensureRedis(): void {
   if (redisAvailable()) return;

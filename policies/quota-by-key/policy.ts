@@ -1,22 +1,16 @@
 // quota-by-key: calls and bandwidth per key over long periods (Azure API Management's quota-by-key). Calls are counted
 // as they come; bandwidth (request and response bodies, in kilobytes) is counted when each exchange ends, so the
 // request that crosses the quota completes and the next ones are refused. Over the quota: 403, with Retry-After.
-import { config, counter, meter, parseJson, respondProblem, response, sha256Hex, valueFrom, CONTINUE, PENDING } from "@gatehouse/policy-sdk";
-
-const MAX_KEY_LENGTH = 200;
+import { config, counter, keySource, meter, respondProblem, response, CONTINUE, KeySource, PENDING } from "@gatehouse/policy-sdk";
 
 let loaded = false;
-let from = "";
-let name = "";
+let source: KeySource | null = null;
 let calls: i64 = 0;
 let bandwidth: i64 = 0;
 let period: i64 = 0;
 
 function load(): void {
-  const counterKey = parseJson(config.getJson("counterKey")!)!;
-  from = counterKey.get("from")!.asString()!;
-  const n = counterKey.get("name");
-  name = n === null ? "" : n.asString()!;
+  source = keySource("counterKey");
   calls = config.getInt("calls", 0);
   bandwidth = config.getInt("bandwidth", 0);
   period = config.getInt("renewalPeriod", 1);
@@ -33,19 +27,16 @@ export function on_backend(): i32 {
 
 function enforce(): i32 {
   if (!loaded) load();
-  let value = valueFrom(from, name);
-  if (value === null || value.length == 0) {
+  let key = source!.keyOf();
+  if (key === null) {
     const onMissing = config.getString("onMissingKey", "shared")!;
     if (onMissing == "allow") return CONTINUE;
-    if (onMissing == "reject") {
-      return respondProblem(400, "Bad Request", "the quota key (" + from + (name.length > 0 ? " " + name : "") + ") is missing");
-    }
-    value = "";
+    if (onMissing == "reject") return respondProblem(400, "Bad Request", "the quota key (" + source!.describe() + ") is missing");
+    key = "none";
   }
-  const key = value.length == 0 ? "none" : value.length > MAX_KEY_LENGTH ? "#" + sha256Hex(value) : "=" + value;
   // Both counters are asked for before waiting, so that with Redis they take one round together.
-  const used = calls > 0 ? counter(key + ":calls", calls, period) : null;
-  const kilobytes = bandwidth > 0 ? counter(key + ":kb", bandwidth, period, 0) : null;
+  const used = calls > 0 ? counter(key! + ":calls", calls, period) : null;
+  const kilobytes = bandwidth > 0 ? counter(key! + ":kb", bandwidth, period, 0) : null;
   if ((calls > 0 && used === null) || (bandwidth > 0 && kilobytes === null)) return PENDING;
   if (used !== null && !used.allowed) {
     return refuse("call quota of " + calls.toString() + " calls", used.resetSeconds);
@@ -53,7 +44,7 @@ function enforce(): i32 {
   if (kilobytes !== null && kilobytes.remaining <= 0) {
     return refuse("bandwidth quota of " + bandwidth.toString() + " KB", kilobytes.resetSeconds);
   }
-  if (bandwidth > 0 && !meter(key + ":kb", period, true)) return PENDING;
+  if (bandwidth > 0 && !meter(key! + ":kb", period, true)) return PENDING;
   return CONTINUE;
 }
 

@@ -2,13 +2,9 @@
 // rate-limit-by-key). The key comes from a header, a variable (e.g. the identity key-auth sets), the client address,
 // a query parameter, or a claim of the bearer token. Counters are the gateway's (in memory, or Redis for a fleet),
 // namespaced by this binding; over the limit the gateway answers 429 with Retry-After.
-import { config, parseJson, sha256Hex, rateLimit, respondProblem, valueFrom, CONTINUE } from "@gatehouse/policy-sdk";
+import { config, keySource, rateLimit, respondProblem, CONTINUE, KeySource } from "@gatehouse/policy-sdk";
 
-/** Longer key values are counted by their digest: counters keep bounded keys whatever a client sends. */
-const MAX_KEY_LENGTH = 200;
-
-let from: string | null = null;
-let name: string = "";
+let source: KeySource | null = null;
 
 export function on_inbound(): i32 {
   return limit();
@@ -19,22 +15,13 @@ export function on_backend(): i32 {
 }
 
 function limit(): i32 {
-  if (from === null) {
-    const counterKey = parseJson(config.getJson("counterKey")!)!;
-    from = counterKey.get("from")!.asString()!;
-    const n = counterKey.get("name");
-    name = n === null ? "" : n.asString()!;
-  }
-  let value = valueFrom(from!, name);
-  if (value === null || value.length == 0) {
+  if (source === null) source = keySource("counterKey");
+  let key = source!.keyOf();
+  if (key === null) {
     const onMissing = config.getString("onMissingKey", "shared")!;
     if (onMissing == "allow") return CONTINUE;
-    if (onMissing == "reject") {
-      return respondProblem(400, "Bad Request", "the rate limit key (" + from! + (name.length > 0 ? " " + name : "") + ") is missing");
-    }
-    value = "";
+    if (onMissing == "reject") return respondProblem(400, "Bad Request", "the rate limit key (" + source!.describe() + ") is missing");
+    key = "none"; // one counter for every request without the key, apart from any with one ("=value")
   }
-  // An absent value ("none") never equals a present one ("=value", or "#digest" when long).
-  const key = value.length == 0 ? "none" : value.length > MAX_KEY_LENGTH ? "#" + sha256Hex(value) : "=" + value;
-  return rateLimit(key, config.getInt("calls", 1), config.getInt("renewalPeriod", 1), config.getBool("headers", true));
+  return rateLimit(key!, config.getInt("calls", 1), config.getInt("renewalPeriod", 1), config.getBool("headers", true));
 }

@@ -50,6 +50,19 @@ function shorten(text: string): string {
   return text.length > 200 ? text.substring(0, 200) + "..." : text;
 }
 
+/** Runs the effect whose request is in `requestWriter`: its result text, or null while pending. */
+function effectResult(kind: i32, fn: string, subject: string): string | null {
+  let n = readEffect(kind, requestWriter.ptr, requestWriter.len, fn);
+  if (n == EFFECT_PENDING) return null;
+  if (n < 0) failStatus(fn, subject, n);
+  return takeString(n);
+}
+
+/** Fails the call when the host's result was not read to its end as the expected JSON object. */
+function checkRead(r: JsonReader, fn: string, subject: string, text: string): void {
+  if (!r.done()) fatal(fn + '("' + subject + '"): malformed result from the host: ' + shorten(text));
+}
+
 /**
  * A fixed-window counter kept by the gateway (needs the `counters` grant): adds `amount` to `key` when the result
  * stays within `limit` for the current window of `periodSeconds`; with `always`, adds it whatever the result (to account
@@ -70,10 +83,8 @@ export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64
   w.int(amount);
   if (always) w.raw(',"always":true');
   w.char(0x7d);
-  let n = readEffect(EffectKind.COUNTER, w.ptr, w.len, "counter");
-  if (n == EFFECT_PENDING) return null;
-  if (n < 0) failStatus("counter", key, n);
-  let text = takeString(n);
+  let text = effectResult(EffectKind.COUNTER, "counter", key);
+  if (text === null) return null;
   let result = new CounterResult();
   let r = new JsonReader(text);
   if (r.beginObject()) {
@@ -88,7 +99,7 @@ export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64
       k = r.nextKey();
     }
   }
-  if (!r.done()) fatal('counter("' + key + '"): malformed result from the host: ' + shorten(text));
+  checkRead(r, "counter", key, text!);
   return result;
 }
 
@@ -107,10 +118,8 @@ export function lease(key: string, limit: i64, ttlSeconds: i64 = 300): LeaseResu
   w.raw(',"ttlSeconds":');
   w.int(ttlSeconds);
   w.char(0x7d);
-  let n = readEffect(EffectKind.LEASE, w.ptr, w.len, "lease");
-  if (n == EFFECT_PENDING) return null;
-  if (n < 0) failStatus("lease", key, n);
-  let text = takeString(n);
+  let text = effectResult(EffectKind.LEASE, "lease", key);
+  if (text === null) return null;
   let result = new LeaseResult();
   let r = new JsonReader(text);
   if (r.beginObject()) {
@@ -123,7 +132,7 @@ export function lease(key: string, limit: i64, ttlSeconds: i64 = 300): LeaseResu
       k = r.nextKey();
     }
   }
-  if (!r.done()) fatal('lease("' + key + '"): malformed result from the host: ' + shorten(text));
+  checkRead(r, "lease", key, text!);
   return result;
 }
 
@@ -183,10 +192,8 @@ export function httpCall(
   w.raw(',"timeoutMs":');
   w.int(timeoutMs);
   w.char(0x7d);
-  let n = readEffect(EffectKind.HTTP, w.ptr, w.len, "httpCall");
-  if (n == EFFECT_PENDING) return null;
-  if (n < 0) failStatus("httpCall", url, n);
-  let text = takeString(n);
+  let text = effectResult(EffectKind.HTTP, "httpCall", url);
+  if (text === null) return null;
   let result = new HttpResult();
   let r = new JsonReader(text);
   if (r.beginObject()) {
@@ -215,6 +222,6 @@ export function httpCall(
       k = r.nextKey();
     }
   }
-  if (!r.done()) fatal('httpCall("' + url + '"): malformed result from the host: ' + shorten(text));
+  checkRead(r, "httpCall", url, text!);
   return result;
 }

@@ -29,6 +29,7 @@ import { base64DecodeText } from "./encoding";
 export { JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
 export { gatehouseAbort } from "./abort";
 export { constantTimeEqual, hmacSha256, sha256, sha256Hex, toHex } from "./crypto";
+import { sha256Hex } from "./crypto";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Outcomes
@@ -522,4 +523,41 @@ export function valueFrom(from: string, name: string): string | null {
   if (from == "method") return request.method();
   if (from == "status") return response.status().toString();
   return null;
+}
+
+/** Key values longer than this are counted by their SHA-256: counters keep bounded keys whatever a client sends. */
+const MAX_KEY_LENGTH = 200;
+
+/** Where a policy takes its counter key from: `{ "from": "header", "name": "x-tenant" }` in its configuration. */
+export class KeySource {
+  constructor(
+    public from: string,
+    public name: string,
+  ) {}
+
+  /** `header x-tenant`, `client-address`: for messages. */
+  describe(): string {
+    return this.name.length > 0 ? this.from + " " + this.name : this.from;
+  }
+
+  /**
+   * This request's counter key: `=` and the value, or `#` and its SHA-256 when the value is longer than 200
+   * characters; null when the request has no (or an empty) value.
+   */
+  keyOf(): string | null {
+    const value = valueFrom(this.from, this.name);
+    if (value === null || value.length == 0) return null;
+    return value.length > MAX_KEY_LENGTH ? "#" + sha256Hex(value) : "=" + value;
+  }
+}
+
+/** The key source under the configuration key `configName`, or null when absent. */
+export function keySource(configName: string): KeySource | null {
+  const text = config.getJson(configName);
+  if (text === null) return null;
+  const spec = parseJson(text);
+  if (spec === null) return null;
+  const from = spec.get("from");
+  const name = spec.get("name");
+  return new KeySource(from !== null ? from.asString("")! : "", name !== null ? name.asString("")! : "");
 }

@@ -72,6 +72,13 @@ apis:
           inbound:
             - policy: limit-concurrency
               config: { maxCount: 2 }
+      - id: drip
+        method: GET
+        urlTemplate: /drip
+        policies:
+          inbound:
+            - policy: limit-concurrency
+              config: { maxCount: 1 }
       - id: big
         method: GET
         urlTemplate: /big
@@ -115,6 +122,13 @@ before(async () => {
     seen.push({ url: req.url!, headers: req.headers });
     if (req.url!.startsWith('/slow')) {
       setTimeout(() => res.end('slow'), 400);
+      return;
+    }
+    if (req.url!.startsWith('/drip')) {
+      // A body that takes 5 s, a byte every 50 ms, unless the other side goes away.
+      let sent = 0;
+      const timer = setInterval(() => (++sent >= 100 ? (clearInterval(timer), res.end('.')) : res.write('.')), 50);
+      res.on('close', () => clearInterval(timer));
       return;
     }
     if (req.url!.startsWith('/big')) {
@@ -239,6 +253,25 @@ describe('built-in policies in a gateway', () => {
     assert.match(three.find((r) => r.status === 429)!.body, /more than 2 requests in flight at once/);
     const after = await Promise.all([get('/limits/slow'), get('/limits/slow')]);
     assert.deepEqual(after.map((r) => r.status), [200, 200], 'the slots were given back');
+  });
+
+  test('limit-concurrency: a slot is held while the body streams, and given back when the client goes away mid-body', async () => {
+    const first = await request(`${gateway.url}/limits/drip`, { dispatcher: agent });
+    assert.equal(first.statusCode, 200);
+    const reader = first.body[Symbol.asyncIterator]();
+    assert.ok(!(await reader.next()).done, 'the body has begun');
+    const whileStreaming = await get('/limits/drip');
+    assert.equal(whileStreaming.status, 429, 'the streaming response still holds the only slot');
+    await reader.return!(); // the client goes away mid-body
+    let status = 0;
+    for (let i = 0; i < 40 && status !== 200; i++) {
+      const res = await request(`${gateway.url}/limits/drip`, { dispatcher: agent });
+      status = res.statusCode;
+      if (status === 200) await res.body[Symbol.asyncIterator]().return!();
+      else await res.body.dump();
+      if (status !== 200) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(status, 200, 'the slot was given back');
   });
 
   test('quota-by-key: bandwidth is counted from the bytes each exchange carried, once it ends', async () => {

@@ -561,3 +561,55 @@ export function keySource(configName: string): KeySource | null {
   const name = spec.get("name");
   return new KeySource(from !== null ? from.asString("")! : "", name !== null ? name.asString("")! : "");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Media types
+
+/** `type/subtype` of a Content-Type or a media range, lowercased, without parameters. */
+export function mediaType(value: string): string {
+  const semi = value.indexOf(";");
+  return (semi < 0 ? value : value.substring(0, semi)).trim().toLowerCase();
+}
+
+/**
+ * Whether a media type (as `mediaType` returns it) has the subtype `subtype` or a structured suffix `+subtype`
+ * (`application/problem+json` for "json"), and, when `type` is given, that type.
+ */
+export function isMediaType(value: string, subtype: string, type: string = ""): bool {
+  const slash = value.indexOf("/");
+  if (slash <= 0) return false;
+  if (type.length > 0 && value.substring(0, slash) != type) return false;
+  const sub = value.substring(slash + 1);
+  return sub == subtype || sub.endsWith("+" + subtype);
+}
+
+/**
+ * Whether an Accept header asks for such a media type (see `isMediaType`) with a quality above 0. Wildcard ranges
+ * alone (any type) do not count: a client that accepts anything has not asked for a conversion.
+ */
+export function accepts(accept: string | null, subtype: string, type: string = ""): bool {
+  if (accept === null) return false;
+  const ranges = accept.split(",");
+  for (let i = 0; i < ranges.length; i++) {
+    const range = ranges[i];
+    if (isMediaType(mediaType(range), subtype, type) && !qualityZero(range)) return true;
+  }
+  return false;
+}
+
+/** Whether a media range carries `q=0` (0, 0.0, 0.00, 0.000): "not acceptable". */
+function qualityZero(range: string): bool {
+  const params = range.split(";");
+  for (let i = 1; i < params.length; i++) {
+    const p = params[i].trim().toLowerCase();
+    if (!p.startsWith("q=")) continue;
+    const q = p.substring(2).trim();
+    if (q.length == 0 || q.charCodeAt(0) != 0x30) return false;
+    for (let k = 1; k < q.length; k++) {
+      const c = q.charCodeAt(k);
+      if (c != 0x2e && c != 0x30) return false;
+    }
+    return true;
+  }
+  return false;
+}

@@ -592,6 +592,8 @@ export class JsonValue {
   /** The number as an i64, exact for integers written without fraction or exponent. */
   intValue: i64 = 0;
   isInteger: bool = false;
+  /** The number exactly as the JSON text wrote it (`1.50`, `1e400`), for writing it back unchanged. */
+  numberText: string = "";
   stringValue: string = "";
   /** Array items, or object values (parallel to `keys`). */
   items: JsonValue[] = [];
@@ -668,7 +670,9 @@ function writeValue(w: JsonWriter, v: JsonValue): void {
   if (kind == JsonKind.NULL) w.nil();
   else if (kind == JsonKind.BOOL) w.bool(v.boolValue);
   else if (kind == JsonKind.NUMBER) {
-    if (v.isInteger) w.int(v.intValue);
+    // As written (1.50, 1e400): an f64 would print 1.5 and Infinity.
+    if (v.numberText.length > 0) w.raw(v.numberText);
+    else if (v.isInteger) w.int(v.intValue);
     else w.float(v.numberValue);
   } else if (kind == JsonKind.STRING) w.string(v.stringValue);
   else if (kind == JsonKind.ARRAY) {
@@ -716,6 +720,7 @@ function readValue(r: JsonReader): JsonValue | null {
     let save = r.pos;
     let f = r.readNumber();
     v.numberValue = f;
+    if (!r.error) v.numberText = r.text.substring(save, r.pos);
     if (!r.error && r.lastIsInteger) {
       // Re-read the digits for an exact i64.
       let end = r.pos;

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
+import { assertFramed, send as sendTo } from './support/requests.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
 interface Seen {
@@ -122,26 +123,8 @@ after(async () => {
   await Promise.all([main, other].map((b) => new Promise((r) => b?.server.close(r))));
 });
 
-async function send(path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
-  const res = await request(`${gateway.url}${path}`, {
-    method: (options.method ?? 'GET') as 'GET',
-    headers: options.headers ?? {},
-    body: options.body,
-    dispatcher: agent,
-  });
-  const body = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, body };
-}
-
-/**
- * The body a policy made is framed by its real length: a Content-Length that matches it, or none at all (chunked;
- * the gateway writes the head before the body today). Never a length left over from the backend's body.
- */
-function assertFramed(res: { headers: Record<string, string | string[] | undefined>; body: string }): void {
-  const length = res.headers['content-length'];
-  if (length === undefined) assert.equal(res.headers['transfer-encoding'], 'chunked');
-  else assert.equal(length, String(Buffer.byteLength(res.body)));
-}
+const send = (path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
+  sendTo(gateway.url, path, { ...options, dispatcher: agent });
 
 /** How many requests each backend has seen so far, to tell what one call added. */
 const counts = () => ({ main: main.seen.length, other: other.seen.length });

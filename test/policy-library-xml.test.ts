@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
+import { assertFramed, send as sendTo } from './support/requests.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
 interface Seen {
@@ -96,23 +97,8 @@ after(async () => {
   await new Promise((r) => backend?.server.close(r));
 });
 
-async function send(path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
-  const res = await request(`${gateway.url}${path}`, {
-    method: (options.method ?? 'GET') as 'GET',
-    headers: options.headers ?? {},
-    body: options.body,
-    dispatcher: agent,
-  });
-  const body = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, body };
-}
-
-/** A converted body is framed by its real length, never the backend's. */
-function assertFramed(res: { headers: Record<string, string | string[] | undefined>; body: string }): void {
-  const length = res.headers['content-length'];
-  if (length === undefined) assert.equal(res.headers['transfer-encoding'], 'chunked');
-  else assert.equal(length, String(Buffer.byteLength(res.body)));
-}
+const send = (path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
+  sendTo(gateway.url, path, { ...options, dispatcher: agent });
 
 describe('json-to-xml and xml-to-json in a gateway', () => {
   test('json-to-xml in outbound: a client that accepts XML gets the JSON answer as XML, whole', async () => {

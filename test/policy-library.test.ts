@@ -274,6 +274,30 @@ describe('built-in policies in a gateway', () => {
     assert.equal(status, 200, 'the slot was given back');
   });
 
+  test('limit-concurrency: no slot leaks when many clients give up at random moments', async () => {
+    // 30 requests against 2 slots and a 400 ms backend; every other client hangs up after 0-300 ms.
+    const outcomes = await Promise.all(
+      Array.from({ length: 30 }, async (_, i) => {
+        const signal = i % 2 ? AbortSignal.timeout(Math.floor(Math.random() * 300)) : undefined;
+        try {
+          const res = await request(`${gateway.url}/limits/slow`, { dispatcher: agent, signal });
+          await res.body.text();
+          return res.statusCode;
+        } catch {
+          return 'aborted';
+        }
+      }),
+    );
+    assert.ok(outcomes.includes(200) && outcomes.includes(429), `outcomes: ${outcomes.join(',')}`);
+    // Every slot must come back once the backend's slow answers have ended.
+    let both: number[] = [];
+    for (let i = 0; i < 20 && !(both[0] === 200 && both[1] === 200); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      both = (await Promise.all([get('/limits/slow'), get('/limits/slow')])).map((r) => r.status);
+    }
+    assert.deepEqual(both, [200, 200], 'both slots are free again');
+  });
+
   test('quota-by-key: bandwidth is counted from the bytes each exchange carried, once it ends', async () => {
     const first = await get('/limits/big', { 'x-tenant': 'bw' });
     assert.equal(first.status, 200);

@@ -110,7 +110,15 @@ async function serveNode(
     // finished() also reports a response whose connection was already gone.
     finished(outgoing, () => report(stream ? stream.bytesReceived : (body?.byteLength ?? 0)));
   }
-  outgoing.writeHead(res.status, headerRecord(res.headers));
+  try {
+    outgoing.writeHead(res.status, headerRecord(res.headers));
+  } catch (err) {
+    // A head Node will not write (policies' and backends' headers are checked before, so this is not expected): the
+    // connection is cut rather than the process brought down by an unhandled rejection.
+    res.stream?.destroy();
+    outgoing.destroy(err as Error);
+    return;
+  }
   if (res.stream) res.stream.sendTo(outgoing);
   else outgoing.end(res.body ?? undefined);
 }

@@ -192,14 +192,20 @@ export class Gateway {
         backendMs = performance.now() - t;
       }
     });
-    if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
-    const response = finish(exchange.response, requestId);
-    if (exchange.hasEndActions) {
-      if (body) requestBytes.n = body.byteLength;
-      response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
+    try {
+      if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
+      const response = finish(exchange.response, requestId);
+      if (exchange.hasEndActions) {
+        if (body) requestBytes.n = body.byteLength;
+        response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
+      }
+      this.record(api, operation, response.status, started, requestId, req, exchange, backendMs);
+      return response;
+    } catch (err) {
+      // No response will carry the exchange to its end: what its policies hold (leases) is given back now.
+      exchange.end({ requestBytes: requestBytes.n, responseBytes: 0 });
+      throw err;
     }
-    this.record(api, operation, response.status, started, requestId, req, exchange, backendMs);
-    return response;
   }
 
   /** Rendered metric label sets by operation (rendering sorts and escapes; requests repeat them). */

@@ -23,6 +23,9 @@ Environment:
   GATEHOUSE_LOG_LEVEL        trace, debug, info, warn, error (info)
   GATEHOUSE_SHUTDOWN_TIMEOUT_MS  how long SIGTERM waits for in-flight requests (30000)
   GATEHOUSE_REDIS_URL        share rate-limit counters through this Redis (redis://host:6379); default: in memory
+  GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
+                             with GATEHOUSE_TOKEN (a gateway token the control plane issued)
+  GATEHOUSE_SYNC_INTERVAL_MS how often to ask the control plane for changes (10000)
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -56,6 +59,27 @@ if (redisUrl !== undefined && !/^rediss?:\/\/[^/]/.test(redisUrl)) {
   process.stderr.write(`gatehouse: GATEHOUSE_REDIS_URL=${redisUrl} is not a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379)\n`);
   process.exit(2);
 }
+const configUrl = process.env.GATEHOUSE_CONFIG_URL || undefined;
+const gatewayToken = process.env.GATEHOUSE_TOKEN || undefined;
+if (configUrl !== undefined) {
+  if (!/^https?:\/\/[^/]/.test(configUrl)) {
+    process.stderr.write(`gatehouse: GATEHOUSE_CONFIG_URL=${configUrl} is not an http(s) URL (e.g. http://127.0.0.1:7070)\n`);
+    process.exit(2);
+  }
+  if (!gatewayToken) {
+    process.stderr.write('gatehouse: GATEHOUSE_CONFIG_URL needs GATEHOUSE_TOKEN, a gateway token issued by the control plane\n');
+    process.exit(2);
+  }
+  if (configFile !== null) {
+    process.stderr.write('gatehouse: give either a configuration file or GATEHOUSE_CONFIG_URL, not both\n');
+    process.exit(2);
+  }
+}
+const syncIntervalMs = Number(process.env.GATEHOUSE_SYNC_INTERVAL_MS ?? 10_000);
+if (!Number.isInteger(syncIntervalMs) || syncIntervalMs < 100) {
+  process.stderr.write(`gatehouse: GATEHOUSE_SYNC_INTERVAL_MS=${process.env.GATEHOUSE_SYNC_INTERVAL_MS} must be a whole number of ms, 100 at least\n`);
+  process.exit(2);
+}
 const certFile = process.env.GATEHOUSE_TLS_CERT_FILE;
 const keyFile = process.env.GATEHOUSE_TLS_KEY_FILE;
 if ((certFile === undefined) !== (keyFile === undefined)) {
@@ -74,6 +98,7 @@ try {
     adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
     shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
     redisUrl,
+    controlPlane: configUrl ? { url: configUrl, token: gatewayToken!, intervalMs: syncIntervalMs } : undefined,
   });
   const stop = (signal: string) => {
     logger.info('shutting down', { signal, inFlight: gateway.inFlight() });

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { ConfigError, parseGatewayDocument } from '../config/load.ts';
 import { bindChains } from '../config/policies.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';
+import { ConfigSync } from '../sync/config-sync.ts';
 import { repoRoot } from '../platform/paths.ts';
 import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
@@ -35,6 +36,11 @@ export interface StandaloneOptions {
   watchIntervalMs?: number;
   /** Counters shared through this Redis (GATEHOUSE_REDIS_URL); absent: in this process's memory. */
   redisUrl?: string;
+  /**
+   * The configuration comes from this control plane (GATEHOUSE_CONFIG_URL, GATEHOUSE_TOKEN) instead of a file: the
+   * gateway serves 503 on the probe path until the first document is applied, then polls for changes.
+   */
+  controlPlane?: { url: string; token: string; intervalMs?: number };
 }
 
 export interface RunningGateway {
@@ -60,51 +66,69 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   const configFile = options.configFile ?? options.defaultConfigFile;
   const reloads = metrics.counter('gatehouse_config_reloads_total', 'Configuration documents applied or rejected, by result.');
 
-  const load = async (text: string): Promise<LiveConfig> => {
-    const doc = parseGatewayDocument(text, configFile);
-    const chains = await bindChains(doc, {
-      host,
-      baseDir: dirname(configFile),
-      builtinDir: join(repoRoot(), 'policies'),
-      sourceName: configFile,
-    });
-    return buildLiveConfig(doc, chains, { source: configFile, echoUrl: echo.url });
+  const load = async (text: string, source = configFile, baseDir = dirname(configFile)): Promise<LiveConfig> => {
+    const doc = parseGatewayDocument(text, source);
+    const chains = await bindChains(doc, { host, baseDir, builtinDir: join(repoRoot(), 'policies'), sourceName: source });
+    return buildLiveConfig(doc, chains, { source, echoUrl: echo.url });
   };
 
-  let initialText = '';
-  try {
-    initialText = await readFile(configFile, 'utf8');
-    gateway.apply(await load(initialText));
-  } catch (err) {
-    await echo.close();
-    await forwarder.close();
-    await counters.close?.();
-    throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
-  }
-  logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
-
+  let sync: ConfigSync | null = null;
   let watcher: ConfigFileWatcher | null = null;
-  if (options.configFile) {
-    watcher = new ConfigFileWatcher(options.configFile, {
-      intervalMs: options.watchIntervalMs ?? 1000,
-      // What was loaded: a change made between that read and the watcher's first poll is still seen.
-      initialText,
-      onChange: async (text) => {
+  if (options.controlPlane) {
+    const { url, token, intervalMs } = options.controlPlane;
+    const source = `control plane ${url}`;
+    sync = new ConfigSync({
+      url,
+      token,
+      intervalMs,
+      logger,
+      // Module and source paths in a document from the control plane are not the gateway's files: only built-in
+      // policies resolve (relative paths would be read from the working directory).
+      apply: async (text) => {
         try {
-          gateway.apply(await load(text));
+          gateway.apply(await load(text, source, process.cwd()));
           reloads.inc({ result: 'applied' });
-          logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
         } catch (err) {
           reloads.inc({ result: 'rejected' });
-          logger.error('configuration rejected; the running configuration stays in force', {
-            config: configFile,
-            problems: err instanceof ConfigError ? err.problems : [{ where: configFile, message: (err as Error).message }],
-          });
+          throw err;
         }
       },
-      onError: (err) => logger.warn('cannot read the configuration file', { config: configFile, error: err.message }),
     });
-    watcher.start();
+    sync.start();
+  } else {
+    let initialText = '';
+    try {
+      initialText = await readFile(configFile, 'utf8');
+      gateway.apply(await load(initialText));
+    } catch (err) {
+      await echo.close();
+      await forwarder.close();
+      await counters.close?.();
+      throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
+    }
+    logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
+    if (options.configFile) {
+      watcher = new ConfigFileWatcher(options.configFile, {
+        intervalMs: options.watchIntervalMs ?? 1000,
+        // What was loaded: a change made between that read and the watcher's first poll is still seen.
+        initialText,
+        onChange: async (text) => {
+          try {
+            gateway.apply(await load(text));
+            reloads.inc({ result: 'applied' });
+            logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
+          } catch (err) {
+            reloads.inc({ result: 'rejected' });
+            logger.error('configuration rejected; the running configuration stays in force', {
+              config: configFile,
+              problems: err instanceof ConfigError ? err.problems : [{ where: configFile, message: (err as Error).message }],
+            });
+          }
+        },
+        onError: (err) => logger.warn('cannot read the configuration file', { config: configFile, error: err.message }),
+      });
+      watcher.start();
+    }
   }
 
   const listeners: Listener[] = [];
@@ -124,7 +148,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     http: http.port,
     https: https?.port ?? null,
     admin: `${options.adminHost ?? '127.0.0.1'}:${admin.port}`,
-    config: options.configFile ?? 'embedded default',
+    config: options.controlPlane ? `control plane ${options.controlPlane.url}` : (options.configFile ?? 'embedded default'),
   });
 
   let stopping: Promise<void> | null = null;
@@ -136,6 +160,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     stop: () =>
       (stopping ??= (async () => {
         void watcher?.stop();
+        void sync?.stop();
         gateway.beginDrain();
         const closed = Promise.all(listeners.map((l) => l.close()));
         const drained = gateway.drained().then(() => closed);

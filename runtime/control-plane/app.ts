@@ -1,0 +1,157 @@
+// The control plane's HTTP API (Hono): an admin API behind an admin token, and the configuration endpoint gateways
+// poll with their gateway tokens. Errors are RFC 9457 problems naming what is wrong.
+
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Hono, type Context } from 'hono';
+import { ConfigError, parseGatewayDocument } from '../config/load.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { ControlPlaneStore } from './store.ts';
+import { checkToken, issueToken, MAX_TOKEN_DAYS } from './tokens.ts';
+
+const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export interface ControlPlaneOptions {
+  store: ControlPlaneStore;
+  adminToken: string;
+  logger: Logger;
+  now?: () => number;
+}
+
+function problem(c: Context, status: 400 | 401 | 404, detail: string, extra: Record<string, unknown> = {}) {
+  const title = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found' }[status];
+  return c.body(JSON.stringify({ type: 'about:blank', title, status, detail, ...extra }), status, {
+    'content-type': 'application/problem+json',
+  });
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  // Compared as digests: equal lengths, and no early exit that would time how much of a guess was right.
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+export function controlPlaneApp(options: ControlPlaneOptions): Hono {
+  const { store, logger } = options;
+  const now = options.now ?? Date.now;
+  const tokenKey = store.secret('gateway-token-key');
+  const app = new Hono();
+
+  app.get('/status', (c) => c.json({ status: 'ok', revision: store.revision() }));
+
+  // --- admin -------------------------------------------------------------------------------------------------------
+  app.use('/admin/*', async (c, next) => {
+    const auth = c.req.header('authorization') ?? '';
+    if (!auth.startsWith('Bearer ') || !sameSecret(auth.slice(7), options.adminToken)) {
+      return problem(c, 401, 'an admin token is required (Authorization: Bearer <token>)');
+    }
+    await next();
+  });
+
+  app.get('/admin/apis', (c) => c.json({ revision: store.revision(), apis: store.apis() }));
+
+  app.get('/admin/apis/:id', (c) => {
+    const api = store.api(c.req.param('id'));
+    return api ? c.json(api) : problem(c, 404, `no API ${c.req.param('id')}`);
+  });
+
+  app.put('/admin/apis/:id', async (c) => {
+    const id = c.req.param('id');
+    const body = await readJson(c);
+    if (body === undefined) return problem(c, 400, 'the body must be a JSON object (the API)');
+    const api = { ...(body as Record<string, unknown>), id };
+    if ((body as { id?: unknown }).id !== undefined && (body as { id?: unknown }).id !== id) {
+      return problem(c, 400, `the API's id ${JSON.stringify((body as { id?: unknown }).id)} differs from the path's ${id}`);
+    }
+    // Checked as a gateway would check it: the same schema, every problem named with its place.
+    try {
+      parseGatewayDocument(JSON.stringify({ version: 1, apis: [api] }), `api ${id}`);
+    } catch (err) {
+      if (err instanceof ConfigError) return problem(c, 400, 'the API is not valid', { problems: err.problems });
+      throw err;
+    }
+    const revision = store.putApi(id, api);
+    logger.info('api saved', { api: id, revision });
+    return c.json({ revision, api });
+  });
+
+  app.delete('/admin/apis/:id', (c) => {
+    const revision = store.deleteApi(c.req.param('id'));
+    if (revision === null) return problem(c, 404, `no API ${c.req.param('id')}`);
+    logger.info('api deleted', { api: c.req.param('id'), revision });
+    return c.json({ revision });
+  });
+
+  app.get('/admin/gateways', (c) =>
+    c.json({ gateways: store.gateways().map((g) => ({ id: g.id, apis: g.apis })) }),
+  );
+
+  app.put('/admin/gateways/:id', async (c) => {
+    const id = c.req.param('id');
+    if (!ID.test(id)) return problem(c, 400, 'a gateway id is lowercase letters, digits and dashes (at most 63)');
+    const body = (await readJson(c)) as { apis?: unknown } | undefined;
+    const apis = body?.apis;
+    if (!Array.isArray(apis) || !apis.every((a) => typeof a === 'string' && ID.test(a))) {
+      return problem(c, 400, 'the body must be {"apis": ["api-id", ...]}');
+    }
+    const revision = store.putGateway(id, apis as string[]);
+    logger.info('gateway saved', { gateway: id, apis, revision });
+    return c.json({ revision, id, apis });
+  });
+
+  app.post('/admin/gateways/:id/tokens', async (c) => {
+    const gateway = store.gateway(c.req.param('id'));
+    if (!gateway) return problem(c, 404, `no gateway ${c.req.param('id')}`);
+    const body = ((await readJson(c)) ?? {}) as { expiresInDays?: unknown };
+    const days = body.expiresInDays ?? MAX_TOKEN_DAYS;
+    if (typeof days !== 'number' || !Number.isInteger(days) || days < 1 || days > MAX_TOKEN_DAYS) {
+      return problem(c, 400, `expiresInDays must be a whole number of days from 1 to ${MAX_TOKEN_DAYS}`);
+    }
+    const expires = Math.floor(now() / 1000) + days * 86_400;
+    const token = issueToken(tokenKey, { gateway: gateway.id, generation: gateway.tokenGeneration, expires });
+    logger.info('gateway token issued', { gateway: gateway.id, expires: new Date(expires * 1000).toISOString() });
+    return c.json({ token, expiresAt: new Date(expires * 1000).toISOString() });
+  });
+
+  app.post('/admin/gateways/:id/revoke-tokens', (c) => {
+    if (!store.gateway(c.req.param('id'))) return problem(c, 404, `no gateway ${c.req.param('id')}`);
+    const revision = store.revokeTokens(c.req.param('id'));
+    logger.warn('gateway tokens revoked', { gateway: c.req.param('id'), revision });
+    return c.json({ revision });
+  });
+
+  app.get('/admin/revisions', (c) => c.json({ revisions: store.revisions(100) }));
+
+  // --- gateways ----------------------------------------------------------------------------------------------------
+  app.get('/gateway/v1/config', (c) => {
+    const auth = c.req.header('authorization') ?? '';
+    const token = auth.startsWith('GatewayKey ') ? auth.slice(11) : '';
+    const check = checkToken(tokenKey, token, Math.floor(now() / 1000));
+    if (!check.ok) {
+      logger.warn('gateway token refused', { reason: check.reason, client: c.req.header('x-forwarded-for') ?? null });
+      return problem(c, 401, `gateway token ${check.reason === 'malformed' ? 'missing or malformed' : check.reason}`);
+    }
+    const gateway = store.gateway(check.claims.gateway);
+    if (!gateway || gateway.tokenGeneration !== check.claims.generation) {
+      logger.warn('gateway token refused', { reason: 'revoked', gateway: check.claims.gateway });
+      return problem(c, 401, 'gateway token revoked');
+    }
+    const text = JSON.stringify(store.gatewayDocument(gateway.id));
+    // The ETag is the document's digest: a change to APIs this gateway does not serve costs it nothing.
+    const etag = `"${createHash('sha256').update(text).digest('base64url')}"`;
+    const headers = { etag, 'x-gatehouse-revision': String(store.revision()) };
+    if (c.req.header('if-none-match') === etag) return c.body(null, 304, headers);
+    return c.body(text, 200, { ...headers, 'content-type': 'application/json' });
+  });
+
+  return app;
+}
+
+async function readJson(c: Context): Promise<unknown | undefined> {
+  try {
+    const body = await c.req.json();
+    return body !== null && typeof body === 'object' && !Array.isArray(body) ? body : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,57 @@
+// Entry point of `npm run control-plane`: the reference control plane on 127.0.0.1:7070, its state in SQLite.
+//
+//   GATEHOUSE_CP_PORT        port (7070)
+//   GATEHOUSE_CP_HOST        address to listen on (127.0.0.1)
+//   GATEHOUSE_CP_DATA_DIR    where the database lives (.data/control-plane, relative to the working directory)
+//   GATEHOUSE_ADMIN_TOKEN    the admin API's token; without it one is made on first start and kept in
+//                            <data dir>/admin-token (readable by the owner only), whose path is logged, not its content
+
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { listen } from '../platform/http.ts';
+import { Logger } from '../telemetry/logger.ts';
+import { controlPlaneApp } from './app.ts';
+import { ControlPlaneStore } from './store.ts';
+
+const logger = new Logger(undefined, (process.env.GATEHOUSE_LOG_LEVEL ?? 'info') as 'info').child({ component: 'control-plane' });
+const dataDir = resolve(process.env.GATEHOUSE_CP_DATA_DIR ?? join('.data', 'control-plane'));
+const port = Number(process.env.GATEHOUSE_CP_PORT ?? 7070);
+if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  process.stderr.write(`gatehouse control plane: GATEHOUSE_CP_PORT=${process.env.GATEHOUSE_CP_PORT} is not a port number\n`);
+  process.exit(2);
+}
+mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+
+function adminToken(): { token: string; file: string | null } {
+  const given = process.env.GATEHOUSE_ADMIN_TOKEN;
+  if (given) return { token: given, file: null };
+  const file = join(dataDir, 'admin-token');
+  if (!existsSync(file)) {
+    writeFileSync(file, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
+    chmodSync(file, 0o600);
+  }
+  return { token: readFileSync(file, 'utf8').trim(), file };
+}
+
+const store = new ControlPlaneStore(join(dataDir, 'control-plane.db'));
+const admin = adminToken();
+const listener = await listen(controlPlaneApp({ store, adminToken: admin.token, logger }), {
+  port,
+  hostname: process.env.GATEHOUSE_CP_HOST ?? '127.0.0.1',
+});
+logger.info('control plane listening', {
+  port: listener.port,
+  data: dataDir,
+  revision: store.revision(),
+  adminToken: admin.file ?? 'from GATEHOUSE_ADMIN_TOKEN',
+});
+
+const stop = async () => {
+  await listener.close();
+  store.close();
+  logger.info('stopped');
+  process.exit(0);
+};
+process.once('SIGTERM', () => void stop());
+process.once('SIGINT', () => void stop());

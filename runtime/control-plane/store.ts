@@ -1,0 +1,122 @@
+// The control plane's state, in SQLite (better-sqlite3: synchronous, one file, survives restarts). Every change is a
+// new configuration revision; a gateway's configuration is the document made of the APIs assigned to it.
+
+import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+
+export interface RevisionRecord {
+  revision: number;
+  at: string;
+  change: string;
+}
+
+export interface GatewayRecord {
+  id: string;
+  apis: string[];
+  /** Raised to revoke every token issued before. */
+  tokenGeneration: number;
+}
+
+export class ControlPlaneStore {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS apis (id TEXT PRIMARY KEY, document TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, apis TEXT NOT NULL, token_generation INTEGER NOT NULL DEFAULT 1);
+      CREATE TABLE IF NOT EXISTS revisions (revision INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, change TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+    `);
+  }
+
+  /** A secret made on first use and kept (the key that signs gateway tokens). */
+  secret(name: string): Buffer {
+    const row = this.db.prepare('SELECT value FROM secrets WHERE name = ?').get(name) as { value: Buffer } | undefined;
+    if (row) return row.value;
+    const value = randomBytes(32);
+    this.db.prepare('INSERT INTO secrets (name, value) VALUES (?, ?)').run(name, value);
+    return value;
+  }
+
+  revision(): number {
+    const row = this.db.prepare('SELECT MAX(revision) AS n FROM revisions').get() as { n: number | null };
+    return row.n ?? 0;
+  }
+
+  revisions(limit: number): RevisionRecord[] {
+    return this.db
+      .prepare('SELECT revision, at, change FROM revisions ORDER BY revision DESC LIMIT ?')
+      .all(limit) as RevisionRecord[];
+  }
+
+  /** Runs `write` and records the change as a new revision, atomically; returns the revision. */
+  private change(description: string, write: () => void): number {
+    return this.db.transaction(() => {
+      write();
+      const info = this.db.prepare('INSERT INTO revisions (at, change) VALUES (?, ?)').run(new Date().toISOString(), description);
+      return Number(info.lastInsertRowid);
+    })();
+  }
+
+  api(id: string): unknown | null {
+    const row = this.db.prepare('SELECT document FROM apis WHERE id = ?').get(id) as { document: string } | undefined;
+    return row ? JSON.parse(row.document) : null;
+  }
+
+  apis(): unknown[] {
+    return (this.db.prepare('SELECT document FROM apis ORDER BY id').all() as { document: string }[]).map((r) => JSON.parse(r.document));
+  }
+
+  putApi(id: string, document: unknown): number {
+    return this.change(`api ${id} saved`, () => {
+      this.db.prepare('INSERT INTO apis (id, document) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET document = excluded.document').run(id, JSON.stringify(document));
+    });
+  }
+
+  deleteApi(id: string): number | null {
+    if (!this.api(id)) return null;
+    return this.change(`api ${id} deleted`, () => {
+      this.db.prepare('DELETE FROM apis WHERE id = ?').run(id);
+    });
+  }
+
+  gateway(id: string): GatewayRecord | null {
+    const row = this.db.prepare('SELECT id, apis, token_generation FROM gateways WHERE id = ?').get(id) as
+      | { id: string; apis: string; token_generation: number }
+      | undefined;
+    return row ? { id: row.id, apis: JSON.parse(row.apis) as string[], tokenGeneration: row.token_generation } : null;
+  }
+
+  gateways(): GatewayRecord[] {
+    return (this.db.prepare('SELECT id FROM gateways ORDER BY id').all() as { id: string }[]).map((r) => this.gateway(r.id)!);
+  }
+
+  putGateway(id: string, apis: string[]): number {
+    return this.change(`gateway ${id} serves ${apis.join(', ') || 'no API'}`, () => {
+      this.db
+        .prepare('INSERT INTO gateways (id, apis) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET apis = excluded.apis')
+        .run(id, JSON.stringify(apis));
+    });
+  }
+
+  /** Revokes every token issued to the gateway so far. */
+  revokeTokens(id: string): number {
+    return this.change(`gateway ${id}: tokens revoked`, () => {
+      this.db.prepare('UPDATE gateways SET token_generation = token_generation + 1 WHERE id = ?').run(id);
+    });
+  }
+
+  /** The configuration document a gateway serves: the APIs assigned to it that exist. */
+  gatewayDocument(id: string): { version: 1; apis: unknown[] } | null {
+    const gateway = this.gateway(id);
+    if (!gateway) return null;
+    const apis = gateway.apis.map((api) => this.api(api)).filter((doc) => doc !== null);
+    return { version: 1, apis };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,140 @@
+// Keeps a gateway's configuration in step with its control plane: polls `GET <url>/gateway/v1/config` with its gateway
+// token, conditionally (If-None-Match: an unchanged configuration costs one small round trip), and hands each new
+// document to `apply`, which applies it atomically or rejects it (the running configuration then stays in force).
+// When the control plane cannot be reached the gateway keeps serving what it has ("fail static"); the outage and the
+// return are each logged once.
+
+import { request } from 'undici';
+import type { Logger } from '../telemetry/logger.ts';
+
+export interface ConfigSyncOptions {
+  /** The control plane's base URL, e.g. http://127.0.0.1:7070. */
+  url: string;
+  token: string;
+  /** Poll interval (default 10 s, as Azure API Management's self-hosted gateway). */
+  intervalMs?: number;
+  /** A poll slower than this counts as the control plane being unreachable (default 5 s). */
+  timeoutMs?: number;
+  /** Applies a new document; throws (a ConfigError with its problems) when it is refused. */
+  apply: (text: string) => Promise<void>;
+  logger: Logger;
+}
+
+type Health = 'connected' | 'unreachable' | 'refused';
+
+export class ConfigSync {
+  private readonly endpoint: string;
+  private readonly intervalMs: number;
+  private readonly timeoutMs: number;
+  private etag: string | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private running = false;
+  private polling: Promise<void> | null = null;
+  private health: Health | null = null;
+  /** The revision applied last (the control plane's `x-gatehouse-revision`), for logs and probes. */
+  revision: string | null = null;
+
+  constructor(private readonly options: ConfigSyncOptions) {
+    this.endpoint = new URL('/gateway/v1/config', options.url).toString();
+    this.intervalMs = options.intervalMs ?? 10_000;
+    this.timeoutMs = options.timeoutMs ?? 5_000;
+  }
+
+  /** Starts polling; the first poll runs at once. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.polling;
+  }
+
+  /** One poll now; resolves once a new document found is applied or refused. */
+  poll(): Promise<void> {
+    this.polling ??= this.check().finally(() => {
+      this.polling = null;
+    });
+    return this.polling;
+  }
+
+  private schedule(ms: number): void {
+    if (!this.running) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.poll().finally(() => this.schedule(this.intervalMs));
+    }, ms);
+    this.timer.unref?.();
+  }
+
+  private setHealth(health: Health, fields: Record<string, unknown> = {}): void {
+    if (health === this.health) return;
+    const before = this.health;
+    this.health = health;
+    const { logger } = this.options;
+    if (health === 'unreachable') logger.warn('control plane unreachable: serving the configuration in memory', fields);
+    else if (health === 'refused') logger.error('the control plane refused this gateway\'s token', fields);
+    else if (before !== null) logger.info('control plane reachable again', fields);
+  }
+
+  private async check(): Promise<void> {
+    const { logger } = this.options;
+    let status: number;
+    let text = '';
+    let etag: string | null = null;
+    let revision: string | null = null;
+    try {
+      const res = await request(this.endpoint, {
+        headers: {
+          authorization: `GatewayKey ${this.options.token}`,
+          ...(this.etag ? { 'if-none-match': this.etag } : {}),
+        },
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      status = res.statusCode;
+      text = await res.body.text();
+      etag = typeof res.headers.etag === 'string' ? res.headers.etag : null;
+      revision = typeof res.headers['x-gatehouse-revision'] === 'string' ? res.headers['x-gatehouse-revision'] : null;
+    } catch (err) {
+      this.setHealth('unreachable', { url: this.endpoint, error: (err as Error).message });
+      return;
+    }
+    if (status === 401 || status === 403) {
+      this.setHealth('refused', { status, detail: detailOf(text) });
+      return;
+    }
+    this.setHealth('connected', { url: this.endpoint });
+    if (status === 304) return;
+    if (status !== 200) {
+      logger.warn('unexpected answer from the control plane', { status, detail: detailOf(text) });
+      return;
+    }
+    // Remembered whether it applies or not: a refused document is not fetched and refused again every poll.
+    this.etag = etag;
+    try {
+      await this.options.apply(text);
+      this.revision = revision;
+      logger.info('configuration from the control plane applied', { revision });
+    } catch (err) {
+      const problems = (err as { problems?: unknown }).problems;
+      logger.error('configuration from the control plane rejected; the running configuration stays in force', {
+        revision,
+        problems: problems ?? [{ where: this.endpoint, message: (err as Error).message }],
+      });
+    }
+  }
+}
+
+function detailOf(text: string): string {
+  try {
+    return String((JSON.parse(text) as { detail?: unknown }).detail ?? text.slice(0, 200));
+  } catch {
+    return text.slice(0, 200);
+  }
+}

@@ -1,0 +1,140 @@
+// The control plane and config sync, as separate processes on 127.0.0.1: the reference control plane (SQLite), and
+// gateways that take their configuration from it.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Agent, request } from 'undici';
+import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
+import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';
+import { send } from './support/requests.ts';
+import { waitFor } from './support/wait.ts';
+
+const agent = new Agent({ connections: 4 });
+let dataDir: string;
+let cp: ControlPlaneProcess;
+
+async function admin(method: string, path: string, body?: unknown) {
+  const res = await request(`${cp.url}${path}`, {
+    method: method as 'GET',
+    headers: { authorization: `Bearer ${cp.adminToken}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    dispatcher: agent,
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+const echoApi = (prefix: string, header: string) => ({
+  pathPrefix: prefix,
+  backend: { url: 'builtin:echo' },
+  policies: { outbound: [{ policy: 'set-header', config: { name: 'x-config', value: header } }] },
+});
+
+before(async () => {
+  dataDir = tempDir('gatehouse-cp-');
+  cp = await startControlPlane(dataDir);
+});
+
+after(async () => {
+  await cp?.stop();
+  await agent.close();
+});
+
+describe('control plane', () => {
+  test('the admin API needs the admin token; an API that fails the gateway schema is refused with every problem', async () => {
+    const anonymous = await request(`${cp.url}/admin/apis`, { dispatcher: agent });
+    assert.equal(anonymous.statusCode, 401);
+    await anonymous.body.dump();
+    const bad = await admin('PUT', '/admin/apis/broken', { pathPrefix: 'no-slash' });
+    assert.equal(bad.status, 400);
+    const problems = (bad.body.problems as { message: string }[]).map((p) => p.message).join('; ');
+    assert.match(problems, /must start with "\/"/);
+    assert.match(problems, /is required/);
+  });
+
+  test('tokens: forged, expired, revoked and malformed ones are refused with 401; expiry is at most 30 days', async () => {
+    assert.equal((await admin('PUT', '/admin/gateways/gw-tokens', { apis: [] })).status, 200);
+    assert.equal((await admin('POST', '/admin/gateways/gw-tokens/tokens', { expiresInDays: 31 })).status, 400);
+    const issued = await admin('POST', '/admin/gateways/gw-tokens/tokens', { expiresInDays: 1 });
+    const token = issued.body.token as string;
+    const config = (t: string) => send(cp.url, '/gateway/v1/config', { headers: { authorization: `GatewayKey ${t}` }, dispatcher: agent });
+    assert.equal((await config(token)).status, 200);
+    const parts = token.split('.');
+    const forged = [parts[0], parts[1], parts[2], String(Number(parts[3]) + 86_400 * 365), parts[4]].join('.');
+    assert.match((await config(forged)).body, /gateway token forged/);
+    assert.match((await config('not-a-token')).body, /missing or malformed/);
+    // A token whose expiry has passed: the signature is good, the time is not (signed by the same control plane).
+    const expired = await request(`${cp.url}/gateway/v1/config`, { headers: { authorization: `GatewayKey ${[parts[0], parts[1], parts[2], '1000', parts[4]].join('.')}` }, dispatcher: agent });
+    assert.equal(expired.statusCode, 401);
+    await expired.body.dump();
+    assert.equal((await admin('POST', '/admin/gateways/gw-tokens/revoke-tokens')).status, 200);
+    const revoked = await config(token);
+    assert.equal(revoked.status, 401);
+    assert.match(revoked.body, /revoked/);
+  });
+});
+
+describe('a gateway configured by the control plane', () => {
+  let gateway: GatewayProcess;
+
+  before(async () => {
+    assert.equal((await admin('PUT', '/admin/apis/orders', echoApi('/orders', 'v1'))).status, 200);
+    assert.equal((await admin('PUT', '/admin/gateways/gw-1', { apis: ['orders'] })).status, 200);
+    const token = (await admin('POST', '/admin/gateways/gw-1/tokens', {})).body.token as string;
+    gateway = await startGatewayProcess({
+      env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200' },
+    });
+  });
+
+  after(async () => {
+    await gateway?.stop();
+  });
+
+  const header = async () => (await send(gateway.url, '/orders/x', { dispatcher: agent })).headers['x-config'];
+  /** The header the configuration sets, once it is `expected` (polled for up to 5 s: several sync intervals). */
+  const headerBecomes = async (expected: string) => {
+    const started = Date.now();
+    let seen = await header();
+    while (seen !== expected && Date.now() - started < 5000) {
+      await new Promise((r) => setTimeout(r, 50));
+      seen = await header();
+    }
+    return seen;
+  };
+
+  test('serves what the control plane assigned it, and a change reaches it within one poll', async () => {
+    await waitFor('the first configuration', () => gateway.logs.some((l) => l.msg === 'configuration from the control plane applied'), 10_000);
+    assert.equal(await header(), 'v1');
+    assert.equal((await admin('PUT', '/admin/apis/orders', echoApi('/orders', 'v2'))).status, 200);
+    assert.equal(await headerBecomes('v2'), 'v2');
+  });
+
+  test('a document the gateway cannot use is rejected and the running configuration stays', async () => {
+    // Valid for the control plane's schema check, but the policy does not exist: the gateway refuses to bind it.
+    const unusable = { pathPrefix: '/orders', backend: { url: 'builtin:echo' }, policies: { inbound: [{ policy: 'no-such-policy' }] } };
+    assert.equal((await admin('PUT', '/admin/apis/orders', unusable)).status, 200);
+    await gateway.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 10_000);
+    assert.equal(await header(), 'v2', 'still the last good configuration');
+    assert.equal((await admin('PUT', '/admin/apis/orders', echoApi('/orders', 'v3'))).status, 200);
+    assert.equal(await headerBecomes('v3'), 'v3', 'a good document after the bad one is applied');
+  });
+
+  test('control plane killed: the gateway keeps serving; restarted on the same data, state survives and sync resumes', async () => {
+    const port = Number(new URL(cp.url).port);
+    await cp.stop('SIGKILL');
+    let failures = 0;
+    for (let i = 0; i < 20; i++) {
+      const res = await send(gateway.url, '/orders/x', { dispatcher: agent });
+      if (res.status !== 200) failures++;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.equal(failures, 0);
+    await gateway.waitForLog((l) => String(l.msg).startsWith('control plane unreachable'), 5000);
+    cp = await startControlPlane(dataDir, port);
+    const apis = await admin('GET', '/admin/apis');
+    assert.deepEqual((apis.body.apis as { id: string }[]).map((a) => a.id).sort(), ['orders']);
+    await gateway.waitForLog((l) => l.msg === 'control plane reachable again', 10_000);
+    assert.equal((await admin('PUT', '/admin/apis/orders', echoApi('/orders', 'v4'))).status, 200);
+    assert.equal(await headerBecomes('v4'), 'v4', 'a change made after the restart arrives');
+  });
+});

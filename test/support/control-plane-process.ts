@@ -1,0 +1,63 @@
+// Starts the reference control plane as its own process on a free port, with its data in a folder of its own (kept
+// across restarts of the process: state must survive them).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { isDeno } from '../../runtime/platform/http.ts';
+import { repoRoot } from '../../runtime/platform/paths.ts';
+
+export interface ControlPlaneProcess {
+  child: ChildProcess;
+  url: string;
+  adminToken: string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * The control plane runs under Node, also when the suite runs under Deno: its SQLite driver (better-sqlite3) is a
+ * native addon of the kind Deno cannot load. The gateways it configures run under the suite's runtime.
+ */
+function command(): { cmd: string; args: string[] } {
+  const main = join(repoRoot(), 'dist', 'runtime', 'control-plane', 'main.js');
+  return { cmd: isDeno ? 'node' : process.execPath, args: ['--disable-warning=ExperimentalWarning', main] };
+}
+
+/** `port` 0 picks one; give the same `dataDir` (and port) to start it again on the same state. */
+export async function startControlPlane(dataDir: string, port = 0): Promise<ControlPlaneProcess> {
+  const { cmd, args } = command();
+  const child = spawn(cmd, args, {
+    cwd: repoRoot(),
+    env: { ...process.env, GATEHOUSE_CP_DATA_DIR: dataDir, GATEHOUSE_CP_PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString('utf8')));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`control plane did not start: ${err}`)), 30_000);
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString('utf8');
+      for (const line of out.split('\n')) {
+        if (!line.includes('"control plane listening"')) continue;
+        clearTimeout(timer);
+        resolve(JSON.parse(line) as Record<string, unknown>);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`control plane exited with ${code}: ${err}`));
+    });
+  });
+  child.stdout!.resume();
+  return {
+    child,
+    url: `http://127.0.0.1:${listening.port}`,
+    adminToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim(),
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}

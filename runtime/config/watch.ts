@@ -4,6 +4,7 @@
 
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
+import { Poller } from '../sync/poller.ts';
 
 export interface ConfigFileWatcherOptions {
   /** Poll interval in ms. Default 1000. */
@@ -31,11 +32,11 @@ const RACY_MS = 2000;
 
 export class ConfigFileWatcher {
   readonly file: string;
-  private readonly intervalMs: number;
   private readonly settleMs: number;
   private readonly onChange: (text: string) => Promise<void>;
   private readonly onError: (err: Error) => void;
-  private timer: ReturnType<typeof setTimeout> | null = null;
+  private readonly poller: Poller;
+  /** Between start and stop: nothing is applied outside it. */
   private running = false;
   /** The stat seen at the last read. */
   private lastStat: { mtimeMs: number; size: number } | null = null;
@@ -44,13 +45,13 @@ export class ConfigFileWatcher {
   /** The latest content not applied yet. */
   private pending: string | null = null;
   private applying: Promise<void> | null = null;
-  private polling: Promise<void> | null = null;
   /** The code (or message) of the last read error, so that it is reported once while it lasts. */
   private lastErrorMessage: string | null = null;
 
   constructor(file: string, options: ConfigFileWatcherOptions) {
     this.file = file;
-    this.intervalMs = options.intervalMs ?? 1000;
+    // Polling goes on while a change is applied, so that the latest content is the one applied next.
+    this.poller = new Poller(() => this.check(), options.intervalMs ?? 1000);
     this.settleMs = options.settleMs ?? 100;
     this.onChange = options.onChange;
     this.onError = options.onError ?? (() => undefined);
@@ -59,41 +60,22 @@ export class ConfigFileWatcher {
 
   /** Starts polling (the first poll runs at once). Calling it again does nothing. */
   start(): void {
-    if (this.running) return;
     this.running = true;
-    this.schedule(0);
+    this.poller.start();
   }
 
   /** Stops polling; resolves when a change being applied has finished. Nothing is applied after it. */
   async stop(): Promise<void> {
     this.running = false;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
     this.pending = null;
-    await this.polling;
+    await this.poller.stop();
     await this.applying;
   }
 
   /** Polls now (e.g. on SIGHUP); resolves once a change found is applied. */
   async poll(): Promise<void> {
-    await this.checkOnce();
+    await this.poller.poll();
     await this.applying;
-  }
-
-  private checkOnce(): Promise<void> {
-    this.polling ??= this.check().finally(() => {
-      this.polling = null;
-    });
-    return this.polling;
-  }
-
-  private schedule(ms: number): void {
-    if (!this.running) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      // Polling goes on while a change is applied, so that the latest content is the one applied next.
-      void this.checkOnce().finally(() => this.schedule(this.intervalMs));
-    }, ms);
   }
 
   private async check(): Promise<void> {

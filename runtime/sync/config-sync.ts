@@ -5,6 +5,7 @@
 // return are each logged once.
 
 import { request } from 'undici';
+import { Poller } from './poller.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface ConfigSyncOptions {
@@ -24,51 +25,31 @@ type Health = 'connected' | 'unreachable' | 'refused';
 
 export class ConfigSync {
   private readonly endpoint: string;
-  private readonly intervalMs: number;
   private readonly timeoutMs: number;
   private etag: string | null = null;
-  private timer: ReturnType<typeof setTimeout> | null = null;
-  private running = false;
-  private polling: Promise<void> | null = null;
+  private readonly poller: Poller;
   private health: Health | null = null;
   /** The revision applied last (the control plane's `x-gatehouse-revision`), for logs and probes. */
   revision: string | null = null;
 
   constructor(private readonly options: ConfigSyncOptions) {
     this.endpoint = new URL('/gateway/v1/config', options.url).toString();
-    this.intervalMs = options.intervalMs ?? 10_000;
     this.timeoutMs = options.timeoutMs ?? 5_000;
+    this.poller = new Poller(() => this.check(), options.intervalMs ?? 10_000);
   }
 
   /** Starts polling; the first poll runs at once. */
   start(): void {
-    if (this.running) return;
-    this.running = true;
-    this.schedule(0);
+    this.poller.start();
   }
 
-  async stop(): Promise<void> {
-    this.running = false;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    await this.polling;
+  stop(): Promise<void> {
+    return this.poller.stop();
   }
 
   /** One poll now; resolves once a new document found is applied or refused. */
   poll(): Promise<void> {
-    this.polling ??= this.check().finally(() => {
-      this.polling = null;
-    });
-    return this.polling;
-  }
-
-  private schedule(ms: number): void {
-    if (!this.running) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.poll().finally(() => this.schedule(this.intervalMs));
-    }, ms);
-    this.timer.unref?.();
+    return this.poller.poll();
   }
 
   private setHealth(health: Health, fields: Record<string, unknown> = {}): void {

@@ -26,6 +26,7 @@ Environment:
   GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
                              with GATEHOUSE_TOKEN (a gateway token the control plane issued)
   GATEHOUSE_SYNC_INTERVAL_MS how often to ask the control plane for changes (10000)
+  GATEHOUSE_BACKUP_DIR       keep each applied configuration here, to start from when the control plane is unreachable
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -98,7 +99,9 @@ try {
     adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
     shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
     redisUrl,
-    controlPlane: configUrl ? { url: configUrl, token: gatewayToken!, intervalMs: syncIntervalMs } : undefined,
+    controlPlane: configUrl
+      ? { url: configUrl, token: gatewayToken!, intervalMs: syncIntervalMs, backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined }
+      : undefined,
   });
   const stop = (signal: string) => {
     logger.info('shutting down', { signal, inFlight: gateway.inFlight() });

@@ -138,3 +138,73 @@ describe('a gateway configured by the control plane', () => {
     assert.equal(await headerBecomes('v4'), 'v4', 'a change made after the restart arrives');
   });
 });
+
+describe('fail static: the configuration backup', () => {
+  let backupDir: string;
+  let token: string;
+
+  before(async () => {
+    backupDir = tempDir('gatehouse-backup-');
+    assert.equal((await admin('PUT', '/admin/apis/stock', echoApi('/stock', 'b1'))).status, 200);
+    assert.equal((await admin('PUT', '/admin/gateways/gw-backup', { apis: ['stock'] })).status, 200);
+    token = (await admin('POST', '/admin/gateways/gw-backup/tokens', {})).body.token as string;
+  });
+
+  const gatewayWith = (url: string, dir: string) =>
+    startGatewayProcess({ env: { GATEHOUSE_CONFIG_URL: url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200', GATEHOUSE_BACKUP_DIR: dir } });
+  const stockHeader = async (g: GatewayProcess) => (await send(g.url, '/stock/x', { dispatcher: agent })).headers['x-config'];
+  const probe = async (g: GatewayProcess) => (await send(g.url, '/status-0123456789abcdef', { dispatcher: agent })).status;
+
+  test('each applied document is backed up, the one before kept; a restart with the control plane gone serves the backup', async () => {
+    const first = await gatewayWith(cp.url, backupDir);
+    try {
+      await first.waitForLog((l) => l.msg === 'configuration from the control plane applied', 10_000);
+      assert.equal((await admin('PUT', '/admin/apis/stock', echoApi('/stock', 'b2'))).status, 200);
+      await waitFor('the second document', () => first.logs.filter((l) => l.msg === 'configuration from the control plane applied').length >= 2, 10_000);
+    } finally {
+      await first.stop();
+    }
+    const { readdirSync } = await import('node:fs');
+    assert.deepEqual(readdirSync(backupDir).sort(), ['config.json', 'config.previous.json']);
+    await cp.stop('SIGKILL');
+    const restarted = await gatewayWith(cp.url, backupDir);
+    try {
+      await restarted.waitForLog((l) => String(l.msg).startsWith('started from the configuration backup'), 10_000);
+      assert.equal(await probe(restarted), 200);
+      assert.equal(await stockHeader(restarted), 'b2');
+    } finally {
+      await restarted.stop();
+    }
+  });
+
+  test('the control plane host name does not resolve and the newest backup is corrupt: the previous one is served', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    writeFileSync(join(backupDir, 'config.json'), '{"text": "cut sho');
+    const gateway = await gatewayWith('http://control-plane.invalid:7070', backupDir);
+    try {
+      const started = await gateway.waitForLog((l) => String(l.msg).startsWith('started from the configuration backup'), 15_000);
+      assert.match(String(started.file), /config\.previous\.json$/);
+      assert.match(JSON.stringify(started.skipped), /not valid JSON/);
+      assert.equal(await stockHeader(gateway), 'b1');
+    } finally {
+      await gateway.stop();
+    }
+  });
+
+  test('no usable backup and no control plane: not ready (503), says why, and keeps trying', async () => {
+    const empty = tempDir('gatehouse-backup-empty-');
+    const gateway = await gatewayWith(cp.url, empty);
+    try {
+      await gateway.waitForLog((l) => String(l.msg).startsWith('no usable configuration backup'), 10_000);
+      assert.equal(await probe(gateway), 503);
+      // Still polling: the control plane comes back on its data, and the gateway becomes ready.
+      cp = await startControlPlane(dataDir, Number(new URL(cp.url).port));
+      await gateway.waitForLog((l) => l.msg === 'configuration from the control plane applied', 10_000);
+      assert.equal(await probe(gateway), 200);
+      assert.equal(await stockHeader(gateway), 'b2');
+    } finally {
+      await gateway.stop();
+    }
+  });
+});

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { ConfigError, parseGatewayDocument } from '../config/load.ts';
 import { bindChains } from '../config/policies.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';
+import { ConfigBackup } from '../sync/backup.ts';
 import { ConfigSync } from '../sync/config-sync.ts';
 import { repoRoot } from '../platform/paths.ts';
 import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
@@ -40,7 +41,7 @@ export interface StandaloneOptions {
    * The configuration comes from this control plane (GATEHOUSE_CONFIG_URL, GATEHOUSE_TOKEN) instead of a file: the
    * gateway serves 503 on the probe path until the first document is applied, then polls for changes.
    */
-  controlPlane?: { url: string; token: string; intervalMs?: number };
+  controlPlane?: { url: string; token: string; intervalMs?: number; backupDir?: string };
 }
 
 export interface RunningGateway {
@@ -75,13 +76,14 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   let sync: ConfigSync | null = null;
   let watcher: ConfigFileWatcher | null = null;
   if (options.controlPlane) {
-    const { url, token, intervalMs } = options.controlPlane;
+    const { url, token, intervalMs, backupDir } = options.controlPlane;
     const source = `control plane ${url}`;
     sync = new ConfigSync({
       url,
       token,
       intervalMs,
       logger,
+      backup: backupDir ? new ConfigBackup(backupDir) : undefined,
       // Module and source paths in a document from the control plane are not the gateway's files: only built-in
       // policies resolve (relative paths would be read from the working directory).
       apply: async (text) => {

@@ -5,6 +5,7 @@
 // return are each logged once.
 
 import { request } from 'undici';
+import type { ConfigBackup } from './backup.ts';
 import { Poller } from './poller.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
@@ -19,6 +20,8 @@ export interface ConfigSyncOptions {
   /** Applies a new document; throws (a ConfigError with its problems) when it is refused. */
   apply: (text: string) => Promise<void>;
   logger: Logger;
+  /** Where applied documents are kept, to start from when the control plane cannot be reached at start. */
+  backup?: ConfigBackup;
 }
 
 type Health = 'connected' | 'unreachable' | 'refused';
@@ -29,6 +32,9 @@ export class ConfigSync {
   private etag: string | null = null;
   private readonly poller: Poller;
   private health: Health | null = null;
+  /** A configuration is being served (from the control plane or a backup). */
+  private applied = false;
+  private backupTried = false;
   /** The revision applied last (the control plane's `x-gatehouse-revision`), for logs and probes. */
   revision: string | null = null;
 
@@ -84,10 +90,16 @@ export class ConfigSync {
       revision = typeof res.headers['x-gatehouse-revision'] === 'string' ? res.headers['x-gatehouse-revision'] : null;
     } catch (err) {
       this.setHealth('unreachable', { url: this.endpoint, error: (err as Error).message });
+      await this.startFromBackup();
       return;
     }
     if (status === 401 || status === 403) {
       this.setHealth('refused', { status, detail: detailOf(text) });
+      return;
+    }
+    if (status >= 500) {
+      this.setHealth('unreachable', { url: this.endpoint, status, detail: detailOf(text) });
+      await this.startFromBackup();
       return;
     }
     this.setHealth('connected', { url: this.endpoint });
@@ -100,6 +112,7 @@ export class ConfigSync {
     this.etag = etag;
     try {
       await this.options.apply(text);
+      this.applied = true;
       this.revision = revision;
       logger.info('configuration from the control plane applied', { revision });
     } catch (err) {
@@ -108,7 +121,45 @@ export class ConfigSync {
         revision,
         problems: problems ?? [{ where: this.endpoint, message: (err as Error).message }],
       });
+      return;
     }
+    await this.options.backup?.save({ text, etag, revision }).catch((err: Error) => {
+      logger.error('could not write the configuration backup', { dir: this.options.backup!.dir, error: err.message });
+    });
+  }
+
+  /**
+   * Once, when the control plane cannot be reached and nothing is served yet: the newest backup that checks out and
+   * applies, else the previous one. Without one the gateway stays not ready, and polling goes on.
+   */
+  private async startFromBackup(): Promise<void> {
+    const { backup, logger } = this.options;
+    if (this.applied || this.backupTried) return;
+    this.backupTried = true;
+    if (!backup) {
+      logger.error('no configuration yet and the control plane is unreachable: not ready until it answers (no GATEHOUSE_BACKUP_DIR)');
+      return;
+    }
+    const { usable, problems } = await backup.entries();
+    for (const entry of usable) {
+      try {
+        await this.options.apply(entry.text);
+      } catch (err) {
+        problems.push(`${entry.file}: ${(err as Error).message}`);
+        continue;
+      }
+      this.applied = true;
+      this.etag = entry.etag;
+      this.revision = entry.revision;
+      logger.warn('started from the configuration backup: the control plane is unreachable', {
+        file: entry.file,
+        revision: entry.revision,
+        savedAt: entry.savedAt,
+        skipped: problems,
+      });
+      return;
+    }
+    logger.error('no usable configuration backup: not ready until the control plane answers', { dir: backup.dir, problems });
   }
 }
 

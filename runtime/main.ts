@@ -27,6 +27,7 @@ Environment:
                              with GATEHOUSE_TOKEN (a gateway token the control plane issued)
   GATEHOUSE_SYNC_INTERVAL_MS how often to ask the control plane for changes (10000)
   GATEHOUSE_BACKUP_DIR       keep each applied configuration here, to start from when the control plane is unreachable
+  GATEHOUSE_HEARTBEAT_INTERVAL_MS  how often to tell the control plane this gateway is alive (60000)
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -100,7 +101,13 @@ try {
     shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
     redisUrl,
     controlPlane: configUrl
-      ? { url: configUrl, token: gatewayToken!, intervalMs: syncIntervalMs, backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined }
+      ? {
+          url: configUrl,
+          token: gatewayToken!,
+          intervalMs: syncIntervalMs,
+          backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined,
+          heartbeatMs: Number(process.env.GATEHOUSE_HEARTBEAT_INTERVAL_MS ?? 60_000) || 60_000,
+        }
       : undefined,
   });
   const stop = (signal: string) => {

@@ -82,7 +82,7 @@ describe('a gateway configured by the control plane', () => {
     assert.equal((await admin('PUT', '/admin/gateways/gw-1', { apis: ['orders'] })).status, 200);
     const token = (await admin('POST', '/admin/gateways/gw-1/tokens', {})).body.token as string;
     gateway = await startGatewayProcess({
-      env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200' },
+      env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200', GATEHOUSE_HEARTBEAT_INTERVAL_MS: '300' },
     });
   });
 
@@ -107,6 +107,29 @@ describe('a gateway configured by the control plane', () => {
     assert.equal(await header(), 'v1');
     assert.equal((await admin('PUT', '/admin/apis/orders', echoApi('/orders', 'v2'))).status, 200);
     assert.equal(await headerBecomes('v2'), 'v2');
+  });
+
+  test('heartbeats: the control plane shows the instance, its host and version, the revision it runs and its lag', async () => {
+    const current = async () => {
+      const list = (await admin('GET', '/admin/gateways')).body as { revision: number; gateways: { id: string; instances: Record<string, unknown>[] }[] };
+      return { revision: list.revision, instance: list.gateways.find((g) => g.id === 'gw-1')?.instances[0] };
+    };
+    let seen = await current();
+    const started = Date.now();
+    while ((seen.instance === undefined || seen.instance.revision !== seen.revision) && Date.now() - started < 5000) {
+      await new Promise((r) => setTimeout(r, 100));
+      seen = await current();
+    }
+    assert.ok(seen.instance, 'a heartbeat arrived');
+    assert.equal(seen.instance.revision, seen.revision, 'it runs the current revision');
+    assert.equal(seen.instance.revisionsBehind, 0);
+    assert.equal(seen.instance.health, 'ready');
+    assert.equal(seen.instance.version, '0.1.0');
+    assert.equal(typeof seen.instance.host, 'string');
+    assert.ok((seen.instance.secondsSinceHeartbeat as number) <= 2);
+    // A forged token cannot post heartbeats.
+    const forged = await send(cp.url, '/gateway/v1/heartbeat', { method: 'POST', headers: { authorization: 'GatewayKey gw1.gw-1.1.9999999999.AAAA' }, body: '{}', dispatcher: agent });
+    assert.equal(forged.status, 401);
   });
 
   test('a document the gateway cannot use is rejected and the running configuration stays', async () => {

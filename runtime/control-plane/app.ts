@@ -82,9 +82,23 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     return c.json({ revision });
   });
 
-  app.get('/admin/gateways', (c) =>
-    c.json({ gateways: store.gateways().map((g) => ({ id: g.id, apis: g.apis })) }),
-  );
+  // Each gateway with its instances' last heartbeats: applied revision, lag behind the current one, health.
+  app.get('/admin/gateways', (c) => {
+    const current = store.revision();
+    const nowMs = now();
+    return c.json({
+      revision: current,
+      gateways: store.gateways().map((g) => ({
+        id: g.id,
+        apis: g.apis,
+        instances: store.instances(g.id).map((beat) => ({
+          ...beat,
+          revisionsBehind: beat.revision === null ? null : Math.max(0, current - beat.revision),
+          secondsSinceHeartbeat: Math.round((nowMs - Date.parse(beat.at)) / 1000),
+        })),
+      })),
+    });
+  });
 
   app.put('/admin/gateways/:id', async (c) => {
     const id = c.req.param('id');
@@ -123,25 +137,56 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   app.get('/admin/revisions', (c) => c.json({ revisions: store.revisions(100) }));
 
   // --- gateways ----------------------------------------------------------------------------------------------------
-  app.get('/gateway/v1/config', (c) => {
+  // Gateway endpoints: the token names the gateway; it must be signed by this control plane, unexpired, unrevoked.
+  const gatewayOf = (c: Context) => {
     const auth = c.req.header('authorization') ?? '';
     const token = auth.startsWith('GatewayKey ') ? auth.slice(11) : '';
     const check = checkToken(tokenKey, token, Math.floor(now() / 1000));
     if (!check.ok) {
       logger.warn('gateway token refused', { reason: check.reason, client: c.req.header('x-forwarded-for') ?? null });
-      return problem(c, 401, `gateway token ${check.reason === 'malformed' ? 'missing or malformed' : check.reason}`);
+      return { refused: problem(c, 401, `gateway token ${check.reason === 'malformed' ? 'missing or malformed' : check.reason}`) };
     }
     const gateway = store.gateway(check.claims.gateway);
     if (!gateway || gateway.tokenGeneration !== check.claims.generation) {
       logger.warn('gateway token refused', { reason: 'revoked', gateway: check.claims.gateway });
-      return problem(c, 401, 'gateway token revoked');
+      return { refused: problem(c, 401, 'gateway token revoked') };
     }
+    return { gateway };
+  };
+
+  app.get('/gateway/v1/config', (c) => {
+    const { gateway, refused } = gatewayOf(c);
+    if (!gateway) return refused;
     const text = JSON.stringify(store.gatewayDocument(gateway.id));
     // The ETag is the document's digest: a change to APIs this gateway does not serve costs it nothing.
     const etag = `"${createHash('sha256').update(text).digest('base64url')}"`;
     const headers = { etag, 'x-gatehouse-revision': String(store.revision()) };
     if (c.req.header('if-none-match') === etag) return c.body(null, 304, headers);
     return c.body(text, 200, { ...headers, 'content-type': 'application/json' });
+  });
+
+  app.post('/gateway/v1/heartbeat', async (c) => {
+    const { gateway, refused } = gatewayOf(c);
+    if (!gateway) return refused;
+    const body = (await readJson(c)) as Record<string, unknown> | undefined;
+    const text = (v: unknown, max = 200) => (typeof v === 'string' && v.length > 0 && v.length <= max ? v : null);
+    const instance = text(body?.instance, 64);
+    const uptime = body?.uptimeSeconds;
+    const revision = body?.revision;
+    if (!instance || typeof uptime !== 'number' || (revision !== null && typeof revision !== 'number')) {
+      return problem(c, 400, 'a heartbeat is {"instance", "host", "version", "revision" (number or null), "uptimeSeconds", "health"}');
+    }
+    store.heartbeat({
+      gateway: gateway.id,
+      instance,
+      host: text(body!.host) ?? '',
+      version: text(body!.version, 64) ?? '',
+      revision: revision as number | null,
+      uptimeSeconds: Math.max(0, Math.floor(uptime)),
+      health: text(body!.health, 64) ?? 'unknown',
+      at: new Date(now()).toISOString(),
+    });
+    return c.json({ revision: store.revision() });
   });
 
   return app;

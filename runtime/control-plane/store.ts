@@ -10,6 +10,18 @@ export interface RevisionRecord {
   change: string;
 }
 
+export interface Heartbeat {
+  gateway: string;
+  instance: string;
+  host: string;
+  version: string;
+  /** The configuration revision the instance applied (null before its first). */
+  revision: number | null;
+  uptimeSeconds: number;
+  health: string;
+  at: string;
+}
+
 export interface GatewayRecord {
   id: string;
   apis: string[];
@@ -28,6 +40,11 @@ export class ControlPlaneStore {
       CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, apis TEXT NOT NULL, token_generation INTEGER NOT NULL DEFAULT 1);
       CREATE TABLE IF NOT EXISTS revisions (revision INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, change TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+      CREATE TABLE IF NOT EXISTS heartbeats (
+        gateway TEXT NOT NULL, instance TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL,
+        revision INTEGER, uptime_seconds INTEGER NOT NULL, health TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (gateway, instance)
+      );
     `);
   }
 
@@ -114,6 +131,28 @@ export class ControlPlaneStore {
     if (!gateway) return null;
     const apis = gateway.apis.map((api) => this.api(api)).filter((doc) => doc !== null);
     return { version: 1, apis };
+  }
+
+  /** Records a gateway instance's heartbeat (one row per instance: the latest). */
+  heartbeat(beat: Heartbeat): void {
+    this.db
+      .prepare(
+        `INSERT INTO heartbeats (gateway, instance, host, version, revision, uptime_seconds, health, at)
+         VALUES (@gateway, @instance, @host, @version, @revision, @uptimeSeconds, @health, @at)
+         ON CONFLICT(gateway, instance) DO UPDATE SET host = excluded.host, version = excluded.version,
+           revision = excluded.revision, uptime_seconds = excluded.uptime_seconds, health = excluded.health, at = excluded.at`,
+      )
+      .run(beat);
+  }
+
+  /** The instances of a gateway that sent heartbeats, the latest first. */
+  instances(gateway: string): Heartbeat[] {
+    return this.db
+      .prepare(
+        `SELECT gateway, instance, host, version, revision, uptime_seconds AS uptimeSeconds, health, at
+         FROM heartbeats WHERE gateway = ? ORDER BY at DESC`,
+      )
+      .all(gateway) as Heartbeat[];
   }
 
   close(): void {

@@ -41,7 +41,7 @@ export interface StandaloneOptions {
    * The configuration comes from this control plane (GATEHOUSE_CONFIG_URL, GATEHOUSE_TOKEN) instead of a file: the
    * gateway serves 503 on the probe path until the first document is applied, then polls for changes.
    */
-  controlPlane?: { url: string; token: string; intervalMs?: number; backupDir?: string };
+  controlPlane?: { url: string; token: string; intervalMs?: number; backupDir?: string; heartbeatMs?: number };
 }
 
 export interface RunningGateway {
@@ -76,7 +76,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   let sync: ConfigSync | null = null;
   let watcher: ConfigFileWatcher | null = null;
   if (options.controlPlane) {
-    const { url, token, intervalMs, backupDir } = options.controlPlane;
+    const { url, token, intervalMs, backupDir, heartbeatMs } = options.controlPlane;
     const source = `control plane ${url}`;
     sync = new ConfigSync({
       url,
@@ -84,6 +84,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       intervalMs,
       logger,
       backup: backupDir ? new ConfigBackup(backupDir) : undefined,
+      heartbeatMs,
+      health: () => (gateway.config ? 'ready' : 'not-ready'),
       // Module and source paths in a document from the control plane are not the gateway's files: only built-in
       // policies resolve (relative paths would be read from the working directory).
       apply: async (text) => {
@@ -162,7 +164,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     stop: () =>
       (stopping ??= (async () => {
         void watcher?.stop();
-        void sync?.stop();
+        // A poll under way finishes (and writes its backup) before the process goes.
+        const syncStopped = sync?.stop();
         gateway.beginDrain();
         const closed = Promise.all(listeners.map((l) => l.close()));
         const drained = gateway.drained().then(() => closed);
@@ -171,6 +174,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
           new Promise<boolean>((r) => setTimeout(() => r(true), options.shutdownTimeoutMs).unref?.()),
         ]);
         if (timedOut) logger.warn('shutdown timeout: in-flight requests cut off', { inFlight: gateway.inFlightCount() });
+        await syncStopped;
         await admin.close();
         await gateway.config?.close();
         await forwarder.close();

@@ -4,7 +4,12 @@
 // When the control plane cannot be reached the gateway keeps serving what it has ("fail static"); the outage and the
 // return are each logged once.
 
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { request } from 'undici';
+import { repoRoot } from '../platform/paths.ts';
 import type { ConfigBackup } from './backup.ts';
 import { Poller } from './poller.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -22,15 +27,32 @@ export interface ConfigSyncOptions {
   logger: Logger;
   /** Where applied documents are kept, to start from when the control plane cannot be reached at start. */
   backup?: ConfigBackup;
+  /** Heartbeat interval (default a minute); each tells the control plane who runs which revision, and how it is. */
+  heartbeatMs?: number;
+  /** What the heartbeat says the gateway is (`ready` or `not-ready`). */
+  health?: () => string;
 }
 
 type Health = 'connected' | 'unreachable' | 'refused';
+
+/** The gateway's version (package.json's), as its heartbeats report it. */
+const GATEWAY_VERSION = (() => {
+  try {
+    return String((JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version);
+  } catch {
+    return 'unknown';
+  }
+})();
 
 export class ConfigSync {
   private readonly endpoint: string;
   private readonly timeoutMs: number;
   private etag: string | null = null;
   private readonly poller: Poller;
+  private readonly heartbeats: Poller;
+  private readonly heartbeatEndpoint: string;
+  private readonly instance = randomUUID();
+  private readonly startedAt = Date.now();
   private health: Health | null = null;
   /** A configuration is being served (from the control plane or a backup). */
   private applied = false;
@@ -42,15 +64,43 @@ export class ConfigSync {
     this.endpoint = new URL('/gateway/v1/config', options.url).toString();
     this.timeoutMs = options.timeoutMs ?? 5_000;
     this.poller = new Poller(() => this.check(), options.intervalMs ?? 10_000);
+    this.heartbeatEndpoint = new URL('/gateway/v1/heartbeat', options.url).toString();
+    this.heartbeats = new Poller(() => this.heartbeat(), options.heartbeatMs ?? 60_000);
   }
 
-  /** Starts polling; the first poll runs at once. */
+  /** Starts polling and heartbeats; the first of each runs at once. */
   start(): void {
     this.poller.start();
+    this.heartbeats.start();
   }
 
-  stop(): Promise<void> {
-    return this.poller.stop();
+  async stop(): Promise<void> {
+    await Promise.all([this.poller.stop(), this.heartbeats.stop()]);
+  }
+
+  /** Tells the control plane this instance is alive, and which revision it runs. Failures only wait for the next. */
+  private async heartbeat(): Promise<void> {
+    const revision = this.revision === null ? null : Number(this.revision);
+    try {
+      const res = await request(this.heartbeatEndpoint, {
+        method: 'POST',
+        headers: { authorization: `GatewayKey ${this.options.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          instance: this.instance,
+          host: hostname(),
+          version: GATEWAY_VERSION,
+          revision: Number.isFinite(revision) ? revision : null,
+          uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
+          health: this.options.health?.() ?? 'unknown',
+        }),
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      await res.body.dump();
+    } catch {
+      // The config poll reports the control plane being unreachable; a heartbeat has nothing to add.
+    }
   }
 
   /** One poll now; resolves once a new document found is applied or refused. */
@@ -114,7 +164,6 @@ export class ConfigSync {
       await this.options.apply(text);
       this.applied = true;
       this.revision = revision;
-      logger.info('configuration from the control plane applied', { revision });
     } catch (err) {
       const problems = (err as { problems?: unknown }).problems;
       logger.error('configuration from the control plane rejected; the running configuration stays in force', {
@@ -123,9 +172,11 @@ export class ConfigSync {
       });
       return;
     }
+    // Backed up before it is reported applied: once the log says so, a restart can start from it.
     await this.options.backup?.save({ text, etag, revision }).catch((err: Error) => {
       logger.error('could not write the configuration backup', { dir: this.options.backup!.dir, error: err.message });
     });
+    logger.info('configuration from the control plane applied', { revision, backedUp: this.options.backup !== undefined });
   }
 
   /**

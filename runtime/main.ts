@@ -7,6 +7,8 @@
 
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { trustedKey } from './control-plane/signing.ts';
 import { startGateway } from './server/standalone.ts';
 import { repoRoot } from './platform/paths.ts';
 import { Logger } from './telemetry/logger.ts';
@@ -28,6 +30,7 @@ Environment:
   GATEHOUSE_SYNC_INTERVAL_MS how often to ask the control plane for changes (10000)
   GATEHOUSE_BACKUP_DIR       keep each applied configuration here, to start from when the control plane is unreachable
   GATEHOUSE_HEARTBEAT_INTERVAL_MS  how often to tell the control plane this gateway is alive (60000)
+  GATEHOUSE_TRUSTED_KEY      the control plane's module-signing public key (PEM, or a file holding it)
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -77,6 +80,16 @@ if (configUrl !== undefined) {
     process.exit(2);
   }
 }
+let trusted: KeyObject | undefined;
+const trustedKeyValue = process.env.GATEHOUSE_TRUSTED_KEY || undefined;
+if (trustedKeyValue !== undefined) {
+  try {
+    trusted = trustedKey(trustedKeyValue.includes('-----BEGIN') ? trustedKeyValue : readFileSync(trustedKeyValue, 'utf8'));
+  } catch (err) {
+    process.stderr.write(`gatehouse: GATEHOUSE_TRUSTED_KEY: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+}
 const syncIntervalMs = Number(process.env.GATEHOUSE_SYNC_INTERVAL_MS ?? 10_000);
 if (!Number.isInteger(syncIntervalMs) || syncIntervalMs < 100) {
   process.stderr.write(`gatehouse: GATEHOUSE_SYNC_INTERVAL_MS=${process.env.GATEHOUSE_SYNC_INTERVAL_MS} must be a whole number of ms, 100 at least\n`);
@@ -107,6 +120,7 @@ try {
           intervalMs: syncIntervalMs,
           backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined,
           heartbeatMs: Number(process.env.GATEHOUSE_HEARTBEAT_INTERVAL_MS ?? 60_000) || 60_000,
+          trustedKey: trusted,
         }
       : undefined,
   });

@@ -19,6 +19,7 @@ import { Redis } from 'ioredis';
 import { Agent, request } from 'undici';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from '../test/support/gateway-process.ts';
 import { redisAvailable, startRedis, type RedisProcess } from '../test/support/redis-process.ts';
+import { waitForAsync } from '../test/support/wait.ts';
 import { positiveFromEnv } from './lib/env.ts';
 
 const LIMIT = positiveFromEnv('SCENARIO_LIMIT', 3000);
@@ -132,15 +133,12 @@ async function main(): Promise<number> {
   return over > 1 || under > 0 || errors > 0 || !singleExact ? 1 : 0;
 }
 
-async function waitRedisUp(g: GatewayProcess): Promise<void> {
-  const until = Date.now() + 15_000;
-  while (Date.now() < until) {
+/** Until the gateway's metrics say its counters are shared through Redis. */
+function waitRedisUp(g: GatewayProcess): Promise<void> {
+  return waitForAsync(`gateway on ${g.httpPort} to reach Redis`, async () => {
     const res = await request(`http://127.0.0.1:${g.adminPort}/metrics`);
-    const text = await res.body.text();
-    if (/gatehouse_counter_store_redis_up 1/.test(text)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`gateway on ${g.httpPort} did not reach Redis within 15 s`);
+    return /gatehouse_counter_store_redis_up 1/.test(await res.body.text());
+  }, 15_000);
 }
 
 async function cleanup(): Promise<void> {

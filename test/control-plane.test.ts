@@ -231,3 +231,101 @@ describe('fail static: the configuration backup', () => {
     }
   });
 });
+
+describe('policy modules uploaded to the control plane', () => {
+  let gateway: GatewayProcess;
+  let keyFile: string;
+  let good: string;
+
+  const upload = async (bytes: Uint8Array) => {
+    const res = await request(`${cp.url}/admin/modules`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${cp.adminToken}`, 'content-type': 'application/wasm' },
+      body: bytes,
+      dispatcher: agent,
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };
+  };
+  const probeApi = (module: string, tag: string) => ({
+    pathPrefix: '/probe',
+    backend: { url: 'builtin:echo' },
+    policies: { outbound: [{ module, config: { tag } }] },
+  });
+  const trace = async () => (await send(gateway.url, '/probe/x', { dispatcher: agent })).headers['x-trace'];
+
+  before(async () => {
+    const { buildFixture } = await import('./support/policies.ts');
+    const uploaded = await upload(await buildFixture('chain-probe'));
+    assert.equal(uploaded.status, 200, JSON.stringify(uploaded.body));
+    good = uploaded.body.module as string;
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const pem = await (await request(`${cp.url}/admin/signing-key`, { headers: { authorization: `Bearer ${cp.adminToken}` }, dispatcher: agent })).body.text();
+    keyFile = join(tempDir('gatehouse-key-'), 'control-plane.pem');
+    writeFileSync(keyFile, pem);
+    assert.equal((await admin('PUT', '/admin/apis/probe', probeApi(good, 'm1'))).status, 200);
+    assert.equal((await admin('PUT', '/admin/gateways/gw-mod', { apis: ['probe'] })).status, 200);
+    const token = (await admin('POST', '/admin/gateways/gw-mod/tokens', {})).body.token as string;
+    gateway = await startGatewayProcess({
+      env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200', GATEHOUSE_TRUSTED_KEY: keyFile },
+    });
+  });
+
+  after(async () => {
+    await gateway?.stop();
+  });
+
+  test('a module that is not a loadable policy, a path, or an unknown digest is refused by the control plane', async () => {
+    const garbage = await upload(new TextEncoder().encode('not wasm'));
+    assert.equal(garbage.status, 400);
+    assert.equal((await admin('PUT', '/admin/apis/probe2', probeApi('./policies/x.wasm', 'x'))).status, 400);
+    const unknown = await admin('PUT', '/admin/apis/probe2', probeApi(`sha256:${'0'.repeat(64)}`, 'x'));
+    assert.equal(unknown.status, 400);
+    assert.match(String(unknown.body.detail), /no uploaded module/);
+  });
+
+  test('the gateway fetches the module, checks its digest and signature, and runs it', async () => {
+    await gateway.waitForLog((l) => l.msg === 'configuration from the control plane applied', 20_000);
+    assert.equal(await trace(), 'm1');
+  });
+
+  test('a module altered in the control plane\'s database is refused, and the running chain stays', async () => {
+    const { buildFixture } = await import('./support/policies.ts');
+    const second = await upload(await buildFixture('header-ops'));
+    assert.equal(second.status, 200, JSON.stringify(second.body));
+    const sha = String(second.body.module).slice('sha256:'.length);
+    // Tampering at rest: the stored bytes change, the name and signature do not. (Node runs it: SQLite's driver.)
+    const { spawnSync } = await import('node:child_process');
+    const { join } = await import('node:path');
+    const script = `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dataDir, 'control-plane.db'))});` +
+      `const r=db.prepare('SELECT bytes FROM modules WHERE sha256=?').get(${JSON.stringify(sha)});const b=Buffer.from(r.bytes);b[b.length-1]^=1;` +
+      `db.prepare('UPDATE modules SET bytes=? WHERE sha256=?').run(b,${JSON.stringify(sha)});db.close();`;
+    const { repoRoot } = await import('../runtime/platform/paths.ts');
+    const tampered = spawnSync('node', ['-e', script], { cwd: repoRoot(), encoding: 'utf8' });
+    assert.equal(tampered.status, 0, tampered.stderr);
+    assert.equal((await admin('PUT', '/admin/apis/probe', probeApi(`sha256:${sha}`, 'm2'))).status, 200);
+    const rejected = await gateway.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 10_000);
+    assert.match(JSON.stringify(rejected.problems), /does not match its sha256/);
+    assert.equal(await trace(), 'm1', 'the running chain stays');
+  });
+
+  test('a gateway that trusts another key refuses the control plane\'s modules', async () => {
+    assert.equal((await admin('PUT', '/admin/apis/probe', probeApi(good, 'm3'))).status, 200);
+    const { generateKeyPairSync } = await import('node:crypto');
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const otherKey = join(tempDir('gatehouse-key-'), 'other.pem');
+    writeFileSync(otherKey, generateKeyPairSync('ed25519').publicKey.export({ format: 'pem', type: 'spki' }) as string);
+    const token = (await admin('POST', '/admin/gateways/gw-mod/tokens', {})).body.token as string;
+    const wary = await startGatewayProcess({
+      env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200', GATEHOUSE_TRUSTED_KEY: otherKey },
+    });
+    try {
+      const rejected = await wary.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 20_000);
+      assert.match(JSON.stringify(rejected.problems), /signature is not the trusted control plane/);
+      assert.equal((await send(wary.url, '/status-0123456789abcdef', { dispatcher: agent })).status, 503);
+    } finally {
+      await wary.stop();
+    }
+  });
+});

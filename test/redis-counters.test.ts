@@ -10,7 +10,7 @@ import { Logger, memorySink, type LogRecord } from '../runtime/telemetry/logger.
 import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 import { redisAvailable, startRedis, type RedisProcess } from './support/redis-process.ts';
-import { waitFor } from './support/wait.ts';
+import { waitFor, waitForAsync } from './support/wait.ts';
 
 let redis: RedisProcess;
 const agent = new Agent({ connections: 16 });
@@ -167,7 +167,16 @@ apis:
     gateways = await Promise.all(
       [0, 1].map(() => startGatewayProcess({ config, env: { GATEHOUSE_REDIS_URL: redis.url } })),
     );
-    await Promise.all(gateways.map((g) => g.waitForLog((l) => l.msg === 'counters are shared through Redis')));
+    // Through the metrics gauge rather than a log line: on a loaded machine the first connection may time out, and the
+    // gateway then logs the outage and the return instead of "shared".
+    await Promise.all(
+      gateways.map((g) =>
+        waitForAsync('the gateway to share counters through Redis', async () => {
+          const res = await request(`http://127.0.0.1:${g.adminPort}/metrics`, { dispatcher: agent });
+          return /gatehouse_counter_store_redis_up 1/.test(await res.body.text());
+        }, 20_000),
+      ),
+    );
   });
 
   after(async () => {

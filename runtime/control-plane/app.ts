@@ -7,6 +7,10 @@ import { ConfigError, parseGatewayDocument } from '../config/load.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { ControlPlaneStore } from './store.ts';
 import { checkToken, issueToken, MAX_TOKEN_DAYS } from './tokens.ts';
+import { ModuleSigner, newSigningKey } from './signing.ts';
+import { loadPolicyModule, sha256Hex } from '../policy-host/module.ts';
+import { PolicyLoadError } from '../policy-host/errors.ts';
+import { pathReferences, referencedModules } from '../sync/module-refs.ts';
 
 const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
@@ -35,6 +39,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   const { store, logger } = options;
   const now = options.now ?? Date.now;
   const tokenKey = store.secret('gateway-token-key');
+  const signer = new ModuleSigner(store.secret('module-signing-key', newSigningKey));
   const app = new Hono();
 
   app.get('/status', (c) => c.json({ status: 'ok', revision: store.revision() }));
@@ -70,6 +75,12 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       if (err instanceof ConfigError) return problem(c, 400, 'the API is not valid', { problems: err.problems });
       throw err;
     }
+    const paths = pathReferences({ apis: [api] });
+    if (paths.length > 0) {
+      return problem(c, 400, `policies from the control plane are built-ins or uploaded modules (module: "sha256:<hex>"), not paths: ${paths.join(', ')}`);
+    }
+    const missing = referencedModules({ apis: [api] }).filter((sha) => !store.module(sha));
+    if (missing.length > 0) return problem(c, 400, `no uploaded module ${missing.map((s) => `sha256:${s}`).join(', ')}`);
     const revision = store.putApi(id, api);
     logger.info('api saved', { api: id, revision });
     return c.json({ revision, api });
@@ -136,6 +147,24 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
 
   app.get('/admin/revisions', (c) => c.json({ revisions: store.revisions(100) }));
 
+  // Modules: uploaded as compiled .wasm, checked as a gateway would load them, stored by sha256 and signed.
+  app.get('/admin/signing-key', (c) => c.text(signer.publicKeyPem));
+  app.get('/admin/modules', (c) => c.json({ modules: store.modules() }));
+  app.post('/admin/modules', async (c) => {
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    let descriptor: { name: string; version: string };
+    try {
+      descriptor = (await loadPolicyModule(bytes, logger)).descriptor;
+    } catch (err) {
+      const problems = err instanceof PolicyLoadError ? err.problems : [(err as Error).message];
+      return problem(c, 400, 'the body is not a policy module Gatehouse can load', { problems });
+    }
+    const sha256 = sha256Hex(bytes);
+    const revision = store.putModule({ sha256, bytes, signature: signer.sign(sha256), name: descriptor.name, version: descriptor.version });
+    logger.info('module uploaded', { module: descriptor.name, version: descriptor.version, sha256, revision });
+    return c.json({ module: `sha256:${sha256}`, name: descriptor.name, version: descriptor.version, revision });
+  });
+
   // --- gateways ----------------------------------------------------------------------------------------------------
   // Gateway endpoints: the token names the gateway; it must be signed by this control plane, unexpired, unrevoked.
   const gatewayOf = (c: Context) => {
@@ -163,6 +192,14 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     const headers = { etag, 'x-gatehouse-revision': String(store.revision()) };
     if (c.req.header('if-none-match') === etag) return c.body(null, 304, headers);
     return c.body(text, 200, { ...headers, 'content-type': 'application/json' });
+  });
+
+  app.get('/gateway/v1/modules/:sha256', (c) => {
+    const { gateway, refused } = gatewayOf(c);
+    if (!gateway) return refused;
+    const module = store.module(c.req.param('sha256'));
+    if (!module) return problem(c, 404, `no module sha256:${c.req.param('sha256')}`);
+    return c.body(module.bytes as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/wasm', 'x-gatehouse-signature': module.signature });
   });
 
   app.post('/gateway/v1/heartbeat', async (c) => {

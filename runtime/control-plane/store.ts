@@ -22,6 +22,15 @@ export interface Heartbeat {
   at: string;
 }
 
+export interface StoredModule {
+  sha256: string;
+  bytes: Uint8Array;
+  /** base64 Ed25519 signature (signing.ts). */
+  signature: string;
+  name: string;
+  version: string;
+}
+
 export interface GatewayRecord {
   id: string;
   apis: string[];
@@ -40,6 +49,10 @@ export class ControlPlaneStore {
       CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, apis TEXT NOT NULL, token_generation INTEGER NOT NULL DEFAULT 1);
       CREATE TABLE IF NOT EXISTS revisions (revision INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, change TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+      CREATE TABLE IF NOT EXISTS modules (
+        sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, signature TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
+        uploaded_at TEXT NOT NULL
+      );
       CREATE TABLE IF NOT EXISTS heartbeats (
         gateway TEXT NOT NULL, instance TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL,
         revision INTEGER, uptime_seconds INTEGER NOT NULL, health TEXT NOT NULL, at TEXT NOT NULL,
@@ -48,11 +61,11 @@ export class ControlPlaneStore {
     `);
   }
 
-  /** A secret made on first use and kept (the key that signs gateway tokens). */
-  secret(name: string): Buffer {
+  /** A secret made on first use (by `make`, default 32 random bytes) and kept: the keys for tokens and modules. */
+  secret(name: string, make: () => Buffer = () => randomBytes(32)): Buffer {
     const row = this.db.prepare('SELECT value FROM secrets WHERE name = ?').get(name) as { value: Buffer } | undefined;
     if (row) return row.value;
-    const value = randomBytes(32);
+    const value = make();
     this.db.prepare('INSERT INTO secrets (name, value) VALUES (?, ?)').run(name, value);
     return value;
   }
@@ -131,6 +144,29 @@ export class ControlPlaneStore {
     if (!gateway) return null;
     const apis = gateway.apis.map((api) => this.api(api)).filter((doc) => doc !== null);
     return { version: 1, apis };
+  }
+
+  /** Stores a module (by its sha256, so an upload of the same bytes changes nothing) as a new revision. */
+  putModule(module: StoredModule): number {
+    return this.change(`module ${module.name} ${module.version} (sha256:${module.sha256.slice(0, 12)}) uploaded`, () => {
+      this.db
+        .prepare(
+          `INSERT INTO modules (sha256, bytes, signature, name, version, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT(sha256) DO NOTHING`,
+        )
+        .run(module.sha256, Buffer.from(module.bytes), module.signature, module.name, module.version, new Date().toISOString());
+    });
+  }
+
+  module(sha256: string): StoredModule | null {
+    const row = this.db.prepare('SELECT sha256, bytes, signature, name, version FROM modules WHERE sha256 = ?').get(sha256) as
+      | (Omit<StoredModule, 'bytes'> & { bytes: Buffer })
+      | undefined;
+    return row ? { ...row, bytes: new Uint8Array(row.bytes) } : null;
+  }
+
+  modules(): Omit<StoredModule, 'bytes'>[] {
+    return this.db.prepare('SELECT sha256, signature, name, version, uploaded_at AS uploadedAt FROM modules ORDER BY uploaded_at').all() as Omit<StoredModule, 'bytes'>[];
   }
 
   /** Records a gateway instance's heartbeat (one row per instance: the latest). */

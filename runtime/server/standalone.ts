@@ -8,6 +8,8 @@ import { bindChains } from '../config/policies.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';
 import { ConfigBackup } from '../sync/backup.ts';
 import { ConfigSync } from '../sync/config-sync.ts';
+import { ModuleCache } from '../sync/modules.ts';
+import type { KeyObject } from 'node:crypto';
 import { repoRoot } from '../platform/paths.ts';
 import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
@@ -41,7 +43,15 @@ export interface StandaloneOptions {
    * The configuration comes from this control plane (GATEHOUSE_CONFIG_URL, GATEHOUSE_TOKEN) instead of a file: the
    * gateway serves 503 on the probe path until the first document is applied, then polls for changes.
    */
-  controlPlane?: { url: string; token: string; intervalMs?: number; backupDir?: string; heartbeatMs?: number };
+  controlPlane?: {
+    url: string;
+    token: string;
+    intervalMs?: number;
+    backupDir?: string;
+    heartbeatMs?: number;
+    /** The control plane's Ed25519 public key: modules it names are loaded only with its signature. */
+    trustedKey?: KeyObject;
+  };
 }
 
 export interface RunningGateway {
@@ -76,7 +86,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   let sync: ConfigSync | null = null;
   let watcher: ConfigFileWatcher | null = null;
   if (options.controlPlane) {
-    const { url, token, intervalMs, backupDir, heartbeatMs } = options.controlPlane;
+    const { url, token, intervalMs, backupDir, heartbeatMs, trustedKey } = options.controlPlane;
+    const modules = new ModuleCache({ url, token, trustedKey, dir: backupDir ? join(backupDir, 'modules') : undefined });
     const source = `control plane ${url}`;
     sync = new ConfigSync({
       url,
@@ -86,11 +97,11 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       backup: backupDir ? new ConfigBackup(backupDir) : undefined,
       heartbeatMs,
       health: () => (gateway.config ? 'ready' : 'not-ready'),
-      // Module and source paths in a document from the control plane are not the gateway's files: only built-in
-      // policies resolve (relative paths would be read from the working directory).
+      // Uploaded modules (`sha256:<hex>`) are fetched, checked and cached first; built-ins resolve as usual.
       apply: async (text) => {
         try {
-          gateway.apply(await load(text, source, process.cwd()));
+          const prepared = await modules.prepare(text);
+          gateway.apply(await load(prepared.text, source, prepared.dir));
           reloads.inc({ result: 'applied' });
         } catch (err) {
           reloads.inc({ result: 'rejected' });

@@ -10,3 +10,12 @@ export async function waitFor(what: string, condition: () => boolean, ms = 5000)
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+/** waitFor for a condition that has to ask something (a process, over HTTP). */
+export async function waitForAsync(what: string, condition: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > until) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

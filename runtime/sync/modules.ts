@@ -1,0 +1,111 @@
+// Policy modules named by the control plane (`module: "sha256:<hex>"`): fetched once, checked, kept on disk. A module
+// is loaded only if its bytes hash to the name and the control plane's signature over that digest checks out with the
+// trusted key (GATEHOUSE_TRUSTED_KEY); modules read back from disk (a restart, a start from the backup) are checked
+// the same way. A module that fails is refused with the document that names it: the running configuration stays.
+
+import { mkdtemp, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { request } from 'undici';
+import { ConfigError } from '../config/load.ts';
+import { signatureValid } from '../control-plane/signing.ts';
+import { sha256Hex } from '../policy-host/module.ts';
+import { referencedModules, rewriteModuleRefs } from './module-refs.ts';
+
+export interface ModuleCacheOptions {
+  url: string;
+  token: string;
+  /** Where modules are kept (in the backup directory, so that a start from the backup has them); default a temp dir. */
+  dir?: string;
+  trustedKey?: KeyObject;
+  timeoutMs?: number;
+}
+
+export class ModuleCache {
+  private dir: string | null;
+
+  constructor(private readonly options: ModuleCacheOptions) {
+    this.dir = options.dir ?? null;
+  }
+
+  /** The document with its module names turned into files of the cache, and the folder they are relative to. */
+  async prepare(text: string): Promise<{ text: string; dir: string }> {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      return { text, dir: process.cwd() }; // the loader reports what is wrong with it
+    }
+    const wanted = referencedModules(doc);
+    if (wanted.length === 0) return { text, dir: process.cwd() };
+    if (!this.options.trustedKey) {
+      throw refused(wanted[0]!, 'the document names uploaded modules, and GATEHOUSE_TRUSTED_KEY (the control plane\'s public key) is not set');
+    }
+    const dir = await this.folder();
+    await Promise.all(wanted.map((sha) => this.ensure(sha, dir)));
+    rewriteModuleRefs(doc, (sha) => `${sha}.wasm`);
+    return { text: JSON.stringify(doc), dir };
+  }
+
+  private async folder(): Promise<string> {
+    if (this.dir === null) this.dir = await mkdtemp(join(tmpdir(), 'gatehouse-modules-'));
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    return this.dir;
+  }
+
+  /** The module is on disk and checks out, or is fetched, checked and written; throws a ConfigError otherwise. */
+  private async ensure(sha: string, dir: string): Promise<void> {
+    const wasm = join(dir, `${sha}.wasm`);
+    const sig = join(dir, `${sha}.sig`);
+    const kept = await Promise.all([readFile(wasm).catch(() => null), readFile(sig, 'utf8').catch(() => null)]);
+    if (kept[0] && kept[1] !== null && this.problem(sha, kept[0], kept[1].trim()) === null) return;
+    await Promise.all([rm(wasm, { force: true }), rm(sig, { force: true })]);
+    const { bytes, signature } = await this.fetch(sha);
+    const problem = this.problem(sha, bytes, signature);
+    if (problem) throw refused(sha, problem);
+    await writeAtomically(sig, Buffer.from(signature));
+    await writeAtomically(wasm, bytes);
+  }
+
+  private problem(sha: string, bytes: Uint8Array, signature: string): string | null {
+    if (sha256Hex(bytes) !== sha) return 'its content does not match its sha256 (altered or cut short)';
+    if (!signatureValid(this.options.trustedKey!, sha, signature)) return 'its signature is not the trusted control plane\'s';
+    return null;
+  }
+
+  private async fetch(sha: string): Promise<{ bytes: Uint8Array; signature: string }> {
+    const timeoutMs = this.options.timeoutMs ?? 10_000;
+    let res;
+    try {
+      res = await request(new URL(`/gateway/v1/modules/${sha}`, this.options.url), {
+        headers: { authorization: `GatewayKey ${this.options.token}` },
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      throw refused(sha, `could not be downloaded: ${(err as Error).message}`);
+    }
+    const bytes = new Uint8Array(await res.body.arrayBuffer());
+    if (res.statusCode !== 200) throw refused(sha, `could not be downloaded: the control plane answered ${res.statusCode}`);
+    const signature = res.headers['x-gatehouse-signature'];
+    return { bytes, signature: typeof signature === 'string' ? signature : '' };
+  }
+}
+
+function refused(sha: string, message: string): ConfigError {
+  return new ConfigError([{ where: `module sha256:${sha}`, message }], 'a policy module from the control plane was refused');
+}
+
+async function writeAtomically(path: string, bytes: Uint8Array): Promise<void> {
+  const temp = `${path}.${process.pid}.tmp`;
+  const handle = await open(temp, 'w', 0o600);
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(temp, path);
+}

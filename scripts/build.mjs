@@ -24,6 +24,7 @@ function entries(dir, match) {
 const entryPoints = [
   'runtime/main.ts',
   'runtime/control-plane/main.ts',
+  'runtime/cli/main.ts',
   'sdk/cli/main.ts',
   ...entries('test', (n) => n.endsWith('.test.ts')),
   ...entries('scripts', (n) => n.endsWith('.ts')),

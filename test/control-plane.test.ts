@@ -329,3 +329,59 @@ describe('policy modules uploaded to the control plane', () => {
     }
   });
 });
+
+describe('gatehouse apply and get', () => {
+  test('apply pushes a declared configuration, building and uploading a policy folder; get shows APIs, gateways and revisions', async () => {
+    const { runCli } = await import('../runtime/cli/main.ts');
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { repoRoot } = await import('../runtime/platform/paths.ts');
+    const dir = tempDir('gatehouse-apply-');
+    const file = join(dir, 'gatehouse.yaml');
+    writeFileSync(
+      file,
+      `controlPlane: ${cp.url}
+apis:
+  - id: declared
+    pathPrefix: /declared
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: check-header
+          config: { name: x-api-key }
+      outbound:
+        - source: ${join(repoRoot(), 'test', 'fixtures', 'policies', 'chain-probe')}
+          config: { tag: declared }
+gateways:
+  - id: gw-declared
+    apis: [declared]
+`,
+    );
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = { out: (l: string) => out.push(l), err: (l: string) => err.push(l) };
+    const saved = { ...process.env };
+    process.env.GATEHOUSE_ADMIN_TOKEN = cp.adminToken;
+    process.env.GATEHOUSE_CONTROL_PLANE = cp.url;
+    try {
+      assert.equal(await runCli(['apply', '-f', file], io), 0, err.join('\n'));
+      assert.match(out.join('\n'), /module chain-probe .*: sha256:[0-9a-f]{64}/);
+      assert.match(out.join('\n'), /api declared: saved/);
+      assert.match(out.join('\n'), /gateway gw-declared: serves declared/);
+      const stored = await admin('GET', '/admin/apis/declared');
+      const outbound = (stored.body.policies as { outbound: { module?: string; source?: string }[] }).outbound[0]!;
+      assert.match(String(outbound.module), /^sha256:[0-9a-f]{64}$/, 'the folder was replaced by the uploaded module');
+      assert.equal(outbound.source, undefined);
+      out.length = 0;
+      assert.equal(await runCli(['get'], io), 0, err.join('\n'));
+      assert.match(out.join('\n'), /declared\s+\/declared/);
+      assert.match(out.join('\n'), /gw-declared: declared/);
+      // Without the token: a clear error, exit 1.
+      delete process.env.GATEHOUSE_ADMIN_TOKEN;
+      assert.equal(await runCli(['get'], io), 1);
+      assert.match(err.join('\n'), /set GATEHOUSE_ADMIN_TOKEN/);
+    } finally {
+      process.env = saved;
+    }
+  });
+});

@@ -1,0 +1,167 @@
+// `gatehouse`: the operators' command for a control plane.
+//
+//   gatehouse apply -f gatehouse.yaml   pushes the APIs and gateways the file declares; policies given as `source:`
+//                                       (a policy folder) are built with the SDK and uploaded, `module:` files
+//                                       uploaded, and both replaced by their `sha256:` names
+//   gatehouse get                       what the control plane has: APIs, gateways, and which instance runs which
+//                                       revision (with its lag and last heartbeat)
+//
+// The control plane: `controlPlane:` in the file, else GATEHOUSE_CONTROL_PLANE (default http://127.0.0.1:7070).
+// The admin token: GATEHOUSE_ADMIN_TOKEN, else GATEHOUSE_ADMIN_TOKEN_FILE (a file holding it).
+
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { request } from 'undici';
+import { parse as parseYaml } from 'yaml';
+import { buildPolicy } from '../../sdk/cli/build.ts';
+import { MODULE_REF } from '../sync/module-refs.ts';
+
+export interface CliIo {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+const consoleIo: CliIo = { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) };
+
+const USAGE = `usage: gatehouse apply -f <gatehouse.yaml>
+       gatehouse get
+environment: GATEHOUSE_CONTROL_PLANE (http://127.0.0.1:7070), GATEHOUSE_ADMIN_TOKEN or GATEHOUSE_ADMIN_TOKEN_FILE`;
+
+class CliError extends Error {}
+
+interface Declaration {
+  controlPlane?: string;
+  apis?: Record<string, unknown>[];
+  gateways?: { id: string; apis: string[] }[];
+}
+
+export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<number> {
+  try {
+    const [command, ...rest] = argv;
+    if (command === 'apply') return await apply(rest, io);
+    if (command === 'get') return await get(io);
+    io.err(USAGE);
+    return command === undefined || command === '--help' || command === '-h' ? 0 : 2;
+  } catch (err) {
+    io.err(`gatehouse: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+async function adminToken(): Promise<string> {
+  if (process.env.GATEHOUSE_ADMIN_TOKEN) return process.env.GATEHOUSE_ADMIN_TOKEN;
+  const file = process.env.GATEHOUSE_ADMIN_TOKEN_FILE;
+  if (file) return (await readFile(file, 'utf8')).trim();
+  throw new CliError('set GATEHOUSE_ADMIN_TOKEN (or GATEHOUSE_ADMIN_TOKEN_FILE) to the control plane\'s admin token');
+}
+
+class ControlPlaneClient {
+  constructor(
+    readonly url: string,
+    private readonly token: string,
+  ) {}
+
+  async call(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<Record<string, unknown>> {
+    let res;
+    try {
+      res = await request(new URL(path, this.url), {
+        method: method as 'GET',
+        headers: { authorization: `Bearer ${this.token}`, 'content-type': contentType },
+        body: body === undefined ? undefined : body instanceof Uint8Array ? body : JSON.stringify(body),
+      });
+    } catch (err) {
+      throw new CliError(`cannot reach the control plane at ${this.url}: ${(err as Error).message}`);
+    }
+    const text = await res.body.text();
+    let json: Record<string, unknown> = {};
+    try {
+      json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+    } catch {
+      // not JSON: reported below if the status says it failed
+    }
+    if (res.statusCode >= 300) {
+      const problems = Array.isArray(json.problems)
+        ? (json.problems as { where?: string; message?: string }[]).map((p) => `\n  ${p.where ?? ''}: ${p.message ?? ''}`).join('')
+        : '';
+      throw new CliError(`${method} ${path}: ${res.statusCode} ${String(json.detail ?? text.slice(0, 200))}${problems}`);
+    }
+    return json;
+  }
+}
+
+async function apply(args: string[], io: CliIo): Promise<number> {
+  const f = args.indexOf('-f');
+  const file = f >= 0 ? args[f + 1] : undefined;
+  if (!file) throw new CliError(`apply needs -f <file>\n${USAGE}`);
+  const path = resolve(file);
+  const declaration = parseYaml(await readFile(path, 'utf8')) as Declaration;
+  if (!declaration || typeof declaration !== 'object') throw new CliError(`${file}: not a YAML mapping`);
+  const client = new ControlPlaneClient(
+    declaration.controlPlane ?? process.env.GATEHOUSE_CONTROL_PLANE ?? 'http://127.0.0.1:7070',
+    await adminToken(),
+  );
+  const baseDir = dirname(path);
+  const uploaded = new Map<string, string>(); // file or folder -> sha256:<hex>
+  const upload = async (what: string, bytes: Uint8Array) => {
+    const result = await client.call('POST', '/admin/modules', bytes, 'application/wasm');
+    io.out(`module ${result.name} ${result.version}: ${result.module} (${what})`);
+    return String(result.module);
+  };
+  for (const api of declaration.apis ?? []) {
+    if (typeof api.id !== 'string') throw new CliError(`${file}: every API needs an id`);
+    for (const entry of policyEntries(api)) {
+      if (typeof entry.source === 'string') {
+        const folder = resolve(baseDir, entry.source);
+        if (!uploaded.has(folder)) uploaded.set(folder, await upload(entry.source, (await buildPolicy({ source: folder })).wasm));
+        entry.module = uploaded.get(folder);
+        delete entry.source;
+      } else if (typeof entry.module === 'string' && !MODULE_REF.test(entry.module)) {
+        const wasm = resolve(baseDir, entry.module);
+        if (!uploaded.has(wasm)) uploaded.set(wasm, await upload(entry.module, new Uint8Array(await readFile(wasm))));
+        entry.module = uploaded.get(wasm);
+      }
+    }
+    const { id, ...rest } = api;
+    const saved = await client.call('PUT', `/admin/apis/${id}`, rest);
+    io.out(`api ${id}: saved (revision ${saved.revision})`);
+  }
+  for (const gateway of declaration.gateways ?? []) {
+    const saved = await client.call('PUT', `/admin/gateways/${gateway.id}`, { apis: gateway.apis });
+    io.out(`gateway ${gateway.id}: serves ${gateway.apis.join(', ') || 'no API'} (revision ${saved.revision})`);
+  }
+  return 0;
+}
+
+function* policyEntries(api: Record<string, unknown>): Generator<Record<string, unknown>> {
+  const chains = function* (holder: unknown) {
+    const policies = (holder as { policies?: Record<string, unknown> } | null)?.policies;
+    for (const list of Object.values(policies ?? {})) {
+      if (Array.isArray(list)) for (const e of list) if (e && typeof e === 'object') yield e as Record<string, unknown>;
+    }
+  };
+  yield* chains(api);
+  for (const op of (api.operations as unknown[] | undefined) ?? []) yield* chains(op);
+}
+
+async function get(io: CliIo): Promise<number> {
+  const client = new ControlPlaneClient(process.env.GATEHOUSE_CONTROL_PLANE ?? 'http://127.0.0.1:7070', await adminToken());
+  const apis = (await client.call('GET', '/admin/apis')) as { revision: number; apis: { id: string; pathPrefix?: string }[] };
+  const gateways = (await client.call('GET', '/admin/gateways')) as {
+    gateways: { id: string; apis: string[]; instances: { instance: string; host: string; revision: number | null; revisionsBehind: number | null; health: string; secondsSinceHeartbeat: number }[] }[];
+  };
+  io.out(`control plane ${client.url}, revision ${apis.revision}`);
+  io.out('');
+  io.out('APIs');
+  for (const api of apis.apis) io.out(`  ${api.id}  ${api.pathPrefix ?? ''}`);
+  io.out('');
+  io.out('gateways');
+  for (const g of gateways.gateways) {
+    io.out(`  ${g.id}: ${g.apis.join(', ') || 'no API'}`);
+    if (g.instances.length === 0) io.out('    no heartbeat yet');
+    for (const i of g.instances) {
+      const behind = i.revisionsBehind === null ? 'no revision yet' : i.revisionsBehind === 0 ? 'up to date' : `${i.revisionsBehind} behind`;
+      io.out(`    ${i.instance.slice(0, 8)} on ${i.host}: revision ${i.revision ?? '-'} (${behind}), ${i.health}, heartbeat ${i.secondsSinceHeartbeat} s ago`);
+    }
+  }
+  return 0;
+}

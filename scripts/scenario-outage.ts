@@ -17,6 +17,7 @@ import { request, Agent } from 'undici';
 import { startControlPlane, type ControlPlaneProcess } from '../test/support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from '../test/support/gateway-process.ts';
 import { waitForAsync } from '../test/support/wait.ts';
+import { runScenario } from './lib/run.ts';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const agent = new Agent({ connections: 8 });
@@ -148,13 +149,4 @@ async function cleanup(): Promise<void> {
   await agent.close();
 }
 
-main()
-  .then(async (code) => {
-    await cleanup();
-    process.exit(code);
-  })
-  .catch(async (err: unknown) => {
-    log(`scenario failed: ${(err as Error).stack ?? String(err)}`);
-    await cleanup();
-    process.exit(1);
-  });
+runScenario(main, cleanup);

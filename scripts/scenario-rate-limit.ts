@@ -21,6 +21,7 @@ import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from '
 import { redisAvailable, startRedis, type RedisProcess } from '../test/support/redis-process.ts';
 import { waitForAsync } from '../test/support/wait.ts';
 import { positiveFromEnv } from './lib/env.ts';
+import { runScenario } from './lib/run.ts';
 
 const LIMIT = positiveFromEnv('SCENARIO_LIMIT', 3000);
 const IN_FLIGHT = positiveFromEnv('SCENARIO_IN_FLIGHT', 48);
@@ -146,13 +147,4 @@ async function cleanup(): Promise<void> {
   await redis?.stop();
 }
 
-main()
-  .then(async (code) => {
-    await cleanup();
-    process.exit(code);
-  })
-  .catch(async (err: unknown) => {
-    log(`scenario failed: ${(err as Error).stack ?? String(err)}`);
-    await cleanup();
-    process.exit(1);
-  });
+runScenario(main, cleanup);

@@ -31,6 +31,7 @@ Environment:
   GATEHOUSE_BACKUP_DIR       keep each applied configuration here, to start from when the control plane is unreachable
   GATEHOUSE_HEARTBEAT_INTERVAL_MS  how often to tell the control plane this gateway is alive (60000)
   GATEHOUSE_TRUSTED_KEY      the control plane's module-signing public key (PEM, or a file holding it)
+  GATEHOUSE_TELEMETRY_INTERVAL_MS  the period of the request aggregates sent to the control plane (60000)
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -121,6 +122,7 @@ try {
           backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined,
           heartbeatMs: Number(process.env.GATEHOUSE_HEARTBEAT_INTERVAL_MS ?? 60_000) || 60_000,
           trustedKey: trusted,
+          telemetryMs: Number(process.env.GATEHOUSE_TELEMETRY_INTERVAL_MS ?? 60_000) || 60_000,
         }
       : undefined,
   });

@@ -82,7 +82,13 @@ describe('a gateway configured by the control plane', () => {
     assert.equal((await admin('PUT', '/admin/gateways/gw-1', { apis: ['orders'] })).status, 200);
     const token = (await admin('POST', '/admin/gateways/gw-1/tokens', {})).body.token as string;
     gateway = await startGatewayProcess({
-      env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200', GATEHOUSE_HEARTBEAT_INTERVAL_MS: '300' },
+      env: {
+        GATEHOUSE_CONFIG_URL: cp.url,
+        GATEHOUSE_TOKEN: token,
+        GATEHOUSE_SYNC_INTERVAL_MS: '200',
+        GATEHOUSE_HEARTBEAT_INTERVAL_MS: '300',
+        GATEHOUSE_TELEMETRY_INTERVAL_MS: '300',
+      },
     });
   });
 
@@ -145,6 +151,7 @@ describe('a gateway configured by the control plane', () => {
   test('control plane killed: the gateway keeps serving; restarted on the same data, state survives and sync resumes', async () => {
     const port = Number(new URL(cp.url).port);
     await cp.stop('SIGKILL');
+    const outageStarted = Date.now();
     let failures = 0;
     for (let i = 0; i < 20; i++) {
       const res = await send(gateway.url, '/orders/x', { dispatcher: agent });
@@ -153,7 +160,21 @@ describe('a gateway configured by the control plane', () => {
     }
     assert.equal(failures, 0);
     await gateway.waitForLog((l) => String(l.msg).startsWith('control plane unreachable'), 5000);
+    const outageEnded = Date.now();
     cp = await startControlPlane(dataDir, port);
+    // The per-period aggregates made while the control plane was away were kept, and arrive after it is back.
+    const during = async () => {
+      const rows = (await admin('GET', '/admin/telemetry?gateway=gw-1')).body.aggregates as { api: string; minute: string; requests: number }[];
+      return rows
+        .filter((r) => r.api === 'orders' && Date.parse(r.minute) >= outageStarted - 300 && Date.parse(r.minute) < outageEnded)
+        .reduce((n, r) => n + r.requests, 0);
+    };
+    let counted = await during();
+    for (let i = 0; i < 50 && counted < 20; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      counted = await during();
+    }
+    assert.ok(counted >= 20, `the 20 requests made during the outage are in the control plane's telemetry (${counted})`);
     const apis = await admin('GET', '/admin/apis');
     assert.deepEqual((apis.body.apis as { id: string }[]).map((a) => a.id).sort(), ['orders']);
     await gateway.waitForLog((l) => l.msg === 'control plane reachable again', 10_000);

@@ -5,7 +5,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { ConfigError, parseGatewayDocument } from '../config/load.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { ControlPlaneStore } from './store.ts';
+import type { ControlPlaneStore, TelemetryRow } from './store.ts';
 import { checkToken, issueToken, MAX_TOKEN_DAYS } from './tokens.ts';
 import { ModuleSigner, newSigningKey } from './signing.ts';
 import { loadPolicyModule, sha256Hex } from '../policy-host/module.ts';
@@ -146,6 +146,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   });
 
   app.get('/admin/revisions', (c) => c.json({ revisions: store.revisions(100) }));
+  app.get('/admin/telemetry', (c) => c.json({ aggregates: store.telemetry(c.req.query('gateway') ?? null, 1000) }));
 
   // Modules: uploaded as compiled .wasm, checked as a gateway would load them, stored by sha256 and signed.
   app.get('/admin/signing-key', (c) => c.text(signer.publicKeyPem));
@@ -200,6 +201,28 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     const module = store.module(c.req.param('sha256'));
     if (!module) return problem(c, 404, `no module sha256:${c.req.param('sha256')}`);
     return c.body(module.bytes as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/wasm', 'x-gatehouse-signature': module.signature });
+  });
+
+  app.post('/gateway/v1/telemetry', async (c) => {
+    const { gateway, refused } = gatewayOf(c);
+    if (!gateway) return refused;
+    const body = (await readJson(c)) as { instance?: unknown; aggregates?: unknown; dropped?: unknown } | undefined;
+    const rows = body?.aggregates;
+    const valid =
+      typeof body?.instance === 'string' &&
+      Array.isArray(rows) &&
+      rows.length <= 1000 &&
+      rows.every(
+        (r) =>
+          typeof r?.api === 'string' && typeof r?.minute === 'string' && !Number.isNaN(Date.parse(r.minute)) &&
+          ['requests', 'errors', 'p50Ms', 'p95Ms', 'p99Ms'].every((k) => typeof r[k] === 'number' && r[k] >= 0),
+      );
+    if (!valid) return problem(c, 400, 'telemetry is {"instance", "aggregates": [{"api", "minute", "requests", "errors", "p50Ms", "p95Ms", "p99Ms"}], "dropped"} (at most 1000)');
+    store.addTelemetry(gateway.id, body!.instance as string, rows as TelemetryRow[]);
+    if (typeof body!.dropped === 'number' && body!.dropped > 0) {
+      logger.warn('gateway dropped telemetry while disconnected', { gateway: gateway.id, instance: body!.instance, dropped: body!.dropped });
+    }
+    return c.json({ accepted: (rows as unknown[]).length });
   });
 
   app.post('/gateway/v1/heartbeat', async (c) => {

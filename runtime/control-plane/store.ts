@@ -22,6 +22,16 @@ export interface Heartbeat {
   at: string;
 }
 
+export interface TelemetryRow {
+  api: string;
+  minute: string;
+  requests: number;
+  errors: number;
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
+}
+
 export interface StoredModule {
   sha256: string;
   bytes: Uint8Array;
@@ -52,6 +62,11 @@ export class ControlPlaneStore {
       CREATE TABLE IF NOT EXISTS modules (
         sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, signature TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
         uploaded_at TEXT NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS telemetry (
+        gateway TEXT NOT NULL, instance TEXT NOT NULL, api TEXT NOT NULL, minute TEXT NOT NULL,
+        requests INTEGER NOT NULL, errors INTEGER NOT NULL, p50_ms REAL NOT NULL, p95_ms REAL NOT NULL, p99_ms REAL NOT NULL,
+        PRIMARY KEY (gateway, instance, api, minute)
       );
       CREATE TABLE IF NOT EXISTS heartbeats (
         gateway TEXT NOT NULL, instance TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL,
@@ -189,6 +204,26 @@ export class ControlPlaneStore {
          FROM heartbeats WHERE gateway = ? ORDER BY at DESC`,
       )
       .all(gateway) as Heartbeat[];
+  }
+
+  /** Stores delivered aggregates; one delivered twice (a retry after a lost answer) replaces itself. */
+  addTelemetry(gateway: string, instance: string, rows: TelemetryRow[]): void {
+    const insert = this.db.prepare(
+      `INSERT OR REPLACE INTO telemetry (gateway, instance, api, minute, requests, errors, p50_ms, p95_ms, p99_ms)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.db.transaction(() => {
+      for (const r of rows) insert.run(gateway, instance, r.api, r.minute, r.requests, r.errors, r.p50Ms, r.p95Ms, r.p99Ms);
+    })();
+  }
+
+  telemetry(gateway: string | null, limit: number): (TelemetryRow & { gateway: string; instance: string })[] {
+    return this.db
+      .prepare(
+        `SELECT gateway, instance, api, minute, requests, errors, p50_ms AS p50Ms, p95_ms AS p95Ms, p99_ms AS p99Ms FROM telemetry
+         WHERE (? IS NULL OR gateway = ?) ORDER BY minute DESC LIMIT ?`,
+      )
+      .all(gateway, gateway, limit) as (TelemetryRow & { gateway: string; instance: string })[];
   }
 
   close(): void {

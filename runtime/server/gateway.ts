@@ -1,5 +1,6 @@
 // The data plane's request handler, independent of the HTTP server underneath: route, run the chain, forward.
 
+import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { randomUUID } from 'node:crypto';
 import { RequestError, runChain } from '../pipeline/chain.ts';
 import { Exchange, type BodyStream, type HeaderMap, type ResponseBody, type ResponseState } from '../pipeline/exchange.ts';
@@ -47,6 +48,9 @@ export class Gateway {
   private readonly latency;
   private readonly backendLatency;
   private readonly upstreamErrors;
+
+  /** Per-minute aggregates for the control plane, when the gateway has one. */
+  aggregates: RequestAggregates | null = null;
 
   constructor(
     private readonly forwarder: Forwarder,
@@ -234,6 +238,7 @@ export class Gateway {
     backendMs: number | null = null,
   ): void {
     const ms = performance.now() - started;
+    if (api) this.aggregates?.observe(api.id, status, ms);
     const keys = this.labelKeys(api, operation);
     this.requests.incKey(keys.withStatus(status));
     this.latency.observeKey(keys.route, ms);

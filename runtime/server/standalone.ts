@@ -9,6 +9,7 @@ import { ConfigFileWatcher } from '../config/watch.ts';
 import { ConfigBackup } from '../sync/backup.ts';
 import { ConfigSync } from '../sync/config-sync.ts';
 import { ModuleCache } from '../sync/modules.ts';
+import { RequestAggregates } from '../telemetry/aggregates.ts';
 import type { KeyObject } from 'node:crypto';
 import { repoRoot } from '../platform/paths.ts';
 import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
@@ -49,6 +50,8 @@ export interface StandaloneOptions {
     intervalMs?: number;
     backupDir?: string;
     heartbeatMs?: number;
+    /** Per-minute aggregates: the period (default a minute, shorter for tests) and how often they are sent. */
+    telemetryMs?: number;
     /** The control plane's Ed25519 public key: modules it names are loaded only with its signature. */
     trustedKey?: KeyObject;
   };
@@ -86,7 +89,9 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   let sync: ConfigSync | null = null;
   let watcher: ConfigFileWatcher | null = null;
   if (options.controlPlane) {
-    const { url, token, intervalMs, backupDir, heartbeatMs, trustedKey } = options.controlPlane;
+    const { url, token, intervalMs, backupDir, heartbeatMs, trustedKey, telemetryMs } = options.controlPlane;
+    gateway.aggregates = new RequestAggregates(telemetryMs ?? 60_000);
+    metrics.gauge('gatehouse_telemetry_dropped', 'Per-minute aggregates dropped because the control plane was away too long.', () => gateway.aggregates?.dropped ?? 0);
     const modules = new ModuleCache({ url, token, trustedKey, dir: backupDir ? join(backupDir, 'modules') : undefined });
     const source = `control plane ${url}`;
     sync = new ConfigSync({
@@ -97,6 +102,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       backup: backupDir ? new ConfigBackup(backupDir) : undefined,
       heartbeatMs,
       health: () => (gateway.config ? 'ready' : 'not-ready'),
+      aggregates: gateway.aggregates,
+      telemetryMs,
       // Uploaded modules (`sha256:<hex>`) are fetched, checked and cached first; built-ins resolve as usual.
       apply: async (text) => {
         try {

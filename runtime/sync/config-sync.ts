@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { repoRoot } from '../platform/paths.ts';
 import type { ConfigBackup } from './backup.ts';
+import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { Poller } from './poller.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
@@ -31,6 +32,10 @@ export interface ConfigSyncOptions {
   heartbeatMs?: number;
   /** What the heartbeat says the gateway is (`ready` or `not-ready`). */
   health?: () => string;
+  /** Per-minute request aggregates to deliver to the control plane. */
+  aggregates?: RequestAggregates;
+  /** How often pending aggregates are sent (default a minute). */
+  telemetryMs?: number;
 }
 
 type Health = 'connected' | 'unreachable' | 'refused';
@@ -50,6 +55,7 @@ export class ConfigSync {
   private etag: string | null = null;
   private readonly poller: Poller;
   private readonly heartbeats: Poller;
+  private readonly telemetry: Poller;
   private readonly heartbeatEndpoint: string;
   private readonly instance = randomUUID();
   private readonly startedAt = Date.now();
@@ -66,16 +72,42 @@ export class ConfigSync {
     this.poller = new Poller(() => this.check(), options.intervalMs ?? 10_000);
     this.heartbeatEndpoint = new URL('/gateway/v1/heartbeat', options.url).toString();
     this.heartbeats = new Poller(() => this.heartbeat(), options.heartbeatMs ?? 60_000);
+    this.telemetry = new Poller(() => this.sendAggregates(), options.telemetryMs ?? 60_000);
   }
 
   /** Starts polling and heartbeats; the first of each runs at once. */
   start(): void {
     this.poller.start();
     this.heartbeats.start();
+    if (this.options.aggregates) this.telemetry.start();
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.poller.stop(), this.heartbeats.stop()]);
+    await Promise.all([this.poller.stop(), this.heartbeats.stop(), this.telemetry.stop()]);
+  }
+
+  /**
+   * Delivers the closed per-minute aggregates; what cannot be delivered now (the control plane away) stays queued for
+   * the next attempt, within the queue's bound.
+   */
+  private async sendAggregates(): Promise<void> {
+    const aggregates = this.options.aggregates!;
+    const batch = aggregates.pending().slice(0, 500);
+    if (batch.length === 0) return;
+    try {
+      const res = await request(new URL('/gateway/v1/telemetry', this.options.url), {
+        method: 'POST',
+        headers: { authorization: `GatewayKey ${this.options.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ instance: this.instance, dropped: aggregates.dropped, aggregates: batch }),
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+      await res.body.dump();
+      if (res.statusCode === 200) aggregates.delivered(batch.length);
+    } catch {
+      // Kept for the next attempt; the config poll reports the control plane being unreachable.
+    }
   }
 
   /** Tells the control plane this instance is alive, and which revision it runs. Failures only wait for the next. */

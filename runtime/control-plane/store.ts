@@ -3,6 +3,7 @@
 
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
+import { chmodSync } from 'node:fs';
 
 export interface RevisionRecord {
   revision: number;
@@ -53,6 +54,8 @@ export class ControlPlaneStore {
 
   constructor(file: string) {
     this.db = new Database(file);
+    // The database holds the keys that sign tokens and modules: readable by its owner only (its folder is too).
+    chmodSync(file, 0o600);
     this.db.pragma('journal_mode = WAL');
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS apis (id TEXT PRIMARY KEY, document TEXT NOT NULL);

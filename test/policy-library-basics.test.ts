@@ -8,9 +8,10 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
 import { isDeno } from '../runtime/platform/http.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { send } from './support/requests.ts';
 
 let backend: Server;
 let backendPort: number;
@@ -116,11 +117,7 @@ after(async () => {
   await new Promise((r) => backend.close(r));
 });
 
-async function call(path: string, method = 'GET') {
-  const res = await request(`${gateway.url}${path}`, { method: method as 'GET', dispatcher: agent });
-  const body = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, body };
-}
+const call = (path: string, method = 'GET') => send(gateway.url, path, { method, dispatcher: agent });
 
 /** What the backend received for the one request `send` makes (asserts it received exactly one). */
 async function backendSaw(send: () => Promise<{ status: number; body: string }>) {

@@ -4,28 +4,13 @@
 // got, and bodies that a policy rewrote arriving whole, with the right length, at the backend and at the client.
 
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
-import { assertFramed, send as sendTo } from './support/requests.ts';
+import { assertFramed, send as sendTo, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
-interface Seen {
-  method: string;
-  url: string;
-  headers: IncomingMessage['headers'];
-  body: string;
-}
-
-interface Backend {
-  server: Server;
-  port: number;
-  seen: Seen[];
-}
-
-let main: Backend;
-let other: Backend;
+let main: RecordingBackend;
+let other: RecordingBackend;
 let gateway: GatewayProcess;
 const agent = new Agent({ connections: 4 });
 
@@ -90,25 +75,14 @@ apis:
 const linksBody = (base: string) => JSON.stringify({ self: `${base}/orders/7`, lines: `${base}/orders/7/lines`, note: 'café' });
 
 /** A backend that records each request (with its body) and answers naming itself; /links answers with internal URLs. */
-async function startBackend(name: string): Promise<Backend> {
-  const seen: Seen[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
-      if (req.url!.endsWith('/links')) {
-        const body = linksBody(INTERNAL);
-        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-        res.end(body);
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'text/plain', 'x-backend': name });
-      res.end(`${name} saw ${req.method} ${req.url}`);
-    });
+function startBackend(name: string): Promise<RecordingBackend> {
+  return startRecordingBackend(({ method, url }) => {
+    if (url.endsWith('/links')) {
+      const body = linksBody(INTERNAL);
+      return { headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, body };
+    }
+    return { headers: { 'content-type': 'text/plain', 'x-backend': name }, body: `${name} saw ${method} ${url}` };
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, port: (server.address() as AddressInfo).port, seen };
 }
 
 before(async () => {

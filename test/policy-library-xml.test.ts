@@ -5,21 +5,12 @@
 // answered 400 without calling the backend.
 
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
-import { assertFramed, send as sendTo } from './support/requests.ts';
+import { assertFramed, send as sendTo, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
-interface Seen {
-  method: string;
-  url: string;
-  headers: IncomingMessage['headers'];
-  body: string;
-}
-
-let backend: { server: Server; port: number; seen: Seen[] };
+let backend: RecordingBackend;
 let gateway: GatewayProcess;
 const agent = new Agent({ connections: 4 });
 
@@ -63,27 +54,16 @@ apis:
 `;
 }
 
-async function startBackend(): Promise<typeof backend> {
-  const seen: Seen[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
-      if (req.url === '/order.json') {
-        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(ORDER_JSON) });
-        res.end(ORDER_JSON);
-      } else if (req.url === '/order.xml') {
-        res.writeHead(200, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(ORDER_XML) });
-        res.end(ORDER_XML);
-      } else {
-        res.writeHead(200, { 'content-type': 'text/plain' });
-        res.end('received');
-      }
-    });
+function startBackend(): Promise<RecordingBackend> {
+  return startRecordingBackend(({ url }) => {
+    if (url === '/order.json') {
+      return { headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(ORDER_JSON) }, body: ORDER_JSON };
+    }
+    if (url === '/order.xml') {
+      return { headers: { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(ORDER_XML) }, body: ORDER_XML };
+    }
+    return { headers: { 'content-type': 'text/plain' }, body: 'received' };
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, port: (server.address() as AddressInfo).port, seen };
 }
 
 before(async () => {

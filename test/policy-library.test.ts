@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { send } from './support/requests.ts';
 
 let backend: Server;
 let backendPort: number;
@@ -152,11 +153,8 @@ after(async () => {
   await new Promise((r) => backend.close(r));
 });
 
-async function get(path: string, headers: Record<string, string> = {}, method = 'GET') {
-  const res = await request(`${gateway.url}${path}`, { method: method as 'GET', headers, dispatcher: agent });
-  const body = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, body };
-}
+const get = (path: string, headers: Record<string, string> = {}, method = 'GET') =>
+  send(gateway.url, path, { method, headers, dispatcher: agent });
 
 describe('built-in policies in a gateway', () => {
   test('key-auth: 401 without a key or with a wrong one; with a key, the identity reaches the backend and the key does not', async () => {

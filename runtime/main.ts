@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { trustedKey } from './control-plane/signing.ts';
+import { parseBackupKey } from './sync/backup.ts';
 import { startGateway } from './server/standalone.ts';
 import { repoRoot } from './platform/paths.ts';
 import { Logger } from './telemetry/logger.ts';
@@ -29,6 +30,8 @@ Environment:
                              with GATEHOUSE_TOKEN (a gateway token the control plane issued)
   GATEHOUSE_SYNC_INTERVAL_MS how often to ask the control plane for changes (10000)
   GATEHOUSE_BACKUP_DIR       keep each applied configuration here, to start from when the control plane is unreachable
+  GATEHOUSE_BACKUP_KEY       the key that encrypts secrets in the backup (64 hex digits, or a file holding them);
+                             default: a key made once and kept in the backup directory
   GATEHOUSE_HEARTBEAT_INTERVAL_MS  how often to tell the control plane this gateway is alive (60000)
   GATEHOUSE_TRUSTED_KEY      the control plane's module-signing public key (PEM, or a file holding it)
   GATEHOUSE_TELEMETRY_INTERVAL_MS  the period of the request aggregates sent to the control plane (60000)
@@ -91,6 +94,20 @@ if (trustedKeyValue !== undefined) {
     process.exit(2);
   }
 }
+let backupKey: Buffer | undefined;
+const backupKeyValue = process.env.GATEHOUSE_BACKUP_KEY || undefined;
+if (backupKeyValue !== undefined) {
+  if (!process.env.GATEHOUSE_BACKUP_DIR) {
+    process.stderr.write('gatehouse: GATEHOUSE_BACKUP_KEY is set but GATEHOUSE_BACKUP_DIR is not: there is no backup to encrypt\n');
+    process.exit(2);
+  }
+  try {
+    backupKey = parseBackupKey(backupKeyValue, (file) => readFileSync(file, 'utf8'));
+  } catch (err) {
+    process.stderr.write(`gatehouse: GATEHOUSE_BACKUP_KEY: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+}
 const syncIntervalMs = Number(process.env.GATEHOUSE_SYNC_INTERVAL_MS ?? 10_000);
 if (!Number.isInteger(syncIntervalMs) || syncIntervalMs < 100) {
   process.stderr.write(`gatehouse: GATEHOUSE_SYNC_INTERVAL_MS=${process.env.GATEHOUSE_SYNC_INTERVAL_MS} must be a whole number of ms, 100 at least\n`);
@@ -120,6 +137,7 @@ try {
           token: gatewayToken!,
           intervalMs: syncIntervalMs,
           backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined,
+          backupKey,
           heartbeatMs: Number(process.env.GATEHOUSE_HEARTBEAT_INTERVAL_MS ?? 60_000) || 60_000,
           trustedKey: trusted,
           telemetryMs: Number(process.env.GATEHOUSE_TELEMETRY_INTERVAL_MS ?? 60_000) || 60_000,

@@ -362,6 +362,8 @@ describe('gatehouse apply and get', () => {
     writeFileSync(
       file,
       `controlPlane: ${cp.url}
+namedValues:
+  declared-key: { fromEnv: GATEHOUSE_TEST_DECLARED_KEY, secret: true }
 apis:
   - id: declared
     pathPrefix: /declared
@@ -369,7 +371,7 @@ apis:
     policies:
       inbound:
         - policy: check-header
-          config: { name: x-api-key }
+          config: { name: x-api-key, values: ["{{declared-key}}"] }
       outbound:
         - source: ${join(repoRoot(), 'test', 'fixtures', 'policies', 'chain-probe')}
           config: { tag: declared }
@@ -385,7 +387,14 @@ gateways:
     process.env.GATEHOUSE_ADMIN_TOKEN = cp.adminToken;
     process.env.GATEHOUSE_CONTROL_PLANE = cp.url;
     try {
+      // A named value read from the environment: missing, the apply stops before it changes anything.
+      assert.equal(await runCli(['apply', '-f', file], io), 1);
+      assert.match(err.join('\n'), /namedValues\.declared-key\.fromEnv: the environment variable GATEHOUSE_TEST_DECLARED_KEY is not set/);
+      assert.equal((await admin('GET', '/admin/apis/declared')).status, 404);
+      process.env.GATEHOUSE_TEST_DECLARED_KEY = 'declared-secret-value';
+      err.length = 0;
       assert.equal(await runCli(['apply', '-f', file], io), 0, err.join('\n'));
+      assert.match(out.join('\n'), /named value declared-key: saved \(secret\)/);
       assert.match(out.join('\n'), /module chain-probe .*: sha256:[0-9a-f]{64}/);
       assert.match(out.join('\n'), /api declared: saved/);
       assert.match(out.join('\n'), /gateway gw-declared: serves declared/);
@@ -397,6 +406,8 @@ gateways:
       assert.equal(await runCli(['get'], io), 0, err.join('\n'));
       assert.match(out.join('\n'), /declared\s+\/declared/);
       assert.match(out.join('\n'), /gw-declared: declared/);
+      assert.match(out.join('\n'), /declared-key \(secret\): used by declared/);
+      assert.ok(!out.join('\n').includes('declared-secret-value'));
       // Without the token: a clear error, exit 1.
       delete process.env.GATEHOUSE_ADMIN_TOKEN;
       assert.equal(await runCli(['get'], io), 1);

@@ -1,10 +1,11 @@
 // `gatehouse`: the operators' command for a control plane.
 //
-//   gatehouse apply -f gatehouse.yaml   pushes the APIs and gateways the file declares; policies given as `source:`
-//                                       (a policy folder) are built with the SDK and uploaded, `module:` files
-//                                       uploaded, and both replaced by their `sha256:` names
-//   gatehouse get                       what the control plane has: APIs, gateways, and which instance runs which
-//                                       revision (with its lag and last heartbeat)
+//   gatehouse apply -f gatehouse.yaml   pushes the named values, APIs and gateways the file declares; policies
+//                                       given as `source:` (a policy folder) are built with the SDK and uploaded,
+//                                       `module:` files uploaded, and both replaced by their `sha256:` names
+//   gatehouse get                       what the control plane has: APIs, named values (never their values),
+//                                       gateways, and which instance runs which revision (with its lag and last
+//                                       heartbeat)
 //
 // The control plane: `controlPlane:` in the file, else GATEHOUSE_CONTROL_PLANE (default http://127.0.0.1:7070).
 // The admin token: GATEHOUSE_ADMIN_TOKEN, else GATEHOUSE_ADMIN_TOKEN_FILE (a file holding it).
@@ -14,6 +15,7 @@ import { dirname, resolve } from 'node:path';
 import { request } from 'undici';
 import { parse as parseYaml } from 'yaml';
 import { buildPolicy } from '../../sdk/cli/build.ts';
+import { policyEntries } from '../config/policy-entries.ts';
 import { MODULE_REF } from '../sync/module-refs.ts';
 
 export interface CliIo {
@@ -31,6 +33,8 @@ class CliError extends Error {}
 
 interface Declaration {
   controlPlane?: string;
+  /** By name: `value`, or `fromEnv` (the variable of the shell that runs `gatehouse apply`), and `secret`. */
+  namedValues?: Record<string, { value?: unknown; fromEnv?: unknown; secret?: unknown }>;
   apis?: Record<string, unknown>[];
   gateways?: { id: string; apis: string[] }[];
 }
@@ -107,9 +111,15 @@ async function apply(args: string[], io: CliIo): Promise<number> {
     io.out(`module ${result.name} ${result.version}: ${result.module} (${what})`);
     return String(result.module);
   };
+  // Named values first: the APIs that refer to them are checked against them. All are read before any is sent.
+  const namedValues = Object.entries(declaration.namedValues ?? {}).map(([name, declared]) => [name, namedValueBody(file, name, declared)] as const);
+  for (const [name, body] of namedValues) {
+    const saved = await client.call('PUT', `/admin/named-values/${encodeURIComponent(name)}`, body);
+    io.out(`named value ${name}: saved${saved.secret ? ' (secret)' : ''} (revision ${saved.revision})`);
+  }
   for (const api of declaration.apis ?? []) {
     if (typeof api.id !== 'string') throw new CliError(`${file}: every API needs an id`);
-    for (const entry of policyEntries(api)) {
+    for (const { entry } of policyEntries({ apis: [api] })) {
       if (typeof entry.source === 'string') {
         const folder = resolve(baseDir, entry.source);
         if (!uploaded.has(folder)) uploaded.set(folder, await upload(entry.source, (await buildPolicy({ source: folder })).wasm));
@@ -132,15 +142,24 @@ async function apply(args: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-function* policyEntries(api: Record<string, unknown>): Generator<Record<string, unknown>> {
-  const chains = function* (holder: unknown) {
-    const policies = (holder as { policies?: Record<string, unknown> } | null)?.policies;
-    for (const list of Object.values(policies ?? {})) {
-      if (Array.isArray(list)) for (const e of list) if (e && typeof e === 'object') yield e as Record<string, unknown>;
+/** The control plane's body for a declared named value; a value from the environment is read here, not written down. */
+function namedValueBody(file: string, name: string, declared: unknown): { value: string; secret?: boolean } {
+  const where = `${file}: namedValues.${name}`;
+  if (!declared || typeof declared !== 'object') throw new CliError(`${where}: must be a mapping with "value" or "fromEnv"`);
+  const { value, fromEnv, secret } = declared as { value?: unknown; fromEnv?: unknown; secret?: unknown };
+  if ((value === undefined) === (fromEnv === undefined)) throw new CliError(`${where}: give exactly one of "value" or "fromEnv"`);
+  if (secret !== undefined && typeof secret !== 'boolean') throw new CliError(`${where}.secret: must be true or false`);
+  let text: string;
+  if (fromEnv !== undefined) {
+    if (typeof fromEnv !== 'string' || process.env[fromEnv] === undefined) {
+      throw new CliError(`${where}.fromEnv: the environment variable ${String(fromEnv)} is not set`);
     }
-  };
-  yield* chains(api);
-  for (const op of (api.operations as unknown[] | undefined) ?? []) yield* chains(op);
+    text = process.env[fromEnv]!;
+  } else {
+    if (typeof value !== 'string') throw new CliError(`${where}.value: must be a string (quote numbers and booleans)`);
+    text = value;
+  }
+  return secret === undefined ? { value: text } : { value: text, secret };
 }
 
 async function get(io: CliIo): Promise<number> {
@@ -153,6 +172,13 @@ async function get(io: CliIo): Promise<number> {
   io.out('');
   io.out('APIs');
   for (const api of apis.apis) io.out(`  ${api.id}  ${api.pathPrefix ?? ''}`);
+  const named = (await client.call('GET', '/admin/named-values')) as { namedValues: { name: string; secret: boolean; usedBy: string[] }[] };
+  io.out('');
+  io.out('named values');
+  if (named.namedValues.length === 0) io.out('  none');
+  for (const v of named.namedValues) {
+    io.out(`  ${v.name}${v.secret ? ' (secret)' : ''}: ${v.usedBy.length > 0 ? `used by ${v.usedBy.join(', ')}` : 'not used'}`);
+  }
   io.out('');
   io.out('gateways');
   for (const g of gateways.gateways) {

@@ -13,6 +13,7 @@ import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml
 
 import { repoRoot } from '../platform/paths.ts';
 import schema from './gateway.schema.json' with { type: 'json' };
+import { NAMED_VALUE_NAME_HINT, resolveNamedValues } from './named-values.ts';
 import type { GatewayDocument } from './types.ts';
 
 export interface ConfigProblem {
@@ -161,6 +162,8 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
   } else {
     for (const p of schemaProblems(data)) problemAt(p.path, p.message);
     for (const p of semanticProblems(data)) problemAt(p.path, p.message);
+    // Named values go into policy configurations once the document is known to be well formed.
+    if (problems.length === 0) for (const p of resolveNamedValues(data as GatewayDocument)) problemAt(p.path, p.message);
   }
   if (problems.length > 0) {
     const seen = new Set<string>();
@@ -408,14 +411,18 @@ function formatSchemaError(e: ErrorObject): PathProblem | null {
     case 'pattern': {
       const name = (e as ErrorObject & { propertyName?: string }).propertyName;
       if (name !== undefined) {
-        // Only filesystem grants constrain property names.
-        return { path: [...path, name], message: 'the guest path must be absolute (start with "/")' };
+        // Property names are constrained in two places: named values, and the guest paths of filesystem grants.
+        const message = path.length === 1 && path[0] === 'namedValues' ? NAMED_VALUE_NAME_HINT : 'the guest path must be absolute (start with "/")';
+        return { path: [...path, name], message };
       }
       const hint = PATTERN_HINTS[String(params.pattern)];
       return { path, message: `${hint ?? e.message ?? 'does not match'} (got ${shown(e.data)})` };
     }
-    case 'type':
-      return { path, message: `must be ${articleType(String(params.type))} (got ${typeName(e.data)})` };
+    case 'type': {
+      // Named values are not repeated: a secret written as a number (YAML `value: 12345678`) is still a secret.
+      const got = path[0] === 'namedValues' ? typeName(e.data).split(' ')[0] : typeName(e.data);
+      return { path, message: `must be ${articleType(String(params.type))} (got ${got})` };
+    }
     case 'const':
       return { path, message: `must be ${shown(params.allowedValue)} (got ${shown(e.data)})` };
     case 'enum':
@@ -429,6 +436,9 @@ function formatSchemaError(e: ErrorObject): PathProblem | null {
       return { path, message: Number(params.limit) === 1 ? 'must not be empty' : `${e.message ?? 'too short'}` };
     case 'minLength':
       return { path, message: 'must not be empty' };
+    case 'maxLength':
+      // Without the value: it may be a secret (namedValues).
+      return { path, message: `must be at most ${String(params.limit)} characters (got ${String(e.data).length})` };
     default:
       return { path, message: `${e.message ?? e.keyword} (got ${shown(e.data)})` };
   }

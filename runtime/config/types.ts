@@ -2,6 +2,7 @@
 // See docs/configuration.md. Field names follow the document; comments say what each controls.
 
 import type { Grants, Limits } from '../policy-host/index.ts';
+import type { NamedValue } from './named-values.ts';
 
 export interface GatewayDocument {
   /** Document format version; only 1 exists. */
@@ -11,6 +12,8 @@ export interface GatewayDocument {
   /** Policies of the global scope, applied to every API. */
   policies?: PhaseChains;
   apis: ApiDocument[];
+  /** Values policy configurations refer to as `{{name}}` (see named-values.ts). */
+  namedValues?: Record<string, NamedValue>;
 }
 
 export interface GatewaySettings {

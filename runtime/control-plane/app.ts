@@ -5,7 +5,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { ConfigError, parseGatewayDocument } from '../config/load.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { ControlPlaneStore, TelemetryRow } from './store.ts';
+import type { ControlPlaneStore, StoredNamedValue, TelemetryRow } from './store.ts';
+import { MAX_NAMED_VALUE_LENGTH, NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
 import { checkToken, issueToken, MAX_TOKEN_DAYS } from './tokens.ts';
 import { ModuleSigner, newSigningKey } from './signing.ts';
 import { loadPolicyModule, sha256Hex } from '../policy-host/module.ts';
@@ -21,8 +22,8 @@ export interface ControlPlaneOptions {
   now?: () => number;
 }
 
-function problem(c: Context, status: 400 | 401 | 404, detail: string, extra: Record<string, unknown> = {}) {
-  const title = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found' }[status];
+function problem(c: Context, status: 400 | 401 | 404 | 409, detail: string, extra: Record<string, unknown> = {}) {
+  const title = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict' }[status];
   return c.body(JSON.stringify({ type: 'about:blank', title, status, detail, ...extra }), status, {
     'content-type': 'application/problem+json',
   });
@@ -70,7 +71,9 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     }
     // Checked as a gateway would check it: the same schema, every problem named with its place.
     try {
-      parseGatewayDocument(JSON.stringify({ version: 1, apis: [api] }), `api ${id}`);
+      // With the named values it refers to: a reference to one that does not exist is a problem at its place.
+      const namedValues = store.namedValuesFor({ apis: [api] });
+      parseGatewayDocument(JSON.stringify({ version: 1, apis: [api], namedValues }), `api ${id}`);
     } catch (err) {
       if (err instanceof ConfigError) return problem(c, 400, 'the API is not valid', { problems: err.problems });
       throw err;
@@ -90,6 +93,55 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     const revision = store.deleteApi(c.req.param('id'));
     if (revision === null) return problem(c, 404, `no API ${c.req.param('id')}`);
     logger.info('api deleted', { api: c.req.param('id'), revision });
+    return c.json({ revision });
+  });
+
+  // Named values: written, never read back when secret (a secret's value leaves only in a gateway's configuration).
+  const namedValueView = (v: StoredNamedValue) => ({
+    name: v.name,
+    secret: v.secret,
+    ...(v.secret ? {} : { value: v.value }),
+    updatedAt: v.updatedAt,
+    usedBy: store
+      .apis()
+      .filter((api) => namedValueReferences({ apis: [api] }).some((r) => r.name === v.name))
+      .map((api) => (api as { id: string }).id),
+  });
+
+  app.get('/admin/named-values', (c) => c.json({ revision: store.revision(), namedValues: store.namedValues().map(namedValueView) }));
+
+  app.get('/admin/named-values/:name', (c) => {
+    const found = store.namedValue(c.req.param('name'));
+    return found ? c.json(namedValueView(found)) : problem(c, 404, `no named value ${c.req.param('name')}`);
+  });
+
+  app.put('/admin/named-values/:name', async (c) => {
+    const name = c.req.param('name');
+    if (!NAMED_VALUE_NAME.test(name)) return problem(c, 400, NAMED_VALUE_NAME_HINT);
+    const body = (await readJson(c)) as { value?: unknown; secret?: unknown } | undefined;
+    const extra = Object.keys(body ?? {}).filter((k) => k !== 'value' && k !== 'secret');
+    if (typeof body?.value !== 'string' || (body.secret !== undefined && typeof body.secret !== 'boolean') || extra.length > 0) {
+      return problem(c, 400, 'the body must be {"value": "<string>", "secret": true|false}');
+    }
+    if (body.value.length > MAX_NAMED_VALUE_LENGTH) {
+      return problem(c, 400, `a named value is at most ${MAX_NAMED_VALUE_LENGTH} characters (got ${body.value.length})`);
+    }
+    // A secret stays secret unless told otherwise: rotating a key with {"value": ...} alone must not expose it.
+    const secret = body.secret ?? store.namedValue(name)?.secret ?? false;
+    const revision = store.putNamedValue(name, { value: body.value, secret });
+    logger.info('named value saved', { namedValue: name, secret, revision });
+    return c.json({ revision, ...namedValueView(store.namedValue(name)!) });
+  });
+
+  app.delete('/admin/named-values/:name', (c) => {
+    const found = store.namedValue(c.req.param('name'));
+    if (!found) return problem(c, 404, `no named value ${c.req.param('name')}`);
+    const { usedBy } = namedValueView(found);
+    if (usedBy.length > 0) {
+      return problem(c, 409, `named value ${found.name} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first`, { usedBy });
+    }
+    const revision = store.deleteNamedValue(found.name);
+    logger.info('named value deleted', { namedValue: found.name, revision });
     return c.json({ revision });
   });
 

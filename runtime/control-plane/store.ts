@@ -4,6 +4,7 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { chmodSync } from 'node:fs';
+import { namedValueReferences, type NamedValue } from '../config/named-values.ts';
 
 export interface RevisionRecord {
   revision: number;
@@ -42,6 +43,13 @@ export interface StoredModule {
   version: string;
 }
 
+export interface StoredNamedValue {
+  name: string;
+  value: string;
+  secret: boolean;
+  updatedAt: string;
+}
+
 export interface GatewayRecord {
   id: string;
   apis: string[];
@@ -62,6 +70,7 @@ export class ControlPlaneStore {
       CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, apis TEXT NOT NULL, token_generation INTEGER NOT NULL DEFAULT 1);
       CREATE TABLE IF NOT EXISTS revisions (revision INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, change TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+      CREATE TABLE IF NOT EXISTS named_values (name TEXT PRIMARY KEY, value TEXT NOT NULL, secret INTEGER NOT NULL, updated_at TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS modules (
         sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, signature TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
         uploaded_at TEXT NOT NULL
@@ -156,12 +165,58 @@ export class ControlPlaneStore {
     });
   }
 
-  /** The configuration document a gateway serves: the APIs assigned to it that exist. */
-  gatewayDocument(id: string): { version: 1; apis: unknown[] } | null {
+  /**
+   * The configuration document a gateway serves: the APIs assigned to it that exist, and the named values they refer
+   * to (only those: a gateway holds no secret it does not use).
+   */
+  gatewayDocument(id: string): { version: 1; apis: unknown[]; namedValues?: Record<string, NamedValue> } | null {
     const gateway = this.gateway(id);
     if (!gateway) return null;
     const apis = gateway.apis.map((api) => this.api(api)).filter((doc) => doc !== null);
-    return { version: 1, apis };
+    const namedValues = this.namedValuesFor({ apis });
+    return Object.keys(namedValues).length > 0 ? { version: 1, apis, namedValues } : { version: 1, apis };
+  }
+
+  /** The named values a document refers to that exist, by name. */
+  namedValuesFor(doc: unknown): Record<string, NamedValue> {
+    const out: Record<string, NamedValue> = {};
+    for (const { name } of namedValueReferences(doc)) {
+      if (Object.hasOwn(out, name)) continue;
+      const found = this.namedValue(name);
+      if (found) out[name] = found.secret ? { value: found.value, secret: true } : { value: found.value };
+    }
+    return out;
+  }
+
+  namedValue(name: string): StoredNamedValue | null {
+    const row = this.db.prepare('SELECT name, value, secret, updated_at AS updatedAt FROM named_values WHERE name = ?').get(name) as
+      | (Omit<StoredNamedValue, 'secret'> & { secret: number })
+      | undefined;
+    return row ? { ...row, secret: row.secret === 1 } : null;
+  }
+
+  namedValues(): StoredNamedValue[] {
+    const rows = this.db.prepare('SELECT name, value, secret, updated_at AS updatedAt FROM named_values ORDER BY name').all() as
+      (Omit<StoredNamedValue, 'secret'> & { secret: number })[];
+    return rows.map((r) => ({ ...r, secret: r.secret === 1 }));
+  }
+
+  putNamedValue(name: string, value: NamedValue): number {
+    // The revision says which value changed, never what it is.
+    return this.change(`named value ${name} saved${value.secret ? ' (secret)' : ''}`, () => {
+      this.db
+        .prepare(
+          `INSERT INTO named_values (name, value, secret, updated_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT(name) DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = excluded.updated_at`,
+        )
+        .run(name, value.value, value.secret ? 1 : 0, new Date().toISOString());
+    });
+  }
+
+  deleteNamedValue(name: string): number {
+    return this.change(`named value ${name} deleted`, () => {
+      this.db.prepare('DELETE FROM named_values WHERE name = ?').run(name);
+    });
   }
 
   /** Stores a module (by its sha256, so an upload of the same bytes changes nothing) as a new revision. */

@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ConfigError, parseGatewayDocument } from '../config/load.ts';
+import { secretValues } from '../config/named-values.ts';
 import { bindChains } from '../config/policies.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';
 import { ConfigBackup } from '../sync/backup.ts';
@@ -49,6 +50,8 @@ export interface StandaloneOptions {
     token: string;
     intervalMs?: number;
     backupDir?: string;
+    /** Encrypts the secrets in the backup (GATEHOUSE_BACKUP_KEY); absent: a key kept in the backup directory. */
+    backupKey?: Buffer;
     heartbeatMs?: number;
     /** Per-minute aggregates: the period (default a minute, shorter for tests) and how often they are sent. */
     telemetryMs?: number;
@@ -80,16 +83,21 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   const configFile = options.configFile ?? options.defaultConfigFile;
   const reloads = metrics.counter('gatehouse_config_reloads_total', 'Configuration documents applied or rejected, by result.');
 
-  const load = async (text: string, source = configFile, baseDir = dirname(configFile)): Promise<LiveConfig> => {
+  /** Parses and binds a document, and returns what puts it in force: the gateway's configuration and the log mask. */
+  const prepare = async (text: string, source = configFile, baseDir = dirname(configFile)): Promise<() => void> => {
     const doc = parseGatewayDocument(text, source);
     const chains = await bindChains(doc, { host, baseDir, builtinDir: join(repoRoot(), 'policies'), sourceName: source });
-    return buildLiveConfig(doc, chains, { source, echoUrl: echo.url });
+    const live: LiveConfig = buildLiveConfig(doc, chains, { source, echoUrl: echo.url });
+    return () => {
+      gateway.apply(live);
+      logger.maskSecrets(secretValues(doc));
+    };
   };
 
   let sync: ConfigSync | null = null;
   let watcher: ConfigFileWatcher | null = null;
   if (options.controlPlane) {
-    const { url, token, intervalMs, backupDir, heartbeatMs, trustedKey, telemetryMs } = options.controlPlane;
+    const { url, token, intervalMs, backupDir, backupKey, heartbeatMs, trustedKey, telemetryMs } = options.controlPlane;
     gateway.aggregates = new RequestAggregates(telemetryMs ?? 60_000);
     metrics.gauge('gatehouse_telemetry_dropped', 'Per-minute aggregates dropped because the control plane was away too long.', () => gateway.aggregates?.dropped ?? 0);
     const modules = new ModuleCache({ url, token, trustedKey, dir: backupDir ? join(backupDir, 'modules') : undefined });
@@ -99,7 +107,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       token,
       intervalMs,
       logger,
-      backup: backupDir ? new ConfigBackup(backupDir) : undefined,
+      backup: backupDir ? new ConfigBackup(backupDir, { key: backupKey, logger }) : undefined,
       heartbeatMs,
       health: () => (gateway.config ? 'ready' : 'not-ready'),
       aggregates: gateway.aggregates,
@@ -108,7 +116,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       apply: async (text) => {
         try {
           const prepared = await modules.prepare(text);
-          gateway.apply(await load(prepared.text, source, prepared.dir));
+          const putInForce = await prepare(prepared.text, source, prepared.dir);
+          putInForce();
           reloads.inc({ result: 'applied' });
         } catch (err) {
           reloads.inc({ result: 'rejected' });
@@ -121,7 +130,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     let initialText = '';
     try {
       initialText = await readFile(configFile, 'utf8');
-      gateway.apply(await load(initialText));
+      const putInForce = await prepare(initialText);
+      putInForce();
     } catch (err) {
       await echo.close();
       await forwarder.close();
@@ -136,7 +146,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         initialText,
         onChange: async (text) => {
           try {
-            gateway.apply(await load(text));
+            const putInForce = await prepare(text);
+            putInForce();
             reloads.inc({ result: 'applied' });
             logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
           } catch (err) {

@@ -1,10 +1,16 @@
 // The configuration backup (GATEHOUSE_BACKUP_DIR): every document applied from the control plane is written to disk,
 // atomically (a temporary file, fsync, rename), and the one before it is kept. A gateway that restarts while the control
 // plane is unreachable starts from the newest backup that checks out (its digest matches), else from the previous one.
+//
+// Secrets are encrypted at rest: the values of secret named values are taken out of the document and sealed with
+// AES-256-GCM under the backup key (GATEHOUSE_BACKUP_KEY, else a key made once and kept beside the backup). The sealed
+// blob is bound to the rest of the document (its additional data), so it cannot be moved into another backup.
 
-import { createHash } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { open, readFile, rename, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { NamedValue } from '../config/named-values.ts';
+import type { Logger } from '../telemetry/logger.ts';
 
 export interface BackupEntry {
   /** The configuration document, as the control plane sent it. */
@@ -15,41 +21,116 @@ export interface BackupEntry {
 }
 
 interface BackupFile extends BackupEntry {
-  /** sha256 of `text`: a file cut short or altered does not pass for a configuration. */
+  /** The document's secret named values, sealed (`sealSecrets`); `text` holds them emptied. */
+  sealed?: string;
+  /** sha256 of `text` (and `sealed`): a file cut short or altered does not pass for a configuration. */
   sha256: string;
 }
 
 const CURRENT = 'config.json';
 const PREVIOUS = 'config.previous.json';
+/** The key made when GATEHOUSE_BACKUP_KEY is not set. */
+const KEY_FILE = 'backup.key';
 
-const digest = (text: string) => createHash('sha256').update(text).digest('hex');
+const digest = (text: string, sealed?: string) =>
+  createHash('sha256').update(sealed === undefined ? text : `${text}\n${sealed}`).digest('hex');
+
+/**
+ * Reads a backup key: 64 hex digits or the base64 of 32 bytes, given as such or in a file (GATEHOUSE_BACKUP_KEY may
+ * be either). Throws an error saying which form is expected.
+ */
+/** 32 bytes written as 64 hex digits or 44 base64 characters; null for anything else. */
+function decodeKey(text: string): Buffer | null {
+  const t = text.trim();
+  if (/^[0-9a-fA-F]{64}$/.test(t)) return Buffer.from(t, 'hex');
+  if (/^[A-Za-z0-9+/]{43}=$/.test(t)) return Buffer.from(t, 'base64');
+  return null;
+}
+
+/**
+ * Reads GATEHOUSE_BACKUP_KEY: the key itself (64 hex digits or 44 base64 characters: `openssl rand -hex 32`), or a
+ * file holding it. Throws an error saying which forms are expected.
+ */
+export function parseBackupKey(given: string, readFileText: (path: string) => string): Buffer {
+  const inline = decodeKey(given);
+  if (inline) return inline;
+  let text: string;
+  try {
+    text = readFileText(given);
+  } catch (err) {
+    throw new Error(`neither a key (64 hex digits or 44 base64 characters) nor a file holding one: ${(err as Error).message}`);
+  }
+  const fromFile = decodeKey(text);
+  if (!fromFile) throw new Error(`${given} does not hold a key: 32 bytes as 64 hex digits or 44 base64 characters expected`);
+  return fromFile;
+}
+
+export interface ConfigBackupOptions {
+  /** The key that seals secrets (GATEHOUSE_BACKUP_KEY); absent: one made and kept in `<dir>/backup.key`. */
+  key?: Buffer;
+  logger?: Logger;
+}
 
 export class ConfigBackup {
-  constructor(readonly dir: string) {}
+  private key: Promise<Buffer> | null;
 
-  /** Writes `entry` as the current backup; the current one becomes the previous. */
+  constructor(
+    readonly dir: string,
+    private readonly options: ConfigBackupOptions = {},
+  ) {
+    this.key = options.key ? Promise.resolve(options.key) : null;
+  }
+
+  /** The backup key: the one given, else the one beside the backup, made on first use. */
+  private backupKey(): Promise<Buffer> {
+    this.key ??= this.keyBeside().catch((err: unknown) => {
+      this.key = null; // tried again next time (a full disk, say, may have cleared)
+      throw err;
+    });
+    return this.key;
+  }
+
+  private async keyBeside(): Promise<Buffer> {
+    const file = join(this.dir, KEY_FILE);
+    this.options.logger?.warn(
+      'secrets in the configuration backup are encrypted with a key kept beside it: set GATEHOUSE_BACKUP_KEY (from a secret store) to keep the key off the backup volume',
+      { file },
+    );
+    const read = async () => {
+      const key = decodeKey(await readFile(file, 'utf8'));
+      if (!key) throw new Error(`${file} does not hold a backup key (damaged?): remove it, or set GATEHOUSE_BACKUP_KEY`);
+      return key;
+    };
+    try {
+      return await read();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const made = randomBytes(32);
+    try {
+      // 'wx': gateways sharing a volume do not overwrite each other's key; the one that loses reads the other's.
+      await writeDurably(this.dir, KEY_FILE, `${made.toString('hex')}\n`, 'wx');
+      await syncDir(this.dir);
+      return made;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      return read();
+    }
+  }
+
+  /** Writes `entry` as the current backup, its secrets sealed; the current one becomes the previous. */
   async save(entry: Omit<BackupEntry, 'savedAt'>): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const file: BackupFile = { ...entry, savedAt: new Date().toISOString(), sha256: digest(entry.text) };
-    const temp = join(this.dir, `${CURRENT}.${process.pid}.tmp`);
-    const handle = await open(temp, 'w', 0o600);
-    try {
-      await handle.writeFile(JSON.stringify(file));
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    const { text, sealed } = sealSecrets(entry.text, await this.backupKey());
+    const file: BackupFile = { ...entry, text, sealed, savedAt: new Date().toISOString(), sha256: digest(text, sealed) };
+    const temp = `${CURRENT}.${process.pid}.tmp`;
+    await writeDurably(this.dir, temp, JSON.stringify(file), 'w');
     await rename(join(this.dir, CURRENT), join(this.dir, PREVIOUS)).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
-    await rename(temp, join(this.dir, CURRENT));
-    // The renames are durable once the directory itself is synced.
-    const dir = await open(this.dir, 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await rename(join(this.dir, temp), join(this.dir, CURRENT));
+    await syncDir(this.dir);
   }
 
   /**
@@ -75,12 +156,98 @@ export class ConfigBackup {
         problems.push(`${path}: not valid JSON (cut short or altered)`);
         continue;
       }
-      if (typeof file.text !== 'string' || file.sha256 !== digest(file.text)) {
+      const sealed = typeof file.sealed === 'string' ? file.sealed : undefined;
+      if (typeof file.text !== 'string' || file.sha256 !== digest(file.text, sealed)) {
         problems.push(`${path}: its digest does not match its content (cut short or altered)`);
         continue;
       }
-      usable.push({ file: path, text: file.text, etag: file.etag ?? null, revision: file.revision ?? null, savedAt: String(file.savedAt) });
+      let text = file.text;
+      if (sealed !== undefined) {
+        try {
+          text = unsealSecrets(file.text, sealed, await this.backupKey());
+        } catch (err) {
+          problems.push(`${path}: ${(err as Error).message}`);
+          continue;
+        }
+      }
+      usable.push({ file: path, text, etag: file.etag ?? null, revision: file.revision ?? null, savedAt: String(file.savedAt) });
     }
     return { usable, problems };
   }
+}
+
+async function writeDurably(dir: string, name: string, content: string, flags: 'w' | 'wx'): Promise<void> {
+  const handle = await open(join(dir, name), flags, 0o600);
+  try {
+    await handle.writeFile(content);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Renames and new files are durable once their directory is synced. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+const SEAL_VERSION = 'v1';
+const fingerprint = (key: Buffer) => createHash('sha256').update(key).digest('hex').slice(0, 12);
+
+/**
+ * Takes the values of the secret named values out of a document (JSON, as the control plane sends it) and seals them:
+ * `v1.<key fingerprint>.<iv>.<tag>.<ciphertext>` (base64url), with the emptied document as additional data.
+ */
+export function sealSecrets(text: string, key: Buffer): { text: string; sealed?: string } {
+  let doc: { namedValues?: Record<string, NamedValue> };
+  try {
+    doc = JSON.parse(text) as typeof doc;
+  } catch {
+    return { text }; // not JSON: a document from the control plane always is; nothing of it is known to be secret
+  }
+  const secrets: Record<string, string> = {};
+  for (const [name, named] of Object.entries(doc.namedValues ?? {})) {
+    if (!named?.secret) continue;
+    secrets[name] = named.value;
+    named.value = '';
+  }
+  if (Object.keys(secrets).length === 0) return { text };
+  const emptied = JSON.stringify(doc);
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(Buffer.from(emptied));
+  const ciphertext = Buffer.concat([cipher.update(JSON.stringify(secrets), 'utf8'), cipher.final()]);
+  const parts = [iv, cipher.getAuthTag(), ciphertext].map((b) => b.toString('base64url'));
+  return { text: emptied, sealed: [SEAL_VERSION, fingerprint(key), ...parts].join('.') };
+}
+
+/** The document with its sealed secrets put back; throws saying why they cannot be opened. */
+export function unsealSecrets(text: string, sealed: string, key: Buffer): string {
+  const [version, keyId, iv, tag, ciphertext] = sealed.split('.');
+  if (version !== SEAL_VERSION || !keyId || !iv || !tag || ciphertext === undefined) throw new Error('its sealed secrets are malformed');
+  if (keyId !== fingerprint(key)) {
+    throw new Error(`its secrets were sealed with another backup key (${keyId}; this gateway's is ${fingerprint(key)}): was GATEHOUSE_BACKUP_KEY changed?`);
+  }
+  let secrets: Record<string, string>;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
+    decipher.setAAD(Buffer.from(text));
+    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    const plain = Buffer.concat([decipher.update(Buffer.from(ciphertext, 'base64url')), decipher.final()]);
+    secrets = JSON.parse(plain.toString('utf8')) as Record<string, string>;
+  } catch {
+    throw new Error('its sealed secrets do not open with the backup key (altered)');
+  }
+  const doc = JSON.parse(text) as { namedValues?: Record<string, NamedValue> };
+  for (const [name, value] of Object.entries(secrets)) {
+    const named = doc.namedValues?.[name];
+    if (!named) throw new Error(`its sealed secret ${name} has no place in the document (altered)`);
+    named.value = value;
+  }
+  return JSON.stringify(doc);
 }

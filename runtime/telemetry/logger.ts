@@ -32,6 +32,34 @@ export const stdoutSink: LogSink = (() => {
   };
 })();
 
+/**
+ * Values no log line may show (the secret named values of the configuration in force): each is replaced by `***` in
+ * every line of a logger and its children. A policy may repeat its configuration in a message, and the gateway cannot
+ * tell a secret from any other string but by its value.
+ */
+class SecretMask {
+  /** As they appear in a line: raw, and escaped as JSON when that differs. */
+  private forms: string[] = [];
+
+  set(values: readonly string[]): void {
+    const forms = new Set<string>();
+    for (const v of values) {
+      forms.add(v);
+      forms.add(jsonString(v).slice(1, -1));
+    }
+    this.forms = [...forms].sort((a, b) => b.length - a.length);
+  }
+
+  apply(line: string): string {
+    for (const form of this.forms) if (line.includes(form)) line = line.split(form).join('***');
+    return line;
+  }
+
+  get active(): boolean {
+    return this.forms.length > 0;
+  }
+}
+
 export class Logger {
   /** The child's fields, serialised once. */
   private readonly ownMembers: string;
@@ -40,12 +68,18 @@ export class Logger {
     private readonly sink: LogSink = stdoutSink,
     private readonly minLevel: Level = 'info',
     private readonly fields: Record<string, unknown> = {},
+    private readonly mask: SecretMask = new SecretMask(),
   ) {
     this.ownMembers = appendFields('', fields);
   }
 
   child(fields: Record<string, unknown>): Logger {
-    return new Logger(this.sink, this.minLevel, { ...this.fields, ...fields });
+    return new Logger(this.sink, this.minLevel, { ...this.fields, ...fields }, this.mask);
+  }
+
+  /** From now on, lines of this logger and all its relatives show `***` for each of `values` (replacing the last). */
+  maskSecrets(values: readonly string[]): void {
+    this.mask.set(values);
   }
 
   enabled(level: Level): boolean {
@@ -63,7 +97,8 @@ export class Logger {
    */
   logMembers(level: Level, msg: string, members: string): void {
     if (!this.enabled(level)) return;
-    this.sink(`{"time":"${isoNow()}","level":"${level}","msg":${jsonString(msg)}${this.ownMembers}${members}}\n`);
+    const line = `{"time":"${isoNow()}","level":"${level}","msg":${jsonString(msg)}${this.ownMembers}${members}}\n`;
+    this.sink(this.mask.active ? this.mask.apply(line) : line);
   }
 
   trace(msg: string, fields?: Record<string, unknown>): void { this.log('trace', msg, fields); }

@@ -83,7 +83,8 @@ export async function startGatewayProcess(
   child.stderr!.on('data', (chunk: string) => {
     stderr += chunk;
   });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // 'close', not 'exit': by then stderr has been read to its end, so a start failure's message is whole.
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   const waitForLog = (match: (l: Record<string, unknown>) => boolean, timeoutMs = 10_000) => {
     const seen = logs.find(match);
     if (seen) return Promise.resolve(seen);

@@ -1,0 +1,326 @@
+// Named values: `{{name}}` in policy configurations, kept once in the document (or the control plane), secrets kept
+// out of problems, out of the control plane's answers, and encrypted in the gateway's configuration backup.
+// Documents are parsed and bound in process; the control plane and the gateways run as their own processes.
+
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Agent, request } from 'undici';
+import { ConfigError, parseGatewayDocument } from '../runtime/config/load.ts';
+import { repoRoot } from '../runtime/platform/paths.ts';
+import { sealSecrets, unsealSecrets } from '../runtime/sync/backup.ts';
+import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
+import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';
+import { send } from './support/requests.ts';
+import { waitForAsync } from './support/wait.ts';
+
+const SECRET = 'partner-key-6f1c2a9e';
+const ROTATED = 'partner-key-77d0b3c4';
+
+function problemsOf(text: string): { where: string; message: string }[] {
+  try {
+    parseGatewayDocument(text, 'gw.yaml');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.problems;
+  }
+  assert.fail('accepted');
+}
+
+describe('named values in a document', () => {
+  test('{{name}} in any string of a policy configuration is replaced by its value; nothing else is', () => {
+    const doc = parseGatewayDocument(
+      `version: 1
+namedValues:
+  greeting: { value: hello }
+  key.partner_1: { value: ${SECRET}, secret: true }
+  braces: { value: "{{greeting}}" }
+apis:
+  - id: a
+    pathPrefix: /a
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: key-auth
+          config: { keys: [{ id: partner, key: "{{key.partner_1}}" }] }
+      outbound:
+        - policy: set-header
+          config: { name: x-greeting, value: "{{greeting}}, {{greeting}} and {{braces}}" }
+`,
+      'gw.yaml',
+    );
+    const [api] = doc.apis;
+    assert.deepEqual(api!.policies!.inbound![0]!.config, { keys: [{ id: 'partner', key: SECRET }] });
+    // Substituted once: the value "{{greeting}}" of `braces` stays literal.
+    assert.equal(api!.policies!.outbound![0]!.config!.value, 'hello, hello and {{greeting}}');
+  });
+
+  test('an undefined name, a malformed reference and a bad name are problems at their places; values are not repeated', () => {
+    const problems = problemsOf(`version: 1
+namedValues:
+  "bad name": { value: x }
+  long: { value: "${'s'.repeat(4097)}", secret: true }
+  numeric: { value: 12345678, secret: true }
+apis:
+  - id: a
+    pathPrefix: /a
+    backend: { url: builtin:echo }
+    policies:
+      outbound:
+        - policy: set-header
+          config: { name: x-a, value: "{{missing}}" }
+        - policy: set-header
+          config: { name: x-b, value: "{{ spaced }}" }
+`);
+    const text = problems.map((p) => `${p.where}: ${p.message}`).join('\n');
+    assert.match(text, /gw\.yaml:3: namedValues\["bad name"\]: a named value name is letters, digits/);
+    assert.match(text, /gw\.yaml:4: namedValues\.long\.value: must be at most 4096 characters \(got 4097\)/);
+    assert.match(text, /gw\.yaml:5: namedValues\.numeric\.value: must be a string \(got number\)/);
+    assert.doesNotMatch(text, /sssss|12345678/, 'no value is repeated in a problem');
+    // Schema problems first: references are resolved only in a well-formed document.
+    const resolved = problemsOf(`version: 1
+namedValues: { known: { value: x } }
+apis:
+  - id: a
+    pathPrefix: /a
+    backend: { url: builtin:echo }
+    policies:
+      outbound:
+        - policy: set-header
+          config: { name: x-a, value: "{{missing}}" }
+        - policy: set-header
+          config: { name: x-b, value: "{{ spaced }}" }
+`);
+    assert.deepEqual(resolved, [
+      { where: 'gw.yaml:10: apis[0].policies.outbound[0].config.value', message: 'refers to named value "missing", which is not defined' },
+      {
+        where: 'gw.yaml:12: apis[0].policies.outbound[1].config.value',
+        message: '"{{ spaced }}" is not a named value reference (a named value name is letters, digits, ".", "_" and "-", at most 256 characters)',
+      },
+    ]);
+  });
+
+  test('a secret that a policy repeats in a message is masked in the gateway\'s logs; a plain value is not', async () => {
+    const dir = tempDir('gatehouse-nv-mask-');
+    const file = join(dir, 'gw.yaml');
+    // A policy that fails with a message made from its configuration: one secret, one plain value.
+    const probe = join(repoRoot(), 'test', 'fixtures', 'policies', 'chain-probe');
+    writeFileSync(
+      file,
+      `version: 1
+namedValues:
+  blocked: { value: ${SECRET}, secret: true }
+  plain: { value: plain-value-shown }
+apis:
+  - id: s
+    pathPrefix: /s
+    backend: { url: builtin:echo }
+    policies:
+      inbound: [{ source: ${probe}, config: { fail: "refused by {{blocked}}" } }]
+  - id: p
+    pathPrefix: /p
+    backend: { url: builtin:echo }
+    policies:
+      inbound: [{ source: ${probe}, config: { fail: "refused by {{plain}}" } }]
+`,
+    );
+    const gateway = await startGatewayProcess({ config: file });
+    try {
+      assert.equal((await send(gateway.url, '/s/x')).status, 500);
+      assert.equal((await send(gateway.url, '/p/x')).status, 500);
+      await gateway.waitForLog((l) => JSON.stringify(l).includes('refused by plain-value-shown'));
+      const masked = await gateway.waitForLog((l) => JSON.stringify(l).includes('refused by ***'));
+      assert.match(JSON.stringify(masked), /api:s\/inbound/, 'the line of API s');
+      assert.ok(!gateway.logs.some((l) => JSON.stringify(l).includes(SECRET)), 'a log line shows the secret');
+    } finally {
+      await gateway.stop();
+    }
+  });
+
+  test('sealed secrets: only secret values leave the text; the wrong key or an altered document does not open them', () => {
+    const key = Buffer.alloc(32, 7);
+    const text = JSON.stringify({ version: 1, apis: [], namedValues: { s: { value: SECRET, secret: true }, p: { value: 'plain' } } });
+    const { text: emptied, sealed } = sealSecrets(text, key);
+    assert.ok(sealed);
+    assert.ok(!emptied.includes(SECRET) && !sealed.includes(SECRET));
+    assert.match(emptied, /"plain"/);
+    assert.equal(unsealSecrets(emptied, sealed, key), text);
+    assert.throws(() => unsealSecrets(emptied, sealed, Buffer.alloc(32, 8)), /sealed with another backup key/);
+    assert.throws(() => unsealSecrets(emptied.replace('plain', 'plainer'), sealed, key), /do not open with the backup key \(altered\)/);
+    // Nothing secret, nothing sealed.
+    assert.equal(sealSecrets(JSON.stringify({ version: 1, apis: [] }), key).sealed, undefined);
+  });
+});
+
+describe('named values from the control plane', () => {
+  const agent = new Agent({ connections: 4 });
+  let cp: ControlPlaneProcess;
+  let token: string;
+  let gateway: GatewayProcess | null = null;
+  const backupDir = tempDir('gatehouse-nv-backup-');
+
+  async function admin(method: string, path: string, body?: unknown) {
+    const res = await request(`${cp.url}${path}`, {
+      method: method as 'GET',
+      headers: { authorization: `Bearer ${cp.adminToken}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      dispatcher: agent,
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, text, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+  }
+
+  const partnerApi = {
+    pathPrefix: '/partner',
+    backend: { url: 'builtin:echo' },
+    policies: {
+      inbound: [{ policy: 'key-auth', config: { keys: [{ id: 'partner', key: '{{partner-key}}' }] } }],
+      outbound: [{ policy: 'set-header', config: { name: 'x-greeting', value: '{{greeting}}' } }],
+    },
+  };
+  const gatewayEnv = (extra: Record<string, string> = {}) => ({
+    GATEHOUSE_CONFIG_URL: cp.url,
+    GATEHOUSE_TOKEN: token,
+    GATEHOUSE_SYNC_INTERVAL_MS: '200',
+    GATEHOUSE_BACKUP_DIR: backupDir,
+    ...extra,
+  });
+  const withKey = async (g: GatewayProcess, key: string) =>
+    send(g.url, '/partner/x', { headers: { 'x-api-key': key }, dispatcher: agent });
+
+  before(async () => {
+    cp = await startControlPlane(tempDir('gatehouse-nv-cp-'));
+  });
+
+  after(async () => {
+    await gateway?.stop();
+    await cp?.stop();
+    await agent.close();
+  });
+
+  test('the admin API keeps secrets write-only, checks names, references and deletions, and each change is a revision', async () => {
+    assert.equal((await admin('PUT', '/admin/named-values/partner-key', { value: SECRET, secret: true })).status, 200);
+    assert.equal((await admin('PUT', '/admin/named-values/greeting', { value: 'hello' })).status, 200);
+    assert.equal((await admin('PUT', '/admin/named-values/unused-secret', { value: 'never-sent-1234', secret: true })).status, 200);
+
+    const listed = await admin('GET', '/admin/named-values');
+    assert.ok(!listed.text.includes(SECRET), 'a secret is never shown back');
+    assert.deepEqual(
+      (listed.body.namedValues as Record<string, unknown>[]).map(({ updatedAt, ...rest }) => (assert.ok(updatedAt), rest)),
+      [
+        { name: 'greeting', secret: false, value: 'hello', usedBy: [] },
+        { name: 'partner-key', secret: true, usedBy: [] },
+        { name: 'unused-secret', secret: true, usedBy: [] },
+      ],
+    );
+    // Rotating with the value alone keeps it secret.
+    const rotated = await admin('PUT', '/admin/named-values/unused-secret', { value: 'still-never-sent' });
+    assert.equal(rotated.body.secret, true);
+    assert.equal(rotated.body.value, undefined);
+
+    const badName = await admin('PUT', '/admin/named-values/bad%20name', { value: 'x' });
+    assert.equal(badName.status, 400);
+    assert.match(String(badName.body.detail), /letters, digits/);
+    assert.equal((await admin('PUT', '/admin/named-values/x', { value: 1 })).status, 400);
+    assert.equal((await admin('PUT', '/admin/named-values/x', { value: 'x'.repeat(4097) })).status, 400);
+
+    const missing = await admin('PUT', '/admin/apis/broken', {
+      ...partnerApi,
+      policies: { outbound: [{ policy: 'set-header', config: { name: 'x', value: '{{nope}}' } }] },
+    });
+    assert.equal(missing.status, 400);
+    assert.deepEqual(missing.body.problems, [
+      { where: 'api broken:1: apis[0].policies.outbound[0].config.value', message: 'refers to named value "nope", which is not defined' },
+    ]);
+
+    assert.equal((await admin('PUT', '/admin/apis/partner', partnerApi)).status, 200);
+    const used = await admin('DELETE', '/admin/named-values/partner-key');
+    assert.equal(used.status, 409);
+    assert.deepEqual(used.body.usedBy, ['partner']);
+    assert.equal((await admin('DELETE', '/admin/named-values/nothing')).status, 404);
+
+    const revisions = await admin('GET', '/admin/revisions');
+    assert.match(revisions.text, /named value partner-key saved \(secret\)/);
+    assert.ok(!revisions.text.includes(SECRET));
+  });
+
+  test('a gateway gets the values its APIs use (no others), serves with them, and a rotated secret reaches it within a poll', async () => {
+    assert.equal((await admin('PUT', '/admin/gateways/gw-nv', { apis: ['partner'] })).status, 200);
+    token = (await admin('POST', '/admin/gateways/gw-nv/tokens', {})).body.token as string;
+
+    const config = await request(`${cp.url}/gateway/v1/config`, { headers: { authorization: `GatewayKey ${token}` }, dispatcher: agent });
+    const doc = (await config.body.json()) as { namedValues: Record<string, unknown> };
+    assert.deepEqual(doc.namedValues, { 'partner-key': { value: SECRET, secret: true }, greeting: { value: 'hello' } });
+
+    gateway = await startGatewayProcess({ env: gatewayEnv() });
+    await gateway.waitForLog((l) => l.msg === 'configuration from the control plane applied', 15_000);
+    const ok = await withKey(gateway, SECRET);
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers['x-greeting'], 'hello');
+    assert.equal((await withKey(gateway, ROTATED)).status, 401);
+
+    assert.equal((await admin('PUT', '/admin/named-values/partner-key', { value: ROTATED })).status, 200);
+    await waitForAsync('the rotated key', async () => (await withKey(gateway!, ROTATED)).status === 200, 5000);
+    assert.equal((await withKey(gateway, SECRET)).status, 401);
+    const used = (await admin('GET', '/admin/named-values/partner-key')).body;
+    assert.deepEqual(used.usedBy, ['partner']);
+  });
+
+  test('the backup holds the secret only encrypted; a restart without the control plane serves with it; another key cannot open it', async () => {
+    await waitForAsync('a backup with the rotated key', async () => {
+      try {
+        return readFileSync(join(backupDir, 'config.json'), 'utf8').includes('"sealed"');
+      } catch {
+        return false;
+      }
+    }, 5000);
+    await gateway!.stop();
+    gateway = null;
+    // No file in the backup directory (documents, modules, key) holds a secret in clear.
+    for (const name of readdirSync(backupDir, { recursive: true }) as string[]) {
+      let text: string;
+      try {
+        text = readFileSync(join(backupDir, name), 'latin1');
+      } catch {
+        continue; // a folder
+      }
+      assert.ok(!text.includes(ROTATED) && !text.includes(SECRET), `${name} holds a secret in clear`);
+    }
+    assert.ok(readdirSync(backupDir).includes('backup.key'), 'without GATEHOUSE_BACKUP_KEY the key is made beside the backup');
+
+    await cp.stop('SIGKILL');
+    const restarted = await startGatewayProcess({ env: gatewayEnv() });
+    try {
+      await restarted.waitForLog((l) => String(l.msg).startsWith('started from the configuration backup'), 15_000);
+      assert.equal((await withKey(restarted, ROTATED)).status, 200);
+      assert.equal((await withKey(restarted, SECRET)).status, 401);
+      assert.ok(restarted.logs.some((l) => l.level === 'warn' && String(l.msg).includes('GATEHOUSE_BACKUP_KEY')));
+    } finally {
+      await restarted.stop();
+    }
+
+    const otherKey = startGatewayProcess({ env: gatewayEnv({ GATEHOUSE_BACKUP_KEY: 'ab'.repeat(32) }) });
+    const other = await otherKey;
+    try {
+      const refused = await other.waitForLog((l) => String(l.msg).startsWith('no usable configuration backup'), 15_000);
+      assert.match(JSON.stringify(refused.problems), /sealed with another backup key .*was GATEHOUSE_BACKUP_KEY changed/);
+      assert.equal((await send(other.url, '/status-0123456789abcdef', { dispatcher: agent })).status, 503);
+    } finally {
+      await other.stop();
+    }
+  });
+
+  test('a malformed GATEHOUSE_BACKUP_KEY stops the gateway at start, saying what a key looks like', async () => {
+    const keyFile = join(tempDir('gatehouse-nv-key-'), 'key');
+    writeFileSync(keyFile, 'short\n');
+    for (const [value, expected] of [
+      ['not-a-key-and-no-such-file', /GATEHOUSE_BACKUP_KEY: neither a key \(64 hex digits or 44 base64 characters\) nor a file/],
+      [keyFile, /does not hold a key: 32 bytes as 64 hex digits/],
+    ] as const) {
+      const g = await startGatewayProcess({ env: gatewayEnv({ GATEHOUSE_BACKUP_KEY: value }), startTimeoutMs: 15_000 }).catch((err: Error) => err);
+      assert.ok(g instanceof Error, 'the gateway started');
+      assert.match(g.message, expected);
+    }
+  });
+});

@@ -63,10 +63,29 @@ describe('control plane', () => {
     const forged = [parts[0], parts[1], parts[2], String(Number(parts[3]) + 86_400 * 365), parts[4]].join('.');
     assert.match((await config(forged)).body, /gateway token forged/);
     assert.match((await config('not-a-token')).body, /missing or malformed/);
-    // A token whose expiry has passed: the signature is good, the time is not (signed by the same control plane).
-    const expired = await request(`${cp.url}/gateway/v1/config`, { headers: { authorization: `GatewayKey ${[parts[0], parts[1], parts[2], '1000', parts[4]].join('.')}` }, dispatcher: agent });
-    assert.equal(expired.statusCode, 401);
-    await expired.body.dump();
+    // A token whose expiry has passed, validly signed: made with the control plane's own token key, read from its
+    // database (by Node: SQLite's driver), as the control plane would have issued it a month ago.
+    const { spawnSync } = await import('node:child_process');
+    const { join } = await import('node:path');
+    const { repoRoot } = await import('../runtime/platform/paths.ts');
+    const { issueToken } = await import('../runtime/control-plane/tokens.ts');
+    const read = spawnSync('node', ['-e',
+      `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dataDir, 'control-plane.db'))},{readonly:true});` +
+      `process.stdout.write(db.prepare("SELECT value FROM secrets WHERE name='gateway-token-key'").get().value.toString('hex'));`,
+    ], { cwd: repoRoot(), encoding: 'utf8' });
+    assert.equal(read.status, 0, read.stderr);
+    const expired = issueToken(Buffer.from(read.stdout, 'hex'), { gateway: 'gw-tokens', generation: 1, expires: Math.floor(Date.now() / 1000) - 60 });
+    assert.match((await config(expired)).body, /gateway token expired/);
+    // A gateway holding it is refused, and says so in its log (and, with nothing applied yet, stays not ready).
+    const gateway = await startGatewayProcess({ env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: expired, GATEHOUSE_SYNC_INTERVAL_MS: '200' } });
+    try {
+      const refused = await gateway.waitForLog((l) => l.msg === 'the control plane refused this gateway\'s token', 10_000);
+      assert.equal(refused.level, 'error');
+      assert.equal(refused.detail, 'gateway token expired');
+      assert.equal((await send(gateway.url, '/status-0123456789abcdef', { dispatcher: agent })).status, 503);
+    } finally {
+      await gateway.stop();
+    }
     assert.equal((await admin('POST', '/admin/gateways/gw-tokens/revoke-tokens')).status, 200);
     const revoked = await config(token);
     assert.equal(revoked.status, 401);

@@ -138,18 +138,19 @@ apis:
     }
   });
 
-  test('sealed secrets: only secret values leave the text; the wrong key or an altered document does not open them', () => {
+  test('sealed secrets: only secret values leave the text; the wrong key or an altered document does not open them', async () => {
     const key = Buffer.alloc(32, 7);
     const text = JSON.stringify({ version: 1, apis: [], namedValues: { s: { value: SECRET, secret: true }, p: { value: 'plain' } } });
-    const { text: emptied, sealed } = sealSecrets(text, key);
+    const { text: emptied, sealed } = await sealSecrets(text, async () => key);
     assert.ok(sealed);
     assert.ok(!emptied.includes(SECRET) && !sealed.includes(SECRET));
     assert.match(emptied, /"plain"/);
     assert.equal(unsealSecrets(emptied, sealed, key), text);
     assert.throws(() => unsealSecrets(emptied, sealed, Buffer.alloc(32, 8)), /sealed with another backup key/);
     assert.throws(() => unsealSecrets(emptied.replace('plain', 'plainer'), sealed, key), /do not open with the backup key \(altered\)/);
-    // Nothing secret, nothing sealed.
-    assert.equal(sealSecrets(JSON.stringify({ version: 1, apis: [] }), key).sealed, undefined);
+    // Nothing secret, nothing sealed, and no key needed.
+    const plain = await sealSecrets(JSON.stringify({ version: 1, apis: [] }), () => Promise.reject(new Error('no key wanted')));
+    assert.equal(plain.sealed, undefined);
   });
 });
 

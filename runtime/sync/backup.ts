@@ -7,9 +7,10 @@
 // blob is bound to the rest of the document (its additional data), so it cannot be moved into another backup.
 
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { open, readFile, rename, mkdir } from 'node:fs/promises';
+import { readFile, rename, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NamedValue } from '../config/named-values.ts';
+import { createSynced, syncDir } from './durable-file.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface BackupEntry {
@@ -110,7 +111,7 @@ export class ConfigBackup {
     const made = randomBytes(32);
     try {
       // 'wx': gateways sharing a volume do not overwrite each other's key; the one that loses reads the other's.
-      await writeDurably(this.dir, KEY_FILE, `${made.toString('hex')}\n`, 'wx');
+      await createSynced(file, `${made.toString('hex')}\n`, true);
       await syncDir(this.dir);
       return made;
     } catch (err) {
@@ -122,14 +123,14 @@ export class ConfigBackup {
   /** Writes `entry` as the current backup, its secrets sealed; the current one becomes the previous. */
   async save(entry: Omit<BackupEntry, 'savedAt'>): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const { text, sealed } = sealSecrets(entry.text, await this.backupKey());
+    const { text, sealed } = await sealSecrets(entry.text, () => this.backupKey());
     const file: BackupFile = { ...entry, text, sealed, savedAt: new Date().toISOString(), sha256: digest(text, sealed) };
-    const temp = `${CURRENT}.${process.pid}.tmp`;
-    await writeDurably(this.dir, temp, JSON.stringify(file), 'w');
+    const temp = join(this.dir, `${CURRENT}.${process.pid}.tmp`);
+    await createSynced(temp, JSON.stringify(file));
     await rename(join(this.dir, CURRENT), join(this.dir, PREVIOUS)).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
-    await rename(join(this.dir, temp), join(this.dir, CURRENT));
+    await rename(temp, join(this.dir, CURRENT));
     await syncDir(this.dir);
   }
 
@@ -176,34 +177,15 @@ export class ConfigBackup {
   }
 }
 
-async function writeDurably(dir: string, name: string, content: string, flags: 'w' | 'wx'): Promise<void> {
-  const handle = await open(join(dir, name), flags, 0o600);
-  try {
-    await handle.writeFile(content);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Renames and new files are durable once their directory is synced. */
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 const SEAL_VERSION = 'v1';
 const fingerprint = (key: Buffer) => createHash('sha256').update(key).digest('hex').slice(0, 12);
 
 /**
  * Takes the values of the secret named values out of a document (JSON, as the control plane sends it) and seals them:
- * `v1.<key fingerprint>.<iv>.<tag>.<ciphertext>` (base64url), with the emptied document as additional data.
+ * `v1.<key fingerprint>.<iv>.<tag>.<ciphertext>` (base64url), with the emptied document as additional data. The key is
+ * asked for only when there is a secret (a gateway without secrets makes no key file).
  */
-export function sealSecrets(text: string, key: Buffer): { text: string; sealed?: string } {
+export async function sealSecrets(text: string, keyOf: () => Promise<Buffer>): Promise<{ text: string; sealed?: string }> {
   let doc: { namedValues?: Record<string, NamedValue> };
   try {
     doc = JSON.parse(text) as typeof doc;
@@ -218,6 +200,7 @@ export function sealSecrets(text: string, key: Buffer): { text: string; sealed?:
   }
   if (Object.keys(secrets).length === 0) return { text };
   const emptied = JSON.stringify(doc);
+  const key = await keyOf();
   const iv = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   cipher.setAAD(Buffer.from(emptied));

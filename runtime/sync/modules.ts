@@ -3,7 +3,7 @@
 // trusted key (GATEHOUSE_TRUSTED_KEY); modules read back from disk (a restart, a start from the backup) are checked
 // the same way. A module that fails is refused with the document that names it: the running configuration stays.
 
-import { mkdtemp, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
@@ -11,6 +11,7 @@ import { request } from 'undici';
 import { ConfigError } from '../config/load.ts';
 import { signatureValid } from '../control-plane/signing.ts';
 import { sha256Hex } from '../policy-host/module.ts';
+import { replaceAtomically, syncDir } from './durable-file.ts';
 import { referencedModules, rewriteModuleRefs } from './module-refs.ts';
 
 export interface ModuleCacheOptions {
@@ -64,8 +65,10 @@ export class ModuleCache {
     const { bytes, signature } = await this.fetch(sha);
     const problem = this.problem(sha, bytes, signature);
     if (problem) throw refused(sha, problem);
-    await writeAtomically(sig, Buffer.from(signature));
-    await writeAtomically(wasm, bytes);
+    await replaceAtomically(sig, Buffer.from(signature));
+    await replaceAtomically(wasm, bytes);
+    // Durable before the document that needs it is applied and backed up: a start from the backup finds it.
+    await syncDir(dir);
   }
 
   private problem(sha: string, bytes: Uint8Array, signature: string): string | null {
@@ -96,16 +99,4 @@ export class ModuleCache {
 
 function refused(sha: string, message: string): ConfigError {
   return new ConfigError([{ where: `module sha256:${sha}`, message }], 'a policy module from the control plane was refused');
-}
-
-async function writeAtomically(path: string, bytes: Uint8Array): Promise<void> {
-  const temp = `${path}.${process.pid}.tmp`;
-  const handle = await open(temp, 'w', 0o600);
-  try {
-    await handle.writeFile(bytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, path);
 }

@@ -82,6 +82,9 @@ describe('control plane', () => {
       const refused = await gateway.waitForLog((l) => l.msg === 'the control plane refused this gateway\'s token', 10_000);
       assert.equal(refused.level, 'error');
       assert.equal(refused.detail, 'gateway token expired');
+      const warned = await gateway.waitForLog((l) => String(l.msg).startsWith('the gateway token expires soon'), 5000);
+      assert.equal(warned.hoursLeft, 0);
+      assert.equal(warned.gateway, 'gw-tokens');
       assert.equal((await send(gateway.url, '/status-0123456789abcdef', { dispatcher: agent })).status, 503);
     } finally {
       await gateway.stop();
@@ -152,6 +155,10 @@ describe('a gateway configured by the control plane', () => {
     assert.equal(seen.instance.version, '0.1.0');
     assert.equal(typeof seen.instance.host, 'string');
     assert.ok((seen.instance.secondsSinceHeartbeat as number) <= 2);
+    // The token it authenticated with (issued for the default 30 days) and when it expires.
+    const daysLeft = (Date.parse(String(seen.instance.tokenExpiresAt)) - Date.now()) / 86_400_000;
+    assert.ok(daysLeft > 29.9 && daysLeft <= 30, `token expires in ${daysLeft} days`);
+    assert.ok(!gateway.logs.some((l) => String(l.msg).startsWith('the gateway token expires soon')), 'no warning 30 days ahead');
     // A forged token cannot post heartbeats.
     const forged = await send(cp.url, '/gateway/v1/heartbeat', { method: 'POST', headers: { authorization: 'GatewayKey gw1.gw-1.1.9999999999.AAAA' }, body: '{}', dispatcher: agent });
     assert.equal(forged.status, 401);

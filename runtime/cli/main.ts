@@ -166,7 +166,19 @@ async function get(io: CliIo): Promise<number> {
   const client = new ControlPlaneClient(process.env.GATEHOUSE_CONTROL_PLANE ?? 'http://127.0.0.1:7070', await adminToken());
   const apis = (await client.call('GET', '/admin/apis')) as { revision: number; apis: { id: string; pathPrefix?: string }[] };
   const gateways = (await client.call('GET', '/admin/gateways')) as {
-    gateways: { id: string; apis: string[]; instances: { instance: string; host: string; revision: number | null; revisionsBehind: number | null; health: string; secondsSinceHeartbeat: number }[] }[];
+    gateways: {
+      id: string;
+      apis: string[];
+      instances: {
+        instance: string;
+        host: string;
+        revision: number | null;
+        revisionsBehind: number | null;
+        health: string;
+        secondsSinceHeartbeat: number;
+        tokenExpiresAt: string | null;
+      }[];
+    }[];
   };
   io.out(`control plane ${client.url}, revision ${apis.revision}`);
   io.out('');
@@ -186,7 +198,9 @@ async function get(io: CliIo): Promise<number> {
     if (g.instances.length === 0) io.out('    no heartbeat yet');
     for (const i of g.instances) {
       const behind = i.revisionsBehind === null ? 'no revision yet' : i.revisionsBehind === 0 ? 'up to date' : `${i.revisionsBehind} behind`;
-      io.out(`    ${i.instance.slice(0, 8)} on ${i.host}: revision ${i.revision ?? '-'} (${behind}), ${i.health}, heartbeat ${i.secondsSinceHeartbeat} s ago`);
+      const days = i.tokenExpiresAt === null ? null : Math.floor((Date.parse(i.tokenExpiresAt) - Date.now()) / 86_400_000);
+      const token = days === null ? '' : days < 0 ? ', token expired' : `, token expires in ${days} d`;
+      io.out(`    ${i.instance.slice(0, 8)} on ${i.host}: revision ${i.revision ?? '-'} (${behind}), ${i.health}, heartbeat ${i.secondsSinceHeartbeat} s ago${token}`);
     }
   }
   return 0;

@@ -233,7 +233,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       logger.warn('gateway token refused', { reason: 'revoked', gateway: check.claims.gateway });
       return { refused: problem(c, 401, 'gateway token revoked') };
     }
-    return { gateway };
+    return { gateway, claims: check.claims };
   };
 
   app.get('/gateway/v1/config', (c) => {
@@ -278,7 +278,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   });
 
   app.post('/gateway/v1/heartbeat', async (c) => {
-    const { gateway, refused } = gatewayOf(c);
+    const { gateway, claims, refused } = gatewayOf(c);
     if (!gateway) return refused;
     const body = (await readJson(c)) as Record<string, unknown> | undefined;
     const text = (v: unknown, max = 200) => (typeof v === 'string' && v.length > 0 && v.length <= max ? v : null);
@@ -297,6 +297,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       uptimeSeconds: Math.max(0, Math.floor(uptime)),
       health: text(body!.health, 64) ?? 'unknown',
       at: new Date(now()).toISOString(),
+      tokenExpiresAt: new Date(claims.expires * 1000).toISOString(),
     });
     return c.json({ revision: store.revision() });
   });

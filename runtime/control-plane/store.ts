@@ -22,6 +22,8 @@ export interface Heartbeat {
   uptimeSeconds: number;
   health: string;
   at: string;
+  /** When the token the instance authenticated with expires (ISO 8601): a gateway refused later is no surprise. */
+  tokenExpiresAt: string | null;
 }
 
 export interface TelemetryRow {
@@ -82,10 +84,13 @@ export class ControlPlaneStore {
       );
       CREATE TABLE IF NOT EXISTS heartbeats (
         gateway TEXT NOT NULL, instance TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL,
-        revision INTEGER, uptime_seconds INTEGER NOT NULL, health TEXT NOT NULL, at TEXT NOT NULL,
+        revision INTEGER, uptime_seconds INTEGER NOT NULL, health TEXT NOT NULL, at TEXT NOT NULL, token_expires_at TEXT,
         PRIMARY KEY (gateway, instance)
       );
     `);
+    // Databases made before heartbeats recorded token expiry get the column.
+    const columns = this.db.prepare('PRAGMA table_info(heartbeats)').all() as { name: string }[];
+    if (!columns.some((c) => c.name === 'token_expires_at')) this.db.exec('ALTER TABLE heartbeats ADD COLUMN token_expires_at TEXT');
   }
 
   /** A secret made on first use (by `make`, default 32 random bytes) and kept: the keys for tokens and modules. */
@@ -246,10 +251,11 @@ export class ControlPlaneStore {
   heartbeat(beat: Heartbeat): void {
     this.db
       .prepare(
-        `INSERT INTO heartbeats (gateway, instance, host, version, revision, uptime_seconds, health, at)
-         VALUES (@gateway, @instance, @host, @version, @revision, @uptimeSeconds, @health, @at)
+        `INSERT INTO heartbeats (gateway, instance, host, version, revision, uptime_seconds, health, at, token_expires_at)
+         VALUES (@gateway, @instance, @host, @version, @revision, @uptimeSeconds, @health, @at, @tokenExpiresAt)
          ON CONFLICT(gateway, instance) DO UPDATE SET host = excluded.host, version = excluded.version,
-           revision = excluded.revision, uptime_seconds = excluded.uptime_seconds, health = excluded.health, at = excluded.at`,
+           revision = excluded.revision, uptime_seconds = excluded.uptime_seconds, health = excluded.health, at = excluded.at,
+           token_expires_at = excluded.token_expires_at`,
       )
       .run(beat);
   }
@@ -258,7 +264,8 @@ export class ControlPlaneStore {
   instances(gateway: string): Heartbeat[] {
     return this.db
       .prepare(
-        `SELECT gateway, instance, host, version, revision, uptime_seconds AS uptimeSeconds, health, at
+        `SELECT gateway, instance, host, version, revision, uptime_seconds AS uptimeSeconds, health, at,
+           token_expires_at AS tokenExpiresAt
          FROM heartbeats WHERE gateway = ? ORDER BY at DESC`,
       )
       .all(gateway) as Heartbeat[];

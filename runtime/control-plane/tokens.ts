@@ -43,3 +43,13 @@ export function checkToken(key: Buffer, token: string, nowSeconds: number): Toke
   if (claims.expires <= nowSeconds) return { ok: false, reason: 'expired' };
   return { ok: true, claims };
 }
+
+/**
+ * What a token says, unverified: for its holder (a gateway warns before its own token expires). The control plane
+ * believes nothing of a token before `checkToken`.
+ */
+export function readClaims(token: string): TokenClaims | null {
+  const parts = token.split('.');
+  if (parts.length !== 5 || parts[0] !== PREFIX || !/^\d{1,12}$/.test(parts[3] ?? '')) return null;
+  return { gateway: parts[1]!, generation: Number(parts[2]), expires: Number(parts[3]) };
+}

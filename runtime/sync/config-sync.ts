@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
+import { readClaims } from '../control-plane/tokens.ts';
 import { repoRoot } from '../platform/paths.ts';
 import type { ConfigBackup } from './backup.ts';
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
@@ -110,8 +111,27 @@ export class ConfigSync {
     }
   }
 
+  /** The last expiry warning given: a week before, then a day before. */
+  private tokenWarning: 'week' | 'day' | null = null;
+
+  /** Warns, once a week before and once a day before, that the gateway token is about to expire. */
+  private checkTokenExpiry(): void {
+    const claims = readClaims(this.options.token);
+    if (!claims) return;
+    const left = claims.expires * 1000 - Date.now();
+    const due = left < 86_400_000 ? 'day' : left < 7 * 86_400_000 ? 'week' : null;
+    if (due === null || due === this.tokenWarning) return;
+    this.tokenWarning = due;
+    this.options.logger.warn('the gateway token expires soon: issue a new one (POST /admin/gateways/{id}/tokens) and set GATEHOUSE_TOKEN', {
+      gateway: claims.gateway,
+      expiresAt: new Date(claims.expires * 1000).toISOString(),
+      hoursLeft: Math.max(0, Math.floor(left / 3_600_000)),
+    });
+  }
+
   /** Tells the control plane this instance is alive, and which revision it runs. Failures only wait for the next. */
   private async heartbeat(): Promise<void> {
+    this.checkTokenExpiry();
     const revision = this.revision === null ? null : Number(this.revision);
     try {
       const res = await request(this.heartbeatEndpoint, {

@@ -13,16 +13,7 @@ const agent = new Agent({ connections: 4 });
 let dataDir: string;
 let cp: ControlPlaneProcess;
 
-async function admin(method: string, path: string, body?: unknown) {
-  const res = await request(`${cp.url}${path}`, {
-    method: method as 'GET',
-    headers: { authorization: `Bearer ${cp.adminToken}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    dispatcher: agent,
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-}
+const admin = (method: string, path: string, body?: unknown) => cp.admin(method, path, body);
 
 const echoApi = (prefix: string, header: string) => ({
   pathPrefix: prefix,

@@ -161,16 +161,7 @@ describe('named values from the control plane', () => {
   let gateway: GatewayProcess | null = null;
   const backupDir = tempDir('gatehouse-nv-backup-');
 
-  async function admin(method: string, path: string, body?: unknown) {
-    const res = await request(`${cp.url}${path}`, {
-      method: method as 'GET',
-      headers: { authorization: `Bearer ${cp.adminToken}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      dispatcher: agent,
-    });
-    const text = await res.body.text();
-    return { status: res.statusCode, text, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
-  }
+  const admin = (method: string, path: string, body?: unknown) => cp.admin(method, path, body);
 
   const partnerApi = {
     pathPrefix: '/partner',

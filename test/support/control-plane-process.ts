@@ -4,13 +4,24 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Agent } from 'undici';
 import { isDeno } from '../../runtime/platform/http.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
+import { send } from './requests.ts';
+
+export interface AdminReply {
+  status: number;
+  text: string;
+  /** The JSON answer ({} when empty). */
+  body: Record<string, unknown>;
+}
 
 export interface ControlPlaneProcess {
   child: ChildProcess;
   url: string;
   adminToken: string;
+  /** A call to the admin API with the admin token; `body` is sent as JSON. */
+  admin(method: string, path: string, body?: unknown): Promise<AdminReply>;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -51,13 +62,26 @@ export async function startControlPlane(dataDir: string, port = 0): Promise<Cont
     });
   });
   child.stdout!.resume();
+  const url = `http://127.0.0.1:${listening.port}`;
+  const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+  const agent = new Agent({ connections: 4 });
   return {
     child,
-    url: `http://127.0.0.1:${listening.port}`,
-    adminToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim(),
+    url,
+    adminToken,
+    admin: async (method, path, body) => {
+      const reply = await send(url, path, {
+        method,
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        dispatcher: agent,
+      });
+      return { status: reply.status, text: reply.body, body: reply.body ? (JSON.parse(reply.body) as Record<string, unknown>) : {} };
+    },
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null) child.kill(signal);
       await exited;
+      await agent.close();
     },
   };
 }

@@ -57,12 +57,7 @@ apis:
   });
 
   test('an undefined name, a malformed reference and a bad name are problems at their places; values are not repeated', () => {
-    const problems = problemsOf(`version: 1
-namedValues:
-  "bad name": { value: x }
-  long: { value: "${'s'.repeat(4097)}", secret: true }
-  numeric: { value: 12345678, secret: true }
-apis:
+    const badReferences = `apis:
   - id: a
     pathPrefix: /a
     backend: { url: builtin:echo }
@@ -72,7 +67,13 @@ apis:
           config: { name: x-a, value: "{{missing}}" }
         - policy: set-header
           config: { name: x-b, value: "{{ spaced }}" }
-`);
+`;
+    const problems = problemsOf(`version: 1
+namedValues:
+  "bad name": { value: x }
+  long: { value: "${'s'.repeat(4097)}", secret: true }
+  numeric: { value: 12345678, secret: true }
+${badReferences}`);
     const text = problems.map((p) => `${p.where}: ${p.message}`).join('\n');
     assert.match(text, /gw\.yaml:3: namedValues\["bad name"\]: a named value name is letters, digits/);
     assert.match(text, /gw\.yaml:4: namedValues\.long\.value: must be at most 4096 characters \(got 4097\)/);
@@ -81,17 +82,7 @@ apis:
     // Schema problems first: references are resolved only in a well-formed document.
     const resolved = problemsOf(`version: 1
 namedValues: { known: { value: x } }
-apis:
-  - id: a
-    pathPrefix: /a
-    backend: { url: builtin:echo }
-    policies:
-      outbound:
-        - policy: set-header
-          config: { name: x-a, value: "{{missing}}" }
-        - policy: set-header
-          config: { name: x-b, value: "{{ spaced }}" }
-`);
+${badReferences}`);
     assert.deepEqual(resolved, [
       { where: 'gw.yaml:10: apis[0].policies.outbound[0].config.value', message: 'refers to named value "missing", which is not defined' },
       {

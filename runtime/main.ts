@@ -11,6 +11,13 @@ import type { KeyObject } from 'node:crypto';
 import { trustedKey } from './control-plane/signing.ts';
 import { parseBackupKey } from './sync/backup.ts';
 import { startGateway } from './server/standalone.ts';
+import {
+  CONNECTION_STRING_VARIABLE,
+  SAMPLING_VARIABLE,
+  parseConnectionString,
+  parseSamplingPercentage,
+  type ApplicationInsightsSettings,
+} from './telemetry/appinsights.ts';
 import { repoRoot } from './platform/paths.ts';
 import { Logger } from './telemetry/logger.ts';
 
@@ -35,6 +42,9 @@ Environment:
   GATEHOUSE_HEARTBEAT_INTERVAL_MS  how often to tell the control plane this gateway is alive (60000)
   GATEHOUSE_TRUSTED_KEY      the control plane's module-signing public key (PEM, or a file holding it)
   GATEHOUSE_TELEMETRY_INTERVAL_MS  the period of the request aggregates sent to the control plane (60000)
+  GATEHOUSE_APPINSIGHTS_CONNECTION_STRING  send requests, backend calls, failures and policy metrics to Application
+                             Insights (the connection string of the resource)
+  GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE  the share of requests sent with their backend calls (100)
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -120,6 +130,25 @@ if ((certFile === undefined) !== (keyFile === undefined)) {
   process.exit(2);
 }
 
+let appInsights: ApplicationInsightsSettings | undefined;
+const appInsightsText = process.env[CONNECTION_STRING_VARIABLE] || undefined;
+if (appInsightsText !== undefined) {
+  const connection = parseConnectionString(appInsightsText);
+  if (!connection.ok) {
+    process.stderr.write(`gatehouse: ${CONNECTION_STRING_VARIABLE} is not a usable Application Insights connection string: ${connection.problem}\n`);
+    process.exit(2);
+  }
+  const sampling = parseSamplingPercentage(process.env[SAMPLING_VARIABLE]);
+  if (!sampling.ok) {
+    process.stderr.write(`gatehouse: ${SAMPLING_VARIABLE}=${process.env[SAMPLING_VARIABLE]}: ${sampling.problem}\n`);
+    process.exit(2);
+  }
+  appInsights = { ...connection.value, samplingPercentage: sampling.value };
+} else if (process.env[SAMPLING_VARIABLE]) {
+  process.stderr.write(`gatehouse: ${SAMPLING_VARIABLE} is set but ${CONNECTION_STRING_VARIABLE} is not: nothing would be sent\n`);
+  process.exit(2);
+}
+
 try {
   const gateway = await startGateway({
     logger,
@@ -131,6 +160,7 @@ try {
     adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
     shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
     redisUrl,
+    appInsights,
     controlPlane: configUrl
       ? {
           url: configUrl,

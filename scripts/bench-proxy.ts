@@ -10,6 +10,10 @@
 //   fastify      scripts/bench/fastify-proxy.ts: @fastify/http-proxy 11 on fastify 5
 //   gatehouse    dist/runtime/main.js --config <file>: one API, no policies
 //   gatehouse-5  the same with a five-policy chain (FIVE_POLICY_CHAIN below)
+//   gatehouse-ai Gatehouse without policies, sending its telemetry to Application Insights (a local HTTPS ingestion
+//                endpoint in this process, scripts/bench/ingestion-endpoint.ts): only when BENCH_TARGETS names it, e.g.
+//                BENCH_TARGETS=gatehouse,gatehouse-ai; then also `appinsights-ratio` and the gateway's CPU a request
+//                (BENCH_APPINSIGHTS_SAMPLING_PERCENTAGE sets that gateway's GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE)
 // Each round starts, checks, warms up and measures every target in turn; rounds alternate the order. Then, at a fixed
 // rate of 1,000 requests/s, the backend directly, the minimal undici proxy and Gatehouse without policies:
 // `p99-added-ms` is the difference of Gatehouse's p99 and the backend's under a constant-rate open loop (wrk2's method;
@@ -38,6 +42,7 @@ import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { positiveFromEnv } from './lib/env.ts';
+import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './bench/ingestion-endpoint.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
@@ -261,6 +266,22 @@ interface WrkResult {
   p99ms: number;
   non2xx: number;
   socketErrors: number;
+  /** CPU time (user + system) the target's process used a request during the run, when it is measured. */
+  cpuUsPerRequest?: number;
+}
+
+const CLOCK_TICKS_PER_S = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
+
+/** CPU time (user + system) a process has used so far, in ms, from /proc (Linux); null when it cannot be read. */
+function cpuMs(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // After the command name (in parentheses, which may hold spaces): state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+  } catch {
+    return null;
+  }
 }
 
 function toMs(value: string, unit: string): number {
@@ -301,6 +322,8 @@ async function runWrk(port: number, seconds: number): Promise<WrkResult> {
 
 interface Running {
   port: number;
+  /** The process serving, when its CPU time is measured (the Gatehouse targets). */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -312,6 +335,10 @@ interface Target {
   verify(port: number): Promise<void>;
   /** Why the target could not run, once it failed: later rounds skip it. */
   unavailable?: string;
+  /** Measured only when BENCH_TARGETS names it. */
+  optIn?: boolean;
+  /** After a measured run and the target's stop: a line about it for the log (`sent`: requests wrk sent it). */
+  afterStop?(sent: number): Promise<string>;
 }
 
 let backendPort = 0;
@@ -409,6 +436,32 @@ function nginxTarget(dir: string): Target {
   };
 }
 
+/** The ingestion endpoint of target `gatehouse-ai`, started in main() when that target is measured. */
+let ingestion: BenchIngestionEndpoint | null = null;
+
+/** Gatehouse without policies, sending requests and backend calls to Application Insights (the local endpoint). */
+function appInsightsTarget(dir: string): Target {
+  const target = gatehouseTarget('gatehouse-ai', 'Gatehouse, no policies, Application Insights on', dir, false, () => ({
+    GATEHOUSE_APPINSIGHTS_CONNECTION_STRING: ingestion!.connectionString,
+    GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE: process.env.BENCH_APPINSIGHTS_SAMPLING_PERCENTAGE ?? '100',
+    NODE_EXTRA_CA_CERTS: ingestion!.certFile,
+  }));
+  let before = 0;
+  const start = target.start.bind(target);
+  target.start = () => {
+    before = ingestion!.requests();
+    return start();
+  };
+  // The gateway flushes its telemetry when it stops: what arrived then is all the SDK delivered (or dropped).
+  target.afterStop = async (sent) => {
+    const received = ingestion!.requests() - before;
+    // wrk leaves out the requests in flight when it stops (up to its 32 connections, twice): a few more arrive.
+    return `gatehouse-ai: ${fmtInt(received)} Request envelopes delivered; wrk counted ${fmtInt(sent)} requests (${((100 * received) / sent).toFixed(1)}%)`;
+  };
+  target.optIn = true;
+  return target;
+}
+
 function gatewayYaml(withPolicies: boolean): string {
   const lines = [
     '# Written by scripts/bench-proxy.ts',
@@ -433,7 +486,7 @@ function gatewayYaml(withPolicies: boolean): string {
   return lines.join('\n') + '\n';
 }
 
-function gatehouseTarget(key: string, label: string, dir: string, withPolicies: boolean): Target {
+function gatehouseTarget(key: string, label: string, dir: string, withPolicies: boolean, env: () => NodeJS.ProcessEnv = () => ({})): Target {
   return {
     key,
     label,
@@ -445,7 +498,7 @@ function gatehouseTarget(key: string, label: string, dir: string, withPolicies: 
       const logFile = join(dir, `${key}.log`);
       const [port, adminPort] = [await freePort(), await freePort()];
       const child = startChild(key, process.execPath, [...nodeArgs, gatewayMain, '--config', config], {
-        env: { GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_TIMEOUT_MS: '1000' },
+        env: { GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_TIMEOUT_MS: '1000', ...env() },
         stdoutFile: logFile,
       });
       // The data plane answers 503 on the status path until its configuration is loaded. A 404 that lasts means the
@@ -456,7 +509,7 @@ function gatehouseTarget(key: string, label: string, dir: string, withPolicies: 
         await stopChild(child);
         throw new Error(`${(e as Error).message}${fileTail(logFile)}`);
       });
-      return { port, stop: () => stopChild(child) };
+      return { port, pid: child.proc.pid, stop: () => stopChild(child) };
     },
     async verify(port) {
       if (!withPolicies) {
@@ -575,9 +628,12 @@ async function main(): Promise<number> {
     nodeTarget('fastify', '@fastify/http-proxy 11 (fastify 5)', 'fastify-proxy'),
     gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
+    appInsightsTarget(join(tmpRoot, 'gatehouse')),
   ];
   const only = (process.env.BENCH_TARGETS ?? '').split(',').map((k) => k.trim()).filter(Boolean);
-  for (const t of targets) if (only.length > 0 && !only.includes(t.key)) t.unavailable = LEFT_OUT;
+  for (const t of targets) if (only.length > 0 ? !only.includes(t.key) : t.optIn) t.unavailable = LEFT_OUT;
+  const aiTarget = targets.find((t) => t.key === 'gatehouse-ai')!;
+  if (!skipped(aiTarget)) ingestion = await startBenchIngestionEndpoint(tmpRoot);
   const results = new Map<string, Measured>(targets.map((t) => [t.key, { rounds: [] }]));
 
   for (let round = 0; round < ROUNDS; round++) {
@@ -590,17 +646,23 @@ async function main(): Promise<number> {
         continue;
       }
       let running: Running | null = null;
+      let sent = 0;
       try {
         const t0 = Date.now();
         running = await target.start();
         const startMs = Date.now() - t0;
         await target.verify(running.port);
-        await runWrk(running.port, WARMUP_S);
+        const warm = await runWrk(running.port, WARMUP_S);
+        const cpuBefore = running.pid !== undefined ? cpuMs(running.pid) : null;
         const r = await runWrk(running.port, DURATION_S);
+        const cpuAfter = running.pid !== undefined ? cpuMs(running.pid) : null;
+        if (cpuBefore !== null && cpuAfter !== null) r.cpuUsPerRequest = ((cpuAfter - cpuBefore) * 1000) / r.requests;
+        sent = warm.requests + r.requests;
         if (r.non2xx > 0) throw new Error(`${r.non2xx} of ${r.requests} answers were not 2xx`);
         measured.rounds[round] = r;
         log(
           `#   ${target.key.padEnd(12)} ${fmtInt(r.rps).padStart(7)} req/s  p50 ${fmt2(r.p50ms)} ms  p99 ${fmt2(r.p99ms)} ms` +
+            (r.cpuUsPerRequest !== undefined ? `  cpu ${r.cpuUsPerRequest.toFixed(0)} us/request` : '') +
             (r.socketErrors ? `  (${r.socketErrors} socket errors)` : '') +
             (startMs > 2000 ? `  (ready after ${(startMs / 1000).toFixed(1)} s)` : ''),
         );
@@ -611,6 +673,7 @@ async function main(): Promise<number> {
       } finally {
         await running?.stop();
       }
+      if (measured.rounds[round] && target.afterStop) log(`#   ${await target.afterStop(sent)}`);
     }
   }
 
@@ -621,7 +684,7 @@ async function main(): Promise<number> {
   const undici = targets.find((t) => t.key === 'undici')!;
   if (!gatehouse.unavailable) {
     log(`# latency at ${fmtInt(LATENCY_RATE)} requests/s, ${LATENCY_S} s per run: constant-rate open loop, then autocannon --overallRate`);
-    const probed: Array<[string, Target]> = [['direct', targets[0]!], ['undici', undici], ['gatehouse', gatehouse]];
+    const probed: Array<[string, Target]> = [['direct', targets[0]!], ['undici', undici], ['gatehouse', gatehouse], ['gatehouse-ai', aiTarget]];
     for (const [key, target] of probed.filter(([, t]) => !t.unavailable)) {
       let running: Running | null = null;
       try {
@@ -682,11 +745,17 @@ async function main(): Promise<number> {
     log('');
     for (let round = 0; round < ROUNDS; round++) {
       const at = (key: string) => results.get(key)!.rounds[round]?.rps ?? null;
-      log(
-        `round ${round + 1}: gatehouse/fastify ${ratio(at('gatehouse'), at('fastify'))}, gatehouse/undici ${ratio(at('gatehouse'), at('undici'))}, ` +
-          `gatehouse/undici-with-duties ${ratio(at('gatehouse'), at('undici-duties'))}, ` +
-          `gatehouse/nginx ${ratio(at('gatehouse'), at('nginx'))}, five-policy/no-policy ${ratio(at('gatehouse-5'), at('gatehouse'))}`,
-      );
+      const pairs: Array<[string, string, string]> = [
+        ['gatehouse/fastify', 'gatehouse', 'fastify'],
+        ['gatehouse/undici', 'gatehouse', 'undici'],
+        ['gatehouse/undici-with-duties', 'gatehouse', 'undici-duties'],
+        ['gatehouse/nginx', 'gatehouse', 'nginx'],
+        ['five-policy/no-policy', 'gatehouse-5', 'gatehouse'],
+        ['appinsights/no-appinsights', 'gatehouse-ai', 'gatehouse'],
+      ];
+      // Pairs with a target left out by BENCH_TARGETS are not shown; a pair that failed shows n/a.
+      const shown = pairs.filter(([, a, b]) => ![a, b].some((k) => skipped(targets.find((t) => t.key === k)!)));
+      log(`round ${round + 1}: ${shown.map(([name, a, b]) => `${name} ${ratio(at(a), at(b))}`).join(', ')}`);
     }
   }
   // p99-added-ms comes from the constant-rate open loop (wrk2's method; no wrk2 package here). autocannon, the fallback
@@ -726,6 +795,17 @@ async function main(): Promise<number> {
     `p99-added-ms-minimal-undici: ${added('undici')}`,
     `throughput-ratio-vs-undici-with-duties: ${ratio(gh, best('undici-duties'))}`,
   ];
+  if (!skipped(aiTarget)) {
+    // The CPU a request costs with Application Insights on, less without it, round by round (median over rounds).
+    const added = results.get('gatehouse-ai')!.rounds.flatMap((r, i) => {
+      const off = results.get('gatehouse')!.rounds[i]?.cpuUsPerRequest;
+      return r?.cpuUsPerRequest !== undefined && off !== undefined ? [r.cpuUsPerRequest - off] : [];
+    });
+    lines.push(`appinsights-ratio: ${ratio(best('gatehouse-ai'), gh)}`);
+    lines.push(`appinsights-cpu-us-added-per-request: ${added.length > 0 ? median(added).toFixed(1) : 'n/a'}`);
+    lines.push(`appinsights-p99-added-ms: ${minus(lat('gatehouse-ai', 'constant')?.p99, lat('gatehouse', 'constant')?.p99)}`);
+    await ingestion?.close();
+  }
   process.stdout.write(lines.join('\n') + '\n');
   return lines.some((l) => l.endsWith('n/a')) ? 1 : 0;
 }

@@ -60,13 +60,11 @@ export class Forwarder {
 
   /** Where the request goes: the picked backend's pool, or the shared agent for a URL a policy chose. */
   private route(exchange: Exchange, to: ForwardTarget) {
-    const chosen = to.target && exchange.backendUrl === to.target.url ? to.target : null;
-    const url = chosen ? null : new URL(exchange.backendUrl);
-    const basePath = chosen ? chosen.basePath : basePathOf(url!);
+    const { chosen, origin, path } = backendLocation(exchange, to);
     const req = exchange.request;
     const options: Dispatcher.DispatchOptions = {
-      origin: chosen ? chosen.origin : url!.origin,
-      path: basePath + pathBelowPrefix(req.path, to.apiPrefix) + (req.query ? `?${req.query}` : ''),
+      origin,
+      path: path + (req.query ? `?${req.query}` : ''),
       method: req.method as Dispatcher.HttpMethod,
       headers: upstreamHeaders(exchange),
       body: req.body ?? (req.stream as Dispatcher.DispatchOptions['body']) ?? null,
@@ -109,6 +107,17 @@ export class Forwarder {
   async close(): Promise<void> {
     await this.agent.close();
   }
+}
+
+/**
+ * Where an exchange's request goes: the picked backend when the exchange still names it (a policy may have chosen
+ * another URL), the origin (never with credentials: URL.origin has none) and the path without the query.
+ */
+export function backendLocation(exchange: Exchange, to: ForwardTarget): { chosen: BackendTarget | null; origin: string; path: string } {
+  const chosen = to.target && exchange.backendUrl === to.target.url ? to.target : null;
+  const url = chosen ? null : new URL(exchange.backendUrl);
+  const basePath = chosen ? chosen.basePath : basePathOf(url!);
+  return { chosen, origin: chosen ? chosen.origin : url!.origin, path: basePath + pathBelowPrefix(exchange.request.path, to.apiPrefix) };
 }
 
 /** `/echo/hello` under prefix `/echo` → `/hello`; a path a policy moved outside the prefix is used as it is. */

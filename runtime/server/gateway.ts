@@ -2,7 +2,7 @@
 
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { randomUUID } from 'node:crypto';
-import { RequestError, runChain } from '../pipeline/chain.ts';
+import { RequestError, runChain, type ChainHooks } from '../pipeline/chain.ts';
 import { Exchange, type BodyStream, type HeaderMap, type ResponseBody, type ResponseState } from '../pipeline/exchange.ts';
 import { chunksOf, collectBody } from '../proxy/body.ts';
 import type { ForwardTarget, Forwarder } from '../proxy/forward.ts';
@@ -10,7 +10,9 @@ import type { Logger } from '../telemetry/logger.ts';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
 import { accessLogMembers } from '../telemetry/access-log.ts';
 import { labelKey } from '../telemetry/labels.ts';
+import type { BackendCallRecord, FailureRecord, RequestTelemetry } from '../telemetry/request-telemetry.ts';
 import type { ApiRuntime, LiveConfig, OperationRuntime } from './live-config.ts';
+import { BackendCallStart, failedOpenRecord, gatewayFailure, requestFailures } from './telemetry-records.ts';
 
 /** A request as the platform adapter hands it over. */
 export interface GatewayRequest {
@@ -51,6 +53,9 @@ export class Gateway {
 
   /** Per-minute aggregates for the control plane, when the gateway has one. */
   aggregates: RequestAggregates | null = null;
+
+  /** Upstream telemetry (Application Insights), when configured: told about every request answered. */
+  telemetry: RequestTelemetry | null = null;
 
   constructor(
     private readonly forwarder: Forwarder,
@@ -98,10 +103,18 @@ export class Gateway {
 
   async handle(req: GatewayRequest): Promise<GatewayResponse> {
     this.inFlight++;
+    const started = performance.now();
     try {
-      const res = await this.route(req);
+      const res = await this.route(req, started);
       if (this.draining) res.headers.set('connection', ['close']);
       return res;
+    } catch (err) {
+      // The platform answers 500 for what the handler could not answer (a gateway bug); upstream telemetry hears of it.
+      if (this.telemetry) {
+        const failure = gatewayFailure('internal', (err as Error)?.message ?? String(err));
+        this.report(null, null, 500, started, performance.now() - started, req.headers.get('x-request-id')?.[0] ?? '', req, null, [failure]);
+      }
+      throw err;
     } finally {
       if (--this.inFlight === 0 && this.idle) {
         this.idle();
@@ -110,11 +123,16 @@ export class Gateway {
     }
   }
 
-  private async route(req: GatewayRequest): Promise<GatewayResponse> {
-    const started = performance.now();
+  private async route(req: GatewayRequest, started: number): Promise<GatewayResponse> {
     const requestId = req.headers.get('x-request-id')?.[0] ?? randomUUID();
     const live = this.live;
-    if (!live) return problem(503, 'Service Unavailable', 'no configuration loaded yet', requestId);
+    if (!live) {
+      if (this.telemetry) {
+        const failure = gatewayFailure('not-ready', 'no configuration loaded yet');
+        this.report(null, null, 503, started, performance.now() - started, requestId, req, null, [failure]);
+      }
+      return problem(503, 'Service Unavailable', 'no configuration loaded yet', requestId);
+    }
     const host = req.headers.get('host')?.[0] ?? '';
     const match = live.router.match(host, req.path, req.method);
     if (match.kind === 'not-found') {
@@ -177,6 +195,9 @@ export class Gateway {
       },
     });
     let backendMs: number | null = null;
+    const telemetry = this.telemetry;
+    let backendCall: BackendCallRecord | null = null;
+    let failedOpen: FailureRecord[] | null = null;
     const to: ForwardTarget = {
       backends: api.backends,
       target,
@@ -185,17 +206,36 @@ export class Gateway {
       onBodyFailure: (error) => {
         this.upstreamErrors.inc({ api: api.id, reason: 'truncated' });
         this.logger.warn('backend response cut short', { requestId, api: api.id, operation: operation.id, error: error.message });
+        telemetry?.lateFailure(
+          { source: 'backend', reason: 'truncated', message: error.message, policy: null, failedOpen: false },
+          { requestId, api: api.id, operation: operation.id },
+        );
       },
     };
-    await runChain(operation.chain, exchange, async (ex) => {
-      if (preflight) return notAllowed();
-      const t = performance.now();
-      try {
-        return await this.forwarder.forward(ex, to);
-      } finally {
-        backendMs = performance.now() - t;
-      }
-    });
+    // Fail-open policies that failed are skipped silently unless upstream telemetry wants to hear of them.
+    const hooks: ChainHooks | undefined = telemetry
+      ? { onFailOpen: (_binding, failure) => (failedOpen ??= []).push(failedOpenRecord(failure)) }
+      : undefined;
+    await runChain(
+      operation.chain,
+      exchange,
+      async (ex) => {
+        if (preflight) return notAllowed();
+        const t = performance.now();
+        const call = telemetry ? new BackendCallStart(ex, to, operation, req.path, t) : null;
+        try {
+          const response = await this.forwarder.forward(ex, to);
+          backendMs = performance.now() - t;
+          if (call) backendCall = call.finish(backendMs, { status: response.status });
+          return response;
+        } catch (error) {
+          backendMs = performance.now() - t;
+          if (call) backendCall = call.finish(backendMs, { error });
+          throw error;
+        }
+      },
+      hooks,
+    );
     try {
       if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
       const response = finish(exchange.response, requestId);
@@ -203,7 +243,7 @@ export class Gateway {
         if (body) requestBytes.n = body.byteLength;
         response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
       }
-      this.record(api, operation, response.status, started, requestId, req, exchange, backendMs);
+      this.record(api, operation, response.status, started, requestId, req, exchange, backendMs, backendCall, failedOpen);
       return response;
     } catch (err) {
       // No response will carry the exchange to its end: what its policies hold (leases) is given back now.
@@ -236,9 +276,14 @@ export class Gateway {
     req: GatewayRequest,
     exchange: Exchange | null,
     backendMs: number | null = null,
+    backendCall: BackendCallRecord | null = null,
+    failedOpen: FailureRecord[] | null = null,
   ): void {
     const ms = performance.now() - started;
     if (api) this.aggregates?.observe(api.id, status, ms);
+    if (this.telemetry) {
+      this.report(api, operation, status, started, ms, requestId, req, backendCall, requestFailures(exchange?.error ?? null, failedOpen));
+    }
     const keys = this.labelKeys(api, operation);
     this.requests.incKey(keys.withStatus(status));
     this.latency.observeKey(keys.route, ms);
@@ -261,6 +306,34 @@ export class Gateway {
         client: req.remoteAddress,
       }),
     );
+  }
+
+  /** Hands a request to upstream telemetry. */
+  private report(
+    api: ApiRuntime | null,
+    operation: OperationRuntime | null,
+    status: number,
+    started: number,
+    durationMs: number,
+    requestId: string,
+    req: GatewayRequest,
+    backend: BackendCallRecord | null,
+    failures: FailureRecord[],
+  ): void {
+    this.telemetry!.request({
+      requestId,
+      method: req.method,
+      // Requests that matched an API but no operation (405) take the API's catch-all name.
+      route: api ? api.prefix + (operation ?? api.defaultOperation).pathTemplate : null,
+      url: `${req.scheme}://${req.headers.get('host')?.[0] ?? ''}${req.path}`,
+      api: api?.id ?? '',
+      operation: operation?.id ?? '',
+      status,
+      startTime: performance.timeOrigin + started,
+      durationMs,
+      backend,
+      failures,
+    });
   }
 }
 

@@ -10,6 +10,11 @@ import { Router, normalizePrefix, type RouteApi } from '../routing/router.ts';
 
 export interface OperationRuntime {
   id: string;
+  /**
+   * The operation's URL template below the API prefix (`/orders/{id}`), `/*` for the operation of APIs that declare
+   * none: a request's name in upstream telemetry, where raw paths with ids in them would make too many names.
+   */
+  pathTemplate: string;
   chain: PolicyChain;
   /** A policy in the chain reads the request body: buffer it before the chain runs. */
   needsRequestBody: boolean;
@@ -67,13 +72,13 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
       ejectForMs: api.backend.pool?.ejectForMs ?? 10_000,
       connections: 64,
     });
-    const operation = (id: string, scoped: Partial<PolicyChain>): OperationRuntime =>
-      analyse(id, stackScopes(chains.global, bound.api, scoped));
+    const operation = (id: string, pathTemplate: string, scoped: Partial<PolicyChain>): OperationRuntime =>
+      analyse(id, pathTemplate, stackScopes(chains.global, bound.api, scoped));
     const runtime: ApiRuntime = {
       id: api.id,
       prefix: normalizePrefix(api.pathPrefix),
       backends,
-      defaultOperation: operation('default', {}),
+      defaultOperation: operation('default', '/*', {}),
     };
     apis.push(runtime);
     routes.push({
@@ -86,7 +91,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
               id: op.id,
               method: op.method.toUpperCase(),
               template: op.urlTemplate,
-              value: operation(op.id, bound.operations.get(op.id) ?? {}),
+              value: operation(op.id, op.urlTemplate, bound.operations.get(op.id) ?? {}),
             }))
           : null,
       value: runtime,
@@ -103,11 +108,12 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
   };
 }
 
-function analyse(id: string, chain: PolicyChain): OperationRuntime {
+function analyse(id: string, pathTemplate: string, chain: PolicyChain): OperationRuntime {
   const reads = (bindings: readonly PolicyBinding[], key: 'requestBody' | 'responseBody') =>
     bindings.some((b) => b.module.descriptor[key]);
   return {
     id,
+    pathTemplate,
     chain,
     needsRequestBody: reads([...chain.inbound, ...chain.backend], 'requestBody'),
     needsResponseBody: reads([...chain.outbound, ...chain['on-error']], 'responseBody'),

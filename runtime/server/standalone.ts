@@ -21,6 +21,7 @@ import { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts
 import { RedisCounterStore } from '../state/redis-counter-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
+import { startApplicationInsights, type ApplicationInsightsSettings } from '../telemetry/appinsights.ts';
 import { FIXED_PATHS, adminApp, dataPlaneApp } from './app.ts';
 import { startEchoBackend, type EchoBackend } from './echo.ts';
 import { Gateway } from './gateway.ts';
@@ -41,6 +42,8 @@ export interface StandaloneOptions {
   watchIntervalMs?: number;
   /** Counters shared through this Redis (GATEHOUSE_REDIS_URL); absent: in this process's memory. */
   redisUrl?: string;
+  /** Requests, backend calls, failures and policy metrics sent to Application Insights (GATEHOUSE_APPINSIGHTS_*). */
+  appInsights?: ApplicationInsightsSettings;
   /**
    * The configuration comes from this control plane (GATEHOUSE_CONFIG_URL, GATEHOUSE_TOKEN) instead of a file: the
    * gateway serves 503 on the probe path until the first document is applied, then polls for changes.
@@ -69,8 +72,13 @@ export interface RunningGateway {
   stop(): Promise<void>;
 }
 
+/** Telemetry gets this long to flush at shutdown even when in-flight requests used up the shutdown timeout. */
+const TELEMETRY_FLUSH_MIN_MS = 1000;
+
 export async function startGateway(options: StandaloneOptions): Promise<RunningGateway> {
   const { logger } = options;
+  // First, so that a failure to load the SDK stops the start before anything else is opened.
+  const telemetry = options.appInsights ? await startApplicationInsights(options.appInsights, logger) : null;
   const metrics = new MetricsRegistry();
   const counters: CounterStore = options.redisUrl
     ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
@@ -80,6 +88,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   const echo: EchoBackend = await startEchoBackend();
   const forwarder = new Forwarder({ timeoutMs: 30_000 });
   const gateway = new Gateway(forwarder, logger, metrics);
+  gateway.telemetry = telemetry;
+  host.customMetrics.upstream = telemetry;
   const configFile = options.configFile ?? options.defaultConfigFile;
   const reloads = metrics.counter('gatehouse_config_reloads_total', 'Configuration documents applied or rejected, by result.');
 
@@ -136,6 +146,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       await echo.close();
       await forwarder.close();
       await counters.close?.();
+      await telemetry?.close(TELEMETRY_FLUSH_MIN_MS);
       throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
     }
     logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
@@ -192,6 +203,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     inFlight: () => gateway.inFlightCount(),
     stop: () =>
       (stopping ??= (async () => {
+        const deadline = performance.now() + options.shutdownTimeoutMs;
         void watcher?.stop();
         // A poll under way finishes (and writes its backup) before the process goes.
         const syncStopped = sync?.stop();
@@ -203,12 +215,15 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
           new Promise<boolean>((r) => setTimeout(() => r(true), options.shutdownTimeoutMs).unref?.()),
         ]);
         if (timedOut) logger.warn('shutdown timeout: in-flight requests cut off', { inFlight: gateway.inFlightCount() });
+        // The requests just finished are in it: telemetry is flushed in what is left of the shutdown timeout.
+        const flushed = telemetry?.close(Math.max(TELEMETRY_FLUSH_MIN_MS, deadline - performance.now()));
         await syncStopped;
         await admin.close();
         await gateway.config?.close();
         await forwarder.close();
         await echo.close();
         await counters.close?.();
+        await flushed;
         logger.info('stopped');
       })()),
   };

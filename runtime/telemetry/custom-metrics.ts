@@ -1,6 +1,6 @@
 // Metrics that policies emit (host function `metric`, the emit-metric policy): sums by name and dimensions, rendered as
-// one Prometheus counter family, `gatehouse_policy_metric_total{metric="…", <dimensions>}`. Sent upstream with the
-// gateway's telemetry once that exists.
+// one Prometheus counter family, `gatehouse_policy_metric_total{metric="…", <dimensions>}`, and handed to upstream
+// telemetry (Application Insights custom metrics) when that is configured.
 //
 // Policies choose names and dimension values, so the number of series is capped: past MAX_SERIES new series are dropped
 // and counted, rather than let one policy grow the gateway's memory and every scrape without bound.
@@ -40,6 +40,8 @@ export class CustomMetrics {
   private readonly sums: Counter;
   private readonly dropped: Counter;
   private readonly series = new Set<string>();
+  /** Upstream telemetry: gets each value recorded here (not those dropped past the cap). */
+  upstream: { metric(e: MetricEmission): void } | null = null;
 
   constructor(registry: MetricsRegistry, private readonly maxSeries = MAX_SERIES) {
     this.sums = registry.counter('gatehouse_policy_metric_total', 'Values emitted by policies (emit-metric), summed by metric and dimensions.');
@@ -60,5 +62,6 @@ export class CustomMetrics {
       this.series.add(key);
     }
     this.sums.incKey(key, e.value);
+    this.upstream?.metric(e);
   }
 }

@@ -82,6 +82,11 @@ export class Logger {
     this.mask.set(values);
   }
 
+  /** `text` masked as a line of this logger would be: for what leaves the gateway by other ways than its log. */
+  redact(text: string): string {
+    return this.mask.active ? this.mask.apply(text) : text;
+  }
+
   enabled(level: Level): boolean {
     return ORDER[level] >= ORDER[this.minLevel];
   }

@@ -81,7 +81,8 @@ export async function startControlPlane(dataDir: string, port = 0): Promise<Cont
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null) child.kill(signal);
       await exited;
-      await agent.close();
+      // Destroyed, not closed: its connections may be to a process killed mid-answer (Deno's undici then refuses close).
+      await agent.destroy();
     },
   };
 }

@@ -90,6 +90,8 @@ export async function startGatewayProcess(
     if (seen) return Promise.resolve(seen);
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
+      // A wait nobody needs any more (the process exited before the line came) must not hold the test process open.
+      timer.unref?.();
       waiters.push({
         match,
         resolve: (l) => {

@@ -35,6 +35,7 @@ Environment:
   GATEHOUSE_REDIS_URL        share rate-limit counters through this Redis (redis://host:6379); default: in memory
   GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
                              with GATEHOUSE_TOKEN (a gateway token the control plane issued)
+  GATEHOUSE_CONFIG_CA_FILE   certificates (PEM) to trust for an HTTPS control plane, besides the system's
   GATEHOUSE_SYNC_INTERVAL_MS how often to ask the control plane for changes (10000)
   GATEHOUSE_BACKUP_DIR       keep each applied configuration here, to start from when the control plane is unreachable
   GATEHOUSE_BACKUP_KEY       the key that encrypts secrets in the backup (64 hex digits, or a file holding them);
@@ -91,6 +92,20 @@ if (configUrl !== undefined) {
   }
   if (configFile !== null) {
     process.stderr.write('gatehouse: give either a configuration file or GATEHOUSE_CONFIG_URL, not both\n');
+    process.exit(2);
+  }
+}
+let controlPlaneCa: string | undefined;
+const caFile = process.env.GATEHOUSE_CONFIG_CA_FILE || undefined;
+if (caFile !== undefined) {
+  try {
+    controlPlaneCa = readFileSync(caFile, 'utf8');
+  } catch (err) {
+    process.stderr.write(`gatehouse: GATEHOUSE_CONFIG_CA_FILE: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  if (!controlPlaneCa.includes('-----BEGIN CERTIFICATE-----')) {
+    process.stderr.write(`gatehouse: GATEHOUSE_CONFIG_CA_FILE=${caFile} holds no PEM certificate\n`);
     process.exit(2);
   }
 }
@@ -165,6 +180,7 @@ try {
       ? {
           url: configUrl,
           token: gatewayToken!,
+          ca: controlPlaneCa,
           intervalMs: syncIntervalMs,
           backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined,
           backupKey,

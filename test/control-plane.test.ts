@@ -2,12 +2,14 @@
 // gateways that take their configuration from it.
 
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';
 import { send } from './support/requests.ts';
 import { waitFor } from './support/wait.ts';
+import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 
 const agent = new Agent({ connections: 4 });
 let dataDir: string;
@@ -84,6 +86,33 @@ describe('control plane', () => {
     const revoked = await config(token);
     assert.equal(revoked.status, 401);
     assert.match(revoked.body, /revoked/);
+  });
+});
+
+describe('a control plane served over HTTPS', () => {
+  test('a gateway that trusts its certificate syncs; one that does not is refused the connection and says why', async () => {
+    const dir = tempDir('gatehouse-cp-tls-');
+    const { certFile, keyFile } = selfSignedCertificate(dir);
+    const secure = await startControlPlane(join(dir, 'data'), 0, { GATEHOUSE_CP_TLS_CERT_FILE: certFile, GATEHOUSE_CP_TLS_KEY_FILE: keyFile });
+    const gateways: GatewayProcess[] = [];
+    try {
+      assert.match(secure.url, /^https:/);
+      assert.equal((await secure.admin('PUT', '/admin/apis/tls', echoApi('/tls', 'over-tls'))).status, 200);
+      assert.equal((await secure.admin('PUT', '/admin/gateways/gw-tls', { apis: ['tls'] })).status, 200);
+      const token = (await secure.admin('POST', '/admin/gateways/gw-tls/tokens', {})).body.token as string;
+      const env = { GATEHOUSE_CONFIG_URL: secure.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200' };
+      const trusting = await startGatewayProcess({ env: { ...env, GATEHOUSE_CONFIG_CA_FILE: certFile } });
+      gateways.push(trusting);
+      await trusting.waitForLog((l) => l.msg === 'configuration from the control plane applied', 15_000);
+      assert.equal((await send(trusting.url, '/tls/x', { dispatcher: agent })).headers['x-config'], 'over-tls');
+      const wary = await startGatewayProcess({ env });
+      gateways.push(wary);
+      const unreachable = await wary.waitForLog((l) => String(l.msg).startsWith('control plane unreachable'), 15_000);
+      assert.match(String(unreachable.error), /certificate/i);
+    } finally {
+      await Promise.all(gateways.map((g) => g.stop()));
+      await secure.stop();
+    }
   });
 });
 

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { isDeno } from '../runtime/platform/http.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 import { waitFor } from './support/wait.ts';
 
 interface Seen {
@@ -452,15 +453,10 @@ describe('gateway: embedded default and shutdown', () => {
 
 describe('gateway: HTTPS', () => {
   test('with a certificate and key, HTTPS is served as well', async () => {
-    const { execFileSync } = await import('node:child_process');
-    const { join } = await import('node:path');
-    const { readFileSync } = await import('node:fs');
     const dir = tempDir();
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
-    const g = await startGatewayProcess({ env: { GATEHOUSE_TLS_CERT_FILE: cert, GATEHOUSE_TLS_KEY_FILE: key } });
-    const tls = new Agent({ connect: { ca: readFileSync(cert, 'utf8') } });
+    const { certFile, keyFile, cert } = selfSignedCertificate(dir);
+    const g = await startGatewayProcess({ env: { GATEHOUSE_TLS_CERT_FILE: certFile, GATEHOUSE_TLS_KEY_FILE: keyFile } });
+    const tls = new Agent({ connect: { ca: cert } });
     try {
       assert.ok(g.httpsPort, 'an HTTPS port was opened');
       const res = await request(`https://127.0.0.1:${g.httpsPort}/echo/tls`, { headers: { 'x-api-key': 'demo-key' }, dispatcher: tls });

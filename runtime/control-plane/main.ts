@@ -5,6 +5,9 @@
 //   GATEHOUSE_CP_DATA_DIR    where the database lives (.data/control-plane, relative to the working directory)
 //   GATEHOUSE_ADMIN_TOKEN    the admin API's token; without it one is made on first start and kept in
 //                            <data dir>/admin-token (readable by the owner only), whose path is logged, not its content
+//   GATEHOUSE_CP_TLS_CERT_FILE, GATEHOUSE_CP_TLS_KEY_FILE
+//                            serve HTTPS with this certificate chain and key (PEM): gateway tokens and secret named
+//                            values cross this connection
 
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -22,6 +25,19 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   process.exit(2);
 }
 mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+const certFile = process.env.GATEHOUSE_CP_TLS_CERT_FILE || undefined;
+const keyFile = process.env.GATEHOUSE_CP_TLS_KEY_FILE || undefined;
+if ((certFile === undefined) !== (keyFile === undefined)) {
+  process.stderr.write('gatehouse control plane: HTTPS needs both GATEHOUSE_CP_TLS_CERT_FILE and GATEHOUSE_CP_TLS_KEY_FILE\n');
+  process.exit(2);
+}
+let tls: { cert: string; key: string } | undefined;
+try {
+  tls = certFile && keyFile ? { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') } : undefined;
+} catch (err) {
+  process.stderr.write(`gatehouse control plane: cannot read the TLS certificate or key: ${(err as Error).message}\n`);
+  process.exit(2);
+}
 
 function adminToken(): { token: string; file: string | null } {
   const given = process.env.GATEHOUSE_ADMIN_TOKEN;
@@ -39,9 +55,11 @@ const admin = adminToken();
 const listener = await listen(controlPlaneApp({ store, adminToken: admin.token, logger }), {
   port,
   hostname: process.env.GATEHOUSE_CP_HOST ?? '127.0.0.1',
+  tls,
 });
 logger.info('control plane listening', {
   port: listener.port,
+  scheme: tls ? 'https' : 'http',
   data: dataDir,
   revision: store.revision(),
   adminToken: admin.file ?? 'from GATEHOUSE_ADMIN_TOKEN',

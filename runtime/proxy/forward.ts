@@ -3,7 +3,7 @@
 
 import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
-import type { Exchange, HeaderMap, ResponseState } from '../pipeline/exchange.ts';
+import type { Exchange, ResponseState } from '../pipeline/exchange.ts';
 import { BackendResponse, type BackendHead } from './backend-response.ts';
 import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
 import { collectBody } from './body.ts';
@@ -49,7 +49,7 @@ export class Forwarder {
   private readonly agent: Agent;
   private readonly maxBuffered: number;
 
-  constructor(private readonly options: ForwarderOptions) {
+  constructor(options: ForwarderOptions) {
     this.agent = new Agent({
       connections: 64,
       headersTimeout: options.timeoutMs,

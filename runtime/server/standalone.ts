@@ -9,6 +9,7 @@ import { bindChains } from '../config/policies.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';
 import { ConfigBackup } from '../sync/backup.ts';
 import { ConfigSync } from '../sync/config-sync.ts';
+import { ControlPlaneClient } from '../sync/control-plane-client.ts';
 import { ModuleCache } from '../sync/modules.ts';
 import { RequestAggregates } from '../telemetry/aggregates.ts';
 import type { KeyObject } from 'node:crypto';
@@ -51,6 +52,8 @@ export interface StandaloneOptions {
   controlPlane?: {
     url: string;
     token: string;
+    /** PEM certificates to trust for an HTTPS control plane, besides the system's (GATEHOUSE_CONFIG_CA_FILE). */
+    ca?: string;
     intervalMs?: number;
     backupDir?: string;
     /** Encrypts the secrets in the backup (GATEHOUSE_BACKUP_KEY); absent: a key kept in the backup directory. */
@@ -105,16 +108,17 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   };
 
   let sync: ConfigSync | null = null;
+  let controlPlane: ControlPlaneClient | null = null;
   let watcher: ConfigFileWatcher | null = null;
   if (options.controlPlane) {
-    const { url, token, intervalMs, backupDir, backupKey, heartbeatMs, trustedKey, telemetryMs } = options.controlPlane;
+    const { url, token, ca, intervalMs, backupDir, backupKey, heartbeatMs, trustedKey, telemetryMs } = options.controlPlane;
+    controlPlane = new ControlPlaneClient({ url, token, ca });
     gateway.aggregates = new RequestAggregates(telemetryMs ?? 60_000);
     metrics.gauge('gatehouse_telemetry_dropped', 'Per-minute aggregates dropped because the control plane was away too long.', () => gateway.aggregates?.dropped ?? 0);
-    const modules = new ModuleCache({ url, token, trustedKey, dir: backupDir ? join(backupDir, 'modules') : undefined });
+    const modules = new ModuleCache({ client: controlPlane, trustedKey, dir: backupDir ? join(backupDir, 'modules') : undefined });
     const source = `control plane ${url}`;
     sync = new ConfigSync({
-      url,
-      token,
+      client: controlPlane,
       intervalMs,
       logger,
       backup: backupDir ? new ConfigBackup(backupDir, { key: backupKey, logger }) : undefined,
@@ -218,6 +222,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         // The requests just finished are in it: telemetry is flushed in what is left of the shutdown timeout.
         const flushed = telemetry?.close(Math.max(TELEMETRY_FLUSH_MIN_MS, deadline - performance.now()));
         await syncStopped;
+        await controlPlane?.close();
         await admin.close();
         await gateway.config?.close();
         await forwarder.close();

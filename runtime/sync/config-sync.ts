@@ -8,22 +8,19 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { readClaims } from '../control-plane/tokens.ts';
 import { repoRoot } from '../platform/paths.ts';
 import type { ConfigBackup } from './backup.ts';
+import { textOf, type ControlPlaneClient } from './control-plane-client.ts';
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { Poller } from './poller.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface ConfigSyncOptions {
-  /** The control plane's base URL, e.g. http://127.0.0.1:7070. */
-  url: string;
-  token: string;
+  /** The control plane's gateway API, with this gateway's token. */
+  client: ControlPlaneClient;
   /** Poll interval (default 10 s, as Azure API Management's self-hosted gateway). */
   intervalMs?: number;
-  /** A poll slower than this counts as the control plane being unreachable (default 5 s). */
-  timeoutMs?: number;
   /** Applies a new document; throws (a ConfigError with its problems) when it is refused. */
   apply: (text: string) => Promise<void>;
   logger: Logger;
@@ -51,13 +48,13 @@ const GATEWAY_VERSION = (() => {
 })();
 
 export class ConfigSync {
+  private readonly client: ControlPlaneClient;
+  /** The configuration endpoint's URL, for logs. */
   private readonly endpoint: string;
-  private readonly timeoutMs: number;
   private etag: string | null = null;
   private readonly poller: Poller;
   private readonly heartbeats: Poller;
   private readonly telemetry: Poller;
-  private readonly heartbeatEndpoint: string;
   private readonly instance = randomUUID();
   private readonly startedAt = Date.now();
   private health: Health | null = null;
@@ -68,10 +65,9 @@ export class ConfigSync {
   revision: string | null = null;
 
   constructor(private readonly options: ConfigSyncOptions) {
-    this.endpoint = new URL('/gateway/v1/config', options.url).toString();
-    this.timeoutMs = options.timeoutMs ?? 5_000;
+    this.client = options.client;
+    this.endpoint = options.client.endpoint('/gateway/v1/config');
     this.poller = new Poller(() => this.check(), options.intervalMs ?? 10_000);
-    this.heartbeatEndpoint = new URL('/gateway/v1/heartbeat', options.url).toString();
     this.heartbeats = new Poller(() => this.heartbeat(), options.heartbeatMs ?? 60_000);
     this.telemetry = new Poller(() => this.sendAggregates(), options.telemetryMs ?? 60_000);
   }
@@ -96,16 +92,10 @@ export class ConfigSync {
     const batch = aggregates.pending().slice(0, 500);
     if (batch.length === 0) return;
     try {
-      const res = await request(new URL('/gateway/v1/telemetry', this.options.url), {
-        method: 'POST',
-        headers: { authorization: `GatewayKey ${this.options.token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ instance: this.instance, dropped: aggregates.dropped, aggregates: batch }),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-        signal: AbortSignal.timeout(this.timeoutMs),
+      const reply = await this.client.call('POST', '/gateway/v1/telemetry', {
+        json: { instance: this.instance, dropped: aggregates.dropped, aggregates: batch },
       });
-      await res.body.dump();
-      if (res.statusCode === 200) aggregates.delivered(batch.length);
+      if (reply.status === 200) aggregates.delivered(batch.length);
     } catch {
       // Kept for the next attempt; the config poll reports the control plane being unreachable.
     }
@@ -116,7 +106,7 @@ export class ConfigSync {
 
   /** Warns, once a week before and once a day before, that the gateway token is about to expire. */
   private checkTokenExpiry(): void {
-    const claims = readClaims(this.options.token);
+    const claims = readClaims(this.client.token);
     if (!claims) return;
     const left = claims.expires * 1000 - Date.now();
     const due = left < 86_400_000 ? 'day' : left < 7 * 86_400_000 ? 'week' : null;
@@ -134,22 +124,16 @@ export class ConfigSync {
     this.checkTokenExpiry();
     const revision = this.revision === null ? null : Number(this.revision);
     try {
-      const res = await request(this.heartbeatEndpoint, {
-        method: 'POST',
-        headers: { authorization: `GatewayKey ${this.options.token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({
+      await this.client.call('POST', '/gateway/v1/heartbeat', {
+        json: {
           instance: this.instance,
           host: hostname(),
           version: GATEWAY_VERSION,
           revision: Number.isFinite(revision) ? revision : null,
           uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
           health: this.options.health?.() ?? 'unknown',
-        }),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-        signal: AbortSignal.timeout(this.timeoutMs),
+        },
       });
-      await res.body.dump();
     } catch {
       // The config poll reports the control plane being unreachable; a heartbeat has nothing to add.
     }
@@ -177,19 +161,11 @@ export class ConfigSync {
     let etag: string | null = null;
     let revision: string | null = null;
     try {
-      const res = await request(this.endpoint, {
-        headers: {
-          authorization: `GatewayKey ${this.options.token}`,
-          ...(this.etag ? { 'if-none-match': this.etag } : {}),
-        },
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-      status = res.statusCode;
-      text = await res.body.text();
-      etag = typeof res.headers.etag === 'string' ? res.headers.etag : null;
-      revision = typeof res.headers['x-gatehouse-revision'] === 'string' ? res.headers['x-gatehouse-revision'] : null;
+      const reply = await this.client.call('GET', '/gateway/v1/config', { headers: this.etag ? { 'if-none-match': this.etag } : {} });
+      status = reply.status;
+      text = textOf(reply);
+      etag = typeof reply.headers.etag === 'string' ? reply.headers.etag : null;
+      revision = typeof reply.headers['x-gatehouse-revision'] === 'string' ? reply.headers['x-gatehouse-revision'] : null;
     } catch (err) {
       this.setHealth('unreachable', { url: this.endpoint, error: (err as Error).message });
       await this.startFromBackup();

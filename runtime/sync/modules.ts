@@ -7,21 +7,23 @@ import { mkdtemp, mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { request } from 'undici';
 import { ConfigError } from '../config/load.ts';
 import { signatureValid } from '../control-plane/signing.ts';
 import { sha256Hex } from '../policy-host/module.ts';
+import type { ControlPlaneClient } from './control-plane-client.ts';
 import { replaceAtomically, syncDir } from './durable-file.ts';
 import { referencedModules, rewriteModuleRefs } from './module-refs.ts';
 
 export interface ModuleCacheOptions {
-  url: string;
-  token: string;
+  /** The control plane's gateway API, with this gateway's token. */
+  client: ControlPlaneClient;
   /** Where modules are kept (in the backup directory, so that a start from the backup has them); default a temp dir. */
   dir?: string;
   trustedKey?: KeyObject;
-  timeoutMs?: number;
 }
+
+/** A module download may take longer than a poll: modules are up to a few MB. */
+const DOWNLOAD_TIMEOUT_MS = 10_000;
 
 export class ModuleCache {
   private dir: string | null;
@@ -78,22 +80,15 @@ export class ModuleCache {
   }
 
   private async fetch(sha: string): Promise<{ bytes: Uint8Array; signature: string }> {
-    const timeoutMs = this.options.timeoutMs ?? 10_000;
-    let res;
+    let reply;
     try {
-      res = await request(new URL(`/gateway/v1/modules/${sha}`, this.options.url), {
-        headers: { authorization: `GatewayKey ${this.options.token}` },
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      reply = await this.options.client.call('GET', `/gateway/v1/modules/${sha}`, { timeoutMs: DOWNLOAD_TIMEOUT_MS });
     } catch (err) {
       throw refused(sha, `could not be downloaded: ${(err as Error).message}`);
     }
-    const bytes = new Uint8Array(await res.body.arrayBuffer());
-    if (res.statusCode !== 200) throw refused(sha, `could not be downloaded: the control plane answered ${res.statusCode}`);
-    const signature = res.headers['x-gatehouse-signature'];
-    return { bytes, signature: typeof signature === 'string' ? signature : '' };
+    if (reply.status !== 200) throw refused(sha, `could not be downloaded: the control plane answered ${reply.status}`);
+    const signature = reply.headers['x-gatehouse-signature'];
+    return { bytes: reply.body, signature: typeof signature === 'string' ? signature : '' };
   }
 }
 

@@ -3,11 +3,9 @@
 // does as little as it can (no JSON parsing: it counts envelopes by their type names in the raw bytes), so that the
 // CPU it takes from the machine's two cores stays small beside the gateway's.
 
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
+import { selfSignedCertificate } from '../lib/certificate.ts';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 
 export interface BenchIngestionEndpoint {
   port: number;
@@ -32,15 +30,9 @@ function occurrences(haystack: Buffer, needle: Buffer): number {
 }
 
 export async function startBenchIngestionEndpoint(dir: string): Promise<BenchIngestionEndpoint> {
-  const certFile = join(dir, 'ingestion-cert.pem');
-  const keyFile = join(dir, 'ingestion-key.pem');
-  execFileSync(
-    'openssl',
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
-    { stdio: 'ignore' },
-  );
+  const { certFile, cert, key } = selfSignedCertificate(dir, 'ingestion');
   const counts = { requests: 0, envelopes: 0, posts: 0, bytes: 0 };
-  const server = createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) }, (req, res) => {
+  const server = createServer({ cert, key }, (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {

@@ -34,12 +34,15 @@ function command(): { cmd: string; args: string[] } {
   return { cmd: isDeno ? 'node' : process.execPath, args: ['--disable-warning=ExperimentalWarning', main] };
 }
 
-/** `port` 0 picks one; give the same `dataDir` (and port) to start it again on the same state. */
-export async function startControlPlane(dataDir: string, port = 0): Promise<ControlPlaneProcess> {
+/**
+ * `port` 0 picks one; give the same `dataDir` (and port) to start it again on the same state. `env` adds to its
+ * environment (GATEHOUSE_CP_TLS_CERT_FILE...); with TLS, the helper's own admin calls trust the certificate.
+ */
+export async function startControlPlane(dataDir: string, port = 0, env: Record<string, string> = {}): Promise<ControlPlaneProcess> {
   const { cmd, args } = command();
   const child = spawn(cmd, args, {
     cwd: repoRoot(),
-    env: { ...process.env, GATEHOUSE_CP_DATA_DIR: dataDir, GATEHOUSE_CP_PORT: String(port) },
+    env: { ...process.env, GATEHOUSE_CP_DATA_DIR: dataDir, GATEHOUSE_CP_PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -62,9 +65,10 @@ export async function startControlPlane(dataDir: string, port = 0): Promise<Cont
     });
   });
   child.stdout!.resume();
-  const url = `http://127.0.0.1:${listening.port}`;
+  const url = `${String(listening.scheme)}://127.0.0.1:${listening.port}`;
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
-  const agent = new Agent({ connections: 4 });
+  const ca = env.GATEHOUSE_CP_TLS_CERT_FILE ? readFileSync(env.GATEHOUSE_CP_TLS_CERT_FILE, 'utf8') : undefined;
+  const agent = new Agent({ connections: 4, connect: ca ? { ca } : undefined });
   return {
     child,
     url,

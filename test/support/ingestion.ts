@@ -1,11 +1,9 @@
 // A local Application Insights ingestion endpoint: HTTPS on 127.0.0.1 with a self-signed certificate made by openssl,
 // decoding what the real SDK posts to /v2.1/track (a JSON array of envelopes, gzip-encoded or not).
 
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
+import { selfSignedCertificate } from '../../scripts/lib/certificate.ts';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { tempDir } from './gateway-process.ts';
 
@@ -43,16 +41,10 @@ export function connectionString(port: number): string {
  */
 export async function startIngestionEndpoint(options: { answer?: 'accept' | 'fail' } = {}): Promise<IngestionEndpoint> {
   const dir = tempDir('gatehouse-ingestion-');
-  const certFile = join(dir, 'cert.pem');
-  const keyFile = join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
-    { stdio: 'ignore' },
-  );
+  const { certFile, cert, key } = selfSignedCertificate(dir, 'ingestion');
   const envelopes: Envelope[] = [];
   const endpoint = { posts: 0 };
-  const server = createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) }, (req, res) => {
+  const server = createServer({ cert, key }, (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {

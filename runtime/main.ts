@@ -6,7 +6,7 @@
 // GATEHOUSE_TLS_KEY_FILE are set), GATEHOUSE_ADMIN_PORT (8082, on 127.0.0.1). See docs/operations.md.
 
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { trustedKey } from './control-plane/signing.ts';
 import { parseBackupKey } from './sync/backup.ts';
@@ -18,7 +18,8 @@ import {
   parseSamplingPercentage,
   type ApplicationInsightsSettings,
 } from './telemetry/appinsights.ts';
-import { repoRoot } from './platform/paths.ts';
+// The single-file bundle is built from this file with ./assets/embedded.ts in place of ./assets/repository.ts.
+import { gatewayAssets } from './assets/repository.ts';
 import { Logger } from './telemetry/logger.ts';
 
 const HELP = `gatehouse: a self-hosted API gateway with WebAssembly policies
@@ -168,7 +169,7 @@ try {
   const gateway = await startGateway({
     logger,
     configFile: configFile ? resolve(configFile) : null,
-    defaultConfigFile: join(repoRoot(), 'runtime', 'config', 'default.yaml'),
+    assets: gatewayAssets(),
     httpPort: port('GATEHOUSE_HTTP_PORT', 8080),
     httpsPort: certFile ? port('GATEHOUSE_HTTPS_PORT', 8081) : null,
     tls: certFile && keyFile ? { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') } : undefined,

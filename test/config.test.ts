@@ -15,6 +15,7 @@ import {
   readGatewayDocument,
 } from '../runtime/config/load.ts';
 import { bindChains } from '../runtime/config/policies.ts';
+import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { ConfigFileWatcher } from '../runtime/config/watch.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { buildFixture, makeExchange, newHost } from './support/policies.ts';
@@ -24,6 +25,7 @@ const work = mkdtempSync(join(tmpdir(), 'gatehouse-config-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
 const builtinDir = join(repoRoot(), 'policies');
+const policies = new RepositoryPolicySources(builtinDir);
 
 /** The problems of a document that must be rejected. */
 function problemsOf(text: string, name = 'gw.yaml'): { where: string; message: string }[] {
@@ -327,7 +329,7 @@ describe('binding the policies of a document', () => {
   test('the default document: built-in policies, bound, warmed, working', async () => {
     const { host } = newHost();
     const doc = await readGatewayDocument(defaultDocumentFile());
-    const chains = await bindChains(doc, { host, baseDir: join(repoRoot(), 'runtime', 'config'), builtinDir, sourceName: 'default.yaml' });
+    const chains = await bindChains(doc, { host, baseDir: join(repoRoot(), 'runtime', 'config'), policies, sourceName: 'default.yaml' });
     const echo = chains.apis.get('echo')!;
     assert.deepEqual(echo.api.inbound!.map((b) => [b.id, b.name]), [['api:echo/inbound/0', 'check-header']]);
     assert.deepEqual(echo.api.outbound!.map((b) => [b.id, b.name]), [['api:echo/outbound/0', 'set-header']]);
@@ -388,7 +390,7 @@ apis:
     );
     const { host } = newHost();
     const doc = await readGatewayDocument(file);
-    const chains = await bindChains(doc, { host, baseDir: dir, builtinDir, sourceName: file });
+    const chains = await bindChains(doc, { host, baseDir: dir, policies, sourceName: file });
     const ids = (c: Partial<Record<string, readonly { id: string; name: string }[]>>) =>
       Object.fromEntries(Object.entries(c).filter(([, v]) => v!.length > 0).map(([k, v]) => [k, v!.map((b) => `${b.id} ${b.name}`)]));
     assert.deepEqual(ids(chains.global), { inbound: ['global/inbound/0 chain-probe'] });
@@ -442,7 +444,7 @@ apis:
     );
     const { host } = newHost();
     const doc = await readGatewayDocument(file);
-    const err = await rejects(bindChains(doc, { host, baseDir: dir, builtinDir, sourceName: 'gw.yaml' }));
+    const err = await rejects(bindChains(doc, { host, baseDir: dir, policies, sourceName: 'gw.yaml' }));
     const at = (where: string) => messageAt(err.problems, where);
     assert.match(at('gw.yaml:4: policies.inbound[0]'), /no built-in policy "no-such-policy" \(built-in policies: check-header, cors, .*, set-header, .*\)/);
     assert.match(at('gw.yaml:11: apis[0].policies.inbound[0]'), /config .*required property 'name'/);
@@ -461,7 +463,7 @@ apis:
     const err = await rejects(
       bindChains(
         { version: 1, apis: [{ id: 'x', pathPrefix: '/x', backend: { url: 'builtin:echo' }, policies: { backend: [{ policy: 'check-header', config: {} }] } }] },
-        { host, baseDir: work, builtinDir, sourceName: 'code' },
+        { host, baseDir: work, policies, sourceName: 'code' },
       ),
     );
     assert.deepEqual(err.problems, [{ where: 'code: apis[0].policies.backend[0]', message: "config (root): must have required property 'name'" }]);

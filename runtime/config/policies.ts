@@ -2,11 +2,9 @@
 // loads it into the policy host, binds it with its configuration, grants and limits, and warms its instance.
 // Every entry that cannot be used is reported, with its place in the document, in one ConfigError.
 
-import { existsSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 
-import { buildPolicy, PolicyBuildError } from '../../sdk/cli/build.ts';
 import type { PolicyChain } from '../pipeline/chain.ts';
 import {
   PHASES,
@@ -19,6 +17,7 @@ import {
   type PolicyModule,
 } from '../policy-host/index.ts';
 import { ConfigError, problemWhere, type ConfigProblem, type DocPath } from './load.ts';
+import { PolicySourceError, type PolicySources } from './policy-sources.ts';
 import type { GatewayDocument, PhaseChains, PolicyEntry } from './types.ts';
 
 export interface BoundChains {
@@ -31,12 +30,13 @@ export interface BindChainsOptions {
   host: PolicyHost;
   /** `module:` and `source:` paths, and relative host directories of filesystem grants, are relative to it. */
   baseDir: string;
-  /** Where built-in policies live: `<builtinDir>/<name>/policy.ts` (the repository's `policies/`). */
-  builtinDir: string;
+  /**
+   * The modules of `policy:` (built-in) and `source:` entries: built from the repository's `policies/` with the SDK
+   * (RepositoryPolicySources), or precompiled in the single-file bundle (EmbeddedPolicySources).
+   */
+  policies: PolicySources;
   /** Names the document in problems (its file path, usually). */
   sourceName: string;
-  /** The SDK's build cache; default `<repo>/.cache/policy-builds`. */
-  cacheDir?: string;
 }
 
 interface Slot {
@@ -106,8 +106,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
     }
     return found;
   };
-  const build = (source: string) => async () => (await buildPolicy({ source, cacheDir: options.cacheDir })).wasm;
-  const builtins = listBuiltins(options.builtinDir);
+  const sources = options.policies;
 
   // Built-in policies that keep counters (rate limits, quotas) get the `counters` grant without being told: they are
   // shipped with the gateway, and a limit that fails for want of a grant protects nothing.
@@ -122,15 +121,15 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       }
       try {
         if (entry.policy !== undefined) {
-          const file = join(options.builtinDir, entry.policy, 'policy.ts');
-          if (!/^[a-z0-9][a-z0-9-]*$/.test(entry.policy) || !existsSync(file)) {
+          const builtin = sources.builtin(entry.policy);
+          if (!builtin) {
             report(slot, [
-              `no built-in policy "${entry.policy}" (built-in policies: ${builtins.join(', ') || 'none found'})`,
+              `no built-in policy "${entry.policy}" (built-in policies: ${sources.builtinNames().join(', ') || 'none found'})`,
             ]);
             return null;
           }
-          if (!builtinGrants.has(entry.policy)) builtinGrants.set(entry.policy, await grantsOfBuiltin(options.builtinDir, entry.policy));
-          return await moduleFor(`source:${file}`, build(file));
+          if (!builtinGrants.has(entry.policy)) builtinGrants.set(entry.policy, await builtin.grants());
+          return await moduleFor(builtin.key, () => builtin.wasm());
         }
         if (entry.module !== undefined) {
           const file = resolve(options.baseDir, entry.module);
@@ -143,7 +142,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
           });
         }
         const source = resolve(options.baseDir, entry.source!);
-        return await moduleFor(`source:${source}`, build(source));
+        return await moduleFor(`source:${source}`, () => sources.buildSource(source));
       } catch (err) {
         report(slot, describeFailure(err));
         return null;
@@ -203,26 +202,8 @@ class MissingFile extends Error {
 function describeFailure(err: unknown): string[] {
   if (err instanceof PolicyConfigError) return err.problems;
   if (err instanceof PolicyLoadError) return err.problems.map((p) => `the module cannot be loaded: ${p}`);
-  if (err instanceof PolicyBuildError) {
-    if (err.diagnostics.length === 0) return [`the policy cannot be built: ${err.message}`];
-    return err.diagnostics.map((d) => {
-      const at = d.line > 0 ? `${d.file}:${d.line}:${d.column}` : d.file;
-      return `the policy cannot be built: ${at}: ${d.message}`;
-    });
-  }
+  if (err instanceof PolicySourceError) return err.problems;
   return [(err as Error)?.message ?? String(err)];
-}
-
-/** Built-in policy names: the folders of `dir` that hold a policy.ts. */
-function listBuiltins(dir: string): string[] {
-  try {
-    return readdirSync(dir, { withFileTypes: true })
-      .filter((d) => d.isDirectory() && existsSync(join(dir, d.name, 'policy.ts')))
-      .map((d) => d.name)
-      .sort();
-  } catch {
-    return [];
-  }
 }
 
 /** The entry's own grants, over what its built-in policy is given. */
@@ -230,16 +211,6 @@ function grantsFor(entry: PolicyEntry, builtinGrants: Map<string, Grants>, baseD
   const own = entry.grants ? resolveGrants(entry.grants, baseDir) : undefined;
   const given = entry.policy !== undefined ? builtinGrants.get(entry.policy) : undefined;
   return given ? { ...given, ...own } : own;
-}
-
-/** `counters` when the built-in's policy.json lists it in `needs` (the only capability given without asking). */
-async function grantsOfBuiltin(builtinDir: string, name: string): Promise<Grants> {
-  try {
-    const policy = JSON.parse(await readFile(join(builtinDir, name, 'policy.json'), 'utf8')) as { needs?: unknown };
-    return Array.isArray(policy.needs) && policy.needs.includes('counters') ? { counters: true } : {};
-  } catch {
-    return {}; // the build reports a bad policy.json
-  }
 }
 
 /** Host directories of filesystem grants are relative to the configuration file, like module paths. */

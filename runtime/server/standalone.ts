@@ -13,7 +13,7 @@ import { ControlPlaneClient } from '../sync/control-plane-client.ts';
 import { ModuleCache } from '../sync/modules.ts';
 import { RequestAggregates } from '../telemetry/aggregates.ts';
 import type { KeyObject } from 'node:crypto';
-import { repoRoot } from '../platform/paths.ts';
+import type { GatewayAssets } from '../assets/gateway-assets.ts';
 import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
@@ -32,7 +32,8 @@ export interface StandaloneOptions {
   logger: Logger;
   /** The configuration file to serve and watch; null: the embedded default. */
   configFile: string | null;
-  defaultConfigFile: string;
+  /** The default document, the built-in policies and the version: from the repository, or inside the single-file bundle. */
+  assets: GatewayAssets;
   httpPort: number;
   httpsPort: number | null;
   tls?: { cert: string; key: string };
@@ -93,13 +94,13 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   const gateway = new Gateway(forwarder, logger, metrics);
   gateway.telemetry = telemetry;
   host.customMetrics.upstream = telemetry;
-  const configFile = options.configFile ?? options.defaultConfigFile;
+  const configFile = options.configFile ?? options.assets.defaultDocument.source;
   const reloads = metrics.counter('gatehouse_config_reloads_total', 'Configuration documents applied or rejected, by result.');
 
   /** Parses and binds a document, and returns what puts it in force: the gateway's configuration and the log mask. */
-  const prepare = async (text: string, source = configFile, baseDir = dirname(configFile)): Promise<() => void> => {
+  const prepare = async (text: string, source = configFile, baseDir = options.configFile ? dirname(options.configFile) : options.assets.defaultDocument.baseDir): Promise<() => void> => {
     const doc = parseGatewayDocument(text, source);
-    const chains = await bindChains(doc, { host, baseDir, builtinDir: join(repoRoot(), 'policies'), sourceName: source });
+    const chains = await bindChains(doc, { host, baseDir, policies: options.assets.policies, sourceName: source });
     const live: LiveConfig = buildLiveConfig(doc, chains, { source, echoUrl: echo.url });
     return () => {
       gateway.apply(live);
@@ -126,6 +127,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       health: () => (gateway.config ? 'ready' : 'not-ready'),
       aggregates: gateway.aggregates,
       telemetryMs,
+      version: options.assets.version,
       // Uploaded modules (`sha256:<hex>`) are fetched, checked and cached first; built-ins resolve as usual.
       apply: async (text) => {
         try {
@@ -143,7 +145,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   } else {
     let initialText = '';
     try {
-      initialText = await readFile(configFile, 'utf8');
+      initialText = options.configFile ? await readFile(options.configFile, 'utf8') : await options.assets.defaultDocument.read();
       const putInForce = await prepare(initialText);
       putInForce();
     } catch (err) {

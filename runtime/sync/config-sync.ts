@@ -5,11 +5,8 @@
 // return are each logged once.
 
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import { readClaims } from '../control-plane/tokens.ts';
-import { repoRoot } from '../platform/paths.ts';
 import type { ConfigBackup } from './backup.ts';
 import { textOf, type ControlPlaneClient } from './control-plane-client.ts';
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
@@ -34,18 +31,11 @@ export interface ConfigSyncOptions {
   aggregates?: RequestAggregates;
   /** How often pending aggregates are sent (default a minute). */
   telemetryMs?: number;
+  /** The gateway's version (package.json's), as its heartbeats report it. */
+  version: string;
 }
 
 type Health = 'connected' | 'unreachable' | 'refused';
-
-/** The gateway's version (package.json's), as its heartbeats report it. */
-const GATEWAY_VERSION = (() => {
-  try {
-    return String((JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version);
-  } catch {
-    return 'unknown';
-  }
-})();
 
 export class ConfigSync {
   private readonly client: ControlPlaneClient;
@@ -128,7 +118,7 @@ export class ConfigSync {
         json: {
           instance: this.instance,
           host: hostname(),
-          version: GATEWAY_VERSION,
+          version: this.options.version,
           revision: Number.isFinite(revision) ? revision : null,
           uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
           health: this.options.health?.() ?? 'unknown',

@@ -22,6 +22,8 @@ import {
 import { gatewayAssets } from './assets/repository.ts';
 import { Logger } from './telemetry/logger.ts';
 
+const DEFAULT_SHUTDOWN_DELAY_MS = 5000;
+
 const HELP = `gatehouse: a self-hosted API gateway with WebAssembly policies
 
 Usage: gatehouse [--config <file.yaml|file.json>]
@@ -32,7 +34,9 @@ Environment:
   GATEHOUSE_HTTPS_PORT       data plane HTTPS port (8081), with GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE
   GATEHOUSE_ADMIN_PORT       admin listener on 127.0.0.1: /metrics, /readyz (8082)
   GATEHOUSE_LOG_LEVEL        trace, debug, info, warn, error (info)
-  GATEHOUSE_SHUTDOWN_TIMEOUT_MS  how long SIGTERM waits for in-flight requests (30000)
+  GATEHOUSE_SHUTDOWN_DELAY_MS    after SIGTERM, how long to answer 503 on the probes while still serving, so that load
+                             balancers stop sending requests before the gateway stops accepting (5000; SIGINT: none)
+  GATEHOUSE_SHUTDOWN_TIMEOUT_MS  then, how long to wait for in-flight requests (30000)
   GATEHOUSE_REDIS_URL        share rate-limit counters through this Redis (redis://host:6379); default: in memory
   GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
                              with GATEHOUSE_TOKEN (a gateway token the control plane issued)
@@ -139,6 +143,13 @@ if (!Number.isInteger(syncIntervalMs) || syncIntervalMs < 100) {
   process.stderr.write(`gatehouse: GATEHOUSE_SYNC_INTERVAL_MS=${process.env.GATEHOUSE_SYNC_INTERVAL_MS} must be a whole number of ms, 100 at least\n`);
   process.exit(2);
 }
+// Kubernetes takes a few seconds to stop routing to a pod after it was told to stop (endpoint removal reaches every
+// node's proxy and every ingress asynchronously): the gateway serves on, not ready, for that long. docs/operations.md.
+const shutdownDelayMs = Number(process.env.GATEHOUSE_SHUTDOWN_DELAY_MS || DEFAULT_SHUTDOWN_DELAY_MS);
+if (!Number.isInteger(shutdownDelayMs) || shutdownDelayMs < 0) {
+  process.stderr.write(`gatehouse: GATEHOUSE_SHUTDOWN_DELAY_MS=${process.env.GATEHOUSE_SHUTDOWN_DELAY_MS} must be a whole number of ms, 0 or more\n`);
+  process.exit(2);
+}
 const certFile = process.env.GATEHOUSE_TLS_CERT_FILE;
 const keyFile = process.env.GATEHOUSE_TLS_KEY_FILE;
 if ((certFile === undefined) !== (keyFile === undefined)) {
@@ -174,6 +185,7 @@ try {
     httpsPort: certFile ? port('GATEHOUSE_HTTPS_PORT', 8081) : null,
     tls: certFile && keyFile ? { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') } : undefined,
     adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
+    shutdownDelayMs,
     shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
     redisUrl,
     appInsights,
@@ -191,9 +203,12 @@ try {
         }
       : undefined,
   });
-  const stop = (signal: string) => {
-    logger.info('shutting down', { signal, inFlight: gateway.inFlight() });
-    void gateway.stop().then(
+  // SIGTERM is how orchestrators stop a gateway that traffic is routed to: it waits the shutdown delay. SIGINT is
+  // Ctrl-C in a terminal, where nothing routes by the probes: it starts draining at once (also during a SIGTERM's delay).
+  const stop = (signal: 'SIGTERM' | 'SIGINT') => {
+    const delayMs = signal === 'SIGTERM' ? shutdownDelayMs : 0;
+    logger.info('shutting down', { signal, delayMs, inFlight: gateway.inFlight() });
+    void gateway.stop(delayMs).then(
       () => process.exit(0),
       () => process.exit(1),
     );

@@ -498,7 +498,7 @@ function gatehouseTarget(key: string, label: string, dir: string, withPolicies: 
       const logFile = join(dir, `${key}.log`);
       const [port, adminPort] = [await freePort(), await freePort()];
       const child = startChild(key, process.execPath, [...nodeArgs, gatewayMain, '--config', config], {
-        env: { GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_TIMEOUT_MS: '1000', ...env() },
+        env: { GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_TIMEOUT_MS: '1000', GATEHOUSE_SHUTDOWN_DELAY_MS: '0', ...env() },
         stdoutFile: logFile,
       });
       // The data plane answers 503 on the status path until its configuration is loaded. A 404 that lasts means the

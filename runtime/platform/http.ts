@@ -140,9 +140,17 @@ function drain(incoming: IncomingMessage): void {
   incoming.resume();
 }
 
-function webResponse(res: GatewayResponse): Response {
+/**
+ * `clientCloses`: the request asked to close the connection (`Connection: close`). Deno then closes it and says so
+ * itself, so the gateway's own `Connection: close` (while shutting down) is left out rather than sent twice. Unasked,
+ * Deno sends the gateway's header but keeps the connection open: the client, told to close, closes it.
+ */
+function webResponse(res: GatewayResponse, clientCloses: boolean): Response {
   const headers = new Headers();
-  for (const [name, values] of res.headers) for (const v of values) headers.append(name, v);
+  for (const [name, values] of res.headers) {
+    if (clientCloses && name === 'connection') continue;
+    for (const v of values) headers.append(name, v);
+  }
   let body: BodyInit | null = null;
   const { stream, finished: report } = res;
   if (NULL_BODY_STATUSES.has(res.status)) {
@@ -231,7 +239,8 @@ export async function listenDataPlane(options: DataPlaneOptions): Promise<Listen
   if (isDeno) {
     return listenDeno((req, info) => {
       if (fixedPaths.has(new URL(req.url).pathname)) return app.fetch(req);
-      return handle(webRequest(req, info.remoteAddr.hostname, scheme)).then(webResponse);
+      const clientCloses = /\bclose\b/i.test(req.headers.get('connection') ?? '');
+      return handle(webRequest(req, info.remoteAddr.hostname, scheme)).then((res) => webResponse(res, clientCloses));
     }, options);
   }
   const { getRequestListener } = await import('@hono/node-server');

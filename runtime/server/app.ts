@@ -9,19 +9,23 @@ export const FIXED_PATHS: ReadonlySet<string> = new Set([STATUS_PATH]);
 
 export function dataPlaneApp(gateway: Gateway): Hono {
   const app = new Hono();
-  // Azure API Management's probe path: 200 once a configuration is loaded, 503 before.
-  app.get(STATUS_PATH, (c) => (gateway.ready ? c.text('ok') : c.text('no configuration loaded', 503)));
+  // Azure API Management's probe path: 200 once a configuration is loaded, 503 before it and from SIGTERM on.
+  app.get(STATUS_PATH, (c) => {
+    const reason = gateway.notReadyReason;
+    return reason === null ? c.text('ok') : c.text(reason, 503);
+  });
   return app;
 }
 
 export function adminApp(gateway: Gateway, metrics: MetricsRegistry): Hono {
   const app = new Hono();
   app.get('/metrics', (c) => c.text(metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
-  app.get('/readyz', (c) =>
-    gateway.ready
+  app.get('/readyz', (c) => {
+    const reason = gateway.notReadyReason;
+    return reason === null
       ? c.json({ status: 'ready', config: gateway.config!.source })
-      : c.json({ status: 'not ready', reason: 'no configuration loaded' }, 503),
-  );
+      : c.json({ status: 'not ready', reason }, 503);
+  });
   app.get('/livez', (c) => c.text('ok'));
   return app;
 }

@@ -45,6 +45,7 @@ export class Gateway {
   private live: LiveConfig | null = null;
   private inFlight = 0;
   private draining = false;
+  private shuttingDown = false;
   private idle: (() => void) | null = null;
   private readonly requests;
   private readonly latency;
@@ -74,7 +75,13 @@ export class Gateway {
   }
 
   get ready(): boolean {
-    return this.live !== null;
+    return this.notReadyReason === null;
+  }
+
+  /** Why the probes answer 503, or null while the gateway should be sent traffic. */
+  get notReadyReason(): string | null {
+    if (this.shuttingDown) return 'shutting down';
+    return this.live === null ? 'no configuration loaded' : null;
   }
 
   /** Swaps in a configuration at once; the one it replaces closes its pools after its requests finish. */
@@ -88,8 +95,13 @@ export class Gateway {
     return this.inFlight;
   }
 
-  /** From now on responses close their connection, so that keep-alive clients let the server stop. */
-  beginDrain(): void {
+  /**
+   * Shutdown has begun: the probes answer 503 from now on, so that load balancers stop sending new requests, while
+   * requests are still served; and every response closes its connection, so that keep-alive clients open a new one
+   * (which a load balancer sends to a gateway still ready) instead of being cut when the listener closes.
+   */
+  beginShutdown(): void {
+    this.shuttingDown = true;
     this.draining = true;
   }
 

@@ -39,6 +39,12 @@ export interface StandaloneOptions {
   tls?: { cert: string; key: string };
   adminPort: number;
   adminHost?: string;
+  /**
+   * After SIGTERM, how long the gateway answers 503 on its probes while still serving, before it stops accepting
+   * (GATEHOUSE_SHUTDOWN_DELAY_MS): the time a load balancer needs to notice and stop sending new requests.
+   */
+  shutdownDelayMs?: number;
+  /** How long in-flight requests get once the gateway stops accepting (GATEHOUSE_SHUTDOWN_TIMEOUT_MS). */
   shutdownTimeoutMs: number;
   /** Poll interval of the configuration file. */
   watchIntervalMs?: number;
@@ -72,8 +78,12 @@ export interface RunningGateway {
   httpsPort: number | null;
   adminPort: number;
   inFlight(): number;
-  /** Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then releases everything. */
-  stop(): Promise<void>;
+  /**
+   * Turns not-ready and keeps serving for `delayMs` (default: the shutdown delay), then stops accepting, lets in-flight
+   * requests finish (up to the shutdown timeout) and releases everything. A second call joins the first, and ends its
+   * delay early when it asks for none.
+   */
+  stop(delayMs?: number): Promise<void>;
 }
 
 /** Telemetry gets this long to flush at shutdown even when in-flight requests used up the shutdown timeout. */
@@ -124,7 +134,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       logger,
       backup: backupDir ? new ConfigBackup(backupDir, { key: backupKey, logger }) : undefined,
       heartbeatMs,
-      health: () => (gateway.config ? 'ready' : 'not-ready'),
+      health: () => (gateway.ready ? 'ready' : 'not-ready'),
       aggregates: gateway.aggregates,
       telemetryMs,
       version: options.assets.version,
@@ -202,18 +212,33 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   });
 
   let stopping: Promise<void> | null = null;
+  let endDelay: (() => void) | null = null;
   return {
     httpPort: http.port,
     httpsPort: https?.port ?? null,
     adminPort: admin.port,
     inFlight: () => gateway.inFlightCount(),
-    stop: () =>
-      (stopping ??= (async () => {
+    stop: (delayMs = options.shutdownDelayMs ?? 0) => {
+      if (stopping && delayMs === 0) endDelay?.();
+      return (stopping ??= (async () => {
+        gateway.beginShutdown();
+        if (delayMs > 0) {
+          // Configuration sync goes on meanwhile: the gateway still serves, so it serves the current configuration.
+          logger.info('not ready: serving on until load balancers have seen it', { delayMs, inFlight: gateway.inFlightCount() });
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delayMs);
+            endDelay = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          endDelay = null;
+        }
+        logger.info('no longer accepting connections: draining', { inFlight: gateway.inFlightCount() });
         const deadline = performance.now() + options.shutdownTimeoutMs;
         void watcher?.stop();
         // A poll under way finishes (and writes its backup) before the process goes.
         const syncStopped = sync?.stop();
-        gateway.beginDrain();
         const closed = Promise.all(listeners.map((l) => l.close()));
         const drained = gateway.drained().then(() => closed);
         const timedOut = await Promise.race([
@@ -232,6 +257,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         await counters.close?.();
         await flushed;
         logger.info('stopped');
-      })()),
+      })());
+    },
   };
 }

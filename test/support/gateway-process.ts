@@ -52,6 +52,8 @@ export async function startGatewayProcess(
       GATEHOUSE_HTTP_PORT: '0',
       GATEHOUSE_ADMIN_PORT: '0',
       GATEHOUSE_HTTPS_PORT: '0',
+      // Nothing routes to these gateways by their probes, so SIGTERM need not wait (the drain tests set a delay).
+      GATEHOUSE_SHUTDOWN_DELAY_MS: '0',
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -14,27 +14,17 @@
 // Environment: SCENARIO_LIMIT (N, default 3000), SCENARIO_IN_FLIGHT (default 48). Needs redis-server on PATH; as root,
 // installs it with apt-get when missing.
 
-import { spawnSync } from 'node:child_process';
-import { Redis } from 'ioredis';
 import { Agent, request } from 'undici';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from '../test/support/gateway-process.ts';
-import { redisAvailable, startRedis, type RedisProcess } from '../test/support/redis-process.ts';
-import { waitForAsync } from '../test/support/wait.ts';
+import { startRedis, type RedisProcess } from '../test/support/redis-process.ts';
 import { positiveFromEnv } from './lib/env.ts';
+import { awayFromWindowEdge, ensureRedis, waitRedisUp } from './lib/redis.ts';
 import { runScenario } from './lib/run.ts';
 
 const LIMIT = positiveFromEnv('SCENARIO_LIMIT', 3000);
 const IN_FLIGHT = positiveFromEnv('SCENARIO_IN_FLIGHT', 48);
 const PERIOD_S = 3600;
 const log = (line: string) => process.stderr.write(`${line}\n`);
-
-function ensureRedis(): void {
-  if (redisAvailable()) return;
-  if (process.getuid?.() !== 0) throw new Error('redis-server is not on PATH: install it (apt-get install redis-server)');
-  log('# installing redis-server with apt-get');
-  const r = spawnSync('sh', ['-c', 'apt-get update -qq && apt-get install -y -qq redis-server'], { stdio: 'inherit' });
-  if (r.status !== 0 || !redisAvailable()) throw new Error('could not install redis-server');
-}
 
 function config(): string {
   return `
@@ -74,21 +64,6 @@ async function drive(gateways: GatewayProcess[], total: number, tenant: string):
   return counts;
 }
 
-/** Waits while the current window (Redis's clock) ends within `marginS`, so that one run stays in one window. */
-async function awayFromWindowEdge(redis: RedisProcess, marginS: number): Promise<void> {
-  const client = new Redis(redis.url);
-  try {
-    const [seconds] = await client.time();
-    const left = PERIOD_S - (Number(seconds) % PERIOD_S);
-    if (left < marginS) {
-      log(`# the ${PERIOD_S} s window ends in ${left} s: waiting for the next one`);
-      await new Promise((r) => setTimeout(r, (left + 1) * 1000));
-    }
-  } finally {
-    client.disconnect();
-  }
-}
-
 const children: GatewayProcess[] = [];
 let redis: RedisProcess | null = null;
 
@@ -100,7 +75,7 @@ async function main(): Promise<number> {
   const fleet = await Promise.all([0, 1, 2].map(() => startGatewayProcess({ config: file, env: { GATEHOUSE_REDIS_URL: redis!.url } })));
   children.push(...fleet);
   for (const g of fleet) await waitRedisUp(g);
-  await awayFromWindowEdge(redis, 120);
+  await awayFromWindowEdge(redis, PERIOD_S, 120);
 
   const total = Math.ceil(LIMIT * 1.5);
   const started = performance.now();
@@ -113,7 +88,7 @@ async function main(): Promise<number> {
 
   const single = await startGatewayProcess({ config: file });
   children.push(single);
-  await awayFromWindowEdge(redis, 60);
+  await awayFromWindowEdge(redis, PERIOD_S, 60);
   const singleCounts = await drive([single], total, `single-${Date.now()}`);
   const singleAllowed = singleCounts.get(200) ?? 0;
   const singleExact = singleAllowed === LIMIT && (singleCounts.get(429) ?? 0) === total - LIMIT;
@@ -132,14 +107,6 @@ async function main(): Promise<number> {
   ];
   process.stdout.write(out.join('\n') + '\n');
   return over > 1 || under > 0 || errors > 0 || !singleExact ? 1 : 0;
-}
-
-/** Until the gateway's metrics say its counters are shared through Redis. */
-function waitRedisUp(g: GatewayProcess): Promise<void> {
-  return waitForAsync(`gateway on ${g.httpPort} to reach Redis`, async () => {
-    const res = await request(`http://127.0.0.1:${g.adminPort}/metrics`);
-    return /gatehouse_counter_store_redis_up 1/.test(await res.body.text());
-  }, 15_000);
 }
 
 async function cleanup(): Promise<void> {

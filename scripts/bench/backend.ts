@@ -2,6 +2,7 @@
 // same small JSON body, run as its own process so it never shares an event loop with a proxy or the load generator.
 //
 //   BENCH_PORT      port to listen on (required)
+//   BENCH_NAME      when set, every answer carries `x-backend: <name>` (scripts/scenario-fleet.ts tells its two apart)
 //
 // A request with `x-bench-echo: 1` is answered with the path and headers it arrived with (JSON); the harness sends one
 // per target to check what a proxy forwards (headers set by inbound policies, a rewritten path). It is never part of a
@@ -12,6 +13,7 @@ import { createServer } from 'node:http';
 const port = Number(process.env.BENCH_PORT);
 if (!Number.isInteger(port) || port <= 0) throw new Error('BENCH_PORT must name a port');
 
+const name = process.env.BENCH_NAME;
 const body = Buffer.from(JSON.stringify({ id: 42, name: 'gatehouse bench', ok: true, tags: ['a', 'b', 'c'] }));
 
 const server = createServer((req, res) => {
@@ -24,7 +26,7 @@ const server = createServer((req, res) => {
   // Drain any request body before answering, so keep-alive connections stay usable.
   req.resume();
   req.on('end', () => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, ...(name ? { 'x-backend': name } : {}) });
     res.end(body);
   });
 });

@@ -2,7 +2,7 @@
 // restartable on the same port (to take Redis away mid-test and bring it back).
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
+import { freePort } from './ports.ts';
 
 export interface RedisProcess {
   port: number;
@@ -16,17 +16,6 @@ export interface RedisProcess {
 /** Whether `redis-server` is on PATH (`.ci/run` installs it). */
 export function redisAvailable(): boolean {
   return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startRedis(): Promise<RedisProcess> {

@@ -33,7 +33,14 @@ export function writeConfig(dir: string, name: string, text: string): string {
   return file;
 }
 
-function command(): { cmd: string; args: string[] } {
+/** How to run a gateway: the program, its arguments before `--config`, and the folder it runs in (default the repository). */
+export interface GatewayCommand {
+  cmd: string;
+  args: string[];
+  cwd?: string;
+}
+
+function command(): GatewayCommand {
   if (isDeno) {
     const deno = (globalThis as unknown as { Deno: { execPath(): string } }).Deno;
     return { cmd: deno.execPath(), args: ['run', '-A', join(repoRoot(), 'runtime', 'main.ts')] };
@@ -42,11 +49,11 @@ function command(): { cmd: string; args: string[] } {
 }
 
 export async function startGatewayProcess(
-  options: { config?: string; env?: Record<string, string>; startTimeoutMs?: number } = {},
+  options: { config?: string; env?: Record<string, string>; startTimeoutMs?: number; command?: GatewayCommand } = {},
 ): Promise<GatewayProcess> {
-  const { cmd, args } = command();
+  const { cmd, args, cwd } = options.command ?? command();
   const child = spawn(cmd, [...args, ...(options.config ? ['--config', options.config] : [])], {
-    cwd: repoRoot(),
+    cwd: cwd ?? repoRoot(),
     env: {
       ...process.env,
       GATEHOUSE_HTTP_PORT: '0',

@@ -12,6 +12,7 @@ import { buildBundle, compileBundle, CompileUnavailable, denoExecutable } from '
 import { startControlPlane } from './support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayCommand, type GatewayProcess } from './support/gateway-process.ts';
 import { connectionString, startIngestionEndpoint } from './support/ingestion.ts';
+import { redisAvailable, startRedis } from './support/redis-process.ts';
 import { buildFixture } from './support/policies.ts';
 import { send } from './support/requests.ts';
 import { waitForAsync } from './support/wait.ts';
@@ -136,6 +137,27 @@ describe('single-file bundle', { timeout: 240_000 }, () => {
       assert.match(readFileSync(join(backupDir, 'config.json'), 'utf8'), /x-synced/);
     } finally {
       await cp.stop();
+    }
+  });
+
+  test('counters shared through Redis (GATEHOUSE_REDIS_URL)', { skip: !redisAvailable() && 'redis-server is not installed (.ci/run installs it)' }, async () => {
+    const redis = await startRedis();
+    try {
+      const config = join(alone, 'shared-limit.yaml');
+      writeFileSync(
+        config,
+        'version: 1\napis:\n  - id: shared\n    pathPrefix: /shared\n    backend: { url: "builtin:echo" }\n    policies:\n      inbound:\n        - policy: rate-limit\n          config: { calls: 3, renewalPeriod: 60 }\n',
+      );
+      // Two gateways, one Redis: the limit holds across both.
+      const env = { GATEHOUSE_REDIS_URL: redis.url };
+      const [a, b] = [await start(runtimes[0]!.command(), { config, env }), await start(runtimes[0]!.command(), { config, env })];
+      const statuses: number[] = [];
+      for (const gateway of [a, b, a, b]) statuses.push((await send(gateway.url, '/shared/x')).status);
+      assert.deepEqual(statuses, [200, 200, 200, 429]);
+      const metrics = (await send(`http://127.0.0.1:${a.adminPort}`, '/metrics')).body;
+      assert.match(metrics, /gatehouse_counter_store_redis_up 1\n/);
+    } finally {
+      await redis.stop();
     }
   });
 

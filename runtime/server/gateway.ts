@@ -88,7 +88,7 @@ export class Gateway {
   apply(next: LiveConfig): void {
     const previous = this.live;
     this.live = next;
-    if (previous) void previous.close().catch((err: unknown) => this.logger.warn('closing old backends failed', { error: String(err) }));
+    if (previous) void previous.retire().catch((err: unknown) => this.logger.warn('closing old backends failed', { error: String(err) }));
   }
 
   inFlightCount(): number {
@@ -116,8 +116,11 @@ export class Gateway {
   async handle(req: GatewayRequest): Promise<GatewayResponse> {
     this.inFlight++;
     const started = performance.now();
+    // The configuration this request is served by, whatever is applied while it runs.
+    const live = this.live;
+    live?.enter();
     try {
-      const res = await this.route(req, started);
+      const res = await this.route(req, started, live);
       if (this.draining) res.headers.set('connection', ['close']);
       return res;
     } catch (err) {
@@ -128,6 +131,7 @@ export class Gateway {
       }
       throw err;
     } finally {
+      live?.leave();
       if (--this.inFlight === 0 && this.idle) {
         this.idle();
         this.idle = null;
@@ -135,9 +139,8 @@ export class Gateway {
     }
   }
 
-  private async route(req: GatewayRequest, started: number): Promise<GatewayResponse> {
+  private async route(req: GatewayRequest, started: number, live: LiveConfig | null): Promise<GatewayResponse> {
     const requestId = req.headers.get('x-request-id')?.[0] ?? randomUUID();
-    const live = this.live;
     if (!live) {
       if (this.telemetry) {
         const failure = gatewayFailure('not-ready', 'no configuration loaded yet');

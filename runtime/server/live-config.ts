@@ -40,7 +40,17 @@ export interface LiveConfig {
   readonly settings: GatewaySettingsResolved;
   readonly router: Router<ApiRuntime, OperationRuntime>;
   readonly apis: readonly ApiRuntime[];
-  /** Closes the backends' connection pools once their requests finish (after this configuration is replaced). */
+  /** A request takes this configuration: its backends must take the request until it leaves. */
+  enter(): void;
+  /** The request is answered: it dispatched to the backends already (their pools finish what they run) or never will. */
+  leave(): void;
+  /**
+   * The configuration was replaced: closes the backends' connection pools once every request that entered has left.
+   * A request that took it may still be running its inbound policies (a Redis round trip, a request body the chain
+   * reads whole) and dispatch only then.
+   */
+  retire(): Promise<void>;
+  /** Closes the backends' connection pools, letting the requests they run finish (shutdown, after draining). */
   close(): Promise<void>;
 }
 
@@ -97,14 +107,27 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
       value: runtime,
     });
   }
+  let users = 0;
+  let lastLeft: (() => void) | null = null;
+  const close = async () => {
+    await Promise.all(apis.map((a) => a.backends.close()));
+  };
   return {
     source: options.source,
     settings,
     router: new Router(routes),
     apis,
-    close: async () => {
-      await Promise.all(apis.map((a) => a.backends.close()));
+    enter: () => {
+      users++;
     },
+    leave: () => {
+      if (--users === 0) lastLeft?.();
+    },
+    retire: async () => {
+      if (users > 0) await new Promise<void>((resolve) => (lastLeft = resolve));
+      await close();
+    },
+    close,
   };
 }
 

@@ -9,7 +9,7 @@
 //                does (a reference: what those duties cost a minimal proxy)
 //   fastify      scripts/bench/fastify-proxy.ts: @fastify/http-proxy 11 on fastify 5
 //   gatehouse    dist/runtime/main.js --config <file>: one API, no policies
-//   gatehouse-5  the same with a five-policy chain (FIVE_POLICY_CHAIN below)
+//   gatehouse-5  the same with the five-policy chain (FIVE_POLICY_CHAIN, scripts/bench/five-policy-chain.ts)
 //   gatehouse-ai Gatehouse without policies, sending its telemetry to Application Insights (a local HTTPS ingestion
 //                endpoint in this process, scripts/bench/ingestion-endpoint.ts): only when BENCH_TARGETS names it, e.g.
 //                BENCH_TARGETS=gatehouse,gatehouse-ai; then also `appinsights-ratio` and the gateway's CPU a request
@@ -43,6 +43,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { positiveFromEnv } from './lib/env.ts';
 import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './bench/ingestion-endpoint.ts';
+import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
+import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
@@ -61,26 +63,6 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 const benchScript = (name: string) => join(here, 'bench', `${name}.js`);
 const gatewayMain = process.env.BENCH_GATEHOUSE_MAIN ?? fileURLToPath(new URL('../runtime/main.js', import.meta.url));
 const nodeArgs = ['--disable-warning=ExperimentalWarning'];
-
-/** The API key wrk and the checks send; the five-policy chain's key-auth accepts it (keys have 8 characters at least). */
-const API_KEY = 'bench-key-0001';
-/** Every request also carries an Origin, as a browser's would, so that the chain's cors policy does its whole job. */
-const ORIGIN = 'https://app.example.com';
-
-/**
- * The five-policy chain of target `gatehouse-5`, the one issue 3 names (key check, rate limit, set header, rewrite URI,
- * CORS), with the built-in policies, in the order a configuration would have them. The rate limit is far above what
- * wrk sends, so that every request does the whole chain. Before measuring, the harness checks that each policy acted:
- * the backend sees the caller's identity instead of the key and the rewritten path, the client sees the outbound
- * header and the CORS headers, and a request without the key is refused.
- */
-const FIVE_POLICY_CHAIN: Array<{ phase: 'inbound' | 'outbound'; policy: string; config: Record<string, unknown> }> = [
-  { phase: 'inbound', policy: 'cors', config: { allowedOrigins: [ORIGIN], exposeHeaders: ['x-request-id'] } },
-  { phase: 'inbound', policy: 'key-auth', config: { keys: [{ id: 'bench-client', key: API_KEY }], identityHeader: 'x-consumer-id' } },
-  { phase: 'inbound', policy: 'rate-limit', config: { calls: 1_000_000_000, renewalPeriod: 3600 } },
-  { phase: 'inbound', policy: 'rewrite-uri', config: { template: '/v2/items' } },
-  { phase: 'outbound', policy: 'set-header', config: { name: 'x-gatehouse', value: 'bench' } },
-];
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -259,13 +241,7 @@ function fileTail(file: string, lines = 8): string {
 // ---------------------------------------------------------------------------------------------------------------
 // wrk
 
-interface WrkResult {
-  rps: number;
-  requests: number;
-  p50ms: number;
-  p99ms: number;
-  non2xx: number;
-  socketErrors: number;
+interface WrkResult extends WrkRun {
   /** CPU time (user + system) the target's process used a request during the run, when it is measured. */
   cpuUsPerRequest?: number;
 }
@@ -284,11 +260,6 @@ function cpuMs(pid: number): number | null {
   }
 }
 
-function toMs(value: string, unit: string): number {
-  const n = Number(value);
-  return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n;
-}
-
 async function runWrk(port: number, seconds: number): Promise<WrkResult> {
   const args = [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, '--latency', '-H', `x-api-key: ${API_KEY}`, '-H', `origin: ${ORIGIN}`, `http://127.0.0.1:${port}/`];
   const child = startChild('wrk', tools.wrk, args);
@@ -300,21 +271,7 @@ async function runWrk(port: number, seconds: number): Promise<WrkResult> {
     throw new Error(`wrk did not finish within ${seconds + 20} s`);
   }
   if (child.exitCode !== 0) throw new Error(`wrk failed (code ${child.exitCode})${tail(child)}`);
-  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
-  const total = /(\d+) requests in/.exec(out);
-  const p50 = /\b50%\s+([\d.]+)(us|ms|s|m)\b/.exec(out);
-  const p99 = /\b99%\s+([\d.]+)(us|ms|s|m)\b/.exec(out);
-  if (!rps || !total || !p50 || !p99) throw new Error(`could not read wrk's output:\n${out}`);
-  const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out);
-  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  return {
-    rps: Number(rps[1]),
-    requests: Number(total[1]),
-    p50ms: toMs(p50[1]!, p50[2]!),
-    p99ms: toMs(p99[1]!, p99[2]!),
-    non2xx: non2xx ? Number(non2xx[1]) : 0,
-    socketErrors: sock ? sock.slice(1).reduce((s, v) => s + Number(v), 0) : 0,
-  };
+  return parseWrkOutput(out);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -462,30 +419,6 @@ function appInsightsTarget(dir: string): Target {
   return target;
 }
 
-function gatewayYaml(withPolicies: boolean): string {
-  const lines = [
-    '# Written by scripts/bench-proxy.ts',
-    'version: 1',
-    'apis:',
-    '  - id: bench',
-    '    pathPrefix: /',
-    '    backend:',
-    `      url: http://127.0.0.1:${backendPort}`,
-  ];
-  if (withPolicies) {
-    lines.push('    policies:');
-    for (const phase of ['inbound', 'outbound'] as const) {
-      const entries = FIVE_POLICY_CHAIN.filter((e) => e.phase === phase);
-      if (entries.length > 0) lines.push(`      ${phase}:`);
-      for (const entry of entries) {
-        lines.push(`        - policy: ${entry.policy}`);
-        lines.push(`          config: ${JSON.stringify(entry.config)}`);
-      }
-    }
-  }
-  return lines.join('\n') + '\n';
-}
-
 function gatehouseTarget(key: string, label: string, dir: string, withPolicies: boolean, env: () => NodeJS.ProcessEnv = () => ({})): Target {
   return {
     key,
@@ -494,7 +427,7 @@ function gatehouseTarget(key: string, label: string, dir: string, withPolicies: 
       if (!existsSync(gatewayMain)) throw new Error(`${gatewayMain} does not exist (did \`node scripts/build.mjs\` succeed?)`);
       mkdirSync(dir, { recursive: true });
       const config = join(dir, `${key}.yaml`);
-      writeFileSync(config, gatewayYaml(withPolicies));
+      writeFileSync(config, benchGatewayYaml(`http://127.0.0.1:${backendPort}`, withPolicies, 'scripts/bench-proxy.ts'));
       const logFile = join(dir, `${key}.log`);
       const [port, adminPort] = [await freePort(), await freePort()];
       const child = startChild(key, process.execPath, [...nodeArgs, gatewayMain, '--config', config], {

@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+#
+# The Gatehouse control plane (runtime/control-plane) on Node 20, run by a user of its own. Node only: its SQLite
+# driver, better-sqlite3, is a native addon, built in the first stage for the image's platform.
+#
+#   docker build -f deploy/docker/control-plane.Dockerfile -t gatehouse-control-plane:0.1.0 .   (from the repository root)
+#   docker run --rm -p 7070:7070 -v gatehouse-cp:/var/lib/gatehouse-control-plane gatehouse-control-plane:0.1.0
+#
+# test/deployment.test.ts checks this file's structure: no image is built by the tests (they run where no Docker
+# engine is).
+
+# --- build: compile dist/ (the `prepare` script), build better-sqlite3, then drop the dev dependencies ---
+FROM node:20.20.2-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN npm ci --no-audit --no-fund \
+ && npm prune --omit=dev --no-audit --no-fund
+
+# --- the image: the compiled control plane and its production dependencies ---
+FROM node:20.20.2-bookworm-slim
+RUN groupadd --system --gid 10001 gatehouse \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin gatehouse \
+ && mkdir -p /var/lib/gatehouse-control-plane \
+ && chown 10001:10001 /var/lib/gatehouse-control-plane \
+ && chmod 0700 /var/lib/gatehouse-control-plane
+WORKDIR /opt/gatehouse
+# Owned by root and read-only to the control plane's user.
+COPY --from=build /src/package.json /opt/gatehouse/package.json
+COPY --from=build /src/node_modules /opt/gatehouse/node_modules
+COPY --from=build /src/dist/runtime /opt/gatehouse/dist/runtime
+COPY --from=build /src/dist/chunks /opt/gatehouse/dist/chunks
+# In a container it must listen on every interface (the default, 127.0.0.1, is for a control plane beside its users).
+ENV NODE_ENV=production \
+    GATEHOUSE_CP_HOST=0.0.0.0 \
+    GATEHOUSE_CP_PORT=7070 \
+    GATEHOUSE_CP_DATA_DIR=/var/lib/gatehouse-control-plane
+USER 10001:10001
+EXPOSE 7070
+# The SQLite database: APIs, revisions, gateway tokens' key, the module-signing key, named values (secrets as given).
+VOLUME ["/var/lib/gatehouse-control-plane"]
+# GET /status needs no token. With GATEHOUSE_CP_TLS_CERT_FILE it is HTTPS, with a certificate the check does not verify
+# (it asks its own process, on 127.0.0.1).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "const client = process.env.GATEHOUSE_CP_TLS_CERT_FILE ? require('node:https') : require('node:http'); client.get({ host: '127.0.0.1', port: process.env.GATEHOUSE_CP_PORT || 7070, path: '/status', rejectUnauthorized: false }, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "--disable-warning=ExperimentalWarning", "/opt/gatehouse/dist/runtime/control-plane/main.js"]

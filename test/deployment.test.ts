@@ -1,0 +1,387 @@
+// The deployment files (deploy/, .dockerignore), checked where no Docker engine and no Kubernetes cluster are: the
+// Dockerfiles by their structure, the Kubernetes manifests against the Kubernetes API's own schemas (the
+// kubernetes-models validators) and against what the gateway and the control plane actually read and serve.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { Namespace } from 'kubernetes-models/v1/Namespace';
+import { Service } from 'kubernetes-models/v1/Service';
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { repoRoot } from '../runtime/platform/paths.ts';
+import { STATUS_PATH } from '../runtime/server/gateway.ts';
+import { DEFAULT_BUNDLE } from '../scripts/lib/bundle.ts';
+import { dockerIgnorePatterns, dockerIgnores, envOf, instructions, parseDockerfile, type Dockerfile, type Stage } from './support/dockerfile.ts';
+
+const root = repoRoot();
+const read = (path: string) => readFileSync(join(root, path), 'utf8');
+const version = (JSON.parse(read('package.json')) as { version: string }).version;
+
+/** The GATEHOUSE_* variables a program reads: every name its sources mention. */
+function variablesIn(...files: string[]): Set<string> {
+  return new Set(files.flatMap((f) => read(f).match(/\bGATEHOUSE_[A-Z0-9_]+\b/g) ?? []));
+}
+const gatewayVariables = variablesIn('runtime/main.ts', 'runtime/telemetry/appinsights.ts');
+const controlPlaneVariables = variablesIn('runtime/control-plane/main.ts');
+
+// ---------------------------------------------------------------------------------------------------------------
+// Container images
+
+interface ImageSpec {
+  file: string;
+  ports: string[];
+  /** The folder the image keeps its state in, and the variable that names it to the program. */
+  volume: string;
+  volumeVariable: string;
+  healthPath: string;
+  variables: Set<string>;
+}
+
+const images: ImageSpec[] = [
+  {
+    file: 'deploy/docker/gateway.Dockerfile',
+    ports: ['8080', '8081'],
+    volume: '/var/lib/gatehouse/backup',
+    volumeVariable: 'GATEHOUSE_BACKUP_DIR',
+    healthPath: STATUS_PATH,
+    variables: gatewayVariables,
+  },
+  {
+    file: 'deploy/docker/control-plane.Dockerfile',
+    ports: ['7070'],
+    volume: '/var/lib/gatehouse-control-plane',
+    volumeVariable: 'GATEHOUSE_CP_DATA_DIR',
+    healthPath: '/status',
+    variables: controlPlaneVariables,
+  },
+];
+
+const SECRET_NAME = /TOKEN|KEY|PASSWORD|SECRET|CONNECTION_STRING|CREDENTIAL/;
+const ignorePatterns = dockerIgnorePatterns(read('.dockerignore'));
+
+function finalStage(d: Dockerfile): Stage {
+  return d.stages.at(-1)!;
+}
+
+describe('container images (Dockerfiles; not built here: no Docker engine)', () => {
+  for (const spec of images) {
+    const dockerfile = parseDockerfile(read(spec.file));
+    const last = finalStage(dockerfile);
+    const build = dockerfile.stages.find((s) => s.name === 'build');
+
+    describe(spec.file, () => {
+      test('base images are pinned to a Node version the package supports', () => {
+        assert.ok(dockerfile.stages.length >= 2, 'a build stage and the image');
+        for (const stage of dockerfile.stages) {
+          const m = /^node:(\d+)\.(\d+)\.(\d+)-[a-z0-9-]+$/.exec(stage.image);
+          assert.ok(m, `${stage.image}: node:<major>.<minor>.<patch>-<variant>, not a moving tag`);
+          const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
+          assert.ok(Number(m[1]) >= Number(/\d+/.exec(engines)![0]), `${stage.image} satisfies engines ${engines}`);
+        }
+        assert.deepEqual(new Set(dockerfile.stages.map((s) => s.image.split('-')[0])).size, 1, 'one Node version for building and running');
+      });
+
+      test('runs as a non-root numeric user that owns only its state folder', () => {
+        const users = instructions(last, 'USER');
+        assert.equal(users.length, 1);
+        const m = /^(\d+):(\d+)$/.exec(users[0]!.args);
+        assert.ok(m, `USER ${users[0]!.args}: a numeric uid:gid (Kubernetes runAsNonRoot can check only numbers)`);
+        assert.notEqual(m[1], '0');
+        const run = instructions(last, 'RUN').map((r) => r.args).join('\n');
+        assert.match(run, new RegExp(`chown ${m[1]}:${m[2]} ${spec.volume}\\b`), 'the state folder belongs to that user');
+        assert.match(run, new RegExp(`chmod 0700 ${spec.volume}\\b`));
+        assert.ok(instructions(last, 'USER')[0]!.line > Math.max(...instructions(last, 'COPY').map((c) => c.line)), 'files are copied as root (read-only to the user)');
+      });
+
+      test(`exposes ${spec.ports.join(' and ')}, keeps its state on a volume, and checks its health on ${spec.healthPath}`, () => {
+        assert.deepEqual(instructions(last, 'EXPOSE').flatMap((e) => e.args.split(/\s+/)), spec.ports);
+        const volumes = instructions(last, 'VOLUME').flatMap((v) => v.exec ?? v.args.split(/\s+/));
+        assert.deepEqual(volumes, [spec.volume]);
+        assert.equal(envOf(last)[spec.volumeVariable], spec.volume, `${spec.volumeVariable} names the volume`);
+        const health = instructions(last, 'HEALTHCHECK');
+        assert.equal(health.length, 1);
+        assert.ok(health[0]!.exec, 'HEALTHCHECK CMD in exec form (no shell in between)');
+        assert.ok(health[0]!.exec.join(' ').includes(`'${spec.healthPath}'`), `HEALTHCHECK asks ${spec.healthPath}`);
+        assert.equal(instructions(last, 'STOPSIGNAL')[0]?.args, 'SIGTERM');
+      });
+
+      test('the entry point is in exec form (signals reach Node) and runs what the build stage made', () => {
+        const entry = instructions(last, 'ENTRYPOINT');
+        assert.equal(entry.length, 1);
+        const exec = entry[0]!.exec;
+        assert.ok(exec, 'ENTRYPOINT ["node", ...]');
+        assert.equal(exec[0], 'node');
+        const program = exec.at(-1)!;
+        const copies = instructions(last, 'COPY').filter((c) => c.flags.from === 'build');
+        const copied = copies.map((c) => c.args.split(/\s+/)).find(([, to]) => to !== undefined && program.startsWith(to));
+        assert.ok(copied, `${program} is copied from the build stage`);
+        const [from, to] = copied as [string, string];
+        const source = `${from}${program.slice(to.length)}`.replace(/^\/src\//, '');
+        if (spec.file.includes('gateway')) {
+          assert.equal(source, DEFAULT_BUNDLE, 'the bundle npm run bundle writes');
+          assert.match(instructions(build!, 'RUN').map((r) => r.args).join('\n'), /npm run bundle/);
+        } else {
+          assert.equal(source, 'dist/runtime/control-plane/main.js');
+          assert.match(read('scripts/build.mjs'), /'runtime\/control-plane\/main\.ts'/, 'scripts/build.mjs (npm ci runs it as `prepare`) compiles it');
+        }
+      });
+
+      test('only production code and dependencies reach the image', () => {
+        assert.ok(build, 'a stage named build');
+        assert.equal(instructions(last, 'RUN').filter((r) => /\bnpm\b/.test(r.args)).length, 0, 'no npm in the image stage');
+        const buildRuns = instructions(build!, 'RUN').map((r) => r.args).join('\n');
+        assert.match(buildRuns, /npm ci\b/, 'dependencies as package-lock.json pins them');
+        const copied = instructions(last, 'COPY').map((c) => c.args.split(/\s+/)[0]!);
+        if (spec.file.includes('gateway')) {
+          assert.deepEqual(copied, [`/src/${DEFAULT_BUNDLE}`], 'the single file, nothing else');
+        } else {
+          assert.match(buildRuns, /npm prune --omit=dev/, 'dev dependencies are removed before node_modules is copied');
+          assert.ok(copied.includes('/src/node_modules'));
+          assert.ok(copied.every((c) => /^\/src\/(package\.json|node_modules|dist\/runtime|dist\/chunks)$/.test(c)), copied.join(', '));
+        }
+      });
+
+      test('no secret is baked in, and the variables it sets are ones the program reads', () => {
+        for (const stage of dockerfile.stages) {
+          for (const name of Object.keys(envOf(stage))) {
+            assert.doesNotMatch(name, SECRET_NAME, `${name}: secrets come from the environment at run time`);
+            if (name.startsWith('GATEHOUSE_')) assert.ok(spec.variables.has(name), `${name} is read by the program`);
+          }
+          for (const arg of instructions(stage, 'ARG')) assert.doesNotMatch(arg.args, SECRET_NAME);
+        }
+        for (const path of ['.data/control-plane/control-plane.db', '.data/control-plane/admin-token', 'tls/gateway.key', 'certs/ca.pem', '.env']) {
+          assert.ok(dockerIgnores(ignorePatterns, path), `.dockerignore leaves out ${path}`);
+        }
+      });
+    });
+  }
+
+  test('.dockerignore keeps what the builds need and leaves out what they make', () => {
+    for (const path of ['package.json', 'package-lock.json', 'runtime/main.ts', 'runtime/config/default.yaml', 'sdk/package.json', 'sdk/assembly/index.ts', 'policies/rate-limit/policy.ts', 'scripts/build.mjs', 'scripts/lib/bundle.ts', 'test/bundle.test.ts']) {
+      assert.ok(!dockerIgnores(ignorePatterns, path), `${path} is in the build context`);
+    }
+    for (const path of ['node_modules/yaml/package.json', 'sdk/node_modules/x', 'dist/runtime/main.js', '.cache/policy-builds/x', '.git/HEAD']) {
+      assert.ok(dockerIgnores(ignorePatterns, path), `${path} is left out`);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Kubernetes
+
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: any };
+
+/** The validator of each kind the manifests use: the Kubernetes OpenAPI schema, compiled (kubernetes-models). */
+const MODELS: Record<string, new (o: any) => { validate(): void }> = {
+  'v1/Namespace': Namespace,
+  'v1/Service': Service,
+  'apps/v1/Deployment': Deployment,
+  'apps/v1/StatefulSet': StatefulSet,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
+  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
+};
+
+const k8sDir = 'deploy/kubernetes';
+const kustomization = parseYaml(read(`${k8sDir}/kustomization.yaml`)) as { namespace: string; resources: string[] };
+const objects: Obj[] = kustomization.resources.flatMap((file) =>
+  parseAllDocuments(read(`${k8sDir}/${file}`)).map((doc) => {
+    assert.equal(doc.errors.length, 0, `${file}: ${doc.errors.map((e) => e.message).join('; ')}`);
+    return doc.toJSON() as Obj;
+  }),
+);
+const find = (kind: string, name: string): Obj => {
+  const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
+  assert.ok(found, `${kind} ${name}`);
+  return found;
+};
+const workloads = () => objects.filter((o) => o.kind === 'StatefulSet' || o.kind === 'Deployment');
+const matches = (selector: Record<string, string>, labels: Record<string, string> = {}) =>
+  Object.entries(selector).every(([k, v]) => labels[k] === v);
+
+type EnvVar = { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean }; configMapKeyRef?: { name: string; key: string; optional?: boolean } } };
+const containerOf = (workload: Obj) => workload.spec.template.spec.containers[0] as {
+  image: string;
+  env: EnvVar[];
+  ports: { name: string; containerPort: number }[];
+  readinessProbe: any;
+  livenessProbe: any;
+  startupProbe?: any;
+  resources: { requests?: Record<string, string>; limits?: Record<string, string> };
+  securityContext: any;
+  volumeMounts: { name: string; mountPath: string }[];
+};
+const envValue = (env: EnvVar[], name: string) => env.find((e) => e.name === name)?.value;
+
+describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
+  test('kustomization.yaml lists every manifest, and they name one namespace', () => {
+    const files = readdirSync(join(root, k8sDir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml').sort();
+    assert.deepEqual([...kustomization.resources].sort(), files);
+    assert.equal(kustomization.namespace, 'gatehouse');
+    assert.ok(objects.every((o) => !('namespace' in o.metadata)), 'the namespace comes from kustomization.yaml only');
+    assert.equal(find('Namespace', 'gatehouse').metadata.labels?.['pod-security.kubernetes.io/enforce'], 'restricted');
+  });
+
+  test('every object is valid against the Kubernetes API schema of its kind', () => {
+    for (const o of objects) {
+      const Model = MODELS[`${o.apiVersion}/${o.kind}`];
+      assert.ok(Model, `a schema for ${o.apiVersion} ${o.kind} (add its kubernetes-models class)`);
+      assert.doesNotThrow(() => new Model(o).validate(), `${o.kind} ${o.metadata.name}`);
+    }
+    // The validators do find mistakes (a guard against a model that accepts anything).
+    const broken = structuredClone(find('StatefulSet', 'gatehouse-gateway'));
+    broken.spec.replicas = 'two';
+    broken.spec.template.spec.containers[0].resources.requests.memory = 'lots';
+    assert.throws(() => new StatefulSet(broken).validate(), /replicas must be integer[\s\S]*memory/);
+  });
+
+  test('Services, the disruption budget and network policies select pods that exist, on ports they have', () => {
+    for (const o of objects.filter((x) => ['Service', 'PodDisruptionBudget', 'NetworkPolicy'].includes(x.kind))) {
+      const selector = (o.kind === 'Service' ? o.spec.selector : o.kind === 'NetworkPolicy' ? o.spec.podSelector.matchLabels : o.spec.selector.matchLabels) as Record<string, string>;
+      const selected = workloads().filter((w) => matches(selector, w.spec.template.metadata.labels));
+      assert.equal(selected.length, 1, `${o.kind} ${o.metadata.name} selects one workload`);
+      const portNames = containerOf(selected[0]!).ports.map((p) => p.name);
+      const targets: string[] =
+        o.kind === 'Service' ? o.spec.ports.map((p: { targetPort: string }) => p.targetPort) : o.kind === 'NetworkPolicy' ? o.spec.ingress.flatMap((r: { ports: { port: string }[] }) => r.ports.map((p) => p.port)) : [];
+      for (const target of targets) assert.ok(portNames.includes(target), `${o.kind} ${o.metadata.name}: port ${target} is a container port`);
+      if (o.kind === 'NetworkPolicy') {
+        for (const rule of o.spec.ingress) {
+          for (const from of rule.from) assert.equal(workloads().filter((w) => matches(from.podSelector.matchLabels, w.spec.template.metadata.labels)).length, 1);
+        }
+      }
+    }
+    for (const w of workloads()) assert.ok(matches(w.spec.selector.matchLabels, w.spec.template.metadata.labels), `${w.metadata.name}: its selector matches its pods`);
+  });
+
+  describe('gateways', () => {
+    const gateways = find('StatefulSet', 'gatehouse-gateway');
+    const pod = gateways.spec.template.spec;
+    const container = containerOf(gateways);
+
+    test('at least 2, replaced one at a time, at most one taken away by a disruption', () => {
+      assert.ok(gateways.spec.replicas >= 2);
+      assert.equal(gateways.spec.podManagementPolicy, 'Parallel');
+      assert.equal(gateways.spec.updateStrategy.type, 'RollingUpdate');
+      assert.ok(gateways.spec.minReadySeconds > 0);
+      const pdb = find('PodDisruptionBudget', 'gatehouse-gateway');
+      assert.ok(pdb.spec.maxUnavailable === 1 || pdb.spec.minAvailable === 1);
+      assert.equal(find('Service', gateways.spec.serviceName).spec.clusterIP, 'None', 'the governing Service is headless');
+    });
+
+    test('ready on the probe path; alive while listening; time to start', () => {
+      assert.deepEqual(container.readinessProbe.httpGet, { path: STATUS_PATH, port: 'http' });
+      assert.equal(container.ports.find((p) => p.name === 'http')?.containerPort, 8080);
+      assert.deepEqual(container.livenessProbe.tcpSocket, { port: 'http' });
+      assert.ok(container.startupProbe.periodSeconds * container.startupProbe.failureThreshold >= 60);
+    });
+
+    test('the kubelet waits for the shutdown delay and the drain before it kills', () => {
+      const delay = Number(envValue(container.env, 'GATEHOUSE_SHUTDOWN_DELAY_MS'));
+      const drain = Number(envValue(container.env, 'GATEHOUSE_SHUTDOWN_TIMEOUT_MS'));
+      assert.ok(delay > 0 && drain > 0);
+      assert.ok(pod.terminationGracePeriodSeconds * 1000 > delay + drain, `${pod.terminationGracePeriodSeconds} s > ${delay} + ${drain} ms`);
+    });
+
+    test('non-root, no privilege, read-only root filesystem, resources requested', () => {
+      assert.equal(pod.securityContext.runAsNonRoot, true);
+      assert.equal(pod.securityContext.runAsUser, 10001, 'the uid of the image (deploy/docker/gateway.Dockerfile)');
+      assert.equal(pod.securityContext.fsGroup, 10001, 'the backup volume is writable by it');
+      assert.equal(pod.securityContext.seccompProfile.type, 'RuntimeDefault');
+      assert.equal(pod.automountServiceAccountToken, false);
+      assert.deepEqual(container.securityContext, { allowPrivilegeEscalation: false, privileged: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+      assert.ok(container.resources.requests?.cpu && container.resources.requests.memory);
+      assert.ok(container.resources.limits?.memory);
+    });
+
+    test('the backup is on a volume of its own per pod, where GATEHOUSE_BACKUP_DIR says', () => {
+      const template = gateways.spec.volumeClaimTemplates.find((t: Obj) => t.metadata.name === 'backup');
+      assert.deepEqual(template.spec.accessModes, ['ReadWriteOnce']);
+      const mount = container.volumeMounts.find((m) => m.name === 'backup');
+      assert.equal(mount?.mountPath, envValue(container.env, 'GATEHOUSE_BACKUP_DIR'));
+      assert.equal(mount?.mountPath, images[0]!.volume, 'the image volume');
+      assert.ok(pod.volumes.some((v: { name: string; emptyDir?: object }) => v.name === 'tmp' && v.emptyDir));
+    });
+
+    test('secrets come from Secrets; the control plane and Redis are reached by their Services', () => {
+      const secret = (name: string) => container.env.find((e) => e.name === name)?.valueFrom?.secretKeyRef;
+      assert.deepEqual(secret('GATEHOUSE_TOKEN'), { name: 'gatehouse-gateway', key: 'token' });
+      assert.deepEqual(secret('GATEHOUSE_BACKUP_KEY'), { name: 'gatehouse-gateway', key: 'backup-key' });
+      const cp = find('Service', 'gatehouse-control-plane');
+      assert.equal(envValue(container.env, 'GATEHOUSE_CONFIG_URL'), `http://${cp.metadata.name}:${cp.spec.ports[0].port}`);
+      const redis = find('Service', 'gatehouse-redis');
+      assert.equal(envValue(container.env, 'GATEHOUSE_REDIS_URL'), `redis://:$(REDIS_PASSWORD)@${redis.metadata.name}:${redis.spec.ports[0].port}`);
+      assert.deepEqual(secret('REDIS_PASSWORD'), { name: 'gatehouse-redis', key: 'password' });
+      assert.equal(container.image, `gatehouse-gateway:${version}`);
+    });
+  });
+
+  test('control plane: one pod on its own volume, listening on every interface, its admin token from a Secret', () => {
+    const cp = find('StatefulSet', 'gatehouse-control-plane');
+    const container = containerOf(cp);
+    assert.equal(cp.spec.replicas, 1, 'one writer of its SQLite database');
+    assert.equal(envValue(container.env, 'GATEHOUSE_CP_HOST'), '0.0.0.0');
+    assert.equal(container.volumeMounts.find((m) => m.name === 'data')?.mountPath, envValue(container.env, 'GATEHOUSE_CP_DATA_DIR'));
+    assert.deepEqual(container.env.find((e) => e.name === 'GATEHOUSE_ADMIN_TOKEN')?.valueFrom?.secretKeyRef, { name: 'gatehouse-control-plane', key: 'admin-token' });
+    assert.deepEqual(container.readinessProbe.httpGet, { path: '/status', port: 'http' });
+    assert.equal(container.image, `gatehouse-control-plane:${version}`);
+  });
+
+  test('Redis: password required, nothing on disk, replaced rather than rolled', () => {
+    const redis = find('Deployment', 'gatehouse-redis');
+    const container = containerOf(redis);
+    const args = (redis.spec.template.spec.containers[0].args as string[]).join(' ');
+    assert.match(args, /--requirepass \$\(REDIS_PASSWORD\)/);
+    assert.match(args, /--save {2}--appendonly no/);
+    assert.equal(redis.spec.strategy.type, 'Recreate');
+    assert.match(container.image, /^redis:\d+\.\d+\.\d+-[a-z]+$/, 'pinned');
+  });
+
+  test('variables: each is read by its program, and $(NAME) refers to a variable defined before it', () => {
+    const programs: Record<string, Set<string>> = { 'gatehouse-gateway': gatewayVariables, 'gatehouse-control-plane': controlPlaneVariables };
+    for (const w of workloads()) {
+      const defined = new Set<string>();
+      for (const e of containerOf(w).env) {
+        if (e.name.startsWith('GATEHOUSE_')) assert.ok(programs[w.metadata.name]?.has(e.name), `${w.metadata.name}: ${e.name} is read by the program`);
+        for (const [, ref] of (e.value ?? '').matchAll(/\$\(([A-Z0-9_]+)\)/g)) assert.ok(defined.has(ref!), `${e.name} uses $(${ref}) after it is defined`);
+        defined.add(e.name);
+      }
+      for (const arg of (w.spec.template.spec.containers[0].args ?? []) as string[]) {
+        for (const [, ref] of arg.matchAll(/\$\(([A-Z0-9_]+)\)/g)) assert.ok(defined.has(ref!), `${w.metadata.name}: args use $(${ref})`);
+      }
+    }
+  });
+
+  test('every Secret and key the pods need is one docs/deployment.md shows how to create', () => {
+    const doc = read('docs/deployment.md');
+    for (const w of workloads()) {
+      for (const e of containerOf(w).env) {
+        const ref = e.valueFrom?.secretKeyRef;
+        if (!ref) continue;
+        assert.match(doc, new RegExp(`kubectl create secret generic ${ref.name}\\b[^\\n]*(\\\\\\n[^\\n]*)*--from-literal=${ref.key}=`), `docs/deployment.md creates ${ref.name}/${ref.key}`);
+      }
+    }
+  });
+
+  test('kubectl kustomize renders the same objects in the namespace', (t) => {
+    const kubectl = spawnSync('kubectl', ['kustomize', join(root, k8sDir)], { encoding: 'utf8' });
+    if (kubectl.error && (kubectl.error as NodeJS.ErrnoException).code === 'ENOENT') return t.skip('kubectl is not installed');
+    assert.equal(kubectl.status, 0, kubectl.stderr);
+    const rendered = parseAllDocuments(kubectl.stdout).map((d) => d.toJSON() as Obj & { metadata: { namespace?: string } });
+    const key = (o: Obj) => `${o.kind}/${o.metadata.name}`;
+    assert.deepEqual(rendered.map(key).sort(), objects.map(key).sort());
+    for (const o of rendered) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'gatehouse', key(o));
+  });
+});
+
+test('docs/deployment.md describes every file under deploy/', () => {
+  const doc = read('docs/deployment.md');
+  for (const dir of ['deploy/docker', 'deploy/kubernetes']) {
+    for (const f of readdirSync(join(root, dir))) assert.ok(doc.includes(`${dir}/${f}`) || doc.includes(f), `${dir}/${f} is described`);
+  }
+  assert.ok(existsSync(join(root, '.dockerignore')));
+});

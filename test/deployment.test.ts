@@ -3,9 +3,9 @@
 // kubernetes-models validators) and against what the gateway and the control plane actually read and serve.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
@@ -14,10 +14,13 @@ import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { isDeno } from '../runtime/platform/http.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { STATUS_PATH } from '../runtime/server/gateway.ts';
 import { DEFAULT_BUNDLE } from '../scripts/lib/bundle.ts';
 import { dockerIgnorePatterns, dockerIgnores, envOf, instructions, parseDockerfile, type Dockerfile, type Stage } from './support/dockerfile.ts';
+import { tempDir } from './support/gateway-process.ts';
+import { send } from './support/requests.ts';
 
 const root = repoRoot();
 const read = (path: string) => readFileSync(join(root, path), 'utf8');
@@ -161,6 +164,56 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
       });
     });
   }
+
+  test("the control plane image's files run: its entry point, with only what the Dockerfile copies from the build", async () => {
+    // The build stage's /src is this repository after `npm ci` (dist/ built by it); node_modules is linked rather than
+    // copied, and holds the dev dependencies too, which the image's pruned copy would not.
+    const dockerfile = parseDockerfile(read('deploy/docker/control-plane.Dockerfile'));
+    const image = finalStage(dockerfile);
+    const fsRoot = tempDir('gatehouse-cp-image-');
+    const inImage = (path: string) => join(fsRoot, path);
+    for (const copy of instructions(image, 'COPY')) {
+      const [from, to] = copy.args.split(/\s+/) as [string, string];
+      const source = join(root, from.replace(/^\/src\//, ''));
+      mkdirSync(dirname(inImage(to)), { recursive: true });
+      if (from.endsWith('/node_modules')) symlinkSync(source, inImage(to));
+      else cpSync(source, inImage(to), { recursive: true });
+    }
+    const env = envOf(image);
+    const dataDir = tempDir('gatehouse-cp-image-data-');
+    const exec = instructions(image, 'ENTRYPOINT')[0]!.exec!;
+    const workdir = instructions(image, 'WORKDIR').at(-1)!.args;
+    const child = spawn(isDeno ? 'node' : process.execPath, exec.slice(1).map((a) => (a.startsWith('/') ? inImage(a) : a)), {
+      cwd: inImage(workdir),
+      // As the image sets them, but on a free port of 127.0.0.1 and a folder of the test's.
+      env: { ...process.env, ...env, GATEHOUSE_CP_HOST: '127.0.0.1', GATEHOUSE_CP_PORT: '0', GATEHOUSE_CP_DATA_DIR: dataDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<void>((r) => child.once('close', () => r()));
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`not listening within 30 s: ${err}`)), 30_000);
+        child.stdout!.on('data', (c: Buffer) => {
+          out += c.toString();
+          const line = out.split('\n').find((l) => l.includes('"control plane listening"'));
+          if (line) {
+            clearTimeout(timer);
+            resolve((JSON.parse(line) as { port: number }).port);
+          }
+        });
+        child.once('close', (code) => reject(new Error(`exited with ${code}: ${err}`)));
+      });
+      const status = await send(`http://127.0.0.1:${port}`, '/status');
+      assert.equal(status.status, 200, status.body);
+      assert.ok(existsSync(join(dataDir, 'control-plane.db')), 'its database is in GATEHOUSE_CP_DATA_DIR');
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
 
   test('.dockerignore keeps what the builds need and leaves out what they make', () => {
     for (const path of ['package.json', 'package-lock.json', 'runtime/main.ts', 'runtime/config/default.yaml', 'sdk/package.json', 'sdk/assembly/index.ts', 'policies/rate-limit/policy.ts', 'scripts/build.mjs', 'scripts/lib/bundle.ts', 'test/bundle.test.ts']) {

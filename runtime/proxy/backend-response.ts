@@ -117,6 +117,9 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   sendTo(destination: Writable): void {
     this.claim();
     this.destination = destination;
+    // What arrived before (the rest of a body whose connection closed while paused: backend-sockets.ts) goes first.
+    for (let chunk = this.queue.shift(); chunk; chunk = this.queue.shift()) destination.write(chunk);
+    this.queuedBytes = 0;
     if (this.ended) {
       destination.end();
       return;

@@ -2,6 +2,7 @@
 // Passive health: a backend that fails `ejectAfterFailures` times in a row is left out for `ejectForMs`.
 
 import { Pool } from 'undici';
+import { backendConnect } from '../platform/backend-sockets.ts';
 
 export interface BackendOptions {
   timeoutMs: number;
@@ -36,6 +37,7 @@ export class BackendTarget {
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       keepAliveTimeout: 30_000,
+      connect: backendConnect(),
     });
   }
 }

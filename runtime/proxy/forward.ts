@@ -3,6 +3,7 @@
 
 import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
+import { backendConnect } from '../platform/backend-sockets.ts';
 import type { Exchange, ResponseState } from '../pipeline/exchange.ts';
 import { BackendResponse, type BackendHead } from './backend-response.ts';
 import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
@@ -54,6 +55,7 @@ export class Forwarder {
       connections: 64,
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
+      connect: backendConnect(),
     });
     this.maxBuffered = options.maxBufferedResponseBytes ?? 16 * 1024 * 1024;
   }

@@ -12,7 +12,6 @@ import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { build, type Plugin } from 'esbuild';
-import { buildPolicy } from '../../sdk/cli/build.ts';
 import { RepositoryPolicySources } from '../../runtime/config/repository-policies.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
 
@@ -57,9 +56,9 @@ export async function buildBundle(outFile = join(repoRoot(), DEFAULT_BUNDLE)): P
   let policyBytes = 0;
   // One at a time: the SDK compiles one policy at a time anyway, and most come from its cache.
   for (const name of names) {
-    const folder = join(root, 'policies', name);
-    const { wasm } = await buildPolicy({ source: join(folder, 'policy.ts') });
-    const descriptor = JSON.parse(await readFile(join(folder, 'policy.json'), 'utf8')) as { needs?: unknown };
+    // Built as the repository builds them (the SDK, its cache); `needs` is carried as written in policy.json.
+    const wasm = await sources.builtin(name)!.wasm();
+    const descriptor = JSON.parse(await readFile(join(root, 'policies', name, 'policy.json'), 'utf8')) as { needs?: unknown };
     const needs = Array.isArray(descriptor.needs) ? descriptor.needs.filter((n): n is string => typeof n === 'string') : [];
     policies.push({ name, needs, wasmBase64: Buffer.from(wasm).toString('base64') });
     policyBytes += wasm.byteLength;

@@ -228,6 +228,8 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
 // ---------------------------------------------------------------------------------------------------------------
 // Kubernetes
 
+// Manifests are read as plain JSON. Their shape is checked by the Kubernetes schemas (the first tests); the checks after
+// them read fields by path, with `any` where a full type would only restate those schemas.
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: any };
 
 /** The validator of each kind the manifests use: the Kubernetes OpenAPI schema, compiled (kubernetes-models). */

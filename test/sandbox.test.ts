@@ -50,18 +50,26 @@ async function longestStall(work: () => Promise<unknown>): Promise<number> {
 describe('sandbox', () => {
   test('an infinite loop is stopped within its CPU budget, and the event loop never stalls longer', async () => {
     const binding = bind('loop');
+    let longestCall = 0;
     const stall = await longestStall(async () => {
       for (let i = 0; i < 3; i++) {
         const started = performance.now();
+        const cpuBefore = process.cpuUsage();
         const err = await failure(binding.run('inbound', makeExchange()));
+        const cpu = process.cpuUsage(cpuBefore);
         const took = performance.now() - started;
+        longestCall = Math.max(longestCall, took);
         assert.equal(err.reason, 'cpu-budget');
-        assert.ok(took >= 49 && took < 80, `a 50 ms budget stopped the call after ${took.toFixed(1)} ms`);
+        // The budget is CPU time: on a machine that gives the process less than a core, the call takes longer in
+        // wall-clock time, up to three budgets (test/cpu-budget.test.ts).
+        const cpuMs = (cpu.user + cpu.system) / 1000;
+        assert.ok(cpuMs < 80 || took < 80, `a 50 ms budget stopped the call after ${cpuMs.toFixed(1)} ms of CPU`);
+        assert.ok(took >= 49 && took < 170, `a 50 ms budget stopped the call after ${took.toFixed(1)} ms`);
         // Requests arrive as separate tasks; let timers run between them as a server's event loop would.
         await new Promise((r) => setTimeout(r, 0));
       }
     });
-    assert.ok(stall < 80, `the event loop stalled for ${stall.toFixed(1)} ms`);
+    assert.ok(stall < longestCall + 30, `the event loop stalled for ${stall.toFixed(1)} ms, calls took ${longestCall.toFixed(1)} ms at most`);
     assert.equal(binding.stats.recycles, 3);
   });
 

@@ -308,8 +308,8 @@ export class PolicyBinding {
       this.ready = null;
       void old?.then((i) => i.close()).catch(() => undefined);
     }
+    // The binding's logger names the binding and its policy on every line already.
     this.options.logger.warn('policy call failed', {
-      binding: this.id,
       reason,
       error: message,
       recycled: recycle,

@@ -12,6 +12,7 @@
 // The state of the current call lives on the instance (`call`). Host functions move bytes between the module's own
 // memory and the host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
 
+import process from 'node:process';
 import createPlugin, { type Plugin } from '@extism/extism';
 import { verifySignature } from './signatures.ts';
 import { checkEmission, type MetricEmission } from '../telemetry/custom-metrics.ts';
@@ -45,6 +46,19 @@ export interface Limits {
 }
 
 export const DEFAULT_LIMITS: Limits = { memoryBytes: 16 * 1024 * 1024, outputBytes: 1024 * 1024, cpuMs: 50 };
+
+/**
+ * However little CPU it got, a call is stopped after this many budgets of wall-clock time: pauses of up to about two
+ * budgets are forgiven (a container throttled at half a core waits up to 50 ms in each 100 ms period), and a runaway
+ * call holds the event loop of a starved process for three budgets at most.
+ */
+const PAUSED_CEILING_BUDGETS = 3;
+
+/** The process's CPU time (user and system, every thread: concurrent collection too, which errs towards stopping). */
+function cpuMicroseconds(): number {
+  const { user, system } = process.cpuUsage();
+  return user + system;
+}
 
 export type WriteOp = 'set' | 'add' | 'remove';
 
@@ -103,6 +117,9 @@ export class PolicyInstance {
   private memory!: WebAssembly.Memory;
   private u8 = new Uint8Array(0);
   private deadline = 0;
+  /** When the running call started (wall clock), and the process's CPU time once it passed half its budget. */
+  private callStarted = 0;
+  private cpuAtHalfwayUs: number | null = null;
   private call: CallState | null = null;
   /** The running call allocated kernel blocks (most handlers never do: they have no input and set no output). */
   private kernelBlocks = false;
@@ -129,7 +146,7 @@ export class PolicyInstance {
     } as unknown as Console;
     const useWasi = grants.wasi === true || grants.filesystem !== undefined;
     // The module's start function (top-level code) runs inside createPlugin, under the same budget as a call.
-    this.deadline = performance.now() + limits.cpuMs;
+    this.startClock();
     this.plugin = await createPlugin(
       { wasm: [{ module: this.options.compiled }], config: this.options.extismConfig },
       {
@@ -179,7 +196,7 @@ export class PolicyInstance {
     const handler = this.exports[exportName];
     if (typeof handler !== 'function') throw new CallAbort('bad-argument', `the module does not export ${exportName}`);
     this.call = state;
-    this.deadline = performance.now() + this.options.limits.cpuMs;
+    this.startClock();
     try {
       (handler as () => unknown)();
     } finally {
@@ -195,7 +212,7 @@ export class PolicyInstance {
 
   /** Calls the descriptor export through Extism (its output is the descriptor); null when it set no output. */
   async describe(exportName: string): Promise<Uint8Array | null> {
-    this.deadline = performance.now() + this.options.limits.cpuMs;
+    this.startClock();
     const output = await this.plugin.call(exportName);
     if (!output) return null;
     const bytes = new Uint8Array(output.bytes());
@@ -209,10 +226,39 @@ export class PolicyInstance {
     await this.plugin.close();
   }
 
+  private startClock(): void {
+    this.callStarted = performance.now();
+    // The first deadline is halfway through the budget: see checkBudget.
+    this.deadline = this.callStarted + this.options.limits.cpuMs / 2;
+    this.cpuAtHalfwayUs = null;
+  }
+
+  /**
+   * Called by the metered module every FUEL_PER_CHECK units, which a running module reaches every few microseconds.
+   * Deadlines are wall-clock time, cheap to read on every check; but wall time also passes while the process is not
+   * running the call: descheduled on a busy machine, throttled at a container's CPU limit (CFS periods of 100 ms). A
+   * call that takes microseconds would then fail (a 500) for time it never used. So the CPU time is read once a call
+   * passes half its budget in wall-clock time (about a microsecond, paid only by such calls): up to there it ran for
+   * half the budget at most (checks come every few microseconds while it runs, so the one that found the halfway point
+   * passed came right after it, or right after a pause). From then on the deadline moves by what is left of the budget
+   * in CPU time, and the call is stopped once that is used up; or after PAUSED_CEILING_BUDGETS of wall-clock time,
+   * however little it ran. The CPU time is the process's (every thread, garbage collection included), which errs
+   * towards stopping.
+   */
   private checkBudget(): void {
-    if (performance.now() > this.deadline) {
-      throw new CallAbort('cpu-budget', `call ran past its CPU budget of ${this.options.limits.cpuMs} ms`);
+    const now = performance.now();
+    if (now <= this.deadline) return;
+    const budgetMs = this.options.limits.cpuMs;
+    if (this.cpuAtHalfwayUs === null) {
+      this.cpuAtHalfwayUs = cpuMicroseconds();
+      this.deadline = Math.max(this.callStarted + budgetMs, now + budgetMs / 2);
+      return;
     }
+    const usedMs = budgetMs / 2 + (cpuMicroseconds() - this.cpuAtHalfwayUs) / 1000;
+    if (usedMs >= budgetMs || now - this.callStarted >= budgetMs * PAUSED_CEILING_BUDGETS) {
+      throw new CallAbort('cpu-budget', `call ran past its CPU budget of ${budgetMs} ms`);
+    }
+    this.deadline = now + (budgetMs - usedMs);
   }
 
   private current(): CallState {

@@ -26,14 +26,11 @@
 // Environment: FLEET_RATE (ordinary requests a second, default 600), FLEET_RATE_LIMIT (M, default 3000),
 // FLEET_IN_FLIGHT (per stream, default 32).
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { repoRoot } from '../runtime/platform/paths.ts';
 import { startControlPlane, type ControlPlaneProcess } from '../test/support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from '../test/support/gateway-process.ts';
-import { freePort } from '../test/support/ports.ts';
 import { startRedis, type RedisProcess } from '../test/support/redis-process.ts';
+import { startBenchBackend, type BenchBackend as Backend } from './lib/bench-backend.ts';
 import { positiveFromEnv } from './lib/env.ts';
 import { LoadStream } from './lib/load-stream.ts';
 import { ReadyEndpoints } from './lib/ready-endpoints.ts';
@@ -60,27 +57,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------------------------
 // Processes
-
-interface Backend {
-  name: string;
-  url: string;
-  child: ChildProcess;
-}
-
-/** scripts/bench/backend.ts as its own process, naming itself in `x-backend`. */
-async function startBackend(name: string): Promise<Backend> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [join(repoRoot(), 'dist', 'scripts', 'bench', 'backend.js')], {
-    env: { ...process.env, BENCH_PORT: String(port), BENCH_NAME: name },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.once('data', () => resolve());
-    child.once('exit', (code) => reject(new Error(`backend ${name} exited with ${code}`)));
-  });
-  child.stdout!.resume();
-  return { name, url: `http://127.0.0.1:${port}`, child };
-}
 
 const started: { stop(): Promise<unknown> }[] = [];
 let redis: RedisProcess | null = null;
@@ -162,8 +138,8 @@ async function waitUntil(what: string, condition: () => Promise<boolean> | boole
 async function main(): Promise<number> {
   ensureRedis();
   redis = await startRedis();
-  const backends = await Promise.all(['backend-a', 'backend-b'].map(startBackend));
-  for (const b of backends) started.push({ stop: async () => b.child.exitCode === null && b.child.kill('SIGTERM') });
+  const backends = await Promise.all(['backend-a', 'backend-b'].map((name) => startBenchBackend(name)));
+  started.push(...backends);
 
   const cpData = tempDir('gatehouse-fleet-cp-');
   let cp = await startControlPlane(cpData);

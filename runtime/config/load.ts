@@ -7,12 +7,14 @@
 
 import AjvModule from 'ajv';
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import { Buffer } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 
 import { repoRoot } from '../platform/paths.ts';
 import schema from './gateway.schema.json' with { type: 'json' };
+import { MAX_ALIAS_COUNT, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_PROBLEMS, duplicateKeys, nestsTooDeep, tooDeepNode } from './document-limits.ts';
 import { NAMED_VALUE_NAME_HINT, resolveNamedValues } from './named-values.ts';
 import type { GatewayDocument } from './types.ts';
 
@@ -114,13 +116,37 @@ function oneLine(message: string): string {
  */
 export function parseGatewayDocument(text: string, sourceName: string): GatewayDocument {
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  // `line` orders the problems; 0 when unknown.
+  const wholeDocument = `${sourceName}: (document)`;
+  if (text.length > MAX_DOCUMENT_BYTES / 3 && Buffer.byteLength(text, 'utf8') > MAX_DOCUMENT_BYTES) {
+    const size = Buffer.byteLength(text, 'utf8');
+    throw new ConfigError(
+      [{ where: wholeDocument, message: `is ${size} bytes long; a configuration document may be at most ${MAX_DOCUMENT_BYTES} bytes (2 MiB)` }],
+      `${sourceName} is too large`,
+    );
+  }
+  // `line` orders the problems; 0 when unknown. Past MAX_PROBLEMS they are only counted (and not located: finding
+  // the line of each of 100,000 unknown keys would itself take long).
   const problems: (ConfigProblem & { line: number })[] = [];
-  const syntaxProblem = (line: number, column: number, message: string) =>
-    problems.push({ where: `${sourceName}:${line}:${column}`, message: oneLine(message), line });
+  let unlisted = 0;
+  const syntaxProblem = (line: number, column: number, message: string) => {
+    if (problems.length >= MAX_PROBLEMS) unlisted++;
+    else problems.push({ where: `${sourceName}:${line}:${column}`, message: oneLine(message), line });
+  };
+  const rejectWith = (summary: string) => {
+    const listed = problems.map(({ where, message }) => ({ where, message }));
+    if (unlisted > 0) listed.push({ where: wholeDocument, message: `and ${unlisted} more problems, not listed` });
+    return new ConfigError(listed, summary);
+  };
 
   const lines = new LineCounter();
-  const yamlDoc = parseDocument(text, { lineCounter: lines, prettyErrors: true, version: '1.2', merge: true });
+  // Duplicate keys are found by duplicateKeys(), in one pass: the package's own check is quadratic in a map's size.
+  const yamlDoc = parseDocument(text, { lineCounter: lines, prettyErrors: true, version: '1.2', merge: true, uniqueKeys: false });
+  const duplicateKeyProblems = () => {
+    for (const { offset } of duplicateKeys(yamlDoc)) {
+      const pos = lines.linePos(offset);
+      syntaxProblem(pos.line, pos.col, 'duplicate key');
+    }
+  };
   let data: unknown;
   if (/\.json$/i.test(sourceName)) {
     try {
@@ -129,29 +155,51 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
       const found = jsonSyntaxError(text) ?? { offset: text.length, message: (err as Error).message };
       const { line, col } = lines.linePos(found.offset);
       syntaxProblem(line, col, `not valid JSON: ${found.message}`);
-      throw new ConfigError(problems, `${sourceName} is not valid JSON`);
+      throw rejectWith(`${sourceName} is not valid JSON`);
     }
     // The YAML reading of the same text gives positions, and duplicate keys (JSON.parse keeps the last silently).
-    for (const e of yamlDoc.errors) {
-      if (e.code !== 'DUPLICATE_KEY') continue;
-      const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
-      syntaxProblem(pos.line, pos.col, 'duplicate key');
-    }
+    duplicateKeyProblems();
   } else {
     for (const e of [...yamlDoc.errors, ...yamlDoc.warnings]) {
       const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
       // The message's first line, without the position (it is in `where`) and the source excerpt after it.
       const message = (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, '');
-      syntaxProblem(pos.line, pos.col, e.code === 'DUPLICATE_KEY' ? 'duplicate key' : message);
+      // The parser recurses into flow collections: thousands of `[` end its stack before MAX_NESTING is checked.
+      syntaxProblem(pos.line, pos.col, /call stack/i.test(message) ? `nested too deeply (at most ${MAX_NESTING} levels)` : message);
     }
-    if (problems.length > 0) throw new ConfigError(problems, `${sourceName} is not valid YAML`);
-    // Aliases give shared objects; each place gets its own copy (policy configurations get defaults filled in).
-    data = unshare(yamlDoc.toJS({ maxAliasCount: 100 }));
+    duplicateKeyProblems();
+    if (problems.length > 0) throw rejectWith(`${sourceName} is not valid YAML`);
+    const deep = tooDeepNode(yamlDoc);
+    if (deep !== null) {
+      const pos = lines.linePos(deep);
+      syntaxProblem(pos.line, pos.col, `nested too deeply (at most ${MAX_NESTING} levels of maps and lists)`);
+      throw rejectWith(`${sourceName} is not a valid gateway configuration`);
+    }
+    try {
+      // Aliases give shared objects; each place gets its own copy (policy configurations get defaults filled in).
+      data = unshare(yamlDoc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }));
+    } catch (err) {
+      // The package refuses an alias expanded more than maxAliasCount times (a "billion laughs" document).
+      const message = /alias count/i.test((err as Error).message)
+        ? `aliases are expanded more than ${MAX_ALIAS_COUNT} times (a document that multiplies itself through aliases)`
+        : `cannot be read: ${(err as Error).message}`;
+      throw new ConfigError([{ where: wholeDocument, message }], `${sourceName} is not a valid gateway configuration`);
+    }
+  }
+  if (nestsTooDeep(data)) {
+    throw new ConfigError(
+      [{ where: wholeDocument, message: `nested too deeply (at most ${MAX_NESTING} levels of maps and lists, aliases expanded)` }],
+      `${sourceName} is not a valid gateway configuration`,
+    );
   }
 
   const positioned = yamlDoc.errors.every((e) => e.code === 'DUPLICATE_KEY');
   const locate: Locator = positioned ? yamlLocator(yamlDoc, lines) : () => undefined;
   const problemAt = (path: DocPath, message: string) => {
+    if (problems.length >= MAX_PROBLEMS) {
+      unlisted++;
+      return;
+    }
     const line = locate(path);
     const where = line === undefined ? `${sourceName}: ${formatPath(path)}` : `${sourceName}:${line}: ${formatPath(path)}`;
     problems.push({ where, message: oneLine(message), line: line ?? 0 });
@@ -174,6 +222,7 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
       })
       .sort((a, b) => a.line - b.line)
       .map(({ where, message }) => ({ where, message }));
+    if (unlisted > 0) unique.push({ where: wholeDocument, message: `and ${unlisted} more problems, not listed` });
     throw new ConfigError(unique, `${sourceName} is not a valid gateway configuration`);
   }
   const doc = data as GatewayDocument;
@@ -474,7 +523,13 @@ function semanticProblems(data: unknown): PathProblem[] {
   if (!isObject(data) || !Array.isArray(data.apis)) return out;
   const apis = data.apis as unknown[];
   const apiIds = new Map<string, number>();
-  const routes: { index: number; prefix: string; hosts: Set<string> | null }[] = [];
+  // By prefix: the host-less API that has it, and the API answering each host name (first come, first kept). A map, not
+  // a comparison of every pair: a document may hold tens of thousands of APIs.
+  const routes = new Map<string, { hostless: number | null; hosts: Map<string, number> }>();
+  const apiName = (index: number) => {
+    const id = isObject(apis[index]) ? (apis[index] as { id?: unknown }).id : undefined;
+    return `apis[${index}]${isString(id) ? ` (${id})` : ''}`;
+  };
 
   apis.forEach((api, a) => {
     if (!isObject(api)) return;
@@ -488,26 +543,32 @@ function semanticProblems(data: unknown): PathProblem[] {
       for (const message of prefixProblems(api.pathPrefix)) out.push({ path: at('pathPrefix'), message });
       const hosts = Array.isArray(api.hosts) ? new Set(api.hosts.filter(isString).map((h) => h.toLowerCase())) : null;
       const prefix = api.pathPrefix === '/' ? '/' : api.pathPrefix.replace(/\/+$/, '');
-      for (const other of routes) {
-        if (other.prefix !== prefix) continue;
-        const otherId = isObject(apis[other.index]) ? (apis[other.index] as { id?: unknown }).id : undefined;
-        const name = `apis[${other.index}]${isString(otherId) ? ` (${otherId})` : ''}`;
-        if (hosts === null && other.hosts === null) {
+      let route = routes.get(prefix);
+      if (!route) routes.set(prefix, (route = { hostless: null, hosts: new Map() }));
+      if (hosts === null) {
+        if (route.hostless !== null) {
           out.push({
             path: at('pathPrefix'),
-            message: `same pathPrefix as ${name} and neither has hosts: a request could go to either (give them different prefixes or hosts)`,
+            message: `same pathPrefix as ${apiName(route.hostless)} and neither has hosts: a request could go to either (give them different prefixes or hosts)`,
           });
-        } else if (hosts !== null && other.hosts !== null) {
-          const shared = [...hosts].filter((h) => other.hosts!.has(h));
-          if (shared.length > 0) {
-            out.push({
-              path: at('hosts'),
-              message: `same pathPrefix as ${name}, and both answer to ${shared.join(', ')}: a request could go to either`,
-            });
-          }
+        } else {
+          route.hostless = a;
+        }
+      } else {
+        // Shared host names, grouped by the API that answers them first.
+        const sharedWith = new Map<number, string[]>();
+        for (const h of hosts) {
+          const other = route.hosts.get(h);
+          if (other === undefined) route.hosts.set(h, a);
+          else sharedWith.set(other, [...(sharedWith.get(other) ?? []), h]);
+        }
+        for (const [other, shared] of sharedWith) {
+          out.push({
+            path: at('hosts'),
+            message: `same pathPrefix as ${apiName(other)}, and both answer to ${shared.join(', ')}: a request could go to either`,
+          });
         }
       }
-      routes.push({ index: a, prefix, hosts });
     }
 
     const backend = api.backend;

@@ -21,6 +21,7 @@ import {
 // The single-file bundle is built from this file with ./assets/embedded.ts in place of ./assets/repository.ts.
 import { gatewayAssets } from './assets/repository.ts';
 import { Logger } from './telemetry/logger.ts';
+import { httpLimitsFromEnv } from './platform/http-limits.ts';
 
 const DEFAULT_SHUTDOWN_DELAY_MS = 5000;
 
@@ -37,6 +38,8 @@ Environment:
   GATEHOUSE_SHUTDOWN_DELAY_MS    after SIGTERM, how long to answer 503 on the probes while still serving, so that load
                              balancers stop sending requests before the gateway stops accepting (5000; SIGINT: none)
   GATEHOUSE_SHUTDOWN_TIMEOUT_MS  then, how long to wait for in-flight requests (30000)
+  GATEHOUSE_HEADERS_TIMEOUT_MS, GATEHOUSE_REQUEST_TIMEOUT_MS, GATEHOUSE_KEEP_ALIVE_TIMEOUT_MS, GATEHOUSE_MAX_HEADER_BYTES,
+  GATEHOUSE_MAX_CONNECTIONS  what clients are allowed (30000, 300000, 65000, 16384, 0: no limit); docs/operations.md
   GATEHOUSE_REDIS_URL        share rate-limit counters through this Redis (redis://host:6379); default: in memory
   GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
                              with GATEHOUSE_TOKEN (a gateway token the control plane issued)
@@ -150,6 +153,11 @@ if (!Number.isInteger(shutdownDelayMs) || shutdownDelayMs < 0) {
   process.stderr.write(`gatehouse: GATEHOUSE_SHUTDOWN_DELAY_MS=${process.env.GATEHOUSE_SHUTDOWN_DELAY_MS} must be a whole number of ms, 0 or more\n`);
   process.exit(2);
 }
+const httpLimits = httpLimitsFromEnv(process.env);
+if ('problem' in httpLimits) {
+  process.stderr.write(`gatehouse: ${httpLimits.problem}\n`);
+  process.exit(2);
+}
 const certFile = process.env.GATEHOUSE_TLS_CERT_FILE;
 const keyFile = process.env.GATEHOUSE_TLS_KEY_FILE;
 if ((certFile === undefined) !== (keyFile === undefined)) {
@@ -186,6 +194,7 @@ try {
     tls: certFile && keyFile ? { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') } : undefined,
     adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
     shutdownDelayMs,
+    httpLimits: httpLimits.limits,
     shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
     redisUrl,
     appInsights,

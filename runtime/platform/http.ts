@@ -1,15 +1,22 @@
 // The one place where Node and Deno differ for serving HTTP.
 //
-// Fixed routes (the probe path, the admin listener) are Hono apps on both runtimes: @hono/node-server on Node,
-// Deno.serve on Deno. Proxied traffic takes a direct path: on Node the gateway reads the IncomingMessage and writes the
-// ServerResponse itself, undici's body chunks written straight into it; on Deno it works from the fetch Request and returns a
-// fetch Response. (Measured: Hono's request wrapping cost about 12% of proxy throughput on Node; see BENCHMARKS.md.)
+// The data plane listens with node:http on both runtimes (Deno's node:http is a server of its own, not Deno.serve): the
+// gateway reads the IncomingMessage and writes the ServerResponse itself, undici's body chunks written straight into
+// it. Fixed routes (the probe path) go through a Hono app. (Measured: Hono's request wrapping cost about 12% of proxy
+// throughput on Node; see BENCHMARKS.md.) Deno.serve was used on Deno until it was measured against hostile clients: it
+// has no header, request or idle timeout (a client sending one header byte at a time kept its connection for as long as
+// it liked), no connection limit, and parses differently from Node (dot segments resolved before the gateway sees the
+// path, bare LF line ends and requests without Host accepted, heads over 64 KiB answered 400). Deno's node:http answers
+// every one of those as Node does, at the same throughput through the gateway (docs/operations.md, "Hostile input").
+// The admin listener is a Hono app on node:http too (@hono/node-server replaces the global Request and Response, which
+// Deno.serve in the same process then fails to answer with).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { finished, Readable } from 'node:stream';
+import { finished } from 'node:stream';
 import type { Hono } from 'hono';
-import { headerRecord, type BodyStream, type HeaderMap, type ResponseBody } from '../pipeline/exchange.ts';
+import { headerRecord, type HeaderMap } from '../pipeline/exchange.ts';
 import type { GatewayRequest, GatewayResponse } from '../server/gateway.ts';
+import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.ts';
 
 export const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
 
@@ -17,6 +24,8 @@ export interface ListenOptions {
   port: number;
   hostname: string;
   tls?: { cert: string; key: string };
+  /** Timeouts and sizes allowed to clients (node:http listeners); DEFAULT_HTTP_LIMITS when absent. */
+  limits?: HttpLimits;
 }
 
 export interface Listener {
@@ -36,9 +45,24 @@ export interface DataPlaneOptions extends ListenOptions {
 
 // --- reading a request ---------------------------------------------------------------------------------------------
 
-function splitTarget(target: string): { path: string; query: string } {
-  const q = target.indexOf('?');
-  return q < 0 ? { path: target, query: '' } : { path: target.slice(0, q), query: target.slice(q + 1) };
+/**
+ * The path and query of a request target, and the authority of an absolute-form one (`GET http://host/path`), which
+ * takes the place of the Host header (RFC 9112, 3.2.2). A fragment is not part of a request target: it is dropped
+ * rather than sent to a backend.
+ */
+export function readTarget(target: string): { path: string; query: string; authority: string | null } {
+  let rest = target;
+  let authority: string | null = null;
+  const absolute = /^https?:\/\/([^/?#]*)/i.exec(rest);
+  if (absolute) {
+    authority = absolute[1]!;
+    rest = rest.slice(absolute[0].length);
+    if (!rest.startsWith('/')) rest = `/${rest}`;
+  }
+  const hash = rest.indexOf('#');
+  if (hash >= 0) rest = rest.slice(0, hash);
+  const q = rest.indexOf('?');
+  return q < 0 ? { path: rest, query: '', authority } : { path: rest.slice(0, q), query: rest.slice(q + 1), authority };
 }
 
 function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): GatewayRequest {
@@ -50,7 +74,8 @@ function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): Gatew
     if (existing) existing.push(raw[i + 1]!);
     else headers.set(name, [raw[i + 1]!]);
   }
-  const { path, query } = splitTarget(incoming.url ?? '/');
+  const { path, query, authority } = readTarget(incoming.url ?? '/');
+  if (authority !== null) headers.set('host', [authority]);
   const length = headers.get('content-length');
   const hasBody = length ? length[0] !== '0' : headers.has('transfer-encoding');
   return {
@@ -61,24 +86,6 @@ function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): Gatew
     remoteAddress: incoming.socket.remoteAddress ?? '',
     scheme,
     body: hasBody ? incoming : null,
-  };
-}
-
-function webRequest(request: Request, remoteAddress: string, scheme: 'http' | 'https'): GatewayRequest {
-  const headers: HeaderMap = new Map();
-  request.headers.forEach((value, name) => {
-    // fetch Headers join repeated fields with ", " (set-cookie aside, which requests do not carry).
-    headers.set(name, [value]);
-  });
-  const url = new URL(request.url);
-  return {
-    method: request.method,
-    path: url.pathname,
-    query: url.search.slice(1),
-    headers,
-    remoteAddress,
-    scheme,
-    body: request.body ? (request.body as unknown as BodyStream) : null,
   };
 }
 
@@ -140,44 +147,6 @@ function drain(incoming: IncomingMessage): void {
   incoming.resume();
 }
 
-/**
- * `clientCloses`: the request asked to close the connection (`Connection: close`). Deno then closes it and says so
- * itself, so the gateway's own `Connection: close` (while shutting down) is left out rather than sent twice. Unasked,
- * Deno sends the gateway's header but keeps the connection open: the client, told to close, closes it.
- */
-function webResponse(res: GatewayResponse, clientCloses: boolean): Response {
-  const headers = new Headers();
-  for (const [name, values] of res.headers) {
-    if (clientCloses && name === 'connection') continue;
-    for (const v of values) headers.append(name, v);
-  }
-  let body: BodyInit | null = null;
-  const { stream, finished: report } = res;
-  if (NULL_BODY_STATUSES.has(res.status)) {
-    // fetch's Response refuses a body with these statuses (Node's ServerResponse drops it): the backend's is discarded.
-    stream?.destroy();
-    report?.(0);
-  } else if (stream) {
-    body = Readable.toWeb(Readable.from(report ? reportingEnd(stream, report) : stream)) as unknown as ReadableStream<Uint8Array>;
-  } else {
-    if (res.body) body = res.body as Uint8Array<ArrayBuffer>;
-    // Deno sends a body it holds whole without telling when: the exchange ends as the response is handed over.
-    report?.(res.body?.byteLength ?? 0);
-  }
-  return new Response(body, { status: res.status, headers });
-}
-
-const NULL_BODY_STATUSES = new Set([204, 205, 304]);
-
-/** The stream's chunks, then `report` once it has ended, failed or been abandoned. */
-async function* reportingEnd(stream: ResponseBody, report: (bytes: number) => void): AsyncGenerator<Uint8Array> {
-  try {
-    yield* stream;
-  } finally {
-    report(stream.bytesReceived);
-  }
-}
-
 function pathOf(target: string): string {
   const q = target.indexOf('?');
   return q < 0 ? target : target.slice(0, q);
@@ -185,20 +154,25 @@ function pathOf(target: string): string {
 
 // --- listening -----------------------------------------------------------------------------------------------------
 
-interface DenoServe {
-  serve(
-    options: { port: number; hostname: string; cert?: string; key?: string; onListen?: (a: { port: number }) => void },
-    handler: (req: Request, info: { remoteAddr: { hostname: string } }) => Response | Promise<Response>,
-  ): { finished: Promise<void>; shutdown(): Promise<void>; addr: { port: number } };
-}
-
 type NodeListener = (req: IncomingMessage, res: ServerResponse) => void;
 
 async function listenNode(listener: NodeListener, options: ListenOptions): Promise<Listener> {
+  const limits = options.limits ?? DEFAULT_HTTP_LIMITS;
+  const serverOptions = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // How often the two timeouts above are checked (Node's default, 30 s, would let a slow client keep its connection
+    // up to 30 s past its timeout).
+    connectionsCheckingInterval: Math.min(5000, Math.max(100, Math.floor(limits.headersTimeoutMs / 4))),
+  };
   const server = options.tls
-    ? (await import('node:https')).createServer({ cert: options.tls.cert, key: options.tls.key }, listener)
-    : (await import('node:http')).createServer(listener);
-  server.keepAliveTimeout = 65_000;
+    ? (await import('node:https')).createServer({ cert: options.tls.cert, key: options.tls.key, ...serverOptions }, listener)
+    : (await import('node:http')).createServer(serverOptions, listener);
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  // Connections past the limit are closed as they arrive.
+  if (limits.maxConnections > 0) server.maxConnections = limits.maxConnections;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.hostname, () => {
@@ -216,33 +190,16 @@ async function listenNode(listener: NodeListener, options: ListenOptions): Promi
   });
 }
 
-function listenDeno(
-  handler: (req: Request, info: { remoteAddr: { hostname: string } }) => Response | Promise<Response>,
-  options: ListenOptions,
-): Listener {
-  const deno = (globalThis as unknown as { Deno: DenoServe }).Deno;
-  const server = deno.serve({ port: options.port, hostname: options.hostname, ...options.tls, onListen: () => undefined }, handler);
-  return { port: server.addr.port, close: () => server.shutdown() };
-}
-
-/** A plain Hono app (the admin listener). */
+/** A plain Hono app (the admin listener), on node:http under both runtimes as well. */
 export async function listen(app: Hono, options: ListenOptions): Promise<Listener> {
-  if (isDeno) return listenDeno((req) => app.fetch(req), options);
   const { getRequestListener } = await import('@hono/node-server');
   return listenNode(getRequestListener(app.fetch), options);
 }
 
-/** The data plane: fixed paths through Hono, everything else straight to the gateway. */
+/** The data plane, on node:http under both runtimes: fixed paths through Hono, everything else straight to the gateway. */
 export async function listenDataPlane(options: DataPlaneOptions): Promise<Listener> {
   const scheme = options.tls ? 'https' : 'http';
   const { fixedPaths, app, handle } = options;
-  if (isDeno) {
-    return listenDeno((req, info) => {
-      if (fixedPaths.has(new URL(req.url).pathname)) return app.fetch(req);
-      const clientCloses = /\bclose\b/i.test(req.headers.get('connection') ?? '');
-      return handle(webRequest(req, info.remoteAddr.hostname, scheme)).then((res) => webResponse(res, clientCloses));
-    }, options);
-  }
   const { getRequestListener } = await import('@hono/node-server');
   const honoListener = getRequestListener(app.fetch);
   return listenNode((req, res) => {

@@ -15,6 +15,7 @@ import { RequestAggregates } from '../telemetry/aggregates.ts';
 import type { KeyObject } from 'node:crypto';
 import type { GatewayAssets } from '../assets/gateway-assets.ts';
 import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
+import type { HttpLimits } from '../platform/http-limits.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { Forwarder } from '../proxy/forward.ts';
@@ -40,6 +41,8 @@ export interface StandaloneOptions {
   tls?: { cert: string; key: string };
   adminPort: number;
   adminHost?: string;
+  /** What the data plane allows clients: timeouts, head size, connections (GATEHOUSE_HEADERS_TIMEOUT_MS...). */
+  httpLimits?: HttpLimits;
   /**
    * After SIGTERM, how long the gateway answers 503 on its probes while still serving, before it stops accepting
    * (GATEHOUSE_SHUTDOWN_DELAY_MS): the time a load balancer needs to notice and stop sending new requests.
@@ -194,7 +197,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   }
 
   const listeners: Listener[] = [];
-  const dataPlane = { fixedPaths: FIXED_PATHS, app: dataPlaneApp(gateway), handle: gateway.handle.bind(gateway) };
+  const dataPlane = { fixedPaths: FIXED_PATHS, app: dataPlaneApp(gateway), handle: gateway.handle.bind(gateway), limits: options.httpLimits };
   const http = await listenDataPlane({ ...dataPlane, port: options.httpPort, hostname: '0.0.0.0' });
   listeners.push(http);
   let https: Listener | null = null;

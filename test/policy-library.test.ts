@@ -201,9 +201,14 @@ describe('built-in policies in a gateway', () => {
     const ok = await get('/shop/orders/42?view=full', { 'x-api-key': 'carol-key-0003' });
     assert.equal(ok.status, 200, ok.body);
     assert.equal(seen[before]!.url, '/base/v2/orders/42?source=gateway&view=full');
+    const slash = await get('/shop/orders/a%2Fb', { 'x-api-key': 'carol-key-0003' });
+    assert.equal(slash.status, 200, slash.body);
+    assert.equal(seen[before + 1]!.url, '/base/v2/orders/a%2Fb?source=gateway');
+    // A parameter holding a dot segment (here in the request path already) never reaches the backend: more cases in
+    // test/hostile-http.test.ts.
     const sneaky = await get('/shop/orders/..%2F..%2Fadmin', { 'x-api-key': 'carol-key-0003' });
-    assert.equal(sneaky.status, 200, sneaky.body);
-    assert.equal(seen[before + 1]!.url, '/base/v2/orders/..%2F..%2Fadmin?source=gateway');
+    assert.equal(sneaky.status, 400, sneaky.body);
+    assert.equal(seen.length, before + 2);
   });
 
   test('cors: a preflight to an operation without OPTIONS is answered by the API-scope policy; CORS headers and Vary on answers', async () => {

@@ -2,8 +2,10 @@
 // `/v2/orders/{orderId}?view={view}`: each {name} is the route parameter of that name, else the request's query
 // parameter. The template is relative to the backend URL, as the request path below the API prefix is.
 //
-// Values are percent-encoded, and a value that would make a whole segment `.` or `..` has its dots encoded, so a
-// parameter can never add a path segment or climb out of the path the template names.
+// Values are percent-encoded, so a parameter can never add a path segment. A value that would still make a `.` or
+// `..` segment, as it is or once a backend decodes it (`..`, `..%2F..`, `%2e%2e`), is answered 400: encoding the dots
+// is not enough, since `%2E%2E` is `..` to the WHATWG URL parser and to servers that decode before they resolve. The
+// gateway refuses such paths itself as well (runtime/routing/request-path.ts).
 import { request, route, context, config, log, respondProblem, CONTINUE } from "@gatehouse/policy-sdk";
 
 let parsed = false;
@@ -28,6 +30,8 @@ function parse(): void {
 
 /** Set by `render` when a placeholder had no value. */
 let missing: string | null = null;
+/** Set by `renderPath` to the first rendered segment that is, or decodes to, a dot segment. */
+let dotSegment: string | null = null;
 /** Query parameters of the request that placeholders used (not copied again as unmatched). */
 let usedQueryNames = new Set<string>();
 
@@ -42,11 +46,15 @@ export function on_backend(): i32 {
 function rewrite(): i32 {
   if (!parsed) parse();
   missing = null;
+  dotSegment = null;
   usedQueryNames.clear();
   const path = renderPath(pathTemplate);
   if (missing !== null) {
     log.warn("rewrite-uri: no route or query parameter " + missing! + " for template " + pathTemplate);
     return respondProblem(400, "Bad Request", "the request has no value for the parameter " + missing!);
+  }
+  if (dotSegment !== null) {
+    return respondProblem(400, "Bad Request", "a parameter value makes the path segment " + dotSegment! + ", which is or decodes to \".\" or \"..\"");
   }
   request.setPath(context.apiPathPrefix() + path);
   const copy = config.getBool("copyUnmatchedParams", true);
@@ -63,9 +71,8 @@ function renderPath(template: string): string {
   const segments = template.split("/");
   let out = "";
   for (let i = 1; i < segments.length; i++) {
-    let segment = render(segments[i], true);
-    if (segment == ".") segment = "%2E";
-    else if (segment == "..") segment = "%2E%2E";
+    const segment = render(segments[i], true);
+    if (dotSegment === null && isDotSegment(segment)) dotSegment = segment;
     out += "/" + segment;
   }
   return out;
@@ -149,6 +156,42 @@ function percentEncode(value: string): string {
     }
   }
   return String.UTF8.decodeUnsafe(out.dataStart, <usize>n);
+}
+
+/** Rounds of percent-decoding looked through: `%252e` is `.` after two (the gateway looks as far: request-path.ts). */
+const DECODING_ROUNDS = 3;
+
+/** Whether `segment` is `.` or `..`, or holds one between slashes or backslashes once `%2e`, `%2f`, `%5c` and `%25` are decoded. */
+function isDotSegment(segment: string): bool {
+  let text = segment;
+  for (let round = 0; round <= DECODING_ROUNDS; round++) {
+    const pieces = text.replaceAll("\\", "/").split("/");
+    for (let i = 0; i < pieces.length; i++) {
+      if (pieces[i] == "." || pieces[i] == "..") return true;
+    }
+    const decoded = decodeDotsAndSlashes(text);
+    if (decoded == text) break;
+    text = decoded;
+  }
+  return false;
+}
+
+/** `%2e`, `%2f`, `%5c` and `%25` decoded (either case); everything else as it is. */
+function decodeDotsAndSlashes(s: string): string {
+  let out = "";
+  let i = 0;
+  while (i < s.length) {
+    if (s.charCodeAt(i) == 0x25 && i + 2 < s.length) {
+      const pair = s.substring(i + 1, i + 3).toLowerCase();
+      if (pair == "2e") { out += "."; i += 3; continue; }
+      if (pair == "2f") { out += "/"; i += 3; continue; }
+      if (pair == "5c") { out += "\\"; i += 3; continue; }
+      if (pair == "25") { out += "%"; i += 3; continue; }
+    }
+    out += s.charAt(i);
+    i++;
+  }
+  return out;
 }
 
 function hexUpper(d: u8): u8 {

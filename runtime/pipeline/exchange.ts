@@ -5,6 +5,7 @@ import type { Writable } from 'node:stream';
 import { Field, Status, type Phase } from '../policy-host/abi.ts';
 import type { ExchangeUsage, PolicyBinding, TransactionalView } from '../policy-host/binding.ts';
 import type { WriteOp } from '../policy-host/instance.ts';
+import { dotSegment } from '../routing/request-path.ts';
 
 export type HeaderMap = Map<string, string[]>;
 
@@ -91,11 +92,16 @@ function isToken(s: string): boolean {
   return true;
 }
 
-/** CR, LF and NUL would let a value smuggle another header or end the header block. */
+/**
+ * A header value HTTP can carry (RFC 9110 field-value): tab, visible ASCII, space, and bytes 0x80-0xFF (header values
+ * are bytes; text read from one comes back as the same bytes). CR, LF and NUL would let a value smuggle another header
+ * or end the header block; other control characters, and characters above U+00FF that no byte stands for, would make
+ * the HTTP server refuse the whole response head after the policy succeeded (Node cuts the connection).
+ */
 function isSafeValue(s: string): boolean {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c === 13 || c === 10 || c === 0) return false;
+    if (c < 0x20 ? c !== 0x09 : c === 0x7f || c > 0xff) return false;
   }
   return true;
 }
@@ -331,13 +337,15 @@ export class Exchange implements TransactionalView {
         return Status.OK;
       case Field.REQUEST_PATH: {
         const path = value as string;
-        if (!path.startsWith('/') || /[?#\s]/.test(path)) return Status.INVALID_VALUE;
+        // Visible ASCII only (a request target carries nothing else; undici would refuse it at the backend call), and no
+        // dot segments: a policy may not send a request where the gateway refuses to (routing/request-path.ts).
+        if (!path.startsWith('/') || /[^\x21-\x7e]|[?#]/.test(path) || dotSegment(path) !== null) return Status.INVALID_VALUE;
         this.change(this.request, 'path', path);
         return Status.OK;
       }
       case Field.REQUEST_QUERY: {
         const query = value as string;
-        if (/[#\s]/.test(query)) return Status.INVALID_VALUE;
+        if (/[^\x21-\x7e]|#/.test(query)) return Status.INVALID_VALUE;
         this.change(this.request, 'query', query.startsWith('?') ? query.slice(1) : query);
         return Status.OK;
       }

@@ -13,6 +13,7 @@ import { labelKey } from '../telemetry/labels.ts';
 import type { BackendCallRecord, FailureRecord, RequestTelemetry } from '../telemetry/request-telemetry.ts';
 import type { ApiRuntime, LiveConfig, OperationRuntime } from './live-config.ts';
 import { BackendCallStart, failedOpenRecord, gatewayFailure, requestFailures } from './telemetry-records.ts';
+import { refusalReason } from './request-checks.ts';
 
 /** A request as the platform adapter hands it over. */
 export interface GatewayRequest {
@@ -147,6 +148,11 @@ export class Gateway {
         this.report(null, null, 503, started, performance.now() - started, requestId, req, null, [failure]);
       }
       return problem(503, 'Service Unavailable', 'no configuration loaded yet', requestId);
+    }
+    const refused = refusalReason(req);
+    if (refused !== null) {
+      this.record(null, null, 400, started, requestId, req, null);
+      return problem(400, 'Bad Request', refused, requestId);
     }
     const host = req.headers.get('host')?.[0] ?? '';
     const match = live.router.match(host, req.path, req.method);

@@ -164,7 +164,7 @@ export function describeStatus(status: i32): string {
     return 'the body was not declared: set "requestBody" (request) or "responseBody" (response) to true in policy.json';
   }
   if (status == Status.INVALID_VALUE) {
-    return "the host refused the value (forbidden characters, a status outside 200-599 or a bad URL)";
+    return "the host refused the value (characters a header or path may not hold, a \".\" or \"..\" path segment, a status outside 200-599 or a bad URL)";
   }
   if (status == Status.UNKNOWN_FIELD) return "unknown field or name";
   return "unexpected status";

@@ -84,7 +84,8 @@ const logger = new Logger(undefined, level);
 const configFile = argValue(args, '--config') ?? process.env.GATEHOUSE_CONFIG_FILE ?? null;
 const redisUrl = process.env.GATEHOUSE_REDIS_URL || undefined;
 if (redisUrl !== undefined && !/^rediss?:\/\/[^/]/.test(redisUrl)) {
-  process.stderr.write(`gatehouse: GATEHOUSE_REDIS_URL=${redisUrl} is not a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379)\n`);
+  // Not repeated: the URL may carry Redis's password.
+  process.stderr.write('gatehouse: GATEHOUSE_REDIS_URL is not a redis:// or rediss:// URL (e.g. redis://:password@127.0.0.1:6379)\n');
   process.exit(2);
 }
 const configUrl = process.env.GATEHOUSE_CONFIG_URL || undefined;

@@ -8,7 +8,9 @@ import { buildFixture, makeExchange, newHost, wat, watDescriptor } from './suppo
 const GOOD_DESCRIPTOR = '{"name":"raw","version":"1"}';
 
 /** A minimal valid policy in WAT, with pieces replaceable per test. */
-async function rawModule(parts: { descriptor?: string; imports?: string; exports?: string; memory?: string } = {}) {
+async function rawModule(
+  parts: { descriptor?: string; imports?: string; exports?: string; memory?: string; extra?: string } = {},
+) {
   const d = watDescriptor(parts.descriptor ?? GOOD_DESCRIPTOR);
   return wat(`(module
     ${d.imports}
@@ -17,6 +19,7 @@ async function rawModule(parts: { descriptor?: string; imports?: string; exports
     ${d.data}
     ${d.func}
     ${parts.exports ?? '(func (export "on_inbound") (result i32) (i32.const 0))'}
+    ${parts.extra ?? ''}
   )`);
 }
 
@@ -202,5 +205,93 @@ describe('handlers written with another PDK', () => {
     await binding.warm();
     assert.equal(binding.runNow('inbound', makeExchange()), undefined);
     assert.equal(binding.stats.calls, 1);
+  });
+});
+
+// Modules that lie: about the host functions they need, the shape of their exports, what their start-up does, or the
+// memory they take. Each is refused when loaded, naming the item, instead of failing (or misreading arguments) later.
+describe('module loading: modules that do not keep the ABI', () => {
+  test('a host function this gateway lacks (a module built for a later ABI) is refused, naming it', async () => {
+    const err = await loadError(await rawModule({ imports: '(import "gatehouse:host/v1" "teleport" (func $t (param i32) (result i32)))' }));
+    assert.match(err.message, /import gatehouse:host\/v1\.teleport: this gateway has no such host function \(it has get, set, add/);
+    assert.match(err.message, /needs a later gateway/);
+  });
+
+  test('a kernel function Extism does not have is refused', async () => {
+    const err = await loadError(await rawModule({ imports: '(import "extism:host/env" "bogus" (func $b))' }));
+    assert.match(err.message, /import extism:host\/env\.bogus: the Extism kernel has no such function/);
+  });
+
+  test('a host function declared with other parameters is refused, with both signatures', async () => {
+    const err = await loadError(await rawModule({ imports: '(import "gatehouse:host/v1" "get" (func $g (param i32) (result i32)))' }));
+    assert.match(err.message, /import gatehouse:host\/v1\.get: declared as \(i32\) -> i32, but it is \(i32, i32, i32, i32, i32\) -> i32/);
+    const kernel = await loadError(await rawModule({ imports: '(import "extism:host/env" "input_length" (func $l (result i32)))' }));
+    assert.match(kernel.message, /import extism:host\/env\.input_length: declared as \(\) -> i32, but it is \(\) -> i64/);
+  });
+
+  test('a table or global imported from the host modules is refused', async () => {
+    const err = await loadError(
+      await rawModule({ imports: '(import "gatehouse:host/v1" "limit" (global i32)) (import "extism:host/env" "t" (table 1 funcref))' }),
+    );
+    assert.match(err.message, /import gatehouse:host\/v1\.limit \(global\): only functions can be imported/);
+    assert.match(err.message, /import extism:host\/env\.t \(table\): only functions can be imported/);
+  });
+
+  test('a handler or descriptor export of another shape than () -> i32 is refused', async () => {
+    const handler = await loadError(await rawModule({ exports: '(func (export "on_inbound") (param i32) (result i64) (i64.const 0))' }));
+    assert.match(handler.message, /export on_inbound: declared as \(i32\) -> i64, but the host calls it as \(\) -> i32/);
+    const describe = await loadError(
+      await wat('(module (memory (export "memory") 1) (func (export "gatehouse_policy_v1")) (func (export "on_inbound") (result i32) (i32.const 0)))'),
+    );
+    assert.match(describe.message, /export gatehouse_policy_v1: declared as \(\) -> \(\)/);
+  });
+
+  test('a handler exported as something other than a function does not count as one', async () => {
+    const err = await loadError(await rawModule({ exports: '(global (export "on_inbound") i32 (i32.const 0))' }));
+    assert.match(err.message, /no phase handler exported/);
+  });
+
+  test('a start function that traps, or that never ends, is refused (not thrown as a bare RuntimeError)', async () => {
+    const traps = await loadError(await rawModule({ extra: '(func $boom unreachable) (start $boom)' }));
+    assert.match(traps.message, /cannot be instantiated \(start function, data segments\): unreachable/);
+    const started = performance.now();
+    const loops = await loadError(await rawModule({ extra: '(func $spin (loop $l (br $l))) (start $spin)' }));
+    assert.match(loops.message, /its start function ran past its CPU budget/);
+    assert.ok(performance.now() - started < 5000, 'stopped within its budget (three budgets of wall-clock time at most)');
+  });
+
+  test('data that does not fit the memory it declares is refused', async () => {
+    const err = await loadError(
+      await rawModule({ extra: `(data (i32.const 65000) "${'\\00'.repeat(2000)}")` }),
+    );
+    assert.match(err.message, /cannot be instantiated .*data segment/);
+  });
+
+  test('a memory starting above what any binding may have is refused at load; above the default, at binding', async () => {
+    const huge = await loadError(await rawModule({ memory: '(memory (export "memory") 20000)' }));
+    assert.match(huge.message, /its memory starts at 20000 pages \(1250 MiB\), more than any memory limit allows \(1024 MiB\)/);
+    const { host } = newHost();
+    const big = await host.load(await rawModule({ memory: '(memory (export "memory") 300)' }));
+    assert.throws(
+      () => host.bind({ id: 'raw/big', phase: 'inbound', module: big }),
+      (err: unknown) => err instanceof PolicyConfigError && /needs 19660800 bytes at start, above the cap of 16777216/.test(err.message),
+    );
+    host.bind({ id: 'raw/big-enough', phase: 'inbound', module: big, limits: { memoryBytes: 32 << 20 } });
+    // A declared maximum larger than the cap is lowered to the cap, not refused.
+    await host.load(await rawModule({ memory: '(memory (export "memory") 1 65536)' }));
+  });
+
+  test('a descriptor with a field the host does not know (a typo, or a promise of phases) is refused, naming it', async () => {
+    const err = await loadError(await rawModule({ descriptor: '{"name":"raw","version":"1","requestbody":true,"phases":["outbound"]}' }));
+    assert.match(err.message, /descriptor\.requestbody: unknown field \(a descriptor has name, version, requestBody, responseBody, configSchema\)/);
+    assert.match(err.message, /descriptor\.phases: unknown field/);
+  });
+
+  test('bytes that only start like WebAssembly, or nothing at all, are refused', async () => {
+    for (const bytes of [new Uint8Array(0), new Uint8Array([0, 0x61, 0x73, 0x6d]), new TextEncoder().encode('\0asm\x01\0\0\0garbage')]) {
+      assert.match((await loadError(bytes)).message, /not a valid WebAssembly module/);
+    }
+    const good = await rawModule();
+    assert.match((await loadError(good.subarray(0, good.length - 3))).message, /not a valid WebAssembly module/);
   });
 });

@@ -62,3 +62,53 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Most rounds of effects one handler call may take (docs/policy-abi.md, section 5). */
 export const MAX_EFFECT_ROUNDS = 4;
+
+/** The functions of `gatehouse:host/v1` and their signatures (docs/policy-abi.md, section 4): what a module may import. */
+export const HOST_FUNCTIONS: Readonly<Record<string, string>> = {
+  get: '(i32, i32, i32, i32, i32) -> i32',
+  set: '(i32, i32, i32, i32, i32) -> i32',
+  add: '(i32, i32, i32, i32, i32) -> i32',
+  remove: '(i32, i32, i32) -> i32',
+  list: '(i32, i32, i32) -> i32',
+  respond: '(i32) -> i32',
+  effect: '(i32, i32, i32, i32, i32) -> i32',
+  log: '(i32, i32, i32) -> ()',
+  now: '() -> f64',
+  fail: '(i32, i32) -> ()',
+  verify: '(i32, i32, i32, i32, i32, i32, i32, i32) -> i32',
+  metric: '(i32, i32, f64, i32, i32) -> i32',
+};
+
+/** The Extism kernel (`extism:host/env`) as the pinned Extism JS SDK provides it: addresses and lengths are i64. */
+export const KERNEL_FUNCTIONS: Readonly<Record<string, string>> = {
+  alloc: '(i64) -> i64',
+  free: '(i64) -> ()',
+  length: '(i64) -> i64',
+  length_unsafe: '(i64) -> i64',
+  load_u8: '(i64) -> i32',
+  load_u64: '(i64) -> i64',
+  store_u8: '(i64, i32) -> ()',
+  store_u64: '(i64, i64) -> ()',
+  input_offset: '() -> i64',
+  input_length: '() -> i64',
+  input_load_u8: '(i64) -> i32',
+  input_load_u64: '(i64) -> i64',
+  output_set: '(i64, i64) -> ()',
+  error_set: '(i64) -> ()',
+  error_get: '() -> i64',
+  config_get: '(i64) -> i64',
+  var_get: '(i64) -> i64',
+  var_set: '(i64, i64) -> ()',
+  http_request: '(i64, i64) -> i64',
+  http_status_code: '() -> i32',
+  http_headers: '() -> i64',
+  log_trace: '(i64) -> ()',
+  log_debug: '(i64) -> ()',
+  log_info: '(i64) -> ()',
+  log_warn: '(i64) -> ()',
+  log_error: '(i64) -> ()',
+  get_log_level: '() -> i32',
+};
+
+/** What every export the host calls looks like (the descriptor and the phase handlers). */
+export const EXPORT_SIGNATURE = '() -> i32';

@@ -12,6 +12,9 @@ export interface PolicyDescriptor {
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
+/** The descriptor's fields. Others are refused: a misspelt `requestbody` would otherwise leave the body unread. */
+const FIELDS = ['name', 'version', 'requestBody', 'responseBody', 'configSchema'];
+
 /** Parses and checks a descriptor; returns the problems found, or the descriptor and its config validator. */
 export function parseDescriptor(
   text: string,
@@ -27,6 +30,9 @@ export function parseDescriptor(
   }
   const d = raw as Record<string, unknown>;
   const problems: string[] = [];
+  for (const key of Object.keys(d)) {
+    if (!FIELDS.includes(key)) problems.push(`descriptor.${key}: unknown field (a descriptor has ${FIELDS.join(', ')})`);
+  }
   if (typeof d.name !== 'string' || !NAME.test(d.name)) {
     problems.push(`descriptor.name: must match ${NAME.source} (got ${JSON.stringify(d.name)})`);
   }

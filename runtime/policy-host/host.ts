@@ -4,7 +4,7 @@ import type { Phase } from './abi.ts';
 import { PolicyBinding, type EffectRunner } from './binding.ts';
 import { PolicyConfigError } from './errors.ts';
 import { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
-import { loadPolicyModule, sha256Hex, type PolicyModule } from './module.ts';
+import { loadPolicyModule, MAX_MEMORY_BYTES, sha256Hex, type PolicyModule } from './module.ts';
 import { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { CustomMetrics } from '../telemetry/custom-metrics.ts';
@@ -27,7 +27,6 @@ export interface PolicyHostOptions {
 }
 
 const MAX_CPU_MS = 10_000;
-const MAX_MEMORY_BYTES = 1024 * 1024 * 1024;
 
 export class PolicyHost {
   readonly logger: Logger;

@@ -13,13 +13,17 @@ import {
 } from './abi.ts';
 import type { ConfigValidator } from './config-schema.ts';
 import { parseDescriptor, type PolicyDescriptor } from './descriptor.ts';
-import { PolicyLoadError } from './errors.ts';
+import { CallAbort, PolicyLoadError } from './errors.ts';
 import { DEFAULT_LIMITS, PolicyInstance } from './instance.ts';
 import { instrumentForBudget } from './instrument.ts';
-import { readMemoryLimits, writeMemoryLimits } from './wasm-binary.ts';
+import { signatureProblems } from './signature-checks.ts';
+import { functionSignatures, readMemoryLimits, writeMemoryLimits, type FunctionSignatures } from './wasm-binary.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 const PAGE = 65536;
+
+/** The largest memory limit a binding may set (limits.memoryBytes): 1 GiB. */
+export const MAX_MEMORY_BYTES = 1024 * 1024 * 1024;
 
 export interface PolicyModule {
   readonly sha256: string;
@@ -74,6 +78,18 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger): Promi
   }
   const limits = readMemoryLimits(own);
   if (!limits) problems.push('the module defines no memory');
+  else if (limits.initial * PAGE > MAX_MEMORY_BYTES) {
+    problems.push(
+      `its memory starts at ${limits.initial} pages (${(limits.initial * PAGE) / 2 ** 20} MiB), more than any memory limit allows (${MAX_MEMORY_BYTES / 2 ** 20} MiB)`,
+    );
+  }
+  let signatures: FunctionSignatures | null = null;
+  try {
+    signatures = functionSignatures(own);
+  } catch {
+    // Type forms past WebAssembly 2.0: instrumentation refuses the module below, naming the proposal.
+  }
+  if (signatures) problems.push(...signatureProblems(signatures));
   if (problems.length > 0) throw new PolicyLoadError(where, problems);
 
   let metered: Uint8Array;
@@ -96,15 +112,23 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger): Promi
   };
 
   // Ask the module for its descriptor, under the default limits and no grants beyond WASI if it imports it.
-  const describer = await PolicyInstance.create({
-    compiled: await compiled(DEFAULT_LIMITS.memoryBytes),
-    policy: where,
-    grants: { wasi: importsWasi },
-    limits: DEFAULT_LIMITS,
-    extismConfig: {},
-    logger: logger.child({ policy: where }),
-    purpose: 'describe',
-  });
+  // Instantiating runs its start function and places its data segments: either may fail (a trap, a loop stopped by
+  // the CPU budget, a segment outside its memory), and the module is refused saying which.
+  let describer: PolicyInstance;
+  try {
+    describer = await PolicyInstance.create({
+      compiled: await compiled(DEFAULT_LIMITS.memoryBytes),
+      policy: where,
+      grants: { wasi: importsWasi },
+      limits: DEFAULT_LIMITS,
+      extismConfig: {},
+      logger: logger.child({ policy: where }),
+      purpose: 'describe',
+    });
+  } catch (err) {
+    const reason = err instanceof CallAbort && err.reason === 'cpu-budget' ? 'its start function ran past its CPU budget' : (err as Error).message;
+    throw new PolicyLoadError(where, [`it cannot be instantiated (start function, data segments): ${reason}`]);
+  }
   let output: Uint8Array | null;
   try {
     output = await describer.describe(DESCRIBE_EXPORT);

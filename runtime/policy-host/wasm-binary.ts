@@ -91,3 +91,144 @@ export function writeMemoryLimits(
   out.set(bytes.subarray(section.end), section.start + header.length + content.length);
   return out;
 }
+
+// --- function signatures ------------------------------------------------------------------------------------------
+
+const TYPE_SECTION = 1;
+const IMPORT_SECTION = 2;
+const FUNCTION_SECTION = 3;
+const EXPORT_SECTION = 7;
+
+const VALUE_TYPES: Record<number, string> = { 0x7f: 'i32', 0x7e: 'i64', 0x7d: 'f32', 0x7c: 'f64', 0x7b: 'v128', 0x70: 'funcref', 0x6f: 'externref' };
+
+/** A function type written as in the ABI's tables: `(i32, i32) -> i32`, `() -> ()`. */
+export type Signature = string;
+
+export interface ImportedItem {
+  module: string;
+  name: string;
+  kind: 'function' | 'table' | 'memory' | 'global' | 'tag';
+  /** For functions. */
+  signature: Signature | null;
+}
+
+export interface FunctionSignatures {
+  imports: ImportedItem[];
+  /** Exported functions by name. */
+  exports: Map<string, Signature>;
+}
+
+class Reader {
+  constructor(
+    private readonly bytes: Uint8Array,
+    public pos: number,
+  ) {}
+
+  byte(): number {
+    if (this.pos >= this.bytes.length) throw new Error('truncated section');
+    return this.bytes[this.pos++]!;
+  }
+
+  u32(): number {
+    const [value, next] = readLeb(this.bytes, this.pos);
+    this.pos = next;
+    return value;
+  }
+
+  name(): string {
+    const length = this.u32();
+    const text = new TextDecoder().decode(this.bytes.subarray(this.pos, this.pos + length));
+    this.pos += length;
+    return text;
+  }
+
+  valueType(): string {
+    const code = this.byte();
+    const type = VALUE_TYPES[code];
+    if (type === undefined) throw new Error(`value type 0x${code.toString(16)} is not one of WebAssembly 2.0`);
+    return type;
+  }
+
+  limits(): void {
+    const flags = this.byte();
+    this.u32();
+    if (flags & 1) this.u32();
+  }
+}
+
+/**
+ * The signature of every imported and exported function, read from the binary (the JS API gives names and kinds
+ * only). Throws on what it cannot read: type forms past WebAssembly 2.0 (which instrumentation refuses anyway).
+ */
+export function functionSignatures(bytes: Uint8Array): FunctionSignatures {
+  const all = sections(bytes);
+  const body = (id: number) => {
+    const s = all.find((x) => x.id === id);
+    return s ? new Reader(bytes, s.contentStart) : null;
+  };
+  const types: Signature[] = [];
+  const typeReader = body(TYPE_SECTION);
+  if (typeReader) {
+    for (let n = typeReader.u32(); n > 0; n--) {
+      const form = typeReader.byte();
+      if (form !== 0x60) throw new Error(`type form 0x${form.toString(16)} is not a function type of WebAssembly 2.0`);
+      const params = Array.from({ length: typeReader.u32() }, () => typeReader.valueType());
+      const results = Array.from({ length: typeReader.u32() }, () => typeReader.valueType());
+      types.push(`(${params.join(', ')}) -> ${results.length === 1 ? results[0] : `(${results.join(', ')})`}`);
+    }
+  }
+  const typeOf = (index: number) => {
+    const t = types[index];
+    if (t === undefined) throw new Error(`type index ${index} out of range`);
+    return t;
+  };
+  const imports: ImportedItem[] = [];
+  const functionTypes: Signature[] = [];
+  const importReader = body(IMPORT_SECTION);
+  if (importReader) {
+    for (let n = importReader.u32(); n > 0; n--) {
+      const module = importReader.name();
+      const name = importReader.name();
+      const kind = importReader.byte();
+      if (kind === 0) {
+        const signature = typeOf(importReader.u32());
+        functionTypes.push(signature);
+        imports.push({ module, name, kind: 'function', signature });
+      } else if (kind === 1) {
+        importReader.byte();
+        importReader.limits();
+        imports.push({ module, name, kind: 'table', signature: null });
+      } else if (kind === 2) {
+        importReader.limits();
+        imports.push({ module, name, kind: 'memory', signature: null });
+      } else if (kind === 3) {
+        importReader.valueType();
+        importReader.byte();
+        imports.push({ module, name, kind: 'global', signature: null });
+      } else if (kind === 4) {
+        importReader.byte();
+        importReader.u32();
+        imports.push({ module, name, kind: 'tag', signature: null });
+      } else {
+        throw new Error(`import kind ${kind} is not one of WebAssembly 2.0`);
+      }
+    }
+  }
+  const functionReader = body(FUNCTION_SECTION);
+  if (functionReader) for (let n = functionReader.u32(); n > 0; n--) functionTypes.push(typeOf(functionReader.u32()));
+  const exports = new Map<string, Signature>();
+  const exportReader = body(EXPORT_SECTION);
+  if (exportReader) {
+    for (let n = exportReader.u32(); n > 0; n--) {
+      const name = exportReader.name();
+      const kind = exportReader.byte();
+      const index = exportReader.u32();
+      if (kind === 0) {
+        const signature = functionTypes[index];
+        if (signature === undefined) throw new Error(`export ${name}: function index ${index} out of range`);
+        exports.set(name, signature);
+      }
+    }
+  }
+  return { imports, exports };
+}

@@ -1,6 +1,6 @@
 // Picks the API for a request (host, then the longest path prefix), then the operation (URL template, then method).
 
-import { matchTemplate, parseTemplate, splitPath, type UrlTemplate } from './url-template.ts';
+import { matchTemplate, parseTemplate, splitPath, UndecodableParameter, type UrlTemplate } from './url-template.ts';
 
 export interface RouteOperation<O> {
   id: string;
@@ -23,7 +23,9 @@ export interface RouteApi<A, O> {
 export type RouteResult<A, O> =
   | { kind: 'matched'; api: RouteApi<A, O>; operation: RouteOperation<O> | null; params: Map<string, string> }
   | { kind: 'not-found' }
-  | { kind: 'method-not-allowed'; api: RouteApi<A, O>; allowed: string[] };
+  | { kind: 'method-not-allowed'; api: RouteApi<A, O>; allowed: string[] }
+  /** An operation's template matched, but a parameter's segment is not percent-encoded UTF-8 (`message` says which). */
+  | { kind: 'undecodable'; api: RouteApi<A, O>; message: string };
 
 interface CompiledApi<A, O> {
   api: RouteApi<A, O>;
@@ -74,6 +76,10 @@ export class Router<A, O> {
       for (const { op, template } of entry.operations) {
         const params = matchTemplate(template, segments);
         if (!params) continue;
+        if (params instanceof UndecodableParameter) {
+          const message = `the path segment "${params.segment}" (parameter ${params.param} of ${template.source}) is not percent-encoded UTF-8`;
+          return { kind: 'undecodable', api: entry.api, message };
+        }
         if (op.method === '*' || op.method === method) return { kind: 'matched', api: entry.api, operation: op, params };
         allowed.push(op.method);
       }

@@ -34,27 +34,38 @@ export function splitPath(path: string): string[] {
   return path.split('/').filter((s) => s !== '');
 }
 
-/** Matches path segments against a template; returns decoded parameters, or null. */
-export function matchTemplate(template: UrlTemplate, segments: readonly string[]): Map<string, string> | null {
+/** A parameter's segment that has no text: its percent-escapes are not UTF-8 (`%ff`), or a `%` escapes nothing. */
+export class UndecodableParameter {
+  constructor(
+    readonly param: string,
+    readonly segment: string,
+  ) {}
+}
+
+/**
+ * Matches path segments against a template; returns decoded parameters, null when the template does not match, or
+ * the parameter whose segment cannot be decoded (a policy reads parameters as text: `%ff` has none, and passing the
+ * raw segment on would make `%ff` and `%25ff` the same value).
+ */
+export function matchTemplate(template: UrlTemplate, segments: readonly string[]): Map<string, string> | UndecodableParameter | null {
   if (segments.length !== template.segments.length) return null;
   let params: Map<string, string> | null = null;
   for (let i = 0; i < segments.length; i++) {
     const t = template.segments[i]!;
+    if ('literal' in t && t.literal !== segments[i]) return null;
+  }
+  for (let i = 0; i < segments.length; i++) {
+    const t = template.segments[i]!;
+    if ('literal' in t) continue;
     const s = segments[i]!;
-    if ('literal' in t) {
-      if (t.literal !== s) return null;
-    } else {
-      params ??= new Map();
-      params.set(t.param, safeDecode(s));
+    let value: string;
+    try {
+      value = decodeURIComponent(s);
+    } catch {
+      return new UndecodableParameter(t.param, s);
     }
+    params ??= new Map();
+    params.set(t.param, value);
   }
   return params ?? new Map();
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
 }

@@ -160,6 +160,10 @@ export class Gateway {
       this.record(null, null, 404, started, requestId, req, null);
       return problem(404, 'Not Found', `no API serves ${req.method} ${req.path}`, requestId);
     }
+    if (match.kind === 'undecodable') {
+      this.record(match.api.value, null, 400, started, requestId, req, null);
+      return problem(400, 'Bad Request', match.message, requestId);
+    }
     const notAllowed = () => {
       const res = problem(405, 'Method Not Allowed', `${req.method} is not allowed on ${req.path}`, requestId);
       res.headers.set('allow', [match.kind === 'method-not-allowed' ? match.allowed.join(', ') : '']);

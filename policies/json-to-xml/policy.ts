@@ -4,13 +4,15 @@
 // backend's in outbound (the call fails, so the gateway's on-error answers).
 import { request, response, config, fail, respondProblem, accepts, isMediaType, mediaType, CONTINUE } from "@gatehouse/policy-sdk";
 import { conversionError, jsonToXml } from "./xml-writer";
+import { isUtf8 } from "./utf8";
 
 const XML_TYPE = "application/xml; charset=utf-8";
 
 export function on_inbound(): i32 {
   if (!applies(request.header("content-type"), request.header("content-encoding"))) return CONTINUE;
-  const body = request.bodyText();
-  if (body === null || isBlank(body)) return CONTINUE;
+  const body = textOf(request.body());
+  if (body === null) return respondProblem(400, "Bad Request", "json-to-xml: " + NOT_UTF8);
+  if (isBlank(body)) return CONTINUE;
   const xml = jsonToXml(body, config.getString("rootElement", "document")!);
   if (xml === null) return respondProblem(400, "Bad Request", "json-to-xml: " + conversionError);
   request.setBodyText(xml);
@@ -29,8 +31,9 @@ export function on_outbound(): i32 {
     response.addHeader("vary", "Accept");
     if (!accepts(request.header("accept"), "xml")) return CONTINUE;
   }
-  const body = response.bodyText();
-  if (body === null || isBlank(body)) return CONTINUE;
+  const body = textOf(response.body());
+  if (body === null) return fail("json-to-xml: cannot convert the response body: " + NOT_UTF8);
+  if (isBlank(body)) return CONTINUE;
   const xml = jsonToXml(body, config.getString("rootElement", "document")!);
   if (xml === null) return fail("json-to-xml: cannot convert the response body: " + conversionError);
   response.setBodyText(xml);
@@ -43,6 +46,15 @@ function applies(contentType: string | null, encoding: string | null): bool {
   if (encoding !== null && encoding.trim().toLowerCase() != "identity") return false;
   if (config.getString("apply", "content-type-json")! == "always") return true;
   return contentType !== null && isMediaType(mediaType(contentType), "json", "application");
+}
+
+const NOT_UTF8 = "the body is not valid UTF-8 (JSON is exchanged as UTF-8: RFC 8259)";
+
+/** The body as text ("" when absent), or null when its bytes are not UTF-8 (they would be decoded as U+FFFD). */
+function textOf(bytes: Uint8Array | null): string | null {
+  if (bytes === null) return "";
+  if (!isUtf8(bytes)) return null;
+  return String.UTF8.decodeUnsafe(bytes.dataStart, <usize>bytes.length);
 }
 
 function isBlank(s: string): bool {

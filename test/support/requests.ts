@@ -38,6 +38,8 @@ export interface Seen {
   url: string;
   headers: IncomingMessage['headers'];
   body: string;
+  /** The body as it arrived (`body` turns bytes that are not UTF-8 into U+FFFD). */
+  bytes: Buffer;
 }
 
 export interface RecordingBackend {
@@ -56,7 +58,8 @@ export async function startRecordingBackend(
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const record = { method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') };
+      const bytes = Buffer.concat(chunks);
+      const record = { method: req.method!, url: req.url!, headers: req.headers, body: bytes.toString('utf8'), bytes };
       seen.push(record);
       const { status = 200, headers = {}, body } = answer(record);
       res.writeHead(status, headers);

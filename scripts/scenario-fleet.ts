@@ -62,6 +62,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const started: { stop(): Promise<unknown> }[] = [];
 let redis: RedisProcess | null = null;
+/** Every gateway process started, by name, the stopped one too: their logs explain a failed run. */
+const gatewayProcesses: { name: string; g: GatewayProcess }[] = [];
+let succeeded = false;
 
 function fleetApi(version: string, backends: Backend[]) {
   return {
@@ -170,6 +173,7 @@ async function main(): Promise<number> {
     GATEWAYS.map(async (name) => {
       const g = await startGatewayProcess({ env: envs.get(name)! });
       gateways.set(name, g);
+      gatewayProcesses.push({ name, g });
       started.push({ stop: () => gateways.get(name)!.stop('SIGINT') });
     }),
   );
@@ -245,6 +249,7 @@ async function main(): Promise<number> {
     env: { ...envs.get(ROLLED)!, GATEHOUSE_HTTP_PORT: String(rolled.httpPort), GATEHOUSE_ADMIN_PORT: String(rolled.adminPort) },
   });
   gateways.set(ROLLED, restarted);
+  gatewayProcesses.push({ name: `${ROLLED} (restarted)`, g: restarted });
   const restartedReadyMs = await waitUntil(`${ROLLED} to be ready again`, () => endpoints.get(ROLLED).ready, 30_000)
     .then(() => Date.now() - restartedAt)
     .catch(() => null);
@@ -320,7 +325,8 @@ async function main(): Promise<number> {
     current < 3 && 'the control plane does not see three instances on the current revision',
   ].filter((p): p is string => typeof p === 'string');
   for (const p of problems) log(`requirement not met: ${p}`);
-  return problems.length === 0 ? 0 : 1;
+  succeeded = problems.length === 0;
+  return succeeded ? 0 : 1;
 }
 
 /** Instances whose heartbeat is recent (5 s) and on the control plane's current revision. */
@@ -337,7 +343,17 @@ function mergeCounts(...maps: Map<string, number>[]): Map<string, number> {
   return new Map([...out].sort());
 }
 
+/** After a failed run: what each gateway logged besides requests (warnings, errors, configuration, shutdown). */
+function reportGatewayLogs(): void {
+  for (const { name, g } of gatewayProcesses) {
+    const lines = g.logs.filter((l) => l.msg !== 'request');
+    log(`${name}, pid ${g.child.pid}, last of ${lines.length} log lines other than requests:`);
+    for (const l of lines.slice(-12)) process.stderr.write(`    ${JSON.stringify(l)}\n`);
+  }
+}
+
 async function cleanup(): Promise<void> {
+  if (!succeeded) reportGatewayLogs();
   await Promise.all(started.map((p) => p.stop().catch(() => null)));
   await redis?.stop();
   await checks.close();

@@ -139,6 +139,17 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
   };
 
   const lines = new LineCounter();
+  // Files and control planes are read as UTF-8, which turns bytes that are not UTF-8 into U+FFFD: one in a document is
+  // such bytes (a real configuration has no use for the replacement character), and they would end up in a header
+  // value or a secret as something nobody wrote.
+  const notUtf8 = text.indexOf('\ufffd');
+  if (notUtf8 >= 0) {
+    const lineStart = text.lastIndexOf('\n', notUtf8 - 1) + 1;
+    let line = 1;
+    for (let nl = text.indexOf('\n'); nl >= 0 && nl < notUtf8; nl = text.indexOf('\n', nl + 1)) line++;
+    syntaxProblem(line, notUtf8 - lineStart + 1, 'bytes that are not UTF-8 (read as U+FFFD): a configuration document must be UTF-8');
+    throw rejectWith(`${sourceName} is not UTF-8`);
+  }
   // Duplicate keys are found by duplicateKeys(), in one pass: the package's own check is quadratic in a map's size.
   const yamlDoc = parseDocument(text, { lineCounter: lines, prettyErrors: true, version: '1.2', merge: true, uniqueKeys: false });
   const duplicateKeyProblems = () => {
@@ -582,7 +593,8 @@ function semanticProblems(data: unknown): PathProblem[] {
           if (!isString(url)) return;
           const problems = urlProblems(url);
           for (const message of problems) out.push({ path: at('backend', 'pool', 'urls', u), message });
-          if (problems.length > 0) return;
+          // Not an http(s) URL: the schema's pattern reports it (and new URL would throw).
+          if (problems.length > 0 || (url !== 'builtin:echo' && !/^https?:\/\//.test(url))) return;
           const key = url === 'builtin:echo' ? url : new URL(url).href.replace(/\/+$/, '');
           const first = seen.get(key);
           if (first !== undefined) {

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { connect, createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { DEFAULT_HTTP_LIMITS, httpLimitsFromEnv } from '../runtime/platform/http-limits.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 import { send, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
@@ -413,6 +414,7 @@ describe('hostile input: slow clients', () => {
     assert.ok(idle.closed && idle.closedAfterMs! >= 900 && idle.closedAfterMs! < 3000, `idle: closed after ${idle.closedAfterMs}`);
     // The whole request, body included: GATEHOUSE_REQUEST_TIMEOUT_MS (2 s).
     assert.ok(slowBody.closed && slowBody.closedAfterMs! >= 1900 && slowBody.closedAfterMs! < 4500, `slow body: closed after ${slowBody.closedAfterMs}`);
+    assert.equal(slowBody.status, 408, `slow body: ${slowBody.text}`);
     assert.ok(!backend.seen.some((s) => s.url === '/base/upload'), 'the slow upload never completed at the backend');
   });
 });
@@ -503,6 +505,35 @@ describe('hostile input: a flood of connections', () => {
     } finally {
       await capped.stop();
     }
+  });
+});
+
+describe('hostile input: the limits themselves', () => {
+  test('each limit is read from its variable; a value that is not a whole number at or above its minimum is refused, named', () => {
+    assert.deepEqual(httpLimitsFromEnv({}), { limits: DEFAULT_HTTP_LIMITS });
+    assert.deepEqual(httpLimitsFromEnv(LIMITS), {
+      limits: { headersTimeoutMs: 1000, requestTimeoutMs: 2000, keepAliveTimeoutMs: 1000, maxHeaderBytes: 8192, maxConnections: 0 },
+    });
+    for (const [name, value] of [
+      ['GATEHOUSE_HEADERS_TIMEOUT_MS', 'soon'],
+      ['GATEHOUSE_KEEP_ALIVE_TIMEOUT_MS', '1.5'],
+      ['GATEHOUSE_MAX_HEADER_BYTES', '100'],
+      ['GATEHOUSE_MAX_CONNECTIONS', '-1'],
+    ]) {
+      const read = httpLimitsFromEnv({ [name!]: value });
+      assert.ok('problem' in read && read.problem.startsWith(`${name}=${value} must be a whole number`), JSON.stringify(read));
+    }
+    const inverted = httpLimitsFromEnv({ GATEHOUSE_HEADERS_TIMEOUT_MS: '5000', GATEHOUSE_REQUEST_TIMEOUT_MS: '1000' });
+    assert.ok('problem' in inverted && /must be at least GATEHOUSE_HEADERS_TIMEOUT_MS/.test(inverted.problem));
+  });
+
+  test('a gateway given a bad limit does not start: exit 2, naming the variable', async () => {
+    const failed = await startGatewayProcess({ env: { GATEHOUSE_MAX_HEADER_BYTES: 'lots' } }).then(
+      () => null,
+      (err: Error) => err,
+    );
+    assert.ok(failed, 'the gateway started');
+    assert.match(failed.message, /exited with 2 before listening: gatehouse: GATEHOUSE_MAX_HEADER_BYTES=lots must be a whole number, 1024 at least/);
   });
 });
 

@@ -2,9 +2,8 @@
 // the request body the backend receives, in outbound the response body the client receives; the mapping is in
 // xml-writer.ts and README.md. A body the policy cannot convert is the client's fault in inbound (400 problem) and the
 // backend's in outbound (the call fails, so the gateway's on-error answers).
-import { request, response, config, fail, respondProblem, accepts, isMediaType, mediaType, CONTINUE } from "@gatehouse/policy-sdk";
+import { request, response, config, fail, respondProblem, accepts, isMediaType, isUtf8, mediaType, CONTINUE } from "@gatehouse/policy-sdk";
 import { conversionError, jsonToXml } from "./xml-writer";
-import { isUtf8 } from "./utf8";
 
 const XML_TYPE = "application/xml; charset=utf-8";
 

@@ -19,6 +19,7 @@ import { RepositoryPolicySources } from '../runtime/config/repository-policies.t
 import { ConfigFileWatcher } from '../runtime/config/watch.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { buildFixture, makeExchange, newHost } from './support/policies.ts';
+import { problemsOf } from './support/config-problems.ts';
 import { waitFor } from './support/wait.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-config-test-'));
@@ -26,21 +27,6 @@ after(() => rmSync(work, { recursive: true, force: true }));
 
 const builtinDir = join(repoRoot(), 'policies');
 const policies = new RepositoryPolicySources(builtinDir);
-
-/** The problems of a document that must be rejected. */
-function problemsOf(text: string, name = 'gw.yaml'): { where: string; message: string }[] {
-  try {
-    parseGatewayDocument(text, name);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    // The message lists every problem, one per line.
-    const lines = err.message.split('\n');
-    assert.equal(lines.length, err.problems.length + 1);
-    for (const p of err.problems) assert.ok(err.message.includes(`${p.where}: ${p.message}`));
-    return err.problems;
-  }
-  assert.fail('the document was accepted');
-}
 
 function messageAt(problems: { where: string; message: string }[], where: string): string {
   const found = problems.filter((p) => p.where === where).map((p) => p.message);

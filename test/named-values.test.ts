@@ -7,26 +7,17 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
-import { ConfigError, parseGatewayDocument } from '../runtime/config/load.ts';
+import { parseGatewayDocument } from '../runtime/config/load.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { sealSecrets, unsealSecrets } from '../runtime/sync/backup.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';
+import { problemsOf } from './support/config-problems.ts';
 import { send } from './support/requests.ts';
 import { waitForAsync } from './support/wait.ts';
 
 const SECRET = 'partner-key-6f1c2a9e';
 const ROTATED = 'partner-key-77d0b3c4';
-
-function problemsOf(text: string): { where: string; message: string }[] {
-  try {
-    parseGatewayDocument(text, 'gw.yaml');
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.problems;
-  }
-  assert.fail('accepted');
-}
 
 describe('named values in a document', () => {
   test('{{name}} in any string of a policy configuration is replaced by its value; nothing else is', () => {

@@ -1,0 +1,19 @@
+// The problems of a configuration document that must be refused, checked for the shape every refusal has.
+
+import assert from 'node:assert/strict';
+import { ConfigError, parseGatewayDocument } from '../../runtime/config/load.ts';
+
+/** Parses `text` (named `name`) expecting a ConfigError; returns its problems. */
+export function problemsOf(text: string, name = 'gw.yaml'): { where: string; message: string }[] {
+  try {
+    parseGatewayDocument(text, name);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    // The message lists every problem, one per line.
+    const lines = err.message.split('\n');
+    assert.equal(lines.length, err.problems.length + 1);
+    for (const p of err.problems) assert.ok(err.message.includes(`${p.where}: ${p.message}`));
+    return err.problems;
+  }
+  assert.fail('the document was accepted');
+}

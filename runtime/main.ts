@@ -63,16 +63,22 @@ function argValue(args: string[], name: string): string | undefined {
   return inline?.slice(name.length + 1);
 }
 
-function port(name: string, fallback: number): number {
+/**
+ * A whole number from the variable `name` (`fallback` when unset or empty) within `min`..`max`; anything else stops the
+ * gateway with exit 2, naming the variable and what it must be.
+ */
+function wholeNumber(name: string, fallback: number, min: number, max: number, expected: string): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) {
-    process.stderr.write(`gatehouse: ${name}=${raw} is not a port number (0-65535)\n`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    process.stderr.write(`gatehouse: ${name}=${raw} must be ${expected}\n`);
     process.exit(2);
   }
   return n;
 }
+
+const port = (name: string, fallback: number) => wholeNumber(name, fallback, 0, 65535, 'a port number (0-65535)');
 
 const args = process.argv.slice(2);
 if (args.includes('--help') || args.includes('-h')) {
@@ -142,18 +148,10 @@ if (backupKeyValue !== undefined) {
     process.exit(2);
   }
 }
-const syncIntervalMs = Number(process.env.GATEHOUSE_SYNC_INTERVAL_MS ?? 10_000);
-if (!Number.isInteger(syncIntervalMs) || syncIntervalMs < 100) {
-  process.stderr.write(`gatehouse: GATEHOUSE_SYNC_INTERVAL_MS=${process.env.GATEHOUSE_SYNC_INTERVAL_MS} must be a whole number of ms, 100 at least\n`);
-  process.exit(2);
-}
+const syncIntervalMs = wholeNumber('GATEHOUSE_SYNC_INTERVAL_MS', 10_000, 100, Number.MAX_SAFE_INTEGER, 'a whole number of ms, 100 at least');
 // Kubernetes takes a few seconds to stop routing to a pod after it was told to stop (endpoint removal reaches every
 // node's proxy and every ingress asynchronously): the gateway serves on, not ready, for that long. docs/operations.md.
-const shutdownDelayMs = Number(process.env.GATEHOUSE_SHUTDOWN_DELAY_MS || DEFAULT_SHUTDOWN_DELAY_MS);
-if (!Number.isInteger(shutdownDelayMs) || shutdownDelayMs < 0) {
-  process.stderr.write(`gatehouse: GATEHOUSE_SHUTDOWN_DELAY_MS=${process.env.GATEHOUSE_SHUTDOWN_DELAY_MS} must be a whole number of ms, 0 or more\n`);
-  process.exit(2);
-}
+const shutdownDelayMs = wholeNumber('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUTDOWN_DELAY_MS, 0, Number.MAX_SAFE_INTEGER, 'a whole number of ms, 0 or more');
 const httpLimits = httpLimitsFromEnv(process.env);
 if ('problem' in httpLimits) {
   process.stderr.write(`gatehouse: ${httpLimits.problem}\n`);

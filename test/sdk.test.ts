@@ -66,6 +66,24 @@ describe('gatehouse-policy', () => {
     assert.match(broken.out.at(-1)!, /^\d+ passed, 1 failed$/);
   });
 
+  test('a case gives a body that is not text as bodyBase64; both forms at once, or a bad one, is the case\'s error', async () => {
+    const dir = join(work, 'binary-body');
+    assert.equal(await runCli(['new', dir], capture().io), 0);
+    const file = join(dir, 'cases.json');
+    const config = { header: 'x-api-key' };
+    writeFileSync(file, JSON.stringify({
+      cases: [
+        { name: 'bytes', config, request: { headers: { 'x-api-key': 'k' }, bodyBase64: '/wA=' }, expect: { outcome: 'continue' } },
+        { name: 'both', config, request: { body: 'a', bodyBase64: 'YQ==' }, expect: {} },
+        { name: 'bad', config, phase: 'outbound', response: { bodyBase64: 'no base64!' }, expect: {} },
+      ],
+    }));
+    const run = await runPolicyTests(dir, { casesFile: file });
+    assert.deepEqual(run.results.map((r) => [r.name, r.ok]), [['bytes', true], ['both', false], ['bad', false]], JSON.stringify(run.results));
+    assert.match(run.results[1]!.problems.join(), /request: give "body" or "bodyBase64", not both/);
+    assert.match(run.results[2]!.problems.join(), /response\.bodyBase64 is not base64/);
+  });
+
   test('build errors point at the author\'s file and line', async () => {
     const dir = policyFolder(
       'broken',

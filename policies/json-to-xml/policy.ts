@@ -2,14 +2,14 @@
 // the request body the backend receives, in outbound the response body the client receives; the mapping is in
 // xml-writer.ts and README.md. A body the policy cannot convert is the client's fault in inbound (400 problem) and the
 // backend's in outbound (the call fails, so the gateway's on-error answers).
-import { request, response, config, fail, respondProblem, accepts, isMediaType, isUtf8, mediaType, CONTINUE } from "@gatehouse/policy-sdk";
+import { request, response, config, fail, respondProblem, accepts, isMediaType, mediaType, utf8Decode, CONTINUE } from "@gatehouse/policy-sdk";
 import { conversionError, jsonToXml } from "./xml-writer";
 
 const XML_TYPE = "application/xml; charset=utf-8";
 
 export function on_inbound(): i32 {
   if (!applies(request.header("content-type"), request.header("content-encoding"))) return CONTINUE;
-  const body = textOf(request.body());
+  const body = decodedBody(request.body());
   if (body === null) return respondProblem(400, "Bad Request", "json-to-xml: " + NOT_UTF8);
   if (isBlank(body)) return CONTINUE;
   const xml = jsonToXml(body, config.getString("rootElement", "document")!);
@@ -30,7 +30,7 @@ export function on_outbound(): i32 {
     response.addHeader("vary", "Accept");
     if (!accepts(request.header("accept"), "xml")) return CONTINUE;
   }
-  const body = textOf(response.body());
+  const body = decodedBody(response.body());
   if (body === null) return fail("json-to-xml: cannot convert the response body: " + NOT_UTF8);
   if (isBlank(body)) return CONTINUE;
   const xml = jsonToXml(body, config.getString("rootElement", "document")!);
@@ -50,10 +50,8 @@ function applies(contentType: string | null, encoding: string | null): bool {
 const NOT_UTF8 = "the body is not valid UTF-8 (JSON is exchanged as UTF-8: RFC 8259)";
 
 /** The body as text ("" when absent), or null when its bytes are not UTF-8 (they would be decoded as U+FFFD). */
-function textOf(bytes: Uint8Array | null): string | null {
-  if (bytes === null) return "";
-  if (!isUtf8(bytes)) return null;
-  return String.UTF8.decodeUnsafe(bytes.dataStart, <usize>bytes.length);
+function decodedBody(bytes: Uint8Array | null): string | null {
+  return bytes === null ? "" : utf8Decode(bytes);
 }
 
 function isBlank(s: string): bool {

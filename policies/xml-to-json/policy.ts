@@ -3,7 +3,7 @@
 // parser is xml.ts; the mapping is below and in README.md. A body that is not well-formed XML (or is refused: DOCTYPE,
 // depth) is the client's fault in inbound (400 problem) and the backend's in outbound (the call fails, so the
 // gateway's on-error answers).
-import { request, response, config, fail, respondProblem, accepts, isMediaType, mediaType, CONTINUE } from "@gatehouse/policy-sdk";
+import { request, response, config, fail, respondProblem, accepts, isMediaType, mediaType, utf8Decode, CONTINUE } from "@gatehouse/policy-sdk";
 import { XmlElement, isBlank, parseError, parseRefused, parseXml } from "./xml";
 
 const JSON_TYPE = "application/json; charset=utf-8";
@@ -11,8 +11,9 @@ const MAX_DEPTH: i32 = 64;
 
 export function on_inbound(): i32 {
   if (!applies(request.header("content-type"), request.header("content-encoding"))) return CONTINUE;
-  const body = request.bodyText();
-  if (body === null || isBlank(body)) return CONTINUE;
+  const body = decodedBody(request.body());
+  if (body === null) return respondProblem(400, "Bad Request", "xml-to-json: " + NOT_UTF8);
+  if (isBlank(body)) return CONTINUE;
   const json = xmlToJson(body);
   if (json === null) return respondProblem(400, "Bad Request", problem());
   request.setBodyText(json);
@@ -31,13 +32,23 @@ export function on_outbound(): i32 {
     response.addHeader("vary", "Accept");
     if (!accepts(request.header("accept"), "json", "application")) return CONTINUE;
   }
-  const body = response.bodyText();
-  if (body === null || isBlank(body)) return CONTINUE;
+  const body = decodedBody(response.body());
+  if (body === null) return fail("xml-to-json: cannot convert the response body: " + NOT_UTF8);
+  if (isBlank(body)) return CONTINUE;
   const json = xmlToJson(body);
   if (json === null) return fail("xml-to-json: cannot convert the response body: " + problem());
   response.setBodyText(json);
   response.setHeader("content-type", JSON_TYPE);
   return CONTINUE;
+}
+
+// Only UTF-8 is read: a document declaring another encoding (ISO-8859-1, say) is refused here if its bytes are not
+// also UTF-8, rather than converted with U+FFFD in place of its characters.
+const NOT_UTF8 = "the body is not valid UTF-8 (the only encoding this policy reads)";
+
+/** The body as text ("" when absent), or null when its bytes are not UTF-8. */
+function decodedBody(bytes: Uint8Array | null): string | null {
+  return bytes === null ? "" : utf8Decode(bytes);
 }
 
 function problem(): string {

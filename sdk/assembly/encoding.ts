@@ -75,3 +75,9 @@ export function isUtf8(bytes: Uint8Array): bool {
   }
   return true;
 }
+
+/** The text `bytes` encode as UTF-8, or null when they are not UTF-8 (see `isUtf8`): never U+FFFD for a bad byte. */
+export function utf8Decode(bytes: Uint8Array): string | null {
+  if (!isUtf8(bytes)) return null;
+  return String.UTF8.decodeUnsafe(bytes.dataStart, <usize>bytes.length);
+}

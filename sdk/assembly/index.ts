@@ -24,7 +24,7 @@ import { JsonKind, JsonReader, jsonString, parseJson } from "./json";
 import { counter } from "./effects";
 
 export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter } from "./effects";
-export { base64Decode, base64DecodeText, isUtf8 } from "./encoding";
+export { base64Decode, base64DecodeText, isUtf8, utf8Decode } from "./encoding";
 import { base64DecodeText } from "./encoding";
 export { JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
 export { gatehouseAbort } from "./abort";

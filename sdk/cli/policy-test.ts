@@ -2,6 +2,7 @@
 // The module is built from source, loaded, metered and sandboxed exactly as a gateway would; only the request is
 // synthetic. Counters are real (in memory); HTTP effects answer from the case's canned responses, never the network.
 
+import { Buffer } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { buildPolicy } from './build.ts';
@@ -33,9 +34,11 @@ export interface TestCase {
     query?: string;
     headers?: Record<string, string | string[]>;
     body?: string;
+    /** The body as base64, for bytes that are not text (not UTF-8, say); instead of `body`. */
+    bodyBase64?: string;
     clientAddress?: string;
   };
-  response?: { status?: number; headers?: Record<string, string | string[]>; body?: string };
+  response?: { status?: number; headers?: Record<string, string | string[]>; body?: string; bodyBase64?: string };
   variables?: Record<string, string>;
   routeParams?: Record<string, string>;
   /** The API's path prefix (CONTEXT `api-path-prefix`), e.g. `/shop`; default empty. */
@@ -207,6 +210,20 @@ async function runCase(
   return problems;
 }
 
+/** A case's request or response body: `body` as UTF-8, or the bytes of `bodyBase64`; null when neither is given. */
+function bodyBytes(message: { body?: string; bodyBase64?: string }, where: 'request' | 'response'): Uint8Array | null {
+  if (message.body !== undefined && message.bodyBase64 !== undefined) {
+    throw new Error(`${where}: give "body" or "bodyBase64", not both`);
+  }
+  if (message.bodyBase64 !== undefined) {
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(message.bodyBase64) || message.bodyBase64.length % 4 !== 0) {
+      throw new Error(`${where}.bodyBase64 is not base64`);
+    }
+    return new Uint8Array(Buffer.from(message.bodyBase64, 'base64'));
+  }
+  return message.body === undefined ? null : new TextEncoder().encode(message.body);
+}
+
 function makeExchange(c: TestCase, phase: Phase): Exchange {
   const r = c.request ?? {};
   const exchange = new Exchange({
@@ -219,7 +236,7 @@ function makeExchange(c: TestCase, phase: Phase): Exchange {
       path: r.path ?? '/',
       query: r.query ?? '',
       headers: headerMap(r.headers),
-      body: r.body === undefined ? null : new TextEncoder().encode(r.body),
+      body: bodyBytes(r, 'request'),
       clientAddress: r.clientAddress ?? '127.0.0.1',
     },
     backendUrl: 'http://backend.test',
@@ -231,7 +248,7 @@ function makeExchange(c: TestCase, phase: Phase): Exchange {
     exchange.response = {
       status: c.response?.status ?? 200,
       headers: headerMap(c.response?.headers),
-      body: c.response?.body === undefined ? null : new TextEncoder().encode(c.response.body),
+      body: bodyBytes(c.response ?? {}, 'response'),
     };
   }
   if (phase === 'on-error') {

@@ -3,7 +3,7 @@
 // Documents are parsed and bound in process; the control plane and the gateways run as their own processes.
 
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
@@ -282,6 +282,17 @@ describe('named values from the control plane', () => {
       assert.equal((await send(other.url, '/status-0123456789abcdef', { dispatcher: agent })).status, 503);
     } finally {
       await other.stop();
+    }
+
+    // The key beside the backup lost: reading the backup says so, and does not make a key that could never open it.
+    rmSync(join(backupDir, 'backup.key'));
+    const keyless = await startGatewayProcess({ env: gatewayEnv() });
+    try {
+      const refused = await keyless.waitForLog((l) => String(l.msg).startsWith('no usable configuration backup'), 15_000);
+      assert.match(JSON.stringify(refused.problems), /secrets are sealed, but there is no backup key: GATEHOUSE_BACKUP_KEY is not set and .*backup\.key is gone/);
+      assert.ok(!readdirSync(backupDir).includes('backup.key'), 'reading the backup made a key');
+    } finally {
+      await keyless.stop();
     }
   });
 

@@ -82,31 +82,34 @@ export class ConfigBackup {
     this.key = options.key ? Promise.resolve(options.key) : null;
   }
 
-  /** The backup key: the one given, else the one beside the backup, made on first use. */
-  private backupKey(): Promise<Buffer> {
-    this.key ??= this.keyBeside().catch((err: unknown) => {
+  /**
+   * The backup key: the one given, else the one beside the backup, made on first use when `make` (to seal). Reading a
+   * backup never makes one: a key made then could not open what an earlier key sealed.
+   */
+  private backupKey(make: boolean): Promise<Buffer> {
+    this.key ??= this.keyBeside(make).catch((err: unknown) => {
       this.key = null; // tried again next time (a full disk, say, may have cleared)
       throw err;
     });
     return this.key;
   }
 
-  private async keyBeside(): Promise<Buffer> {
+  private async keyBeside(make: boolean): Promise<Buffer> {
     const file = join(this.dir, KEY_FILE);
-    this.options.logger?.warn(
-      'secrets in the configuration backup are encrypted with a key kept beside it: set GATEHOUSE_BACKUP_KEY (from a secret store) to keep the key off the backup volume',
-      { file },
-    );
     const read = async () => {
       const key = decodeKey(await readFile(file, 'utf8'));
       if (!key) throw new Error(`${file} does not hold a backup key (damaged?): remove it, or set GATEHOUSE_BACKUP_KEY`);
       return key;
     };
     try {
-      return await read();
+      const key = await read();
+      this.warnKeyBeside(file);
+      return key;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
+    if (!make) throw new Error(`its secrets are sealed, but there is no backup key: GATEHOUSE_BACKUP_KEY is not set and ${file} is gone`);
+    this.warnKeyBeside(file);
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const made = randomBytes(32);
     try {
@@ -120,10 +123,17 @@ export class ConfigBackup {
     }
   }
 
+  private warnKeyBeside(file: string): void {
+    this.options.logger?.warn(
+      'secrets in the configuration backup are encrypted with a key kept beside it: set GATEHOUSE_BACKUP_KEY (from a secret store) to keep the key off the backup volume',
+      { file },
+    );
+  }
+
   /** Writes `entry` as the current backup, its secrets sealed; the current one becomes the previous. */
   async save(entry: Omit<BackupEntry, 'savedAt'>): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const { text, sealed } = await sealSecrets(entry.text, () => this.backupKey());
+    const { text, sealed } = await sealSecrets(entry.text, () => this.backupKey(true));
     const file: BackupFile = { ...entry, text, sealed, savedAt: new Date().toISOString(), sha256: digest(text, sealed) };
     const temp = join(this.dir, `${CURRENT}.${process.pid}.tmp`);
     await createSynced(temp, JSON.stringify(file));
@@ -165,7 +175,7 @@ export class ConfigBackup {
       let text = file.text;
       if (sealed !== undefined) {
         try {
-          text = unsealSecrets(file.text, sealed, await this.backupKey());
+          text = unsealSecrets(file.text, sealed, await this.backupKey(false));
         } catch (err) {
           problems.push(`${path}: ${(err as Error).message}`);
           continue;

@@ -20,10 +20,12 @@ import {
 } from './telemetry/appinsights.ts';
 // The single-file bundle is built from this file with ./assets/embedded.ts in place of ./assets/repository.ts.
 import { gatewayAssets } from './assets/repository.ts';
-import { Logger } from './telemetry/logger.ts';
+import { LEVELS, Logger, parseLogLevel } from './telemetry/logger.ts';
 import { httpLimitsFromEnv } from './platform/http-limits.ts';
 
 const DEFAULT_SHUTDOWN_DELAY_MS = 5000;
+/** The longest delay setTimeout keeps (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
 
 const HELP = `gatehouse: a self-hosted API gateway with WebAssembly policies
 
@@ -85,7 +87,12 @@ if (args.includes('--help') || args.includes('-h')) {
   process.stdout.write(HELP);
   process.exit(0);
 }
-const level = (process.env.GATEHOUSE_LOG_LEVEL ?? 'info') as 'info';
+const levelText = process.env.GATEHOUSE_LOG_LEVEL || 'info';
+const level = parseLogLevel(levelText);
+if (level === null) {
+  process.stderr.write(`gatehouse: GATEHOUSE_LOG_LEVEL=${levelText} must be one of ${LEVELS.join(', ')}\n`);
+  process.exit(2);
+}
 const logger = new Logger(undefined, level);
 const configFile = argValue(args, '--config') ?? process.env.GATEHOUSE_CONFIG_FILE ?? null;
 const redisUrl = process.env.GATEHOUSE_REDIS_URL || undefined;
@@ -152,6 +159,12 @@ const syncIntervalMs = wholeNumber('GATEHOUSE_SYNC_INTERVAL_MS', 10_000, 100, Nu
 // Kubernetes takes a few seconds to stop routing to a pod after it was told to stop (endpoint removal reaches every
 // node's proxy and every ingress asynchronously): the gateway serves on, not ready, for that long. docs/operations.md.
 const shutdownDelayMs = wholeNumber('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUTDOWN_DELAY_MS, 0, Number.MAX_SAFE_INTEGER, 'a whole number of ms, 0 or more');
+// These three become setTimeout delays, which Node and Deno cut to 1 ms past MAX_TIMER_MS: a larger value is refused.
+const shutdownTimeoutMs = wholeNumber('GATEHOUSE_SHUTDOWN_TIMEOUT_MS', 30_000, 0, MAX_TIMER_MS, `a whole number of ms, 0 to ${MAX_TIMER_MS}`);
+// Each interval is a poll loop's pause between calls to the control plane (runtime/sync/poller.ts): 0 would call it
+// without pause. The floor is the sync interval's; the tests run them at a few hundred ms.
+const heartbeatMs = wholeNumber('GATEHOUSE_HEARTBEAT_INTERVAL_MS', 60_000, 100, MAX_TIMER_MS, `a whole number of ms, 100 to ${MAX_TIMER_MS}`);
+const telemetryMs = wholeNumber('GATEHOUSE_TELEMETRY_INTERVAL_MS', 60_000, 100, MAX_TIMER_MS, `a whole number of ms, 100 to ${MAX_TIMER_MS}`);
 const httpLimits = httpLimitsFromEnv(process.env);
 if ('problem' in httpLimits) {
   process.stderr.write(`gatehouse: ${httpLimits.problem}\n`);
@@ -194,7 +207,7 @@ try {
     adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
     shutdownDelayMs,
     httpLimits: httpLimits.limits,
-    shutdownTimeoutMs: Number(process.env.GATEHOUSE_SHUTDOWN_TIMEOUT_MS ?? 30_000),
+    shutdownTimeoutMs,
     redisUrl,
     appInsights,
     controlPlane: configUrl
@@ -205,9 +218,9 @@ try {
           intervalMs: syncIntervalMs,
           backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined,
           backupKey,
-          heartbeatMs: Number(process.env.GATEHOUSE_HEARTBEAT_INTERVAL_MS ?? 60_000) || 60_000,
+          heartbeatMs,
           trustedKey: trusted,
-          telemetryMs: Number(process.env.GATEHOUSE_TELEMETRY_INTERVAL_MS ?? 60_000) || 60_000,
+          telemetryMs,
         }
       : undefined,
   });

@@ -45,6 +45,16 @@ describe('control plane', () => {
     assert.match(problems, /is required/);
   });
 
+  test('a log level it does not know stops the start: exit 2, naming the variable', async () => {
+    await assert.rejects(startControlPlane(tempDir('gatehouse-cp-'), 0, { GATEHOUSE_LOG_LEVEL: 'verbose' }), (err: Error) => {
+      assert.ok(
+        err.message.includes('control plane exited with 2: gatehouse control plane: GATEHOUSE_LOG_LEVEL=verbose must be one of trace, debug, info, warn, error'),
+        err.message,
+      );
+      return true;
+    });
+  });
+
   test('tokens: forged, expired, revoked and malformed ones are refused with 401; expiry is at most 30 days', async () => {
     assert.equal((await admin('PUT', '/admin/gateways/gw-tokens', { apis: [] })).status, 200);
     assert.equal((await admin('POST', '/admin/gateways/gw-tokens/tokens', { expiresInDays: 31 })).status, 400);

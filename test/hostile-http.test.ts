@@ -527,13 +527,35 @@ describe('hostile input: the limits themselves', () => {
     assert.ok('problem' in inverted && /must be at least GATEHOUSE_HEADERS_TIMEOUT_MS/.test(inverted.problem));
   });
 
-  test('a gateway given a bad limit does not start: exit 2, naming the variable', async () => {
-    const failed = await startGatewayProcess({ env: { GATEHOUSE_MAX_HEADER_BYTES: 'lots' } }).then(
-      () => null,
-      (err: Error) => err,
+  test('a gateway given a bad limit, or another variable it cannot use, does not start: exit 2, naming the variable', async () => {
+    const cases: [name: string, value: string, expected: string][] = [
+      ['GATEHOUSE_MAX_HEADER_BYTES', 'lots', 'a whole number, 1024 at least'],
+      ['GATEHOUSE_SHUTDOWN_TIMEOUT_MS', '30s', 'a whole number of ms, 0 to 2147483647'],
+      // Read as 60000 before: a value that is not a number must not quietly become the default.
+      ['GATEHOUSE_HEARTBEAT_INTERVAL_MS', 'abc', 'a whole number of ms, 100 to 2147483647'],
+      ['GATEHOUSE_TELEMETRY_INTERVAL_MS', '0', 'a whole number of ms, 100 to 2147483647'],
+      ['GATEHOUSE_LOG_LEVEL', 'verbose', 'one of trace, debug, info, warn, error'],
+    ];
+    // Each gateway stops before it opens anything, so they may start together.
+    const failures = await Promise.all(
+      cases.map(([name, value]) =>
+        startGatewayProcess({ env: { [name]: value } }).then(
+          async (started) => {
+            await started.stop();
+            return null;
+          },
+          (err: Error) => err,
+        ),
+      ),
     );
-    assert.ok(failed, 'the gateway started');
-    assert.match(failed.message, /exited with 2 before listening: gatehouse: GATEHOUSE_MAX_HEADER_BYTES=lots must be a whole number, 1024 at least/);
+    cases.forEach(([name, value, expected], i) => {
+      const failed = failures[i];
+      assert.ok(failed, `the gateway started with ${name}=${value}`);
+      assert.ok(
+        failed.message.includes(`exited with 2 before listening: gatehouse: ${name}=${value} must be ${expected}`),
+        failed.message,
+      );
+    });
   });
 });
 

@@ -2,6 +2,7 @@
 //
 //   GATEHOUSE_CP_PORT        port (7070)
 //   GATEHOUSE_CP_HOST        address to listen on (127.0.0.1)
+//   GATEHOUSE_LOG_LEVEL      trace, debug, info, warn, error (info)
 //   GATEHOUSE_CP_DATA_DIR    where the database lives (.data/control-plane, relative to the working directory)
 //   GATEHOUSE_ADMIN_TOKEN    the admin API's token; without it one is made on first start and kept in
 //                            <data dir>/admin-token (readable by the owner only), whose path is logged, not its content
@@ -13,11 +14,17 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { listen } from '../platform/http.ts';
-import { Logger } from '../telemetry/logger.ts';
+import { LEVELS, Logger, parseLogLevel } from '../telemetry/logger.ts';
 import { controlPlaneApp } from './app.ts';
 import { ControlPlaneStore } from './store.ts';
 
-const logger = new Logger(undefined, (process.env.GATEHOUSE_LOG_LEVEL ?? 'info') as 'info').child({ component: 'control-plane' });
+const levelText = process.env.GATEHOUSE_LOG_LEVEL || 'info';
+const level = parseLogLevel(levelText);
+if (level === null) {
+  process.stderr.write(`gatehouse control plane: GATEHOUSE_LOG_LEVEL=${levelText} must be one of ${LEVELS.join(', ')}\n`);
+  process.exit(2);
+}
+const logger = new Logger(undefined, level).child({ component: 'control-plane' });
 const dataDir = resolve(process.env.GATEHOUSE_CP_DATA_DIR ?? join('.data', 'control-plane'));
 const port = Number(process.env.GATEHOUSE_CP_PORT ?? 7070);
 if (!Number.isInteger(port) || port < 0 || port > 65535) {

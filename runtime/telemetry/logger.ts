@@ -2,6 +2,13 @@
 
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<Level, number> = { trace: 0, debug: 1, info: 2, warn: 3, error: 4 };
+/** Every level, least severe first: what GATEHOUSE_LOG_LEVEL may name. */
+export const LEVELS = Object.keys(ORDER) as Level[];
+
+/** The level `text` names, or null when it names none (the entry points refuse such a GATEHOUSE_LOG_LEVEL). */
+export function parseLogLevel(text: string): Level | null {
+  return Object.hasOwn(ORDER, text) ? (text as Level) : null;
+}
 
 export type LogRecord = { time: string; level: Level; msg: string } & Record<string, unknown>;
 /** Receives each record as one line of JSON, newline included. */

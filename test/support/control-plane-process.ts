@@ -59,7 +59,8 @@ export async function startControlPlane(dataDir: string, port = 0, env: Record<s
         resolve(JSON.parse(line) as Record<string, unknown>);
       }
     });
-    child.once('exit', (code) => {
+    // 'close', not 'exit': by then stderr has been read to its end, so a start failure's message is whole.
+    child.once('close', (code) => {
       clearTimeout(timer);
       reject(new Error(`control plane exited with ${code}: ${err}`));
     });

@@ -3,9 +3,10 @@
 //   gatehouse [--config <file>]        GATEHOUSE_CONFIG_FILE also names the file; without one, the embedded default
 //
 // Ports: GATEHOUSE_HTTP_PORT (8080), GATEHOUSE_HTTPS_PORT (8081, when GATEHOUSE_TLS_CERT_FILE and
-// GATEHOUSE_TLS_KEY_FILE are set), GATEHOUSE_ADMIN_PORT (8082, on 127.0.0.1). See docs/operations.md.
+// GATEHOUSE_TLS_KEY_FILE are set), GATEHOUSE_ADMIN_PORT (8082, on GATEHOUSE_ADMIN_HOST, 127.0.0.1). See docs/operations.md.
 
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { trustedKey } from './control-plane/signing.ts';
@@ -35,7 +36,9 @@ Environment:
   GATEHOUSE_CONFIG_FILE      configuration document (default: the embedded demo, runtime/config/default.yaml)
   GATEHOUSE_HTTP_PORT        data plane HTTP port (8080)
   GATEHOUSE_HTTPS_PORT       data plane HTTPS port (8081), with GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE
-  GATEHOUSE_ADMIN_PORT       admin listener on 127.0.0.1: /metrics, /readyz (8082)
+  GATEHOUSE_ADMIN_PORT       admin listener: /metrics, /readyz, /livez (8082)
+  GATEHOUSE_ADMIN_HOST       the IP address the admin listener binds (127.0.0.1); /metrics answers anyone who reaches
+                             it, so bind beyond loopback only where a network policy restricts who can
   GATEHOUSE_LOG_LEVEL        trace, debug, info, warn, error (info)
   GATEHOUSE_SHUTDOWN_DELAY_MS    after SIGTERM, how long to answer 503 on the probes while still serving, so that load
                              balancers stop sending requests before the gateway stops accepting (5000; SIGINT: none)
@@ -170,6 +173,13 @@ if ('problem' in httpLimits) {
   process.stderr.write(`gatehouse: ${httpLimits.problem}\n`);
   process.exit(2);
 }
+// Loopback unless told otherwise: the admin listener has no authentication. An address, not a host name: what a name
+// resolves to (localhost: 127.0.0.1 or ::1) would decide what is exposed.
+const adminHost = process.env.GATEHOUSE_ADMIN_HOST || '127.0.0.1';
+if (isIP(adminHost) === 0) {
+  process.stderr.write(`gatehouse: GATEHOUSE_ADMIN_HOST=${adminHost} must be an IP address (127.0.0.1; 0.0.0.0 for every interface)\n`);
+  process.exit(2);
+}
 const certFile = process.env.GATEHOUSE_TLS_CERT_FILE;
 const keyFile = process.env.GATEHOUSE_TLS_KEY_FILE;
 if ((certFile === undefined) !== (keyFile === undefined)) {
@@ -205,6 +215,7 @@ try {
     httpsPort: certFile ? port('GATEHOUSE_HTTPS_PORT', 8081) : null,
     tls: certFile && keyFile ? { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') } : undefined,
     adminPort: port('GATEHOUSE_ADMIN_PORT', 8082),
+    adminHost,
     shutdownDelayMs,
     httpLimits: httpLimits.limits,
     shutdownTimeoutMs,

@@ -393,6 +393,34 @@ describe('gateway: probes, metrics and logs', () => {
   });
 });
 
+describe('gateway: the admin listener\'s address', () => {
+  /** What a TCP connection to `host`:`port` meets: `connected`, or the error's code (ECONNREFUSED: nothing listens). */
+  const tcpConnect = (host: string, port: number) =>
+    new Promise<string>((resolve) => {
+      const socket = connect(port, host);
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve('connected');
+      });
+      socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    });
+
+  test('GATEHOUSE_ADMIN_HOST=127.0.0.2: /livez answers there, and nothing listens on 127.0.0.1 at that port', async () => {
+    // Linux routes all of 127.0.0.0/8 to the loopback interface, so 127.0.0.2 is a second local address to bind.
+    const g = await startGatewayProcess({ env: { GATEHOUSE_ADMIN_HOST: '127.0.0.2' } });
+    try {
+      const listening = await g.waitForLog((l) => l.msg === 'gatehouse listening');
+      assert.equal(listening.admin, `127.0.0.2:${g.adminPort}`);
+      const live = await request(`http://127.0.0.2:${g.adminPort}/livez`);
+      assert.equal(live.statusCode, 200);
+      assert.equal(await live.body.text(), 'ok');
+      assert.equal(await tcpConnect('127.0.0.1', g.adminPort), 'ECONNREFUSED');
+    } finally {
+      await g.stop();
+    }
+  });
+});
+
 describe('gateway: configuration reload', () => {
   test('a bad document is rejected with its problems named; the running configuration stays', async () => {
     writeConfig(configFile.replace(/gateway\.yaml$/, ''), 'gateway.yaml', configText().replace('pathPrefix: /raw', 'pathPrefix: raw-without-slash'));

@@ -535,6 +535,7 @@ describe('hostile input: the limits themselves', () => {
       ['GATEHOUSE_HEARTBEAT_INTERVAL_MS', 'abc', 'a whole number of ms, 100 to 2147483647'],
       ['GATEHOUSE_TELEMETRY_INTERVAL_MS', '0', 'a whole number of ms, 100 to 2147483647'],
       ['GATEHOUSE_LOG_LEVEL', 'verbose', 'one of trace, debug, info, warn, error'],
+      ['GATEHOUSE_ADMIN_HOST', 'localhost', 'an IP address (127.0.0.1; 0.0.0.0 for every interface)'],
     ];
     // Each gateway stops before it opens anything, so they may start together.
     const failures = await Promise.all(

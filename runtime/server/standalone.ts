@@ -40,6 +40,7 @@ export interface StandaloneOptions {
   httpsPort: number | null;
   tls?: { cert: string; key: string };
   adminPort: number;
+  /** The address the admin listener binds (GATEHOUSE_ADMIN_HOST); default 127.0.0.1. */
   adminHost?: string;
   /** What the data plane allows clients: timeouts, head size, connections (GATEHOUSE_HEADERS_TIMEOUT_MS...). */
   httpLimits?: HttpLimits;
@@ -205,14 +206,13 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     https = await listenDataPlane({ ...dataPlane, port: options.httpsPort, hostname: '0.0.0.0', tls: options.tls });
     listeners.push(https);
   }
-  const admin = await listen(adminApp(gateway, metrics), {
-    port: options.adminPort,
-    hostname: options.adminHost ?? '127.0.0.1',
-  });
+  const adminHost = options.adminHost ?? '127.0.0.1';
+  const admin = await listen(adminApp(gateway, metrics), { port: options.adminPort, hostname: adminHost });
   logger.info('gatehouse listening', {
     http: http.port,
     https: https?.port ?? null,
-    admin: `${options.adminHost ?? '127.0.0.1'}:${admin.port}`,
+    // An IPv6 address in brackets, so that the port stays apart from it.
+    admin: adminHost.includes(':') ? `[${adminHost}]:${admin.port}` : `${adminHost}:${admin.port}`,
     config: options.controlPlane ? `control plane ${options.controlPlane.url}` : (options.configFile ?? 'embedded default'),
   });
 

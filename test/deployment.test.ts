@@ -16,7 +16,9 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBu
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { isDeno } from '../runtime/platform/http.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
-import { STATUS_PATH } from '../runtime/server/gateway.ts';
+import { adminApp } from '../runtime/server/app.ts';
+import { STATUS_PATH, type Gateway } from '../runtime/server/gateway.ts';
+import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 import { DEFAULT_BUNDLE } from '../scripts/lib/bundle.ts';
 import { dockerIgnorePatterns, dockerIgnores, envOf, instructions, parseDockerfile, type Dockerfile, type Stage } from './support/dockerfile.ts';
 import { tempDir } from './support/gateway-process.ts';
@@ -49,7 +51,8 @@ interface ImageSpec {
 const images: ImageSpec[] = [
   {
     file: 'deploy/docker/gateway.Dockerfile',
-    ports: ['8080', '8081'],
+    // 8082: the admin listener, on 127.0.0.1 in the container unless GATEHOUSE_ADMIN_HOST is set.
+    ports: ['8080', '8081', '8082'],
     volume: '/var/lib/gatehouse/backup',
     volumeVariable: 'GATEHOUSE_BACKUP_DIR',
     healthPath: STATUS_PATH,
@@ -305,8 +308,12 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
         o.kind === 'Service' ? o.spec.ports.map((p: { targetPort: string }) => p.targetPort) : o.kind === 'NetworkPolicy' ? o.spec.ingress.flatMap((r: { ports: { port: string }[] }) => r.ports.map((p) => p.port)) : [];
       for (const target of targets) assert.ok(portNames.includes(target), `${o.kind} ${o.metadata.name}: port ${target} is a container port`);
       if (o.kind === 'NetworkPolicy') {
+        // Peers by pod select one of these workloads; peers by namespace (monitoring) are checked with the gateways.
         for (const rule of o.spec.ingress) {
-          for (const from of rule.from) assert.equal(workloads().filter((w) => matches(from.podSelector.matchLabels, w.spec.template.metadata.labels)).length, 1);
+          for (const from of rule.from ?? []) {
+            if (from.namespaceSelector) continue;
+            assert.equal(workloads().filter((w) => matches(from.podSelector.matchLabels, w.spec.template.metadata.labels)).length, 1);
+          }
         }
       }
     }
@@ -328,11 +335,55 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
       assert.equal(find('Service', gateways.spec.serviceName).spec.clusterIP, 'None', 'the governing Service is headless');
     });
 
-    test('ready on the probe path; alive while listening; time to start', () => {
+    test('ready on the probe path; alive while /livez answers on the admin port, which listens on the pod\'s address; time to start', async () => {
       assert.deepEqual(container.readinessProbe.httpGet, { path: STATUS_PATH, port: 'http' });
       assert.equal(container.ports.find((p) => p.name === 'http')?.containerPort, 8080);
-      assert.deepEqual(container.livenessProbe.tcpSocket, { port: 'http' });
+      assert.deepEqual(container.livenessProbe.httpGet, { path: '/livez', port: 'admin' });
+      assert.equal(container.livenessProbe.tcpSocket, undefined);
+      // The admin listener's default port (GATEHOUSE_ADMIN_PORT is not set), on every interface rather than 127.0.0.1.
+      assert.equal(container.ports.find((p) => p.name === 'admin')?.containerPort, 8082);
+      assert.equal(envValue(container.env, 'GATEHOUSE_ADMIN_PORT'), undefined);
+      assert.equal(envValue(container.env, 'GATEHOUSE_ADMIN_HOST'), '0.0.0.0');
+      // The admin listener does serve that path.
+      const livez = await adminApp({} as Gateway, new MetricsRegistry()).request('/livez');
+      assert.equal(livez.status, 200);
+      assert.deepEqual(container.startupProbe.httpGet, container.livenessProbe.httpGet, 'startup: the liveness check, given time');
       assert.ok(container.startupProbe.periodSeconds * container.startupProbe.failureThreshold >= 60);
+    });
+
+    test('Prometheus finds /metrics on the admin port by the pod annotations; no Service exposes that port', () => {
+      const annotations = gateways.spec.template.metadata.annotations as Record<string, string>;
+      const admin = container.ports.find((p) => p.name === 'admin')!;
+      assert.deepEqual(
+        { scrape: annotations['prometheus.io/scrape'], port: annotations['prometheus.io/port'], path: annotations['prometheus.io/path'] },
+        { scrape: 'true', port: String(admin.containerPort), path: '/metrics' },
+      );
+      const services = objects.filter((o) => o.kind === 'Service' && matches(o.spec.selector, gateways.spec.template.metadata.labels));
+      assert.equal(services.length, 2, 'gatehouse-gateway and the headless gatehouse-gateway-pods');
+      for (const service of services) {
+        for (const port of service.spec.ports as { targetPort: string | number }[]) {
+          assert.ok(port.targetPort !== 'admin' && port.targetPort !== admin.containerPort, `${service.metadata.name} exposes the admin port`);
+        }
+      }
+    });
+
+    test('the network policy: the data port open to all, the admin port only to the monitoring namespace', () => {
+      const policy = find('NetworkPolicy', 'gatehouse-gateway');
+      assert.ok(matches(policy.spec.podSelector.matchLabels, gateways.spec.template.metadata.labels));
+      assert.deepEqual(policy.spec.policyTypes, ['Ingress']);
+      type Rule = { from?: { podSelector?: object; namespaceSelector?: { matchLabels?: Record<string, string> }; ipBlock?: object }[]; ports?: { port: string }[] };
+      const rules = policy.spec.ingress as Rule[];
+      // A rule without `ports` would open every port to its sources; one without `from` opens its ports to every source.
+      assert.ok(rules.every((r) => r.ports !== undefined && r.ports.length > 0), 'each rule names its ports');
+      const rulesFor = (port: string) => rules.filter((r) => r.ports!.some((p) => p.port === port));
+      assert.ok(rulesFor('http').some((r) => r.from === undefined), 'the data port is open to all');
+      const adminRules = rulesFor('admin');
+      assert.ok(adminRules.length > 0, 'the admin port has a rule (else nothing reaches it: Prometheus cannot scrape)');
+      for (const rule of adminRules) {
+        assert.deepEqual(rule.from, [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }]);
+      }
+      const portNames = container.ports.map((p) => p.name);
+      for (const rule of rules) for (const p of rule.ports!) assert.ok(portNames.includes(p.port), `port ${p.port} is a container port`);
     });
 
     test('the kubelet waits for the shutdown delay and the drain before it kills', () => {

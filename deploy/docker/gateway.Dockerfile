@@ -31,9 +31,10 @@ COPY --from=build /src/dist/bundle/gatehouse.mjs /opt/gatehouse/gatehouse.mjs
 ENV NODE_ENV=production \
     GATEHOUSE_BACKUP_DIR=/var/lib/gatehouse/backup
 USER 10001:10001
-# 8080: HTTP; 8081: HTTPS, when GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE are given. The admin listener
-# (8082: /metrics, /readyz, /livez) listens on 127.0.0.1 only and is not published.
-EXPOSE 8080 8081
+# 8080: HTTP; 8081: HTTPS, when GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE are given; 8082: the admin listener
+# (/metrics, /readyz, /livez; no authentication), which listens on 127.0.0.1 inside the container, out of reach of a
+# published port, unless GATEHOUSE_ADMIN_HOST says otherwise (0.0.0.0, as the Kubernetes manifests set it).
+EXPOSE 8080 8081 8082
 # Each configuration applied from a control plane is kept here, to start from when the control plane is unreachable.
 VOLUME ["/var/lib/gatehouse/backup"]
 # The data plane's probe path: 200 once a configuration is in force, 503 before and while shutting down. Kubernetes

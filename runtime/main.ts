@@ -158,16 +158,19 @@ if (backupKeyValue !== undefined) {
     process.exit(2);
   }
 }
-const syncIntervalMs = wholeNumber('GATEHOUSE_SYNC_INTERVAL_MS', 10_000, 100, Number.MAX_SAFE_INTEGER, 'a whole number of ms, 100 at least');
+// Every duration below becomes a setTimeout delay, which Node and Deno cut to 1 ms past MAX_TIMER_MS: a larger value
+// is refused rather than turned into a poll loop without pause.
+const milliseconds = (name: string, fallback: number, min: number) =>
+  wholeNumber(name, fallback, min, MAX_TIMER_MS, `a whole number of ms, ${min} to ${MAX_TIMER_MS}`);
+// Each interval is a poll loop's pause between calls to the control plane (runtime/sync/poller.ts): 0 would call it
+// without pause. The tests run them at a few hundred ms.
+const syncIntervalMs = milliseconds('GATEHOUSE_SYNC_INTERVAL_MS', 10_000, 100);
+const heartbeatMs = milliseconds('GATEHOUSE_HEARTBEAT_INTERVAL_MS', 60_000, 100);
+const telemetryMs = milliseconds('GATEHOUSE_TELEMETRY_INTERVAL_MS', 60_000, 100);
 // Kubernetes takes a few seconds to stop routing to a pod after it was told to stop (endpoint removal reaches every
 // node's proxy and every ingress asynchronously): the gateway serves on, not ready, for that long. docs/operations.md.
-const shutdownDelayMs = wholeNumber('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUTDOWN_DELAY_MS, 0, Number.MAX_SAFE_INTEGER, 'a whole number of ms, 0 or more');
-// These three become setTimeout delays, which Node and Deno cut to 1 ms past MAX_TIMER_MS: a larger value is refused.
-const shutdownTimeoutMs = wholeNumber('GATEHOUSE_SHUTDOWN_TIMEOUT_MS', 30_000, 0, MAX_TIMER_MS, `a whole number of ms, 0 to ${MAX_TIMER_MS}`);
-// Each interval is a poll loop's pause between calls to the control plane (runtime/sync/poller.ts): 0 would call it
-// without pause. The floor is the sync interval's; the tests run them at a few hundred ms.
-const heartbeatMs = wholeNumber('GATEHOUSE_HEARTBEAT_INTERVAL_MS', 60_000, 100, MAX_TIMER_MS, `a whole number of ms, 100 to ${MAX_TIMER_MS}`);
-const telemetryMs = wholeNumber('GATEHOUSE_TELEMETRY_INTERVAL_MS', 60_000, 100, MAX_TIMER_MS, `a whole number of ms, 100 to ${MAX_TIMER_MS}`);
+const shutdownDelayMs = milliseconds('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUTDOWN_DELAY_MS, 0);
+const shutdownTimeoutMs = milliseconds('GATEHOUSE_SHUTDOWN_TIMEOUT_MS', 30_000, 0);
 const httpLimits = httpLimitsFromEnv(process.env);
 if ('problem' in httpLimits) {
   process.stderr.write(`gatehouse: ${httpLimits.problem}\n`);

@@ -534,6 +534,9 @@ describe('hostile input: the limits themselves', () => {
       // Read as 60000 before: a value that is not a number must not quietly become the default.
       ['GATEHOUSE_HEARTBEAT_INTERVAL_MS', 'abc', 'a whole number of ms, 100 to 2147483647'],
       ['GATEHOUSE_TELEMETRY_INTERVAL_MS', '0', 'a whole number of ms, 100 to 2147483647'],
+      // Past 2^31 - 1 ms a timer fires after 1 ms: the poll would run without pause.
+      ['GATEHOUSE_SYNC_INTERVAL_MS', '2147483648', 'a whole number of ms, 100 to 2147483647'],
+      ['GATEHOUSE_SHUTDOWN_DELAY_MS', '-1', 'a whole number of ms, 0 to 2147483647'],
       ['GATEHOUSE_LOG_LEVEL', 'verbose', 'one of trace, debug, info, warn, error'],
       ['GATEHOUSE_ADMIN_HOST', 'localhost', 'an IP address (127.0.0.1; 0.0.0.0 for every interface)'],
     ];

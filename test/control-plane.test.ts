@@ -2,13 +2,14 @@
 // gateways that take their configuration from it.
 
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';
 import { send } from './support/requests.ts';
-import { waitFor } from './support/wait.ts';
+import { waitFor, waitForAsync } from './support/wait.ts';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 
 const agent = new Agent({ connections: 4 });
@@ -264,7 +265,6 @@ describe('fail static: the configuration backup', () => {
     } finally {
       await first.stop();
     }
-    const { readdirSync } = await import('node:fs');
     assert.deepEqual(readdirSync(backupDir).sort(), ['config.json', 'config.previous.json']);
     await cp.stop('SIGKILL');
     const restarted = await gatewayWith(cp.url, backupDir);
@@ -278,8 +278,6 @@ describe('fail static: the configuration backup', () => {
   });
 
   test('the control plane host name does not resolve and the newest backup is corrupt: the previous one is served', async () => {
-    const { writeFileSync } = await import('node:fs');
-    const { join } = await import('node:path');
     writeFileSync(join(backupDir, 'config.json'), '{"text": "cut sho');
     const gateway = await gatewayWith('http://control-plane.invalid:7070', backupDir);
     try {
@@ -305,6 +303,33 @@ describe('fail static: the configuration backup', () => {
       assert.equal(await stockHeader(gateway), 'b2');
     } finally {
       await gateway.stop();
+    }
+  });
+
+  test('replicas of one gateway share a backup folder: each revision written once, the one before kept, a restart serves it', async () => {
+    const shared = tempDir('gatehouse-backup-shared-');
+    assert.equal((await admin('PUT', '/admin/apis/stock', echoApi('/stock', 'b2'))).status, 200);
+    const replicas = await Promise.all([gatewayWith(cp.url, shared), gatewayWith(cp.url, shared)]);
+    const revisionIn = (name: string) => (JSON.parse(readFileSync(join(shared, name), 'utf8')) as { text: string }).text.match(/"value":"(b\d)"/)?.[1];
+    try {
+      for (const r of replicas) await r.waitForLog((l) => l.msg === 'configuration from the control plane applied', 10_000);
+      // Both replicas apply each change within a poll of each other, many times, so that their saves overlap.
+      for (const header of ['b3', 'b4', 'b5', 'b6']) {
+        assert.equal((await admin('PUT', '/admin/apis/stock', echoApi('/stock', header))).status, 200);
+        await waitForAsync(`${header} on both replicas`, async () => (await Promise.all(replicas.map(stockHeader))).every((h) => h === header), 10_000);
+        await waitFor(`${header} backed up`, () => revisionIn('config.json') === header, 5000);
+        assert.equal(revisionIn('config.previous.json'), `b${Number(header.slice(1)) - 1}`, 'the revision before is kept');
+      }
+    } finally {
+      await Promise.all(replicas.map((r) => r.stop()));
+    }
+    assert.deepEqual(readdirSync(shared).sort(), ['config.json', 'config.previous.json'], 'no temporary file is left');
+    const restarted = await gatewayWith('http://control-plane.invalid:7070', shared);
+    try {
+      await restarted.waitForLog((l) => String(l.msg).startsWith('started from the configuration backup'), 15_000);
+      assert.equal(await stockHeader(restarted), 'b6');
+    } finally {
+      await restarted.stop();
     }
   });
 });
@@ -335,8 +360,6 @@ describe('policy modules uploaded to the control plane', () => {
     const uploaded = await upload(await buildFixture('chain-probe'));
     assert.equal(uploaded.status, 200, JSON.stringify(uploaded.body));
     good = uploaded.body.module as string;
-    const { writeFileSync } = await import('node:fs');
-    const { join } = await import('node:path');
     const pem = await (await request(`${cp.url}/admin/signing-key`, { headers: { authorization: `Bearer ${cp.adminToken}` }, dispatcher: agent })).body.text();
     keyFile = join(tempDir('gatehouse-key-'), 'control-plane.pem');
     writeFileSync(keyFile, pem);
@@ -389,8 +412,6 @@ describe('policy modules uploaded to the control plane', () => {
   test('a gateway that trusts another key refuses the control plane\'s modules', async () => {
     assert.equal((await admin('PUT', '/admin/apis/probe', probeApi(good, 'm3'))).status, 200);
     const { generateKeyPairSync } = await import('node:crypto');
-    const { writeFileSync } = await import('node:fs');
-    const { join } = await import('node:path');
     const otherKey = join(tempDir('gatehouse-key-'), 'other.pem');
     writeFileSync(otherKey, generateKeyPairSync('ed25519').publicKey.export({ format: 'pem', type: 'spki' }) as string);
     const token = (await admin('POST', '/admin/gateways/gw-mod/tokens', {})).body.token as string;
@@ -410,8 +431,6 @@ describe('policy modules uploaded to the control plane', () => {
 describe('gatehouse apply and get', () => {
   test('apply pushes a declared configuration, building and uploading a policy folder; get shows APIs, gateways and revisions', async () => {
     const { runCli } = await import('../runtime/cli/main.ts');
-    const { writeFileSync } = await import('node:fs');
-    const { join } = await import('node:path');
     const { repoRoot } = await import('../runtime/platform/paths.ts');
     const dir = tempDir('gatehouse-apply-');
     const file = join(dir, 'gatehouse.yaml');

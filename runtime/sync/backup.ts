@@ -7,10 +7,10 @@
 // blob is bound to the rest of the document (its additional data), so it cannot be moved into another backup.
 
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { readFile, rename, mkdir } from 'node:fs/promises';
+import { readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NamedValue } from '../config/named-values.ts';
-import { createSynced, syncDir } from './durable-file.ts';
+import { createSynced, replaceAtomically, syncDir } from './durable-file.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface BackupEntry {
@@ -130,17 +130,22 @@ export class ConfigBackup {
     );
   }
 
-  /** Writes `entry` as the current backup, its secrets sealed; the current one becomes the previous. */
+  /**
+   * Writes `entry` as the current backup, its secrets sealed, and keeps the current one as the previous. Replicas of
+   * one gateway may share the folder, and each applies the same revisions: a revision already current is not written
+   * again, and the previous file is written from what was read, not renamed from whatever is current at that moment,
+   * so that two replicas saving one revision at once both keep the revision before it. A current backup that does not
+   * check out is not kept: the previous one stays.
+   */
   async save(entry: Omit<BackupEntry, 'savedAt'>): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const currentPath = join(this.dir, CURRENT);
+    const current = await this.read(currentPath).catch(() => null);
+    if (current && current.text === entry.text && current.etag === entry.etag && current.revision === entry.revision) return;
     const { text, sealed } = await sealSecrets(entry.text, () => this.backupKey(true));
     const file: BackupFile = { ...entry, text, sealed, savedAt: new Date().toISOString(), sha256: digest(text, sealed) };
-    const temp = join(this.dir, `${CURRENT}.${process.pid}.tmp`);
-    await createSynced(temp, JSON.stringify(file));
-    await rename(join(this.dir, CURRENT), join(this.dir, PREVIOUS)).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
-    await rename(temp, join(this.dir, CURRENT));
+    if (current) await replaceAtomically(join(this.dir, PREVIOUS), current.raw);
+    await replaceAtomically(currentPath, JSON.stringify(file));
     await syncDir(this.dir);
   }
 
@@ -153,37 +158,37 @@ export class ConfigBackup {
     const problems: string[] = [];
     for (const name of [CURRENT, PREVIOUS]) {
       const path = join(this.dir, name);
-      let raw: string;
       try {
-        raw = await readFile(path, 'utf8');
+        const read = await this.read(path);
+        if (read) usable.push({ file: path, text: read.text, etag: read.etag, revision: read.revision, savedAt: read.savedAt });
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') problems.push(`${path}: ${(err as Error).message}`);
-        continue;
+        problems.push(`${path}: ${(err as Error).message}`);
       }
-      let file: Partial<BackupFile>;
-      try {
-        file = JSON.parse(raw) as Partial<BackupFile>;
-      } catch {
-        problems.push(`${path}: not valid JSON (cut short or altered)`);
-        continue;
-      }
-      const sealed = typeof file.sealed === 'string' ? file.sealed : undefined;
-      if (typeof file.text !== 'string' || file.sha256 !== digest(file.text, sealed)) {
-        problems.push(`${path}: its digest does not match its content (cut short or altered)`);
-        continue;
-      }
-      let text = file.text;
-      if (sealed !== undefined) {
-        try {
-          text = unsealSecrets(file.text, sealed, await this.backupKey(false));
-        } catch (err) {
-          problems.push(`${path}: ${(err as Error).message}`);
-          continue;
-        }
-      }
-      usable.push({ file: path, text, etag: file.etag ?? null, revision: file.revision ?? null, savedAt: String(file.savedAt) });
     }
     return { usable, problems };
+  }
+
+  /** The backup in `path`, its secrets opened, and the file as it is; null when there is none; throws what is wrong. */
+  private async read(path: string): Promise<(BackupEntry & { raw: string }) | null> {
+    let raw: string;
+    try {
+      raw = await readFile(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    let file: Partial<BackupFile>;
+    try {
+      file = JSON.parse(raw) as Partial<BackupFile>;
+    } catch {
+      throw new Error('not valid JSON (cut short or altered)');
+    }
+    const sealed = typeof file.sealed === 'string' ? file.sealed : undefined;
+    if (typeof file.text !== 'string' || file.sha256 !== digest(file.text, sealed)) {
+      throw new Error('its digest does not match its content (cut short or altered)');
+    }
+    const text = sealed === undefined ? file.text : unsealSecrets(file.text, sealed, await this.backupKey(false));
+    return { text, etag: file.etag ?? null, revision: file.revision ?? null, savedAt: String(file.savedAt), raw };
   }
 }
 

@@ -3,7 +3,7 @@
 // trusted key (GATEHOUSE_TRUSTED_KEY); modules read back from disk (a restart, a start from the backup) are checked
 // the same way. A module that fails is refused with the document that names it: the running configuration stays.
 
-import { mkdtemp, mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
@@ -63,7 +63,8 @@ export class ModuleCache {
     const sig = join(dir, `${sha}.sig`);
     const kept = await Promise.all([readFile(wasm).catch(() => null), readFile(sig, 'utf8').catch(() => null)]);
     if (kept[0] && kept[1] !== null && this.problem(sha, kept[0], kept[1].trim()) === null) return;
-    await Promise.all([rm(wasm, { force: true }), rm(sig, { force: true })]);
+    // A file that does not check out is replaced below by a rename, not removed first: a replica sharing the folder
+    // may be between writing the signature and the module, and removing them would fail its load.
     const { bytes, signature } = await this.fetch(sha);
     const problem = this.problem(sha, bytes, signature);
     if (problem) throw refused(sha, problem);

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { parseGatewayDocument } from '../runtime/config/load.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
-import { sealSecrets, unsealSecrets } from '../runtime/sync/backup.ts';
+import { ConfigBackup, sealSecrets, unsealSecrets } from '../runtime/sync/backup.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';
 import { problemsOf } from './support/config-problems.ts';
@@ -133,6 +133,21 @@ apis:
     // Nothing secret, nothing sealed, and no key needed.
     const plain = await sealSecrets(JSON.stringify({ version: 1, apis: [] }), () => Promise.reject(new Error('no key wanted')));
     assert.equal(plain.sealed, undefined);
+  });
+
+  test('replicas sharing a backup folder agree on one key made beside it: each saves at once, and each opens what any saved', async () => {
+    const dir = tempDir('gatehouse-nv-shared-');
+    const text = JSON.stringify({ version: 1, apis: [], namedValues: { s: { value: SECRET, secret: true } } });
+    const replicas = Array.from({ length: 8 }, () => new ConfigBackup(dir));
+    await Promise.all(replicas.map((r, i) => r.save({ text, etag: `"e${i}"`, revision: `r${i}` })));
+    const key = readFileSync(join(dir, 'backup.key'), 'utf8');
+    assert.match(key, /^[0-9a-f]{64}\n$/);
+    assert.deepEqual(readdirSync(dir).filter((name) => name.endsWith('.tmp')), [], 'no temporary file is left');
+    for (const r of [...replicas, new ConfigBackup(dir)]) {
+      const { usable, problems } = await r.entries();
+      assert.deepEqual(problems, []);
+      assert.ok(usable.length >= 1 && usable.every((u) => u.text === text));
+    }
   });
 });
 

@@ -10,7 +10,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 import { readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NamedValue } from '../config/named-values.ts';
-import { createSynced, replaceAtomically, syncDir } from './durable-file.ts';
+import { createOnce, replaceAtomically, syncDir } from './durable-file.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface BackupEntry {
@@ -113,8 +113,8 @@ export class ConfigBackup {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const made = randomBytes(32);
     try {
-      // 'wx': gateways sharing a volume do not overwrite each other's key; the one that loses reads the other's.
-      await createSynced(file, `${made.toString('hex')}\n`, true);
+      // Replicas sharing the folder do not overwrite each other's key; the one that loses reads the other's, whole.
+      await createOnce(file, `${made.toString('hex')}\n`);
       await syncDir(this.dir);
       return made;
     } catch (err) {

@@ -2,11 +2,11 @@
 // is fsynced after, so that a rename (or a new file) is itself on disk. The backup and the module cache both need this.
 
 import { randomBytes } from 'node:crypto';
-import { open, rename } from 'node:fs/promises';
+import { link, open, rename, rm } from 'node:fs/promises';
 
-/** Creates `path` (readable by its owner only) with `content`, synced; with `exclusive`, fails (EEXIST) if it exists. */
-export async function createSynced(path: string, content: string | Uint8Array, exclusive = false): Promise<void> {
-  const handle = await open(path, exclusive ? 'wx' : 'w', 0o600);
+/** Creates `path` (readable by its owner only) with `content`, synced; fails (EEXIST) if it exists. */
+async function createSynced(path: string, content: string | Uint8Array): Promise<void> {
+  const handle = await open(path, 'wx', 0o600);
   try {
     await handle.writeFile(content);
     await handle.sync();
@@ -29,8 +29,27 @@ function tempPath(path: string): string {
  */
 export async function replaceAtomically(path: string, content: string | Uint8Array): Promise<void> {
   const temp = tempPath(path);
-  await createSynced(temp, content, true);
+  await createSynced(temp, content);
   await rename(temp, path);
+}
+
+/**
+ * Creates `path` with `content` unless it exists (EEXIST then): whoever reads it, a writer that lost the race included,
+ * sees the whole content, never an empty or partly written file. The content is written aside and hard-linked in.
+ */
+export async function createOnce(path: string, content: string | Uint8Array): Promise<void> {
+  const temp = tempPath(path);
+  await createSynced(temp, content);
+  try {
+    await link(temp, path);
+  } catch (err) {
+    // Some shared file systems have no hard links (SMB shares, Azure Files over SMB among them): created in place
+    // there, which a reader could catch half written.
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw err;
+    await createSynced(path, content);
+  } finally {
+    await rm(temp, { force: true });
+  }
 }
 
 /** Makes the renames and new files of `dir` durable. */

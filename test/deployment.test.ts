@@ -10,6 +10,7 @@ import { describe, test } from 'node:test';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { Service } from 'kubernetes-models/v1/Service';
+import { PersistentVolumeClaim } from 'kubernetes-models/v1/PersistentVolumeClaim';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
@@ -239,26 +240,53 @@ type Obj = { apiVersion: string; kind: string; metadata: { name: string; labels?
 const MODELS: Record<string, new (o: any) => { validate(): void }> = {
   'v1/Namespace': Namespace,
   'v1/Service': Service,
+  'v1/PersistentVolumeClaim': PersistentVolumeClaim,
   'apps/v1/Deployment': Deployment,
   'apps/v1/StatefulSet': StatefulSet,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
 };
 
+/** Every object of the YAML files `files` (multi-document) of the folder `dir`. */
+function manifests(dir: string, files: string[]): Obj[] {
+  return files.flatMap((file) =>
+    parseAllDocuments(read(`${dir}/${file}`)).map((doc) => {
+      assert.equal(doc.errors.length, 0, `${file}: ${doc.errors.map((e) => e.message).join('; ')}`);
+      return doc.toJSON() as Obj;
+    }),
+  );
+}
+
+/** Each object is valid against the Kubernetes API schema of its kind. */
+function assertSchemaValid(objs: Obj[]): void {
+  for (const o of objs) {
+    const Model = MODELS[`${o.apiVersion}/${o.kind}`];
+    assert.ok(Model, `a schema for ${o.apiVersion} ${o.kind} (add its kubernetes-models class)`);
+    assert.doesNotThrow(() => new Model(o).validate(), `${o.kind} ${o.metadata.name}`);
+  }
+}
+
+type Rendered = Obj & { metadata: { namespace?: string } };
+/** `kubectl kustomize <dir>`, parsed; null where kubectl is not installed. */
+function kustomize(dir: string): Rendered[] | null {
+  const kubectl = spawnSync('kubectl', ['kustomize', join(root, dir)], { encoding: 'utf8' });
+  if (kubectl.error && (kubectl.error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+  assert.equal(kubectl.status, 0, kubectl.stderr);
+  return parseAllDocuments(kubectl.stdout).map((d) => d.toJSON() as Rendered);
+}
+const key = (o: Obj) => `${o.kind}/${o.metadata.name}`;
+
 const k8sDir = 'deploy/kubernetes';
 const kustomization = parseYaml(read(`${k8sDir}/kustomization.yaml`)) as { namespace: string; resources: string[] };
-const objects: Obj[] = kustomization.resources.flatMap((file) =>
-  parseAllDocuments(read(`${k8sDir}/${file}`)).map((doc) => {
-    assert.equal(doc.errors.length, 0, `${file}: ${doc.errors.map((e) => e.message).join('; ')}`);
-    return doc.toJSON() as Obj;
-  }),
-);
-const find = (kind: string, name: string): Obj => {
-  const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
+const objects: Obj[] = manifests(k8sDir, kustomization.resources);
+const findIn = (objs: Obj[], kind: string, name: string): Obj => {
+  const found = objs.find((o) => o.kind === kind && o.metadata.name === name);
   assert.ok(found, `${kind} ${name}`);
   return found;
 };
-const workloads = () => objects.filter((o) => o.kind === 'StatefulSet' || o.kind === 'Deployment');
+const find = (kind: string, name: string): Obj => findIn(objects, kind, name);
+const isWorkload = (o: Obj) => o.kind === 'StatefulSet' || o.kind === 'Deployment';
+const workloads = () => objects.filter(isWorkload);
 const matches = (selector: Record<string, string>, labels: Record<string, string> = {}) =>
   Object.entries(selector).every(([k, v]) => labels[k] === v);
 
@@ -286,16 +314,12 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
   });
 
   test('every object is valid against the Kubernetes API schema of its kind', () => {
-    for (const o of objects) {
-      const Model = MODELS[`${o.apiVersion}/${o.kind}`];
-      assert.ok(Model, `a schema for ${o.apiVersion} ${o.kind} (add its kubernetes-models class)`);
-      assert.doesNotThrow(() => new Model(o).validate(), `${o.kind} ${o.metadata.name}`);
-    }
+    assertSchemaValid(objects);
     // The validators do find mistakes (a guard against a model that accepts anything).
-    const broken = structuredClone(find('StatefulSet', 'gatehouse-gateway'));
+    const broken = structuredClone(find('Deployment', 'gatehouse-gateway'));
     broken.spec.replicas = 'two';
     broken.spec.template.spec.containers[0].resources.requests.memory = 'lots';
-    assert.throws(() => new StatefulSet(broken).validate(), /replicas must be integer[\s\S]*memory/);
+    assert.throws(() => new Deployment(broken).validate(), /replicas must be integer[\s\S]*memory/);
   });
 
   test('Services, the disruption budget and network policies select pods that exist, on ports they have', () => {
@@ -321,18 +345,16 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
   });
 
   describe('gateways', () => {
-    const gateways = find('StatefulSet', 'gatehouse-gateway');
+    const gateways = find('Deployment', 'gatehouse-gateway');
     const pod = gateways.spec.template.spec;
     const container = containerOf(gateways);
 
-    test('at least 2, replaced one at a time, at most one taken away by a disruption', () => {
+    test('at least 2, replaced one at a time (a new pod available before an old one goes), at most one taken away by a disruption', () => {
       assert.ok(gateways.spec.replicas >= 2);
-      assert.equal(gateways.spec.podManagementPolicy, 'Parallel');
-      assert.equal(gateways.spec.updateStrategy.type, 'RollingUpdate');
-      assert.ok(gateways.spec.minReadySeconds > 0);
+      assert.deepEqual(gateways.spec.strategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+      assert.ok(gateways.spec.minReadySeconds > 0, 'available: ready, and still so a while after');
       const pdb = find('PodDisruptionBudget', 'gatehouse-gateway');
       assert.ok(pdb.spec.maxUnavailable === 1 || pdb.spec.minAvailable === 1);
-      assert.equal(find('Service', gateways.spec.serviceName).spec.clusterIP, 'None', 'the governing Service is headless');
     });
 
     test('ready on the probe path; alive while /livez answers on the admin port, which listens on the pod\'s address; time to start', async () => {
@@ -359,7 +381,7 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
         { scrape: 'true', port: String(admin.containerPort), path: '/metrics' },
       );
       const services = objects.filter((o) => o.kind === 'Service' && matches(o.spec.selector, gateways.spec.template.metadata.labels));
-      assert.equal(services.length, 2, 'gatehouse-gateway and the headless gatehouse-gateway-pods');
+      assert.deepEqual(services.map((s) => s.metadata.name), ['gatehouse-gateway']);
       for (const service of services) {
         for (const port of service.spec.ports as { targetPort: string | number }[]) {
           assert.ok(port.targetPort !== 'admin' && port.targetPort !== admin.containerPort, `${service.metadata.name} exposes the admin port`);
@@ -404,9 +426,14 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
       assert.ok(container.resources.limits?.memory);
     });
 
-    test('the backup is on a volume of its own per pod, where GATEHOUSE_BACKUP_DIR says', () => {
-      const template = gateways.spec.volumeClaimTemplates.find((t: Obj) => t.metadata.name === 'backup');
-      assert.deepEqual(template.spec.accessModes, ['ReadWriteOnce']);
+    test('the backup is on one ReadWriteMany volume that every replica mounts, where GATEHOUSE_BACKUP_DIR says', () => {
+      const volume = pod.volumes.find((v: { name: string }) => v.name === 'backup');
+      assert.ok(volume?.persistentVolumeClaim, 'a claim, not a volume of the pod');
+      const claim = find('PersistentVolumeClaim', volume.persistentVolumeClaim.claimName);
+      assert.equal(claim.metadata.name, 'gatehouse-gateway-backup');
+      assert.deepEqual(claim.spec.accessModes, ['ReadWriteMany'], 'mounted by pods on several nodes at once');
+      assert.ok(claim.spec.resources.requests.storage);
+      assert.equal(gateways.spec.volumeClaimTemplates, undefined);
       const mount = container.volumeMounts.find((m) => m.name === 'backup');
       assert.equal(mount?.mountPath, envValue(container.env, 'GATEHOUSE_BACKUP_DIR'));
       assert.equal(mount?.mountPath, images[0]!.volume, 'the image volume');
@@ -474,19 +501,88 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
   });
 
   test('kubectl kustomize renders the same objects in the namespace', (t) => {
-    const kubectl = spawnSync('kubectl', ['kustomize', join(root, k8sDir)], { encoding: 'utf8' });
-    if (kubectl.error && (kubectl.error as NodeJS.ErrnoException).code === 'ENOENT') return t.skip('kubectl is not installed');
-    assert.equal(kubectl.status, 0, kubectl.stderr);
-    const rendered = parseAllDocuments(kubectl.stdout).map((d) => d.toJSON() as Obj & { metadata: { namespace?: string } });
-    const key = (o: Obj) => `${o.kind}/${o.metadata.name}`;
+    const rendered = kustomize(k8sDir);
+    if (!rendered) return t.skip('kubectl is not installed');
     assert.deepEqual(rendered.map(key).sort(), objects.map(key).sort());
     for (const o of rendered) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'gatehouse', key(o));
   });
 });
 
+// The overlay for clusters without ReadWriteMany storage: the base, with the gateways as a StatefulSet whose pods each
+// have a ReadWriteOnce backup volume. Its pod template is a copy of the base Deployment's: the tests keep them equal.
+const overlayDir = 'deploy/kubernetes-per-pod-backup';
+const overlay = parseYaml(read(`${overlayDir}/kustomization.yaml`)) as { namespace: string; resources: string[]; patches: { patch: string }[] };
+const overlayFiles = overlay.resources.filter((r) => r.endsWith('.yaml'));
+const overlayObjects = manifests(overlayDir, overlayFiles);
+/** What must differ between the two pod templates: the backup volume, a claim in the base, a claim template in the overlay. */
+function withoutBackupVolume(template: any): any {
+  const copy = structuredClone(template);
+  copy.spec.volumes = copy.spec.volumes.filter((v: { name: string }) => v.name !== 'backup');
+  return copy;
+}
+
+describe(`the per-pod backup overlay (${overlayDir})`, () => {
+  const base = find('Deployment', 'gatehouse-gateway');
+  const statefulSet = findIn(overlayObjects, 'StatefulSet', 'gatehouse-gateway');
+
+  test('builds on the base, in its namespace, and replaces its Deployment and shared claim with a StatefulSet and its headless Service', () => {
+    const files = readdirSync(join(root, overlayDir)).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml').sort();
+    assert.deepEqual([...overlay.resources].sort(), ['../kubernetes', ...files].sort());
+    assert.equal(overlay.namespace, kustomization.namespace);
+    assert.ok(overlayObjects.every((o) => !('namespace' in o.metadata)), 'the namespace comes from kustomization.yaml only');
+    const deleted = overlay.patches.map((p) => parseYaml(p.patch) as Obj & { $patch?: string });
+    assert.ok(deleted.every((d) => d.$patch === 'delete'));
+    assert.deepEqual(deleted.map(key).sort(), ['Deployment/gatehouse-gateway', 'PersistentVolumeClaim/gatehouse-gateway-backup']);
+    for (const d of deleted) assert.equal(findIn(objects, d.kind, d.metadata.name).apiVersion, d.apiVersion, `${key(d)} is the base's`);
+    assert.deepEqual(overlayObjects.map(key).sort(), ['Service/gatehouse-gateway-pods', 'StatefulSet/gatehouse-gateway']);
+    assertSchemaValid(overlayObjects);
+  });
+
+  test('a StatefulSet whose pods each get a ReadWriteOnce backup volume, started in parallel, replaced one at a time', () => {
+    assert.equal(statefulSet.spec.replicas, base.spec.replicas);
+    assert.deepEqual(statefulSet.spec.selector, base.spec.selector);
+    assert.equal(statefulSet.spec.minReadySeconds, base.spec.minReadySeconds);
+    assert.equal(statefulSet.spec.podManagementPolicy, 'Parallel');
+    assert.equal(statefulSet.spec.updateStrategy.type, 'RollingUpdate');
+    assert.deepEqual(statefulSet.spec.persistentVolumeClaimRetentionPolicy, { whenDeleted: 'Retain', whenScaled: 'Retain' });
+    const headless = findIn(overlayObjects, 'Service', statefulSet.spec.serviceName);
+    assert.equal(headless.spec.clusterIP, 'None', 'the governing Service is headless');
+    assert.ok(matches(headless.spec.selector, statefulSet.spec.template.metadata.labels));
+    const templates = statefulSet.spec.volumeClaimTemplates as Obj[];
+    assert.deepEqual(templates.map((t) => t.metadata.name), ['backup'], 'the name of the volume the container mounts');
+    assert.deepEqual(templates[0]!.spec.accessModes, ['ReadWriteOnce']);
+    assert.equal(templates[0]!.spec.resources.requests.storage, find('PersistentVolumeClaim', 'gatehouse-gateway-backup').spec.resources.requests.storage);
+  });
+
+  test("its pod template is the base Deployment's but for the backup volume (they cannot drift apart)", () => {
+    assert.ok(base.spec.template.spec.volumes.some((v: { name: string; persistentVolumeClaim?: object }) => v.name === 'backup' && v.persistentVolumeClaim));
+    assert.ok(!statefulSet.spec.template.spec.volumes.some((v: { name: string }) => v.name === 'backup'), 'the backup volume comes from the claim template');
+    assert.deepEqual(statefulSet.spec.template, withoutBackupVolume(base.spec.template));
+  });
+
+  test('kubectl kustomize renders it: schema-valid, in the namespace, the StatefulSet in place of the Deployment and its claim', (t) => {
+    const rendered = kustomize(overlayDir);
+    const renderedBase = kustomize(k8sDir);
+    if (!rendered || !renderedBase) return t.skip('kubectl is not installed');
+    assertSchemaValid(rendered);
+    for (const o of rendered) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, overlay.namespace, key(o));
+    const expected = [...objects.map(key).filter((k) => k !== 'Deployment/gatehouse-gateway' && k !== 'PersistentVolumeClaim/gatehouse-gateway-backup'), ...overlayObjects.map(key)];
+    assert.deepEqual(rendered.map(key).sort(), expected.sort());
+    assert.ok(!rendered.some((o) => o.kind === 'PersistentVolumeClaim'), 'no claim shared by the gateways');
+    const gateways = findIn(rendered, 'StatefulSet', 'gatehouse-gateway');
+    assert.deepEqual(gateways.spec.volumeClaimTemplates.map((c: Obj) => c.spec.accessModes), [['ReadWriteOnce']]);
+    assert.deepEqual(gateways.spec.template, withoutBackupVolume(findIn(renderedBase, 'Deployment', 'gatehouse-gateway').spec.template));
+    // The Service, the disruption budget and the network policies of the base select the StatefulSet's pods.
+    for (const o of rendered.filter((x) => ['Service', 'PodDisruptionBudget', 'NetworkPolicy'].includes(x.kind) && x.metadata.name.startsWith('gatehouse-gateway'))) {
+      const selector = o.kind === 'Service' ? o.spec.selector : o.kind === 'NetworkPolicy' ? o.spec.podSelector.matchLabels : o.spec.selector.matchLabels;
+      assert.deepEqual(rendered.filter(isWorkload).filter((w) => matches(selector, w.spec.template.metadata.labels)).map(key), ['StatefulSet/gatehouse-gateway'], key(o));
+    }
+  });
+});
+
 test('docs/deployment.md describes every file under deploy/', () => {
   const doc = read('docs/deployment.md');
-  for (const dir of ['deploy/docker', 'deploy/kubernetes']) {
+  for (const dir of readdirSync(join(root, 'deploy')).map((d) => `deploy/${d}`)) {
     for (const f of readdirSync(join(root, dir))) assert.ok(doc.includes(`${dir}/${f}`) || doc.includes(f), `${dir}/${f} is described`);
   }
   assert.ok(existsSync(join(root, '.dockerignore')));

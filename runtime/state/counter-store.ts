@@ -46,6 +46,9 @@ interface Window {
   count: number;
 }
 
+/** How many windows `seed` fills (about 150 bytes each). */
+const MAX_SEEDED = 100_000;
+
 export class MemoryCounterStore implements CounterStore {
   private readonly windows = new Map<string, Window>();
   private nextSweep = 0;
@@ -59,11 +62,11 @@ export class MemoryCounterStore implements CounterStore {
   consumeNow(key: string, amount: number, limit: number, periodSeconds: number, always = false): CounterOutcome {
     const now = this.now();
     this.sweep(now);
-    const periodMs = periodSeconds * 1000;
-    const start = Math.floor(now / periodMs) * periodMs;
     const windowKey = `${key}\u0000${periodSeconds}`;
     let window = this.windows.get(windowKey);
-    if (!window || window.start !== start) {
+    if (!window || now >= window.end) {
+      const periodMs = periodSeconds * 1000;
+      const start = Math.floor(now / periodMs) * periodMs;
       window = { start, end: start + periodMs, count: 0 };
       this.windows.set(windowKey, window);
     }
@@ -76,6 +79,21 @@ export class MemoryCounterStore implements CounterStore {
       remaining: Math.max(0, limit - window.count),
       resetSeconds: Math.max(0, Math.ceil((window.end - now) / 1000)),
     };
+  }
+
+  /**
+   * Takes what a shared store last said of `key`'s window (its count, and when it ends by this process's clock) as this
+   * store's window, unless this store has counted more: counting here, when the shared store cannot be reached, goes
+   * on from the fleet's count instead of from zero.
+   */
+  seed(key: string, periodSeconds: number, count: number, endsAt: number): void {
+    const windowKey = `${key}\u0000${periodSeconds}`;
+    const window = this.windows.get(windowKey);
+    if (window && this.now() < window.end && window.count >= count) return;
+    // Keys without a window here are taken while there are fewer than MAX_SEEDED windows: a shared store may see
+    // millions of keys an hour (a limit per client address), which this copy must not hold all of.
+    if (!window && this.windows.size >= MAX_SEEDED) return;
+    this.windows.set(windowKey, { start: endsAt - periodSeconds * 1000, end: endsAt, count });
   }
 
   private readonly leases = new Map<string, number>();

@@ -4,8 +4,9 @@
 //
 // When Redis cannot be reached (refused, timed out, gone mid-command), the gateway keeps serving: it counts in its own
 // memory (MemoryCounterStore), says so once in the log and in metrics, and goes back to Redis as soon as Redis answers
-// again. Counts made locally meanwhile are not carried over into Redis: during an outage each gateway enforces the
-// limit on its own share of the traffic.
+// again. Each gateway's local count starts from the count Redis last gave it for that window, so during an outage a
+// gateway lets through at most what was left of the limit when it last heard from Redis (with N gateways, up to N
+// times that in all). Counts made locally are not carried over into Redis when it is back.
 //
 // ioredis (a well-kept client: reconnection with back-off, scripts by SHA with a fallback to EVAL) does the protocol.
 
@@ -145,6 +146,8 @@ export class RedisCounterStore implements CounterStore {
       try {
         const [allowed, count, msLeft] = await this.redis.gatehouseConsume(this.keyPrefix + key, amount, limit, periodSeconds, always ? 1 : 0);
         this.switchTo('redis');
+        // Should Redis become unreachable, counting here goes on from the fleet's count, not from zero.
+        this.local.seed(key, periodSeconds, count, Date.now() + msLeft);
         return {
           allowed: allowed === 1,
           count,

@@ -3,7 +3,7 @@
 // Documents are parsed and bound in process; the control plane and the gateways run as their own processes.
 
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
@@ -148,6 +148,19 @@ apis:
       assert.deepEqual(problems, []);
       assert.ok(usable.length >= 1 && usable.every((u) => u.text === text));
     }
+  });
+
+  test('temporary files a writer left behind (it died mid-write) are removed at the first save; a recent one is kept', async () => {
+    const dir = tempDir('gatehouse-nv-stale-');
+    const abandoned = join(dir, 'config.json.0123456789abcdef.tmp');
+    const inProgress = join(dir, 'config.json.fedcba9876543210.tmp');
+    const notOurs = join(dir, 'notes.tmp');
+    for (const file of [abandoned, inProgress, notOurs]) writeFileSync(file, 'partial');
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    utimesSync(abandoned, hourAgo, hourAgo);
+    utimesSync(notOurs, hourAgo, hourAgo);
+    await new ConfigBackup(dir).save({ text: JSON.stringify({ version: 1, apis: [] }), etag: null, revision: null });
+    assert.deepEqual(readdirSync(dir).sort(), ['config.json', 'config.json.fedcba9876543210.tmp', 'notes.tmp']);
   });
 });
 

@@ -10,7 +10,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 import { readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { NamedValue } from '../config/named-values.ts';
-import { createOnce, replaceAtomically, syncDir } from './durable-file.ts';
+import { createOnce, removeStaleTemps, replaceAtomically, syncDir } from './durable-file.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface BackupEntry {
@@ -74,6 +74,7 @@ export interface ConfigBackupOptions {
 
 export class ConfigBackup {
   private key: Promise<Buffer> | null;
+  private swept = false;
 
   constructor(
     readonly dir: string,
@@ -139,6 +140,10 @@ export class ConfigBackup {
    */
   async save(entry: Omit<BackupEntry, 'savedAt'>): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    if (!this.swept) {
+      this.swept = true;
+      await removeStaleTemps(this.dir);
+    }
     const currentPath = join(this.dir, CURRENT);
     const current = await this.read(currentPath).catch(() => null);
     if (current && current.text === entry.text && current.etag === entry.etag && current.revision === entry.revision) return;

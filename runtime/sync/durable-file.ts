@@ -2,7 +2,8 @@
 // is fsynced after, so that a rename (or a new file) is itself on disk. The backup and the module cache both need this.
 
 import { randomBytes } from 'node:crypto';
-import { link, open, rename, rm } from 'node:fs/promises';
+import { link, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 
 /** Creates `path` (readable by its owner only) with `content`, synced; fails (EEXIST) if it exists. */
 async function createSynced(path: string, content: string | Uint8Array): Promise<void> {
@@ -50,6 +51,31 @@ export async function createOnce(path: string, content: string | Uint8Array): Pr
   } finally {
     await rm(temp, { force: true });
   }
+}
+
+/** No write takes this long (a module download times out after 10 s): a temporary file this old is abandoned. */
+const STALE_TEMP_MS = 10 * 60_000;
+
+/**
+ * Removes the temporary files in `dir` of writers that died mid-write (an out-of-memory kill during a module download,
+ * say), which nothing else would remove; younger ones may be another replica's write in progress. Returns how many.
+ */
+export async function removeStaleTemps(dir: string, olderThanMs = STALE_TEMP_MS): Promise<number> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  const before = Date.now() - olderThanMs;
+  for (const name of names) {
+    if (!/\.[0-9a-f]{16}\.tmp$/.test(name)) continue;
+    const path = join(dir, name);
+    const info = await stat(path).catch(() => null);
+    if (info && info.mtimeMs < before && (await rm(path, { force: true }).then(() => true, () => false))) removed++;
+  }
+  return removed;
 }
 
 /** Makes the renames and new files of `dir` durable. */

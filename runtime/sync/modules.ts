@@ -11,7 +11,7 @@ import { ConfigError } from '../config/load.ts';
 import { signatureValid } from '../control-plane/signing.ts';
 import { sha256Hex } from '../policy-host/module.ts';
 import type { ControlPlaneClient } from './control-plane-client.ts';
-import { replaceAtomically, syncDir } from './durable-file.ts';
+import { removeStaleTemps, replaceAtomically, syncDir } from './durable-file.ts';
 import { referencedModules, rewriteModuleRefs } from './module-refs.ts';
 
 export interface ModuleCacheOptions {
@@ -27,6 +27,7 @@ const DOWNLOAD_TIMEOUT_MS = 10_000;
 
 export class ModuleCache {
   private dir: string | null;
+  private swept = false;
 
   constructor(private readonly options: ModuleCacheOptions) {
     this.dir = options.dir ?? null;
@@ -54,6 +55,10 @@ export class ModuleCache {
   private async folder(): Promise<string> {
     if (this.dir === null) this.dir = await mkdtemp(join(tmpdir(), 'gatehouse-modules-'));
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    if (!this.swept) {
+      this.swept = true;
+      await removeStaleTemps(this.dir);
+    }
     return this.dir;
   }
 

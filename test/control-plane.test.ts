@@ -2,7 +2,7 @@
 // gateways that take their configuration from it.
 
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
@@ -11,6 +11,8 @@ import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gat
 import { send } from './support/requests.ts';
 import { waitFor, waitForAsync } from './support/wait.ts';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
+import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';
+import { ModuleCache } from '../runtime/sync/modules.ts';
 
 const agent = new Agent({ connections: 4 });
 let dataDir: string;
@@ -375,6 +377,43 @@ describe('policy modules uploaded to the control plane', () => {
     await gateway?.stop();
   });
 
+  test('a module no longer named by the configuration or its backup is removed from the backup folder', async () => {
+    const backupDir = tempDir('gatehouse-backup-prune-');
+    const sha = good.slice('sha256:'.length);
+    const moduleFiles = [`${sha}.wasm`, `${sha}.sig`].map((name) => join(backupDir, 'modules', name));
+    const headerApi = (value: string) => ({
+      pathPrefix: '/pruned',
+      backend: { url: 'builtin:echo' },
+      policies: { outbound: [{ policy: 'set-header', config: { name: 'x-config', value } }] },
+    });
+    assert.equal((await admin('PUT', '/admin/apis/pruned', { ...probeApi(good, 'p0'), pathPrefix: '/pruned' })).status, 200);
+    assert.equal((await admin('PUT', '/admin/gateways/gw-prune', { apis: ['pruned'] })).status, 200);
+    const token = (await admin('POST', '/admin/gateways/gw-prune/tokens', {})).body.token as string;
+    const g = await startGatewayProcess({
+      env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200', GATEHOUSE_TRUSTED_KEY: keyFile, GATEHOUSE_BACKUP_DIR: backupDir },
+    });
+    try {
+      const applied = () => g.logs.filter((l) => l.msg === 'configuration from the control plane applied').length;
+      await waitFor('the module configuration', () => applied() >= 1, 20_000);
+      assert.deepEqual(moduleFiles.map((f) => readdirSync(join(backupDir, 'modules')).includes(f.split('/').at(-1)!)), [true, true]);
+      // Two changes: the module is then named by neither the configuration in force nor the backup (current, previous).
+      const hourAgo = new Date(Date.now() - 3_600_000);
+      for (const [i, value] of ['v1', 'v2', 'v3'].entries()) {
+        // Old enough to be removed (a younger file may be a replica's download in progress).
+        for (const file of moduleFiles) utimesSync(file, hourAgo, hourAgo);
+        assert.equal((await admin('PUT', '/admin/apis/pruned', headerApi(value))).status, 200);
+        await waitFor(`change ${value}`, () => applied() >= i + 2, 10_000);
+        const removed = g.logs.find((l) => l.msg === 'unused policy modules removed');
+        // v1: the backup's current still names it; v2: its previous; v3: nothing does.
+        assert.equal(removed !== undefined, value === 'v3', `removed after ${value}`);
+        if (removed) assert.deepEqual(removed.modules, [good]);
+      }
+      assert.deepEqual(readdirSync(join(backupDir, 'modules')), []);
+    } finally {
+      await g.stop();
+    }
+  });
+
   test('a module that is not a loadable policy, a path, or an unknown digest is refused by the control plane', async () => {
     const garbage = await upload(new TextEncoder().encode('not wasm'));
     assert.equal(garbage.status, 400);
@@ -425,6 +464,31 @@ describe('policy modules uploaded to the control plane', () => {
     } finally {
       await wary.stop();
     }
+  });
+});
+
+describe('the module cache in the backup folder', () => {
+  test('modules that neither the configuration in force nor the backup names are removed once 10 minutes old', async () => {
+    const dir = tempDir('gatehouse-modules-prune-');
+    const client = new ControlPlaneClient({ url: 'http://127.0.0.1:9', token: 'unused' });
+    await client.close(); // prune makes no call
+    const cache = new ModuleCache({ client, dir });
+    const [inForce, backedUp, unused, recent] = ['a', 'b', 'c', 'd'].map((c) => c.repeat(64)) as [string, string, string, string];
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    for (const sha of [inForce, backedUp, unused, recent]) {
+      for (const ext of ['wasm', 'sig']) {
+        writeFileSync(join(dir, `${sha}.${ext}`), 'x');
+        if (sha !== recent) utimesSync(join(dir, `${sha}.${ext}`), hourAgo, hourAgo);
+      }
+    }
+    writeFileSync(join(dir, 'notes.txt'), 'not a module');
+    utimesSync(join(dir, 'notes.txt'), hourAgo, hourAgo);
+    const doc = (sha: string) =>
+      JSON.stringify({ version: 1, apis: [{ id: 'a', pathPrefix: '/a', backend: { url: 'builtin:echo' }, policies: { inbound: [{ module: `sha256:${sha}` }] } }] });
+    // A document that cannot be read might name anything: nothing is removed.
+    assert.deepEqual(await cache.prune([doc(inForce), '{"cut sho']), []);
+    assert.deepEqual(await cache.prune([doc(inForce), doc(backedUp)]), [unused]);
+    assert.deepEqual(readdirSync(dir).sort(), [...[backedUp, inForce, recent].sort().flatMap((sha) => [`${sha}.sig`, `${sha}.wasm`]), 'notes.txt'].sort());
   });
 });
 

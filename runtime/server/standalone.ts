@@ -133,12 +133,13 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     gateway.aggregates = new RequestAggregates(telemetryMs ?? 60_000);
     metrics.gauge('gatehouse_telemetry_dropped', 'Per-minute aggregates dropped because the control plane was away too long.', () => gateway.aggregates?.dropped ?? 0);
     const modules = new ModuleCache({ client: controlPlane, trustedKey, dir: backupDir ? join(backupDir, 'modules') : undefined });
+    const backup = backupDir ? new ConfigBackup(backupDir, { key: backupKey, logger }) : undefined;
     const source = `control plane ${url}`;
     sync = new ConfigSync({
       client: controlPlane,
       intervalMs,
       logger,
-      backup: backupDir ? new ConfigBackup(backupDir, { key: backupKey, logger }) : undefined,
+      backup,
       heartbeatMs,
       health: () => (gateway.ready ? 'ready' : 'not-ready'),
       aggregates: gateway.aggregates,
@@ -151,6 +152,16 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
           const putInForce = await prepare(prepared.text, source, prepared.dir);
           putInForce();
           reloads.inc({ result: 'applied' });
+          // Modules neither this document nor the backup (a restart's start, and its fallback) names are not needed;
+          // while a backup file cannot be read, what it names is not known, and nothing is removed.
+          const backedUp = backup ? await backup.entries() : { usable: [], problems: [] };
+          if (backedUp.problems.length === 0) {
+            const pruned = await modules.prune([text, ...backedUp.usable.map((entry) => entry.text)]).catch((err: Error) => {
+              logger.warn('could not remove unused policy modules', { error: err.message });
+              return [];
+            });
+            if (pruned.length > 0) logger.info('unused policy modules removed', { modules: pruned.map((sha) => `sha256:${sha}`) });
+          }
         } catch (err) {
           reloads.inc({ result: 'rejected' });
           throw err;

@@ -54,7 +54,7 @@ export async function createOnce(path: string, content: string | Uint8Array): Pr
 }
 
 /** No write takes this long (a module download times out after 10 s): a temporary file this old is abandoned. */
-const STALE_TEMP_MS = 10 * 60_000;
+export const STALE_TEMP_MS = 10 * 60_000;
 
 /**
  * Removes the temporary files in `dir` of writers that died mid-write (an out-of-memory kill during a module download,

@@ -3,7 +3,7 @@
 // trusted key (GATEHOUSE_TRUSTED_KEY); modules read back from disk (a restart, a start from the backup) are checked
 // the same way. A module that fails is refused with the document that names it: the running configuration stays.
 
-import { mkdtemp, mkdir, readFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
@@ -11,7 +11,7 @@ import { ConfigError } from '../config/load.ts';
 import { signatureValid } from '../control-plane/signing.ts';
 import { sha256Hex } from '../policy-host/module.ts';
 import type { ControlPlaneClient } from './control-plane-client.ts';
-import { removeStaleTemps, replaceAtomically, syncDir } from './durable-file.ts';
+import { removeStaleTemps, replaceAtomically, STALE_TEMP_MS, syncDir } from './durable-file.ts';
 import { referencedModules, rewriteModuleRefs } from './module-refs.ts';
 
 export interface ModuleCacheOptions {
@@ -60,6 +60,41 @@ export class ModuleCache {
       await removeStaleTemps(this.dir);
     }
     return this.dir;
+  }
+
+  /**
+   * Removes the modules that none of `documents` names (the configuration in force and those in the backup), once
+   * their files are STALE_TEMP_MS old: a younger one may be a replica's download for a revision this gateway has not
+   * seen yet. Without this the folder grows with every module ever uploaded. Returns the digests removed.
+   */
+  async prune(documents: string[], olderThanMs = STALE_TEMP_MS): Promise<string[]> {
+    if (this.dir === null) return [];
+    const keep = new Set<string>();
+    for (const text of documents) {
+      try {
+        for (const sha of referencedModules(JSON.parse(text))) keep.add(sha);
+      } catch {
+        return []; // a document that cannot be read might name anything: keep everything
+      }
+    }
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch {
+      return [];
+    }
+    const before = Date.now() - olderThanMs;
+    const removed = new Set<string>();
+    for (const name of names) {
+      const m = /^([0-9a-f]{64})\.(wasm|sig)$/.exec(name);
+      if (!m || keep.has(m[1]!)) continue;
+      const path = join(this.dir, name);
+      const info = await stat(path).catch(() => null);
+      if (!info || info.mtimeMs >= before) continue;
+      await rm(path, { force: true });
+      removed.add(m[1]!);
+    }
+    return [...removed];
   }
 
   /** The module is on disk and checks out, or is fetched, checked and written; throws a ConfigError otherwise. */

@@ -57,25 +57,36 @@ export async function createOnce(path: string, content: string | Uint8Array): Pr
 export const STALE_TEMP_MS = 10 * 60_000;
 
 /**
- * Removes the temporary files in `dir` of writers that died mid-write (an out-of-memory kill during a module download,
- * say), which nothing else would remove; younger ones may be another replica's write in progress. Returns how many.
+ * Removes the files of `dir` that `wanted` picks by name and that were last written more than `olderThanMs` ago;
+ * returns their names. A folder that cannot be read is left as it is; a file that cannot be removed is an error.
  */
-export async function removeStaleTemps(dir: string, olderThanMs = STALE_TEMP_MS): Promise<number> {
+export async function removeOldFiles(dir: string, olderThanMs: number, wanted: (name: string) => boolean): Promise<string[]> {
   let names: string[];
   try {
     names = await readdir(dir);
   } catch {
-    return 0;
+    return [];
   }
-  let removed = 0;
   const before = Date.now() - olderThanMs;
+  const removed: string[] = [];
   for (const name of names) {
-    if (!/\.[0-9a-f]{16}\.tmp$/.test(name)) continue;
+    if (!wanted(name)) continue;
     const path = join(dir, name);
     const info = await stat(path).catch(() => null);
-    if (info && info.mtimeMs < before && (await rm(path, { force: true }).then(() => true, () => false))) removed++;
+    if (!info || info.mtimeMs >= before) continue;
+    await rm(path, { force: true });
+    removed.push(name);
   }
   return removed;
+}
+
+/**
+ * Removes the temporary files in `dir` of writers that died mid-write (an out-of-memory kill during a module download,
+ * say), which nothing else would remove; younger ones may be another replica's write in progress. Best effort: what
+ * cannot be removed stays.
+ */
+export async function removeStaleTemps(dir: string): Promise<void> {
+  await removeOldFiles(dir, STALE_TEMP_MS, (name) => /\.[0-9a-f]{16}\.tmp$/.test(name)).catch(() => undefined);
 }
 
 /** Makes the renames and new files of `dir` durable. */

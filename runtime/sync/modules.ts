@@ -3,7 +3,7 @@
 // trusted key (GATEHOUSE_TRUSTED_KEY); modules read back from disk (a restart, a start from the backup) are checked
 // the same way. A module that fails is refused with the document that names it: the running configuration stays.
 
-import { mkdtemp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
@@ -11,7 +11,7 @@ import { ConfigError } from '../config/load.ts';
 import { signatureValid } from '../control-plane/signing.ts';
 import { sha256Hex } from '../policy-host/module.ts';
 import type { ControlPlaneClient } from './control-plane-client.ts';
-import { removeStaleTemps, replaceAtomically, STALE_TEMP_MS, syncDir } from './durable-file.ts';
+import { removeOldFiles, removeStaleTemps, replaceAtomically, STALE_TEMP_MS, syncDir } from './durable-file.ts';
 import { referencedModules, rewriteModuleRefs } from './module-refs.ts';
 
 export interface ModuleCacheOptions {
@@ -21,6 +21,9 @@ export interface ModuleCacheOptions {
   dir?: string;
   trustedKey?: KeyObject;
 }
+
+/** A cached module's files: `<sha256>.wasm` and `<sha256>.sig`. */
+const MODULE_FILE = /^([0-9a-f]{64})\.(wasm|sig)$/;
 
 /** A module download may take longer than a poll: modules are up to a few MB. */
 const DOWNLOAD_TIMEOUT_MS = 10_000;
@@ -77,24 +80,11 @@ export class ModuleCache {
         return []; // a document that cannot be read might name anything: keep everything
       }
     }
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch {
-      return [];
-    }
-    const before = Date.now() - olderThanMs;
-    const removed = new Set<string>();
-    for (const name of names) {
-      const m = /^([0-9a-f]{64})\.(wasm|sig)$/.exec(name);
-      if (!m || keep.has(m[1]!)) continue;
-      const path = join(this.dir, name);
-      const info = await stat(path).catch(() => null);
-      if (!info || info.mtimeMs >= before) continue;
-      await rm(path, { force: true });
-      removed.add(m[1]!);
-    }
-    return [...removed];
+    const files = await removeOldFiles(this.dir, olderThanMs, (name) => {
+      const m = MODULE_FILE.exec(name);
+      return m !== null && !keep.has(m[1]!);
+    });
+    return [...new Set(files.map((name) => MODULE_FILE.exec(name)![1]!))];
   }
 
   /** The module is on disk and checks out, or is fetched, checked and written; throws a ConfigError otherwise. */

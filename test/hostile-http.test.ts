@@ -151,6 +151,18 @@ async function reaching<T>(fn: () => Promise<T>): Promise<{ result: T; reached: 
 
 const GET = (target: string, headers = 'Host: gw.test\r\n') => `GET ${target} HTTP/1.1\r\n${headers}\r\n`;
 
+/** A test per raw request that the gateway must answer 400 and close the connection for, forwarding nothing. */
+function refusedAndClosed(requests: [name: string, payload: string][]): void {
+  for (const [name, payload] of requests) {
+    test(`${name}: 400, connection closed, nothing forwarded`, async () => {
+      const { result, reached } = await reaching(() => rawExchange(payload));
+      assert.equal(result.status, 400, result.text);
+      assert.ok(result.closed, 'the connection is closed');
+      assert.deepEqual(reached, []);
+    });
+  }
+}
+
 describe('hostile input: framing and request smuggling', () => {
   // Also test/gateway.test.ts: 'conflicting Content-Length and Transfer-Encoding are refused'.
   const cases: [string, string][] = [
@@ -168,14 +180,7 @@ describe('hostile input: framing and request smuggling', () => {
     ['a chunk size that is not hex', 'POST /api/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabcd\r\n0\r\n\r\n'],
     ['a chunk extension ended by a bare LF', 'POST /api/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;a\nb\r\nabcd\r\n0\r\n\r\n'],
   ];
-  for (const [name, payload] of cases) {
-    test(`${name}: 400, connection closed, nothing forwarded`, async () => {
-      const { result, reached } = await reaching(() => rawExchange(payload));
-      assert.equal(result.status, 400, result.text);
-      assert.ok(result.closed, 'the connection is closed');
-      assert.deepEqual(reached, []);
-    });
-  }
+  refusedAndClosed(cases);
 
   test('HTTP/1.0 with Transfer-Encoding: the connection is closed after the answer, so nothing can follow it', async () => {
     const { result, reached } = await reaching(() =>
@@ -203,14 +208,7 @@ describe('hostile input: malformed and oversized heads', () => {
     ['a raw byte above 0x7F in the target', 'GET /api/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n'],
     ['a control character in the target', 'GET /api/a\x01 HTTP/1.1\r\nHost: x\r\n\r\n'],
   ];
-  for (const [name, payload] of malformed) {
-    test(`${name}: 400, connection closed, nothing forwarded`, async () => {
-      const { result, reached } = await reaching(() => rawExchange(payload));
-      assert.equal(result.status, 400, result.text);
-      assert.ok(result.closed, 'the connection is closed');
-      assert.deepEqual(reached, []);
-    });
-  }
+  refusedAndClosed(malformed);
 
   test('two Host headers: 400 with a problem body naming them, nothing forwarded', async () => {
     const { result, reached } = await reaching(() => rawExchange(GET('/api/a', 'Host: a.test\r\nHost: b.test\r\nConnection: close\r\n')));

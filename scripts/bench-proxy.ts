@@ -45,6 +45,7 @@ import { positiveFromEnv } from './lib/env.ts';
 import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './bench/ingestion-endpoint.ts';
 import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
+import { STATUS_PATH } from '../runtime/server/gateway.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
@@ -56,7 +57,6 @@ const LATENCY_S = positiveFromEnv('BENCH_LATENCY_S', 10);
 const LATENCY_RATE = 1000;
 const WRK_THREADS = 1;
 const WRK_CONNECTIONS = 32;
-const STATUS_PATH = '/status-0123456789abcdef';
 const GATEWAY_READY_MS = 60_000;
 
 const here = fileURLToPath(new URL('.', import.meta.url));

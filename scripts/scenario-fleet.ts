@@ -38,6 +38,7 @@ import { LoadStream } from './lib/load-stream.ts';
 import { ReadyEndpoints } from './lib/ready-endpoints.ts';
 import { awayFromWindowEdge, ensureRedis, waitRedisUp } from './lib/redis.ts';
 import { runScenario } from './lib/run.ts';
+import { STATUS_PATH } from '../runtime/server/gateway.ts';
 
 const RATE = positiveFromEnv('FLEET_RATE', 600);
 const LIMIT = positiveFromEnv('FLEET_RATE_LIMIT', 3000);
@@ -47,7 +48,6 @@ const PERIOD_S = 3600;
 const SYNC_INTERVAL_MS = 1000;
 const SHUTDOWN_DELAY_MS = 5000;
 const PROBE_INTERVAL_MS = 150;
-const PROBE = '/status-0123456789abcdef';
 const PROPAGATION_TIMEOUT_MS = 15_000;
 const GATEWAYS = ['gw-1', 'gw-2', 'gw-3'];
 /** The gateway that is stopped with SIGTERM and started again. */
@@ -177,7 +177,7 @@ async function main(): Promise<number> {
       started.push({ stop: () => gateways.get(name)!.stop('SIGINT') });
     }),
   );
-  const endpoints = new ReadyEndpoints(PROBE, PROBE_INTERVAL_MS);
+  const endpoints = new ReadyEndpoints(STATUS_PATH, PROBE_INTERVAL_MS);
   for (const name of GATEWAYS) endpoints.add(name, gateways.get(name)!.url);
   await waitUntil('every gateway to be ready', async () => (await endpoints.pollAll(), GATEWAYS.every((n) => endpoints.get(n).ready)), 30_000);
   for (const g of gateways.values()) await waitRedisUp(g);

@@ -18,6 +18,7 @@ import { startControlPlane, type ControlPlaneProcess } from '../test/support/con
 import { startGatewayProcess, tempDir, type GatewayProcess } from '../test/support/gateway-process.ts';
 import { waitForAsync } from '../test/support/wait.ts';
 import { runScenario } from './lib/run.ts';
+import { STATUS_PATH } from '../runtime/server/gateway.ts';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const agent = new Agent({ connections: 8 });
@@ -110,7 +111,7 @@ async function main(): Promise<number> {
     .waitForLog((l) => String(l.msg).startsWith('started from the configuration backup'), 20_000)
     .then(() => true, () => false);
   await waitForAsync('the restarted gateway to be ready', async () => {
-    const res = await request(`${second.url}/status-0123456789abcdef`, { dispatcher: agent });
+    const res = await request(`${second.url}${STATUS_PATH}`, { dispatcher: agent });
     await res.body.dump();
     return res.statusCode === 200;
   }, 20_000);

@@ -36,6 +36,7 @@ import { startBenchBackend, type BenchBackend } from './lib/bench-backend.ts';
 import { positiveFromEnv } from './lib/env.ts';
 import { runScenario } from './lib/run.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
+import { STATUS_PATH } from '../runtime/server/gateway.ts';
 
 const TOTAL = positiveFromEnv('SOAK_REQUESTS', 1_000_000);
 const WARMUP = positiveFromEnv('SOAK_WARMUP_REQUESTS', 100_000);
@@ -44,7 +45,6 @@ const SEGMENT_S = positiveFromEnv('SOAK_SEGMENT_S', 15);
 const SETTLE_S = 5;
 const SAMPLES = 5;
 const MAX_GROWTH_PCT = 10;
-const PROBE = '/status-0123456789abcdef';
 
 const t0 = Date.now();
 const log = (line: string) => process.stderr.write(`# ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s  ${line}\n`);
@@ -82,7 +82,7 @@ async function startSoakGateway(backendUrl: string): Promise<Gateway> {
   const since = Date.now();
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the gateway exited with ${child.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
-    const status = await request(`${url}${PROBE}`).then(
+    const status = await request(`${url}${STATUS_PATH}`).then(
       async (r) => (await r.body.dump(), r.statusCode),
       () => 0,
     );

@@ -68,6 +68,12 @@ function argValue(args: string[], name: string): string | undefined {
   return inline?.slice(name.length + 1);
 }
 
+/** Stops the start with exit 2 and `message` (what is wrong with a setting, naming it) on stderr. */
+function refuse(message: string): never {
+  process.stderr.write(`gatehouse: ${message}\n`);
+  process.exit(2);
+}
+
 /**
  * A whole number from the variable `name` (`fallback` when unset or empty) within `min`..`max`; anything else stops the
  * gateway with exit 2, naming the variable and what it must be.
@@ -77,8 +83,7 @@ function wholeNumber(name: string, fallback: number, min: number, max: number, e
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min || n > max) {
-    process.stderr.write(`gatehouse: ${name}=${raw} must be ${expected}\n`);
-    process.exit(2);
+    refuse(`${name}=${raw} must be ${expected}`);
   }
   return n;
 }
@@ -93,31 +98,26 @@ if (args.includes('--help') || args.includes('-h')) {
 const levelText = process.env.GATEHOUSE_LOG_LEVEL || 'info';
 const level = parseLogLevel(levelText);
 if (level === null) {
-  process.stderr.write(`gatehouse: GATEHOUSE_LOG_LEVEL=${levelText} must be one of ${LEVELS.join(', ')}\n`);
-  process.exit(2);
+  refuse(`GATEHOUSE_LOG_LEVEL=${levelText} must be one of ${LEVELS.join(', ')}`);
 }
 const logger = new Logger(undefined, level);
 const configFile = argValue(args, '--config') ?? process.env.GATEHOUSE_CONFIG_FILE ?? null;
 const redisUrl = process.env.GATEHOUSE_REDIS_URL || undefined;
 if (redisUrl !== undefined && !/^rediss?:\/\/[^/]/.test(redisUrl)) {
   // Not repeated: the URL may carry Redis's password.
-  process.stderr.write('gatehouse: GATEHOUSE_REDIS_URL is not a redis:// or rediss:// URL (e.g. redis://:password@127.0.0.1:6379)\n');
-  process.exit(2);
+  refuse('GATEHOUSE_REDIS_URL is not a redis:// or rediss:// URL (e.g. redis://:password@127.0.0.1:6379)');
 }
 const configUrl = process.env.GATEHOUSE_CONFIG_URL || undefined;
 const gatewayToken = process.env.GATEHOUSE_TOKEN || undefined;
 if (configUrl !== undefined) {
   if (!/^https?:\/\/[^/]/.test(configUrl)) {
-    process.stderr.write(`gatehouse: GATEHOUSE_CONFIG_URL=${configUrl} is not an http(s) URL (e.g. http://127.0.0.1:7070)\n`);
-    process.exit(2);
+    refuse(`GATEHOUSE_CONFIG_URL=${configUrl} is not an http(s) URL (e.g. http://127.0.0.1:7070)`);
   }
   if (!gatewayToken) {
-    process.stderr.write('gatehouse: GATEHOUSE_CONFIG_URL needs GATEHOUSE_TOKEN, a gateway token issued by the control plane\n');
-    process.exit(2);
+    refuse('GATEHOUSE_CONFIG_URL needs GATEHOUSE_TOKEN, a gateway token issued by the control plane');
   }
   if (configFile !== null) {
-    process.stderr.write('gatehouse: give either a configuration file or GATEHOUSE_CONFIG_URL, not both\n');
-    process.exit(2);
+    refuse('give either a configuration file or GATEHOUSE_CONFIG_URL, not both');
   }
 }
 let controlPlaneCa: string | undefined;
@@ -126,12 +126,10 @@ if (caFile !== undefined) {
   try {
     controlPlaneCa = readFileSync(caFile, 'utf8');
   } catch (err) {
-    process.stderr.write(`gatehouse: GATEHOUSE_CONFIG_CA_FILE: ${(err as Error).message}\n`);
-    process.exit(2);
+    refuse(`GATEHOUSE_CONFIG_CA_FILE: ${(err as Error).message}`);
   }
   if (!controlPlaneCa.includes('-----BEGIN CERTIFICATE-----')) {
-    process.stderr.write(`gatehouse: GATEHOUSE_CONFIG_CA_FILE=${caFile} holds no PEM certificate\n`);
-    process.exit(2);
+    refuse(`GATEHOUSE_CONFIG_CA_FILE=${caFile} holds no PEM certificate`);
   }
 }
 let trusted: KeyObject | undefined;
@@ -140,22 +138,19 @@ if (trustedKeyValue !== undefined) {
   try {
     trusted = trustedKey(trustedKeyValue.includes('-----BEGIN') ? trustedKeyValue : readFileSync(trustedKeyValue, 'utf8'));
   } catch (err) {
-    process.stderr.write(`gatehouse: GATEHOUSE_TRUSTED_KEY: ${(err as Error).message}\n`);
-    process.exit(2);
+    refuse(`GATEHOUSE_TRUSTED_KEY: ${(err as Error).message}`);
   }
 }
 let backupKey: Buffer | undefined;
 const backupKeyValue = process.env.GATEHOUSE_BACKUP_KEY || undefined;
 if (backupKeyValue !== undefined) {
   if (!process.env.GATEHOUSE_BACKUP_DIR) {
-    process.stderr.write('gatehouse: GATEHOUSE_BACKUP_KEY is set but GATEHOUSE_BACKUP_DIR is not: there is no backup to encrypt\n');
-    process.exit(2);
+    refuse('GATEHOUSE_BACKUP_KEY is set but GATEHOUSE_BACKUP_DIR is not: there is no backup to encrypt');
   }
   try {
     backupKey = parseBackupKey(backupKeyValue, (file) => readFileSync(file, 'utf8'));
   } catch (err) {
-    process.stderr.write(`gatehouse: GATEHOUSE_BACKUP_KEY: ${(err as Error).message}\n`);
-    process.exit(2);
+    refuse(`GATEHOUSE_BACKUP_KEY: ${(err as Error).message}`);
   }
 }
 // Every duration below becomes a setTimeout delay, which Node and Deno cut to 1 ms past MAX_TIMER_MS: a larger value
@@ -173,21 +168,18 @@ const shutdownDelayMs = milliseconds('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUT
 const shutdownTimeoutMs = milliseconds('GATEHOUSE_SHUTDOWN_TIMEOUT_MS', 30_000, 0);
 const httpLimits = httpLimitsFromEnv(process.env);
 if ('problem' in httpLimits) {
-  process.stderr.write(`gatehouse: ${httpLimits.problem}\n`);
-  process.exit(2);
+  refuse(httpLimits.problem);
 }
 // Loopback unless told otherwise: the admin listener has no authentication. An address, not a host name: what a name
 // resolves to (localhost: 127.0.0.1 or ::1) would decide what is exposed.
 const adminHost = process.env.GATEHOUSE_ADMIN_HOST || '127.0.0.1';
 if (isIP(adminHost) === 0) {
-  process.stderr.write(`gatehouse: GATEHOUSE_ADMIN_HOST=${adminHost} must be an IP address (127.0.0.1; 0.0.0.0 for every interface)\n`);
-  process.exit(2);
+  refuse(`GATEHOUSE_ADMIN_HOST=${adminHost} must be an IP address (127.0.0.1; 0.0.0.0 for every interface)`);
 }
 const certFile = process.env.GATEHOUSE_TLS_CERT_FILE;
 const keyFile = process.env.GATEHOUSE_TLS_KEY_FILE;
 if ((certFile === undefined) !== (keyFile === undefined)) {
-  process.stderr.write('gatehouse: HTTPS needs both GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE\n');
-  process.exit(2);
+  refuse('HTTPS needs both GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE');
 }
 
 let appInsights: ApplicationInsightsSettings | undefined;
@@ -195,18 +187,15 @@ const appInsightsText = process.env[CONNECTION_STRING_VARIABLE] || undefined;
 if (appInsightsText !== undefined) {
   const connection = parseConnectionString(appInsightsText);
   if (!connection.ok) {
-    process.stderr.write(`gatehouse: ${CONNECTION_STRING_VARIABLE} is not a usable Application Insights connection string: ${connection.problem}\n`);
-    process.exit(2);
+    refuse(`${CONNECTION_STRING_VARIABLE} is not a usable Application Insights connection string: ${connection.problem}`);
   }
   const sampling = parseSamplingPercentage(process.env[SAMPLING_VARIABLE]);
   if (!sampling.ok) {
-    process.stderr.write(`gatehouse: ${SAMPLING_VARIABLE}=${process.env[SAMPLING_VARIABLE]}: ${sampling.problem}\n`);
-    process.exit(2);
+    refuse(`${SAMPLING_VARIABLE}=${process.env[SAMPLING_VARIABLE]}: ${sampling.problem}`);
   }
   appInsights = { ...connection.value, samplingPercentage: sampling.value };
 } else if (process.env[SAMPLING_VARIABLE]) {
-  process.stderr.write(`gatehouse: ${SAMPLING_VARIABLE} is set but ${CONNECTION_STRING_VARIABLE} is not: nothing would be sent\n`);
-  process.exit(2);
+  refuse(`${SAMPLING_VARIABLE} is set but ${CONNECTION_STRING_VARIABLE} is not: nothing would be sent`);
 }
 
 try {

@@ -126,10 +126,7 @@ export class Gateway {
       return res;
     } catch (err) {
       // The platform answers 500 for what the handler could not answer (a gateway bug); upstream telemetry hears of it.
-      if (this.telemetry) {
-        const failure = gatewayFailure('internal', (err as Error)?.message ?? String(err));
-        this.report(null, null, 500, started, performance.now() - started, req.headers.get('x-request-id')?.[0] ?? '', req, null, [failure]);
-      }
+      this.reportGatewayFailure(500, 'internal', (err as Error)?.message ?? String(err), started, req.headers.get('x-request-id')?.[0] ?? '', req);
       throw err;
     } finally {
       live?.leave();
@@ -143,10 +140,7 @@ export class Gateway {
   private async route(req: GatewayRequest, started: number, live: LiveConfig | null): Promise<GatewayResponse> {
     const requestId = req.headers.get('x-request-id')?.[0] ?? randomUUID();
     if (!live) {
-      if (this.telemetry) {
-        const failure = gatewayFailure('not-ready', 'no configuration loaded yet');
-        this.report(null, null, 503, started, performance.now() - started, requestId, req, null, [failure]);
-      }
+      this.reportGatewayFailure(503, 'not-ready', 'no configuration loaded yet', started, requestId, req);
       return problem(503, 'Service Unavailable', 'no configuration loaded yet', requestId);
     }
     const refused = refusalReason(req);
@@ -331,6 +325,19 @@ export class Gateway {
         client: req.remoteAddress,
       }),
     );
+  }
+
+  /** Tells upstream telemetry, if any, of a request the gateway failed itself, outside any API (not ready, a bug). */
+  private reportGatewayFailure(
+    status: number,
+    reason: string,
+    message: string,
+    started: number,
+    requestId: string,
+    req: GatewayRequest,
+  ): void {
+    if (!this.telemetry) return;
+    this.report(null, null, status, started, performance.now() - started, requestId, req, null, [gatewayFailure(reason, message)]);
   }
 
   /** Hands a request to upstream telemetry. */

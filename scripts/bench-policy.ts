@@ -63,10 +63,10 @@ const sixty = await measure('60 header operations via PolicyBinding.run', () => 
 const computeWasm = await buildFixture('compute');
 const computeModule = await host.load(computeWasm);
 const instance = async (compiled: WebAssembly.Module) =>
-  PolicyInstance.create({ compiled, policy: 'compute', grants: {}, limits: { ...DEFAULT_LIMITS, cpuMs: 5000 }, extismConfig: {}, logger: new Logger(() => undefined) });
+  PolicyInstance.create({ compiled, policy: 'compute', grants: {}, limits: { ...DEFAULT_LIMITS, cpuMs: 5000 }, initialPages: computeModule.initialPages, extismConfig: {}, logger: new Logger(() => undefined) });
 const metered = await instance(await computeModule.compiled(DEFAULT_LIMITS.memoryBytes));
 const unmetered = await instance(await WebAssembly.compile(computeWasm as Uint8Array<ArrayBuffer>));
-const state = (): CallState => ({ view: makeExchange(), effectResults: null, completeNow: null, pendingEffects: null, failMessage: null, outputBytes: 0, grants: {}, metrics: null });
+const state = (): CallState => ({ view: makeExchange(), effectResults: null, completeNow: null, pendingEffects: null, failMessage: null, grants: {}, metrics: null });
 const cpuRuns = 2_000;
 const timeCompute = async (label: string, target: PolicyInstance) => {
   const samples: number[] = [];

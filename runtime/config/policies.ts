@@ -164,6 +164,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         config: entry.config === undefined ? undefined : structuredClone(entry.config),
         grants: grantsFor(entry, builtinGrants, options.baseDir),
         limits: entry.limits,
+        circuitBreaker: entry.circuitBreaker,
         failOpen: entry.failOpen,
       });
       slot.target[slot.phase].push(binding);

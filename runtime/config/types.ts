@@ -1,7 +1,7 @@
 // The gateway configuration document (YAML or JSON), as validated against gateway.schema.json.
 // See docs/configuration.md. Field names follow the document; comments say what each controls.
 
-import type { Grants, Limits } from '../policy-host/index.ts';
+import type { BreakerSettings, Grants, Limits } from '../policy-host/index.ts';
 import type { NamedValue } from './named-values.ts';
 
 export interface GatewayDocument {
@@ -80,5 +80,6 @@ export interface PolicyEntry {
   config?: Record<string, unknown>;
   grants?: Grants;
   limits?: Partial<Limits>;
+  circuitBreaker?: Partial<BreakerSettings>;
   failOpen?: boolean;
 }

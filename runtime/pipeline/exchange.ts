@@ -389,8 +389,17 @@ export class Exchange implements TransactionalView {
       return Status.OK;
     }
     if (value === null || !isSafeValue(value)) return Status.INVALID_VALUE;
-    const next = op === 'add' ? [...(headers.get(name) ?? []), value] : [value];
-    this.changeMap(headers, name, next);
+    const values = op === 'add' ? headers.get(name) : undefined;
+    if (values) {
+      // Appended in place, undone by removing it again: copying the values on every add made a loop of adds to one
+      // header quadratic, far more work than the host charges for an add.
+      values.push(value);
+      this.journal?.push(() => {
+        values.pop();
+      });
+      return Status.OK;
+    }
+    this.changeMap(headers, name, [value]);
     return Status.OK;
   }
 

@@ -5,6 +5,7 @@ import { MAX_EFFECT_ROUNDS, PHASE_EXPORTS, type Phase } from './abi.ts';
 import { CallAbort, PolicyFailure, type FailureReason } from './errors.ts';
 import { PolicyInstance, type CallState, type CallView, type Grants, type Limits } from './instance.ts';
 import type { PolicyModule } from './module.ts';
+import { CircuitBreaker, DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Counter } from '../telemetry/metrics.ts';
 import type { CustomMetrics } from '../telemetry/custom-metrics.ts';
@@ -53,6 +54,7 @@ export interface BindingMetrics {
   calls: Counter;
   failures: Counter;
   recycles: Counter;
+  circuitOpens: Counter;
 }
 
 export interface BindingStats {
@@ -70,16 +72,6 @@ interface Waiting {
   results: Map<string, string>;
 }
 
-/** Failures after which the instance is no longer trusted: its stack or heap may be mid-update. */
-const RECYCLING: ReadonlySet<FailureReason> = new Set<FailureReason>([
-  'trap',
-  'cpu-budget',
-  'memory-cap',
-  'output-cap',
-  'capability',
-  'bad-argument',
-]);
-
 export interface BindingOptions {
   id: string;
   module: PolicyModule;
@@ -92,6 +84,7 @@ export interface BindingOptions {
   effects: EffectRunner;
   /** Where metrics the policy emits go (absent: dropped). */
   customMetrics?: CustomMetrics;
+  breaker?: BreakerSettings;
 }
 
 export class PolicyBinding {
@@ -109,8 +102,10 @@ export class PolicyBinding {
   private readonly effectContext: EffectContext;
   /** Bound once: every call's state carries it. */
   private readonly completeNow: CallState['completeNow'];
+  private readonly breaker: CircuitBreaker;
 
   constructor(private readonly options: BindingOptions) {
+    this.breaker = new CircuitBreaker(options.breaker ?? DEFAULT_BREAKER);
     this.id = options.id;
     this.module = options.module;
     this.failOpen = options.failOpen;
@@ -145,7 +140,15 @@ export class PolicyBinding {
     const creating: Promise<PolicyInstance> = this.module
       .compiled(limits.memoryBytes)
       .then((compiled) =>
-        PolicyInstance.create({ compiled, policy: this.id, grants, limits, extismConfig: this.extismConfig, logger }),
+        PolicyInstance.create({
+          compiled,
+          policy: this.id,
+          grants,
+          limits,
+          initialPages: this.module.initialPages,
+          extismConfig: this.extismConfig,
+          logger,
+        }),
       )
       .then(
         (instance) => {
@@ -176,6 +179,7 @@ export class PolicyBinding {
    * it returns a promise that settles as run()'s would.
    */
   runNow(phase: Phase, view: TransactionalView): Promise<void> | undefined {
+    if (!this.breaker.allows()) throw this.refusedByBreaker();
     this.stats.calls++;
     this.options.metrics.calls.incKey(this.callsKey);
     const exportName = PHASE_EXPORTS[phase];
@@ -225,7 +229,6 @@ export class PolicyBinding {
       completeNow: this.completeNow,
       pendingEffects: null,
       failMessage: null,
-      outputBytes: 0,
       grants: this.options.grants,
       metrics: null,
     };
@@ -236,7 +239,9 @@ export class PolicyBinding {
       view.rollback();
       this.undo(state.effectResults);
       const [reason, message] = classify(err, state, instance);
-      throw this.failed(reason, message, RECYCLING.has(reason));
+      // Whatever stopped it, the module was unwound mid-run: its stack or heap may be mid-update, so the instance is
+      // no longer trusted.
+      throw this.failed(reason, message, true);
     }
     if (state.failMessage !== null) {
       view.rollback();
@@ -248,6 +253,9 @@ export class PolicyBinding {
       if (state.metrics !== null) for (const m of state.metrics) this.options.customMetrics?.record(m);
       if (state.effectResults !== null) this.settle(state.effectResults, view);
       this.stats.consecutiveFailures = 0;
+      if (this.breaker.current !== 'closed' && this.breaker.succeeded() === 'closed') {
+        this.options.logger.info('policy circuit closed: its trial call succeeded', {});
+      }
       return null;
     }
     view.rollback();
@@ -315,7 +323,30 @@ export class PolicyBinding {
       recycled: recycle,
       consecutiveFailures: this.stats.consecutiveFailures,
     });
+    const change = this.breaker.failed(reason);
+    if (change === 'opened' || change === 'reopened') {
+      const { failures, windowMs, coolDownMs } = this.options.breaker ?? DEFAULT_BREAKER;
+      this.options.metrics.circuitOpens.inc(this.labels);
+      this.options.logger.error(
+        change === 'opened' ? 'policy circuit opened: calls fail at once until a trial call succeeds' : 'policy circuit opened again: its trial call failed',
+        { reason, failures, windowMs, coolDownMs },
+      );
+    } else if (change === 'closed') {
+      this.options.logger.info('policy circuit closed: its trial call did not run into a limit', {});
+    }
     return new PolicyFailure(this.id, reason, message);
+  }
+
+  /** A call the open breaker refuses: counted, not logged (the opening was). */
+  private refusedByBreaker(): PolicyFailure {
+    this.stats.failures++;
+    this.stats.consecutiveFailures++;
+    this.options.metrics.failures.inc({ ...this.labels, reason: 'circuit-open' });
+    return new PolicyFailure(
+      this.id,
+      'circuit-open',
+      `not called: it ran into its limits too often; the next trial call is in ${this.breaker.retryInMs()} ms`,
+    );
   }
 }
 

@@ -6,6 +6,7 @@ import { PolicyConfigError } from './errors.ts';
 import { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
 import { loadPolicyModule, MAX_MEMORY_BYTES, sha256Hex, type PolicyModule } from './module.ts';
 import { Logger } from '../telemetry/logger.ts';
+import { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { CustomMetrics } from '../telemetry/custom-metrics.ts';
 
@@ -18,6 +19,8 @@ export interface BindSpec {
   grants?: Grants;
   limits?: Partial<Limits>;
   failOpen?: boolean;
+  /** When calls stop being made after repeated budget or cap failures (circuit-breaker.ts). */
+  circuitBreaker?: Partial<BreakerSettings>;
 }
 
 export interface PolicyHostOptions {
@@ -27,6 +30,7 @@ export interface PolicyHostOptions {
 }
 
 const MAX_CPU_MS = 10_000;
+const MAX_LOG_LINES = 100_000;
 
 export class PolicyHost {
   readonly logger: Logger;
@@ -48,6 +52,10 @@ export class PolicyHost {
       recycles: this.metrics.counter(
         'gatehouse_policy_instance_recycles_total',
         'Policy instances discarded after a trap or a broken limit, by policy.',
+      ),
+      circuitOpens: this.metrics.counter(
+        'gatehouse_policy_circuit_opens_total',
+        'Times a binding stopped being called after running into its CPU budget or a cap too often, by policy.',
       ),
     };
   }
@@ -88,6 +96,7 @@ export class PolicyHost {
       problems.push(`policy ${module.descriptor.name} imports WASI, which its grants do not include ("wasi": true)`);
     }
     const limits = checkLimits(spec.limits ?? {}, module, problems);
+    const breaker = checkBreaker(spec.circuitBreaker ?? {}, problems);
     if (problems.length > 0) throw new PolicyConfigError(spec.id, problems);
     return new PolicyBinding({
       id: spec.id,
@@ -100,6 +109,7 @@ export class PolicyHost {
       metrics: this.bindingMetrics,
       effects: this.effects,
       customMetrics: this.customMetrics,
+      breaker,
     });
   }
 }
@@ -146,11 +156,27 @@ function checkLimits(limits: Partial<Limits>, module: PolicyModule, problems: st
   positive('cpuMs', MAX_CPU_MS);
   positive('memoryBytes', MAX_MEMORY_BYTES);
   positive('outputBytes', MAX_MEMORY_BYTES);
+  positive('logLines', MAX_LOG_LINES);
+  positive('logBytes', MAX_MEMORY_BYTES);
   if (module.initialPages * 65536 > out.memoryBytes) {
     problems.push(
       `limits.memoryBytes: policy ${module.descriptor.name} needs ${module.initialPages * 65536} bytes at start, ` +
         `above the cap of ${out.memoryBytes}`,
     );
   }
+  return out;
+}
+
+function checkBreaker(given: Partial<BreakerSettings>, problems: string[]): BreakerSettings {
+  const out: BreakerSettings = { ...DEFAULT_BREAKER, ...given };
+  const check = (name: keyof BreakerSettings, min: number, max: number) => {
+    const v = out[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      problems.push(`circuitBreaker.${name}: must be an integer from ${min} to ${max} (got ${JSON.stringify(v)})`);
+    }
+  };
+  check('failures', 0, 1000);
+  check('windowMs', 1, 3_600_000);
+  check('coolDownMs', 1, 3_600_000);
   return out;
 }

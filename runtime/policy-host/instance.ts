@@ -1,13 +1,23 @@
-// One live instance of a policy module: an Extism plugin plus the host functions of ABI v1 bound to it.
+// One live instance of a policy module: an Extism plugin whose every import is answered by the host, with the
+// policy's limits applied to each.
 //
-// Extism instantiates the module, links the kernel and the host functions, and provides WASI when granted. Phase
-// handlers are then called straight into the module's export, synchronously (`callHandler`), rather than through
-// Extism's `call`: handlers take no input and their output is ignored (docs/policy-abi.md, section 2), so Extism's
-// per-call frame (input, output, error) has nothing to carry, and skipping its two async layers saved about 0.6 us a
-// call (BENCHMARKS.md). The kernel functions that would need the frame are answered by the host instead (`error_set`
-// becomes the call's failure, `output_set` is counted and ignored, input is empty), and the kernel's blocks are freed
-// after every call as Extism's `call` does. The descriptor export, whose output matters, goes through Extism's
-// `call` on an instance of its own (`describe`).
+// Extism instantiates the module and provides WASI when granted; everything else a module can reach is the host's:
+// the Extism kernel (kernel.ts, which replaces Extism's own: its blocks escaped the memory cap, its output and logs
+// were not counted), the functions of ABI v1 (below), and the metering imports (instrument.ts). Handlers are called
+// straight into the module's export, synchronously (`callHandler`), rather than through Extism's `call`: handlers take
+// no input and their output is ignored (docs/policy-abi.md, section 2), so Extism's per-call frame has nothing to
+// carry, and skipping its two async layers saved about 0.6 us a call (BENCHMARKS.md). The descriptor export runs the
+// same way, its output taken from the kernel.
+//
+// What a call may spend, each checked where it is spent:
+// - CPU: the module's own instructions are metered (instrument.ts); host functions charge `work` units by what they
+//   do (one a call, one per 256 bytes they copy or scan, a whole check interval for a signature check), and the
+//   deadline is checked every HOST_WORK_PER_CHECK units. No call outlives its budget by more than one check interval
+//   of either meter plus the longest single host operation (docs/policy-abi.md, section 6, with the measured margin).
+// - Memory: linear memory plus the kernel's blocks and vars, against the cap. Linear memory grows only through
+//   `memory_grow`, which the host refuses past the cap; kernel allocations are refused the same way.
+// - Output: bytes handed to the host (values, bodies, logs, effect requests, kernel output and errors), per call.
+// - Logs: lines and bytes per call written to the gateway's log, past which the call fails (`log-budget`).
 //
 // The state of the current call lives on the instance (`call`). Host functions move bytes between the module's own
 // memory and the host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
@@ -25,9 +35,11 @@ import {
   KERNEL_MODULE,
   LOG_LEVELS,
   Status,
+  type LogLevel,
 } from './abi.ts';
 import { CallAbort } from './errors.ts';
-import { BUDGET_CHECK_IMPORT } from './instrument.ts';
+import { BUDGET_CHECK_IMPORT, MEMORY_GROW_IMPORT } from './instrument.ts';
+import { ExtismKernel, type KernelHost } from './kernel.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 /** What a policy may touch beyond the request it is given. Everything is off unless granted. */
@@ -43,9 +55,19 @@ export interface Limits {
   memoryBytes: number;
   outputBytes: number;
   cpuMs: number;
+  /** Lines a call may write to the gateway's log (lines below the gateway's log level are not written or counted). */
+  logLines: number;
+  /** Bytes of those lines. */
+  logBytes: number;
 }
 
-export const DEFAULT_LIMITS: Limits = { memoryBytes: 16 * 1024 * 1024, outputBytes: 1024 * 1024, cpuMs: 50 };
+export const DEFAULT_LIMITS: Limits = {
+  memoryBytes: 16 * 1024 * 1024,
+  outputBytes: 1024 * 1024,
+  cpuMs: 50,
+  logLines: 32,
+  logBytes: 16 * 1024,
+};
 
 /**
  * However little CPU it got, a call is stopped after this many budgets of wall-clock time: pauses of up to about two
@@ -53,6 +75,23 @@ export const DEFAULT_LIMITS: Limits = { memoryBytes: 16 * 1024 * 1024, outputByt
  * call holds the event loop of a starved process for three budgets at most.
  */
 const PAUSED_CEILING_BUDGETS = 3;
+
+/**
+ * Host work between two deadline checks. A unit is about what the cheapest host function costs (0.1 to 0.3 us), so
+ * a module calling the host in a loop reaches a check every 25 to 80 us, as one running its own code does.
+ */
+export const HOST_WORK_PER_CHECK = 256;
+
+/** Most effects one handler call may ask for (distinct requests, results included). */
+export const MAX_EFFECTS_PER_CALL = 16;
+
+/**
+ * What a write costs the output cap beyond its bytes: the host keeps an undo entry for each, so a loop of empty
+ * writes must run into the cap too.
+ */
+const WRITE_OVERHEAD_BYTES = 32;
+
+const PAGE = 65536;
 
 /** The process's CPU time (user and system, every thread: concurrent collection too, which errs towards stopping). */
 function cpuMicroseconds(): number {
@@ -84,15 +123,9 @@ export interface CallState {
   /** Effects asked for in this round that have no result yet (null until the first). */
   pendingEffects: Map<string, { kind: number; request: string }> | null;
   failMessage: string | null;
-  outputBytes: number;
   grants: Grants;
   /** Metrics the call emitted, recorded only if it succeeds (null until the first). */
   metrics: MetricEmission[] | null;
-}
-
-/** What the kernel overrides use of Extism's call context. */
-interface KernelContext {
-  read(addr: bigint): { string(): string } | null;
 }
 
 const BODY_FIELDS = new Set<number>([Field.REQUEST_BODY, Field.RESPONSE_BODY]);
@@ -105,27 +138,45 @@ export interface InstanceOptions {
   policy: string;
   grants: Grants;
   limits: Limits;
-  /** Flattened configuration, also offered through Extism's `config_get` for modules built with other PDKs. */
+  /** Pages of linear memory the module starts with (its memory declaration). */
+  initialPages: number;
+  /** Flattened configuration, offered through Extism's `config_get` for modules built with other PDKs. */
   extismConfig: Record<string, string>;
   logger: Logger;
-  /** `handlers` (default): phase handlers, called directly. `describe`: the descriptor export, through Extism. */
-  purpose?: 'handlers' | 'describe';
 }
 
-export class PolicyInstance {
+export class PolicyInstance implements KernelHost {
   private plugin!: Plugin;
-  private memory!: WebAssembly.Memory;
+  private memory: WebAssembly.Memory | null = null;
   private u8 = new Uint8Array(0);
+  private readonly kernel: ExtismKernel;
+  /** Linear memory in pages: the module's initial pages plus every growth the host allowed (before the memory is known). */
+  private linearPages: number;
   private deadline = 0;
   /** When the running call started (wall clock), and the process's CPU time once it passed half its budget. */
   private callStarted = 0;
   private cpuAtHalfwayUs: number | null = null;
   private call: CallState | null = null;
-  /** The running call allocated kernel blocks (most handlers never do: they have no input and set no output). */
-  private kernelBlocks = false;
+  /** What the running call (or instantiation) has spent of its limits. */
+  private outputBytes = 0;
+  private logLines = 0;
+  private logBytes = 0;
+  private hostWork = 0;
+  /** The running call asked to grow its memory past the cap: a trap that follows is the cap's doing. */
+  private growRefused = false;
+  /** An `error_set` or `fail` outside a handler call (the descriptor export, the start function). */
+  private orphanFailure: string | null = null;
   private exports: WebAssembly.Exports = {};
+  readonly policy: string;
+  readonly logPriority: number;
 
-  private constructor(private readonly options: InstanceOptions) {}
+  private constructor(private readonly options: InstanceOptions) {
+    this.policy = options.policy;
+    this.linearPages = options.initialPages;
+    const lowest = LOG_LEVELS.findIndex((l) => options.logger.enabled(l));
+    this.logPriority = lowest === -1 ? LOG_LEVELS.length : lowest;
+    this.kernel = new ExtismKernel(this);
+  }
 
   static async create(options: InstanceOptions): Promise<PolicyInstance> {
     const instance = new PolicyInstance(options);
@@ -134,46 +185,31 @@ export class PolicyInstance {
   }
 
   private async init(): Promise<void> {
-    const { grants, limits, logger, policy } = this.options;
-    const pages = Math.ceil(limits.memoryBytes / 65536);
-    const extismLogger = {
-      trace: (m: string) => logger.trace(m, { source: 'extism-log' }),
-      debug: (m: string) => logger.debug(m, { source: 'extism-log' }),
-      info: (m: string) => logger.info(m, { source: 'extism-log' }),
-      warn: (m: string) => logger.warn(m, { source: 'extism-log' }),
-      error: (m: string) => logger.error(m, { source: 'extism-log' }),
-      log: (m: string) => logger.info(m, { source: 'extism-log' }),
-    } as unknown as Console;
+    const { grants } = this.options;
     const useWasi = grants.wasi === true || grants.filesystem !== undefined;
-    // The module's start function (top-level code) runs inside createPlugin, under the same budget as a call.
-    this.startClock();
-    this.plugin = await createPlugin(
-      { wasm: [{ module: this.options.compiled }], config: this.options.extismConfig },
-      {
-        useWasi,
-        allowedPaths: grants.filesystem ?? {},
-        logger: extismLogger,
-        logLevel: 'info',
-        memory: { maxPages: pages, maxVarBytes: 64 * 1024 },
-        functions: {
-          [HOST_MODULE]: this.hostFunctions(),
-          [INTERNAL_MODULE]: { [BUDGET_CHECK_IMPORT]: () => this.checkBudget() },
-          // Overrides of kernel functions: a kernel block larger than the memory cap is refused before the host
-          // allocates it, and the kernel's own HTTP client is not how Gatehouse policies reach the network.
-          [KERNEL_MODULE]: {
-            alloc: (cp: { alloc(n: bigint): bigint }, n: bigint) => {
-              if (n > BigInt(limits.memoryBytes)) return 0n;
-              this.kernelBlocks = true;
-              return cp.alloc(n);
+    // The module's start function (top-level code) runs inside createPlugin, under the same limits as a call.
+    this.beginCall();
+    try {
+      this.plugin = await createPlugin(
+        { wasm: [{ module: this.options.compiled }] },
+        {
+          useWasi,
+          allowedPaths: grants.filesystem ?? {},
+          logLevel: 'silent',
+          functions: {
+            [HOST_MODULE]: this.hostFunctions(),
+            [INTERNAL_MODULE]: {
+              [BUDGET_CHECK_IMPORT]: () => this.checkBudget(),
+              [MEMORY_GROW_IMPORT]: (_cp: unknown, delta: number) => this.allowGrowth(delta),
             },
-            http_request: () => {
-              throw new CallAbort('capability', `policy ${policy} called extism http_request; use the HTTP effect`);
-            },
-            ...(this.options.purpose === 'describe' ? {} : this.frameFunctions()),
+            [KERNEL_MODULE]: this.kernel.functions(),
           },
         },
-      },
-    );
+      );
+    } finally {
+      this.kernel.endCall();
+    }
+    if (this.orphanFailure !== null) throw new Error(`the start function failed: ${this.orphanFailure}`);
     const exports = (await this.plugin.getInstance()).exports;
     this.exports = exports;
     this.memory = exports.memory as WebAssembly.Memory;
@@ -185,7 +221,7 @@ export class PolicyInstance {
    * memory just below it (the allocation that did not fit is not counted), so "at the cap" has to be approximate.
    */
   memoryNearCap(): boolean {
-    return this.memory.buffer.byteLength >= this.options.limits.memoryBytes * 0.875;
+    return this.growRefused || this.linearBytes() >= this.options.limits.memoryBytes * 0.875;
   }
 
   /**
@@ -196,37 +232,40 @@ export class PolicyInstance {
     const handler = this.exports[exportName];
     if (typeof handler !== 'function') throw new CallAbort('bad-argument', `the module does not export ${exportName}`);
     this.call = state;
-    this.startClock();
+    this.beginCall();
     try {
       (handler as () => unknown)();
     } finally {
       this.call = null;
-      // Frees the kernel blocks the call allocated (Extism's `call` does the same before each call). Synchronous
-      // inside, although the method is declared async; skipped when there are none, which saves a promise a call.
-      if (this.kernelBlocks) {
-        this.kernelBlocks = false;
-        void this.plugin.reset();
-      }
+      this.kernel.endCall();
     }
   }
 
-  /** Calls the descriptor export through Extism (its output is the descriptor); null when it set no output. */
-  async describe(exportName: string): Promise<Uint8Array | null> {
-    this.startClock();
-    const output = await this.plugin.call(exportName);
-    if (!output) return null;
-    const bytes = new Uint8Array(output.bytes());
-    if (bytes.byteLength > this.options.limits.outputBytes) {
-      throw new CallAbort('output-cap', `output of ${bytes.byteLength} bytes exceeds the ${this.options.limits.outputBytes}-byte cap`);
+  /** Calls the descriptor export; its output (null when it set none). */
+  describe(exportName: string): Uint8Array | null {
+    const fn = this.exports[exportName];
+    if (typeof fn !== 'function') throw new Error(`the module does not export ${exportName}`);
+    this.beginCall();
+    try {
+      (fn as () => unknown)();
+      if (this.orphanFailure !== null) throw new Error(this.orphanFailure);
+      return this.kernel.output();
+    } finally {
+      this.kernel.endCall();
     }
-    return bytes;
   }
 
   async close(): Promise<void> {
-    await this.plugin.close();
+    await this.plugin?.close();
   }
 
-  private startClock(): void {
+  private beginCall(): void {
+    this.outputBytes = 0;
+    this.logLines = 0;
+    this.logBytes = 0;
+    this.hostWork = 0;
+    this.growRefused = false;
+    this.orphanFailure = null;
     this.callStarted = performance.now();
     // The first deadline is halfway through the budget: see checkBudget.
     this.deadline = this.callStarted + this.options.limits.cpuMs / 2;
@@ -234,16 +273,16 @@ export class PolicyInstance {
   }
 
   /**
-   * Called by the metered module every FUEL_PER_CHECK units, which a running module reaches every few microseconds.
-   * Deadlines are wall-clock time, cheap to read on every check; but wall time also passes while the process is not
-   * running the call: descheduled on a busy machine, throttled at a container's CPU limit (CFS periods of 100 ms). A
-   * call that takes microseconds would then fail (a 500) for time it never used. So the CPU time is read once a call
+   * Called by the metered module every FUEL_PER_CHECK instructions, and by host functions every HOST_WORK_PER_CHECK
+   * units. Deadlines are wall-clock time, cheap to read on every check; but wall time also passes while the process is
+   * not running the call: descheduled on a busy machine, throttled at a container's CPU limit (CFS periods of 100 ms).
+   * A call that takes microseconds would then fail (a 500) for time it never used. So the CPU time is read once a call
    * passes half its budget in wall-clock time (about a microsecond, paid only by such calls): up to there it ran for
-   * half the budget at most (checks come every few microseconds while it runs, so the one that found the halfway point
-   * passed came right after it, or right after a pause). From then on the deadline moves by what is left of the budget
-   * in CPU time, and the call is stopped once that is used up; or after PAUSED_CEILING_BUDGETS of wall-clock time,
-   * however little it ran. The CPU time is the process's (every thread, garbage collection included), which errs
-   * towards stopping.
+   * half the budget at most (checks come every few tens of microseconds while it runs, so the one that found the
+   * halfway point passed came right after it, or right after a pause). From then on the deadline moves by what is left
+   * of the budget in CPU time, and the call is stopped once that is used up; or after PAUSED_CEILING_BUDGETS of
+   * wall-clock time, however little it ran. The CPU time is the process's (every thread, garbage collection included),
+   * which errs towards stopping.
    */
   private checkBudget(): void {
     const now = performance.now();
@@ -261,29 +300,93 @@ export class PolicyInstance {
     this.deadline = now + (budgetMs - usedMs);
   }
 
+  // --- KernelHost: what the kernel and the host functions charge -------------------------------------------------
+
+  work(units: number): void {
+    this.hostWork += units;
+    if (this.hostWork >= HOST_WORK_PER_CHECK) {
+      this.hostWork = 0;
+      this.checkBudget();
+    }
+  }
+
+  output(bytes: number): void {
+    this.outputBytes += bytes;
+    if (this.outputBytes > this.options.limits.outputBytes) {
+      throw new CallAbort('output-cap', `the call handed the host more than its output cap of ${this.options.limits.outputBytes} bytes`);
+    }
+  }
+
+  reserve(bytes: number): void {
+    const cap = this.options.limits.memoryBytes;
+    const total = this.linearBytes() + this.kernel.held() + bytes;
+    if (total > cap) {
+      throw new CallAbort(
+        'memory-cap',
+        `Extism kernel memory of ${bytes} more bytes would take the module to ${total} bytes, past its memory cap of ${cap} ` +
+          '(linear memory and kernel blocks count together)',
+      );
+    }
+  }
+
+  log(level: LogLevel, text: Uint8Array): void {
+    const { logger, limits } = this.options;
+    // Lines the gateway does not write cost the sink nothing; they were counted against the output cap already.
+    if (!logger.enabled(level)) return;
+    this.logLines++;
+    this.logBytes += text.byteLength;
+    if (this.logLines > limits.logLines || this.logBytes > limits.logBytes) {
+      throw new CallAbort(
+        'log-budget',
+        `the call logged more than its budget of ${limits.logLines} lines or ${limits.logBytes} bytes`,
+      );
+    }
+    logger.log(level, decoder.decode(text), { source: 'policy' });
+  }
+
+  fail(message: string): void {
+    const text = message.slice(0, 4096);
+    if (this.call) this.call.failMessage = text;
+    else this.orphanFailure = text;
+  }
+
+  config(key: string): string | undefined {
+    return Object.hasOwn(this.options.extismConfig, key) ? this.options.extismConfig[key] : undefined;
+  }
+
+  private linearBytes(): number {
+    return this.memory ? this.memory.buffer.byteLength : this.linearPages * PAGE;
+  }
+
+  /** `memory.grow` asks here first: the delta to grow by, or -1 (an impossible delta: the grow fails) past the cap. */
+  private allowGrowth(delta: number): number {
+    this.work(1);
+    const pages = delta >>> 0;
+    if (pages === 0) return delta;
+    if (this.linearBytes() + pages * PAGE + this.kernel.held() > this.options.limits.memoryBytes) {
+      this.growRefused = true;
+      return -1;
+    }
+    this.linearPages = this.linearBytes() / PAGE + pages;
+    return delta;
+  }
+
+  // --- gatehouse:host/v1 -------------------------------------------------------------------------------------------
+
   private current(): CallState {
     const state = this.call;
     if (!state) throw new CallAbort('bad-argument', 'host function called outside a policy phase');
     return state;
   }
 
-  private countOutput(state: CallState, n: number): void {
-    state.outputBytes += n;
-    if (state.outputBytes > this.options.limits.outputBytes) {
-      throw new CallAbort(
-        'output-cap',
-        `the call handed the host more than its output cap of ${this.options.limits.outputBytes} bytes`,
-      );
-    }
-  }
-
   private mem(): Uint8Array {
     // Growing a wasm memory detaches its old buffer, and views on a detached buffer have length 0: a cheap test,
     // where reading `memory.buffer` on every host call is not.
-    if (this.u8.byteLength === 0) this.u8 = new Uint8Array(this.memory.buffer);
+    if (this.u8.byteLength === 0 && this.memory) this.u8 = new Uint8Array(this.memory.buffer);
     return this.u8;
   }
 
+  /** The module's memory, once `ptr`..`ptr + len` is checked to lie inside it; a failed call otherwise. */
   private range(ptr: number, len: number): Uint8Array {
     const mem = this.mem();
     if (ptr < 0 || len < 0 || ptr + len > mem.byteLength) {
@@ -316,10 +419,12 @@ export class PolicyInstance {
   private writeValue(value: string | Uint8Array, buf: number, cap: number): number {
     const mem = this.range(buf, cap);
     if (typeof value !== 'string') {
+      this.work(1 + (value.byteLength >> 8));
       if (value.byteLength <= cap) mem.set(value, buf);
       return value.byteLength;
     }
     const n = value.length;
+    this.work(1 + (n >> 8));
     if (n <= cap) {
       let i = 0;
       for (; i < n; i++) {
@@ -335,36 +440,25 @@ export class PolicyInstance {
   }
 
   /**
-   * The kernel functions that read or write Extism's per-call frame, answered by the host for directly called
-   * handlers (which have none): the input is empty, output is counted against the cap and ignored, and `error_set`
-   * makes the call fail with the module's message, as it does through Extism.
+   * The query is re-read or re-written whole by each query-parameter operation: they cost its length, which a policy
+   * can grow.
    */
-  private frameFunctions(): Record<string, (cp: KernelContext, ...args: bigint[]) => unknown> {
-    return {
-      input_length: () => 0n,
-      input_offset: () => 0n,
-      input_load_u8: () => 0,
-      input_load_u64: () => 0n,
-      output_set: (_cp, _addr, length) => {
-        this.countOutput(this.current(), Number(length));
-      },
-      error_set: (cp, addr) => {
-        const state = this.current();
-        const message = cp.read(addr)?.string() ?? '';
-        this.countOutput(state, message.length);
-        state.failMessage = message.slice(0, 4096);
-      },
-      error_get: () => 0n,
-    };
+  private queryWork(state: CallState, field: number, unitBytes: number): number {
+    if (field !== Field.REQUEST_QUERY_PARAM && field !== Field.REQUEST_QUERY) return 0;
+    const query = state.view.read(Field.REQUEST_QUERY, '');
+    return typeof query === 'string' ? query.length >> unitBytes : 0;
   }
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Extism's own signature for host functions
   private hostFunctions(): Record<string, (callContext: any, ...args: any[]) => unknown> {
-    const { policy, logger } = this.options;
+    const { policy } = this.options;
     return {
       get: (_cp: unknown, field: number, namePtr: number, nameLen: number, buf: number, cap: number): number => {
         const state = this.current();
-        const value = state.view.read(field, this.readString(namePtr, nameLen));
+        this.range(buf, cap);
+        const name = this.readString(namePtr, nameLen);
+        this.work(1 + (nameLen >> 8) + this.queryWork(state, field, 6));
+        const value = state.view.read(field, name);
         if (value === null) return Status.NOT_FOUND;
         if (typeof value === 'number') return value;
         return this.writeValue(value, buf, cap);
@@ -375,18 +469,31 @@ export class PolicyInstance {
         this.write('add', field, np, nl, vp, vl),
       remove: (_cp: unknown, field: number, namePtr: number, nameLen: number): number => {
         const state = this.current();
-        return state.view.write('remove', field, this.readString(namePtr, nameLen), null);
+        const name = this.readString(namePtr, nameLen);
+        this.output(nameLen + WRITE_OVERHEAD_BYTES);
+        this.work(1 + (nameLen >> 8) + this.queryWork(state, field, 8));
+        return state.view.write('remove', field, name, null);
       },
       list: (_cp: unknown, field: number, buf: number, cap: number): number => {
-        const names = this.current().view.list(field);
+        const state = this.current();
+        this.range(buf, cap);
+        this.work(1);
+        const names = state.view.list(field);
         if (typeof names === 'number') return names;
         return this.writeValue(names.map((n) => n + '\0').join(''), buf, cap);
       },
-      respond: (_cp: unknown, status: number): number => this.current().view.respond(status),
+      respond: (_cp: unknown, status: number): number => {
+        const state = this.current();
+        this.output(WRITE_OVERHEAD_BYTES);
+        this.work(1);
+        return state.view.respond(status);
+      },
       effect: (_cp: unknown, kind: number, reqPtr: number, reqLen: number, buf: number, cap: number): number => {
         const state = this.current();
-        this.countOutput(state, reqLen);
+        this.range(buf, cap);
         const request = this.readString(reqPtr, reqLen);
+        this.output(reqLen);
+        this.work(1 + (reqLen >> 6));
         const counting = kind === EffectKind.COUNTER || kind === EffectKind.LEASE || kind === EffectKind.METER;
         if (counting && state.grants.counters !== true) {
           throw new CallAbort('capability', `policy ${policy} used effect ${EFFECT_NAMES[kind]} without the "counters" grant`);
@@ -397,54 +504,79 @@ export class PolicyInstance {
         if (!counting && kind !== EffectKind.HTTP) return Status.UNKNOWN_FIELD;
         const key = `${kind}:${request}`;
         let result = state.effectResults?.get(key);
-        if (result === undefined && state.completeNow !== null) {
-          result = state.completeNow(kind, request);
-          if (result !== undefined) (state.effectResults ??= new Map()).set(key, result);
+        if (result === undefined && !state.pendingEffects?.has(key)) {
+          const asked = (state.effectResults?.size ?? 0) + (state.pendingEffects?.size ?? 0);
+          if (asked >= MAX_EFFECTS_PER_CALL) {
+            throw new CallAbort('effects', `policy ${policy} asked for more than ${MAX_EFFECTS_PER_CALL} effects in one call`);
+          }
+          if (state.completeNow !== null) {
+            result = state.completeNow(kind, request);
+            if (result !== undefined) (state.effectResults ??= new Map()).set(key, result);
+          }
         }
         if (result !== undefined) return this.writeValue(result, buf, cap);
         (state.pendingEffects ??= new Map()).set(key, { kind, request });
         return EFFECT_PENDING;
       },
       log: (_cp: unknown, level: number, ptr: number, len: number): void => {
-        this.countOutput(this.current(), len);
-        const lvl = LOG_LEVELS[level] ?? 'info';
-        if (logger.enabled(lvl)) logger.log(lvl, this.readString(ptr, len), { source: 'policy' });
+        this.current();
+        const bytes = this.range(ptr, len).subarray(ptr, ptr + len);
+        this.output(len);
+        this.work(1 + (len >> 8));
+        this.log(LOG_LEVELS[level] ?? 'info', bytes);
       },
-      now: (): number => Date.now(),
+      now: (): number => {
+        this.work(1);
+        return Date.now();
+      },
       metric: (_cp: unknown, np: number, nl: number, value: number, dp: number, dl: number): number => {
         const state = this.current();
-        this.countOutput(state, nl + dl);
+        const name = this.readString(np, nl);
+        const dims = this.readString(dp, dl);
+        this.output(nl + dl + WRITE_OVERHEAD_BYTES);
+        this.work(1 + ((nl + dl) >> 6));
         // Dimensions: name NUL value NUL, repeated.
-        const parts = dl > 0 ? this.readString(dp, dl).split('\0') : [];
+        const parts = dl > 0 ? dims.split('\0') : [];
         if (parts.length > 0 && parts[parts.length - 1] === '') parts.pop();
         if (parts.length % 2 !== 0) return Status.INVALID_VALUE;
         const dimensions: [string, string][] = [];
         for (let i = 0; i < parts.length; i += 2) dimensions.push([parts[i]!, parts[i + 1]!]);
-        const emission = { name: this.readString(np, nl), value, dimensions };
+        const emission = { name, value, dimensions };
         const { status } = checkEmission(emission);
         if (status === Status.OK) (state.metrics ??= []).push(emission);
         return status;
       },
       verify: (_cp: unknown, ap: number, al: number, kp: number, kl: number, dp: number, dl: number, sp: number, sl: number): number => {
-        this.countOutput(this.current(), al + kl + dl + sl);
+        this.current();
+        const alg = this.readString(ap, al);
+        const key = this.readString(kp, kl);
         // Views, not copies: verifySignature reads them before this host function returns.
         const mem = this.range(dp, dl);
         this.range(sp, sl);
-        return verifySignature(this.readString(ap, al), this.readString(kp, kl), mem.subarray(dp, dp + dl), mem.subarray(sp, sp + sl));
+        this.output(al + kl + dl + sl);
+        this.work(1 + ((kl + dl + sl) >> 6));
+        const result = verifySignature(alg, key, mem.subarray(dp, dp + dl), mem.subarray(sp, sp + sl));
+        // A signature check costs tens of microseconds to a millisecond: the deadline is checked after each.
+        this.work(HOST_WORK_PER_CHECK);
+        return result;
       },
       fail: (_cp: unknown, ptr: number, len: number): void => {
-        const state = this.current();
-        this.countOutput(state, len);
-        state.failMessage = this.readString(ptr, Math.min(len, 4096));
+        this.current();
+        const message = this.readString(ptr, Math.min(len, 4096));
+        this.range(ptr, len);
+        this.output(len);
+        this.work(1 + (Math.min(len, 4096) >> 8));
+        this.fail(message);
       },
     };
   }
 
   private write(op: 'set' | 'add', field: number, np: number, nl: number, vp: number, vl: number): number {
     const state = this.current();
-    this.countOutput(state, nl + vl);
     const name = this.readString(np, nl);
     const value = BODY_FIELDS.has(field) ? this.readBytes(vp, vl) : this.readString(vp, vl);
+    this.output(nl + vl + WRITE_OVERHEAD_BYTES);
+    this.work(1 + ((nl + vl) >> 8) + this.queryWork(state, field, 8));
     return state.view.write(op, field, name, value);
   }
 }

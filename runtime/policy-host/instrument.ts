@@ -1,11 +1,23 @@
-// Rewrites a policy module so that the host can stop it when it runs past its CPU budget.
+// Rewrites a policy module so that the host can stop it when it runs past its CPU budget, and so that its memory
+// grows only with the host's consent.
 //
-// Foreground Extism calls run synchronously on the event loop, and nothing in @extism/extism can interrupt them.
-// So every module is metered once, at load: binaryen's `log-execution` pass puts a call at each function entry and
-// loop header; we replace its target with an inlined fuel counter that calls the host import
-// `gatehouse:internal.budget_check` every FUEL_PER_CHECK units. The host compares the clock with the call's deadline
-// and throws when it has passed, which unwinds the module. A bulk-memory copy or fill is work without a loop, so each
-// one is routed through a small function that charges fuel by size (one unit per 256 bytes) before doing it natively.
+// Foreground Extism calls run synchronously on the event loop, and nothing in @extism/extism can interrupt them. So
+// every module is metered once, at load. Fuel is counted in instructions: each function body and each loop body is a
+// region, and on entering a region the module spends as many units as the region has instructions (nested loops
+// excluded: they are regions of their own). Control only moves backwards by branching to a loop header, so between two
+// charges no instruction runs twice, and the fuel spent bounds the work done, however large a function is. A
+// function of a million straight-line instructions called in a loop pays a million units a call, not one.
+//
+// When the fuel runs out the module calls the host import `gatehouse:internal.budget_check`, which compares the clock
+// with the call's deadline and throws when it has passed, unwinding the module. Bulk memory instructions do work
+// proportional to their size operand, so the size goes through a function that charges it first (one unit per
+// BYTES_PER_UNIT bytes). `memory.grow` asks the host first (`gatehouse:internal.memory_grow`): the memory cap covers
+// the module's linear memory and the Extism kernel blocks its call holds, which only the host sees together. Tables
+// are capped at MAX_TABLE_ENTRIES, and table instructions whose work depends on an operand and cannot be charged
+// (table.fill, table.copy, table.init) are refused.
+//
+// Measured cost (BENCHMARKS.md, `npm run bench:policy`): the same charge sequence as counting entries did (a global
+// read, a subtraction, a compare), so metering costs what it did.
 
 import { INTERNAL_MODULE } from './abi.ts';
 
@@ -18,8 +30,23 @@ function loadBinaryen(): Promise<Binaryen> {
   return binaryenPromise;
 }
 
-export const FUEL_PER_CHECK = 4096;
+/**
+ * Instructions between two deadline checks. A check costs about 50 ns (a host call and a clock read); 65,536
+ * instructions take 20 to 100 us, so the checks cost well under 1% and a call overshoots its deadline by that much.
+ */
+export const FUEL_PER_CHECK = 65_536;
+/** Bulk memory instructions pay one unit per this many bytes (a native copy moves 16 to 32 bytes a nanosecond). */
+export const BYTES_PER_UNIT = 16;
+/** The most elements all of a module's tables may hold: 8 bytes each, outside any memory the cap counts. */
+export const MAX_TABLE_ENTRIES = 65_536;
 export const BUDGET_CHECK_IMPORT = 'budget_check';
+export const MEMORY_GROW_IMPORT = 'memory_grow';
+
+/** Names the instrumentation adds; a module that already uses one is refused rather than miscompiled. */
+const FUEL = 'gatehouse$fuel';
+const CHECK = 'gatehouse$budget_check';
+const GROW = 'gatehouse$memory_grow';
+const CHARGE_SIZE = 'gatehouse$charge_size';
 
 function supportedFeatures(b: Binaryen): number {
   const F = b.Features;
@@ -34,6 +61,106 @@ function supportedFeatures(b: Binaryen): number {
     F.ReferenceTypes |
     F.Multivalue
   );
+}
+
+/** binaryen's per-kind accessors, as plain functions of expression references. */
+type Accessors = Record<string, (...args: number[]) => number>;
+
+function accessors(b: Binaryen): Record<string, Accessors> {
+  return b as unknown as Record<string, Accessors>;
+}
+
+/**
+ * The child expressions of each kind of expression the supported features allow, by binaryen expression id. A kind
+ * missing from the table is refused: an unknown kind could hide a loop or a call that the meter would not see.
+ */
+function childTable(b: Binaryen): Map<number, (e: number) => number[]> {
+  const K = b as unknown as Record<string, Accessors> & Record<string, number>;
+  const get = (kind: string, ...fields: string[]) => (e: number) => fields.map((f) => K[kind]![`get${f}`]!(e));
+  const list = (kind: string, count: string, at: string, ...fields: string[]) => (e: number) => {
+    const out = fields.map((f) => K[kind]![`get${f}`]!(e));
+    const n = K[kind]![count]!(e);
+    for (let i = 0; i < n; i++) out.push(K[kind]![at]!(e, i));
+    return out;
+  };
+  const none = () => [];
+  const table = new Map<number, (e: number) => number[]>();
+  const add = (idName: string, children: (e: number) => number[]) => table.set(K[idName] as number, children);
+  for (const leaf of ['NopId', 'ConstId', 'LocalGetId', 'GlobalGetId', 'MemorySizeId', 'UnreachableId', 'RefNullId', 'RefFuncId', 'DataDropId', 'TableSizeId']) {
+    add(leaf, none);
+  }
+  add('BlockId', list('Block', 'getNumChildren', 'getChildAt'));
+  add('IfId', get('If', 'Condition', 'IfTrue', 'IfFalse'));
+  add('LoopId', get('Loop', 'Body'));
+  add('BreakId', get('Break', 'Condition', 'Value'));
+  add('SwitchId', get('Switch', 'Condition', 'Value'));
+  add('CallId', list('Call', 'getNumOperands', 'getOperandAt'));
+  add('CallIndirectId', list('CallIndirect', 'getNumOperands', 'getOperandAt', 'Target'));
+  add('LocalSetId', get('LocalSet', 'Value'));
+  add('GlobalSetId', get('GlobalSet', 'Value'));
+  add('LoadId', get('Load', 'Ptr'));
+  add('StoreId', get('Store', 'Ptr', 'Value'));
+  add('UnaryId', get('Unary', 'Value'));
+  add('BinaryId', get('Binary', 'Left', 'Right'));
+  add('SelectId', get('Select', 'IfTrue', 'IfFalse', 'Condition'));
+  add('DropId', get('Drop', 'Value'));
+  add('ReturnId', get('Return', 'Value'));
+  add('MemoryGrowId', get('MemoryGrow', 'Delta'));
+  add('SIMDExtractId', get('SIMDExtract', 'Vec'));
+  add('SIMDReplaceId', get('SIMDReplace', 'Vec', 'Value'));
+  add('SIMDShuffleId', get('SIMDShuffle', 'Left', 'Right'));
+  add('SIMDTernaryId', get('SIMDTernary', 'A', 'B', 'C'));
+  add('SIMDShiftId', get('SIMDShift', 'Vec', 'Shift'));
+  add('SIMDLoadId', get('SIMDLoad', 'Ptr'));
+  add('SIMDLoadStoreLaneId', get('SIMDLoadStoreLane', 'Ptr', 'Vec'));
+  add('MemoryInitId', get('MemoryInit', 'Dest', 'Offset', 'Size'));
+  add('MemoryCopyId', get('MemoryCopy', 'Dest', 'Source', 'Size'));
+  add('MemoryFillId', get('MemoryFill', 'Dest', 'Value', 'Size'));
+  add('RefIsNullId', get('RefIsNull', 'Value'));
+  add('RefEqId', get('RefEq', 'Left', 'Right'));
+  add('RefAsId', get('RefAs', 'Value'));
+  add('TableGetId', get('TableGet', 'Index'));
+  add('TableSetId', get('TableSet', 'Index', 'Value'));
+  add('TableGrowId', get('TableGrow', 'Value', 'Delta'));
+  add('TupleMakeId', list('TupleMake', 'getNumOperands', 'getOperandAt'));
+  add('TupleExtractId', get('TupleExtract', 'Tuple'));
+  return table;
+}
+
+/** What a walk of one function found: the instruction count of each region, and what to rewrite. */
+interface FunctionWalk {
+  /** Region 0 is the function body outside its loops; region i > 0 is the body of loops[i - 1]. */
+  weights: number[];
+  loops: number[];
+  /** Bulk memory instructions whose size operand is charged, by kind. */
+  sized: { expr: number; kind: 'MemoryCopy' | 'MemoryFill' | 'MemoryInit' }[];
+  grows: number[];
+}
+
+function walk(b: Binaryen, children: Map<number, (e: number) => number[]>, body: number, where: string): FunctionWalk {
+  const result: FunctionWalk = { weights: [0], loops: [], sized: [], grows: [] };
+  // An explicit stack: a module can nest blocks deeper than the JavaScript stack allows.
+  const stack: number[] = [body, 0];
+  while (stack.length > 0) {
+    const region = stack.pop()!;
+    const expr = stack.pop()!;
+    result.weights[region]!++;
+    const id = b.getExpressionId(expr);
+    const kids = children.get(id);
+    if (!kids) throw new Error(`${where} uses an instruction the CPU meter cannot charge (binaryen expression id ${id}); table.fill, table.copy and table.init are not supported`);
+    if (id === b.LoopId) {
+      result.loops.push(expr);
+      result.weights.push(0);
+      stack.push(accessors(b).Loop!.getBody!(expr), result.weights.length - 1);
+      continue;
+    }
+    if (id === b.MemoryCopyId) result.sized.push({ expr, kind: 'MemoryCopy' });
+    else if (id === b.MemoryFillId) result.sized.push({ expr, kind: 'MemoryFill' });
+    else if (id === b.MemoryInitId) result.sized.push({ expr, kind: 'MemoryInit' });
+    else if (id === b.MemoryGrowId) result.grows.push(expr);
+    for (const child of kids(expr)) if (child !== 0) stack.push(child, region);
+  }
+  return result;
 }
 
 export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array> {
@@ -52,58 +179,81 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
           'non-trapping float-to-int, bulk memory, SIMD, reference types, multi-value)',
       );
     }
-    if (module.getFunction('log_execution') !== 0) {
-      throw new Error('the module defines a function named log_execution, a name reserved for metering');
+    for (const name of [CHECK, GROW, CHARGE_SIZE]) {
+      if (module.getFunction(name) !== 0) throw new Error(`the module defines a function named ${name}, a name reserved for metering`);
     }
-    module.addFunctionImport('gatehouse_budget_check', INTERNAL_MODULE, BUDGET_CHECK_IMPORT, b.none, b.none);
-    module.addGlobal('gatehouse_fuel', b.i32, true, module.i32.const(FUEL_PER_CHECK));
-    const fuel = () => module.global.get('gatehouse_fuel', b.i32);
+    if (module.getGlobal(FUEL) !== 0) throw new Error(`the module defines a global named ${FUEL}, a name reserved for metering`);
+    capTables(b, module);
+
+    const functions: number[] = [];
+    for (let i = 0; i < module.getNumFunctions(); i++) {
+      const fn = module.getFunctionByIndex(i);
+      if (!b.getFunctionInfo(fn).module) functions.push(fn);
+    }
+    module.addFunctionImport(CHECK, INTERNAL_MODULE, BUDGET_CHECK_IMPORT, b.none, b.none);
+    module.addFunctionImport(GROW, INTERNAL_MODULE, MEMORY_GROW_IMPORT, b.i32, b.i32);
+    module.addGlobal(FUEL, b.i32, true, module.i32.const(FUEL_PER_CHECK));
+    const fuel = () => module.global.get(FUEL, b.i32);
     /** Spends `units` of fuel; when it runs out, refills it and asks the host whether the deadline passed. */
-    const spend = (units: number) =>
-      module.block(null, [
-        module.global.set('gatehouse_fuel', module.i32.sub(fuel(), units)),
-        module.if(
-          module.i32.le_s(fuel(), module.i32.const(0)),
-          module.block(null, [
-            module.global.set('gatehouse_fuel', module.i32.const(FUEL_PER_CHECK)),
-            module.call('gatehouse_budget_check', [], b.none),
-          ]),
-        ),
-      ]);
+    const spend = (units: number) => [
+      module.global.set(FUEL, module.i32.sub(fuel(), module.i32.const(units))),
+      module.if(
+        module.i32.le_s(fuel(), module.i32.const(0)),
+        module.block(null, [module.global.set(FUEL, module.i32.const(FUEL_PER_CHECK)), module.call(CHECK, [], b.none)]),
+      ),
+    ];
+    // (size) -> size, having spent size / BYTES_PER_UNIT units first.
+    module.addFunction(CHARGE_SIZE, b.i32, b.i32, [], module.block(null, [
+      module.global.set(FUEL, module.i32.sub(fuel(), module.i32.shr_u(module.local.get(0, b.i32), module.i32.const(Math.log2(BYTES_PER_UNIT))))),
+      module.if(
+        module.i32.le_s(fuel(), module.i32.const(0)),
+        module.block(null, [module.global.set(FUEL, module.i32.const(FUEL_PER_CHECK)), module.call(CHECK, [], b.none)]),
+      ),
+      module.local.get(0, b.i32),
+    ], b.i32));
 
-    // The lowering pass turns every memory.copy / memory.fill into a call of a generated byte loop; replace those
-    // loops with a size-based charge plus the native instruction, which is many times faster than a byte loop.
-    module.runPasses(['llvm-memory-copy-fill-lowering']);
-    module.setFeatures(supportedFeatures(b));
-    const params = b.createType([b.i32, b.i32, b.i32]);
-    const size = () => module.local.get(2, b.i32);
-    const charge = () => module.i32.add(module.i32.const(1), module.i32.shr_u(size(), module.i32.const(8)));
-    if (module.getFunction('__memory_copy') !== 0) {
-      module.removeFunction('__memory_copy');
-      module.addFunction('__memory_copy', params, b.none, [], module.block(null, [
-        spend(charge()),
-        module.memory.copy(module.local.get(0, b.i32), module.local.get(1, b.i32), size()),
-      ]));
+    const children = childTable(b);
+    const auto = (b as unknown as { _BinaryenTypeAuto(): number })._BinaryenTypeAuto();
+    const K = accessors(b);
+    for (const fn of functions) {
+      const info = b.getFunctionInfo(fn);
+      const found = walk(b, children, info.body, `function ${info.name}`);
+      for (const { expr, kind } of found.sized) {
+        K[kind]!.setSize!(expr, module.call(CHARGE_SIZE, [K[kind]!.getSize!(expr)], b.i32));
+      }
+      for (const expr of found.grows) K.MemoryGrow!.setDelta!(expr, module.call(GROW, [K.MemoryGrow!.getDelta!(expr)], b.i32));
+      found.loops.forEach((loop, i) => {
+        const body = K.Loop!.getBody!(loop);
+        K.Loop!.setBody!(loop, module.block(null, [...spend(found.weights[i + 1]!), body], auto));
+      });
+      K.Function!.setBody!(fn, module.block(null, [...spend(found.weights[0]!), info.body], info.results));
     }
-    if (module.getFunction('__memory_fill') !== 0) {
-      module.removeFunction('__memory_fill');
-      module.addFunction('__memory_fill', params, b.none, [], module.block(null, [
-        spend(charge()),
-        module.memory.fill(module.local.get(0, b.i32), module.local.get(1, b.i32), size()),
-      ]));
-    }
-
-    b.setPassArgument('log-execution', INTERNAL_MODULE);
-    module.runPasses(['log-execution']);
-    // log-execution added the import `gatehouse:internal.log_execution(i32)`; make it a local, inlinable function.
-    module.removeFunction('log_execution');
-    module.addFunction('log_execution', b.i32, b.none, [], spend(module.i32.const(1)));
-    b.setAlwaysInlineMaxSize(40);
-    module.runPasses(['inlining', 'remove-unused-module-elements']);
+    module.runPasses(['remove-unused-module-elements']);
     if (!module.validate()) throw new Error('the metered module does not validate (a Gatehouse bug; please report it)');
     return module.emitBinary();
   } finally {
     module.dispose();
+  }
+}
+
+/** Refuses tables that start above MAX_TABLE_ENTRIES in all, and lowers their maxima so that they cannot grow past it. */
+function capTables(b: Binaryen, module: ReturnType<Binaryen['readBinary']>): void {
+  const m = module as unknown as { getNumTables(): number; getTableByIndex(i: number): number };
+  const setMax = (b as unknown as { _BinaryenTableSetMax(t: number, max: number): void })._BinaryenTableSetMax;
+  const tables: { ref: number; initial: number; max?: number }[] = [];
+  for (let i = 0; i < m.getNumTables(); i++) {
+    const ref = m.getTableByIndex(i);
+    tables.push({ ref, ...b.getTableInfo(ref) });
+  }
+  const initial = tables.reduce((sum, t) => sum + t.initial, 0);
+  if (initial > MAX_TABLE_ENTRIES) {
+    throw new Error(`its tables start with ${initial} elements, more than the ${MAX_TABLE_ENTRIES} allowed`);
+  }
+  // The room left is shared equally, so that all of them grown to their maxima still hold MAX_TABLE_ENTRIES at most.
+  const share = tables.length === 0 ? 0 : Math.floor((MAX_TABLE_ENTRIES - initial) / tables.length);
+  for (const t of tables) {
+    const max = t.initial + share;
+    if (t.max === undefined || t.max > max) setMax(t.ref, max);
   }
 }
 

@@ -114,16 +114,18 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger): Promi
   // Ask the module for its descriptor, under the default limits and no grants beyond WASI if it imports it.
   // Instantiating runs its start function and places its data segments: either may fail (a trap, a loop stopped by
   // the CPU budget, a segment outside its memory), and the module is refused saying which.
+  // A module that starts above the default cap (bound later with a larger one) gets 1 MiB of room for its descriptor.
+  const describeLimits = { ...DEFAULT_LIMITS, memoryBytes: Math.max(DEFAULT_LIMITS.memoryBytes, (initialPages + 16) * PAGE) };
   let describer: PolicyInstance;
   try {
     describer = await PolicyInstance.create({
-      compiled: await compiled(DEFAULT_LIMITS.memoryBytes),
+      compiled: await compiled(describeLimits.memoryBytes),
       policy: where,
       grants: { wasi: importsWasi },
-      limits: DEFAULT_LIMITS,
+      limits: describeLimits,
+      initialPages,
       extismConfig: {},
       logger: logger.child({ policy: where }),
-      purpose: 'describe',
     });
   } catch (err) {
     const reason = err instanceof CallAbort && err.reason === 'cpu-budget' ? 'its start function ran past its CPU budget' : (err as Error).message;
@@ -131,7 +133,7 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger): Promi
   }
   let output: Uint8Array | null;
   try {
-    output = await describer.describe(DESCRIBE_EXPORT);
+    output = describer.describe(DESCRIBE_EXPORT);
   } catch (err) {
     throw new PolicyLoadError(where, [`${DESCRIBE_EXPORT} failed: ${(err as Error).message}`]);
   } finally {

@@ -8,7 +8,7 @@ import process from 'node:process';
 import { describe, test } from 'node:test';
 import { PolicyFailure, Status, type Grants, type Limits } from '../runtime/policy-host/index.ts';
 import { verifySignature } from '../runtime/policy-host/signatures.ts';
-import { hostileModule, layout, SCRATCH, type HostileModule } from './support/hostile-modules.ts';
+import { forever, hostileModule, IMPORT_LOOPS, layout, SCRATCH, type HostileModule } from './support/hostile-modules.ts';
 import { makeExchange, newHost } from './support/policies.ts';
 
 const t = newHost();
@@ -39,9 +39,6 @@ const repeat = (times: number, body: string) => `
     ${body}
     (local.set $i (i32.add (local.get $i) (i32.const 1)))
     (br_if $again (i32.lt_u (local.get $i) (i32.const ${times}))))`;
-
-/** A loop that never ends by itself. */
-const forever = (body: string) => `(loop $again ${body} (br $again)) (i32.const 0)`;
 
 const gcNow = (globalThis as { gc?: () => void }).gc;
 
@@ -285,43 +282,12 @@ describe('sandbox limits: CPU', () => {
     assert.equal((await assertStoppedInTime(binding, makeExchange({ query }))).reason, 'cpu-budget');
   });
 
-  /**
-   * Every function a module can import, called in a loop that never ends by itself with arguments it accepts: each
-   * call ends (for its CPU budget, or a cap the loop runs into) within the budget and the margin.
-   */
-  const x = layout(['x-a', 'b', 'k', '{"key":"k","limit":1000000,"periodSeconds":60}', 'm']);
-  const [hname, hvalue, key, counter, metric] = x;
-  const loops: Record<string, { call: string; locals?: string; grants?: Grants }> = {
-    get: { call: `(drop (call $get (i32.const 5) (i32.const ${hname!.ptr}) (i32.const 3) (i32.const ${SCRATCH}) (i32.const 64)))` },
-    set: { call: `(drop (call $set (i32.const 5) (i32.const ${hname!.ptr}) (i32.const 3) (i32.const ${hvalue!.ptr}) (i32.const 1)))` },
-    add: { call: `(drop (call $add (i32.const 9) (i32.const ${hname!.ptr}) (i32.const 3) (i32.const ${hvalue!.ptr}) (i32.const 1)))` },
-    remove: { call: `(drop (call $remove (i32.const 5) (i32.const ${hname!.ptr}) (i32.const 3)))` },
-    list: { call: `(drop (call $list (i32.const 5) (i32.const ${SCRATCH}) (i32.const 0)))` },
-    respond: { call: '(drop (call $respond (i32.const 200)))' },
-    effect: { call: `(drop (call $effect (i32.const 1) (i32.const ${counter!.ptr}) (i32.const ${counter!.len}) (i32.const ${SCRATCH}) (i32.const 256)))`, grants: { counters: true } },
-    log: { call: `(call $log (i32.const 0) (i32.const ${hname!.ptr}) (i32.const 3))` },
-    now: { call: '(drop (call $now))' },
-    fail: { call: `(call $fail (i32.const ${hname!.ptr}) (i32.const 3))` },
-    metric: { call: `(drop (call $metric (i32.const ${metric!.ptr}) (i32.const 1) (f64.const 1) (i32.const 0) (i32.const 0)))` },
-    'kernel alloc+free': { call: '(call $free (call $alloc (i64.const 65536)))' },
-    'kernel load/store': { locals: '(local $h i64)', call: '(if (i64.eqz (local.get $h)) (then (local.set $h (call $alloc (i64.const 8))))) (call $store_u64 (local.get $h) (call $load_u64 (local.get $h))) (call $store_u8 (local.get $h) (call $load_u8 (local.get $h)))' },
-    'kernel length': { call: '(drop (call $length (i64.const 281474976710656)))' },
-    'kernel input': { call: '(drop (call $input_length)) (drop (call $input_offset))' },
-    'kernel config_get': { call: `(drop (call $config_get (call $alloc (i64.const 1))))` },
-    'kernel var_set/var_get': { locals: '(local $k i64)', call: '(local.set $k (call $alloc (i64.const 1))) (call $var_set (local.get $k) (call $alloc (i64.const 64))) (drop (call $var_get (local.get $k)))' },
-    'kernel log_trace': { call: '(call $log_trace (call $alloc (i64.const 16)))' },
-    'kernel output_set': { call: '(call $output_set (call $alloc (i64.const 16)) (i64.const 16))' },
-    'kernel error_set/error_get': { call: '(call $error_set (call $alloc (i64.const 16))) (drop (call $error_get))' },
-    'kernel http_status_code/headers, log level': { call: '(drop (call $http_status_code)) (drop (call $http_headers)) (drop (call $get_log_level))' },
-  };
-  void key;
-  for (const [name, loop] of Object.entries(loops)) {
-    test(`a loop calling ${name} ends within its CPU budget and the margin`, async () => {
-      const binding = await bindHostile(
-        { name: `loop-${name.replace(/[^a-z]+/g, '-')}`, data: ['x-a', 'b', 'k', '{"key":"k","limit":1000000,"periodSeconds":60}', 'm'], locals: loop.locals, inbound: forever(loop.call) },
-        { limits: { cpuMs: BUDGET_MS }, grants: loop.grants },
-      );
-      await assertStoppedInTime(binding, makeExchange({ headers: { 'x-a': 'value' } }));
+  // Every function a module can import, called in a loop that never ends by itself with arguments it accepts: each
+  // call ends (for its CPU budget, or a cap the loop runs into) within the budget and the margin.
+  for (const loop of IMPORT_LOOPS) {
+    test(`a loop calling ${loop.name} ends within its CPU budget and the margin`, async () => {
+      const binding = await bindHostile(loop.module, { limits: { cpuMs: BUDGET_MS }, grants: loop.grants });
+      await assertStoppedInTime(binding, loop.exchange());
     });
   }
 });

@@ -138,6 +138,8 @@ export class Exchange implements TransactionalView {
   responded = false;
   error: ExchangeError | null = null;
   readonly timings: PolicyTiming[] = [];
+  /** Effects performed with I/O for this exchange, by every policy of its chain (the per-request limit). */
+  effectsPerformed = 0;
   /** The binding whose handler is running (its configuration and body declarations apply); set by begin(). */
   binding: PolicyBinding | null = null;
   private journal: (() => void)[] | null = null;

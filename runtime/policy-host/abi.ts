@@ -62,6 +62,10 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Most rounds of effects one handler call may take (docs/policy-abi.md, section 5). */
 export const MAX_EFFECT_ROUNDS = 4;
+/** Most distinct effects one handler call may ask for, over all its rounds (section 5). */
+export const MAX_EFFECTS_PER_CALL = 16;
+/** Most effects performed with I/O for one request, by all the policies of its chain (section 5). */
+export const MAX_EFFECTS_PER_REQUEST = 64;
 
 /** The functions of `gatehouse:host/v1` and their signatures (docs/policy-abi.md, section 4): what a module may import. */
 export const HOST_FUNCTIONS: Readonly<Record<string, string>> = {

@@ -1,7 +1,7 @@
 // A binding is one use of a policy module in a chain: the module, its configuration, its grants and limits.
 // It owns the live instance, runs effect rounds, keeps every call atomic, and recycles the instance after a trap.
 
-import { MAX_EFFECT_ROUNDS, PHASE_EXPORTS, type Phase } from './abi.ts';
+import { MAX_EFFECT_ROUNDS, MAX_EFFECTS_PER_REQUEST, PHASE_EXPORTS, type Phase } from './abi.ts';
 import { CallAbort, PolicyFailure, type FailureReason } from './errors.ts';
 import { PolicyInstance, type CallState, type CallView, type Grants, type Limits } from './instance.ts';
 import type { PolicyModule } from './module.ts';
@@ -18,6 +18,8 @@ export interface TransactionalView extends CallView {
   rollback(): void;
   /** Runs `action` when the exchange ends (its response sent or abandoned), with what it carried. */
   atEnd(action: (usage: ExchangeUsage) => void): void;
+  /** Effects performed with I/O for this request so far, by every binding (MAX_EFFECTS_PER_REQUEST). */
+  effectsPerformed: number;
 }
 
 /** What an exchange carried, known when it ends. */
@@ -199,6 +201,11 @@ export class PolicyBinding {
           this.undo(waiting.results);
           throw this.failed('effects', `still asking for effects after ${MAX_EFFECT_ROUNDS} rounds`, false);
         }
+        if (view.effectsPerformed + waiting.pending.size > MAX_EFFECTS_PER_REQUEST) {
+          this.undo(waiting.results);
+          throw this.failed('effects', `the request's policies asked for more than ${MAX_EFFECTS_PER_REQUEST} effects`, false);
+        }
+        view.effectsPerformed += waiting.pending.size;
         results = await this.performEffects(waiting);
       }
       let instance: PolicyInstance;

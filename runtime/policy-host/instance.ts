@@ -34,6 +34,7 @@ import {
   INTERNAL_MODULE,
   KERNEL_MODULE,
   LOG_LEVELS,
+  MAX_EFFECTS_PER_CALL,
   Status,
   type LogLevel,
 } from './abi.ts';
@@ -81,9 +82,6 @@ const PAUSED_CEILING_BUDGETS = 3;
  * a module calling the host in a loop reaches a check every 25 to 80 us, as one running its own code does.
  */
 export const HOST_WORK_PER_CHECK = 256;
-
-/** Most effects one handler call may ask for (distinct requests, results included). */
-export const MAX_EFFECTS_PER_CALL = 16;
 
 /**
  * What a write costs the output cap beyond its bytes: the host keeps an undo entry for each, so a loop of empty

@@ -2,7 +2,8 @@
 // with another toolchain, or an attacker, can send. Every import of the Extism kernel and of gatehouse:host/v1 is
 // declared, so a module body can call any of them.
 
-import { wat, watDescriptor } from './policies.ts';
+import type { Grants } from '../../runtime/policy-host/index.ts';
+import { makeExchange, wat, watDescriptor } from './policies.ts';
 
 /** Every kernel function but the three the descriptor already imports ($alloc, $store_u8, $output_set). */
 const KERNEL_IMPORTS = `
@@ -102,3 +103,63 @@ export function hostileText(m: HostileModule): string {
 export function hostileModule(m: HostileModule): Promise<Uint8Array> {
   return wat(hostileText(m));
 }
+
+/** The body of a handler that never ends by itself: `body` in a loop. */
+export const forever = (body: string) => `(loop $again ${body} (br $again)) (i32.const 0)`;
+
+/** A handler looping forever over calls of one import (or a pure loop), with what it needs to run. */
+export interface ImportLoop {
+  name: string;
+  module: HostileModule;
+  grants?: Grants;
+  exchange: () => ReturnType<typeof makeExchange>;
+}
+
+const LOOP_DATA = ['x-a', 'b', '{"key":"k","limit":1000000,"periodSeconds":60}', 'm'];
+
+/**
+ * Every function a module can import, each called in a loop that never ends by itself with arguments it accepts, and
+ * loops of the module's own code: what the CPU budget must stop within its margin (test/sandbox-limits.test.ts,
+ * scripts/bench-budget-margin.ts).
+ */
+export const IMPORT_LOOPS: ImportLoop[] = (() => {
+  const [name, value, counter, metric] = layout(LOOP_DATA);
+  const calls: [string, string, { locals?: string; grants?: Grants; extra?: string }?][] = [
+    ['nothing (a pure loop)', '(nop)'],
+    ['a 40,000-instruction function', '(call $long)', { extra: `(func $long (local $x i32) ${'(local.set $x (i32.add (local.get $x) (i32.const 1)))'.repeat(40_000)})` }],
+    ['memory.fill of 64 KiB', `(memory.fill (i32.const ${SCRATCH}) (i32.const 0) (i32.const 65536))`],
+    ['get', `(drop (call $get (i32.const 5) (i32.const ${name!.ptr}) (i32.const 3) (i32.const ${SCRATCH}) (i32.const 64)))`],
+    ['set', `(drop (call $set (i32.const 5) (i32.const ${name!.ptr}) (i32.const 3) (i32.const ${value!.ptr}) (i32.const 1)))`],
+    ['add', `(drop (call $add (i32.const 9) (i32.const ${name!.ptr}) (i32.const 3) (i32.const ${value!.ptr}) (i32.const 1)))`],
+    ['remove', `(drop (call $remove (i32.const 5) (i32.const ${name!.ptr}) (i32.const 3)))`],
+    ['list', `(drop (call $list (i32.const 5) (i32.const ${SCRATCH}) (i32.const 0)))`],
+    ['respond', '(drop (call $respond (i32.const 200)))'],
+    ['effect', `(drop (call $effect (i32.const 1) (i32.const ${counter!.ptr}) (i32.const ${counter!.len}) (i32.const ${SCRATCH}) (i32.const 256)))`, { grants: { counters: true } }],
+    ['log', `(call $log (i32.const 0) (i32.const ${name!.ptr}) (i32.const 3))`],
+    ['now', '(drop (call $now))'],
+    ['fail', `(call $fail (i32.const ${name!.ptr}) (i32.const 3))`],
+    ['metric', `(drop (call $metric (i32.const ${metric!.ptr}) (i32.const 1) (f64.const 1) (i32.const 0) (i32.const 0)))`],
+    ['kernel alloc+free', '(call $free (call $alloc (i64.const 65536)))'],
+    ['kernel load/store', '(if (i64.eqz (local.get $h)) (then (local.set $h (call $alloc (i64.const 8))))) (call $store_u64 (local.get $h) (call $load_u64 (local.get $h))) (call $store_u8 (local.get $h) (call $load_u8 (local.get $h)))', { locals: '(local $h i64)' }],
+    ['kernel length', '(drop (call $length (i64.const 281474976710656))) (drop (call $length_unsafe (i64.const 0)))'],
+    ['kernel input', '(drop (call $input_length)) (drop (call $input_offset))'],
+    ['kernel config_get', '(drop (call $config_get (call $alloc (i64.const 1))))'],
+    ['kernel var_set/var_get', '(local.set $k (call $alloc (i64.const 1))) (call $var_set (local.get $k) (call $alloc (i64.const 64))) (drop (call $var_get (local.get $k)))', { locals: '(local $k i64)' }],
+    ['kernel log_trace', '(call $log_trace (call $alloc (i64.const 16)))'],
+    ['kernel output_set', '(call $output_set (call $alloc (i64.const 16)) (i64.const 16))'],
+    ['kernel error_set/error_get', '(call $error_set (call $alloc (i64.const 16))) (drop (call $error_get))'],
+    ['kernel http_status_code/headers, log level', '(drop (call $http_status_code)) (drop (call $http_headers)) (drop (call $get_log_level))'],
+  ];
+  return calls.map(([label, call, options = {}]) => ({
+    name: label,
+    module: {
+      name: `loop-${label.replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '')}`,
+      data: LOOP_DATA,
+      locals: options.locals,
+      extra: options.extra,
+      inbound: forever(call),
+    },
+    grants: options.grants,
+    exchange: () => makeExchange({ headers: { 'x-a': 'value' } }),
+  }));
+})();

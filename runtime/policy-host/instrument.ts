@@ -76,12 +76,21 @@ function accessors(b: Binaryen): Record<string, Accessors> {
  */
 function childTable(b: Binaryen): Map<number, (e: number) => number[]> {
   const K = b as unknown as Record<string, Accessors> & Record<string, number>;
-  const get = (kind: string, ...fields: string[]) => (e: number) => fields.map((f) => K[kind]![`get${f}`]!(e));
-  const list = (kind: string, count: string, at: string, ...fields: string[]) => (e: number) => {
-    const out = fields.map((f) => K[kind]![`get${f}`]!(e));
-    const n = K[kind]![count]!(e);
-    for (let i = 0; i < n; i++) out.push(K[kind]![at]!(e, i));
-    return out;
+  // Accessors are looked up once here: the walk calls them for every expression of every function.
+  const get = (kind: string, ...fields: string[]) => {
+    const getters = fields.map((f) => K[kind]![`get${f}`]!);
+    return (e: number) => getters.map((g) => g(e));
+  };
+  const list = (kind: string, count: string, at: string, ...fields: string[]) => {
+    const getters = fields.map((f) => K[kind]![`get${f}`]!);
+    const countOf = K[kind]![count]!;
+    const childAt = K[kind]![at]!;
+    return (e: number) => {
+      const out = getters.map((g) => g(e));
+      const n = countOf(e);
+      for (let i = 0; i < n; i++) out.push(childAt(e, i));
+      return out;
+    };
   };
   const none = () => [];
   const table = new Map<number, (e: number) => number[]>();

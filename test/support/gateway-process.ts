@@ -110,12 +110,19 @@ export async function startGatewayProcess(
       });
     });
   };
-  const listening = await Promise.race([
-    waitForLog((l) => l.msg === 'gatehouse listening', options.startTimeoutMs ?? 60_000),
-    exited.then((code) => {
-      throw new Error(`gateway exited with ${code} before listening: ${stderr}`);
-    }),
-  ]);
+  let listening: Record<string, unknown>;
+  try {
+    listening = await Promise.race([
+      waitForLog((l) => l.msg === 'gatehouse listening', options.startTimeoutMs ?? 60_000),
+      exited.then((code) => {
+        throw new Error(`gateway exited with ${code} before listening: ${stderr}`);
+      }),
+    ]);
+  } catch (err) {
+    // A gateway that did not start in time is nobody's to stop: left running, it kept the test process alive.
+    if (child.exitCode === null) child.kill('SIGKILL');
+    throw err;
+  }
   const httpPort = listening.http as number;
   return {
     child,

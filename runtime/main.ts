@@ -23,6 +23,7 @@ import {
 import { gatewayAssets } from './assets/repository.ts';
 import { LEVELS, Logger, parseLogLevel } from './telemetry/logger.ts';
 import { httpLimitsFromEnv } from './platform/http-limits.ts';
+import { DEFAULT_HTTP_IN_FLIGHT, HTTP_IN_FLIGHT_VARIABLE } from './pipeline/effects.ts';
 
 const DEFAULT_SHUTDOWN_DELAY_MS = 5000;
 /** The longest delay setTimeout keeps (2^31 - 1 ms, about 24.8 days). */
@@ -45,6 +46,8 @@ Environment:
   GATEHOUSE_SHUTDOWN_TIMEOUT_MS  then, how long to wait for in-flight requests (30000)
   GATEHOUSE_HEADERS_TIMEOUT_MS, GATEHOUSE_REQUEST_TIMEOUT_MS, GATEHOUSE_KEEP_ALIVE_TIMEOUT_MS, GATEHOUSE_MAX_HEADER_BYTES,
   GATEHOUSE_MAX_CONNECTIONS  what clients are allowed (30000, 300000, 65000, 16384, 0: no limit); docs/operations.md
+  GATEHOUSE_POLICY_HTTP_IN_FLIGHT  HTTP effects of policies in flight at once in this gateway; past it an effect gets
+                             an error result instead of waiting (64)
   GATEHOUSE_REDIS_URL        share rate-limit counters through this Redis (redis://host:6379); default: in memory
   GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
                              with GATEHOUSE_TOKEN (a gateway token the control plane issued)
@@ -166,6 +169,7 @@ const telemetryMs = milliseconds('GATEHOUSE_TELEMETRY_INTERVAL_MS', 60_000, 100)
 // node's proxy and every ingress asynchronously): the gateway serves on, not ready, for that long. docs/operations.md.
 const shutdownDelayMs = milliseconds('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUTDOWN_DELAY_MS, 0);
 const shutdownTimeoutMs = milliseconds('GATEHOUSE_SHUTDOWN_TIMEOUT_MS', 30_000, 0);
+const policyHttpInFlight = wholeNumber(HTTP_IN_FLIGHT_VARIABLE, DEFAULT_HTTP_IN_FLIGHT, 1, 100_000, 'a whole number, 1 to 100000');
 const httpLimits = httpLimitsFromEnv(process.env);
 if ('problem' in httpLimits) {
   refuse(httpLimits.problem);
@@ -211,6 +215,7 @@ try {
     shutdownDelayMs,
     httpLimits: httpLimits.limits,
     shutdownTimeoutMs,
+    policyHttpInFlight,
     redisUrl,
     appInsights,
     controlPlane: configUrl

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import type { PolicyBinding, PolicyModule, Phase } from '../runtime/policy-host/index.ts';
+import type { Grants, PolicyBinding, PolicyModule, Phase } from '../runtime/policy-host/index.ts';
 import { EMPTY_CHAIN, runChain, stackScopes, type PolicyChain } from '../runtime/pipeline/chain.ts';
 import { Forwarder } from '../runtime/proxy/forward.ts';
 import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
@@ -37,8 +37,8 @@ after(async () => {
 });
 
 let ids = 0;
-function p(phase: Phase, config: Record<string, unknown>, failOpen = false): PolicyBinding {
-  return t.host.bind({ id: `probe-${++ids}`, phase, module: probe, config, failOpen });
+function p(phase: Phase, config: Record<string, unknown>, failOpen = false, grants?: Grants): PolicyBinding {
+  return t.host.bind({ id: `probe-${++ids}`, phase, module: probe, config, failOpen, grants });
 }
 
 async function run(chain: PolicyChain, headers: Record<string, string> = {}, url = backendUrl) {
@@ -74,10 +74,10 @@ describe('policy chain', () => {
     const other = createServer((req, res) => res.end(`other ${req.method} ${req.url}`));
     await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
     try {
-      const otherUrl = `http://127.0.0.1:${(other.address() as AddressInfo).port}/base`;
+      const otherHost = `127.0.0.1:${(other.address() as AddressInfo).port}`;
       const chain = stackScopes({
         inbound: [p('inbound', { setPath: '/v2/orders', setMethod: 'post', setQueryParam: 'debug' })],
-        backend: [p('backend', { setBackend: otherUrl })],
+        backend: [p('backend', { setBackend: `http://${otherHost}/base` }, false, { backend: { allowedHosts: [otherHost] } })],
       });
       const exchange = await run(chain);
       assert.equal(exchange.response.status, 200);

@@ -126,7 +126,7 @@ describe('effects', () => {
       phase: 'inbound',
       module,
       config: { url: `http://127.0.0.1:${lookupPort}/counted`, countKey: 'calls' },
-      grants: { http: { allowedHosts: ['127.0.0.1'] }, counters: true },
+      grants: { http: { allowedHosts: [`127.0.0.1:${lookupPort}`] }, counters: true },
     });
     for (const expected of ['1', '2']) {
       const exchange = makeExchange();
@@ -139,7 +139,7 @@ describe('effects', () => {
   test('a metric emitted by a call that waited for an effect is recorded once; a failed call records none', async () => {
     const module = await t.host.load(await buildFixture('http-call'));
     const bind = (id: string, url: string) =>
-      t.host.bind({ id, phase: 'inbound', module, config: { url, metric: 'lookups' }, grants: { http: { allowedHosts: ['127.0.0.1'] } } });
+      t.host.bind({ id, phase: 'inbound', module, config: { url, metric: 'lookups' }, grants: { http: { allowedHosts: [`127.0.0.1:${lookupPort}`] } } });
     await bind('metric/0', `http://127.0.0.1:${lookupPort}/m`).run('inbound', makeExchange());
     assert.match(t.host.metrics.render(), /gatehouse_policy_metric_total\{metric="lookups"\} 1\n/);
     // A host outside the grant fails the call (in the second round): nothing more is recorded.
@@ -154,7 +154,7 @@ describe('effects', () => {
       phase: 'inbound',
       module,
       config: { url: `http://127.0.0.1:${lookupPort}/users/42` },
-      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+      grants: { http: { allowedHosts: [`127.0.0.1:${lookupPort}`] } },
     });
     const before = lookupCalls;
     const exchange = makeExchange();
@@ -171,7 +171,7 @@ describe('effects', () => {
       phase: 'inbound',
       module,
       config: { url: 'http://127.0.0.1:1/' },
-      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+      grants: { http: { allowedHosts: ['127.0.0.1:1'] } },
     });
     const exchange = makeExchange();
     await binding.run('inbound', exchange);
@@ -186,7 +186,7 @@ describe('effects', () => {
       phase: 'inbound',
       module,
       config: { url: `http://127.0.0.1:${lookupPort}/slow?delay=200` },
-      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+      grants: { http: { allowedHosts: [`127.0.0.1:${lookupPort}`] } },
     });
     let ticks = 0;
     const timer = setInterval(() => ticks++, 10);
@@ -204,7 +204,7 @@ describe('effects', () => {
       phase: 'inbound',
       module: await t.host.load(await buildFixture('http-call')),
       config: { url: `http://127.0.0.1:${lookupPort}/v1?delay=300` },
-      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+      grants: { http: { allowedHosts: [`127.0.0.1:${lookupPort}`] } },
     });
     let live: PolicyChain = stackScopes({ inbound: [slow] });
     const inFlight = Array.from({ length: 3 }, () => {
@@ -236,7 +236,7 @@ describe('effects', () => {
       phase: 'inbound',
       module,
       config: { mode: 'effect-chain' },
-      grants: { http: { allowedHosts: ['127.0.0.1'] } },
+      grants: { http: { allowedHosts: ['127.0.0.1:1'] } },
     });
     const err = await binding.run('inbound', makeExchange()).then(
       () => null,

@@ -1,7 +1,7 @@
 // Policies as the single-file bundle has them: the built-ins precompiled when the bundle was made (scripts/bundle.ts),
 // and no AssemblyScript compiler, so `source:` entries cannot be built.
 
-import { BUILTIN_NAME, grantsFromNeeds, PolicySourceError, type BuiltinPolicy, type PolicySources } from './policy-sources.ts';
+import { BUILTIN_NAME, PolicySourceError, type BuiltinPolicy, type PolicySources } from './policy-sources.ts';
 
 export interface EmbeddedPolicy {
   name: string;
@@ -32,7 +32,7 @@ export class EmbeddedPolicySources implements PolicySources {
       name,
       key: `builtin:${name}`,
       wasm: () => Promise.resolve(policy.wasm),
-      grants: () => Promise.resolve(grantsFromNeeds(policy.needs)),
+      needs: () => Promise.resolve(policy.needs),
     };
   }
 

@@ -395,6 +395,7 @@ const PATTERN_HINTS: Record<string, string> = {
   '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$': 'must be letters, digits, "_" and "-", starting with a letter or digit, at most 64 characters',
   "^(\\*|[!#$%&'+.^_`|~0-9A-Z-]+)$": 'must be an HTTP method in upper case (GET, POST, ...) or "*"',
   '^[a-z0-9][a-z0-9-]*$': 'must be the name of a built-in policy (lowercase letters, digits and dashes)',
+  '^[^\\s/?#@\\\\]+$': 'must be a host and port, like "orders.internal:8443" or "*.svc.example.com:443", without a scheme or path',
 };
 
 function shown(value: unknown): string {

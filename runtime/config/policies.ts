@@ -17,7 +17,7 @@ import {
   type PolicyModule,
 } from '../policy-host/index.ts';
 import { ConfigError, problemWhere, type ConfigProblem, type DocPath } from './load.ts';
-import { PolicySourceError, type PolicySources } from './policy-sources.ts';
+import { grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
 import type { GatewayDocument, PhaseChains, PolicyEntry } from './types.ts';
 
 export interface BoundChains {
@@ -108,9 +108,9 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
   };
   const sources = options.policies;
 
-  // Built-in policies that keep counters (rate limits, quotas) get the `counters` grant without being told: they are
-  // shipped with the gateway, and a limit that fails for want of a grant protects nothing.
-  const builtinGrants = new Map<string, Grants>();
+  // Built-in policies get what their policy.json `needs` earns them without being told (grantsFromNeeds): `counters`
+  // for rate limits and quotas, the backend grant of set-backend-service's own baseUrl.
+  const builtinNeeds = new Map<string, readonly string[]>();
   const resolved = await Promise.all(
     slots.map(async (slot): Promise<PolicyModule | null> => {
       const { entry } = slot;
@@ -128,7 +128,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
             ]);
             return null;
           }
-          if (!builtinGrants.has(entry.policy)) builtinGrants.set(entry.policy, await builtin.grants());
+          if (!builtinNeeds.has(entry.policy)) builtinNeeds.set(entry.policy, await builtin.needs());
           return await moduleFor(builtin.key, () => builtin.wasm());
         }
         if (entry.module !== undefined) {
@@ -162,7 +162,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         module,
         // A copy: the host fills in the defaults of the policy's schema, and the document stays as it was written.
         config: entry.config === undefined ? undefined : structuredClone(entry.config),
-        grants: grantsFor(entry, builtinGrants, options.baseDir),
+        grants: grantsFor(entry, builtinNeeds, options.baseDir),
         limits: entry.limits,
         circuitBreaker: entry.circuitBreaker,
         failOpen: entry.failOpen,
@@ -207,11 +207,11 @@ function describeFailure(err: unknown): string[] {
   return [(err as Error)?.message ?? String(err)];
 }
 
-/** The entry's own grants, over what its built-in policy is given. */
-function grantsFor(entry: PolicyEntry, builtinGrants: Map<string, Grants>, baseDir: string): Grants | undefined {
+/** The entry's own grants, over what its built-in policy is given for its configuration. */
+function grantsFor(entry: PolicyEntry, builtinNeeds: Map<string, readonly string[]>, baseDir: string): Grants | undefined {
   const own = entry.grants ? resolveGrants(entry.grants, baseDir) : undefined;
-  const given = entry.policy !== undefined ? builtinGrants.get(entry.policy) : undefined;
-  return given ? { ...given, ...own } : own;
+  const needs = entry.policy !== undefined ? builtinNeeds.get(entry.policy) : undefined;
+  return needs ? { ...grantsFromNeeds(needs, entry.config), ...own } : own;
 }
 
 /** Host directories of filesystem grants are relative to the configuration file, like module paths. */

@@ -3,6 +3,7 @@
 // the built-in policies precompiled and has no compiler (embedded-policies.ts). Binding a document is the same code
 // either way (policies.ts); only this interface differs.
 
+import { parseHostPattern, portOf } from '../policy-host/egress.ts';
 import type { Grants } from '../policy-host/index.ts';
 
 export interface BuiltinPolicy {
@@ -11,11 +12,8 @@ export interface BuiltinPolicy {
   key: string;
   /** The compiled module. */
   wasm(): Promise<Uint8Array>;
-  /**
-   * What the policy is given without asking: `counters` when its policy.json lists it in `needs` (built-ins are
-   * shipped with the gateway, and a limit that fails for want of a grant protects nothing).
-   */
-  grants(): Promise<Grants>;
+  /** Its policy.json's `needs`, from which grantsFromNeeds derives what it is given without asking. */
+  needs(): Promise<readonly string[]>;
 }
 
 export interface PolicySources {
@@ -44,7 +42,41 @@ export class PolicySourceError extends Error {
 /** Built-in policy names are folder names: lowercase letters, digits and dashes. */
 export const BUILTIN_NAME = /^[a-z0-9][a-z0-9-]*$/;
 
-/** The grants a policy.json's `needs` earns a built-in (only `counters` is given without asking). */
-export function grantsFromNeeds(needs: unknown): Grants {
-  return Array.isArray(needs) && needs.includes('counters') ? { counters: true } : {};
+/** The `needs` prefix that derives a backend grant from a configuration key: `backend:baseUrl`. */
+export const BACKEND_FROM_CONFIG = 'backend:';
+
+/**
+ * What a built-in policy is given without asking, for one binding's configuration, from its policy.json's `needs`
+ * (built-ins are shipped with the gateway, and a limit that fails for want of a grant protects nothing):
+ * - `counters`: the counters grant;
+ * - `backend:<key>`: the backend grant for exactly the host and port of the http(s) URL in configuration key `<key>`
+ *   (set-backend-service's `baseUrl`): the operator who wrote that URL named the host and port, so the grant says no
+ *   more than the configuration does. A value that is not such a URL earns nothing (the policy's write then fails).
+ * Other needs (`http`, `wasi`, `filesystem`) are for the operator to grant.
+ */
+export function grantsFromNeeds(needs: unknown, config: unknown): Grants {
+  const grants: Grants = {};
+  if (!Array.isArray(needs)) return grants;
+  if (needs.includes('counters')) grants.counters = true;
+  for (const need of needs) {
+    if (typeof need !== 'string' || !need.startsWith(BACKEND_FROM_CONFIG)) continue;
+    const entry = exactEntryOf((config as Record<string, unknown> | null | undefined)?.[need.slice(BACKEND_FROM_CONFIG.length)]);
+    if (entry !== null) grants.backend = { allowedHosts: [...(grants.backend?.allowedHosts ?? []), entry] };
+  }
+  return grants;
+}
+
+/** `host:port` of an http(s) URL, as an exact allowedHosts entry; null when the value is no such URL. */
+function exactEntryOf(value: unknown): string | null {
+  if (typeof value !== 'string') return null;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+  const entry = `${url.hostname}:${portOf(url)}`;
+  const parsed = parseHostPattern(entry);
+  return 'problem' in parsed || parsed.kind !== 'exact' ? null : entry;
 }

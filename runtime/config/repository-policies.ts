@@ -7,8 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { buildPolicy, PolicyBuildError } from '../../sdk/cli/build.ts';
-import type { Grants } from '../policy-host/index.ts';
-import { BUILTIN_NAME, grantsFromNeeds, PolicySourceError, type BuiltinPolicy, type PolicySources } from './policy-sources.ts';
+import { BUILTIN_NAME, PolicySourceError, type BuiltinPolicy, type PolicySources } from './policy-sources.ts';
 
 export class RepositoryPolicySources implements PolicySources {
   /**
@@ -31,7 +30,7 @@ export class RepositoryPolicySources implements PolicySources {
       name,
       key: `source:${file}`,
       wasm: () => this.build(file),
-      grants: () => grantsOfBuiltin(this.builtinDir, name),
+      needs: () => needsOfBuiltin(this.builtinDir, name),
     };
   }
 
@@ -67,11 +66,11 @@ function listBuiltins(dir: string): string[] {
   }
 }
 
-async function grantsOfBuiltin(builtinDir: string, name: string): Promise<Grants> {
+async function needsOfBuiltin(builtinDir: string, name: string): Promise<readonly string[]> {
   try {
     const policy = JSON.parse(await readFile(join(builtinDir, name, 'policy.json'), 'utf8')) as { needs?: unknown };
-    return grantsFromNeeds(policy.needs);
+    return Array.isArray(policy.needs) ? policy.needs.filter((n): n is string => typeof n === 'string') : [];
   } catch {
-    return {}; // the build reports a bad policy.json
+    return []; // the build reports a bad policy.json
   }
 }

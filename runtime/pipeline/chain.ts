@@ -30,7 +30,8 @@ export function stackScopes(...scopes: Partial<PolicyChain>[]): PolicyChain {
 /** Why the backend could not answer. The data plane's forwarder throws it; the chain sends it to on-error. */
 export class BackendError extends Error {
   constructor(
-    readonly reason: 'timeout' | 'unreachable' | 'reset' | 'too-large' | 'bad-response',
+    // refused: the address a policy's wildcard grant led to is not one it may reach (docs/policy-abi.md, section 5).
+    readonly reason: 'timeout' | 'unreachable' | 'reset' | 'too-large' | 'bad-response' | 'refused',
     readonly status: number,
     message: string,
   ) {

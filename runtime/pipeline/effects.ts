@@ -1,25 +1,59 @@
 // The gateway's effect runner: what policies ask for through `effect` (docs/policy-abi.md, section 5).
 
-import { request as undiciRequest } from 'undici';
+import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
 import { EffectKind } from '../policy-host/abi.ts';
 import type { EffectContext, EffectRunner, ExchangeUsage } from '../policy-host/binding.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { checkEgress, EgressRefused, portOf } from '../policy-host/egress.ts';
 import { CallAbort } from '../policy-host/errors.ts';
 import type { CounterStore } from '../state/counter-store.ts';
 import { collectBody } from '../proxy/body.ts';
+import { backendConnect } from '../platform/backend-sockets.ts';
+import { EgressGuard } from '../platform/egress.ts';
 
 const MAX_HTTP_RESPONSE_BYTES = 1024 * 1024;
 const MAX_HTTP_TIMEOUT_MS = 30_000;
 const COUNTER_CACHE_SIZE = 4096;
+/** HTTP effects in flight at once in a gateway, unless told otherwise (GATEHOUSE_POLICY_HTTP_IN_FLIGHT). */
+export const DEFAULT_HTTP_IN_FLIGHT = 64;
+/** The variable that sets it, named in the error result a policy gets past the limit. */
+export const HTTP_IN_FLIGHT_VARIABLE = 'GATEHOUSE_POLICY_HTTP_IN_FLIGHT';
 
 export interface GatewayEffectsOptions {
   counters: CounterStore;
   /** Where failures that have no request to fail (metering at the end of an exchange) are reported. */
   logger?: Logger;
+  /**
+   * Checks the addresses of destinations a wildcard grant entry admitted, and knows the gateway's own listeners; the
+   * forwarder shares it. Default: one of its own, which knows no listeners.
+   */
+  egress?: EgressGuard;
+  /**
+   * HTTP effects in flight at once, every policy of the gateway together (DEFAULT_HTTP_IN_FLIGHT). Past it an
+   * effect's result is `{"error": ...}` at once: nothing waits in a queue, and what one request asks for cannot hold
+   * the gateway's memory or connections.
+   */
+  maxHttpInFlight?: number;
 }
 
 export class GatewayEffects implements EffectRunner {
-  constructor(private readonly options: GatewayEffectsOptions) {}
+  /** Destinations the grant names exactly: connected to as named. */
+  private readonly named: Dispatcher;
+  /** Destinations a wildcard admitted: connected to only on addresses that pass the egress checks. */
+  private readonly checked: Dispatcher;
+  private readonly maxHttpInFlight: number;
+  private httpInFlight = 0;
+
+  constructor(private readonly options: GatewayEffectsOptions) {
+    this.named = new Agent({ connect: backendConnect() });
+    this.checked = (options.egress ?? new EgressGuard()).agent();
+    this.maxHttpInFlight = options.maxHttpInFlight ?? DEFAULT_HTTP_IN_FLIGHT;
+  }
+
+  /** Closes the HTTP effects' connections (at shutdown). */
+  async close(): Promise<void> {
+    await Promise.all([this.named.close(), this.checked.close()]);
+  }
 
   async perform(kind: number, request: string, context: EffectContext): Promise<string> {
     const parsed = parseObject(request, kind);
@@ -105,8 +139,11 @@ export class GatewayEffects implements EffectRunner {
     return parsed;
   }
 
-  private async http(req: Record<string, unknown>, context: EffectContext) {
-    const allowed = context.grants.http?.allowedHosts ?? [];
+  /**
+   * The HTTP effect. A URL outside the grant fails the call (CallAbort); anything that goes wrong on the way (the limit
+   * of effects in flight, the network, a response too large) is a result the policy handles, `{"error": ...}`.
+   */
+  private async http(req: Record<string, unknown>, context: EffectContext): Promise<Record<string, unknown>> {
     let url: URL;
     try {
       url = new URL(String(req.url));
@@ -114,47 +151,60 @@ export class GatewayEffects implements EffectRunner {
       throw badRequest('HTTP', `url ${JSON.stringify(req.url)} is not an absolute URL`);
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badRequest('HTTP', 'url must be http or https');
-    if (!hostAllowed(url.hostname, allowed)) {
-      throw new CallAbort(
-        'capability',
-        `policy ${context.policy} may not call ${url.hostname} (allowed hosts: ${allowed.join(', ')})`,
-      );
+    const access = checkEgress(url, 'http', context.grants.http?.allowedHosts, context.policy);
+    // Counted before the first await: effects asked for together are started together, and each sees the others.
+    if (this.httpInFlight >= this.maxHttpInFlight) {
+      return {
+        error:
+          `the gateway already has ${this.maxHttpInFlight} HTTP effects in flight, its limit (${HTTP_IN_FLIGHT_VARIABLE}); ` +
+          'this one was not sent',
+      };
     }
+    this.httpInFlight++;
+    try {
+      return await this.send(url, req, access === 'exact' ? this.named : this.checked);
+    } catch (err) {
+      // The name resolved to an address the wildcard entry does not reach: outside the grant, like a host it does not name.
+      if (err instanceof EgressRefused) {
+        throw new CallAbort('capability', `policy ${context.policy} may not call ${url.hostname}:${portOf(url)}: ${err.message}`);
+      }
+      return { error: (err as Error).message };
+    } finally {
+      this.httpInFlight--;
+    }
+  }
+
+  /** Sends the request and reads the answer, up to MAX_HTTP_RESPONSE_BYTES. */
+  private async send(url: URL, req: Record<string, unknown>, dispatcher: Dispatcher): Promise<Record<string, unknown>> {
     const method = typeof req.method === 'string' ? req.method.toUpperCase() : 'GET';
     const headers = isStringRecord(req.headers) ? req.headers : {};
     const timeoutMs = Math.min(isPositiveInt(req.timeoutMs) ? req.timeoutMs : 5000, MAX_HTTP_TIMEOUT_MS);
-    try {
-      const res = await undiciRequest(url, {
-        method: method as 'GET',
-        headers,
-        body: typeof req.body === 'string' ? req.body : null,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-      const body = await collectBody(res.body, MAX_HTTP_RESPONSE_BYTES);
-      if (body === null) {
-        res.body.destroy();
-        return { error: `response larger than ${MAX_HTTP_RESPONSE_BYTES} bytes` };
-      }
-      const outHeaders: Record<string, string> = {};
-      for (const [k, v] of Object.entries(res.headers)) {
-        if (v !== undefined) outHeaders[k] = Array.isArray(v) ? v.join(', ') : v;
-      }
-      return { status: res.statusCode, headers: outHeaders, body: new TextDecoder().decode(body) };
-    } catch (err) {
-      return { error: (err as Error).message };
+    const res = await undiciRequest(url, {
+      dispatcher,
+      method: method as 'GET',
+      headers,
+      body: typeof req.body === 'string' ? req.body : null,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const tooLarge = { error: `response larger than ${MAX_HTTP_RESPONSE_BYTES} bytes` };
+    // A length announced above the cap is refused at the head: none of the body is read.
+    if (Number(res.headers['content-length']) > MAX_HTTP_RESPONSE_BYTES) {
+      res.body.destroy();
+      return tooLarge;
     }
+    const body = await collectBody(res.body, MAX_HTTP_RESPONSE_BYTES);
+    if (body === null) {
+      res.body.destroy();
+      return tooLarge;
+    }
+    const outHeaders: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers)) {
+      if (v !== undefined) outHeaders[k] = Array.isArray(v) ? v.join(', ') : v;
+    }
+    return { status: res.statusCode, headers: outHeaders, body: new TextDecoder().decode(body) };
   }
-}
-
-/** `example.com` matches itself only; `*.example.com` matches its subdomains. */
-export function hostAllowed(host: string, allowed: readonly string[]): boolean {
-  const h = host.toLowerCase();
-  return allowed.some((pattern) => {
-    const p = pattern.toLowerCase();
-    return p.startsWith('*.') ? h.endsWith(p.slice(1)) && h.length > p.length - 1 : h === p;
-  });
 }
 
 interface CounterRequest {

@@ -4,6 +4,8 @@
 import type { Writable } from 'node:stream';
 import { Field, Status, type Phase } from '../policy-host/abi.ts';
 import type { ExchangeUsage, PolicyBinding, TransactionalView } from '../policy-host/binding.ts';
+import { checkEgress, type EgressAccess } from '../policy-host/egress.ts';
+import { grantsOf } from '../policy-host/host.ts';
 import type { WriteOp } from '../policy-host/instance.ts';
 import { dotSegment } from '../routing/request-path.ts';
 
@@ -77,6 +79,13 @@ export interface ExchangeInit {
   variables?: Map<string, string>;
 }
 
+/**
+ * How the request reaches `Exchange.backendUrl`: `api`, the API's own backend (what the operator configured);
+ * `exact`, a URL a policy wrote that its `backend` grant names exactly; `wildcard`, one a wildcard entry admitted, so
+ * the forwarder connects only to addresses that pass the checks of docs/policy-abi.md, section 5.
+ */
+export type BackendAccess = 'api' | EgressAccess;
+
 const TOKEN_CHARS = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
   TOKEN_CHARS[c.charCodeAt(0)] = 1;
@@ -131,6 +140,10 @@ export class Exchange implements TransactionalView {
   request: RequestState;
   response: ResponseState = { status: 200, headers: new Map(), body: null };
   backendUrl: string;
+  /** Whose choice `backendUrl` is, and so how it may be reached (changes with it). */
+  backendAccess: BackendAccess = 'api';
+  /** The API's own backend for this request: writing it back needs no grant. */
+  private readonly apiBackendUrl: string;
   readonly routeParams: Map<string, string>;
   readonly variables: Map<string, string>;
   phase: Phase = 'inbound';
@@ -153,6 +166,7 @@ export class Exchange implements TransactionalView {
     this.operation = init.operation ?? '';
     this.request = init.request;
     this.backendUrl = init.backendUrl ?? '';
+    this.apiBackendUrl = this.backendUrl;
     this.routeParams = init.routeParams ?? new Map();
     this.variables = init.variables ?? new Map();
   }
@@ -367,8 +381,14 @@ export class Exchange implements TransactionalView {
         return Status.OK;
       case Field.BACKEND_URL: {
         const url = value as string;
-        if (!isHttpUrl(url)) return Status.INVALID_VALUE;
+        const parsed = httpUrl(url);
+        if (parsed === null) return Status.INVALID_VALUE;
+        if (url === this.backendUrl) return Status.OK;
+        // Anywhere else than the API's own backend needs the `backend` grant: throws CallAbort('capability') otherwise.
+        const access: BackendAccess =
+          url === this.apiBackendUrl ? 'api' : checkEgress(parsed, 'backend', this.grantedBackends(), this.binding?.name ?? 'unknown');
         this.change(this as Exchange, 'backendUrl', url);
+        if (access !== this.backendAccess) this.change(this as Exchange, 'backendAccess', access);
         return Status.OK;
       }
       case Field.CLIENT_ADDRESS:
@@ -380,6 +400,11 @@ export class Exchange implements TransactionalView {
       default:
         return Status.UNKNOWN_FIELD;
     }
+  }
+
+  /** The running binding's `backend` grant: the hosts it may send the request to (undefined: not granted). */
+  private grantedBackends(): readonly string[] | undefined {
+    return this.binding ? grantsOf(this.binding).backend?.allowedHosts : undefined;
   }
 
   private writeHeader(headers: HeaderMap, op: WriteOp, rawName: string, value: string | null): number {
@@ -452,23 +477,24 @@ function editQuery(query: string, op: WriteOp, name: string, value: string | nul
 }
 
 /**
- * A backend URL the forwarder uses whole: http(s), a host, and nothing it would drop (credentials, a query or a
- * fragment: the request's own query is what is sent).
+ * A backend URL the forwarder uses whole, parsed: http(s), a host, and nothing it would drop (credentials, a query or
+ * a fragment: the request's own query is what is sent). Null for anything else.
  */
-function isHttpUrl(s: string): boolean {
+function httpUrl(s: string): URL | null {
+  let u: URL;
   try {
-    const u = new URL(s);
-    return (
-      (u.protocol === 'http:' || u.protocol === 'https:') &&
-      u.hostname !== '' &&
-      u.username === '' &&
-      u.password === '' &&
-      u.search === '' &&
-      u.hash === '' &&
-      !s.includes('?') &&
-      !s.includes('#')
-    );
+    u = new URL(s);
   } catch {
-    return false;
+    return null;
   }
+  const usable =
+    (u.protocol === 'http:' || u.protocol === 'https:') &&
+    u.hostname !== '' &&
+    u.username === '' &&
+    u.password === '' &&
+    u.search === '' &&
+    u.hash === '' &&
+    !s.includes('?') &&
+    !s.includes('#');
+  return usable ? u : null;
 }

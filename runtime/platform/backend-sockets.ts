@@ -52,7 +52,13 @@ export type BackendConnect = buildConnector.BuildOptions | buildConnector.connec
  */
 export function backendConnect(tls: { ca?: string } = {}): BackendConnect | undefined {
   if (!isDeno) return tls.ca ? { ca: tls.ca } : undefined;
+  return backendConnector(tls);
+}
+
+/** The same as a connector function in every case, for code that wraps it (runtime/platform/egress.ts). */
+export function backendConnector(tls: { ca?: string } = {}): buildConnector.connector {
   const connect = buildConnector(tls.ca ? { ca: tls.ca } : {});
+  if (!isDeno) return connect;
   return (options, callback) =>
     connect(options, (...args) => {
       const socket = args[1];

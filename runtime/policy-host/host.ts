@@ -2,6 +2,7 @@
 
 import type { Phase } from './abi.ts';
 import { PolicyBinding, type EffectRunner } from './binding.ts';
+import { allowedHostsProblems } from './egress.ts';
 import { PolicyConfigError } from './errors.ts';
 import { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
 import { loadPolicyModule, MAX_MEMORY_BYTES, sha256Hex, type PolicyModule } from './module.ts';
@@ -98,7 +99,7 @@ export class PolicyHost {
     const limits = checkLimits(spec.limits ?? {}, module, problems);
     const breaker = checkBreaker(spec.circuitBreaker ?? {}, problems);
     if (problems.length > 0) throw new PolicyConfigError(spec.id, problems);
-    return new PolicyBinding({
+    const binding = new PolicyBinding({
       id: spec.id,
       module,
       config,
@@ -111,11 +112,21 @@ export class PolicyHost {
       customMetrics: this.customMetrics,
       breaker,
     });
+    bindingGrants.set(binding, grants);
+    return binding;
   }
 }
 
+/** The grants of the bindings this module's hosts created, for checks made outside effects (BACKEND_URL writes). */
+const bindingGrants = new WeakMap<PolicyBinding, Grants>();
+
+/** The grants `binding` was bound with; none for a binding no PolicyHost created. */
+export function grantsOf(binding: PolicyBinding): Grants {
+  return bindingGrants.get(binding) ?? {};
+}
+
 function checkGrants(grants: Grants, problems: string[]): Grants {
-  const known = new Set(['wasi', 'filesystem', 'http', 'counters']);
+  const known = new Set(['wasi', 'filesystem', 'http', 'backend', 'counters']);
   for (const key of Object.keys(grants)) {
     if (!known.has(key)) problems.push(`grants.${key}: unknown grant (known: ${[...known].join(', ')})`);
   }
@@ -136,11 +147,9 @@ function checkGrants(grants: Grants, problems: string[]): Grants {
       }
     }
   }
-  if (grants.http !== undefined) {
-    const hosts = (grants.http as { allowedHosts?: unknown }).allowedHosts;
-    if (!Array.isArray(hosts) || hosts.length === 0 || !hosts.every((h) => typeof h === 'string' && h !== '')) {
-      problems.push('grants.http.allowedHosts: must be a non-empty list of host names (`*.example.com` allowed)');
-    }
+  // One grammar for both: `host:port`, `*.domain:port`, `*:port`; no port means the scheme's default (80/443).
+  for (const grant of ['http', 'backend'] as const) {
+    if (grants[grant] !== undefined) problems.push(...allowedHostsProblems(grant, grants[grant]));
   }
   return grants;
 }

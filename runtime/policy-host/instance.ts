@@ -48,7 +48,10 @@ export interface Grants {
   wasi?: boolean;
   /** Guest path → host directory, through WASI (implies `wasi`). */
   filesystem?: Record<string, string>;
+  /** Hosts and ports the HTTP effect may call (`host:port`, `*.domain:port`, `*:port`; docs/policy-abi.md, section 5). */
   http?: { allowedHosts: string[] };
+  /** Hosts and ports a policy may send the request to by writing BACKEND_URL (same entries as `http`). */
+  backend?: { allowedHosts: string[] };
   counters?: boolean;
 }
 

@@ -4,6 +4,8 @@
 import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
 import { backendConnect } from '../platform/backend-sockets.ts';
+import { EgressGuard } from '../platform/egress.ts';
+import { EgressRefused } from '../policy-host/egress.ts';
 import type { Exchange, ResponseState } from '../pipeline/exchange.ts';
 import { BackendResponse, type BackendHead } from './backend-response.ts';
 import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
@@ -31,6 +33,11 @@ export interface ForwarderOptions {
   timeoutMs: number;
   /** The most a buffered backend response may hold (a policy declared it reads the response body). */
   maxBufferedResponseBytes?: number;
+  /**
+   * Checks the addresses of backend URLs a policy reached through a wildcard grant entry, and knows the gateway's own
+   * listeners (shared with the HTTP effect). Default: one of its own, which knows no listeners.
+   */
+  egress?: EgressGuard;
 }
 
 /** Where one request goes: the backend picked for it (if any) and how the path maps. */
@@ -46,21 +53,23 @@ export interface ForwardTarget {
 }
 
 export class Forwarder {
-  /** For backend URLs that policies chose (set-backend-service): undici keeps a pool per origin. */
+  /**
+   * For backend URLs that policies chose (set-backend-service) and that their grant names exactly: undici keeps a pool
+   * per origin.
+   */
   private readonly agent: Agent;
+  /** For those a wildcard grant entry admitted: connections only to addresses that pass the egress checks. */
+  private readonly checked: Agent;
   private readonly maxBuffered: number;
 
   constructor(options: ForwarderOptions) {
-    this.agent = new Agent({
-      connections: 64,
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: options.timeoutMs,
-      connect: backendConnect(),
-    });
+    const pools = { connections: 64, headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs };
+    this.agent = new Agent({ ...pools, connect: backendConnect() });
+    this.checked = (options.egress ?? new EgressGuard()).agent(pools);
     this.maxBuffered = options.maxBufferedResponseBytes ?? 16 * 1024 * 1024;
   }
 
-  /** Where the request goes: the picked backend's pool, or the shared agent for a URL a policy chose. */
+  /** Where the request goes: the picked backend's pool, or a shared agent for a URL a policy chose. */
   private route(exchange: Exchange, to: ForwardTarget) {
     const { chosen, origin, path } = backendLocation(exchange, to);
     const req = exchange.request;
@@ -71,7 +80,8 @@ export class Forwarder {
       headers: upstreamHeaders(exchange),
       body: req.body ?? (req.stream as Dispatcher.DispatchOptions['body']) ?? null,
     };
-    return { chosen, dispatcher: (chosen ? chosen.pool : this.agent) as Dispatcher, options };
+    const shared = exchange.backendAccess === 'wildcard' ? this.checked : this.agent;
+    return { chosen, dispatcher: (chosen ? chosen.pool : shared) as Dispatcher, options };
   }
 
   /**
@@ -107,7 +117,7 @@ export class Forwarder {
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await Promise.all([this.agent.close(), this.checked.close()]);
   }
 }
 
@@ -151,6 +161,7 @@ function upstreamHeaders(exchange: Exchange): Record<string, string | string[]> 
 
 export function toBackendError(err: unknown): BackendError | RequestError {
   if (err instanceof BackendError || err instanceof RequestError) return err;
+  if (err instanceof EgressRefused) return new BackendError('refused', 502, `backend refused: ${err.message}`);
   // A request body that broke its limit while streaming surfaces wrapped by undici.
   const cause = (err as { cause?: unknown }).cause;
   if (cause instanceof RequestError) return cause;

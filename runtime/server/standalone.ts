@@ -14,6 +14,7 @@ import { ModuleCache } from '../sync/modules.ts';
 import { RequestAggregates } from '../telemetry/aggregates.ts';
 import type { KeyObject } from 'node:crypto';
 import type { GatewayAssets } from '../assets/gateway-assets.ts';
+import { EgressGuard } from '../platform/egress.ts';
 import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
 import type { HttpLimits } from '../platform/http-limits.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
@@ -53,6 +54,11 @@ export interface StandaloneOptions {
   shutdownTimeoutMs: number;
   /** Poll interval of the configuration file. */
   watchIntervalMs?: number;
+  /**
+   * HTTP effects in flight at once, every policy of the gateway together (GATEHOUSE_POLICY_HTTP_IN_FLIGHT); past it a
+   * policy's effect gets an error result. Default DEFAULT_HTTP_IN_FLIGHT (64).
+   */
+  policyHttpInFlight?: number;
   /** Counters shared through this Redis (GATEHOUSE_REDIS_URL); absent: in this process's memory. */
   redisUrl?: string;
   /** Requests, backend calls, failures and policy metrics sent to Application Insights (GATEHOUSE_APPINSIGHTS_*). */
@@ -104,9 +110,13 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
     : new MemoryCounterStore();
   if (!options.redisUrl) logger.info('counters are kept in this gateway (set GATEHOUSE_REDIS_URL to share them)');
-  const host = new PolicyHost({ logger, metrics, effects: new GatewayEffects({ counters, logger }) });
+  // Where policies may send traffic: one guard for the HTTP effect and the backends policies choose, told of every
+  // listener below so that a wildcard grant entry never leads back into the gateway.
+  const egress = new EgressGuard();
+  const effects = new GatewayEffects({ counters, logger, egress, maxHttpInFlight: options.policyHttpInFlight });
+  const host = new PolicyHost({ logger, metrics, effects });
   const echo: EchoBackend = await startEchoBackend();
-  const forwarder = new Forwarder({ timeoutMs: 30_000 });
+  const forwarder = new Forwarder({ timeoutMs: 30_000, egress });
   const gateway = new Gateway(forwarder, logger, metrics);
   gateway.telemetry = telemetry;
   host.customMetrics.upstream = telemetry;
@@ -178,6 +188,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     } catch (err) {
       await echo.close();
       await forwarder.close();
+      await effects.close();
       await counters.close?.();
       await telemetry?.close(TELEMETRY_FLUSH_MIN_MS);
       throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
@@ -212,13 +223,16 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   const dataPlane = { fixedPaths: FIXED_PATHS, app: dataPlaneApp(gateway), handle: gateway.handle.bind(gateway), limits: options.httpLimits };
   const http = await listenDataPlane({ ...dataPlane, port: options.httpPort, hostname: '0.0.0.0' });
   listeners.push(http);
+  egress.addOwnListener(http.port);
   let https: Listener | null = null;
   if (options.httpsPort !== null && options.tls) {
     https = await listenDataPlane({ ...dataPlane, port: options.httpsPort, hostname: '0.0.0.0', tls: options.tls });
     listeners.push(https);
+    egress.addOwnListener(https.port);
   }
   const adminHost = options.adminHost ?? '127.0.0.1';
   const admin = await listen(adminApp(gateway, metrics), { port: options.adminPort, hostname: adminHost });
+  egress.addOwnListener(admin.port);
   logger.info('gatehouse listening', {
     http: http.port,
     https: https?.port ?? null,
@@ -269,6 +283,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         await admin.close();
         await gateway.config?.close();
         await forwarder.close();
+        await effects.close();
         await echo.close();
         await counters.close?.();
         await flushed;

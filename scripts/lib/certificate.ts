@@ -13,13 +13,17 @@ export interface Certificate {
   key: string;
 }
 
-/** Writes `<name>-cert.pem` and `<name>-key.pem` into `dir`, valid one day, for IP 127.0.0.1. */
-export function selfSignedCertificate(dir: string, name = 'localhost'): Certificate {
+/**
+ * Writes `<name>-cert.pem` and `<name>-key.pem` into `dir`, valid one day, for `subject`: IP 127.0.0.1 unless told
+ * otherwise (`DNS:orders.test`).
+ */
+export function selfSignedCertificate(dir: string, name = 'localhost', subject = 'IP:127.0.0.1'): Certificate {
   const certFile = join(dir, `${name}-cert.pem`);
   const keyFile = join(dir, `${name}-key.pem`);
+  const commonName = subject.slice(subject.indexOf(':') + 1);
   execFileSync(
     'openssl',
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', `/CN=${commonName}`, '-addext', `subjectAltName=${subject}`],
     { stdio: 'ignore' },
   );
   return { certFile, keyFile, cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') };

@@ -216,8 +216,16 @@ function keyPosition(text: string, key: string): { line: number; column: number 
 }
 
 const POLICY_KEYS = new Set(['name', 'version', 'description', 'requestBody', 'responseBody', 'needs']);
-/** Capabilities a policy may say it needs (`needs` in policy.json). */
-export const POLICY_NEEDS = ['counters', 'http', 'wasi', 'filesystem'] as const;
+/**
+ * Capabilities a policy may say it needs (`needs` in policy.json), and `backend:<config key>`: the backend grant for
+ * the host and port of the URL in that configuration key.
+ */
+export const POLICY_NEEDS = ['counters', 'http', 'backend', 'wasi', 'filesystem'] as const;
+const BACKEND_FROM_CONFIG_NEED = /^backend:[A-Za-z_][A-Za-z0-9_-]*$/;
+
+function isPolicyNeed(need: unknown): boolean {
+  return (POLICY_NEEDS as readonly unknown[]).includes(need) || (typeof need === 'string' && BACKEND_FROM_CONFIG_NEED.test(need));
+}
 
 /** A default policy name from a folder name: lowercase, other characters as dashes. */
 export function policyNameFromFolder(folder: string): string {
@@ -292,13 +300,15 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
   if (policy.description !== undefined && typeof policy.description !== 'string') {
     problem('description', '"description" must be a string');
   }
-  // `needs` documents the grants the policy cannot work without; a built-in policy's `counters` is granted by the
-  // gateway (runtime/config/policies.ts). It is not part of the module: a module cannot grant itself anything.
-  if (
-    policy.needs !== undefined &&
-    (!Array.isArray(policy.needs) || !policy.needs.every((n) => (POLICY_NEEDS as readonly unknown[]).includes(n)))
-  ) {
-    problem('needs', `"needs" must be a list of capabilities among ${POLICY_NEEDS.join(', ')} (got ${JSON.stringify(policy.needs)})`);
+  // `needs` documents the grants the policy cannot work without; a built-in policy's `counters`, and the backend grant
+  // of `backend:<key>`, are granted by the gateway (runtime/config/policy-sources.ts). It is not part of the module: a
+  // module cannot grant itself anything.
+  if (policy.needs !== undefined && (!Array.isArray(policy.needs) || !policy.needs.every(isPolicyNeed))) {
+    problem(
+      'needs',
+      `"needs" must be a list of capabilities among ${POLICY_NEEDS.join(', ')}, or backend:<configuration key> ` +
+        `(got ${JSON.stringify(policy.needs)})`,
+    );
   }
   let configSchema: object | null = null;
   if (existsSync(schemaFile)) {

@@ -1,6 +1,7 @@
 // `gatehouse-policy test`: runs a policy's cases (policy.test.json) through the real policy host, offline.
 // The module is built from source, loaded, metered and sandboxed exactly as a gateway would; only the request is
-// synthetic. Counters are real (in memory); HTTP effects answer from the case's canned responses, never the network.
+// synthetic. Counters are real (in memory); HTTP effects answer from the case's canned responses, never the network,
+// after the same grant check as in a gateway (a URL outside `grants.http.allowedHosts` fails the call).
 
 import { Buffer } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
@@ -10,6 +11,7 @@ import { EffectKind, PHASES, PolicyConfigError, PolicyFailure, PolicyHost, type 
 import type { EffectContext, EffectRunner, Grants, Limits } from '../../runtime/policy-host/index.ts';
 import { Exchange, headerMap, type HeaderMap } from '../../runtime/pipeline/exchange.ts';
 import { GatewayEffects } from '../../runtime/pipeline/effects.ts';
+import { checkEgress } from '../../runtime/policy-host/egress.ts';
 import { MemoryCounterStore } from '../../runtime/state/counter-store.ts';
 import { Logger, memorySink, type LogRecord } from '../../runtime/telemetry/logger.ts';
 
@@ -87,6 +89,8 @@ class OfflineEffects implements EffectRunner {
   async perform(kind: number, request: string, context: EffectContext): Promise<string> {
     if (kind !== EffectKind.HTTP) return this.real.perform(kind, request, context);
     const req = JSON.parse(request) as { method?: string; url?: string };
+    const url = URL.canParse(String(req.url)) ? new URL(String(req.url)) : null;
+    if (url) checkEgress(url, 'http', context.grants.http?.allowedHosts, context.policy);
     const method = (req.method ?? 'GET').toUpperCase();
     const hit = this.canned.find((c) => c.url === req.url && (c.method ?? 'GET').toUpperCase() === method);
     if (!hit) return JSON.stringify({ error: `no canned response for ${method} ${req.url} in this test case` });

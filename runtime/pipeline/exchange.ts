@@ -5,7 +5,6 @@ import type { Writable } from 'node:stream';
 import { Field, Status, type Phase } from '../policy-host/abi.ts';
 import type { ExchangeUsage, PolicyBinding, TransactionalView } from '../policy-host/binding.ts';
 import { checkEgress, type EgressAccess } from '../policy-host/egress.ts';
-import { grantsOf } from '../policy-host/host.ts';
 import type { WriteOp } from '../policy-host/instance.ts';
 import { dotSegment } from '../routing/request-path.ts';
 
@@ -404,7 +403,7 @@ export class Exchange implements TransactionalView {
 
   /** The running binding's `backend` grant: the hosts it may send the request to (undefined: not granted). */
   private grantedBackends(): readonly string[] | undefined {
-    return this.binding ? grantsOf(this.binding).backend?.allowedHosts : undefined;
+    return this.binding?.grants.backend?.allowedHosts;
   }
 
   private writeHeader(headers: HeaderMap, op: WriteOp, rawName: string, value: string | null): number {

@@ -93,6 +93,8 @@ export class PolicyBinding {
   readonly id: string;
   readonly module: PolicyModule;
   readonly failOpen: boolean;
+  /** What the policy may reach: effects check it, and so does the exchange for BACKEND_URL writes. */
+  readonly grants: Grants;
   readonly stats: BindingStats = { calls: 0, failures: 0, recycles: 0, consecutiveFailures: 0, lastFailure: null };
   private instance: Promise<PolicyInstance> | null = null;
   private readonly extismConfig: Record<string, string>;
@@ -111,6 +113,7 @@ export class PolicyBinding {
     this.id = options.id;
     this.module = options.module;
     this.failOpen = options.failOpen;
+    this.grants = options.grants;
     this.extismConfig = flattenConfig(options.config);
     this.labels = { policy: options.module.descriptor.name };
     this.callsKey = options.metrics.calls.key(this.labels);

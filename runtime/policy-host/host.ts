@@ -112,17 +112,8 @@ export class PolicyHost {
       customMetrics: this.customMetrics,
       breaker,
     });
-    bindingGrants.set(binding, grants);
     return binding;
   }
-}
-
-/** The grants of the bindings this module's hosts created, for checks made outside effects (BACKEND_URL writes). */
-const bindingGrants = new WeakMap<PolicyBinding, Grants>();
-
-/** The grants `binding` was bound with; none for a binding no PolicyHost created. */
-export function grantsOf(binding: PolicyBinding): Grants {
-  return bindingGrants.get(binding) ?? {};
 }
 
 function checkGrants(grants: Grants, problems: string[]): Grants {

@@ -23,7 +23,7 @@ import { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts
 import { RedisCounterStore } from '../state/redis-counter-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
-import { registerProcessMetrics } from '../telemetry/process-metrics.ts';
+import { registerLogMetrics, registerProcessMetrics } from '../telemetry/process-metrics.ts';
 import { startApplicationInsights, type ApplicationInsightsSettings } from '../telemetry/appinsights.ts';
 import { FIXED_PATHS, adminApp, dataPlaneApp } from './app.ts';
 import { startEchoBackend, type EchoBackend } from './echo.ts';
@@ -100,6 +100,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
   const telemetry = options.appInsights ? await startApplicationInsights(options.appInsights, logger) : null;
   const metrics = new MetricsRegistry();
   registerProcessMetrics(metrics);
+  registerLogMetrics(metrics, logger);
   const counters: CounterStore = options.redisUrl
     ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
     : new MemoryCounterStore();

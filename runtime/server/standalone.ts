@@ -96,9 +96,9 @@ const TELEMETRY_FLUSH_MIN_MS = 1000;
 
 export async function startGateway(options: StandaloneOptions): Promise<RunningGateway> {
   const { logger } = options;
-  // First, so that a failure to load the SDK stops the start before anything else is opened.
-  const telemetry = options.appInsights ? await startApplicationInsights(options.appInsights, logger) : null;
   const metrics = new MetricsRegistry();
+  // First to open anything, so that a failure to load the SDK stops the start before anything else is opened.
+  const telemetry = options.appInsights ? await startApplicationInsights(options.appInsights, logger, metrics) : null;
   registerProcessMetrics(metrics);
   registerLogMetrics(metrics, logger);
   const counters: CounterStore = options.redisUrl

@@ -91,6 +91,14 @@ function wholeNumber(name: string, fallback: number, min: number, max: number, e
   return n;
 }
 
+/** How long an exit waits for the log's last lines to be written: not forever, on an output nobody reads. */
+const LOG_DRAIN_AT_EXIT_MS = 2000;
+
+async function exitAfterLog(code: number): Promise<never> {
+  await logger.drain(LOG_DRAIN_AT_EXIT_MS);
+  process.exit(code);
+}
+
 const port = (name: string, fallback: number) => wholeNumber(name, fallback, 0, 65535, 'a port number (0-65535)');
 
 const args = process.argv.slice(2);
@@ -238,8 +246,8 @@ try {
     const delayMs = signal === 'SIGTERM' ? shutdownDelayMs : 0;
     logger.info('shutting down', { signal, delayMs, inFlight: gateway.inFlight() });
     void gateway.stop(delayMs).then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => exitAfterLog(0),
+      () => exitAfterLog(1),
     );
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
@@ -247,5 +255,5 @@ try {
 } catch (err) {
   logger.error('gatehouse could not start', { error: (err as Error).message, config: configFile ?? 'embedded default' });
   process.stderr.write(`gatehouse: ${(err as Error).message}\n`);
-  process.exit(1);
+  await exitAfterLog(1);
 }

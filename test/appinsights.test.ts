@@ -310,6 +310,44 @@ describe('application insights: an ingestion endpoint that fails does not break 
   });
 });
 
+describe('application insights: a queue that fills', () => {
+  test('requests past the SDK queue are dropped and counted on /metrics: each one is sent or counted', async () => {
+    // Each answer takes 1.5 s, while the SDK sends one batch at a time: the queue (50 here, 2,048 by default) fills.
+    const ingestion = await startIngestionEndpoint({ delayMs: 1500 });
+    const config = writeConfig(tempDir(), 'gateway.yaml', 'version: 1\napis: []\n');
+    const env = { ...telemetryEnv(ingestion.port, ingestion.certFile), OTEL_BSP_MAX_QUEUE_SIZE: '50', OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '10' };
+    const gw = await startGatewayProcess({ config, env });
+    const dropped = async () => {
+      const text = (await send(`http://127.0.0.1:${gw.adminPort}`, '/metrics')).body;
+      const line = text.split('\n').find((l) => l.startsWith('gatehouse_appinsights_spans_dropped_total '));
+      assert.ok(line, 'the counter is on /metrics');
+      return Number(line.split(' ')[1]);
+    };
+    try {
+      assert.equal(await dropped(), 0);
+      let sent = 0;
+      for (; sent < 300; sent++) assert.equal((await send(gw.url, `/flood/${sent}`)).status, 404);
+      // The SDK reports the drops when it next queues a request, once the slow batches have made room.
+      const until = Date.now() + 30_000;
+      while ((await dropped()) === 0 && Date.now() < until) {
+        await send(gw.url, `/probe/${sent++}`);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+      const count = await dropped();
+      assert.ok(count >= 100, `${count} of ${sent} dropped`);
+      await waitFor(
+        'every request sent or counted as dropped',
+        () => ofType(ingestion.envelopes, 'Request').length + count === sent,
+        30_000,
+      );
+      assert.equal(await dropped(), count);
+    } finally {
+      await gw.stop();
+      await ingestion.close();
+    }
+  });
+});
+
 describe('application insights: sampling', () => {
   test('a request sampled out is not sent, with its backend call; its failure is sent all the same', async () => {
     const ingestion = await startIngestionEndpoint();

@@ -2,6 +2,7 @@
 // gateways that take their configuration from it.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,12 +14,24 @@ import { waitFor, waitForAsync } from './support/wait.ts';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';
 import { ModuleCache } from '../runtime/sync/modules.ts';
+import { repoRoot } from '../runtime/platform/paths.ts';
+import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS } from '../runtime/control-plane/tokens.ts';
 
 const agent = new Agent({ connections: 4 });
 let dataDir: string;
 let cp: ControlPlaneProcess;
 
 const admin = (method: string, path: string, body?: unknown) => cp.admin(method, path, body);
+
+/** The control plane's token key, read from its database (by Node: SQLite's driver), to sign tokens as it would. */
+function tokenKeyOf(dir: string): Buffer {
+  const read = spawnSync('node', ['-e',
+    `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dir, 'control-plane.db'))},{readonly:true});` +
+    `process.stdout.write(db.prepare("SELECT value FROM secrets WHERE name='gateway-token-key'").get().value.toString('hex'));`,
+  ], { cwd: repoRoot(), encoding: 'utf8' });
+  assert.equal(read.status, 0, read.stderr);
+  return Buffer.from(read.stdout, 'hex');
+}
 
 const echoApi = (prefix: string, header: string) => ({
   pathPrefix: prefix,
@@ -69,18 +82,8 @@ describe('control plane', () => {
     const forged = [parts[0], parts[1], parts[2], String(Number(parts[3]) + 86_400 * 365), parts[4]].join('.');
     assert.match((await config(forged)).body, /gateway token forged/);
     assert.match((await config('not-a-token')).body, /missing or malformed/);
-    // A token whose expiry has passed, validly signed: made with the control plane's own token key, read from its
-    // database (by Node: SQLite's driver), as the control plane would have issued it a month ago.
-    const { spawnSync } = await import('node:child_process');
-    const { join } = await import('node:path');
-    const { repoRoot } = await import('../runtime/platform/paths.ts');
-    const { issueToken } = await import('../runtime/control-plane/tokens.ts');
-    const read = spawnSync('node', ['-e',
-      `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dataDir, 'control-plane.db'))},{readonly:true});` +
-      `process.stdout.write(db.prepare("SELECT value FROM secrets WHERE name='gateway-token-key'").get().value.toString('hex'));`,
-    ], { cwd: repoRoot(), encoding: 'utf8' });
-    assert.equal(read.status, 0, read.stderr);
-    const expired = issueToken(Buffer.from(read.stdout, 'hex'), { gateway: 'gw-tokens', generation: 1, expires: Math.floor(Date.now() / 1000) - 60 });
+    // A token whose expiry has passed, validly signed, as the control plane would have issued it a month ago.
+    const expired = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-tokens', generation: 1, expires: Math.floor(Date.now() / 1000) - 60 });
     assert.match((await config(expired)).body, /gateway token expired/);
     // A gateway holding it is refused, and says so in its log (and, with nothing applied yet, stays not ready).
     const gateway = await startGatewayProcess({ env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: expired, GATEHOUSE_SYNC_INTERVAL_MS: '200' } });
@@ -99,6 +102,62 @@ describe('control plane', () => {
     const revoked = await config(token);
     assert.equal(revoked.status, 401);
     assert.match(revoked.body, /revoked/);
+  });
+});
+
+describe('gateway token lifetime', () => {
+  const key = Buffer.alloc(32, 7);
+  const now = 1_800_000_000;
+  const days = (n: number) => n * 86_400;
+
+  test('checkToken refuses a correctly signed token whose expiry is further away than any token is issued for', () => {
+    const tenYears = issueToken(key, { gateway: 'gw-long', generation: 1, expires: now + days(3650) });
+    assert.deepEqual(checkToken(key, tenYears, now), {
+      ok: false,
+      reason: 'lifetime-exceeded',
+      claims: { gateway: 'gw-long', generation: 1, expires: now + days(3650) },
+    });
+    // Issued for the longest lifetime now, or by a control plane whose clock runs up to the allowance ahead: accepted.
+    for (const expires of [now + days(MAX_TOKEN_DAYS), now + days(MAX_TOKEN_DAYS) + MAX_CLOCK_SKEW_SECONDS]) {
+      const token = issueToken(key, { gateway: 'gw-long', generation: 1, expires });
+      assert.deepEqual(checkToken(key, token, now), { ok: true, claims: { gateway: 'gw-long', generation: 1, expires } });
+    }
+    const justOver = issueToken(key, { gateway: 'gw-long', generation: 1, expires: now + days(MAX_TOKEN_DAYS) + MAX_CLOCK_SKEW_SECONDS + 1 });
+    assert.equal(checkToken(key, justOver, now).ok, false);
+    assert.equal((checkToken(key, justOver, now) as { reason: string }).reason, 'lifetime-exceeded');
+    // Nothing of a forged token is believed, its expiry included: forged is the reason.
+    const forged = issueToken(Buffer.alloc(32, 8), { gateway: 'gw-long', generation: 1, expires: now + days(3650) });
+    assert.deepEqual(checkToken(key, forged, now), { ok: false, reason: 'forged' });
+  });
+
+  test('the control plane answers 401 naming the lifetime to a signed ten-year token, and logs the refusal with what to do', async () => {
+    assert.equal((await admin('PUT', '/admin/gateways/gw-long', { apis: [] })).status, 200);
+    const longLived = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-long', generation: 1, expires: Math.floor(Date.now() / 1000) + days(3650) });
+    const headers = { authorization: `GatewayKey ${longLived}` };
+    const config = await send(cp.url, '/gateway/v1/config', { headers, dispatcher: agent });
+    assert.equal(config.status, 401);
+    const problem = JSON.parse(config.body) as Record<string, unknown>;
+    assert.equal(problem.reason, 'lifetime-exceeded');
+    assert.match(String(problem.detail), /gateway token expires .* more than 30 days from now/);
+    const heartbeat = await send(cp.url, '/gateway/v1/heartbeat', { method: 'POST', headers, body: '{}', dispatcher: agent });
+    assert.equal(heartbeat.status, 401);
+    const logged = await cp.waitForLog((l) => l.msg === 'gateway token refused' && l.reason === 'lifetime-exceeded');
+    assert.equal(logged.level, 'error');
+    assert.equal(logged.gateway, 'gw-long');
+    assert.equal(logged.maxDays, MAX_TOKEN_DAYS);
+    assert.ok(Date.parse(String(logged.expiresAt)) > Date.now() + days(3000) * 1000, String(logged.expiresAt));
+    assert.match(String(logged.action), /token key/);
+    // Within the lifetime, the same key and gateway: accepted.
+    const fresh = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-long', generation: 1, expires: Math.floor(Date.now() / 1000) + days(MAX_TOKEN_DAYS) });
+    assert.equal((await send(cp.url, '/gateway/v1/config', { headers: { authorization: `GatewayKey ${fresh}` }, dispatcher: agent })).status, 200);
+    // A gateway holding the long-lived token is refused, and its log says why.
+    const gateway = await startGatewayProcess({ env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: longLived, GATEHOUSE_SYNC_INTERVAL_MS: '200' } });
+    try {
+      const refused = await gateway.waitForLog((l) => l.msg === 'the control plane refused this gateway\'s token', 10_000);
+      assert.match(String(refused.detail), /more than 30 days from now/);
+    } finally {
+      await gateway.stop();
+    }
   });
 });
 

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { accessLogMembers } from '../runtime/telemetry/access-log.ts';
 import { Logger } from '../runtime/telemetry/logger.ts';
+import { CustomMetrics, OTHER_DROPPED } from '../runtime/telemetry/custom-metrics.ts';
+import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 
 function capture(fields: Record<string, unknown> = {}): { logger: Logger; lines: string[] } {
   const lines: string[] = [];
@@ -78,5 +80,27 @@ describe('structured logs', () => {
     assert.equal(line.backendMs, null);
     assert.deepEqual(line.policies, record.policies);
     assert.deepEqual(line.error, { source: 'backend', reason: 'unreachable', message: record.error.message });
+  });
+});
+
+describe('policy metrics', () => {
+  test('past the series cap values are dropped and counted, and the count by name has a cap of its own', () => {
+    const registry = new MetricsRegistry();
+    const metrics = new CustomMetrics(registry, 10);
+    for (let i = 0; i < 10; i++) metrics.record({ name: 'calls', value: 1, dimensions: [['tenant', `t${i}`]] });
+    metrics.record({ name: 'calls', value: 1, dimensions: [['tenant', 'one-too-many']] });
+    // A policy naming a new metric for each request (a name made from request data): each is dropped, and the
+    // counter of drops grows by at most 100 series, not one a request.
+    const names = 5000;
+    for (let i = 0; i < names; i++) metrics.record({ name: `m_${i}`, value: 1, dimensions: [] });
+    const text = registry.render();
+    const dropped = text.split('\n').filter((l) => l.startsWith('gatehouse_policy_metric_dropped_total{'));
+    assert.equal(dropped.length, 101, 'the first 100 names ("calls" and 99 others), and the rest together');
+    assert.ok(dropped.includes(`gatehouse_policy_metric_dropped_total{metric="${OTHER_DROPPED}"} ${names - 99}`), dropped.slice(-3).join('\n'));
+    assert.ok(dropped.includes('gatehouse_policy_metric_dropped_total{metric="m_0"} 1'));
+    assert.ok(dropped.includes('gatehouse_policy_metric_dropped_total{metric="calls"} 1'));
+    const total = dropped.reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+    assert.equal(total, names + 1, 'every dropped value is counted');
+    assert.equal(text.split('\n').filter((l) => l.startsWith('gatehouse_policy_metric_total{')).length, 10);
   });
 });

@@ -224,14 +224,40 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     const auth = c.req.header('authorization') ?? '';
     const token = auth.startsWith('GatewayKey ') ? auth.slice(11) : '';
     const check = checkToken(tokenKey, token, Math.floor(now() / 1000));
+    const client = c.req.header('x-forwarded-for') ?? null;
+    if (!check.ok && check.reason === 'lifetime-exceeded') {
+      // Signed with the token key, yet no admin API call issues such a token: an error for whoever holds the key.
+      const { gateway, generation, expires } = check.claims;
+      const expiresAt = new Date(expires * 1000).toISOString();
+      logger.error('gateway token refused', {
+        reason: check.reason,
+        gateway,
+        generation,
+        expiresAt,
+        maxDays: MAX_TOKEN_DAYS,
+        client,
+        action:
+          `issue the gateway a new token (POST /admin/gateways/${gateway}/tokens); unless a control plane's clock was far ahead ` +
+          'when this one was made, it was made with the token key outside this control plane: treat the key as leaked',
+      });
+      return {
+        refused: problem(
+          c,
+          401,
+          `gateway token expires ${expiresAt}, more than ${MAX_TOKEN_DAYS} days from now: no token is issued for that long, so it is ` +
+            `refused whatever its signature; ask the control plane's operator for a new one (POST /admin/gateways/${gateway}/tokens)`,
+          { reason: check.reason },
+        ),
+      };
+    }
     if (!check.ok) {
-      logger.warn('gateway token refused', { reason: check.reason, client: c.req.header('x-forwarded-for') ?? null });
-      return { refused: problem(c, 401, `gateway token ${check.reason === 'malformed' ? 'missing or malformed' : check.reason}`) };
+      logger.warn('gateway token refused', { reason: check.reason, client });
+      return { refused: problem(c, 401, `gateway token ${check.reason === 'malformed' ? 'missing or malformed' : check.reason}`, { reason: check.reason }) };
     }
     const gateway = store.gateway(check.claims.gateway);
     if (!gateway || gateway.tokenGeneration !== check.claims.generation) {
       logger.warn('gateway token refused', { reason: 'revoked', gateway: check.claims.gateway });
-      return { refused: problem(c, 401, 'gateway token revoked') };
+      return { refused: problem(c, 401, 'gateway token revoked', { reason: 'revoked' }) };
     }
     return { gateway, claims: check.claims };
   };

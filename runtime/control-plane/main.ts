@@ -76,6 +76,8 @@ const stop = async () => {
   await listener.close();
   store.close();
   logger.info('stopped');
+  // Its last lines written first, but an output nobody reads does not hold the exit for more than 2 s.
+  await logger.drain(2000);
   process.exit(0);
 };
 process.once('SIGTERM', () => void stop());

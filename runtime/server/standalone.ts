@@ -24,7 +24,7 @@ import { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts
 import { RedisCounterStore } from '../state/redis-counter-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
-import { registerProcessMetrics } from '../telemetry/process-metrics.ts';
+import { registerLogMetrics, registerProcessMetrics } from '../telemetry/process-metrics.ts';
 import { startApplicationInsights, type ApplicationInsightsSettings } from '../telemetry/appinsights.ts';
 import { FIXED_PATHS, adminApp, dataPlaneApp } from './app.ts';
 import { startEchoBackend, type EchoBackend } from './echo.ts';
@@ -102,10 +102,11 @@ const TELEMETRY_FLUSH_MIN_MS = 1000;
 
 export async function startGateway(options: StandaloneOptions): Promise<RunningGateway> {
   const { logger } = options;
-  // First, so that a failure to load the SDK stops the start before anything else is opened.
-  const telemetry = options.appInsights ? await startApplicationInsights(options.appInsights, logger) : null;
   const metrics = new MetricsRegistry();
+  // First to open anything, so that a failure to load the SDK stops the start before anything else is opened.
+  const telemetry = options.appInsights ? await startApplicationInsights(options.appInsights, logger, metrics) : null;
   registerProcessMetrics(metrics);
+  registerLogMetrics(metrics, logger);
   const counters: CounterStore = options.redisUrl
     ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
     : new MemoryCounterStore();

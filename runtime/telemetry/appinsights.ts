@@ -22,6 +22,7 @@ import type { TelemetryClient } from 'applicationinsights';
 import type * as OtelApi from '@opentelemetry/api';
 import type { MetricEmission } from './custom-metrics.ts';
 import type { Logger } from './logger.ts';
+import type { MetricsRegistry } from './metrics.ts';
 import type { BackendCallRecord, FailureRecord, RequestRecord, RequestRef, RequestTelemetry } from './request-telemetry.ts';
 
 export const CONNECTION_STRING_VARIABLE = 'GATEHOUSE_APPINSIGHTS_CONNECTION_STRING';
@@ -112,8 +113,15 @@ type Sdk = typeof import('applicationinsights');
 type Otel = typeof OtelApi;
 type Properties = Record<string, string | number>;
 
-/** Loads the SDK and starts sending. Throws (with what failed) when the SDK cannot be loaded or set up. */
-export async function startApplicationInsights(settings: ApplicationInsightsSettings, logger: Logger): Promise<RequestTelemetry> {
+/**
+ * Loads the SDK and starts sending. Throws (with what failed) when the SDK cannot be loaded or set up. With `metrics`,
+ * the requests and backend calls the SDK drops (its queue full) are counted there.
+ */
+export async function startApplicationInsights(
+  settings: ApplicationInsightsSettings,
+  logger: Logger,
+  metrics?: MetricsRegistry,
+): Promise<RequestTelemetry> {
   for (const [name, value] of Object.entries(SDK_SWITCHES)) {
     if (process.env[name] === undefined) process.env[name] = value;
   }
@@ -123,7 +131,12 @@ export async function startApplicationInsights(settings: ApplicationInsightsSett
     import('@opentelemetry/resources').then((m) => defaultOf<typeof import('@opentelemetry/resources')>(m)),
   ]);
   const log = logger.child({ component: 'application-insights' });
-  otel.diag.setLogger(new SdkLog(log), otel.DiagLogLevel.WARN);
+  const dropped = metrics?.counter(
+    'gatehouse_appinsights_spans_dropped_total',
+    'Requests and backend calls the Application Insights SDK dropped because its queue was full (counted when it next queues one).',
+  );
+  dropped?.inc({}, 0);
+  otel.diag.setLogger(new SdkLog(log, (n) => dropped?.inc({}, n)), otel.DiagLogLevel.WARN);
   const contextManager = new SynchronousContextManager(otel.ROOT_CONTEXT);
   // Fails only if another context manager is registered in this process (none is, in the gateway): correlation
   // then depends on that one.
@@ -404,14 +417,28 @@ class RequestSpanCapture {
   }
 }
 
-/** The SDK's own warnings and errors (an unreachable ingestion endpoint, a timeout), at most one line a minute. */
+/**
+ * What the span processor says when it queues a span after dropping some (its queue full): the only report of those
+ * drops it gives. It drops exceptions (log records) without a word.
+ */
+const SPANS_DROPPED = /^Dropped (\d+) spans because maxQueueSize reached/;
+
+/**
+ * The SDK's own warnings and errors (an unreachable ingestion endpoint, a timeout), at most one line a minute; each
+ * report of spans dropped is counted (`spansDropped`), including those the line limit holds back.
+ */
 class SdkLog implements OtelApi.DiagLogger {
   private lastAt = -Infinity;
   private suppressed = 0;
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly spansDropped: (count: number) => void,
+  ) {}
 
   private write(level: 'warn' | 'error', message: string, args: unknown[]): void {
+    const dropped = SPANS_DROPPED.exec(message);
+    if (dropped) this.spansDropped(Number(dropped[1]));
     const now = Date.now();
     if (now - this.lastAt < SDK_LOG_INTERVAL_MS) {
       this.suppressed++;

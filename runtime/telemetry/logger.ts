@@ -1,5 +1,7 @@
 // Structured logs: one JSON object a line. Sinks are swappable so tests and the CLI can capture lines.
 
+import { stdoutLogSink, type BoundedLogSink, type LogSink, type LogSinkStats } from './log-sink.ts';
+
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<Level, number> = { trace: 0, debug: 1, info: 2, warn: 3, error: 4 };
 /** Every level, least severe first: what GATEHOUSE_LOG_LEVEL may name. */
@@ -11,33 +13,18 @@ export function parseLogLevel(text: string): Level | null {
 }
 
 export type LogRecord = { time: string; level: Level; msg: string } & Record<string, unknown>;
-/** Receives each record as one line of JSON, newline included. */
-export type LogSink = (line: string) => void;
+export type { LogSink, LogSinkStats } from './log-sink.ts';
+
+let stdout: BoundedLogSink | null = null;
 
 /**
- * Standard output, batched: lines of one event-loop turn go out in one write (a write per request line was a
- * measurable share of proxy time, stdout pipes being synchronous on Linux). Flushed before the process exits.
+ * Standard output, batched (a write per request line was a measurable share of proxy time) and bounded in bytes:
+ * telemetry/log-sink.ts. Set up when the first line is logged, so that processes that never log leave stdout alone.
  */
-export const stdoutSink: LogSink = (() => {
-  let pending: string[] = [];
-  let scheduled = false;
-  const flush = () => {
-    scheduled = false;
-    if (pending.length === 0) return;
-    const text = pending.join('');
-    pending = [];
-    process.stdout.write(text);
-  };
-  process.on('exit', flush);
-  return (line: string) => {
-    pending.push(line);
-    if (pending.length >= 256) flush();
-    else if (!scheduled) {
-      scheduled = true;
-      setImmediate(flush);
-    }
-  };
-})();
+export const stdoutSink: LogSink = Object.assign((line: string) => (stdout ??= stdoutLogSink()).sink(line), {
+  stats: (): LogSinkStats => stdout?.stats() ?? { dropped: 0, cut: 0 },
+  drain: (timeoutMs: number): Promise<void> => stdout?.drain(timeoutMs) ?? Promise.resolve(),
+});
 
 /**
  * Values no log line may show (the secret named values of the configuration in force): each is replaced by `***` in
@@ -92,6 +79,16 @@ export class Logger {
   /** `text` masked as a line of this logger would be: for what leaves the gateway by other ways than its log. */
   redact(text: string): string {
     return this.mask.active ? this.mask.apply(text) : text;
+  }
+
+  /** What the sink dropped or cut so far; null for a sink that keeps every line (memory, tests). */
+  sinkStats(): LogSinkStats | null {
+    return this.sink.stats?.() ?? null;
+  }
+
+  /** Resolves once the lines logged so far are written (or dropped), or after `timeoutMs`: before the process exits. */
+  drain(timeoutMs: number): Promise<void> {
+    return this.sink.drain?.(timeoutMs) ?? Promise.resolve();
   }
 
   enabled(level: Level): boolean {

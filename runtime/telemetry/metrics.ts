@@ -36,6 +36,7 @@ export class MetricsRegistry {
   private readonly counters = new Map<string, Counter>();
   private readonly histograms = new Map<string, Histogram>();
   private readonly gauges = new Map<string, { help: string; read: () => number }>();
+  private readonly countersRead = new Map<string, { help: string; read: () => number }>();
 
   histogram(name: string, help: string): Histogram {
     let h = this.histograms.get(name);
@@ -51,6 +52,11 @@ export class MetricsRegistry {
     this.gauges.set(name, { help, read });
   }
 
+  /** A counter kept elsewhere (a total that only grows, such as the log's dropped lines), read when rendered. */
+  counterFrom(name: string, help: string, read: () => number): void {
+    this.countersRead.set(name, { help, read });
+  }
+
   counter(name: string, help: string): Counter {
     let c = this.counters.get(name);
     if (!c) {
@@ -63,6 +69,7 @@ export class MetricsRegistry {
   render(): string {
     const parts = [...this.counters.values()].map((c) => c.render());
     for (const h of this.histograms.values()) parts.push(h.render());
+    for (const [name, c] of this.countersRead) parts.push(`# HELP ${name} ${c.help}\n# TYPE ${name} counter\n${name} ${c.read()}`);
     for (const [name, g] of this.gauges) parts.push(`# HELP ${name} ${g.help}\n# TYPE ${name} gauge\n${name} ${g.read()}`);
     return parts.join('\n') + '\n';
   }

@@ -20,6 +20,10 @@ export interface ControlPlaneProcess {
   child: ChildProcess;
   url: string;
   adminToken: string;
+  /** Every JSON log line so far (standard output). */
+  logs: Record<string, unknown>[];
+  /** Resolves with the first log line matching, or rejects after `timeoutMs`. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** A call to the admin API with the admin token; `body` is sent as JSON. */
   admin(method: string, path: string, body?: unknown): Promise<AdminReply>;
   stop(signal?: NodeJS.Signals): Promise<void>;
@@ -47,25 +51,53 @@ export async function startControlPlane(dataDir: string, port = 0, env: Record<s
   });
   let out = '';
   let err = '';
+  const logs: Record<string, unknown>[] = [];
+  const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   child.stderr!.on('data', (c: Buffer) => (err += c.toString('utf8')));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`control plane did not start: ${err}`)), 30_000);
-    child.stdout!.on('data', (c: Buffer) => {
-      out += c.toString('utf8');
-      for (const line of out.split('\n')) {
-        if (!line.includes('"control plane listening"')) continue;
-        clearTimeout(timer);
-        resolve(JSON.parse(line) as Record<string, unknown>);
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (chunk: string) => {
+    out += chunk;
+    let nl: number;
+    while ((nl = out.indexOf('\n')) >= 0) {
+      const line = out.slice(0, nl);
+      out = out.slice(nl + 1);
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue;
       }
-    });
-    // 'close', not 'exit': by then stderr has been read to its end, so a start failure's message is whole.
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`control plane exited with ${code}: ${err}`));
-    });
+      logs.push(parsed);
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        if (waiters[i]!.match(parsed)) waiters.splice(i, 1)[0]!.resolve(parsed);
+      }
+    }
   });
-  child.stdout!.resume();
+  const waitForLog = (match: (l: Record<string, unknown>) => boolean, timeoutMs = 10_000) => {
+    const seen = logs.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching control plane log line within ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
+      timer.unref?.();
+      waiters.push({
+        match,
+        resolve: (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      });
+    });
+  };
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  // 'close', not 'exit': by then stderr has been read to its end, so a start failure's message is whole.
+  const closed = new Promise<never>((_, reject) =>
+    child.once('close', (code) => reject(new Error(`control plane exited with ${code}: ${err}`))),
+  );
+  closed.catch(() => undefined);
+  const started = waitForLog((l) => l.msg === 'control plane listening', 30_000).catch(() => {
+    throw new Error(`control plane did not start: ${err}`);
+  });
+  const listening = await Promise.race([started, closed]);
   const url = `${String(listening.scheme)}://127.0.0.1:${listening.port}`;
   const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
   const ca = env.GATEHOUSE_CP_TLS_CERT_FILE ? readFileSync(env.GATEHOUSE_CP_TLS_CERT_FILE, 'utf8') : undefined;
@@ -74,6 +106,8 @@ export async function startControlPlane(dataDir: string, port = 0, env: Record<s
     child,
     url,
     adminToken,
+    logs,
+    waitForLog,
     admin: async (method, path, body) => {
       const reply = await send(url, path, {
         method,

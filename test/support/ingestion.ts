@@ -37,9 +37,9 @@ export function connectionString(port: number): string {
 
 /**
  * `answer: 'accept'` answers 200 with the counts the service gives; `'fail'` answers 500 to everything (envelopes are
- * still decoded and kept, so a test can see the SDK tried).
+ * still decoded and kept, so a test can see the SDK tried). `delayMs`: each answer waits this long (a slow endpoint).
  */
-export async function startIngestionEndpoint(options: { answer?: 'accept' | 'fail' } = {}): Promise<IngestionEndpoint> {
+export async function startIngestionEndpoint(options: { answer?: 'accept' | 'fail'; delayMs?: number } = {}): Promise<IngestionEndpoint> {
   const dir = tempDir('gatehouse-ingestion-');
   const { certFile, cert, key } = selfSignedCertificate(dir, 'ingestion');
   const envelopes: Envelope[] = [];
@@ -61,13 +61,17 @@ export async function startIngestionEndpoint(options: { answer?: 'accept' | 'fai
           // Not a batch of envelopes (nothing else is expected): counted as a post, nothing kept.
         }
       }
-      if (options.answer === 'fail') {
-        res.writeHead(500, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ itemsReceived: received, itemsAccepted: 0, errors: [] }));
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ itemsReceived: received, itemsAccepted: received, errors: [] }));
+      const answer = () => {
+        if (options.answer === 'fail') {
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ itemsReceived: received, itemsAccepted: 0, errors: [] }));
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ itemsReceived: received, itemsAccepted: received, errors: [] }));
+      };
+      if (options.delayMs) setTimeout(answer, options.delayMs);
+      else answer();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -187,6 +187,14 @@ describe('gateway: routing', () => {
     assert.equal(lastSeen().headers['x-from-api'], 'shop', 'the API-scope policy ran');
   });
 
+  test('the prefix alone reaches the backend root when its URL has no path', async () => {
+    // A backend URL without a path used to give '' as the request target: 502 "path must be an absolute URL".
+    assert.equal((await get('/raw')).status, 200);
+    assert.equal(lastSeen().url, '/');
+    assert.equal((await get('/raw?q=1')).status, 200);
+    assert.equal(lastSeen().url, '/?q=1');
+  });
+
   test('the longest prefix wins', async () => {
     await get('/shop/v2/orders/1');
     assert.equal(lastSeen().url, '/v2/orders/1');

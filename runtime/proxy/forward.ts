@@ -129,7 +129,9 @@ export function backendLocation(exchange: Exchange, to: ForwardTarget): { chosen
   const chosen = to.target && exchange.backendUrl === to.target.url ? to.target : null;
   const url = chosen ? null : new URL(exchange.backendUrl);
   const basePath = chosen ? chosen.basePath : basePathOf(url!);
-  return { chosen, origin: chosen ? chosen.origin : url!.origin, path: basePath + pathBelowPrefix(exchange.request.path, to.apiPrefix) };
+  // A backend URL without a path, asked for its API's prefix alone: the target is the root, never an empty path.
+  const path = basePath + pathBelowPrefix(exchange.request.path, to.apiPrefix) || '/';
+  return { chosen, origin: chosen ? chosen.origin : url!.origin, path };
 }
 
 /** `/echo/hello` under prefix `/echo` → `/hello`; a path a policy moved outside the prefix is used as it is. */

@@ -681,7 +681,9 @@ if (typical.length > 0) {
   const colds = typical.filter((r) => r.coldModule);
   const coldModule = top(colds, (r) => r.coldModule!.cpuUs);
   const newInstance = top(typical, (r) => r.firstCpuUs);
+  const p99s = typical.map((r) => r.p99Us).sort((a, b) => a - b);
   console.log(`builtin-typical-median-of-medians-us: ${us(percentile(medians, 0.5))}`);
+  console.log(`builtin-typical-p99-of-cases-us: median ${us(percentile(p99s, 0.5))}, 90th percentile ${us(percentile(p99s, 0.9))}`);
   console.log(`builtin-typical-median-worst-us: ${us(med.medianUs)} (${named(med)})`);
   console.log(`builtin-typical-p99-worst-us: ${us(p99.p99Us)} (${named(p99)})`);
   console.log(`builtin-typical-max-worst-us: ${us(max.maxUs)} (${named(max)})`);

@@ -228,7 +228,11 @@ function bodyBytes(message: { body?: string; bodyBase64?: string }, where: 'requ
   return message.body === undefined ? null : new TextEncoder().encode(message.body);
 }
 
-function makeExchange(c: TestCase, phase: Phase): Exchange {
+/**
+ * The exchange a case describes (its request, response, variables, route parameters, and the error in on-error), as
+ * the runner hands it to the policy. Exported for scripts that run the cases many times (bench-policy-budgets).
+ */
+export function makeExchange(c: TestCase, phase: Phase): Exchange {
   const r = c.request ?? {};
   const exchange = new Exchange({
     requestId: 'test-request',

@@ -5,8 +5,8 @@
 //
 // Every built-in policy is found as the gateway finds it (RepositoryPolicySources over policies/), built with the SDK,
 // loaded, metered and capped by a PolicyHost, and bound as runtime/config/policies.ts binds it: its configuration, the
-// grants its policy.json `needs` earns a built-in (`counters`), the gateway's effects with in-memory counters, and a
-// logger at the gateway's default level (info) writing nowhere. A call is PolicyBinding.run, timed with
+// grants its policy.json `needs` earns a built-in (`counters`, a backend grant from its configuration), the gateway's
+// effects with in-memory counters, and a logger at the gateway's default level (info) writing nowhere. A call is PolicyBinding.run, timed with
 // performance.now() around it (wall time: the event loop is held that long), and with process.cpuUsage() (CPU time,
 // which is what the budget is charged once a call has run for half of it).
 //
@@ -37,6 +37,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
 
+import { grantsFromNeeds } from '../runtime/config/policy-sources.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import type { Exchange } from '../runtime/pipeline/exchange.ts';
@@ -101,17 +102,18 @@ const host = new PolicyHost({
   effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
 });
 const names = sources.builtinNames().filter((n) => ONLY === null || ONLY.has(n));
-const modules = new Map<string, { module: PolicyModule; grants: Grants }>();
+const modules = new Map<string, { module: PolicyModule; needs: readonly string[] }>();
 const buildStarted = performance.now();
 for (const name of names) {
   const builtin = sources.builtin(name)!;
-  modules.set(name, { module: await host.load(await builtin.wasm()), grants: await builtin.grants() });
+  modules.set(name, { module: await host.load(await builtin.wasm()), needs: await builtin.needs() });
 }
 process.stderr.write(`# ${names.length} built-in policies built and loaded in ${((performance.now() - buildStarted) / 1000).toFixed(1)} s\n`);
 
 let bindings = 0;
 function bind(policy: string, phase: Phase, config: unknown, extra: { grants?: Grants; limits?: Partial<Limits>; uncut?: boolean } = {}): PolicyBinding {
-  const { module, grants } = modules.get(policy)!;
+  const { module, needs } = modules.get(policy)!;
+  const grants = grantsFromNeeds(needs, config);
   return host.bind({
     id: `bench/${policy}/${++bindings}`,
     phase,

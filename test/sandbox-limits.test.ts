@@ -193,15 +193,17 @@ describe('sandbox limits: memory', () => {
   });
 
   test('a kernel block is freed by free(), and what a call allocated is freed after it', async () => {
-    const binding = await bindHostile({
-      name: 'alloc-free',
-      locals: '(local $i i32)',
-      inbound: `${repeat(40, '(call $free (call $alloc (i64.const 1048576)))')} (i32.const 0)`,
-    });
+    // A generous CPU budget: this is about memory, and allocating (zeroing) 40 MiB, with the collections it brings,
+    // can take more than 50 ms on a loaded machine.
+    const limits = { cpuMs: 2000 };
+    const binding = await bindHostile(
+      { name: 'alloc-free', locals: '(local $i i32)', inbound: `${repeat(40, '(call $free (call $alloc (i64.const 1048576)))')} (i32.const 0)` },
+      { limits },
+    );
     // 40 MiB allocated and freed one MiB at a time under a 16 MiB cap.
     await binding.run('inbound', makeExchange());
     // Each call may hold 12 MiB of blocks; ten calls in a row each start from none.
-    const perCall = await bindHostile({ name: 'alloc-per-call', inbound: '(drop (call $alloc (i64.const 12582912))) (i32.const 0)' });
+    const perCall = await bindHostile({ name: 'alloc-per-call', inbound: '(drop (call $alloc (i64.const 12582912))) (i32.const 0)' }, { limits });
     for (let i = 0; i < 10; i++) await perCall.run('inbound', makeExchange());
   });
 });

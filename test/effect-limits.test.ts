@@ -4,13 +4,13 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { MAX_EFFECTS_PER_CALL, MAX_EFFECTS_PER_REQUEST, PolicyFailure } from '../runtime/policy-host/index.ts';
+import { MAX_EFFECTS_PER_CALL, MAX_EFFECTS_PER_REQUEST } from '../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import { RedisCounterStore } from '../runtime/state/redis-counter-store.ts';
 import { Logger, memorySink } from '../runtime/telemetry/logger.ts';
 import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 import { hostileModule, layout, SCRATCH } from './support/hostile-modules.ts';
-import { makeExchange, newHost } from './support/policies.ts';
+import { makeExchange, newHost, policyFailure } from './support/policies.ts';
 import { redisAvailable, startRedis, type RedisProcess } from './support/redis-process.ts';
 import { waitFor } from './support/wait.ts';
 
@@ -25,15 +25,6 @@ function askingFor(count: number) {
       .map((r) => `(drop (call $effect (i32.const 1) (i32.const ${r.ptr}) (i32.const ${r.len}) (i32.const ${SCRATCH}) (i32.const 256)))`)
       .join('\n')} (i32.const 0)`,
   });
-}
-
-async function failure(promise: Promise<unknown>): Promise<PolicyFailure> {
-  const err = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof PolicyFailure, `expected a PolicyFailure, got ${String(err)}`);
-  return err;
 }
 
 describe('effect limits', () => {
@@ -57,7 +48,7 @@ describe('effect limits', () => {
     const most = await t.host.load(await askingFor(MAX_EFFECTS_PER_CALL));
     await t.host.bind({ id: 'most', phase: 'inbound', module: most, grants: { counters: true } }).run('inbound', makeExchange());
     const over = await t.host.load(await askingFor(MAX_EFFECTS_PER_CALL + 1));
-    const err = await failure(t.host.bind({ id: 'over', phase: 'inbound', module: over, grants: { counters: true } }).run('inbound', makeExchange()));
+    const err = await policyFailure(t.host.bind({ id: 'over', phase: 'inbound', module: over, grants: { counters: true } }).run('inbound', makeExchange()));
     assert.equal(err.reason, 'effects');
     assert.match(err.message, new RegExp(`asked for more than ${MAX_EFFECTS_PER_CALL} effects in one call`));
   });
@@ -72,7 +63,7 @@ describe('effect limits', () => {
     const exchange = makeExchange();
     for (const binding of chain.slice(0, -1)) await binding.run('inbound', exchange);
     assert.equal(exchange.effectsPerformed, MAX_EFFECTS_PER_REQUEST);
-    const err = await failure(chain.at(-1)!.run('inbound', exchange));
+    const err = await policyFailure(chain.at(-1)!.run('inbound', exchange));
     assert.equal(err.reason, 'effects');
     assert.match(err.message, new RegExp(`more than ${MAX_EFFECTS_PER_REQUEST} effects`));
     // Another request starts from none.

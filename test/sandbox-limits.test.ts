@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync, createSign } from 'node:crypto';
 import process from 'node:process';
 import { describe, test } from 'node:test';
-import { PolicyFailure, Status, type Grants, type Limits } from '../runtime/policy-host/index.ts';
+import { Status, type Grants, type Limits } from '../runtime/policy-host/index.ts';
 import { verifySignature } from '../runtime/policy-host/signatures.ts';
 import { forever, hostileModule, IMPORT_LOOPS, layout, SCRATCH, type HostileModule } from './support/hostile-modules.ts';
-import { makeExchange, newHost } from './support/policies.ts';
+import { makeExchange, newHost, policyFailure } from './support/policies.ts';
 
 const t = newHost();
 
@@ -18,15 +18,6 @@ async function bindHostile(m: HostileModule, extra: { limits?: Partial<Limits>; 
   const binding = t.host.bind({ id: `hostile/${m.name ?? 'x'}`, phase: 'inbound', module, ...extra });
   await binding.warm();
   return binding;
-}
-
-async function failure(promise: Promise<unknown>): Promise<PolicyFailure> {
-  const err = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof PolicyFailure, `expected a PolicyFailure, got ${String(err)}`);
-  return err;
 }
 
 function policyLogBytes(): number {
@@ -50,7 +41,7 @@ describe('sandbox limits: logs', () => {
       locals: '(local $i i32)',
       inbound: `${repeat(64, '(call $log_info (call $alloc (i64.const 16384)))')} (i32.const 0)`,
     });
-    const err = await failure(binding.run('inbound', makeExchange()));
+    const err = await policyFailure(binding.run('inbound', makeExchange()));
     assert.equal(err.reason, 'log-budget');
     assert.match(err.message, /32 lines or 16384 bytes/);
     // At most the budget reached the log (each NUL byte is written as \u0000, six characters, in the record).
@@ -64,7 +55,7 @@ describe('sandbox limits: logs', () => {
       data: ['x'],
       inbound: `${repeat(33, `(call $log (i32.const 2) (i32.const ${layout(['x'])[0]!.ptr}) (i32.const 1))`)} (i32.const 0)`,
     });
-    assert.equal((await failure(binding.run('inbound', makeExchange()))).reason, 'log-budget');
+    assert.equal((await policyFailure(binding.run('inbound', makeExchange()))).reason, 'log-budget');
     const roomy = await bindHostile(
       { name: 'host-log-lines', locals: '(local $i i32)', data: ['x'], inbound: `${repeat(33, `(call $log (i32.const 2) (i32.const ${layout(['x'])[0]!.ptr}) (i32.const 1))`)} (i32.const 0)` },
       { limits: { logLines: 40 } },
@@ -85,7 +76,7 @@ describe('sandbox limits: logs', () => {
       locals: '(local $i i32)',
       inbound: `${repeat(2000, '(call $log_trace (call $alloc (i64.const 1024)))')} (i32.const 0)`,
     });
-    assert.equal((await failure(flood.run('inbound', makeExchange()))).reason, 'output-cap');
+    assert.equal((await policyFailure(flood.run('inbound', makeExchange()))).reason, 'output-cap');
   });
 });
 
@@ -103,7 +94,7 @@ describe('sandbox limits: output', () => {
         (i32.const 0)`,
     });
     const exchange = makeExchange();
-    const err = await failure(binding.run('inbound', exchange));
+    const err = await policyFailure(binding.run('inbound', exchange));
     assert.equal(err.reason, 'bad-argument');
     assert.match(err.message, /output_set: length -4611686018427387904 is outside its block/);
     assert.equal(exchange.response.body, null);
@@ -114,9 +105,9 @@ describe('sandbox limits: output', () => {
       name: 'output-past-block',
       inbound: '(call $output_set (call $alloc (i64.const 16)) (i64.const 17)) (i32.const 0)',
     });
-    assert.equal((await failure(past.run('inbound', makeExchange()))).reason, 'bad-argument');
+    assert.equal((await policyFailure(past.run('inbound', makeExchange()))).reason, 'bad-argument');
     const noBlock = await bindHostile({ name: 'error-no-block', inbound: '(call $error_set (i64.const 12345)) (i32.const 0)' });
-    assert.equal((await failure(noBlock.run('inbound', makeExchange()))).reason, 'bad-argument');
+    assert.equal((await policyFailure(noBlock.run('inbound', makeExchange()))).reason, 'bad-argument');
   });
 
   test('negative lengths given to host functions fail the call; they never lower what was counted', async () => {
@@ -129,7 +120,7 @@ describe('sandbox limits: output', () => {
       ['get', '(drop (call $get (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))'],
     ] as const) {
       const binding = await bindHostile({ name: `negative-${name}`, inbound: `${call} (i32.const 0)` }, { grants: { counters: true } });
-      const err = await failure(binding.run('inbound', makeExchange()));
+      const err = await policyFailure(binding.run('inbound', makeExchange()));
       assert.equal(err.reason, 'bad-argument', `${name}: ${err.message}`);
     }
   });
@@ -150,7 +141,7 @@ describe('sandbox limits: memory', () => {
     const binding = await bindHostile(blockHoarder);
     gcNow?.();
     const before = process.memoryUsage().arrayBuffers;
-    const err = await failure(binding.run('inbound', makeExchange()));
+    const err = await policyFailure(binding.run('inbound', makeExchange()));
     const held = (process.memoryUsage().arrayBuffers - before) / 2 ** 20;
     assert.equal(err.reason, 'memory-cap');
     assert.match(err.message, /past its memory cap of 16777216/);
@@ -159,10 +150,10 @@ describe('sandbox limits: memory', () => {
 
   test('what failed calls allocated is given back: memory after them returns to where it was', { skip: gcNow ? false : 'needs gc() (node --expose-gc, deno --v8-flags=--expose-gc)' }, async () => {
     const binding = await bindHostile(blockHoarder);
-    await failure(binding.run('inbound', makeExchange()));
+    await policyFailure(binding.run('inbound', makeExchange()));
     gcNow!();
     const before = process.memoryUsage();
-    for (let i = 0; i < 10; i++) await failure(binding.run('inbound', makeExchange()));
+    for (let i = 0; i < 10; i++) await policyFailure(binding.run('inbound', makeExchange()));
     await new Promise((r) => setTimeout(r, 10));
     gcNow!();
     const after = process.memoryUsage();
@@ -189,7 +180,7 @@ describe('sandbox limits: memory', () => {
         (drop (memory.grow (i32.const 100)))
         unreachable`,
     });
-    assert.equal((await failure(greedy.run('inbound', makeExchange()))).reason, 'memory-cap');
+    assert.equal((await policyFailure(greedy.run('inbound', makeExchange()))).reason, 'memory-cap');
   });
 
   test('a kernel block is freed by free(), and what a call allocated is freed after it', async () => {
@@ -221,7 +212,7 @@ describe('sandbox limits: CPU', () => {
   async function assertStoppedInTime(binding: Awaited<ReturnType<typeof bindHostile>>, exchange = makeExchange()) {
     const started = performance.now();
     const cpuBefore = process.cpuUsage();
-    const err = await failure(binding.run('inbound', exchange));
+    const err = await policyFailure(binding.run('inbound', exchange));
     const cpu = process.cpuUsage(cpuBefore);
     const took = performance.now() - started;
     const cpuMs = (cpu.user + cpu.system) / 1000;

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { before, describe, test } from 'node:test';
-import { PolicyFailure, type PolicyModule, type Limits, type Grants } from '../runtime/policy-host/index.ts';
-import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
+import { type PolicyModule, type Limits, type Grants } from '../runtime/policy-host/index.ts';
+import { buildFixture, makeExchange, newHost, policyFailure, type TestHost } from './support/policies.ts';
 
 let t: TestHost;
 let adversarial: PolicyModule;
@@ -17,15 +17,6 @@ before(async () => {
 
 function bind(mode: string, extra: { limits?: Partial<Limits>; grants?: Grants; failOpen?: boolean } = {}) {
   return t.host.bind({ id: `adversarial/${mode}`, phase: 'inbound', module: adversarial, config: { mode }, ...extra });
-}
-
-async function failure(promise: Promise<unknown>): Promise<PolicyFailure> {
-  const err = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof PolicyFailure, `expected a PolicyFailure, got ${String(err)}`);
-  return err;
 }
 
 /** The longest gap between ticks of a 2 ms interval while `work` runs: how long the event loop was blocked. */
@@ -55,7 +46,7 @@ describe('sandbox', () => {
       for (let i = 0; i < 3; i++) {
         const started = performance.now();
         const cpuBefore = process.cpuUsage();
-        const err = await failure(binding.run('inbound', makeExchange()));
+        const err = await policyFailure(binding.run('inbound', makeExchange()));
         const cpu = process.cpuUsage(cpuBefore);
         const took = performance.now() - started;
         longestCall = Math.max(longestCall, took);
@@ -76,7 +67,7 @@ describe('sandbox', () => {
   test('the CPU budget is configurable per binding', async () => {
     const binding = bind('loop', { limits: { cpuMs: 10 } });
     const started = performance.now();
-    const err = await failure(binding.run('inbound', makeExchange()));
+    const err = await policyFailure(binding.run('inbound', makeExchange()));
     const took = performance.now() - started;
     assert.equal(err.reason, 'cpu-budget');
     assert.ok(took < 35, `a 10 ms budget stopped the call after ${took.toFixed(1)} ms`);
@@ -99,18 +90,18 @@ describe('sandbox', () => {
     const rssBefore = process.memoryUsage().rss;
     // A generous CPU budget: on a loaded machine, zeroing 16 MiB of allocations must not hit the CPU limit first.
     const binding = bind('grow-memory', { limits: { cpuMs: 5000 } });
-    const err = await failure(binding.run('inbound', makeExchange()));
+    const err = await policyFailure(binding.run('inbound', makeExchange()));
     assert.equal(err.reason, 'memory-cap');
     const grown = (process.memoryUsage().rss - rssBefore) / (1 << 20);
     assert.ok(grown < 200, `the process grew by ${grown.toFixed(0)} MiB`);
     const small = bind('grow-memory', { limits: { memoryBytes: 2 << 20, cpuMs: 5000 } });
-    assert.equal((await failure(small.run('inbound', makeExchange()))).reason, 'memory-cap');
+    assert.equal((await policyFailure(small.run('inbound', makeExchange()))).reason, 'memory-cap');
   });
 
   test('a trap recycles the instance; failures are counted per reason and visible in metrics', async () => {
     const binding = bind('trap-sometimes');
     const trap = () => makeExchange({ headers: { 'x-trap': '1' } });
-    for (let i = 0; i < 3; i++) assert.equal((await failure(binding.run('inbound', trap()))).reason, 'trap');
+    for (let i = 0; i < 3; i++) assert.equal((await policyFailure(binding.run('inbound', trap()))).reason, 'trap');
     assert.equal(binding.stats.consecutiveFailures, 3);
     const ok = makeExchange();
     await binding.run('inbound', ok);
@@ -125,12 +116,12 @@ describe('sandbox', () => {
   });
 
   test('runaway recursion (stack overflow) is a trap, not a crash', async () => {
-    const err = await failure(bind('recurse').run('inbound', makeExchange()));
+    const err = await policyFailure(bind('recurse').run('inbound', makeExchange()));
     assert.equal(err.reason, 'trap');
   });
 
   test('an assertion failure reports its message and source position', async () => {
-    const err = await failure(bind('abort').run('inbound', makeExchange()));
+    const err = await policyFailure(bind('abort').run('inbound', makeExchange()));
     assert.equal(err.reason, 'trap');
     assert.match(err.message, /deliberate assertion/);
     assert.match(err.message, /policy\.ts:\d+:\d+/);
@@ -138,7 +129,7 @@ describe('sandbox', () => {
 
   test('output beyond the output cap fails the call', async () => {
     const exchange = makeExchange();
-    const err = await failure(bind('big-output').run('inbound', exchange));
+    const err = await policyFailure(bind('big-output').run('inbound', exchange));
     assert.equal(err.reason, 'output-cap');
     assert.equal(exchange.response.body, null, 'nothing of the oversized output was kept');
     const roomy = bind('big-output', { limits: { outputBytes: 4 << 20, memoryBytes: 32 << 20 } });
@@ -149,13 +140,13 @@ describe('sandbox', () => {
 
   test('effects need their capability: counters and http are refused unless granted', async () => {
     for (const mode of ['ungranted-counter', 'ungranted-http']) {
-      const err = await failure(bind(mode).run('inbound', makeExchange()));
+      const err = await policyFailure(bind(mode).run('inbound', makeExchange()));
       assert.equal(err.reason, 'capability');
       assert.match(err.message, mode === 'ungranted-counter' ? /"counters" grant/ : /"http" grant/);
     }
     await bind('ungranted-counter', { grants: { counters: true } }).run('inbound', makeExchange());
     const denied = bind('ungranted-http', { grants: { http: { allowedHosts: ['example.test'] } } });
-    const err = await failure(denied.run('inbound', makeExchange()));
+    const err = await policyFailure(denied.run('inbound', makeExchange()));
     assert.equal(err.reason, 'capability');
     assert.match(err.message, /may not call 127\.0\.0\.1/);
   });
@@ -173,7 +164,7 @@ describe('sandbox', () => {
 
   test('a policy that reports a failure keeps its instance', async () => {
     const binding = bind('fail');
-    const err = await failure(binding.run('inbound', makeExchange()));
+    const err = await policyFailure(binding.run('inbound', makeExchange()));
     assert.equal(err.reason, 'error');
     assert.match(err.message, /refused by configuration/);
     assert.equal(binding.stats.recycles, 0);
@@ -181,7 +172,7 @@ describe('sandbox', () => {
 
   test('a failed call leaves no change behind', async () => {
     const exchange = makeExchange({ headers: { keep: 'me' } });
-    await failure(bind('set-then-trap').run('inbound', exchange));
+    await policyFailure(bind('set-then-trap').run('inbound', exchange));
     assert.deepEqual([...exchange.request.headers], [['keep', ['me']]]);
   });
 });
@@ -220,9 +211,9 @@ describe('sandbox: WASI filesystem', () => {
       const granted = { filesystem: { '/data': dir } };
       await t.host.bind({ id: 'fs/granted', phase: 'inbound', module: inside, grants: granted }).run('inbound', makeExchange());
       const noDirectory = t.host.bind({ id: 'fs/wasi-only', phase: 'inbound', module: inside, grants: { wasi: true } });
-      assert.equal((await failure(noDirectory.run('inbound', makeExchange()))).reason, 'trap');
+      assert.equal((await policyFailure(noDirectory.run('inbound', makeExchange()))).reason, 'trap');
       const escape = t.host.bind({ id: 'fs/escape', phase: 'inbound', module: outside, grants: granted });
-      assert.equal((await failure(escape.run('inbound', makeExchange()))).reason, 'trap');
+      assert.equal((await policyFailure(escape.run('inbound', makeExchange()))).reason, 'trap');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Agent } from 'undici';
 import { isDeno } from '../../runtime/platform/http.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
+import { readProcessLogs } from './process-logs.ts';
 import { send } from './requests.ts';
 
 export interface AdminReply {
@@ -49,53 +50,15 @@ export async function startControlPlane(dataDir: string, port = 0, env: Record<s
     env: { ...process.env, GATEHOUSE_CP_DATA_DIR: dataDir, GATEHOUSE_CP_PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let out = '';
-  let err = '';
-  const logs: Record<string, unknown>[] = [];
-  const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  child.stderr!.on('data', (c: Buffer) => (err += c.toString('utf8')));
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    out += chunk;
-    let nl: number;
-    while ((nl = out.indexOf('\n')) >= 0) {
-      const line = out.slice(0, nl);
-      out = out.slice(nl + 1);
-      let parsed: Record<string, unknown>;
-      try {
-        parsed = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        continue;
-      }
-      logs.push(parsed);
-      for (let i = waiters.length - 1; i >= 0; i--) {
-        if (waiters[i]!.match(parsed)) waiters.splice(i, 1)[0]!.resolve(parsed);
-      }
-    }
-  });
-  const waitForLog = (match: (l: Record<string, unknown>) => boolean, timeoutMs = 10_000) => {
-    const seen = logs.find(match);
-    if (seen) return Promise.resolve(seen);
-    return new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching control plane log line within ${timeoutMs} ms; stderr: ${err}`)), timeoutMs);
-      timer.unref?.();
-      waiters.push({
-        match,
-        resolve: (l) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      });
-    });
-  };
+  const { logs, waitForLog, stderr } = readProcessLogs(child, 'control plane');
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   // 'close', not 'exit': by then stderr has been read to its end, so a start failure's message is whole.
   const closed = new Promise<never>((_, reject) =>
-    child.once('close', (code) => reject(new Error(`control plane exited with ${code}: ${err}`))),
+    child.once('close', (code) => reject(new Error(`control plane exited with ${code}: ${stderr()}`))),
   );
   closed.catch(() => undefined);
   const started = waitForLog((l) => l.msg === 'control plane listening', 30_000).catch(() => {
-    throw new Error(`control plane did not start: ${err}`);
+    throw new Error(`control plane did not start: ${stderr()}`);
   });
   const listening = await Promise.race([started, closed]);
   const url = `${String(listening.scheme)}://127.0.0.1:${listening.port}`;

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDeno } from '../../runtime/platform/http.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
+import { readProcessLogs } from './process-logs.ts';
 
 
 export interface GatewayProcess {
@@ -65,57 +66,15 @@ export async function startGatewayProcess(
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const logs: Record<string, unknown>[] = [];
-  const waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let buffered = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    buffered += chunk;
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      let parsed: Record<string, unknown>;
-      try {
-        parsed = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        continue;
-      }
-      logs.push(parsed);
-      for (let i = waiters.length - 1; i >= 0; i--) {
-        if (waiters[i]!.match(parsed)) waiters.splice(i, 1)[0]!.resolve(parsed);
-      }
-    }
-  });
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => {
-    stderr += chunk;
-  });
+  const { logs, waitForLog, stderr } = readProcessLogs(child, 'gateway');
   // 'close', not 'exit': by then stderr has been read to its end, so a start failure's message is whole.
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  const waitForLog = (match: (l: Record<string, unknown>) => boolean, timeoutMs = 10_000) => {
-    const seen = logs.find(match);
-    if (seen) return Promise.resolve(seen);
-    return new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no matching log line within ${timeoutMs} ms; stderr: ${stderr}`)), timeoutMs);
-      // A wait nobody needs any more (the process exited before the line came) must not hold the test process open.
-      timer.unref?.();
-      waiters.push({
-        match,
-        resolve: (l) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      });
-    });
-  };
   let listening: Record<string, unknown>;
   try {
     listening = await Promise.race([
       waitForLog((l) => l.msg === 'gatehouse listening', options.startTimeoutMs ?? 60_000),
       exited.then((code) => {
-        throw new Error(`gateway exited with ${code} before listening: ${stderr}`);
+        throw new Error(`gateway exited with ${code} before listening: ${stderr()}`);
       }),
     ]);
   } catch (err) {

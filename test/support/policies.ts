@@ -3,7 +3,8 @@
 import { join } from 'node:path';
 import { buildPolicy } from '../../sdk/cli/build.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
-import { PolicyHost, type EffectRunner } from '../../runtime/policy-host/index.ts';
+import assert from 'node:assert/strict';
+import { PolicyFailure, PolicyHost, type EffectRunner } from '../../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../../runtime/pipeline/effects.ts';
 import { Exchange, headerMap, type RequestState } from '../../runtime/pipeline/exchange.ts';
 import { MemoryCounterStore } from '../../runtime/state/counter-store.ts';
@@ -86,4 +87,14 @@ export function watDescriptor(json: string): { imports: string; data: string; fu
     (call $output_set (local.get $h) (i64.const ${bytes.length}))
     (i32.const 0))`,
   };
+}
+
+/** The PolicyFailure a policy call settles with (an assertion error when it succeeds or fails otherwise). */
+export async function policyFailure(promise: Promise<unknown>): Promise<PolicyFailure> {
+  const err = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof PolicyFailure, `expected a PolicyFailure, got ${String(err)}`);
+  return err;
 }

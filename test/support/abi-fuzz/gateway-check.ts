@@ -1,0 +1,207 @@
+// The fuzzer's end-to-end check: a real gateway process (test/support/gateway-process.ts) serves a healthy API beside
+// fuzzed ones whose operations each run one generated module, and a probe keeps asking the healthy API while the
+// fuzzed operations are called one after another. The promise is the sandbox's reason to exist: a module costs the
+// request that runs it an error, never the gateway. So: the process stays alive, the healthy API answers 200 within
+// HEALTHY_LATENCY_MS every time, each fuzzed request is answered (any status) within FUZZED_ANSWER_MS, and the log a
+// fuzzed request causes stays within the same bound as in-process.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { DEFAULT_BOUNDS, limitsOf } from './bounds.ts';
+import { generateCase, type FuzzCase } from './generate.ts';
+import { caseBytes } from './oracle.ts';
+import { reproduceCommand, type ReportedBreak, type RunReport } from './supervisor.ts';
+import { startGatewayProcess, type GatewayProcess } from '../gateway-process.ts';
+
+/**
+ * The healthy API's answer time while a fuzzed request runs: a policy call may hold the event loop for its wall-clock
+ * ceiling (3 budgets, 150 ms) plus the margin (20 ms), and a probe that arrives just then waits for it; 100 ms more is
+ * the gateway's own work for a request and its neighbours (the echo backend, the access log) on a loaded machine.
+ */
+export const HEALTHY_LATENCY_MS = DEFAULT_BOUNDS.wallCeilingBudgets * 50 + DEFAULT_BOUNDS.wallMarginMs + 100;
+/** A fuzzed request: up to 4 rounds each within its ceiling, effects against a local server, and the error path. */
+export const FUZZED_ANSWER_MS = 5_000;
+/** How often the probe asks the healthy API. */
+const PROBE_EVERY_MS = 25;
+/** Requests sent to each fuzzed operation (the second meets a recycled instance, or one a failure left behind). */
+const REQUESTS_PER_MODULE = 2;
+/** The access log line and the gateway's own lines about a failed request, on top of the in-process log bound. */
+const GATEWAY_LOG_SLACK = 16 * 1024;
+
+export interface GatewayCheckOptions {
+  seed: number;
+  report: RunReport;
+  families?: string[];
+  /** At most this many modules (those that loaded in the in-process run, the ones that broke bounds first). */
+  modules: number;
+  outDir: string;
+  progress?: (line: string) => void;
+}
+
+export interface GatewayCheckResult {
+  breaks: ReportedBreak[];
+  modules: number;
+  requests: number;
+  probes: number;
+  worstProbeMs: number;
+  durationMs: number;
+}
+
+/** Which cases go to the gateway: modules that loaded, those that broke something in-process first. */
+export function gatewayCases(o: GatewayCheckOptions): FuzzCase[] {
+  const loaded = o.report.verdicts.filter((v) => v.loaded && !v.skipped);
+  const broke = new Set(o.report.breaks.map((b) => b.index));
+  const ordered = [...loaded.filter((v) => broke.has(v.index)), ...loaded.filter((v) => !broke.has(v.index))];
+  const options = o.families ? { families: o.families } : {};
+  return ordered.slice(0, o.modules).map((v) => generateCase(o.seed, v.index, options));
+}
+
+function yamlFor(cases: FuzzCase[], effectsUrl: string): string {
+  const entry = (c: FuzzCase) => {
+    const phase = c.phase;
+    const lines = [
+      `      - id: m${c.index}`,
+      `        method: "*"`,
+      `        urlTemplate: /m${c.index}`,
+      `        policies:`,
+      `          ${phase}:`,
+      `            - module: ./m${c.index}.wasm`,
+      `              config: { url: ${JSON.stringify(effectsUrl)} }`,
+    ];
+    if (Object.keys(c.grants).length) lines.push(`              grants: ${JSON.stringify(c.grants)}`);
+    if (Object.keys(c.limits).length) lines.push(`              limits: ${JSON.stringify(c.limits)}`);
+    return lines.join('\n');
+  };
+  // on-error handlers run only when something failed: their operations live in an API whose backend refuses.
+  const up = cases.filter((c) => c.phase !== 'on-error');
+  const down = cases.filter((c) => c.phase === 'on-error');
+  const api = (id: string, backend: string, list: FuzzCase[]) =>
+    list.length === 0 ? '' : `  - id: ${id}\n    pathPrefix: /${id}\n    backend: { url: ${JSON.stringify(backend)}, timeoutMs: 2000 }\n    operations:\n${list.map(entry).join('\n')}\n`;
+  return `version: 1
+apis:
+  - id: healthy
+    pathPrefix: /healthy
+    backend: { url: builtin:echo }
+    policies:
+      outbound:
+        - policy: set-header
+          config: { name: x-healthy, value: "yes" }
+${api('fuzzed', 'builtin:echo', up)}${api('fuzzed-down', 'http://127.0.0.1:1', down)}`;
+}
+
+export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCheckResult> {
+  const started = Date.now();
+  const breaks: ReportedBreak[] = [];
+  const cases = gatewayCases(o);
+  const dir = join(o.outDir, 'gateway');
+  mkdirSync(dir, { recursive: true });
+  for (const c of cases) writeFileSync(join(dir, `m${c.index}.wasm`), await caseBytes(c));
+  // The effects' target: a server in this process that answers at once (the modules are granted 127.0.0.1 only).
+  const effects: Server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.end('{"ok":true}'));
+  });
+  await new Promise<void>((r) => effects.listen(0, '127.0.0.1', r));
+  const effectsUrl = `http://127.0.0.1:${(effects.address() as AddressInfo).port}/fx`;
+  const config = join(dir, 'gateway.yaml');
+  writeFileSync(config, yamlFor(cases, effectsUrl));
+
+  const report = (c: FuzzCase, check: string, detail: string) => {
+    const sourceFile = join(o.outDir, `case-${c.index}.${c.lang}`);
+    writeFileSync(sourceFile, c.source);
+    const b: ReportedBreak = { check, detail, index: c.index, family: c.family, variant: c.variant, lang: c.lang, caseDetail: c.detail, sourceFile, reproduce: `${reproduceCommand(o.seed, c.index, o.families)} (then the gateway part: --count ${c.index + 1})` };
+    breaks.push(b);
+    o.progress?.(`BROKEN (gateway) seed=${o.seed} case=${c.index} family=${c.family}: ${check}: ${detail}\n  source: ${sourceFile}\n  gateway configuration: ${config}`);
+  };
+
+  o.progress?.(`# gateway: starting a gateway process with ${cases.length} fuzzed operations (${config})`);
+  let gateway: GatewayProcess;
+  try {
+    gateway = await startGatewayProcess({ config, startTimeoutMs: 120_000 });
+  } catch (err) {
+    effects.close();
+    throw new Error(`the gateway did not start with the fuzzed configuration: ${(err as Error).message}`);
+  }
+  // The helper keeps every log line parsed in memory; a module that floods the log would make this process hold
+  // it all. From here on the log is only counted.
+  gateway.child.stdout!.removeAllListeners('data');
+  let logBytes = 0;
+  gateway.child.stdout!.on('data', (chunk: Buffer | string) => (logBytes += chunk.length));
+  let alive = true;
+  void gateway.exited.then(() => (alive = false));
+
+  let current: FuzzCase | null = null;
+  let probes = 0;
+  let worstProbeMs = 0;
+  let probing = true;
+  const probeLoop = (async () => {
+    while (probing && alive) {
+      const t0 = performance.now();
+      const during = current;
+      let status = 0;
+      let error = '';
+      try {
+        const res = await request(`${gateway.url}/healthy/ping`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+        status = res.statusCode;
+        await res.body.text();
+      } catch (err) {
+        error = (err as Error).message;
+      }
+      const ms = performance.now() - t0;
+      probes++;
+      worstProbeMs = Math.max(worstProbeMs, ms);
+      const culprit = during ?? current;
+      if (culprit && alive) {
+        if (status !== 200) report(culprit, 'gateway-healthy', `the healthy API answered ${status || error} while this module ran`);
+        else if (ms > HEALTHY_LATENCY_MS) report(culprit, 'gateway-healthy', `the healthy API took ${ms.toFixed(0)} ms to answer while this module ran (bound ${HEALTHY_LATENCY_MS} ms)`);
+      }
+      await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
+    }
+  })();
+
+  let requests = 0;
+  try {
+    for (const c of cases) {
+      if (!alive) break;
+      current = c;
+      const limits = limitsOf(c.limits);
+      const logBound = limits.outputBytes + DEFAULT_BOUNDS.logMarginBytes + GATEWAY_LOG_SLACK;
+      for (let k = 0; k < REQUESTS_PER_MODULE && alive; k++) {
+        const log0 = logBytes;
+        const t0 = performance.now();
+        const path = `/${c.phase === 'on-error' ? 'fuzzed-down' : 'fuzzed'}/m${c.index}?q=1`;
+        try {
+          const res = await request(`${gateway.url}${path}`, { method: 'POST', body: '{"a":1}', headersTimeout: FUZZED_ANSWER_MS * 2, bodyTimeout: FUZZED_ANSWER_MS * 2 });
+          await res.body.text();
+        } catch (err) {
+          if (alive) report(c, 'gateway-answer', `the fuzzed request got no answer: ${(err as Error).message}`);
+        }
+        requests++;
+        const ms = performance.now() - t0;
+        if (ms > FUZZED_ANSWER_MS) report(c, 'gateway-answer', `the fuzzed request took ${ms.toFixed(0)} ms (bound ${FUZZED_ANSWER_MS} ms)`);
+        // Let the log of this request arrive before it is counted.
+        await new Promise((r) => setTimeout(r, 30));
+        const bytes = logBytes - log0;
+        if (bytes > logBound) report(c, 'gateway-log', `one fuzzed request wrote ${bytes} bytes to the gateway's log (bound ${logBound})`);
+        if (!alive) {
+          const code = await gateway.exited;
+          report(c, 'gateway-process', `the gateway process exited (code ${code}) while this module ran`);
+        }
+      }
+      current = null;
+    }
+  } finally {
+    probing = false;
+    await probeLoop;
+    await gateway.stop('SIGKILL');
+    effects.close();
+  }
+  const result = { breaks, modules: cases.length, requests, probes, worstProbeMs, durationMs: Date.now() - started };
+  o.progress?.(
+    `# gateway: ${result.modules} modules, ${requests} fuzzed requests, ${probes} probes of the healthy API (slowest ${worstProbeMs.toFixed(0)} ms), ${breaks.length} broken bounds, ${(result.durationMs / 1000).toFixed(1)} s`,
+  );
+  return result;
+}

@@ -23,7 +23,7 @@ import { childMain } from '../test/support/abi-fuzz/child.ts';
 import { randomSeed } from '../test/support/abi-fuzz/prng.ts';
 import { runFuzz, type RunReport } from '../test/support/abi-fuzz/supervisor.ts';
 import { summarize } from '../test/support/abi-fuzz/report.ts';
-import { runGatewayCheck } from '../test/support/abi-fuzz/gateway-check.ts';
+import { gatewayCases, runGatewayCheck } from '../test/support/abi-fuzz/gateway-check.ts';
 
 function flags(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -92,9 +92,8 @@ async function main(): Promise<number> {
   if (!f.has('no-gateway') && !only) {
     const gateway = await runGatewayCheck({
       seed,
-      report,
+      cases: gatewayCases(report, intFlag(f, 'gateway-modules', null, 40) ?? 40, families),
       families,
-      modules: intFlag(f, 'gateway-modules', null, 40) ?? 40,
       outDir,
       progress: (line) => process.stdout.write(line + '\n'),
     });

@@ -1,7 +1,6 @@
 // Shared helpers for tests: build real policies with the SDK, make hosts and exchanges.
 
 import { join } from 'node:path';
-import { buildPolicy } from '../../sdk/cli/build.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
 import { PolicyHost, type EffectRunner } from '../../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../../runtime/pipeline/effects.ts';
@@ -15,6 +14,9 @@ export async function buildFixture(name: string): Promise<Uint8Array> {
   const builtin = join(repoRoot(), 'policies', name, 'policy.ts');
   const { existsSync } = await import('node:fs');
   const source = existsSync(fixture) ? fixture : builtin;
+  // Imported here, not at the top: the compiler (AssemblyScript) takes about a second to load, and helpers such as
+  // wat() are used by processes that never build a policy (the ABI fuzzer's child starts again after every crash).
+  const { buildPolicy } = await import('../../sdk/cli/build.ts');
   return (await buildPolicy({ source })).wasm;
 }
 

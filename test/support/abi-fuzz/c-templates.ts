@@ -24,11 +24,14 @@ export function cToolchainProblem(): string | null {
     toolchain = `${C_COMPILER} is not installed (Debian: apt-get install clang-14 lld-14), so the C templates are skipped`;
     return toolchain;
   }
+  // A first compile and link, once per machine (its output is kept): clang-14 without lld-14 compiles but cannot link.
   const dir = join(tmpdir(), 'gatehouse-abi-fuzz-cc');
   mkdirSync(dir, { recursive: true });
+  const probeWasm = join(dir, 'probe.wasm');
+  if (existsSync(probeWasm)) return (toolchain = null);
   const src = join(dir, 'probe.c');
   writeFileSync(src, '__attribute__((export_name("f"))) int f(void) { return 0; }\n');
-  const link = spawnSync(C_COMPILER, [...C_FLAGS, '-o', join(dir, 'probe.wasm'), src], { encoding: 'utf8' });
+  const link = spawnSync(C_COMPILER, [...C_FLAGS, '-o', probeWasm, src], { encoding: 'utf8' });
   toolchain = link.status === 0 ? null : `${C_COMPILER} cannot link for wasm32 (is lld-14 installed?): ${link.stderr.trim().split('\n')[0]}`;
   return toolchain;
 }

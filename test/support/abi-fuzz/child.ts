@@ -8,7 +8,7 @@ import process from 'node:process';
 import { DEFAULT_BOUNDS, type Bounds } from './bounds.ts';
 import { cToolchainProblem } from './c-templates.ts';
 import { generateCase } from './generate.ts';
-import { OracleContext, probe, runCase } from './oracle.ts';
+import { OracleContext, probe, runCase, warmUp } from './oracle.ts';
 
 export interface ChildOptions {
   seed: number;
@@ -59,6 +59,7 @@ export async function childMain(o: ChildOptions): Promise<void> {
 
   const ctx = new OracleContext();
   await ctx.start();
+  await warmUp(ctx);
   const options = o.families ? { families: o.families } : {};
   const indices = o.only ?? null;
   let baseline: { rss: number; live: number; fds: number } | null = null;
@@ -72,7 +73,8 @@ export async function childMain(o: ChildOptions): Promise<void> {
     next++;
     current = i;
     write({ t: 'begin', i });
-    if (o.selftest?.crashAt === i) process.abort();
+    // As the kernel's OOM killer would end it.
+    if (o.selftest?.crashAt === i) process.kill(process.pid, 'SIGKILL');
     if (o.selftest?.hangAt === i) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
     const c = generateCase(o.seed, i, options);
     if (c.lang === 'c' && cProblem) {

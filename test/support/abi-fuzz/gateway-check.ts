@@ -33,10 +33,10 @@ const GATEWAY_LOG_SLACK = 16 * 1024;
 
 export interface GatewayCheckOptions {
   seed: number;
-  report: RunReport;
+  /** The modules to serve: cases that loaded in a supervised run (a module refused at load would make the gateway
+   * refuse the whole configuration; see gatewayCases). */
+  cases: FuzzCase[];
   families?: string[];
-  /** At most this many modules (those that loaded in the in-process run, the ones that broke bounds first). */
-  modules: number;
   outDir: string;
   progress?: (line: string) => void;
 }
@@ -50,13 +50,24 @@ export interface GatewayCheckResult {
   durationMs: number;
 }
 
-/** Which cases go to the gateway: modules that loaded, those that broke something in-process first. */
-export function gatewayCases(o: GatewayCheckOptions): FuzzCase[] {
-  const loaded = o.report.verdicts.filter((v) => v.loaded && !v.skipped);
-  const broke = new Set(o.report.breaks.map((b) => b.index));
-  const ordered = [...loaded.filter((v) => broke.has(v.index)), ...loaded.filter((v) => !broke.has(v.index))];
-  const options = o.families ? { families: o.families } : {};
-  return ordered.slice(0, o.modules).map((v) => generateCase(o.seed, v.index, options));
+/**
+ * Which cases of a run go to the gateway: at most `max` modules that loaded in the supervised run (loading is where a
+ * hostile start function acts, and it did so there, in a process that may die), those that broke something first,
+ * one per family and variant before any second.
+ */
+export function gatewayCases(report: RunReport, max: number, families?: string[]): FuzzCase[] {
+  const loaded = report.verdicts.filter((v) => v.loaded && !v.skipped);
+  const broke = new Set(report.breaks.map((b) => b.index));
+  const seen = new Set<string>();
+  const first: number[] = [];
+  const rest: number[] = [];
+  for (const v of [...loaded.filter((v) => broke.has(v.index)), ...loaded.filter((v) => !broke.has(v.index))]) {
+    const kind = `${v.family}/${v.variant}`;
+    (seen.has(kind) ? rest : first).push(v.index);
+    seen.add(kind);
+  }
+  const options = families ? { families } : {};
+  return [...first, ...rest].slice(0, max).map((i) => generateCase(report.seed, i, options));
 }
 
 function yamlFor(cases: FuzzCase[], effectsUrl: string): string {
@@ -95,7 +106,7 @@ ${api('fuzzed', 'builtin:echo', up)}${api('fuzzed-down', 'http://127.0.0.1:1', d
 export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCheckResult> {
   const started = Date.now();
   const breaks: ReportedBreak[] = [];
-  const cases = gatewayCases(o);
+  const cases = o.cases;
   const dir = join(o.outDir, 'gateway');
   mkdirSync(dir, { recursive: true });
   for (const c of cases) writeFileSync(join(dir, `m${c.index}.wasm`), await caseBytes(c));
@@ -112,7 +123,7 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
   const report = (c: FuzzCase, check: string, detail: string) => {
     const sourceFile = join(o.outDir, `case-${c.index}.${c.lang}`);
     writeFileSync(sourceFile, c.source);
-    const b: ReportedBreak = { check, detail, index: c.index, family: c.family, variant: c.variant, lang: c.lang, caseDetail: c.detail, sourceFile, reproduce: `${reproduceCommand(o.seed, c.index, o.families)} (then the gateway part: --count ${c.index + 1})` };
+    const b: ReportedBreak = { check, detail, index: c.index, family: c.family, variant: c.variant, lang: c.lang, caseDetail: c.detail, sourceFile, reproduce: `${reproduceCommand(o.seed, c.index, o.families)} (in-process), or start a gateway with ${config}` };
     breaks.push(b);
     o.progress?.(`BROKEN (gateway) seed=${o.seed} case=${c.index} family=${c.family}: ${check}: ${detail}\n  source: ${sourceFile}\n  gateway configuration: ${config}`);
   };

@@ -18,7 +18,7 @@ import { EffectKind, type Phase } from '../../../runtime/policy-host/abi.ts';
 import type { WriteOp } from '../../../runtime/policy-host/instance.ts';
 import { MemoryCounterStore } from '../../../runtime/state/counter-store.ts';
 import { Logger } from '../../../runtime/telemetry/logger.ts';
-import { wat } from '../policies.ts';
+import { wat, watDescriptor } from '../policies.ts';
 import { limitsOf, type Bounds } from './bounds.ts';
 import { compileC } from './c-templates.ts';
 import type { ExchangeShape, FuzzCase } from './generate.ts';
@@ -279,6 +279,19 @@ export class OracleContext {
     await new Promise<void>((resolve) => this.server?.close(() => resolve()) ?? resolve());
     this.server?.closeAllConnections?.();
   }
+}
+
+/**
+ * Loads and calls a harmless module once, so that the first case is not charged for loading binaryen and compiling
+ * it (seconds on a busy machine; the supervisor would take that for a hang) or for V8 tiering up the host's code.
+ */
+export async function warmUp(ctx: OracleContext): Promise<void> {
+  const d = watDescriptor('{"name":"warm-up","version":"1"}');
+  const bytes = await wat(`(module ${d.imports} (memory (export "memory") 1) ${d.data} ${d.func}
+    (func (export "on_inbound") (result i32) (i32.const 0)))`, 'host');
+  const host = new PolicyHost({ logger: ctx.logger, effects: ctx.effects });
+  const binding = host.bind({ id: 'fuzz/warm-up', phase: 'inbound', module: await host.load(bytes) });
+  for (let i = 0; i < 3; i++) await binding.run('inbound', fuzzExchange('small', 'inbound'));
 }
 
 /** Compiles a case's source to module bytes. */

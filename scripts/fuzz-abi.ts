@@ -12,7 +12,7 @@
 //   --families A,B    only these families (the case numbering depends on it; reproduction commands carry it)
 //   --out DIR         where sources and results go (default .cache/abi-fuzz/seed-N)
 //   --no-gateway      skip the real-gateway part
-//   --gateway-modules N   modules the gateway part runs (default 40)
+//   --gateway-modules N   modules the gateway part runs (default 24, one per kind first)
 //
 // `--child` is the internal mode the supervisor starts this script in (child.ts).
 
@@ -92,7 +92,7 @@ async function main(): Promise<number> {
   if (!f.has('no-gateway') && !only) {
     const gateway = await runGatewayCheck({
       seed,
-      cases: gatewayCases(report, intFlag(f, 'gateway-modules', null, 40) ?? 40, families),
+      cases: gatewayCases(report, intFlag(f, 'gateway-modules', null, 24) ?? 24, families),
       families,
       outDir,
       progress: (line) => process.stdout.write(line + '\n'),

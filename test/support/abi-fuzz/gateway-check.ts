@@ -13,21 +13,30 @@ import { request } from 'undici';
 import { DEFAULT_BOUNDS, limitsOf } from './bounds.ts';
 import { generateCase, type FuzzCase } from './generate.ts';
 import { caseBytes } from './oracle.ts';
+import { wat, watDescriptor } from '../policies.ts';
 import { reproduceCommand, type ReportedBreak, type RunReport } from './supervisor.ts';
 import { startGatewayProcess, type GatewayProcess } from '../gateway-process.ts';
 
 /**
- * The healthy API's answer time while a fuzzed request runs: a policy call may hold the event loop for its wall-clock
- * ceiling (3 budgets, 150 ms) plus the margin (20 ms), and a probe that arrives just then waits for it; 100 ms more is
- * the gateway's own work for a request and its neighbours (the echo backend, the access log) on a loaded machine.
+ * The healthy API's answer time while a fuzzed request runs, over the slowest answer of a control phase (the same
+ * requests to an operation whose module does nothing: what the machine's load costs right now): a policy call may
+ * hold the event loop for its wall-clock ceiling (3 budgets, 150 ms) plus the margin (20 ms), and a probe that
+ * arrives just then waits for it; 100 ms more is the gateway's own work for the fuzzed request around the call (its
+ * error path, the access log).
  */
 export const HEALTHY_LATENCY_MS = DEFAULT_BOUNDS.wallCeilingBudgets * 50 + DEFAULT_BOUNDS.wallMarginMs + 100;
 /** A fuzzed request: up to 4 rounds each within its ceiling, effects against a local server, and the error path. */
 export const FUZZED_ANSWER_MS = 5_000;
+/** Requests to the control operation before the fuzzed ones (about a second of probing). */
+const CONTROL_REQUESTS = 40;
 /** How often the probe asks the healthy API. */
 const PROBE_EVERY_MS = 25;
 /** Requests sent to each fuzzed operation (the second meets a recycled instance, or one a failure left behind). */
 const REQUESTS_PER_MODULE = 2;
+/** How the healthy probe's access log lines are told apart (they are not the fuzzed requests' cost). */
+const PROBE_LINE_MARK = '"path":"/healthy/ping"';
+/** A fuzzed request's log is complete once nothing more arrived for this long. */
+const LOG_QUIET_MS = 150;
 /** The access log line and the gateway's own lines about a failed request, on top of the in-process log bound. */
 const GATEWAY_LOG_SLACK = 16 * 1024;
 
@@ -47,6 +56,7 @@ export interface GatewayCheckResult {
   requests: number;
   probes: number;
   worstProbeMs: number;
+  controlWorstMs: number;
   durationMs: number;
 }
 
@@ -68,6 +78,12 @@ export function gatewayCases(report: RunReport, max: number, families?: string[]
   }
   const options = families ? { families } : {};
   return [...first, ...rest].slice(0, max).map((i) => generateCase(report.seed, i, options));
+}
+
+/** A module that does nothing: the control operation the probe's latency is first measured against. */
+async function controlModule(): Promise<Uint8Array> {
+  const d = watDescriptor('{"name":"control","version":"1"}');
+  return wat(`(module ${d.imports} (memory (export "memory") 1) ${d.data} ${d.func} (func (export "on_inbound") (result i32) (i32.const 0)))`);
 }
 
 function yamlFor(cases: FuzzCase[], effectsUrl: string): string {
@@ -100,6 +116,12 @@ apis:
       outbound:
         - policy: set-header
           config: { name: x-healthy, value: "yes" }
+  - id: control
+    pathPrefix: /control
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - module: ./control.wasm
 ${api('fuzzed', 'builtin:echo', up)}${api('fuzzed-down', 'http://127.0.0.1:1', down)}`;
 }
 
@@ -110,6 +132,7 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
   const dir = join(o.outDir, 'gateway');
   mkdirSync(dir, { recursive: true });
   for (const c of cases) writeFileSync(join(dir, `m${c.index}.wasm`), await caseBytes(c));
+  writeFileSync(join(dir, 'control.wasm'), await controlModule());
   // The effects' target: a server in this process that answers at once (the modules are granted 127.0.0.1 only).
   const effects: Server = createServer((req, res) => {
     req.resume();
@@ -140,13 +163,26 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
   // it all. From here on the log is only counted.
   gateway.child.stdout!.removeAllListeners('data');
   let logBytes = 0;
-  gateway.child.stdout!.on('data', (chunk: Buffer | string) => (logBytes += chunk.length));
+  let partial = '';
+  gateway.child.stdout!.on('data', (chunk: Buffer | string) => {
+    // Whole lines only, and not the probe's own access log lines: what is counted is what the fuzzed requests cost.
+    const text = partial + chunk.toString();
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+      if (!text.slice(start, nl).includes(PROBE_LINE_MARK)) logBytes += nl + 1 - start;
+      start = nl + 1;
+    }
+    partial = text.slice(start);
+  });
   let alive = true;
   void gateway.exited.then(() => (alive = false));
 
   let current: FuzzCase | null = null;
   let probes = 0;
   let worstProbeMs = 0;
+  /** The probe's slowest answer during the control phase: how slow this machine is right now without any module. */
+  let controlWorstMs = 0;
+  let control = true;
   let probing = true;
   const probeLoop = (async () => {
     while (probing && alive) {
@@ -163,11 +199,15 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
       }
       const ms = performance.now() - t0;
       probes++;
-      worstProbeMs = Math.max(worstProbeMs, ms);
+      if (control) controlWorstMs = Math.max(controlWorstMs, ms);
+      else worstProbeMs = Math.max(worstProbeMs, ms);
       const culprit = during ?? current;
+      const bound = HEALTHY_LATENCY_MS + controlWorstMs;
       if (culprit && alive) {
         if (status !== 200) report(culprit, 'gateway-healthy', `the healthy API answered ${status || error} while this module ran`);
-        else if (ms > HEALTHY_LATENCY_MS) report(culprit, 'gateway-healthy', `the healthy API took ${ms.toFixed(0)} ms to answer while this module ran (bound ${HEALTHY_LATENCY_MS} ms)`);
+        else if (ms > bound) {
+          report(culprit, 'gateway-healthy', `the healthy API took ${ms.toFixed(0)} ms to answer while this module ran (bound ${bound.toFixed(0)} ms: ${HEALTHY_LATENCY_MS} + the control phase's ${controlWorstMs.toFixed(0)})`);
+        }
       }
       await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
     }
@@ -175,6 +215,14 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
 
   let requests = 0;
   try {
+    // The control phase: the same kind of requests, to an operation whose module does nothing, with the probe running.
+    for (let k = 0; k < CONTROL_REQUESTS && alive; k++) {
+      const res = await request(`${gateway.url}/control/x?q=1`, { method: 'POST', body: '{"a":1}' });
+      await res.body.text();
+      await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
+    }
+    control = false;
+    o.progress?.(`# gateway: the healthy API's slowest answer in the control phase: ${controlWorstMs.toFixed(0)} ms`);
     for (const c of cases) {
       if (!alive) break;
       current = c;
@@ -192,9 +240,15 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
         }
         requests++;
         const ms = performance.now() - t0;
+        if (ms > 1000) o.progress?.(`# gateway: case ${c.index} (${c.family}/${c.variant}) took ${ms.toFixed(0)} ms`);
         if (ms > FUZZED_ANSWER_MS) report(c, 'gateway-answer', `the fuzzed request took ${ms.toFixed(0)} ms (bound ${FUZZED_ANSWER_MS} ms)`);
-        // Let the log of this request arrive before it is counted.
-        await new Promise((r) => setTimeout(r, 30));
+        // The gateway writes its log in batches and this process reads the pipe when it can: wait until the log of
+        // this request has stopped arriving, so that it is not counted against the next module.
+        const quietSince = { bytes: logBytes, at: performance.now() };
+        while (performance.now() - quietSince.at < LOG_QUIET_MS && performance.now() - t0 < FUZZED_ANSWER_MS) {
+          await new Promise((r) => setTimeout(r, 20));
+          if (logBytes !== quietSince.bytes) Object.assign(quietSince, { bytes: logBytes, at: performance.now() });
+        }
         const bytes = logBytes - log0;
         if (bytes > logBound) report(c, 'gateway-log', `one fuzzed request wrote ${bytes} bytes to the gateway's log (bound ${logBound})`);
         if (!alive) {
@@ -210,7 +264,7 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
     await gateway.stop('SIGKILL');
     effects.close();
   }
-  const result = { breaks, modules: cases.length, requests, probes, worstProbeMs, durationMs: Date.now() - started };
+  const result = { breaks, modules: cases.length, requests, probes, worstProbeMs, controlWorstMs, durationMs: Date.now() - started };
   o.progress?.(
     `# gateway: ${result.modules} modules, ${requests} fuzzed requests, ${probes} probes of the healthy API (slowest ${worstProbeMs.toFixed(0)} ms), ${breaks.length} broken bounds, ${(result.durationMs / 1000).toFixed(1)} s`,
   );

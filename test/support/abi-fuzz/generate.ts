@@ -386,6 +386,21 @@ function respondTwice(m: Module, c: CaseSettings): void {
   m.note(`respond(${a}), set a response header, respond(${b})${trap ? ', then trap' : ''}`);
 }
 
+/**
+ * Where the request goes: BACKEND_URL set to another host (no grant asked), with or without a path change, in the
+ * phases that may write it. Network access without the http grant is what the oracle's backend-url check looks for.
+ */
+function backendUrl(m: Module, c: CaseSettings): void {
+  const url = m.rng.pick(['urlEvil', 'urlHttps', 'urlCreds', 'urlQuery'] as const);
+  m.variant = url;
+  c.phase = m.rng.pick(['inbound', 'backend'] as const);
+  const P = m.pool;
+  m.body.push(m.h('set', [i32(Field.BACKEND_URL), i32(0), i32(0), i32(P[url]!.ptr), i32(P[url]!.len)]));
+  const path = m.rng.chance(0.5);
+  if (path) m.body.push(m.h('set', [i32(Field.REQUEST_PATH), i32(0), i32(0), i32(P.pathOk!.ptr), i32(P.pathOk!.len)]));
+  m.note(`set BACKEND_URL to ${url}${path ? ' and the path' : ''} in ${c.phase}, with no grant`);
+}
+
 /** The effect request builder: `{"method":"POST","url":"<config url>/<4 letters of n>","body":"fuzz"}` at BIG. */
 function httpRequestHelper(m: Module): void {
   const pre = m.pool.httpPrefix!;
@@ -676,6 +691,7 @@ const WAT_FAMILIES: Record<string, { weight: number; run: Family }> = {
   'output-set': { weight: 5, run: outputSet },
   'fail-continue': { weight: 5, run: failThenContinue },
   'respond-twice': { weight: 4, run: respondTwice },
+  'backend-url': { weight: 3, run: backendUrl },
   effects: { weight: 7, run: effects },
   'memory-grow': { weight: 6, run: memoryGrow },
   recursion: { weight: 5, run: recursion },
@@ -728,9 +744,12 @@ export interface GenerateOptions {
   withC?: boolean;
 }
 
+/** Names for sets of families: `--families wat` and `--families c` (short reproduction commands). */
+const FAMILY_SETS: Record<string, readonly string[]> = { wat: WAT_FAMILY_NAMES, c: C_FAMILY_NAMES };
+
 /** The families a run draws from, given its options: what a case index means depends on them. */
 export function runFamilies(options: GenerateOptions = {}): string[] {
-  const all = options.families ? [...options.families] : [...FAMILIES];
+  const all = options.families ? options.families.flatMap((f) => FAMILY_SETS[f] ?? [f]) : [...FAMILIES];
   for (const f of all) if (!FAMILIES.includes(f)) throw new Error(`no fuzz family ${f} (families: ${FAMILIES.join(', ')})`);
   return all;
 }

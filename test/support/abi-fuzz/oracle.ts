@@ -408,7 +408,12 @@ function check(
     add('cpu', `a round used ${s.maxRoundCpuMs.toFixed(0)} ms of CPU (${s.maxRoundMs.toFixed(0)} ms wall) under a ${limits.cpuMs} ms budget (bound ${cpuBound} ms)`);
   }
   const wallBound = limits.cpuMs * b.wallCeilingBudgets + b.wallMarginMs;
-  if (s.maxRoundMs > wallBound) add('wall', `a round held the event loop ${s.maxRoundMs.toFixed(0)} ms (bound ${wallBound} ms: ${b.wallCeilingBudgets} budgets + ${b.wallMarginMs} ms)`);
+  // Past the ceiling with little CPU used is this process waiting for a core (the host cannot stop a call while it
+  // is not running, and on a shared two-core machine that wait reached tens of milliseconds): the host's fault only
+  // when the round also used more CPU than its budget allows.
+  if (s.maxRoundMs > wallBound && s.maxRoundCpuMs > cpuBound) {
+    add('wall', `a round held the event loop ${s.maxRoundMs.toFixed(0)} ms (bound ${wallBound} ms: ${b.wallCeilingBudgets} budgets + ${b.wallMarginMs} ms)`);
+  }
   // Rounds plus the effects between them (performed against a local server that answers at once).
   const callBound = Math.max(s.rounds, 1) * wallBound + 1000;
   if (s.wallMs > callBound) add('call-wall', `the call took ${s.wallMs.toFixed(0)} ms over ${s.rounds} rounds (bound ${callBound.toFixed(0)} ms)`);

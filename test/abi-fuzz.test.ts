@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { cToolchainProblem } from './support/abi-fuzz/c-templates.ts';
-import { C_FAMILY_NAMES, everyFunction, generateCase, WAT_FAMILY_NAMES } from './support/abi-fuzz/generate.ts';
+import { C_FAMILY_NAMES, everyFunction, generateCase, KNOWN_FINDINGS, WAT_FAMILY_NAMES } from './support/abi-fuzz/generate.ts';
 import { gatewayCases, runGatewayCheck } from './support/abi-fuzz/gateway-check.ts';
 import { summarize } from './support/abi-fuzz/report.ts';
 import { runFuzz, type RunReport } from './support/abi-fuzz/supervisor.ts';
@@ -21,8 +21,8 @@ import { wat } from './support/policies.ts';
 
 /** The suite's fixed seed: the same modules on every run, so a failure here is reproduced by the printed command. */
 const SEED = 20_250_611;
-/** The sweep (one case per kernel function, per host function, per family) and a few more. */
-const WAT_CASES = 60;
+/** The sweep (one case per kernel function, per host function, per family, per known finding) and a few more. */
+const WAT_CASES = 64;
 /** Modules the real gateway runs. */
 const GATEWAY_MODULES = 8;
 
@@ -42,11 +42,13 @@ describe('ABI fuzzer: the generator', () => {
     }
   });
 
-  test(`the first ${WAT_CASES} cases call every kernel and host function and cover every WAT family`, () => {
+  test(`the first ${WAT_CASES} cases call every kernel and host function, cover every WAT family and every known finding`, () => {
     const cases = Array.from({ length: WAT_CASES }, (_, i) => generateCase(SEED, i, { families: ['wat'] }));
     const used = new Set(cases.flatMap((c) => c.uses));
     assert.deepEqual(everyFunction().filter((f) => !used.has(f)), [], 'functions no case calls');
     assert.deepEqual(WAT_FAMILY_NAMES.filter((f) => !cases.some((c) => c.family === f)), [], 'families no case uses');
+    const missing = KNOWN_FINDINGS.filter(([f, v]) => !cases.some((c) => c.family === f && c.variant === v));
+    assert.deepEqual(missing, [], 'known findings no case re-checks');
   });
 
   test('every generated WAT module is valid WebAssembly of the proposals the host accepts, and small', async () => {

@@ -29,7 +29,7 @@ export interface Bounds {
   maxHttpEffectsPerCall: number;
   /** Loading a module (checks, metering, compiling, the descriptor call) and creating an instance. */
   loadMs: number;
-  /** A case that reports nothing for this long is a hang: the supervisor kills the process running it. */
+  /** A call that has not ended after this long is a hang: the supervisor kills the process running it. */
   hangMs: number;
 }
 
@@ -70,9 +70,8 @@ export const DEFAULT_BOUNDS: Bounds = {
   // binaryen metering and compiling a module of a few KiB takes tens of milliseconds; a start function is stopped by
   // its budget. 5 s is far above both on a loaded two-core machine, and far below a hang.
   loadMs: 5_000,
-  // A case is at most 2 calls of 4 rounds (run twice when a time bound broke), each round stopped within its
-  // wall-clock ceiling (600 ms at the largest budget the fuzzer gives, 200 ms), plus loading: about 6 s at worst.
-  // 10 s is a hang.
+  // A call is at most 4 rounds, each stopped within its wall-clock ceiling (620 ms at the largest budget the fuzzer
+  // gives, 200 ms), plus loading the module before the first: under 4 s on a loaded machine. 10 s is a hang.
   hangMs: 10_000,
 };
 

@@ -12,7 +12,7 @@
 import { EffectKind, Field, KERNEL_FUNCTIONS, PHASE_EXPORTS, type Phase } from '../../../runtime/policy-host/abi.ts';
 import type { Grants, Limits } from '../../../runtime/policy-host/instance.ts';
 import { watDescriptor } from '../policies.ts';
-import { dataPool, ROLES } from './data-pool.ts';
+import { dataPool, ROLES, SLOW_RSA_BYTES } from './data-pool.ts';
 import { caseRng, type Rng } from './prng.ts';
 import { allImports, callStmt, f64, HOST_NAMES, i32, i64, KERNEL_NAMES, layout, signatureOf, type Placed } from './wat-text.ts';
 import { C_FAMILIES, generateC } from './c-templates.ts';
@@ -69,6 +69,8 @@ class Module {
   details: string[] = [];
   /** A short name for what the family chose (a function, a variant): breaks are grouped by it in reports. */
   variant = '';
+  /** Set for the cases that re-check a known finding (KNOWN_FINDINGS): the family takes this variant, at its worst. */
+  force: string | null = null;
   memory = { initial: 2, maximum: null as number | null };
   requestBody = false;
   responseBody = false;
@@ -107,6 +109,16 @@ class Module {
   kx(name: string, args: string[]): string {
     this.uses.add(`kernel:${name}`);
     return `(call $k_${name} ${args.join(' ')})`;
+  }
+
+  /** A variant: the forced one when it is among the options, else one at random. */
+  choose<T extends string>(options: readonly T[]): T {
+    return this.force !== null && (options as readonly string[]).includes(this.force) ? (this.force as T) : this.rng.pick(options);
+  }
+
+  /** `worst` when the case re-checks a known finding, else one of `options` at random. */
+  worst<T>(worst: T, options: readonly T[]): T {
+    return this.force !== null ? worst : this.rng.pick(options);
   }
 
   note(text: string): void {
@@ -275,10 +287,11 @@ function hostCall(m: Module, c: CaseSettings, fn = m.rng.pick(HOST_NAMES)): void
 
 /** Kernel alloc in a loop, with or without free, sometimes touching every page so the memory is really used. */
 function allocLoop(m: Module): void {
-  const size = m.rng.pick([1, 4096, 65536, 1 << 20, 8 << 20, 16 << 20, (16 << 20) + 1, -1, 0x7fffffffffffffff, 0]);
-  const free = m.rng.chance(0.4);
-  const touch = size > 0 && size <= 16 << 20 && m.rng.chance(0.6);
-  const shape = m.rng.pick<LoopShape>([{ kind: 'bounded', n: 40 }, { kind: 'bounded', n: 1000 }, { kind: 'bounded', n: 100_000 }, { kind: 'unbounded' }]);
+  // At its worst, the penetration test's shape: 40 blocks of 8 MiB under a 16 MiB cap, none freed.
+  const size = m.worst(8 << 20, [1, 4096, 65536, 1 << 20, 8 << 20, 16 << 20, (16 << 20) + 1, -1, 0x7fffffffffffffff, 0]);
+  const free = m.force !== null ? m.force === 'free' : m.rng.chance(0.4);
+  const touch = size > 0 && size <= 16 << 20 && m.worst(false, [true, true, true, false, false]);
+  const shape = m.worst<LoopShape>({ kind: 'bounded', n: 40 }, [{ kind: 'bounded', n: 40 }, { kind: 'bounded', n: 1000 }, { kind: 'bounded', n: 100_000 }, { kind: 'unbounded' }]);
   m.variant = `${free ? 'free' : 'keep'}${touch ? '-touch' : ''}`;
   m.note(`kernel alloc(${size}) ${shapeText(shape)}${free ? ', freed each time' : ''}${touch ? ', every page written' : ''}`);
   const stmts = [`(local.set $h ${m.kx('alloc', [i64(size)])})`];
@@ -298,14 +311,14 @@ function allocLoop(m: Module): void {
 
 /** Logs through the kernel (log_*), through the host (log), or makes the kernel log its own errors, in a loop. */
 function logFlood(m: Module): void {
-  const variant = m.rng.pick(['kernel-log', 'kernel-log-bad-handle', 'host-log', 'alloc-over-cap', 'var-set-bad'] as const);
+  const variant = m.choose(['kernel-log', 'kernel-log-bad-handle', 'host-log', 'alloc-over-cap', 'var-set-bad'] as const);
   m.variant = variant;
   const level = m.rng.pick(['log_trace', 'log_debug', 'log_info', 'log_warn', 'log_error']);
-  const shape = m.rng.pick<LoopShape>([{ kind: 'bounded', n: 100 }, { kind: 'bounded', n: 100_000 }, { kind: 'unbounded' }]);
+  const shape = m.worst<LoopShape>({ kind: 'bounded', n: 100_000 }, [{ kind: 'bounded', n: 100 }, { kind: 'bounded', n: 100_000 }, { kind: 'unbounded' }]);
   const stmts: string[] = [];
   if (variant === 'kernel-log') {
     // The kernel frees a block once logged, so each line needs a new one.
-    const size = m.rng.pick([0, 1, 1024, 65536, 1 << 20, 8 << 20]);
+    const size = m.worst(1024, [0, 1, 1024, 65536, 1 << 20, 8 << 20]);
     stmts.push(`(local.set $h ${m.kx('alloc', [i64(size)])})`, m.k(level, ['(local.get $h)']));
     m.note(`kernel ${level} of a ${size}-byte block (NUL bytes) ${shapeText(shape)}`);
   } else if (variant === 'kernel-log-bad-handle') {
@@ -329,14 +342,15 @@ function logFlood(m: Module): void {
 /** output_set with lengths that are negative or huge, between writes that hand the host real bytes. */
 function outputSet(m: Module): void {
   const lengths = [-1n, -(1n << 20n), -0x8000000000000000n, 0x7fffffffffffffffn, 1n << 40n, 64n, 0n];
-  const first = m.rng.pick(lengths);
+  // At its worst: a negative length, then real bytes, again and again (the penetration test's cap bypass).
+  const first = m.worst(-(1n << 20n), lengths);
   m.variant = first < 0n ? 'negative-length' : 'length';
-  const write = m.rng.chance(0.6);
-  const bodyLen = m.rng.pick([1 << 16, 1 << 19, (1 << 20) - 1]);
+  const write = m.worst(true, [true, true, true, false, false]);
+  const bodyLen = m.worst(1 << 19, [1 << 16, 1 << 19, (1 << 20) - 1]);
   m.memory.initial = Math.max(m.memory.initial, Math.ceil((BIG + bodyLen) / 65536));
   const stmts = [m.k('output_set', ['(local.get $blk)', i64(first)])];
   if (write) stmts.push(m.h('set', [i32(Field.RESPONSE_BODY), i32(0), i32(0), i32(BIG), i32(bodyLen)]));
-  const shape = m.rng.pick<LoopShape>([{ kind: 'once' }, { kind: 'bounded', n: 64 }, { kind: 'bounded', n: 4096 }]);
+  const shape = m.worst<LoopShape>({ kind: 'bounded', n: 64 }, [{ kind: 'once' }, { kind: 'bounded', n: 64 }, { kind: 'bounded', n: 4096 }]);
   m.note(`kernel output_set(blk, ${first})${write ? ` then host set RESPONSE_BODY of ${bodyLen} bytes` : ''} ${shapeText(shape)}`);
   m.body.push(m.preamble(), m.loop(stmts, shape));
 }
@@ -391,7 +405,7 @@ function respondTwice(m: Module, c: CaseSettings): void {
  * phases that may write it. Network access without the http grant is what the oracle's backend-url check looks for.
  */
 function backendUrl(m: Module, c: CaseSettings): void {
-  const url = m.rng.pick(['urlEvil', 'urlHttps', 'urlCreds', 'urlQuery'] as const);
+  const url = m.choose(['urlEvil', 'urlHttps', 'urlCreds', 'urlQuery'] as const);
   m.variant = url;
   c.phase = m.rng.pick(['inbound', 'backend'] as const);
   const P = m.pool;
@@ -423,14 +437,14 @@ function httpRequestHelper(m: Module): void {
 
 /** Effects: many distinct HTTP requests, requests that change every round, hostile kinds and requests, counters. */
 function effects(m: Module, c: CaseSettings): void {
-  const variant = m.rng.pick(['http-fanout', 'changing', 'hostile', 'lease-flood', 'counter-flood'] as const);
+  const variant = m.choose(['http-fanout', 'changing', 'hostile', 'lease-flood', 'counter-flood'] as const);
   m.variant = variant;
   m.memory.initial = Math.max(m.memory.initial, 3);
   if (variant === 'http-fanout' || variant === 'changing') {
     httpRequestHelper(m);
     c.grants = HTTP_GRANT;
     if (variant === 'http-fanout') {
-      const n = m.rng.pick([4, 64, 1000, 100_000]);
+      const n = m.worst(1000, [4, 64, 1000, 100_000]);
       m.body.push(m.loop([m.h('effect', [i32(EffectKind.HTTP), i32(BIG), '(call $http_req (local.get $i))', i32(SCRATCH), i32(512)])], { kind: 'bounded', n }));
       m.note(`${n} distinct HTTP effects in one call`);
     } else {
@@ -570,7 +584,7 @@ function dataSegments(m: Module): void {
 
 /** Host calls whose cost grows with their arguments or with the exchange, each charged one fuel unit today. */
 function hostAmplifier(m: Module, c: CaseSettings): void {
-  const variant = m.rng.pick([
+  const variant = m.choose([
     'query-param-small-buffer',
     'huge-name',
     'list-zero-cap',
@@ -584,7 +598,7 @@ function hostAmplifier(m: Module, c: CaseSettings): void {
     'config-whole',
   ] as const);
   m.variant = variant;
-  const shape = m.rng.pick<LoopShape>([{ kind: 'bounded', n: 10_000 }, { kind: 'unbounded' }]);
+  const shape = m.worst<LoopShape>({ kind: 'unbounded' }, [{ kind: 'bounded', n: 10_000 }, { kind: 'unbounded' }]);
   const P = m.pool;
   let call: string;
   c.exchange = 'big';
@@ -611,7 +625,7 @@ function hostAmplifier(m: Module, c: CaseSettings): void {
       call = `(call $counter_name (local.get $i)) ${m.h('set', [i32(Field.VARIABLE), i32(128), i32(4), i32(P.val!.ptr), i32(P.val!.len)])}`;
       break;
     case 'verify-rsa':
-      call = m.h('verify', [i32(P.algRS!.ptr), i32(P.algRS!.len), i32(P.jwkRsa!.ptr), i32(P.jwkRsa!.len), i32(P.signed!.ptr), i32(P.signed!.len), i32(P.sig!.ptr), i32(m.rng.pick([256, 512]))]);
+      call = m.h('verify', [i32(P.algRS!.ptr), i32(P.algRS!.len), i32(P.jwkRsaHugeE!.ptr), i32(P.jwkRsaHugeE!.len), i32(P.signed!.ptr), i32(P.signed!.len), i32(P.sig!.ptr), i32(SLOW_RSA_BYTES)]);
       break;
     case 'metric':
       call = m.h('metric', [i32(P.metricName!.ptr), i32(P.metricName!.len), f64(1), i32(P.dims!.ptr), i32(P.dims!.len)]);
@@ -633,7 +647,7 @@ function hostAmplifier(m: Module, c: CaseSettings): void {
 
 /** SIMD, reference types, multi-value, saturating conversions, tables: proposals the host accepts, used at the edges. */
 function features(m: Module): void {
-  const variant = m.rng.pick(['simd-at-end', 'call-indirect-bad', 'multi-value', 'trunc-sat', 'table-grow'] as const);
+  const variant = m.choose(['simd-at-end', 'call-indirect-bad', 'multi-value', 'trunc-sat', 'table-grow'] as const);
   m.variant = variant;
   if (variant === 'simd-at-end') {
     m.body.push(m.loop([`(v128.store (i32.sub (i32.mul (memory.size) (i32.const 65536)) (local.get $i)) (i32x4.splat (local.get $i)))`], { kind: 'bounded', n: 32 }));
@@ -702,6 +716,20 @@ const WAT_FAMILIES: Record<string, { weight: number; run: Family }> = {
   wasi: { weight: 3, run: wasi },
 };
 
+/**
+ * The penetration test's findings, as (family, variant): each is generated once, at its worst, right after the family
+ * sweep, so that even the suite's short run checks every one of them (whatever the seed draws later).
+ */
+export const KNOWN_FINDINGS: readonly (readonly [string, string])[] = [
+  ['log-flood', 'kernel-log'], // kernel log_* not counted against the output cap
+  ['output-set', 'negative-length'], // output_set with a negative length, then real output past the cap
+  ['alloc-loop', 'keep'], // 40 kernel blocks of 8 MiB under a 16 MiB cap
+  ['host-amplifier', 'verify-rsa'], // RSA verify with a public exponent of thousands of bits, in a loop
+  ['host-amplifier', 'query-param-small-buffer'], // a query parameter read again and again into a zero-byte buffer
+  ['backend-url', 'urlEvil'], // BACKEND_URL pointed elsewhere without any grant
+  ['effects', 'http-fanout'], // a thousand HTTP effects from one call
+];
+
 export const FAMILIES: readonly string[] = [...Object.keys(WAT_FAMILIES), ...Object.keys(C_FAMILIES)];
 export const WAT_FAMILY_NAMES: readonly string[] = Object.keys(WAT_FAMILIES);
 export const C_FAMILY_NAMES: readonly string[] = Object.keys(C_FAMILIES);
@@ -760,11 +788,15 @@ export function generateCase(seed: number, index: number, options: GenerateOptio
   const families = runFamilies(options);
   const sweepKernel = families.includes('kernel-call') ? KERNEL_NAMES : [];
   const sweepHost = families.includes('host-call') ? HOST_NAMES : [];
+  const known = KNOWN_FINDINGS.filter(([f]) => families.includes(f));
   let family: string;
   let pick: string | undefined;
+  let force: string | null = null;
+  const afterFamilies = sweepKernel.length + sweepHost.length + families.length;
   if (index < sweepKernel.length) [family, pick] = ['kernel-call', sweepKernel[index]];
   else if (index < sweepKernel.length + sweepHost.length) [family, pick] = ['host-call', sweepHost[index - sweepKernel.length]];
-  else if (index < sweepKernel.length + sweepHost.length + families.length) family = families[index - sweepKernel.length - sweepHost.length]!;
+  else if (index < afterFamilies) family = families[index - sweepKernel.length - sweepHost.length]!;
+  else if (index < afterFamilies + known.length) [family, force] = known[index - afterFamilies]!;
   else {
     const weights = families.map((f) => [WAT_FAMILIES[f]?.weight ?? C_FAMILIES[f]!.weight, f] as const);
     family = rng.weighted(weights);
@@ -799,6 +831,12 @@ export function generateCase(seed: number, index: number, options: GenerateOptio
     m.pool = pool.at;
     if (pool.end > BIG) throw new Error('the data pool overlaps the big scratch area');
     m.data.push(...pool.data);
+    m.force = force;
+    if (force !== null) {
+      // A known finding is re-checked where it was found: inbound, default limits, the exchange it needs.
+      settings.phase = 'inbound';
+      settings.limits = {};
+    }
     WAT_FAMILIES[family]!.run(m, settings, pick);
     source = assembleWat(m, settings, name, version);
     lang = 'wat';

@@ -305,7 +305,13 @@ function describeError(err: unknown): string {
 }
 
 /** Runs one case and returns its verdict. Never throws for what the module does; throws only for fuzzer bugs. */
-export async function runCase(c: FuzzCase, ctx: OracleContext, bounds: Bounds): Promise<CaseVerdict> {
+export async function runCase(
+  c: FuzzCase,
+  ctx: OracleContext,
+  bounds: Bounds,
+  /** Told after each call, with the breaks so far (the supervisor keeps them should a later call never end). */
+  afterCall?: (call: number, stats: CallStats, breaks: Break[]) => void,
+): Promise<CaseVerdict> {
   const verdict: CaseVerdict = { index: c.index, family: c.family, variant: c.variant, lang: c.lang, detail: c.detail, loaded: false, calls: [], breaks: [] };
   const bytes = await caseBytes(c);
   const limits = limitsOf(c.limits);
@@ -385,6 +391,7 @@ export async function runCase(c: FuzzCase, ctx: OracleContext, bounds: Bounds): 
     };
     verdict.calls.push(stats);
     check(verdict, call, c, stats, limits, bounds, { failure, before, exchange, extGrowth, rssPeakGrowth });
+    afterCall?.(call, stats, verdict.breaks);
     // The exchange ends: leases are given back and meters settle, as the gateway does when the response is sent.
     exchange.end({ requestBytes: 0, responseBytes: 0 });
   }

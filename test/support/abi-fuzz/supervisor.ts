@@ -157,6 +157,8 @@ export async function runFuzz(o: RunOptions): Promise<RunReport> {
     let read = 0;
     let current: number | null = null;
     let currentSince = Date.now();
+    /** Breaks of the current case's calls so far: reported if the case never finishes. */
+    let partial: Break[] = [];
     let done = false;
     let lastBegun = nextFrom - 1;
     let killedFor: string | null = null;
@@ -178,6 +180,11 @@ export async function runFuzz(o: RunOptions): Promise<RunReport> {
           current = r.i;
           currentSince = Date.now();
           lastBegun = r.i;
+          partial = [];
+        } else if (r.t === 'call') {
+          // A call ended: the case is not hung, whatever it does next. The hang bound is per call.
+          currentSince = Date.now();
+          partial = r.breaks;
         } else if (r.t === 'case') {
           const v = r.verdict;
           verdicts.set(v.index, v);
@@ -222,6 +229,7 @@ export async function runFuzz(o: RunOptions): Promise<RunReport> {
     if (done && killedFor === null && code === 0) break;
     // The process ended without finishing: the case it was running is to blame.
     const culprit = current ?? (lastBegun >= nextFrom ? lastBegun : null);
+    if (culprit !== null) for (const b of partial) report(culprit, b);
     if (killedFor !== null && culprit !== null) {
       report(culprit, { check: killedFor.includes('reported nothing') ? 'hang' : 'process', detail: killedFor });
     } else if (culprit !== null) {

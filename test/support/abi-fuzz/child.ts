@@ -66,6 +66,7 @@ export async function childMain(o: ChildOptions): Promise<void> {
   const indices = o.only ?? null;
   let baseline: { rss: number; live: number; fds: number } | null = null;
   let windowStart = o.from;
+  let windowPeaks: number[] = [];
   let ran = 0;
   let next = indices ? 0 : o.from;
   for (;;) {
@@ -98,6 +99,7 @@ export async function childMain(o: ChildOptions): Promise<void> {
       }
     }
     write({ t: 'case', verdict });
+    if (verdict.breaks.some((b) => b.check === 'memory-peak')) windowPeaks.push(i);
     current = null;
     ran++;
     if (ran === STEADY_WARMUP_CASES || (ran > STEADY_WARMUP_CASES && (ran - STEADY_WARMUP_CASES) % STEADY_EVERY_CASES === 0)) {
@@ -118,12 +120,15 @@ export async function childMain(o: ChildOptions): Promise<void> {
           problems.push(`${now.fds - baseline.fds} more open file descriptors (bound ${bounds.fdGrowth})`);
           checks.push('fds');
         }
-        const detail = problems.length ? problems.join('; ') : null;
+        // A case that broke its peak bound leaves the process holding that memory's pages for a while: say so.
+        const peaks = windowPeaks.length ? ` (cases of this window that broke their memory peak bound: ${windowPeaks.join(', ')})` : '';
+        const detail = problems.length ? problems.join('; ') + peaks : null;
         write({ t: 'steady', from: windowStart, to: i, ...now, detail, check: checks[0] ?? null });
         // Reported growth becomes the new level: a window is blamed for what it added, not for what came before.
         if (detail) baseline = now;
       }
       windowStart = i + 1;
+      windowPeaks = [];
     }
   }
   await ctx.stop();

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { DEFAULT_BOUNDS, limitsOf } from './bounds.ts';
 import { generateCase, type FuzzCase } from './generate.ts';
-import { caseBytes } from './oracle.ts';
+import { caseBytes, type CaseVerdict } from './oracle.ts';
 import { wat, watDescriptor } from '../policies.ts';
 import { reproduceCommand, type ReportedBreak, type RunReport } from './supervisor.ts';
 import { startGatewayProcess, type GatewayProcess } from '../gateway-process.ts';
@@ -33,6 +33,10 @@ const CONTROL_REQUESTS = 40;
 const PROBE_EVERY_MS = 25;
 /** Requests sent to each fuzzed operation (the second meets a recycled instance, or one a failure left behind). */
 const REQUESTS_PER_MODULE = 2;
+/** After a module, how long the gateway may take to answer the healthy API within its bound again. */
+const SETTLE_MS = 20_000;
+/** Gateway processes started again after one died (each death is reported with the module that caused it). */
+const MAX_GATEWAY_RESTARTS = 3;
 /** How the healthy probe's access log lines are told apart (they are not the fuzzed requests' cost). */
 const PROBE_LINE_MARK = '"path":"/healthy/ping"';
 /** A fuzzed request's log is complete once nothing more arrived for this long. */
@@ -63,21 +67,23 @@ export interface GatewayCheckResult {
 /**
  * Which cases of a run go to the gateway: at most `max` modules that loaded in the supervised run (loading is where a
  * hostile start function acts, and it did so there, in a process that may die), those that broke something first,
- * one per family and variant before any second.
+ * one per family before a second of any, then one per family and variant.
  */
 export function gatewayCases(report: RunReport, max: number, families?: string[]): FuzzCase[] {
   const loaded = report.verdicts.filter((v) => v.loaded && !v.skipped);
   const broke = new Set(report.breaks.map((b) => b.index));
-  const seen = new Set<string>();
-  const first: number[] = [];
-  const rest: number[] = [];
-  for (const v of [...loaded.filter((v) => broke.has(v.index)), ...loaded.filter((v) => !broke.has(v.index))]) {
-    const kind = `${v.family}/${v.variant}`;
-    (seen.has(kind) ? rest : first).push(v.index);
-    seen.add(kind);
+  const ordered = [...loaded.filter((v) => broke.has(v.index)), ...loaded.filter((v) => !broke.has(v.index))];
+  const chosen: number[] = [];
+  for (const key of [(v: CaseVerdict) => v.family, (v: CaseVerdict) => `${v.family}/${v.variant}`, (v: CaseVerdict) => String(v.index)]) {
+    const seen = new Set(ordered.filter((v) => chosen.includes(v.index)).map(key));
+    for (const v of ordered) {
+      if (chosen.includes(v.index) || seen.has(key(v))) continue;
+      seen.add(key(v));
+      chosen.push(v.index);
+    }
   }
   const options = families ? { families } : {};
-  return [...first, ...rest].slice(0, max).map((i) => generateCase(report.seed, i, options));
+  return chosen.slice(0, max).map((i) => generateCase(report.seed, i, options));
 }
 
 /** A module that does nothing: the control operation the probe's latency is first measured against. */
@@ -125,6 +131,89 @@ apis:
 ${api('fuzzed', 'builtin:echo', up)}${api('fuzzed-down', 'http://127.0.0.1:1', down)}`;
 }
 
+/** One gateway process under observation: its log counted, its stderr's tail kept, the healthy API probed. */
+class Session {
+  logBytes = 0;
+  /** The last stderr, for the report when the process dies (a fatal V8 error says why). */
+  stderrTail = '';
+  alive = true;
+  /** The module being exercised, or settling; the probe blames it for a slow or failed answer. */
+  current: FuzzCase | null = null;
+  probes = 0;
+  worstProbeMs = 0;
+  controlWorstMs = 0;
+  control = true;
+  /** When the probe last got a 200 within its bound (ms on performance.now()). */
+  lastGoodProbe = 0;
+  private probing = true;
+  private probeLoop: Promise<void> = Promise.resolve();
+  private partial = '';
+
+  constructor(
+    readonly gateway: GatewayProcess,
+    private readonly report: (c: FuzzCase, check: string, detail: string) => void,
+  ) {
+    // The helper keeps every log line parsed in memory; a module that floods the log would make this process hold it
+    // all. From here on the log is only counted.
+    gateway.child.stdout!.removeAllListeners('data');
+    gateway.child.stdout!.on('data', (chunk: Buffer | string) => {
+      // Whole lines only, and not the probe's own access log lines: what is counted is what the fuzzed requests cost.
+      const text = this.partial + chunk.toString();
+      let start = 0;
+      for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+        if (!text.slice(start, nl).includes(PROBE_LINE_MARK)) this.logBytes += nl + 1 - start;
+        start = nl + 1;
+      }
+      this.partial = text.slice(start);
+    });
+    gateway.child.stderr!.on('data', (chunk: Buffer | string) => {
+      this.stderrTail = (this.stderrTail + chunk.toString()).slice(-2000);
+    });
+    void gateway.exited.then(() => (this.alive = false));
+  }
+
+  get bound(): number {
+    return HEALTHY_LATENCY_MS + this.controlWorstMs;
+  }
+
+  startProbing(): void {
+    this.probeLoop = (async () => {
+      while (this.probing && this.alive) {
+        const t0 = performance.now();
+        const during = this.current;
+        let status = 0;
+        let error = '';
+        try {
+          const res = await request(`${this.gateway.url}/healthy/ping`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+          status = res.statusCode;
+          await res.body.text();
+        } catch (err) {
+          error = (err as Error).message;
+        }
+        const ms = performance.now() - t0;
+        this.probes++;
+        if (this.control) this.controlWorstMs = Math.max(this.controlWorstMs, ms);
+        else this.worstProbeMs = Math.max(this.worstProbeMs, ms);
+        if (status === 200 && ms <= this.bound) this.lastGoodProbe = performance.now();
+        const culprit = during ?? this.current;
+        if (culprit && this.alive) {
+          if (status !== 200) this.report(culprit, 'gateway-healthy', `the healthy API answered ${status || error} while this module ran`);
+          else if (ms > this.bound) {
+            this.report(culprit, 'gateway-healthy', `the healthy API took ${ms.toFixed(0)} ms to answer while this module ran (bound ${this.bound.toFixed(0)} ms: ${HEALTHY_LATENCY_MS} + the control phase's ${this.controlWorstMs.toFixed(0)})`);
+          }
+        }
+        await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.probing = false;
+    await this.probeLoop;
+    await this.gateway.stop('SIGKILL');
+  }
+}
+
 export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCheckResult> {
   const started = Date.now();
   const breaks: ReportedBreak[] = [];
@@ -151,92 +240,55 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
     o.progress?.(`BROKEN (gateway) seed=${o.seed} case=${c.index} family=${c.family}: ${check}: ${detail}\n  source: ${sourceFile}\n  gateway configuration: ${config}`);
   };
 
-  o.progress?.(`# gateway: starting a gateway process with ${cases.length} fuzzed operations (${config})`);
-  let gateway: GatewayProcess;
-  try {
-    gateway = await startGatewayProcess({ config, startTimeoutMs: 120_000 });
-  } catch (err) {
-    effects.close();
-    throw new Error(`the gateway did not start with the fuzzed configuration: ${(err as Error).message}`);
-  }
-  // The helper keeps every log line parsed in memory; a module that floods the log would make this process hold
-  // it all. From here on the log is only counted.
-  gateway.child.stdout!.removeAllListeners('data');
-  let logBytes = 0;
-  let partial = '';
-  gateway.child.stdout!.on('data', (chunk: Buffer | string) => {
-    // Whole lines only, and not the probe's own access log lines: what is counted is what the fuzzed requests cost.
-    const text = partial + chunk.toString();
-    let start = 0;
-    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
-      if (!text.slice(start, nl).includes(PROBE_LINE_MARK)) logBytes += nl + 1 - start;
-      start = nl + 1;
+  /** Starts a gateway and measures its control phase: the same requests to a module that does nothing. */
+  const startSession = async (): Promise<Session> => {
+    o.progress?.(`# gateway: starting a gateway process with ${cases.length} fuzzed operations (${config})`);
+    let gateway: GatewayProcess;
+    try {
+      gateway = await startGatewayProcess({ config, startTimeoutMs: 120_000 });
+    } catch (err) {
+      throw new Error(`the gateway did not start with the fuzzed configuration: ${(err as Error).message}`);
     }
-    partial = text.slice(start);
-  });
-  let alive = true;
-  void gateway.exited.then(() => (alive = false));
-
-  let current: FuzzCase | null = null;
-  let probes = 0;
-  let worstProbeMs = 0;
-  /** The probe's slowest answer during the control phase: how slow this machine is right now without any module. */
-  let controlWorstMs = 0;
-  let control = true;
-  let probing = true;
-  const probeLoop = (async () => {
-    while (probing && alive) {
-      const t0 = performance.now();
-      const during = current;
-      let status = 0;
-      let error = '';
-      try {
-        const res = await request(`${gateway.url}/healthy/ping`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
-        status = res.statusCode;
-        await res.body.text();
-      } catch (err) {
-        error = (err as Error).message;
-      }
-      const ms = performance.now() - t0;
-      probes++;
-      if (control) controlWorstMs = Math.max(controlWorstMs, ms);
-      else worstProbeMs = Math.max(worstProbeMs, ms);
-      const culprit = during ?? current;
-      const bound = HEALTHY_LATENCY_MS + controlWorstMs;
-      if (culprit && alive) {
-        if (status !== 200) report(culprit, 'gateway-healthy', `the healthy API answered ${status || error} while this module ran`);
-        else if (ms > bound) {
-          report(culprit, 'gateway-healthy', `the healthy API took ${ms.toFixed(0)} ms to answer while this module ran (bound ${bound.toFixed(0)} ms: ${HEALTHY_LATENCY_MS} + the control phase's ${controlWorstMs.toFixed(0)})`);
-        }
-      }
-      await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
-    }
-  })();
-
-  let requests = 0;
-  try {
-    // The control phase: the same kind of requests, to an operation whose module does nothing, with the probe running.
-    for (let k = 0; k < CONTROL_REQUESTS && alive; k++) {
+    const session = new Session(gateway, report);
+    session.startProbing();
+    for (let k = 0; k < CONTROL_REQUESTS && session.alive; k++) {
       const res = await request(`${gateway.url}/control/x?q=1`, { method: 'POST', body: '{"a":1}' });
       await res.body.text();
       await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
     }
-    control = false;
-    o.progress?.(`# gateway: the healthy API's slowest answer in the control phase: ${controlWorstMs.toFixed(0)} ms`);
+    session.control = false;
+    o.progress?.(`# gateway: the healthy API's slowest answer in the control phase: ${session.controlWorstMs.toFixed(0)} ms`);
+    return session;
+  };
+
+  let requests = 0;
+  let probes = 0;
+  let worstProbeMs = 0;
+  let controlWorstMs = 0;
+  let restarts = 0;
+  let session: Session | null = null;
+  try {
     for (const c of cases) {
-      if (!alive) break;
-      current = c;
+      if (session === null || !session.alive) {
+        if (restarts++ > MAX_GATEWAY_RESTARTS) {
+          o.progress?.(`# gateway: it died ${MAX_GATEWAY_RESTARTS} times; the remaining modules are not run`);
+          break;
+        }
+        session = await startSession();
+      }
+      const s = session;
+      s.current = c;
       const limits = limitsOf(c.limits);
       const logBound = limits.outputBytes + DEFAULT_BOUNDS.logMarginBytes + GATEWAY_LOG_SLACK;
-      for (let k = 0; k < REQUESTS_PER_MODULE && alive; k++) {
-        const log0 = logBytes;
+      for (let k = 0; k < REQUESTS_PER_MODULE && s.alive; k++) {
+        const log0 = s.logBytes;
         const t0 = performance.now();
         const path = `/${c.phase === 'on-error' ? 'fuzzed-down' : 'fuzzed'}/m${c.index}?q=1`;
         try {
-          const res = await request(`${gateway.url}${path}`, { method: 'POST', body: '{"a":1}', headersTimeout: FUZZED_ANSWER_MS * 2, bodyTimeout: FUZZED_ANSWER_MS * 2 });
+          const res = await request(`${s.gateway.url}${path}`, { method: 'POST', body: '{"a":1}', headersTimeout: FUZZED_ANSWER_MS * 2, bodyTimeout: FUZZED_ANSWER_MS * 2 });
           await res.body.text();
         } catch (err) {
-          if (alive) report(c, 'gateway-answer', `the fuzzed request got no answer: ${(err as Error).message}`);
+          if (s.alive) report(c, 'gateway-answer', `the fuzzed request got no answer: ${(err as Error).message}`);
         }
         requests++;
         const ms = performance.now() - t0;
@@ -244,29 +296,42 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
         if (ms > FUZZED_ANSWER_MS) report(c, 'gateway-answer', `the fuzzed request took ${ms.toFixed(0)} ms (bound ${FUZZED_ANSWER_MS} ms)`);
         // The gateway writes its log in batches and this process reads the pipe when it can: wait until the log of
         // this request has stopped arriving, so that it is not counted against the next module.
-        const quietSince = { bytes: logBytes, at: performance.now() };
-        while (performance.now() - quietSince.at < LOG_QUIET_MS && performance.now() - t0 < FUZZED_ANSWER_MS) {
+        const quietSince = { bytes: s.logBytes, at: performance.now() };
+        while (s.alive && performance.now() - quietSince.at < LOG_QUIET_MS && performance.now() - t0 < SETTLE_MS) {
           await new Promise((r) => setTimeout(r, 20));
-          if (logBytes !== quietSince.bytes) Object.assign(quietSince, { bytes: logBytes, at: performance.now() });
+          if (s.logBytes !== quietSince.bytes) Object.assign(quietSince, { bytes: s.logBytes, at: performance.now() });
         }
-        const bytes = logBytes - log0;
+        const bytes = s.logBytes - log0;
         if (bytes > logBound) report(c, 'gateway-log', `one fuzzed request wrote ${bytes} bytes to the gateway's log (bound ${logBound})`);
-        if (!alive) {
-          const code = await gateway.exited;
-          report(c, 'gateway-process', `the gateway process exited (code ${code}) while this module ran`);
-        }
       }
-      current = null;
+      // The module is blamed for what follows it until the gateway answers the healthy API well again: a module whose
+      // damage outlasts its request (a log still being written, a heap being collected) is not let off.
+      const settleStarted = performance.now();
+      while (s.alive && s.lastGoodProbe < settleStarted && performance.now() - settleStarted < SETTLE_MS) {
+        await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
+      }
+      if (s.alive && s.lastGoodProbe < settleStarted) {
+        report(c, 'gateway-recovery', `the healthy API did not answer within its bound for ${SETTLE_MS} ms after this module's requests`);
+      }
+      if (!s.alive) {
+        const code = await s.gateway.exited;
+        const why = s.stderrTail.trim().split('\n').slice(-4).join(' | ');
+        report(c, 'gateway-process', `the gateway process exited (code ${code}) during or after this module's requests${why ? `: ${why}` : ''}`);
+      }
+      s.current = null;
+      if (!s.alive || c === cases[cases.length - 1]) {
+        probes += s.probes;
+        worstProbeMs = Math.max(worstProbeMs, s.worstProbeMs);
+        controlWorstMs = Math.max(controlWorstMs, s.controlWorstMs);
+      }
     }
   } finally {
-    probing = false;
-    await probeLoop;
-    await gateway.stop('SIGKILL');
+    await session?.stop();
     effects.close();
   }
   const result = { breaks, modules: cases.length, requests, probes, worstProbeMs, controlWorstMs, durationMs: Date.now() - started };
   o.progress?.(
-    `# gateway: ${result.modules} modules, ${requests} fuzzed requests, ${probes} probes of the healthy API (slowest ${worstProbeMs.toFixed(0)} ms), ${breaks.length} broken bounds, ${(result.durationMs / 1000).toFixed(1)} s`,
+    `# gateway: ${result.modules} modules, ${requests} fuzzed requests, ${probes} probes of the healthy API (slowest ${worstProbeMs.toFixed(0)} ms), ${breaks.length} broken bounds, ${restarts} gateway process(es), ${(result.durationMs / 1000).toFixed(1)} s`,
   );
   return result;
 }

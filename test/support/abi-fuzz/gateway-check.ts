@@ -39,8 +39,8 @@ const SETTLE_MS = 20_000;
 const MAX_GATEWAY_RESTARTS = 3;
 /** How the healthy probe's access log lines are told apart (they are not the fuzzed requests' cost). */
 const PROBE_LINE_MARK = '"path":"/healthy/ping"';
-/** A fuzzed request's log is complete once nothing more arrived for this long. */
-const LOG_QUIET_MS = 150;
+/** A module's log is complete once nothing more arrived for this long (a flooded gateway pauses between bursts). */
+const LOG_QUIET_MS = 500;
 /** The access log line and the gateway's own lines about a failed request, on top of the in-process log bound. */
 const GATEWAY_LOG_SLACK = 16 * 1024;
 
@@ -279,9 +279,9 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
       const s = session;
       s.current = c;
       const limits = limitsOf(c.limits);
-      const logBound = limits.outputBytes + DEFAULT_BOUNDS.logMarginBytes + GATEWAY_LOG_SLACK;
+      const log0 = s.logBytes;
+      let sent = 0;
       for (let k = 0; k < REQUESTS_PER_MODULE && s.alive; k++) {
-        const log0 = s.logBytes;
         const t0 = performance.now();
         const path = `/${c.phase === 'on-error' ? 'fuzzed-down' : 'fuzzed'}/m${c.index}?q=1`;
         try {
@@ -291,28 +291,27 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
           if (s.alive) report(c, 'gateway-answer', `the fuzzed request got no answer: ${(err as Error).message}`);
         }
         requests++;
+        sent++;
         const ms = performance.now() - t0;
         if (ms > 1000) o.progress?.(`# gateway: case ${c.index} (${c.family}/${c.variant}) took ${ms.toFixed(0)} ms`);
         if (ms > FUZZED_ANSWER_MS) report(c, 'gateway-answer', `the fuzzed request took ${ms.toFixed(0)} ms (bound ${FUZZED_ANSWER_MS} ms)`);
-        // The gateway writes its log in batches and this process reads the pipe when it can: wait until the log of
-        // this request has stopped arriving, so that it is not counted against the next module.
-        const quietSince = { bytes: s.logBytes, at: performance.now() };
-        while (s.alive && performance.now() - quietSince.at < LOG_QUIET_MS && performance.now() - t0 < SETTLE_MS) {
-          await new Promise((r) => setTimeout(r, 20));
-          if (s.logBytes !== quietSince.bytes) Object.assign(quietSince, { bytes: s.logBytes, at: performance.now() });
-        }
-        const bytes = s.logBytes - log0;
-        if (bytes > logBound) report(c, 'gateway-log', `one fuzzed request wrote ${bytes} bytes to the gateway's log (bound ${logBound})`);
       }
-      // The module is blamed for what follows it until the gateway answers the healthy API well again: a module whose
-      // damage outlasts its request (a log still being written, a heap being collected) is not let off.
+      // The module is blamed for what follows its requests until the gateway answers the healthy API well again and
+      // its log has stopped growing: a module whose damage outlasts its requests (a log still being written, a heap
+      // being collected) is not let off, and the next module is not blamed for it.
       const settleStarted = performance.now();
-      while (s.alive && s.lastGoodProbe < settleStarted && performance.now() - settleStarted < SETTLE_MS) {
+      const quiet = { bytes: s.logBytes, at: performance.now() };
+      while (s.alive && performance.now() - settleStarted < SETTLE_MS) {
         await new Promise((r) => setTimeout(r, PROBE_EVERY_MS));
+        if (s.logBytes !== quiet.bytes) Object.assign(quiet, { bytes: s.logBytes, at: performance.now() });
+        if (s.lastGoodProbe >= settleStarted && performance.now() - quiet.at >= LOG_QUIET_MS) break;
       }
-      if (s.alive && s.lastGoodProbe < settleStarted) {
-        report(c, 'gateway-recovery', `the healthy API did not answer within its bound for ${SETTLE_MS} ms after this module's requests`);
+      if (s.alive && (s.lastGoodProbe < settleStarted || performance.now() - quiet.at < LOG_QUIET_MS)) {
+        report(c, 'gateway-recovery', `${SETTLE_MS} ms after this module's requests, the gateway still ${s.lastGoodProbe < settleStarted ? 'did not answer the healthy API within its bound' : 'was writing its log'}`);
       }
+      const logBound = sent * (limits.outputBytes + DEFAULT_BOUNDS.logMarginBytes + GATEWAY_LOG_SLACK);
+      const bytes = s.logBytes - log0;
+      if (bytes > logBound) report(c, 'gateway-log', `its ${sent} requests wrote ${bytes} bytes to the gateway's log (bound ${logBound}: ${sent} × (output cap + ${DEFAULT_BOUNDS.logMarginBytes + GATEWAY_LOG_SLACK}))`);
       if (!s.alive) {
         const code = await s.gateway.exited;
         const why = s.stderrTail.trim().split('\n').slice(-4).join(' | ');

@@ -1,7 +1,6 @@
 // Shared helpers for tests: build real policies with the SDK, make hosts and exchanges.
 
 import { join } from 'node:path';
-import { buildPolicy } from '../../sdk/cli/build.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
 import assert from 'node:assert/strict';
 import { PolicyFailure, PolicyHost, type EffectRunner } from '../../runtime/policy-host/index.ts';
@@ -16,6 +15,9 @@ export async function buildFixture(name: string): Promise<Uint8Array> {
   const builtin = join(repoRoot(), 'policies', name, 'policy.ts');
   const { existsSync } = await import('node:fs');
   const source = existsSync(fixture) ? fixture : builtin;
+  // Imported here, not at the top: the compiler (AssemblyScript) takes about a second to load, and helpers such as
+  // wat() are used by processes that never build a policy (the ABI fuzzer's child starts again after every crash).
+  const { buildPolicy } = await import('../../sdk/cli/build.ts');
   return (await buildPolicy({ source })).wasm;
 }
 
@@ -52,12 +54,23 @@ export function makeExchange(request: Partial<Omit<RequestState, 'headers'>> & {
   });
 }
 
-/** Builds a raw module from WebAssembly text (binaryen parses it), for modules the SDK would never produce. */
-export async function wat(text: string): Promise<Uint8Array> {
+/**
+ * Builds a raw module from WebAssembly text (binaryen parses it), for modules the SDK would never produce. `features`:
+ * 'mvp' (the default: MVP, bulk memory, sign-extension), or 'host' for every proposal the policy host accepts
+ * (docs/policy-abi.md, section 1), which the ABI fuzzer's modules use.
+ */
+export async function wat(text: string, features: 'mvp' | 'host' = 'mvp'): Promise<Uint8Array> {
   const binaryen = (await import('binaryen')).default;
+  const F = binaryen.Features;
   const module = binaryen.parseText(text);
   try {
-    module.setFeatures(binaryen.Features.MVP | binaryen.Features.BulkMemory | binaryen.Features.SignExt);
+    module.setFeatures(
+      features === 'host'
+        ? F.MVP | F.SignExt | F.MutableGlobals | F.NontrappingFPToInt | F.BulkMemory | F.BulkMemoryOpt | F.SIMD128 | F.ReferenceTypes | F.Multivalue
+        : F.MVP | F.BulkMemory | F.SignExt,
+    );
+    // The fuzzer's generated text must be what it means: a module that fails validation is a generator bug.
+    if (features === 'host' && !module.validate()) throw new Error('the WebAssembly text does not validate');
     return module.emitBinary();
   } finally {
     module.dispose();

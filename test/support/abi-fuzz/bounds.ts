@@ -1,7 +1,7 @@
 // The bounds the ABI fuzzer holds the policy host to, with why each margin is what it is. They are the sandbox's
 // promises (docs/policy-abi.md, section 6) turned into numbers that can be measured from outside the host.
 
-import { DEFAULT_LIMITS } from '../../../runtime/policy-host/instance.ts';
+import { DEFAULT_LIMITS, MAX_EFFECTS_PER_CALL } from '../../../runtime/policy-host/index.ts';
 
 const MiB = 1 << 20;
 
@@ -34,11 +34,11 @@ export interface Bounds {
 }
 
 export const DEFAULT_BOUNDS: Bounds = {
-  // The host checks the clock every 4,096 fuel units, a few microseconds of wasm apart; what one check interval can
-  // hold beyond that is host-function work (a function charged one unit whatever it does: the penetration test's
-  // finding) and a collection V8 starts inside the call (a scavenge takes 1-5 ms, finishing a mark-compact of the
-  // fuzzer's heap up to about 10 ms). 20 ms covers those with room, and is far below the hundreds of milliseconds
-  // to seconds that an unaccounted host function costs. The CPU is the whole process's (process.cpuUsage), as the
+  // The host checks the clock every 65,536 instructions and every 256 units of host work, tens of microseconds
+  // apart; what one check interval can hold beyond that is one host operation (a signature check, a copy of a body)
+  // and a collection V8 starts inside the call (a scavenge takes 1-5 ms, finishing a mark-compact of the fuzzer's
+  // heap up to about 10 ms). 20 ms covers those with room, and is far below the hundreds of milliseconds to seconds
+  // that an unaccounted host function cost. The CPU is the whole process's (process.cpuUsage), as the
   // host measures it, so collector threads count too.
   cpuMarginMs: 20,
   wallCeilingBudgets: 3,
@@ -64,9 +64,8 @@ export const DEFAULT_BOUNDS: Bounds = {
   steadyRssGrowthBytes: 64 * MiB,
   // WASI instances open /dev/null for stdin and stdout and close them when recycled; a few may be in flight.
   fdGrowth: 16,
-  // The ABI caps rounds (4) but names no cap on effects per round; a fan-out policy needs a handful. 32 over all
-  // rounds is generous for any real policy, and a hard limit on a request amplifying into thousands of outbound ones.
-  maxHttpEffectsPerCall: 32,
+  // The ABI's own limit: distinct effects per handler call, over all its rounds.
+  maxHttpEffectsPerCall: MAX_EFFECTS_PER_CALL,
   // binaryen metering and compiling a module of a few KiB takes tens of milliseconds; a start function is stopped by
   // its budget. 5 s is far above both on a loaded two-core machine, and far below a hang.
   loadMs: 5_000,

@@ -10,7 +10,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import process from 'node:process';
-import { PolicyFailure, PolicyHost, PolicyLoadError, type EffectContext, type EffectRunner, type FailureReason, type PolicyBinding } from '../../../runtime/policy-host/index.ts';
+import { FAILURE_REASONS, PolicyFailure, PolicyHost, PolicyLoadError, type EffectContext, type EffectRunner, type PolicyBinding } from '../../../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../../../runtime/pipeline/effects.ts';
 import { Exchange, headerMap } from '../../../runtime/pipeline/exchange.ts';
 import type { ExchangeUsage } from '../../../runtime/policy-host/binding.ts';
@@ -22,18 +22,6 @@ import { wat, watDescriptor } from '../policies.ts';
 import { limitsOf, type Bounds } from './bounds.ts';
 import { compileC } from './c-templates.ts';
 import type { ExchangeShape, FuzzCase } from './generate.ts';
-
-export const FAILURE_REASONS: ReadonlySet<FailureReason> = new Set<FailureReason>([
-  'trap',
-  'cpu-budget',
-  'memory-cap',
-  'output-cap',
-  'capability',
-  'bad-argument',
-  'error',
-  'effects',
-  'instantiate',
-]);
 
 export interface Break {
   /** Which promise: exception, failure-reason, cpu, wall, call-wall, log, output, memory-peak, memory-steady, fds,
@@ -366,7 +354,7 @@ export async function runCase(
       if (err instanceof PolicyFailure) {
         failure = err;
         outcome = `failed:${err.reason}`;
-        if (!FAILURE_REASONS.has(err.reason)) verdict.breaks.push({ check: 'failure-reason', call, detail: `a PolicyFailure with reason ${JSON.stringify(err.reason)}, not one of FailureReason` });
+        if (!(FAILURE_REASONS as readonly string[]).includes(err.reason)) verdict.breaks.push({ check: 'failure-reason', call, detail: `a PolicyFailure with reason ${JSON.stringify(err.reason)}, not one of FailureReason` });
       } else {
         outcome = 'exception';
         verdict.breaks.push({ check: 'exception', call, detail: `the call threw ${describeError(err)} instead of a PolicyFailure` });

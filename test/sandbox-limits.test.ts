@@ -33,6 +33,15 @@ const repeat = (times: number, body: string) => `
 
 const gcNow = (globalThis as { gc?: () => void }).gc;
 
+/** Memory once garbage is collected and freed buffers are given back (V8 sweeps array buffers after a collection). */
+async function settledMemory(): Promise<NodeJS.MemoryUsage> {
+  for (let i = 0; i < 2; i++) {
+    gcNow!();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return process.memoryUsage();
+}
+
 describe('sandbox limits: logs', () => {
   test('kernel log_* lines count against the log budget and the output cap (64 lines of 16 KiB from one call)', async () => {
     const before = policyLogBytes();
@@ -61,6 +70,17 @@ describe('sandbox limits: logs', () => {
       { limits: { logLines: 40 } },
     );
     await roomy.run('inbound', makeExchange());
+  });
+
+  test('a line counts what it becomes in the log: NUL bytes are written as \\u0000, six bytes each', async () => {
+    // 3,000 NUL bytes are 18,000 bytes of log, past the 16 KiB budget; 3,000 letters are not.
+    const nul = await bindHostile({ name: 'nul-line', pages: 2, inbound: `(call $log (i32.const 2) (i32.const ${SCRATCH}) (i32.const 3000)) (i32.const 0)` });
+    assert.equal((await policyFailure(nul.run('inbound', makeExchange()))).reason, 'log-budget');
+    const letters = await bindHostile({
+      name: 'letter-line',
+      inbound: `(memory.fill (i32.const ${SCRATCH}) (i32.const 97) (i32.const 3000)) (call $log (i32.const 2) (i32.const ${SCRATCH}) (i32.const 3000)) (i32.const 0)`,
+    });
+    await letters.run('inbound', makeExchange());
   });
 
   test('lines below the gateway log level are not written and do not use the log budget, but count as output', async () => {
@@ -127,17 +147,17 @@ describe('sandbox limits: output', () => {
 });
 
 describe('sandbox limits: memory', () => {
-  /** Forty 8 MiB kernel blocks, the last byte of each written, keeping on when alloc refuses (returns 0). */
+  /** Forty 1 MiB kernel blocks, the last byte of each written, keeping on when alloc refuses (returns 0). */
   const blockHoarder: HostileModule = {
     name: 'block-hoarder',
     locals: '(local $i i32) (local $h i64)',
     inbound: `${repeat(40, `
-      (local.set $h (call $alloc (i64.const 8388608)))
+      (local.set $h (call $alloc (i64.const 1048576)))
       (if (i64.ne (local.get $h) (i64.const 0))
-        (then (call $store_u8 (i64.add (local.get $h) (i64.const 8388607)) (i32.const 1))))`)} (i32.const 0)`,
+        (then (call $store_u8 (i64.add (local.get $h) (i64.const 1048575)) (i32.const 1))))`)} (i32.const 0)`,
   };
 
-  test('kernel blocks count against the memory cap with linear memory: the second 8 MiB block under 16 MiB fails', async () => {
+  test('kernel blocks count against the memory cap with linear memory: the 16th 1 MiB block under 16 MiB fails', async () => {
     const binding = await bindHostile(blockHoarder);
     gcNow?.();
     const before = process.memoryUsage().arrayBuffers;
@@ -148,15 +168,21 @@ describe('sandbox limits: memory', () => {
     assert.ok(held < 24, `the call allocated ${held.toFixed(0)} MiB of kernel blocks under a 16 MiB cap`);
   });
 
+  test('one kernel block may hold what a call may hand the host (its output cap, 1 MiB at least), no more', async () => {
+    const big = await bindHostile({ name: 'big-block', inbound: '(drop (call $alloc (i64.const 8388608))) (i32.const 0)' });
+    const err = await policyFailure(big.run('inbound', makeExchange()));
+    assert.equal(err.reason, 'memory-cap');
+    assert.match(err.message, /a block of 8388608 bytes is larger than the 1048576 bytes a kernel block may hold/);
+    const roomy = await bindHostile({ name: 'big-block', inbound: '(drop (call $alloc (i64.const 8388608))) (i32.const 0)' }, { limits: { outputBytes: 8 << 20 } });
+    await roomy.run('inbound', makeExchange());
+  });
+
   test('what failed calls allocated is given back: memory after them returns to where it was', { skip: gcNow ? false : 'needs gc() (node --expose-gc, deno --v8-flags=--expose-gc)' }, async () => {
     const binding = await bindHostile(blockHoarder);
     await policyFailure(binding.run('inbound', makeExchange()));
-    gcNow!();
-    const before = process.memoryUsage();
+    const before = await settledMemory();
     for (let i = 0; i < 10; i++) await policyFailure(binding.run('inbound', makeExchange()));
-    await new Promise((r) => setTimeout(r, 10));
-    gcNow!();
-    const after = process.memoryUsage();
+    const after = await settledMemory();
     const buffers = (after.arrayBuffers - before.arrayBuffers) / 2 ** 20;
     const rss = (after.rss - before.rss) / 2 ** 20;
     assert.ok(buffers < 8, `array buffers grew by ${buffers.toFixed(1)} MiB over 10 failed calls`);
@@ -166,17 +192,19 @@ describe('sandbox limits: memory', () => {
   test('linear memory cannot grow into what kernel blocks hold', async () => {
     const binding = await bindHostile({
       name: 'grow-after-blocks',
+      locals: '(local $i i32)',
       inbound: `
-        (drop (call $alloc (i64.const 12582912)))
+        ${repeat(12, '(drop (call $alloc (i64.const 1048576)))')}
         (if (i32.ne (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))
         (i32.const 0)`,
     });
-    // 12 MiB of blocks leave room for 62 more pages, not 100: the grow fails, and the module sees it fail.
+    // 12 MiB of blocks leave room for about 62 more pages, not 100: the grow fails, and the module sees it fail.
     await binding.run('inbound', makeExchange());
     const greedy = await bindHostile({
       name: 'grow-then-trap',
+      locals: '(local $i i32)',
       inbound: `
-        (drop (call $alloc (i64.const 12582912)))
+        ${repeat(12, '(drop (call $alloc (i64.const 1048576)))')}
         (drop (memory.grow (i32.const 100)))
         unreachable`,
     });
@@ -194,7 +222,10 @@ describe('sandbox limits: memory', () => {
     // 40 MiB allocated and freed one MiB at a time under a 16 MiB cap.
     await binding.run('inbound', makeExchange());
     // Each call may hold 12 MiB of blocks; ten calls in a row each start from none.
-    const perCall = await bindHostile({ name: 'alloc-per-call', inbound: '(drop (call $alloc (i64.const 12582912))) (i32.const 0)' }, { limits });
+    const perCall = await bindHostile(
+      { name: 'alloc-per-call', locals: '(local $i i32)', inbound: `${repeat(12, '(drop (call $alloc (i64.const 1048576)))')} (i32.const 0)` },
+      { limits },
+    );
     for (let i = 0; i < 10; i++) await perCall.run('inbound', makeExchange());
   });
 });
@@ -265,6 +296,75 @@ describe('sandbox limits: CPU', () => {
                     (then unreachable))`;
     const binding = await bindHostile({ name: 'verify-loop', data: items, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } });
     await assertStoppedInTime(binding);
+  });
+
+  test('touching fresh pages (page faults no instruction count sees) is stopped in time', async () => {
+    // 16 MiB grown, then one store a page, again and again: the first pass faults 4,096 pages (14 us each here).
+    const binding = await bindHostile(
+      {
+        name: 'page-toucher',
+        locals: '(local $p i32)',
+        inbound: `
+          (drop (memory.grow (i32.const 254)))
+          ${forever('(i32.store8 (local.get $p) (i32.const 1)) (local.set $p (i32.rem_u (i32.add (local.get $p) (i32.const 4096)) (i32.const 16777216)))')}`,
+      },
+      { limits: { cpuMs: BUDGET_MS } },
+    );
+    assert.equal((await assertStoppedInTime(binding)).reason, 'cpu-budget');
+  });
+
+  test('a memory.fill of the whole memory is done in chunks, the deadline checked between them', async () => {
+    const binding = await bindHostile(
+      { name: 'big-fill', inbound: `(drop (memory.grow (i32.const 254))) ${forever('(memory.fill (i32.const 0) (i32.const 7) (i32.const 16646144))')}` },
+      { limits: { cpuMs: BUDGET_MS } },
+    );
+    assert.equal((await assertStoppedInTime(binding)).reason, 'cpu-budget');
+  });
+
+  test('memory.copy in chunks keeps its meaning: overlapping either way, out of bounds traps', async () => {
+    // 200 KiB of a pattern copied 100 bytes up, and back down, across chunk boundaries; then checked byte by byte.
+    const binding = await bindHostile({
+      name: 'copy-overlap',
+      pages: 8,
+      locals: '(local $i i32) (local $bad i32)',
+      inbound: `
+        ${repeat(204800, '(i32.store8 (i32.add (i32.const 65536) (local.get $i)) (local.get $i))')}
+        (memory.copy (i32.const 65636) (i32.const 65536) (i32.const 204800))
+        (local.set $i (i32.const 0))
+        ${repeat(204800, '(if (i32.ne (i32.load8_u (i32.add (i32.const 65636) (local.get $i))) (i32.and (local.get $i) (i32.const 255))) (then unreachable))')}
+        (memory.copy (i32.const 65536) (i32.const 65636) (i32.const 204800))
+        (local.set $i (i32.const 0))
+        ${repeat(204800, '(if (i32.ne (i32.load8_u (i32.add (i32.const 65536) (local.get $i))) (i32.and (local.get $i) (i32.const 255))) (then unreachable))')}
+        (i32.const 0)`,
+    }, { limits: { cpuMs: 2000 } });
+    await binding.run('inbound', makeExchange());
+    const outside = await bindHostile({ name: 'copy-outside', inbound: '(memory.copy (i32.const 0) (i32.const 100000) (i32.const 100000)) (i32.const 0)' });
+    assert.equal((await policyFailure(outside.run('inbound', makeExchange()))).reason, 'trap');
+  });
+
+  test('a name of megabytes is not read: INVALID_VALUE, and a loop of such reads is stopped in time', async () => {
+    const call = '(drop (call $get (i32.const 15) (i32.const 0) (i32.const 16646144) (i32.const 256) (i32.const 0)))';
+    const once = await bindHostile({
+      name: 'huge-name-once',
+      pages: 256,
+      inbound: `(if (i32.ne (call $get (i32.const 15) (i32.const 0) (i32.const 16646144) (i32.const 256) (i32.const 0)) (i32.const ${Status.INVALID_VALUE})) (then unreachable)) (i32.const 0)`,
+    });
+    await once.run('inbound', makeExchange());
+    const loop = await bindHostile({ name: 'huge-name', pages: 256, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } });
+    await assertStoppedInTime(loop);
+  });
+
+  test('WASI random_get of the whole memory in a loop is stopped in time (served in chunks)', async () => {
+    const binding = await bindHostile(
+      {
+        name: 'wasi-random',
+        pages: 256,
+        imports: '(import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))',
+        inbound: forever('(drop (call $random_get (i32.const 0) (i32.const 16646144)))'),
+      },
+      { limits: { cpuMs: BUDGET_MS }, grants: { wasi: true } },
+    );
+    assert.equal((await assertStoppedInTime(binding)).reason, 'cpu-budget');
   });
 
   test('a loop of query-parameter reads with a too-small buffer on a long query is stopped in time', async () => {

@@ -131,6 +131,13 @@ export function headerRecord(
   return into;
 }
 
+/**
+ * The longest path, and the longest query, a policy may give a request: what the gateway's own listener accepts in a
+ * whole request head by default (16 KiB, GATEHOUSE_MAX_HEADER_BYTES). Each query-parameter write copies the query,
+ * so a longer one would also let a loop of writes churn through memory far beyond what it hands the host.
+ */
+export const MAX_POLICY_URL_PART = 16 * 1024;
+
 export class Exchange implements TransactionalView {
   readonly requestId: string;
   readonly api: string;
@@ -340,6 +347,7 @@ export class Exchange implements TransactionalView {
         return Status.OK;
       case Field.REQUEST_QUERY_PARAM: {
         const query = editQuery(this.request.query, op, name, value as string | null);
+        if (query.length > MAX_POLICY_URL_PART) return Status.INVALID_VALUE;
         if (query !== this.request.query) this.change(this.request, 'query', query);
         return Status.OK;
       }
@@ -354,13 +362,14 @@ export class Exchange implements TransactionalView {
         const path = value as string;
         // Visible ASCII only (a request target carries nothing else; undici would refuse it at the backend call), and no
         // dot segments: a policy may not send a request where the gateway refuses to (routing/request-path.ts).
+        if (path.length > MAX_POLICY_URL_PART) return Status.INVALID_VALUE;
         if (!path.startsWith('/') || /[^\x21-\x7e]|[?#]/.test(path) || dotSegment(path) !== null) return Status.INVALID_VALUE;
         this.change(this.request, 'path', path);
         return Status.OK;
       }
       case Field.REQUEST_QUERY: {
         const query = value as string;
-        if (/[^\x21-\x7e]|#/.test(query)) return Status.INVALID_VALUE;
+        if (query.length > MAX_POLICY_URL_PART || /[^\x21-\x7e]|#/.test(query)) return Status.INVALID_VALUE;
         this.change(this.request, 'query', query.startsWith('?') ? query.slice(1) : query);
         return Status.OK;
       }

@@ -1,19 +1,22 @@
-// One live instance of a policy module: an Extism plugin whose every import is answered by the host, with the
-// policy's limits applied to each.
+// One live instance of a policy module, every import of which is answered by the host with the policy's limits
+// applied to each.
 //
-// Extism instantiates the module and provides WASI when granted; everything else a module can reach is the host's:
-// the Extism kernel (kernel.ts, which replaces Extism's own: its blocks escaped the memory cap, its output and logs
-// were not counted), the functions of ABI v1 (below), and the metering imports (instrument.ts). Handlers are called
-// straight into the module's export, synchronously (`callHandler`), rather than through Extism's `call`: handlers take
-// no input and their output is ignored (docs/policy-abi.md, section 2), so Extism's per-call frame has nothing to
-// carry, and skipping its two async layers saved about 0.6 us a call (BENCHMARKS.md). The descriptor export runs the
-// same way, its output taken from the kernel.
+// The host instantiates the module itself, with four import modules: the Extism kernel (kernel.ts: every function of
+// it, so that modules built with Extism PDKs run unchanged; Extism's own JavaScript kernel had no limits, its blocks
+// escaped the memory cap and its output and logs were not counted), the functions of ABI v1 (below), the metering
+// imports (instrument.ts) and, when granted, WASI (wasi.ts, each function charged). Handlers are called straight into
+// the module's export, synchronously (`callHandler`): they take no input and their output is ignored
+// (docs/policy-abi.md, section 2), so there is no per-call frame to set up, and a host function is a plain function
+// (no bound Extism context in front of it). The descriptor export is called the same way, its output taken from the
+// kernel. Guests are initialised as Extism initialises them (`_initialize`, `_start`, `hs_init`), so that a module
+// that ran under the Extism JS SDK runs here.
 //
 // What a call may spend, each checked where it is spent:
 // - CPU: the module's own instructions are metered (instrument.ts); host functions charge `work` units by what they
-//   do (one a call, one per 256 bytes they copy or scan, a whole check interval for a signature check), and the
-//   deadline is checked every HOST_WORK_PER_CHECK units. No call outlives its budget by more than one check interval
-//   of either meter plus the longest single host operation (docs/policy-abi.md, section 6, with the measured margin).
+//   do (one a call, one per 256 bytes they copy or scan, a whole check interval for a signature check or a WASI call),
+//   and the deadline is checked every HOST_WORK_PER_CHECK units. No call outlives its budget by more than one check
+//   interval of either meter plus the longest single host operation (docs/policy-abi.md, section 6, with the measured
+//   margin).
 // - Memory: linear memory plus the kernel's blocks and vars, against the cap. Linear memory grows only through
 //   `memory_grow`, which the host refuses past the cap; kernel allocations are refused the same way.
 // - Output: bytes handed to the host (values, bodies, logs, effect requests, kernel output and errors), per call.
@@ -23,7 +26,6 @@
 // memory and the host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
 
 import process from 'node:process';
-import createPlugin, { type Plugin } from '@extism/extism';
 import { verifySignature } from './signatures.ts';
 import { checkEmission, type MetricEmission } from '../telemetry/custom-metrics.ts';
 import {
@@ -36,11 +38,13 @@ import {
   LOG_LEVELS,
   MAX_EFFECTS_PER_CALL,
   Status,
+  WASI_MODULE,
   type LogLevel,
 } from './abi.ts';
 import { CallAbort } from './errors.ts';
-import { BUDGET_CHECK_IMPORT, MEMORY_GROW_IMPORT } from './instrument.ts';
+import { BUDGET_CHECK_IMPORT, FIRST_FUEL, FUEL_EXPORT, FUEL_PER_CHECK, MEMORY_GROW_IMPORT } from './instrument.ts';
 import { ExtismKernel, type KernelHost } from './kernel.ts';
+import { PolicyWasi } from './wasi.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 /** What a policy may touch beyond the request it is given. Everything is off unless granted. */
@@ -87,12 +91,46 @@ const PAUSED_CEILING_BUDGETS = 3;
 export const HOST_WORK_PER_CHECK = 256;
 
 /**
+ * How often the module's own code should reach a deadline check. A call starts with FIRST_FUEL; when an interval took
+ * longer than this (page faults of fresh memory, 14 us each on the development machine, are invisible to an
+ * instruction count), the next refill is a quarter of the last, down to MIN_FUEL_REFILL; when it took far less, it
+ * doubles, up to FUEL_PER_CHECK.
+ */
+const FUEL_CHECK_INTERVAL_MS = 0.25;
+const MIN_FUEL_REFILL = 256;
+
+/**
  * What a write costs the output cap beyond its bytes: the host keeps an undo entry for each, so a loop of empty
  * writes must run into the cap too.
  */
 const WRITE_OVERHEAD_BYTES = 32;
 
 const PAGE = 65536;
+
+/**
+ * The longest name a host function reads (a header, variable, configuration key, context or metric name, metric
+ * dimensions, an algorithm): a request head is 16 KiB in all by default, and decoding a name of megabytes on every
+ * call of a loop would be work no check sees in time. Longer names are INVALID_VALUE, unread.
+ */
+export const MAX_NAME_BYTES = 8 * 1024;
+/** Kernel blocks may always be this large, whatever the output cap (kernel.ts, maxBlockBytes). */
+const MIN_MAX_BLOCK_BYTES = 1024 * 1024;
+/** A public JWK's text (signatures.ts refuses longer ones without parsing). */
+const MAX_JWK_BYTES = 16 * 1024;
+
+/**
+ * What a line's bytes become in the log, where it is a JSON string: a control character is written as \u00XX (six
+ * bytes), a quote or a backslash as two. A module logging NUL bytes would otherwise write six times its budget.
+ */
+function loggedBytes(text: Uint8Array): number {
+  let n = text.byteLength;
+  for (let i = 0; i < text.byteLength; i++) {
+    const c = text[i]!;
+    if (c < 0x20) n += 5;
+    else if (c === 0x22 || c === 0x5c) n += 1;
+  }
+  return n;
+}
 
 /** The process's CPU time (user and system, every thread: concurrent collection too, which errs towards stopping). */
 function cpuMicroseconds(): number {
@@ -147,13 +185,17 @@ export interface InstanceOptions {
 }
 
 export class PolicyInstance implements KernelHost {
-  private plugin!: Plugin;
+  private wasi: PolicyWasi | null = null;
   private memory: WebAssembly.Memory | null = null;
   private u8 = new Uint8Array(0);
   private readonly kernel: ExtismKernel;
   /** Linear memory in pages: the module's initial pages plus every growth the host allowed (before the memory is known). */
   private linearPages: number;
   private deadline = 0;
+  /** The module's fuel (instrument.ts), what it is refilled with, and when the module last reached a check. */
+  private fuel: WebAssembly.Global | null = null;
+  private fuelRefill = FIRST_FUEL;
+  private lastFuelCheck = 0;
   /** When the running call started (wall clock), and the process's CPU time once it passed half its budget. */
   private callStarted = 0;
   private cpuAtHalfwayUs: number | null = null;
@@ -170,10 +212,12 @@ export class PolicyInstance implements KernelHost {
   private exports: WebAssembly.Exports = {};
   readonly policy: string;
   readonly logPriority: number;
+  readonly maxBlockBytes: number;
 
   private constructor(private readonly options: InstanceOptions) {
     this.policy = options.policy;
     this.linearPages = options.initialPages;
+    this.maxBlockBytes = Math.max(options.limits.outputBytes, MIN_MAX_BLOCK_BYTES);
     const lowest = LOG_LEVELS.findIndex((l) => options.logger.enabled(l));
     this.logPriority = lowest === -1 ? LOG_LEVELS.length : lowest;
     this.kernel = new ExtismKernel(this);
@@ -186,35 +230,50 @@ export class PolicyInstance implements KernelHost {
   }
 
   private async init(): Promise<void> {
-    const { grants } = this.options;
-    const useWasi = grants.wasi === true || grants.filesystem !== undefined;
-    // The module's start function (top-level code) runs inside createPlugin, under the same limits as a call.
+    const { grants, compiled } = this.options;
+    const imports: WebAssembly.Imports = {
+      [HOST_MODULE]: this.hostFunctions(),
+      [INTERNAL_MODULE]: {
+        [BUDGET_CHECK_IMPORT]: () => this.fuelCheck(),
+        [MEMORY_GROW_IMPORT]: (delta: number) => this.allowGrowth(delta),
+      },
+      [KERNEL_MODULE]: this.kernel.functions(),
+    };
+    if (grants.wasi === true || grants.filesystem !== undefined) {
+      this.wasi = new PolicyWasi(grants.filesystem ?? {}, { work: (units) => this.work(units), memory: () => this.mem() });
+      imports[WASI_MODULE] = this.wasi.imports;
+    }
+    // The module's start function, data segments and initialisation run here, under the same limits as a call.
     this.beginCall();
     try {
-      this.plugin = await createPlugin(
-        { wasm: [{ module: this.options.compiled }] },
-        {
-          useWasi,
-          allowedPaths: grants.filesystem ?? {},
-          logLevel: 'silent',
-          functions: {
-            [HOST_MODULE]: this.hostFunctions(),
-            [INTERNAL_MODULE]: {
-              [BUDGET_CHECK_IMPORT]: () => this.checkBudget(),
-              [MEMORY_GROW_IMPORT]: (_cp: unknown, delta: number) => this.allowGrowth(delta),
-            },
-            [KERNEL_MODULE]: this.kernel.functions(),
-          },
-        },
-      );
+      const instance = await WebAssembly.instantiate(compiled, imports);
+      this.exports = instance.exports;
+      this.fuel = instance.exports[FUEL_EXPORT] as WebAssembly.Global;
+      this.memory = instance.exports.memory as WebAssembly.Memory;
+      this.u8 = new Uint8Array(this.memory.buffer);
+      this.initializeGuest(instance);
+    } catch (err) {
+      this.wasi?.close();
+      throw err;
     } finally {
       this.kernel.endCall();
     }
     if (this.orphanFailure !== null) throw new Error(`the start function failed: ${this.orphanFailure}`);
-    const exports = (await this.plugin.getInstance()).exports;
-    this.exports = exports;
-    this.memory = exports.memory as WebAssembly.Memory;
-    this.u8 = new Uint8Array(this.memory.buffer);
+  }
+
+  /** What Extism runs after instantiating a guest, by its kind, so that modules made for Extism start as they did. */
+  private initializeGuest(instance: WebAssembly.Instance): void {
+    const exported = (name: string) => {
+      const fn = instance.exports[name];
+      return typeof fn === 'function' ? (fn as () => unknown) : null;
+    };
+    if (this.wasi) {
+      this.wasi.initialize(instance);
+      exported('hs_init')?.();
+      return;
+    }
+    const init = exported('hs_init') ?? exported('_initialize') ?? exported('_start');
+    init?.();
   }
 
   /**
@@ -256,8 +315,8 @@ export class PolicyInstance implements KernelHost {
     }
   }
 
-  async close(): Promise<void> {
-    await this.plugin?.close();
+  close(): void {
+    this.wasi?.close();
   }
 
   private beginCall(): void {
@@ -268,6 +327,10 @@ export class PolicyInstance implements KernelHost {
     this.growRefused = false;
     this.orphanFailure = null;
     this.callStarted = performance.now();
+    this.lastFuelCheck = this.callStarted;
+    // Each call starts with a short interval (FIRST_FUEL): what the last call left says nothing of this one.
+    this.fuelRefill = FIRST_FUEL;
+    if (this.fuel) this.fuel.value = FIRST_FUEL;
     // The first deadline is halfway through the budget: see checkBudget.
     this.deadline = this.callStarted + this.options.limits.cpuMs / 2;
     this.cpuAtHalfwayUs = null;
@@ -285,8 +348,7 @@ export class PolicyInstance implements KernelHost {
    * wall-clock time, however little it ran. The CPU time is the process's (every thread, garbage collection included),
    * which errs towards stopping.
    */
-  private checkBudget(): void {
-    const now = performance.now();
+  private checkBudget(now = performance.now()): void {
     if (now <= this.deadline) return;
     const budgetMs = this.options.limits.cpuMs;
     if (this.cpuAtHalfwayUs === null) {
@@ -299,6 +361,19 @@ export class PolicyInstance implements KernelHost {
       throw new CallAbort('cpu-budget', `call ran past its CPU budget of ${budgetMs} ms`);
     }
     this.deadline = now + (budgetMs - usedMs);
+  }
+
+  /** The module ran out of fuel: refill it for the next interval (see FUEL_CHECK_INTERVAL_MS), then check the deadline. */
+  private fuelCheck(): void {
+    const now = performance.now();
+    if (this.fuel) {
+      const took = now - this.lastFuelCheck;
+      if (took > FUEL_CHECK_INTERVAL_MS) this.fuelRefill = Math.max(MIN_FUEL_REFILL, this.fuelRefill >>> 2);
+      else if (took < FUEL_CHECK_INTERVAL_MS / 8) this.fuelRefill = Math.min(FUEL_PER_CHECK, this.fuelRefill * 2);
+      this.fuel.value = this.fuelRefill;
+    }
+    this.lastFuelCheck = now;
+    this.checkBudget(now);
   }
 
   // --- KernelHost: what the kernel and the host functions charge -------------------------------------------------
@@ -335,7 +410,7 @@ export class PolicyInstance implements KernelHost {
     // Lines the gateway does not write cost the sink nothing; they were counted against the output cap already.
     if (!logger.enabled(level)) return;
     this.logLines++;
-    this.logBytes += text.byteLength;
+    this.logBytes += loggedBytes(text);
     if (this.logLines > limits.logLines || this.logBytes > limits.logBytes) {
       throw new CallAbort(
         'log-budget',
@@ -450,32 +525,38 @@ export class PolicyInstance implements KernelHost {
     return typeof query === 'string' ? query.length >> unitBytes : 0;
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Extism's own signature for host functions
-  private hostFunctions(): Record<string, (callContext: any, ...args: any[]) => unknown> {
+  /**
+   * The ABI's functions. Each checks its pointer ranges, then counts its bytes against the output cap and charges the
+   * CPU meter for the work it is about to do, and only then decodes or copies: a deadline that has passed stops the
+   * call before the work, not after it. Names (of fields, metrics, keys) longer than MAX_NAME_BYTES are not read.
+   */
+  private hostFunctions(): Record<string, (...args: never[]) => unknown> {
     const { policy } = this.options;
     return {
-      get: (_cp: unknown, field: number, namePtr: number, nameLen: number, buf: number, cap: number): number => {
+      get: (field: number, namePtr: number, nameLen: number, buf: number, cap: number): number => {
         const state = this.current();
         this.range(buf, cap);
-        const name = this.readString(namePtr, nameLen);
+        this.range(namePtr, nameLen);
+        if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
         this.work(1 + (nameLen >> 8) + this.queryWork(state, field, 6));
-        const value = state.view.read(field, name);
+        const value = state.view.read(field, this.readString(namePtr, nameLen));
         if (value === null) return Status.NOT_FOUND;
         if (typeof value === 'number') return value;
         return this.writeValue(value, buf, cap);
       },
-      set: (_cp: unknown, field: number, np: number, nl: number, vp: number, vl: number): number =>
+      set: (field: number, np: number, nl: number, vp: number, vl: number): number =>
         this.write('set', field, np, nl, vp, vl),
-      add: (_cp: unknown, field: number, np: number, nl: number, vp: number, vl: number): number =>
+      add: (field: number, np: number, nl: number, vp: number, vl: number): number =>
         this.write('add', field, np, nl, vp, vl),
-      remove: (_cp: unknown, field: number, namePtr: number, nameLen: number): number => {
+      remove: (field: number, namePtr: number, nameLen: number): number => {
         const state = this.current();
-        const name = this.readString(namePtr, nameLen);
+        this.range(namePtr, nameLen);
         this.output(nameLen + WRITE_OVERHEAD_BYTES);
+        if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
         this.work(1 + (nameLen >> 8) + this.queryWork(state, field, 8));
-        return state.view.write('remove', field, name, null);
+        return state.view.write('remove', field, this.readString(namePtr, nameLen), null);
       },
-      list: (_cp: unknown, field: number, buf: number, cap: number): number => {
+      list: (field: number, buf: number, cap: number): number => {
         const state = this.current();
         this.range(buf, cap);
         this.work(1);
@@ -483,18 +564,19 @@ export class PolicyInstance implements KernelHost {
         if (typeof names === 'number') return names;
         return this.writeValue(names.map((n) => n + '\0').join(''), buf, cap);
       },
-      respond: (_cp: unknown, status: number): number => {
+      respond: (status: number): number => {
         const state = this.current();
         this.output(WRITE_OVERHEAD_BYTES);
         this.work(1);
         return state.view.respond(status);
       },
-      effect: (_cp: unknown, kind: number, reqPtr: number, reqLen: number, buf: number, cap: number): number => {
+      effect: (kind: number, reqPtr: number, reqLen: number, buf: number, cap: number): number => {
         const state = this.current();
         this.range(buf, cap);
-        const request = this.readString(reqPtr, reqLen);
+        this.range(reqPtr, reqLen);
         this.output(reqLen);
         this.work(1 + (reqLen >> 6));
+        const request = this.readString(reqPtr, reqLen);
         const counting = kind === EffectKind.COUNTER || kind === EffectKind.LEASE || kind === EffectKind.METER;
         if (counting && state.grants.counters !== true) {
           throw new CallAbort('capability', `policy ${policy} used effect ${EFFECT_NAMES[kind]} without the "counters" grant`);
@@ -519,7 +601,7 @@ export class PolicyInstance implements KernelHost {
         (state.pendingEffects ??= new Map()).set(key, { kind, request });
         return EFFECT_PENDING;
       },
-      log: (_cp: unknown, level: number, ptr: number, len: number): void => {
+      log: (level: number, ptr: number, len: number): void => {
         this.current();
         const bytes = this.range(ptr, len).subarray(ptr, ptr + len);
         this.output(len);
@@ -530,14 +612,16 @@ export class PolicyInstance implements KernelHost {
         this.work(1);
         return Date.now();
       },
-      metric: (_cp: unknown, np: number, nl: number, value: number, dp: number, dl: number): number => {
+      metric: (np: number, nl: number, value: number, dp: number, dl: number): number => {
         const state = this.current();
-        const name = this.readString(np, nl);
-        const dims = this.readString(dp, dl);
+        this.range(np, nl);
+        this.range(dp, dl);
         this.output(nl + dl + WRITE_OVERHEAD_BYTES);
+        if (nl > MAX_NAME_BYTES || dl > MAX_NAME_BYTES) return Status.INVALID_VALUE;
         this.work(1 + ((nl + dl) >> 6));
+        const name = this.readString(np, nl);
         // Dimensions: name NUL value NUL, repeated.
-        const parts = dl > 0 ? dims.split('\0') : [];
+        const parts = dl > 0 ? this.readString(dp, dl).split('\0') : [];
         if (parts.length > 0 && parts[parts.length - 1] === '') parts.pop();
         if (parts.length % 2 !== 0) return Status.INVALID_VALUE;
         const dimensions: [string, string][] = [];
@@ -547,37 +631,41 @@ export class PolicyInstance implements KernelHost {
         if (status === Status.OK) (state.metrics ??= []).push(emission);
         return status;
       },
-      verify: (_cp: unknown, ap: number, al: number, kp: number, kl: number, dp: number, dl: number, sp: number, sl: number): number => {
+      verify: (ap: number, al: number, kp: number, kl: number, dp: number, dl: number, sp: number, sl: number): number => {
         this.current();
-        const alg = this.readString(ap, al);
-        const key = this.readString(kp, kl);
+        this.range(ap, al);
+        this.range(kp, kl);
         // Views, not copies: verifySignature reads them before this host function returns.
         const mem = this.range(dp, dl);
         this.range(sp, sl);
         this.output(al + kl + dl + sl);
+        if (al > MAX_NAME_BYTES || kl > MAX_JWK_BYTES) return Status.INVALID_VALUE;
         this.work(1 + ((kl + dl + sl) >> 6));
-        const result = verifySignature(alg, key, mem.subarray(dp, dp + dl), mem.subarray(sp, sp + sl));
+        const result = verifySignature(this.readString(ap, al), this.readString(kp, kl), mem.subarray(dp, dp + dl), mem.subarray(sp, sp + sl));
         // A signature check costs tens of microseconds to a millisecond: the deadline is checked after each.
         this.work(HOST_WORK_PER_CHECK);
         return result;
       },
-      fail: (_cp: unknown, ptr: number, len: number): void => {
+      fail: (ptr: number, len: number): void => {
         this.current();
-        const message = this.readString(ptr, Math.min(len, 4096));
         this.range(ptr, len);
         this.output(len);
-        this.work(1 + (Math.min(len, 4096) >> 8));
-        this.fail(message);
+        const kept = Math.min(len, 4096);
+        this.work(1 + (kept >> 8));
+        this.fail(this.readString(ptr, kept));
       },
     };
   }
 
   private write(op: 'set' | 'add', field: number, np: number, nl: number, vp: number, vl: number): number {
     const state = this.current();
+    this.range(np, nl);
+    this.range(vp, vl);
+    this.output(nl + vl + WRITE_OVERHEAD_BYTES);
+    if (nl > MAX_NAME_BYTES) return Status.INVALID_VALUE;
+    this.work(1 + ((nl + vl) >> 8) + this.queryWork(state, field, 8));
     const name = this.readString(np, nl);
     const value = BODY_FIELDS.has(field) ? this.readBytes(vp, vl) : this.readString(vp, vl);
-    this.output(nl + vl + WRITE_OVERHEAD_BYTES);
-    this.work(1 + ((nl + vl) >> 8) + this.queryWork(state, field, 8));
     return state.view.write(op, field, name, value);
   }
 }

@@ -9,12 +9,18 @@
 // function of a million straight-line instructions called in a loop pays a million units a call, not one.
 //
 // When the fuel runs out the module calls the host import `gatehouse:internal.budget_check`, which compares the clock
-// with the call's deadline and throws when it has passed, unwinding the module. Bulk memory instructions do work
-// proportional to their size operand, so the size goes through a function that charges it first (one unit per
-// BYTES_PER_UNIT bytes). `memory.grow` asks the host first (`gatehouse:internal.memory_grow`): the memory cap covers
-// the module's linear memory and the Extism kernel blocks its call holds, which only the host sees together. Tables
-// are capped at MAX_TABLE_ENTRIES, and table instructions whose work depends on an operand and cannot be charged
-// (table.fill, table.copy, table.init) are refused.
+// with the call's deadline and throws when it has passed, unwinding the module. The fuel global is exported
+// (`gatehouse$fuel`) so that the host can refill it with less when the last interval took long: an instruction that
+// touches a fresh page of memory costs the kernel 1 to 15 us (a page fault), which no instruction count sees, and a
+// loop doing nothing else would otherwise reach the next check only after tens of milliseconds.
+//
+// Bulk memory instructions do work proportional to their size operand: `memory.copy` and `memory.fill` are replaced
+// by functions that do the work natively in chunks of BULK_CHUNK_BYTES, charging each chunk (one unit per
+// BYTES_PER_UNIT bytes) before it, so that the deadline is checked between chunks; `memory.init` (data segments,
+// bounded by the module's size) has its size charged first. `memory.grow` asks the host first
+// (`gatehouse:internal.memory_grow`): the memory cap covers the module's linear memory and the Extism kernel blocks
+// its call holds, which only the host sees together. Tables are capped at MAX_TABLE_ENTRIES, and table instructions
+// whose work depends on an operand and cannot be charged (table.fill, table.copy, table.init) are refused.
 //
 // Measured cost (BENCHMARKS.md, `npm run bench:policy`): the same charge sequence as counting entries did (a global
 // read, a subtraction, a compare), so metering costs what it did.
@@ -37,6 +43,16 @@ function loadBinaryen(): Promise<Binaryen> {
 export const FUEL_PER_CHECK = 65_536;
 /** Bulk memory instructions pay one unit per this many bytes (a native copy moves 16 to 32 bytes a nanosecond). */
 export const BYTES_PER_UNIT = 16;
+/**
+ * Fuel for the first interval of a call (and for the start function, which runs before the host can refill): short,
+ * so that a call that starts by touching fresh memory reaches a check within a few milliseconds, however slow its
+ * instructions are; the host doubles the refills from there while intervals stay short.
+ */
+export const FIRST_FUEL = 1024;
+/** memory.copy and memory.fill run in chunks of this size, the deadline checkable between two. */
+export const BULK_CHUNK_BYTES = 65_536;
+/** The export through which the host refills the fuel (instance.ts). */
+export const FUEL_EXPORT = 'gatehouse$fuel';
 /** The most elements all of a module's tables may hold: 8 bytes each, outside any memory the cap counts. */
 export const MAX_TABLE_ENTRIES = 65_536;
 export const BUDGET_CHECK_IMPORT = 'budget_check';
@@ -47,6 +63,9 @@ const FUEL = 'gatehouse$fuel';
 const CHECK = 'gatehouse$budget_check';
 const GROW = 'gatehouse$memory_grow';
 const CHARGE_SIZE = 'gatehouse$charge_size';
+/** What binaryen's llvm-memory-copy-fill-lowering pass calls in place of memory.copy and memory.fill. */
+const MEMORY_COPY = '__memory_copy';
+const MEMORY_FILL = '__memory_fill';
 
 function supportedFeatures(b: Binaryen): number {
   const F = b.Features;
@@ -188,10 +207,11 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
           'non-trapping float-to-int, bulk memory, SIMD, reference types, multi-value)',
       );
     }
-    for (const name of [CHECK, GROW, CHARGE_SIZE]) {
+    for (const name of [CHECK, GROW, CHARGE_SIZE, MEMORY_COPY, MEMORY_FILL]) {
       if (module.getFunction(name) !== 0) throw new Error(`the module defines a function named ${name}, a name reserved for metering`);
     }
     if (module.getGlobal(FUEL) !== 0) throw new Error(`the module defines a global named ${FUEL}, a name reserved for metering`);
+    if (module.getExport(FUEL_EXPORT) !== 0) throw new Error(`the module exports ${FUEL_EXPORT}, a name reserved for metering`);
     capTables(b, module);
 
     const functions: number[] = [];
@@ -201,25 +221,27 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
     }
     module.addFunctionImport(CHECK, INTERNAL_MODULE, BUDGET_CHECK_IMPORT, b.none, b.none);
     module.addFunctionImport(GROW, INTERNAL_MODULE, MEMORY_GROW_IMPORT, b.i32, b.i32);
-    module.addGlobal(FUEL, b.i32, true, module.i32.const(FUEL_PER_CHECK));
+    module.addGlobal(FUEL, b.i32, true, module.i32.const(FIRST_FUEL));
+    module.addGlobalExport(FUEL, FUEL_EXPORT);
     const fuel = () => module.global.get(FUEL, b.i32);
-    /** Spends `units` of fuel; when it runs out, refills it and asks the host whether the deadline passed. */
-    const spend = (units: number) => [
-      module.global.set(FUEL, module.i32.sub(fuel(), module.i32.const(units))),
+    /**
+     * Spends `units` (an i32 expression) of fuel; when it runs out, refills it and asks the host whether the deadline
+     * passed (the host may refill it with less).
+     */
+    const spendBy = (units: number) => [
+      module.global.set(FUEL, module.i32.sub(fuel(), units)),
       module.if(
         module.i32.le_s(fuel(), module.i32.const(0)),
-        module.block(null, [module.global.set(FUEL, module.i32.const(FUEL_PER_CHECK)), module.call(CHECK, [], b.none)]),
+        module.block(null, [module.global.set(FUEL, module.i32.const(FIRST_FUEL)), module.call(CHECK, [], b.none)]),
       ),
     ];
+    const spend = (units: number) => spendBy(module.i32.const(units));
+    const unitsOf = (bytes: number) => module.i32.shr_u(bytes, module.i32.const(Math.log2(BYTES_PER_UNIT)));
     // (size) -> size, having spent size / BYTES_PER_UNIT units first.
-    module.addFunction(CHARGE_SIZE, b.i32, b.i32, [], module.block(null, [
-      module.global.set(FUEL, module.i32.sub(fuel(), module.i32.shr_u(module.local.get(0, b.i32), module.i32.const(Math.log2(BYTES_PER_UNIT))))),
-      module.if(
-        module.i32.le_s(fuel(), module.i32.const(0)),
-        module.block(null, [module.global.set(FUEL, module.i32.const(FUEL_PER_CHECK)), module.call(CHECK, [], b.none)]),
-      ),
-      module.local.get(0, b.i32),
-    ], b.i32));
+    module.addFunction(CHARGE_SIZE, b.i32, b.i32, [], module.block(null, [...spendBy(unitsOf(module.local.get(0, b.i32))), module.local.get(0, b.i32)], b.i32));
+    module.runPasses(['llvm-memory-copy-fill-lowering']);
+    module.setFeatures(supportedFeatures(b));
+    addChunkedBulk(b, module, spendBy, unitsOf);
 
     const children = childTable(b);
     const auto = (b as unknown as { _BinaryenTypeAuto(): number })._BinaryenTypeAuto();
@@ -242,6 +264,78 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
     return module.emitBinary();
   } finally {
     module.dispose();
+  }
+}
+
+type BinaryenModule = ReturnType<Binaryen['readBinary']>;
+
+/**
+ * Replaces the byte loops that binaryen's lowering pass made of memory.copy and memory.fill with native copies and
+ * fills of BULK_CHUNK_BYTES at a time, each chunk charged before it runs. A range outside the memory traps before
+ * anything is written, as the instructions do; a copy whose destination overlaps its source from above goes backwards.
+ */
+function addChunkedBulk(
+  b: Binaryen,
+  module: BinaryenModule,
+  spendBy: (units: number) => number[],
+  unitsOf: (bytes: number) => number,
+): void {
+  const params = b.createType([b.i32, b.i32, b.i32]);
+  const i32 = (index: number) => module.local.get(index, b.i32);
+  const set = (index: number, value: number) => module.local.set(index, value);
+  const chunk = (n: number) => module.select(module.i32.gt_u(n, module.i32.const(BULK_CHUNK_BYTES)), module.i32.const(BULK_CHUNK_BYTES), n);
+  // addr + size > memory size, in 64 bits so that the sum cannot wrap.
+  const outside = (addr: number, size: number) =>
+    module.i64.gt_u(
+      module.i64.add(module.i64.extend_u(addr), module.i64.extend_u(size)),
+      module.i64.shl(module.i64.extend_u(module.memory.size()), module.i64.const(16)),
+    );
+  /** A loop over chunks: `step` moves local 3 (the chunk's size) bytes and advances; ends when local 2 (size) is 0. */
+  const chunks = (label: string, step: number[]) =>
+    module.loop(
+      label,
+      module.block(null, [
+        module.br(`${label}.done`, module.i32.eqz(i32(2))),
+        set(3, chunk(i32(2))),
+        ...spendBy(unitsOf(i32(3))),
+        ...step,
+        module.br(label),
+      ]),
+    );
+  const done = (label: string, body: number) => module.block(`${label}.done`, [body]);
+
+  if (module.getFunction(MEMORY_FILL) !== 0) {
+    // (dest, value, size); local 3: this chunk's size.
+    module.removeFunction(MEMORY_FILL);
+    module.addFunction(MEMORY_FILL, params, b.none, [b.i32], module.block(null, [
+      module.if(outside(i32(0), i32(2)), module.unreachable()),
+      done('fill', chunks('fill', [
+        module.memory.fill(i32(0), i32(1), i32(3)),
+        set(0, module.i32.add(i32(0), i32(3))),
+        set(2, module.i32.sub(i32(2), i32(3))),
+      ])),
+    ]));
+  }
+  if (module.getFunction(MEMORY_COPY) !== 0) {
+    // (dest, source, size); local 3: this chunk's size.
+    module.removeFunction(MEMORY_COPY);
+    module.addFunction(MEMORY_COPY, params, b.none, [b.i32], module.block(null, [
+      module.if(module.i32.or(outside(i32(0), i32(2)), outside(i32(1), i32(2))), module.unreachable()),
+      module.if(
+        module.i32.le_u(i32(0), i32(1)),
+        done('forward', chunks('forward', [
+          module.memory.copy(i32(0), i32(1), i32(3)),
+          set(0, module.i32.add(i32(0), i32(3))),
+          set(1, module.i32.add(i32(1), i32(3))),
+          set(2, module.i32.sub(i32(2), i32(3))),
+        ])),
+        // The destination is above the source: copy from the end, so that no byte is overwritten before it is read.
+        done('backward', chunks('backward', [
+          set(2, module.i32.sub(i32(2), i32(3))),
+          module.memory.copy(module.i32.add(i32(0), i32(2)), module.i32.add(i32(1), i32(2)), i32(3)),
+        ])),
+      ),
+    ]));
   }
 }
 

@@ -21,6 +21,12 @@ export interface KernelHost {
   readonly policy: string;
   /** Throws CallAbort('memory-cap') when `bytes` more would take the module past its memory cap. */
   reserve(bytes: number): void;
+  /**
+   * The largest block `alloc` gives: what one call may hand the host (its output cap, 1 MiB at least), since a block
+   * is only of use to hand bytes over. Allocating a large zeroed buffer costs milliseconds (8 MiB: 4 ms here); this
+   * bounds what one alloc costs.
+   */
+  readonly maxBlockBytes: number;
   /** Counts bytes handed to the host against the output cap (throws CallAbort('output-cap')). */
   output(bytes: number): void;
   /** Charges the CPU meter (throws CallAbort('cpu-budget') when the call's budget is spent). */
@@ -50,7 +56,7 @@ const MAX_ERROR_CHARS = 4096;
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-type KernelFunction = (callContext: unknown, ...args: bigint[]) => unknown;
+type KernelFunction = (...args: bigint[]) => unknown;
 
 export class ExtismKernel {
   /** Index 0 is never a block: address 0 means "none" to every PDK. */
@@ -86,7 +92,7 @@ export class ExtismKernel {
   /** The import object for `extism:host/env`: every function of KERNEL_FUNCTIONS (abi.ts). */
   functions(): Record<string, KernelFunction> {
     const host = this.host;
-    const log = (level: LogLevel) => (_cp: unknown, addr: bigint) => {
+    const log = (level: LogLevel) => (addr: bigint) => {
       const view = this.block(addr, 'log');
       host.output(view.byteLength);
       host.work(1 + (view.byteLength >> 8));
@@ -97,29 +103,29 @@ export class ExtismKernel {
       throw new CallAbort('bad-argument', `${what}: a policy handler has no input (input_length is 0)`);
     };
     const fns: Record<string, KernelFunction> = {
-      alloc: (_cp, n) => this.alloc(n),
-      free: (_cp, addr) => {
+      alloc: (n) => this.alloc(n),
+      free: (addr) => {
         host.work(1);
         this.free(addr);
       },
-      length: (_cp, addr) => this.length(addr),
-      length_unsafe: (_cp, addr) => this.length(addr),
-      load_u8: (_cp, addr) => {
+      length: (addr) => this.length(addr),
+      length_unsafe: (addr) => this.length(addr),
+      load_u8: (addr) => {
         host.work(1);
         const [view, offset] = this.at(addr, 1, 'load_u8');
         return view.getUint8(offset);
       },
-      load_u64: (_cp, addr) => {
+      load_u64: (addr) => {
         host.work(1);
         const [view, offset] = this.at(addr, 8, 'load_u64');
         return view.getBigUint64(offset, true);
       },
-      store_u8: (_cp, addr, value) => {
+      store_u8: (addr, value) => {
         host.work(1);
         const [view, offset] = this.at(addr, 1, 'store_u8');
         view.setUint8(offset, Number(value) & 0xff);
       },
-      store_u64: (_cp, addr, value) => {
+      store_u64: (addr, value) => {
         host.work(1);
         const [view, offset] = this.at(addr, 8, 'store_u64');
         view.setBigUint64(offset, BigInt.asUintN(64, value), true);
@@ -128,7 +134,7 @@ export class ExtismKernel {
       input_length: () => 0n,
       input_load_u8: noInput('input_load_u8'),
       input_load_u64: noInput('input_load_u64'),
-      output_set: (_cp, addr, length) => {
+      output_set: (addr, length) => {
         const view = this.block(addr, 'output_set');
         if (length < 0n || length > BigInt(view.byteLength)) {
           throw new CallAbort('bad-argument', `output_set: length ${length} is outside its block of ${view.byteLength} bytes`);
@@ -137,24 +143,24 @@ export class ExtismKernel {
         host.work(1);
         this.lastOutput = { view, length: Number(length) };
       },
-      error_set: (_cp, addr) => {
+      error_set: (addr) => {
         const view = this.block(addr, 'error_set');
         host.output(view.byteLength);
         host.work(1 + (view.byteLength >> 8));
         host.fail(decoder.decode(bytesOf(view, Math.min(view.byteLength, MAX_ERROR_CHARS * 4))).slice(0, MAX_ERROR_CHARS));
       },
       error_get: () => 0n,
-      config_get: (_cp, addr) => {
+      config_get: (addr) => {
         const key = this.takeString(addr, 'config_get');
         const value = host.config(key);
         return value === undefined ? 0n : this.store(encoder.encode(value));
       },
-      var_get: (_cp, addr) => {
+      var_get: (addr) => {
         const key = this.takeString(addr, 'var_get');
         const value = this.vars.get(key);
         return value === undefined ? 0n : this.store(value);
       },
-      var_set: (_cp, keyAddr, valueAddr) => this.setVar(keyAddr, valueAddr),
+      var_set: (keyAddr, valueAddr) => this.setVar(keyAddr, valueAddr),
       http_request: () => {
         throw new CallAbort('capability', `policy ${host.policy} called the Extism kernel's http_request; the network is reached through the HTTP effect`);
       },
@@ -172,8 +178,10 @@ export class ExtismKernel {
     if (this.blocks.length > MAX_KERNEL_BLOCKS) {
       throw new CallAbort('memory-cap', `alloc: more than ${MAX_KERNEL_BLOCKS} Extism kernel blocks in one call`);
     }
-    // Past 2^53 a BigInt no longer converts exactly; reserve() refuses anything near that anyway.
-    const size = n > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(n);
+    if (n > BigInt(host.maxBlockBytes)) {
+      throw new CallAbort('memory-cap', `alloc: a block of ${n} bytes is larger than the ${host.maxBlockBytes} bytes a kernel block may hold (the output cap, 1 MiB at least)`);
+    }
+    const size = Number(n);
     host.reserve(size + BLOCK_OVERHEAD_BYTES);
     host.work(1 + (size >> 10));
     this.blocks.push(new DataView(new ArrayBuffer(size)));
@@ -236,6 +244,7 @@ export class ExtismKernel {
     const host = this.host;
     const keyView = this.block(keyAddr, 'var_set');
     host.output(keyView.byteLength);
+    host.work(1 + (keyView.byteLength >> 8));
     const key = decoder.decode(bytesOf(keyView, keyView.byteLength));
     const previous = this.vars.get(key);
     const before = previous === undefined ? 0 : key.length + previous.byteLength;

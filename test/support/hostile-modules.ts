@@ -56,6 +56,8 @@ export interface HostileModule {
   locals?: string;
   /** Other module fields: functions, globals. */
   extra?: string;
+  /** More imports (WASI's, say). */
+  imports?: string;
   /** Memory pages (default 2). */
   pages?: number;
   /** Strings placed one after the other from DATA_START; their addresses are given to `inbound` by `at()`. */
@@ -90,6 +92,7 @@ export function hostileText(m: HostileModule): string {
     ${d.imports}
     ${KERNEL_IMPORTS}
     ${HOST_IMPORTS}
+    ${m.imports ?? ''}
     (memory (export "memory") ${m.pages ?? 2})
     ${d.data}
     ${data.map((item, i) => `(data (i32.const ${placed[i]!.ptr}) "${escape(item)}")`).join('\n    ')}

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, createSign } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import process from 'node:process';
 import { describe, test } from 'node:test';
 import { Status, type Grants, type Limits } from '../runtime/policy-host/index.ts';
@@ -365,6 +366,34 @@ describe('sandbox limits: CPU', () => {
       { limits: { cpuMs: BUDGET_MS }, grants: { wasi: true } },
     );
     assert.equal((await assertStoppedInTime(binding)).reason, 'cpu-budget');
+  });
+
+  test('a WASI module cannot close or renumber the standard streams (the host\'s descriptors), and leaves none open', { skip: gcNow ? false : 'needs gc()' }, async () => {
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const module = await hostileModule({
+      name: 'wasi-closer',
+      imports: `
+        (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_renumber" (func $fd_renumber (param i32 i32) (result i32)))`,
+      inbound: `
+        (if (i32.ne (call $fd_close (i32.const 1)) (i32.const 58)) (then unreachable))
+        (if (i32.ne (call $fd_close (i32.const 0)) (i32.const 58)) (then unreachable))
+        (if (i32.ne (call $fd_renumber (i32.const 2) (i32.const 9)) (i32.const 58)) (then unreachable))
+        (if (i32.ne (call $fd_renumber (i32.const 9) (i32.const 1)) (i32.const 58)) (then unreachable))
+        (i32.const 0)`,
+    });
+    const loaded = await t.host.load(module);
+    await settledMemory();
+    const before = fds();
+    // Twenty bindings made and dropped without being closed, as a replaced configuration drops its own.
+    for (let i = 0; i < 20; i++) {
+      const binding = t.host.bind({ id: `wasi-closer/${i}`, phase: 'inbound', module: loaded, grants: { wasi: true } });
+      await binding.run('inbound', makeExchange());
+    }
+    await settledMemory();
+    await settledMemory();
+    // Two descriptors each, forty in all, if nothing closed them; finalizers may still be pending for the last few.
+    assert.ok(fds() - before <= 8, `${fds() - before} more descriptors open after 20 dropped WASI instances`);
   });
 
   test('a loop of query-parameter reads with a too-small buffer on a long query is stopped in time', async () => {

@@ -29,6 +29,22 @@ const AFTER_CALL_UNITS = 256;
 const ERRNO_FAULT = 21;
 const ERRNO_INVAL = 28;
 const TRANSFERS = new Set(['fd_read', 'fd_write', 'fd_pread', 'fd_pwrite']);
+/** WASI fds 0-2 are the host's /dev/null descriptors: a module may not close or renumber them. */
+const STDIO_FDS = 3;
+const ERRNO_NOTSUP = 58;
+
+/** Closes the /dev/null descriptors of a WASI context that was dropped without close() (a binding replaced). */
+const unclosed = new FinalizationRegistry<number[]>((fds) => closeAll(fds));
+
+function closeAll(fds: number[]): void {
+  for (const fd of fds.splice(0)) {
+    try {
+      closeSync(fd);
+    } catch {
+      // Already closed: nothing to give back.
+    }
+  }
+}
 
 type WasiFunction = (...args: (number | bigint)[]) => number;
 
@@ -52,6 +68,7 @@ export class PolicyWasi {
     for (const [name, fn] of Object.entries(own)) {
       if (name === 'random_get') this.imports[name] = randomGet(fn, meter);
       else if (TRANSFERS.has(name)) this.imports[name] = transfer(fn, meter);
+      else if (name === 'fd_close' || name === 'fd_renumber') this.imports[name] = sparingStdio(fn, meter);
       else {
         this.imports[name] = (...args) => {
           meter.work(1);
@@ -61,6 +78,7 @@ export class PolicyWasi {
         };
       }
     }
+    unclosed.register(this, this.fds, this);
   }
 
   /** Gives WASI the instance's memory, running `_initialize` for a reactor module (as Extism does). */
@@ -73,14 +91,23 @@ export class PolicyWasi {
   }
 
   close(): void {
-    for (const fd of this.fds.splice(0)) {
-      try {
-        closeSync(fd);
-      } catch {
-        // Already closed: nothing to give back.
-      }
-    }
+    unclosed.unregister(this);
+    closeAll(this.fds);
   }
+}
+
+/**
+ * fd_close and fd_renumber, refused (ENOTSUP) for the standard streams: closing one would close the host's
+ * descriptor under node:wasi, and the host's own close later could then close whatever file reused the number.
+ */
+function sparingStdio(fn: WasiFunction, meter: WasiMeter): WasiFunction {
+  return (...args) => {
+    meter.work(1);
+    if (args.slice(0, 2).some((fd) => Number(fd) >>> 0 < STDIO_FDS)) return ERRNO_NOTSUP;
+    const result = fn(...args);
+    meter.work(AFTER_CALL_UNITS);
+    return result;
+  };
 }
 
 /** `random_get(buf, len)` in chunks, the deadline checked between them. */

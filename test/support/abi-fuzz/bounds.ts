@@ -56,12 +56,13 @@ export const DEFAULT_BOUNDS: Bounds = {
   // memory (at most its size, 16 MiB by default) and V8's young generation filling before the next scavenge (16 MiB
   // semi-spaces). 32 MiB over the cap, twice what any of those needs alone.
   peakMarginBytes: 32 * MiB,
-  // 32 MiB over the level after the first cases, after full collections: two fuzzed memories at their cap.
-  steadyGrowthBytes: 32 * MiB,
+  // Over the level after the first cases, after full collections: two fuzzed memories at the largest cap the
+  // generator gives (32 MiB); a memory whose instance was just dropped may still be waiting for the engine to free it.
+  steadyGrowthBytes: 64 * MiB,
   // Resident memory keeps what the collector freed for a while (V8 returns pages to the system lazily, malloc keeps
   // its arenas): a case that made 30 MiB of garbage left RSS 38 MiB higher after two full collections here, with
   // the live memory flat. Twice the live bound tells a leak from that slack; the live bound is the precise one.
-  steadyRssGrowthBytes: 64 * MiB,
+  steadyRssGrowthBytes: 128 * MiB,
   // WASI instances open /dev/null for stdin and stdout and close them when recycled; a few may be in flight.
   fdGrowth: 16,
   // The ABI's own limit: distinct effects per handler call, over all its rounds.

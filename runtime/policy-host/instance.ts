@@ -118,6 +118,21 @@ const MIN_MAX_BLOCK_BYTES = 1024 * 1024;
 /** A public JWK's text (signatures.ts refuses longer ones without parsing). */
 const MAX_JWK_BYTES = 16 * 1024;
 
+/** The length of a string in UTF-8 (a lone surrogate is written as U+FFFD, three bytes, as TextEncoder does). */
+function utf8Length(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
 /**
  * What a line's bytes become in the log, where it is a JSON string: a control character is written as \u00XX (six
  * bytes), a quote or a backslash as two. A module logging NUL bytes would otherwise write six times its budget.
@@ -510,9 +525,11 @@ export class PolicyInstance implements KernelHost {
       }
       if (i === n) return n;
     }
-    const bytes = encoder.encode(value);
-    if (bytes.byteLength <= cap) mem.set(bytes, buf);
-    return bytes.byteLength;
+    // Measured, then encoded in place if it fits: encoding into a new array on every call that asks only for the
+    // length (a buffer too small) made garbage of megabytes a call for a loop to pile up.
+    const bytes = utf8Length(value);
+    if (bytes <= cap) encoder.encodeInto(value, mem.subarray(buf, buf + bytes));
+    return bytes;
   }
 
   /**

@@ -130,8 +130,9 @@ function rawExchange(payload: string | ((socket: Socket) => void), options: { wa
     });
     socket.on('close', () => finish(true));
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      // A reset after the answer is a close like any other.
-      if (err.code !== 'ECONNRESET') reject(err);
+      // A reset after the answer is a close like any other, and so is a write the gateway no longer reads (EPIPE: it
+      // answered and closed while a large payload was still being written, as it should for an oversized head).
+      if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') reject(err);
     });
   });
 }

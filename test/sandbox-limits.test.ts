@@ -319,29 +319,6 @@ describe('sandbox limits: CPU', () => {
     await assertStoppedInTime(binding);
   });
 
-  test('touching fresh pages (page faults no instruction count sees) is stopped in time', async () => {
-    // 16 MiB grown, then one store a page, again and again: the first pass faults 4,096 pages (14 us each here).
-    const binding = await bindHostile(
-      {
-        name: 'page-toucher',
-        locals: '(local $p i32)',
-        inbound: `
-          (drop (memory.grow (i32.const 254)))
-          ${forever('(i32.store8 (local.get $p) (i32.const 1)) (local.set $p (i32.rem_u (i32.add (local.get $p) (i32.const 4096)) (i32.const 16777216)))')}`,
-      },
-      { limits: { cpuMs: BUDGET_MS } },
-    );
-    assert.equal((await assertStoppedInTime(binding)).reason, 'cpu-budget');
-  });
-
-  test('a memory.fill of the whole memory is done in chunks, the deadline checked between them', async () => {
-    const binding = await bindHostile(
-      { name: 'big-fill', inbound: `(drop (memory.grow (i32.const 254))) ${forever('(memory.fill (i32.const 0) (i32.const 7) (i32.const 16646144))')}` },
-      { limits: { cpuMs: BUDGET_MS } },
-    );
-    assert.equal((await assertStoppedInTime(binding)).reason, 'cpu-budget');
-  });
-
   test('memory.copy in chunks keeps its meaning: overlapping either way, out of bounds traps', async () => {
     // 200 KiB of a pattern copied 100 bytes up, and back down, across chunk boundaries; then checked byte by byte.
     const binding = await bindHostile({
@@ -373,19 +350,6 @@ describe('sandbox limits: CPU', () => {
     await once.run('inbound', makeExchange());
     const loop = await bindHostile({ name: 'huge-name', pages: 256, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } });
     await assertStoppedInTime(loop);
-  });
-
-  test('WASI random_get of the whole memory in a loop is stopped in time (served in chunks)', async () => {
-    const binding = await bindHostile(
-      {
-        name: 'wasi-random',
-        pages: 256,
-        imports: '(import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))',
-        inbound: forever('(drop (call $random_get (i32.const 0) (i32.const 16646144)))'),
-      },
-      { limits: { cpuMs: BUDGET_MS }, grants: { wasi: true } },
-    );
-    assert.equal((await assertStoppedInTime(binding)).reason, 'cpu-budget');
   });
 
   test('a WASI module cannot close or renumber the standard streams (the host\'s descriptors), and leaves none open', { skip: gcNow ? false : 'needs gc()' }, async () => {

@@ -127,10 +127,22 @@ const LOOP_DATA = ['x-a', 'b', '{"key":"k","limit":1000000,"periodSeconds":60}',
  */
 export const IMPORT_LOOPS: ImportLoop[] = (() => {
   const [name, value, counter, metric] = layout(LOOP_DATA);
-  const calls: [string, string, { locals?: string; grants?: Grants; extra?: string }?][] = [
+  const calls: [string, string, { locals?: string; grants?: Grants; extra?: string; imports?: string; prelude?: string; pages?: number }?][] = [
     ['nothing (a pure loop)', '(nop)'],
     ['a 40,000-instruction function', '(call $long)', { extra: `(func $long (local $x i32) ${'(local.set $x (i32.add (local.get $x) (i32.const 1)))'.repeat(40_000)})` }],
     ['memory.fill of 64 KiB', `(memory.fill (i32.const ${SCRATCH}) (i32.const 0) (i32.const 65536))`],
+    ['memory.fill of 16 MiB of fresh pages', '(memory.fill (i32.const 0) (i32.const 7) (i32.const 16646144))', { prelude: '(drop (memory.grow (i32.const 254)))' }],
+    [
+      'a store a page over 16 MiB of fresh pages',
+      '(i32.store8 (local.get $p) (i32.const 1)) (local.set $p (i32.rem_u (i32.add (local.get $p) (i32.const 4096)) (i32.const 16646144)))',
+      { prelude: '(drop (memory.grow (i32.const 254)))', locals: '(local $p i32)' },
+    ],
+    ['get with a 16 MiB name', '(drop (call $get (i32.const 15) (i32.const 0) (i32.const 16646144) (i32.const 256) (i32.const 0)))', { pages: 256 }],
+    [
+      'WASI random_get of 16 MiB',
+      '(drop (call $random_get (i32.const 0) (i32.const 16646144)))',
+      { pages: 256, grants: { wasi: true }, imports: '(import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))' },
+    ],
     ['get', `(drop (call $get (i32.const 5) (i32.const ${name!.ptr}) (i32.const 3) (i32.const ${SCRATCH}) (i32.const 64)))`],
     ['set', `(drop (call $set (i32.const 5) (i32.const ${name!.ptr}) (i32.const 3) (i32.const ${value!.ptr}) (i32.const 1)))`],
     ['add', `(drop (call $add (i32.const 9) (i32.const ${name!.ptr}) (i32.const 3) (i32.const ${value!.ptr}) (i32.const 1)))`],
@@ -160,7 +172,9 @@ export const IMPORT_LOOPS: ImportLoop[] = (() => {
       data: LOOP_DATA,
       locals: options.locals,
       extra: options.extra,
-      inbound: forever(call),
+      imports: options.imports,
+      pages: options.pages,
+      inbound: `${options.prelude ?? ''} ${forever(call)}`,
     },
     grants: options.grants,
     exchange: () => makeExchange({ headers: { 'x-a': 'value' } }),

@@ -118,6 +118,21 @@ const MIN_MAX_BLOCK_BYTES = 1024 * 1024;
 /** A public JWK's text (signatures.ts refuses longer ones without parsing). */
 const MAX_JWK_BYTES = 16 * 1024;
 
+/** Text from memory already checked to hold `ptr`..`ptr + len`. */
+function decodeText(mem: Uint8Array, ptr: number, len: number): string {
+  if (len <= 64) {
+    // Header names and most values are short ASCII: building the string directly beats TextDecoder's setup cost.
+    let s = '';
+    for (let i = ptr; i < ptr + len; i++) {
+      const c = mem[i]!;
+      if (c >= 0x80) return decoder.decode(mem.subarray(ptr, ptr + len));
+      s += String.fromCharCode(c);
+    }
+    return s;
+  }
+  return decoder.decode(mem.subarray(ptr, ptr + len));
+}
+
 /** The length of a string in UTF-8 (a lone surrogate is written as U+FFFD, three bytes, as TextEncoder does). */
 function utf8Length(text: string): number {
   let n = 0;
@@ -486,24 +501,17 @@ export class PolicyInstance implements KernelHost {
     return mem;
   }
 
-  /** Copies bytes out of the module's memory (the host never keeps a view into it). */
-  private readBytes(ptr: number, len: number): Uint8Array {
-    return this.range(ptr, len).slice(ptr, ptr + len);
+  /** The module's memory, once both ranges are checked (one look at the memory for the two). */
+  private ranges(p1: number, l1: number, p2: number, l2: number): Uint8Array {
+    const mem = this.mem();
+    const size = mem.byteLength;
+    if (p1 < 0 || l1 < 0 || p1 + l1 > size) throw new CallAbort('bad-argument', `pointer range ${p1}+${l1} is outside the module's memory`);
+    if (p2 < 0 || l2 < 0 || p2 + l2 > size) throw new CallAbort('bad-argument', `pointer range ${p2}+${l2} is outside the module's memory`);
+    return mem;
   }
 
   private readString(ptr: number, len: number): string {
-    const mem = this.range(ptr, len);
-    if (len <= 64) {
-      // Header names and most values are short ASCII: building the string directly beats TextDecoder's setup cost.
-      let s = '';
-      for (let i = ptr; i < ptr + len; i++) {
-        const c = mem[i]!;
-        if (c >= 0x80) return decoder.decode(mem.subarray(ptr, ptr + len));
-        s += String.fromCharCode(c);
-      }
-      return s;
-    }
-    return decoder.decode(mem.subarray(ptr, ptr + len));
+    return decodeText(this.range(ptr, len), ptr, len);
   }
 
   /** Writes a value into the module's buffer if it fits; returns its byte length either way. */
@@ -533,13 +541,12 @@ export class PolicyInstance implements KernelHost {
   }
 
   /**
-   * The query is re-read or re-written whole by each query-parameter operation: they cost its length, which a policy
-   * can grow.
+   * The query is re-read or re-written whole by each query-parameter operation (and a whole query write): they cost
+   * its length, one unit per 2^`shift` characters, which a policy can grow.
    */
-  private queryWork(state: CallState, field: number, unitBytes: number): number {
-    if (field !== Field.REQUEST_QUERY_PARAM && field !== Field.REQUEST_QUERY) return 0;
+  private queryWork(state: CallState, shift: number): number {
     const query = state.view.read(Field.REQUEST_QUERY, '');
-    return typeof query === 'string' ? query.length >> unitBytes : 0;
+    return typeof query === 'string' ? query.length >> shift : 0;
   }
 
   /**
@@ -552,11 +559,10 @@ export class PolicyInstance implements KernelHost {
     return {
       get: (field: number, namePtr: number, nameLen: number, buf: number, cap: number): number => {
         const state = this.current();
-        this.range(buf, cap);
-        this.range(namePtr, nameLen);
+        const mem = this.ranges(buf, cap, namePtr, nameLen);
         if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
-        this.work(1 + (nameLen >> 8) + this.queryWork(state, field, 6));
-        const value = state.view.read(field, this.readString(namePtr, nameLen));
+        this.work(1 + (nameLen >> 8) + (field === Field.REQUEST_QUERY_PARAM ? this.queryWork(state, 6) : 0));
+        const value = state.view.read(field, decodeText(mem, namePtr, nameLen));
         if (value === null) return Status.NOT_FOUND;
         if (typeof value === 'number') return value;
         return this.writeValue(value, buf, cap);
@@ -570,7 +576,7 @@ export class PolicyInstance implements KernelHost {
         this.range(namePtr, nameLen);
         this.output(nameLen + WRITE_OVERHEAD_BYTES);
         if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
-        this.work(1 + (nameLen >> 8) + this.queryWork(state, field, 8));
+        this.work(1 + (nameLen >> 8) + (field === Field.REQUEST_QUERY_PARAM ? this.queryWork(state, 8) : 0));
         return state.view.write('remove', field, this.readString(namePtr, nameLen), null);
       },
       list: (field: number, buf: number, cap: number): number => {
@@ -676,13 +682,14 @@ export class PolicyInstance implements KernelHost {
 
   private write(op: 'set' | 'add', field: number, np: number, nl: number, vp: number, vl: number): number {
     const state = this.current();
-    this.range(np, nl);
-    this.range(vp, vl);
+    const mem = this.ranges(np, nl, vp, vl);
     this.output(nl + vl + WRITE_OVERHEAD_BYTES);
     if (nl > MAX_NAME_BYTES) return Status.INVALID_VALUE;
-    this.work(1 + ((nl + vl) >> 8) + this.queryWork(state, field, 8));
-    const name = this.readString(np, nl);
-    const value = BODY_FIELDS.has(field) ? this.readBytes(vp, vl) : this.readString(vp, vl);
+    const query = field === Field.REQUEST_QUERY_PARAM || field === Field.REQUEST_QUERY;
+    this.work(1 + ((nl + vl) >> 8) + (query ? this.queryWork(state, 8) : 0));
+    const name = decodeText(mem, np, nl);
+    // A body is copied out of the module's memory: the host never keeps a view into it.
+    const value = BODY_FIELDS.has(field) ? mem.slice(vp, vp + vl) : decodeText(mem, vp, vl);
     return state.view.write(op, field, name, value);
   }
 }

@@ -45,10 +45,12 @@ export const FUEL_PER_CHECK = 65_536;
 export const BYTES_PER_UNIT = 16;
 /**
  * Fuel for the first interval of a call (and for the start function, which runs before the host can refill): short,
- * so that a call that starts by touching fresh memory reaches a check within a few milliseconds, however slow its
- * instructions are; the host doubles the refills from there while intervals stay short.
+ * so that a call that starts by touching fresh memory reaches a check within a few milliseconds however slow its
+ * instructions are (about 700 page faults: 10 ms at the 14 us a fault costs on the development machine), and long
+ * enough that most policy calls never reach a check at all (at 1,024, the checks of a short call cost it a quarter
+ * more: bench:policy's check-header 1.0 -> 1.24 us; at 4,096, 1.1 us); the host doubles the refills from there.
  */
-export const FIRST_FUEL = 1024;
+export const FIRST_FUEL = 4096;
 /** memory.copy and memory.fill run in chunks of this size, the deadline checkable between two. */
 export const BULK_CHUNK_BYTES = 65_536;
 /** The export through which the host refills the fuel (instance.ts). */

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { parseGatewayDocument } from '../runtime/config/load.ts';
+import { secretValues } from '../runtime/config/named-values.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
 import { ConfigBackup, sealSecrets, unsealSecrets } from '../runtime/sync/backup.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
@@ -120,12 +121,52 @@ apis:
     }
   });
 
+  test('during a rotation\'s overlap a list entry holds both values; elsewhere, and once the overlap ended, only the current one', () => {
+    const text = (until: string) => `version: 1
+namedValues:
+  key: { value: ${ROTATED}, secret: true, previous: { value: ${SECRET}, until: "${until}" } }
+apis:
+  - id: a
+    pathPrefix: /a
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: key-auth
+          config: { keys: [{ id: partner, key: "{{key}}" }, { id: other, key: other-key-123 }] }
+        - policy: check-header
+          config: { name: x-check, values: ["{{key}}", "fixed"] }
+      outbound:
+        - policy: set-header
+          config: { name: x-key, value: "{{key}}" }
+`;
+    const later = new Date(Date.now() + 60_000).toISOString();
+    const overlapping = parseGatewayDocument(text(later), 'gw.yaml');
+    assert.deepEqual(secretValues(overlapping).sort(), [ROTATED, SECRET].sort(), 'both values are masked in logs');
+    const [api] = overlapping.apis;
+    const { inbound, outbound } = api!.policies!;
+    assert.deepEqual(inbound![0]!.config, {
+      keys: [{ id: 'partner', key: ROTATED }, { id: 'partner', key: SECRET }, { id: 'other', key: 'other-key-123' }],
+    });
+    assert.deepEqual(inbound![1]!.config, { name: 'x-check', values: [ROTATED, SECRET, 'fixed'] });
+    assert.deepEqual(outbound![0]!.config, { name: 'x-key', value: ROTATED });
+    const [ended] = parseGatewayDocument(text(new Date(Date.now() - 1000).toISOString()), 'gw.yaml').apis;
+    assert.deepEqual(ended!.policies!.inbound![0]!.config, { keys: [{ id: 'partner', key: ROTATED }, { id: 'other', key: 'other-key-123' }] });
+    const problems = problemsOf(text('tomorrow'));
+    assert.equal(problems.length, 1, 'until is an ISO 8601 time in UTC');
+    assert.match(problems[0]!.where, /namedValues\.key\.previous\.until/);
+  });
+
   test('sealed secrets: only secret values leave the text; the wrong key or an altered document does not open them', async () => {
     const key = Buffer.alloc(32, 7);
-    const text = JSON.stringify({ version: 1, apis: [], namedValues: { s: { value: SECRET, secret: true }, p: { value: 'plain' } } });
+    const text = JSON.stringify({
+      version: 1,
+      apis: [],
+      namedValues: { s: { value: SECRET, secret: true, previous: { value: ROTATED, until: '2030-01-01T00:00:00Z' } }, p: { value: 'plain' } },
+    });
     const { text: emptied, sealed } = await sealSecrets(text, async () => key);
     assert.ok(sealed);
     assert.ok(!emptied.includes(SECRET) && !sealed.includes(SECRET));
+    assert.ok(!emptied.includes(ROTATED), "a rotation's previous value is sealed too");
     assert.match(emptied, /"plain"/);
     assert.equal(unsealSecrets(emptied, sealed, key), text);
     assert.throws(() => unsealSecrets(emptied, sealed, Buffer.alloc(32, 8)), /sealed with another backup key/);
@@ -262,11 +303,19 @@ describe('named values from the control plane', () => {
     assert.equal(ok.headers['x-greeting'], 'hello');
     assert.equal((await withKey(gateway, ROTATED)).status, 401);
 
-    assert.equal((await admin('PUT', '/admin/named-values/partner-key', { value: ROTATED })).status, 200);
+    // Rotated with an overlap: clients holding the old key keep working while they move to the new one.
+    const rotated = await admin('PUT', '/admin/named-values/partner-key', { value: ROTATED, overlapSeconds: 4 });
+    assert.equal(rotated.status, 200);
+    assert.ok(Date.parse(String(rotated.body.previousAcceptedUntil)) > Date.now(), 'the answer says until when the old value is accepted');
+    assert.ok(!JSON.stringify(rotated.body).includes(SECRET), 'and never shows it');
     await waitForAsync('the rotated key', async () => (await withKey(gateway!, ROTATED)).status === 200, 5000);
-    assert.equal((await withKey(gateway, SECRET)).status, 401);
+    assert.equal((await withKey(gateway, SECRET)).status, 200, 'the old key still works during the overlap');
+    await waitForAsync('the overlap to end', async () => (await withKey(gateway!, SECRET)).status === 401, 10_000);
+    assert.equal((await withKey(gateway, ROTATED)).status, 200);
     const used = (await admin('GET', '/admin/named-values/partner-key')).body;
     assert.deepEqual(used.usedBy, ['partner']);
+    assert.equal(used.previousAcceptedUntil, undefined);
+    assert.equal((await admin('PUT', '/admin/named-values/partner-key', { value: ROTATED, overlapSeconds: -1 })).status, 400);
   });
 
   test('the backup holds the secret only encrypted; a restart without the control plane serves with it; another key cannot open it', async () => {

@@ -36,6 +36,9 @@ function sameSecret(given: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
+/** The longest overlap of a named value's rotation: as long as a gateway token may live. */
+const MAX_OVERLAP_SECONDS = 30 * 24 * 3600;
+
 export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   const { store, logger } = options;
   const now = options.now ?? Date.now;
@@ -102,6 +105,8 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     secret: v.secret,
     ...(v.secret ? {} : { value: v.value }),
     updatedAt: v.updatedAt,
+    // When the replaced value stops being accepted (a rotation's overlap); absent when there is none.
+    ...(v.previous && Date.parse(v.previous.until) > Date.now() ? { previousAcceptedUntil: v.previous.until } : {}),
     usedBy: store
       .apis()
       .filter((api) => namedValueReferences({ apis: [api] }).some((r) => r.name === v.name))
@@ -118,19 +123,24 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   app.put('/admin/named-values/:name', async (c) => {
     const name = c.req.param('name');
     if (!NAMED_VALUE_NAME.test(name)) return problem(c, 400, NAMED_VALUE_NAME_HINT);
-    const body = (await readJson(c)) as { value?: unknown; secret?: unknown } | undefined;
-    const extra = Object.keys(body ?? {}).filter((k) => k !== 'value' && k !== 'secret');
+    const body = (await readJson(c)) as { value?: unknown; secret?: unknown; overlapSeconds?: unknown } | undefined;
+    const extra = Object.keys(body ?? {}).filter((k) => k !== 'value' && k !== 'secret' && k !== 'overlapSeconds');
     if (typeof body?.value !== 'string' || (body.secret !== undefined && typeof body.secret !== 'boolean') || extra.length > 0) {
-      return problem(c, 400, 'the body must be {"value": "<string>", "secret": true|false}');
+      return problem(c, 400, 'the body must be {"value": "<string>", "secret": true|false, "overlapSeconds": <seconds>}');
+    }
+    const overlapSeconds = body.overlapSeconds ?? 0;
+    if (typeof overlapSeconds !== 'number' || !Number.isInteger(overlapSeconds) || overlapSeconds < 0 || overlapSeconds > MAX_OVERLAP_SECONDS) {
+      return problem(c, 400, `overlapSeconds: how long the previous value stays accepted, an integer from 0 to ${MAX_OVERLAP_SECONDS} (30 days)`);
     }
     if (body.value.length > MAX_NAMED_VALUE_LENGTH) {
       return problem(c, 400, `a named value is at most ${MAX_NAMED_VALUE_LENGTH} characters (got ${body.value.length})`);
     }
     // A secret stays secret unless told otherwise: rotating a key with {"value": ...} alone must not expose it.
     const secret = body.secret ?? store.namedValue(name)?.secret ?? false;
-    const revision = store.putNamedValue(name, { value: body.value, secret });
-    logger.info('named value saved', { namedValue: name, secret, revision });
-    return c.json({ revision, ...namedValueView(store.namedValue(name)!) });
+    const revision = store.putNamedValue(name, { value: body.value, secret }, overlapSeconds);
+    const saved = store.namedValue(name)!;
+    logger.info('named value saved', { namedValue: name, secret, revision, previousAcceptedUntil: saved.previous?.until });
+    return c.json({ revision, ...namedValueView(saved) });
   });
 
   app.delete('/admin/named-values/:name', (c) => {

@@ -4,7 +4,7 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { chmodSync } from 'node:fs';
-import { namedValueReferences, type NamedValue } from '../config/named-values.ts';
+import { namedValueReferences, previousInOverlap, type NamedValue } from '../config/named-values.ts';
 
 export interface RevisionRecord {
   revision: number;
@@ -50,6 +50,29 @@ export interface StoredNamedValue {
   value: string;
   secret: boolean;
   updatedAt: string;
+  /** The value this one replaced, still served to gateways until `previous.until` (a rotation's overlap). */
+  previous: { value: string; until: string } | null;
+}
+
+const NAMED_VALUE_SELECT =
+  'SELECT name, value, secret, updated_at AS updatedAt, previous_value AS previousValue, previous_until AS previousUntil FROM named_values';
+
+interface NamedValueRow {
+  name: string;
+  value: string;
+  secret: number;
+  updatedAt: string;
+  previousValue: string | null;
+  previousUntil: string | null;
+}
+
+function namedValueOf(row: NamedValueRow): StoredNamedValue {
+  const { previousValue, previousUntil, secret, ...rest } = row;
+  return {
+    ...rest,
+    secret: secret === 1,
+    previous: previousValue !== null && previousUntil !== null ? { value: previousValue, until: previousUntil } : null,
+  };
 }
 
 export interface GatewayRecord {
@@ -91,6 +114,11 @@ export class ControlPlaneStore {
     // Databases made before heartbeats recorded token expiry get the column.
     const columns = this.db.prepare('PRAGMA table_info(heartbeats)').all() as { name: string }[];
     if (!columns.some((c) => c.name === 'token_expires_at')) this.db.exec('ALTER TABLE heartbeats ADD COLUMN token_expires_at TEXT');
+    // Databases made before named values could keep a previous value during a rotation get its columns.
+    const valueColumns = this.db.prepare('PRAGMA table_info(named_values)').all() as { name: string }[];
+    if (!valueColumns.some((c) => c.name === 'previous_value')) {
+      this.db.exec('ALTER TABLE named_values ADD COLUMN previous_value TEXT; ALTER TABLE named_values ADD COLUMN previous_until TEXT');
+    }
   }
 
   /** A secret made on first use (by `make`, default 32 random bytes) and kept: the keys for tokens and modules. */
@@ -188,33 +216,45 @@ export class ControlPlaneStore {
     for (const { name } of namedValueReferences(doc)) {
       if (Object.hasOwn(out, name)) continue;
       const found = this.namedValue(name);
-      if (found) out[name] = found.secret ? { value: found.value, secret: true } : { value: found.value };
+      if (!found) continue;
+      // A previous value is served while its overlap lasts: when it ends, the document (and its ETag) changes, and
+      // gateways drop it at their next poll.
+      const previous = found.previous && previousInOverlap({ value: found.value, previous: found.previous }, Date.now()) !== null ? found.previous : null;
+      out[name] = { value: found.value, ...(found.secret ? { secret: true } : {}), ...(previous ? { previous } : {}) };
     }
     return out;
   }
 
   namedValue(name: string): StoredNamedValue | null {
-    const row = this.db.prepare('SELECT name, value, secret, updated_at AS updatedAt FROM named_values WHERE name = ?').get(name) as
-      | (Omit<StoredNamedValue, 'secret'> & { secret: number })
-      | undefined;
-    return row ? { ...row, secret: row.secret === 1 } : null;
+    const row = this.db.prepare(`${NAMED_VALUE_SELECT} WHERE name = ?`).get(name) as NamedValueRow | undefined;
+    return row ? namedValueOf(row) : null;
   }
 
   namedValues(): StoredNamedValue[] {
-    const rows = this.db.prepare('SELECT name, value, secret, updated_at AS updatedAt FROM named_values ORDER BY name').all() as
-      (Omit<StoredNamedValue, 'secret'> & { secret: number })[];
-    return rows.map((r) => ({ ...r, secret: r.secret === 1 }));
+    return (this.db.prepare(`${NAMED_VALUE_SELECT} ORDER BY name`).all() as NamedValueRow[]).map(namedValueOf);
   }
 
-  putNamedValue(name: string, value: NamedValue): number {
+  /**
+   * Saves a named value. With `overlapSeconds`, the value it replaces stays in gateways' documents for that long as
+   * its `previous` value (a rotation: both keys accepted while clients move to the new one); without, any previous
+   * value is dropped.
+   */
+  putNamedValue(name: string, value: NamedValue, overlapSeconds = 0): number {
+    const replaced = this.namedValue(name);
+    const previous =
+      overlapSeconds > 0 && replaced && replaced.value !== value.value
+        ? { value: replaced.value, until: new Date(Date.now() + overlapSeconds * 1000).toISOString() }
+        : null;
     // The revision says which value changed, never what it is.
-    return this.change(`named value ${name} saved${value.secret ? ' (secret)' : ''}`, () => {
+    const overlap = previous ? `, the previous value accepted until ${previous.until}` : '';
+    return this.change(`named value ${name} saved${value.secret ? ' (secret)' : ''}${overlap}`, () => {
       this.db
         .prepare(
-          `INSERT INTO named_values (name, value, secret, updated_at) VALUES (?, ?, ?, ?)
-           ON CONFLICT(name) DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = excluded.updated_at`,
+          `INSERT INTO named_values (name, value, secret, updated_at, previous_value, previous_until) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT(name) DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = excluded.updated_at,
+             previous_value = excluded.previous_value, previous_until = excluded.previous_until`,
         )
-        .run(name, value.value, value.secret ? 1 : 0, new Date().toISOString());
+        .run(name, value.value, value.secret ? 1 : 0, new Date().toISOString(), previous?.value ?? null, previous?.until ?? null);
     });
   }
 

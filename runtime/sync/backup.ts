@@ -205,6 +205,9 @@ const fingerprint = (key: Buffer) => createHash('sha256').update(key).digest('he
  * `v1.<key fingerprint>.<iv>.<tag>.<ciphertext>` (base64url), with the emptied document as additional data. The key is
  * asked for only when there is a secret (a gateway without secrets makes no key file).
  */
+/** Where a secret named value's previous value (a rotation's) is kept among the sealed secrets. */
+const PREVIOUS_SUFFIX = '#previous';
+
 export async function sealSecrets(text: string, keyOf: () => Promise<Buffer>): Promise<{ text: string; sealed?: string }> {
   let doc: { namedValues?: Record<string, NamedValue> };
   try {
@@ -217,6 +220,11 @@ export async function sealSecrets(text: string, keyOf: () => Promise<Buffer>): P
     if (!named?.secret) continue;
     secrets[name] = named.value;
     named.value = '';
+    // A rotation's previous value is as secret as the value ('#' is never part of a name).
+    if (named.previous) {
+      secrets[`${name}${PREVIOUS_SUFFIX}`] = named.previous.value;
+      named.previous.value = '';
+    }
   }
   if (Object.keys(secrets).length === 0) return { text };
   const emptied = JSON.stringify(doc);
@@ -247,10 +255,13 @@ export function unsealSecrets(text: string, sealed: string, key: Buffer): string
     throw new Error('its sealed secrets do not open with the backup key (altered)');
   }
   const doc = JSON.parse(text) as { namedValues?: Record<string, NamedValue> };
-  for (const [name, value] of Object.entries(secrets)) {
+  for (const [sealedName, value] of Object.entries(secrets)) {
+    const previous = sealedName.endsWith(PREVIOUS_SUFFIX);
+    const name = previous ? sealedName.slice(0, -PREVIOUS_SUFFIX.length) : sealedName;
     const named = doc.namedValues?.[name];
-    if (!named) throw new Error(`its sealed secret ${name} has no place in the document (altered)`);
-    named.value = value;
+    if (!named || (previous && !named.previous)) throw new Error(`its sealed secret ${sealedName} has no place in the document (altered)`);
+    if (previous) named.previous!.value = value;
+    else named.value = value;
   }
   return JSON.stringify(doc);
 }

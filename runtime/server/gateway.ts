@@ -79,10 +79,18 @@ export class Gateway {
     return this.notReadyReason === null;
   }
 
+  /**
+   * Why no configuration is loaded yet, when whoever loads it knows (config sync: the control plane refused the token
+   * and there is no backup); it follows `no configuration loaded: ` on the probes.
+   */
+  notLoadedDetail: (() => string | null) | null = null;
+
   /** Why the probes answer 503, or null while the gateway should be sent traffic. */
   get notReadyReason(): string | null {
     if (this.shuttingDown) return 'shutting down';
-    return this.live === null ? 'no configuration loaded' : null;
+    if (this.live !== null) return null;
+    const detail = this.notLoadedDetail?.() ?? null;
+    return detail === null ? 'no configuration loaded' : `no configuration loaded: ${detail}`;
   }
 
   /** Swaps in a configuration at once; the one it replaces closes its pools after its requests finish. */

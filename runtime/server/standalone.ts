@@ -156,6 +156,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       aggregates: gateway.aggregates,
       telemetryMs,
       version: options.assets.version,
+      metrics,
       // Uploaded modules (`sha256:<hex>`) are fetched, checked and cached first; built-ins resolve as usual.
       apply: async (text) => {
         try {
@@ -173,12 +174,15 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
             });
             if (pruned.length > 0) logger.info('unused policy modules removed', { modules: pruned.map((sha) => `sha256:${sha}`) });
           }
+          return { apis: gateway.config!.apis.map((a) => a.id) };
         } catch (err) {
           reloads.inc({ result: 'rejected' });
           throw err;
         }
       },
     });
+    const running = sync;
+    gateway.notLoadedDetail = () => running.notReadyDetail();
     sync.start();
   } else {
     let initialText = '';
@@ -240,6 +244,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     // An IPv6 address in brackets, so that the port stays apart from it.
     admin: adminHost.includes(':') ? `[${adminHost}]:${admin.port}` : `${adminHost}:${admin.port}`,
     config: options.controlPlane ? `control plane ${options.controlPlane.url}` : (options.configFile ?? 'embedded default'),
+    // The id this process's heartbeats carry, as the control plane lists it (GET /admin/gateways, gatehouse get).
+    ...(sync ? { instance: sync.instance } : {}),
   });
 
   let stopping: Promise<void> | null = null;

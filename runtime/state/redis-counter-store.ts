@@ -83,11 +83,16 @@ export class RedisCounterStore implements CounterStore {
   private state: 'redis' | 'local' | null = null;
   private readonly localCounts: Counter;
   private closed = false;
+  /** The last connection error, for the line that says counting moved here. */
+  private lastError: string | null = null;
+  /** host:port, for logs: never the URL, which may carry the password. */
+  private readonly address: string;
 
   constructor(options: RedisCounterStoreOptions) {
     this.logger = options.logger.child({ component: 'counters' });
     this.retryAfterMs = options.retryAfterMs ?? 1000;
     this.keyPrefix = options.keyPrefix ?? 'gatehouse:counter:';
+    this.address = addressOf(options.url);
     const redis = new Redis(options.url, {
       // Fail at once while disconnected rather than queue: a request must not wait for Redis to come back.
       enableOfflineQueue: false,
@@ -100,11 +105,17 @@ export class RedisCounterStore implements CounterStore {
     });
     redis.defineCommand('gatehouseConsume', { numberOfKeys: 1, lua: CONSUME_SCRIPT });
     redis.defineCommand('gatehouseAcquire', { numberOfKeys: 1, lua: ACQUIRE_SCRIPT });
-    // Connection errors are expected while Redis is away; the switch to local counting is what gets logged.
-    redis.on('error', () => undefined);
+    // Connection errors are expected while Redis is away; the switch to local counting is what gets logged, with the
+    // error that caused it (a refused connection comes as an error, then a close).
+    redis.on('error', (err: Error) => {
+      this.lastError = err.message;
+    });
     // A connection that is ready answered Redis's ready check: Redis is back.
-    redis.on('ready', () => this.switchTo('redis'));
-    redis.on('close', () => this.switchTo('local', 'connection closed'));
+    redis.on('ready', () => {
+      this.lastError = null;
+      this.switchTo('redis');
+    });
+    redis.on('close', () => this.switchTo('local', this.lastError ?? 'the connection to Redis was closed'));
     this.redis = redis as Redis & { gatehouseConsume: Consume; gatehouseAcquire: Acquire };
     const metrics = options.metrics;
     this.localCounts = metrics.counter(
@@ -122,9 +133,13 @@ export class RedisCounterStore implements CounterStore {
     this.state = state;
     if (state === 'local') {
       this.failedUntil = Date.now() + this.retryAfterMs;
-      this.logger.warn('Redis unreachable: counting in this gateway until it is back', { error });
+      this.logger.warn('Redis unreachable: counting in this gateway until it is back', {
+        redis: this.address,
+        error,
+        action: `check that Redis runs and that this gateway reaches ${this.address} (GATEHOUSE_REDIS_URL); it is tried again every second or two, requests are served meanwhile`,
+      });
     } else {
-      this.logger.info(before === null ? 'counters are shared through Redis' : 'Redis is back: counters are shared again');
+      this.logger.info(before === null ? 'counters are shared through Redis' : 'Redis is back: counters are shared again', { redis: this.address });
     }
   }
 
@@ -199,5 +214,15 @@ export class RedisCounterStore implements CounterStore {
   async close(): Promise<void> {
     this.closed = true;
     this.redis.disconnect();
+  }
+}
+
+/** `host:port` of a redis:// URL (6379 when it names none): what a log may show of it. */
+function addressOf(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || '6379'}`;
+  } catch {
+    return '(GATEHOUSE_REDIS_URL)';
   }
 }

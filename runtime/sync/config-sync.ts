@@ -1,27 +1,35 @@
 // Keeps a gateway's configuration in step with its control plane: polls `GET <url>/gateway/v1/config` with its gateway
 // token, conditionally (If-None-Match: an unchanged configuration costs one small round trip), and hands each new
-// document to `apply`, which applies it atomically or rejects it (the running configuration then stays in force).
-// When the control plane cannot be reached the gateway keeps serving what it has ("fail static"); the outage and the
-// return are each logged once.
+// document to `apply`, which applies it atomically or rejects it.
+//
+// Fail static: whatever keeps the gateway from using what the control plane serves (no answer, a 5xx, its token
+// refused, a document or a module it names that the gateway rejects) is handled alike. The configuration in force
+// stays; with none in force yet, the gateway starts from its backup; polling goes on. What was refused and why is in
+// the log, in the next heartbeat (sent at once) and in the `gatehouse_sync_*` metrics.
 
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { readClaims } from '../control-plane/tokens.ts';
 import type { ConfigBackup } from './backup.ts';
 import { textOf, type ControlPlaneClient } from './control-plane-client.ts';
+import { ModuleDownloadError } from './modules.ts';
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { Poller } from './poller.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { MetricsRegistry } from '../telemetry/metrics.ts';
 
 export interface ConfigSyncOptions {
   /** The control plane's gateway API, with this gateway's token. */
   client: ControlPlaneClient;
   /** Poll interval (default 10 s, as Azure API Management's self-hosted gateway). */
   intervalMs?: number;
-  /** Applies a new document; throws (a ConfigError with its problems) when it is refused. */
-  apply: (text: string) => Promise<void>;
+  /**
+   * Applies a new document and says which APIs it serves; throws (a ConfigError with its problems) when it is
+   * refused.
+   */
+  apply: (text: string) => Promise<{ apis: string[] }>;
   logger: Logger;
-  /** Where applied documents are kept, to start from when the control plane cannot be reached at start. */
+  /** Where applied documents are kept, to start from when the control plane cannot be used at start. */
   backup?: ConfigBackup;
   /** Heartbeat interval (default a minute); each tells the control plane who runs which revision, and how it is. */
   heartbeatMs?: number;
@@ -33,44 +41,144 @@ export interface ConfigSyncOptions {
   telemetryMs?: number;
   /** The gateway's version (package.json's), as its heartbeats report it. */
   version: string;
+  /** Where the `gatehouse_sync_*` gauges go. */
+  metrics?: MetricsRegistry;
 }
 
-type Health = 'connected' | 'unreachable' | 'refused';
+/** How the last call to the control plane went: answered, not answered (or 5xx), or the token refused. */
+type Reach = 'connected' | 'unreachable' | 'refused';
+
+/** The configuration being served, and where it came from. */
+interface InForce {
+  revision: number | null;
+  etag: string | null;
+  source: 'control-plane' | 'backup';
+}
+
+/** The last document from the control plane the gateway could not use, until a newer one is applied. */
+interface Rejection {
+  revision: number | null;
+  /** One line: the first problem, and how many more. */
+  reason: string;
+  at: string;
+}
+
+/** Whether the control plane accepted the token at the last answer that tells (a 5xx does not). */
+export type TokenState = 'unknown' | 'accepted' | 'refused';
+
+/** The heartbeat's body (docs/control-plane.md lists the fields). */
+export interface HeartbeatPayload {
+  instance: string;
+  host: string;
+  version: string;
+  /** The revision in force, from the control plane or from the backup; null while nothing is. */
+  revision: number | null;
+  uptimeSeconds: number;
+  health: string;
+  configSource: 'control-plane' | 'backup' | null;
+  rejectedRevision: number | null;
+  rejectedReason: string | null;
+  rejectedAt: string | null;
+  tokenState: TokenState;
+  lastSyncAt: string | null;
+  syncFailures: number;
+}
+
+/** The control plane's text fields take at most 200 characters; a longer reason would be dropped whole. */
+const REASON_MAX = 200;
+
+const revisionOf = (value: string | null | undefined): number | null => {
+  if (value === null || value === undefined || value === '') return null;
+  const n = Number(value);
+  return Number.isSafeInteger(n) ? n : null;
+};
 
 export class ConfigSync {
   private readonly client: ControlPlaneClient;
   /** The configuration endpoint's URL, for logs. */
   private readonly endpoint: string;
+  /** The ETag of the last document received, applied or rejected: a rejected one is not fetched again every poll. */
   private etag: string | null = null;
   private readonly poller: Poller;
   private readonly heartbeats: Poller;
   private readonly telemetry: Poller;
-  private readonly instance = randomUUID();
+  /** This process's id in heartbeats, as `GET /admin/gateways` lists it; logged at start. */
+  readonly instance = randomUUID();
   private readonly startedAt = Date.now();
-  private health: Health | null = null;
-  /** A configuration is being served (from the control plane or a backup). */
-  private applied = false;
+  private reach: Reach | null = null;
+  private inForce: InForce | null = null;
+  private rejection: Rejection | null = null;
   private backupTried = false;
-  /** The revision applied last (the control plane's `x-gatehouse-revision`), for logs and probes. */
-  revision: string | null = null;
+  /** Why the control plane's configuration cannot be used now, while nothing is served: for the probes. */
+  private nothingBecause = 'waiting for the first answer of the control plane';
+  /** And why no backup was served instead (`; no usable configuration backup in …`), once that was tried. */
+  private noBackupBecause = '';
+  private tokenState: TokenState = 'unknown';
+  private lastSuccessAt: number | null = null;
+  /** Polls in a row that did not leave the gateway in step with the control plane. */
+  private failures = 0;
+  private heartbeatsStarted = false;
+  /** Something changed while a heartbeat was on its way: send another after it. */
+  private heartbeatAgain = false;
+  private stopped = false;
 
   constructor(private readonly options: ConfigSyncOptions) {
     this.client = options.client;
     this.endpoint = options.client.endpoint('/gateway/v1/config');
-    this.poller = new Poller(() => this.check(), options.intervalMs ?? 10_000);
+    this.poller = new Poller(() => this.pollOnce(), options.intervalMs ?? 10_000);
     this.heartbeats = new Poller(() => this.heartbeat(), options.heartbeatMs ?? 60_000);
     this.telemetry = new Poller(() => this.sendAggregates(), options.telemetryMs ?? 60_000);
+    const metrics = options.metrics;
+    if (metrics) {
+      metrics.gauge('gatehouse_sync_last_success_timestamp_seconds', 'When the gateway was last in step with the control plane (Unix seconds; 0: never).', () =>
+        this.lastSuccessAt === null ? 0 : Math.floor(this.lastSuccessAt / 1000),
+      );
+      metrics.gauge('gatehouse_sync_consecutive_failures', 'Polls in a row that did not leave the gateway in step with the control plane.', () => this.failures);
+      metrics.gauge('gatehouse_sync_revision', 'The configuration revision in force (0: none).', () => this.inForce?.revision ?? 0);
+      metrics.gauge('gatehouse_sync_rejected_revision', 'The revision from the control plane the gateway rejected, until a newer one applies (0: none).', () =>
+        this.rejection === null ? 0 : (this.rejection.revision ?? -1),
+      );
+      metrics.gauge('gatehouse_sync_serving_backup', 'Whether the configuration in force came from the backup (1) rather than the control plane (0).', () =>
+        this.inForce?.source === 'backup' ? 1 : 0,
+      );
+      metrics.gauge('gatehouse_sync_token_refused', 'Whether the control plane refused the gateway token at its last answer (1).', () =>
+        this.tokenState === 'refused' ? 1 : 0,
+      );
+      metrics.gauge('gatehouse_sync_token_expiry_timestamp_seconds', 'When the gateway token expires (Unix seconds; 0: not a token the gateway can read).', () =>
+        readClaims(this.client.token)?.expires ?? 0,
+      );
+    }
   }
 
-  /** Starts polling and heartbeats; the first of each runs at once. */
+  /** Starts polling at once; heartbeats start once the first poll has applied, refused or failed. */
   start(): void {
     this.poller.start();
-    this.heartbeats.start();
     if (this.options.aggregates) this.telemetry.start();
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     await Promise.all([this.poller.stop(), this.heartbeats.stop(), this.telemetry.stop()]);
+  }
+
+  /** Why the probes answer 503 while nothing is in force; null once something is. */
+  notReadyDetail(): string | null {
+    return this.inForce === null ? `${this.nothingBecause}${this.noBackupBecause}` : null;
+  }
+
+  /** One poll now; resolves once a new document found is applied or refused. */
+  poll(): Promise<void> {
+    return this.poller.poll();
+  }
+
+  private async pollOnce(): Promise<void> {
+    await this.check();
+    if (this.stopped) return;
+    if (!this.heartbeatsStarted) {
+      // The first heartbeat says what the first poll brought, not "no revision yet".
+      this.heartbeatsStarted = true;
+      this.heartbeats.start();
+    }
   }
 
   /**
@@ -109,39 +217,92 @@ export class ConfigSync {
     });
   }
 
-  /** Tells the control plane this instance is alive, and which revision it runs. Failures only wait for the next. */
+  /** What the next heartbeat says. */
+  heartbeatPayload(): HeartbeatPayload {
+    return {
+      instance: this.instance,
+      host: hostname(),
+      version: this.options.version,
+      revision: this.inForce?.revision ?? null,
+      uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
+      health: this.options.health?.() ?? 'unknown',
+      configSource: this.inForce?.source ?? null,
+      rejectedRevision: this.rejection?.revision ?? null,
+      rejectedReason: this.rejection?.reason ?? null,
+      rejectedAt: this.rejection?.at ?? null,
+      tokenState: this.tokenState,
+      lastSyncAt: this.lastSuccessAt === null ? null : new Date(this.lastSuccessAt).toISOString(),
+      syncFailures: this.failures,
+    };
+  }
+
+  /**
+   * Tells the control plane this instance is alive, which revision it runs and what it refused; again at once when
+   * something changed on the way. Failures only wait for the next.
+   */
   private async heartbeat(): Promise<void> {
     this.checkTokenExpiry();
-    const revision = this.revision === null ? null : Number(this.revision);
-    try {
-      await this.client.call('POST', '/gateway/v1/heartbeat', {
-        json: {
-          instance: this.instance,
-          host: hostname(),
-          version: this.options.version,
-          revision: Number.isFinite(revision) ? revision : null,
-          uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000),
-          health: this.options.health?.() ?? 'unknown',
-        },
-      });
-    } catch {
-      // The config poll reports the control plane being unreachable; a heartbeat has nothing to add.
-    }
+    do {
+      this.heartbeatAgain = false;
+      try {
+        await this.client.call('POST', '/gateway/v1/heartbeat', { json: this.heartbeatPayload() });
+      } catch {
+        // The config poll reports the control plane being unreachable; a heartbeat has nothing to add.
+      }
+    } while (this.heartbeatAgain && !this.stopped);
   }
 
-  /** One poll now; resolves once a new document found is applied or refused. */
-  poll(): Promise<void> {
-    return this.poller.poll();
+  /** A configuration was applied or refused: the fleet view learns it now, not at the next interval. */
+  private reportNow(): void {
+    if (!this.heartbeatsStarted || this.stopped) return; // the first heartbeat, after this poll, carries it
+    this.heartbeatAgain = true;
+    void this.heartbeats.poll();
   }
 
-  private setHealth(health: Health, fields: Record<string, unknown> = {}): void {
-    if (health === this.health) return;
-    const before = this.health;
-    this.health = health;
+  private setReach(reach: Reach, fields: Record<string, unknown>): void {
+    if (reach === this.reach) return;
+    const before = this.reach;
+    this.reach = reach;
     const { logger } = this.options;
-    if (health === 'unreachable') logger.warn('control plane unreachable: serving the configuration in memory', fields);
-    else if (health === 'refused') logger.error('the control plane refused this gateway\'s token', fields);
-    else if (before !== null) logger.info('control plane reachable again', fields);
+    const action = `check that the control plane is running and that this gateway reaches ${this.client.url} (GATEHOUSE_CONFIG_URL); it is asked again every ${this.options.intervalMs ?? 10_000} ms`;
+    if (reach === 'unreachable') {
+      if (this.inForce) {
+        logger.warn('control plane unreachable: serving the configuration in memory', { ...fields, serving: this.serving(), action });
+      } else {
+        const next = this.options.backup && !this.backupTried ? 'starting from the backup' : 'not ready until it answers';
+        logger.warn(`control plane unreachable and no configuration loaded yet: ${next}`, { ...fields, action });
+      }
+    } else if (reach === 'refused') {
+      logger.error('the control plane refused this gateway\'s token', {
+        ...fields,
+        serving: this.inForce ? this.serving() : 'nothing: not ready',
+        action: 'issue the gateway a new token (POST /admin/gateways/{id}/tokens) and give it to this gateway (GATEHOUSE_TOKEN)',
+      });
+    } else if (before !== null) {
+      const serving = this.inForce ? this.serving() : 'nothing yet';
+      if (before === 'refused') logger.info('the control plane accepts this gateway\'s token again', { ...fields, serving });
+      else logger.info('control plane reachable again', { ...fields, serving });
+    }
+    this.reportNow();
+  }
+
+  /** The configuration in force, in words: `revision 37 from the backup`. */
+  private serving(): string {
+    const f = this.inForce!;
+    return `revision ${f.revision ?? '(unknown)'} from ${f.source === 'backup' ? 'the backup' : 'the control plane'}`;
+  }
+
+  /** The control plane could not be used this poll: counted, said once, and with nothing in force, the backup. */
+  private async cannotUse(reach: Reach, because: string, fields: Record<string, unknown>): Promise<void> {
+    this.failures++;
+    this.nothingBecause = because;
+    this.setReach(reach, fields);
+    await this.startFromBackup(because);
+  }
+
+  private inStep(): void {
+    this.failures = 0;
+    this.lastSuccessAt = Date.now();
   }
 
   private async check(): Promise<void> {
@@ -149,64 +310,126 @@ export class ConfigSync {
     let status: number;
     let text = '';
     let etag: string | null = null;
-    let revision: string | null = null;
+    let revision: number | null = null;
     try {
       const reply = await this.client.call('GET', '/gateway/v1/config', { headers: this.etag ? { 'if-none-match': this.etag } : {} });
       status = reply.status;
       text = textOf(reply);
       etag = typeof reply.headers.etag === 'string' ? reply.headers.etag : null;
-      revision = typeof reply.headers['x-gatehouse-revision'] === 'string' ? reply.headers['x-gatehouse-revision'] : null;
+      revision = revisionOf(typeof reply.headers['x-gatehouse-revision'] === 'string' ? reply.headers['x-gatehouse-revision'] : null);
     } catch (err) {
-      this.setHealth('unreachable', { url: this.endpoint, error: (err as Error).message });
-      await this.startFromBackup();
+      const error = (err as Error).message;
+      await this.cannotUse('unreachable', `the control plane is unreachable (${error})`, { url: this.endpoint, error });
       return;
     }
     if (status === 401 || status === 403) {
-      this.setHealth('refused', { status, detail: detailOf(text) });
+      const detail = detailOf(text);
+      this.tokenState = 'refused';
+      await this.cannotUse('refused', `the control plane refused this gateway's token (${detail})`, { status, detail });
       return;
     }
     if (status >= 500) {
-      this.setHealth('unreachable', { url: this.endpoint, status, detail: detailOf(text) });
-      await this.startFromBackup();
+      const detail = detailOf(text);
+      await this.cannotUse('unreachable', `the control plane answered ${status} (${detail})`, { url: this.endpoint, status, detail });
       return;
     }
-    this.setHealth('connected', { url: this.endpoint });
-    if (status === 304) return;
+    if (this.tokenState !== 'accepted') {
+      this.tokenState = 'accepted';
+      this.reportNow();
+    }
+    this.setReach('connected', { url: this.endpoint });
+    if (status === 304) {
+      // In step when the unchanged document is the one in force (the backup's, say); not when it is one rejected.
+      if (this.inForce && this.etag === this.inForce.etag) {
+        this.inStep();
+        if (this.inForce.source === 'backup') {
+          this.inForce = { ...this.inForce, source: 'control-plane' };
+          this.reportNow();
+        }
+      } else {
+        this.failures++;
+      }
+      return;
+    }
     if (status !== 200) {
-      logger.warn('unexpected answer from the control plane', { status, detail: detailOf(text) });
+      const detail = detailOf(text);
+      logger.warn('unexpected answer from the control plane', { status, detail });
+      this.failures++;
+      this.nothingBecause = `the control plane answered ${status} (${detail})`;
+      await this.startFromBackup(this.nothingBecause);
       return;
     }
-    // Remembered whether it applies or not: a refused document is not fetched and refused again every poll.
-    this.etag = etag;
+    let applied: { apis: string[] };
     try {
-      await this.options.apply(text);
-      this.applied = true;
-      this.revision = revision;
+      applied = await this.options.apply(text);
     } catch (err) {
-      const problems = (err as { problems?: unknown }).problems;
-      logger.error('configuration from the control plane rejected; the running configuration stays in force', {
-        revision,
-        problems: problems ?? [{ where: this.endpoint, message: (err as Error).message }],
-      });
+      await this.rejected(err as Error, revision, etag);
       return;
     }
+    this.etag = etag;
+    this.inForce = { revision, etag, source: 'control-plane' };
+    this.rejection = null;
+    this.inStep();
     // Backed up before it is reported applied: once the log says so, a restart can start from it.
-    await this.options.backup?.save({ text, etag, revision }).catch((err: Error) => {
+    await this.options.backup?.save({ text, etag, revision: revision === null ? null : String(revision) }).catch((err: Error) => {
       logger.error('could not write the configuration backup', { dir: this.options.backup!.dir, error: err.message });
     });
-    logger.info('configuration from the control plane applied', { revision, backedUp: this.options.backup !== undefined });
+    logger.info('configuration from the control plane applied', { revision, apis: applied.apis, backedUp: this.options.backup !== undefined });
+    this.reportNow();
+  }
+
+  /** A document from the control plane (or a module it names) that this gateway cannot use. */
+  private async rejected(err: Error, revision: number | null, etag: string | null): Promise<void> {
+    const { logger } = this.options;
+    const problems = (err as { problems?: { where: string; message: string }[] }).problems ?? [{ where: this.endpoint, message: err.message }];
+    if (err instanceof ModuleDownloadError) {
+      // Not the document's fault: it is fetched again next poll, as after any failed call.
+      const error = problems.map((p) => `${p.where}: ${p.message}`).join('; ');
+      await this.cannotUse('unreachable', `a policy module could not be downloaded (${error})`, { url: this.endpoint, revision, error });
+      return;
+    }
+    // Remembered: a refused document is not fetched and refused again every poll.
+    this.etag = etag;
+    this.failures++;
+    const first = problems[0] ? `${problems[0].where}: ${problems[0].message}` : err.message;
+    const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+    const reason = first.length + more.length > REASON_MAX ? `${first.slice(0, REASON_MAX - more.length - 1)}…${more}` : `${first}${more}`;
+    this.rejection = { revision, reason, at: new Date().toISOString() };
+    const action = 'correct it in the control plane (GET /admin/revisions shows what changed); a newer revision this gateway can use is applied at the next poll';
+    if (this.inForce) {
+      logger.error(`configuration from the control plane rejected: revision ${this.inForce.revision ?? '(unknown)'} stays in force`, {
+        revision,
+        inForce: this.inForce.revision,
+        inForceFrom: this.inForce.source,
+        problems,
+        action,
+      });
+    } else {
+      logger.error(`configuration from the control plane rejected, and no configuration is in force yet: ${this.options.backup ? 'starting from the backup' : 'not ready'}`, {
+        revision,
+        problems,
+        action,
+      });
+    }
+    this.nothingBecause = `revision ${revision ?? '(unknown)'} from the control plane was rejected (${reason})`;
+    this.reportNow();
+    await this.startFromBackup(this.nothingBecause, revision);
   }
 
   /**
-   * Once, when the control plane cannot be reached and nothing is served yet: the newest backup that checks out and
+   * Once, when the control plane cannot be used and nothing is served yet: the newest backup that checks out and
    * applies, else the previous one. Without one the gateway stays not ready, and polling goes on.
    */
-  private async startFromBackup(): Promise<void> {
+  private async startFromBackup(because: string, rejectedRevision: number | null = null): Promise<void> {
     const { backup, logger } = this.options;
-    if (this.applied || this.backupTried) return;
+    if (this.inForce || this.backupTried) return;
     this.backupTried = true;
     if (!backup) {
-      logger.error('no configuration yet and the control plane is unreachable: not ready until it answers (no GATEHOUSE_BACKUP_DIR)');
+      this.noBackupBecause = '; no GATEHOUSE_BACKUP_DIR to start from';
+      logger.error('no configuration to serve: not ready until the control plane serves one this gateway can use', {
+        because,
+        action: 'set GATEHOUSE_BACKUP_DIR (a volume) so that a gateway restarted while the control plane cannot be used serves the configuration it last applied',
+      });
       return;
     }
     const { usable, problems } = await backup.entries();
@@ -217,18 +440,31 @@ export class ConfigSync {
         problems.push(`${entry.file}: ${(err as Error).message}`);
         continue;
       }
-      this.applied = true;
-      this.etag = entry.etag;
-      this.revision = entry.revision;
-      logger.warn('started from the configuration backup: the control plane is unreachable', {
+      const revision = revisionOf(entry.revision);
+      this.inForce = { revision, etag: entry.etag, source: 'backup' };
+      // A document seen already (the rejected one) is not asked for again; else the backup's may be current.
+      this.etag ??= entry.etag;
+      logger.warn(`started from the configuration backup: ${because}`, {
         file: entry.file,
-        revision: entry.revision,
+        revision,
         savedAt: entry.savedAt,
         skipped: problems,
+        ...(rejectedRevision !== null || this.rejection ? { rejectedRevision: rejectedRevision ?? this.rejection?.revision ?? null } : {}),
+        action: 'the gateway serves this revision and keeps asking the control plane; it takes the next configuration it can use',
       });
+      this.reportNow();
       return;
     }
-    logger.error('no usable configuration backup: not ready until the control plane answers', { dir: backup.dir, problems });
+    if (problems.length === 0) {
+      problems.push(`${backup.dir} holds no backup yet (one is written after each configuration applied from the control plane)`);
+    }
+    this.noBackupBecause = `; no usable configuration backup in ${backup.dir}`;
+    logger.error('no usable configuration backup: not ready until the control plane serves a configuration this gateway can use', {
+      dir: backup.dir,
+      because,
+      problems,
+    });
+    this.reportNow();
   }
 }
 

@@ -1,7 +1,7 @@
 // Policy modules named by the control plane (`module: "sha256:<hex>"`): fetched once, checked, kept on disk. A module
 // is loaded only if its bytes hash to the name and the control plane's signature over that digest checks out with the
 // trusted key (GATEHOUSE_TRUSTED_KEY); modules read back from disk (a restart, a start from the backup) are checked
-// the same way. A module that fails is refused with the document that names it: the running configuration stays.
+// the same way. A module that fails is refused with the document that names it (ConfigSync then serves what it has).
 
 import { mkdtemp, mkdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -115,11 +115,24 @@ export class ModuleCache {
     try {
       reply = await this.options.client.call('GET', `/gateway/v1/modules/${sha}`, { timeoutMs: DOWNLOAD_TIMEOUT_MS });
     } catch (err) {
-      throw refused(sha, `could not be downloaded: ${(err as Error).message}`);
+      throw new ModuleDownloadError(sha, `could not be downloaded: ${(err as Error).message}`);
+    }
+    // No answer, a 5xx or a refused token say nothing of the document: it is tried again. Any other status (404: the
+    // control plane does not have the module) is the document's problem.
+    if (reply.status >= 500 || reply.status === 401 || reply.status === 403) {
+      throw new ModuleDownloadError(sha, `could not be downloaded: the control plane answered ${reply.status}`);
     }
     if (reply.status !== 200) throw refused(sha, `could not be downloaded: the control plane answered ${reply.status}`);
     const signature = reply.headers['x-gatehouse-signature'];
     return { bytes: reply.body, signature: typeof signature === 'string' ? signature : '' };
+  }
+}
+
+/** A module the control plane could not hand over now: the document naming it is not at fault, and is tried again. */
+export class ModuleDownloadError extends ConfigError {
+  constructor(sha: string, message: string) {
+    super([{ where: `module sha256:${sha}`, message }], 'a policy module from the control plane could not be downloaded');
+    this.name = 'ModuleDownloadError';
   }
 }
 

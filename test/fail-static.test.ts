@@ -103,6 +103,13 @@ describe('fail static: a revision the gateway rejects', () => {
   let second: GatewayProcess;
   let secondInstance: string;
 
+  /** The instance id of the first heartbeat from an instance not in `known`, within 5 s. */
+  async function newInstance(known: string[]): Promise<string> {
+    const instances = () => recorder.calls.filter((c) => c.path === '/gateway/v1/heartbeat').map((c) => String((c.json as { instance?: unknown }).instance));
+    await waitForAsync('a heartbeat from the new instance', async () => instances().some((i) => !known.includes(i)), 5000);
+    return instances().find((i) => !known.includes(i))!;
+  }
+
   /** The first heartbeat `instance` sent that satisfies `ok`, within 5 s: heartbeats go every minute otherwise. */
   async function heartbeat(instance: string, what: string, ok: (beat: Record<string, unknown>) => boolean) {
     let found: Record<string, unknown> | undefined;
@@ -132,18 +139,20 @@ describe('fail static: a revision the gateway rejects', () => {
     // Heartbeats every minute (the default): only a heartbeat sent right after a change can show it within a test.
     env = { GATEHOUSE_CONFIG_URL: recorder.url, GATEHOUSE_TOKEN: token, GATEHOUSE_BACKUP_DIR: tempDir('gatehouse-fail-static-backup-'), GATEHOUSE_TRUSTED_KEY: keyFile };
     first = await gateway(env);
-    firstInstance = String((await first.waitForLog((l) => l.msg === 'gatehouse listening')).instance);
     await first.waitForLog((l) => l.msg === 'configuration from the control plane applied', 15_000);
+    firstInstance = await newInstance([]);
   });
 
   after(() => recorder?.close());
 
-  test('the gateway logs its instance id at start, and its first heartbeat goes after its first configuration, ready at its revision', async () => {
-    assert.match(firstInstance, /^[0-9a-f-]{36}$/, 'the instance id is logged at start');
-    const applied = await first.waitForLog((l) => l.msg === 'configuration from the control plane applied');
-    assert.equal(applied.revision, good);
-    assert.deepEqual(applied.apis, ['shelf']);
-    assert.equal(await header(first, '/shelf/x'), 'good');
+  test('the gateway logs at start the instance id its heartbeats carry, and the control plane lists it under that id', async () => {
+    const listening = await first.waitForLog((l) => l.msg === 'gatehouse listening');
+    assert.equal(listening.instance, firstInstance);
+    assert.match(firstInstance, /^[0-9a-f-]{36}$/);
+    await instanceRow('gw-rejects', firstInstance, 'the instance in the fleet view', () => true);
+  });
+
+  test('its first heartbeat goes after its first configuration is applied, ready at its revision', async () => {
     await heartbeat(firstInstance, 'a first heartbeat', () => true);
     const [beat] = recorder.heartbeats(firstInstance);
     assert.equal(beat!.revision, good, `the first heartbeat carries the revision applied: ${JSON.stringify(beat)}`);
@@ -153,8 +162,11 @@ describe('fail static: a revision the gateway rejects', () => {
     assert.equal(beat!.syncFailures, 0);
     assert.equal(beat!.rejectedRevision, null);
     assert.ok(Math.abs(Date.parse(String(beat!.lastSyncAt)) - Date.now()) < 10_000, `lastSyncAt ${beat!.lastSyncAt}`);
-    // The control plane lists the instance under the id the gateway logged.
-    await instanceRow('gw-rejects', firstInstance, 'the instance in the fleet view', (r) => r.revision === good && r.health === 'ready');
+    await instanceRow('gw-rejects', firstInstance, 'the instance ready at its revision in the fleet view', (r) => r.revision === good && r.health === 'ready');
+    const applied = await first.waitForLog((l) => l.msg === 'configuration from the control plane applied');
+    assert.equal(applied.revision, good);
+    assert.deepEqual(applied.apis, ['shelf'], 'the log says which APIs were applied');
+    assert.equal(await header(first, '/shelf/x'), 'good');
   });
 
   test('a revision it rejects: the revision in force stays and the log says which, and a heartbeat right after says what was rejected', async () => {
@@ -164,15 +176,15 @@ describe('fail static: a revision the gateway rejects', () => {
     const rejected = await first.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 15_000);
     assert.equal(await header(first, '/shelf/x'), 'good');
     assert.match(JSON.stringify(rejected.problems), /does not match its sha256/);
-    assert.equal(rejected.revision, bad);
-    assert.equal(rejected.inForce, good);
-    assert.match(String(rejected.msg), new RegExp(`revision ${good} stays in force`));
     const beat = await heartbeat(firstInstance, 'a heartbeat right after the refusal', (b) => b.rejectedRevision === bad);
     assert.equal(beat.revision, good);
     assert.equal(beat.configSource, 'control-plane');
     assert.match(String(beat.rejectedReason), /does not match its sha256/);
     assert.ok(Math.abs(Date.parse(String(beat.rejectedAt)) - Date.now()) < 10_000, `rejectedAt ${beat.rejectedAt}`);
     assert.ok(Number(beat.syncFailures) >= 1);
+    assert.equal(rejected.revision, bad);
+    assert.equal(rejected.inForce, good);
+    assert.match(String(rejected.msg), new RegExp(`revision ${good} stays in force`));
     const metrics = await metricsOf(first);
     assert.equal(metrics.get('gatehouse_sync_revision'), good);
     assert.equal(metrics.get('gatehouse_sync_rejected_revision'), bad);
@@ -182,8 +194,6 @@ describe('fail static: a revision the gateway rejects', () => {
   test('restarted while the control plane serves the revision it rejects, it starts from its backup and is ready', async () => {
     await first.stop();
     second = await gateway(env);
-    secondInstance = String((await second.waitForLog((l) => l.msg === 'gatehouse listening')).instance);
-    assert.notEqual(secondInstance, firstInstance);
     const started = await second.waitForLog((l) => String(l.msg).startsWith('started from the configuration backup'), 15_000);
     assert.equal((await readyz(second)).status, 200);
     assert.equal(await header(second, '/shelf/x'), 'good');
@@ -191,6 +201,7 @@ describe('fail static: a revision the gateway rejects', () => {
     assert.equal(started.revision, good);
     assert.equal(started.rejectedRevision, bad);
     assert.ok(!second.logs.some((l) => String(l.msg).includes('the running configuration stays in force')), 'nothing claims a configuration that is not there');
+    secondInstance = await newInstance([firstInstance]);
   });
 
   test('its metrics and its heartbeat say it serves the backup, and which revision it rejected', async () => {

@@ -80,8 +80,8 @@ export class Gateway {
   }
 
   /**
-   * Why no configuration is loaded yet, when whoever loads it knows (config sync: the control plane refused the token
-   * and there is no backup); it follows `no configuration loaded: ` on the probes.
+   * Why no configuration is loaded yet, when whoever loads it knows (config sync: what kept the control plane's from
+   * being used, and why no backup was); it follows `no configuration loaded: ` on the probes.
    */
   notLoadedDetail: (() => string | null) | null = null;
 

@@ -181,8 +181,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         }
       },
     });
-    const running = sync;
-    gateway.notLoadedDetail = () => running.notReadyDetail();
+    gateway.notLoadedDetail = () => sync?.notReadyDetail() ?? null;
     sync.start();
   } else {
     let initialText = '';

@@ -135,7 +135,7 @@ export class ConfigSync {
       );
       metrics.gauge('gatehouse_sync_consecutive_failures', 'Polls in a row that did not leave the gateway in step with the control plane.', () => this.failures);
       metrics.gauge('gatehouse_sync_revision', 'The configuration revision in force (0: none).', () => this.inForce?.revision ?? 0);
-      metrics.gauge('gatehouse_sync_rejected_revision', 'The revision from the control plane the gateway rejected, until a newer one applies (0: none).', () =>
+      metrics.gauge('gatehouse_sync_rejected_revision', 'The revision from the control plane the gateway rejected, until a newer one applies (0: none; -1: one without a revision number).', () =>
         this.rejection === null ? 0 : (this.rejection.revision ?? -1),
       );
       metrics.gauge('gatehouse_sync_serving_backup', 'Whether the configuration in force came from the backup (1) rather than the control plane (0).', () =>
@@ -269,8 +269,7 @@ export class ConfigSync {
       if (this.inForce) {
         logger.warn('control plane unreachable: serving the configuration in memory', { ...fields, serving: this.serving(), action });
       } else {
-        const next = this.options.backup && !this.backupTried ? 'starting from the backup' : 'not ready until it answers';
-        logger.warn(`control plane unreachable and no configuration loaded yet: ${next}`, { ...fields, action });
+        logger.warn(`control plane unreachable and no configuration loaded yet: ${this.withNothingInForce()}`, { ...fields, action });
       }
     } else if (reach === 'refused') {
       logger.error('the control plane refused this gateway\'s token', {
@@ -405,7 +404,7 @@ export class ConfigSync {
         action,
       });
     } else {
-      logger.error(`configuration from the control plane rejected, and no configuration is in force yet: ${this.options.backup ? 'starting from the backup' : 'not ready'}`, {
+      logger.error(`configuration from the control plane rejected, and no configuration is in force yet: ${this.withNothingInForce()}`, {
         revision,
         problems,
         action,
@@ -413,14 +412,19 @@ export class ConfigSync {
     }
     this.nothingBecause = `revision ${revision ?? '(unknown)'} from the control plane was rejected (${reason})`;
     this.reportNow();
-    await this.startFromBackup(this.nothingBecause, revision);
+    await this.startFromBackup(this.nothingBecause);
+  }
+
+  /** What the gateway does next while nothing is in force, for the log. */
+  private withNothingInForce(): string {
+    return this.options.backup && !this.backupTried ? 'starting from the backup' : 'not ready until the control plane serves a configuration it can use';
   }
 
   /**
    * Once, when the control plane cannot be used and nothing is served yet: the newest backup that checks out and
    * applies, else the previous one. Without one the gateway stays not ready, and polling goes on.
    */
-  private async startFromBackup(because: string, rejectedRevision: number | null = null): Promise<void> {
+  private async startFromBackup(because: string): Promise<void> {
     const { backup, logger } = this.options;
     if (this.inForce || this.backupTried) return;
     this.backupTried = true;
@@ -449,7 +453,7 @@ export class ConfigSync {
         revision,
         savedAt: entry.savedAt,
         skipped: problems,
-        ...(rejectedRevision !== null || this.rejection ? { rejectedRevision: rejectedRevision ?? this.rejection?.revision ?? null } : {}),
+        ...(this.rejection ? { rejectedRevision: this.rejection.revision } : {}),
         action: 'the gateway serves this revision and keeps asking the control plane; it takes the next configuration it can use',
       });
       this.reportNow();

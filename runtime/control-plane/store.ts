@@ -82,6 +82,20 @@ export interface GatewayRecord {
   tokenGeneration: number;
 }
 
+/** An issued gateway token, as the store keeps it (never the token itself: its id names it). */
+export interface GatewayTokenRecord {
+  id: string;
+  gateway: string;
+  /** The gateway's token generation when it was issued: revoking every token raises the gateway's. */
+  generation: number;
+  issuedAt: string;
+  expiresAt: string;
+  /** When it was revoked, on its own or with every token of its gateway; null while it is not. */
+  revokedAt: string | null;
+  /** When a gateway last called with it, to within 10 s (null: never): an old token still in use shows here. */
+  lastUsedAt: string | null;
+}
+
 export class ControlPlaneStore {
   private readonly db: Database.Database;
 
@@ -119,6 +133,7 @@ export class ControlPlaneStore {
     if (!valueColumns.some((c) => c.name === 'previous_value')) {
       this.db.exec('ALTER TABLE named_values ADD COLUMN previous_value TEXT; ALTER TABLE named_values ADD COLUMN previous_until TEXT');
     }
+    this.createTokenTable();
   }
 
   /** A secret made on first use (by `make`, default 32 random bytes) and kept: the keys for tokens and modules. */
@@ -195,6 +210,7 @@ export class ControlPlaneStore {
   revokeTokens(id: string): number {
     return this.change(`gateway ${id}: tokens revoked`, () => {
       this.db.prepare('UPDATE gateways SET token_generation = token_generation + 1 WHERE id = ?').run(id);
+      this.db.prepare('UPDATE gateway_tokens SET revoked_at = ? WHERE gateway = ? AND revoked_at IS NULL').run(new Date().toISOString(), id);
     });
   }
 
@@ -329,6 +345,64 @@ export class ControlPlaneStore {
          WHERE (? IS NULL OR gateway = ?) ORDER BY minute DESC LIMIT ?`,
       )
       .all(gateway, gateway, limit) as (TelemetryRow & { gateway: string; instance: string })[];
+  }
+
+  /**
+   * Issued gateway tokens, one row each. A gateway deleted takes its tokens with it (the trigger), so that a gateway
+   * made again under the same id, whose token generation starts over, does not accept the old one's tokens.
+   */
+  private createTokenTable(): void {
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS gateway_tokens (
+        id TEXT PRIMARY KEY, gateway TEXT NOT NULL, generation INTEGER NOT NULL, issued_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL, revoked_at TEXT, last_used_at TEXT
+      );
+      CREATE INDEX IF NOT EXISTS gateway_tokens_by_gateway ON gateway_tokens (gateway);
+      CREATE TRIGGER IF NOT EXISTS gateway_tokens_go_with_their_gateway AFTER DELETE ON gateways
+      BEGIN
+        DELETE FROM gateway_tokens WHERE gateway = OLD.id;
+      END;
+    `);
+  }
+
+  private static readonly TOKEN_COLUMNS =
+    'id, gateway, generation, issued_at AS issuedAt, expires_at AS expiresAt, revoked_at AS revokedAt, last_used_at AS lastUsedAt';
+
+  /**
+   * Records a token being issued. Rows of tokens expired more than MAX_TOKEN_DAYS ago go at the same time: listed for
+   * a while after they expire, not forever.
+   */
+  addGatewayToken(token: Omit<GatewayTokenRecord, 'revokedAt' | 'lastUsedAt'>, forgetBefore: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM gateway_tokens WHERE expires_at < ?').run(forgetBefore);
+      this.db
+        .prepare('INSERT INTO gateway_tokens (id, gateway, generation, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)')
+        .run(token.id, token.gateway, token.generation, token.issuedAt, token.expiresAt);
+    })();
+  }
+
+  gatewayToken(id: string): GatewayTokenRecord | null {
+    const row = this.db.prepare(`SELECT ${ControlPlaneStore.TOKEN_COLUMNS} FROM gateway_tokens WHERE id = ?`).get(id);
+    return (row as GatewayTokenRecord | undefined) ?? null;
+  }
+
+  /** A gateway's tokens, the newest first. */
+  gatewayTokens(gateway: string): GatewayTokenRecord[] {
+    return this.db
+      .prepare(`SELECT ${ControlPlaneStore.TOKEN_COLUMNS} FROM gateway_tokens WHERE gateway = ? ORDER BY issued_at DESC, id`)
+      .all(gateway) as GatewayTokenRecord[];
+  }
+
+  /** Revokes one token (a token revoked already keeps its time); null when the gateway has no such token. */
+  revokeGatewayToken(gateway: string, id: string, at: string): GatewayTokenRecord | null {
+    this.db.prepare('UPDATE gateway_tokens SET revoked_at = ? WHERE id = ? AND gateway = ? AND revoked_at IS NULL').run(at, id, gateway);
+    const token = this.gatewayToken(id);
+    return token && token.gateway === gateway ? token : null;
+  }
+
+  /** Notes that a gateway called with the token. */
+  gatewayTokenUsed(id: string, at: string): void {
+    this.db.prepare('UPDATE gateway_tokens SET last_used_at = ? WHERE id = ?').run(at, id);
   }
 
   close(): void {

@@ -91,8 +91,8 @@ export class ConfigSync {
     }
   }
 
-  /** The last expiry warning given: a week before, then a day before. */
-  private tokenWarning: 'week' | 'day' | null = null;
+  /** The last expiry warning given (a week before, then a day before), and for which token: a new one starts over. */
+  private tokenWarning: { tokenId: string; due: 'week' | 'day' } | null = null;
 
   /** Warns, once a week before and once a day before, that the gateway token is about to expire. */
   private checkTokenExpiry(): void {
@@ -100,10 +100,11 @@ export class ConfigSync {
     if (!claims) return;
     const left = claims.expires * 1000 - Date.now();
     const due = left < 86_400_000 ? 'day' : left < 7 * 86_400_000 ? 'week' : null;
-    if (due === null || due === this.tokenWarning) return;
-    this.tokenWarning = due;
-    this.options.logger.warn('the gateway token expires soon: issue a new one (POST /admin/gateways/{id}/tokens) and set GATEHOUSE_TOKEN', {
+    if (due === null || (this.tokenWarning?.tokenId === claims.id && this.tokenWarning.due === due)) return;
+    this.tokenWarning = { tokenId: claims.id, due };
+    this.options.logger.warn('the gateway token expires soon: issue a new one (gatehouse token issue) and write it to GATEHOUSE_TOKEN_FILE', {
       gateway: claims.gateway,
+      tokenId: claims.id,
       expiresAt: new Date(claims.expires * 1000).toISOString(),
       hoursLeft: Math.max(0, Math.floor(left / 3_600_000)),
     });

@@ -15,7 +15,7 @@ import { pathReferences, referencedModules } from '../sync/module-refs.ts';
 
 const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 /** How precisely a token's `lastUsedAt` is kept. */
-export const TOKEN_USE_RESOLUTION_MS = 10_000;
+const TOKEN_USE_RESOLUTION_MS = 10_000;
 
 export interface ControlPlaneOptions {
   store: ControlPlaneStore;

@@ -2,7 +2,6 @@
 // gateways that take their configuration from it.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -14,24 +13,14 @@ import { waitFor, waitForAsync } from './support/wait.ts';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';
 import { ModuleCache } from '../runtime/sync/modules.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
-import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS, newTokenId } from '../runtime/control-plane/tokens.ts';
+import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS, newTokenId, readClaims } from '../runtime/control-plane/tokens.ts';
+import { earlierFormatToken, tokenKeyOf } from './support/token-key.ts';
 
 const agent = new Agent({ connections: 4 });
 let dataDir: string;
 let cp: ControlPlaneProcess;
 
 const admin = (method: string, path: string, body?: unknown) => cp.admin(method, path, body);
-
-/** The control plane's token key, read from its database (by Node: SQLite's driver), to sign tokens as it would. */
-function tokenKeyOf(dir: string): Buffer {
-  const read = spawnSync('node', ['-e',
-    `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dir, 'control-plane.db'))},{readonly:true});` +
-    `process.stdout.write(db.prepare("SELECT value FROM secrets WHERE name='gateway-token-key'").get().value.toString('hex'));`,
-  ], { cwd: repoRoot(), encoding: 'utf8' });
-  assert.equal(read.status, 0, read.stderr);
-  return Buffer.from(read.stdout, 'hex');
-}
 
 const echoApi = (prefix: string, header: string) => ({
   pathPrefix: prefix,
@@ -129,6 +118,19 @@ describe('gateway token lifetime', () => {
     // Nothing of a forged token is believed, its expiry included: forged is the reason.
     const forged = issueToken(Buffer.alloc(32, 8), { gateway: 'gw-long', generation: 1, expires: now + days(3650), id });
     assert.deepEqual(checkToken(key, forged, now), { ok: false, reason: 'forged' });
+  });
+
+  test('checkToken reads a token of the earlier format (gw1., no id) signed with the key; forged, expired or too long-lived, it is refused', () => {
+    const expires = now + days(MAX_TOKEN_DAYS);
+    assert.deepEqual(checkToken(key, earlierFormatToken(key, 'gw-old', 3, expires), now), { ok: true, claims: { gateway: 'gw-old', generation: 3, expires, id: null } });
+    assert.deepEqual(checkToken(Buffer.alloc(32, 8), earlierFormatToken(key, 'gw-old', 3, expires), now), { ok: false, reason: 'forged' });
+    // Its fields are signed: another gateway's name, or a later expiry, breaks the signature.
+    const [, , generation, expiry, signature] = earlierFormatToken(key, 'gw-old', 3, expires).split('.');
+    assert.deepEqual(checkToken(key, ['gw1', 'gw-other', generation, expiry, signature].join('.'), now), { ok: false, reason: 'forged' });
+    assert.deepEqual(checkToken(key, ['gw1', 'gw-old', generation, String(expires + 60), signature].join('.'), now), { ok: false, reason: 'forged' });
+    assert.deepEqual(checkToken(key, earlierFormatToken(key, 'gw-old', 3, now - 1), now), { ok: false, reason: 'expired' });
+    assert.equal((checkToken(key, earlierFormatToken(key, 'gw-old', 3, now + days(3650)), now) as { reason: string }).reason, 'lifetime-exceeded');
+    assert.equal(readClaims(earlierFormatToken(key, 'gw-old', 3, expires))?.expires, expires, 'its holder reads its expiry');
   });
 
   test('the control plane answers 401 naming the lifetime to a signed ten-year token, and logs the refusal with what to do', async () => {

@@ -11,11 +11,13 @@ import { startControlPlane, type ControlPlaneProcess } from './support/control-p
 import { startGatewayProcess, tempDir } from './support/gateway-process.ts';
 import { runGatehouse } from './support/gatehouse-cli.ts';
 import { SecretVolume } from './support/secret-volume.ts';
+import { earlierFormatToken, tokenKeyOf } from './support/token-key.ts';
 import { send } from './support/requests.ts';
 import { waitForAsync } from './support/wait.ts';
 
 const agent = new Agent({ connections: 4 });
 let cp: ControlPlaneProcess;
+let dataDir: string;
 
 const admin = (method: string, path: string, body?: unknown) => cp.admin(method, path, body);
 const config = (token: string) => send(cp.url, '/gateway/v1/config', { headers: { authorization: `GatewayKey ${token}` }, dispatcher: agent });
@@ -36,7 +38,8 @@ interface TokenRow {
 const tokensOf = async (gateway: string) => (await admin('GET', `/admin/gateways/${gateway}/tokens`)).body.tokens as TokenRow[];
 
 before(async () => {
-  cp = await startControlPlane(tempDir('gatehouse-cp-tokens-'));
+  dataDir = tempDir('gatehouse-cp-tokens-');
+  cp = await startControlPlane(dataDir);
 });
 
 after(async () => {
@@ -99,11 +102,82 @@ describe('gateway tokens in the admin API', () => {
     const after = String((await admin('POST', '/admin/gateways/gw-all/tokens', {})).body.token);
     assert.equal((await config(after)).status, 200);
   });
+});
 
-  test('a token of the earlier format (gw1, no id) is refused, saying to issue a new one', async () => {
-    const refused = await config('gw1.gw-pair.1.9999999999.c2lnbmF0dXJl');
-    assert.equal(refused.status, 401);
-    assert.match(JSON.parse(refused.body).detail, /earlier format \(gw1\.\).*gatehouse token issue/);
+describe('tokens of the earlier format (gw1., no id), held by gateways running when the control plane is upgraded', () => {
+  const seconds = () => Math.floor(Date.now() / 1000);
+
+  test('accepted while signed, unexpired and of the current generation: the gateway syncs, the use is logged once and listed; revoke --all refuses it', async () => {
+    assert.equal((await admin('PUT', '/admin/apis/earlier', echoApi('/earlier', 'e1'))).status, 200);
+    assert.equal((await admin('PUT', '/admin/gateways/gw-earlier', { apis: ['earlier'] })).status, 200);
+    // Expiring within a day: its holder warns, reading the expiry from a token without an id.
+    const expires = seconds() + 20 * 3600;
+    const token = earlierFormatToken(tokenKeyOf(dataDir), 'gw-earlier', 1, expires);
+    assert.equal((await config(token)).status, 200);
+    const listedFirst = await admin('GET', '/admin/gateways/gw-earlier/tokens');
+    assert.deepEqual(listedFirst.body.tokens, [], 'it has no row');
+    assert.equal(listedFirst.body.earlierFormatExpiresAt, new Date(expires * 1000).toISOString());
+    const gateway = await startGatewayProcess({
+      env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: token, GATEHOUSE_SYNC_INTERVAL_MS: '200', GATEHOUSE_HEARTBEAT_INTERVAL_MS: '200' },
+    });
+    try {
+      await gateway.waitForLog((l) => l.msg === 'configuration from the control plane applied', 15_000);
+      assert.equal((await send(gateway.url, '/earlier/x', { dispatcher: agent })).headers['x-config'], 'e1');
+      const warned = await gateway.waitForLog((l) => String(l.msg).startsWith('the gateway token expires soon'), 5000);
+      assert.equal(warned.gateway, 'gw-earlier');
+      assert.equal(warned.expiresAt, new Date(expires * 1000).toISOString());
+      assert.ok(warned.hoursLeft === 19 || warned.hoursLeft === 20, `hoursLeft ${warned.hoursLeft}`);
+      // A change reaches it; meanwhile it polls and beats many times, and the control plane says so once.
+      assert.equal((await admin('PUT', '/admin/apis/earlier', echoApi('/earlier', 'e2'))).status, 200);
+      await waitForAsync('e2 through the gw1 token', async () => (await send(gateway.url, '/earlier/x', { dispatcher: agent })).headers['x-config'] === 'e2', 10_000);
+      await new Promise((r) => setTimeout(r, 1000));
+      const notices = cp.logs.filter((l) => l.msg === 'gateway uses a token of the earlier format (gw1., without an id)' && l.gateway === 'gw-earlier');
+      assert.equal(notices.length, 1, 'logged once per gateway, not per request');
+      assert.equal(notices[0]!.level, 'warn');
+      assert.equal(notices[0]!.expiresAt, new Date(expires * 1000).toISOString());
+      assert.match(String(notices[0]!.action), /issue it a new token \(gatehouse token issue gw-earlier\).*revoke the old ones with --all/);
+
+      const listed = await admin('GET', '/admin/gateways/gw-earlier/tokens');
+      const lastUsed = Date.parse(String(listed.body.earlierFormatLastUsedAt));
+      assert.ok(Date.now() - lastUsed < 15_000, `earlierFormatLastUsedAt ${listed.body.earlierFormatLastUsedAt}`);
+      const cli = await gatehouse('token', 'list', 'gw-earlier');
+      assert.equal(cli.code, 0, cli.stderr);
+      assert.match(cli.stdout, /earlierFormatLastUsed \d{4}-\S+Z  expires \d{4}-\S+Z: a token of the earlier format \(gw1\., no id\) is in use/);
+
+      const revoked = await gatehouse('token', 'revoke', 'gw-earlier', '--all');
+      assert.equal(revoked.code, 0, revoked.stderr);
+      const refused = await config(token);
+      assert.equal(refused.status, 401);
+      const problem = JSON.parse(refused.body) as { reason: string; detail: string };
+      assert.equal(problem.reason, 'revoked');
+      assert.match(problem.detail, /earlier format \(gw1\.\) revoked, with every token of gateway gw-earlier .*gatehouse token issue gw-earlier/);
+      await gateway.waitForLog((l) => l.msg === "the control plane refused this gateway's token" && /earlier format/.test(String(l.detail)), 5000);
+      assert.equal((await send(gateway.url, '/earlier/x', { dispatcher: agent })).headers['x-config'], 'e2', 'it keeps serving what it has');
+    } finally {
+      await gateway.stop();
+    }
+    const after = await admin('GET', '/admin/gateways/gw-earlier/tokens');
+    assert.equal(after.body.earlierFormatLastUsedAt, null, 'no token of the earlier format can be in use any more');
+    assert.doesNotMatch((await gatehouse('token', 'list', 'gw-earlier')).stdout, /earlierFormatLastUsed/);
+  });
+
+  test('expired, forged, too long-lived, or for a gateway that does not exist: refused; a token issued now is gw2', async () => {
+    assert.equal((await admin('PUT', '/admin/gateways/gw-earlier-refused', { apis: [] })).status, 200);
+    const key = tokenKeyOf(dataDir);
+    const reasonOf = async (token: string) => {
+      const reply = await config(token);
+      assert.equal(reply.status, 401, reply.body);
+      return JSON.parse(reply.body) as { reason: string; detail: string };
+    };
+    assert.equal((await reasonOf(earlierFormatToken(key, 'gw-earlier-refused', 1, seconds() - 60))).reason, 'expired');
+    assert.equal((await reasonOf(earlierFormatToken(Buffer.alloc(32, 9), 'gw-earlier-refused', 1, seconds() + 3600))).reason, 'forged');
+    const [, , generation, expiry, signature] = earlierFormatToken(key, 'gw-earlier-refused', 1, seconds() + 3600).split('.');
+    assert.equal((await reasonOf(['gw1', 'gw-earlier-refused', generation, String(Number(expiry) + 86_400), signature].join('.'))).reason, 'forged');
+    assert.equal((await reasonOf(earlierFormatToken(key, 'gw-earlier-refused', 1, seconds() + 60 * 86_400))).reason, 'lifetime-exceeded');
+    const nowhere = await reasonOf(earlierFormatToken(key, 'gw-nowhere', 1, seconds() + 3600));
+    assert.match(nowhere.detail, /earlier format \(gw1\.\) for gateway gw-nowhere, which does not exist/);
+    assert.equal((await admin('GET', '/admin/gateways/gw-earlier-refused/tokens')).body.earlierFormatLastUsedAt, null, 'a refused token is no use');
+    assert.match(String((await admin('POST', '/admin/gateways/gw-earlier-refused/tokens', {})).body.token), /^gw2\./);
   });
 });
 

@@ -250,11 +250,19 @@ async function runTokenCommand(args: string[], io: CliIo): Promise<number> {
   }
   if (action === 'list') {
     if (rest.length > 0) throw new CliError(`token list: unexpected ${rest.join(' ')}`);
-    const { tokens } = (await client.call('GET', `${path}/tokens`)) as unknown as { tokens: TokenView[] };
+    const listed = (await client.call('GET', `${path}/tokens`)) as unknown as {
+      tokens: TokenView[];
+      earlierFormatLastUsedAt: string | null;
+      earlierFormatExpiresAt: string | null;
+    };
     io.out(`gateway ${gateway} (${client.url})`);
-    if (tokens.length === 0) io.out('  no token issued');
-    for (const t of tokens) {
+    if (listed.tokens.length === 0) io.out('  no token issued');
+    for (const t of listed.tokens) {
       io.out(`  ${t.id}  ${t.state.padEnd(7)}  issued ${at(t.issuedAt)}  expires ${at(t.expiresAt)}  revoked ${at(t.revokedAt)}  last used ${at(t.lastUsedAt)}`);
+    }
+    if (listed.earlierFormatLastUsedAt !== null) {
+      io.out(`  earlierFormatLastUsed ${at(listed.earlierFormatLastUsedAt)}  expires ${at(listed.earlierFormatExpiresAt)}: a token of the earlier format (gw1., no id) is in use;`);
+      io.out(`    issue a new one and roll it out, then revoke the old ones with --all (which revokes every token issued so far), or let it expire`);
     }
     return 0;
   }

@@ -5,9 +5,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { ConfigError, parseGatewayDocument } from '../config/load.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { ControlPlaneStore, GatewayTokenRecord, StoredNamedValue, TelemetryRow } from './store.ts';
+import type { ControlPlaneStore, GatewayRecord, GatewayTokenRecord, StoredNamedValue, TelemetryRow } from './store.ts';
 import { MAX_NAMED_VALUE_LENGTH, NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
-import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId } from './tokens.ts';
+import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, type TokenClaims } from './tokens.ts';
 import { ModuleSigner, newSigningKey } from './signing.ts';
 import { loadPolicyModule, sha256Hex } from '../policy-host/module.ts';
 import { PolicyLoadError } from '../policy-host/errors.ts';
@@ -220,7 +220,14 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     const gateway = store.gateway(c.req.param('id'));
     if (!gateway) return problem(c, 404, `no gateway ${c.req.param('id')}`);
     const nowMs = now();
-    return c.json({ gateway: gateway.id, tokens: store.gatewayTokens(gateway.id).map((t) => tokenView(t, nowMs)) });
+    // A token of the earlier format has no row to list: when one was last used, if since the last revoke-tokens.
+    const earlier = store.earlierFormatTokenUse(gateway.id);
+    return c.json({
+      gateway: gateway.id,
+      tokens: store.gatewayTokens(gateway.id).map((t) => tokenView(t, nowMs)),
+      earlierFormatLastUsedAt: earlier?.lastUsedAt ?? null,
+      earlierFormatExpiresAt: earlier?.expiresAt ?? null,
+    });
   });
 
   app.post('/admin/gateways/:id/tokens/:tokenId/revoke', (c) => {
@@ -266,12 +273,31 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   // --- gateways ----------------------------------------------------------------------------------------------------
   // When each token was last used, written at most every TOKEN_USE_RESOLUTION_MS per token: a gateway polls every few
   // seconds, and a write per poll would only make "last used" more precise than deciding to revoke it needs.
+  // Keyed by token id, or by `gw1 <gateway>` for the earlier format (a space is in neither an id nor a gateway's name).
   const tokenUseWritten = new Map<string, number>();
-  const noteTokenUse = (id: string) => {
+  const noteTokenUse = (claims: TokenClaims) => {
     const nowMs = now();
-    if (nowMs - (tokenUseWritten.get(id) ?? -Infinity) < TOKEN_USE_RESOLUTION_MS) return;
-    tokenUseWritten.set(id, nowMs);
-    store.gatewayTokenUsed(id, new Date(nowMs).toISOString());
+    const key = claims.id ?? `gw1 ${claims.gateway}`;
+    if (nowMs - (tokenUseWritten.get(key) ?? -Infinity) < TOKEN_USE_RESOLUTION_MS) return;
+    tokenUseWritten.set(key, nowMs);
+    const at = new Date(nowMs).toISOString();
+    if (claims.id !== null) store.gatewayTokenUsed(claims.id, at);
+    else store.earlierFormatTokenUsed(claims.gateway, at, new Date(claims.expires * 1000).toISOString());
+  };
+  // Gateways seen using a token of the earlier format, to log it once each (a poll every few seconds would flood it).
+  const earlierFormatLogged = new Set<string>();
+  const noteEarlierFormat = (claims: TokenClaims, client: string | null) => {
+    if (earlierFormatLogged.has(claims.gateway)) return;
+    earlierFormatLogged.add(claims.gateway);
+    logger.warn('gateway uses a token of the earlier format (gw1., without an id)', {
+      gateway: claims.gateway,
+      expiresAt: new Date(claims.expires * 1000).toISOString(),
+      client,
+      action:
+        `issue it a new token (gatehouse token issue ${claims.gateway}) and roll it out, then revoke the old ones with --all ` +
+        `(gatehouse token revoke ${claims.gateway} --all, which revokes every token issued so far: issue and roll out one more after it), ` +
+        'or let the old one expire by itself',
+    });
   };
 
   // Gateway endpoints: the token names the gateway; it must be signed by this control plane, unexpired, unrevoked.
@@ -307,30 +333,37 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       };
     }
     if (!check.ok) {
-      const earlier = check.reason === 'malformed' && check.earlierFormat === true;
-      logger.warn('gateway token refused', { reason: check.reason, client, ...(earlier ? { format: 'gw1' } : {}) });
-      const detail = earlier
-        ? 'gateway token of the earlier format (gw1.), which carries no id and is no longer accepted: issue the gateway a new one (gatehouse token issue <gateway>)'
-        : `gateway token ${check.reason === 'malformed' ? 'missing or malformed' : check.reason}`;
-      return { refused: problem(c, 401, detail, { reason: check.reason }) };
+      logger.warn('gateway token refused', { reason: check.reason, client });
+      return { refused: problem(c, 401, `gateway token ${check.reason === 'malformed' ? 'missing or malformed' : check.reason}`, { reason: check.reason }) };
     }
     const { claims } = check;
     const gateway = store.gateway(claims.gateway);
-    const record = store.gatewayToken(claims.id);
-    // Signed, unexpired: valid while its row says so. No row (its gateway was deleted, or the token key was used
-    // outside this control plane) counts as revoked.
-    const why =
-      !gateway || !record || record.gateway !== claims.gateway
-        ? `gateway token ${claims.id} is not one this control plane holds for gateway ${claims.gateway} (the gateway was deleted, or the token was not issued here)`
-        : record.revokedAt !== null || gateway.tokenGeneration !== claims.generation
-          ? `gateway token ${claims.id} revoked${record.revokedAt ? ` at ${record.revokedAt}` : ''}`
-          : null;
+    const why = claims.id === null ? earlierFormatRefusal(claims, gateway) : tokenRefusal(claims.id, claims, gateway);
     if (why !== null || !gateway) {
-      logger.warn('gateway token refused', { reason: 'revoked', gateway: claims.gateway, tokenId: claims.id, client });
+      logger.warn('gateway token refused', { reason: 'revoked', gateway: claims.gateway, tokenId: claims.id, client, ...(claims.id === null ? { format: 'gw1' } : {}) });
       return { refused: problem(c, 401, why ?? 'gateway token revoked', { reason: 'revoked' }) };
     }
-    noteTokenUse(claims.id);
+    if (claims.id === null) noteEarlierFormat(claims, client);
+    noteTokenUse(claims);
     return { gateway, claims };
+  };
+  // Signed, unexpired: valid while its row says so. No row (its gateway was deleted, or the token key was used
+  // outside this control plane) counts as revoked.
+  const tokenRefusal = (id: string, claims: TokenClaims, gateway: GatewayRecord | null) => {
+    const record = store.gatewayToken(id);
+    if (!gateway || !record || record.gateway !== claims.gateway) {
+      return `gateway token ${id} is not one this control plane holds for gateway ${claims.gateway} (the gateway was deleted, or the token was not issued here)`;
+    }
+    if (record.revokedAt !== null || gateway.tokenGeneration !== claims.generation) return `gateway token ${id} revoked${record.revokedAt ? ` at ${record.revokedAt}` : ''}`;
+    return null;
+  };
+  // Signed, unexpired, of the earlier format: it has no row, so its generation alone says whether it was revoked.
+  const earlierFormatRefusal = (claims: TokenClaims, gateway: GatewayRecord | null) => {
+    if (!gateway) return `gateway token of the earlier format (gw1.) for gateway ${claims.gateway}, which does not exist`;
+    if (gateway.tokenGeneration !== claims.generation) {
+      return `gateway token of the earlier format (gw1.) revoked, with every token of gateway ${gateway.id} issued before it: issue the gateway a new one (gatehouse token issue ${gateway.id})`;
+    }
+    return null;
   };
 
   app.get('/gateway/v1/config', (c) => {

@@ -96,6 +96,14 @@ export interface GatewayTokenRecord {
   lastUsedAt: string | null;
 }
 
+/** A gateway's use of tokens of the earlier format (`gw1.`): they have no id, so no row in gateway_tokens. */
+export interface EarlierFormatTokenUse {
+  /** To within 10 s, as a token's lastUsedAt. */
+  lastUsedAt: string;
+  /** The latest expiry among them. */
+  expiresAt: string;
+}
+
 export class ControlPlaneStore {
   private readonly db: Database.Database;
 
@@ -132,6 +140,11 @@ export class ControlPlaneStore {
     const valueColumns = this.db.prepare('PRAGMA table_info(named_values)').all() as { name: string }[];
     if (!valueColumns.some((c) => c.name === 'previous_value')) {
       this.db.exec('ALTER TABLE named_values ADD COLUMN previous_value TEXT; ALTER TABLE named_values ADD COLUMN previous_until TEXT');
+    }
+    // Databases made before gateways could use tokens of two formats get the columns that record the earlier one's use.
+    const gatewayColumns = this.db.prepare('PRAGMA table_info(gateways)').all() as { name: string }[];
+    if (!gatewayColumns.some((c) => c.name === 'earlier_format_used_at')) {
+      this.db.exec('ALTER TABLE gateways ADD COLUMN earlier_format_used_at TEXT; ALTER TABLE gateways ADD COLUMN earlier_format_expires_at TEXT');
     }
     this.createTokenTable();
   }
@@ -211,6 +224,8 @@ export class ControlPlaneStore {
     return this.change(`gateway ${id}: tokens revoked`, () => {
       this.db.prepare('UPDATE gateways SET token_generation = token_generation + 1 WHERE id = ?').run(id);
       this.db.prepare('UPDATE gateway_tokens SET revoked_at = ? WHERE gateway = ? AND revoked_at IS NULL').run(new Date().toISOString(), id);
+      // Earlier-format tokens are revoked with the rest (the generation): none of them can be in use any more.
+      this.db.prepare('UPDATE gateways SET earlier_format_used_at = NULL, earlier_format_expires_at = NULL WHERE id = ?').run(id);
     });
   }
 
@@ -403,6 +418,24 @@ export class ControlPlaneStore {
   /** Notes that a gateway called with the token. */
   gatewayTokenUsed(id: string, at: string): void {
     this.db.prepare('UPDATE gateway_tokens SET last_used_at = ? WHERE id = ?').run(at, id);
+  }
+
+  /**
+   * Notes that a gateway called with a token of the earlier format (`gw1.`, no row of its own): when, and the latest
+   * expiry of such a token seen, which is when the last of them stops working by itself.
+   */
+  earlierFormatTokenUsed(gateway: string, at: string, expiresAt: string): void {
+    this.db
+      .prepare('UPDATE gateways SET earlier_format_used_at = ?, earlier_format_expires_at = MAX(COALESCE(earlier_format_expires_at, ?), ?) WHERE id = ?')
+      .run(at, expiresAt, expiresAt, gateway);
+  }
+
+  /** When the gateway last called with a token of the earlier format since its tokens were last all revoked, if it did. */
+  earlierFormatTokenUse(gateway: string): EarlierFormatTokenUse | null {
+    const row = this.db.prepare('SELECT earlier_format_used_at AS lastUsedAt, earlier_format_expires_at AS expiresAt FROM gateways WHERE id = ?').get(gateway) as
+      | { lastUsedAt: string | null; expiresAt: string | null }
+      | undefined;
+    return row?.lastUsedAt && row.expiresAt ? { lastUsedAt: row.lastUsedAt, expiresAt: row.expiresAt } : null;
   }
 
   close(): void {

@@ -8,6 +8,11 @@
 // - The generation lets an operator revoke every token of a gateway at once (the gateway's generation is raised;
 //   older tokens stop matching).
 //
+// Tokens of the earlier format, `gw1.<gateway>.<generation>.<expiry>.<signature>` (no id, so no row), are still
+// accepted when signed, unexpired and of the gateway's current generation: gateways running when the control plane is
+// upgraded keep their configuration. Their expiry bounds them as before, and raising the generation revokes them. New
+// tokens are always `gw2`.
+//
 // The lifetime is checked on use too, not only at issue: a token expiring further ahead than any token is issued for
 // was not made by this control plane's admin API (the token key was used elsewhere, or the clock that issued it was
 // far ahead), and accepting it would let it outlive every rotation by its own expiry.
@@ -26,14 +31,19 @@ const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const TOKEN_ID = /^[0-9a-f]{16}$/;
 /** The whole token, signature included (base64url of 32 bytes): a file caught half-written does not match. */
 const SHAPE = /^gw2\.[a-z0-9][a-z0-9-]{0,62}\.\d{1,9}\.\d{1,12}\.[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$/;
+/** A whole token of the earlier format: no id. */
+const EARLIER_SHAPE = /^gw1\.[a-z0-9][a-z0-9-]{0,62}\.\d{1,9}\.\d{1,12}\.[A-Za-z0-9_-]{43}$/;
 
 export interface TokenClaims {
   gateway: string;
   generation: number;
   /** Unix seconds. */
   expires: number;
-  /** The token's id: how it is listed, and revoked on its own. */
-  id: string;
+  /**
+   * The token's id: how it is listed, and revoked on its own. Null for a token of the earlier format (`gw1.`), which
+   * has none: it is revoked only with every token of its gateway.
+   */
+  id: string | null;
 }
 
 /**
@@ -44,9 +54,7 @@ export type TokenRefusal = 'malformed' | 'forged' | 'expired' | 'lifetime-exceed
 
 export type TokenCheck =
   | { ok: true; claims: TokenClaims }
-  /** `earlierFormat`: a `gw1.` token, made before tokens carried an id; no longer accepted. */
-  | { ok: false; reason: 'malformed'; earlierFormat?: true }
-  | { ok: false; reason: 'forged' | 'expired' }
+  | { ok: false; reason: 'malformed' | 'forged' | 'expired' }
   /** Signed with the token key, so its claims are known: they name the gateway in the refusal. */
   | { ok: false; reason: 'lifetime-exceeded'; claims: TokenClaims };
 
@@ -59,7 +67,7 @@ export function newTokenId(): string {
   return randomBytes(8).toString('hex');
 }
 
-export function issueToken(key: Buffer, claims: TokenClaims): string {
+export function issueToken(key: Buffer, claims: TokenClaims & { id: string }): string {
   if (!ID.test(claims.gateway)) throw new Error(`gateway id ${JSON.stringify(claims.gateway)} is not valid`);
   if (!TOKEN_ID.test(claims.id)) throw new Error(`token id ${JSON.stringify(claims.id)} is not 16 hex digits`);
   const body = `${PREFIX}.${claims.gateway}.${claims.generation}.${claims.expires}.${claims.id}`;
@@ -67,9 +75,10 @@ export function issueToken(key: Buffer, claims: TokenClaims): string {
 }
 
 function parse(token: string): TokenClaims | null {
-  if (!SHAPE.test(token)) return null;
+  const earlier = EARLIER_SHAPE.test(token);
+  if (!earlier && !SHAPE.test(token)) return null;
   const parts = token.split('.');
-  return { gateway: parts[1]!, generation: Number(parts[2]), expires: Number(parts[3]), id: parts[4]! };
+  return { gateway: parts[1]!, generation: Number(parts[2]), expires: Number(parts[3]), id: earlier ? null : parts[4]! };
 }
 
 /**
@@ -78,7 +87,7 @@ function parse(token: string): TokenClaims | null {
  */
 export function checkToken(key: Buffer, token: string, nowSeconds: number): TokenCheck {
   const claims = parse(token);
-  if (!claims) return token.startsWith('gw1.') ? { ok: false, reason: 'malformed', earlierFormat: true } : { ok: false, reason: 'malformed' };
+  if (!claims) return { ok: false, reason: 'malformed' };
   const cut = token.lastIndexOf('.');
   const given = Buffer.from(token.slice(cut + 1));
   const expected = Buffer.from(sign(key, token.slice(0, cut)));

@@ -92,7 +92,7 @@ export class ConfigSync {
   }
 
   /** The last expiry warning given (a week before, then a day before), and for which token: a new one starts over. */
-  private tokenWarning: { tokenId: string; due: 'week' | 'day' } | null = null;
+  private tokenWarning: { tokenId: string | null; expires: number; due: 'week' | 'day' } | null = null;
 
   /** Warns, once a week before and once a day before, that the gateway token is about to expire. */
   private checkTokenExpiry(): void {
@@ -100,8 +100,10 @@ export class ConfigSync {
     if (!claims) return;
     const left = claims.expires * 1000 - Date.now();
     const due = left < 86_400_000 ? 'day' : left < 7 * 86_400_000 ? 'week' : null;
-    if (due === null || (this.tokenWarning?.tokenId === claims.id && this.tokenWarning.due === due)) return;
-    this.tokenWarning = { tokenId: claims.id, due };
+    // Tokens of the earlier format have no id (null): their expiry tells one from another.
+    const warned = this.tokenWarning;
+    if (due === null || (warned?.tokenId === claims.id && warned.expires === claims.expires && warned.due === due)) return;
+    this.tokenWarning = { tokenId: claims.id, expires: claims.expires, due };
     this.options.logger.warn('the gateway token expires soon: issue a new one (gatehouse token issue) and write it to GATEHOUSE_TOKEN_FILE', {
       gateway: claims.gateway,
       tokenId: claims.id,

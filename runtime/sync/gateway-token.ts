@@ -32,7 +32,7 @@ export class GatewayTokenFile {
     const claims = readClaims(read.token);
     logger.info('gateway token read from its file', {
       file,
-      ...(claims ? { gateway: claims.gateway, tokenId: claims.id, expiresAt: isoSeconds(claims.expires) } : { shape: 'not a gateway token (gw2.)' }),
+      ...(claims ? { gateway: claims.gateway, tokenId: claims.id, expiresAt: isoSeconds(claims.expires) } : { shape: 'not a gateway token (gw2. or gw1.)' }),
     });
     return new GatewayTokenFile(file, read.token, logger);
   }

@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { trustedKey } from './control-plane/signing.ts';
 import { parseBackupKey } from './sync/backup.ts';
+import { GatewayTokenFile } from './sync/gateway-token.ts';
 import { startGateway } from './server/standalone.ts';
 import {
   CONNECTION_STRING_VARIABLE,
@@ -50,7 +51,9 @@ Environment:
                              an error result instead of waiting (64)
   GATEHOUSE_REDIS_URL        share rate-limit counters through this Redis (redis://host:6379); default: in memory
   GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
-                             with GATEHOUSE_TOKEN (a gateway token the control plane issued)
+                             with GATEHOUSE_TOKEN (a gateway token the control plane issued) or GATEHOUSE_TOKEN_FILE
+  GATEHOUSE_TOKEN_FILE       a file holding the gateway token, read again before each call to the control plane: a
+                             token written there (a Kubernetes Secret volume) is used without a restart
   GATEHOUSE_CONFIG_CA_FILE   certificates (PEM) to trust for an HTTPS control plane, besides the system's
   GATEHOUSE_SYNC_INTERVAL_MS how often to ask the control plane for changes (10000)
   GATEHOUSE_BACKUP_DIR       keep each applied configuration here, to start from when the control plane is unreachable
@@ -120,12 +123,16 @@ if (redisUrl !== undefined && !/^rediss?:\/\/[^/]/.test(redisUrl)) {
 }
 const configUrl = process.env.GATEHOUSE_CONFIG_URL || undefined;
 const gatewayToken = process.env.GATEHOUSE_TOKEN || undefined;
+const tokenFile = process.env.GATEHOUSE_TOKEN_FILE || undefined;
 if (configUrl !== undefined) {
   if (!/^https?:\/\/[^/]/.test(configUrl)) {
     refuse(`GATEHOUSE_CONFIG_URL=${configUrl} is not an http(s) URL (e.g. http://127.0.0.1:7070)`);
   }
-  if (!gatewayToken) {
-    refuse('GATEHOUSE_CONFIG_URL needs GATEHOUSE_TOKEN, a gateway token issued by the control plane');
+  if (!gatewayToken && !tokenFile) {
+    refuse('GATEHOUSE_CONFIG_URL needs GATEHOUSE_TOKEN_FILE (a file holding a gateway token issued by the control plane) or GATEHOUSE_TOKEN');
+  }
+  if (gatewayToken && tokenFile) {
+    refuse('give either GATEHOUSE_TOKEN or GATEHOUSE_TOKEN_FILE, not both');
   }
   if (configFile !== null) {
     refuse('give either a configuration file or GATEHOUSE_CONFIG_URL, not both');
@@ -210,6 +217,16 @@ if (appInsightsText !== undefined) {
   refuse(`${SAMPLING_VARIABLE} is set but ${CONNECTION_STRING_VARIABLE} is not: nothing would be sent`);
 }
 
+// Read once here, so that a wrong path stops the start; then before every call to the control plane.
+let tokenFromFile: GatewayTokenFile | undefined;
+if (configUrl !== undefined && tokenFile !== undefined) {
+  try {
+    tokenFromFile = await GatewayTokenFile.open(resolve(tokenFile), logger);
+  } catch (err) {
+    refuse((err as Error).message);
+  }
+}
+
 try {
   const gateway = await startGateway({
     logger,
@@ -229,7 +246,7 @@ try {
     controlPlane: configUrl
       ? {
           url: configUrl,
-          token: gatewayToken!,
+          token: tokenFromFile ?? gatewayToken!,
           ca: controlPlaneCa,
           intervalMs: syncIntervalMs,
           backupDir: process.env.GATEHOUSE_BACKUP_DIR || undefined,

@@ -2,7 +2,6 @@
 // gateways that take their configuration from it.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -14,24 +13,14 @@ import { waitFor, waitForAsync } from './support/wait.ts';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';
 import { ModuleCache } from '../runtime/sync/modules.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
-import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS } from '../runtime/control-plane/tokens.ts';
+import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS, newTokenId, readClaims } from '../runtime/control-plane/tokens.ts';
+import { earlierFormatToken, tokenKeyOf } from './support/token-key.ts';
 
 const agent = new Agent({ connections: 4 });
 let dataDir: string;
 let cp: ControlPlaneProcess;
 
 const admin = (method: string, path: string, body?: unknown) => cp.admin(method, path, body);
-
-/** The control plane's token key, read from its database (by Node: SQLite's driver), to sign tokens as it would. */
-function tokenKeyOf(dir: string): Buffer {
-  const read = spawnSync('node', ['-e',
-    `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dir, 'control-plane.db'))},{readonly:true});` +
-    `process.stdout.write(db.prepare("SELECT value FROM secrets WHERE name='gateway-token-key'").get().value.toString('hex'));`,
-  ], { cwd: repoRoot(), encoding: 'utf8' });
-  assert.equal(read.status, 0, read.stderr);
-  return Buffer.from(read.stdout, 'hex');
-}
 
 const echoApi = (prefix: string, header: string) => ({
   pathPrefix: prefix,
@@ -79,11 +68,11 @@ describe('control plane', () => {
     const config = (t: string) => send(cp.url, '/gateway/v1/config', { headers: { authorization: `GatewayKey ${t}` }, dispatcher: agent });
     assert.equal((await config(token)).status, 200);
     const parts = token.split('.');
-    const forged = [parts[0], parts[1], parts[2], String(Number(parts[3]) + 86_400 * 365), parts[4]].join('.');
+    const forged = [parts[0], parts[1], parts[2], String(Number(parts[3]) + 86_400 * 365), parts[4], parts[5]].join('.');
     assert.match((await config(forged)).body, /gateway token forged/);
     assert.match((await config('not-a-token')).body, /missing or malformed/);
     // A token whose expiry has passed, validly signed, as the control plane would have issued it a month ago.
-    const expired = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-tokens', generation: 1, expires: Math.floor(Date.now() / 1000) - 60 });
+    const expired = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-tokens', generation: 1, expires: Math.floor(Date.now() / 1000) - 60, id: newTokenId() });
     assert.match((await config(expired)).body, /gateway token expired/);
     // A gateway holding it is refused, and says so in its log (and, with nothing applied yet, stays not ready).
     const gateway = await startGatewayProcess({ env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: expired, GATEHOUSE_SYNC_INTERVAL_MS: '200' } });
@@ -111,28 +100,42 @@ describe('gateway token lifetime', () => {
   const days = (n: number) => n * 86_400;
 
   test('checkToken refuses a correctly signed token whose expiry is further away than any token is issued for', () => {
-    const tenYears = issueToken(key, { gateway: 'gw-long', generation: 1, expires: now + days(3650) });
+    const id = newTokenId();
+    const tenYears = issueToken(key, { gateway: 'gw-long', generation: 1, expires: now + days(3650), id });
     assert.deepEqual(checkToken(key, tenYears, now), {
       ok: false,
       reason: 'lifetime-exceeded',
-      claims: { gateway: 'gw-long', generation: 1, expires: now + days(3650) },
+      claims: { gateway: 'gw-long', generation: 1, expires: now + days(3650), id },
     });
     // Issued for the longest lifetime now, or by a control plane whose clock runs up to the allowance ahead: accepted.
     for (const expires of [now + days(MAX_TOKEN_DAYS), now + days(MAX_TOKEN_DAYS) + MAX_CLOCK_SKEW_SECONDS]) {
-      const token = issueToken(key, { gateway: 'gw-long', generation: 1, expires });
-      assert.deepEqual(checkToken(key, token, now), { ok: true, claims: { gateway: 'gw-long', generation: 1, expires } });
+      const token = issueToken(key, { gateway: 'gw-long', generation: 1, expires, id });
+      assert.deepEqual(checkToken(key, token, now), { ok: true, claims: { gateway: 'gw-long', generation: 1, expires, id } });
     }
-    const justOver = issueToken(key, { gateway: 'gw-long', generation: 1, expires: now + days(MAX_TOKEN_DAYS) + MAX_CLOCK_SKEW_SECONDS + 1 });
+    const justOver = issueToken(key, { gateway: 'gw-long', generation: 1, expires: now + days(MAX_TOKEN_DAYS) + MAX_CLOCK_SKEW_SECONDS + 1, id });
     assert.equal(checkToken(key, justOver, now).ok, false);
     assert.equal((checkToken(key, justOver, now) as { reason: string }).reason, 'lifetime-exceeded');
     // Nothing of a forged token is believed, its expiry included: forged is the reason.
-    const forged = issueToken(Buffer.alloc(32, 8), { gateway: 'gw-long', generation: 1, expires: now + days(3650) });
+    const forged = issueToken(Buffer.alloc(32, 8), { gateway: 'gw-long', generation: 1, expires: now + days(3650), id });
     assert.deepEqual(checkToken(key, forged, now), { ok: false, reason: 'forged' });
+  });
+
+  test('checkToken reads a token of the earlier format (gw1., no id) signed with the key; forged, expired or too long-lived, it is refused', () => {
+    const expires = now + days(MAX_TOKEN_DAYS);
+    assert.deepEqual(checkToken(key, earlierFormatToken(key, 'gw-old', 3, expires), now), { ok: true, claims: { gateway: 'gw-old', generation: 3, expires, id: null } });
+    assert.deepEqual(checkToken(Buffer.alloc(32, 8), earlierFormatToken(key, 'gw-old', 3, expires), now), { ok: false, reason: 'forged' });
+    // Its fields are signed: another gateway's name, or a later expiry, breaks the signature.
+    const [, , generation, expiry, signature] = earlierFormatToken(key, 'gw-old', 3, expires).split('.');
+    assert.deepEqual(checkToken(key, ['gw1', 'gw-other', generation, expiry, signature].join('.'), now), { ok: false, reason: 'forged' });
+    assert.deepEqual(checkToken(key, ['gw1', 'gw-old', generation, String(expires + 60), signature].join('.'), now), { ok: false, reason: 'forged' });
+    assert.deepEqual(checkToken(key, earlierFormatToken(key, 'gw-old', 3, now - 1), now), { ok: false, reason: 'expired' });
+    assert.equal((checkToken(key, earlierFormatToken(key, 'gw-old', 3, now + days(3650)), now) as { reason: string }).reason, 'lifetime-exceeded');
+    assert.equal(readClaims(earlierFormatToken(key, 'gw-old', 3, expires))?.expires, expires, 'its holder reads its expiry');
   });
 
   test('the control plane answers 401 naming the lifetime to a signed ten-year token, and logs the refusal with what to do', async () => {
     assert.equal((await admin('PUT', '/admin/gateways/gw-long', { apis: [] })).status, 200);
-    const longLived = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-long', generation: 1, expires: Math.floor(Date.now() / 1000) + days(3650) });
+    const longLived = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-long', generation: 1, expires: Math.floor(Date.now() / 1000) + days(3650), id: newTokenId() });
     const headers = { authorization: `GatewayKey ${longLived}` };
     const config = await send(cp.url, '/gateway/v1/config', { headers, dispatcher: agent });
     assert.equal(config.status, 401);
@@ -147,9 +150,14 @@ describe('gateway token lifetime', () => {
     assert.equal(logged.maxDays, MAX_TOKEN_DAYS);
     assert.ok(Date.parse(String(logged.expiresAt)) > Date.now() + days(3000) * 1000, String(logged.expiresAt));
     assert.match(String(logged.action), /token key/);
-    // Within the lifetime, the same key and gateway: accepted.
-    const fresh = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-long', generation: 1, expires: Math.floor(Date.now() / 1000) + days(MAX_TOKEN_DAYS) });
-    assert.equal((await send(cp.url, '/gateway/v1/config', { headers: { authorization: `GatewayKey ${fresh}` }, dispatcher: agent })).status, 200);
+    // Within the lifetime, the same key and gateway, but not issued by the control plane (it holds no row for its id):
+    // refused as well. One it issued is accepted.
+    const fresh = issueToken(tokenKeyOf(dataDir), { gateway: 'gw-long', generation: 1, expires: Math.floor(Date.now() / 1000) + days(MAX_TOKEN_DAYS), id: newTokenId() });
+    const outside = await send(cp.url, '/gateway/v1/config', { headers: { authorization: `GatewayKey ${fresh}` }, dispatcher: agent });
+    assert.equal(outside.status, 401);
+    assert.match(JSON.parse(outside.body).detail, /is not one this control plane holds for gateway gw-long/);
+    const issued = (await admin('POST', '/admin/gateways/gw-long/tokens', {})).body.token as string;
+    assert.equal((await send(cp.url, '/gateway/v1/config', { headers: { authorization: `GatewayKey ${issued}` }, dispatcher: agent })).status, 200);
     // A gateway holding the long-lived token is refused, and its log says why.
     const gateway = await startGatewayProcess({ env: { GATEHOUSE_CONFIG_URL: cp.url, GATEHOUSE_TOKEN: longLived, GATEHOUSE_SYNC_INTERVAL_MS: '200' } });
     try {

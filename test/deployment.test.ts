@@ -4,7 +4,8 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
+import { Redis } from 'ioredis';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
@@ -23,6 +24,8 @@ import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 import { DEFAULT_BUNDLE } from '../scripts/lib/bundle.ts';
 import { dockerIgnorePatterns, dockerIgnores, envOf, instructions, parseDockerfile, type Dockerfile, type Stage } from './support/dockerfile.ts';
 import { tempDir } from './support/gateway-process.ts';
+import { freePort } from './support/ports.ts';
+import { redisAvailable } from './support/redis-process.ts';
 import { send } from './support/requests.ts';
 
 const root = repoRoot();
@@ -442,7 +445,6 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
 
     test('secrets come from Secrets; the control plane and Redis are reached by their Services', () => {
       const secret = (name: string) => container.env.find((e) => e.name === name)?.valueFrom?.secretKeyRef;
-      assert.deepEqual(secret('GATEHOUSE_TOKEN'), { name: 'gatehouse-gateway', key: 'token' });
       assert.deepEqual(secret('GATEHOUSE_BACKUP_KEY'), { name: 'gatehouse-gateway', key: 'backup-key' });
       const cp = find('Service', 'gatehouse-control-plane');
       assert.equal(envValue(container.env, 'GATEHOUSE_CONFIG_URL'), `http://${cp.metadata.name}:${cp.spec.ports[0].port}`);
@@ -451,6 +453,30 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
       assert.deepEqual(secret('REDIS_PASSWORD'), { name: 'gatehouse-redis', key: 'password' });
       assert.equal(container.image, `gatehouse-gateway:${version}`);
     });
+
+    test('the gateway token is a file of a Secret volume (GATEHOUSE_TOKEN_FILE), mounted whole so that a rotated token reaches it', () => {
+      assert.equal(container.env.find((e) => e.name === 'GATEHOUSE_TOKEN'), undefined, 'not a variable: a variable keeps the token the pod started with');
+      const file = envValue(container.env, 'GATEHOUSE_TOKEN_FILE')!;
+      const mount = (container.volumeMounts as { name: string; mountPath: string; subPath?: string; readOnly?: boolean }[]).find((m) => file.startsWith(`${m.mountPath}/`));
+      assert.ok(mount, `a volume is mounted where ${file} is`);
+      assert.equal(mount.subPath, undefined, 'a subPath mount is not updated when its Secret changes');
+      assert.equal(mount.readOnly, true);
+      const volume = pod.volumes.find((v: { name: string }) => v.name === mount.name);
+      assert.equal(volume.secret.secretName, 'gatehouse-gateway-token');
+      assert.deepEqual(volume.secret.items, [{ key: 'token', path: file.slice(mount.mountPath.length + 1) }]);
+      assert.equal(volume.secret.defaultMode, 0o440, 'read by the gateway (its group, fsGroup), by nobody else');
+    });
+  });
+
+  test('control plane: the StatefulSet is governed by a headless Service; gateways reach it through a ClusterIP Service', () => {
+    const cp = find('StatefulSet', 'gatehouse-control-plane');
+    const governing = find('Service', cp.spec.serviceName);
+    assert.equal(governing.spec.clusterIP, 'None', `serviceName ${cp.spec.serviceName} names a headless Service`);
+    assert.ok(matches(governing.spec.selector, cp.spec.template.metadata.labels));
+    const gatewayUrl = new URL(envValue(containerOf(find('Deployment', 'gatehouse-gateway')).env, 'GATEHOUSE_CONFIG_URL')!);
+    const used = find('Service', gatewayUrl.hostname);
+    assert.notEqual(used.spec.clusterIP, 'None', 'the one the gateways use balances to ready pods through a stable address');
+    assert.ok(matches(used.spec.selector, cp.spec.template.metadata.labels));
   });
 
   test('control plane: one pod on its own volume, listening on every interface, its admin token from a Secret', () => {
@@ -468,10 +494,65 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
     const redis = find('Deployment', 'gatehouse-redis');
     const container = containerOf(redis);
     const args = (redis.spec.template.spec.containers[0].args as string[]).join(' ');
-    assert.match(args, /--requirepass \$\(REDIS_PASSWORD\)/);
+    assert.match(args, /^redis-server \/run\/redis\/redis\.conf /, 'the password from the file the init container writes');
     assert.match(args, /--save {2}--appendonly no/);
     assert.equal(redis.spec.strategy.type, 'Recreate');
     assert.match(container.image, /^redis:\d+\.\d+\.\d+-[a-z]+$/, 'pinned');
+  });
+
+  test('no container has a Secret on its command line: the arguments are recorded with $(NAME) expanded', () => {
+    for (const w of workloads()) {
+      const pod = w.spec.template.spec;
+      for (const c of [...(pod.initContainers ?? []), ...pod.containers] as { name: string; env?: EnvVar[]; command?: string[]; args?: string[] }[]) {
+        const fromSecrets = new Set((c.env ?? []).filter((e) => e.valueFrom?.secretKeyRef).map((e) => e.name));
+        for (const word of [...(c.command ?? []), ...(c.args ?? [])]) {
+          for (const [, ref] of word.matchAll(/\$\(([A-Z0-9_]+)\)/g)) assert.ok(!fromSecrets.has(ref!), `${w.metadata.name}/${c.name}: $(${ref}) holds a Secret`);
+        }
+      }
+    }
+  });
+
+  test('Redis: the init container writes the password to a file redis-server requires it from, on no command line (run here)', { skip: !redisAvailable() && 'redis-server is not installed (.ci/run installs it)' }, async () => {
+    const pod = find('Deployment', 'gatehouse-redis').spec.template.spec;
+    const [init] = pod.initContainers as { command: string[]; volumeMounts: { name: string; mountPath: string }[] }[];
+    const server = pod.containers[0] as { args: string[]; volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[] };
+    const configDir = init!.volumeMounts.find((m) => m.name === 'config')!.mountPath;
+    assert.deepEqual(server.volumeMounts.find((m) => m.name === 'config'), { name: 'config', mountPath: configDir, readOnly: true });
+    assert.equal(pod.volumes.find((v: { name: string }) => v.name === 'config').emptyDir.medium, 'Memory');
+    // The manifest's commands, with the folder moved to a temporary one and the port to a free one of 127.0.0.1.
+    const dir = tempDir('gatehouse-redis-conf-');
+    const here = (words: string[]) => words.map((w) => w.replaceAll(configDir, dir));
+    const password = 'a1b2c3d4e5f60718293a4b5c6d7e8f90';
+    const written = spawnSync(here(init!.command)[0]!, here(init!.command).slice(1), { env: { PATH: process.env.PATH, REDIS_PASSWORD: password }, encoding: 'utf8' });
+    assert.equal(written.status, 0, written.stderr);
+    const conf = join(dir, 'redis.conf');
+    assert.equal(statSync(conf).mode & 0o777, 0o600, 'readable by the redis user only');
+    const port = await freePort();
+    const [program, ...args] = here(server.args);
+    const child = spawn(program!, [...args, '--port', String(port), '--bind', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const clients: Redis[] = [];
+    try {
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+      const ready = Date.now() + 10_000;
+      while (!out.includes('Ready to accept connections')) {
+        assert.ok(child.exitCode === null && Date.now() < ready, `redis-server did not start: ${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(!readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').includes(password), 'not in the process list');
+      assert.ok(!here(init!.command).join(' ').includes(password), 'nor on the init container\'s command line');
+      const client = new Redis({ host: '127.0.0.1', port, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      clients.push(client);
+      await client.connect();
+      await assert.rejects(client.ping(), /NOAUTH/);
+      await assert.rejects(client.call('AUTH', 'wrong'), /WRONGPASS/);
+      assert.equal(await client.call('AUTH', password), 'OK');
+      assert.equal(await client.ping(), 'PONG');
+      assert.deepEqual(await client.config('GET', 'maxmemory-policy'), ['maxmemory-policy', 'volatile-ttl'], 'the other arguments apply too');
+    } finally {
+      for (const c of clients) c.disconnect();
+      child.kill('SIGKILL');
+    }
   });
 
   test('variables: each is read by its program, and $(NAME) refers to a variable defined before it', () => {
@@ -492,12 +573,46 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
   test('every Secret and key the pods need is one docs/deployment.md shows how to create', () => {
     const doc = read('docs/deployment.md');
     for (const w of workloads()) {
-      for (const e of containerOf(w).env) {
-        const ref = e.valueFrom?.secretKeyRef;
-        if (!ref) continue;
-        assert.match(doc, new RegExp(`kubectl create secret generic ${ref.name}\\b[^\\n]*(\\\\\\n[^\\n]*)*--from-literal=${ref.key}=`), `docs/deployment.md creates ${ref.name}/${ref.key}`);
+      const pod = w.spec.template.spec;
+      const fromEnv = [...(pod.initContainers ?? []), ...pod.containers].flatMap((c: { env?: EnvVar[] }) => (c.env ?? []).map((e) => e.valueFrom?.secretKeyRef).filter((r) => r !== undefined));
+      const fromVolumes = (pod.volumes ?? [])
+        .filter((v: { secret?: object }) => v.secret)
+        .flatMap((v: { secret: { secretName: string; items: { key: string }[] } }) => v.secret.items.map((i) => ({ name: v.secret.secretName, key: i.key })));
+      for (const ref of [...fromEnv, ...fromVolumes] as { name: string; key: string }[]) {
+        assert.match(doc, new RegExp(`kubectl create secret generic ${ref.name}\\b[^\\n]*(\\\\\\n[^\\n]*)*--from-(literal|file)=${ref.key}=`), `docs/deployment.md creates ${ref.name}/${ref.key}`);
       }
     }
+  });
+
+  test("the doc's images: list, appended to the kustomizations of a copy of deploy/, renames the images kubectl kustomize renders", (t) => {
+    if (spawnSync('kubectl', ['version', '--client'], { stdio: 'ignore' }).error) return t.skip('kubectl is not installed');
+    const doc = read('docs/deployment.md');
+    const blocks = [...doc.matchAll(/^```sh\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
+    const copy = tempDir('gatehouse-deploy-copy-');
+    cpSync(join(root, 'deploy'), join(copy, 'deploy'), { recursive: true });
+    for (const file of ['deploy/kubernetes/kustomization.yaml', 'deploy/kubernetes-per-pod-backup/kustomization.yaml']) {
+      const found = blocks.filter((b) => b.includes(`cat >> ${file}`));
+      assert.equal(found.length, 1, `docs/deployment.md has a block that appends to ${file}`);
+      const run = spawnSync('bash', ['-e', '-o', 'pipefail', '-c', found[0]!], { cwd: copy, encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+    }
+    const images = (dir: string) => {
+      const rendered = spawnSync('kubectl', ['kustomize', join(copy, dir)], { encoding: 'utf8' });
+      assert.equal(rendered.status, 0, rendered.stderr);
+      return parseAllDocuments(rendered.stdout)
+        .map((d) => d.toJSON() as Obj)
+        .filter(isWorkload)
+        .flatMap((w) => [...(w.spec.template.spec.initContainers ?? []), ...w.spec.template.spec.containers].map((c: { image: string }) => `${w.metadata.name}: ${c.image}`))
+        .sort();
+    };
+    const expected = () =>
+      [
+        `gatehouse-control-plane: registry.example.com/gatehouse-control-plane:${version}`,
+        `gatehouse-gateway: registry.example.com/gatehouse-gateway:${version}`,
+        ...['gatehouse-redis: redis', 'gatehouse-redis: redis'].map((r) => `${r}:${containerOf(find('Deployment', 'gatehouse-redis')).image.split(':')[1]}`),
+      ].sort();
+    assert.deepEqual(images('deploy/kubernetes'), expected());
+    assert.deepEqual(images('deploy/kubernetes-per-pod-backup'), expected());
   });
 
   test('kubectl kustomize renders the same objects in the namespace', (t) => {

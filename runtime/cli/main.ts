@@ -6,6 +6,7 @@
 //   gatehouse get                       what the control plane has: APIs, named values (never their values),
 //                                       gateways, and which instance runs which revision (with its lag and last
 //                                       heartbeat)
+//   gatehouse token issue|list|revoke   a gateway's tokens (runTokenCommand)
 //
 // The control plane: `controlPlane:` in the file, else GATEHOUSE_CONTROL_PLANE (default http://127.0.0.1:7070).
 // The admin token: GATEHOUSE_ADMIN_TOKEN, else GATEHOUSE_ADMIN_TOKEN_FILE (a file holding it).
@@ -25,8 +26,14 @@ export interface CliIo {
 
 const consoleIo: CliIo = { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) };
 
+const TOKEN_USAGE = `       gatehouse token issue <gateway> [--days 1-30]              prints the new token alone (its id on stderr)
+       gatehouse token list <gateway>                             id, state, expiry, last use of each token
+       gatehouse token revoke <gateway> <token-id>                one token; the others stay valid
+       gatehouse token revoke <gateway> --all                     every token issued to the gateway so far`;
+
 const USAGE = `usage: gatehouse apply -f <gatehouse.yaml>
        gatehouse get
+${TOKEN_USAGE}
 environment: GATEHOUSE_CONTROL_PLANE (http://127.0.0.1:7070), GATEHOUSE_ADMIN_TOKEN or GATEHOUSE_ADMIN_TOKEN_FILE`;
 
 class CliError extends Error {}
@@ -44,6 +51,7 @@ export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<num
     const [command, ...rest] = argv;
     if (command === 'apply') return await apply(rest, io);
     if (command === 'get') return await get(io);
+    if (command === 'token') return await runTokenCommand(rest, io);
     io.err(USAGE);
     return command === undefined || command === '--help' || command === '-h' ? 0 : 2;
   } catch (err) {
@@ -203,5 +211,69 @@ async function get(io: CliIo): Promise<number> {
       io.out(`    ${i.instance.slice(0, 8)} on ${i.host}: revision ${i.revision ?? '-'} (${behind}), ${i.health}, heartbeat ${i.secondsSinceHeartbeat} s ago${token}`);
     }
   }
+  return 0;
+}
+
+interface TokenView {
+  id: string;
+  state: string;
+  issuedAt: string;
+  expiresAt: string;
+  revokedAt: string | null;
+  lastUsedAt: string | null;
+}
+
+/**
+ * `gatehouse token`: rotation is issue, roll the new token out, check with `list` that the old one is no longer used,
+ * revoke it. `issue` writes the token alone on standard output, so that it can go straight into a file or a Secret.
+ */
+async function runTokenCommand(args: string[], io: CliIo): Promise<number> {
+  const [action, gateway, ...rest] = args;
+  if (!action || !['issue', 'list', 'revoke'].includes(action) || !gateway || gateway.startsWith('-')) {
+    io.err(`gatehouse token: name what to do and the gateway\n${TOKEN_USAGE.replace(/^ {7}/gm, '  ')}`);
+    return 2;
+  }
+  const client = new ControlPlaneClient(process.env.GATEHOUSE_CONTROL_PLANE ?? 'http://127.0.0.1:7070', await adminToken());
+  const at = (iso: string | null) => (iso === null ? '-' : iso.replace(/\.\d{3}Z$/, 'Z'));
+  const path = `/admin/gateways/${encodeURIComponent(gateway)}`;
+  if (action === 'issue') {
+    let body = {};
+    if (rest.length > 0) {
+      const days = rest[0] === '--days' && rest.length === 2 ? Number(rest[1]) : NaN;
+      if (!Number.isInteger(days)) throw new CliError(`token issue: unexpected ${rest.join(' ')} (--days <1-30>)`);
+      body = { expiresInDays: days };
+    }
+    const issued = (await client.call('POST', `${path}/tokens`, body)) as unknown as { id: string; token: string; expiresAt: string };
+    io.out(issued.token);
+    io.err(`gateway ${gateway}: token ${issued.id} issued by ${client.url}, expires ${at(issued.expiresAt)}`);
+    return 0;
+  }
+  if (action === 'list') {
+    if (rest.length > 0) throw new CliError(`token list: unexpected ${rest.join(' ')}`);
+    const listed = (await client.call('GET', `${path}/tokens`)) as unknown as {
+      tokens: TokenView[];
+      earlierFormatLastUsedAt: string | null;
+      earlierFormatExpiresAt: string | null;
+    };
+    io.out(`gateway ${gateway} (${client.url})`);
+    if (listed.tokens.length === 0) io.out('  no token issued');
+    for (const t of listed.tokens) {
+      io.out(`  ${t.id}  ${t.state.padEnd(7)}  issued ${at(t.issuedAt)}  expires ${at(t.expiresAt)}  revoked ${at(t.revokedAt)}  last used ${at(t.lastUsedAt)}`);
+    }
+    if (listed.earlierFormatLastUsedAt !== null) {
+      io.out(`  earlierFormatLastUsed ${at(listed.earlierFormatLastUsedAt)}  expires ${at(listed.earlierFormatExpiresAt)}: a token of the earlier format (gw1., no id) is in use;`);
+      io.out(`    issue a new one and roll it out, then revoke the old ones with --all (which revokes every token issued so far), or let it expire`);
+    }
+    return 0;
+  }
+  if (rest.length !== 1) throw new CliError(`token revoke needs the token's id (gatehouse token list ${gateway}), or --all`);
+  if (rest[0] === '--all') {
+    const revoked = await client.call('POST', `${path}/revoke-tokens`);
+    io.out(`gateway ${gateway}: every token issued so far is revoked (revision ${revoked.revision}); its gateways are refused until they hold a new one`);
+    return 0;
+  }
+  const revoked = (await client.call('POST', `${path}/tokens/${encodeURIComponent(rest[0]!)}/revoke`)) as unknown as TokenView & { validTokensLeft: number };
+  io.out(`gateway ${gateway}: token ${revoked.id} revoked ${at(revoked.revokedAt)} (last used ${at(revoked.lastUsedAt)})`);
+  if (revoked.validTokensLeft === 0) io.err(`gatehouse: gateway ${gateway} has no valid token left: its gateways are refused until one is issued`);
   return 0;
 }

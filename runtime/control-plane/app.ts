@@ -5,15 +5,17 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { ConfigError, parseGatewayDocument } from '../config/load.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { ControlPlaneStore, StoredNamedValue, TelemetryRow } from './store.ts';
+import type { ControlPlaneStore, GatewayRecord, GatewayTokenRecord, StoredNamedValue, TelemetryRow } from './store.ts';
 import { MAX_NAMED_VALUE_LENGTH, NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
-import { checkToken, issueToken, MAX_TOKEN_DAYS } from './tokens.ts';
+import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, type TokenClaims } from './tokens.ts';
 import { ModuleSigner, newSigningKey } from './signing.ts';
 import { loadPolicyModule, sha256Hex } from '../policy-host/module.ts';
 import { PolicyLoadError } from '../policy-host/errors.ts';
 import { pathReferences, referencedModules } from '../sync/module-refs.ts';
 
 const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+/** How precisely a token's `lastUsedAt` is kept. */
+const TOKEN_USE_RESOLUTION_MS = 10_000;
 
 export interface ControlPlaneOptions {
   store: ControlPlaneStore;
@@ -186,6 +188,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     return c.json({ revision, id, apis });
   });
 
+  // Gateway tokens: several valid at once, each revocable on its own (by id), or all of a gateway's at once.
   app.post('/admin/gateways/:id/tokens', async (c) => {
     const gateway = store.gateway(c.req.param('id'));
     if (!gateway) return problem(c, 404, `no gateway ${c.req.param('id')}`);
@@ -194,10 +197,49 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     if (typeof days !== 'number' || !Number.isInteger(days) || days < 1 || days > MAX_TOKEN_DAYS) {
       return problem(c, 400, `expiresInDays must be a whole number of days from 1 to ${MAX_TOKEN_DAYS}`);
     }
-    const expires = Math.floor(now() / 1000) + days * 86_400;
-    const token = issueToken(tokenKey, { gateway: gateway.id, generation: gateway.tokenGeneration, expires });
-    logger.info('gateway token issued', { gateway: gateway.id, expires: new Date(expires * 1000).toISOString() });
-    return c.json({ token, expiresAt: new Date(expires * 1000).toISOString() });
+    const issued = now();
+    const expires = Math.floor(issued / 1000) + days * 86_400;
+    const id = newTokenId();
+    const token = issueToken(tokenKey, { gateway: gateway.id, generation: gateway.tokenGeneration, expires, id });
+    const record = { id, gateway: gateway.id, generation: gateway.tokenGeneration, issuedAt: new Date(issued).toISOString(), expiresAt: new Date(expires * 1000).toISOString() };
+    store.addGatewayToken(record, new Date(issued - MAX_TOKEN_DAYS * 86_400_000).toISOString());
+    logger.info('gateway token issued', { gateway: gateway.id, tokenId: id, expiresAt: record.expiresAt });
+    return c.json({ id, token, issuedAt: record.issuedAt, expiresAt: record.expiresAt });
+  });
+
+  const tokenView = (t: GatewayTokenRecord, nowMs: number) => ({
+    id: t.id,
+    state: t.revokedAt !== null ? 'revoked' : Date.parse(t.expiresAt) <= nowMs ? 'expired' : 'valid',
+    issuedAt: t.issuedAt,
+    expiresAt: t.expiresAt,
+    revokedAt: t.revokedAt,
+    lastUsedAt: t.lastUsedAt,
+  });
+
+  app.get('/admin/gateways/:id/tokens', (c) => {
+    const gateway = store.gateway(c.req.param('id'));
+    if (!gateway) return problem(c, 404, `no gateway ${c.req.param('id')}`);
+    const nowMs = now();
+    // A token of the earlier format has no row to list: when one was last used, if since the last revoke-tokens.
+    const earlier = store.earlierFormatTokenUse(gateway.id);
+    return c.json({
+      gateway: gateway.id,
+      tokens: store.gatewayTokens(gateway.id).map((t) => tokenView(t, nowMs)),
+      earlierFormatLastUsedAt: earlier?.lastUsedAt ?? null,
+      earlierFormatExpiresAt: earlier?.expiresAt ?? null,
+    });
+  });
+
+  app.post('/admin/gateways/:id/tokens/:tokenId/revoke', (c) => {
+    const gateway = store.gateway(c.req.param('id'));
+    if (!gateway) return problem(c, 404, `no gateway ${c.req.param('id')}`);
+    const tokenId = c.req.param('tokenId');
+    const nowMs = now();
+    const revoked = store.revokeGatewayToken(gateway.id, tokenId, new Date(nowMs).toISOString());
+    if (!revoked) return problem(c, 404, `gateway ${gateway.id} has no token ${tokenId} (gatehouse token list ${gateway.id} shows its tokens)`);
+    const stillValid = store.gatewayTokens(gateway.id).filter((t) => tokenView(t, nowMs).state === 'valid').length;
+    logger.warn('gateway token revoked', { gateway: gateway.id, tokenId, lastUsedAt: revoked.lastUsedAt, validTokensLeft: stillValid });
+    return c.json({ ...tokenView(revoked, nowMs), validTokensLeft: stillValid });
   });
 
   app.post('/admin/gateways/:id/revoke-tokens', (c) => {
@@ -229,6 +271,35 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   });
 
   // --- gateways ----------------------------------------------------------------------------------------------------
+  // When each token was last used, written at most every TOKEN_USE_RESOLUTION_MS per token: a gateway polls every few
+  // seconds, and a write per poll would only make "last used" more precise than deciding to revoke it needs.
+  // Keyed by token id, or by `gw1 <gateway>` for the earlier format (a space is in neither an id nor a gateway's name).
+  const tokenUseWritten = new Map<string, number>();
+  const noteTokenUse = (claims: TokenClaims) => {
+    const nowMs = now();
+    const key = claims.id ?? `gw1 ${claims.gateway}`;
+    if (nowMs - (tokenUseWritten.get(key) ?? -Infinity) < TOKEN_USE_RESOLUTION_MS) return;
+    tokenUseWritten.set(key, nowMs);
+    const at = new Date(nowMs).toISOString();
+    if (claims.id !== null) store.gatewayTokenUsed(claims.id, at);
+    else store.earlierFormatTokenUsed(claims.gateway, at, new Date(claims.expires * 1000).toISOString());
+  };
+  // Gateways seen using a token of the earlier format, to log it once each (a poll every few seconds would flood it).
+  const earlierFormatLogged = new Set<string>();
+  const noteEarlierFormat = (claims: TokenClaims, client: string | null) => {
+    if (earlierFormatLogged.has(claims.gateway)) return;
+    earlierFormatLogged.add(claims.gateway);
+    logger.warn('gateway uses a token of the earlier format (gw1., without an id)', {
+      gateway: claims.gateway,
+      expiresAt: new Date(claims.expires * 1000).toISOString(),
+      client,
+      action:
+        `issue it a new token (gatehouse token issue ${claims.gateway}) and roll it out, then revoke the old ones with --all ` +
+        `(gatehouse token revoke ${claims.gateway} --all, which revokes every token issued so far: issue and roll out one more after it), ` +
+        'or let the old one expire by itself',
+    });
+  };
+
   // Gateway endpoints: the token names the gateway; it must be signed by this control plane, unexpired, unrevoked.
   const gatewayOf = (c: Context) => {
     const auth = c.req.header('authorization') ?? '';
@@ -237,12 +308,13 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     const client = c.req.header('x-forwarded-for') ?? null;
     if (!check.ok && check.reason === 'lifetime-exceeded') {
       // Signed with the token key, yet no admin API call issues such a token: an error for whoever holds the key.
-      const { gateway, generation, expires } = check.claims;
+      const { gateway, generation, expires, id } = check.claims;
       const expiresAt = new Date(expires * 1000).toISOString();
       logger.error('gateway token refused', {
         reason: check.reason,
         gateway,
         generation,
+        tokenId: id,
         expiresAt,
         maxDays: MAX_TOKEN_DAYS,
         client,
@@ -264,12 +336,34 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       logger.warn('gateway token refused', { reason: check.reason, client });
       return { refused: problem(c, 401, `gateway token ${check.reason === 'malformed' ? 'missing or malformed' : check.reason}`, { reason: check.reason }) };
     }
-    const gateway = store.gateway(check.claims.gateway);
-    if (!gateway || gateway.tokenGeneration !== check.claims.generation) {
-      logger.warn('gateway token refused', { reason: 'revoked', gateway: check.claims.gateway });
-      return { refused: problem(c, 401, 'gateway token revoked', { reason: 'revoked' }) };
+    const { claims } = check;
+    const gateway = store.gateway(claims.gateway);
+    const why = claims.id === null ? earlierFormatRefusal(claims, gateway) : tokenRefusal(claims.id, claims, gateway);
+    if (why !== null || !gateway) {
+      logger.warn('gateway token refused', { reason: 'revoked', gateway: claims.gateway, tokenId: claims.id, client, ...(claims.id === null ? { format: 'gw1' } : {}) });
+      return { refused: problem(c, 401, why ?? 'gateway token revoked', { reason: 'revoked' }) };
     }
-    return { gateway, claims: check.claims };
+    if (claims.id === null) noteEarlierFormat(claims, client);
+    noteTokenUse(claims);
+    return { gateway, claims };
+  };
+  // Signed, unexpired: valid while its row says so. No row (its gateway was deleted, or the token key was used
+  // outside this control plane) counts as revoked.
+  const tokenRefusal = (id: string, claims: TokenClaims, gateway: GatewayRecord | null) => {
+    const record = store.gatewayToken(id);
+    if (!gateway || !record || record.gateway !== claims.gateway) {
+      return `gateway token ${id} is not one this control plane holds for gateway ${claims.gateway} (the gateway was deleted, or the token was not issued here)`;
+    }
+    if (record.revokedAt !== null || gateway.tokenGeneration !== claims.generation) return `gateway token ${id} revoked${record.revokedAt ? ` at ${record.revokedAt}` : ''}`;
+    return null;
+  };
+  // Signed, unexpired, of the earlier format: it has no row, so its generation alone says whether it was revoked.
+  const earlierFormatRefusal = (claims: TokenClaims, gateway: GatewayRecord | null) => {
+    if (!gateway) return `gateway token of the earlier format (gw1.) for gateway ${claims.gateway}, which does not exist`;
+    if (gateway.tokenGeneration !== claims.generation) {
+      return `gateway token of the earlier format (gw1.) revoked, with every token of gateway ${gateway.id} issued before it: issue the gateway a new one (gatehouse token issue ${gateway.id})`;
+    }
+    return null;
   };
 
   app.get('/gateway/v1/config', (c) => {

@@ -82,6 +82,28 @@ export interface GatewayRecord {
   tokenGeneration: number;
 }
 
+/** An issued gateway token, as the store keeps it (never the token itself: its id names it). */
+export interface GatewayTokenRecord {
+  id: string;
+  gateway: string;
+  /** The gateway's token generation when it was issued: revoking every token raises the gateway's. */
+  generation: number;
+  issuedAt: string;
+  expiresAt: string;
+  /** When it was revoked, on its own or with every token of its gateway; null while it is not. */
+  revokedAt: string | null;
+  /** When a gateway last called with it, to within 10 s (null: never): an old token still in use shows here. */
+  lastUsedAt: string | null;
+}
+
+/** A gateway's use of tokens of the earlier format (`gw1.`): they have no id, so no row in gateway_tokens. */
+export interface EarlierFormatTokenUse {
+  /** To within 10 s, as a token's lastUsedAt. */
+  lastUsedAt: string;
+  /** The latest expiry among them. */
+  expiresAt: string;
+}
+
 export class ControlPlaneStore {
   private readonly db: Database.Database;
 
@@ -119,6 +141,12 @@ export class ControlPlaneStore {
     if (!valueColumns.some((c) => c.name === 'previous_value')) {
       this.db.exec('ALTER TABLE named_values ADD COLUMN previous_value TEXT; ALTER TABLE named_values ADD COLUMN previous_until TEXT');
     }
+    // Databases made before gateways could use tokens of two formats get the columns that record the earlier one's use.
+    const gatewayColumns = this.db.prepare('PRAGMA table_info(gateways)').all() as { name: string }[];
+    if (!gatewayColumns.some((c) => c.name === 'earlier_format_used_at')) {
+      this.db.exec('ALTER TABLE gateways ADD COLUMN earlier_format_used_at TEXT; ALTER TABLE gateways ADD COLUMN earlier_format_expires_at TEXT');
+    }
+    this.createTokenTable();
   }
 
   /** A secret made on first use (by `make`, default 32 random bytes) and kept: the keys for tokens and modules. */
@@ -195,6 +223,9 @@ export class ControlPlaneStore {
   revokeTokens(id: string): number {
     return this.change(`gateway ${id}: tokens revoked`, () => {
       this.db.prepare('UPDATE gateways SET token_generation = token_generation + 1 WHERE id = ?').run(id);
+      this.db.prepare('UPDATE gateway_tokens SET revoked_at = ? WHERE gateway = ? AND revoked_at IS NULL').run(new Date().toISOString(), id);
+      // Earlier-format tokens are revoked with the rest (the generation): none of them can be in use any more.
+      this.db.prepare('UPDATE gateways SET earlier_format_used_at = NULL, earlier_format_expires_at = NULL WHERE id = ?').run(id);
     });
   }
 
@@ -329,6 +360,82 @@ export class ControlPlaneStore {
          WHERE (? IS NULL OR gateway = ?) ORDER BY minute DESC LIMIT ?`,
       )
       .all(gateway, gateway, limit) as (TelemetryRow & { gateway: string; instance: string })[];
+  }
+
+  /**
+   * Issued gateway tokens, one row each. A gateway deleted takes its tokens with it (the trigger), so that a gateway
+   * made again under the same id, whose token generation starts over, does not accept the old one's tokens.
+   */
+  private createTokenTable(): void {
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS gateway_tokens (
+        id TEXT PRIMARY KEY, gateway TEXT NOT NULL, generation INTEGER NOT NULL, issued_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL, revoked_at TEXT, last_used_at TEXT
+      );
+      CREATE INDEX IF NOT EXISTS gateway_tokens_by_gateway ON gateway_tokens (gateway);
+      CREATE TRIGGER IF NOT EXISTS gateway_tokens_go_with_their_gateway AFTER DELETE ON gateways
+      BEGIN
+        DELETE FROM gateway_tokens WHERE gateway = OLD.id;
+      END;
+    `);
+  }
+
+  private static readonly TOKEN_COLUMNS =
+    'id, gateway, generation, issued_at AS issuedAt, expires_at AS expiresAt, revoked_at AS revokedAt, last_used_at AS lastUsedAt';
+
+  /**
+   * Records a token being issued. Rows of tokens expired more than MAX_TOKEN_DAYS ago go at the same time: listed for
+   * a while after they expire, not forever.
+   */
+  addGatewayToken(token: Omit<GatewayTokenRecord, 'revokedAt' | 'lastUsedAt'>, forgetBefore: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM gateway_tokens WHERE expires_at < ?').run(forgetBefore);
+      this.db
+        .prepare('INSERT INTO gateway_tokens (id, gateway, generation, issued_at, expires_at) VALUES (?, ?, ?, ?, ?)')
+        .run(token.id, token.gateway, token.generation, token.issuedAt, token.expiresAt);
+    })();
+  }
+
+  gatewayToken(id: string): GatewayTokenRecord | null {
+    const row = this.db.prepare(`SELECT ${ControlPlaneStore.TOKEN_COLUMNS} FROM gateway_tokens WHERE id = ?`).get(id);
+    return (row as GatewayTokenRecord | undefined) ?? null;
+  }
+
+  /** A gateway's tokens, the newest first. */
+  gatewayTokens(gateway: string): GatewayTokenRecord[] {
+    return this.db
+      .prepare(`SELECT ${ControlPlaneStore.TOKEN_COLUMNS} FROM gateway_tokens WHERE gateway = ? ORDER BY issued_at DESC, id`)
+      .all(gateway) as GatewayTokenRecord[];
+  }
+
+  /** Revokes one token (a token revoked already keeps its time); null when the gateway has no such token. */
+  revokeGatewayToken(gateway: string, id: string, at: string): GatewayTokenRecord | null {
+    this.db.prepare('UPDATE gateway_tokens SET revoked_at = ? WHERE id = ? AND gateway = ? AND revoked_at IS NULL').run(at, id, gateway);
+    const token = this.gatewayToken(id);
+    return token && token.gateway === gateway ? token : null;
+  }
+
+  /** Notes that a gateway called with the token. */
+  gatewayTokenUsed(id: string, at: string): void {
+    this.db.prepare('UPDATE gateway_tokens SET last_used_at = ? WHERE id = ?').run(at, id);
+  }
+
+  /**
+   * Notes that a gateway called with a token of the earlier format (`gw1.`, no row of its own): when, and the latest
+   * expiry of such a token seen, which is when the last of them stops working by itself.
+   */
+  earlierFormatTokenUsed(gateway: string, at: string, expiresAt: string): void {
+    this.db
+      .prepare('UPDATE gateways SET earlier_format_used_at = ?, earlier_format_expires_at = MAX(COALESCE(earlier_format_expires_at, ?), ?) WHERE id = ?')
+      .run(at, expiresAt, expiresAt, gateway);
+  }
+
+  /** When the gateway last called with a token of the earlier format since its tokens were last all revoked, if it did. */
+  earlierFormatTokenUse(gateway: string): EarlierFormatTokenUse | null {
+    const row = this.db.prepare('SELECT earlier_format_used_at AS lastUsedAt, earlier_format_expires_at AS expiresAt FROM gateways WHERE id = ?').get(gateway) as
+      | { lastUsedAt: string | null; expiresAt: string | null }
+      | undefined;
+    return row?.lastUsedAt && row.expiresAt ? { lastUsedAt: row.lastUsedAt, expiresAt: row.expiresAt } : null;
   }
 
   close(): void {

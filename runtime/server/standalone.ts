@@ -69,7 +69,8 @@ export interface StandaloneOptions {
    */
   controlPlane?: {
     url: string;
-    token: string;
+    /** GATEHOUSE_TOKEN, or GATEHOUSE_TOKEN_FILE read again before each call (a rotated token is used without a restart). */
+    token: ConstructorParameters<typeof ControlPlaneClient>[0]['token'];
     /** PEM certificates to trust for an HTTPS control plane, besides the system's (GATEHOUSE_CONFIG_CA_FILE). */
     ca?: string;
     intervalMs?: number;

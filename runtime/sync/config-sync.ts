@@ -199,8 +199,8 @@ export class ConfigSync {
     }
   }
 
-  /** The last expiry warning given: a week before, then a day before. */
-  private tokenWarning: 'week' | 'day' | null = null;
+  /** The last expiry warning given (a week before, then a day before), and for which token: a new one starts over. */
+  private tokenWarning: { tokenId: string | null; expires: number; due: 'week' | 'day' } | null = null;
 
   /** Warns, once a week before and once a day before, that the gateway token is about to expire. */
   private checkTokenExpiry(): void {
@@ -208,10 +208,13 @@ export class ConfigSync {
     if (!claims) return;
     const left = claims.expires * 1000 - Date.now();
     const due = left < 86_400_000 ? 'day' : left < 7 * 86_400_000 ? 'week' : null;
-    if (due === null || due === this.tokenWarning) return;
-    this.tokenWarning = due;
-    this.options.logger.warn('the gateway token expires soon: issue a new one (POST /admin/gateways/{id}/tokens) and set GATEHOUSE_TOKEN', {
+    // Tokens of the earlier format have no id (null): their expiry tells one from another.
+    const warned = this.tokenWarning;
+    if (due === null || (warned?.tokenId === claims.id && warned.expires === claims.expires && warned.due === due)) return;
+    this.tokenWarning = { tokenId: claims.id, expires: claims.expires, due };
+    this.options.logger.warn('the gateway token expires soon: issue a new one (gatehouse token issue) and write it to GATEHOUSE_TOKEN_FILE', {
       gateway: claims.gateway,
+      tokenId: claims.id,
       expiresAt: new Date(claims.expires * 1000).toISOString(),
       hoursLeft: Math.max(0, Math.floor(left / 3_600_000)),
     });
@@ -275,7 +278,7 @@ export class ConfigSync {
       logger.error('the control plane refused this gateway\'s token', {
         ...fields,
         serving: this.inForce ? this.serving() : 'nothing: not ready',
-        action: 'issue the gateway a new token (POST /admin/gateways/{id}/tokens) and give it to this gateway (GATEHOUSE_TOKEN)',
+        action: 'issue the gateway a new token (gatehouse token issue <gateway>) and give it to this gateway (write it to GATEHOUSE_TOKEN_FILE, or restart it with GATEHOUSE_TOKEN)',
       });
     } else if (before !== null) {
       const serving = this.inForce ? this.serving() : 'nothing yet';

@@ -3,11 +3,13 @@
 // the CA given in GATEHOUSE_CONFIG_CA_FILE as well as the system's (a control plane with a private certificate).
 
 import { Agent, request } from 'undici';
+import type { GatewayTokenFile } from './gateway-token.ts';
 
 export interface ControlPlaneClientOptions {
   /** The control plane's base URL, e.g. https://control-plane.internal:7070. */
   url: string;
-  token: string;
+  /** The gateway token (GATEHOUSE_TOKEN), or the file holding it (GATEHOUSE_TOKEN_FILE), read again before each call. */
+  token: string | GatewayTokenFile;
   /** PEM certificates to trust besides the system's, for an HTTPS control plane with a private CA. */
   ca?: string;
   /** A call slower than this fails (default 5 s). */
@@ -22,15 +24,20 @@ export interface ControlPlaneReply {
 
 export class ControlPlaneClient {
   readonly url: string;
-  readonly token: string;
+  private readonly tokenSource: string | GatewayTokenFile;
   private readonly agent: Agent;
   private readonly timeoutMs: number;
 
   constructor(options: ControlPlaneClientOptions) {
     this.url = options.url;
-    this.token = options.token;
+    this.tokenSource = options.token;
     this.timeoutMs = options.timeoutMs ?? 5_000;
     this.agent = new Agent({ connections: 4, ...(options.ca ? { connect: { ca: options.ca } } : {}) });
+  }
+
+  /** The token the calls carry (from a file: the one read last). */
+  get token(): string {
+    return typeof this.tokenSource === 'string' ? this.tokenSource : this.tokenSource.current;
   }
 
   /** The absolute URL of a gateway API path. */
@@ -45,11 +52,12 @@ export class ControlPlaneClient {
     options: { headers?: Record<string, string>; json?: unknown; timeoutMs?: number } = {},
   ): Promise<ControlPlaneReply> {
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
+    const token = typeof this.tokenSource === 'string' ? this.tokenSource : await this.tokenSource.refresh();
     const res = await request(this.endpoint(path), {
       method,
       dispatcher: this.agent,
       headers: {
-        authorization: `GatewayKey ${this.token}`,
+        authorization: `GatewayKey ${token}`,
         ...(options.json !== undefined ? { 'content-type': 'application/json' } : {}),
         ...options.headers,
       },

@@ -157,7 +157,12 @@ export async function plan(state: ConfigState, operations: Operation[], options:
   const breaks: string[] = [];
   const at = (op: { at: DocPath | null; kind: string; id: string }, rest: DocPath = []) =>
     op.at === null ? { path: null, where: `${op.kind} ${op.id}${rest.length > 0 ? `: ${formatPath(rest)}` : ''}` } : place([...op.at, ...rest]);
-  const problem = (op: Operation, rest: DocPath, message: string) => problems.push({ ...at(op, rest), message });
+  /** Operations with a problem of their own: not checked further (their object is not what a gateway would see). */
+  const flawed = new Set<Operation>();
+  const problem = (op: Operation, rest: DocPath, message: string) => {
+    flawed.add(op);
+    problems.push({ ...at(op, rest), message });
+  };
 
   // Each object once per request: a second would silently win.
   const seen = new Map<string, Operation>();
@@ -275,11 +280,13 @@ export async function plan(state: ConfigState, operations: Operation[], options:
   }
 
   // Every API the request holds, every API a changed named value reaches, and every gateway document that changes or
-  // is declared, checked as a gateway checks its document: policy names, configurations, route conflicts.
-  if (problems.length === 0) {
+  // is declared, checked as a gateway checks its document: policy names, configurations, route conflicts. The APIs
+  // are checked whatever else is wrong, so that one answer names every problem; the gateways' documents only when
+  // nothing else is (they hold the APIs, and would repeat their problems).
+  {
     const changedValues = new Set(changes.filter((c) => c.kind === 'named value').map((c) => c.id));
     const apisToCheck = new Set<string>();
-    for (const op of operations) if (op.kind === 'api' && op.after !== null) apisToCheck.add(op.id);
+    for (const op of operations) if (op.kind === 'api' && op.after !== null && !flawed.has(op)) apisToCheck.add(op.id);
     for (const [id, api] of result.apis) {
       if (namedValueReferences({ apis: [api] }).some((r) => changedValues.has(r.name))) apisToCheck.add(id);
     }
@@ -320,6 +327,7 @@ export async function plan(state: ConfigState, operations: Operation[], options:
         for (const p of await options.check(doc, `api ${id}`)) report(mapBack([id], p), '');
       }),
     );
+    if (problems.length > 0) gatewaysToCheck.clear();
     await Promise.all(
       [...gatewaysToCheck].map(async (id) => {
         const served = (result.gateways.get(id) ?? []).filter((a) => result.apis.has(a));

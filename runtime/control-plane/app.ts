@@ -136,8 +136,10 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       if (blocking.length > 0) {
         const forceable = blocking.every((p) => p.forceable);
         return problem(c, 409, `the change would break what uses it${forceable ? ' (force it with ?force=true, gatehouse --force)' : ''} (nothing was changed)`, {
-          problems: blocking.map(({ forceable: _, ...p }) => label(p)),
+          problems: blocking.map(({ forceable: _, usedBy: __, ...p }) => label(p)),
           forceable,
+          // The APIs (or gateways) that use what it deletes.
+          usedBy: [...new Set(blocking.flatMap((p) => p.usedBy))],
         });
       }
       const summary = { changes: planned.changes, unchanged: planned.unchanged, breaks: planned.breaks };
@@ -224,10 +226,6 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   app.delete('/admin/named-values/:name', (c) => {
     const found = store.namedValue(c.req.param('name'));
     if (!found) return problem(c, 404, `no named value ${c.req.param('name')}`);
-    const { usedBy } = namedValueView(found);
-    if (usedBy.length > 0) {
-      return problem(c, 409, `named value ${found.name} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first`, { usedBy });
-    }
     return change(c, [{ kind: 'named value', id: found.name, after: null, at: [] }], { label: `named value ${found.name}`, logAs: 'named value deleted' });
   });
 

@@ -85,7 +85,7 @@ export interface Plan {
   /** What makes the request unusable as it is (400). */
   problems: PlanProblem[];
   /** References the change would break (409); `forceable` ones are made anyway with force. */
-  conflicts: (PlanProblem & { forceable: boolean })[];
+  conflicts: (PlanProblem & { forceable: boolean; usedBy: string[] })[];
   /** With force: what the forced deletions break. */
   breaks: string[];
 }
@@ -259,23 +259,23 @@ export async function plan(state: ConfigState, operations: Operation[], options:
       if (servedBy.length === 0) continue;
       const what = `gateway${servedBy.length > 1 ? 's' : ''} ${servedBy.join(', ')} stop${servedBy.length > 1 ? '' : 's'} serving API ${change.id} (${String(state.apis.get(change.id)?.pathPrefix ?? '')})`;
       if (options.force) breaks.push(`${what}; the gateway${servedBy.length > 1 ? 's' : ''} still list${servedBy.length > 1 ? '' : 's'} it, and gatehouse get marks it missing`);
-      else conflicts.push({ ...at(op), forceable: true, message: `API ${change.id} is served by gateway ${servedBy.join(', ')}: remove it from ${servedBy.length > 1 ? 'them' : 'it'} first, or force the deletion (${what})` });
+      else conflicts.push({ ...at(op), forceable: true, usedBy: servedBy, message: `API ${change.id} is served by gateway ${servedBy.join(', ')}: remove it from ${servedBy.length > 1 ? 'them' : 'it'} first, or force the deletion (${what})` });
     } else if (change.kind === 'named value') {
       const usedBy = [...result.apis].filter(([, api]) => namedValueReferences({ apis: [api] }).some((r) => r.name === change.id)).map(([id]) => id);
       if (usedBy.length > 0) {
-        conflicts.push({ ...at(op), forceable: false, message: `named value ${change.id} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first` });
+        conflicts.push({ ...at(op), forceable: false, usedBy, message: `named value ${change.id} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first` });
       }
     } else if (change.kind === 'module') {
       const usedBy = [...result.apis].filter(([, api]) => referencedModules({ apis: [api] }).includes(change.id)).map(([id]) => id);
       if (usedBy.length > 0) {
-        conflicts.push({ ...at(op), forceable: false, message: `module sha256:${change.id} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first` });
+        conflicts.push({ ...at(op), forceable: false, usedBy, message: `module sha256:${change.id} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first` });
       }
     } else if (change.kind === 'gateway') {
       const live = options.liveInstances?.(change.id) ?? 0;
       if (live === 0) continue;
       const what = `${live} instance${live > 1 ? 's' : ''} of gateway ${change.id} heard from lately lose${live > 1 ? '' : 's'} ${live > 1 ? 'their' : 'its'} configuration source: ${live > 1 ? 'their' : 'its'} tokens are refused from now on and ${live > 1 ? 'they keep' : 'it keeps'} serving what ${live > 1 ? 'they have' : 'it has'}`;
       if (options.force) breaks.push(what);
-      else conflicts.push({ ...at(op), forceable: true, message: `gateway ${change.id} is in use: ${what}; stop its instances first, or force the deletion` });
+      else conflicts.push({ ...at(op), forceable: true, usedBy: [], message: `gateway ${change.id} is in use: ${what}; stop its instances first, or force the deletion` });
     }
   }
 
@@ -284,7 +284,8 @@ export async function plan(state: ConfigState, operations: Operation[], options:
   // are checked whatever else is wrong, so that one answer names every problem; the gateways' documents only when
   // nothing else is (they hold the APIs, and would repeat their problems).
   {
-    const changedValues = new Set(changes.filter((c) => c.kind === 'named value').map((c) => c.id));
+    // A deleted value is not checked through its APIs: that it is in use is a conflict, reported as one.
+    const changedValues = new Set(changes.filter((c) => c.kind === 'named value' && c.action !== 'delete').map((c) => c.id));
     const apisToCheck = new Set<string>();
     for (const op of operations) if (op.kind === 'api' && op.after !== null && !flawed.has(op)) apisToCheck.add(op.id);
     for (const [id, api] of result.apis) {
@@ -327,7 +328,7 @@ export async function plan(state: ConfigState, operations: Operation[], options:
         for (const p of await options.check(doc, `api ${id}`)) report(mapBack([id], p), '');
       }),
     );
-    if (problems.length > 0) gatewaysToCheck.clear();
+    if (problems.length > 0 || conflicts.some((c) => !c.forceable || !options.force)) gatewaysToCheck.clear();
     await Promise.all(
       [...gatewaysToCheck].map(async (id) => {
         const served = (result.gateways.get(id) ?? []).filter((a) => result.apis.has(a));

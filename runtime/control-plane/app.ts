@@ -7,7 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import { formatPath, type DocPath } from '../config/load.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { NO_SYNC_REPORT, type ControlPlaneStore, type StoredNamedValue, type SyncReport, type TelemetryRow } from './store.ts';
-import { MAX_NAMED_VALUE_LENGTH, NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
+import { NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
 import { checkToken, issueToken, MAX_TOKEN_DAYS, readClaims } from './tokens.ts';
 import { ModuleSigner, newSigningKey } from './signing.ts';
 import { loadPolicyModule, sha256Hex } from '../policy-host/module.ts';
@@ -127,12 +127,13 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
         check: (doc, sourceName) => validator.check(doc, sourceName),
       });
       const label = (p: PlanProblem) => ({ ...p, where: options.label ? `${options.label}: ${p.where}` : p.where });
+      const blocking = planned.conflicts.filter((p) => !p.forceable || !options.force);
       if (planned.problems.length > 0) {
+        // With what it would break too: one answer names everything to fix.
         return problem(c, 400, 'the change is not valid: a gateway would refuse it, or it names what does not exist (nothing was changed)', {
-          problems: planned.problems.map(label),
+          problems: [...planned.problems, ...blocking.map(({ forceable: _, usedBy: __, ...p }) => p)].map(label),
         });
       }
-      const blocking = planned.conflicts.filter((p) => !p.forceable || !options.force);
       if (blocking.length > 0) {
         const forceable = blocking.every((p) => p.forceable);
         return problem(c, 409, `the change would break what uses it${forceable ? ' (force it with ?force=true, gatehouse --force)' : ''} (nothing was changed)`, {
@@ -210,9 +211,6 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       return problem(c, 400, 'the body must be {"value": "<string>", "secret": true|false, "overlapSeconds": <seconds>}');
     }
     if (body.overlapSeconds !== undefined && !validOverlap(body.overlapSeconds)) return problem(c, 400, `overlapSeconds: ${OVERLAP_HINT}`);
-    if (body.value.length > MAX_NAMED_VALUE_LENGTH) {
-      return problem(c, 400, `a named value is at most ${MAX_NAMED_VALUE_LENGTH} characters (got ${body.value.length})`);
-    }
     // A secret stays secret unless told otherwise: rotating a key with {"value": ...} alone must not expose it.
     const secret = body.secret ?? store.namedValue(name)?.secret ?? false;
     const after = nextNamedValue(store.namedValue(name), body.value, secret, body.overlapSeconds as number | undefined);

@@ -15,6 +15,7 @@ import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';
 import { ModuleCache } from '../runtime/sync/modules.ts';
 import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS, newTokenId, readClaims } from '../runtime/control-plane/tokens.ts';
 import { earlierFormatToken, tokenKeyOf } from './support/token-key.ts';
+import { withControlPlaneDb } from './support/control-plane-db.ts';
 
 const agent = new Agent({ connections: 4 });
 let dataDir: string;
@@ -264,10 +265,23 @@ describe('a gateway configured by the control plane', () => {
     assert.equal(forged.status, 401);
   });
 
-  test('a document the gateway cannot use is rejected and the running configuration stays', async () => {
-    // Valid for the control plane's schema check, but the policy does not exist: the gateway refuses to bind it.
+  test('a policy the gateway does not have is refused by the control plane at save, naming its place; nothing changes', async () => {
+    const before = (await admin('GET', '/admin/revisions')).body.revisions as unknown[];
     const unusable = { pathPrefix: '/orders', backend: { url: 'builtin:echo' }, policies: { inbound: [{ policy: 'no-such-policy' }] } };
-    assert.equal((await admin('PUT', '/admin/apis/orders', unusable)).status, 200);
+    const refused = await admin('PUT', '/admin/apis/orders', unusable);
+    assert.equal(refused.status, 400);
+    const [first] = refused.body.problems as { where: string; path: unknown[]; message: string }[];
+    assert.deepEqual(first!.path, ['policies', 'inbound', 0]);
+    assert.equal(first!.where, 'api orders: policies.inbound[0]');
+    assert.match(first!.message, /no-such-policy/);
+    assert.deepEqual((await admin('GET', '/admin/revisions')).body.revisions, before, 'no revision');
+    assert.equal(await header(), 'v2');
+  });
+
+  test('a document the gateway cannot use is rejected and the running configuration stays', async () => {
+    // Written past the control plane's check, as one of another version might have saved it.
+    const unusable = { id: 'orders', pathPrefix: '/orders', backend: { url: 'builtin:echo' }, policies: { inbound: [{ policy: 'no-such-policy' }] } };
+    withControlPlaneDb(dataDir, `db.prepare('UPDATE apis SET document = ? WHERE id = ?').run(${JSON.stringify(JSON.stringify(unusable))}, 'orders')`);
     await gateway.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 10_000);
     assert.equal(await header(), 'v2', 'still the last good configuration');
     assert.equal((await admin('PUT', '/admin/apis/orders', echoApi('/orders', 'v3'))).status, 200);
@@ -487,7 +501,7 @@ describe('policy modules uploaded to the control plane', () => {
     assert.equal((await admin('PUT', '/admin/apis/probe2', probeApi('./policies/x.wasm', 'x'))).status, 400);
     const unknown = await admin('PUT', '/admin/apis/probe2', probeApi(`sha256:${'0'.repeat(64)}`, 'x'));
     assert.equal(unknown.status, 400);
-    assert.match(String(unknown.body.detail), /no uploaded module/);
+    assert.match(JSON.stringify(unknown.body.problems), /no uploaded module sha256:0{64}/);
   });
 
   test('the gateway fetches the module, checks its digest and signature, and runs it', async () => {
@@ -500,16 +514,17 @@ describe('policy modules uploaded to the control plane', () => {
     const second = await upload(await buildFixture('header-ops'));
     assert.equal(second.status, 200, JSON.stringify(second.body));
     const sha = String(second.body.module).slice('sha256:'.length);
-    // Tampering at rest: the stored bytes change, the name and signature do not. (Node runs it: SQLite's driver.)
-    const { spawnSync } = await import('node:child_process');
-    const { join } = await import('node:path');
-    const script = `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dataDir, 'control-plane.db'))});` +
+    // Tampering at rest: the stored bytes change, the name and signature do not.
+    withControlPlaneDb(dataDir,
       `const r=db.prepare('SELECT bytes FROM modules WHERE sha256=?').get(${JSON.stringify(sha)});const b=Buffer.from(r.bytes);b[b.length-1]^=1;` +
-      `db.prepare('UPDATE modules SET bytes=? WHERE sha256=?').run(b,${JSON.stringify(sha)});db.close();`;
-    const { repoRoot } = await import('../runtime/platform/paths.ts');
-    const tampered = spawnSync('node', ['-e', script], { cwd: repoRoot(), encoding: 'utf8' });
-    assert.equal(tampered.status, 0, tampered.stderr);
-    assert.equal((await admin('PUT', '/admin/apis/probe', probeApi(`sha256:${sha}`, 'm2'))).status, 200);
+      `db.prepare('UPDATE modules SET bytes=? WHERE sha256=?').run(b,${JSON.stringify(sha)})`);
+    // The control plane checks what it saves, the module's bytes against their name included.
+    const refused = await admin('PUT', '/admin/apis/probe', probeApi(`sha256:${sha}`, 'm2'));
+    assert.equal(refused.status, 400);
+    assert.match(JSON.stringify(refused.body.problems), /does not match its sha256/);
+    // Saved past that check (as one of another version might have), the gateway makes its own.
+    const api = JSON.stringify(JSON.stringify({ id: 'probe', ...probeApi(`sha256:${sha}`, 'm2') }));
+    withControlPlaneDb(dataDir, `db.prepare('UPDATE apis SET document = ? WHERE id = ?').run(${api}, 'probe')`);
     const rejected = await gateway.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 10_000);
     assert.match(JSON.stringify(rejected.problems), /does not match its sha256/);
     assert.equal(await trace(), 'm1', 'the running chain stays');
@@ -600,10 +615,11 @@ gateways:
       process.env.GATEHOUSE_TEST_DECLARED_KEY = 'declared-secret-value';
       err.length = 0;
       assert.equal(await runCli(['apply', '-f', file], io), 0, err.join('\n'));
-      assert.match(out.join('\n'), /named value declared-key: saved \(secret\)/);
+      assert.match(out.join('\n'), /named value declared-key: created/);
       assert.match(out.join('\n'), /module chain-probe .*: sha256:[0-9a-f]{64}/);
-      assert.match(out.join('\n'), /api declared: saved/);
-      assert.match(out.join('\n'), /gateway gw-declared: serves declared/);
+      assert.match(out.join('\n'), /api declared: created/);
+      assert.match(out.join('\n'), /gateway gw-declared: created/);
+      assert.match(out.join('\n'), /applied: revision \d+ \(APIs declared; gateways gw-declared; named values declared-key\)/);
       const stored = await admin('GET', '/admin/apis/declared');
       const outbound = (stored.body.policies as { outbound: { module?: string; source?: string }[] }).outbound[0]!;
       assert.match(String(outbound.module), /^sha256:[0-9a-f]{64}$/, 'the folder was replaced by the uploaded module');

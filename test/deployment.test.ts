@@ -153,7 +153,8 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
         } else {
           assert.match(buildRuns, /npm prune --omit=dev/, 'dev dependencies are removed before node_modules is copied');
           assert.ok(copied.includes('/src/node_modules'));
-          assert.ok(copied.every((c) => /^\/src\/(package\.json|node_modules|dist\/runtime|dist\/chunks)$/.test(c)), copied.join(', '));
+          // policies/ and sdk/: the control plane builds the built-in policies to check configurations against them.
+          assert.ok(copied.every((c) => /^\/src\/(package\.json|node_modules|dist\/runtime|dist\/chunks|policies|sdk)$/.test(c)), copied.join(', '));
         }
       });
 
@@ -193,7 +194,7 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
     const child = spawn(isDeno ? 'node' : process.execPath, exec.slice(1).map((a) => (a.startsWith('/') ? inImage(a) : a)), {
       cwd: inImage(workdir),
       // As the image sets them, but on a free port of 127.0.0.1 and a folder of the test's.
-      env: { ...process.env, ...env, GATEHOUSE_CP_HOST: '127.0.0.1', GATEHOUSE_CP_PORT: '0', GATEHOUSE_CP_DATA_DIR: dataDir },
+      env: { ...process.env, ...env, GATEHOUSE_CP_HOST: '127.0.0.1', GATEHOUSE_CP_PORT: '0', GATEHOUSE_CP_DATA_DIR: dataDir, GATEHOUSE_CP_POLICY_CACHE_DIR: join(dataDir, 'policy-builds') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -216,6 +217,13 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
       const status = await send(`http://127.0.0.1:${port}`, '/status');
       assert.equal(status.status, 200, status.body);
       assert.ok(existsSync(join(dataDir, 'control-plane.db')), 'its database is in GATEHOUSE_CP_DATA_DIR');
+      // It checks what it saves against the built-in policies, which the image holds.
+      const saved = await send(`http://127.0.0.1:${port}`, '/admin/apis/limited', {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ pathPrefix: '/limited', backend: { url: 'builtin:echo' }, policies: { inbound: [{ policy: 'rate-limit', config: { calls: 5, renewalPeriod: 60 } }] } }),
+      });
+      assert.equal(saved.status, 200, saved.body);
     } finally {
       child.kill('SIGTERM');
       await exited;

@@ -4,12 +4,11 @@
 // its backup, keeps serving, keeps polling, and says what it refused in its log, its heartbeat and its metrics.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
-import { repoRoot } from '../runtime/platform/paths.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { recordControlPlane, type ControlPlaneRecorder } from './support/control-plane-recorder.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
@@ -83,15 +82,6 @@ async function instanceRow(gatewayId: string, instance: string, what: string, ok
   return row!;
 }
 
-/** Flips a byte of a stored module in the control plane's database (Node runs it: SQLite's driver is a native addon). */
-function tamperModule(sha: string): void {
-  const script = `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dataDir, 'control-plane.db'))});` +
-    `const r=db.prepare('SELECT bytes FROM modules WHERE sha256=?').get(${JSON.stringify(sha)});const b=Buffer.from(r.bytes);b[b.length-1]^=1;` +
-    `db.prepare('UPDATE modules SET bytes=? WHERE sha256=?').run(b,${JSON.stringify(sha)});db.close();`;
-  const run = spawnSync('node', ['-e', script], { cwd: repoRoot(), encoding: 'utf8' });
-  assert.equal(run.status, 0, run.stderr);
-}
-
 describe('fail static: a revision the gateway rejects', () => {
   let recorder: ControlPlaneRecorder;
   let env: Record<string, string>;
@@ -129,9 +119,11 @@ describe('fail static: a revision the gateway rejects', () => {
       dispatcher: agent,
     });
     module = String(((await uploaded.body.json()) as { module: string }).module);
-    const pem = await (await request(`${cp.url}/admin/signing-key`, { headers: { authorization: `Bearer ${cp.adminToken}` }, dispatcher: agent })).body.text();
-    const keyFile = join(tempDir('gatehouse-fail-static-key-'), 'control-plane.pem');
-    writeFileSync(keyFile, pem);
+    // The gateways trust another control plane's key: every module this one signs fails its signature check there,
+    // while the control plane itself, which checks what it saves, accepts the API that names it.
+    const otherKey = generateKeyPairSync('ed25519').publicKey.export({ format: 'pem', type: 'spki' }) as string;
+    const keyFile = join(tempDir('gatehouse-fail-static-key-'), 'other-control-plane.pem');
+    writeFileSync(keyFile, otherKey);
     await admin('PUT', '/admin/apis/shelf', echoApi('/shelf', 'good'));
     // The revision a gateway runs is the control plane's revision when it fetched the document: this one.
     good = (await admin('PUT', '/admin/gateways/gw-rejects', { apis: ['shelf'] })).revision as number;
@@ -170,16 +162,15 @@ describe('fail static: a revision the gateway rejects', () => {
   });
 
   test('a revision it rejects: the revision in force stays and the log says which, and a heartbeat right after says what was rejected', async () => {
-    // The control plane stores a module whose bytes no longer match their digest: every gateway must refuse it.
-    tamperModule(module.slice('sha256:'.length));
+    // The API now names a module whose signature the gateway does not trust: every gateway must refuse it.
     bad = (await admin('PUT', '/admin/apis/shelf', { ...echoApi('/shelf', 'bad'), policies: { outbound: [{ module, config: { tag: 'bad' } }] } })).revision as number;
     const rejected = await first.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 15_000);
     assert.equal(await header(first, '/shelf/x'), 'good');
-    assert.match(JSON.stringify(rejected.problems), /does not match its sha256/);
+    assert.match(JSON.stringify(rejected.problems), /signature is not the trusted control plane's/);
     const beat = await heartbeat(firstInstance, 'a heartbeat right after the refusal', (b) => b.rejectedRevision === bad);
     assert.equal(beat.revision, good);
     assert.equal(beat.configSource, 'control-plane');
-    assert.match(String(beat.rejectedReason), /does not match its sha256/);
+    assert.match(String(beat.rejectedReason), /signature is not the trusted control plane's/);
     assert.ok(Math.abs(Date.parse(String(beat.rejectedAt)) - Date.now()) < 10_000, `rejectedAt ${beat.rejectedAt}`);
     assert.ok(Number(beat.syncFailures) >= 1);
     assert.equal(rejected.revision, bad);

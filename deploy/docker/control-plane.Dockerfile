@@ -29,11 +29,16 @@ COPY --from=build /src/package.json /opt/gatehouse/package.json
 COPY --from=build /src/node_modules /opt/gatehouse/node_modules
 COPY --from=build /src/dist/runtime /opt/gatehouse/dist/runtime
 COPY --from=build /src/dist/chunks /opt/gatehouse/dist/chunks
+# The built-in policies and the SDK that builds them: the control plane checks every configuration it saves against
+# the policies a gateway of its version has, as the gateway would (built once, into its volume).
+COPY --from=build /src/policies /opt/gatehouse/policies
+COPY --from=build /src/sdk /opt/gatehouse/sdk
 # In a container it must listen on every interface (the default, 127.0.0.1, is for a control plane beside its users).
 ENV NODE_ENV=production \
     GATEHOUSE_CP_HOST=0.0.0.0 \
     GATEHOUSE_CP_PORT=7070 \
-    GATEHOUSE_CP_DATA_DIR=/var/lib/gatehouse-control-plane
+    GATEHOUSE_CP_DATA_DIR=/var/lib/gatehouse-control-plane \
+    GATEHOUSE_CP_POLICY_CACHE_DIR=/var/lib/gatehouse-control-plane/policy-builds
 USER 10001:10001
 EXPOSE 7070
 # The SQLite database: APIs, revisions, gateway tokens' key, the module-signing key, named values (secrets as given).

@@ -1,21 +1,26 @@
 // `gatehouse`: the operators' command for a control plane.
 //
-//   gatehouse apply -f gatehouse.yaml   pushes the named values, APIs and gateways the file declares; policies
-//                                       given as `source:` (a policy folder) are built with the SDK and uploaded,
-//                                       `module:` files uploaded, and both replaced by their `sha256:` names
+//   gatehouse apply -f gatehouse.yaml [--dry-run] [--prune] [--force]
+//                                       declares the named values, APIs and gateways of the file, all at once (one
+//                                       revision, or none when nothing changes); policies given as `source:` (a policy
+//                                       folder) are built with the SDK and uploaded, `module:` files uploaded, and both
+//                                       replaced by their `sha256:` names. --dry-run prints what would change and
+//                                       changes nothing; --prune deletes, of each kind the file declares, what it does
+//                                       not declare; --force deletes what is in use, saying what it breaks
+//   gatehouse delete api|gateway|named-value|module <id> [--force]
 //   gatehouse get                       what the control plane has: APIs, named values (never their values),
-//                                       gateways, and which instance runs which revision (with its lag and last
-//                                       heartbeat)
+//                                       gateways, and which instance runs which revision (with its lag, last heartbeat,
+//                                       and what is wrong: stale instances, missing APIs, token problems)
 //   gatehouse token issue|list|revoke   a gateway's tokens (runTokenCommand)
 //
-// The control plane: `controlPlane:` in the file, else GATEHOUSE_CONTROL_PLANE (default http://127.0.0.1:7070).
+// The control plane: GATEHOUSE_CONTROL_PLANE, else `controlPlane:` in the file, else http://127.0.0.1:7070.
 // The admin token: GATEHOUSE_ADMIN_TOKEN, else GATEHOUSE_ADMIN_TOKEN_FILE (a file holding it).
 
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { request } from 'undici';
-import { parse as parseYaml } from 'yaml';
-import { buildPolicy } from '../../sdk/cli/build.ts';
+import { LineCounter, parseDocument } from 'yaml';
+import { formatPath, yamlLocator, type DocPath } from '../config/load.ts';
 import { policyEntries } from '../config/policy-entries.ts';
 import { MODULE_REF } from '../sync/module-refs.ts';
 
@@ -31,33 +36,45 @@ const TOKEN_USAGE = `       gatehouse token issue <gateway> [--days 1-30]       
        gatehouse token revoke <gateway> <token-id>                one token; the others stay valid
        gatehouse token revoke <gateway> --all                     every token issued to the gateway so far`;
 
-const USAGE = `usage: gatehouse apply -f <gatehouse.yaml>
+const USAGE = `usage: gatehouse apply -f <gatehouse.yaml> [--dry-run] [--prune] [--force]
+       gatehouse delete api|gateway|named-value|module <id> [--force]
        gatehouse get
 ${TOKEN_USAGE}
-environment: GATEHOUSE_CONTROL_PLANE (http://127.0.0.1:7070), GATEHOUSE_ADMIN_TOKEN or GATEHOUSE_ADMIN_TOKEN_FILE`;
+environment: GATEHOUSE_CONTROL_PLANE (http://127.0.0.1:7070; wins over the file's controlPlane:),
+             GATEHOUSE_ADMIN_TOKEN or GATEHOUSE_ADMIN_TOKEN_FILE`;
+
+const DEFAULT_CONTROL_PLANE = 'http://127.0.0.1:7070';
 
 class CliError extends Error {}
 
-interface Declaration {
-  controlPlane?: string;
-  /** By name: `value`, or `fromEnv` (the variable of the shell that runs `gatehouse apply`), and `secret`. */
-  namedValues?: Record<string, { value?: unknown; fromEnv?: unknown; secret?: unknown }>;
-  apis?: Record<string, unknown>[];
-  gateways?: { id: string; apis: string[] }[];
-}
+/** The top-level keys of an apply file. */
+const FILE_KEYS = ['controlPlane', 'namedValues', 'apis', 'gateways'];
 
 export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<number> {
+  if (io === consoleIo) exitQuietlyOnClosedPipe();
   try {
     const [command, ...rest] = argv;
     if (command === 'apply') return await apply(rest, io);
     if (command === 'get') return await get(io);
     if (command === 'token') return await runTokenCommand(rest, io);
+    if (command === 'delete') return await deleteObject(rest, io);
     io.err(USAGE);
     return command === undefined || command === '--help' || command === '-h' ? 0 : 2;
   } catch (err) {
     io.err(`gatehouse: ${(err as Error).message}`);
     return 1;
   }
+}
+
+/**
+ * `gatehouse get | head -1`: once the reader is gone there is nobody to tell anything, so the command ends (exit 0)
+ * instead of dying of the failed write with a stack trace.
+ */
+function exitQuietlyOnClosedPipe(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
 }
 
 async function adminToken(): Promise<string> {
@@ -67,13 +84,21 @@ async function adminToken(): Promise<string> {
   throw new CliError('set GATEHOUSE_ADMIN_TOKEN (or GATEHOUSE_ADMIN_TOKEN_FILE) to the control plane\'s admin token');
 }
 
+/** A problem of the control plane's answer: `path` is its place in the request, when it is in it. */
+interface AnswerProblem {
+  where?: string;
+  path?: DocPath | null;
+  message?: string;
+}
+
 class ControlPlaneClient {
   constructor(
     readonly url: string,
     private readonly token: string,
   ) {}
 
-  async call(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<Record<string, unknown>> {
+  /** The answer whatever its status (JSON; {} when empty or not JSON). */
+  async send(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<{ status: number; json: Record<string, unknown>; text: string }> {
     let res;
     try {
       res = await request(new URL(path, this.url), {
@@ -89,110 +114,267 @@ class ControlPlaneClient {
     try {
       json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
     } catch {
-      // not JSON: reported below if the status says it failed
+      // not JSON: reported by the caller if the status says it failed
     }
-    if (res.statusCode >= 300) {
-      const problems = Array.isArray(json.problems)
-        ? (json.problems as { where?: string; message?: string }[]).map((p) => `\n  ${p.where ?? ''}: ${p.message ?? ''}`).join('')
-        : '';
-      throw new CliError(`${method} ${path}: ${res.statusCode} ${String(json.detail ?? text.slice(0, 200))}${problems}`);
-    }
+    return { status: res.statusCode, json, text };
+  }
+
+  /** The answer of a call that must succeed; a failure is a CliError with the control plane's problems. */
+  async call(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<Record<string, unknown>> {
+    const { status, json, text } = await this.send(method, path, body, contentType);
+    if (status >= 300) throw new CliError(failure(method, path, status, json, text, (p) => p.where ?? ''));
     return json;
   }
 }
 
+/** A failed call in words: the status, the control plane's `detail`, then each problem on its line placed by `where`. */
+function failure(method: string, path: string, status: number, json: Record<string, unknown>, text: string, where: (p: AnswerProblem) => string): string {
+  const problems = Array.isArray(json.problems) ? (json.problems as AnswerProblem[]).map((p) => `\n  ${where(p)}: ${p.message ?? ''}`).join('') : '';
+  return `${method} ${path}: ${status} ${String(json.detail ?? text.slice(0, 200))}${problems}`;
+}
+
+/** The control plane to use, and why that one: the environment wins over the file, as for every other setting. */
+function controlPlaneUrl(fromFile?: { url: string; where: string }): { url: string; from: string } {
+  if (process.env.GATEHOUSE_CONTROL_PLANE) return { url: process.env.GATEHOUSE_CONTROL_PLANE, from: 'GATEHOUSE_CONTROL_PLANE' };
+  if (fromFile) return { url: fromFile.url, from: fromFile.where };
+  return { url: DEFAULT_CONTROL_PLANE, from: 'the default; set GATEHOUSE_CONTROL_PLANE' };
+}
+
+/** `--flag` options and `-f <value>`-style ones of `args`; anything else is an error naming it. */
+function options(args: string[], flags: string[], valued: string[] = []): { flags: Set<string>; values: Map<string, string>; rest: string[] } {
+  const out = { flags: new Set<string>(), values: new Map<string, string>(), rest: [] as string[] };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (flags.includes(arg)) out.flags.add(arg);
+    else if (valued.includes(arg)) {
+      const value = args[++i];
+      if (value === undefined) throw new CliError(`${arg} needs a value\n${USAGE}`);
+      out.values.set(arg, value);
+    } else if (arg.startsWith('-')) throw new CliError(`unknown option ${arg}\n${USAGE}`);
+    else out.rest.push(arg);
+  }
+  return out;
+}
+
 async function apply(args: string[], io: CliIo): Promise<number> {
-  const f = args.indexOf('-f');
-  const file = f >= 0 ? args[f + 1] : undefined;
-  if (!file) throw new CliError(`apply needs -f <file>\n${USAGE}`);
+  const parsed = options(args, ['--dry-run', '--prune', '--force'], ['-f']);
+  const file = parsed.values.get('-f');
+  if (!file || parsed.rest.length > 0) throw new CliError(`apply needs -f <file>, and nothing else\n${USAGE}`);
   const path = resolve(file);
-  const declaration = parseYaml(await readFile(path, 'utf8')) as Declaration;
-  if (!declaration || typeof declaration !== 'object') throw new CliError(`${file}: not a YAML mapping`);
-  const client = new ControlPlaneClient(
-    declaration.controlPlane ?? process.env.GATEHOUSE_CONTROL_PLANE ?? 'http://127.0.0.1:7070',
-    await adminToken(),
-  );
+  const lines = new LineCounter();
+  const yamlDoc = parseDocument(await readFile(path, 'utf8'), { lineCounter: lines });
+  if (yamlDoc.errors.length > 0) {
+    throw new CliError(yamlDoc.errors.map((e) => `${file}:${e.linePos?.[0]?.line ?? 1}: ${e.message.split('\n')[0]}`).join('\n'));
+  }
+  const locate = yamlLocator(yamlDoc, lines);
+  /** `file:line: apis[1].policies` for a place in the file. */
+  const at = (where: DocPath) => {
+    const line = locate(where);
+    return `${file}${line === undefined ? '' : `:${line}`}: ${formatPath(where)}`;
+  };
+  const declaration = yamlDoc.toJS() as Record<string, unknown> | null;
+  if (!declaration || typeof declaration !== 'object' || Array.isArray(declaration)) {
+    throw new CliError(`${file}: must be a YAML mapping with ${FILE_KEYS.join(', ')}`);
+  }
+
+  // What can be told from the file alone, all of it, before anything is sent.
+  const problems: string[] = [];
+  for (const key of Object.keys(declaration)) {
+    if (FILE_KEYS.includes(key)) continue;
+    const near = FILE_KEYS.find((k) => k.toLowerCase().startsWith(key.toLowerCase().slice(0, 4)));
+    problems.push(`${at([key])}: unknown key (a file declares ${FILE_KEYS.join(', ')})${near ? `; did you mean ${near}?` : ''}`);
+  }
+  const { controlPlane } = declaration;
+  if (controlPlane !== undefined && typeof controlPlane !== 'string') problems.push(`${at(['controlPlane'])}: must be a URL`);
+  const namedValues: Record<string, unknown> = {};
+  const declaredValues = declaration.namedValues;
+  if (declaredValues !== undefined && (declaredValues === null || typeof declaredValues !== 'object' || Array.isArray(declaredValues))) {
+    problems.push(`${at(['namedValues'])}: must be a mapping of names to {value or fromEnv, secret}`);
+  } else {
+    for (const [name, declared] of Object.entries((declaredValues ?? {}) as Record<string, unknown>)) {
+      const body = namedValueBody(declared, (rest, message) => problems.push(`${at(['namedValues', name, ...rest])}: ${message}`));
+      if (body) namedValues[name] = body;
+    }
+  }
+  if (problems.length > 0) throw new CliError(`${file} cannot be applied (nothing was sent):\n  ${problems.join('\n  ')}`);
+
+  const used = controlPlaneUrl(typeof controlPlane === 'string' ? { url: controlPlane, where: at(['controlPlane']).replace(/: controlPlane$/, '') } : undefined);
+  io.out(`control plane ${used.url} (from ${used.from})`);
+  const client = new ControlPlaneClient(used.url, await adminToken());
+
+  // Policy folders and module files become uploaded modules. Uploads are stored by content and are no revision: a
+  // module serves no gateway until an API names it (that is the apply, or the dry run's preview).
   const baseDir = dirname(path);
   const uploaded = new Map<string, string>(); // file or folder -> sha256:<hex>
   const upload = async (what: string, bytes: Uint8Array) => {
     const result = await client.call('POST', '/admin/modules', bytes, 'application/wasm');
-    io.out(`module ${result.name} ${result.version}: ${result.module} (${what})`);
+    io.out(`module ${result.name} ${result.version}: ${result.module} (${what}${result.stored === 'already' ? ', uploaded before' : ''})`);
     return String(result.module);
   };
-  // Named values first: the APIs that refer to them are checked against them. All are read before any is sent.
-  const namedValues = Object.entries(declaration.namedValues ?? {}).map(([name, declared]) => [name, namedValueBody(file, name, declared)] as const);
-  for (const [name, body] of namedValues) {
-    const saved = await client.call('PUT', `/admin/named-values/${encodeURIComponent(name)}`, body);
-    io.out(`named value ${name}: saved${saved.secret ? ' (secret)' : ''} (revision ${saved.revision})`);
-  }
-  for (const api of declaration.apis ?? []) {
-    if (typeof api.id !== 'string') throw new CliError(`${file}: every API needs an id`);
-    for (const { entry } of policyEntries({ apis: [api] })) {
-      if (typeof entry.source === 'string') {
-        const folder = resolve(baseDir, entry.source);
-        if (!uploaded.has(folder)) uploaded.set(folder, await upload(entry.source, (await buildPolicy({ source: folder })).wasm));
-        entry.module = uploaded.get(folder);
-        delete entry.source;
-      } else if (typeof entry.module === 'string' && !MODULE_REF.test(entry.module)) {
-        const wasm = resolve(baseDir, entry.module);
-        if (!uploaded.has(wasm)) uploaded.set(wasm, await upload(entry.module, new Uint8Array(await readFile(wasm))));
-        entry.module = uploaded.get(wasm);
+  const apis = declaration.apis;
+  if (Array.isArray(apis)) {
+    // Loaded only here: the SDK's build (esbuild, the compiler) would slow every other command.
+    const { buildPolicy } = await import('../../sdk/cli/build.ts');
+    for (const api of apis) {
+      for (const { entry } of policyEntries({ apis: [api] })) {
+        if (typeof entry.source === 'string') {
+          const folder = resolve(baseDir, entry.source);
+          if (!uploaded.has(folder)) uploaded.set(folder, await upload(entry.source, (await buildPolicy({ source: folder })).wasm));
+          entry.module = uploaded.get(folder);
+          delete entry.source;
+        } else if (typeof entry.module === 'string' && !MODULE_REF.test(entry.module)) {
+          const wasm = resolve(baseDir, entry.module);
+          if (!uploaded.has(wasm)) uploaded.set(wasm, await upload(entry.module, new Uint8Array(await readFile(wasm))));
+          entry.module = uploaded.get(wasm);
+        }
       }
     }
-    const { id, ...rest } = api;
-    const saved = await client.call('PUT', `/admin/apis/${id}`, rest);
-    io.out(`api ${id}: saved (revision ${saved.revision})`);
   }
-  for (const gateway of declaration.gateways ?? []) {
-    const saved = await client.call('PUT', `/admin/gateways/${gateway.id}`, { apis: gateway.apis });
-    io.out(`gateway ${gateway.id}: serves ${gateway.apis.join(', ') || 'no API'} (revision ${saved.revision})`);
+
+  const body: Record<string, unknown> = {
+    dryRun: parsed.flags.has('--dry-run'),
+    prune: parsed.flags.has('--prune'),
+    force: parsed.flags.has('--force'),
+  };
+  if (declaredValues !== undefined) body.namedValues = namedValues;
+  if (declaration.apis !== undefined) body.apis = apis;
+  if (declaration.gateways !== undefined) body.gateways = declaration.gateways;
+  const answer = await client.send('POST', '/admin/apply', body);
+  if (answer.status >= 300) {
+    // Each problem at its line of the file: the request holds the file's lists in the file's order.
+    // In the file's order.
+    const line = (p: AnswerProblem) => (p.path ? (locate(p.path) ?? 0) : 0);
+    if (Array.isArray(answer.json.problems)) (answer.json.problems as AnswerProblem[]).sort((a, b) => line(a) - line(b));
+    throw new CliError(failure('apply', file, answer.status, answer.json, answer.text, (p) => (p.path ? at(p.path) : (p.where ?? file))));
   }
+  printChanges(answer.json as unknown as ApplyAnswer, body.dryRun === true, io);
   return 0;
 }
 
-/** The control plane's body for a declared named value; a value from the environment is read here, not written down. */
-function namedValueBody(file: string, name: string, declared: unknown): { value: string; secret?: boolean } {
-  const where = `${file}: namedValues.${name}`;
-  if (!declared || typeof declared !== 'object') throw new CliError(`${where}: must be a mapping with "value" or "fromEnv"`);
-  const { value, fromEnv, secret } = declared as { value?: unknown; fromEnv?: unknown; secret?: unknown };
-  if ((value === undefined) === (fromEnv === undefined)) throw new CliError(`${where}: give exactly one of "value" or "fromEnv"`);
-  if (secret !== undefined && typeof secret !== 'boolean') throw new CliError(`${where}.secret: must be true or false`);
-  let text: string;
-  if (fromEnv !== undefined) {
-    if (typeof fromEnv !== 'string' || process.env[fromEnv] === undefined) {
-      throw new CliError(`${where}.fromEnv: the environment variable ${String(fromEnv)} is not set`);
-    }
-    text = process.env[fromEnv]!;
-  } else {
-    if (typeof value !== 'string') throw new CliError(`${where}.value: must be a string (quote numbers and booleans)`);
-    text = value;
-  }
-  return secret === undefined ? { value: text } : { value: text, secret };
+interface ApplyAnswer {
+  revision: number;
+  changes: { kind: string; id: string; action: string; fields?: { path: string; before?: unknown; after?: unknown; secret?: true }[] }[];
+  unchanged: { kind: string; id: string }[];
+  breaks: string[];
 }
 
-async function get(io: CliIo): Promise<number> {
-  const client = new ControlPlaneClient(process.env.GATEHOUSE_CONTROL_PLANE ?? 'http://127.0.0.1:7070', await adminToken());
-  const apis = (await client.call('GET', '/admin/apis')) as { revision: number; apis: { id: string; pathPrefix?: string }[] };
-  const gateways = (await client.call('GET', '/admin/gateways')) as {
-    gateways: {
-      id: string;
-      apis: string[];
-      instances: {
-        instance: string;
-        host: string;
-        revision: number | null;
-        revisionsBehind: number | null;
-        health: string;
-        secondsSinceHeartbeat: number;
-        tokenExpiresAt: string | null;
-      }[];
-    }[];
+/** What an apply changed (or, dry, would change): each object, each field, what forcing broke, and the revision. */
+function printChanges(answer: ApplyAnswer, dryRun: boolean, io: CliIo): void {
+  const value = (v: unknown) => (v === undefined ? '(none)' : JSON.stringify(v).slice(0, 120));
+  for (const change of answer.changes) {
+    const id = change.kind === 'module' ? `sha256:${change.id}` : change.id;
+    io.out(`${change.kind} ${id}: ${dryRun ? `would be ${change.action}d` : `${change.action}d`}`);
+    for (const field of change.fields ?? []) {
+      io.out(`  ${field.path}: ${field.secret ? 'changed (secret)' : `${value(field.before)} -> ${value(field.after)}`}`);
+    }
+  }
+  for (const broken of answer.breaks) io.out(`${dryRun ? 'would break' : 'forced'}: ${broken}`);
+  const names = (kind: string) => answer.changes.filter((c) => c.kind === kind).map((c) => c.id);
+  const touched = [['APIs', names('api')], ['gateways', names('gateway')], ['named values', names('named value')], ['modules', names('module')]]
+    .filter(([, ids]) => ids!.length > 0)
+    .map(([what, ids]) => `${what} ${(ids as string[]).join(', ')}`)
+    .join('; ');
+  const unchanged = answer.unchanged.length > 0 ? ` (${answer.unchanged.length} unchanged)` : '';
+  if (answer.changes.length === 0) io.out(`no change: revision ${answer.revision} is current${unchanged}`);
+  else if (dryRun) io.out(`dry run: nothing was changed; applying would make one revision after ${answer.revision} (${touched})${unchanged}`);
+  else io.out(`applied: revision ${answer.revision} (${touched})${unchanged}`);
+}
+
+/**
+ * The control plane's body for a declared named value; a value from the environment is read here, not written down.
+ * Null, with `problem` told each mistake, when it cannot be made.
+ */
+function namedValueBody(
+  declared: unknown,
+  problem: (at: DocPath, message: string) => void,
+): { value: string; secret?: boolean; overlapSeconds?: number } | null {
+  if (!declared || typeof declared !== 'object' || Array.isArray(declared)) {
+    problem([], 'must be a mapping with "value" or "fromEnv" (and "secret", "overlapSeconds")');
+    return null;
+  }
+  const { value, fromEnv, secret, overlapSeconds, ...unknown } = declared as Record<string, unknown>;
+  for (const key of Object.keys(unknown)) problem([key], 'unknown key (allowed: value, fromEnv, secret, overlapSeconds)');
+  if ((value === undefined) === (fromEnv === undefined)) problem([], 'give exactly one of "value" or "fromEnv"');
+  if (secret !== undefined && typeof secret !== 'boolean') problem(['secret'], 'must be true or false');
+  if (overlapSeconds !== undefined && (typeof overlapSeconds !== 'number' || !Number.isInteger(overlapSeconds) || overlapSeconds < 0)) {
+    problem(['overlapSeconds'], 'must be a whole number of seconds');
+  }
+  let text: string | undefined;
+  if (fromEnv !== undefined) {
+    if (typeof fromEnv !== 'string' || process.env[fromEnv] === undefined) problem(['fromEnv'], `the environment variable ${String(fromEnv)} is not set`);
+    else text = process.env[fromEnv];
+  } else if (value !== undefined) {
+    if (typeof value !== 'string') problem(['value'], 'must be a string (quote numbers and booleans)');
+    else text = value;
+  }
+  if (text === undefined || Object.keys(unknown).length > 0) return null;
+  return {
+    value: text,
+    ...(typeof secret === 'boolean' ? { secret } : {}),
+    ...(typeof overlapSeconds === 'number' ? { overlapSeconds } : {}),
   };
+}
+
+/** `gatehouse delete <kind> <id>`: the admin API's collection for each kind. */
+const DELETABLE: Record<string, string> = { api: 'apis', gateway: 'gateways', 'named-value': 'named-values', module: 'modules' };
+
+async function deleteObject(args: string[], io: CliIo): Promise<number> {
+  const parsed = options(args, ['--force']);
+  const [kind, id, ...extra] = parsed.rest;
+  if (!kind || !id || extra.length > 0 || !Object.hasOwn(DELETABLE, kind)) {
+    throw new CliError(`delete needs what and which: ${Object.keys(DELETABLE).join('|')} <id>\n${USAGE}`);
+  }
+  const used = controlPlaneUrl();
+  const client = new ControlPlaneClient(used.url, await adminToken());
+  const path = `/admin/${DELETABLE[kind]}/${encodeURIComponent(id)}${parsed.flags.has('--force') ? '?force=true' : ''}`;
+  const answer = await client.send('DELETE', path);
+  if (answer.status >= 300) {
+    const hint = answer.status === 409 && answer.json.forceable === true ? '\n(gatehouse delete --force deletes it anyway)' : '';
+    throw new CliError(`${failure('delete', `${kind} ${id}`, answer.status, answer.json, answer.text, (p) => p.where ?? '')}${hint}`);
+  }
+  const { revision, breaks } = answer.json as { revision: number; breaks?: string[] };
+  for (const broken of breaks ?? []) io.out(`forced: ${broken}`);
+  io.out(`deleted ${kind} ${id} (revision ${revision}, control plane ${used.url})`);
+  return 0;
+}
+
+interface GatewayView {
+  id: string;
+  apis: string[];
+  missingApis: string[];
+  lastTokenRefusal: { reason: string; at: string } | null;
+  instances: {
+    instance: string;
+    host: string;
+    revision: number | null;
+    revisionsBehind: number | null;
+    health: string;
+    stale: boolean;
+    secondsSinceHeartbeat: number;
+    tokenExpiresAt: string | null;
+    configSource: 'control-plane' | 'backup' | null;
+    rejectedRevision: number | null;
+    rejectedReason: string | null;
+    tokenState: 'unknown' | 'accepted' | 'refused';
+    lastSyncAt: string | null;
+    syncFailures: number;
+  }[];
+}
+
+/** A token that expires within this many days is flagged. */
+const TOKEN_WARNING_DAYS = 7;
+
+async function get(io: CliIo): Promise<number> {
+  const used = controlPlaneUrl();
+  const client = new ControlPlaneClient(used.url, await adminToken());
+  const apis = (await client.call('GET', '/admin/apis')) as { revision: number; apis: { id: string; pathPrefix?: string }[] };
+  const gateways = (await client.call('GET', '/admin/gateways')) as { staleAfterSeconds: number; gateways: GatewayView[] };
+  const named = (await client.call('GET', '/admin/named-values')) as { namedValues: { name: string; secret: boolean; usedBy: string[] }[] };
   io.out(`control plane ${client.url}, revision ${apis.revision}`);
   io.out('');
   io.out('APIs');
+  if (apis.apis.length === 0) io.out('  none');
   for (const api of apis.apis) io.out(`  ${api.id}  ${api.pathPrefix ?? ''}`);
-  const named = (await client.call('GET', '/admin/named-values')) as { namedValues: { name: string; secret: boolean; usedBy: string[] }[] };
   io.out('');
   io.out('named values');
   if (named.namedValues.length === 0) io.out('  none');
@@ -201,15 +383,16 @@ async function get(io: CliIo): Promise<number> {
   }
   io.out('');
   io.out('gateways');
+  if (gateways.gateways.length === 0) io.out('  none');
   for (const g of gateways.gateways) {
     io.out(`  ${g.id}: ${g.apis.join(', ') || 'no API'}`);
-    if (g.instances.length === 0) io.out('    no heartbeat yet');
-    for (const i of g.instances) {
-      const behind = i.revisionsBehind === null ? 'no revision yet' : i.revisionsBehind === 0 ? 'up to date' : `${i.revisionsBehind} behind`;
-      const days = i.tokenExpiresAt === null ? null : Math.floor((Date.parse(i.tokenExpiresAt) - Date.now()) / 86_400_000);
-      const token = days === null ? '' : days < 0 ? ', token expired' : `, token expires in ${days} d`;
-      io.out(`    ${i.instance.slice(0, 8)} on ${i.host}: revision ${i.revision ?? '-'} (${behind}), ${i.health}, heartbeat ${i.secondsSinceHeartbeat} s ago${token}`);
+    for (const api of g.missingApis) io.out(`    ! names API ${api}, which does not exist: it serves nothing for it`);
+    const refusal = g.lastTokenRefusal;
+    if (refusal && Date.now() - Date.parse(refusal.at) < gateways.staleAfterSeconds * 1000) {
+      io.out(`    ! a token of this gateway was refused ${ago(refusal.at)} (${refusal.reason}): issue a new one`);
     }
+    if (g.instances.length === 0) io.out('    no heartbeat yet');
+    for (const i of g.instances) io.out(`    ${instanceLine(i)}`);
   }
   return 0;
 }
@@ -233,7 +416,7 @@ async function runTokenCommand(args: string[], io: CliIo): Promise<number> {
     io.err(`gatehouse token: name what to do and the gateway\n${TOKEN_USAGE.replace(/^ {7}/gm, '  ')}`);
     return 2;
   }
-  const client = new ControlPlaneClient(process.env.GATEHOUSE_CONTROL_PLANE ?? 'http://127.0.0.1:7070', await adminToken());
+  const client = new ControlPlaneClient(process.env.GATEHOUSE_CONTROL_PLANE ?? DEFAULT_CONTROL_PLANE, await adminToken());
   const at = (iso: string | null) => (iso === null ? '-' : iso.replace(/\.\d{3}Z$/, 'Z'));
   const path = `/admin/gateways/${encodeURIComponent(gateway)}`;
   if (action === 'issue') {
@@ -276,4 +459,24 @@ async function runTokenCommand(args: string[], io: CliIo): Promise<number> {
   io.out(`gateway ${gateway}: token ${revoked.id} revoked ${at(revoked.revokedAt)} (last used ${at(revoked.lastUsedAt)})`);
   if (revoked.validTokensLeft === 0) io.err(`gatehouse: gateway ${gateway} has no valid token left: its gateways are refused until one is issued`);
   return 0;
+}
+
+/** One instance: what it runs, how far behind, its health, and each thing wrong with it after a `!`. */
+function instanceLine(i: GatewayView['instances'][number]): string {
+  const behind = i.revisionsBehind === null ? 'no revision yet' : i.revisionsBehind === 0 ? 'up to date' : `${i.revisionsBehind} behind`;
+  const source = i.configSource === 'backup' ? ', from its backup' : '';
+  const parts = [`${i.instance} on ${i.host}: revision ${i.revision ?? '-'} (${behind}${source}), ${i.health}, heartbeat ${i.secondsSinceHeartbeat} s ago`];
+  const days = i.tokenExpiresAt === null ? null : (Date.parse(i.tokenExpiresAt) - Date.now()) / 86_400_000;
+  if (i.stale) parts.push(`! stale: no heartbeat for ${i.secondsSinceHeartbeat} s (stopped, or cannot reach the control plane)`);
+  if (i.tokenState === 'refused') parts.push('! its token is refused: issue a new one');
+  else if (days !== null && days < 0) parts.push('! token expired');
+  else if (days !== null && days < TOKEN_WARNING_DAYS) parts.push(`! token expires in ${Math.floor(days * 24)} h: issue a new one`);
+  else if (days !== null) parts.push(`token expires in ${Math.floor(days)} d`);
+  if (i.rejectedRevision !== null) parts.push(`! refused revision ${i.rejectedRevision}: ${i.rejectedReason ?? 'no reason given'}`);
+  if (i.syncFailures > 0) parts.push(`! ${i.syncFailures} failed polls${i.lastSyncAt ? `, last answered ${ago(i.lastSyncAt)}` : ''}`);
+  return parts.join(', ');
+}
+
+function ago(at: string): string {
+  return `${Math.max(0, Math.round((Date.now() - Date.parse(at)) / 1000))} s ago`;
 }

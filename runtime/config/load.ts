@@ -24,15 +24,25 @@ export interface ConfigProblem {
   message: string;
 }
 
+/** A problem with its place as a path in the document, when it has one (syntax errors have none). */
+export type LocatedProblem = ConfigProblem & { path?: DocPath };
+
 /** A configuration that cannot be used; `problems` names every mistake found, not only the first. */
 export class ConfigError extends Error {
   readonly problems: ConfigProblem[];
+  /**
+   * The path in the document of each problem (same order as `problems`; null when it has none). Kept apart from
+   * `problems`, which are logged as they are: a caller that checks a document built from another (the control plane
+   * checking an API of an apply file) maps these back to the places its user wrote.
+   */
+  readonly paths: (DocPath | null)[];
 
-  constructor(problems: ConfigProblem[], summary = 'the gateway configuration is not valid') {
+  constructor(problems: LocatedProblem[], summary = 'the gateway configuration is not valid') {
     const count = problems.length === 1 ? '1 problem' : `${problems.length} problems`;
     super([`${summary} (${count}):`, ...problems.map((p) => `  ${p.where}: ${oneLine(p.message)}`)].join('\n'));
     this.name = 'ConfigError';
     this.problems = problems.map(({ where, message }) => ({ where, message }));
+    this.paths = problems.map((p) => p.path ?? null);
   }
 }
 
@@ -57,7 +67,7 @@ export function formatPath(path: DocPath): string {
   return out === '' ? '(document)' : out;
 }
 
-type Locator = (path: DocPath) => number | undefined;
+export type Locator = (path: DocPath) => number | undefined;
 
 /** Line lookups for documents that parseGatewayDocument returned (documents built in code have none). */
 const locators = new WeakMap<object, Locator>();
@@ -68,7 +78,8 @@ export function problemWhere(doc: unknown, sourceName: string, path: DocPath): s
   return line === undefined ? `${sourceName}: ${formatPath(path)}` : `${sourceName}:${line}: ${formatPath(path)}`;
 }
 
-function yamlLocator(yamlDoc: Document, lines: LineCounter): Locator {
+/** The line (1-based) of the node at `path` of a parsed YAML document, or of the closest enclosing node that exists. */
+export function yamlLocator(yamlDoc: Document, lines: LineCounter): Locator {
   const lineOf = (node: unknown) => {
     const range = (node as { range?: [number, number, number] } | null)?.range;
     return Array.isArray(range) ? lines.linePos(range[0]).line : undefined;
@@ -126,7 +137,7 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
   }
   // `line` orders the problems; 0 when unknown. Past MAX_PROBLEMS they are only counted (and not located: finding
   // the line of each of 100,000 unknown keys would itself take long).
-  const problems: (ConfigProblem & { line: number })[] = [];
+  const problems: (LocatedProblem & { line: number })[] = [];
   let unlisted = 0;
   const syntaxProblem = (line: number, column: number, message: string) => {
     if (problems.length >= MAX_PROBLEMS) unlisted++;
@@ -213,7 +224,7 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
     }
     const line = locate(path);
     const where = line === undefined ? `${sourceName}: ${formatPath(path)}` : `${sourceName}:${line}: ${formatPath(path)}`;
-    problems.push({ where, message: oneLine(message), line: line ?? 0 });
+    problems.push({ where, message: oneLine(message), line: line ?? 0, path });
   };
 
   if (data === null || data === undefined) {
@@ -232,7 +243,7 @@ export function parseGatewayDocument(text: string, sourceName: string): GatewayD
         return seen.has(key) ? false : (seen.add(key), true);
       })
       .sort((a, b) => a.line - b.line)
-      .map(({ where, message }) => ({ where, message }));
+      .map(({ where, message, path }): LocatedProblem => ({ where, message, path }));
     if (unlisted > 0) unique.push({ where: wholeDocument, message: `and ${unlisted} more problems, not listed` });
     throw new ConfigError(unique, `${sourceName} is not a valid gateway configuration`);
   }

@@ -16,7 +16,7 @@ import {
   type PolicyHost,
   type PolicyModule,
 } from '../policy-host/index.ts';
-import { ConfigError, problemWhere, type ConfigProblem, type DocPath } from './load.ts';
+import { ConfigError, problemWhere, type DocPath, type LocatedProblem } from './load.ts';
 import { grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
 import type { GatewayDocument, PhaseChains, PolicyEntry } from './types.ts';
 
@@ -82,10 +82,10 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
     apis.set(api.id, { api: apiChain, operations });
   });
 
-  const problems: ConfigProblem[] = [];
+  const problems: LocatedProblem[] = [];
   const report = (slot: Slot, messages: string[]) => {
     const where = problemWhere(doc, sourceName, slot.path);
-    for (const message of messages) problems.push({ where, message });
+    for (const message of messages) problems.push({ where, message, path: slot.path });
   };
   const seenIds = new Set<string>();
   for (const slot of slots) {

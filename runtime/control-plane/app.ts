@@ -3,17 +3,18 @@
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import { ConfigError, parseGatewayDocument } from '../config/load.ts';
+import type { IncomingMessage } from 'node:http';
+import { formatPath, type DocPath } from '../config/load.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { ControlPlaneStore, GatewayRecord, GatewayTokenRecord, StoredNamedValue, TelemetryRow } from './store.ts';
-import { MAX_NAMED_VALUE_LENGTH, NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
-import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, type TokenClaims } from './tokens.ts';
+import { NO_SYNC_REPORT, type ControlPlaneStore, type GatewayRecord, type GatewayTokenRecord, type StoredNamedValue, type SyncReport, type TelemetryRow } from './store.ts';
+import { NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
+import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, readClaims, type TokenClaims } from './tokens.ts';
 import { ModuleSigner, newSigningKey } from './signing.ts';
 import { loadPolicyModule, sha256Hex } from '../policy-host/module.ts';
 import { PolicyLoadError } from '../policy-host/errors.ts';
-import { pathReferences, referencedModules } from '../sync/module-refs.ts';
+import { ID, nextNamedValue, plan, type Operation, type PlanProblem, type StateNamedValue } from './plan.ts';
+import type { DocumentValidator } from './validation.ts';
 
-const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 /** How precisely a token's `lastUsedAt` is kept. */
 const TOKEN_USE_RESOLUTION_MS = 10_000;
 
@@ -21,11 +22,21 @@ export interface ControlPlaneOptions {
   store: ControlPlaneStore;
   adminToken: string;
   logger: Logger;
+  /** Checks gateway documents as a gateway would, before any change is saved. */
+  validator: DocumentValidator;
+  /** An instance whose last heartbeat is older is shown `stale` (GATEHOUSE_CP_STALE_AFTER_MS, default 3 minutes). */
+  staleAfterMs?: number;
+  /** An instance whose last heartbeat is older is forgotten (GATEHOUSE_CP_DROP_AFTER_MS, default an hour). */
+  dropAfterMs?: number;
   now?: () => number;
 }
 
-function problem(c: Context, status: 400 | 401 | 404 | 409, detail: string, extra: Record<string, unknown> = {}) {
-  const title = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict' }[status];
+/** Three heartbeats missed at the gateways' default interval (a minute). */
+export const DEFAULT_STALE_AFTER_MS = 180_000;
+export const DEFAULT_DROP_AFTER_MS = 3_600_000;
+
+function problem(c: Context, status: 400 | 401 | 404 | 409 | 500, detail: string, extra: Record<string, unknown> = {}) {
+  const title = { 400: 'Bad Request', 401: 'Unauthorized', 404: 'Not Found', 409: 'Conflict', 500: 'Internal Server Error' }[status];
   return c.body(JSON.stringify({ type: 'about:blank', title, status, detail, ...extra }), status, {
     'content-type': 'application/problem+json',
   });
@@ -40,21 +51,43 @@ function sameSecret(given: string, expected: string): boolean {
 
 /** The longest overlap of a named value's rotation: as long as a gateway token may live. */
 const MAX_OVERLAP_SECONDS = 30 * 24 * 3600;
+const OVERLAP_HINT = `how long the previous value stays accepted, an integer from 0 to ${MAX_OVERLAP_SECONDS} (30 days)`;
+const validOverlap = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_OVERLAP_SECONDS;
 
 export function controlPlaneApp(options: ControlPlaneOptions): Hono {
-  const { store, logger } = options;
+  const { store, logger, validator } = options;
   const now = options.now ?? Date.now;
+  const staleAfterMs = options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS;
+  const dropAfterMs = Math.max(options.dropAfterMs ?? DEFAULT_DROP_AFTER_MS, staleAfterMs);
   const tokenKey = store.secret('gateway-token-key');
   const signer = new ModuleSigner(store.secret('module-signing-key', newSigningKey));
   const app = new Hono();
 
   app.get('/status', (c) => c.json({ status: 'ok', revision: store.revision() }));
 
+  // Every answer is JSON, errors included: a client reads `detail` whatever went wrong.
+  app.notFound((c) => problem(c, 404, `no such endpoint: ${c.req.method} ${c.req.path} (the endpoints: docs/control-plane.openapi.yaml)`));
+  app.onError((err, c) => {
+    logger.error('request failed', { method: c.req.method, path: c.req.path, error: err.message, stack: err.stack });
+    return problem(c, 500, `the control plane failed to answer: ${err.message}`);
+  });
+
   // --- admin -------------------------------------------------------------------------------------------------------
   app.use('/admin/*', async (c, next) => {
     const auth = c.req.header('authorization') ?? '';
-    if (!auth.startsWith('Bearer ') || !sameSecret(auth.slice(7), options.adminToken)) {
-      return problem(c, 401, 'an admin token is required (Authorization: Bearer <token>)');
+    const given = auth.startsWith('Bearer ') ? auth.slice(7).trim() : '';
+    if (given === '' || !sameSecret(given, options.adminToken)) {
+      // Logged: a wrong token is someone with the wrong file, or someone guessing.
+      const reason = given === '' ? 'missing' : 'wrong';
+      logger.warn('admin token refused', { reason, method: c.req.method, path: c.req.path, client: clientOf(c) });
+      return problem(
+        c,
+        401,
+        reason === 'missing'
+          ? 'an admin token is required (Authorization: Bearer <token>)'
+          : 'the admin token is wrong: it is not this control plane\'s (that is GATEHOUSE_ADMIN_TOKEN where the control plane runs, or the content of <data dir>/admin-token)',
+        { reason },
+      );
     }
     await next();
   });
@@ -66,39 +99,89 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     return api ? c.json(api) : problem(c, 404, `no API ${c.req.param('id')}`);
   });
 
+  // Every change goes through a plan (plan.ts): checked whole on the state it leads to, written whole as one revision
+  // (none when nothing changes). One at a time: a plan checked against a state another request has since changed
+  // would not hold.
+  let queue: Promise<unknown> = Promise.resolve();
+  const serially = <T>(work: () => Promise<T>): Promise<T> => {
+    const next = queue.then(work, work);
+    queue = next.catch(() => undefined);
+    return next;
+  };
+  const liveInstances = (gateway: string) => {
+    const since = new Date(now() - staleAfterMs).toISOString();
+    return store.instances(gateway).filter((beat) => beat.at >= since).length;
+  };
+
+  /**
+   * Plans `operations` and, unless `dryRun`, writes them. `label` prefixes each problem's `where` (the request of a
+   * single-object endpoint is that object). Answers 400 with every problem, 409 with references it would break, or 200
+   * with `answer(revision)` and the changes.
+   */
+  const change = (
+    c: Context,
+    operations: Operation[],
+    options: { label?: string; force?: boolean; dryRun?: boolean; logAs: string; answer?: (revision: number) => Record<string, unknown> },
+  ) =>
+    serially(async () => {
+      const planned = await plan(store.state(), operations, {
+        force: options.force,
+        liveInstances,
+        check: (doc, sourceName) => validator.check(doc, sourceName),
+      });
+      const label = (p: PlanProblem) => ({ ...p, where: options.label ? `${options.label}: ${p.where}` : p.where });
+      const blocking = planned.conflicts.filter((p) => !p.forceable || !options.force);
+      if (planned.problems.length > 0) {
+        // With what it would break too: one answer names everything to fix.
+        return problem(c, 400, 'the change is not valid: a gateway would refuse it, or it names what does not exist (nothing was changed)', {
+          problems: [...planned.problems, ...blocking.map(({ forceable: _, usedBy: __, ...p }) => p)].map(label),
+        });
+      }
+      if (blocking.length > 0) {
+        const forceable = blocking.every((p) => p.forceable);
+        return problem(c, 409, `the change would break what uses it${forceable ? ' (force it with ?force=true, gatehouse --force)' : ''} (nothing was changed)`, {
+          problems: blocking.map(({ forceable: _, usedBy: __, ...p }) => label(p)),
+          forceable,
+          // The APIs (or gateways) that use what it deletes.
+          usedBy: [...new Set(blocking.flatMap((p) => p.usedBy))],
+        });
+      }
+      const summary = { changes: planned.changes, unchanged: planned.unchanged, breaks: planned.breaks };
+      if (options.dryRun || planned.changes.length === 0) {
+        const revision = store.revision();
+        return c.json({ revision, dryRun: options.dryRun === true, ...summary, ...options.answer?.(revision) });
+      }
+      const revision = store.commit(describe(planned.changes, operations), operations.filter((op) => planned.changes.some((ch) => ch.kind === op.kind && ch.id === op.id)));
+      const ids = (kind: string) => planned.changes.filter((ch) => ch.kind === kind).map((ch) => `${ch.id} ${ch.action}d`);
+      logger.info(options.logAs, {
+        revision,
+        apis: ids('api'),
+        gateways: ids('gateway'),
+        namedValues: ids('named value'),
+        modules: ids('module'),
+        unchanged: planned.unchanged.length,
+        ...(planned.breaks.length > 0 ? { forced: planned.breaks } : {}),
+      });
+      return c.json({ revision, ...summary, ...options.answer?.(revision) });
+    });
+  const forced = (c: Context) => c.req.query('force') === 'true';
+
   app.put('/admin/apis/:id', async (c) => {
     const id = c.req.param('id');
     const body = await readJson(c);
     if (body === undefined) return problem(c, 400, 'the body must be a JSON object (the API)');
-    const api = { ...(body as Record<string, unknown>), id };
     if ((body as { id?: unknown }).id !== undefined && (body as { id?: unknown }).id !== id) {
       return problem(c, 400, `the API's id ${JSON.stringify((body as { id?: unknown }).id)} differs from the path's ${id}`);
     }
-    // Checked as a gateway would check it: the same schema, every problem named with its place.
-    try {
-      // With the named values it refers to: a reference to one that does not exist is a problem at its place.
-      const namedValues = store.namedValuesFor({ apis: [api] });
-      parseGatewayDocument(JSON.stringify({ version: 1, apis: [api], namedValues }), `api ${id}`);
-    } catch (err) {
-      if (err instanceof ConfigError) return problem(c, 400, 'the API is not valid', { problems: err.problems });
-      throw err;
-    }
-    const paths = pathReferences({ apis: [api] });
-    if (paths.length > 0) {
-      return problem(c, 400, `policies from the control plane are built-ins or uploaded modules (module: "sha256:<hex>"), not paths: ${paths.join(', ')}`);
-    }
-    const missing = referencedModules({ apis: [api] }).filter((sha) => !store.module(sha));
-    if (missing.length > 0) return problem(c, 400, `no uploaded module ${missing.map((s) => `sha256:${s}`).join(', ')}`);
-    const revision = store.putApi(id, api);
-    logger.info('api saved', { api: id, revision });
-    return c.json({ revision, api });
+    // Stored with its id, as an entry of `apis` in a gateway's document.
+    const api = { ...(body as Record<string, unknown>), id };
+    return change(c, [{ kind: 'api', id, after: api, at: [] }], { label: `api ${id}`, logAs: 'api saved', answer: () => ({ api }) });
   });
 
   app.delete('/admin/apis/:id', (c) => {
-    const revision = store.deleteApi(c.req.param('id'));
-    if (revision === null) return problem(c, 404, `no API ${c.req.param('id')}`);
-    logger.info('api deleted', { api: c.req.param('id'), revision });
-    return c.json({ revision });
+    const id = c.req.param('id');
+    if (!store.api(id)) return problem(c, 404, `no API ${id}`);
+    return change(c, [{ kind: 'api', id, after: null, at: [] }], { label: `api ${id}`, force: forced(c), logAs: 'api deleted' });
   });
 
   // Named values: written, never read back when secret (a secret's value leaves only in a gateway's configuration).
@@ -130,47 +213,50 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     if (typeof body?.value !== 'string' || (body.secret !== undefined && typeof body.secret !== 'boolean') || extra.length > 0) {
       return problem(c, 400, 'the body must be {"value": "<string>", "secret": true|false, "overlapSeconds": <seconds>}');
     }
-    const overlapSeconds = body.overlapSeconds ?? 0;
-    if (typeof overlapSeconds !== 'number' || !Number.isInteger(overlapSeconds) || overlapSeconds < 0 || overlapSeconds > MAX_OVERLAP_SECONDS) {
-      return problem(c, 400, `overlapSeconds: how long the previous value stays accepted, an integer from 0 to ${MAX_OVERLAP_SECONDS} (30 days)`);
-    }
-    if (body.value.length > MAX_NAMED_VALUE_LENGTH) {
-      return problem(c, 400, `a named value is at most ${MAX_NAMED_VALUE_LENGTH} characters (got ${body.value.length})`);
-    }
+    if (body.overlapSeconds !== undefined && !validOverlap(body.overlapSeconds)) return problem(c, 400, `overlapSeconds: ${OVERLAP_HINT}`);
     // A secret stays secret unless told otherwise: rotating a key with {"value": ...} alone must not expose it.
     const secret = body.secret ?? store.namedValue(name)?.secret ?? false;
-    const revision = store.putNamedValue(name, { value: body.value, secret }, overlapSeconds);
-    const saved = store.namedValue(name)!;
-    logger.info('named value saved', { namedValue: name, secret, revision, previousAcceptedUntil: saved.previous?.until });
-    return c.json({ revision, ...namedValueView(saved) });
+    const after = nextNamedValue(store.namedValue(name), body.value, secret, body.overlapSeconds as number | undefined);
+    return change(c, [{ kind: 'named value', id: name, after, at: [] }], {
+      label: `named value ${name}`,
+      logAs: 'named value saved',
+      answer: () => namedValueView(store.namedValue(name)!),
+    });
   });
 
   app.delete('/admin/named-values/:name', (c) => {
     const found = store.namedValue(c.req.param('name'));
     if (!found) return problem(c, 404, `no named value ${c.req.param('name')}`);
-    const { usedBy } = namedValueView(found);
-    if (usedBy.length > 0) {
-      return problem(c, 409, `named value ${found.name} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first`, { usedBy });
-    }
-    const revision = store.deleteNamedValue(found.name);
-    logger.info('named value deleted', { namedValue: found.name, revision });
-    return c.json({ revision });
+    return change(c, [{ kind: 'named value', id: found.name, after: null, at: [] }], { label: `named value ${found.name}`, logAs: 'named value deleted' });
   });
 
-  // Each gateway with its instances' last heartbeats: applied revision, lag behind the current one, health.
+  // Each gateway with its instances' last heartbeats: applied revision, lag in revisions that changed its document,
+  // health (`stale` once it stopped sending them), the APIs it lists that do not exist, and its last refused token.
   app.get('/admin/gateways', (c) => {
-    const current = store.revision();
     const nowMs = now();
+    // An instance silent for dropAfterMs is gone (a restarted pod is a new instance): its row would only mislead.
+    store.dropInstances(new Date(nowMs - dropAfterMs).toISOString());
+    const apis = new Set((store.apis() as { id: string }[]).map((a) => a.id));
     return c.json({
-      revision: current,
+      revision: store.revision(),
+      staleAfterSeconds: Math.round(staleAfterMs / 1000),
+      dropAfterSeconds: Math.round(dropAfterMs / 1000),
       gateways: store.gateways().map((g) => ({
         id: g.id,
         apis: g.apis,
-        instances: store.instances(g.id).map((beat) => ({
-          ...beat,
-          revisionsBehind: beat.revision === null ? null : Math.max(0, current - beat.revision),
-          secondsSinceHeartbeat: Math.round((nowMs - Date.parse(beat.at)) / 1000),
-        })),
+        missingApis: g.apis.filter((a) => !apis.has(a)),
+        lastTokenRefusal: store.tokenRefusal(g.id),
+        instances: store.instances(g.id).map((beat) => {
+          const stale = nowMs - Date.parse(beat.at) > staleAfterMs;
+          return {
+            ...beat,
+            health: stale ? 'stale' : beat.health,
+            reportedHealth: beat.health,
+            stale,
+            revisionsBehind: store.revisionsBehind(g.id, beat.revision),
+            secondsSinceHeartbeat: Math.round((nowMs - Date.parse(beat.at)) / 1000),
+          };
+        }),
       })),
     });
   });
@@ -183,9 +269,31 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     if (!Array.isArray(apis) || !apis.every((a) => typeof a === 'string' && ID.test(a))) {
       return problem(c, 400, 'the body must be {"apis": ["api-id", ...]}');
     }
-    const revision = store.putGateway(id, apis as string[]);
-    logger.info('gateway saved', { gateway: id, apis, revision });
-    return c.json({ revision, id, apis });
+    return change(c, [{ kind: 'gateway', id, after: apis as string[], at: [] }], {
+      label: `gateway ${id}`,
+      logAs: 'gateway saved',
+      answer: () => ({ id, apis }),
+    });
+  });
+
+  app.delete('/admin/gateways/:id', (c) => {
+    const id = c.req.param('id');
+    if (!store.gateway(id)) return problem(c, 404, `no gateway ${id}`);
+    return change(c, [{ kind: 'gateway', id, after: null, at: [] }], { label: `gateway ${id}`, force: forced(c), logAs: 'gateway deleted' });
+  });
+
+  // A whole declaration at once (`gatehouse apply`): checked whole, written whole as one revision, or not at all.
+  app.post('/admin/apply', async (c) => {
+    const body = await readJson(c);
+    if (body === undefined) return problem(c, 400, 'the body must be a JSON object: {"namedValues", "apis", "gateways", "prune", "dryRun", "force"}');
+    const parsed = applyOperations(body as Record<string, unknown>, store);
+    if ('problems' in parsed) return problem(c, 400, 'the request is not a declaration (nothing was changed)', { problems: parsed.problems });
+    return change(c, parsed.operations, {
+      force: parsed.force,
+      dryRun: parsed.dryRun,
+      logAs: 'configuration applied',
+      answer: () => ({ apis: parsed.operations.filter((op) => op.kind === 'api' && op.after !== null).map((op) => op.id) }),
+    });
   });
 
   // Gateway tokens: several valid at once, each revocable on its own (by id), or all of a gateway's at once.
@@ -265,9 +373,14 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       return problem(c, 400, 'the body is not a policy module Gatehouse can load', { problems });
     }
     const sha256 = sha256Hex(bytes);
-    const revision = store.putModule({ sha256, bytes, signature: signer.sign(sha256), name: descriptor.name, version: descriptor.version });
-    logger.info('module uploaded', { module: descriptor.name, version: descriptor.version, sha256, revision });
-    return c.json({ module: `sha256:${sha256}`, name: descriptor.name, version: descriptor.version, revision });
+    const stored = store.putModule({ sha256, bytes, signature: signer.sign(sha256), name: descriptor.name, version: descriptor.version });
+    if (stored) logger.info('module uploaded', { module: descriptor.name, version: descriptor.version, sha256 });
+    return c.json({ module: `sha256:${sha256}`, name: descriptor.name, version: descriptor.version, stored: stored ? 'new' : 'already' });
+  });
+  app.delete('/admin/modules/:sha256', (c) => {
+    const sha = c.req.param('sha256').replace(/^sha256:/, '');
+    if (!store.module(sha)) return problem(c, 404, `no module sha256:${sha}`);
+    return change(c, [{ kind: 'module', id: sha, after: null, at: [] }], { label: `module sha256:${sha}`, logAs: 'module deleted' });
   });
 
   // --- gateways ----------------------------------------------------------------------------------------------------
@@ -299,6 +412,17 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
         'or let the old one expire by itself',
     });
   };
+  // A refused token is remembered for its gateway, when the token is this control plane's (a forged or malformed one
+  // names nobody): the instances holding it cannot say so in a heartbeat, and `gatehouse get` shows it instead.
+  app.use('/gateway/*', async (c, next) => {
+    await next();
+    if (c.res.status !== 401) return;
+    const reason = String(((await c.res.clone().json().catch(() => ({}))) as { reason?: unknown }).reason ?? '');
+    const auth = c.req.header('authorization') ?? '';
+    const claimed = readClaims(auth.startsWith('GatewayKey ') ? auth.slice(11) : '');
+    if (reason === '' || reason === 'malformed' || reason === 'forged' || !claimed || !store.gateway(claimed.gateway)) return;
+    store.noteTokenRefusal(claimed.gateway, reason, new Date(now()).toISOString());
+  });
 
   // Gateway endpoints: the token names the gateway; it must be signed by this control plane, unexpired, unrevoked.
   const gatewayOf = (c: Context) => {
@@ -418,7 +542,10 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     if (!instance || typeof uptime !== 'number' || (revision !== null && typeof revision !== 'number')) {
       return problem(c, 400, 'a heartbeat is {"instance", "host", "version", "revision" (number or null), "uptimeSeconds", "health"}');
     }
+    const sync = syncReportOf(body!);
+    if (typeof sync === 'string') return problem(c, 400, `heartbeat: ${sync}`);
     store.heartbeat({
+      ...sync,
       gateway: gateway.id,
       instance,
       host: text(body!.host) ?? '',
@@ -435,6 +562,31 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   return app;
 }
 
+/**
+ * The sync report of a heartbeat's body (each field optional: gateways of earlier versions send none), or what is wrong
+ * with it. A reason longer than 200 characters is cut, not refused: the heartbeat matters more than its last words.
+ */
+function syncReportOf(body: Record<string, unknown>): SyncReport | string {
+  const report: SyncReport = { ...NO_SYNC_REPORT };
+  const time = (v: unknown) => typeof v === 'string' && !Number.isNaN(Date.parse(v));
+  const fields: { [K in keyof SyncReport]: [(v: unknown) => boolean, string] } = {
+    configSource: [(v) => v === 'control-plane' || v === 'backup' || v === null, '"control-plane", "backup" or null'],
+    rejectedRevision: [(v) => v === null || (Number.isInteger(v) && (v as number) >= 0), 'a revision number or null'],
+    rejectedReason: [(v) => v === null || typeof v === 'string', 'a string or null'],
+    rejectedAt: [(v) => v === null || time(v), 'an ISO 8601 time or null'],
+    tokenState: [(v) => v === 'unknown' || v === 'accepted' || v === 'refused', '"unknown", "accepted" or "refused"'],
+    lastSyncAt: [(v) => v === null || time(v), 'an ISO 8601 time or null'],
+    syncFailures: [(v) => Number.isInteger(v) && (v as number) >= 0, 'a whole number'],
+  };
+  for (const [key, [valid, expected]] of Object.entries(fields) as [keyof SyncReport, [(v: unknown) => boolean, string]][]) {
+    const value = body[key];
+    if (value === undefined) continue;
+    if (!valid(value)) return `${key} must be ${expected} (got ${JSON.stringify(value)?.slice(0, 40)})`;
+    (report as unknown as Record<string, unknown>)[key] = key === 'rejectedReason' && typeof value === 'string' ? value.slice(0, 200) : value;
+  }
+  return report;
+}
+
 async function readJson(c: Context): Promise<unknown | undefined> {
   try {
     const body = await c.req.json();
@@ -442,4 +594,99 @@ async function readJson(c: Context): Promise<unknown | undefined> {
   } catch {
     return undefined;
   }
+}
+
+function clientOf(c: Context): string | null {
+  return c.req.header('x-forwarded-for') ?? (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket.remoteAddress ?? null;
+}
+
+const APPLY_KEYS = ['namedValues', 'apis', 'gateways', 'prune', 'dryRun', 'force'];
+
+/**
+ * The operations of a bulk apply's body (`{"namedValues": {name: {"value", "secret"}}, "apis": [{"id", ...}],
+ * "gateways": [{"id", "apis"}], "prune", "dryRun", "force"}`), each at its place in the body; with `prune`, a deletion
+ * of each API, gateway and named value the body does not declare.
+ */
+function applyOperations(
+  body: Record<string, unknown>,
+  store: ControlPlaneStore,
+): { operations: Operation[]; force: boolean; dryRun: boolean } | { problems: PlanProblem[] } {
+  const problems: PlanProblem[] = [];
+  const at = (path: DocPath, message: string) => problems.push({ path, where: formatPath(path), message });
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  for (const key of Object.keys(body)) if (!APPLY_KEYS.includes(key)) at([key], `unknown key (allowed: ${APPLY_KEYS.join(', ')})`);
+  for (const flag of ['prune', 'dryRun', 'force']) {
+    if (body[flag] !== undefined && typeof body[flag] !== 'boolean') at([flag], 'must be true or false');
+  }
+  const operations: Operation[] = [];
+  const { namedValues, apis, gateways } = body;
+  if (namedValues !== undefined && !isObject(namedValues)) at(['namedValues'], 'must be a map of names to {"value", "secret"}');
+  for (const [name, declared] of Object.entries(isObject(namedValues) ? namedValues : {})) {
+    const where: DocPath = ['namedValues', name];
+    if (!isObject(declared)) {
+      at(where, 'must be a map with "value" (and "secret")');
+      continue;
+    }
+    for (const key of Object.keys(declared)) {
+      if (key !== 'value' && key !== 'secret' && key !== 'overlapSeconds') at([...where, key], 'unknown key (allowed: value, secret, overlapSeconds)');
+    }
+    if (typeof declared.value !== 'string') at([...where, 'value'], 'must be a string');
+    if (declared.secret !== undefined && typeof declared.secret !== 'boolean') at([...where, 'secret'], 'must be true or false');
+    const overlap = declared.overlapSeconds;
+    if (overlap !== undefined && !validOverlap(overlap)) at([...where, 'overlapSeconds'], OVERLAP_HINT);
+    if (typeof declared.value !== 'string') continue;
+    // As with PUT: a secret stays secret unless the declaration says otherwise.
+    const stored = store.namedValue(name);
+    const secret = typeof declared.secret === 'boolean' ? declared.secret : (stored?.secret ?? false);
+    const after = nextNamedValue(stored, declared.value, secret, validOverlap(overlap) ? overlap : undefined);
+    operations.push({ kind: 'named value', id: name, after, at: where });
+  }
+  if (apis !== undefined && !Array.isArray(apis)) at(['apis'], 'must be a list of APIs');
+  (Array.isArray(apis) ? apis : []).forEach((api: unknown, i) => {
+    if (!isObject(api)) return at(['apis', i], 'must be a map (an API, with its id)');
+    if (typeof api.id !== 'string') return at(['apis', i, 'id'], api.id === undefined ? 'is required' : 'must be a string');
+    operations.push({ kind: 'api', id: api.id, after: api, at: ['apis', i] });
+  });
+  if (gateways !== undefined && !Array.isArray(gateways)) at(['gateways'], 'must be a list of gateways');
+  (Array.isArray(gateways) ? gateways : []).forEach((gateway: unknown, i) => {
+    if (!isObject(gateway)) return at(['gateways', i], 'must be a map with "id" and "apis"');
+    for (const key of Object.keys(gateway)) if (key !== 'id' && key !== 'apis') at(['gateways', i, key], 'unknown key (allowed: id, apis)');
+    if (typeof gateway.id !== 'string') at(['gateways', i, 'id'], gateway.id === undefined ? 'is required' : 'must be a string');
+    if (!Array.isArray(gateway.apis)) return at(['gateways', i, 'apis'], gateway.apis === undefined ? 'is required (a list of API ids; [] for none)' : 'must be a list of API ids');
+    (gateway.apis as unknown[]).forEach((a, j) => {
+      if (typeof a !== 'string') at(['gateways', i, 'apis', j], 'must be an API id (a string)');
+    });
+    if (typeof gateway.id === 'string' && (gateway.apis as unknown[]).every((a) => typeof a === 'string')) {
+      operations.push({ kind: 'gateway', id: gateway.id, after: gateway.apis as string[], at: ['gateways', i] });
+    }
+  });
+  if (problems.length > 0) return { problems };
+  // Pruned: of each kind the body declares (its key is there, a list or map, maybe empty), what it does not declare.
+  // A kind left out is left alone: a file of APIs alone does not delete every gateway.
+  if (body.prune === true) {
+    const declared = (kind: Operation['kind'], id: string) => operations.some((op) => op.kind === kind && op.id === id);
+    const prune = (kind: Operation['kind'], ids: string[]) => {
+      for (const id of ids) if (!declared(kind, id)) operations.push({ kind, id, after: null, at: null } as Operation);
+    };
+    if (gateways !== undefined) prune('gateway', store.gateways().map((g) => g.id));
+    if (apis !== undefined) prune('api', (store.apis() as { id: string }[]).map((a) => a.id));
+    if (namedValues !== undefined) prune('named value', store.namedValues().map((v) => v.name));
+  }
+  return { operations, force: body.force === true, dryRun: body.dryRun === true };
+}
+
+/**
+ * A revision's description: each change, e.g. `api orders updated; gateway edge created`. It says which named value
+ * changed and whether it is secret, never what it is.
+ */
+function describe(changes: { kind: string; id: string; action: string }[], operations: Operation[]): string {
+  const namedValue = (id: string) => {
+    const after = operations.find((op) => op.kind === 'named value' && op.id === id)?.after as StateNamedValue | null | undefined;
+    if (!after) return '';
+    return `${after.secret ? ' (secret)' : ''}${after.previous && Date.parse(after.previous.until) > Date.now() ? `, the previous value accepted until ${after.previous.until}` : ''}`;
+  };
+  const shown = changes
+    .slice(0, 20)
+    .map((c) => `${c.kind} ${c.kind === 'module' ? `sha256:${c.id.slice(0, 12)}` : c.id} ${c.action}d${c.kind === 'named value' ? namedValue(c.id) : ''}`);
+  return changes.length > 20 ? `${shown.join('; ')}; and ${changes.length - 20} more` : shown.join('; ');
 }

@@ -9,14 +9,21 @@
 //   GATEHOUSE_CP_TLS_CERT_FILE, GATEHOUSE_CP_TLS_KEY_FILE
 //                            serve HTTPS with this certificate chain and key (PEM): gateway tokens and secret named
 //                            values cross this connection
+//   GATEHOUSE_CP_STALE_AFTER_MS   an instance silent this long is shown stale (180000: three missed heartbeats)
+//   GATEHOUSE_CP_DROP_AFTER_MS    an instance silent this long is forgotten (3600000)
+//   GATEHOUSE_CP_POLICY_CACHE_DIR where the built-in policies it checks configurations against are built to
+//                                 (<repository>/.cache/policy-builds, as the gateway's)
 
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { listen } from '../platform/http.ts';
 import { LEVELS, Logger, parseLogLevel } from '../telemetry/logger.ts';
-import { controlPlaneApp } from './app.ts';
+import { RepositoryPolicySources } from '../config/repository-policies.ts';
+import { repoRoot } from '../platform/paths.ts';
+import { controlPlaneApp, DEFAULT_DROP_AFTER_MS, DEFAULT_STALE_AFTER_MS } from './app.ts';
 import { ControlPlaneStore } from './store.ts';
+import { DocumentValidator } from './validation.ts';
 
 const levelText = process.env.GATEHOUSE_LOG_LEVEL || 'info';
 const level = parseLogLevel(levelText);
@@ -57,9 +64,30 @@ function adminToken(): { token: string; file: string | null } {
   return { token: readFileSync(file, 'utf8').trim(), file };
 }
 
+function milliseconds(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1) {
+    process.stderr.write(`gatehouse control plane: ${name}=${text} is not a whole number of milliseconds above 0\n`);
+    process.exit(2);
+  }
+  return value;
+}
+const staleAfterMs = milliseconds('GATEHOUSE_CP_STALE_AFTER_MS', DEFAULT_STALE_AFTER_MS);
+const dropAfterMs = milliseconds('GATEHOUSE_CP_DROP_AFTER_MS', DEFAULT_DROP_AFTER_MS);
+
 const store = new ControlPlaneStore(join(dataDir, 'control-plane.db'));
 const admin = adminToken();
-const listener = await listen(controlPlaneApp({ store, adminToken: admin.token, logger }), {
+// The built-in policies a gateway of this version has, built from the same sources: what it checks configurations
+// against before saving them.
+const validator = new DocumentValidator({
+  policies: new RepositoryPolicySources(join(repoRoot(), 'policies'), process.env.GATEHOUSE_CP_POLICY_CACHE_DIR || undefined),
+  logger: logger.child({ check: 'configuration' }),
+  moduleBytes: (sha) => store.module(sha)?.bytes ?? null,
+});
+const app = controlPlaneApp({ store, adminToken: admin.token, logger, validator, staleAfterMs, dropAfterMs });
+const listener = await listen(app, {
   port,
   hostname: process.env.GATEHOUSE_CP_HOST ?? '127.0.0.1',
   tls,
@@ -74,6 +102,7 @@ logger.info('control plane listening', {
 
 const stop = async () => {
   await listener.close();
+  await validator.close();
   store.close();
   logger.info('stopped');
   // Its last lines written first, but an output nobody reads does not hold the exit for more than 2 s.

@@ -4,7 +4,8 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { chmodSync } from 'node:fs';
-import { namedValueReferences, previousInOverlap, type NamedValue } from '../config/named-values.ts';
+import type { NamedValue } from '../config/named-values.ts';
+import { documentDigest, gatewayDocumentOf, type ConfigState, type Operation } from './plan.ts';
 
 export interface RevisionRecord {
   revision: number;
@@ -25,6 +26,34 @@ export interface Heartbeat {
   /** When the token the instance authenticated with expires (ISO 8601): a gateway refused later is no surprise. */
   tokenExpiresAt: string | null;
 }
+
+/**
+ * What an instance says of its configuration sync (gateways of earlier versions say nothing: every field null, and
+ * tokenState 'unknown', syncFailures 0).
+ */
+export interface SyncReport {
+  /** Where the configuration it serves came from: the control plane, its backup, or nowhere yet (null). */
+  configSource: 'control-plane' | 'backup' | null;
+  /** The last revision it refused, why (at most 200 characters) and when. */
+  rejectedRevision: number | null;
+  rejectedReason: string | null;
+  rejectedAt: string | null;
+  /** Whether the control plane accepted its token at its last poll. */
+  tokenState: 'unknown' | 'accepted' | 'refused';
+  /** Its last poll that the control plane answered, and the failed polls since. */
+  lastSyncAt: string | null;
+  syncFailures: number;
+}
+
+export const NO_SYNC_REPORT: SyncReport = {
+  configSource: null,
+  rejectedRevision: null,
+  rejectedReason: null,
+  rejectedAt: null,
+  tokenState: 'unknown',
+  lastSyncAt: null,
+  syncFailures: 0,
+};
 
 export interface TelemetryRow {
   api: string;
@@ -132,10 +161,18 @@ export class ControlPlaneStore {
         revision INTEGER, uptime_seconds INTEGER NOT NULL, health TEXT NOT NULL, at TEXT NOT NULL, token_expires_at TEXT,
         PRIMARY KEY (gateway, instance)
       );
+      -- Each revision that changed a gateway's document, with the document's digest: how far behind an instance is
+      -- counts these, not revisions that changed nothing it serves.
+      CREATE TABLE IF NOT EXISTS gateway_documents (
+        gateway TEXT NOT NULL, revision INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (gateway, revision)
+      );
+      CREATE TABLE IF NOT EXISTS token_refusals (gateway TEXT PRIMARY KEY, reason TEXT NOT NULL, at TEXT NOT NULL);
     `);
     // Databases made before heartbeats recorded token expiry get the column.
     const columns = this.db.prepare('PRAGMA table_info(heartbeats)').all() as { name: string }[];
     if (!columns.some((c) => c.name === 'token_expires_at')) this.db.exec('ALTER TABLE heartbeats ADD COLUMN token_expires_at TEXT');
+    // ... and before they carried a sync report (JSON, SyncReport).
+    if (!columns.some((c) => c.name === 'sync')) this.db.exec('ALTER TABLE heartbeats ADD COLUMN sync TEXT');
     // Databases made before named values could keep a previous value during a rotation get its columns.
     const valueColumns = this.db.prepare('PRAGMA table_info(named_values)').all() as { name: string }[];
     if (!valueColumns.some((c) => c.name === 'previous_value')) {
@@ -147,6 +184,14 @@ export class ControlPlaneStore {
       this.db.exec('ALTER TABLE gateways ADD COLUMN earlier_format_used_at TEXT; ALTER TABLE gateways ADD COLUMN earlier_format_expires_at TEXT');
     }
     this.createTokenTable();
+    // Databases made before documents were recorded: each gateway's document as it is, as of revision 0 (what an
+    // instance runs was fetched before now, and nothing says the document changed since).
+    this.db.transaction(() => {
+      const recorded = this.db.prepare('SELECT 1 FROM gateway_documents WHERE gateway = ? LIMIT 1');
+      for (const { id } of this.gateways()) {
+        if (!recorded.get(id)) this.db.prepare('INSERT INTO gateway_documents (gateway, revision, digest) VALUES (?, 0, ?)').run(id, documentDigest(this.gatewayDocument(id)));
+      }
+    })();
   }
 
   /** A secret made on first use (by `make`, default 32 random bytes) and kept: the keys for tokens and modules. */
@@ -174,7 +219,9 @@ export class ControlPlaneStore {
     return this.db.transaction(() => {
       write();
       const info = this.db.prepare('INSERT INTO revisions (at, change) VALUES (?, ?)').run(new Date().toISOString(), description);
-      return Number(info.lastInsertRowid);
+      const revision = Number(info.lastInsertRowid);
+      this.recordDocuments(revision);
+      return revision;
     })();
   }
 
@@ -187,19 +234,6 @@ export class ControlPlaneStore {
     return (this.db.prepare('SELECT document FROM apis ORDER BY id').all() as { document: string }[]).map((r) => JSON.parse(r.document));
   }
 
-  putApi(id: string, document: unknown): number {
-    return this.change(`api ${id} saved`, () => {
-      this.db.prepare('INSERT INTO apis (id, document) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET document = excluded.document').run(id, JSON.stringify(document));
-    });
-  }
-
-  deleteApi(id: string): number | null {
-    if (!this.api(id)) return null;
-    return this.change(`api ${id} deleted`, () => {
-      this.db.prepare('DELETE FROM apis WHERE id = ?').run(id);
-    });
-  }
-
   gateway(id: string): GatewayRecord | null {
     const row = this.db.prepare('SELECT id, apis, token_generation FROM gateways WHERE id = ?').get(id) as
       | { id: string; apis: string; token_generation: number }
@@ -209,14 +243,6 @@ export class ControlPlaneStore {
 
   gateways(): GatewayRecord[] {
     return (this.db.prepare('SELECT id FROM gateways ORDER BY id').all() as { id: string }[]).map((r) => this.gateway(r.id)!);
-  }
-
-  putGateway(id: string, apis: string[]): number {
-    return this.change(`gateway ${id} serves ${apis.join(', ') || 'no API'}`, () => {
-      this.db
-        .prepare('INSERT INTO gateways (id, apis) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET apis = excluded.apis')
-        .run(id, JSON.stringify(apis));
-    });
   }
 
   /** Revokes every token issued to the gateway so far. */
@@ -236,24 +262,7 @@ export class ControlPlaneStore {
   gatewayDocument(id: string): { version: 1; apis: unknown[]; namedValues?: Record<string, NamedValue> } | null {
     const gateway = this.gateway(id);
     if (!gateway) return null;
-    const apis = gateway.apis.map((api) => this.api(api)).filter((doc) => doc !== null);
-    const namedValues = this.namedValuesFor({ apis });
-    return Object.keys(namedValues).length > 0 ? { version: 1, apis, namedValues } : { version: 1, apis };
-  }
-
-  /** The named values a document refers to that exist, by name. */
-  namedValuesFor(doc: unknown): Record<string, NamedValue> {
-    const out: Record<string, NamedValue> = {};
-    for (const { name } of namedValueReferences(doc)) {
-      if (Object.hasOwn(out, name)) continue;
-      const found = this.namedValue(name);
-      if (!found) continue;
-      // A previous value is served while its overlap lasts: when it ends, the document (and its ETag) changes, and
-      // gateways drop it at their next poll.
-      const previous = found.previous && previousInOverlap({ value: found.value, previous: found.previous }, Date.now()) !== null ? found.previous : null;
-      out[name] = { value: found.value, ...(found.secret ? { secret: true } : {}), ...(previous ? { previous } : {}) };
-    }
-    return out;
+    return gatewayDocumentOf(gateway.apis, (api) => this.api(api), (name) => this.namedValue(name));
   }
 
   namedValue(name: string): StoredNamedValue | null {
@@ -266,45 +275,17 @@ export class ControlPlaneStore {
   }
 
   /**
-   * Saves a named value. With `overlapSeconds`, the value it replaces stays in gateways' documents for that long as
-   * its `previous` value (a rotation: both keys accepted while clients move to the new one); without, any previous
-   * value is dropped.
+   * Stores a module by its sha256; false when it was stored already. Not a revision: a module changes no gateway's
+   * document until an API names it (that is the revision), and an upload of the same bytes changes nothing at all.
    */
-  putNamedValue(name: string, value: NamedValue, overlapSeconds = 0): number {
-    const replaced = this.namedValue(name);
-    const previous =
-      overlapSeconds > 0 && replaced && replaced.value !== value.value
-        ? { value: replaced.value, until: new Date(Date.now() + overlapSeconds * 1000).toISOString() }
-        : null;
-    // The revision says which value changed, never what it is.
-    const overlap = previous ? `, the previous value accepted until ${previous.until}` : '';
-    return this.change(`named value ${name} saved${value.secret ? ' (secret)' : ''}${overlap}`, () => {
-      this.db
-        .prepare(
-          `INSERT INTO named_values (name, value, secret, updated_at, previous_value, previous_until) VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT(name) DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = excluded.updated_at,
-             previous_value = excluded.previous_value, previous_until = excluded.previous_until`,
-        )
-        .run(name, value.value, value.secret ? 1 : 0, new Date().toISOString(), previous?.value ?? null, previous?.until ?? null);
-    });
-  }
-
-  deleteNamedValue(name: string): number {
-    return this.change(`named value ${name} deleted`, () => {
-      this.db.prepare('DELETE FROM named_values WHERE name = ?').run(name);
-    });
-  }
-
-  /** Stores a module (by its sha256, so an upload of the same bytes changes nothing) as a new revision. */
-  putModule(module: StoredModule): number {
-    return this.change(`module ${module.name} ${module.version} (sha256:${module.sha256.slice(0, 12)}) uploaded`, () => {
-      this.db
-        .prepare(
-          `INSERT INTO modules (sha256, bytes, signature, name, version, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT(sha256) DO NOTHING`,
-        )
-        .run(module.sha256, Buffer.from(module.bytes), module.signature, module.name, module.version, new Date().toISOString());
-    });
+  putModule(module: StoredModule): boolean {
+    const info = this.db
+      .prepare(
+        `INSERT INTO modules (sha256, bytes, signature, name, version, uploaded_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(sha256) DO NOTHING`,
+      )
+      .run(module.sha256, Buffer.from(module.bytes), module.signature, module.name, module.version, new Date().toISOString());
+    return info.changes > 0;
   }
 
   module(sha256: string): StoredModule | null {
@@ -319,27 +300,30 @@ export class ControlPlaneStore {
   }
 
   /** Records a gateway instance's heartbeat (one row per instance: the latest). */
-  heartbeat(beat: Heartbeat): void {
+  heartbeat(beat: Heartbeat & SyncReport): void {
+    const { configSource, rejectedRevision, rejectedReason, rejectedAt, tokenState, lastSyncAt, syncFailures, ...rest } = beat;
+    const sync = JSON.stringify({ configSource, rejectedRevision, rejectedReason, rejectedAt, tokenState, lastSyncAt, syncFailures });
     this.db
       .prepare(
-        `INSERT INTO heartbeats (gateway, instance, host, version, revision, uptime_seconds, health, at, token_expires_at)
-         VALUES (@gateway, @instance, @host, @version, @revision, @uptimeSeconds, @health, @at, @tokenExpiresAt)
+        `INSERT INTO heartbeats (gateway, instance, host, version, revision, uptime_seconds, health, at, token_expires_at, sync)
+         VALUES (@gateway, @instance, @host, @version, @revision, @uptimeSeconds, @health, @at, @tokenExpiresAt, @sync)
          ON CONFLICT(gateway, instance) DO UPDATE SET host = excluded.host, version = excluded.version,
            revision = excluded.revision, uptime_seconds = excluded.uptime_seconds, health = excluded.health, at = excluded.at,
-           token_expires_at = excluded.token_expires_at`,
+           token_expires_at = excluded.token_expires_at, sync = excluded.sync`,
       )
-      .run(beat);
+      .run({ ...rest, sync });
   }
 
   /** The instances of a gateway that sent heartbeats, the latest first. */
-  instances(gateway: string): Heartbeat[] {
-    return this.db
+  instances(gateway: string): (Heartbeat & SyncReport)[] {
+    const rows = this.db
       .prepare(
         `SELECT gateway, instance, host, version, revision, uptime_seconds AS uptimeSeconds, health, at,
-           token_expires_at AS tokenExpiresAt
+           token_expires_at AS tokenExpiresAt, sync
          FROM heartbeats WHERE gateway = ? ORDER BY at DESC`,
       )
-      .all(gateway) as Heartbeat[];
+      .all(gateway) as (Heartbeat & { sync: string | null })[];
+    return rows.map(({ sync, ...beat }) => ({ ...beat, ...NO_SYNC_REPORT, ...(sync ? (JSON.parse(sync) as Partial<SyncReport>) : {}) }));
   }
 
   /** Stores delivered aggregates; one delivered twice (a retry after a lost answer) replaces itself. */
@@ -436,6 +420,94 @@ export class ControlPlaneStore {
       | { lastUsedAt: string | null; expiresAt: string | null }
       | undefined;
     return row?.lastUsedAt && row.expiresAt ? { lastUsedAt: row.lastUsedAt, expiresAt: row.expiresAt } : null;
+  }
+
+  // --- planned changes (plan.ts) ----------------------------------------------------------------------------------
+
+  /** APIs, gateways, named values and modules as they are: what a plan starts from. */
+  state(): ConfigState {
+    return {
+      apis: new Map((this.apis() as Record<string, unknown>[]).map((api) => [String(api.id), api])),
+      gateways: new Map(this.gateways().map((g) => [g.id, g.apis])),
+      namedValues: new Map(this.namedValues().map((v) => [v.name, { value: v.value, secret: v.secret, previous: v.previous }])),
+      modules: new Set((this.db.prepare('SELECT sha256 FROM modules').all() as { sha256: string }[]).map((r) => r.sha256)),
+    };
+  }
+
+  /** Writes every operation in one transaction, as one revision described by `description`; returns the revision. */
+  commit(description: string, operations: Operation[]): number {
+    const now = new Date().toISOString();
+    return this.change(description, () => {
+      for (const op of operations) {
+        if (op.kind === 'api') {
+          if (op.after === null) this.db.prepare('DELETE FROM apis WHERE id = ?').run(op.id);
+          else this.db.prepare('INSERT INTO apis (id, document) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET document = excluded.document').run(op.id, JSON.stringify(op.after));
+        } else if (op.kind === 'gateway') {
+          if (op.after === null) {
+            // Its instances' rows go with it; a gateway made again under the same id starts with none.
+            for (const table of ['gateways', 'heartbeats', 'gateway_documents', 'token_refusals']) {
+              this.db.prepare(`DELETE FROM ${table} WHERE ${table === 'gateways' ? 'id' : 'gateway'} = ?`).run(op.id);
+            }
+          } else {
+            this.db.prepare('INSERT INTO gateways (id, apis) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET apis = excluded.apis').run(op.id, JSON.stringify(op.after));
+          }
+        } else if (op.kind === 'named value') {
+          if (op.after === null) this.db.prepare('DELETE FROM named_values WHERE name = ?').run(op.id);
+          else {
+            this.db
+              .prepare(
+                `INSERT INTO named_values (name, value, secret, updated_at, previous_value, previous_until) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value, secret = excluded.secret, updated_at = excluded.updated_at,
+                   previous_value = excluded.previous_value, previous_until = excluded.previous_until`,
+              )
+              .run(op.id, op.after.value, op.after.secret ? 1 : 0, now, op.after.previous?.value ?? null, op.after.previous?.until ?? null);
+          }
+        } else {
+          this.db.prepare('DELETE FROM modules WHERE sha256 = ?').run(op.id);
+        }
+      }
+    });
+  }
+
+  /** Records, as of `revision`, each gateway whose document differs from the one last recorded for it. */
+  private recordDocuments(revision: number): void {
+    const last = this.db.prepare('SELECT digest FROM gateway_documents WHERE gateway = ? ORDER BY revision DESC LIMIT 1');
+    const insert = this.db.prepare('INSERT OR REPLACE INTO gateway_documents (gateway, revision, digest) VALUES (?, ?, ?)');
+    for (const { id } of this.gateways()) {
+      const digest = documentDigest(this.gatewayDocument(id));
+      if ((last.get(id) as { digest: string } | undefined)?.digest !== digest) insert.run(id, revision, digest);
+    }
+  }
+
+  /**
+   * How many revisions that changed the gateway's document came after `revision` (the one an instance runs): 0 when
+   * the document it runs is the current one, even when later revisions changed other gateways' (or changed it and
+   * back). Null before the instance's first revision.
+   */
+  revisionsBehind(gateway: string, revision: number | null): number | null {
+    if (revision === null) return null;
+    const rows = this.db.prepare('SELECT revision, digest FROM gateway_documents WHERE gateway = ? ORDER BY revision').all(gateway) as
+      { revision: number; digest: string }[];
+    if (rows.length === 0) return 0;
+    const running = rows.filter((r) => r.revision <= revision).at(-1);
+    if (running?.digest === rows.at(-1)!.digest) return 0;
+    return rows.filter((r) => r.revision > revision).length;
+  }
+
+  /** Forgets the instances whose last heartbeat is older than `before` (ISO 8601); returns how many. */
+  dropInstances(before: string): number {
+    return this.db.prepare('DELETE FROM heartbeats WHERE at < ?').run(before).changes;
+  }
+
+  /** Remembers the last refusal of a token of `gateway` (its instances cannot say so: they are the ones refused). */
+  noteTokenRefusal(gateway: string, reason: string, at: string): void {
+    this.db
+      .prepare('INSERT INTO token_refusals (gateway, reason, at) VALUES (?, ?, ?) ON CONFLICT(gateway) DO UPDATE SET reason = excluded.reason, at = excluded.at')
+      .run(gateway, reason, at);
+  }
+
+  tokenRefusal(gateway: string): { reason: string; at: string } | null {
+    return (this.db.prepare('SELECT reason, at FROM token_refusals WHERE gateway = ?').get(gateway) as { reason: string; at: string } | undefined) ?? null;
   }
 
   close(): void {

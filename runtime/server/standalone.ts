@@ -3,9 +3,9 @@
 
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { ConfigError, parseGatewayDocument } from '../config/load.ts';
+import { ConfigError } from '../config/load.ts';
 import { secretValues } from '../config/named-values.ts';
-import { bindChains } from '../config/policies.ts';
+import { prepareDocument } from '../config/prepare-document.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';
 import { ConfigBackup } from '../sync/backup.ts';
 import { ConfigSync } from '../sync/config-sync.ts';
@@ -127,8 +127,8 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
 
   /** Parses and binds a document, and returns what puts it in force: the gateway's configuration and the log mask. */
   const prepare = async (text: string, source = configFile, baseDir = options.configFile ? dirname(options.configFile) : options.assets.defaultDocument.baseDir): Promise<() => void> => {
-    const doc = parseGatewayDocument(text, source);
-    const chains = await bindChains(doc, { host, baseDir, policies: options.assets.policies, sourceName: source });
+    // The control plane checks what it saves with this same function (control-plane/validation.ts).
+    const { doc, chains } = await prepareDocument(text, { host, baseDir, policies: options.assets.policies, sourceName: source });
     const live: LiveConfig = buildLiveConfig(doc, chains, { source, echoUrl: echo.url });
     return () => {
       gateway.apply(live);

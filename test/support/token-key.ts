@@ -1,20 +1,13 @@
 // Tokens signed as a control plane signs them, with its own token key: read from its database, to make tokens its admin
 // API would not (expired, too long-lived, or of the earlier format).
 
-import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { join } from 'node:path';
-import { repoRoot } from '../../runtime/platform/paths.ts';
+import { withControlPlaneDb } from './control-plane-db.ts';
 
-/** The token key of the control plane whose data folder is `dataDir` (read by Node: SQLite's driver is Node's). */
+/** The token key of the control plane whose data folder is `dataDir`. */
 export function tokenKeyOf(dataDir: string): Buffer {
-  const read = spawnSync('node', ['-e',
-    `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dataDir, 'control-plane.db'))},{readonly:true});` +
-    `process.stdout.write(db.prepare("SELECT value FROM secrets WHERE name='gateway-token-key'").get().value.toString('hex'));`,
-  ], { cwd: repoRoot(), encoding: 'utf8' });
-  assert.equal(read.status, 0, read.stderr);
-  return Buffer.from(read.stdout, 'hex');
+  const hex = withControlPlaneDb(dataDir, `process.stdout.write(db.prepare("SELECT value FROM secrets WHERE name='gateway-token-key'").get().value.toString('hex'))`);
+  return Buffer.from(hex, 'hex');
 }
 
 /**

@@ -1,0 +1,19 @@
+// Reaches into a control plane's database where a test needs what its admin API will not give or do (its token key; a
+// stored module or document changed behind its back). Node runs it, also under Deno: SQLite's driver is a native addon.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { repoRoot } from '../../runtime/platform/paths.ts';
+
+/**
+ * Runs `script` (JavaScript with `db`, the database of the control plane whose data folder is `dataDir`, open for
+ * writing) and returns what it wrote on standard output.
+ */
+export function withControlPlaneDb(dataDir: string, script: string): string {
+  const run = spawnSync('node', ['-e',
+    `const D=require('better-sqlite3');const db=new D(${JSON.stringify(join(dataDir, 'control-plane.db'))});${script};db.close();`,
+  ], { cwd: repoRoot(), encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  return run.stdout;
+}

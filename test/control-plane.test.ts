@@ -15,7 +15,7 @@ import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';
 import { ModuleCache } from '../runtime/sync/modules.ts';
 import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS, newTokenId, readClaims } from '../runtime/control-plane/tokens.ts';
 import { earlierFormatToken, tokenKeyOf } from './support/token-key.ts';
-import { withControlPlaneDb } from './support/control-plane-db.ts';
+import { saveApiPastTheCheck, withControlPlaneDb } from './support/control-plane-db.ts';
 
 const agent = new Agent({ connections: 4 });
 let dataDir: string;
@@ -281,7 +281,7 @@ describe('a gateway configured by the control plane', () => {
   test('a document the gateway cannot use is rejected and the running configuration stays', async () => {
     // Written past the control plane's check, as one of another version might have saved it.
     const unusable = { id: 'orders', pathPrefix: '/orders', backend: { url: 'builtin:echo' }, policies: { inbound: [{ policy: 'no-such-policy' }] } };
-    withControlPlaneDb(dataDir, `db.prepare('UPDATE apis SET document = ? WHERE id = ?').run(${JSON.stringify(JSON.stringify(unusable))}, 'orders')`);
+    saveApiPastTheCheck(dataDir, unusable);
     await gateway.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 10_000);
     assert.equal(await header(), 'v2', 'still the last good configuration');
     assert.equal((await admin('PUT', '/admin/apis/orders', echoApi('/orders', 'v3'))).status, 200);
@@ -523,8 +523,7 @@ describe('policy modules uploaded to the control plane', () => {
     assert.equal(refused.status, 400);
     assert.match(JSON.stringify(refused.body.problems), /does not match its sha256/);
     // Saved past that check (as one of another version might have), the gateway makes its own.
-    const api = JSON.stringify(JSON.stringify({ id: 'probe', ...probeApi(`sha256:${sha}`, 'm2') }));
-    withControlPlaneDb(dataDir, `db.prepare('UPDATE apis SET document = ? WHERE id = ?').run(${api}, 'probe')`);
+    saveApiPastTheCheck(dataDir, { id: 'probe', ...probeApi(`sha256:${sha}`, 'm2') });
     const rejected = await gateway.waitForLog((l) => String(l.msg).startsWith('configuration from the control plane rejected'), 10_000);
     assert.match(JSON.stringify(rejected.problems), /does not match its sha256/);
     assert.equal(await trace(), 'm1', 'the running chain stays');

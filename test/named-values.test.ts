@@ -314,7 +314,22 @@ describe('named values from the control plane', () => {
     assert.ok(!JSON.stringify(rotated.body).includes(SECRET), 'and never shows it');
     await waitForAsync('the rotated key', async () => (await withKey(gateway!, ROTATED)).status === 200, 5000);
     assert.equal((await withKey(gateway, SECRET)).status, 200, 'the old key still works during the overlap');
+    const served = async (etag?: string) => {
+      const res = await request(`${cp.url}/gateway/v1/config`, {
+        headers: { authorization: `GatewayKey ${token}`, ...(etag ? { 'if-none-match': etag } : {}) },
+        dispatcher: agent,
+      });
+      const body = await res.body.text();
+      return { status: res.statusCode, etag: String(res.headers.etag), doc: body ? (JSON.parse(body) as { namedValues: Record<string, { previous?: unknown }> }) : null };
+    };
+    const during = await served();
+    assert.ok(during.doc!.namedValues['partner-key']!.previous, 'the document carries the previous value during the overlap');
     await waitForAsync('the overlap to end', async () => (await withKey(gateway!, SECRET)).status === 401, 10_000);
+    // The control plane's document changes by itself when the overlap ends, with no new revision.
+    const afterwards = await served(during.etag);
+    assert.equal(afterwards.status, 200, 'the document a gateway holds from the overlap is no longer current');
+    assert.notEqual(afterwards.etag, during.etag);
+    assert.equal(afterwards.doc!.namedValues['partner-key']!.previous, undefined);
     assert.equal((await withKey(gateway, ROTATED)).status, 200);
     const used = (await admin('GET', '/admin/named-values/partner-key')).body;
     assert.deepEqual(used.usedBy, ['partner']);

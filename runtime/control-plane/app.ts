@@ -493,12 +493,10 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   app.get('/gateway/v1/config', (c) => {
     const { gateway, refused } = gatewayOf(c);
     if (!gateway) return refused;
-    const text = JSON.stringify(store.gatewayDocument(gateway.id));
-    // The ETag is the document's digest: a change to APIs this gateway does not serve costs it nothing.
-    const etag = `"${createHash('sha256').update(text).digest('base64url')}"`;
-    const headers = { etag, 'x-gatehouse-revision': String(store.revision()) };
-    if (c.req.header('if-none-match') === etag) return c.body(null, 304, headers);
-    return c.body(text, 200, { ...headers, 'content-type': 'application/json' });
+    const served = store.servedDocument(gateway.id)!;
+    const headers = { etag: served.etag, 'x-gatehouse-revision': String(served.revision) };
+    if (c.req.header('if-none-match') === served.etag) return c.body(null, 304, headers);
+    return c.body(served.text, 200, { ...headers, 'content-type': 'application/json' });
   });
 
   app.get('/gateway/v1/modules/:sha256', (c) => {

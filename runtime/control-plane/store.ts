@@ -7,6 +7,13 @@ import { chmodSync } from 'node:fs';
 import type { NamedValue } from '../config/named-values.ts';
 import { documentDigest, gatewayDocumentOf, type ConfigState, type Operation } from './plan.ts';
 
+/** A gateway's document as the control plane serves it. */
+export interface ServedDocument {
+  revision: number;
+  text: string;
+  etag: string;
+}
+
 export interface RevisionRecord {
   revision: number;
   at: string;
@@ -134,6 +141,8 @@ export interface EarlierFormatTokenUse {
 }
 
 export class ControlPlaneStore {
+  /** Documents served, by gateway, with when they stop being current (servedDocument). */
+  private readonly served = new Map<string, ServedDocument & { validUntil: number }>();
   private readonly db: Database.Database;
 
   constructor(file: string) {
@@ -263,6 +272,28 @@ export class ControlPlaneStore {
     const gateway = this.gateway(id);
     if (!gateway) return null;
     return gatewayDocumentOf(gateway.apis, (api) => this.api(api), (name) => this.namedValue(name));
+  }
+
+  /**
+   * The document a gateway is served: its JSON text, its ETag (the text's digest, so that a change to APIs the gateway
+   * does not serve changes nothing for it) and the revision it is of. Every instance of every gateway asks for it every
+   * few seconds, so it is made again only when the revision changes or an overlap it carries ends (the previous value
+   * then drops out of it).
+   */
+  servedDocument(id: string, now = Date.now()): ServedDocument | null {
+    const revision = this.revision();
+    const cached = this.served.get(id);
+    if (cached && cached.revision === revision && now < cached.validUntil) return cached;
+    const doc = this.gatewayDocument(id);
+    if (!doc) {
+      this.served.delete(id);
+      return null;
+    }
+    const overlapEnds = Object.values(doc.namedValues ?? {}).flatMap((v) => (v.previous ? [Date.parse(v.previous.until)] : []));
+    // A NaN (an end that does not parse) makes the comparison above fail: such a document is never reused.
+    const entry = { revision, text: JSON.stringify(doc), etag: `"${documentDigest(doc)}"`, validUntil: Math.min(Infinity, ...overlapEnds) };
+    this.served.set(id, entry);
+    return entry;
   }
 
   namedValue(name: string): StoredNamedValue | null {

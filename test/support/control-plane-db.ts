@@ -17,3 +17,13 @@ export function withControlPlaneDb(dataDir: string, script: string): string {
   assert.equal(run.status, 0, run.stderr);
   return run.stdout;
 }
+
+/**
+ * Saves an API past the control plane's check, as a control plane of another version might have: the document and a
+ * revision for it (what the control plane serves is made again when the revision changes).
+ */
+export function saveApiPastTheCheck(dataDir: string, api: { id: string } & Record<string, unknown>): void {
+  withControlPlaneDb(dataDir,
+    `db.prepare('UPDATE apis SET document = ? WHERE id = ?').run(${JSON.stringify(JSON.stringify(api))}, ${JSON.stringify(api.id)});` +
+    `db.prepare('INSERT INTO revisions (at, change) VALUES (?, ?)').run(new Date().toISOString(), ${JSON.stringify(`api ${api.id} saved past the check`)})`);
+}

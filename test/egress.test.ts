@@ -502,6 +502,54 @@ describe('a name a wildcard admitted is resolved once, checked, and connected to
     }
   });
 
+  test('the HTTP effect through *.example.com: names below it (any depth, any case) are resolved and reached; evilexample.com, example.com.evil.net and example.com are refused unresolved', { skip }, async () => {
+    const resolved: string[] = [];
+    const guard = new EgressGuard({
+      resolve: async (name: string) => {
+        resolved.push(name);
+        return [ownAddress!];
+      },
+    });
+    // Closed after each answer: every call connects, and so resolves, again.
+    const server = createServer((req, res) => {
+      res.setHeader('connection', 'close');
+      res.end(`reached ${req.headers.host}`);
+    });
+    await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const { host } = newHost(new GatewayEffects({ counters: new MemoryCounterStore(), egress: guard }));
+      const module = await host.load(await buildFixture('http-call'));
+      /** Runs the http-call fixture on `name` with the grant `*.example.com:<port>`: the exchange, or what the call threw. */
+      const call = async (name: string) => {
+        const exchange = makeExchange();
+        const grants = { http: { allowedHosts: [`*.example.com:${port}`] } };
+        const binding = host.bind({ id: `wildcard/${bound++}`, phase: 'inbound', module, config: { url: `http://${name}:${port}/` }, grants });
+        return binding.run('inbound', exchange).then(
+          () => exchange,
+          (e: unknown) => e,
+        );
+      };
+      // URLs lower-case their host, so the entry matches names in any case.
+      for (const name of ['a.example.com', 'a.b.example.com', 'A.Example.COM']) {
+        const exchange = await call(name);
+        assert.ok(!(exchange instanceof Error), `${name}: ${String(exchange)}`);
+        assert.equal((exchange as ReturnType<typeof makeExchange>).request.headers.get('x-lookup-body')?.[0], `reached ${name.toLowerCase()}:${port}`, name);
+      }
+      // A final dot makes another name (docs/policy-abi.md), outside the entry like the others.
+      for (const name of ['evilexample.com', 'example.com.evil.net', 'example.com', 'a.example.co', 'a.example.com.']) {
+        const err = await call(name);
+        assert.ok(err instanceof PolicyFailure, `${name}: expected a failure, got ${String(err)}`);
+        assert.equal(err.reason, 'capability', err.message);
+        assert.match(err.message, /does not name it/, name);
+      }
+      assert.deepEqual(resolved, ['a.example.com', 'a.b.example.com', 'a.example.com'], 'only the names the entry admits are resolved');
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   test('TLS: the certificate is checked against the name while the connection goes to the checked address', { skip }, async () => {
     const cert = selfSignedCertificate(tempDir(), 'orders-test', 'DNS:orders.test');
     const server = createHttpsServer({ cert: cert.cert, key: cert.key }, (req, res) => res.end(`tls ${req.headers.host}`));

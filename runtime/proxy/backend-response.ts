@@ -69,9 +69,12 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
     if (statusCode < 200) return;
     this.headReceived = true;
     const map: HeaderMap = new Map();
+    // Headers the backend's Connection names are hop-by-hop too (RFC 9110 7.6.1).
+    const connection = headers.connection;
+    const named = connection === undefined ? null : new Set(String(connection).split(',').map((s) => s.trim().toLowerCase()));
     for (const name in headers) {
       const value = headers[name];
-      if (value === undefined || this.dropped.has(name)) continue;
+      if (value === undefined || this.dropped.has(name) || named?.has(name)) continue;
       map.set(name, typeof value === 'string' ? [value] : value);
     }
     // The body waits until someone takes it (policies may run between the head and the body).

@@ -27,7 +27,17 @@ const NOT_FORWARDED = new Set([
   // The gateway's HTTP server answers `Expect: 100-continue` itself; undici refuses to send it on.
   'expect',
 ]);
-const NOT_RETURNED = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+const NOT_RETURNED = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  // Asks the gateway, the backend's client, for proxy credentials: meant for that hop, not for the gateway's client.
+  'proxy-authenticate',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+]);
 
 export interface ForwarderOptions {
   timeoutMs: number;

@@ -1,0 +1,177 @@
+// What the gateway passes between a client and a backend, seen from both ends with raw sockets: the backend's
+// hop-by-hop headers stop at the gateway, and a body declared too large is refused before the backend is contacted.
+
+import assert from 'node:assert/strict';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+
+const LIMIT = 65536;
+
+/** A backend speaking raw HTTP/1.1, so that it can send any header; it counts connections and request heads. */
+interface RawBackend {
+  server: Server;
+  port: number;
+  connections: number;
+  requestHeads: string[];
+  /** Resolves at the next connection. */
+  nextConnection(): Promise<void>;
+}
+
+async function startRawBackend(answer: (head: string) => string): Promise<RawBackend> {
+  const waiting: (() => void)[] = [];
+  const backend: RawBackend = {
+    server: createServer((socket: Socket) => {
+      backend.connections++;
+      waiting.splice(0).forEach((resolve) => resolve());
+      let buffered = '';
+      socket.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString('latin1');
+        // Each complete request (head and body, as long or as chunked as it says) is answered in turn.
+        for (;;) {
+          const end = buffered.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          const head = buffered.slice(0, end);
+          const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+          const bodyStart = end + 4;
+          let bodyEnd = bodyStart;
+          if (length) bodyEnd = bodyStart + Number(length[1]);
+          else if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
+            const last = buffered.indexOf('0\r\n\r\n', bodyStart);
+            bodyEnd = last < 0 ? Infinity : last + 5;
+          }
+          if (buffered.length < bodyEnd) return;
+          backend.requestHeads.push(head);
+          buffered = buffered.slice(bodyEnd);
+          socket.write(answer(head));
+        }
+      });
+      socket.on('error', () => {});
+    }),
+    port: 0,
+    connections: 0,
+    requestHeads: [],
+    nextConnection: () => new Promise((resolve) => waiting.push(resolve)),
+  };
+  await new Promise<void>((r) => backend.server.listen(0, '127.0.0.1', r));
+  backend.port = (backend.server.address() as AddressInfo).port;
+  return backend;
+}
+
+/** Sends `text` on a new connection to the gateway and resolves with the response head (status line and headers). */
+function rawRequest(port: number, text: string): Promise<{ status: number; headers: [string, string][]; raw: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(text));
+    let buffered = '';
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('latin1');
+      const end = buffered.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      socket.destroy();
+      const [statusLine, ...lines] = buffered.slice(0, end).split('\r\n');
+      const headers = lines.map((l) => {
+        const colon = l.indexOf(':');
+        return [l.slice(0, colon).toLowerCase(), l.slice(colon + 1).trim()] as [string, string];
+      });
+      resolve({ status: Number(statusLine!.split(' ')[1]), headers, raw: buffered });
+    });
+    socket.on('error', reject);
+    socket.on('close', () => reject(new Error(`connection closed before a response head: ${JSON.stringify(buffered)}`)));
+  });
+}
+
+const HOP_BY_HOP_RESPONSE =
+  'HTTP/1.1 200 OK\r\n' +
+  'Content-Type: text/plain\r\n' +
+  'Content-Length: 5\r\n' +
+  // Values the gateway's own server never writes, so that one passed through cannot be mistaken for the gateway's.
+  'Connection: keep-alive, X-Backend-Hop\r\n' +
+  'Keep-Alive: timeout=77, max=7\r\n' +
+  'X-Backend-Hop: named in Connection\r\n' +
+  'Proxy-Connection: keep-alive\r\n' +
+  'Proxy-Authenticate: Basic realm="backend"\r\n' +
+  'TE: trailers\r\n' +
+  'Trailer: X-Checksum\r\n' +
+  'Upgrade: h2c\r\n' +
+  'X-End-To-End: kept\r\n' +
+  '\r\n' +
+  'hello';
+
+const CHUNKED_RESPONSE =
+  'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n';
+
+let backend: RawBackend;
+let gw: GatewayProcess;
+
+before(async () => {
+  backend = await startRawBackend((head) => {
+    if (head.startsWith('GET /chunked')) return CHUNKED_RESPONSE;
+    if (head.startsWith('GET /hops')) return HOP_BY_HOP_RESPONSE;
+    return 'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nreceived';
+  });
+  const config = writeConfig(
+    tempDir(),
+    'gateway.yaml',
+    `
+version: 1
+settings:
+  maxRequestBodyBytes: ${LIMIT}
+apis:
+  - id: raw
+    pathPrefix: /
+    backend: { url: "http://127.0.0.1:${backend.port}" }
+`,
+  );
+  gw = await startGatewayProcess({ config });
+});
+
+after(async () => {
+  await gw?.stop();
+  backend?.server.close();
+});
+
+describe('forwarding', () => {
+  test("the backend's hop-by-hop headers, and those its Connection names, do not reach the client; the rest do", async () => {
+    const res = await rawRequest(gw.httpPort, 'GET /hops HTTP/1.1\r\nHost: gw.test\r\n\r\n');
+    assert.equal(res.status, 200, res.raw);
+    const names = res.headers.map(([name]) => name);
+    for (const name of ['x-backend-hop', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade']) {
+      assert.ok(!names.includes(name), `${name} reached the client: ${res.raw}`);
+    }
+    // The gateway's own server writes Connection and Keep-Alive for its hop to the client: never the backend's values.
+    for (const [name, value] of res.headers) {
+      if (name === 'connection') assert.doesNotMatch(value, /x-backend-hop/i, res.raw);
+      if (name === 'keep-alive') assert.doesNotMatch(value, /timeout=77|max=7/, res.raw);
+    }
+    assert.ok(res.headers.some(([name, value]) => name === 'x-end-to-end' && value === 'kept'), res.raw);
+  });
+
+  test("the backend's Transfer-Encoding is not passed on: the gateway frames the body itself, once", async () => {
+    const res = await rawRequest(gw.httpPort, 'GET /chunked HTTP/1.1\r\nHost: gw.test\r\n\r\n');
+    assert.equal(res.status, 200, res.raw);
+    const framing = res.headers.filter(([name]) => name === 'transfer-encoding' || name === 'content-length');
+    assert.equal(framing.length, 1, `one framing header: ${res.raw}`);
+  });
+
+  test('a declared Content-Length over the limit is answered 413 before the body is sent, and the backend is never contacted', async () => {
+    const connectionsBefore = backend.connections;
+    const headsBefore = backend.requestHeads.length;
+    // Only the head is sent: the answer has to come from the declared length alone. Were the request forwarded, the
+    // backend would see a connection or a head first (the gateway waits on a body that never comes).
+    const contacted = backend.nextConnection().then(() => 'the backend was contacted');
+    const answer = rawRequest(gw.httpPort, `POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: ${LIMIT + 1}\r\n\r\n`);
+    const first = await Promise.race([answer, contacted]);
+    assert.notEqual(first, 'the backend was contacted');
+    const res = await answer;
+    assert.equal(res.status, 413, res.raw);
+    assert.equal(backend.connections, connectionsBefore, 'no connection reached the backend');
+    assert.equal(backend.requestHeads.length, headsBefore, 'no request reached the backend');
+  });
+
+  test('a declared Content-Length at the limit is forwarded', async () => {
+    const body = 'x'.repeat(LIMIT);
+    const res = await rawRequest(gw.httpPort, `POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: ${LIMIT}\r\n\r\n${body}`);
+    assert.equal(res.status, 200, res.raw);
+    assert.match(backend.requestHeads.at(-1)!, /^POST \/upload /);
+  });
+});

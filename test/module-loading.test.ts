@@ -146,6 +146,20 @@ describe('module loading', () => {
       },
     );
   });
+
+  test('a policy whose schema requires configuration, bound with no config at all, is refused naming what is missing', async () => {
+    const { host } = newHost();
+    const module = await host.load(await buildFixture('check-header'));
+    assert.throws(
+      () => host.bind({ id: 'api:x/inbound/0', phase: 'inbound', module }),
+      (err: unknown) => {
+        assert.ok(err instanceof PolicyConfigError, String(err));
+        assert.match(err.message, /^api:x\/inbound\/0: invalid policy configuration/);
+        assert.match(err.message, /config \(root\): must have required property 'name'/);
+        return true;
+      },
+    );
+  });
 });
 
 describe('handlers written with another PDK', () => {

@@ -16,6 +16,14 @@ const DELAY_MS = 1500;
 /** Longer than the delay by a margin, so that the request is still in flight when the listener closes. */
 const SLOW_MS = 3200;
 const PROBE = '/status-0123456789abcdef';
+const SHUTDOWN_TIMEOUT_MS = 1000;
+/**
+ * How long after the shutdown timeout the process may take to exit: closing its listeners and pools, flushing
+ * telemetry (TELEMETRY_FLUSH_MIN_MS at least) and writing its last log lines, on a 2-core machine shared with other
+ * tests. Timing-based by nature (the promise is a bound in time); 4 s is far below what a timeout multiplied by 10 or
+ * 1000 would take, so the test still tells the two apart.
+ */
+const EXIT_MARGIN_MS = 4000;
 
 let backend: Server;
 let backendPort: number;
@@ -28,7 +36,8 @@ before(async () => {
     req.resume();
     req.on('end', () => {
       if (req.url === '/slow') setTimeout(() => res.end('slow done'), SLOW_MS);
-      else res.end('ok');
+      // Answered only when the test ends (closeAllConnections): outlasts any shutdown timeout.
+      else if (req.url !== '/hang') res.end('ok');
     });
   });
   await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
@@ -115,6 +124,34 @@ describe('graceful shutdown', () => {
       assert.deepEqual(order, ['shutting down', 'no longer accepting connections: draining', 'stopped']);
     } finally {
       await keepAlive.destroy().catch(() => undefined);
+      await g.stop('SIGKILL');
+    }
+  });
+
+  test('a request that outlasts GATEHOUSE_SHUTDOWN_TIMEOUT_MS is cut at the timeout, and the process exits', async () => {
+    const config = writeConfig(
+      tempDir(),
+      'gateway.yaml',
+      `version: 1\napis:\n  - id: shop\n    pathPrefix: /\n    backend: { url: "http://127.0.0.1:${backendPort}", timeoutMs: 120000 }\n`,
+    );
+    const g = await startGatewayProcess({ config, env: { GATEHOUSE_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS) } });
+    try {
+      const hanging = send(g.url, '/hang').catch((err: unknown) => err);
+      await waitForAsync('the request to reach the backend', async () => received.includes('/hang'), 5000);
+      const signalled = performance.now();
+      g.child.kill('SIGTERM');
+      const cut = await g.waitForLog((l) => l.msg === 'shutdown timeout: in-flight requests cut off', SHUTDOWN_TIMEOUT_MS + EXIT_MARGIN_MS);
+      assert.equal(cut.inFlight, 1, 'the hanging request was in flight at the timeout');
+      await g.exited;
+      const exitedAfterMs = performance.now() - signalled;
+      assert.ok(exitedAfterMs >= SHUTDOWN_TIMEOUT_MS - 50, `exited ${exitedAfterMs} ms after SIGTERM: not before the timeout`);
+      assert.ok(exitedAfterMs < SHUTDOWN_TIMEOUT_MS + EXIT_MARGIN_MS, `exited ${exitedAfterMs} ms after SIGTERM, the timeout is ${SHUTDOWN_TIMEOUT_MS} ms`);
+      assert.ok(g.logs.some((l) => l.msg === 'stopped'), 'the shutdown ran to its end after the cut');
+      const outcome = await hanging;
+      // Cut: its backend connection is destroyed, so the client gets the gateway's 502 or, if the process is gone first,
+      // a closed connection; never an answer from the backend.
+      assert.ok(outcome instanceof Error || (outcome as { status: number }).status === 502, `the hanging request was cut: ${JSON.stringify(outcome)}`);
+    } finally {
       await g.stop('SIGKILL');
     }
   });

@@ -50,9 +50,9 @@ export class GatewayEffects implements EffectRunner {
     this.maxHttpInFlight = options.maxHttpInFlight ?? DEFAULT_HTTP_IN_FLIGHT;
   }
 
-  /** Closes the HTTP effects' connections (at shutdown). */
-  async close(): Promise<void> {
-    await Promise.all([this.named.close(), this.checked.close()]);
+  /** Closes the HTTP effects' connections (at shutdown); with `cut`, the effects in flight fail (the shutdown timeout has passed). */
+  async close(cut = false): Promise<void> {
+    await Promise.all([this.named, this.checked].map((d) => (cut ? d.destroy() : d.close())));
   }
 
   async perform(kind: number, request: string, context: EffectContext): Promise<string> {

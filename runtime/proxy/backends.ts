@@ -83,8 +83,11 @@ export class BackendSet {
     return false;
   }
 
-  /** Closes the connection pools once their requests are done (after a configuration swap). */
-  async close(): Promise<void> {
-    await Promise.all(this.targets.map((t) => t.pool.close()));
+  /**
+   * Closes the connection pools once their requests are done (after a configuration swap); with `cut`, at once, the
+   * requests they run failed (the shutdown timeout has passed).
+   */
+  async close(cut = false): Promise<void> {
+    await Promise.all(this.targets.map((t) => (cut ? t.pool.destroy() : t.pool.close())));
   }
 }

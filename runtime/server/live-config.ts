@@ -50,8 +50,11 @@ export interface LiveConfig {
    * reads whole) and dispatch only then.
    */
   retire(): Promise<void>;
-  /** Closes the backends' connection pools, letting the requests they run finish (shutdown, after draining). */
-  close(): Promise<void>;
+  /**
+   * Closes the backends' connection pools, letting the requests they run finish (shutdown, after draining); with `cut`,
+   * ending them (the shutdown timeout has passed).
+   */
+  close(cut?: boolean): Promise<void>;
 }
 
 export interface BoundChainsLike {
@@ -109,8 +112,8 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
   }
   let users = 0;
   let lastLeft: (() => void) | null = null;
-  const close = async () => {
-    await Promise.all(apis.map((a) => a.backends.close()));
+  const close = async (cut = false) => {
+    await Promise.all(apis.map((a) => a.backends.close(cut)));
   };
   return {
     source: options.source,

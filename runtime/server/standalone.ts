@@ -288,9 +288,10 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         await syncStopped;
         await controlPlane?.close();
         await admin.close();
-        await gateway.config?.close();
-        await forwarder.close();
-        await effects.close();
+        // Past the timeout, requests still running are cut: their backend connections are destroyed, not waited on.
+        await gateway.config?.close(timedOut);
+        await forwarder.close(timedOut);
+        await effects.close(timedOut);
         await echo.close();
         await counters.close?.();
         await flushed;

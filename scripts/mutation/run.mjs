@@ -6,12 +6,15 @@
 // by the environment variable __STRYKER_ACTIVE_MUTANT__. That variable reaches the gateway and control-plane processes
 // the tests start, so a mutant is live in every process the tests exercise, not only in the test process.
 //
+// `npm run test:mutation -- --report [<module>...]` runs nothing: it writes the summary again from the modules' JSON
+// reports of earlier runs (after a change to equivalent.json, or when a run was stopped after some modules).
+//
 // Writes reports/mutation/mutation.json (Stryker's JSON report, the modules of this run merged) and
 // reports/mutation/summary.md (a score per module and every surviving mutant), and prints the summary. Mutants listed
 // in scripts/mutation/equivalent.json are counted apart and left out of the score. Exits 1 when a module scores below
 // BREAK_BELOW.
 import { Stryker } from '@stryker-mutator/core';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
@@ -26,13 +29,16 @@ const modules = readJson('scripts/mutation/modules.json');
 /** @type {{ file: string, mutator: string, original: string, replacement: string, reason: string }[]} */
 const equivalents = readJson('scripts/mutation/equivalent.json');
 
-const requested = process.argv.slice(2);
+const reportOnly = process.argv.includes('--report');
+const requested = process.argv.slice(2).filter((arg) => arg !== '--report');
 const unknown = requested.filter((name) => !(name in modules));
 if (unknown.length > 0) {
   console.error(`unknown module(s): ${unknown.join(', ')}; known: ${Object.keys(modules).join(', ')}`);
   process.exit(2);
 }
-const names = requested.length > 0 ? requested : Object.keys(modules);
+const moduleReport = (name) => `${REPORT_DIR}/modules/${name}.json`;
+const moduleTiming = (name) => `${REPORT_DIR}/modules/${name}.run.json`;
+const names = (requested.length > 0 ? requested : Object.keys(modules)).filter((name) => !reportOnly || existsSync(here(moduleReport(name))));
 
 // Other test runs may share the machine: one mutant at a time (the tests start servers and processes of their own).
 const concurrency = Number(process.env.MUTATION_CONCURRENCY ?? 1);
@@ -44,7 +50,7 @@ function testCommand(tests) {
 
 async function runModule(name) {
   const { mutate, tests } = modules[name];
-  const jsonFile = `${REPORT_DIR}/modules/${name}.json`;
+  const jsonFile = moduleReport(name);
   const started = Date.now();
   await new Stryker({
     mutate,
@@ -69,7 +75,9 @@ async function runModule(name) {
     disableTypeChecks: false,
     thresholds: { high: 90, low: BREAK_BELOW, break: null },
   }).runMutationTest();
-  return { name, jsonFile, seconds: Math.round((Date.now() - started) / 1000) };
+  const run = { name, jsonFile, seconds: Math.round((Date.now() - started) / 1000), commit: commit() };
+  writeFileSync(here(moduleTiming(name)), JSON.stringify(run));
+  return run;
 }
 
 function originalText(source, location) {
@@ -122,11 +130,13 @@ const clip = (text, max = 80) => (text.length > max ? `${text.slice(0, max - 1)}
 const cell = (text) => clip(text).replace(/\|/g, '\\|').replace(/`/g, "'");
 
 function markdown(results, failed) {
-  const out = [`# Mutation run`, '', `Commit ${commit()}, ${new Date().toISOString()}; score = detected / (detected + survived), equivalents (scripts/mutation/equivalent.json) left out; below ${BREAK_BELOW}% fails.`, ''];
+  const commits = [...new Set(results.map((r) => r.commit ?? 'unknown'))].join(', ');
+  const out = [`# Mutation run`, '', `Measured on commit ${commits}, summarised ${new Date().toISOString()}; score = detected / (detected + survived), equivalents (scripts/mutation/equivalent.json) left out; below ${BREAK_BELOW}% fails.`, ''];
   out.push('| module | mutants | detected | survived | equivalent | errors | score | time |', '|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const score = r.score === null ? 'n/a' : `${r.score.toFixed(1)}%`;
-    out.push(`| ${r.name} | ${r.mutants} | ${r.detected} | ${r.survived} | ${r.equivalent} | ${r.errors} | ${score} | ${r.seconds} s |`);
+    const time = r.seconds === undefined ? '?' : `${r.seconds} s`;
+    out.push(`| ${r.name} | ${r.mutants} | ${r.detected} | ${r.survived} | ${r.equivalent} | ${r.errors} | ${score} | ${time} |`);
   }
   for (const name of failed) out.push(`| ${name} | no result: its tests failed without a mutant (see the log) | | | | | | |`);
   for (const r of results.filter((r) => r.survivors.length > 0)) {
@@ -139,11 +149,18 @@ function markdown(results, failed) {
   return out.join('\n') + '\n';
 }
 
-rmSync(here(`${REPORT_DIR}/modules`), { recursive: true, force: true });
-mkdirSync(here(`${REPORT_DIR}/modules`), { recursive: true });
+if (!reportOnly) {
+  rmSync(here(`${REPORT_DIR}/modules`), { recursive: true, force: true });
+  mkdirSync(here(`${REPORT_DIR}/modules`), { recursive: true });
+}
 const results = [];
 const failed = [];
 for (const name of names) {
+  if (reportOnly) {
+    const timing = existsSync(here(moduleTiming(name))) ? readJson(moduleTiming(name)) : {};
+    results.push(summarise({ ...timing, name, jsonFile: moduleReport(name) }, readJson(moduleReport(name))));
+    continue;
+  }
   try {
     const run = await runModule(name);
     results.push(summarise(run, readJson(run.jsonFile)));

@@ -6,6 +6,9 @@
 // by the environment variable __STRYKER_ACTIVE_MUTANT__. That variable reaches the gateway and control-plane processes
 // the tests start, so a mutant is live in every process the tests exercise, not only in the test process.
 //
+// `npm run test:mutation -- <module>:<from>-<to>` mutates only lines <from> to <to> of the module's file (a module of
+// one file), to see again whether the survivors of one function are killed without running the whole module.
+//
 // `npm run test:mutation -- --report [<module>...]` runs nothing: it writes the summary again from the modules' JSON
 // reports of earlier runs (after a change to equivalent.json, or when a run was stopped after some modules).
 //
@@ -30,7 +33,14 @@ const modules = readJson('scripts/mutation/modules.json');
 const equivalents = readJson('scripts/mutation/equivalent.json');
 
 const reportOnly = process.argv.includes('--report');
-const requested = process.argv.slice(2).filter((arg) => arg !== '--report');
+/** `name` or `name:from-to` -> the module's name and the line range, if any. */
+function parseSelection(arg) {
+  const match = /^(.+):(\d+)-(\d+)$/.exec(arg);
+  return match ? { name: match[1], lines: `${match[2]}-${match[3]}` } : { name: arg, lines: null };
+}
+const selections = process.argv.slice(2).filter((arg) => arg !== '--report').map(parseSelection);
+const lineRanges = new Map(selections.filter((s) => s.lines !== null).map((s) => [s.name, s.lines]));
+const requested = selections.map((s) => s.name);
 const unknown = requested.filter((name) => !(name in modules));
 if (unknown.length > 0) {
   console.error(`unknown module(s): ${unknown.join(', ')}; known: ${Object.keys(modules).join(', ')}`);
@@ -49,7 +59,10 @@ function testCommand(tests) {
 }
 
 async function runModule(name) {
-  const { mutate, tests } = modules[name];
+  const { tests } = modules[name];
+  const lines = lineRanges.get(name);
+  if (lines && modules[name].mutate.length !== 1) throw new Error(`${name} mutates several files: a line range needs one`);
+  const mutate = lines ? [`${modules[name].mutate[0]}:${lines}`] : modules[name].mutate;
   const jsonFile = moduleReport(name);
   const started = Date.now();
   await new Stryker({

@@ -185,7 +185,10 @@ for (const name of names) {
     failed.push(name);
   }
 }
-if (results.length === 0) process.exit(1);
+if (results.length === 0) {
+  if (reportOnly) console.error(`no module report under ${REPORT_DIR}/modules/ for: ${requested.join(', ') || 'any module'}`);
+  process.exit(1);
+}
 
 const merged = readJson(results[0].jsonFile);
 for (const r of results.slice(1)) Object.assign(merged.files, readJson(r.jsonFile).files);

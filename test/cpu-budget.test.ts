@@ -3,44 +3,79 @@
 // with `cpu-budget` on a shared machine, in a rate-limit call that takes microseconds.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
-import { PolicyFailure } from '../runtime/policy-host/index.ts';
-import { buildFixture, makeExchange, newHost } from './support/policies.ts';
+import { PolicyFailure, PolicyHost } from '../runtime/policy-host/index.ts';
+import { GatewayEffects } from '../runtime/pipeline/effects.ts';
+import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
+import { Logger, type LogRecord } from '../runtime/telemetry/logger.ts';
+import { buildFixture, makeExchange, newHost, wat, watDescriptor } from './support/policies.ts';
 
-test('calls paused by a stopped process are not stopped for the time they did not run', async () => {
-  const { host } = newHost();
-  const module = await host.load(await buildFixture('compute'));
-  // About 1.5 ms of CPU a call here, and a 40 ms budget: stops of 50 ms are longer than the budget (before, when the
-  // budget was wall-clock time, such calls failed) and well within the three budgets of wall-clock time a paused call
-  // may take, so that a loaded machine, where the process also waits for a core after a stop, does not matter.
-  const binding = host.bind({ id: 'paused/compute', phase: 'inbound', module, config: {}, limits: { cpuMs: 40 } });
-  await binding.run('inbound', makeExchange());
+const BUDGET_MS = 200;
+const PAUSE_MS = 250;
 
-  // Another process stops this one four times for 50 ms while calls run back to back, so that stops land inside calls.
-  const stopper = spawn('sh', ['-c', `for i in 1 2 3 4; do sleep 0.1; kill -STOP ${process.pid}; sleep 0.05; kill -CONT ${process.pid}; done`], {
-    stdio: 'ignore',
+/**
+ * A module that runs (by the clock: `now`) until `before` ms into the call, logs "pause", then runs `after` ms more.
+ * The test's log sink stops the process when the line comes, so the stop lands inside the call, at a known point.
+ */
+async function runLogPauseRun(before: number, after: number): Promise<Uint8Array> {
+  const d = watDescriptor('{"name":"raw-run-pause-run","version":"1"}');
+  return wat(`(module
+    ${d.imports}
+    (import "gatehouse:host/v1" "now" (func $now (result f64)))
+    (import "gatehouse:host/v1" "log" (func $log (param i32 i32 i32)))
+    (memory (export "memory") 1)
+    ${d.data}
+    (data (i32.const 2048) "pause")
+    ${d.func}
+    (func $run (param $ms f64)
+      (local $until f64)
+      (local.set $until (f64.add (call $now) (local.get $ms)))
+      (loop $spin (br_if $spin (f64.lt (call $now) (local.get $until)))))
+    (func (export "on_inbound") (result i32)
+      (call $run (f64.const ${before}))
+      (call $log (i32.const 2) (i32.const 2048) (i32.const 5))
+      (call $run (f64.const ${after}))
+      (i32.const 0))
+  )`);
+}
+
+test('a call the process is stopped in, for longer than its budget, is not stopped for the time it did not run', async () => {
+  // The stop comes after the call ran past half its budget (by the clock), where the host starts reading CPU time, and
+  // lasts longer than the whole budget: a budget counted in wall-clock time from there fails this call. Counted in CPU
+  // time, the call used about 120 ms (running until 110 ms and for 10 ms after the stop; the CPU time of starting the
+  // stopper too) of its 200 ms. All of it, stop included (about 370 ms, more while the stopper starts on a loaded
+  // machine), is well within the ceiling of three budgets (600 ms) of wall-clock time a paused call may take.
+  let stops = 0;
+  const logs: LogRecord[] = [];
+  const host = new PolicyHost({
+    logger: new Logger((line) => {
+      const record = JSON.parse(line) as LogRecord;
+      logs.push(record);
+      if (record.msg !== 'pause') return;
+      // Another process stops this one and lets it go on PAUSE_MS later; this one waits for it, inside the call.
+      execFileSync('sh', ['-c', `kill -STOP ${process.pid}; sleep ${PAUSE_MS / 1000}; kill -CONT ${process.pid}`]);
+      stops++;
+    }, 'debug'),
+    effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
   });
-  const stopperDone = new Promise<void>((r) => stopper.once('exit', () => r()));
-  let running = true;
-  void stopperDone.then(() => (running = false));
-  let calls = 0;
-  const failures: string[] = [];
-  let longestMs = 0;
-  while (running) {
-    const started = performance.now();
-    try {
-      await binding.run('inbound', makeExchange());
-    } catch (err) {
-      failures.push(err instanceof PolicyFailure ? `${err.reason}: ${err.message}` : String(err));
-    }
-    longestMs = Math.max(longestMs, performance.now() - started);
-    calls++;
-    // Requests arrive as separate tasks: the stopper's exit is seen between them.
-    await new Promise((r) => setImmediate(r));
-  }
-  assert.deepEqual(failures, [], `${failures.length} of ${calls} calls failed`);
-  assert.ok(longestMs > 45, `a stop landed inside a call (the longest took ${longestMs.toFixed(1)} ms of wall-clock time)`);
+  const module = await host.load(await runLogPauseRun(BUDGET_MS / 2 + 10, 10));
+  const binding = host.bind({ id: 'paused/run', phase: 'inbound', module, config: {}, limits: { cpuMs: BUDGET_MS } });
+  await binding.warm();
+
+  const started = performance.now();
+  const cpuBefore = process.cpuUsage();
+  const err = await binding.run('inbound', makeExchange()).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  const cpu = process.cpuUsage(cpuBefore);
+  const tookMs = performance.now() - started;
+  const cpuMs = (cpu.user + cpu.system) / 1000;
+  assert.equal(stops, 1, `the stop came inside the call (log lines: ${JSON.stringify(logs)})`);
+  assert.ok(tookMs > BUDGET_MS + 50, `the call took longer than its budget by the clock: ${tookMs.toFixed(1)} ms`);
+  assert.ok(cpuMs < BUDGET_MS, `and less than its budget in CPU time: ${cpuMs.toFixed(1)} ms`);
+  assert.equal(err, null, `a call that used ${cpuMs.toFixed(1)} ms of CPU in ${tookMs.toFixed(1)} ms is not stopped: ${String(err)}`);
 });
 
 test('a call that runs on past its budget is still stopped soon after it', async () => {

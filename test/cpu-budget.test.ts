@@ -14,8 +14,10 @@ const BUDGET_MS = 200;
 const PAUSE_MS = 250;
 
 /**
- * A module that runs (by the clock: `now`) until `before` ms into the call, logs "pause", then runs `after` ms more.
- * The test's log sink holds the call still when the line comes, so the pause lands inside the call, at a known point.
+ * A module that runs (by the clock: `now`) until `before` ms into the call, then counts down from a million (past
+ * several budget checks, each at most 65,536 instructions apart, however long the process waited for a core before),
+ * logs "pause", then runs `after` ms more. The test's log sink holds the call still when the line comes, so the pause
+ * lands inside the call, at a known point.
  */
 async function runLogPauseRun(before: number, after: number): Promise<Uint8Array> {
   const d = watDescriptor('{"name":"raw-run-pause-run","version":"1"}');
@@ -31,8 +33,13 @@ async function runLogPauseRun(before: number, after: number): Promise<Uint8Array
       (local $until f64)
       (local.set $until (f64.add (call $now) (local.get $ms)))
       (loop $spin (br_if $spin (f64.lt (call $now) (local.get $until)))))
+    (func $count (param $n i32)
+      (loop $next
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br_if $next (i32.gt_s (local.get $n) (i32.const 0)))))
     (func (export "on_inbound") (result i32)
       (call $run (f64.const ${before}))
+      (call $count (i32.const 1000000))
       (call $log (i32.const 2) (i32.const 2048) (i32.const 5))
       (call $run (f64.const ${after}))
       (i32.const 0))
@@ -40,11 +47,11 @@ async function runLogPauseRun(before: number, after: number): Promise<Uint8Array
 }
 
 test('a call paused for longer than its budget is not stopped for the time it did not run', async () => {
-  // The pause comes after the call ran past half its budget (by the clock), where the host starts reading CPU time, and
-  // lasts longer than the whole budget: a budget counted in wall-clock time from there fails this call. Counted in CPU
-  // time, the call used about 120 ms (running until 110 ms, and for 10 ms after the pause) of its 200 ms. All of it,
-  // pause included (about 370 ms, more when the machine is busy), is well within the ceiling of three budgets (600 ms)
-  // of wall-clock time a paused call may take. The pause blocks the thread (Atomics.wait) rather than stopping the
+  // The pause comes after the call ran past half its budget (by the clock) and a check found it, where the host starts
+  // reading CPU time, and lasts longer than the whole budget: a budget counted in wall-clock time from there fails this
+  // call. Counted in CPU time, the call used about 120 ms (running until 110 ms, the countdown, and 10 ms after the
+  // pause) of its 200 ms. All of it, pause included (about 370 ms, more when the machine is busy), is well within the
+  // ceiling of three budgets (600 ms) of wall-clock time a paused call may take. The pause blocks the thread (Atomics.wait) rather than stopping the
   // process with a signal from another one: it uses no CPU time, as a stop does, and it cannot miss the call.
   let pauses = 0;
   const logs: LogRecord[] = [];

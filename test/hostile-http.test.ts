@@ -105,10 +105,12 @@ interface RawReply {
 
 /**
  * Writes `payload` (bytes as latin1 text, or a function writing it over time) on a new connection and reads until the
- * gateway closes it or `waitMs` passed. `settleMs` ends the wait that long after the last byte received.
+ * gateway closes it or `waitMs` passed. `settleMs` ends the wait that long after the last byte received: by default
+ * past the gateway's keep-alive timeout here (1 s), so that an answered connection has been closed by then, whether
+ * the gateway closed it with the answer (late, on a loaded machine: 250 ms was seen to be too short) or when idle.
  */
 function rawExchange(payload: string | ((socket: Socket) => void), options: { waitMs?: number; settleMs?: number } = {}): Promise<RawReply> {
-  const { waitMs = 2000, settleMs = 250 } = options;
+  const { waitMs = 3000, settleMs = 1500 } = options;
   return new Promise((resolve, reject) => {
     const started = performance.now();
     let text = '';

@@ -152,11 +152,13 @@ describe('sandbox', () => {
   });
 
   test('output beyond the output cap fails the call', async () => {
+    // A generous CPU budget, as for memory: on a loaded machine, zeroing and copying 2 MiB took more than the default
+    // 50 ms of the process's CPU time (which collection on other threads adds to) and failed for that first.
     const exchange = makeExchange();
-    const err = await policyFailure(bind('big-output').run('inbound', exchange));
+    const err = await policyFailure(bind('big-output', { limits: { cpuMs: 5000 } }).run('inbound', exchange));
     assert.equal(err.reason, 'output-cap');
     assert.equal(exchange.response.body, null, 'nothing of the oversized output was kept');
-    const roomy = bind('big-output', { limits: { outputBytes: 4 << 20, memoryBytes: 32 << 20 } });
+    const roomy = bind('big-output', { limits: { outputBytes: 4 << 20, memoryBytes: 32 << 20, cpuMs: 5000 } });
     const ok = makeExchange();
     await roomy.run('inbound', ok);
     assert.equal(ok.response.body?.byteLength, 2 << 20);

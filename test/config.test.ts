@@ -458,6 +458,14 @@ apis:
 
 describe('configuration file watcher', () => {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /**
+   * Resolves once a whole check that began after this call has run (and applied what it found). One poll joins a check
+   * already under way, which may have read the file before the caller's last write; the second begins after it.
+   */
+  const checkedSinceNow = async (watcher: ConfigFileWatcher) => {
+    await watcher.poll();
+    await watcher.poll();
+  };
 
   test('a change is applied with the new text; a touch without changes is not', async () => {
     const file = join(work, 'watched.yaml');
@@ -469,7 +477,7 @@ describe('configuration file watcher', () => {
     await watcher.poll();
     watcher.start();
     try {
-      await sleep(40);
+      await checkedSinceNow(watcher);
       assert.deepEqual(seen, [], 'the content at start is not a change');
       writeFileSync(file, 'two\n');
       await waitFor('the change', () => seen.length === 1);
@@ -477,7 +485,7 @@ describe('configuration file watcher', () => {
       const later = new Date(Date.now() + 60_000);
       utimesSync(file, later, later);
       writeFileSync(file, 'two\n'); // a save without changes
-      await sleep(60);
+      await checkedSinceNow(watcher);
       assert.deepEqual(seen, ['two\n']);
       // Renamed over, as editors save.
       writeFileSync(`${file}.tmp`, 'three\n');
@@ -510,31 +518,40 @@ describe('configuration file watcher', () => {
     const applied: string[] = [];
     let active = 0;
     let overlapped = false;
+    // The first change applied is held until the burst is over, so that the watcher keeps finding newer versions while
+    // one is being applied (a second onChange meanwhile would overlap it), and whatever it found is applied after.
+    let burstOver!: () => void;
+    const burst = new Promise<void>((r) => (burstOver = r));
     const watcher = new ConfigFileWatcher(file, {
       intervalMs: 5,
       settleMs: 0,
       onChange: async (text) => {
         active++;
         if (active > 1) overlapped = true;
+        if (applied.length === 0) await burst;
         await sleep(30);
         applied.push(text);
         active--;
       },
     });
+    await watcher.poll();
     watcher.start();
     try {
-      await sleep(20);
-      // Saved as editors do: a new file renamed over the old one (a plain write can be caught half done).
+      // Saved as editors do: a new file renamed over the old one (a plain write can be caught half done). The rest of
+      // the burst comes while v1 is being applied.
       for (let i = 1; i <= 30; i++) {
         await writeFile(`${file}.tmp`, `v${i}`);
         await rename(`${file}.tmp`, file);
-        await sleep(3);
+        if (i === 1) await waitFor('v1 to be applied', () => active === 1);
       }
+      burstOver();
       await waitFor('the last version', () => applied.at(-1) === 'v30');
-      await sleep(50);
+      await checkedSinceNow(watcher);
       assert.equal(applied.at(-1), 'v30');
       assert.equal(overlapped, false);
-      assert.ok(applied.length < 30, `${applied.length} applications for 30 writes`);
+      // v1, the latest version found while it was applied, and v30 if that was found later: 3 at most.
+      assert.equal(applied[0], 'v1');
+      assert.ok(applied.length <= 3, `${applied.length} applications for 30 writes: ${applied.join(' ')}`);
       const versions = applied.map((t) => Number(t.slice(1)));
       assert.deepEqual(versions, [...versions].sort((a, b) => a - b), 'never an older version after a newer one');
     } finally {
@@ -547,15 +564,18 @@ describe('configuration file watcher', () => {
     writeFileSync(file, 'start');
     const seen: string[] = [];
     const watcher = new ConfigFileWatcher(file, { intervalMs: 10, settleMs: 150, onChange: async (t) => void seen.push(t) });
+    // The watcher keeps the size of the file it read last: how the test knows the half-written file was read.
+    const sizeRead = () => (watcher as unknown as { lastStat: { size: number } | null }).lastStat?.size;
+    await watcher.poll();
     watcher.start();
     try {
-      await sleep(30);
       writeFileSync(file, 'half');
-      await sleep(40);
+      await waitFor('the watcher to read the half-written file', () => sizeRead() === 'half'.length);
+      // It reads again 150 ms after that read (settleMs); the rest is written before, by a timer due long before its.
       writeFileSync(file, 'half and the rest');
       await waitFor('the change', () => seen.length === 1);
-      await sleep(200);
-      assert.deepEqual(seen, ['half and the rest']);
+      await checkedSinceNow(watcher);
+      assert.deepEqual(seen, ['half and the rest'], 'the half-written file, read, was never applied');
     } finally {
       await watcher.stop();
     }
@@ -578,10 +598,10 @@ describe('configuration file watcher', () => {
     });
     watcher.start();
     try {
-      await sleep(20);
       rmSync(file);
       await waitFor('the read error', () => errors.length === 1);
-      await sleep(40);
+      await checkedSinceNow(watcher);
+      await checkedSinceNow(watcher);
       assert.equal(errors.length, 1, 'reported once while the file is missing');
       assert.match(errors[0]!, /ENOENT/);
       writeFileSync(file, 'bad');
@@ -601,11 +621,14 @@ describe('configuration file watcher', () => {
     writeFileSync(file, 'a');
     const seen: string[] = [];
     const watcher = new ConfigFileWatcher(file, { intervalMs: 5, onChange: async (t) => void seen.push(t) });
+    // The content is noted first, so that a change after it would be applied if the watcher still ran.
+    await watcher.poll();
     watcher.start();
-    await sleep(20);
     await watcher.stop();
     writeFileSync(file, 'b');
+    // Ten intervals without a check (nothing to wait on: the point is that nothing happens), and a check asked for.
     await sleep(50);
+    await watcher.poll();
     assert.deepEqual(seen, []);
     assert.equal(readFileSync(file, 'utf8'), 'b');
   });

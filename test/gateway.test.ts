@@ -472,8 +472,9 @@ describe('gateway: embedded default and shutdown', () => {
       `version: 1\napis:\n  - id: slow\n    pathPrefix: /\n    backend: { url: "http://127.0.0.1:${backendPort}" }\n`,
     );
     const g = await startGatewayProcess({ config: file });
-    const inFlight = request(`${g.url}/slow?ms=800`).then(async (r) => ({ status: r.statusCode, text: await r.body.text() }));
-    await new Promise((r) => setTimeout(r, 200));
+    const inFlight = request(`${g.url}/slow?ms=800&case=sigterm`).then(async (r) => ({ status: r.statusCode, text: await r.body.text() }));
+    // In flight: the backend has the request (and answers it 800 ms later), so the gateway is waiting on it.
+    await waitFor('the backend to receive the request', () => seen.some((s) => s.url === '/slow?ms=800&case=sigterm'));
     g.child.kill('SIGTERM');
     const res = await inFlight;
     assert.equal(res.status, 200);

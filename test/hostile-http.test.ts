@@ -99,18 +99,23 @@ interface RawReply {
   closed: boolean;
   /** When the gateway closed it, in ms after the payload was written; null while open. */
   closedAfterMs: number | null;
+  /** How the connection failed, when it did: ECONNRESET or EPIPE (any other error fails the exchange). */
+  error: 'ECONNRESET' | 'EPIPE' | null;
 }
 
 /**
  * Writes `payload` (bytes as latin1 text, or a function writing it over time) on a new connection and reads until the
- * gateway closes it or `waitMs` passed. `settleMs` ends the wait that long after the last byte received.
+ * gateway closes it or `waitMs` passed. `settleMs` ends the wait that long after the last byte received: by default
+ * past the gateway's keep-alive timeout here (1 s), so that an answered connection has been closed by then, whether
+ * the gateway closed it with the answer (late, on a loaded machine: 250 ms was seen to be too short) or when idle.
  */
 function rawExchange(payload: string | ((socket: Socket) => void), options: { waitMs?: number; settleMs?: number } = {}): Promise<RawReply> {
-  const { waitMs = 2000, settleMs = 250 } = options;
+  const { waitMs = 3000, settleMs = 1500 } = options;
   return new Promise((resolve, reject) => {
     const started = performance.now();
     let text = '';
     let settle: ReturnType<typeof setTimeout> | null = null;
+    let error: RawReply['error'] = null;
     const socket = connect(gw.httpPort, '127.0.0.1', () => {
       if (typeof payload === 'string') socket.write(Buffer.from(payload, 'latin1'));
       else payload(socket);
@@ -120,7 +125,7 @@ function rawExchange(payload: string | ((socket: Socket) => void), options: { wa
       if (settle) clearTimeout(settle);
       socket.destroy();
       const status = /^HTTP\/1\.[01] (\d{3})/.exec(text);
-      resolve({ text, status: status ? Number(status[1]) : null, closed, closedAfterMs: closed ? performance.now() - started : null });
+      resolve({ text, status: status ? Number(status[1]) : null, closed, closedAfterMs: closed ? performance.now() - started : null, error });
     };
     const limit = setTimeout(() => finish(false), waitMs);
     socket.on('data', (chunk: Buffer) => {
@@ -132,7 +137,8 @@ function rawExchange(payload: string | ((socket: Socket) => void), options: { wa
     socket.on('error', (err: NodeJS.ErrnoException) => {
       // A reset after the answer is a close like any other, and so is a write the gateway no longer reads (EPIPE: it
       // answered and closed while a large payload was still being written, as it should for an oversized head).
-      if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') reject(err);
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') error = err.code;
+      else reject(err);
     });
   });
 }
@@ -236,7 +242,18 @@ describe('hostile input: malformed and oversized heads', () => {
     );
     assert.equal(huge.result.status, 431);
     assert.ok(huge.result.closed);
-    assert.deepEqual([...longTarget.reached, ...longHeader.reached, ...manySmall.reached, ...huge.reached], []);
+    // A megabyte of header written at once: the gateway answers 431 once past the limit and closes with the rest
+    // unread. What the client sees of that depends on how far its own write got, which no test controls: the 431; or,
+    // when the close comes while the client is still writing, EPIPE on its write or a reset (ECONNRESET), either of which
+    // can end the connection before the answer waiting in its buffer was read (status null). Exactly these outcomes; in
+    // each the gateway closed the connection and forwarded nothing, and it serves the next request (below).
+    const megabyte = await reaching(() => rawExchange(GET('/api/a', `Host: x\r\nX-Huge: ${'h'.repeat(1 << 20)}\r\n`)));
+    assert.ok(megabyte.result.closed, 'the gateway closed the connection a megabyte of header came on');
+    if (megabyte.result.status !== 431) {
+      assert.equal(megabyte.result.status, null, `the answer to a megabyte of header: ${megabyte.result.text.slice(0, 200)}`);
+      assert.ok(megabyte.result.error !== null, 'no answer, and the connection was not reset or broken');
+    }
+    assert.deepEqual([...longTarget.reached, ...longHeader.reached, ...manySmall.reached, ...huge.reached, ...megabyte.reached], []);
     const fits = await reaching(() => rawExchange(GET(`/api/${'a'.repeat(7000)}`, 'Host: x\r\nConnection: close\r\n')));
     assert.equal(fits.result.status, 200);
     assert.equal(fits.reached.length, 1);

@@ -46,6 +46,18 @@ async function runLogPauseRun(before: number, after: number): Promise<Uint8Array
   )`);
 }
 
+
+/** One inbound call: how it ended (null, or what it threw), and how long it took by the clock and in CPU time. */
+async function measuredRun(binding: { run: (phase: 'inbound', exchange: ReturnType<typeof makeExchange>) => Promise<unknown> }) {
+  const started = performance.now();
+  const cpuBefore = process.cpuUsage();
+  const err = await binding.run('inbound', makeExchange()).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  const cpu = process.cpuUsage(cpuBefore);
+  return { err, tookMs: performance.now() - started, cpuMs: (cpu.user + cpu.system) / 1000 };
+}
 test('a call paused for longer than its budget is not stopped for the time it did not run', async () => {
   // The pause comes after the call ran past half its budget (by the clock) and a check found it, where the host starts
   // reading CPU time, and lasts longer than the whole budget: a budget counted in wall-clock time from there fails this
@@ -75,15 +87,7 @@ test('a call paused for longer than its budget is not stopped for the time it di
   await binding.warm();
   pauses = 0;
 
-  const started = performance.now();
-  const cpuBefore = process.cpuUsage();
-  const err = await binding.run('inbound', makeExchange()).then(
-    () => null,
-    (e: unknown) => e,
-  );
-  const cpu = process.cpuUsage(cpuBefore);
-  const tookMs = performance.now() - started;
-  const cpuMs = (cpu.user + cpu.system) / 1000;
+  const { err, tookMs, cpuMs } = await measuredRun(binding);
   assert.equal(pauses, 1, `the pause came inside the call (log lines: ${JSON.stringify(logs)})`);
   assert.ok(tookMs > BUDGET_MS + 50, `the call took longer than its budget by the clock: ${tookMs.toFixed(1)} ms`);
   assert.equal(err, null, `a call that used ${cpuMs.toFixed(1)} ms of CPU in ${tookMs.toFixed(1)} ms is not stopped: ${String(err)}`);
@@ -96,15 +100,9 @@ test('a call that runs on past its budget is still stopped soon after it', async
   const binding = host.bind({ id: 'runaway/loop', phase: 'inbound', module, config: { mode: 'loop' }, limits: { cpuMs: 20 } });
   await binding.warm();
   const runaway = async () => {
-    const started = performance.now();
-    const cpuBefore = process.cpuUsage();
-    const err = await binding.run('inbound', makeExchange()).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    const cpu = process.cpuUsage(cpuBefore);
+    const { err, tookMs, cpuMs } = await measuredRun(binding);
     assert.ok(err instanceof PolicyFailure && err.reason === 'cpu-budget', `stopped for its budget: ${String(err)}`);
-    return { tookMs: performance.now() - started, cpuMs: (cpu.user + cpu.system) / 1000 };
+    return { tookMs, cpuMs };
   };
   // The first runaway call makes the loop hot: the engine compiles it again, optimised, on other threads of this
   // process meanwhile, and the budget (the process's CPU time, every thread) counts that too. The second is measured.

@@ -1,6 +1,6 @@
 // `npm run test:mutation [-- <module>...]`: mutation testing of the modules that hold the gateway's promises.
 //
-// Each module of scripts/mutation/modules.json is one Stryker run: Stryker copies the project into a sandbox, writes
+// Each module, a file scripts/mutation/modules/<name>.json, is one Stryker run: Stryker copies the project into a sandbox, writes
 // every mutant of the module's files into its TypeScript source (all at once, each behind a switch), builds dist/ there
 // once with scripts/build.mjs, then runs the module's test files with `node --test` once per mutant, the mutant chosen
 // by the environment variable __STRYKER_ACTIVE_MUTANT__. That variable reaches the gateway and control-plane processes
@@ -10,14 +10,18 @@
 // one file), to see again whether the survivors of one function are killed without running the whole module.
 //
 // `npm run test:mutation -- --report [<module>...]` runs nothing: it writes the summary again from the modules' JSON
-// reports of earlier runs (after a change to equivalent.json, or when a run was stopped after some modules).
+// reports of earlier runs (after a change to a module's equivalents, or when a run was stopped after some modules).
 //
 // Writes reports/mutation/mutation.json (Stryker's JSON report, the modules of this run merged) and
 // reports/mutation/summary.md (a score per module and every surviving mutant), and prints the summary. Mutants listed
-// in scripts/mutation/equivalent.json are counted apart and left out of the score. Exits 1 when a module scores below
+// in a module's "equivalent" are counted apart and left out of the score. Exits 1 when a module scores below
 // BREAK_BELOW.
+//
+// A module's file: { "mutate": [source files], "tests": [test files run against each mutant], "equivalent": [{ file,
+// mutator, original, replacement, reason }] }. One file per module, so that work on one module's tests and
+// equivalents never touches another's.
 import { Stryker } from '@stryker-mutator/core';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
@@ -28,9 +32,14 @@ const readJson = (p) => JSON.parse(readFileSync(here(p), 'utf8'));
 
 const BREAK_BELOW = 80;
 const REPORT_DIR = 'reports/mutation';
-const modules = readJson('scripts/mutation/modules.json');
-/** @type {{ file: string, mutator: string, original: string, replacement: string, reason: string }[]} */
-const equivalents = readJson('scripts/mutation/equivalent.json');
+const MODULE_DIR = 'scripts/mutation/modules';
+/** @type {Record<string, { mutate: string[], tests: string[], equivalent: { file: string, mutator: string, original: string, replacement: string, reason: string }[] }>} */
+const modules = Object.fromEntries(
+  readdirSync(here(MODULE_DIR))
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => [f.slice(0, -'.json'.length), readJson(`${MODULE_DIR}/${f}`)]),
+);
 
 const reportOnly = process.argv.includes('--report');
 /** `name` or `name:from-to` -> the module's name and the line range, if any. */
@@ -108,7 +117,7 @@ const oneLine = (text) => text.replace(/\s+/g, ' ').trim();
 const DETECTED = new Set(['Killed', 'Timeout']);
 const UNDETECTED = new Set(['Survived', 'NoCoverage']);
 
-function summarise(run, report) {
+function summarise(run, report, equivalents) {
   const counts = { mutants: 0, detected: 0, survived: 0, equivalent: 0, errors: 0 };
   const survivors = [];
   for (const [file, { source, mutants }] of Object.entries(report.files)) {
@@ -147,7 +156,7 @@ const cell = (text) => clip(text).replace(/\|/g, '\\|').replace(/`/g, "'");
 
 function markdown(results, failed) {
   const commits = [...new Set(results.map((r) => r.commit ?? 'unknown'))].join(', ');
-  const out = [`# Mutation run`, '', `Measured on commit ${commits}, summarised ${new Date().toISOString()}; score = detected / (detected + survived), equivalents (scripts/mutation/equivalent.json) left out; below ${BREAK_BELOW}% fails.`, ''];
+  const out = [`# Mutation run`, '', `Measured on commit ${commits}, summarised ${new Date().toISOString()}; score = detected / (detected + survived), each module's equivalents (scripts/mutation/modules/<module>.json) left out; below ${BREAK_BELOW}% fails.`, ''];
   out.push('| module | mutants | detected | survived | equivalent | errors | score | time |', '|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const score = r.score === null ? 'n/a' : `${r.score.toFixed(1)}%`;
@@ -166,20 +175,21 @@ function markdown(results, failed) {
 }
 
 if (!reportOnly) {
-  rmSync(here(`${REPORT_DIR}/modules`), { recursive: true, force: true });
+  // Only this run's modules lose their earlier reports: `--report` later summarises every module measured so far.
   mkdirSync(here(`${REPORT_DIR}/modules`), { recursive: true });
+  for (const name of names) for (const file of [moduleReport(name), moduleTiming(name)]) rmSync(here(file), { force: true });
 }
 const results = [];
 const failed = [];
 for (const name of names) {
   if (reportOnly) {
     const timing = existsSync(here(moduleTiming(name))) ? readJson(moduleTiming(name)) : {};
-    results.push(summarise({ name, ...timing, jsonFile: moduleReport(name) }, readJson(moduleReport(name))));
+    results.push(summarise({ name, ...timing, jsonFile: moduleReport(name) }, readJson(moduleReport(name)), modules[name].equivalent ?? []));
     continue;
   }
   try {
     const run = await runModule(name);
-    results.push(summarise(run, readJson(run.jsonFile)));
+    results.push(summarise(run, readJson(run.jsonFile), modules[name].equivalent ?? []));
   } catch (error) {
     // Most often the dry run: the module's tests fail without any mutant, so no mutant can be judged by them.
     console.error(`${name}: no result (${error instanceof Error ? error.message : error})`);

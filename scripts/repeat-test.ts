@@ -39,9 +39,16 @@ const command = deno
   ? [join(root, 'node_modules', '.bin', 'deno'), 'test', '-A', '--no-check', '--v8-flags=--expose-gc', source]
   : [process.execPath, '--expose-gc', '--disable-warning=ExperimentalWarning', '--test', built];
 
-/** The suite without the repeated file, as `npm test` (two files at a time) or `deno task test` runs it. */
+/**
+ * The suite without the repeated file, as `npm test` (two files at a time) or `deno task test` runs it, its files in a
+ * new order each run: a repeat lasting less than a whole suite run then still meets every file, not only the first.
+ */
 function suiteCommand(): string[] {
-  const files = readdirSync(join(root, 'test')).filter((f) => f.endsWith('.test.ts') && f !== `${name}.test.ts`).sort();
+  const files = readdirSync(join(root, 'test')).filter((f) => f.endsWith('.test.ts') && f !== `${name}.test.ts`);
+  for (let i = files.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [files[i], files[j]] = [files[j]!, files[i]!];
+  }
   return deno
     ? [join(root, 'node_modules', '.bin', 'deno'), 'test', '-A', '--no-check', '--v8-flags=--expose-gc', ...files.map((f) => join('test', f))]
     : [process.execPath, '--expose-gc', '--disable-warning=ExperimentalWarning', '--test', '--test-concurrency=2', ...files.map((f) => join('dist', 'test', f.replace(/\.ts$/, '.js')))];
@@ -50,10 +57,10 @@ function suiteCommand(): string[] {
 /** Runs the rest of the suite again each time it ends, until stopped; counts the runs that ended and those that failed. */
 function suiteInALoop() {
   const counts = { ended: 0, failed: 0 };
-  const suite = suiteCommand();
   let child: ReturnType<typeof spawn> | null = null;
   let stopped = false;
   const start = () => {
+    const suite = suiteCommand();
     // Its own process group, so that stopping it reaches the servers and gateways its tests started.
     child = spawn(suite[0]!, suite.slice(1), { cwd: root, stdio: 'ignore', detached: true });
     child.once('close', (code) => {

@@ -21,7 +21,9 @@ const key = randomBytes(32);
 const now = 1_800_000_000;
 const day = 86_400;
 const id = '0123456789abcdef';
-const claims = (over: Partial<TokenClaims> = {}) => ({ gateway: 'edge-1', generation: 3, expires: now + day, id, ...over });
+/** Claims as issued: a gw2 token always has an id. */
+type IssuedClaims = TokenClaims & { id: string };
+const claims = (over: Partial<IssuedClaims> = {}): IssuedClaims => ({ gateway: 'edge-1', generation: 3, expires: now + day, id, ...over });
 /** Any body, signed with `key` as the control plane signs tokens: to make tokens of shapes `issueToken` refuses. */
 const signed = (body: string, withKey = key) => `${body}.${createHmac('sha256', withKey).update(body).digest('base64url')}`;
 

@@ -127,6 +127,8 @@ describe('gateway tokens', () => {
     assert.deepEqual(readClaims(token), earlier);
     assert.deepEqual(checkToken(key, token, now), { ok: true, claims: earlier });
     assert.deepEqual(checkToken(key, token, now + day), { ok: false, reason: 'expired' });
+    // The widest generation that still reads: 9 digits.
+    assert.deepEqual(readClaims(earlierFormatToken(key, 'edge-1', 999_999_999, now + day)), { ...earlier, generation: 999_999_999 });
     assert.deepEqual(checkToken(key, earlierFormatToken(randomBytes(32), 'edge-1', 3, now + day), now), { ok: false, reason: 'forged' });
     assert.deepEqual(checkToken(key, earlierFormatToken(key, 'edge-1', 3, now + MAX_TOKEN_DAYS * day + MAX_CLOCK_SKEW_SECONDS + 1), now), {
       ok: false,

@@ -166,6 +166,16 @@ describe('the configuration backup', () => {
     ]);
   });
 
+  test('a sealed field that is not a string seals nothing: the file checks out by its text alone, and is read as it is', async () => {
+    const dir = tempDir('gatehouse-backup-sealed-null-');
+    const text = plainDocument('a');
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ text, sealed: null, sha256: sha256(text), etag: '"1"', revision: 'r1', savedAt: '2026-01-02T03:04:05.000Z' }));
+    assert.deepEqual(await new ConfigBackup(dir).entries(), {
+      usable: [{ file: join(dir, 'config.json'), text, etag: '"1"', revision: 'r1', savedAt: '2026-01-02T03:04:05.000Z' }],
+      problems: [],
+    });
+  });
+
   test('a document that is not JSON is kept as it is: nothing in it is known to be secret', async () => {
     const dir = tempDir('gatehouse-backup-not-json-');
     const backup = new ConfigBackup(dir);
@@ -252,6 +262,14 @@ describe('secrets in the backup', () => {
     await restarted.save({ text: secretDocument('c'), etag: null, revision: 'r3' });
     assert.equal(readFileSync(keyFile, 'utf8'), made, 'the key is made once');
     assert.equal(logs.length, 2, 'the key is read once an instance');
+
+    // The key damaged: reading says so (not that there is none), and leaves it for the operator.
+    writeFileSync(keyFile, 'damaged\n');
+    assert.deepEqual((await new ConfigBackup(dir).entries()).problems, [
+      `${join(dir, 'config.json')}: ${keyFile} does not hold a backup key (damaged?): remove it, or set GATEHOUSE_BACKUP_KEY`,
+      `${join(dir, 'config.previous.json')}: ${keyFile} does not hold a backup key (damaged?): remove it, or set GATEHOUSE_BACKUP_KEY`,
+    ]);
+    assert.equal(readFileSync(keyFile, 'utf8'), 'damaged\n');
 
     // The key gone: the sealed backups cannot be opened, and reading does not make a new key.
     rmSync(keyFile);

@@ -68,7 +68,7 @@ describe('the backup key setting (GATEHOUSE_BACKUP_KEY)', () => {
       }, content);
     }
     // The same strings given as the setting are not keys either: they are taken for file names.
-    for (const given of [key.toString('hex').slice(1), `${key.toString('hex')}0`, key.toString('base64').slice(0, 43), `x${key.toString('hex')}`, `${key.toString('base64')}x`]) {
+    for (const given of [key.toString('hex').slice(1), `${key.toString('hex')}0`, key.toString('base64').slice(0, 43), `x${key.toString('hex')}`, `${key.toString('base64')}x`, `x${key.toString('base64')}`]) {
       assert.throws(() => parseBackupKey(given, noFile), /^Error: neither a key/, given);
     }
   });
@@ -301,6 +301,17 @@ describe('secrets in the backup', () => {
     mkdirSync(join(dir, 'backup.key'));
     const err = await rejection(new ConfigBackup(dir).save({ text: secretDocument('a'), etag: null, revision: 'r1' }));
     assert.match(err.message, /EISDIR/);
+  });
+
+  test('a key that cannot be written is an error of its own, not a missing key', async () => {
+    // A folder whose path leaves room for backup.key but not for the temporary file it is written through
+    // (PATH_MAX is 4096 bytes on Linux): creating the key fails with ENAMETOOLONG, while reading it finds no file.
+    let dir = tempDir('gatehouse-backup-key-unwritable-');
+    const room = 4090 - '/backup.key'.length;
+    // Each step adds a separator and at least one character, and never passes `room`.
+    while (room - dir.length > 1) dir = join(dir, 'd'.repeat(Math.min(200, room - dir.length - 1)));
+    const err = await rejection(new ConfigBackup(dir).save({ text: secretDocument('a'), etag: null, revision: 'r1' }));
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENAMETOOLONG', err.message);
   });
 
   test('replicas making the key at once agree on one: the first written wins, the others read it', async () => {

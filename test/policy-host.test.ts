@@ -172,7 +172,7 @@ describe('binding: what is checked', () => {
 
   test('each circuit breaker setting must be an integer in its range', async () => {
     const { host, module } = await loaded();
-    const ranges = { failures: [0, 1000], windowMs: [1, 3_600_000], coolDownMs: [1, 3_600_000] };
+    const ranges: Record<string, [number, number]> = { failures: [0, 1000], windowMs: [1, 3_600_000], coolDownMs: [1, 3_600_000] };
     for (const [name, [min, max]] of Object.entries(ranges)) {
       for (const bad of [min - 1, max + 1, 1.5, '3', null]) {
         assert.deepEqual(refused(host, { id: 'b/0', phase: 'inbound', module, circuitBreaker: { [name]: bad } }), [

@@ -3,6 +3,7 @@
 // files in a temporary folder, read straight through the loader: nothing here starts a gateway or builds a policy.
 
 import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,8 +11,10 @@ import { after, describe, test } from 'node:test';
 import {
   ConfigError,
   defaultDocumentFile,
+  formatPath,
   gatewaySchema,
   parseGatewayDocument,
+  problemWhere,
   readGatewayDocument,
 } from '../runtime/config/load.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';
@@ -316,3 +319,316 @@ apis:
   });
 });
 
+
+/** One valid API, as a line of `apis`. */
+const API = '  - { id: a, pathPrefix: /a, backend: { url: builtin:echo } }\n';
+const listed = (problems: { where: string; message: string }[]) => problems.map((p) => `${p.where}: ${p.message}`);
+
+/** The ConfigError parsing `text` throws. */
+function refused(text: string, name = 'gw.yaml'): ConfigError {
+  try {
+    parseGatewayDocument(text, name);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('the document was accepted');
+}
+
+describe('the words of each problem', () => {
+  test('a value of the wrong type is named by what it is, and a long value is cut short', () => {
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+apis:
+  - { id: a, pathPrefix: /a, backend: { url: [1] } }
+  - { id: b, pathPrefix: /b, backend: { url: { x: 1 } } }
+  - { id: c, pathPrefix: /c, backend: { url: null } }
+  - { id: d, pathPrefix: /d, backend: { url: true } }
+  - { id: e, pathPrefix: /e, backend: { url: "ftp://${'x'.repeat(52)}" } }
+  - { id: f, pathPrefix: /f, backend: { url: "ftp://${'x'.repeat(53)}" } }
+`)),
+      [
+        'gw.yaml:3: apis[0].backend.url: must be a string (got a list)',
+        'gw.yaml:4: apis[1].backend.url: must be a string (got a map)',
+        'gw.yaml:5: apis[2].backend.url: must be a string (got null)',
+        'gw.yaml:6: apis[3].backend.url: must be a string (got boolean true)',
+        // 60 characters with the quotes: shown whole; 61: cut to 57 and "...".
+        `gw.yaml:7: apis[4].backend.url: must be an absolute http:// or https:// URL, or builtin:echo (got "ftp://${'x'.repeat(52)}")`,
+        `gw.yaml:8: apis[5].backend.url: must be an absolute http:// or https:// URL, or builtin:echo (got "ftp://${'x'.repeat(50)}...)`,
+      ],
+    );
+  });
+
+  test('named values: a bad name, a value of another type (not repeated), too long, a bad date, a missing value', () => {
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+namedValues:
+  "bad name!": { value: x }
+  n1: { value: 12345678 }
+  n2: { value: "${'v'.repeat(4097)}" }
+  n3: { value: x, previous: { value: y, until: tomorrow } }
+  n4: { }
+apis:
+${API}`)),
+      [
+        'gw.yaml:3: namedValues["bad name!"]: a named value name is letters, digits, ".", "_" and "-", at most 256 characters',
+        'gw.yaml:4: namedValues.n1.value: must be a string (got number)',
+        'gw.yaml:5: namedValues.n2.value: must be at most 4096 characters (got 4097)',
+        'gw.yaml:6: namedValues.n3.previous.until: must match pattern "^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?Z$" (got "tomorrow")',
+        'gw.yaml:7: namedValues.n4.value: is required',
+      ],
+    );
+  });
+
+  test('repeated hosts, limits, operation ids, templates across lines, empty paths, guest paths and egress hosts', () => {
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+apis:
+  - id: a
+    pathPrefix: /a
+    hosts: [a.example, b.example, a.example]
+    backend: { url: builtin:echo, timeoutMs: 0 }
+    operations:
+      - { id: "bad id", method: GET, urlTemplate: /x }
+      - { id: ok, method: GET, urlTemplate: "/x{\\n  y" }
+    policies:
+      inbound:
+        - module: ""
+          grants: { http: { allowedHosts: ["http://x.example/"] }, filesystem: { "/a~b": 5, "/c/d": "", "data": "/srv" } }
+        - source: ""
+  - { id: b, pathPrefix: /b, hosts: [], backend: { pool: { urls: [] } } }
+  - { id: c, pathPrefix: /c }
+`)),
+      [
+        'gw.yaml:5: apis[0].hosts[2]: duplicate of item 0',
+        'gw.yaml:6: apis[0].backend.timeoutMs: must be >= 1 (got 0)',
+        'gw.yaml:8: apis[0].operations[0].id: must be letters, digits, "_" and "-", starting with a letter or digit, at most 64 characters (got "bad id")',
+        // A message is one line: the segment's line break is shown as a space.
+        'gw.yaml:9: apis[0].operations[1].urlTemplate: unbalanced braces in segment "x{ y"',
+        'gw.yaml:12: apis[0].policies.inbound[0].module: must not be empty',
+        'gw.yaml:13: apis[0].policies.inbound[0].grants.filesystem.data: the guest path must be absolute (start with "/")',
+        'gw.yaml:13: apis[0].policies.inbound[0].grants.filesystem["/a~b"]: must be a string (got number 5)',
+        'gw.yaml:13: apis[0].policies.inbound[0].grants.filesystem["/c/d"]: must not be empty',
+        'gw.yaml:13: apis[0].policies.inbound[0].grants.http.allowedHosts[0]: must be a host and port, like "orders.internal:8443" or "*.svc.example.com:443", without a scheme or path (got "http://x.example/")',
+        'gw.yaml:14: apis[0].policies.inbound[1].source: must not be empty',
+        'gw.yaml:15: apis[1].hosts: must not be empty',
+        'gw.yaml:15: apis[1].backend.pool.urls: must not be empty',
+        'gw.yaml:16: apis[2].backend: is required',
+      ],
+    );
+  });
+
+  test('path prefixes and backend URLs: each rule by itself', () => {
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+apis:
+  - { id: a, pathPrefix: "/a b?#", backend: { url: "http://example.com/a#f" } }
+  - { id: b, pathPrefix: /b/./c, backend: { url: "http://u@example.com" } }
+  - { id: c, pathPrefix: "/c/", backend: { url: "http://[::1" } }
+  - { id: d, pathPrefix: "//", backend: { url: "http://example.com/?" } }
+  - { id: e, pathPrefix: "/e/../f", backend: { url: "https://:pw@example.com" } }
+  - { id: f, pathPrefix: "/", backend: { url: "http://example.com/ok" } }
+  - { id: g, pathPrefix: "/g{x}", backend: { url: "http://example.com:8080/ok/" } }
+`)),
+      [
+        'gw.yaml:3: apis[0].pathPrefix: must be a path only, without "?" or "#"',
+        'gw.yaml:3: apis[0].pathPrefix: must not contain white space (percent-encode it)',
+        'gw.yaml:3: apis[0].backend.url: must not have a fragment',
+        'gw.yaml:4: apis[1].pathPrefix: must not contain "." or ".." segments',
+        'gw.yaml:4: apis[1].backend.url: must not hold credentials (they would not be sent; set an Authorization header with a policy)',
+        'gw.yaml:5: apis[2].pathPrefix: must not end with "/" (write "/c")',
+        'gw.yaml:5: apis[2].backend.url: is not a valid URL',
+        'gw.yaml:6: apis[3].pathPrefix: must not end with "/" (write "/")',
+        "gw.yaml:6: apis[3].backend.url: must not have a query (the request's own query is sent)",
+        'gw.yaml:7: apis[4].pathPrefix: must not contain "." or ".." segments',
+        'gw.yaml:7: apis[4].backend.url: must not hold credentials (they would not be sent; set an Authorization header with a policy)',
+        'gw.yaml:9: apis[6].pathPrefix: must be literal: URL template parameters belong in operations',
+      ],
+    );
+  });
+
+  test('a pool: URLs checked each, duplicates found by their normal form, ones the schema refuses not compared', () => {
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+apis:
+  - id: a
+    pathPrefix: /a
+    backend:
+      pool:
+        urls:
+          - http://a.example/x
+          - http://A.example/x/
+          - builtin:echo
+          - builtin:echo
+          - ftp://x
+          - ftp://x
+          - 5
+          - http://u:p@b.example
+          - http://u:p@b.example
+          - http://a.example/y
+`)),
+      [
+        'gw.yaml:9: apis[0].backend.pool.urls[1]: duplicate URL (also urls[0])',
+        'gw.yaml:11: apis[0].backend.pool.urls[3]: duplicate URL (also urls[2])',
+        'gw.yaml:12: apis[0].backend.pool.urls[4]: must be an absolute http:// or https:// URL, or builtin:echo (got "ftp://x")',
+        'gw.yaml:13: apis[0].backend.pool.urls[5]: must be an absolute http:// or https:// URL, or builtin:echo (got "ftp://x")',
+        'gw.yaml:14: apis[0].backend.pool.urls[6]: must be a string (got number 5)',
+        'gw.yaml:15: apis[0].backend.pool.urls[7]: must not hold credentials (they would not be sent; set an Authorization header with a policy)',
+        'gw.yaml:16: apis[0].backend.pool.urls[8]: must not hold credentials (they would not be sent; set an Authorization header with a policy)',
+      ],
+    );
+  });
+
+  test('the error says how many problems, one a line, with the path of each', () => {
+    const one = refused(`version: 1\napis:\n  - { id: a, pathPrefix: a, backend: { url: builtin:echo } }\n`);
+    assert.equal(one.message, 'gw.yaml is not a valid gateway configuration (1 problem):\n  gw.yaml:3: apis[0].pathPrefix: must start with "/" (got "a")');
+    assert.deepEqual(one.paths, [['apis', 0, 'pathPrefix']]);
+    const two = refused('version: 2\napis: {}\n');
+    assert.equal(
+      two.message,
+      'gw.yaml is not a valid gateway configuration (2 problems):\n  gw.yaml:1: version: must be 1 (got 2)\n  gw.yaml:2: apis: must be a list (got a map)',
+    );
+    assert.deepEqual(two.paths, [['version'], ['apis']]);
+    // Syntax problems have no path in the document.
+    assert.deepEqual(refused('version: 1\nversion: 1\napis: []\n').paths, [null]);
+  });
+
+  test('past 100 problems, the rest are counted, not listed', () => {
+    const unknown = refused(`version: 1\n${Array.from({ length: 103 }, (_, i) => `k${i}: 1\n`).join('')}apis:\n${API}`);
+    assert.equal(unknown.problems.length, 101);
+    assert.deepEqual(unknown.problems[0], { where: 'gw.yaml:2: k0', message: 'unknown property (allowed here: $schema, version, settings, policies, apis, namedValues)' });
+    assert.deepEqual(unknown.problems[99]!.where, 'gw.yaml:101: k99');
+    assert.deepEqual(unknown.problems[100], { where: 'gw.yaml: (document)', message: 'and 3 more problems, not listed' });
+    const duplicates = refused(`version: 1\n${'apis: []\n'.repeat(103)}`);
+    assert.equal(duplicates.message.split('\n')[0], 'gw.yaml is not valid YAML (101 problems):');
+    assert.deepEqual(duplicates.problems[99], { where: 'gw.yaml:102:1', message: 'duplicate key' });
+    assert.deepEqual(duplicates.problems[100], { where: 'gw.yaml: (document)', message: 'and 2 more problems, not listed' });
+  });
+});
+
+describe('documents that are not what they claim', () => {
+  test('a byte-order mark is skipped, in YAML and in JSON', () => {
+    assert.deepEqual(parseGatewayDocument('\ufeffversion: 1\napis: []\n', 'gw.yaml'), { version: 1, apis: [] });
+    assert.deepEqual(parseGatewayDocument('\ufeff{"version": 1, "apis": []}', 'gw.json'), { version: 1, apis: [] });
+    assert.deepEqual(parseGatewayDocument('{"version": 1, "apis": []}', 'GW.JSON'), { version: 1, apis: [] });
+  });
+
+  test('an empty document, in YAML or JSON, is refused saying what it needs', () => {
+    const needs = 'the document is empty (it needs at least `version: 1` and `apis`)';
+    assert.deepEqual(problemsOf(''), [{ where: 'gw.yaml: (document)', message: needs }]);
+    assert.deepEqual(problemsOf('null', 'gw.json'), [{ where: 'gw.json:1: (document)', message: needs }]);
+  });
+
+  test('bytes that are not UTF-8 are refused at their line and column', () => {
+    const first = refused('\ufffdversion: 1\n');
+    assert.equal(first.message.split('\n')[0], 'gw.yaml is not UTF-8 (1 problem):');
+    const message = 'bytes that are not UTF-8 (read as U+FFFD): a configuration document must be UTF-8';
+    assert.deepEqual(first.problems, [{ where: 'gw.yaml:1:1', message }]);
+    assert.deepEqual(problemsOf('version: 1\napis:\n  - id: a\ufffd\n'), [{ where: 'gw.yaml:3:10', message }]);
+  });
+
+  test('a document above 2 MiB is refused by its size in bytes, before it is parsed', () => {
+    const max = 2 * 1024 * 1024;
+    const padded = (bytes: number, fill: string) => {
+      const head = '{"version": 1, "apis": [], "$schema": "';
+      const room = bytes - Buffer.byteLength(head + '"}');
+      return head + fill.repeat(Math.floor(room / Buffer.byteLength(fill))) + '"}';
+    };
+    assert.equal(parseGatewayDocument(padded(max, 'x'), 'gw.json').version, 1);
+    const tooLarge = (text: string) => {
+      const err = refused(text, 'gw.json');
+      assert.equal(err.message.split('\n')[0], 'gw.json is too large (1 problem):');
+      return err.problems;
+    };
+    assert.deepEqual(tooLarge(padded(max + 1, 'x')), [
+      { where: 'gw.json: (document)', message: `is ${max + 1} bytes long; a configuration document may be at most ${max} bytes (2 MiB)` },
+    ]);
+    // Three bytes a character: fewer characters than bytes, still too many bytes.
+    const wide = padded(max + 3, '\u20ac');
+    assert.ok(wide.length < max);
+    assert.match(tooLarge(wide)[0]!.message, new RegExp(`^is ${max + 3} bytes long`));
+  });
+
+  test('YAML nested too deeply, in the text or through aliases, is refused; so is JSON', () => {
+    const deepYaml = Array.from({ length: 66 }, (_, i) => `${'  '.repeat(i)}k:\n`).join('');
+    const yaml = refused(`version: 1\napis: []\nx:\n${deepYaml.replace(/^/gm, '  ')}`);
+    assert.equal(yaml.message.split('\n')[0], 'gw.yaml is not a valid gateway configuration (1 problem):');
+    assert.match(yaml.problems[0]!.where, /^gw\.yaml:\d+:\d+$/);
+    assert.equal(yaml.problems[0]!.message, 'nested too deeply (at most 64 levels of maps and lists)');
+    const forty = (inner: string) => `${'['.repeat(40)}${inner}${']'.repeat(40)}`;
+    const aliased = refused(`version: 1\napis: []\nx: &x ${forty('1')}\ny: ${forty('*x')}\n`);
+    assert.deepEqual(aliased.problems, [
+      { where: 'gw.yaml: (document)', message: 'nested too deeply (at most 64 levels of maps and lists, aliases expanded)' },
+    ]);
+    assert.deepEqual(problemsOf(`${'['.repeat(100)}${']'.repeat(100)}`, 'gw.json'), aliased.problems.map((p) => ({ ...p, where: 'gw.json: (document)' })));
+    const flow = refused(`version: 1\napis: []\nx: ${'['.repeat(20000)}\n`);
+    assert.equal(flow.problems[0]!.message, 'nested too deeply (at most 64 levels)');
+  });
+
+  test('an alias expanded more than 100 times is refused without expanding it', () => {
+    const bomb = ['version: 1', 'apis: []', 'a: &a [x, x, x, x, x, x, x, x, x, x]'];
+    for (const n of ['b', 'c', 'd', 'e', 'f', 'g']) bomb.push(`${n}: &${n} [${Array(10).fill(`*${String.fromCharCode(n.charCodeAt(0) - 1)}`).join(', ')}]`);
+    assert.deepEqual(problemsOf(`${bomb.join('\n')}\n`), [
+      { where: 'gw.yaml: (document)', message: 'aliases are expanded more than 100 times (a document that multiplies itself through aliases)' },
+    ]);
+  });
+});
+
+describe('JSON syntax errors: each at its line and column', () => {
+  const at = (text: string) => {
+    const problems = problemsOf(text, 'gw.json');
+    assert.equal(problems.length, 1);
+    return `${problems[0]!.where} ${problems[0]!.message}`;
+  };
+  test('strings', () => {
+    assert.equal(at('{"a":"x\ty"}'), 'gw.json:1:8 not valid JSON: control character in a string (write it as an escape, e.g. \\n)');
+    assert.equal(at('{"a":"\\u12G4"}'), 'gw.json:1:8 not valid JSON: bad \\u escape: four hex digits expected');
+    assert.equal(at('{"a":"\\x"}'), 'gw.json:1:8 not valid JSON: bad escape \\x');
+    assert.equal(at('{"a":"abc'), 'gw.json:1:6 not valid JSON: unterminated string');
+    assert.equal(at('{"a":"\\'), 'gw.json:1:8 not valid JSON: bad escape \\');
+  });
+  test('maps and lists', () => {
+    assert.equal(at('{,}'), 'gw.json:1:2 not valid JSON: expected a property name in double quotes, found ","');
+    assert.equal(at('{"a":1,}'), 'gw.json:1:8 not valid JSON: trailing comma before "}"');
+    assert.equal(at('{"a" 1}'), 'gw.json:1:6 not valid JSON: expected ":" after the property name, found "1"');
+    assert.equal(at('{"a"'), 'gw.json:1:5 not valid JSON: expected ":" after the property name, found end of input');
+    assert.equal(at('[1 2]'), 'gw.json:1:4 not valid JSON: expected "," or "]" after an array element, found "2"');
+    assert.equal(at('{} x'), 'gw.json:1:4 not valid JSON: unexpected "x" after the document');
+    assert.equal(at('{"a":1}}'), 'gw.json:1:8 not valid JSON: unexpected "}" after the document');
+  });
+  test('what is valid before the error is read past: escapes, literals, numbers, empty maps and lists, white space', () => {
+    assert.equal(
+      at('{"a":"\\n\\u00e9\\"\\/\\b\\f\\r\\t\\\\","b":[true,false,null,-1.5e+3,0,{},[],{"c":[]}],\r\n\t"c": x}'),
+      'gw.json:2:7 not valid JSON: unexpected "x"',
+    );
+    assert.equal(at(`[${'1'.repeat(500)}, x]`), 'gw.json:1:504 not valid JSON: unexpected "x"');
+  });
+  test('nesting: 64 levels are read, the 65th is refused, and 100,000 do not overflow the stack', () => {
+    assert.equal(at(`${'['.repeat(64)}${']'.repeat(64)} x`), 'gw.json:1:130 not valid JSON: unexpected "x" after the document');
+    assert.equal(at(`${'{"a":'.repeat(64)}1${'}'.repeat(64)} x`), 'gw.json:1:387 not valid JSON: unexpected "x" after the document');
+    const tooDeep = 'not valid JSON: nested too deeply (at most 64 levels of maps and lists)';
+    assert.equal(at(`${'['.repeat(65)}${']'.repeat(65)} x`), `gw.json:1:65 ${tooDeep}`);
+    assert.equal(at('['.repeat(100_000)), `gw.json:1:65 ${tooDeep}`);
+  });
+});
+
+describe('places', () => {
+  test('formatPath: names, indexes, and names that need quotes', () => {
+    assert.equal(formatPath([]), '(document)');
+    assert.equal(formatPath(['apis', 0, 'policies', 'on-error', 1]), 'apis[0].policies.on-error[1]');
+    assert.equal(formatPath([0, 'a']), '[0].a');
+    assert.equal(formatPath(['/data', '$x_1', '9a', 'a b', 'x/', 'é']), '["/data"].$x_1["9a"]["a b"]["x/"]["é"]');
+  });
+
+  test('problemWhere: with the line for a parsed document, without for one built in code', () => {
+    const doc = parseGatewayDocument(`version: 1\napis:\n${API}  - id: b\n    pathPrefix: /b\n    backend: { url: builtin:echo }\n`, 'gw.yaml');
+    assert.equal(problemWhere(doc, 'gw.yaml', ['apis', 1, 'pathPrefix']), 'gw.yaml:5: apis[1].pathPrefix');
+    assert.equal(problemWhere(doc, 'gw.yaml', ['apis', 1, 'backend', 'url']), 'gw.yaml:6: apis[1].backend.url');
+    // A place that does not exist is reported at its closest parent's line.
+    assert.equal(problemWhere(doc, 'gw.yaml', ['apis', 1, 'operations', 0]), 'gw.yaml:4: apis[1].operations[0]');
+    assert.equal(problemWhere(doc, 'gw.yaml', ['apis', 0]), 'gw.yaml:3: apis[0]');
+    assert.equal(problemWhere({ version: 1, apis: [] }, 'code', ['apis', 0]), 'code: apis[0]');
+    assert.equal(problemWhere(null, 'code', ['version']), 'code: version');
+    assert.equal(problemWhere('text', 'code', []), 'code: (document)');
+  });
+});

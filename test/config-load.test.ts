@@ -634,3 +634,111 @@ describe('places', () => {
     assert.equal(problemWhere('text', 'code', []), 'code: (document)');
   });
 });
+
+describe('what the schema cannot say, on documents the schema also refuses', () => {
+  test('a document that is not a map, and APIs, backends and operations that are not maps, are refused without crashing a check', () => {
+    assert.deepEqual(listed(problemsOf('just a string\n')), ['gw.yaml:1: (document): must be a map (got string "just a string")']);
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+apis:
+  - null
+  - 5
+  - { id: a, pathPrefix: /a, backend: null }
+  - { id: b, pathPrefix: /b, backend: 5 }
+  - id: c
+    pathPrefix: /c
+    backend: { url: builtin:echo }
+    operations: [null]
+`)),
+      [
+        'gw.yaml:3: apis[0]: must be a map (got null)',
+        'gw.yaml:4: apis[1]: must be a map (got number 5)',
+        'gw.yaml:5: apis[2].backend: needs one of "url" or "pool"',
+        'gw.yaml:5: apis[2].backend: must be a map (got null)',
+        'gw.yaml:6: apis[3].backend: needs one of "url" or "pool"',
+        'gw.yaml:6: apis[3].backend: must be a map (got number 5)',
+        'gw.yaml:10: apis[4].operations[0]: must be a map (got null)',
+      ],
+    );
+  });
+
+  test('routes: prefixes compared without their trailing "/", hosts without case; an API without an id is named by its place', () => {
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+apis:
+  - { id: 5, pathPrefix: /p, backend: { url: builtin:echo } }
+  - { id: b, pathPrefix: /p/, backend: { url: builtin:echo } }
+  - { id: c, pathPrefix: x, backend: { url: builtin:echo } }
+  - { id: d, pathPrefix: x, backend: { url: builtin:echo } }
+  - { id: e, pathPrefix: /h, hosts: [x.example, y.example], backend: { url: builtin:echo } }
+  - { id: f, pathPrefix: /h, hosts: [z.example, 5], backend: { url: builtin:echo } }
+  - { id: g, pathPrefix: /h, hosts: [X.example, y.example, z.example, w.example], backend: { url: "http://example.com/#" } }
+`)),
+      [
+        'gw.yaml:3: apis[0].id: must be a string (got number 5)',
+        'gw.yaml:4: apis[1].pathPrefix: must not end with "/" (write "/p")',
+        'gw.yaml:4: apis[1].pathPrefix: same pathPrefix as apis[0] and neither has hosts: a request could go to either (give them different prefixes or hosts)',
+        // Prefixes the schema refuses are not compared.
+        'gw.yaml:5: apis[2].pathPrefix: must start with "/" (got "x")',
+        'gw.yaml:6: apis[3].pathPrefix: must start with "/" (got "x")',
+        'gw.yaml:8: apis[5].hosts[1]: must be a string (got number 5)',
+        // One problem for each API it shares hosts with, naming them all.
+        'gw.yaml:9: apis[6].hosts: same pathPrefix as apis[4] (e), and both answer to x.example, y.example: a request could go to either',
+        'gw.yaml:9: apis[6].hosts: same pathPrefix as apis[5] (f), and both answer to z.example: a request could go to either',
+        'gw.yaml:9: apis[6].backend.url: must not have a fragment',
+      ],
+    );
+  });
+
+  test('URL templates: queries, braces, parameter names, empty segments; operations compared only when both are sound', () => {
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+apis:
+  - id: a
+    pathPrefix: /a
+    backend: { url: builtin:echo }
+    operations:
+      - { id: o1, method: GET, urlTemplate: "/x?y" }
+      - { id: o2, method: GET, urlTemplate: "/}{" }
+      - { id: o3, method: GET, urlTemplate: "/{{a}}" }
+      - { id: o4, method: GET, urlTemplate: "/{-a}/{a-b}/{_c}" }
+      - { id: o5, method: GET, urlTemplate: "/a//b" }
+      - { id: o6, method: GET, urlTemplate: "/a/b/" }
+      - { id: o7, method: GET, urlTemplate: x }
+      - { id: o8, method: GET, urlTemplate: /x }
+      - { id: o9, method: 5, urlTemplate: /m }
+      - { id: o10, method: 5, urlTemplate: /m }
+      - { id: o11, method: GET, urlTemplate: "/x?y" }
+`)),
+      [
+        'gw.yaml:7: apis[0].operations[0].urlTemplate: must be a path only, without "?" or "#" (queries are not matched)',
+        'gw.yaml:8: apis[0].operations[1].urlTemplate: unbalanced braces in segment "}{"',
+        'gw.yaml:9: apis[0].operations[2].urlTemplate: unbalanced braces in segment "{{a}}"',
+        'gw.yaml:10: apis[0].operations[3].urlTemplate: parameter name "-a" must be letters, digits, "_" and "-", not starting with a digit or "-"',
+        'gw.yaml:12: apis[0].operations[5].urlTemplate: same method and URL template as operations[4]: this operation would never be reached',
+        'gw.yaml:13: apis[0].operations[6].urlTemplate: must start with "/" (got "x")',
+        'gw.yaml:15: apis[0].operations[8].method: must be a string (got number 5)',
+        'gw.yaml:16: apis[0].operations[9].method: must be a string (got number 5)',
+        'gw.yaml:17: apis[0].operations[10].urlTemplate: must be a path only, without "?" or "#" (queries are not matched)',
+      ],
+    );
+  });
+
+  test('each pattern is explained in words, and a policy entry names the fields it has or needs', () => {
+    assert.deepEqual(
+      listed(problemsOf(`version: 1
+apis:
+  - { id: a, pathPrefix: /a, hosts: ["bad host"], backend: { url: builtin:echo }, operations: [{ id: o, method: get, urlTemplate: /x }], policies: { inbound: [{ policy: Bad }] } }
+  - { id: Bad, pathPrefix: /b, backend: { url: builtin:echo }, policies: { inbound: [{ policy: x, module: y, source: z }, {}] } }
+`)),
+      [
+        'gw.yaml:3: apis[0].hosts[0]: must be a host name (api.example.com), a wildcard (*.example.com) or an IP address, without port (got "bad host")',
+        'gw.yaml:3: apis[0].operations[0].method: must be an HTTP method in upper case (GET, POST, ...) or "*" (got "get")',
+        'gw.yaml:3: apis[0].policies.inbound[0].policy: must be the name of a built-in policy (lowercase letters, digits and dashes) (got "Bad")',
+        'gw.yaml:4: apis[1].id: must be lowercase letters, digits and dashes, starting with a letter or digit, at most 64 characters (got "Bad")',
+        'gw.yaml:4: apis[1].policies.inbound[0]: has "policy" and "module" and "source": give exactly one of "policy", "module" or "source"',
+        'gw.yaml:4: apis[1].policies.inbound[1]: needs one of "policy", "module" or "source"',
+      ],
+    );
+  });
+});

@@ -165,6 +165,31 @@ apis:
     assert.ok(err.message.split('\n').length === 9, err.message);
   });
 
+  test('a built-in policy whose schema requires configuration, given no `config:` in the file, is refused at its place', async () => {
+    const file = join(work, 'no-config.yaml');
+    writeFileSync(
+      file,
+      `version: 1
+apis:
+  - id: keyed
+    pathPrefix: /keyed
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: check-header
+`,
+    );
+    const { host } = newHost();
+    const err = await rejects(bindChains(await readGatewayDocument(file), { host, baseDir: work, policies, sourceName: 'no-config.yaml' }));
+    assert.deepEqual(err.problems, [
+      { where: 'no-config.yaml:8: apis[0].policies.inbound[0]', message: "config (root): must have required property 'name'" },
+    ]);
+    assert.equal(
+      err.message,
+      "the policies of no-config.yaml cannot be used (1 problem):\n  no-config.yaml:8: apis[0].policies.inbound[0]: config (root): must have required property 'name'",
+    );
+  });
+
   test('a document built in code is bound too (problems without lines)', async () => {
     const { host } = newHost();
     const err = await rejects(

@@ -513,6 +513,16 @@ describe('documents that are not what they claim', () => {
     assert.deepEqual(parseGatewayDocument('{"version": 1, "apis": []}', 'GW.JSON'), { version: 1, apis: [] });
   });
 
+  test('YAML errors and warnings: the first line of the message, its position given once, in the place', () => {
+    const unclosed = refused('version: 1\napis:\n  - id: a\n    backend: { url: builtin:echo\n  - id: b\n');
+    assert.equal(
+      unclosed.message,
+      'gw.yaml is not valid YAML (1 problem):\n  gw.yaml:5:3: Flow map in block collection must be sufficiently indented and end with a }',
+    );
+    // A warning (a tag nobody resolves) refuses the document too.
+    assert.deepEqual(problemsOf('version: 1\napis: !foo []\n'), [{ where: 'gw.yaml:2:7', message: 'Unresolved tag: !foo' }]);
+  });
+
   test('an empty document, in YAML or JSON, is refused saying what it needs', () => {
     const needs = 'the document is empty (it needs at least `version: 1` and `apis`)';
     assert.deepEqual(problemsOf(''), [{ where: 'gw.yaml: (document)', message: needs }]);

@@ -519,8 +519,46 @@ describe('documents that are not what they claim', () => {
       unclosed.message,
       'gw.yaml is not valid YAML (1 problem):\n  gw.yaml:5:3: Flow map in block collection must be sufficiently indented and end with a }',
     );
+    // At an empty line the parser shows no excerpt, and its position ends the message without a colon.
+    assert.deepEqual(problemsOf('version: 1\napis: [\n'), [
+      { where: 'gw.yaml:3:1', message: 'Flow sequence in block collection must be sufficiently indented and end with a ]' },
+    ]);
     // A warning (a tag nobody resolves) refuses the document too.
     assert.deepEqual(problemsOf('version: 1\napis: !foo []\n'), [{ where: 'gw.yaml:2:7', message: 'Unresolved tag: !foo' }]);
+  });
+
+  test('positions of two digits and more are taken out of a YAML message too', () => {
+    const comments = Array.from({ length: 11 }, (_, i) => `# ${i}\n`).join('');
+    const deep = `${comments}version: 1\napis: []\nx:\n  y:\n    z:\n      w:\n        v:\n          u: { a: 1\n          t: 2\n`;
+    const problems = problemsOf(deep);
+    assert.ok(problems.length > 0);
+    for (const p of problems) {
+      assert.equal(p.where, 'gw.yaml:20:11');
+      assert.equal(p.message, 'Flow map in block collection must be sufficiently indented and end with a }');
+    }
+  });
+
+  test('a name is read as JSON only when it ends with .json; a JSON syntax error says so in its first line', () => {
+    assert.deepEqual(parseGatewayDocument('version: 1\napis: []\n', 'gw.json.yaml'), { version: 1, apis: [] });
+    assert.equal(refused('{', 'gw.json').message.split('\n')[0], 'gw.json is not valid JSON (1 problem):');
+  });
+
+  test('a merge of something that is not a map cannot be read: said so for the whole document', () => {
+    const err = refused('version: 1\napis: []\na: &a 1\nb:\n  <<: *a\n');
+    assert.equal(
+      err.message,
+      'gw.yaml is not a valid gateway configuration (1 problem):\n  gw.yaml: (document): cannot be read: Merge sources must be maps or map aliases',
+    );
+  });
+
+  test('named values are put in only once the document is otherwise valid', () => {
+    const doc = (version: number, name: string) =>
+      `version: ${version}\nnamedValues: { k: { value: x-key } }\napis:\n  - { id: a, pathPrefix: /a, backend: { url: builtin:echo }, policies: { inbound: [{ policy: check-header, config: { name: "${name}" } }] } }\n`;
+    assert.deepEqual(parseGatewayDocument(doc(1, '{{k}}'), 'gw.yaml').apis[0]!.policies!.inbound![0]!.config, { name: 'x-key' });
+    assert.deepEqual(listed(problemsOf(doc(1, '{{missing}}'))), [
+      'gw.yaml:4: apis[0].policies.inbound[0].config.name: refers to named value "missing", which is not defined',
+    ]);
+    assert.deepEqual(listed(problemsOf(doc(2, '{{missing}}'))), ['gw.yaml:1: version: must be 1 (got 2)']);
   });
 
   test('an empty document, in YAML or JSON, is refused saying what it needs', () => {
@@ -535,6 +573,9 @@ describe('documents that are not what they claim', () => {
     const message = 'bytes that are not UTF-8 (read as U+FFFD): a configuration document must be UTF-8';
     assert.deepEqual(first.problems, [{ where: 'gw.yaml:1:1', message }]);
     assert.deepEqual(problemsOf('version: 1\napis:\n  - id: a\ufffd\n'), [{ where: 'gw.yaml:3:10', message }]);
+    assert.deepEqual(problemsOf('\nversion: 1\ufffd\n'), [{ where: 'gw.yaml:2:11', message }]);
+    // No line break after it: the count of lines stops all the same.
+    assert.deepEqual(problemsOf('version: 1\napis: \ufffd'), [{ where: 'gw.yaml:2:7', message }]);
   });
 
   test('a document above 2 MiB is refused by its size in bytes, before it is parsed', () => {
@@ -568,6 +609,7 @@ describe('documents that are not what they claim', () => {
     assert.equal(yaml.problems[0]!.message, 'nested too deeply (at most 64 levels of maps and lists)');
     const forty = (inner: string) => `${'['.repeat(40)}${inner}${']'.repeat(40)}`;
     const aliased = refused(`version: 1\napis: []\nx: &x ${forty('1')}\ny: ${forty('*x')}\n`);
+    assert.equal(aliased.message.split('\n')[0], 'gw.yaml is not a valid gateway configuration (1 problem):');
     assert.deepEqual(aliased.problems, [
       { where: 'gw.yaml: (document)', message: 'nested too deeply (at most 64 levels of maps and lists, aliases expanded)' },
     ]);
@@ -580,9 +622,10 @@ describe('documents that are not what they claim', () => {
   test('an alias expanded more than 100 times is refused without expanding it', () => {
     const bomb = ['version: 1', 'apis: []', 'a: &a [x, x, x, x, x, x, x, x, x, x]'];
     for (const n of ['b', 'c', 'd', 'e', 'f', 'g']) bomb.push(`${n}: &${n} [${Array(10).fill(`*${String.fromCharCode(n.charCodeAt(0) - 1)}`).join(', ')}]`);
-    assert.deepEqual(problemsOf(`${bomb.join('\n')}\n`), [
-      { where: 'gw.yaml: (document)', message: 'aliases are expanded more than 100 times (a document that multiplies itself through aliases)' },
-    ]);
+    assert.equal(
+      refused(`${bomb.join('\n')}\n`).message,
+      'gw.yaml is not a valid gateway configuration (1 problem):\n  gw.yaml: (document): aliases are expanded more than 100 times (a document that multiplies itself through aliases)',
+    );
   });
 });
 

@@ -519,7 +519,7 @@ describe('documents that are not what they claim', () => {
       unclosed.message,
       'gw.yaml is not valid YAML (1 problem):\n  gw.yaml:5:3: Flow map in block collection must be sufficiently indented and end with a }',
     );
-    // At an empty line the parser shows no excerpt, and its position ends the message without a colon.
+    // An error at the start of an empty line (the parser's excerpt is the line before): the position is cut all the same.
     assert.deepEqual(problemsOf('version: 1\napis: [\n'), [
       { where: 'gw.yaml:3:1', message: 'Flow sequence in block collection must be sufficiently indented and end with a ]' },
     ]);

@@ -3,25 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { PolicyConfigError, PolicyLoadError } from '../runtime/policy-host/index.ts';
-import { buildFixture, makeExchange, newHost, wat, watDescriptor } from './support/policies.ts';
-
-const GOOD_DESCRIPTOR = '{"name":"raw","version":"1"}';
-
-/** A minimal valid policy in WAT, with pieces replaceable per test. */
-async function rawModule(
-  parts: { descriptor?: string; imports?: string; exports?: string; memory?: string; extra?: string } = {},
-) {
-  const d = watDescriptor(parts.descriptor ?? GOOD_DESCRIPTOR);
-  return wat(`(module
-    ${d.imports}
-    ${parts.imports ?? ''}
-    ${parts.memory ?? '(memory (export "memory") 1)'}
-    ${d.data}
-    ${d.func}
-    ${parts.exports ?? '(func (export "on_inbound") (result i32) (i32.const 0))'}
-    ${parts.extra ?? ''}
-  )`);
-}
+import { buildFixture, makeExchange, newHost, rawModule, wat } from './support/policies.ts';
 
 async function loadError(bytes: Uint8Array): Promise<PolicyLoadError> {
   const { host } = newHost();

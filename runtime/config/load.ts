@@ -268,6 +268,9 @@ export async function readGatewayDocument(file: string): Promise<GatewayDocument
 // ---------------------------------------------------------------------------------------------------------------
 // JSON syntax errors with a position (V8's messages do not always have one, and differ between versions)
 
+/** A JSON literal where the scan stands (sticky: matched at lastIndex only, however long the rest of the text). */
+const LITERAL = /true|false|null|-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
+
 /** The first JSON syntax error of `text`, or null. Only called after JSON.parse failed. */
 function jsonSyntaxError(text: string): { offset: number; message: string } | null {
   let i = 0;
@@ -303,14 +306,18 @@ function jsonSyntaxError(text: string): { offset: number; message: string } | nu
     if (i >= text.length) fail('unterminated string', start);
     i++;
   };
+  // Nesting is bounded: the scanner recurses, and a document beyond MAX_NESTING is refused whatever else is wrong.
+  let depth = 0;
   const value = (): void => {
     ws();
     const c = text[i];
+    if ((c === '{' || c === '[') && ++depth > MAX_NESTING) fail(`nested too deeply (at most ${MAX_NESTING} levels of maps and lists)`);
     if (c === '{') {
       i++;
       ws();
       if (text[i] === '}') {
         i++;
+        depth--;
         return;
       }
       for (;;) {
@@ -328,6 +335,7 @@ function jsonSyntaxError(text: string): { offset: number; message: string } | nu
         }
         if (text[i] === '}') {
           i++;
+          depth--;
           return;
         }
         fail(`expected "," or "}" after a property value, found ${describe(i)}`);
@@ -338,6 +346,7 @@ function jsonSyntaxError(text: string): { offset: number; message: string } | nu
       ws();
       if (text[i] === ']') {
         i++;
+        depth--;
         return;
       }
       for (;;) {
@@ -351,13 +360,15 @@ function jsonSyntaxError(text: string): { offset: number; message: string } | nu
         }
         if (text[i] === ']') {
           i++;
+          depth--;
           return;
         }
         fail(`expected "," or "]" after an array element, found ${describe(i)}`);
       }
     }
     if (c === '"') return string();
-    const literal = /^(true|false|null|-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?)/.exec(text.slice(i, i + 400));
+    LITERAL.lastIndex = i;
+    const literal = LITERAL.exec(text);
     if (literal) {
       i += literal[0].length;
       return;

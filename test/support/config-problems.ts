@@ -17,3 +17,10 @@ export function problemsOf(text: string, name = 'gw.yaml'): { where: string; mes
   }
   assert.fail('the document was accepted');
 }
+
+/** The messages of the problems at `where` (joined by " | "); fails listing every problem when there is none. */
+export function messageAt(problems: { where: string; message: string }[], where: string): string {
+  const found = problems.filter((p) => p.where === where).map((p) => p.message);
+  assert.ok(found.length > 0, `no problem at ${where}; problems:\n${problems.map((p) => `${p.where}: ${p.message}`).join('\n')}`);
+  return found.join(' | ');
+}

@@ -18,8 +18,9 @@
 // BREAK_BELOW.
 //
 // A module's file: { "mutate": [source files], "tests": [test files run against each mutant], "equivalent": [{ file,
-// mutator, original, replacement, reason }] }. One file per module, so that work on one module's tests and
-// equivalents never touches another's.
+// line, mutator, original, replacement, reason }] }. One file per module, so that work on one module's tests and
+// equivalents never touches another's. An equivalent names its place by the text of its line (trimmed), not by the
+// line's number: edits elsewhere in the file keep it matched, and the same change at another place is not hidden.
 import { Stryker } from '@stryker-mutator/core';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -55,8 +56,20 @@ if (unknown.length > 0) {
   console.error(`unknown module(s): ${unknown.join(', ')}; known: ${Object.keys(modules).join(', ')}`);
   process.exit(2);
 }
-const moduleReport = (name) => `${REPORT_DIR}/modules/${name}.json`;
-const moduleTiming = (name) => `${REPORT_DIR}/modules/${name}.run.json`;
+// A run of some lines (`name:from-to`) has reports of its own, so that it never replaces the module's whole run, which
+// `--report` summarises.
+const reportName = (name) => (lineRanges.has(name) ? `${name}@${lineRanges.get(name)}` : name);
+const moduleReport = (name) => `${REPORT_DIR}/modules/${reportName(name)}.json`;
+const moduleTiming = (name) => `${REPORT_DIR}/modules/${reportName(name)}.run.json`;
+for (const [name, module] of Object.entries(modules)) {
+  for (const [i, e] of (module.equivalent ?? []).entries()) {
+    const missing = ['file', 'line', 'mutator', 'original', 'replacement', 'reason'].filter((key) => typeof e[key] !== 'string' || e[key] === '');
+    if (missing.length > 0) {
+      console.error(`${MODULE_DIR}/${name}.json: equivalent[${i}] lacks ${missing.join(', ')} (each is text: see docs/testing.md)`);
+      process.exit(2);
+    }
+  }
+}
 const names = (requested.length > 0 ? requested : Object.keys(modules)).filter((name) => !reportOnly || existsSync(here(moduleReport(name))));
 
 // Other test runs may share the machine: one mutant at a time (the tests start servers and processes of their own).
@@ -74,6 +87,8 @@ async function runModule(name) {
   const mutate = lines ? [`${modules[name].mutate[0]}:${lines}`] : modules[name].mutate;
   const jsonFile = moduleReport(name);
   const started = Date.now();
+  // The code measured is the code when the run starts (the sandbox is copied then), whatever is committed meanwhile.
+  const measured = commit();
   await new Stryker({
     mutate,
     testRunner: 'command',
@@ -100,7 +115,7 @@ async function runModule(name) {
     thresholds: { high: 90, low: BREAK_BELOW, break: null },
   }).runMutationTest();
   // The summary names a partial run by its lines, so that it is not read as the module's score.
-  const run = { name: lines ? `${name}:${lines}` : name, jsonFile, seconds: Math.round((Date.now() - started) / 1000), commit: commit() };
+  const run = { name: lines ? `${name}:${lines}` : name, jsonFile, seconds: Math.round((Date.now() - started) / 1000), commit: measured };
   writeFileSync(here(moduleTiming(name)), JSON.stringify(run));
   return run;
 }
@@ -125,8 +140,14 @@ function summarise(run, report, equivalents) {
       counts.mutants++;
       const original = oneLine(originalText(source, mutant.location));
       const replacement = oneLine(mutant.replacement ?? '');
+      const line = source.split('\n')[mutant.location.start.line - 1].trim();
       const equivalent = equivalents.find(
-        (e) => e.file === file && e.mutator === mutant.mutatorName && oneLine(e.original) === original && oneLine(e.replacement) === replacement,
+        (e) =>
+          e.file === file &&
+          e.mutator === mutant.mutatorName &&
+          oneLine(e.original) === original &&
+          oneLine(e.replacement) === replacement &&
+          e.line.trim() === line,
       );
       if (DETECTED.has(mutant.status)) counts.detected++;
       else if (UNDETECTED.has(mutant.status) && equivalent) counts.equivalent++;

@@ -4,7 +4,7 @@
 // A real backend on 127.0.0.1 and real listeners; the log lines are read as the gateway writes them.
 
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -16,8 +16,10 @@ import { ConfigError } from '../runtime/config/load.ts';
 import { STATUS_PATH } from '../runtime/server/gateway.ts';
 import { startGateway, type RunningGateway, type StandaloneOptions } from '../runtime/server/standalone.ts';
 import { Logger, type LogRecord } from '../runtime/telemetry/logger.ts';
+import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { tempDir, writeConfig } from './support/gateway-process.ts';
 import { send, type Reply } from './support/requests.ts';
+import { waitForAsync } from './support/wait.ts';
 
 /** Bounds the waits on log lines and on held requests: a test fails here rather than hanging. */
 const TEST_TIMEOUT = { timeout: 15_000 };
@@ -302,6 +304,89 @@ describe('stop', () => {
       assert.ok(outcome instanceof Error || (outcome as Reply).status === 502, `the request was cut: ${JSON.stringify(outcome)}`);
     } finally {
       held.destroy();
+    }
+  });
+});
+
+describe('with a control plane', () => {
+  let cp: ControlPlaneProcess;
+  let token: string;
+  const admin = async (method: string, path: string, body?: unknown) => {
+    const reply = await cp.admin(method, path, body);
+    assert.equal(reply.status, 200, `${method} ${path}: ${reply.text}`);
+    return reply.body;
+  };
+
+  before(async () => {
+    cp = await startControlPlane(tempDir('gatehouse-standalone-cp-'));
+    await admin('PUT', '/admin/apis/shop', { pathPrefix: '/shop', backend: { url: backendUrl } });
+    await admin('PUT', '/admin/gateways/gw-standalone', { apis: ['shop'] });
+    token = (await admin('POST', '/admin/gateways/gw-standalone/tokens', {})).token as string;
+  });
+
+  after(async () => {
+    await cp?.stop();
+  });
+
+  /** This instance's row in the fleet view once `ok` holds for it. */
+  async function instanceRow(instance: string, what: string, ok: (row: Record<string, unknown>) => boolean) {
+    let row: Record<string, unknown> | undefined;
+    await waitForAsync(what, async () => {
+      const { gateways } = (await admin('GET', '/admin/gateways')) as { gateways: { id: string; instances: Record<string, unknown>[] }[] };
+      row = gateways.find((gw) => gw.id === 'gw-standalone')?.instances.find((i) => i.instance === instance);
+      return row !== undefined && ok(row);
+    });
+    return row!;
+  }
+
+  test('its document is applied, served and backed up; heartbeats say ready, then not ready once stopping; telemetry reaches it', TEST_TIMEOUT, async () => {
+    const backupDir = tempDir('gatehouse-standalone-backup-');
+    const g = await start({ configFile: null, controlPlane: { url: cp.url, token, intervalMs: 50, backupDir, heartbeatMs: 50, telemetryMs: 100 } });
+    let stopped: Promise<void> | null = null;
+    try {
+      const applied = await g.logs.next('configuration from the control plane applied');
+      assert.deepEqual(applied.apis, ['shop']);
+      assert.equal(applied.backedUp, true);
+      assert.ok(readdirSync(backupDir).length > 0, 'the backup is written');
+      assert.equal((await send(g.url, '/shop/x')).body, 'ok');
+      assert.equal((await send(g.admin, '/readyz')).status, 200);
+      const listening = await g.logs.next('gatehouse listening');
+      assert.equal(listening.config, `control plane ${cp.url}`);
+      const instance = String(listening.instance);
+      assert.match(instance, /./);
+      const metrics = (await send(g.admin, '/metrics')).body;
+      assert.equal(metric(metrics, 'gatehouse_config_reloads_total{result="applied"}'), 1);
+      assert.equal(metric(metrics, 'gatehouse_telemetry_dropped'), 0);
+
+      const ready = await instanceRow(instance, 'a heartbeat saying ready', (r) => r.reportedHealth === 'ready');
+      assert.equal(ready.version, gatewayAssets().version);
+      await waitForAsync('the request counted in the telemetry', async () => {
+        const { aggregates } = (await admin('GET', '/admin/telemetry?gateway=gw-standalone')) as { aggregates: { api: string; requests: number }[] };
+        return aggregates.some((a) => a.api === 'shop' && a.requests >= 1);
+      });
+
+      stopped = g.gateway.stop(60_000);
+      await instanceRow(instance, 'a heartbeat saying not ready', (r) => r.reportedHealth === 'not-ready');
+    } finally {
+      g.gateway.stop(0);
+      await stopped;
+      await g.gateway.stop();
+    }
+  });
+
+  test('before a first document: not ready, and the probe says why', TEST_TIMEOUT, async () => {
+    // A control plane that refuses the token: no document, and no backup to fall back on.
+    const g = await start({ configFile: null, controlPlane: { url: cp.url, token: 'gw1.gw-standalone.1.1.AAAA', intervalMs: 50 } });
+    try {
+      let reason = '';
+      await waitForAsync('the probe to say why no configuration is loaded', async () => {
+        const readyz = await send(g.admin, '/readyz');
+        reason = String((JSON.parse(readyz.body) as { reason?: string }).reason);
+        return readyz.status === 503 && reason.startsWith('no configuration loaded: ');
+      });
+      assert.ok(reason.length > 'no configuration loaded: '.length, reason);
+    } finally {
+      await g.gateway.stop();
     }
   });
 });

@@ -53,6 +53,7 @@ before(async () => {
     const path = head.split(' ')[1]!;
     if (path.startsWith('/hops')) return HOP_BY_HOP_RESPONSE;
     if (path.startsWith('/status/')) return answer(parseInt(path.slice('/status/'.length), 10));
+    if (path.startsWith('/chunked')) return 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n';
     if (path.startsWith('/long')) return `HTTP/1.1 200 OK\r\nContent-Length: 26\r\n\r\nabcdefghijklmnopqrstuvwxyz`;
     // Declares 100 bytes, sends 10, then cuts the connection.
     if (path.startsWith('/cut')) {
@@ -135,9 +136,11 @@ describe('the request the backend receives', () => {
       stream: Readable.from([Buffer.from('hello')]),
       headers: headerMap({
         host: 'shop.example.test',
-        connection: 'Keep-Alive,  X-Hop-Named ',
+        // Two Connection headers, names in any case and spacing.
+        connection: ['Keep-Alive', ' X-Hop-Named ,x-other-HOP  '],
         'keep-alive': 'timeout=5',
         'x-hop-named': 'named in Connection',
+        'x-other-hop': 'named in the second Connection header',
         'proxy-connection': 'keep-alive',
         'proxy-authenticate': 'Basic realm="client"',
         'proxy-authorization': 'Basic Zm9vOmJhcg==',
@@ -158,7 +161,7 @@ describe('the request the backend receives', () => {
     const head = backend.requestHeads.at(-1)!;
     assert.equal(head.split('\r\n')[0], 'POST /orders/7?a=1&b=2 HTTP/1.1');
     const names = headerLines(head).map(([n]) => n);
-    for (const name of ['keep-alive', 'x-hop-named', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade', 'expect', 'content-length']) {
+    for (const name of ['keep-alive', 'x-hop-named', 'x-other-hop', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade', 'expect', 'content-length']) {
       assert.ok(!names.includes(name), `${name} reached the backend: ${head}`);
     }
     for (const value of valuesOf(head, 'connection')) assert.doesNotMatch(value, /x-hop-named/i, head);
@@ -202,6 +205,9 @@ describe('where the request goes', () => {
     assert.equal(pathBelowPrefix('/echo', '/echo'), '');
     assert.equal(pathBelowPrefix('/echoes/1', '/echo'), '/echoes/1');
     assert.equal(pathBelowPrefix('/other/x', '/echo'), '/other/x');
+    // A slash where the prefix would end, but another prefix before it.
+    assert.equal(pathBelowPrefix('/abcd/x', '/echo'), '/abcd/x');
+    assert.equal(pathBelowPrefix('//double', '/'), '//double');
     assert.equal(pathBelowPrefix('/ec', '/echo'), '/ec');
     assert.equal(pathBelowPrefix('/any/path', ''), '/any/path');
     assert.equal(pathBelowPrefix('/any/path', '/'), '/any/path');
@@ -284,6 +290,12 @@ describe('the response', () => {
     assert.deepEqual(response.headers.get('content-length'), ['5']);
   });
 
+  test("the backend's Transfer-Encoding is not returned: the gateway frames the body itself", async () => {
+    const response = await forwarder.forward(exchange({ path: '/chunked' }), plain());
+    assert.equal(await text(response), 'hello');
+    assert.equal(response.headers.has('transfer-encoding'), false);
+  });
+
   test('buffered when a policy reads it: the body in full, its Content-Length dropped (the body may be changed)', async () => {
     // Longer than 16 bytes: the default limit is 16 MiB.
     const response = await forwarder.forward(exchange({ path: '/long' }), plain({ bufferResponse: true }));
@@ -359,8 +371,18 @@ describe('backend health', () => {
       const unreported = await forwarder.forward(exchange({}, `${base}/status/503`), plain({ target }));
       assert.equal(unreported.status, 503);
       await text(unreported);
-      const failed = await backendError(forwarder.forward(exchange({}, `${base}/reset`), plain({ target: set.targets[0]! })));
+      // Failures: from a URL a policy chose (reported to nobody), from the picked backend without a set to report to.
+      const failed = await backendError(forwarder.forward(exchange({}, `${base}/reset`), plain({ backends: set, target })));
       assert.equal(failed.reason, 'reset');
+      assert.equal(target.ejectedUntil, 0);
+      const resetting = new BackendSet([`${base}/reset`], options, () => 1000);
+      try {
+        const picked = resetting.targets[0]!;
+        const setless = await backendError(forwarder.forward(exchange({}, picked.url), plain({ target: picked })));
+        assert.equal(setless.reason, 'reset');
+      } finally {
+        await resetting.close(true);
+      }
     } finally {
       await set.close(true);
     }

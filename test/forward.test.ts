@@ -53,6 +53,8 @@ before(async () => {
     const path = head.split(' ')[1]!;
     if (path.startsWith('/hops')) return HOP_BY_HOP_RESPONSE;
     if (path.startsWith('/status/')) return answer(parseInt(path.slice('/status/'.length), 10));
+    // Keep-Alive without a Connection header naming it.
+    if (path.startsWith('/keep-alive')) return 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nKeep-Alive: timeout=77\r\n\r\nhello';
     if (path.startsWith('/chunked')) return 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n';
     if (path.startsWith('/long')) return `HTTP/1.1 200 OK\r\nContent-Length: 26\r\n\r\nabcdefghijklmnopqrstuvwxyz`;
     // Declares 100 bytes, sends 10, then cuts the connection.
@@ -190,6 +192,14 @@ describe('the request the backend receives', () => {
     assert.equal(backend.requestBodies.at(-1), 'buffered body');
   });
 
+  test('Keep-Alive is dropped also when no Connection header names it; other headers pass', async () => {
+    const ex = exchange({ path: '/plain', headers: headerMap({ 'keep-alive': 'timeout=5', 'x-plain': 'passed' }) });
+    assert.equal((await forwarder.forward(ex, plain())).status, 200);
+    const head = backend.requestHeads.at(-1)!;
+    assert.deepEqual(valuesOf(head, 'keep-alive'), []);
+    assert.deepEqual(valuesOf(head, 'x-plain'), ['passed']);
+  });
+
   test('a request without a body sends none', async () => {
     await text(await forwarder.forward(exchange({ method: 'DELETE', path: '/items/1' }), plain()));
     const head = backend.requestHeads.at(-1)!;
@@ -288,6 +298,12 @@ describe('the response', () => {
     }
     assert.deepEqual(response.headers.get('x-end-to-end'), ['kept']);
     assert.deepEqual(response.headers.get('content-length'), ['5']);
+  });
+
+  test("the backend's Keep-Alive is not returned, also when its Connection does not name it", async () => {
+    const response = await forwarder.forward(exchange({ path: '/keep-alive' }), plain());
+    assert.equal(await text(response), 'hello');
+    assert.equal(response.headers.has('keep-alive'), false);
   });
 
   test("the backend's Transfer-Encoding is not returned: the gateway frames the body itself", async () => {

@@ -2,61 +2,12 @@
 // hop-by-hop headers stop at the gateway, and a body declared too large is refused before the backend is contacted.
 
 import assert from 'node:assert/strict';
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { startRawBackend, type RawBackend } from './support/raw-backend.ts';
 
 const LIMIT = 65536;
-
-/** A backend speaking raw HTTP/1.1, so that it can send any header; it counts connections and request heads. */
-interface RawBackend {
-  server: Server;
-  port: number;
-  connections: number;
-  requestHeads: string[];
-  /** Resolves at the next connection. */
-  nextConnection(): Promise<void>;
-}
-
-async function startRawBackend(answer: (head: string) => string): Promise<RawBackend> {
-  const waiting: (() => void)[] = [];
-  const backend: RawBackend = {
-    server: createServer((socket: Socket) => {
-      backend.connections++;
-      waiting.splice(0).forEach((resolve) => resolve());
-      let buffered = '';
-      socket.on('data', (chunk: Buffer) => {
-        buffered += chunk.toString('latin1');
-        // Each complete request (head and body, as long or as chunked as it says) is answered in turn.
-        for (;;) {
-          const end = buffered.indexOf('\r\n\r\n');
-          if (end < 0) return;
-          const head = buffered.slice(0, end);
-          const length = /\r\ncontent-length: *(\d+)/i.exec(head);
-          const bodyStart = end + 4;
-          let bodyEnd = bodyStart;
-          if (length) bodyEnd = bodyStart + Number(length[1]);
-          else if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
-            const last = buffered.indexOf('0\r\n\r\n', bodyStart);
-            bodyEnd = last < 0 ? Infinity : last + 5;
-          }
-          if (buffered.length < bodyEnd) return;
-          backend.requestHeads.push(head);
-          buffered = buffered.slice(bodyEnd);
-          socket.write(answer(head));
-        }
-      });
-      socket.on('error', () => {});
-    }),
-    port: 0,
-    connections: 0,
-    requestHeads: [],
-    nextConnection: () => new Promise((resolve) => waiting.push(resolve)),
-  };
-  await new Promise<void>((r) => backend.server.listen(0, '127.0.0.1', r));
-  backend.port = (backend.server.address() as AddressInfo).port;
-  return backend;
-}
 
 /** Sends `text` on a new connection to the gateway and resolves with the response head (status line and headers). */
 function rawRequest(port: number, text: string): Promise<{ status: number; headers: [string, string][]; raw: string }> {

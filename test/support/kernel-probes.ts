@@ -31,7 +31,7 @@ const LOCALS = '(local $a i64) (local $b i64) (local $c i64) (local $i i32) (loc
 
 export interface Probe {
   /** Strings placed in linear memory; `str(i)` gives the WAT of a block holding the i-th. */
-  data?: string[];
+  data?: (string | Uint8Array)[];
   /** Module fields beyond the handler (globals, functions). */
   extra?: string;
   pages?: number;
@@ -40,7 +40,7 @@ export interface Probe {
 }
 
 /** A module whose handler runs the probe's steps and responds 200 + the mask of its checks. */
-export function probeModule(name: string, probe: Probe): Promise<Uint8Array> {
+export function probeModule(name: string, probe: Probe): Promise<Uint8Array & { checks: number }> {
   const data = probe.data ?? [];
   const placed = layout(data);
   let checks = 0;
@@ -62,8 +62,10 @@ export function probeModule(name: string, probe: Probe): Promise<Uint8Array> {
 }
 
 export interface ProbeBinding {
-  /** Runs one call; the mask of checks that held (a failed call rejects with its PolicyFailure). */
-  run(): Promise<number>;
+  /** Runs one call on a request; the mask of checks that held (a failed call rejects with its PolicyFailure). */
+  run(request?: Parameters<typeof makeExchange>[0]): Promise<number>;
+  /** The exchange of the last call. */
+  exchange: ReturnType<typeof makeExchange> | null;
   /** Every check held: the mask with all `checks` bits. */
   all: number;
 }
@@ -84,8 +86,10 @@ export async function bindProbe(t: TestHost, name: string, probe: Probe, options
   await binding.warm();
   return {
     all: (1 << bytes.checks) - 1,
-    async run() {
-      const exchange = makeExchange();
+    exchange: null,
+    async run(request = {}) {
+      const exchange = makeExchange(request);
+      this.exchange = exchange;
       await binding.run('inbound', exchange);
       assert.ok(exchange.responded, 'the probe responds with its mask');
       return exchange.response.status - 200;

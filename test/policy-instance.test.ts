@@ -1,0 +1,226 @@
+// The functions of gatehouse:host/v1 and the limits of a call as one policy instance applies them
+// (runtime/policy-host/instance.ts), from inside hand-written modules (docs/policy-abi.md, sections 3 to 6): what each
+// function reads and writes, every pointer range it checks, what it costs the output cap and the log budget, memory
+// growth against the cap, and the failures that keep or recycle the instance.
+
+import assert from 'node:assert/strict';
+import { createSign, generateKeyPairSync } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { Field, Status } from '../runtime/policy-host/abi.ts';
+import type { MetricEmission } from '../runtime/telemetry/custom-metrics.ts';
+import { assertAllHeld, bindProbe, type Probe, type ProbeOptions } from './support/kernel-probes.ts';
+import { layout, SCRATCH } from './support/hostile-modules.ts';
+import { newHost, policyFailure } from './support/policies.ts';
+
+const t = newHost();
+
+async function allHeld(name: string, probe: Probe, options?: ProbeOptions, request?: Parameters<typeof makeRequest>[0]) {
+  const binding = await bindProbe(t, name, probe, options);
+  assertAllHeld(await binding.run(request), binding.all);
+  return binding.exchange!;
+}
+
+async function failure(name: string, probe: Probe, options?: ProbeOptions) {
+  const binding = await bindProbe(t, name, probe, options);
+  return policyFailure(binding.run());
+}
+
+const makeRequest = (r: { headers?: Record<string, string>; query?: string } = {}) => r;
+
+const is = (expr: string, value: number) => `(i32.eq ${expr} (i32.const ${value}))`;
+const byteAt = (addr: number, value: number) => is(`(i32.load8_u (i32.const ${addr}))`, value);
+
+/** The probe reports with respond: 32 bytes of output (a write's overhead) in every call. */
+const REPORT_OUTPUT = 32;
+
+describe('reading: get and list', () => {
+  test('get writes a value that fits and gives its length either way; NOT_FOUND; names past 8 KiB are not read', async () => {
+    const [name, utf, none] = layout(['x-name', 'x-utf', 'x-none']);
+    const get = (n: { ptr: number; len: number }, buf: number, cap: number) =>
+      `(call $get (i32.const ${Field.REQUEST_HEADER}) (i32.const ${n.ptr}) (i32.const ${n.len}) (i32.const ${buf}) (i32.const ${cap}))`;
+    await allHeld(
+      'get',
+      {
+        data: ['x-name', 'x-utf', 'x-none'],
+        steps: (check) => `
+          ${check(`(i32.and ${is(get(name!, SCRATCH, 7), 7)} ${byteAt(SCRATCH + 6, '1'.charCodeAt(0))})`)}
+          ${check(`(i32.and ${is(get(name!, SCRATCH + 100, 6), 7)} ${byteAt(SCRATCH + 100, 0)})`)}
+          ${check(`(i32.and ${is(get(utf!, SCRATCH + 200, 11), 11)} ${byteAt(SCRATCH + 202, 0xa9)})`)}
+          ${check(`(i32.and ${is(get(utf!, SCRATCH + 300, 10), 11)} (i32.and ${byteAt(SCRATCH + 301, 0)} ${byteAt(SCRATCH + 310, 0)}))`)}
+          ${check(is(get(none!, SCRATCH, 64), Status.NOT_FOUND))}
+          ${check(is(get({ ptr: 0, len: 8193 }, SCRATCH, 64), Status.INVALID_VALUE))}
+          ${check(is(get({ ptr: 0, len: 8192 }, SCRATCH, 64), Status.NOT_FOUND))}
+          ${check(is(`(call $get (i32.const 99) (i32.const 0) (i32.const 0) (i32.const ${SCRATCH}) (i32.const 8))`, Status.UNKNOWN_FIELD))}`,
+      },
+      {},
+      { headers: { 'x-name': 'value-1', 'x-utf': 'h\u00e9llo \u{1F600}' } },
+    );
+  });
+
+  test('get measures a value in UTF-8 as it would be written: two, three and four bytes, a lone surrogate as three', async () => {
+    const [name] = layout(['x-v']);
+    const cases: [string, number][] = [
+      ['\u00e9', 2],
+      ['\u0800', 3],
+      ['\u{1F600}', 4],
+      ['a\u{1F600}b', 6],
+      ['\ud800x', 4],
+      ['\ud800', 3],
+      ['\ud800\ud800', 6],
+      ['\u07ff', 2],
+    ];
+    for (const [value, bytes] of cases) {
+      // A buffer of 0 bytes: only the length is asked for.
+      const binding = await bindProbe(t, 'utf8-length', {
+        data: ['x-v'],
+        steps: (check) => check(is(`(call $get (i32.const ${Field.REQUEST_HEADER}) (i32.const ${name!.ptr}) (i32.const 3) (i32.const 0) (i32.const 0))`, bytes)),
+      });
+      assert.equal(await binding.run({ headers: { 'x-v': value } }), binding.all, JSON.stringify(value));
+    }
+  });
+
+  test('list writes the names NUL-terminated when they fit, and gives their length either way', async () => {
+    await allHeld(
+      'list',
+      {
+        steps: (check) => `
+          ${check(is(`(call $list (i32.const ${Field.REQUEST_HEADER}) (i32.const ${SCRATCH}) (i32.const 8))`, 8))}
+          ${check(`(i32.and ${byteAt(SCRATCH, 'x'.charCodeAt(0))} ${byteAt(SCRATCH + 3, 0)})`)}
+          ${check(byteAt(SCRATCH + 7, 0))}
+          ${check(is(`(call $list (i32.const ${Field.REQUEST_HEADER}) (i32.const ${SCRATCH + 100}) (i32.const 7))`, 8))}
+          ${check(byteAt(SCRATCH + 100, 0))}
+          ${check(is(`(call $list (i32.const 99) (i32.const ${SCRATCH}) (i32.const 8))`, Status.UNKNOWN_FIELD))}`,
+      },
+      {},
+      { headers: { 'x-a': '1', 'x-b': '2' } },
+    );
+  });
+});
+
+describe('writing: set, add, remove, respond', () => {
+  test('set and add write the decoded value; remove removes; a body is copied out of the module, not viewed', async () => {
+    const long = '\u00e9'.repeat(40);
+    const items = ['x-out', 'v\u00e9', long, 'x-gone', 'body!'];
+    const [out, short, longValue, gone, body] = layout(items);
+    const write = (op: string, field: number, n: { ptr: number; len: number }, v: { ptr: number; len: number }) =>
+      `(call $${op} (i32.const ${field}) (i32.const ${n.ptr}) (i32.const ${n.len}) (i32.const ${v.ptr}) (i32.const ${v.len}))`;
+    const exchange = await allHeld(
+      'writes',
+      {
+        data: items,
+        steps: (check) => `
+          ${check(is(write('set', Field.RESPONSE_HEADER, out!, short!), Status.OK))}
+          ${check(is(write('add', Field.RESPONSE_HEADER, out!, longValue!), Status.OK))}
+          ${check(is(`(call $remove (i32.const ${Field.REQUEST_HEADER}) (i32.const ${gone!.ptr}) (i32.const ${gone!.len}))`, Status.OK))}
+          ${check(is(write('set', Field.RESPONSE_BODY, out!, body!), Status.OK))}
+          (i32.store8 (i32.const ${body!.ptr}) (i32.const 66))
+          ${check(is(write('set', Field.RESPONSE_HEADER, { ptr: 0, len: 8193 }, short!), Status.INVALID_VALUE))}
+          ${check(is(`(call $remove (i32.const ${Field.REQUEST_HEADER}) (i32.const 0) (i32.const 8193))`, Status.INVALID_VALUE))}
+          ${check(is('(call $respond (i32.const 100))', Status.INVALID_VALUE))}`,
+      },
+      { limits: { outputBytes: 1024 * 1024 } },
+      { headers: { 'x-gone': '1', 'x-kept': '2' } },
+    );
+    assert.deepEqual(exchange.response.headers.get('x-out'), ['v\u00e9', long]);
+    assert.deepEqual([...exchange.request.headers.keys()], ['x-kept']);
+    assert.equal(new TextDecoder().decode(exchange.response.body as Uint8Array), 'body!');
+  });
+
+  test('each write costs the output cap its bytes and 32 more; effects, logs, metrics, signatures and failures their bytes', async () => {
+    const items = ['x-o', 'abcd', 'hello', 'm', 'a\0b\0', 'ES256', '{}', 'dat', 'sig'];
+    const [name, value, text, metric, dims, alg, key, data, sig] = layout(items);
+    const args = (...ranges: { ptr: number; len: number }[]) => ranges.map((r) => `(i32.const ${r.ptr}) (i32.const ${r.len})`).join(' ');
+    const cases: [string, string, number][] = [
+      ['set', `(drop (call $set (i32.const ${Field.RESPONSE_HEADER}) ${args(name!, value!)}))`, 3 + 4 + 32],
+      ['add', `(drop (call $add (i32.const ${Field.RESPONSE_HEADER}) ${args(name!, value!)}))`, 3 + 4 + 32],
+      ['remove', `(drop (call $remove (i32.const ${Field.RESPONSE_HEADER}) ${args(name!)}))`, 3 + 32],
+      ['respond', '(drop (call $respond (i32.const 204)))', 32],
+      ['effect', `(drop (call $effect (i32.const 9) ${args(text!)} (i32.const ${SCRATCH}) (i32.const 64)))`, 5],
+      ['log', `(call $log (i32.const 2) ${args(text!)})`, 5],
+      ['metric', `(drop (call $metric (i32.const ${metric!.ptr}) (i32.const 1) (f64.const 1) ${args(dims!)}))`, 1 + 4 + 32],
+      ['verify', `(drop (call $verify ${args(alg!, key!, data!, sig!)}))`, 5 + 2 + 3 + 3],
+    ];
+    for (const [what, step, cost] of cases) {
+      const probe: Probe = { data: items, steps: () => step };
+      await allHeld(`cost-${what}`, probe, { limits: { outputBytes: cost + REPORT_OUTPUT } }).catch((err: unknown) => assert.fail(`${what} at its cost: ${String(err)}`));
+      const err = await failure(`over-${what}`, probe, { limits: { outputBytes: cost + REPORT_OUTPUT - 1 } });
+      assert.equal(err.reason, 'output-cap', what);
+    }
+    const failing: Probe = { data: items, steps: () => `(call $fail ${args(text!)})` };
+    // fail ends the call with the report already counted.
+    assert.equal((await failure('cost-fail', failing, { limits: { outputBytes: 5 + REPORT_OUTPUT } })).reason, 'error');
+    assert.equal((await failure('over-fail', failing, { limits: { outputBytes: 4 + REPORT_OUTPUT } })).reason, 'output-cap');
+  });
+});
+
+describe('logs', () => {
+  test('log lines and bytes are budgeted per call; a line counts as it is written in JSON', async () => {
+    // A quote and a backslash are two bytes in the log, a control character six, a space one: 2 + 2 + 6 + 1 + 6 = 17.
+    const line = '"\\\n \u001f';
+    const [l] = layout([line]);
+    const logLine = `(call $log (i32.const 2) (i32.const ${l!.ptr}) (i32.const ${l!.len}))`;
+    await allHeld('log-bytes', { data: [line], steps: () => logLine }, { limits: { logBytes: 17 } });
+    assert.equal((await failure('log-bytes-over', { data: [line], steps: () => logLine }, { limits: { logBytes: 16 } })).reason, 'log-budget');
+    await allHeld('log-lines', { data: [line], steps: () => `${logLine} ${logLine}` }, { limits: { logLines: 2 } });
+    const over = await failure('log-lines-over', { data: [line], steps: () => `${logLine} ${logLine} ${logLine}` }, { limits: { logLines: 2 } });
+    assert.equal(over.reason, 'log-budget');
+    assert.match(over.message, /logged more than its budget of 2 lines or 16384 bytes/);
+  });
+
+  test('the level is the ABI number (unknown ones are info); trace lines, below the gateway level, are not counted', async () => {
+    const before = t.logs.length;
+    const [l] = layout(['line']);
+    const logAt = (level: number) => `(call $log (i32.const ${level}) (i32.const ${l!.ptr}) (i32.const 4))`;
+    await allHeld('log-level', { data: ['line'], steps: () => [0, 0, 1, 2, 3, 4, 9].map(logAt).join(' ') }, { limits: { logLines: 5 } });
+    const levels = t.logs.slice(before).filter((r) => r.source === 'policy').map((r) => r.level);
+    assert.deepEqual(levels, ['debug', 'info', 'warn', 'error', 'info']);
+  });
+});
+
+describe('pointer ranges', () => {
+  const END = 2 * 65536;
+  const cases: [string, string][] = [
+    ['get-buf-negative', `(call $get (i32.const 5) (i32.const 0) (i32.const 1) (i32.const -1) (i32.const 4))`],
+    ['get-cap-negative', `(call $get (i32.const 5) (i32.const 0) (i32.const 1) (i32.const ${SCRATCH}) (i32.const -1))`],
+    ['get-name-past', `(call $get (i32.const 5) (i32.const ${END - 1}) (i32.const 2) (i32.const ${SCRATCH}) (i32.const 4))`],
+    ['get-name-negative', `(call $get (i32.const 5) (i32.const -1) (i32.const 1) (i32.const ${SCRATCH}) (i32.const 4))`],
+    ['get-name-length-negative', `(call $get (i32.const 5) (i32.const 0) (i32.const -1) (i32.const ${SCRATCH}) (i32.const 4))`],
+    ['get-buf-past', `(call $get (i32.const 5) (i32.const 0) (i32.const 1) (i32.const ${END - 3}) (i32.const 4))`],
+    ['set-value-past', `(call $set (i32.const 9) (i32.const 0) (i32.const 1) (i32.const ${END - 1}) (i32.const 2))`],
+    ['remove-past', `(call $remove (i32.const 9) (i32.const ${END}) (i32.const 1))`],
+    ['list-past', `(call $list (i32.const 5) (i32.const ${END - 1}) (i32.const 2))`],
+    ['effect-buf-past', `(call $effect (i32.const 1) (i32.const 0) (i32.const 1) (i32.const ${END - 1}) (i32.const 2))`],
+    ['effect-request-past', `(call $effect (i32.const 1) (i32.const ${END - 1}) (i32.const 2) (i32.const 0) (i32.const 1))`],
+    ['metric-name-past', `(call $metric (i32.const ${END - 1}) (i32.const 2) (f64.const 1) (i32.const 0) (i32.const 0))`],
+    ['metric-dims-past', `(call $metric (i32.const 0) (i32.const 1) (f64.const 1) (i32.const ${END - 1}) (i32.const 2))`],
+    ['verify-alg-past', `(call $verify (i32.const ${END - 1}) (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1))`],
+    ['verify-key-past', `(call $verify (i32.const 0) (i32.const 1) (i32.const ${END - 1}) (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1))`],
+    ['verify-data-past', `(call $verify (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1) (i32.const ${END - 1}) (i32.const 2) (i32.const 0) (i32.const 1))`],
+    ['verify-sig-past', `(call $verify (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1) (i32.const ${END - 1}) (i32.const 2))`],
+  ];
+  const statements: [string, string][] = [
+    ['log-past', `(call $log (i32.const 2) (i32.const ${END - 1}) (i32.const 2))`],
+    ['fail-past', `(call $fail (i32.const ${END - 1}) (i32.const 2))`],
+  ];
+
+  test('a range reaching one byte past the memory, or negative, fails the call', async () => {
+    for (const [name, step] of [...cases.map(([n, s]): [string, string] => [n, `(drop ${s})`]), ...statements]) {
+      const err = await failure(name, { steps: () => step }, { grants: { counters: true } });
+      assert.equal(err.reason, 'bad-argument', name);
+      assert.match(err.message, /pointer range -?\d+\+-?\d+ is outside the module's memory/, name);
+    }
+  });
+
+  test('ranges ending at the last byte of memory are read, and so is memory the module grew', async () => {
+    await allHeld('range-end', {
+      data: ['x-a'],
+      steps: (check) => `
+        ${check(is(`(call $get (i32.const 5) (i32.const ${END - 1}) (i32.const 1) (i32.const ${END - 4}) (i32.const 4))`, Status.NOT_FOUND))}
+        ${check(is(`(call $set (i32.const 11) (i32.const ${END - 1}) (i32.const 1) (i32.const ${END - 2}) (i32.const 2))`, Status.OK))}
+        ${check(is(`(call $list (i32.const 5) (i32.const ${END - 1}) (i32.const 1))`, 4))}
+        ${check(is('(memory.grow (i32.const 1))', 2))}
+        ${check(is(`(call $get (i32.const 5) (i32.const ${layout(['x-a'])[0]!.ptr}) (i32.const 3) (i32.const ${END + 10}) (i32.const 8))`, 1))}
+        ${check(byteAt(END + 10, '1'.charCodeAt(0)))}`,
+    }, {}, { headers: { 'x-a': '1' } });
+  });
+});

@@ -4,10 +4,8 @@
 // growth against the cap, and the failures that keep or recycle the instance.
 
 import assert from 'node:assert/strict';
-import { createSign, generateKeyPairSync } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { Field, Status } from '../runtime/policy-host/abi.ts';
-import type { MetricEmission } from '../runtime/telemetry/custom-metrics.ts';
 import { assertAllHeld, bindProbe, type Probe, type ProbeOptions } from './support/kernel-probes.ts';
 import { layout, SCRATCH } from './support/hostile-modules.ts';
 import { newHost, policyFailure } from './support/policies.ts';

@@ -309,7 +309,8 @@ describe('kernel configuration and vars', () => {
   });
 
   test('vars hold 64 KiB at most, keys included; replacing or deleting a var gives its bytes back', async () => {
-    const fill = (len: number) => `(call $block_of (i32.const 65536) (i32.const ${len}))`;
+    // The values' bytes do not matter here: a fresh (zeroed) block of the length.
+    const fill = (len: number) => `(call $alloc (i64.const ${len}))`;
     const key = (k: string) => `(call $block_of (i32.const ${k === 'k' ? 8192 : 8200}) (i32.const 1))`;
     const probe = (steps: string): Probe => ({ pages: 3, data: ['k', 'j'], steps: () => steps });
     // "k" and 65,535 bytes: 64 KiB exactly; replaced by as much again, deleted, and set again.
@@ -333,7 +334,7 @@ describe('kernel configuration and vars', () => {
     // Cap: 3 pages and 50,000 bytes. The 30,000-byte block fits (30,064 with its overhead); its copy as a var does not.
     const err = await failure(
       'var-memory',
-      { pages: 3, data: ['k'], steps: (_, str) => `(call $var_set ${str(0)} (call $block_of (i32.const 65536) (i32.const 30000)))` },
+      { pages: 3, data: ['k'], steps: (_, str) => `(call $var_set ${str(0)} (call $alloc (i64.const 30000)))` },
       { limits: { memoryBytes: 3 * 65536 + 50000, cpuMs: 1000 } },
     );
     assert.equal(err.reason, 'memory-cap');

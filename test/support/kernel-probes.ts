@@ -84,17 +84,18 @@ export async function bindProbe(t: TestHost, name: string, probe: Probe, options
   const module = await t.host.load(bytes);
   const binding = t.host.bind({ id: `probe/${name}/${++bound}`, phase: 'inbound', module, ...options });
   await binding.warm();
-  return {
+  const probeBinding: ProbeBinding = {
     all: (1 << bytes.checks) - 1,
     exchange: null,
     async run(request = {}) {
       const exchange = makeExchange(request);
-      this.exchange = exchange;
+      probeBinding.exchange = exchange;
       await binding.run('inbound', exchange);
       assert.ok(exchange.responded, 'the probe responds with its mask');
       return exchange.response.status - 200;
     },
   };
+  return probeBinding;
 }
 
 /** Asserts that every check of one call held, naming those that did not. */

@@ -5,7 +5,9 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Field, Status } from '../runtime/policy-host/abi.ts';
+import { EffectKind, Field, MAX_EFFECTS_PER_CALL, Status } from '../runtime/policy-host/abi.ts';
+import { createSign, generateKeyPairSync } from 'node:crypto';
+import type { MetricEmission } from '../runtime/telemetry/custom-metrics.ts';
 import { assertAllHeld, bindProbe, type Probe, type ProbeOptions } from './support/kernel-probes.ts';
 import { layout, SCRATCH } from './support/hostile-modules.ts';
 import { newHost, policyFailure } from './support/policies.ts';
@@ -220,5 +222,226 @@ describe('pointer ranges', () => {
         ${check(is(`(call $get (i32.const 5) (i32.const ${layout(['x-a'])[0]!.ptr}) (i32.const 3) (i32.const ${END + 10}) (i32.const 8))`, 1))}
         ${check(byteAt(END + 10, '1'.charCodeAt(0)))}`,
     }, {}, { headers: { 'x-a': '1' } });
+  });
+});
+
+/** `$same (a, b, len) -> 1 when the bytes at a and b are equal. */
+const SAME = `
+  (func $same (param $a i32) (param $b i32) (param $len i32) (result i32)
+    (block $differ (loop $next
+      (if (i32.eqz (local.get $len)) (then (return (i32.const 1))))
+      (br_if $differ (i32.ne (i32.load8_u (local.get $a)) (i32.load8_u (local.get $b))))
+      (local.set $a (i32.add (local.get $a) (i32.const 1)))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (local.set $len (i32.sub (local.get $len) (i32.const 1)))
+      (br $next)))
+    (i32.const 0))`;
+
+describe('effects', () => {
+  const counter = (key: string) => `{"key":"${key}","limit":100,"periodSeconds":60}`;
+  const effectCall = (kind: number, r: { ptr: number; len: number }, buf = SCRATCH, cap = 256) =>
+    `(call $effect (i32.const ${kind}) (i32.const ${r.ptr}) (i32.const ${r.len}) (i32.const ${buf}) (i32.const ${cap}))`;
+
+  test('a counter effect completed in the call writes its result; the same request again reads that result', async () => {
+    const [req, other] = layout([counter('same'), counter('other')]);
+    await allHeld(
+      'effect-counter',
+      {
+        data: [counter('same'), counter('other')],
+        extra: SAME,
+        steps: (check) => `
+          (local.set $i ${effectCall(EffectKind.COUNTER, req!)})
+          ${check('(i32.gt_s (local.get $i) (i32.const 10))')}
+          ${check(byteAt(SCRATCH, '{'.charCodeAt(0)))}
+          ${check(`(i32.eq ${effectCall(EffectKind.COUNTER, req!, SCRATCH + 1024)} (local.get $i))`)}
+          ${check(`(call $same (i32.const ${SCRATCH}) (i32.const ${SCRATCH + 1024}) (local.get $i))`)}
+          ${check(`(i32.gt_s ${effectCall(EffectKind.COUNTER, other!, SCRATCH + 2048)} (i32.const 10))`)}
+          ${check(is(effectCall(9, req!), Status.UNKNOWN_FIELD))}`,
+      },
+      { grants: { counters: true } },
+    );
+  });
+
+  test('counting effects need "counters", HTTP needs "http"; no call asks for more than 16 distinct effects', async () => {
+    const items = Array.from({ length: MAX_EFFECTS_PER_CALL + 1 }, (_, i) => counter(`k${i}`));
+    const placed = layout(items);
+    for (const kind of [EffectKind.COUNTER, EffectKind.LEASE, EffectKind.METER]) {
+      const err = await failure(`ungranted-${kind}`, { data: items, steps: () => `(drop ${effectCall(kind, placed[0]!)})` });
+      assert.equal(err.reason, 'capability');
+      assert.match(err.message, /without the "counters" grant/);
+    }
+    const http = await failure('ungranted-http', { data: items, steps: () => `(drop ${effectCall(EffectKind.HTTP, placed[0]!)})` }, { grants: { counters: true } });
+    assert.equal(http.reason, 'capability');
+    assert.match(http.message, /used the HTTP effect without the "http" grant/);
+    const asks = (n: number) => placed.slice(0, n).map((p) => `(drop ${effectCall(EffectKind.COUNTER, p)})`).join(' ');
+    // Asking again for one already answered is not another effect.
+    await allHeld('effects-max', { data: items, steps: () => `${asks(MAX_EFFECTS_PER_CALL)} ${asks(1)}` }, { grants: { counters: true } });
+    const over = await failure('effects-over', { data: items, steps: () => asks(MAX_EFFECTS_PER_CALL + 1) }, { grants: { counters: true } });
+    assert.equal(over.reason, 'effects');
+    assert.match(over.message, /more than 16 effects in one call/);
+  });
+
+  test('an effect the host cannot complete in the call is pending, and its result is read in the next round', async () => {
+    // Port 1 on the loopback refuses the connection: the HTTP effect's result says so.
+    const request = JSON.stringify({ method: 'GET', url: 'http://127.0.0.1:1/' });
+    const [req] = layout([request]);
+    const binding = await bindProbe(
+      t,
+      'effect-pending',
+      { data: [request], steps: (check) => check(`(i32.gt_s ${effectCall(EffectKind.HTTP, req!, SCRATCH, 4096)} (i32.const 0))`) },
+      { grants: { http: { allowedHosts: ['127.0.0.1:1'] } } },
+    );
+    assertAllHeld(await binding.run(), binding.all);
+  });
+});
+
+describe('metrics and signatures', () => {
+  test('metric: dimensions are name NUL value pairs; recorded only when the call succeeds', async () => {
+    const got: MetricEmission[] = [];
+    t.host.customMetrics.upstream = { metric: (e) => got.push(e) };
+    const items = ['hits', 'route\0a\0', 'route\0', 'route\0a', 'x'.repeat(8193)].map((s) => s.replaceAll('\\0', '\0'));
+    const [name, dims, odd, unterminated, huge] = layout(items);
+    const metric = (d: { ptr: number; len: number }, n = name!) =>
+      `(call $metric (i32.const ${n.ptr}) (i32.const ${n.len}) (f64.const 2.5) (i32.const ${d.ptr}) (i32.const ${d.len}))`;
+    await allHeld('metric', {
+      data: items,
+      steps: (check) => `
+        ${check(is(metric(dims!), Status.OK))}
+        ${check(is(metric({ ptr: 0, len: 0 }), Status.OK))}
+        ${check(is(metric(unterminated!), Status.OK))}
+        ${check(is(metric(odd!), Status.INVALID_VALUE))}
+        ${check(is(metric({ ptr: 0, len: 0 }, huge!), Status.INVALID_VALUE))}
+        ${check(is(metric(huge!), Status.INVALID_VALUE))}
+        ${check(is(metric({ ptr: 0, len: 0 }, { ptr: name!.ptr, len: 0 }), Status.INVALID_VALUE))}`,
+    }, { limits: { outputBytes: 64 * 1024 } });
+    assert.deepEqual(got, [
+      { name: 'hits', value: 2.5, dimensions: [['route', 'a']] },
+      { name: 'hits', value: 2.5, dimensions: [] },
+      { name: 'hits', value: 2.5, dimensions: [['route', 'a']] },
+    ]);
+    got.length = 0;
+    const failed = await failure('metric-failed', { data: items, steps: () => `(drop ${metric(dims!)}) unreachable` });
+    assert.equal(failed.reason, 'trap');
+    assert.deepEqual(got, []);
+  });
+
+  test('verify: a valid signature is 1, another 0; an algorithm name past 8 KiB or a key past 16 KiB is not read', async () => {
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = JSON.stringify(publicKey.export({ format: 'jwk' }));
+    const data = new TextEncoder().encode('header.payload');
+    const signature = new Uint8Array(createSign('sha256').update(data).sign({ key: privateKey, dsaEncoding: 'ieee-p1363' }));
+    const items = ['ES256', jwk, data, signature, 'header.payloaD'];
+    const [alg, key, d, sig, other] = layout(items);
+    const verify = (a: { ptr: number; len: number }, k: { ptr: number; len: number }, dd = d!) =>
+      `(call $verify (i32.const ${a.ptr}) (i32.const ${a.len}) (i32.const ${k.ptr}) (i32.const ${k.len}) (i32.const ${dd.ptr}) (i32.const ${dd.len}) (i32.const ${sig!.ptr}) (i32.const ${sig!.len}))`;
+    await allHeld('verify', {
+      data: items,
+      pages: 3,
+      steps: (check) => `
+        ${check(is(verify(alg!, key!), 1))}
+        ${check(is(verify(alg!, key!, other!), 0))}
+        ${check(is(verify({ ptr: 0, len: 8193 }, key!), Status.INVALID_VALUE))}
+        ${check(is(verify(alg!, { ptr: 0, len: 16385 }), Status.INVALID_VALUE))}`,
+    }, { limits: { outputBytes: 64 * 1024 } });
+  });
+});
+
+describe('failures and the instance', () => {
+  test('fail ends the call with its message (4,096 bytes at most) and keeps the instance', async () => {
+    const binding = await bindProbe(t, 'fail', {
+      extra: '(global $calls (mut i32) (i32.const 0))',
+      pages: 2,
+      steps: (check) => `
+        (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+        (memory.fill (i32.const ${SCRATCH}) (i32.const 102) (i32.const 5000))
+        ${check(is('(global.get $calls)', 2))}
+        (if (i32.eq (global.get $calls) (i32.const 1)) (then (call $fail (i32.const ${SCRATCH}) (i32.const 5000))))`,
+    });
+    const err = await policyFailure(binding.run());
+    assert.equal(err.reason, 'error');
+    assert.match(err.message, /\(error\): f{4096}$/);
+    // The second call finds the globals the first left: the same instance.
+    assertAllHeld(await binding.run(), binding.all);
+  });
+
+  test('now is the wall clock in milliseconds; config_get reads only the configuration\'s own keys', async () => {
+    const before = Date.now();
+    await allHeld('now', {
+      data: ['constructor', 'key'],
+      steps: (check, str) => `
+        ${check(`(f64.ge (call $now) (f64.const ${before}))`)}
+        ${check(`(f64.le (call $now) (f64.const ${before + 600_000}))`)}
+        ${check(`(i64.eqz (call $config_get ${str(0)}))`)}
+        ${check(`(i64.ne (call $config_get ${str(1)}) (i64.const 0))`)}`,
+    }, { config: { key: 'v' } });
+  });
+
+  test('a host function called outside a phase (from the start function) fails the instantiation', async () => {
+    const binding = bindProbe(t, 'start-calls-host', {
+      extra: '(func $boot (drop (call $respond (i32.const 200)))) (start $boot)',
+      steps: () => '',
+    });
+    await assert.rejects(binding, /host function called outside a policy phase/);
+  });
+
+  test('guests start as Extism starts them: hs_init, else _initialize, else _start; an error_set there fails the start', async () => {
+    const inits = (exported: string[]) => `
+      (global $ran (mut i32) (i32.const 0))
+      ${exported.map((e, i) => `(func (export "${e}") (global.set $ran (i32.or (global.get $ran) (i32.const ${1 << i}))))`).join(' ')}`;
+    const runs = async (exported: string[], expected: number) =>
+      allHeld(`init-${exported.length}`, { extra: inits(exported), steps: (check) => check(is('(global.get $ran)', expected)) });
+    await runs(['hs_init', '_initialize', '_start'], 1);
+    await runs(['_initialize', '_start'], 1);
+    await runs(['_start'], 1);
+    await assert.rejects(
+      bindProbe(t, 'init-error', { data: ['boom'], extra: '(func (export "_initialize") (call $error_set (call $block_of (i32.const 8192) (i32.const 4))))', steps: () => '' }),
+      /the start function failed: boom/,
+    );
+  });
+});
+
+describe('memory growth', () => {
+  test('memory.grow is refused past the cap, kernel blocks included; size is unchanged by a refused or empty grow', async () => {
+    await allHeld('grow', {
+      steps: (check) => `
+        ${check(is('(memory.grow (i32.const 1))', 2))}
+        ${check(is('(memory.grow (i32.const 2))', -1))}
+        ${check(is('(memory.grow (i32.const 0))', 3))}
+        (local.set $a (call $alloc (i64.const 60000)))
+        ${check(is('(memory.grow (i32.const 1))', -1))}
+        (call $free (local.get $a))
+        ${check(is('(memory.grow (i32.const 1))', 3))}
+        ${check(is('(memory.size)', 4))}`,
+    }, { limits: { memoryBytes: 4 * 65536 } });
+  });
+
+  test('a trap is charged to the memory cap after a refused grow or within an eighth of the cap; a refusal lasts one call', async () => {
+    const trapAt = async (name: string, pages: number) =>
+      (await failure(name, { steps: () => `(drop (memory.grow (i32.const ${pages}))) unreachable` }, { limits: { memoryBytes: 8 * 65536 } })).reason;
+    assert.equal(await trapAt('trap-refused', 7), 'memory-cap');
+    assert.equal(await trapAt('trap-near-cap', 5), 'memory-cap');
+    assert.equal(await trapAt('trap-below', 4), 'trap');
+    const binding = await bindProbe(t, 'refusal-one-call', {
+      extra: '(global $calls (mut i32) (i32.const 0))',
+      steps: (check) => `
+        (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+        ${check(is('(memory.grow (i32.const 100))', -1))}
+        (if (i32.eq (global.get $calls) (i32.const 2)) (then unreachable))`,
+    }, { limits: { memoryBytes: 8 * 65536 } });
+    assertAllHeld(await binding.run(), binding.all);
+    assert.equal((await policyFailure(binding.run())).reason, 'memory-cap');
+  });
+});
+
+describe('CPU budget', () => {
+  test("a loop of the module's own code, and a loop of host calls, are stopped for their CPU budget", async () => {
+    for (const [name, body] of [
+      ['own-code', '(local.set $i (i32.add (local.get $i) (i32.const 1)))'],
+      ['host-calls', '(drop (call $now))'],
+    ]) {
+      const err = await failure(`loop-${name}`, { steps: () => `(loop $again ${body} (br $again))` }, { limits: { cpuMs: 10 } });
+      assert.equal(err.reason, 'cpu-budget', name);
+      assert.match(err.message, /call ran past its CPU budget of 10 ms/);
+    }
   });
 });

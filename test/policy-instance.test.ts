@@ -145,6 +145,7 @@ describe('writing: set, add, remove, respond', () => {
       await allHeld(`cost-${what}`, probe, { limits: { outputBytes: cost + REPORT_OUTPUT } }).catch((err: unknown) => assert.fail(`${what} at its cost: ${String(err)}`));
       const err = await failure(`over-${what}`, probe, { limits: { outputBytes: cost + REPORT_OUTPUT - 1 } });
       assert.equal(err.reason, 'output-cap', what);
+      assert.match(err.message, new RegExp(`the call handed the host more than its output cap of ${cost + REPORT_OUTPUT - 1} bytes`), what);
     }
     const failing: Probe = { data: items, steps: () => `(call $fail ${args(text!)})` };
     // fail ends the call with the report already counted.
@@ -413,6 +414,19 @@ describe('memory growth', () => {
         ${check(is('(memory.grow (i32.const 1))', 3))}
         ${check(is('(memory.size)', 4))}`,
     }, { limits: { memoryBytes: 4 * 65536 } });
+  });
+
+  test('kernel blocks are refused past the cap with linear memory counted, at the exact byte', async () => {
+    // 3 pages of linear memory (one grown) and a block of 1,000 bytes with its 64 of overhead fill the cap exactly.
+    const limits = { memoryBytes: 3 * 65536 + 1064 };
+    const steps = (size: number) => () => `(drop (memory.grow (i32.const 1))) (drop (call $alloc (i64.const ${size})))`;
+    await allHeld('reserve-exact', { steps: steps(1000) }, { limits });
+    const err = await failure('reserve-over', { steps: steps(1001) }, { limits });
+    assert.equal(err.reason, 'memory-cap');
+    assert.match(
+      err.message,
+      /Extism kernel memory of 1065 more bytes would take the module to 197673 bytes, past its memory cap of 197672 \(linear memory and kernel blocks count together\)/,
+    );
   });
 
   test('a trap is charged to the memory cap after a refused grow or within an eighth of the cap; a refusal lasts one call', async () => {

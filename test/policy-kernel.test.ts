@@ -330,6 +330,13 @@ describe('kernel configuration and vars', () => {
     assert.equal(two.reason, 'memory-cap');
   });
 
+  test('var_set counts its key and value against the output cap', async () => {
+    // A 1-byte key, a 100-byte value and the 32 bytes the probe's report counts: 133.
+    const probe: Probe = { data: ['k'], steps: (_, str) => `(call $var_set ${str(0)} (call $alloc (i64.const 100)))` };
+    await allHeld('var-output', probe, { limits: { outputBytes: 133 } });
+    assert.equal((await failure('var-output-over', probe, { limits: { outputBytes: 132 } })).reason, 'output-cap');
+  });
+
   test('a var counts against the memory cap besides the block it was copied from', async () => {
     // Cap: 3 pages and 50,000 bytes. The 30,000-byte block fits (30,064 with its overhead); its copy as a var does not.
     const err = await failure(

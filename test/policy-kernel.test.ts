@@ -163,7 +163,8 @@ describe('kernel limits', () => {
             (br_if $again (i32.lt_u (local.get $i) (i32.const 12))))
           ${check(is('(local.get $i)', 12))}`,
       },
-      { limits: { memoryBytes: 4 * 1024 * 1024 } },
+      // 24 MiB zeroed in all: a generous budget, since the limit under test is the memory cap.
+      { limits: { memoryBytes: 4 * 1024 * 1024, cpuMs: 1000 } },
     );
   });
 
@@ -230,7 +231,8 @@ describe('kernel output and errors', () => {
     const long = await failure('error-set-long', {
       pages: 2,
       steps: () => `(memory.fill (i32.const 4096) (i32.const 101) (i32.const 5000)) (call $error_set (call $block_of (i32.const 4096) (i32.const 5000)))`,
-    });
+      // 5,000 host calls copy the text in: a generous budget, since the limit under test is the message's length.
+    }, { limits: { cpuMs: 1000 } });
     assert.match(long.message, /\(error\): e{4096}$/);
     const capped = await failure('error-set-cap', { data: ['x'.repeat(101)], steps: (_, str) => `(call $error_set ${str(0)})` }, { limits: { outputBytes: 100 } });
     assert.equal(capped.reason, 'output-cap');

@@ -332,6 +332,35 @@ describe('kernel configuration and vars', () => {
     assert.equal(two.reason, 'memory-cap');
   });
 
+  test("a var is a copy: the value block changed after var_set leaves it; var_set's bad addresses fail the call", async () => {
+    await allHeld('var-copy', {
+      data: ['k', 'abc'],
+      steps: (check, str) => `
+        (local.set $a ${str(1)})
+        (call $var_set ${str(0)} (local.get $a))
+        (call $store_u8 (local.get $a) (i32.const 122))
+        ${check(is(`(call $load_u8 (call $var_get ${str(0)}))`, 'a'.charCodeAt(0)))}`,
+    });
+    for (const [name, step] of [
+      ['var-bad-key', (str: (i: number) => string) => `(call $var_set (i64.const ${BLOCK_1 + 1n}) ${str(1)})`],
+      ['var-bad-value', (str: (i: number) => string) => `(call $var_set ${str(0)} (i64.const ${3n << 48n}))`],
+    ] as const) {
+      const err = await failure(name, { data: ['k', 'abc'], steps: (_, str) => step(str) });
+      assert.equal(err.reason, 'bad-argument', name);
+      assert.match(err.message, /\(bad-argument\): var_set: address 0x[0-9a-f]{16} is not inside a live Extism kernel block/, name);
+    }
+  });
+
+  test('replacing a var reserves only what it grows by', async () => {
+    // Cap: 2 pages, two 20,000-byte blocks with their overhead, and 20,001 bytes of var: replacing the var by one of the
+    // same size needs no more.
+    await allHeld(
+      'var-replace-memory',
+      { data: ['k'], steps: (_, str) => `(call $var_set ${str(0)} (call $alloc (i64.const 20000))) (call $var_set ${str(0)} (call $alloc (i64.const 20000)))` },
+      { limits: { memoryBytes: 2 * 65536 + 2 * (20000 + 64) + 2 * (1 + 64) + 20001 } },
+    );
+  });
+
   test('var_set counts its key and value against the output cap', async () => {
     // A 1-byte key, a 100-byte value and the 32 bytes the probe's report counts: 133.
     const probe: Probe = { data: ['k'], steps: (_, str) => `(call $var_set ${str(0)} (call $alloc (i64.const 100)))` };

@@ -427,6 +427,9 @@ describe('memory growth', () => {
       err.message,
       /Extism kernel memory of 1065 more bytes would take the module to 197673 bytes, past its memory cap of 197672 \(linear memory and kernel blocks count together\)/,
     );
+    // Blocks already held count too: two of 500 bytes need 128 bytes of overhead, one more than the room left.
+    const two = await failure('reserve-held', { steps: () => `${steps(500)()} (drop (call $alloc (i64.const 500)))` }, { limits });
+    assert.equal(two.reason, 'memory-cap');
   });
 
   test('a trap is charged to the memory cap after a refused grow or within an eighth of the cap; a refusal lasts one call', async () => {

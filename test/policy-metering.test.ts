@@ -1,0 +1,221 @@
+// The CPU meter's rewrite of a module (runtime/policy-host/instrument.ts), read exactly: the fuel global it exports is
+// the meter's output, so each test runs a metered module and compares the fuel it spent, and the calls it made to
+// gatehouse:internal, with what the instructions it ran must cost. The host (instance.ts) turns the same fuel into
+// deadline checks; test/policy-instance.test.ts and test/sandbox-limits.test.ts test that end.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { INTERNAL_MODULE } from '../runtime/policy-host/abi.ts';
+import {
+  BUDGET_CHECK_IMPORT,
+  BULK_CHUNK_BYTES,
+  BYTES_PER_UNIT,
+  FIRST_FUEL,
+  FUEL_EXPORT,
+  instrumentForBudget,
+  MAX_TABLE_ENTRIES,
+  MEMORY_GROW_IMPORT,
+} from '../runtime/policy-host/instrument.ts';
+import { wat } from './support/policies.ts';
+
+interface Metered {
+  exports: Record<string, (...args: number[]) => number>;
+  fuel: WebAssembly.Global;
+  memory: WebAssembly.Memory;
+  /** Deadline checks the module asked for. */
+  checks: number;
+  /** Deltas the module asked memory_grow for; the answer is `growAnswer` (the delta itself by default). */
+  grows: number[];
+  growAnswer: ((delta: number) => number) | null;
+}
+
+/** Meters a module and instantiates it with gatehouse:internal answered by the test (a check only counts). */
+async function metered(text: string): Promise<Metered> {
+  const bytes = await instrumentForBudget(await wat(text, 'host'));
+  const m = { checks: 0, grows: [] as number[], growAnswer: null } as unknown as Metered;
+  const instance = await WebAssembly.instantiate(new WebAssembly.Module(bytes as BufferSource), {
+    [INTERNAL_MODULE]: {
+      [BUDGET_CHECK_IMPORT]: () => {
+        m.checks++;
+      },
+      [MEMORY_GROW_IMPORT]: (delta: number) => {
+        m.grows.push(delta);
+        return m.growAnswer ? m.growAnswer(delta) : delta;
+      },
+    },
+  });
+  m.exports = instance.exports as Metered['exports'];
+  m.fuel = instance.exports[FUEL_EXPORT] as WebAssembly.Global;
+  m.memory = instance.exports.memory as WebAssembly.Memory;
+  return m;
+}
+
+/** The fuel one call of `name` spends, starting from a full tank (no check on the way). */
+function spent(m: Metered, name: string, ...args: number[]): number {
+  m.fuel.value = 1 << 30;
+  m.exports[name]!(...args);
+  return (1 << 30) - (m.fuel.value as number);
+}
+
+/** A module with its names section, which the meter reads its functions' and globals' names from. */
+async function withNames(text: string): Promise<Uint8Array> {
+  const binaryen = (await import('binaryen')).default;
+  const module = binaryen.parseText(text);
+  binaryen.setDebugInfo(true);
+  try {
+    const F = binaryen.Features;
+    module.setFeatures(F.MVP | F.BulkMemory | F.SignExt | F.ReferenceTypes | F.MutableGlobals);
+    return module.emitBinary();
+  } finally {
+    binaryen.setDebugInfo(false);
+    module.dispose();
+  }
+}
+
+const nops = (n: number) => Array.from({ length: n }, () => '(nop)').join(' ');
+
+describe('fuel', () => {
+  test('a function pays one unit per instruction on entry; a loop pays its body on every iteration', async () => {
+    const m = await metered(`(module (memory (export "memory") 1)
+      (func (export "short") ${nops(2)})
+      (func (export "long") ${nops(102)})
+      (func (export "loop") (param $n i32)
+        (loop $again ${nops(10)}
+          (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+          (br_if $again (local.get $n))))
+      (func (export "nested") (param $n i32) (local $j i32)
+        (loop $outer
+          (local.set $j (i32.const 3))
+          (loop $inner (local.set $j (i32.sub (local.get $j) (i32.const 1))) (br_if $inner (local.get $j)))
+          (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+          (br_if $outer (local.get $n)))))`);
+    assert.equal(spent(m, 'long') - spent(m, 'short'), 100);
+    const once = spent(m, 'loop', 1);
+    const perIteration = spent(m, 'loop', 2) - once;
+    // The body: 10 nops and the decrement and branch (7 instructions: a block around them and the loop's body).
+    assert.ok(perIteration > 10 && perIteration < 20, `${perIteration} units an iteration`);
+    assert.equal(spent(m, 'loop', 101) - once, 100 * perIteration);
+    // The inner loop is charged per its own iterations, inside every outer one.
+    const nested = spent(m, 'nested', 2) - spent(m, 'nested', 1);
+    const inner = spent(m, 'nested', 1);
+    assert.ok(nested > 3 * 4 && nested < inner, `outer iteration ${nested}, first call ${inner}`);
+  });
+
+  test('running out asks the host for a check and refills the tank, at zero and not before', async () => {
+    const m = await metered(`(module (memory (export "memory") 1) (func (export "f") ${nops(20)}))`);
+    const cost = spent(m, 'f');
+    m.fuel.value = cost + 1;
+    m.exports.f!();
+    assert.equal(m.checks, 0);
+    assert.equal(m.fuel.value, 1);
+    m.fuel.value = cost;
+    m.exports.f!();
+    assert.equal(m.checks, 1);
+    assert.equal(m.fuel.value, FIRST_FUEL);
+    m.fuel.value = 1;
+    m.exports.f!();
+    assert.equal(m.checks, 2);
+  });
+
+  test('the tank starts with FIRST_FUEL and is exported for the host to refill', async () => {
+    const m = await metered(`(module (memory (export "memory") 1) (func (export "f")))`);
+    assert.equal(m.fuel.value, FIRST_FUEL);
+    m.fuel.value = 7;
+    assert.equal(m.fuel.value, 7);
+  });
+});
+
+describe('bulk memory', () => {
+  const bulk = `(module (memory (export "memory") 4)
+    (func (export "fill") (param $at i32) (param $value i32) (param $n i32) (memory.fill (local.get $at) (local.get $value) (local.get $n)))
+    (func (export "copy") (param $to i32) (param $from i32) (param $n i32) (memory.copy (local.get $to) (local.get $from) (local.get $n))))`;
+
+  test('fill and copy pay one unit per 16 bytes of their size', async () => {
+    const m = await metered(bulk);
+    for (const name of ['fill', 'copy']) {
+      const base = spent(m, name, 0, 0, 0);
+      assert.equal(spent(m, name, 0, 0, 4096) - base, 4096 / BYTES_PER_UNIT, name);
+      assert.equal(spent(m, name, 0, 0, 3 * BULK_CHUNK_BYTES + 32) - base, (3 * BULK_CHUNK_BYTES + 32) / BYTES_PER_UNIT + 3 * (spent(m, name, 0, 0, 16) - base - 1), name);
+    }
+  });
+
+  test('a fill or copy of several chunks is checked between chunks', async () => {
+    const m = await metered(bulk);
+    // Each 64 KiB chunk costs 4,096 units, the whole tank a refill gives: every chunk runs it out.
+    m.fuel.value = FIRST_FUEL;
+    m.exports.fill!(0, 1, 4 * BULK_CHUNK_BYTES);
+    assert.ok(m.checks >= 4, `${m.checks} checks in a fill of four chunks`);
+    const before = m.checks;
+    m.fuel.value = FIRST_FUEL;
+    m.exports.copy!(BULK_CHUNK_BYTES, 0, 3 * BULK_CHUNK_BYTES);
+    assert.ok(m.checks - before >= 3, `${m.checks - before} checks in a copy of three chunks`);
+  });
+
+  test('chunked copies keep their meaning: overlapping either way, and a range outside the memory traps before writing', async () => {
+    const m = await metered(bulk);
+    const mem = () => new Uint8Array(m.memory.buffer);
+    const size = 3 * BULK_CHUNK_BYTES + 100;
+    const pattern = (i: number) => (i * 7 + 3) & 0xff;
+    for (let i = 0; i < size; i++) mem()[i] = pattern(i);
+    m.fuel.value = 1 << 30;
+    m.exports.copy!(100, 0, size);
+    for (const i of [0, 1, BULK_CHUNK_BYTES, 2 * BULK_CHUNK_BYTES + 5, size - 1]) assert.equal(mem()[100 + i], pattern(i), `up, byte ${i}`);
+    m.exports.copy!(0, 100, size);
+    for (const i of [0, 1, BULK_CHUNK_BYTES, 2 * BULK_CHUNK_BYTES + 5, size - 1]) assert.equal(mem()[i], pattern(i), `down, byte ${i}`);
+    const end = 4 * 65536;
+    mem().fill(9, end - 16);
+    assert.throws(() => m.exports.fill!(end - 8, 0, 9), WebAssembly.RuntimeError);
+    assert.deepEqual([...mem().subarray(end - 8)], Array(8).fill(9));
+    assert.throws(() => m.exports.copy!(end - 8, 0, 9), WebAssembly.RuntimeError);
+    assert.throws(() => m.exports.copy!(0, end - 8, 9), WebAssembly.RuntimeError);
+    assert.deepEqual([...mem().subarray(0, 4)], [pattern(0), pattern(1), pattern(2), pattern(3)]);
+    m.exports.fill!(end - 8, 0, 8);
+    assert.deepEqual([...mem().subarray(end - 8)], Array(8).fill(0));
+    m.exports.copy!(end - 8, 0, 8);
+    assert.equal(mem()[end - 1], pattern(7));
+  });
+});
+
+describe('memory growth and what is refused', () => {
+  test('memory.grow asks the host with its delta and grows by what the host answers', async () => {
+    const m = await metered(`(module (memory (export "memory") 1 10) (func (export "grow") (param $n i32) (result i32) (memory.grow (local.get $n))))`);
+    assert.equal(m.exports.grow!(2), 1);
+    assert.deepEqual(m.grows, [2]);
+    m.growAnswer = () => -1;
+    assert.equal(m.exports.grow!(1), -1);
+    assert.equal(m.memory.buffer.byteLength, 3 * 65536);
+  });
+
+  test('names the meter adds, tables past 65,536 entries, and uncharged table instructions are refused', async () => {
+    const refused: [string, RegExp][] = [
+      ['(module (func $gatehouse$budget_check))', /defines a function named gatehouse\$budget_check/],
+      ['(module (func $gatehouse$memory_grow))', /defines a function named gatehouse\$memory_grow/],
+      ['(module (func $gatehouse$charge_size))', /defines a function named gatehouse\$charge_size/],
+      ['(module (func $__memory_copy))', /defines a function named __memory_copy/],
+      ['(module (func $__memory_fill))', /defines a function named __memory_fill/],
+      ['(module (global $gatehouse$fuel i32 (i32.const 0)))', /defines a global named gatehouse\$fuel/],
+      ['(module (global $g i32 (i32.const 0)) (export "gatehouse$fuel" (global $g)))', /exports gatehouse\$fuel/],
+      [`(module (table 40000 funcref) (table 25537 funcref))`, /tables start with 65537 elements, more than the 65536 allowed/],
+    ];
+    for (const [text, message] of refused) await assert.rejects(instrumentForBudget(await withNames(text)), message, text);
+    const tableFill = '(module (table 1 funcref) (func (table.fill 0 (i32.const 0) (ref.null func) (i32.const 1))))';
+    // Refused before the walk names the instruction (binaryen throws an object of its own): refused all the same.
+    await assert.rejects(instrumentForBudget(await wat(tableFill, 'host')));
+    await assert.rejects(instrumentForBudget(new Uint8Array([0, 0x61, 0x73, 0x6d, 9, 0, 0, 0])), /binaryen could not read the module/);
+  });
+
+  test('tables may grow to 65,536 entries in all, shared among them', async () => {
+    const m = await metered(`(module (memory (export "memory") 1)
+      (table $a 10 funcref) (table $b 6 funcref)
+      (func (export "growA") (param $n i32) (result i32) (table.grow $a (ref.null func) (local.get $n)))
+      (func (export "growB") (param $n i32) (result i32) (table.grow $b (ref.null func) (local.get $n))))`);
+    const share = Math.floor((MAX_TABLE_ENTRIES - 16) / 2);
+    assert.equal(m.exports.growA!(share + 1), -1);
+    assert.equal(m.exports.growA!(share), 10);
+    assert.equal(m.exports.growB!(share + 1), -1);
+    assert.equal(m.exports.growB!(share), 6);
+    const exact = await metered(`(module (memory (export "memory") 1) (table $a 65536 funcref)
+      (func (export "grow") (result i32) (table.grow $a (ref.null func) (i32.const 1))))`);
+    assert.equal(exact.exports.grow!(), -1);
+  });
+});

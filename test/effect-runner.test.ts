@@ -66,11 +66,13 @@ interface Received {
   url: string;
   headers: IncomingHttpHeaders;
   body: string;
+  /** Whether its connection has closed (watched for the routes that answer large bodies). */
+  connectionClosed: boolean;
 }
 
 /**
  * /hold/... waits until release(); /size/<n> answers n bytes with their Content-Length, /chunked/<n> n bytes without
- * one; /shaped answers 201 with two Set-Cookie headers and a UTF-8 body; anything else answers `ok`. Every request is
+ * one, /late/<n> the head announcing n bytes at once and the bytes when sendLateBodies() is called; /shaped answers 201 with two Set-Cookie headers and a UTF-8 body; anything else answers `ok`. Every request is
  * recorded once its body is in.
  */
 const received: Received[] = [];
@@ -79,9 +81,15 @@ const server = createServer((req, res) => {
   const chunks: Buffer[] = [];
   req.on('data', (c: Buffer) => chunks.push(c));
   req.on('end', () => {
-    received.push({ method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+    const record = { method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), connectionClosed: false };
+    received.push(record);
     const [, route, size] = req.url!.split('/');
     if (route === 'hold') return void held.push({ url: req.url!, res });
+    if (route === 'size' || route === 'chunked' || route === 'late') req.socket.once('close', () => (record.connectionClosed = true));
+    if (route === 'late') {
+      res.writeHead(200, { 'content-length': size }).flushHeaders();
+      return void lateBodies.push({ res, size: Number(size) });
+    }
     if (route === 'size') return void res.writeHead(200, { 'content-length': size }).end(Buffer.alloc(Number(size), 0x61));
     if (route === 'chunked') {
       res.writeHead(200);
@@ -100,6 +108,16 @@ const server = createServer((req, res) => {
     res.end('ok');
   });
 });
+const lateBodies: { res: ServerResponse; size: number }[] = [];
+let lateBodiesSent = 0;
+
+function sendLateBodies(): void {
+  for (const { res, size } of lateBodies.splice(0)) {
+    lateBodiesSent++;
+    res.end(Buffer.alloc(size, 0x63));
+  }
+}
+
 let port = 0;
 let base = '';
 
@@ -119,6 +137,7 @@ before(async () => {
 
 after(async () => {
   releaseHeld();
+  sendLateBodies();
   server.closeAllConnections();
   await new Promise<void>((r) => server.close(() => r()));
 });
@@ -251,6 +270,7 @@ describe('LEASE', () => {
     assert.equal(taken, '{"acquired":true,"count":1,"limit":2,"lease":"local"}');
     effects.undo(LEASE, lease({ limit: 2 }), taken, contextOf());
     assert.equal(store.acquireNow('b1:lease:slot', 1, 1).acquired, true, 'the slot was given back');
+    effects.undo(LEASE, lease({ limit: 2 }), '{"acquired":false,"count":1,"limit":1,"lease":""}', contextOf());
     const counted = effects.performNow(COUNTER, '{"key":"c","limit":5,"periodSeconds":60}', contextOf())!;
     effects.undo(COUNTER, '{"key":"c","limit":5,"periodSeconds":60}', counted, contextOf());
     assert.equal(store.consumeNow('b1:c', 0, 5, 60).count, 1, 'a counter stays counted');
@@ -318,6 +338,20 @@ describe('METER', () => {
     assert.equal(logs[0]!.msg, 'could not meter an exchange');
     assert.equal(logs[0]!.counter, 'b1:sent');
     assert.equal(logs[0]!.error, 'store unreachable');
+    // Without a logger the failure goes unreported, and nothing else: the process does not see a rejection.
+    const unlogged = runner(t, { counters: new FailingStore() });
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      unlogged.atEnd(METER, meter(), '{"metered":true}', contextOf())!({ requestBytes: 1, responseBytes: 0 });
+      // The store's rejection and its handler are promise jobs: all of them have run before the next turn of the loop.
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+    assert.deepEqual(rejections, []);
   });
 
   test('each field is checked, when asked for and when the exchange ends', async (t) => {
@@ -362,7 +396,7 @@ describe('HTTP', () => {
     assert.equal(posted.headers['x-trace'], 't1');
     assert.equal(posted.body, 'hello');
     for (const request of [
-      { url: `${base}/b`, method: 7, headers: { 'x-trace': 7 }, body: 7 },
+      { url: `${base}/b`, method: 7, headers: { 'x-trace': 't2', 'x-count': 7 }, body: 7 },
       { url: `${base}/b`, headers: null, body: null },
       { url: `${base}/b`, headers: 'x-trace' },
     ]) {
@@ -419,8 +453,24 @@ describe('HTTP', () => {
     const tooLarge = { error: `response larger than ${MIB} bytes` };
     assert.equal((await http(effects, { url: `${base}/size/${MIB}` })).body!.length, MIB);
     assert.equal((await http(effects, { url: `${base}/chunked/${MIB}` })).body!.length, MIB);
-    assert.deepEqual(await http(effects, { url: `${base}/size/${MIB + 1}` }), tooLarge);
-    assert.deepEqual(await http(effects, { url: `${base}/chunked/${MIB + 1}` }), tooLarge);
+    for (const path of [`/size/${MIB + 1}`, `/chunked/${MIB + 1}`]) {
+      // The effect's own timeout (30 s) would close the connection of a body left unread, but long after the wait.
+      assert.deepEqual(await http(effects, { url: `${base}${path}`, timeoutMs: 30_000 }), tooLarge, path);
+      // Nothing more is read: the request is aborted, its connection closed.
+      await waitFor(`the connection of ${path} to close`, () => received.at(-1)!.connectionClosed);
+    }
+  });
+
+  test('a response that declares more than 1 MiB is refused at its head, before its body arrives', async (t) => {
+    const effects = runner(t);
+    // Timing by nature: the body is sent 2 s after the effect starts, a margin of seconds for a refusal that needs
+    // only the head (a runner that waited for the body would be answered once it came, and seen).
+    const late = setTimeout(sendLateBodies, 2000);
+    const result = await http(effects, { url: `${base}/late/${8 * MIB}`, timeoutMs: 30_000 });
+    clearTimeout(late);
+    assert.equal(lateBodiesSent, 0, 'refused before the body was sent');
+    assert.deepEqual(result, { error: `response larger than ${MIB} bytes` });
+    await waitFor('the connection to close', () => received.at(-1)!.connectionClosed);
   });
 
   test('timeoutMs bounds the wait for the answer; a value that is not a positive integer is ignored', async (t) => {

@@ -102,6 +102,10 @@ describe('allowedHostsProblems: each bad entry named by its place', () => {
       assert.deepEqual(allowedHostsProblems('http', value), [listProblem('http')], JSON.stringify(value));
     }
     assert.deepEqual(allowedHostsProblems('backend', { allowedHosts: {} }), [listProblem('backend')]);
+    // Not even when something else that is not a plain object carries the list.
+    const carrying = <T extends object>(value: T) => Object.assign(value, { allowedHosts: ['orders.internal'] });
+    assert.deepEqual(allowedHostsProblems('http', carrying(['orders.internal'])), [listProblem('http')]);
+    assert.deepEqual(allowedHostsProblems('http', carrying(() => undefined)), [listProblem('http')]);
   });
 
   test('a good list has no problems; each bad entry and each unknown field is one, in order', () => {
@@ -148,6 +152,9 @@ describe('matchHost: the entry that admits a URL', () => {
       assert.equal(admitting(url, ['example.com']), null, url);
     }
     assert.equal(admitting('http://example.com/', ['example.com']), 'example.com');
+    // A URL may name a host with an empty first label: no entry names it, not even the wildcard whose domain it spells.
+    assert.equal(new URL('http://.example.com/').hostname, '.example.com');
+    assert.equal(admitting('http://.example.com/', ['*.example.com', '*']), null);
   });
 
   test('*.domain admits the names below the domain, at any depth, not the domain itself nor a name that only ends like it', () => {
@@ -291,6 +298,8 @@ describe('addresses only an exact entry reaches', () => {
       ['1:2:3:4:5:6:7::8', null],
       ['12345::1', null],
       ['x', null],
+      ['[::1', null],
+      ['fe80x::1', null],
     ];
     for (const [host, expected] of cases) assert.equal(addressClass(host), expected, host);
   });
@@ -318,6 +327,12 @@ describe('addresses only an exact entry reaches', () => {
       ['1:2:3:4:5:6:7', null],
       ['1:2:3:4:5:6:7:8:9', null],
       [':::', null],
+      ['1:2:3:4:5:6::7', '1:2:3:4:5:6:0:7'],
+      ['12345::1', null],
+      ['0x1::1', null],
+      ['1234x::1', null],
+      ['1::g', null],
+      ['::1]', null],
     ];
     for (const [host, expected] of cases) assert.equal(addressKey(host), expected, host);
   });

@@ -207,6 +207,17 @@ describe('COUNTER', () => {
     assert.equal(effects.performNow(COUNTER, counter({}), { ...contextOf(), binding: 'b2' }), first, 'another binding has its own counter');
   });
 
+  test('performNow keeps the counter requests it parsed, per binding, 4096 at most', (t) => {
+    const effects = runner(t);
+    const context = contextOf();
+    // The bound is a promise about memory, seen only in the runner's own cache: read it there.
+    const kept = () => (effects as unknown as { counterRequests: WeakMap<EffectContext, Map<string, unknown>> }).counterRequests.get(context)?.size;
+    for (let i = 0; i < 4096; i++) effects.performNow(COUNTER, counter({ key: `k${i}` }), context);
+    assert.equal(kept(), 4096);
+    effects.performNow(COUNTER, counter({ key: 'k4096' }), context);
+    assert.equal(kept(), 1, 'full: emptied, then the new one kept');
+  });
+
   test('performNow answers undefined when the store cannot answer without I/O, or the effect is not a counter', (t) => {
     const memory = new MemoryCounterStore(() => 0);
     const sent = received.length;

@@ -11,6 +11,7 @@ import {
   allowedHostsProblems,
   checkEgress,
   defaultPort,
+  EgressRefused,
   matchHost,
   parseHostPattern,
   portOf,
@@ -87,7 +88,11 @@ describe('an allowedHosts entry parses into its kind, host and port', () => {
     // An address, something a URL reads another way (a number is an IPv4 address), a character no name has.
     for (const text of ['*.10.0.0.1', '*.[1]', '*.1', '*.exa%41mple.com', '*.exa$mple.com', '*.-a.com']) assert.equal(problemOf(text), notDomain, text);
     const notHost = 'is not a host name, an IPv4 address or an [IPv6] address';
-    for (const text of ['exa$mple.com', '[::g]', '-a.com']) assert.equal(problemOf(text), notHost, text);
+    // 255 characters in labels of 63: one more than a DNS name holds.
+    const tooLong = [1, 2, 3, 4].map(() => 'a'.repeat(63)).join('.');
+    assert.equal(tooLong.length, 255);
+    assert.equal((parseHostPattern(tooLong.slice(1)) as { kind?: string }).kind, 'exact');
+    for (const text of ['exa$mple.com', '[::g]', '-a.com', tooLong]) assert.equal(problemOf(text), notHost, text);
     assert.equal(problemOf('0177.0.0.1:80'), 'is read as "127.0.0.1": write it that way');
     assert.equal(problemOf('[0::1]'), 'is read as "[::1]": write it that way');
   });
@@ -202,6 +207,13 @@ describe('matchHost: the entry that admits a URL', () => {
 });
 
 describe('checkEgress', () => {
+  test('a refusal after resolving carries its code and name', () => {
+    const refused = new EgressRefused('orders.test resolved to 127.0.0.1');
+    assert.equal(refused.code, 'GATEHOUSE_EGRESS_REFUSED');
+    assert.equal(refused.name, 'EgressRefused');
+    assert.equal(refused.message, 'orders.test resolved to 127.0.0.1');
+  });
+
   test('an exact entry is reached as named; a wildcard entry through the address checks', () => {
     assert.equal(checkEgress(new URL('http://127.0.0.1:8082/'), 'http', ['127.0.0.1:8082'], 'p'), 'exact');
     assert.equal(checkEgress(new URL('http://orders.internal:8082/'), 'backend', ['*:8082'], 'p'), 'wildcard');
@@ -299,6 +311,8 @@ describe('addresses only an exact entry reaches', () => {
       ['12345::1', null],
       ['x', null],
       ['[::1', null],
+      ['[::1x', null],
+      ['x::1]', null],
       ['fe80x::1', null],
     ];
     for (const [host, expected] of cases) assert.equal(addressClass(host), expected, host);
@@ -333,6 +347,10 @@ describe('addresses only an exact entry reaches', () => {
       ['1234x::1', null],
       ['1::g', null],
       ['::1]', null],
+      ['1:2:3:4:5:6:7::8', null],
+      ['1.2.3', null],
+      ['10', null],
+      ['1.1.2.3.4', null],
     ];
     for (const [host, expected] of cases) assert.equal(addressKey(host), expected, host);
   });

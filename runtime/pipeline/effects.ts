@@ -191,12 +191,12 @@ export class GatewayEffects implements EffectRunner {
     const tooLarge = { error: `response larger than ${MAX_HTTP_RESPONSE_BYTES} bytes` };
     // A length announced above the cap is refused at the head: none of the body is read.
     if (Number(res.headers['content-length']) > MAX_HTTP_RESPONSE_BYTES) {
-      res.body.destroy();
+      abandon(res.body);
       return tooLarge;
     }
     const body = await collectBody(res.body, MAX_HTTP_RESPONSE_BYTES);
     if (body === null) {
-      res.body.destroy();
+      abandon(res.body);
       return tooLarge;
     }
     const outHeaders: Record<string, string> = {};
@@ -205,6 +205,15 @@ export class GatewayEffects implements EffectRunner {
     }
     return { status: res.statusCode, headers: outHeaders, body: new TextDecoder().decode(body) };
   }
+}
+
+/**
+ * Stops reading a response body: its request is aborted. The body then emits the abort as an 'error', which nothing
+ * else listens for once reading stopped; unheard, it would be an uncaught exception, and end the process.
+ */
+function abandon(body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => undefined);
+  body.destroy();
 }
 
 interface CounterRequest {

@@ -81,8 +81,8 @@ describe('counters in memory', () => {
 
   test('memory is bounded: seed fills at most 100,000 windows; ended windows are swept once a second, freeing room', () => {
     const { clock, store } = storeAt(10_000);
-    const fill = (prefix: string, endsAt: number) => {
-      for (let i = 0; i < 100_000; i++) store.seed(`${prefix}:${i}`, 1, 1, endsAt);
+    const fill = (prefix: string, endsAt: number, keys: number) => {
+      for (let i = 0; i < keys; i++) store.seed(`${prefix}:${i}`, 1, 1, endsAt);
     };
     /**
      * Whether seed takes a key that has no window here, after an update (which sweeps when a sweep is due); the read
@@ -93,7 +93,9 @@ describe('counters in memory', () => {
       store.seed(key, 60, 9, clock.now + 60_000);
       return read(store, key)[0] === 9;
     };
-    fill('a', 10_500);
+    // 'tick' and 99,999 seeded: exactly 100,000 windows.
+    store.consumeNow('tick', 0, 1, 60);
+    fill('a', 10_500, 99_999);
     assert.equal(seedsNewKey('full:1'), false, '100,000 windows: a new key is not seeded');
     store.seed('a:0', 1, 5, 10_500);
     assert.equal(store.consumeNow('a:0', 0, 10, 1).count, 5, 'a key with a window here is seeded however many there are');
@@ -103,7 +105,7 @@ describe('counters in memory', () => {
     clock.now = 11_000;
     assert.equal(seedsNewKey('swept:1'), true, 'swept at 11,000: room again');
     // Windows that end at the very millisecond of a sweep are swept by it.
-    fill('b', 12_000);
+    fill('b', 12_000, 100_000);
     assert.equal(seedsNewKey('full:3'), false);
     clock.now = 12_000;
     assert.equal(seedsNewKey('swept:2'), true);

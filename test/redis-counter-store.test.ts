@@ -107,6 +107,7 @@ describe('counters in Redis', () => {
     const store = newStore(logs, metrics);
     try {
       await ready(store);
+      assert.deepEqual([logs[0]!.level, logs[0]!.msg, logs[0]!.redis], ['info', 'counters are shared through Redis', `127.0.0.1:${redis.port}`]);
       assert.equal(store.acquireNow('outage:slot', 1, 60), undefined, 'with Redis up, a slot is a round trip');
       // Another gateway counts 2, this one 1: Redis has 3 of 5.
       const other = newStore();
@@ -121,7 +122,9 @@ describe('counters in Redis', () => {
       await redis.stop();
       try {
         await waitFor('the store to see Redis gone', () => store.consumeNow('outage:probe', 0, 1, 60) !== undefined);
-        assert.equal(logs.filter((l) => l.msg.startsWith('Redis unreachable')).length, 1);
+        const warned = logs.filter((l) => l.msg.startsWith('Redis unreachable'));
+        assert.equal(warned.length, 1);
+        assert.ok(String(warned[0]!.error ?? '').length > 0, 'the warning says what happened');
         const during = [];
         for (let i = 0; i < 8; i++) during.push(await store.consume('outage:k', 1, 5, 3600));
         // Locally the gateway goes on from the fleet's count Redis last gave it (3): 2 more allowed, not 5.
@@ -168,45 +171,82 @@ describe('counters in Redis', () => {
   });
 
   test('Redis stalling: a command slower than 250 ms counts locally; Redis is tried again a second later, not before', { timeout: 20_000 }, async () => {
-    const logs: LogRecord[] = [];
-    const metrics = new MetricsRegistry();
-    // The defaults: a command times out after 250 ms, Redis is tried again 1,000 ms after a failure.
-    const store = new RedisCounterStore({ url: redis.url, logger: new Logger(memorySink(logs), 'debug'), metrics });
     const client = new Redis(redis.url);
     const pid = Number(/process_id:(\d+)/.exec(await client.info('server'))![1]);
-    const local = () => store.consumeNow('stall:probe', 0, 1, 60) !== undefined;
+    // Two stores go through the same stall, one failing first on a counter and the other on a slot (then the other way
+    // round for the retry and the return), so that each of the four calls is seen to fail over and to come back.
+    const stores = (['counter', 'slot'] as const).map((first) => {
+      const logs: LogRecord[] = [];
+      const metrics = new MetricsRegistry();
+      // The defaults: a command times out after 250 ms, Redis is tried again 1,000 ms after a failure.
+      const store = new RedisCounterStore({ url: redis.url, logger: new Logger(memorySink(logs), 'debug'), metrics });
+      const update = (slot: boolean) => (slot ? store.acquire(`stall:${first}`, 10, 60) : store.consume(`stall:${first}`, 1, 10, 3600));
+      const local = () => store.consumeNow('stall:probe', 0, 1, 60) !== undefined;
+      const warnings = () => logs.filter((l) => l.msg.startsWith('Redis unreachable'));
+      return { first, store, logs, metrics, local, warnings, firstUpdate: () => update(first === 'slot'), otherUpdate: () => update(first !== 'slot') };
+    });
     try {
-      await ready(store);
-      assert.equal((await store.consume('stall:k', 1, 10, 3600)).count, 1);
-      // A stopped process keeps its connections open: the store's commands go unanswered instead of failing.
+      await Promise.all(stores.map(({ store }) => ready(store)));
+      for (const { firstUpdate } of stores) assert.equal((await firstUpdate()).count, 1);
+      // A stopped process keeps its connections open: the stores' commands go unanswered instead of failing.
       process.kill(pid, 'SIGSTOP');
       try {
-        const stalled = await store.consume('stall:k', 1, 10, 3600);
-        assert.deepEqual([stalled.allowed, stalled.count], [true, 2], 'counted here, from the count Redis last gave');
-        const warned = logs.filter((l) => l.msg.startsWith('Redis unreachable'));
-        assert.equal(warned.length, 1);
-        assert.match(String(warned[0]!.error), /timed out/i);
-        assert.match(metrics.render(), /gatehouse_counter_store_redis_up 0\n/);
-        assert.equal(local(), true, 'the connection is up, but the retry is not due yet');
-        const failedAt = Date.now();
-        await waitFor('the retry to be due', () => !local(), 3000);
-        // 50 ms less than the interval for the clocks of the store and of this test reading it apart.
-        assert.ok(Date.now() - failedAt >= 950, `retried after ${Date.now() - failedAt} ms`);
-        // The retry times out too: the next is a full interval later again, not at every call.
-        assert.equal((await store.consume('stall:k', 1, 10, 3600)).count, 3);
-        assert.equal(local(), true, 'a failed retry puts the next one off');
-        assert.equal(logs.filter((l) => l.msg.startsWith('Redis unreachable')).length, 1, 'said once');
+        await Promise.all(
+          stores.map(async ({ first, local, warnings, metrics, firstUpdate, otherUpdate }) => {
+            const stalled = await firstUpdate();
+            // A counter goes on from the count Redis last gave (1); slots are counted here from none.
+            assert.equal(stalled.count, first === 'counter' ? 2 : 1);
+            assert.equal(warnings().length, 1);
+            assert.match(String(warnings()[0]!.error), /timed out/i);
+            assert.match(metrics.render(), /gatehouse_counter_store_redis_up 0\n/);
+            assert.equal(local(), true, 'the connection is up, but the retry is not due yet');
+            const failedAt = Date.now();
+            await waitFor('the retry to be due', () => !local(), 3000);
+            // 50 ms less than the interval, for the store's clock and this test's read apart.
+            assert.ok(Date.now() - failedAt >= 950, `retried after ${Date.now() - failedAt} ms`);
+            // The retry times out too: the next is a full interval later again, not at every call.
+            await otherUpdate();
+            assert.equal(local(), true, 'a failed retry puts the next one off');
+            assert.equal(warnings().length, 1, 'said once');
+          }),
+        );
       } finally {
         process.kill(pid, 'SIGCONT');
       }
-      await waitFor('the retry to be due', () => !local(), 3000);
-      await store.consume('stall:k', 1, 10, 3600);
-      assert.ok(logs.some((l) => l.msg === 'Redis is back: counters are shared again'));
-      assert.match(metrics.render(), /gatehouse_counter_store_redis_up 1\n/);
-      assert.equal(local(), false);
+      await Promise.all(
+        stores.map(async ({ local, logs, metrics, firstUpdate }) => {
+          await waitFor('the retry to be due', () => !local(), 3000);
+          // Only an update that Redis answers brings counting back: the connection never went down.
+          await firstUpdate();
+          assert.ok(logs.some((l) => l.msg === 'Redis is back: counters are shared again'));
+          assert.match(metrics.render(), /gatehouse_counter_store_redis_up 1\n/);
+          assert.equal(local(), false);
+        }),
+      );
     } finally {
       client.disconnect();
+      await Promise.all(stores.map(({ store }) => store.close()));
+    }
+  });
+
+  test('a closed store reports no outage: its own disconnection is not Redis going away', async () => {
+    const logs: LogRecord[] = [];
+    const metrics = new MetricsRegistry();
+    const store = newStore(logs, metrics);
+    const client = new Redis(redis.url);
+    const connections = async () => String(await client.client('LIST')).trim().split('\n').length;
+    try {
+      await ready(store);
+      const withStore = await connections();
       await store.close();
+      await waitForAsync('Redis to see the store disconnect', async () => (await connections()) < withStore);
+      // Redis has closed its end; the store's socket closes when that reaches it, within a millisecond on loopback:
+      // 100 ms leaves room for a loaded machine.
+      await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(logs.filter((l) => l.level === 'warn'), []);
+      assert.match(metrics.render(), /gatehouse_counter_store_redis_up 1\n/);
+    } finally {
+      client.disconnect();
     }
   });
 
@@ -225,6 +265,15 @@ describe('counters in Redis', () => {
       assert.equal(unreachable.consumeNow('k', 1, 5, 60)?.count, 1);
     } finally {
       await unreachable.close();
+    }
+    const badLogs: LogRecord[] = [];
+    // host:port without a scheme: ioredis connects to it (refused here), the URL parser refuses it.
+    const badUrl = new RedisCounterStore({ url: `127.0.0.1:${port}`, logger: new Logger(memorySink(badLogs), 'debug'), metrics: new MetricsRegistry() });
+    try {
+      await waitFor('the failed connection to be logged', () => badLogs.length > 0);
+      assert.equal(badLogs[0]!.redis, '(GATEHOUSE_REDIS_URL)', 'a URL that cannot be parsed is named by its setting');
+    } finally {
+      await badUrl.close();
     }
     const defaultPort: LogRecord[] = [];
     const noPort = new RedisCounterStore({ url: 'redis://127.0.0.1', logger: new Logger(memorySink(defaultPort), 'debug'), metrics: new MetricsRegistry() });

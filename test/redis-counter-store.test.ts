@@ -2,6 +2,7 @@
 // stores, as two gateways), leases, key expiry, and Redis going away and coming back while counting goes on locally.
 
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { assertAlwaysCounts, assertRefusalsNotCounted, assertSlots } from './support/counter-contract.ts';
@@ -120,6 +121,14 @@ describe('counters in Redis', () => {
       assert.equal((await store.consume('outage:k', 1, 5, 3600)).count, 3);
       const redisLease = await store.acquire('outage:redis-slot', 1, 60);
       await redis.stop();
+      // In Redis's place, a listener that counts the store's attempts to reconnect and closes each at once.
+      const attempts: number[] = [];
+      const stand = createServer((socket) => {
+        attempts.push(Date.now());
+        socket.destroy();
+      });
+      await new Promise<void>((resolve) => stand.listen(redis.port, '127.0.0.1', resolve));
+      const standSince = Date.now();
       try {
         await waitFor('the store to see Redis gone', () => store.consumeNow('outage:probe', 0, 1, 60) !== undefined);
         const warned = logs.filter((l) => l.msg.startsWith('Redis unreachable'));
@@ -148,14 +157,17 @@ describe('counters in Redis', () => {
         store.release('outage:slot', 'local');
         assert.deepEqual(await store.acquire('outage:slot', 1, 60), { acquired: true, count: 1, limit: 1, lease: 'local' });
         store.release('outage:redis-slot', redisLease.lease);
-        // Longer than ioredis's first reconnection attempts (after 100 ms, then 200 ms more), each of which fails and
-        // closes the connection again, and than the retry interval (200 ms): neither is reported again, and an update
-        // made while Redis is down is still answered here at once, retry due or not.
-        await new Promise((r) => setTimeout(r, 400));
+        // Reconnection is tried again after 100 ms x the attempt's number (at most 2 s): three attempts take 100 +
+        // 200 + 300 ms at least. Timers fire late, never early, on a loaded machine: 500 ms leaves 100 ms for the first
+        // wait having begun just before the listener was up. Each attempt connects and is closed again: none is
+        // reported again, and neither is the retry interval (200 ms) passing.
+        await waitFor('three attempts to reconnect', () => attempts.length >= 3, 5000);
+        assert.ok(attempts[2]! - standSince >= 500, `3 attempts in ${attempts[2]! - standSince} ms`);
         assert.notEqual(store.consumeNow('outage:k', 0, 5, 3600), undefined);
         assert.equal(logs.filter((l) => l.msg.startsWith('Redis unreachable')).length, 1, 'said once, not per call');
         assert.match(metrics.render(), /gatehouse_counter_store_redis_up 0\n/);
       } finally {
+        await new Promise((resolve) => stand.close(resolve));
         await redis.start();
       }
       await waitFor('counting to return to Redis', () => store.consumeNow('outage:probe', 1, 1_000_000, 60) === undefined, 10_000);

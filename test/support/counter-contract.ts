@@ -30,3 +30,26 @@ export async function assertAlwaysCounts(store: CounterStore): Promise<void> {
   const read = await store.consume('always:k', 0, 10, 60);
   assert.deepEqual([read.allowed, read.count], [false, 14]);
 }
+
+/**
+ * Concurrency slots: `limit` slots of a key are granted across `a` and `b`, each with a lease; the next is refused with
+ * no lease; a released slot is granted again; another key has slots of its own.
+ */
+export async function assertSlots(a: CounterStore, b: CounterStore): Promise<void> {
+  const first = await a.acquire('slots:k', 2, 60);
+  const second = await b.acquire('slots:k', 2, 60);
+  assert.deepEqual([first.acquired, first.count, first.limit, second.acquired, second.count], [true, 1, 2, true, 2]);
+  assert.ok(first.lease !== '' && second.lease !== '', 'a granted slot comes with a lease');
+  const refused = await a.acquire('slots:k', 2, 60);
+  assert.deepEqual(refused, { acquired: false, count: 2, limit: 2, lease: '' });
+  assert.equal((await b.acquire('slots:other', 2, 60)).count, 1, 'another key has slots of its own');
+  a.release('slots:k', first.lease);
+  // A release is sent without waiting for its answer (Redis); a store's later commands see it.
+  const again = await a.acquire('slots:k', 2, 60);
+  assert.deepEqual([again.acquired, again.count], [true, 2], 'the released slot is granted again, and only it');
+  assert.equal((await b.acquire('slots:k', 2, 60)).acquired, false);
+  // Releasing on a key that holds no slot frees nothing there: its limit stays what it is.
+  b.release('slots:none', again.lease);
+  assert.equal((await b.acquire('slots:none', 1, 60)).acquired, true);
+  assert.equal((await a.acquire('slots:none', 1, 60)).acquired, false);
+}

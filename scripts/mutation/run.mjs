@@ -49,7 +49,6 @@ function parseSelection(arg) {
   return match ? { name: match[1], lines: `${match[2]}-${match[3]}` } : { name: arg, lines: null };
 }
 const selections = process.argv.slice(2).filter((arg) => arg !== '--report').map(parseSelection);
-const lineRanges = new Map(selections.filter((s) => s.lines !== null).map((s) => [s.name, s.lines]));
 const requested = selections.map((s) => s.name);
 const unknown = requested.filter((name) => !(name in modules));
 if (unknown.length > 0) {
@@ -58,9 +57,9 @@ if (unknown.length > 0) {
 }
 // A run of some lines (`name:from-to`) has reports of its own, so that it never replaces the module's whole run, which
 // `--report` summarises.
-const reportName = (name) => (lineRanges.has(name) ? `${name}@${lineRanges.get(name)}` : name);
-const moduleReport = (name) => `${REPORT_DIR}/modules/${reportName(name)}.json`;
-const moduleTiming = (name) => `${REPORT_DIR}/modules/${reportName(name)}.run.json`;
+const reportName = ({ name, lines }) => (lines ? `${name}@${lines}` : name);
+const moduleReport = (selection) => `${REPORT_DIR}/modules/${reportName(selection)}.json`;
+const moduleTiming = (selection) => `${REPORT_DIR}/modules/${reportName(selection)}.run.json`;
 for (const [name, module] of Object.entries(modules)) {
   for (const [i, e] of (module.equivalent ?? []).entries()) {
     const missing = ['file', 'line', 'mutator', 'original', 'replacement', 'reason'].filter((key) => typeof e[key] !== 'string' || e[key] === '');
@@ -70,7 +69,9 @@ for (const [name, module] of Object.entries(modules)) {
     }
   }
 }
-const names = (requested.length > 0 ? requested : Object.keys(modules)).filter((name) => !reportOnly || existsSync(here(moduleReport(name))));
+const chosen = (selections.length > 0 ? selections : Object.keys(modules).map((name) => ({ name, lines: null }))).filter(
+  (selection) => !reportOnly || existsSync(here(moduleReport(selection))),
+);
 
 // Other test runs may share the machine: one mutant at a time (the tests start servers and processes of their own).
 const concurrency = Number(process.env.MUTATION_CONCURRENCY ?? 1);
@@ -80,12 +81,12 @@ function testCommand(tests) {
   return `node --expose-gc --disable-warning=ExperimentalWarning --test --test-concurrency=1 ${built.join(' ')}`;
 }
 
-async function runModule(name) {
+async function runModule(selection) {
+  const { name, lines } = selection;
   const { tests } = modules[name];
-  const lines = lineRanges.get(name);
   if (lines && modules[name].mutate.length !== 1) throw new Error(`${name} mutates several files: a line range needs one`);
   const mutate = lines ? [`${modules[name].mutate[0]}:${lines}`] : modules[name].mutate;
-  const jsonFile = moduleReport(name);
+  const jsonFile = moduleReport(selection);
   const started = Date.now();
   // The code measured is the code when the run starts (the sandbox is copied then), whatever is committed meanwhile.
   const measured = commit();
@@ -116,7 +117,7 @@ async function runModule(name) {
   }).runMutationTest();
   // The summary names a partial run by its lines, so that it is not read as the module's score.
   const run = { name: lines ? `${name}:${lines}` : name, jsonFile, seconds: Math.round((Date.now() - started) / 1000), commit: measured };
-  writeFileSync(here(moduleTiming(name)), JSON.stringify(run));
+  writeFileSync(here(moduleTiming(selection)), JSON.stringify(run));
   return run;
 }
 
@@ -198,23 +199,25 @@ function markdown(results, failed) {
 if (!reportOnly) {
   // Only this run's modules lose their earlier reports: `--report` later summarises every module measured so far.
   mkdirSync(here(`${REPORT_DIR}/modules`), { recursive: true });
-  for (const name of names) for (const file of [moduleReport(name), moduleTiming(name)]) rmSync(here(file), { force: true });
+  for (const selection of chosen) for (const file of [moduleReport(selection), moduleTiming(selection)]) rmSync(here(file), { force: true });
 }
 const results = [];
 const failed = [];
-for (const name of names) {
+for (const selection of chosen) {
+  const { name } = selection;
   if (reportOnly) {
-    const timing = existsSync(here(moduleTiming(name))) ? readJson(moduleTiming(name)) : {};
-    results.push(summarise({ name, ...timing, jsonFile: moduleReport(name) }, readJson(moduleReport(name)), modules[name].equivalent ?? []));
+    const timing = existsSync(here(moduleTiming(selection))) ? readJson(moduleTiming(selection)) : {};
+    const run = { name: reportName(selection).replace('@', ':'), ...timing, jsonFile: moduleReport(selection) };
+    results.push(summarise(run, readJson(moduleReport(selection)), modules[name].equivalent ?? []));
     continue;
   }
   try {
-    const run = await runModule(name);
+    const run = await runModule(selection);
     results.push(summarise(run, readJson(run.jsonFile), modules[name].equivalent ?? []));
   } catch (error) {
     // Most often the dry run: the module's tests fail without any mutant, so no mutant can be judged by them.
     console.error(`${name}: no result (${error instanceof Error ? error.message : error})`);
-    failed.push(name);
+    failed.push(reportName(selection).replace('@', ':'));
   }
 }
 if (results.length === 0) {

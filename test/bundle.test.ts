@@ -35,7 +35,7 @@ const runtimes: { name: string; command: () => GatewayCommand }[] = [
 ];
 
 async function start(command: GatewayCommand, options: { config?: string; env?: Record<string, string> } = {}): Promise<GatewayProcess> {
-  const gateway = await startGatewayProcess({ ...options, command, startTimeoutMs: 30_000 });
+  const gateway = await startGatewayProcess({ ...options, command });
   running.push(gateway);
   return gateway;
 }

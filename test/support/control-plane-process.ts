@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Agent } from 'undici';
 import { isDeno } from '../../runtime/platform/http.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
-import { readProcessLogs } from './process-logs.ts';
+import { PROCESS_START_TIMEOUT_MS, readProcessLogs } from './process-logs.ts';
 import { send } from './requests.ts';
 
 export interface AdminReply {
@@ -57,7 +57,7 @@ export async function startControlPlane(dataDir: string, port = 0, env: Record<s
     child.once('close', (code) => reject(new Error(`control plane exited with ${code}: ${stderr()}`))),
   );
   closed.catch(() => undefined);
-  const started = waitForLog((l) => l.msg === 'control plane listening', 30_000).catch(() => {
+  const started = waitForLog((l) => l.msg === 'control plane listening', PROCESS_START_TIMEOUT_MS).catch(() => {
     throw new Error(`control plane did not start: ${stderr()}`);
   });
   const listening = await Promise.race([started, closed]);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDeno } from '../../runtime/platform/http.ts';
 import { repoRoot } from '../../runtime/platform/paths.ts';
-import { readProcessLogs } from './process-logs.ts';
+import { PROCESS_START_TIMEOUT_MS, readProcessLogs } from './process-logs.ts';
 
 
 export interface GatewayProcess {
@@ -72,7 +72,7 @@ export async function startGatewayProcess(
   let listening: Record<string, unknown>;
   try {
     listening = await Promise.race([
-      waitForLog((l) => l.msg === 'gatehouse listening', options.startTimeoutMs ?? 60_000),
+      waitForLog((l) => l.msg === 'gatehouse listening', options.startTimeoutMs ?? PROCESS_START_TIMEOUT_MS),
       exited.then((code) => {
         throw new Error(`gateway exited with ${code} before listening: ${stderr()}`);
       }),

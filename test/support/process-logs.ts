@@ -2,6 +2,14 @@
 
 import type { ChildProcess } from 'node:child_process';
 
+/**
+ * How long a gateway or control-plane process may take to say it listens before its start is called failed. A hang
+ * guard, not a measure: the start is an event waited on, and a start that fails exits at once with its reason. Alone
+ * a gateway starts in about a second; beside the whole suite and other work on two cores, gateways loading policies
+ * took over 60 s.
+ */
+export const PROCESS_START_TIMEOUT_MS = 180_000;
+
 export type LogLine = Record<string, unknown>;
 
 export interface ProcessLogs {

@@ -245,7 +245,7 @@ export async function runGatewayCheck(o: GatewayCheckOptions): Promise<GatewayCh
     o.progress?.(`# gateway: starting a gateway process with ${cases.length} fuzzed operations (${config})`);
     let gateway: GatewayProcess;
     try {
-      gateway = await startGatewayProcess({ config, startTimeoutMs: 120_000 });
+      gateway = await startGatewayProcess({ config });
     } catch (err) {
       throw new Error(`the gateway did not start with the fuzzed configuration: ${(err as Error).message}`);
     }

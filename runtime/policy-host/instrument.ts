@@ -241,7 +241,15 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
     const unitsOf = (bytes: number) => module.i32.shr_u(bytes, module.i32.const(Math.log2(BYTES_PER_UNIT)));
     // (size) -> size, having spent size / BYTES_PER_UNIT units first.
     module.addFunction(CHARGE_SIZE, b.i32, b.i32, [], module.block(null, [...spendBy(unitsOf(module.local.get(0, b.i32))), module.local.get(0, b.i32)], b.i32));
-    module.runPasses(['llvm-memory-copy-fill-lowering']);
+    try {
+      module.runPasses(['llvm-memory-copy-fill-lowering']);
+    } catch (err) {
+      // binaryen aborts the pass with an object of its own (no message) on what it cannot lower: say what is refused.
+      throw new Error(
+        `the CPU meter cannot rewrite this module's bulk memory instructions${detail(err)}: passive data segments ` +
+          '(memory.init, data.drop) and table.fill, table.copy and table.init are not supported',
+      );
+    }
     module.setFeatures(supportedFeatures(b));
     addChunkedBulk(b, module, spendBy, unitsOf);
 
@@ -366,4 +374,10 @@ function capTables(b: Binaryen, module: ReturnType<Binaryen['readBinary']>): voi
 function errorText(err: unknown): string {
   const message = (err as { message?: unknown } | null)?.message;
   return typeof message === 'string' ? message : String(err);
+}
+
+/** binaryen's own message, when its exception carries one, as ` (message)`; nothing when it does not. */
+function detail(err: unknown): string {
+  const message = (err as { message?: unknown } | null)?.message;
+  return typeof message === 'string' && message !== '' ? ` (${message})` : '';
 }

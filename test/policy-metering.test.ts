@@ -139,6 +139,17 @@ describe('bulk memory', () => {
     }
   });
 
+  test('memory.init pays for its size before it runs, even when it then traps', async () => {
+    // Only active segments can be metered (a passive one is refused, above); an active segment is dropped once
+    // placed, so memory.init from it traps past 0 bytes: after having paid, as the size is charged before it runs.
+    const m = await metered(`(module (memory (export "memory") 1) (data (i32.const 0) "hello")
+      (func (export "init") (param $n i32) (memory.init 0 (i32.const 0) (i32.const 0) (local.get $n))))`);
+    const base = spent(m, 'init', 0);
+    m.fuel.value = 1 << 30;
+    assert.throws(() => m.exports.init!(4096), WebAssembly.RuntimeError);
+    assert.equal((1 << 30) - (m.fuel.value as number) - base, 4096 / BYTES_PER_UNIT);
+  });
+
   test('a fill or copy of several chunks is checked between chunks', async () => {
     const m = await metered(bulk);
     // Each 64 KiB chunk costs 4,096 units, the whole tank a refill gives: every chunk runs it out.

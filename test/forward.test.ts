@@ -13,26 +13,11 @@ import { EgressGuard } from '../runtime/platform/egress.ts';
 import { EgressRefused } from '../runtime/policy-host/egress.ts';
 import { BackendSet } from '../runtime/proxy/backends.ts';
 import { backendLocation, Forwarder, pathBelowPrefix, toBackendError, type ForwardTarget } from '../runtime/proxy/forward.ts';
-import { startRawBackend, type RawBackend } from './support/raw-backend.ts';
+import { HOP_BY_HOP_RESPONSE, startRawBackend, type RawBackend } from './support/raw-backend.ts';
 
 /** A test that waits on a backend timeout or a hang fails here rather than at the runner's default. */
 const TEST_TIMEOUT = { timeout: 10_000 };
 
-const HOP_BY_HOP_RESPONSE =
-  'HTTP/1.1 200 OK\r\n' +
-  'Content-Type: text/plain\r\n' +
-  'Content-Length: 5\r\n' +
-  'Connection: keep-alive, X-Backend-Hop\r\n' +
-  'Keep-Alive: timeout=77\r\n' +
-  'X-Backend-Hop: named in Connection\r\n' +
-  'Proxy-Connection: keep-alive\r\n' +
-  'Proxy-Authenticate: Basic realm="backend"\r\n' +
-  'TE: trailers\r\n' +
-  'Trailer: X-Checksum\r\n' +
-  'Upgrade: h2c\r\n' +
-  'X-End-To-End: kept\r\n' +
-  '\r\n' +
-  'hello';
 
 /** Answers `status` with a 5-byte body. */
 const answer = (status: number) => `HTTP/1.1 ${status} Whatever\r\nContent-Length: 5\r\n\r\nhello`;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
-import { startRawBackend, type RawBackend } from './support/raw-backend.ts';
+import { HOP_BY_HOP_RESPONSE, startRawBackend, type RawBackend } from './support/raw-backend.ts';
 
 const LIMIT = 65536;
 
@@ -31,22 +31,6 @@ function rawRequest(port: number, text: string): Promise<{ status: number; heade
   });
 }
 
-const HOP_BY_HOP_RESPONSE =
-  'HTTP/1.1 200 OK\r\n' +
-  'Content-Type: text/plain\r\n' +
-  'Content-Length: 5\r\n' +
-  // Values the gateway's own server never writes, so that one passed through cannot be mistaken for the gateway's.
-  'Connection: keep-alive, X-Backend-Hop\r\n' +
-  'Keep-Alive: timeout=77, max=7\r\n' +
-  'X-Backend-Hop: named in Connection\r\n' +
-  'Proxy-Connection: keep-alive\r\n' +
-  'Proxy-Authenticate: Basic realm="backend"\r\n' +
-  'TE: trailers\r\n' +
-  'Trailer: X-Checksum\r\n' +
-  'Upgrade: h2c\r\n' +
-  'X-End-To-End: kept\r\n' +
-  '\r\n' +
-  'hello';
 
 const CHUNKED_RESPONSE =
   'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n';

@@ -3,6 +3,24 @@
 
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
+/** A backend's answer carrying every hop-by-hop header, and one end-to-end header that must reach the client. */
+export const HOP_BY_HOP_RESPONSE =
+  'HTTP/1.1 200 OK\r\n' +
+  'Content-Type: text/plain\r\n' +
+  'Content-Length: 5\r\n' +
+  // Values the gateway's own server never writes, so that one passed through cannot be mistaken for the gateway's.
+  'Connection: keep-alive, X-Backend-Hop\r\n' +
+  'Keep-Alive: timeout=77, max=7\r\n' +
+  'X-Backend-Hop: named in Connection\r\n' +
+  'Proxy-Connection: keep-alive\r\n' +
+  'Proxy-Authenticate: Basic realm="backend"\r\n' +
+  'TE: trailers\r\n' +
+  'Trailer: X-Checksum\r\n' +
+  'Upgrade: h2c\r\n' +
+  'X-End-To-End: kept\r\n' +
+  '\r\n' +
+  'hello';
+
 /** A backend speaking raw HTTP/1.1, so that it can send any header; it counts connections and request heads. */
 export interface RawBackend {
   server: Server;

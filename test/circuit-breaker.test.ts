@@ -28,13 +28,12 @@ async function setup(circuitBreaker?: Partial<BreakerSettings>) {
   const binding = t.host.bind({ id: 'api:noisy/inbound/0', phase: 'inbound', module, limits: { cpuMs: 5 }, circuitBreaker });
   await binding.warm();
   const run = async (headers: Record<string, string> = {}) => {
-    const started = performance.now();
     const err = await binding.run('inbound', makeExchange({ headers })).then(
       () => null,
       (e: unknown) => e,
     );
     if (err !== null) assert.ok(err instanceof PolicyFailure, String(err));
-    return { reason: (err as PolicyFailure | null)?.reason ?? 'ok', ms: performance.now() - started, err: err as PolicyFailure | null };
+    return { reason: (err as PolicyFailure | null)?.reason ?? 'ok', err: err as PolicyFailure | null };
   };
   const breakerLines = () => t.logs.filter((r) => /policy circuit/.test(String(r.msg)));
   return { t, binding, run, breakerLines };
@@ -47,10 +46,11 @@ describe('circuit breaker', () => {
     const refused = [];
     for (let i = 0; i < 20; i++) refused.push(await run({ 'x-loop': '1' }));
     assert.ok(refused.every((r) => r.reason === 'circuit-open'), refused.map((r) => r.reason).join(','));
-    assert.ok(Math.max(...refused.map((r) => r.ms)) < 5, 'refused calls do not run the module');
     // Requests that would not loop are refused too while it is open: the policy is not called at all.
     assert.equal((await run()).reason, 'circuit-open');
     assert.match(refused[0]!.err!.message, /not called: it ran into its limits too often; the next trial call is in \d+ ms/);
+    // Refused calls do not run the module: only the three that failed were calls (a bound on their time, 5 ms, failed
+    // on a loaded machine and proved nothing the count does not).
     assert.equal(binding.stats.calls, 3);
     assert.equal(binding.stats.failures, 24);
     const lines = breakerLines();

@@ -147,8 +147,6 @@ function childTable(b: Binaryen): Map<number, (e: number) => number[]> {
   add('MemoryCopyId', get('MemoryCopy', 'Dest', 'Source', 'Size'));
   add('MemoryFillId', get('MemoryFill', 'Dest', 'Value', 'Size'));
   add('RefIsNullId', get('RefIsNull', 'Value'));
-  add('RefEqId', get('RefEq', 'Left', 'Right'));
-  add('RefAsId', get('RefAs', 'Value'));
   add('TableGetId', get('TableGet', 'Index'));
   add('TableSetId', get('TableSet', 'Index', 'Value'));
   add('TableGrowId', get('TableGrow', 'Value', 'Delta'));
@@ -199,7 +197,7 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
   try {
     module = b.readBinary(bytes);
   } catch (err) {
-    throw new Error(`binaryen could not read the module: ${errorText(err)}`);
+    throw new Error(`binaryen could not read the module${detail(err)}`);
   }
   try {
     module.setFeatures(supportedFeatures(b));
@@ -247,7 +245,7 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
       // binaryen aborts the pass with an object of its own (no message) on what it cannot lower: say what is refused.
       throw new Error(
         `the CPU meter cannot rewrite this module's bulk memory instructions${detail(err)}: passive data segments ` +
-          '(memory.init, data.drop) and table.fill, table.copy and table.init are not supported',
+          '(memory.init, data.drop) and table.fill, table.copy, table.init and elem.drop are not supported',
       );
     }
     module.setFeatures(supportedFeatures(b));
@@ -370,13 +368,10 @@ function capTables(b: Binaryen, module: ReturnType<Binaryen['readBinary']>): voi
   }
 }
 
-/** binaryen throws plain objects with a `message`, not Errors. */
-function errorText(err: unknown): string {
-  const message = (err as { message?: unknown } | null)?.message;
-  return typeof message === 'string' ? message : String(err);
-}
-
-/** binaryen's own message, when its exception carries one, as ` (message)`; nothing when it does not. */
+/**
+ * binaryen's own message, when its exception carries one, as ` (message)`; nothing when it does not. binaryen throws
+ * plain objects, some with a `message` and some without.
+ */
 function detail(err: unknown): string {
   const message = (err as { message?: unknown } | null)?.message;
   return typeof message === 'string' && message !== '' ? ` (${message})` : '';

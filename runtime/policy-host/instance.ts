@@ -14,9 +14,9 @@
 // What a call may spend, each checked where it is spent:
 // - CPU: the module's own instructions are metered (instrument.ts); host functions charge `work` units by what they
 //   do (one a call, one per 256 bytes they copy or scan, a whole check interval for a signature check or a WASI call),
-//   and the deadline is checked every HOST_WORK_PER_CHECK units. No call outlives its budget by more than one check
-//   interval of either meter plus the longest single host operation (docs/policy-abi.md, section 6, with the measured
-//   margin).
+//   and the budget (call-budget.ts) is checked every HOST_WORK_PER_CHECK units. No call outlives its budget by more
+//   than one check interval of either meter plus the longest single host operation (docs/policy-abi.md, section 6,
+//   with the measured margin).
 // - Memory: linear memory plus the kernel's blocks and vars, against the cap. Linear memory grows only through
 //   `memory_grow`, which the host refuses past the cap; kernel allocations are refused the same way.
 // - Output: bytes handed to the host (values, bodies, logs, effect requests, kernel output and errors), per call.
@@ -25,7 +25,6 @@
 // The state of the current call lives on the instance (`call`). Host functions move bytes between the module's own
 // memory and the host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
 
-import process from 'node:process';
 import { verifySignature } from './signatures.ts';
 import { checkEmission, type MetricEmission } from '../telemetry/custom-metrics.ts';
 import {
@@ -42,7 +41,8 @@ import {
   type LogLevel,
 } from './abi.ts';
 import { CallAbort } from './errors.ts';
-import { BUDGET_CHECK_IMPORT, FIRST_FUEL, FUEL_EXPORT, FUEL_PER_CHECK, MEMORY_GROW_IMPORT } from './instrument.ts';
+import { CallBudget } from './call-budget.ts';
+import { BUDGET_CHECK_IMPORT, FIRST_FUEL, FUEL_EXPORT, MEMORY_GROW_IMPORT } from './instrument.ts';
 import { ExtismKernel, type KernelHost } from './kernel.ts';
 import { PolicyWasi } from './wasi.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -78,26 +78,10 @@ export const DEFAULT_LIMITS: Limits = {
 };
 
 /**
- * However little CPU it got, a call is stopped after this many budgets of wall-clock time: pauses of up to about two
- * budgets are forgiven (a container throttled at half a core waits up to 50 ms in each 100 ms period), and a runaway
- * call holds the event loop of a starved process for three budgets at most.
- */
-const PAUSED_CEILING_BUDGETS = 3;
-
-/**
  * Host work between two deadline checks. A unit is about what the cheapest host function costs (0.1 to 0.3 us), so
  * a module calling the host in a loop reaches a check every 25 to 80 us, as one running its own code does.
  */
 export const HOST_WORK_PER_CHECK = 256;
-
-/**
- * How often the module's own code should reach a deadline check. A call starts with FIRST_FUEL; when an interval took
- * longer than this (page faults of fresh memory, 14 us each on the development machine, are invisible to an
- * instruction count), the next refill is a quarter of the last, down to MIN_FUEL_REFILL; when it took far less, it
- * doubles, up to FUEL_PER_CHECK.
- */
-const FUEL_CHECK_INTERVAL_MS = 0.25;
-const MIN_FUEL_REFILL = 256;
 
 /**
  * What a write costs the output cap beyond its bytes: the host keeps an undo entry for each, so a loop of empty
@@ -162,12 +146,6 @@ function loggedBytes(text: Uint8Array): number {
   return n;
 }
 
-/** The process's CPU time (user and system, every thread: concurrent collection too, which errs towards stopping). */
-function cpuMicroseconds(): number {
-  const { user, system } = process.cpuUsage();
-  return user + system;
-}
-
 export type WriteOp = 'set' | 'add' | 'remove';
 
 /** The request/response a call works on, as host functions see it. Implemented by the pipeline's exchange. */
@@ -221,14 +199,9 @@ export class PolicyInstance implements KernelHost {
   private readonly kernel: ExtismKernel;
   /** Linear memory in pages: the module's initial pages plus every growth the host allowed (before the memory is known). */
   private linearPages: number;
-  private deadline = 0;
-  /** The module's fuel (instrument.ts), what it is refilled with, and when the module last reached a check. */
+  /** The module's fuel (instrument.ts), refilled at each of its checks with what the budget gives. */
   private fuel: WebAssembly.Global | null = null;
-  private fuelRefill = FIRST_FUEL;
-  private lastFuelCheck = 0;
-  /** When the running call started (wall clock), and the process's CPU time once it passed half its budget. */
-  private callStarted = 0;
-  private cpuAtHalfwayUs: number | null = null;
+  private readonly budget = new CallBudget();
   private call: CallState | null = null;
   /** What the running call (or instantiation) has spent of its limits. */
   private outputBytes = 0;
@@ -356,54 +329,14 @@ export class PolicyInstance implements KernelHost {
     this.hostWork = 0;
     this.growRefused = false;
     this.orphanFailure = null;
-    this.callStarted = performance.now();
-    this.lastFuelCheck = this.callStarted;
-    // Each call starts with a short interval (FIRST_FUEL): what the last call left says nothing of this one.
-    this.fuelRefill = FIRST_FUEL;
+    this.budget.start(this.options.limits.cpuMs);
     if (this.fuel) this.fuel.value = FIRST_FUEL;
-    // The first deadline is halfway through the budget: see checkBudget.
-    this.deadline = this.callStarted + this.options.limits.cpuMs / 2;
-    this.cpuAtHalfwayUs = null;
   }
 
-  /**
-   * Called by the metered module every FUEL_PER_CHECK instructions, and by host functions every HOST_WORK_PER_CHECK
-   * units. Deadlines are wall-clock time, cheap to read on every check; but wall time also passes while the process is
-   * not running the call: descheduled on a busy machine, throttled at a container's CPU limit (CFS periods of 100 ms).
-   * A call that takes microseconds would then fail (a 500) for time it never used. So the CPU time is read once a call
-   * passes half its budget in wall-clock time (about a microsecond, paid only by such calls): up to there it ran for
-   * half the budget at most (checks come every few tens of microseconds while it runs, so the one that found the
-   * halfway point passed came right after it, or right after a pause). From then on the deadline moves by what is left
-   * of the budget in CPU time, and the call is stopped once that is used up; or after PAUSED_CEILING_BUDGETS of
-   * wall-clock time, however little it ran. The CPU time is the process's (every thread, garbage collection included),
-   * which errs towards stopping.
-   */
-  private checkBudget(now = performance.now()): void {
-    if (now <= this.deadline) return;
-    const budgetMs = this.options.limits.cpuMs;
-    if (this.cpuAtHalfwayUs === null) {
-      this.cpuAtHalfwayUs = cpuMicroseconds();
-      this.deadline = Math.max(this.callStarted + budgetMs, now + budgetMs / 2);
-      return;
-    }
-    const usedMs = budgetMs / 2 + (cpuMicroseconds() - this.cpuAtHalfwayUs) / 1000;
-    if (usedMs >= budgetMs || now - this.callStarted >= budgetMs * PAUSED_CEILING_BUDGETS) {
-      throw new CallAbort('cpu-budget', `call ran past its CPU budget of ${budgetMs} ms`);
-    }
-    this.deadline = now + (budgetMs - usedMs);
-  }
-
-  /** The module ran out of fuel: refill it for the next interval (see FUEL_CHECK_INTERVAL_MS), then check the deadline. */
+  /** The module ran out of fuel: the budget is checked and the fuel refilled for the next interval. */
   private fuelCheck(): void {
-    const now = performance.now();
-    if (this.fuel) {
-      const took = now - this.lastFuelCheck;
-      if (took > FUEL_CHECK_INTERVAL_MS) this.fuelRefill = Math.max(MIN_FUEL_REFILL, this.fuelRefill >>> 2);
-      else if (took < FUEL_CHECK_INTERVAL_MS / 8) this.fuelRefill = Math.min(FUEL_PER_CHECK, this.fuelRefill * 2);
-      this.fuel.value = this.fuelRefill;
-    }
-    this.lastFuelCheck = now;
-    this.checkBudget(now);
+    const refill = this.budget.fuelCheck();
+    if (this.fuel) this.fuel.value = refill;
   }
 
   // --- KernelHost: what the kernel and the host functions charge -------------------------------------------------
@@ -412,7 +345,7 @@ export class PolicyInstance implements KernelHost {
     this.hostWork += units;
     if (this.hostWork >= HOST_WORK_PER_CHECK) {
       this.hostWork = 0;
-      this.checkBudget();
+      this.budget.check();
     }
   }
 

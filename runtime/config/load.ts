@@ -308,64 +308,64 @@ function jsonSyntaxError(text: string): { offset: number; message: string } | nu
   };
   // Nesting is bounded: the scanner recurses, and a document beyond MAX_NESTING is refused whatever else is wrong.
   let depth = 0;
+  const nested = (members: () => void) => {
+    if (++depth > MAX_NESTING) fail(`nested too deeply (at most ${MAX_NESTING} levels of maps and lists)`);
+    i++;
+    ws();
+    members();
+    depth--;
+  };
+  const object = () => {
+    if (text[i] === '}') {
+      i++;
+      return;
+    }
+    for (;;) {
+      ws();
+      if (text[i] !== '"') fail(text[i] === '}' ? 'trailing comma before "}"' : `expected a property name in double quotes, found ${describe(i)}`);
+      string();
+      ws();
+      if (text[i] !== ':') fail(`expected ":" after the property name, found ${describe(i)}`);
+      i++;
+      value();
+      ws();
+      if (text[i] === ',') {
+        i++;
+        continue;
+      }
+      if (text[i] === '}') {
+        i++;
+        return;
+      }
+      fail(`expected "," or "}" after a property value, found ${describe(i)}`);
+    }
+  };
+  const array = () => {
+    if (text[i] === ']') {
+      i++;
+      return;
+    }
+    for (;;) {
+      ws();
+      if (text[i] === ']') fail('trailing comma before "]"');
+      value();
+      ws();
+      if (text[i] === ',') {
+        i++;
+        continue;
+      }
+      if (text[i] === ']') {
+        i++;
+        return;
+      }
+      fail(`expected "," or "]" after an array element, found ${describe(i)}`);
+    }
+  };
   const value = (): void => {
     ws();
     const c = text[i];
-    if ((c === '{' || c === '[') && ++depth > MAX_NESTING) fail(`nested too deeply (at most ${MAX_NESTING} levels of maps and lists)`);
-    if (c === '{') {
-      i++;
-      ws();
-      if (text[i] === '}') {
-        i++;
-        depth--;
-        return;
-      }
-      for (;;) {
-        ws();
-        if (text[i] !== '"') fail(text[i] === '}' ? 'trailing comma before "}"' : `expected a property name in double quotes, found ${describe(i)}`);
-        string();
-        ws();
-        if (text[i] !== ':') fail(`expected ":" after the property name, found ${describe(i)}`);
-        i++;
-        value();
-        ws();
-        if (text[i] === ',') {
-          i++;
-          continue;
-        }
-        if (text[i] === '}') {
-          i++;
-          depth--;
-          return;
-        }
-        fail(`expected "," or "}" after a property value, found ${describe(i)}`);
-      }
-    }
-    if (c === '[') {
-      i++;
-      ws();
-      if (text[i] === ']') {
-        i++;
-        depth--;
-        return;
-      }
-      for (;;) {
-        ws();
-        if (text[i] === ']') fail('trailing comma before "]"');
-        value();
-        ws();
-        if (text[i] === ',') {
-          i++;
-          continue;
-        }
-        if (text[i] === ']') {
-          i++;
-          depth--;
-          return;
-        }
-        fail(`expected "," or "]" after an array element, found ${describe(i)}`);
-      }
-    }
+    if (c === '{') return nested(object);
+    if (c === '[') return nested(array);
     if (c === '"') return string();
     LITERAL.lastIndex = i;
     const literal = LITERAL.exec(text);

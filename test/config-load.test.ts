@@ -466,6 +466,10 @@ apis:
           - http://u:p@b.example
           - http://u:p@b.example
           - http://a.example/y
+          - http://a.example/x//
+          - http://a.example/z?
+          - http://a.example/z?
+          - http://a.example/w#
 `)),
       [
         'gw.yaml:9: apis[0].backend.pool.urls[1]: duplicate URL (also urls[0])',
@@ -475,6 +479,11 @@ apis:
         'gw.yaml:14: apis[0].backend.pool.urls[6]: must be a string (got number 5)',
         'gw.yaml:15: apis[0].backend.pool.urls[7]: must not hold credentials (they would not be sent; set an Authorization header with a policy)',
         'gw.yaml:16: apis[0].backend.pool.urls[8]: must not hold credentials (they would not be sent; set an Authorization header with a policy)',
+        // Trailing slashes are not part of the backend (the forwarder drops them); an empty query or fragment is one.
+        'gw.yaml:18: apis[0].backend.pool.urls[10]: duplicate URL (also urls[0])',
+        "gw.yaml:19: apis[0].backend.pool.urls[11]: must not have a query (the request's own query is sent)",
+        "gw.yaml:20: apis[0].backend.pool.urls[12]: must not have a query (the request's own query is sent)",
+        'gw.yaml:21: apis[0].backend.pool.urls[13]: must not have a fragment',
       ],
     );
   });

@@ -608,17 +608,15 @@ function semanticProblems(data: unknown): PathProblem[] {
     const backend = api.backend;
     if (isObject(backend)) {
       if (isString(backend.url)) {
-        for (const message of urlProblems(backend.url)) out.push({ path: at('backend', 'url'), message });
+        for (const message of backendUrl(backend.url).problems) out.push({ path: at('backend', 'url'), message });
       }
       if (isObject(backend.pool) && Array.isArray(backend.pool.urls)) {
         const seen = new Map<string, number>();
         backend.pool.urls.forEach((url, u) => {
           if (!isString(url)) return;
-          const problems = urlProblems(url);
+          const { problems, key } = backendUrl(url);
           for (const message of problems) out.push({ path: at('backend', 'pool', 'urls', u), message });
-          // Not an http(s) URL: the schema's pattern reports it (and new URL would throw).
-          if (problems.length > 0 || (url !== 'builtin:echo' && !/^https?:\/\//.test(url))) return;
-          const key = url === 'builtin:echo' ? url : new URL(url).href.replace(/\/+$/, '');
+          if (key === null) return;
           const first = seen.get(key);
           if (first !== undefined) {
             out.push({ path: at('backend', 'pool', 'urls', u), message: `duplicate URL (also urls[${first}])` });
@@ -677,22 +675,28 @@ function prefixProblems(prefix: string): string[] {
   return out;
 }
 
-function urlProblems(url: string): string[] {
-  if (url === 'builtin:echo' || !/^https?:\/\//.test(url)) return []; // the schema reports the latter
+/**
+ * A backend URL's problems, and the key that finds the same backend written twice in a pool (trailing slashes do not
+ * count; the forwarder drops them). No key for a URL with problems, or one that is not an http(s) URL: the schema's
+ * pattern reports that one.
+ */
+function backendUrl(url: string): { problems: string[]; key: string | null } {
+  if (url === 'builtin:echo') return { problems: [], key: url };
+  if (!/^https?:\/\//.test(url)) return { problems: [], key: null };
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    return ['is not a valid URL'];
+    return { problems: ['is not a valid URL'], key: null };
   }
-  const out: string[] = [];
-  if (parsed.hostname === '') out.push('has no host');
+  const problems: string[] = [];
   if (parsed.username !== '' || parsed.password !== '') {
-    out.push('must not hold credentials (they would not be sent; set an Authorization header with a policy)');
+    problems.push('must not hold credentials (they would not be sent; set an Authorization header with a policy)');
   }
-  if (parsed.search !== '' || url.includes('?')) out.push('must not have a query (the request\'s own query is sent)');
-  if (parsed.hash !== '' || url.includes('#')) out.push('must not have a fragment');
-  return out;
+  // Read from the text: an empty query ("?") or fragment ("#") leaves the parsed URL's search and hash empty.
+  if (url.includes('?')) problems.push('must not have a query (the request\'s own query is sent)');
+  if (url.includes('#')) problems.push('must not have a fragment');
+  return { problems, key: problems.length > 0 ? null : parsed.href.replace(/\/+$/, '') };
 }
 
 /** Problems of a URL template, and its shape (parameters unnamed) to find templates that match the same paths. */

@@ -623,6 +623,12 @@ describe('documents that are not what they claim', () => {
       { where: 'gw.yaml: (document)', message: 'nested too deeply (at most 64 levels of maps and lists, aliases expanded)' },
     ]);
     assert.deepEqual(problemsOf(`${'['.repeat(100)}${']'.repeat(100)}`, 'gw.json'), aliased.problems.map((p) => ({ ...p, where: 'gw.json: (document)' })));
+    // JSON that is not valid is scanned again for where it breaks: that scan bounds its nesting too, counting each
+    // map and list where it opens and where it closes, so that many shallow ones side by side are not deep.
+    assert.deepEqual(problemsOf('['.repeat(100_000), 'gw.json'), [{ where: 'gw.json:1:65', message: 'not valid JSON: nested too deeply (at most 64 levels of maps and lists)' }]);
+    assert.deepEqual(problemsOf(`${'{"a":'.repeat(65)}1`, 'gw.json'), [{ where: 'gw.json:1:321', message: 'not valid JSON: nested too deeply (at most 64 levels of maps and lists)' }]);
+    const siblings = `[${Array(100).fill('[[], {}, {"a": [1]}, {"b": {}}]').join(', ')}, x]`;
+    assert.deepEqual(problemsOf(siblings, 'gw.json'), [{ where: `gw.json:1:${siblings.length - 1}`, message: 'not valid JSON: unexpected "x"' }]);
     // The YAML parser recurses into flow collections: it runs out of stack before the nesting is checked.
     const flow = refused(`version: 1\napis: []\nx: ${'['.repeat(2000)}\n`);
     assert.equal(flow.problems[0]!.message, 'nested too deeply (at most 64 levels)');

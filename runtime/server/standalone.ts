@@ -278,10 +278,13 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         const syncStopped = sync?.stop();
         const closed = Promise.all(listeners.map((l) => l.close()));
         const drained = gateway.drained().then(() => closed);
+        let timeout: ReturnType<typeof setTimeout> | undefined;
         const timedOut = await Promise.race([
           drained.then(() => false),
-          new Promise<boolean>((r) => setTimeout(() => r(true), options.shutdownTimeoutMs).unref?.()),
+          new Promise<boolean>((r) => (timeout = setTimeout(() => r(true), options.shutdownTimeoutMs))),
         ]);
+        // Cleared rather than unref'd: the process goes as soon as it is stopped, under Node and Deno alike.
+        clearTimeout(timeout);
         if (timedOut) logger.warn('shutdown timeout: in-flight requests cut off', { inFlight: gateway.inFlightCount() });
         // The requests just finished are in it: telemetry is flushed in what is left of the shutdown timeout.
         const flushed = telemetry?.close(Math.max(TELEMETRY_FLUSH_MIN_MS, deadline - performance.now()));

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
@@ -15,9 +15,11 @@ import { gatewayAssets } from '../runtime/assets/repository.ts';
 import { ConfigError } from '../runtime/config/load.ts';
 import { STATUS_PATH } from '../runtime/server/gateway.ts';
 import { startGateway, type RunningGateway, type StandaloneOptions } from '../runtime/server/standalone.ts';
+import { parseConnectionString } from '../runtime/telemetry/appinsights.ts';
 import { Logger, type LogRecord } from '../runtime/telemetry/logger.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { tempDir, writeConfig } from './support/gateway-process.ts';
+import { connectionString } from './support/ingestion.ts';
 import { send, type Reply } from './support/requests.ts';
 import { waitForAsync } from './support/wait.ts';
 
@@ -312,6 +314,33 @@ describe('stop', () => {
       assert.ok(outcome instanceof Error || (outcome as Reply).status === 502, `the request was cut: ${JSON.stringify(outcome)}`);
     } finally {
       held.destroy();
+    }
+  });
+  test('telemetry is flushed in what is left of the shutdown timeout, and not waited on past it', TEST_TIMEOUT, async () => {
+    // An ingestion endpoint that takes connections and never answers (not even the TLS handshake): the flush runs
+    // until its time is up, and its log line says how long it was given.
+    const sockets: Socket[] = [];
+    const silent = createTcpServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const parsed = parseConnectionString(connectionString((silent.address() as AddressInfo).port));
+    assert.ok(parsed.ok);
+    const SHUTDOWN_TIMEOUT_MS = 2500;
+    const g = await start({ shutdownTimeoutMs: SHUTDOWN_TIMEOUT_MS, appInsights: { ...parsed.value, samplingPercentage: 100 } });
+    try {
+      assert.equal((await fresh(g.url, '/shop/flushed')).status, 200);
+      const began = performance.now();
+      await g.gateway.stop();
+      const took = performance.now() - began;
+      const dropped = await g.logs.next('telemetry not flushed within the shutdown timeout: the rest is dropped');
+      const given = dropped.timeoutMs as number;
+      // Draining took a little of the timeout; the flush had the rest, more than the 1 s it is given at least.
+      assert.ok(given > SHUTDOWN_TIMEOUT_MS - 1000 && given <= SHUTDOWN_TIMEOUT_MS, `the flush was given ${given} ms of ${SHUTDOWN_TIMEOUT_MS}`);
+      assert.ok(sockets.length > 0, 'the flush tried the endpoint');
+      assert.ok(took >= given - 1 && took < SHUTDOWN_TIMEOUT_MS + 5000, `stop() took ${took} ms`);
+      assert.equal(g.logs.messages().at(-1), 'stopped');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 });

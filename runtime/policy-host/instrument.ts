@@ -94,6 +94,7 @@ function accessors(b: Binaryen): Record<string, Accessors> {
 /**
  * The child expressions of each kind of expression the supported features allow, by binaryen expression id. A kind
  * missing from the table is refused: an unknown kind could hide a loop or a call that the meter would not see.
+ * memory.copy and memory.fill are not in it: they are calls to the chunked helpers by the time the walk runs.
  */
 function childTable(b: Binaryen): Map<number, (e: number) => number[]> {
   const K = b as unknown as Record<string, Accessors> & Record<string, number>;
@@ -121,7 +122,8 @@ function childTable(b: Binaryen): Map<number, (e: number) => number[]> {
   }
   add('BlockId', list('Block', 'getNumChildren', 'getChildAt'));
   add('IfId', get('If', 'Condition', 'IfTrue', 'IfFalse'));
-  add('LoopId', get('Loop', 'Body'));
+  // The walk enters a loop's body itself, as a region of its own.
+  add('LoopId', none);
   add('BreakId', get('Break', 'Condition', 'Value'));
   add('SwitchId', get('Switch', 'Condition', 'Value'));
   add('CallId', list('Call', 'getNumOperands', 'getOperandAt'));
@@ -144,8 +146,6 @@ function childTable(b: Binaryen): Map<number, (e: number) => number[]> {
   add('SIMDLoadId', get('SIMDLoad', 'Ptr'));
   add('SIMDLoadStoreLaneId', get('SIMDLoadStoreLane', 'Ptr', 'Vec'));
   add('MemoryInitId', get('MemoryInit', 'Dest', 'Offset', 'Size'));
-  add('MemoryCopyId', get('MemoryCopy', 'Dest', 'Source', 'Size'));
-  add('MemoryFillId', get('MemoryFill', 'Dest', 'Value', 'Size'));
   add('RefIsNullId', get('RefIsNull', 'Value'));
   add('TableGetId', get('TableGet', 'Index'));
   add('TableSetId', get('TableSet', 'Index', 'Value'));
@@ -160,13 +160,13 @@ interface FunctionWalk {
   /** Region 0 is the function body outside its loops; region i > 0 is the body of loops[i - 1]. */
   weights: number[];
   loops: number[];
-  /** Bulk memory instructions whose size operand is charged, by kind. */
-  sized: { expr: number; kind: 'MemoryCopy' | 'MemoryFill' | 'MemoryInit' }[];
+  /** memory.init instructions, whose size operand is charged. */
+  inits: number[];
   grows: number[];
 }
 
 function walk(b: Binaryen, children: Map<number, (e: number) => number[]>, body: number, where: string): FunctionWalk {
-  const result: FunctionWalk = { weights: [0], loops: [], sized: [], grows: [] };
+  const result: FunctionWalk = { weights: [0], loops: [], inits: [], grows: [] };
   // An explicit stack: a module can nest blocks deeper than the JavaScript stack allows.
   const stack: number[] = [body, 0];
   while (stack.length > 0) {
@@ -182,9 +182,7 @@ function walk(b: Binaryen, children: Map<number, (e: number) => number[]>, body:
       stack.push(accessors(b).Loop!.getBody!(expr), result.weights.length - 1);
       continue;
     }
-    if (id === b.MemoryCopyId) result.sized.push({ expr, kind: 'MemoryCopy' });
-    else if (id === b.MemoryFillId) result.sized.push({ expr, kind: 'MemoryFill' });
-    else if (id === b.MemoryInitId) result.sized.push({ expr, kind: 'MemoryInit' });
+    if (id === b.MemoryInitId) result.inits.push(expr);
     else if (id === b.MemoryGrowId) result.grows.push(expr);
     for (const child of kids(expr)) if (child !== 0) stack.push(child, region);
   }
@@ -257,9 +255,7 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
     for (const fn of functions) {
       const info = b.getFunctionInfo(fn);
       const found = walk(b, children, info.body, `function ${info.name}`);
-      for (const { expr, kind } of found.sized) {
-        K[kind]!.setSize!(expr, module.call(CHARGE_SIZE, [K[kind]!.getSize!(expr)], b.i32));
-      }
+      for (const expr of found.inits) K.MemoryInit!.setSize!(expr, module.call(CHARGE_SIZE, [K.MemoryInit!.getSize!(expr)], b.i32));
       for (const expr of found.grows) K.MemoryGrow!.setDelta!(expr, module.call(GROW, [K.MemoryGrow!.getDelta!(expr)], b.i32));
       found.loops.forEach((loop, i) => {
         const body = K.Loop!.getBody!(loop);
@@ -374,5 +370,5 @@ function capTables(b: Binaryen, module: ReturnType<Binaryen['readBinary']>): voi
  */
 function detail(err: unknown): string {
   const message = (err as { message?: unknown } | null)?.message;
-  return typeof message === 'string' && message !== '' ? ` (${message})` : '';
+  return typeof message === 'string' ? ` (${message})` : '';
 }

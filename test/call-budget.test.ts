@@ -158,7 +158,7 @@ describe('fuel between checks', () => {
     const { clocks, budget } = started(10_000);
     const refills: number[] = [];
     for (let i = 0; i < 6; i++) {
-      clocks.wall += FUEL_CHECK_INTERVAL_MS / 8 - 0.001;
+      clocks.wall += FUEL_CHECK_INTERVAL_MS / 16; // binary fractions: the clock stays exact for the edges below
       refills.push(budget.fuelCheck());
     }
     assert.deepEqual(refills, [2 * FIRST_FUEL, 4 * FIRST_FUEL, 8 * FIRST_FUEL, FUEL_PER_CHECK, FUEL_PER_CHECK, FUEL_PER_CHECK]);

@@ -176,6 +176,11 @@ describe('fuel between checks', () => {
     budget.start(10_000);
     clocks.wall += FUEL_CHECK_INTERVAL_MS / 2;
     assert.equal(budget.fuelCheck(), FIRST_FUEL, 'a new call starts again from FIRST_FUEL');
+    // The edges, below the largest refill: exactly an eighth of the interval, and exactly the interval, change nothing.
+    clocks.wall += FUEL_CHECK_INTERVAL_MS / 8;
+    assert.equal(budget.fuelCheck(), FIRST_FUEL, 'an eighth of the interval');
+    clocks.wall += FUEL_CHECK_INTERVAL_MS;
+    assert.equal(budget.fuelCheck(), FIRST_FUEL, 'the interval');
   });
 
   test('a fuel check checks the budget', () => {

@@ -1,6 +1,7 @@
 // A binding is one use of a policy module in a chain: the module, its configuration, its grants and limits.
 // It owns the live instance, runs effect rounds, keeps every call atomic, and recycles the instance after a trap.
 
+import type { BudgetClocks } from './call-budget.ts';
 import { MAX_EFFECT_ROUNDS, MAX_EFFECTS_PER_REQUEST, PHASE_EXPORTS, type Phase } from './abi.ts';
 import { CallAbort, PolicyFailure, type FailureReason } from './errors.ts';
 import { PolicyInstance, type CallState, type CallView, type Grants, type Limits } from './instance.ts';
@@ -87,6 +88,8 @@ export interface BindingOptions {
   /** Where metrics the policy emits go (absent: dropped). */
   customMetrics?: CustomMetrics;
   breaker?: BreakerSettings;
+  /** The clocks its calls' CPU budgets read: the process's unless given. */
+  clocks?: BudgetClocks;
 }
 
 export class PolicyBinding {
@@ -153,6 +156,7 @@ export class PolicyBinding {
           initialPages: this.module.initialPages,
           extismConfig: this.extismConfig,
           logger,
+          clocks: this.options.clocks,
         }),
       )
       .then(

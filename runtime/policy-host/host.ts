@@ -1,5 +1,6 @@
 // The policy host: loads modules by content, compiles each once, and binds them into chains.
 
+import type { BudgetClocks } from './call-budget.ts';
 import type { Phase } from './abi.ts';
 import { PolicyBinding, type EffectRunner } from './binding.ts';
 import { allowedHostsProblems } from './egress.ts';
@@ -28,6 +29,8 @@ export interface PolicyHostOptions {
   logger?: Logger;
   metrics?: MetricsRegistry;
   effects: EffectRunner;
+  /** The clocks every call's CPU budget reads (call-budget.ts): the process's unless given. */
+  clocks?: BudgetClocks;
 }
 
 const MAX_CPU_MS = 10_000;
@@ -37,6 +40,7 @@ export class PolicyHost {
   readonly logger: Logger;
   readonly metrics: MetricsRegistry;
   private readonly effects: EffectRunner;
+  private readonly clocks: BudgetClocks | undefined;
   private readonly modules = new Map<string, Promise<PolicyModule>>();
   private readonly bindingMetrics;
   /** Metrics that policies emit, shared by every binding of this host. */
@@ -46,6 +50,7 @@ export class PolicyHost {
     this.logger = options.logger ?? new Logger();
     this.metrics = options.metrics ?? new MetricsRegistry();
     this.effects = options.effects;
+    this.clocks = options.clocks;
     this.customMetrics = new CustomMetrics(this.metrics);
     this.bindingMetrics = {
       calls: this.metrics.counter('gatehouse_policy_calls_total', 'Policy handler calls, by policy.'),
@@ -111,6 +116,7 @@ export class PolicyHost {
       effects: this.effects,
       customMetrics: this.customMetrics,
       breaker,
+      clocks: this.clocks,
     });
     return binding;
   }

@@ -41,7 +41,7 @@ import {
   type LogLevel,
 } from './abi.ts';
 import { CallAbort } from './errors.ts';
-import { CallBudget } from './call-budget.ts';
+import { CallBudget, type BudgetClocks } from './call-budget.ts';
 import { BUDGET_CHECK_IMPORT, FIRST_FUEL, FUEL_EXPORT, MEMORY_GROW_IMPORT } from './instrument.ts';
 import { ExtismKernel, type KernelHost } from './kernel.ts';
 import { PolicyWasi } from './wasi.ts';
@@ -190,6 +190,8 @@ export interface InstanceOptions {
   /** Flattened configuration, offered through Extism's `config_get` for modules built with other PDKs. */
   extismConfig: Record<string, string>;
   logger: Logger;
+  /** The clocks the CPU budget reads: the process's unless given. */
+  clocks?: BudgetClocks;
 }
 
 export class PolicyInstance implements KernelHost {
@@ -201,7 +203,7 @@ export class PolicyInstance implements KernelHost {
   private linearPages: number;
   /** The module's fuel (instrument.ts), refilled at each of its checks with what the budget gives. */
   private fuel: WebAssembly.Global | null = null;
-  private readonly budget = new CallBudget();
+  private readonly budget: CallBudget;
   private call: CallState | null = null;
   /** What the running call (or instantiation) has spent of its limits. */
   private outputBytes = 0;
@@ -219,6 +221,7 @@ export class PolicyInstance implements KernelHost {
 
   private constructor(private readonly options: InstanceOptions) {
     this.policy = options.policy;
+    this.budget = new CallBudget(options.clocks);
     this.linearPages = options.initialPages;
     this.maxBlockBytes = Math.max(options.limits.outputBytes, MIN_MAX_BLOCK_BYTES);
     const lowest = LOG_LEVELS.findIndex((l) => options.logger.enabled(l));

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { repoRoot } from '../../runtime/platform/paths.ts';
 import assert from 'node:assert/strict';
-import { PolicyFailure, PolicyHost, type EffectRunner } from '../../runtime/policy-host/index.ts';
+import { PolicyFailure, PolicyHost, type BudgetClocks, type EffectRunner } from '../../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../../runtime/pipeline/effects.ts';
 import { Exchange, headerMap, type RequestState } from '../../runtime/pipeline/exchange.ts';
 import { MemoryCounterStore } from '../../runtime/state/counter-store.ts';
@@ -26,11 +26,12 @@ export interface TestHost {
   logs: LogRecord[];
 }
 
-export function newHost(effects?: EffectRunner): TestHost {
+export function newHost(effects?: EffectRunner, clocks?: BudgetClocks): TestHost {
   const logs: LogRecord[] = [];
   const host = new PolicyHost({
     logger: new Logger(memorySink(logs), 'debug'),
     effects: effects ?? new GatewayEffects({ counters: new MemoryCounterStore() }),
+    clocks,
   });
   return { host, logs };
 }

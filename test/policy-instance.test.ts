@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { EffectKind, Field, MAX_EFFECTS_PER_CALL, Status } from '../runtime/policy-host/abi.ts';
 import { createSign, generateKeyPairSync } from 'node:crypto';
 import type { MetricEmission } from '../runtime/telemetry/custom-metrics.ts';
-import { assertAllHeld, bindProbe, type Probe, type ProbeOptions } from './support/kernel-probes.ts';
+import { assertAllHeld, bindProbe, budgetCheckCounter, repeated, type Probe, type ProbeOptions } from './support/kernel-probes.ts';
 import { layout, SCRATCH } from './support/hostile-modules.ts';
 import { newHost, policyFailure } from './support/policies.ts';
 
@@ -460,5 +460,50 @@ describe('CPU budget', () => {
       assert.equal(err.reason, 'cpu-budget', name);
       assert.match(err.message, /call ran past its CPU budget of 10 ms/);
     }
+  });
+});
+
+describe('what host functions charge the CPU meter', () => {
+  const counter = budgetCheckCounter();
+  const ROUNDS = 64;
+  /** 64 KiB of the module's memory (zeros), past where the probes place their strings. */
+  const BUF = 65536;
+  const NAME = 8192;
+  const i32 = (...args: number[]) => args.map((a) => `(i32.const ${a})`).join(' ');
+  const big = { limits: { outputBytes: 64 << 20 } };
+  /** The checks `units` a round make: one each time 256 add up (what is past 256 is not carried over). */
+  const expected = (units: number) => (units >= 256 ? ROUNDS : Math.floor(ROUNDS / Math.ceil(256 / units)));
+  // A short parameter in a long query: reading it costs the query's length, not the value's.
+  const query = `a=1&z=${'x'.repeat(65536)}`;
+
+  test('each charges a unit per call and per 256 bytes it reads or writes (per 64 for effects, metrics and signatures)', async () => {
+    const cases: { fn: string; units: number; steps: Probe['steps']; data?: string[]; request?: Parameters<typeof makeRequest>[0]; fails?: boolean }[] = [
+      { fn: 'get: a 64 KiB value', units: 258, data: ['x-big'], request: { headers: { 'x-big': 'v'.repeat(65536) } }, steps: () => repeated(ROUNDS, `(drop (call $get (i32.const ${Field.REQUEST_HEADER}) (i32.const ${layout(['x-big'])[0]!.ptr}) (i32.const 5) ${i32(BUF, 65536)}))`) },
+      {
+        fn: 'get: a 64 KiB body',
+        units: 258,
+        steps: () => `(drop (call $set ${i32(Field.RESPONSE_BODY, 0, 0, BUF, 65536)})) ${repeated(ROUNDS, `(drop (call $get ${i32(Field.RESPONSE_BODY, 0, 0, BUF, 65536)}))`)}`,
+      },
+      { fn: 'get: an 8 KiB name', units: 33, steps: () => repeated(ROUNDS, `(drop (call $get ${i32(Field.REQUEST_HEADER, BUF, NAME, BUF, 0)}))`) },
+      { fn: 'get: a short query parameter of a 64 KiB query', units: 1026, data: ['a'], request: { query }, steps: () => repeated(ROUNDS, `(drop (call $get ${i32(Field.REQUEST_QUERY_PARAM, layout(['a'])[0]!.ptr, 1, BUF, 0)}))`) },
+      { fn: 'set: a 64 KiB value', units: 257, data: ['x-out'], steps: () => repeated(ROUNDS, `(drop (call $set ${i32(Field.RESPONSE_HEADER, layout(['x-out'])[0]!.ptr, 5, BUF, 65536)}))`) },
+      { fn: 'add: a query parameter to a 64 KiB query', units: 257, data: ['b'], request: { query }, steps: () => repeated(ROUNDS, `(drop (call $add ${i32(Field.REQUEST_QUERY_PARAM, layout(['b'])[0]!.ptr, 1, BUF, 0)}))`) },
+      { fn: 'set: a 64 KiB query', units: 257, request: { query }, steps: () => repeated(ROUNDS, `(drop (call $set ${i32(Field.REQUEST_QUERY, 0, 0, BUF, 1)}))`) },
+      { fn: 'remove: an 8 KiB name', units: 33, steps: () => repeated(ROUNDS, `(drop (call $remove ${i32(Field.REQUEST_HEADER, BUF, NAME)}))`) },
+      { fn: 'remove: a query parameter (absent) of a 64 KiB query', units: 257, data: ['b'], request: { query }, steps: () => repeated(ROUNDS, `(drop (call $remove ${i32(Field.REQUEST_QUERY_PARAM, layout(['b'])[0]!.ptr, 1)}))`) },
+      { fn: 'effect: a 16 KiB request', units: 257, steps: () => repeated(ROUNDS, `(drop (call $effect ${i32(99, BUF, 16384, BUF, 0)}))`) },
+      { fn: 'log: 64 KiB', units: 257, steps: () => repeated(ROUNDS, `(call $log ${i32(0, BUF, 65536)})`) },
+      { fn: 'metric: an 8 KiB name and 8 KiB of dimensions', units: 257, steps: () => repeated(ROUNDS, `(drop (call $metric ${i32(BUF, NAME)} (f64.const 1) ${i32(BUF, NAME)}))`) },
+      { fn: 'fail: 4 KiB', units: 17, fails: true, steps: () => repeated(ROUNDS, `(call $fail ${i32(BUF, 4096)})`) },
+    ];
+    const short: string[] = [];
+    for (const c of cases) {
+      const n = await counter.checks(`charge-${cases.indexOf(c)}`, { data: c.data, pages: 4, steps: c.steps }, big, { request: c.request, fails: c.fails });
+      if (n < expected(c.units)) short.push(`${c.fn}: ${n} checks in ${ROUNDS} rounds, ${expected(c.units)} expected of ${c.units} units a round`);
+    }
+    // A signature check: its inputs by the 64 bytes, then a whole check interval for the check itself.
+    const verify = await counter.checks('charge-verify', { data: ['ES256'], pages: 4, steps: () => repeated(ROUNDS, `(drop (call $verify ${i32(layout(['ES256'])[0]!.ptr, 5, BUF, 0, BUF, 32768, BUF, 0)}))`) }, big);
+    if (verify < 2 * ROUNDS) short.push(`verify: ${verify} checks in ${ROUNDS} rounds, ${2 * ROUNDS} expected`);
+    assert.deepEqual(short, []);
   });
 });

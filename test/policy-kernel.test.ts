@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { assertAllHeld, bindProbe, type Probe, type ProbeOptions } from './support/kernel-probes.ts';
+import { assertAllHeld, bindProbe, budgetCheckCounter, repeated, type Probe, type ProbeOptions } from './support/kernel-probes.ts';
 import { newHost, policyFailure } from './support/policies.ts';
 
 const t = newHost();
@@ -406,50 +406,28 @@ describe('kernel functions a policy has no use for', () => {
 });
 
 describe('what kernel functions charge the CPU meter', () => {
-  // The host checks the call's budget each time 256 units of host work add up. With a clock that never moves, a check
-  // is one read of it and never stops the call: the reads of a call count the work its kernel functions charged.
-  let reads = 0;
-  const counted = newHost(undefined, {
-    wallMs: () => {
-      reads++;
-      return 0;
-    },
-    cpuUs: () => 0,
-  });
+  const counter = budgetCheckCounter();
   const ROUNDS = 64;
-  const loop = (body: string) => `
-    (local.set $i (i32.const 0))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (i32.const ${ROUNDS})))
-      ${body}
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $next)))`;
-
-  /** The budget checks one call of the probe made (its start reads the clock once more). */
-  async function checks(name: string, steps: Probe['steps'], options?: ProbeOptions, data?: string[]): Promise<number> {
-    const binding = await bindProbe(counted, name, { data, steps }, options);
-    reads = 0;
-    await binding.run().catch((err: unknown) => assert.ok(name === 'charge-error-set', `${name}: ${String(err)}`));
-    return reads - 1;
-  }
+  const loop = (body: string) => repeated(ROUNDS, body);
 
   test('each charges a unit per call and per 256 bytes it reads or copies (alloc: per KiB it zeroes)', async () => {
     const big = { limits: { outputBytes: 16 << 20 } };
     const counts = {
       // 1 + 256 units a round: a check every round. A charge that lost its size part would make 2 units a round.
-      alloc: await checks('charge-alloc', () => loop('(call $free (call $alloc (i64.const 262144)))')),
-      log_trace: await checks('charge-log-trace', () => loop('(call $log_trace (call $alloc (i64.const 65536)))'), big),
-      var_set: await checks('charge-var-set', () => `
+      alloc: await counter.checks('charge-alloc', { steps: () => loop('(call $free (call $alloc (i64.const 262144)))') }),
+      log_trace: await counter.checks('charge-log-trace', { steps: () => loop('(call $log_trace (call $alloc (i64.const 65536)))') }, big),
+      var_set: await counter.checks('charge-var-set', { steps: () => `
         (local.set $a (call $alloc (i64.const 32768)))
         (local.set $b (call $alloc (i64.const 32768)))
-        ${loop('(call $var_set (local.get $a) (local.get $b))')}`, big),
-      var_get: await checks('charge-var-get', () => `
+        ${loop('(call $var_set (local.get $a) (local.get $b))')}` }, big),
+      var_get: await counter.checks('charge-var-get', { steps: () => `
         (call $var_set (call $alloc (i64.const 32768)) (call $alloc (i64.const 32768)))
-        ${loop('(call $free (call $var_get (call $alloc (i64.const 32768))))')}`, big),
-      config_get: await checks('charge-config-get', (_, str) => loop(`(call $free (call $config_get ${str(0)}))`), { ...big, config: { k: 'v'.repeat(65536) } }, ['k']),
+        ${loop('(call $free (call $var_get (call $alloc (i64.const 32768))))')}` }, big),
+      config_get: await counter.checks('charge-config-get', { data: ['k'], steps: (_, str) => loop(`(call $free (call $config_get ${str(0)}))`) }, { ...big, config: { k: 'v'.repeat(65536) } }),
     };
     for (const [fn, n] of Object.entries(counts)) assert.ok(n >= ROUNDS, `${fn}: ${n} checks in ${ROUNDS} rounds`);
     // error_set ends the call; its 64 KiB message alone adds up to a check.
-    assert.ok((await checks('charge-error-set', () => '(call $error_set (call $alloc (i64.const 65536)))')) >= 1, 'error_set');
+    const errorSet = await counter.checks('charge-error-set', { steps: () => '(call $error_set (call $alloc (i64.const 65536)))' }, undefined, { fails: true });
+    assert.ok(errorSet >= 1, `error_set: ${errorSet} checks`);
   });
 });

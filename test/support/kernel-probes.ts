@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import type { Grants, Limits } from '../../runtime/policy-host/index.ts';
 import { hostileModule, layout, type HostileModule } from './hostile-modules.ts';
-import { makeExchange, type TestHost } from './policies.ts';
+import { makeExchange, newHost, type TestHost } from './policies.ts';
 
 /** The most checks one call reports (200 + 255 is a final status; 200 + 511 is not). */
 const MAX_CHECKS = 8;
@@ -103,4 +103,43 @@ export function assertAllHeld(mask: number, all: number): void {
   const failed: number[] = [];
   for (let i = 0; (1 << i) <= all; i++) if ((mask & (1 << i)) === 0) failed.push(i);
   assert.deepEqual(failed, [], `checks that did not hold (by index): ${failed.join(', ')}`);
+}
+
+/** `body`, run `rounds` times in a loop (it uses the local $i). */
+export function repeated(rounds: number, body: string): string {
+  return `
+    (local.set $i (i32.const 0))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (i32.const ${rounds})))
+      ${body}
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))`;
+}
+
+/**
+ * A host whose CPU budgets read a clock that never moves: a budget check is one read of it and never stops a call.
+ * The host checks the budget each time 256 units of host work add up, so the reads during a call count what its host
+ * and kernel functions charged the CPU meter.
+ */
+export function budgetCheckCounter() {
+  let reads = 0;
+  const t = newHost(undefined, {
+    wallMs: () => {
+      reads++;
+      return 0;
+    },
+    cpuUs: () => 0,
+  });
+  return {
+    /** The budget checks one call of the probe made (its start reads the clock once more). */
+    async checks(name: string, probe: Probe, options?: ProbeOptions, call: { request?: Parameters<typeof makeExchange>[0]; fails?: boolean } = {}): Promise<number> {
+      const binding = await bindProbe(t, name, probe, options);
+      reads = 0;
+      await binding.run(call.request).then(
+        () => assert.ok(!call.fails, `${name}: the call was to fail`),
+        (err: unknown) => assert.ok(call.fails, `${name}: ${String(err)}`),
+      );
+      return reads - 1;
+    },
+  };
 }

@@ -380,6 +380,46 @@ describe('kernel configuration and vars', () => {
   });
 });
 
+describe('kernel arguments, named in their failures', () => {
+  test('an address that starts no live block fails the call naming the function; output_set takes 0 bytes, not fewer', async () => {
+    const bad = `(i64.const ${BLOCK_2 + 5n})`;
+    for (const [fn, step] of [
+      ['output_set', `(call $output_set ${bad} (i64.const 0))`],
+      ['error_set', `(call $error_set ${bad})`],
+      ['config_get', `(drop (call $config_get ${bad}))`],
+      ['var_get', `(drop (call $var_get ${bad}))`],
+      ['log', `(call $log_info ${bad})`],
+    ] as const) {
+      const err = await failure(`bad-address-${fn.replace('_', '-')}`, { steps: () => step });
+      assert.equal(err.reason, 'bad-argument', fn);
+      assert.match(err.message, new RegExp(`\\(bad-argument\\): ${fn}: address 0x0002000000000005 is not inside a live Extism kernel block`), fn);
+    }
+    const negative = await failure('output-negative', { steps: () => '(call $output_set (call $alloc (i64.const 10)) (i64.const -1))' });
+    assert.match(negative.message, /output_set: length -1 is outside its block of 10 bytes/);
+    await allHeld('output-empty', { steps: () => '(call $output_set (call $alloc (i64.const 10)) (i64.const 0))' });
+  });
+
+  test('vars held from an earlier call count against the memory cap of the next one', async () => {
+    // Cap: 3 pages and 40,000 bytes. A 30,000-byte block fits alone (30,064 with its overhead), not beside a
+    // 15,000-byte var set in the call before.
+    const limits = { memoryBytes: 3 * 65536 + 40_000 };
+    await allHeld('alloc-alone', { pages: 3, steps: () => '(drop (call $alloc (i64.const 30000)))' }, { limits });
+    const binding = await bindProbe(t, 'var-then-alloc', {
+      pages: 3,
+      data: ['k'],
+      extra: '(global $calls (mut i32) (i32.const 0))',
+      steps: (_, str) => `
+        (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+        (if (i32.eq (global.get $calls) (i32.const 1))
+          (then (call $var_set ${str(0)} (call $alloc (i64.const 15000))))
+          (else (drop (call $alloc (i64.const 30000)))))`,
+    }, { limits });
+    assert.equal(await binding.run(), 0);
+    const err = await policyFailure(binding.run());
+    assert.equal(err.reason, 'memory-cap');
+  });
+});
+
 describe('kernel functions a policy has no use for', () => {
   test('no input, no Extism error or HTTP: zeros, and input loads and http_request fail the call', async () => {
     await allHeld('zeros', {

@@ -386,10 +386,10 @@ export class PolicyInstance implements KernelHost {
     logger.log(level, decoder.decode(text), { source: 'policy' });
   }
 
+  /** The message is 4,096 characters at most: the host function `fail` reads no more, and error_set keeps no more. */
   fail(message: string): void {
-    const text = message.slice(0, 4096);
-    if (this.call) this.call.failMessage = text;
-    else this.orphanFailure = text;
+    if (this.call) this.call.failMessage = message;
+    else this.orphanFailure = message;
   }
 
   config(key: string): string | undefined {

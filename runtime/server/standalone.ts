@@ -30,6 +30,7 @@ import { FIXED_PATHS, adminApp, dataPlaneApp } from './app.ts';
 import { startEchoBackend, type EchoBackend } from './echo.ts';
 import { Gateway } from './gateway.ts';
 import { buildLiveConfig, type LiveConfig } from './live-config.ts';
+import { shutdown, TELEMETRY_FLUSH_MIN_MS } from './shutdown.ts';
 
 export interface StandaloneOptions {
   logger: Logger;
@@ -97,9 +98,6 @@ export interface RunningGateway {
    */
   stop(delayMs?: number): Promise<void>;
 }
-
-/** Telemetry gets this long to flush at shutdown even when in-flight requests used up the shutdown timeout. */
-const TELEMETRY_FLUSH_MIN_MS = 1000;
 
 export async function startGateway(options: StandaloneOptions): Promise<RunningGateway> {
   const { logger } = options;
@@ -248,58 +246,14 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
     ...(sync ? { instance: sync.instance } : {}),
   });
 
-  let stopping: Promise<void> | null = null;
-  let endDelay: (() => void) | null = null;
   return {
     httpPort: http.port,
     httpsPort: https?.port ?? null,
     adminPort: admin.port,
     inFlight: () => gateway.inFlightCount(),
-    stop: (delayMs = options.shutdownDelayMs ?? 0) => {
-      if (stopping && delayMs === 0) endDelay?.();
-      return (stopping ??= (async () => {
-        gateway.beginShutdown();
-        if (delayMs > 0) {
-          // Configuration sync goes on meanwhile: the gateway still serves, so it serves the current configuration.
-          logger.info('not ready: serving on until load balancers have seen it', { delayMs, inFlight: gateway.inFlightCount() });
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, delayMs);
-            endDelay = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
-          endDelay = null;
-        }
-        logger.info('no longer accepting connections: draining', { inFlight: gateway.inFlightCount() });
-        const deadline = performance.now() + options.shutdownTimeoutMs;
-        void watcher?.stop();
-        // A poll under way finishes (and writes its backup) before the process goes.
-        const syncStopped = sync?.stop();
-        const closed = Promise.all(listeners.map((l) => l.close()));
-        const drained = gateway.drained().then(() => closed);
-        let timeout: ReturnType<typeof setTimeout> | undefined;
-        const timedOut = await Promise.race([
-          drained.then(() => false),
-          new Promise<boolean>((r) => (timeout = setTimeout(() => r(true), options.shutdownTimeoutMs))),
-        ]);
-        // Cleared rather than unref'd: the process goes as soon as it is stopped, under Node and Deno alike.
-        clearTimeout(timeout);
-        if (timedOut) logger.warn('shutdown timeout: in-flight requests cut off', { inFlight: gateway.inFlightCount() });
-        // The requests just finished are in it: telemetry is flushed in what is left of the shutdown timeout.
-        const flushed = telemetry?.close(Math.max(TELEMETRY_FLUSH_MIN_MS, deadline - performance.now()));
-        await syncStopped;
-        await controlPlane?.close();
-        await admin.close();
-        // Past the timeout, requests still running are cut: their backend connections are destroyed, not waited on.
-        await gateway.config?.close(timedOut);
-        await forwarder.close(timedOut);
-        await effects.close(timedOut);
-        await echo.close();
-        await counters.close?.();
-        await flushed;
-        logger.info('stopped');
-      })());
-    },
+    stop: shutdown(
+      { gateway, logger, listeners, admin, watcher, sync, controlPlane, telemetry, forwarder, effects, echo, counters },
+      options,
+    ),
   };
 }

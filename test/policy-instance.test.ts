@@ -79,6 +79,84 @@ describe('reading: get and list', () => {
     }
   });
 
+  test('get measures what the host holds as it is: lone surrogates (configuration strings can hold them) as three bytes', async () => {
+    // Header values reach the host as text already made valid; configuration strings are JSON's and can hold lone
+    // surrogates, which TextEncoder writes as U+FFFD.
+    const [key] = layout(['v']);
+    const cases: [string, number][] = [
+      ['\u007f', 1],
+      ['\u0080', 2],
+      ['\u07ff', 2],
+      ['\u0800', 3],
+      ['\ud7ff\udc00', 6],
+      ['\ud800\udc00', 4],
+      ['\udbff\udfff', 4],
+      ['\udc00\udc00', 6],
+      ['\ud800', 3],
+      ['\ud800x', 4],
+      ['\ud800\ue000', 6],
+    ];
+    const wrong: string[] = [];
+    for (const [value, bytes] of cases) {
+      const binding = await bindProbe(t, 'utf8-config', {
+        data: ['v'],
+        steps: (check) => check(is(`(call $get (i32.const ${Field.CONFIG}) (i32.const ${key!.ptr}) (i32.const 1) (i32.const 0) (i32.const 0))`, bytes)),
+      }, { config: { v: value } });
+      if ((await binding.run()) !== binding.all) wrong.push(`${JSON.stringify(value)}: not ${bytes} bytes`);
+      assert.equal(new TextEncoder().encode(value).byteLength, bytes, `the case itself: ${JSON.stringify(value)}`);
+    }
+    assert.deepEqual(wrong, []);
+  });
+
+  test('a value is written only when it fits, exactly as UTF-8, and nothing past it', async () => {
+    const [key, bodyText] = layout(['v', 'body!']);
+    const BUF = 16384;
+    const fill = `(memory.fill (i32.const ${BUF}) (i32.const 0xaa) (i32.const 16))`;
+    const getConfig = (cap: number) => `(call $get ${[Field.CONFIG, key!.ptr, 1, BUF, cap].map((a) => `(i32.const ${a})`).join(' ')})`;
+    const bytes = (...values: number[]) => `(i32.and ${values.map((v, i) => byteAt(BUF + i, v)).reduce((a, b) => `(i32.and ${a} ${b})`)} (i32.const 1))`;
+    const config = async (value: string, steps: (check: (e: string) => string) => string) => {
+      const binding = await bindProbe(t, 'write-fits', { data: ['v', 'body!'], steps: (check) => `${fill} ${steps(check)}` }, { config: { v: value } });
+      assert.equal(await binding.run(), binding.all, JSON.stringify(value));
+    };
+    await config('abc', (check) => `${check(is(getConfig(8), 3))} ${check(bytes(0x61, 0x62, 0x63, 0xaa))}`);
+    await config('\u0080', (check) => `${check(is(getConfig(8), 2))} ${check(bytes(0xc2, 0x80, 0xaa))}`);
+    await config('\u00e9a', (check) => `${check(is(getConfig(3), 3))} ${check(bytes(0xc3, 0xa9, 0x61, 0xaa))}`);
+    await config('\u00e9a', (check) => `${check(is(getConfig(2), 3))} ${check(bytes(0xaa, 0xaa))}`);
+    // A body (bytes): 5 do not fit in 4, and fit in 5 exactly.
+    const body = (cap: number) => `(call $get ${[Field.RESPONSE_BODY, 0, 0, BUF, cap].map((a) => `(i32.const ${a})`).join(' ')})`;
+    await allHeld('write-body-fits', {
+      data: ['v', 'body!'],
+      steps: (check) => `${fill}
+        (drop (call $set ${[Field.RESPONSE_BODY, 0, 0, bodyText!.ptr, 5].map((a) => `(i32.const ${a})`).join(' ')}))
+        ${check(is(body(4), 5))} ${check(bytes(0xaa))}
+        ${check(is(body(5), 5))} ${check(bytes(0x62, 0x6f, 0x64, 0x79, 0x21, 0xaa))}`,
+    });
+  });
+
+  test('variables take names up to 8 KiB, and no longer ones', async () => {
+    const variable = (op: string, len: number) =>
+      op === 'remove'
+        ? `(call $remove (i32.const ${Field.VARIABLE}) (i32.const 0) (i32.const ${len}))`
+        : `(call $set (i32.const ${Field.VARIABLE}) (i32.const 0) (i32.const ${len}) (i32.const 0) (i32.const 1))`;
+    await allHeld('long-variable-names', {
+      steps: (check) => `
+        ${check(is(variable('set', 8192), Status.OK))}
+        ${check(is(variable('set', 8193), Status.INVALID_VALUE))}
+        ${check(is(variable('remove', 8192), Status.OK))}
+        ${check(is(variable('remove', 8193), Status.INVALID_VALUE))}`,
+    }, { limits: { outputBytes: 1 << 20 } });
+  });
+
+  test('WASI, when granted, is there from the start: random_get fills the buffer it is given', async () => {
+    const BUF = 8192;
+    await allHeld('wasi-random', {
+      imports: '(import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))',
+      steps: (check) => `
+        ${check(is(`(call $random_get (i32.const ${BUF}) (i32.const 32))`, 0))}
+        ${check(`(i64.ne (i64.or (i64.load (i32.const ${BUF})) (i64.load (i32.const ${BUF + 8}))) (i64.const 0))`)}`,
+    }, { grants: { wasi: true } });
+  });
+
   test('list writes the names NUL-terminated when they fit, and gives their length either way', async () => {
     await allHeld(
       'list',
@@ -269,7 +347,8 @@ describe('effects', () => {
     for (const kind of [EffectKind.COUNTER, EffectKind.LEASE, EffectKind.METER]) {
       const err = await failure(`ungranted-${kind}`, { data: items, steps: () => `(drop ${effectCall(kind, placed[0]!)})` });
       assert.equal(err.reason, 'capability');
-      assert.match(err.message, /without the "counters" grant/);
+      const name = { [EffectKind.COUNTER]: 'COUNTER', [EffectKind.LEASE]: 'LEASE', [EffectKind.METER]: 'METER' }[kind];
+      assert.match(err.message, new RegExp(`used effect ${name} without the "counters" grant`));
     }
     const http = await failure('ungranted-http', { data: items, steps: () => `(drop ${effectCall(EffectKind.HTTP, placed[0]!)})` }, { grants: { counters: true } });
     assert.equal(http.reason, 'capability');

@@ -176,7 +176,7 @@ export interface CallState {
 }
 
 const BODY_FIELDS = new Set<number>([Field.REQUEST_BODY, Field.RESPONSE_BODY]);
-const EFFECT_NAMES: Record<number, string> = { 1: 'COUNTER', 2: 'HTTP', 3: 'LEASE', 4: 'METER' };
+const EFFECT_NAMES: Record<number, string> = { 1: 'COUNTER', 3: 'LEASE', 4: 'METER' };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 

@@ -34,6 +34,8 @@ export interface Probe {
   data?: (string | Uint8Array)[];
   /** Module fields beyond the handler (globals, functions). */
   extra?: string;
+  /** More imports (WASI's, say). */
+  imports?: string;
   pages?: number;
   /** The handler's steps: statements, and `check(expr)` for each i32 0/1 to report. */
   steps: (check: (expr: string) => string, str: (i: number) => string) => string;
@@ -54,6 +56,7 @@ export function probeModule(name: string, probe: Probe): Promise<Uint8Array & { 
     name,
     data,
     pages: probe.pages,
+    imports: probe.imports,
     locals: LOCALS,
     extra: `${BLOCK_OF} ${probe.extra ?? ''}`,
     inbound: `${steps} (drop (call $respond (i32.add (i32.const 200) (local.get $m)))) (i32.const 0)`,

@@ -315,52 +315,38 @@ function jsonSyntaxError(text: string): { offset: number; message: string } | nu
     members();
     depth--;
   };
-  const object = () => {
-    if (text[i] === '}') {
+  /** The members of a map or a list up to `close`, separated by commas, each read by `member`. */
+  const members = (close: '}' | ']', member: () => void, what: string) => () => {
+    if (text[i] === close) {
       i++;
       return;
     }
     for (;;) {
       ws();
-      if (text[i] !== '"') fail(text[i] === '}' ? 'trailing comma before "}"' : `expected a property name in double quotes, found ${describe(i)}`);
-      string();
-      ws();
-      if (text[i] !== ':') fail(`expected ":" after the property name, found ${describe(i)}`);
-      i++;
-      value();
+      if (text[i] === close) fail(`trailing comma before "${close}"`);
+      member();
       ws();
       if (text[i] === ',') {
         i++;
         continue;
       }
-      if (text[i] === '}') {
+      if (text[i] === close) {
         i++;
         return;
       }
-      fail(`expected "," or "}" after a property value, found ${describe(i)}`);
+      fail(`expected "," or "${close}" after ${what}, found ${describe(i)}`);
     }
   };
-  const array = () => {
-    if (text[i] === ']') {
-      i++;
-      return;
-    }
-    for (;;) {
-      ws();
-      if (text[i] === ']') fail('trailing comma before "]"');
-      value();
-      ws();
-      if (text[i] === ',') {
-        i++;
-        continue;
-      }
-      if (text[i] === ']') {
-        i++;
-        return;
-      }
-      fail(`expected "," or "]" after an array element, found ${describe(i)}`);
-    }
+  const property = () => {
+    if (text[i] !== '"') fail(`expected a property name in double quotes, found ${describe(i)}`);
+    string();
+    ws();
+    if (text[i] !== ':') fail(`expected ":" after the property name, found ${describe(i)}`);
+    i++;
+    value();
   };
+  const object = members('}', property, 'a property value');
+  const array = members(']', () => value(), 'an array element');
   const value = (): void => {
     ws();
     const c = text[i];

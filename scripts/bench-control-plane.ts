@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { stringify as toYaml } from 'yaml';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { readProcessLogs } from '../test/support/process-logs.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -75,7 +75,7 @@ function declaration(url: string, changedTag: string): string {
 }
 
 async function startControlPlane(build: Build, dataDir: string): Promise<{ child: ChildProcess; url: string; adminToken: string }> {
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', join(build.root, 'dist', 'runtime', 'control-plane', 'main.js')], {
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', join(build.root, 'dist', 'runtime', 'entry', 'control-plane.js')], {
     cwd: build.root,
     env: { ...process.env, GATEHOUSE_CP_DATA_DIR: dataDir, GATEHOUSE_CP_PORT: '0' },
     stdio: ['ignore', 'pipe', 'pipe'],

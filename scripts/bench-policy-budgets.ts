@@ -41,7 +41,7 @@ import { grantsFromNeeds } from '../runtime/config/policy-sources.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import type { Exchange } from '../runtime/pipeline/exchange.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import {
   DEFAULT_LIMITS,
   PolicyFailure,
@@ -55,6 +55,7 @@ import {
 import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { Logger } from '../runtime/telemetry/logger.ts';
 import { makeExchange, type TestCase } from '../sdk/cli/policy-test.ts';
+import { processClocks } from '../runtime/adapters/process-clocks.ts';
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -98,6 +99,7 @@ const ENDED = { requestBytes: 0, responseBytes: 0 };
 const root = repoRoot();
 const sources = new RepositoryPolicySources(join(root, 'policies'));
 const host = new PolicyHost({
+  clocks: processClocks,
   logger: new Logger(() => undefined, 'info'),
   effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
 });

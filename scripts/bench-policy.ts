@@ -10,6 +10,7 @@ import { buildFixture, makeExchange, newHost } from '../test/support/policies.ts
 import { DEFAULT_LIMITS, type CallState } from '../runtime/policy-host/instance.ts';
 import { PolicyInstance } from '../runtime/policy-host/instance.ts';
 import { Logger } from '../runtime/telemetry/logger.ts';
+import { processClocks } from '../runtime/adapters/process-clocks.ts';
 
 const WARMUP = 5_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 50_000);
@@ -63,7 +64,7 @@ const sixty = await measure('60 header operations via PolicyBinding.run', () => 
 const computeWasm = await buildFixture('compute');
 const computeModule = await host.load(computeWasm);
 const instance = async (compiled: WebAssembly.Module) =>
-  PolicyInstance.create({ compiled, policy: 'compute', grants: {}, limits: { ...DEFAULT_LIMITS, cpuMs: 5000 }, initialPages: computeModule.initialPages, extismConfig: {}, logger: new Logger(() => undefined) });
+  PolicyInstance.create({ compiled, policy: 'compute', grants: {}, limits: { ...DEFAULT_LIMITS, cpuMs: 5000 }, initialPages: computeModule.initialPages, extismConfig: {}, logger: new Logger(() => undefined), clocks: processClocks });
 const metered = await instance(await computeModule.compiled(DEFAULT_LIMITS.memoryBytes));
 const unmetered = await instance(await WebAssembly.compile(computeWasm as Uint8Array<ArrayBuffer>));
 const state = (): CallState => ({ view: makeExchange(), effectResults: null, completeNow: null, pendingEffects: null, failMessage: null, grants: {}, metrics: null });

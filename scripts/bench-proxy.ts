@@ -8,7 +8,7 @@
 //   undici-duties  the same with BENCH_DUTIES=1: X-Forwarded-*, request ids and a JSON access log line, as Gatehouse
 //                does (a reference: what those duties cost a minimal proxy)
 //   fastify      scripts/bench/fastify-proxy.ts: @fastify/http-proxy 11 on fastify 5
-//   gatehouse    dist/runtime/main.js --config <file>: one API, no policies
+//   gatehouse    dist/runtime/entry/gateway.js --config <file>: one API, no policies
 //   gatehouse-5  the same with the five-policy chain (FIVE_POLICY_CHAIN, scripts/bench/five-policy-chain.ts)
 //   gatehouse-ai Gatehouse without policies, sending its telemetry to Application Insights (a local HTTPS ingestion
 //                endpoint in this process, scripts/bench/ingestion-endpoint.ts): only when BENCH_TARGETS names it, e.g.
@@ -27,7 +27,7 @@
 // Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1).
 //
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
-// BENCH_GATEHOUSE_MAIN (the gateway's entry, default dist/runtime/main.js), BENCH_TARGETS (keys to run, comma-separated,
+// BENCH_GATEHOUSE_MAIN (the gateway's entry, default dist/runtime/entry/gateway.js), BENCH_TARGETS (keys to run, comma-separated,
 // e.g. `direct,gatehouse`; default all). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
 // its stdout (one JSON log line per request) goes to a file in the temp dir, as nginx's access log does.
 // Needs `wrk` and `nginx` on PATH; as root, installs them with apt-get when missing.
@@ -45,7 +45,7 @@ import { positiveFromEnv } from './lib/env.ts';
 import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './bench/ingestion-endpoint.ts';
 import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
-import { STATUS_PATH } from '../runtime/server/gateway.ts';
+import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
@@ -61,7 +61,7 @@ const GATEWAY_READY_MS = 60_000;
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const benchScript = (name: string) => join(here, 'bench', `${name}.js`);
-const gatewayMain = process.env.BENCH_GATEHOUSE_MAIN ?? fileURLToPath(new URL('../runtime/main.js', import.meta.url));
+const gatewayMain = process.env.BENCH_GATEHOUSE_MAIN ?? fileURLToPath(new URL('../runtime/entry/gateway.js', import.meta.url));
 const nodeArgs = ['--disable-warning=ExperimentalWarning'];
 
 const log = (line: string) => process.stderr.write(`${line}\n`);

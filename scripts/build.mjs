@@ -22,9 +22,9 @@ function entries(dir, match) {
 }
 
 const entryPoints = [
-  'runtime/main.ts',
-  'runtime/control-plane/main.ts',
-  'runtime/cli/main.ts',
+  'runtime/entry/gateway.ts',
+  'runtime/entry/control-plane.ts',
+  'runtime/operator-cli/gatehouse.ts',
   'sdk/cli/main.ts',
   ...entries('test', (n) => n.endsWith('.test.ts')),
   ...entries('scripts', (n) => n.endsWith('.ts')),

@@ -4,7 +4,7 @@
 //   node dist/scripts/bundle.js [--out <file.mjs>] [--compile [--executable <file>]]
 
 import { join, relative, resolve } from 'node:path';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { buildBundle, compileBundle, CompileUnavailable, DEFAULT_BUNDLE, DEFAULT_EXECUTABLE } from './lib/bundle.ts';
 
 function option(name: string): string | undefined {

@@ -18,7 +18,7 @@
 
 import { join } from 'node:path';
 import process from 'node:process';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { childMain } from '../test/support/abi-fuzz/child.ts';
 import { randomSeed } from '../test/support/abi-fuzz/prng.ts';
 import { runFuzz, type RunReport } from '../test/support/abi-fuzz/supervisor.ts';

@@ -13,7 +13,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 
 function usage(problem: string): never {
   process.stderr.write(`${problem}\nusage: npm run test:repeat -- <test file> <N> [--deno] [--beside-suite]\n`);

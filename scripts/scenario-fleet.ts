@@ -28,7 +28,7 @@
 // (the control plane, whose SQLite driver Deno cannot load, under Node as always).
 
 import { Agent, request } from 'undici';
-import { isDeno } from '../runtime/platform/http.ts';
+import { isDeno } from '../runtime/adapters/index.ts';
 import { startControlPlane, type ControlPlaneProcess } from '../test/support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from '../test/support/gateway-process.ts';
 import { startRedis, type RedisProcess } from '../test/support/redis-process.ts';
@@ -38,7 +38,7 @@ import { LoadStream } from './lib/load-stream.ts';
 import { ReadyEndpoints } from './lib/ready-endpoints.ts';
 import { awayFromWindowEdge, ensureRedis, waitRedisUp } from './lib/redis.ts';
 import { runScenario } from './lib/run.ts';
-import { STATUS_PATH } from '../runtime/server/gateway.ts';
+import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 
 const RATE = positiveFromEnv('FLEET_RATE', 600);
 const LIMIT = positiveFromEnv('FLEET_RATE_LIMIT', 3000);

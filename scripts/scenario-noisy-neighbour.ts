@@ -33,7 +33,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayCommand, type GatewayProcess } from '../test/support/gateway-process.ts';
 import type { LatencySummary } from './bench/latency-probe.ts';
 import { startBenchBackend, type BenchBackend } from './lib/bench-backend.ts';
@@ -77,7 +77,7 @@ apis:
 
 function gatewayCommand(): GatewayCommand | undefined {
   if (runtime === 'node') return undefined;
-  return { cmd: join(repoRoot(), 'node_modules', '.bin', 'deno'), args: ['run', '-A', join(repoRoot(), 'runtime', 'main.ts')] };
+  return { cmd: join(repoRoot(), 'node_modules', '.bin', 'deno'), args: ['run', '-A', join(repoRoot(), 'runtime', 'entry', 'gateway.ts')] };
 }
 
 const children: ChildProcess[] = [];

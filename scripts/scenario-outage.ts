@@ -26,7 +26,7 @@ import { startGatewayProcess, tempDir, type GatewayProcess } from '../test/suppo
 import { buildFixture } from '../test/support/policies.ts';
 import { waitForAsync } from '../test/support/wait.ts';
 import { runScenario } from './lib/run.ts';
-import { STATUS_PATH } from '../runtime/server/gateway.ts';
+import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const agent = new Agent({ connections: 8 });

@@ -29,14 +29,14 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { freePort } from '../test/support/ports.ts';
 import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { startBenchBackend, type BenchBackend } from './lib/bench-backend.ts';
 import { positiveFromEnv } from './lib/env.ts';
 import { runScenario } from './lib/run.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
-import { STATUS_PATH } from '../runtime/server/gateway.ts';
+import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 
 const TOTAL = positiveFromEnv('SOAK_REQUESTS', 1_000_000);
 const WARMUP = positiveFromEnv('SOAK_WARMUP_REQUESTS', 100_000);
@@ -72,7 +72,7 @@ async function startSoakGateway(backendUrl: string): Promise<Gateway> {
   const [port, adminPort] = [await freePort(), await freePort()];
   const logFile = join(dir!, 'gateway.log');
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', join(repoRoot(), 'dist', 'runtime', 'main.js'), '--config', config], {
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js'), '--config', config], {
     env: { ...process.env, GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_DELAY_MS: '0' },
     stdio: ['ignore', out, 'inherit'],
   });

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { cToolchainProblem } from './support/abi-fuzz/c-templates.ts';
 import { C_FAMILY_NAMES, everyFunction, generateCase, KNOWN_FINDINGS, WAT_FAMILY_NAMES } from './support/abi-fuzz/generate.ts';
 import { gatewayCases, runGatewayCheck } from './support/abi-fuzz/gateway-check.ts';

@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isDeno } from '../runtime/platform/http.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { isDeno } from '../runtime/adapters/index.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 import {
   INSTRUMENTATION_KEY,

@@ -10,10 +10,10 @@ import {
   FUEL_CHECK_INTERVAL_MS,
   MIN_FUEL_REFILL,
   PAUSED_CEILING_BUDGETS,
-  PROCESS_CLOCKS,
 } from '../runtime/policy-host/call-budget.ts';
 import { CallAbort } from '../runtime/policy-host/errors.ts';
 import { FIRST_FUEL, FUEL_PER_CHECK } from '../runtime/policy-host/instrument.ts';
+import { processClocks } from '../runtime/adapters/process-clocks.ts';
 
 /** Clocks the test moves by hand; counts the CPU time's reads (each costs a system call on the real clock). */
 class TestClocks {
@@ -194,15 +194,15 @@ describe('fuel between checks', () => {
 });
 
 test("the process's clocks: wall-clock milliseconds, and the process's user and system CPU time, which a sleep does not spend", async () => {
-  const wall = PROCESS_CLOCKS.wallMs();
+  const wall = processClocks.wallMs();
   assert.ok(Math.abs(wall - performance.now()) < 50, `${wall} against performance.now()`);
   // Read between two reads of the clock, cpuUsage's user + system lies between them.
-  const before = PROCESS_CLOCKS.cpuUs();
+  const before = processClocks.cpuUs();
   const { user, system } = process.cpuUsage();
-  const after = PROCESS_CLOCKS.cpuUs();
+  const after = processClocks.cpuUs();
   assert.ok(system > 0, 'the process has spent system time by now');
   assert.ok(before <= user + system && user + system <= after, `${before} <= ${user + system} <= ${after}`);
   await new Promise((resolve) => setTimeout(resolve, 200));
-  const slept = PROCESS_CLOCKS.cpuUs() - after;
+  const slept = processClocks.cpuUs() - after;
   assert.ok(slept < 100_000, `200 ms asleep counted ${slept} us of CPU`);
 });

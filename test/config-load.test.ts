@@ -17,7 +17,7 @@ import {
   problemWhere,
   readGatewayDocument,
 } from '../runtime/config/load.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { messageAt, problemsOf } from './support/config-problems.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-config-load-test-'));

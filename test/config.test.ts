@@ -11,7 +11,7 @@ import { ConfigError, defaultDocumentFile, readGatewayDocument } from '../runtim
 import { bindChains } from '../runtime/config/policies.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { ConfigFileWatcher } from '../runtime/config/watch.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { buildFixture, makeExchange, newHost } from './support/policies.ts';
 import { messageAt } from './support/config-problems.ts';
 import { waitFor } from './support/wait.ts';

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 
 test('docs/control-plane.openapi.yaml lists every route of runtime/control-plane/app.ts, and only those', () => {
   const spec = parse(readFileSync(join(repoRoot(), 'docs', 'control-plane.openapi.yaml'), 'utf8')) as {

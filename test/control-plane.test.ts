@@ -575,8 +575,8 @@ describe('the module cache in the backup folder', () => {
 
 describe('gatehouse apply and get', () => {
   test('apply pushes a declared configuration, building and uploading a policy folder; get shows APIs, gateways and revisions', async () => {
-    const { runCli } = await import('../runtime/cli/main.ts');
-    const { repoRoot } = await import('../runtime/platform/paths.ts');
+    const { runCli } = await import('../runtime/operator-cli/gatehouse.ts');
+    const { repoRoot } = await import('../runtime/assets/repo-root.ts');
     const dir = tempDir('gatehouse-apply-');
     const file = join(dir, 'gatehouse.yaml');
     writeFileSync(

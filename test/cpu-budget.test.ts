@@ -9,6 +9,7 @@ import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { Logger, type LogRecord } from '../runtime/telemetry/logger.ts';
 import { buildFixture, makeExchange, newHost, wat, watDescriptor } from './support/policies.ts';
+import { processClocks } from '../runtime/adapters/process-clocks.ts';
 
 const BUDGET_MS = 200;
 const PAUSE_MS = 250;
@@ -68,6 +69,7 @@ test('a call paused for longer than its budget is not stopped for the time it di
   let pauses = 0;
   const logs: LogRecord[] = [];
   const host = new PolicyHost({
+    clocks: processClocks,
     logger: new Logger((line) => {
       const record = JSON.parse(line) as LogRecord;
       logs.push(record);

@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';
 import { SecretVolume } from './support/secret-volume.ts';

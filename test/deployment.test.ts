@@ -16,10 +16,10 @@ import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
-import { isDeno } from '../runtime/platform/http.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { isDeno } from '../runtime/adapters/index.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { adminApp } from '../runtime/server/app.ts';
-import { STATUS_PATH, type Gateway } from '../runtime/server/gateway.ts';
+import { STATUS_PATH, type Gateway } from '../runtime/gateway/gateway.ts';
 import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 import { DEFAULT_BUNDLE } from '../scripts/lib/bundle.ts';
 import { dockerIgnorePatterns, dockerIgnores, envOf, instructions, parseDockerfile, type Dockerfile, type Stage } from './support/dockerfile.ts';
@@ -36,8 +36,8 @@ const version = (JSON.parse(read('package.json')) as { version: string }).versio
 function variablesIn(...files: string[]): Set<string> {
   return new Set(files.flatMap((f) => read(f).match(/\bGATEHOUSE_[A-Z0-9_]+\b/g) ?? []));
 }
-const gatewayVariables = variablesIn('runtime/main.ts', 'runtime/telemetry/appinsights.ts');
-const controlPlaneVariables = variablesIn('runtime/control-plane/main.ts');
+const gatewayVariables = variablesIn('runtime/entry/gateway.ts', 'runtime/telemetry/appinsights.ts');
+const controlPlaneVariables = variablesIn('runtime/entry/control-plane.ts');
 
 // ---------------------------------------------------------------------------------------------------------------
 // Container images
@@ -137,7 +137,7 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
           assert.equal(source, DEFAULT_BUNDLE, 'the bundle npm run bundle writes');
           assert.match(instructions(build!, 'RUN').map((r) => r.args).join('\n'), /npm run bundle/);
         } else {
-          assert.equal(source, 'dist/runtime/control-plane/main.js');
+          assert.equal(source, 'dist/runtime/entry/control-plane.js');
           assert.match(read('scripts/build.mjs'), /'runtime\/control-plane\/main\.ts'/, 'scripts/build.mjs (npm ci runs it as `prepare`) compiles it');
         }
       });
@@ -231,10 +231,10 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
   });
 
   test('.dockerignore keeps what the builds need and leaves out what they make', () => {
-    for (const path of ['package.json', 'package-lock.json', 'runtime/main.ts', 'runtime/config/default.yaml', 'sdk/package.json', 'sdk/assembly/index.ts', 'policies/rate-limit/policy.ts', 'scripts/build.mjs', 'scripts/lib/bundle.ts', 'test/bundle.test.ts']) {
+    for (const path of ['package.json', 'package-lock.json', 'runtime/entry/gateway.ts', 'runtime/config/default.yaml', 'sdk/package.json', 'sdk/assembly/index.ts', 'policies/rate-limit/policy.ts', 'scripts/build.mjs', 'scripts/lib/bundle.ts', 'test/bundle.test.ts']) {
       assert.ok(!dockerIgnores(ignorePatterns, path), `${path} is in the build context`);
     }
-    for (const path of ['node_modules/yaml/package.json', 'sdk/node_modules/x', 'dist/runtime/main.js', '.cache/policy-builds/x', '.git/HEAD']) {
+    for (const path of ['node_modules/yaml/package.json', 'sdk/node_modules/x', 'dist/runtime/entry/gateway.js', '.cache/policy-builds/x', '.git/HEAD']) {
       assert.ok(dockerIgnores(ignorePatterns, path), `${path} is left out`);
     }
   });

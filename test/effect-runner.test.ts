@@ -11,7 +11,7 @@ import { EffectKind } from '../runtime/policy-host/abi.ts';
 import type { EffectContext } from '../runtime/policy-host/binding.ts';
 import { CallAbort } from '../runtime/policy-host/errors.ts';
 import { DEFAULT_HTTP_IN_FLIGHT, GatewayEffects } from '../runtime/pipeline/effects.ts';
-import { EgressGuard } from '../runtime/platform/egress.ts';
+import { EgressGuard } from '../runtime/network/egress-guard.ts';
 import { MemoryCounterStore, type CounterOutcome, type CounterStore } from '../runtime/state/counter-store.ts';
 import { Logger, memorySink, type LogRecord } from '../runtime/telemetry/logger.ts';
 import { waitFor } from './support/wait.ts';

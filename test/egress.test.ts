@@ -17,7 +17,7 @@ import { Agent, request } from 'undici';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 import { ConfigError, parseGatewayDocument } from '../runtime/config/load.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
-import { EgressGuard } from '../runtime/platform/egress.ts';
+import { EgressGuard } from '../runtime/network/egress-guard.ts';
 import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { PolicyConfigError, PolicyFailure, type Grants, type PolicyModule } from '../runtime/policy-host/index.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
-import { isDeno } from '../runtime/platform/http.ts';
+import { isDeno } from '../runtime/adapters/index.ts';
 import { startGatewayProcess, tempDir, writeConfig } from './support/gateway-process.ts';
 import { send } from './support/requests.ts';
 import { waitForAsync } from './support/wait.ts';

@@ -13,7 +13,7 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { ConfigError, parseGatewayDocument } from '../runtime/config/load.ts';
 import { bindChains } from '../runtime/config/policies.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 import { newHost } from './support/policies.ts';
 import { send, startRecordingBackend, type RecordingBackend } from './support/requests.ts';

@@ -9,7 +9,7 @@ import { Agent, request } from 'undici';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 import { send } from './support/requests.ts';
 import { waitFor, waitForAsync } from './support/wait.ts';
-import { isDeno } from '../runtime/platform/http.ts';
+import { isDeno } from '../runtime/adapters/index.ts';
 import { DEFAULT_LOG_LIMITS } from '../runtime/telemetry/log-sink.ts';
 
 const CONFIG = `

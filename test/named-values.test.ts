@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { parseGatewayDocument } from '../runtime/config/load.ts';
 import { secretValues } from '../runtime/config/named-values.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { ConfigBackup, sealSecrets, unsealSecrets } from '../runtime/sync/backup.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';

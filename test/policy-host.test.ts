@@ -18,6 +18,7 @@ import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { Logger, memorySink, type LogRecord } from '../runtime/telemetry/logger.ts';
 import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 import { makeExchange, newHost, policyFailure, rawModule } from './support/policies.ts';
+import { processClocks } from '../runtime/adapters/process-clocks.ts';
 
 const NAMED_SCHEMA = '{"type":"object","required":["name"],"properties":{"name":{"type":"string"}}}';
 const WASI_IMPORT = '(import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))';
@@ -60,12 +61,12 @@ describe('loading', () => {
 
   test('a host without a logger or metrics of its own gets fresh ones; given ones are used', async () => {
     const effects = new GatewayEffects({ counters: new MemoryCounterStore() });
-    const bare = new PolicyHost({ effects });
+    const bare = new PolicyHost({ effects, clocks: processClocks });
     assert.ok(bare.logger instanceof Logger);
     assert.ok(bare.metrics instanceof MetricsRegistry);
     const logger = new Logger(memorySink([]));
     const metrics = new MetricsRegistry();
-    const given = new PolicyHost({ effects, logger, metrics });
+    const given = new PolicyHost({ effects, logger, metrics, clocks: processClocks });
     assert.equal(given.logger, logger);
     assert.equal(given.metrics, metrics);
   });
@@ -221,6 +222,7 @@ describe('binding: what it is given', () => {
     const logs: LogRecord[] = [];
     const metrics = new MetricsRegistry();
     const host = new PolicyHost({
+      clocks: processClocks,
       logger: new Logger(memorySink(logs), 'debug'),
       metrics,
       effects: new GatewayEffects({ counters: new MemoryCounterStore() }),

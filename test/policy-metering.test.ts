@@ -16,7 +16,7 @@ import {
   MAX_TABLE_ENTRIES,
   MEMORY_GROW_IMPORT,
 } from '../runtime/policy-host/instrument.ts';
-import { isDeno } from '../runtime/platform/http.ts';
+import { isDeno } from '../runtime/adapters/index.ts';
 import { wat } from './support/policies.ts';
 
 interface Metered {

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { headerMap } from '../runtime/pipeline/exchange.ts';
-import type { GatewayRequest } from '../runtime/server/gateway.ts';
-import { refusalReason } from '../runtime/server/request-checks.ts';
+import type { GatewayRequest } from '../runtime/gateway/messages.ts';
+import { refusalReason } from '../runtime/gateway/request-checks.ts';
 
 function request(path: string, headers: Record<string, string | string[]> = { host: 'api.test' }): GatewayRequest {
   return { method: 'GET', path, query: '', headers: headerMap(headers), remoteAddress: '127.0.0.1', scheme: 'http', body: null };

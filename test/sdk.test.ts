@@ -9,7 +9,7 @@ import { after, describe, test } from 'node:test';
 import { buildPolicy, PolicyBuildError } from '../sdk/cli/build.ts';
 import { runCli } from '../sdk/cli/main.ts';
 import { runPolicyTests } from '../sdk/cli/policy-test.ts';
-import { repoRoot } from '../runtime/platform/paths.ts';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-sdk-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));

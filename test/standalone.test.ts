@@ -1,4 +1,4 @@
-// The standalone gateway (runtime/server/standalone.ts) started in this process, as runtime/main.ts starts it: what it
+// The standalone gateway (runtime/composition-root/gateway.ts) started in this process, as runtime/entry/gateway.ts starts it: what it
 // serves and logs at start, how it refuses to start, how it follows its configuration file, and how stop() drains:
 // the delay while still serving, requests in flight finished, the shutdown timeout cutting the ones that outlast it.
 // A real backend on 127.0.0.1 and real listeners; the log lines are read as the gateway writes them.
@@ -13,8 +13,8 @@ import { Agent, request } from 'undici';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 import { gatewayAssets } from '../runtime/assets/repository.ts';
 import { ConfigError } from '../runtime/config/load.ts';
-import { STATUS_PATH } from '../runtime/server/gateway.ts';
-import { startGateway, type RunningGateway, type StandaloneOptions } from '../runtime/server/standalone.ts';
+import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
+import { startGateway, type RunningGateway, type GatewayOptions } from '../runtime/composition-root/gateway.ts';
 import { parseConnectionString } from '../runtime/telemetry/appinsights.ts';
 import { Logger, type LogRecord } from '../runtime/telemetry/logger.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
@@ -94,7 +94,7 @@ interface Started {
   admin: string;
 }
 
-async function start(options: Partial<StandaloneOptions> = {}, logs = new Logs()): Promise<Started> {
+async function start(options: Partial<GatewayOptions> = {}, logs = new Logs()): Promise<Started> {
   const gateway = await startGateway({
     logger: logs.logger,
     configFile: options.configFile === undefined ? writeConfig(tempDir(), 'gateway.yaml', configText('shop')) : options.configFile,

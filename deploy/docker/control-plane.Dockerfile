@@ -48,4 +48,4 @@ VOLUME ["/var/lib/gatehouse-control-plane"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "const client = process.env.GATEHOUSE_CP_TLS_CERT_FILE ? require('node:https') : require('node:http'); client.get({ host: '127.0.0.1', port: process.env.GATEHOUSE_CP_PORT || 7070, path: '/status', rejectUnauthorized: false }, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["node", "--disable-warning=ExperimentalWarning", "/opt/gatehouse/dist/runtime/control-plane/main.js"]
+ENTRYPOINT ["node", "--disable-warning=ExperimentalWarning", "/opt/gatehouse/dist/runtime/entry/control-plane.js"]

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { RepositoryPolicySources } from '../config/repository-policies.ts';
-import { repoRoot } from '../platform/paths.ts';
+import { repoRoot } from './repo-root.ts';
 import type { GatewayAssets } from './gateway-assets.ts';
 
 export function gatewayAssets(): GatewayAssets {

@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 
-import { repoRoot } from '../platform/paths.ts';
+import { repoRoot } from '../assets/repo-root.ts';
 import schema from './gateway.schema.json' with { type: 'json' };
 import { MAX_ALIAS_COUNT, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_PROBLEMS, duplicateKeys, nestsTooDeep, tooDeepNode } from './document-limits.ts';
 import { NAMED_VALUE_NAME_HINT, resolveNamedValues } from './named-values.ts';

@@ -10,7 +10,7 @@ import { NO_SYNC_REPORT, type ControlPlaneStore, type GatewayRecord, type Gatewa
 import { NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
 import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, readClaims, type TokenClaims } from './tokens.ts';
 import { ModuleSigner, newSigningKey } from './signing.ts';
-import { loadPolicyModule, sha256Hex } from '../policy-host/module.ts';
+import { sha256Hex } from '../policy-host/module.ts';
 import { PolicyLoadError } from '../policy-host/errors.ts';
 import { ID, nextNamedValue, plan, type Operation, type PlanProblem, type StateNamedValue } from './plan.ts';
 import type { DocumentValidator } from './validation.ts';
@@ -367,7 +367,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     const bytes = new Uint8Array(await c.req.arrayBuffer());
     let descriptor: { name: string; version: string };
     try {
-      descriptor = (await loadPolicyModule(bytes, logger)).descriptor;
+      descriptor = (await validator.loadModule(bytes)).descriptor;
     } catch (err) {
       const problems = err instanceof PolicyLoadError ? err.problems : [(err as Error).message];
       return problem(c, 400, 'the body is not a policy module Gatehouse can load', { problems });

@@ -13,7 +13,8 @@ import { ConfigError, type DocPath } from '../config/load.ts';
 import { prepareDocument } from '../config/prepare-document.ts';
 import type { PolicySources } from '../config/policy-sources.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
-import { PolicyHost } from '../policy-host/index.ts';
+import { PolicyHost, type BudgetClocks, type PolicyModule } from '../policy-host/index.ts';
+import { loadPolicyModule } from '../policy-host/module.ts';
 import { MemoryCounterStore } from '../state/counter-store.ts';
 import { sha256Hex } from '../policy-host/module.ts';
 import { referencedModules, rewriteModuleRefs } from '../sync/module-refs.ts';
@@ -30,6 +31,8 @@ export interface DocumentValidatorOptions {
   logger: Logger;
   /** An uploaded module's bytes, by sha256; null when there is none. */
   moduleBytes: (sha256: string) => Uint8Array | null;
+  /** The clocks of the CPU budget a module's start and descriptor run under (the runtime adapter's). */
+  clocks: BudgetClocks;
 }
 
 export class DocumentValidator {
@@ -42,7 +45,12 @@ export class DocumentValidator {
     // Bindings are made, warmed and dropped; nothing is called, so no effect is ever performed. The host keeps each
     // module compiled once, by content, as a gateway's does.
     this.effects = new GatewayEffects({ counters: new MemoryCounterStore(), logger: options.logger });
-    this.host = new PolicyHost({ logger: options.logger, effects: this.effects });
+    this.host = new PolicyHost({ logger: options.logger, effects: this.effects, clocks: options.clocks });
+  }
+
+  /** An uploaded module, loaded and checked as a gateway would load it; throws PolicyLoadError naming its problems. */
+  loadModule(bytes: Uint8Array): Promise<PolicyModule> {
+    return loadPolicyModule(bytes, this.options.logger, this.options.clocks);
   }
 
   /**

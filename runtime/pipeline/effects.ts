@@ -8,8 +8,7 @@ import { checkEgress, EgressRefused, portOf } from '../policy-host/egress.ts';
 import { CallAbort } from '../policy-host/errors.ts';
 import type { CounterStore } from '../state/counter-store.ts';
 import { collectBody } from '../proxy/body.ts';
-import { backendConnect } from '../platform/backend-sockets.ts';
-import { EgressGuard } from '../platform/egress.ts';
+import { EgressGuard } from '../network/egress-guard.ts';
 
 const MAX_HTTP_RESPONSE_BYTES = 1024 * 1024;
 const MAX_HTTP_TIMEOUT_MS = 30_000;
@@ -25,7 +24,7 @@ export interface GatewayEffectsOptions {
   logger?: Logger;
   /**
    * Checks the addresses of destinations a wildcard grant entry admitted, and knows the gateway's own listeners; the
-   * forwarder shares it. Default: one of its own, which knows no listeners.
+   * forwarder shares it; its connector opens every connection. Default: one of its own, which knows no listeners.
    */
   egress?: EgressGuard;
   /**
@@ -45,8 +44,9 @@ export class GatewayEffects implements EffectRunner {
   private httpInFlight = 0;
 
   constructor(private readonly options: GatewayEffectsOptions) {
-    this.named = new Agent({ connect: backendConnect() });
-    this.checked = (options.egress ?? new EgressGuard()).agent();
+    const egress = options.egress ?? new EgressGuard();
+    this.named = new Agent({ connect: egress.direct() });
+    this.checked = egress.agent();
     this.maxHttpInFlight = options.maxHttpInFlight ?? DEFAULT_HTTP_IN_FLIGHT;
   }
 

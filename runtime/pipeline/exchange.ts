@@ -1,7 +1,6 @@
 // One request/response exchange as policies see it through ABI v1 fields, with an undo journal so that every policy
 // call is atomic (a failed call, or a round that waits for effects, leaves no trace).
 
-import type { Writable } from 'node:stream';
 import { Field, Status, type Phase } from '../policy-host/abi.ts';
 import type { ExchangeUsage, PolicyBinding, TransactionalView } from '../policy-host/binding.ts';
 import { checkEgress, type EgressAccess } from '../policy-host/egress.ts';
@@ -30,12 +29,26 @@ export interface RequestState {
 export type BodyStream = AsyncIterable<Uint8Array> & { destroy?(error?: Error): void };
 
 /**
+ * Where a response body is written as it arrives, with backpressure: the client's connection (a node:http
+ * ServerResponse is one).
+ */
+export interface BodySink {
+  readonly destroyed: boolean;
+  /** False when the sink wants no more until 'drain'. */
+  write(chunk: Uint8Array): boolean;
+  end(): void;
+  destroy(error?: Error): void;
+  on(event: 'drain', listener: () => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
+}
+
+/**
  * A backend's response body not read yet (runtime/proxy/backend-response.ts). Whoever drops it from a response
  * destroys it: until it is sent, read or destroyed it holds its backend connection.
  */
 export interface ResponseBody extends AsyncIterable<Uint8Array> {
-  /** Writes the body into a Node Writable as it arrives, and ends it. */
-  sendTo(destination: Writable): void;
+  /** Writes the body into `destination` as it arrives, and ends it. */
+  sendTo(destination: BodySink): void;
   destroy(error?: Error): void;
   /** Body bytes received from the backend so far. */
   readonly bytesReceived: number;

@@ -88,8 +88,8 @@ export interface BindingOptions {
   /** Where metrics the policy emits go (absent: dropped). */
   customMetrics?: CustomMetrics;
   breaker?: BreakerSettings;
-  /** The clocks its calls' CPU budgets read: the process's unless given. */
-  clocks?: BudgetClocks;
+  /** The clocks its calls' CPU budgets read (the runtime adapter's). */
+  clocks: BudgetClocks;
 }
 
 export class PolicyBinding {

@@ -11,7 +11,6 @@
 // wall-clock time, however little it ran. The CPU time is the process's (every thread, garbage collection included),
 // which errs towards stopping.
 
-import process from 'node:process';
 import { CallAbort } from './errors.ts';
 import { FIRST_FUEL, FUEL_PER_CHECK } from './instrument.ts';
 
@@ -37,14 +36,6 @@ export interface BudgetClocks {
   cpuUs(): number;
 }
 
-export const PROCESS_CLOCKS: BudgetClocks = {
-  wallMs: () => performance.now(),
-  cpuUs: () => {
-    const { user, system } = process.cpuUsage();
-    return user + system;
-  },
-};
-
 export class CallBudget {
   private budgetMs = 0;
   private started = 0;
@@ -54,7 +45,7 @@ export class CallBudget {
   private lastFuelCheck = 0;
   private refill = FIRST_FUEL;
 
-  constructor(private readonly clocks: BudgetClocks = PROCESS_CLOCKS) {}
+  constructor(private readonly clocks: BudgetClocks) {}
 
   /** A call (or an instantiation) starts with `budgetMs` of CPU; its module starts with FIRST_FUEL. */
   start(budgetMs: number): void {

@@ -7,7 +7,7 @@ import { allowedHostsProblems } from './egress.ts';
 import { PolicyConfigError } from './errors.ts';
 import { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
 import { loadPolicyModule, MAX_MEMORY_BYTES, sha256Hex, type PolicyModule } from './module.ts';
-import { Logger } from '../telemetry/logger.ts';
+import { discardSink, Logger } from '../telemetry/logger.ts';
 import { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { CustomMetrics } from '../telemetry/custom-metrics.ts';
@@ -29,8 +29,8 @@ export interface PolicyHostOptions {
   logger?: Logger;
   metrics?: MetricsRegistry;
   effects: EffectRunner;
-  /** The clocks every call's CPU budget reads (call-budget.ts): the process's unless given. */
-  clocks?: BudgetClocks;
+  /** The clocks every call's CPU budget reads (call-budget.ts): the runtime adapter's. */
+  clocks: BudgetClocks;
 }
 
 const MAX_CPU_MS = 10_000;
@@ -40,14 +40,14 @@ export class PolicyHost {
   readonly logger: Logger;
   readonly metrics: MetricsRegistry;
   private readonly effects: EffectRunner;
-  private readonly clocks: BudgetClocks | undefined;
+  private readonly clocks: BudgetClocks;
   private readonly modules = new Map<string, Promise<PolicyModule>>();
   private readonly bindingMetrics;
   /** Metrics that policies emit, shared by every binding of this host. */
   readonly customMetrics: CustomMetrics;
 
   constructor(options: PolicyHostOptions) {
-    this.logger = options.logger ?? new Logger();
+    this.logger = options.logger ?? new Logger(discardSink);
     this.metrics = options.metrics ?? new MetricsRegistry();
     this.effects = options.effects;
     this.clocks = options.clocks;
@@ -71,7 +71,7 @@ export class PolicyHost {
     const sha = sha256Hex(bytes);
     let found = this.modules.get(sha);
     if (!found) {
-      found = loadPolicyModule(bytes, this.logger);
+      found = loadPolicyModule(bytes, this.logger, this.clocks);
       this.modules.set(sha, found);
       // A module that failed to load is not remembered: the next attempt reports the error again.
       found.catch(() => this.modules.delete(sha));

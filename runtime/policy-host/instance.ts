@@ -190,8 +190,8 @@ export interface InstanceOptions {
   /** Flattened configuration, offered through Extism's `config_get` for modules built with other PDKs. */
   extismConfig: Record<string, string>;
   logger: Logger;
-  /** The clocks the CPU budget reads: the process's unless given. */
-  clocks?: BudgetClocks;
+  /** The clocks the CPU budget reads (the runtime adapter's). */
+  clocks: BudgetClocks;
 }
 
 export class PolicyInstance implements KernelHost {

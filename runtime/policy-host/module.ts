@@ -19,6 +19,7 @@ import { instrumentForBudget } from './instrument.ts';
 import { signatureProblems } from './signature-checks.ts';
 import { functionSignatures, readMemoryLimits, writeMemoryLimits, type FunctionSignatures } from './wasm-binary.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { BudgetClocks } from './call-budget.ts';
 
 const PAGE = 65536;
 
@@ -47,7 +48,7 @@ function label(sha: string): string {
   return `sha256:${sha.slice(0, 12)}`;
 }
 
-export async function loadPolicyModule(bytes: Uint8Array, logger: Logger): Promise<PolicyModule> {
+export async function loadPolicyModule(bytes: Uint8Array, logger: Logger, clocks: BudgetClocks): Promise<PolicyModule> {
   const sha256 = sha256Hex(bytes);
   const where = label(sha256);
   // An exact copy: the caller's buffer may be a view into something larger.
@@ -126,6 +127,7 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger): Promi
       initialPages,
       extismConfig: {},
       logger: logger.child({ policy: where }),
+      clocks,
     });
   } catch (err) {
     const reason = err instanceof CallAbort && err.reason === 'cpu-budget' ? 'its start function ran past its CPU budget' : (err as Error).message;

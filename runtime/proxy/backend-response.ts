@@ -2,7 +2,7 @@
 // `stream` wrappers (each wraps the handler again, and `stream` registers half a dozen listeners on the destination
 // per request; measured: BENCHMARKS.md). The response head resolves `head`; the body then waits in undici, the
 // connection paused, until the gateway decides where it goes:
-//   - `sendTo(destination)`: every chunk is written straight into a Node Writable (the client's ServerResponse), with
+//   - `sendTo(destination)`: every chunk is written straight into the client's connection (a node:http ServerResponse), with
 //     backpressure, no intermediate stream;
 //   - iteration (`for await`): for buffering a body a policy reads, and for runtimes that want a web stream (Deno);
 //   - `destroy()`: nobody wants it (a policy replaced the body, on-error answered); the backend request is aborted so
@@ -10,9 +10,8 @@
 // Exactly one of these must happen to every response: a paused body holds its backend connection indefinitely
 // (undici does not apply its body timeout while paused).
 
-import type { Writable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import type { HeaderMap, ResponseBody } from '../pipeline/exchange.ts';
+import type { BodySink, HeaderMap, ResponseBody } from '../pipeline/exchange.ts';
 
 type Controller = Dispatcher.DispatchController;
 
@@ -33,7 +32,7 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   private settleHead!: { resolve: (head: BackendHead) => void; reject: (err: Error) => void };
   private controller: Controller | null = null;
   private headReceived = false;
-  private destination: Writable | null = null;
+  private destination: BodySink | null = null;
   private iterating = false;
   private readonly queue: Buffer[] = [];
   private queuedBytes = 0;
@@ -117,10 +116,10 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   // --- the gateway's side -----------------------------------------------------------------------------------------
 
   /** Writes the body into `destination` as it arrives and ends it; the client going away aborts the backend request. */
-  sendTo(destination: Writable): void {
+  sendTo(destination: BodySink): void {
     this.claim();
     this.destination = destination;
-    // What arrived before (the rest of a body whose connection closed while paused: backend-sockets.ts) goes first.
+    // What arrived before (the rest of a body whose connection closed while paused: runtime/adapters/deno/backend-connector.ts) goes first.
     for (let chunk = this.queue.shift(); chunk; chunk = this.queue.shift()) destination.write(chunk);
     this.queuedBytes = 0;
     if (this.ended) {

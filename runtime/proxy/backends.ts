@@ -2,7 +2,7 @@
 // Passive health: a backend that fails `ejectAfterFailures` times in a row is left out for `ejectForMs`.
 
 import { Pool } from 'undici';
-import { backendConnect } from '../platform/backend-sockets.ts';
+import type { ConnectorFactory } from '../network/connector.ts';
 
 export interface BackendOptions {
   timeoutMs: number;
@@ -10,6 +10,8 @@ export interface BackendOptions {
   ejectForMs: number;
   /** Connections kept per backend. */
   connections: number;
+  /** The runtime adapter's connector; undici's own when absent. */
+  connect?: ConnectorFactory;
 }
 
 /** A backend URL's path without a trailing slash: request paths are appended to it. */
@@ -37,7 +39,7 @@ export class BackendTarget {
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       keepAliveTimeout: 30_000,
-      connect: backendConnect(),
+      connect: options.connect?.(),
     });
   }
 }

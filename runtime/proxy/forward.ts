@@ -3,8 +3,7 @@
 
 import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
-import { backendConnect } from '../platform/backend-sockets.ts';
-import { EgressGuard } from '../platform/egress.ts';
+import { EgressGuard } from '../network/egress-guard.ts';
 import { EgressRefused } from '../policy-host/egress.ts';
 import type { Exchange, ResponseState } from '../pipeline/exchange.ts';
 import { BackendResponse, type BackendHead } from './backend-response.ts';
@@ -45,7 +44,8 @@ export interface ForwarderOptions {
   maxBufferedResponseBytes?: number;
   /**
    * Checks the addresses of backend URLs a policy reached through a wildcard grant entry, and knows the gateway's own
-   * listeners (shared with the HTTP effect). Default: one of its own, which knows no listeners.
+   * listeners (shared with the HTTP effect); its connector opens every connection. Default: one of its own, which knows no
+   * listeners.
    */
   egress?: EgressGuard;
 }
@@ -74,8 +74,9 @@ export class Forwarder {
 
   constructor(options: ForwarderOptions) {
     const pools = { connections: 64, headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs };
-    this.agent = new Agent({ ...pools, connect: backendConnect() });
-    this.checked = (options.egress ?? new EgressGuard()).agent(pools);
+    const egress = options.egress ?? new EgressGuard();
+    this.agent = new Agent({ ...pools, connect: egress.direct() });
+    this.checked = egress.agent(pools);
     this.maxBuffered = options.maxBufferedResponseBytes ?? 16 * 1024 * 1024;
   }
 

@@ -14,9 +14,8 @@
 // When lines were dropped, the next write that goes out carries, after the lines written before the gap, a line
 // `log lines dropped` with how many.
 //
-// The output differs by runtime: Node's process.stdout on a pipe is asynchronous (it queues what the pipe does not
-// take, without limit), while Deno's process.stdout writes synchronously, so a pipe nobody reads stalls the whole
-// process. Under Deno lines are written with Deno.stdout.write, which waits off the event loop.
+// The output itself differs by runtime (Deno's process.stdout blocks on a full pipe): the runtime adapter supplies the
+// LogWriter (runtime/adapters/).
 
 import { Buffer } from 'node:buffer';
 import process from 'node:process';
@@ -247,69 +246,9 @@ function utf8Length(text: string): number {
 
 // --- standard output -------------------------------------------------------------------------------------------
 
-type DenoStdout = { write(p: Uint8Array): Promise<number>; writeSync(p: Uint8Array): number };
-
-/** Node: process.stdout, whose write callback says when the OS took the text (or why not). */
-function nodeStdout(): LogWriter {
-  const out = process.stdout;
-  // A failed write (EPIPE: the reader is gone) is also emitted as 'error', which would end the process unheard.
-  out.on('error', () => undefined);
-  return {
-    write(text, done) {
-      try {
-        out.write(text, (err) => done(err ?? null));
-      } catch (err) {
-        done(err as Error);
-      }
-    },
-    writeAtExit(text) {
-      // Never blocks: what the pipe does not take at once is lost with the process, as any stdout write at exit.
-      try {
-        out.write(text);
-        return true;
-      } catch {
-        return false;
-      }
-    },
-  };
-}
-
-/** Deno: Deno.stdout.write waits off the event loop; process.stdout would block the process on a full pipe. */
-function denoStdout(stdout: DenoStdout): LogWriter {
-  const encoder = new TextEncoder();
-  return {
-    write(text, done) {
-      const bytes = encoder.encode(text);
-      const writeAll = async () => {
-        for (let at = 0; at < bytes.length; ) {
-          const n = await stdout.write(bytes.subarray(at));
-          if (n <= 0) throw new Error('standard output took no bytes');
-          at += n;
-        }
-      };
-      writeAll().then(
-        () => done(null),
-        (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
-      );
-    },
-    writeAtExit(text, busy) {
-      // A synchronous write to a pipe that is not being read would hang the exit: given up when the output is behind.
-      if (busy) return false;
-      const bytes = encoder.encode(text);
-      try {
-        for (let at = 0; at < bytes.length; ) at += stdout.writeSync(bytes.subarray(at));
-        return true;
-      } catch {
-        return false;
-      }
-    },
-  };
-}
-
-/** The process's standard output as a bounded sink, flushed (as far as it can be) when the process exits. */
-export function stdoutLogSink(limits: Readonly<LogLimits> = DEFAULT_LOG_LIMITS): BoundedLogSink {
-  const deno = (globalThis as { Deno?: { stdout?: DenoStdout } }).Deno;
-  const sink = new BoundedLogSink(deno?.stdout ? denoStdout(deno.stdout) : nodeStdout(), limits);
+/** The process's standard output (the runtime adapter's writer) as a bounded sink, flushed as far as it can be when the process exits. */
+export function stdoutLogSink(writer: LogWriter, limits: Readonly<LogLimits> = DEFAULT_LOG_LIMITS): BoundedLogSink {
+  const sink = new BoundedLogSink(writer, limits);
   process.on('exit', () => sink.flushAtExit());
   return sink;
 }

@@ -1,6 +1,6 @@
 // Structured logs: one JSON object a line. Sinks are swappable so tests and the CLI can capture lines.
 
-import { stdoutLogSink, type BoundedLogSink, type LogSink, type LogSinkStats } from './log-sink.ts';
+import { stdoutLogSink, type BoundedLogSink, type LogSink, type LogSinkStats, type LogWriter } from './log-sink.ts';
 
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 const ORDER: Record<Level, number> = { trace: 0, debug: 1, info: 2, warn: 3, error: 4 };
@@ -15,16 +15,21 @@ export function parseLogLevel(text: string): Level | null {
 export type LogRecord = { time: string; level: Level; msg: string } & Record<string, unknown>;
 export type { LogSink, LogSinkStats } from './log-sink.ts';
 
-let stdout: BoundedLogSink | null = null;
-
 /**
- * Standard output, batched (a write per request line was a measurable share of proxy time) and bounded in bytes:
- * telemetry/log-sink.ts. Set up when the first line is logged, so that processes that never log leave stdout alone.
+ * Standard output through the runtime adapter's writer, batched (a write per request line was a measurable share of
+ * proxy time) and bounded in bytes: telemetry/log-sink.ts. Set up when the first line is logged, so that processes
+ * that never log leave stdout alone.
  */
-export const stdoutSink: LogSink = Object.assign((line: string) => (stdout ??= stdoutLogSink()).sink(line), {
-  stats: (): LogSinkStats => stdout?.stats() ?? { dropped: 0, cut: 0 },
-  drain: (timeoutMs: number): Promise<void> => stdout?.drain(timeoutMs) ?? Promise.resolve(),
-});
+export function stdoutSink(writer: () => LogWriter): LogSink {
+  let stdout: BoundedLogSink | null = null;
+  return Object.assign((line: string) => (stdout ??= stdoutLogSink(writer())).sink(line), {
+    stats: (): LogSinkStats => stdout?.stats() ?? { dropped: 0, cut: 0 },
+    drain: (timeoutMs: number): Promise<void> => stdout?.drain(timeoutMs) ?? Promise.resolve(),
+  });
+}
+
+/** Lines nobody wants. */
+export const discardSink: LogSink = () => undefined;
 
 /**
  * Values no log line may show (the secret named values of the configuration in force): each is replaced by `***` in
@@ -59,7 +64,7 @@ export class Logger {
   private readonly ownMembers: string;
 
   constructor(
-    private readonly sink: LogSink = stdoutSink,
+    private readonly sink: LogSink,
     private readonly minLevel: Level = 'info',
     private readonly fields: Record<string, unknown> = {},
     private readonly mask: SecretMask = new SecretMask(),

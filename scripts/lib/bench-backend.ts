@@ -3,7 +3,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { repoRoot } from '../../runtime/platform/paths.ts';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import { freePort } from '../../test/support/ports.ts';
 
 export interface BenchBackend {

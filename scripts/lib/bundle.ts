@@ -1,4 +1,4 @@
-// The single-file gateway: one esbuild pass from runtime/main.ts into one ES module that runs with nothing else from
+// The single-file gateway: one esbuild pass from runtime/entry/gateway.ts into one ES module that runs with nothing else from
 // the repository (`node gatehouse.mjs`, `deno run -A gatehouse.mjs`), and `deno compile` of it into one executable.
 //
 // What differs from running the repository is only where the gateway's assets come from (runtime/assets/): the bundle
@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { build, type Plugin } from 'esbuild';
 import { RepositoryPolicySources } from '../../runtime/config/repository-policies.ts';
-import { repoRoot } from '../../runtime/platform/paths.ts';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
 
 export const DEFAULT_BUNDLE = join('dist', 'bundle', 'gatehouse.mjs');
 export const DEFAULT_EXECUTABLE = join('dist', 'bundle', 'gatehouse');
@@ -95,7 +95,7 @@ export async function buildBundle(outFile = join(repoRoot(), DEFAULT_BUNDLE)): P
   const esbuildStart = performance.now();
   const result = await build({
     absWorkingDir: root,
-    entryPoints: [join(root, 'runtime', 'main.ts')],
+    entryPoints: [join(root, 'runtime', 'entry', 'gateway.ts')],
     outfile: outFile,
     bundle: true,
     format: 'esm',
@@ -115,7 +115,7 @@ export async function buildBundle(outFile = join(repoRoot(), DEFAULT_BUNDLE)): P
   });
   const esbuildMs = performance.now() - esbuildStart;
   if (swapped === 0) {
-    throw new Error(`the bundle did not replace runtime/assets/repository.ts with embedded.ts: is it still imported by runtime/main.ts?`);
+    throw new Error(`the bundle did not replace runtime/assets/repository.ts with embedded.ts: is it still imported by runtime/entry/gateway.ts?`);
   }
   // The compiler would make the bundle larger and still not work (it reads the SDK's AssemblyScript library from files).
   const compiler = Object.keys(result.metafile.inputs).filter((p) => p.includes('node_modules/assemblyscript/') || p.startsWith('sdk/'));

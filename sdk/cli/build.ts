@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { findRepoRoot } from '../../runtime/platform/paths.ts';
+import { findRepoRoot } from '../../runtime/assets/repo-root.ts';
 import type { PolicyDescriptor } from '../../runtime/policy-host/descriptor.ts';
 
 export type { PolicyDescriptor };

@@ -15,6 +15,15 @@ import { checkEgress } from '../../runtime/policy-host/egress.ts';
 import { MemoryCounterStore } from '../../runtime/state/counter-store.ts';
 import { Logger, memorySink, type LogRecord } from '../../runtime/telemetry/logger.ts';
 
+/** The CPU budgets of offline runs read this process's clocks, as a gateway's do (the command runs on Node). */
+const PROCESS_CLOCKS = {
+  wallMs: () => performance.now(),
+  cpuUs: () => {
+    const { user, system } = process.cpuUsage();
+    return user + system;
+  },
+};
+
 export interface CannedHttp {
   method?: string;
   url: string;
@@ -120,7 +129,7 @@ export async function runPolicyTests(dir: string, options: { casesFile?: string 
   const build = await buildPolicy({ source: join(folder, 'policy.ts') });
   const records: LogRecord[] = [];
   const effects = new OfflineEffects();
-  const host = new PolicyHost({ effects, logger: new Logger(memorySink(records), 'trace') });
+  const host = new PolicyHost({ effects, logger: new Logger(memorySink(records), 'trace'), clocks: PROCESS_CLOCKS });
   const module = await host.load(build.wasm);
   const results: CaseResult[] = [];
   for (const [index, testCase] of parsed.cases.entries()) {

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { repoRoot } from '../../runtime/platform/paths.ts';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
 
 /**
  * Runs `script` (JavaScript with `db`, the database of the control plane whose data folder is `dataDir`, open for

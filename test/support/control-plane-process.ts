@@ -5,8 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent } from 'undici';
-import { isDeno } from '../../runtime/platform/http.ts';
-import { repoRoot } from '../../runtime/platform/paths.ts';
+import { isDeno } from '../../runtime/adapters/index.ts';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import { PROCESS_START_TIMEOUT_MS, readProcessLogs } from './process-logs.ts';
 import { send } from './requests.ts';
 
@@ -35,7 +35,7 @@ export interface ControlPlaneProcess {
  * native addon of the kind Deno cannot load. The gateways it configures run under the suite's runtime.
  */
 function command(): { cmd: string; args: string[] } {
-  const main = join(repoRoot(), 'dist', 'runtime', 'control-plane', 'main.js');
+  const main = join(repoRoot(), 'dist', 'runtime', 'entry', 'control-plane.js');
   return { cmd: isDeno ? 'node' : process.execPath, args: ['--disable-warning=ExperimentalWarning', main] };
 }
 

@@ -3,8 +3,8 @@
 
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { isDeno } from '../../runtime/platform/http.ts';
-import { repoRoot } from '../../runtime/platform/paths.ts';
+import { isDeno } from '../../runtime/adapters/index.ts';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
 
 export interface CliRun {
   code: number | null;

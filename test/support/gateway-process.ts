@@ -4,8 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isDeno } from '../../runtime/platform/http.ts';
-import { repoRoot } from '../../runtime/platform/paths.ts';
+import { isDeno } from '../../runtime/adapters/index.ts';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import { PROCESS_START_TIMEOUT_MS, readProcessLogs } from './process-logs.ts';
 
 
@@ -44,9 +44,9 @@ export interface GatewayCommand {
 function command(): GatewayCommand {
   if (isDeno) {
     const deno = (globalThis as unknown as { Deno: { execPath(): string } }).Deno;
-    return { cmd: deno.execPath(), args: ['run', '-A', join(repoRoot(), 'runtime', 'main.ts')] };
+    return { cmd: deno.execPath(), args: ['run', '-A', join(repoRoot(), 'runtime', 'entry', 'gateway.ts')] };
   }
-  return { cmd: process.execPath, args: ['--disable-warning=ExperimentalWarning', join(repoRoot(), 'dist', 'runtime', 'main.js')] };
+  return { cmd: process.execPath, args: ['--disable-warning=ExperimentalWarning', join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js')] };
 }
 
 export async function startGatewayProcess(

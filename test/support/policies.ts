@@ -1,13 +1,14 @@
 // Shared helpers for tests: build real policies with the SDK, make hosts and exchanges.
 
 import { join } from 'node:path';
-import { repoRoot } from '../../runtime/platform/paths.ts';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import assert from 'node:assert/strict';
 import { PolicyFailure, PolicyHost, type BudgetClocks, type EffectRunner } from '../../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../../runtime/pipeline/effects.ts';
 import { Exchange, headerMap, type RequestState } from '../../runtime/pipeline/exchange.ts';
 import { MemoryCounterStore } from '../../runtime/state/counter-store.ts';
 import { Logger, memorySink, type LogRecord } from '../../runtime/telemetry/logger.ts';
+import { processClocks } from '../../runtime/adapters/process-clocks.ts';
 
 /** Compiles `test/fixtures/policies/<name>` or `policies/<name>` from TypeScript (cached by content). */
 export async function buildFixture(name: string): Promise<Uint8Array> {
@@ -31,7 +32,7 @@ export function newHost(effects?: EffectRunner, clocks?: BudgetClocks): TestHost
   const host = new PolicyHost({
     logger: new Logger(memorySink(logs), 'debug'),
     effects: effects ?? new GatewayEffects({ counters: new MemoryCounterStore() }),
-    clocks,
+    clocks: clocks ?? processClocks,
   });
   return { host, logs };
 }

@@ -22,6 +22,7 @@ import { wat, watDescriptor } from '../policies.ts';
 import { limitsOf, type Bounds } from './bounds.ts';
 import { compileC } from './c-templates.ts';
 import type { ExchangeShape, FuzzCase } from './generate.ts';
+import { processClocks } from '../../../runtime/adapters/process-clocks.ts';
 
 export interface Break {
   /** Which promise: exception, failure-reason, cpu, wall, call-wall, log, output, memory-peak, memory-steady, fds,
@@ -277,7 +278,7 @@ export async function warmUp(ctx: OracleContext): Promise<void> {
   const d = watDescriptor('{"name":"warm-up","version":"1"}');
   const bytes = await wat(`(module ${d.imports} (memory (export "memory") 1) ${d.data} ${d.func}
     (func (export "on_inbound") (result i32) (i32.const 0)))`, 'host');
-  const host = new PolicyHost({ logger: ctx.logger, effects: ctx.effects });
+  const host = new PolicyHost({ logger: ctx.logger, effects: ctx.effects, clocks: processClocks });
   const binding = host.bind({ id: 'fuzz/warm-up', phase: 'inbound', module: await host.load(bytes) });
   for (let i = 0; i < 3; i++) await binding.run('inbound', fuzzExchange('small', 'inbound'));
 }
@@ -304,7 +305,7 @@ export async function runCase(
   const bytes = await caseBytes(c);
   const limits = limitsOf(c.limits);
   // A host per case, so compiled modules do not pile up in its cache; the log, counters and effects are shared.
-  const host = new PolicyHost({ logger: ctx.logger, effects: ctx.effects });
+  const host = new PolicyHost({ logger: ctx.logger, effects: ctx.effects, clocks: processClocks });
 
   const loadStarted = performance.now();
   let module;

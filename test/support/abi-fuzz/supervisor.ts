@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import process from 'node:process';
-import { repoRoot } from '../../../runtime/platform/paths.ts';
+import { repoRoot } from '../../../runtime/assets/repo-root.ts';
 import { DEFAULT_BOUNDS, type Bounds } from './bounds.ts';
 import type { ChildRecord } from './child.ts';
 import { generateCase, type FuzzCase } from './generate.ts';

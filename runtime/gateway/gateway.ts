@@ -3,7 +3,8 @@
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { randomUUID } from 'node:crypto';
 import { RequestError, runChain, type ChainHooks } from '../pipeline/chain.ts';
-import { Exchange, type BodyStream, type HeaderMap, type ResponseBody, type ResponseState } from '../pipeline/exchange.ts';
+import { Exchange, type BodyStream, type ResponseState } from '../pipeline/exchange.ts';
+import { problem, type GatewayRequest, type GatewayResponse } from './messages.ts';
 import { chunksOf, collectBody } from '../proxy/body.ts';
 import type { ForwardTarget, Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -11,39 +12,14 @@ import type { MetricsRegistry } from '../telemetry/metrics.ts';
 import { accessLogMembers } from '../telemetry/access-log.ts';
 import { labelKey } from '../telemetry/labels.ts';
 import type { BackendCallRecord, FailureRecord, RequestTelemetry } from '../telemetry/request-telemetry.ts';
+import type { ConfigStore } from './config-store.ts';
 import type { ApiRuntime, LiveConfig, OperationRuntime } from './live-config.ts';
 import { BackendCallStart, failedOpenRecord, gatewayFailure, requestFailures } from './telemetry-records.ts';
 import { refusalReason } from './request-checks.ts';
 
-/** A request as the platform adapter hands it over. */
-export interface GatewayRequest {
-  method: string;
-  /** Path as received, without the query. */
-  path: string;
-  query: string;
-  headers: HeaderMap;
-  remoteAddress: string;
-  scheme: 'http' | 'https';
-  body: BodyStream | null;
-}
-
-/** What the adapter writes back: a buffered body, or the backend's body still to be read (`stream`). */
-export interface GatewayResponse {
-  status: number;
-  headers: HeaderMap;
-  body: Uint8Array | null;
-  stream: ResponseBody | null;
-  /**
-   * Set when policies wait for the end of the exchange (a lease, a meter): the platform calls it once the response is
-   * sent or abandoned, with the body bytes sent.
-   */
-  finished?: (responseBytes: number) => void;
-}
-
 export const STATUS_PATH = '/status-0123456789abcdef';
 
 export class Gateway {
-  private live: LiveConfig | null = null;
   private inFlight = 0;
   private draining = false;
   private shuttingDown = false;
@@ -60,6 +36,8 @@ export class Gateway {
   telemetry: RequestTelemetry | null = null;
 
   constructor(
+    /** The configuration in force, read as each request starts. */
+    private readonly configs: ConfigStore,
     private readonly forwarder: Forwarder,
     private readonly logger: Logger,
     metrics: MetricsRegistry,
@@ -72,7 +50,7 @@ export class Gateway {
   }
 
   get config(): LiveConfig | null {
-    return this.live;
+    return this.configs.current;
   }
 
   get ready(): boolean {
@@ -88,16 +66,9 @@ export class Gateway {
   /** Why the probes answer 503, or null while the gateway should be sent traffic. */
   get notReadyReason(): string | null {
     if (this.shuttingDown) return 'shutting down';
-    if (this.live !== null) return null;
+    if (this.configs.current !== null) return null;
     const detail = this.notLoadedDetail?.() ?? null;
     return detail === null ? 'no configuration loaded' : `no configuration loaded: ${detail}`;
-  }
-
-  /** Swaps in a configuration at once; the one it replaces closes its pools after its requests finish. */
-  apply(next: LiveConfig): void {
-    const previous = this.live;
-    this.live = next;
-    if (previous) void previous.retire().catch((err: unknown) => this.logger.warn('closing old backends failed', { error: String(err) }));
   }
 
   inFlightCount(): number {
@@ -126,7 +97,7 @@ export class Gateway {
     this.inFlight++;
     const started = performance.now();
     // The configuration this request is served by, whatever is applied while it runs.
-    const live = this.live;
+    const live = this.configs.current;
     live?.enter();
     try {
       const res = await this.route(req, started, live);
@@ -414,18 +385,6 @@ function finish(response: ResponseState, requestId: string): GatewayResponse {
   }
   response.headers.set('x-request-id', [requestId]);
   return { status: response.status, headers: response.headers, body: response.body, stream };
-}
-
-function problem(status: number, title: string, detail: string, requestId: string): GatewayResponse {
-  return {
-    status,
-    headers: new Map([
-      ['content-type', ['application/problem+json']],
-      ['x-request-id', [requestId]],
-    ]),
-    body: new TextEncoder().encode(JSON.stringify({ type: 'about:blank', title, status, detail, requestId })),
-    stream: null,
-  };
 }
 
 /** Passes a streamed request body through, failing it with 413 once it goes past the limit. */

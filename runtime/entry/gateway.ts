@@ -9,22 +9,23 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { trustedKey } from './control-plane/signing.ts';
-import { parseBackupKey } from './sync/backup.ts';
-import { GatewayTokenFile } from './sync/gateway-token.ts';
-import { startGateway } from './server/standalone.ts';
+import { trustedKey } from '../control-plane/signing.ts';
+import { parseBackupKey } from '../sync/backup.ts';
+import { GatewayTokenFile } from '../sync/gateway-token.ts';
+import { startGateway } from '../composition-root/gateway.ts';
 import {
   CONNECTION_STRING_VARIABLE,
   SAMPLING_VARIABLE,
   parseConnectionString,
   parseSamplingPercentage,
   type ApplicationInsightsSettings,
-} from './telemetry/appinsights.ts';
+} from '../telemetry/appinsights.ts';
 // The single-file bundle is built from this file with ./assets/embedded.ts in place of ./assets/repository.ts.
-import { gatewayAssets } from './assets/repository.ts';
-import { LEVELS, Logger, parseLogLevel } from './telemetry/logger.ts';
-import { httpLimitsFromEnv } from './platform/http-limits.ts';
-import { DEFAULT_HTTP_IN_FLIGHT, HTTP_IN_FLIGHT_VARIABLE } from './pipeline/effects.ts';
+import { gatewayAssets } from '../assets/repository.ts';
+import { LEVELS, Logger, parseLogLevel, stdoutSink } from '../telemetry/logger.ts';
+import { runtimeAdapter } from '../adapters/index.ts';
+import { httpLimitsFromEnv } from '../server/http-limits.ts';
+import { DEFAULT_HTTP_IN_FLIGHT, HTTP_IN_FLIGHT_VARIABLE } from '../pipeline/effects.ts';
 
 const DEFAULT_SHUTDOWN_DELAY_MS = 5000;
 /** The longest delay setTimeout keeps (2^31 - 1 ms, about 24.8 days). */
@@ -114,7 +115,7 @@ const level = parseLogLevel(levelText);
 if (level === null) {
   refuse(`GATEHOUSE_LOG_LEVEL=${levelText} must be one of ${LEVELS.join(', ')}`);
 }
-const logger = new Logger(undefined, level);
+const logger = new Logger(stdoutSink(() => runtimeAdapter().stdout()), level);
 const configFile = argValue(args, '--config') ?? process.env.GATEHOUSE_CONFIG_FILE ?? null;
 const redisUrl = process.env.GATEHOUSE_REDIS_URL || undefined;
 if (redisUrl !== undefined && !/^rediss?:\/\/[^/]/.test(redisUrl)) {

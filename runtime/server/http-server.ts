@@ -1,4 +1,4 @@
-// The one place where Node and Deno differ for serving HTTP.
+// The HTTP server: the data plane's and the admin listeners.
 //
 // The data plane listens with node:http on both runtimes (Deno's node:http is a server of its own, not Deno.serve): the
 // gateway reads the IncomingMessage and writes the ServerResponse itself, undici's body chunks written straight into
@@ -15,10 +15,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { finished } from 'node:stream';
 import type { Hono } from 'hono';
 import { headerRecord, type HeaderMap } from '../pipeline/exchange.ts';
-import type { GatewayRequest, GatewayResponse } from '../server/gateway.ts';
+import type { GatewayHandler, GatewayRequest, GatewayResponse } from '../gateway/messages.ts';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.ts';
-
-export const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
 
 export interface ListenOptions {
   port: number;
@@ -33,8 +31,6 @@ export interface Listener {
   /** Stops accepting connections and resolves when the open ones have closed. */
   close(): Promise<void>;
 }
-
-export type GatewayHandler = (req: GatewayRequest) => Promise<GatewayResponse>;
 
 export interface DataPlaneOptions extends ListenOptions {
   /** Paths served by `app` (exact match); every other request goes to `handle`. */

@@ -5,15 +5,15 @@
 
 import type { ConfigFileWatcher } from '../config/watch.ts';
 import type { GatewayEffects } from '../pipeline/effects.ts';
-import type { Listener } from '../platform/http.ts';
+import type { Listener } from '../server/http-server.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { CounterStore } from '../state/counter-store.ts';
 import type { ConfigSync } from '../sync/config-sync.ts';
 import type { ControlPlaneClient } from '../sync/control-plane-client.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { RequestTelemetry } from '../telemetry/request-telemetry.ts';
-import type { EchoBackend } from './echo.ts';
-import type { Gateway } from './gateway.ts';
+import type { EchoBackend } from '../server/echo.ts';
+import type { Gateway } from '../gateway/gateway.ts';
 
 /** Telemetry gets this long to flush at shutdown even when in-flight requests used up the shutdown timeout. */
 export const TELEMETRY_FLUSH_MIN_MS = 1000;

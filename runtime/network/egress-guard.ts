@@ -3,13 +3,13 @@
 // name that resolves elsewhere the next time (DNS rebinding) cannot get past the check, and neither can one that points
 // at this machine. The Host header and the TLS server name stay the name, so certificates and virtual hosts work as
 // they would. The rules themselves are runtime/policy-host/egress.ts's; this file does the resolving and connecting,
-// with node:dns, node:os and undici's connector, the same on Node and Deno.
+// with node:dns, node:os and the runtime's connector (connector.ts).
 
 import { lookup } from 'node:dns';
 import { networkInterfaces } from 'node:os';
 import { Agent, type buildConnector } from 'undici';
 import { addressClass, addressKey, defaultPort, EgressRefused } from '../policy-host/egress.ts';
-import { backendConnector } from './backend-sockets.ts';
+import { undiciConnector, type ConnectorFactory } from './connector.ts';
 
 /** How long this machine's addresses are reused before they are read again (interfaces rarely change). */
 const INTERFACES_TTL_MS = 5000;
@@ -31,10 +31,16 @@ export class EgressGuard {
   private readonly ownPorts = new Set<number>();
   private local: { keys: Set<string>; readAt: number } | null = null;
   private readonly resolveAll: ResolveAll;
+  /** Opens the connections, checked (connector()) or not (direct()). */
+  readonly direct: ConnectorFactory;
 
-  /** `resolve`: how names become addresses; the system resolver unless a test stands in for DNS. */
-  constructor(options: { resolve?: ResolveAll } = {}) {
+  /**
+   * `resolve`: how names become addresses; the system resolver unless a test stands in for DNS. `connect`: the
+   * runtime adapter's connector; undici's own when none is given.
+   */
+  constructor(options: { resolve?: ResolveAll; connect?: ConnectorFactory } = {}) {
     this.resolveAll = options.resolve ?? systemResolve;
+    this.direct = options.connect ?? undiciConnector;
   }
 
   /**
@@ -75,7 +81,7 @@ export class EgressGuard {
    * and otherwise connects to those addresses in the resolver's order until one answers. `tls.ca`: a CA to trust.
    */
   connector(tls: { ca?: string } = {}): buildConnector.connector {
-    const connect = backendConnector(tls);
+    const connect = this.direct(tls);
     return (options, callback) => {
       const port = options.port === '' || options.port === undefined ? defaultPort(options.protocol) : Number(options.port);
       this.resolveAll(options.hostname).then(

@@ -1,4 +1,4 @@
-// Connections to backends (undici pools): the one difference between Node and Deno there.
+// Connections to backends under Deno: undici's connector with one fix Node does not need.
 //
 // undici pauses its HTTP/1 parser while a response body waits to be read (the gateway pauses every backend response
 // at its head while outbound policies run, and again under backpressure from a slow client). When the backend then
@@ -13,8 +13,7 @@
 // connection is ending, so no more can come and nothing is left to hold back.
 
 import type { Socket } from 'node:net';
-import { buildConnector } from 'undici';
-import { isDeno } from './http.ts';
+import { undiciConnector, type ConnectorFactory } from '../../network/connector.ts';
 
 /** The part of undici's HTTP/1 parser used here (lib/dispatcher/client-h1.js). */
 interface PausableParser {
@@ -44,25 +43,13 @@ function resumeBeforeEnd(socket: Socket): void {
   });
 }
 
-export type BackendConnect = buildConnector.BuildOptions | buildConnector.connector;
-
-/**
- * The `connect` option for an undici pool or agent: undici's own connector with `tls` (a CA to trust) on Node, the
- * same wrapped as described above on Deno. Undefined when there is nothing to change.
- */
-export function backendConnect(tls: { ca?: string } = {}): BackendConnect | undefined {
-  if (!isDeno) return tls.ca ? { ca: tls.ca } : undefined;
-  return backendConnector(tls);
-}
-
-/** The same as a connector function in every case, for code that wraps it (runtime/platform/egress.ts). */
-export function backendConnector(tls: { ca?: string } = {}): buildConnector.connector {
-  const connect = buildConnector(tls.ca ? { ca: tls.ca } : {});
-  if (!isDeno) return connect;
+/** undici's connector, each socket it opens given the fix above. */
+export const denoConnector: ConnectorFactory = (tls = {}) => {
+  const connect = undiciConnector(tls);
   return (options, callback) =>
     connect(options, (...args) => {
       const socket = args[1];
       if (socket) resumeBeforeEnd(socket);
       callback(...args);
     });
-}
+};

@@ -1,5 +1,6 @@
-// Standalone mode: the configuration comes from a file (or the embedded default), is reloaded when the file changes,
-// and the gateway serves HTTP(S) plus the admin listener until SIGTERM, then drains.
+// The gateway's composition root: it chooses the runtime adapter and makes and wires every part of a gateway. The
+// configuration comes from a file (or the embedded default), reloaded when the file changes, or from a control plane;
+// the gateway serves HTTP(S) plus the admin listener until SIGTERM, then drains.
 
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -14,9 +15,9 @@ import { ModuleCache } from '../sync/modules.ts';
 import { RequestAggregates } from '../telemetry/aggregates.ts';
 import type { KeyObject } from 'node:crypto';
 import type { GatewayAssets } from '../assets/gateway-assets.ts';
-import { EgressGuard } from '../platform/egress.ts';
-import { listen, listenDataPlane, type Listener } from '../platform/http.ts';
-import type { HttpLimits } from '../platform/http-limits.ts';
+import { EgressGuard } from '../network/egress-guard.ts';
+import { listen, listenDataPlane, type Listener } from '../server/http-server.ts';
+import type { HttpLimits } from '../server/http-limits.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { Forwarder } from '../proxy/forward.ts';
@@ -26,13 +27,15 @@ import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { registerLogMetrics, registerProcessMetrics } from '../telemetry/process-metrics.ts';
 import { startApplicationInsights, type ApplicationInsightsSettings } from '../telemetry/appinsights.ts';
-import { FIXED_PATHS, adminApp, dataPlaneApp } from './app.ts';
-import { startEchoBackend, type EchoBackend } from './echo.ts';
-import { Gateway } from './gateway.ts';
-import { buildLiveConfig, type LiveConfig } from './live-config.ts';
+import { FIXED_PATHS, adminApp, dataPlaneApp } from '../server/app.ts';
+import { startEchoBackend, type EchoBackend } from '../server/echo.ts';
+import { Gateway } from '../gateway/gateway.ts';
+import { buildLiveConfig, type LiveConfig } from '../gateway/live-config.ts';
+import { ConfigStore, type PreparedConfig } from '../gateway/config-store.ts';
+import { runtimeAdapter } from '../adapters/index.ts';
 import { shutdown, TELEMETRY_FLUSH_MIN_MS } from './shutdown.ts';
 
-export interface StandaloneOptions {
+export interface GatewayOptions {
   logger: Logger;
   /** The configuration file to serve and watch; null: the embedded default. */
   configFile: string | null;
@@ -99,52 +102,66 @@ export interface RunningGateway {
   stop(delayMs?: number): Promise<void>;
 }
 
-export async function startGateway(options: StandaloneOptions): Promise<RunningGateway> {
+export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
   const { logger } = options;
   const metrics = new MetricsRegistry();
   // First to open anything, so that a failure to load the SDK stops the start before anything else is opened.
   const telemetry = options.appInsights ? await startApplicationInsights(options.appInsights, logger, metrics) : null;
   registerProcessMetrics(metrics);
   registerLogMetrics(metrics, logger);
+  const adapter = runtimeAdapter();
   const counters: CounterStore = options.redisUrl
     ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
     : new MemoryCounterStore();
   if (!options.redisUrl) logger.info('counters are kept in this gateway (set GATEHOUSE_REDIS_URL to share them)');
   // Where policies may send traffic: one guard for the HTTP effect and the backends policies choose, told of every
   // listener below so that a wildcard grant entry never leads back into the gateway.
-  const egress = new EgressGuard();
+  const egress = new EgressGuard({ connect: adapter.connector });
   const effects = new GatewayEffects({ counters, logger, egress, maxHttpInFlight: options.policyHttpInFlight });
-  const host = new PolicyHost({ logger, metrics, effects });
+  const host = new PolicyHost({ logger, metrics, effects, clocks: adapter.clocks });
   const echo: EchoBackend = await startEchoBackend();
   const forwarder = new Forwarder({ timeoutMs: 30_000, egress });
-  const gateway = new Gateway(forwarder, logger, metrics);
-  gateway.telemetry = telemetry;
-  host.customMetrics.upstream = telemetry;
   const configFile = options.configFile ?? options.assets.defaultDocument.source;
-  const reloads = metrics.counter('gatehouse_config_reloads_total', 'Configuration documents applied or rejected, by result.');
 
-  /** Parses and binds a document, and returns what puts it in force: the gateway's configuration and the log mask. */
-  const prepare = async (text: string, source = configFile, baseDir = options.configFile ? dirname(options.configFile) : options.assets.defaultDocument.baseDir): Promise<() => void> => {
+  /** Parses, checks and binds a document from `source`, its policy files relative to `baseDir`. */
+  const prepare = async (text: string, source: string, baseDir: string): Promise<PreparedConfig> => {
     // The control plane checks what it saves with this same function (control-plane/validation.ts).
     const { doc, chains } = await prepareDocument(text, { host, baseDir, policies: options.assets.policies, sourceName: source });
-    const live: LiveConfig = buildLiveConfig(doc, chains, { source, echoUrl: echo.url });
-    return () => {
-      gateway.apply(live);
-      logger.maskSecrets(secretValues(doc));
-    };
+    return { live: buildLiveConfig(doc, chains, { source, echoUrl: echo.url, connect: adapter.connector }), secrets: secretValues(doc) };
   };
+  const fromControlPlane = options.controlPlane;
+  const controlPlane = fromControlPlane
+    ? new ControlPlaneClient({ url: fromControlPlane.url, token: fromControlPlane.token, ca: fromControlPlane.ca })
+    : null;
+  const modules = fromControlPlane && controlPlane
+    ? new ModuleCache({
+        client: controlPlane,
+        trustedKey: fromControlPlane.trustedKey,
+        dir: fromControlPlane.backupDir ? join(fromControlPlane.backupDir, 'modules') : undefined,
+      })
+    : null;
+  const configs = new ConfigStore(
+    modules
+      ? // Uploaded modules (`sha256:<hex>`) are fetched, checked and cached first; built-ins resolve as usual.
+        async (text) => {
+          const fetched = await modules.prepare(text);
+          return prepare(fetched.text, `control plane ${fromControlPlane!.url}`, fetched.dir);
+        }
+      : (text) => prepare(text, configFile, options.configFile ? dirname(options.configFile) : options.assets.defaultDocument.baseDir),
+    logger,
+    metrics,
+  );
+  const gateway = new Gateway(configs, forwarder, logger, metrics);
+  gateway.telemetry = telemetry;
+  host.customMetrics.upstream = telemetry;
 
   let sync: ConfigSync | null = null;
-  let controlPlane: ControlPlaneClient | null = null;
   let watcher: ConfigFileWatcher | null = null;
-  if (options.controlPlane) {
-    const { url, token, ca, intervalMs, backupDir, backupKey, heartbeatMs, trustedKey, telemetryMs } = options.controlPlane;
-    controlPlane = new ControlPlaneClient({ url, token, ca });
+  if (fromControlPlane && controlPlane && modules) {
+    const { intervalMs, backupDir, backupKey, heartbeatMs, telemetryMs } = fromControlPlane;
     gateway.aggregates = new RequestAggregates(telemetryMs ?? 60_000);
     metrics.gauge('gatehouse_telemetry_dropped', 'Per-minute aggregates dropped because the control plane was away too long.', () => gateway.aggregates?.dropped ?? 0);
-    const modules = new ModuleCache({ client: controlPlane, trustedKey, dir: backupDir ? join(backupDir, 'modules') : undefined });
     const backup = backupDir ? new ConfigBackup(backupDir, { key: backupKey, logger }) : undefined;
-    const source = `control plane ${url}`;
     sync = new ConfigSync({
       client: controlPlane,
       intervalMs,
@@ -156,38 +173,29 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       telemetryMs,
       version: options.assets.version,
       metrics,
-      // Uploaded modules (`sha256:<hex>`) are fetched, checked and cached first; built-ins resolve as usual.
       apply: async (text) => {
-        try {
-          const prepared = await modules.prepare(text);
-          const putInForce = await prepare(prepared.text, source, prepared.dir);
-          putInForce();
-          reloads.inc({ result: 'applied' });
-          // Modules neither this document nor the backup (a restart's start, and its fallback) names are not needed;
-          // while a backup file cannot be read, what it names is not known, and nothing is removed.
-          const backedUp = backup ? await backup.entries() : { usable: [], problems: [] };
-          if (backedUp.problems.length === 0) {
-            const pruned = await modules.prune([text, ...backedUp.usable.map((entry) => entry.text)]).catch((err: Error) => {
-              logger.warn('could not remove unused policy modules', { error: err.message });
-              return [];
-            });
-            if (pruned.length > 0) logger.info('unused policy modules removed', { modules: pruned.map((sha) => `sha256:${sha}`) });
-          }
-          return { apis: gateway.config!.apis.map((a) => a.id) };
-        } catch (err) {
-          reloads.inc({ result: 'rejected' });
-          throw err;
+        const live = await configs.offer(text);
+        // Modules neither this document nor the backup (a restart's start, and its fallback) names are not needed;
+        // while a backup file cannot be read, what it names is not known, and nothing is removed.
+        const backedUp = backup ? await backup.entries() : { usable: [], problems: [] };
+        if (backedUp.problems.length === 0) {
+          const pruned = await modules.prune([text, ...backedUp.usable.map((entry) => entry.text)]).catch((err: Error) => {
+            logger.warn('could not remove unused policy modules', { error: err.message });
+            return [];
+          });
+          if (pruned.length > 0) logger.info('unused policy modules removed', { modules: pruned.map((sha) => `sha256:${sha}`) });
         }
+        return { apis: live.apis.map((a) => a.id) };
       },
     });
     gateway.notLoadedDetail = () => sync?.notReadyDetail() ?? null;
     sync.start();
   } else {
     let initialText = '';
+    let initial: LiveConfig;
     try {
       initialText = options.configFile ? await readFile(options.configFile, 'utf8') : await options.assets.defaultDocument.read();
-      const putInForce = await prepare(initialText);
-      putInForce();
+      initial = await configs.offer(initialText, false);
     } catch (err) {
       await echo.close();
       await forwarder.close();
@@ -196,7 +204,7 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
       await telemetry?.close(TELEMETRY_FLUSH_MIN_MS);
       throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
     }
-    logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
+    logger.info('configuration applied', { config: configFile, apis: initial.apis.map((a) => a.id) });
     if (options.configFile) {
       watcher = new ConfigFileWatcher(options.configFile, {
         intervalMs: options.watchIntervalMs ?? 1000,
@@ -204,12 +212,9 @@ export async function startGateway(options: StandaloneOptions): Promise<RunningG
         initialText,
         onChange: async (text) => {
           try {
-            const putInForce = await prepare(text);
-            putInForce();
-            reloads.inc({ result: 'applied' });
-            logger.info('configuration applied', { config: configFile, apis: gateway.config!.apis.map((a) => a.id) });
+            const live = await configs.offer(text);
+            logger.info('configuration applied', { config: configFile, apis: live.apis.map((a) => a.id) });
           } catch (err) {
-            reloads.inc({ result: 'rejected' });
             logger.error('configuration rejected; the running configuration stays in force', {
               config: configFile,
               problems: err instanceof ConfigError ? err.problems : [{ where: configFile, message: (err as Error).message }],

@@ -5,6 +5,7 @@
 import type { GatewayDocument } from '../config/types.ts';
 import { stackScopes, type PolicyChain } from '../pipeline/chain.ts';
 import type { PolicyBinding } from '../policy-host/index.ts';
+import type { ConnectorFactory } from '../network/connector.ts';
 import { BackendSet } from '../proxy/backends.ts';
 import { Router, normalizePrefix, type RouteApi } from '../routing/router.ts';
 
@@ -66,6 +67,8 @@ export interface BuildOptions {
   source: string;
   /** What `builtin:echo` stands for. */
   echoUrl: string;
+  /** Opens the backends' connections: the runtime adapter's connector. */
+  connect?: ConnectorFactory;
 }
 
 export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, options: BuildOptions): LiveConfig {
@@ -84,6 +87,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
       ejectAfterFailures: api.backend.pool?.ejectAfterFailures ?? 3,
       ejectForMs: api.backend.pool?.ejectForMs ?? 10_000,
       connections: 64,
+      connect: options.connect,
     });
     const operation = (id: string, pathTemplate: string, scoped: Partial<PolicyChain>): OperationRuntime =>
       analyse(id, pathTemplate, stackScopes(chains.global, bound.api, scoped));

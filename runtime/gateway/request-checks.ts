@@ -2,7 +2,7 @@
 // Each reason goes back to the client in a 400 problem body.
 
 import { dotSegment, dotSegmentMessage } from '../routing/request-path.ts';
-import type { GatewayRequest } from './gateway.ts';
+import type { GatewayRequest } from './messages.ts';
 
 /** Why `req` is refused, or null. (Framing errors, bad header syntax and oversized heads never reach here: the HTTP
  *  server answers them itself; see docs/operations.md, "Hostile input".) */

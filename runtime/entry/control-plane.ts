@@ -17,13 +17,14 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { listen } from '../platform/http.ts';
-import { LEVELS, Logger, parseLogLevel } from '../telemetry/logger.ts';
+import { listen } from '../server/http-server.ts';
+import { LEVELS, Logger, parseLogLevel, stdoutSink } from '../telemetry/logger.ts';
+import { runtimeAdapter } from '../adapters/index.ts';
 import { RepositoryPolicySources } from '../config/repository-policies.ts';
-import { repoRoot } from '../platform/paths.ts';
-import { controlPlaneApp, DEFAULT_DROP_AFTER_MS, DEFAULT_STALE_AFTER_MS } from './app.ts';
-import { ControlPlaneStore } from './store.ts';
-import { DocumentValidator } from './validation.ts';
+import { repoRoot } from '../assets/repo-root.ts';
+import { controlPlaneApp, DEFAULT_DROP_AFTER_MS, DEFAULT_STALE_AFTER_MS } from '../control-plane/app.ts';
+import { ControlPlaneStore } from '../control-plane/store.ts';
+import { DocumentValidator } from '../control-plane/validation.ts';
 
 const levelText = process.env.GATEHOUSE_LOG_LEVEL || 'info';
 const level = parseLogLevel(levelText);
@@ -31,7 +32,7 @@ if (level === null) {
   process.stderr.write(`gatehouse control plane: GATEHOUSE_LOG_LEVEL=${levelText} must be one of ${LEVELS.join(', ')}\n`);
   process.exit(2);
 }
-const logger = new Logger(undefined, level).child({ component: 'control-plane' });
+const logger = new Logger(stdoutSink(() => runtimeAdapter().stdout()), level).child({ component: 'control-plane' });
 const dataDir = resolve(process.env.GATEHOUSE_CP_DATA_DIR ?? join('.data', 'control-plane'));
 const port = Number(process.env.GATEHOUSE_CP_PORT ?? 7070);
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -85,6 +86,7 @@ const validator = new DocumentValidator({
   policies: new RepositoryPolicySources(join(repoRoot(), 'policies'), process.env.GATEHOUSE_CP_POLICY_CACHE_DIR || undefined),
   logger: logger.child({ check: 'configuration' }),
   moduleBytes: (sha) => store.module(sha)?.bytes ?? null,
+  clocks: runtimeAdapter().clocks,
 });
 const app = controlPlaneApp({ store, adminToken: admin.token, logger, validator, staleAfterMs, dropAfterMs });
 const listener = await listen(app, {

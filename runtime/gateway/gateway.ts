@@ -122,56 +122,23 @@ export class Gateway {
       this.reportGatewayFailure(503, 'not-ready', 'no configuration loaded yet', started, requestId, req);
       return problem(503, 'Service Unavailable', 'no configuration loaded yet', requestId);
     }
-    const refused = refusalReason(req);
-    if (refused !== null) {
-      this.record(null, null, 400, started, requestId, req, null);
-      return problem(400, 'Bad Request', refused, requestId);
-    }
-    const host = req.headers.get('host')?.[0] ?? '';
-    const match = live.router.match(host, req.path, req.method);
-    if (match.kind === 'not-found') {
-      this.record(null, null, 404, started, requestId, req, null);
-      return problem(404, 'Not Found', `no API serves ${req.method} ${req.path}`, requestId);
-    }
-    if (match.kind === 'undecodable') {
-      this.record(match.api.value, null, 400, started, requestId, req, null);
-      return problem(400, 'Bad Request', match.message, requestId);
-    }
-    const notAllowed = () => {
-      const res = problem(405, 'Method Not Allowed', `${req.method} is not allowed on ${req.path}`, requestId);
-      res.headers.set('allow', [match.kind === 'method-not-allowed' ? match.allowed.join(', ') : '']);
-      return res;
-    };
-    // A CORS preflight (OPTIONS with Access-Control-Request-Method) to an operation without OPTIONS goes through the
-    // policies of the global and API scopes, as Azure API Management does, so that an API-wide cors policy answers
-    // it; when none does, the answer is the 405 instead of the backend.
-    const preflight =
-      match.kind === 'method-not-allowed' && req.method === 'OPTIONS' && req.headers.has('access-control-request-method');
-    if (match.kind === 'method-not-allowed' && !preflight) {
-      this.record(match.api.value, null, 405, started, requestId, req, null);
-      return notAllowed();
-    }
-    const api = match.api.value;
-    const operation = (match.kind === 'matched' ? match.operation?.value : undefined) ?? api.defaultOperation;
+    const routed = this.match(req, live, started, requestId);
+    if (!isRouted(routed)) return routed;
+    const { api, operation } = routed;
     const limit = live.settings.maxRequestBodyBytes;
     const declared = Number(req.headers.get('content-length')?.[0] ?? NaN);
-    if (declared > limit) {
-      this.record(api, operation, 413, started, requestId, req, null);
-      return problem(413, 'Content Too Large', `request body of ${declared} bytes exceeds ${limit}`, requestId);
-    }
-    let body: Uint8Array | null = null;
-    let stream: BodyStream | null = null;
     const requestBytes = { n: 0 };
-    if (req.body) {
-      if (operation.needsRequestBody) {
-        body = await collectBody(req.body, limit);
-        if (body === null) {
-          this.record(api, operation, 413, started, requestId, req, null);
-          return problem(413, 'Content Too Large', `request body exceeds ${limit} bytes`, requestId);
-        }
-      } else {
-        stream = limitBody(req.body, limit, requestBytes);
-      }
+    // The body whole when a policy reads it (null past the limit), else streamed through limitBody.
+    let body: { whole: Uint8Array | null; stream: BodyStream | null } | null = null;
+    if (declared > limit) body = null;
+    else if (req.body && operation.needsRequestBody) {
+      const whole = await collectBody(req.body, limit);
+      body = whole && { whole, stream: null };
+    } else body = { whole: null, stream: req.body ? limitBody(req.body, limit, requestBytes) : null };
+    if (body === null) {
+      this.record({ api, operation, status: 413, started, requestId, req });
+      const size = declared > limit ? `request body of ${declared} bytes exceeds ${limit}` : `request body exceeds ${limit} bytes`;
+      return problem(413, 'Content Too Large', size, requestId);
     }
     const target = api.backends.pick();
     const exchange = new Exchange({
@@ -180,23 +147,19 @@ export class Gateway {
       apiPathPrefix: api.prefix,
       operation: operation.id,
       backendUrl: target.url,
-      routeParams: match.kind === 'matched' ? match.params : new Map(),
+      routeParams: routed.params,
       request: {
         method: req.method,
         path: req.path,
         query: req.query,
         headers: req.headers,
-        body,
-        stream,
+        body: body.whole,
+        stream: body.stream,
         clientAddress: req.remoteAddress,
         scheme: req.scheme,
       },
     });
-    let backendMs: number | null = null;
-    const telemetry = this.telemetry;
-    let backendCall: BackendCallRecord | null = null;
-    let failedOpen: FailureRecord[] | null = null;
-    const to: ForwardTarget = {
+    const outcome = await this.runChain(req, routed, exchange, {
       backends: api.backends,
       target,
       apiPrefix: api.prefix,
@@ -204,50 +167,94 @@ export class Gateway {
       onBodyFailure: (error) => {
         this.upstreamErrors.inc({ api: api.id, reason: 'truncated' });
         this.logger.warn('backend response cut short', { requestId, api: api.id, operation: operation.id, error: error.message });
-        telemetry?.lateFailure(
+        this.telemetry?.lateFailure(
           { source: 'backend', reason: 'truncated', message: error.message, policy: null, failedOpen: false },
           { requestId, api: api.id, operation: operation.id },
         );
       },
-    };
-    // Fail-open policies that failed are skipped silently unless upstream telemetry wants to hear of them.
-    const hooks: ChainHooks | undefined = telemetry
-      ? { onFailOpen: (_binding, failure) => (failedOpen ??= []).push(failedOpenRecord(failure)) }
-      : undefined;
-    await runChain(
-      operation.chain,
-      exchange,
-      async (ex) => {
-        if (preflight) return notAllowed();
-        const t = performance.now();
-        const call = telemetry ? new BackendCallStart(ex, to, operation, req.path, t) : null;
-        try {
-          const response = await this.forwarder.forward(ex, to);
-          backendMs = performance.now() - t;
-          if (call) backendCall = call.finish(backendMs, { status: response.status });
-          return response;
-        } catch (error) {
-          backendMs = performance.now() - t;
-          if (call) backendCall = call.finish(backendMs, { error });
-          throw error;
-        }
-      },
-      hooks,
-    );
+    });
     try {
       if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
       const response = finish(exchange.response, requestId);
       if (exchange.hasEndActions) {
-        if (body) requestBytes.n = body.byteLength;
+        if (body.whole) requestBytes.n = body.whole.byteLength;
         response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
       }
-      this.record(api, operation, response.status, started, requestId, req, exchange, backendMs, backendCall, failedOpen);
+      this.record({ api, operation, status: response.status, started, requestId, req, exchange, ...outcome });
       return response;
     } catch (err) {
       // No response will carry the exchange to its end: what its policies hold (leases) is given back now.
       exchange.end({ requestBytes: requestBytes.n, responseBytes: 0 });
       throw err;
     }
+  }
+
+  /** The API and operation a request goes to, or the answer when it goes to none (recorded). */
+  private match(req: GatewayRequest, live: LiveConfig, started: number, requestId: string): Routed | GatewayResponse {
+    const refused = refusalReason(req);
+    if (refused !== null) {
+      this.record({ api: null, operation: null, status: 400, started, requestId, req });
+      return problem(400, 'Bad Request', refused, requestId);
+    }
+    const host = req.headers.get('host')?.[0] ?? '';
+    const match = live.router.match(host, req.path, req.method);
+    if (match.kind === 'not-found') {
+      this.record({ api: null, operation: null, status: 404, started, requestId, req });
+      return problem(404, 'Not Found', `no API serves ${req.method} ${req.path}`, requestId);
+    }
+    if (match.kind === 'undecodable') {
+      this.record({ api: match.api.value, operation: null, status: 400, started, requestId, req });
+      return problem(400, 'Bad Request', match.message, requestId);
+    }
+    const api = match.api.value;
+    if (match.kind === 'method-not-allowed') {
+      const notAllowed = () => {
+        const res = problem(405, 'Method Not Allowed', `${req.method} is not allowed on ${req.path}`, requestId);
+        res.headers.set('allow', [match.allowed.join(', ')]);
+        return res;
+      };
+      // A CORS preflight (OPTIONS with Access-Control-Request-Method) to an operation without OPTIONS goes through the
+      // policies of the global and API scopes, as Azure API Management does, so that an API-wide cors policy answers
+      // it; when none does, the answer is the 405 instead of the backend.
+      if (req.method === 'OPTIONS' && req.headers.has('access-control-request-method')) {
+        return { api, operation: api.defaultOperation, params: new Map(), preflightAnswer: notAllowed };
+      }
+      this.record({ api, operation: null, status: 405, started, requestId, req });
+      return notAllowed();
+    }
+    return { api, operation: match.operation?.value ?? api.defaultOperation, params: match.params, preflightAnswer: null };
+  }
+
+  /** Runs the operation's chain, the backend call at its heart; what it tells of the backend, for the record. */
+  private async runChain(req: GatewayRequest, routed: Routed, exchange: Exchange, to: ForwardTarget): Promise<ChainOutcome> {
+    const telemetry = this.telemetry;
+    const outcome: ChainOutcome = { backendMs: null, backendCall: null, failedOpen: null };
+    // Fail-open policies that failed are skipped silently unless upstream telemetry wants to hear of them.
+    const hooks: ChainHooks | undefined = telemetry
+      ? { onFailOpen: (_binding, failure) => (outcome.failedOpen ??= []).push(failedOpenRecord(failure)) }
+      : undefined;
+    const { operation, preflightAnswer } = routed;
+    await runChain(
+      operation.chain,
+      exchange,
+      async (ex) => {
+        if (preflightAnswer) return preflightAnswer();
+        const t = performance.now();
+        const call = telemetry ? new BackendCallStart(ex, to, operation, req.path, t) : null;
+        try {
+          const response = await this.forwarder.forward(ex, to);
+          outcome.backendMs = performance.now() - t;
+          if (call) outcome.backendCall = call.finish(outcome.backendMs, { status: response.status });
+          return response;
+        } catch (error) {
+          outcome.backendMs = performance.now() - t;
+          if (call) outcome.backendCall = call.finish(outcome.backendMs, { error });
+          throw error;
+        }
+      },
+      hooks,
+    );
+    return outcome;
   }
 
   /** Rendered metric label sets by operation (rendering sorts and escapes; requests repeat them). */
@@ -265,22 +272,12 @@ export class Gateway {
     return keys;
   }
 
-  private record(
-    api: ApiRuntime | null,
-    operation: OperationRuntime | null,
-    status: number,
-    started: number,
-    requestId: string,
-    req: GatewayRequest,
-    exchange: Exchange | null,
-    backendMs: number | null = null,
-    backendCall: BackendCallRecord | null = null,
-    failedOpen: FailureRecord[] | null = null,
-  ): void {
+  private record(r: RequestRecord): void {
+    const { api, operation, status, started, requestId, req, exchange = null, backendMs = null } = r;
     const ms = performance.now() - started;
     if (api) this.aggregates?.observe(api.id, status, ms);
     if (this.telemetry) {
-      this.report(api, operation, status, started, ms, requestId, req, backendCall, requestFailures(exchange?.error ?? null, failedOpen));
+      this.report(api, operation, status, started, ms, requestId, req, r.backendCall ?? null, requestFailures(exchange?.error ?? null, r.failedOpen ?? null));
     }
     const keys = this.labelKeys(api, operation);
     this.requests.incKey(keys.withStatus(status));
@@ -399,4 +396,37 @@ async function* limitBody(source: BodyStream, limit: number, counted: { n: numbe
     }
     yield chunk;
   }
+}
+
+/** Where a request goes: its API and operation, and for a CORS preflight no operation takes, the 405 it gets unless a policy answers. */
+interface Routed {
+  api: ApiRuntime;
+  operation: OperationRuntime;
+  params: Map<string, string>;
+  preflightAnswer: (() => GatewayResponse) | null;
+}
+
+function isRouted(r: Routed | GatewayResponse): r is Routed {
+  return 'operation' in r;
+}
+
+/** What the chain's run tells of the backend call, for the record. */
+interface ChainOutcome {
+  backendMs: number | null;
+  backendCall: BackendCallRecord | null;
+  failedOpen: FailureRecord[] | null;
+}
+
+/** One request, as metrics, the access log, aggregates and upstream telemetry record it. */
+interface RequestRecord {
+  api: ApiRuntime | null;
+  operation: OperationRuntime | null;
+  status: number;
+  started: number;
+  requestId: string;
+  req: GatewayRequest;
+  exchange?: Exchange | null;
+  backendMs?: number | null;
+  backendCall?: BackendCallRecord | null;
+  failedOpen?: FailureRecord[] | null;
 }

@@ -126,9 +126,10 @@ export async function startApplicationInsights(
     if (process.env[name] === undefined) process.env[name] = value;
   }
   const [sdk, otel, resources] = await Promise.all([
-    import('applicationinsights').then((m) => defaultOf<Sdk>(m)),
-    import('@opentelemetry/api').then((m) => defaultOf<Otel>(m)),
-    import('@opentelemetry/resources').then((m) => defaultOf<typeof import('@opentelemetry/resources')>(m)),
+    // Named exports, which Node's and Deno's CommonJS interop both give: no `default` unwrapping.
+    import('applicationinsights') as Promise<Sdk>,
+    import('@opentelemetry/api') as Promise<Otel>,
+    import('@opentelemetry/resources'),
   ]);
   const log = logger.child({ component: 'application-insights' });
   const dropped = metrics?.counter(
@@ -181,11 +182,6 @@ const SDK_SWITCHES: Record<string, string> = {
   APPLICATION_INSIGHTS_NO_STATSBEAT: 'true',
   APPLICATIONINSIGHTS_OPENTELEMETRY_RESOURCE_METRIC_DISABLED: 'true',
 };
-
-/** A CommonJS package imported from ESM: Node and Deno put `module.exports` on `default`. */
-function defaultOf<T>(module: unknown): T {
-  return ((module as { default?: T }).default ?? module) as T;
-}
 
 class ApplicationInsightsTelemetry implements RequestTelemetry {
   private closed = false;

@@ -1,4 +1,4 @@
-// The checks every request passes before routing (runtime/server/request-checks.ts), called directly with requests as
+// The checks every request passes before routing (runtime/gateway/request-checks.ts), called directly with requests as
 // the platform adapter hands them over: what they refuse, the reason the client reads, and what they let through.
 
 import assert from 'node:assert/strict';

@@ -1,6 +1,6 @@
 // Where a policy may send traffic: the one grammar of the `allowedHosts` entries of the `http` and `backend` grants,
 // matching a URL against them, and the addresses only an exact entry reaches (docs/policy-abi.md, sections 5 and 6).
-// Nothing here resolves names or opens sockets: runtime/platform/egress.ts does, with these rules, when a destination
+// Nothing here resolves names or opens sockets: runtime/network/egress-guard.ts does, with these rules, when a destination
 // was admitted by a wildcard.
 
 import { CallAbort } from './errors.ts';
@@ -177,7 +177,7 @@ export type EgressAccess = 'exact' | 'wildcard';
  * Whether policy `policy`, holding `hosts` in its grant `grant` (undefined: not granted), may reach `url`. Throws
  * CallAbort('capability') naming the policy, the host and port, and the grant entry it needs; a loopback, link-local or
  * unspecified address needs an exact entry. Names admitted by a wildcard are checked again on their addresses when
- * connecting (runtime/platform/egress.ts).
+ * connecting (runtime/network/egress-guard.ts).
  */
 export function checkEgress(url: URL, grant: EgressGrant, hosts: readonly string[] | undefined, policy: string): EgressAccess {
   const target = `${url.hostname}:${portOf(url)}`;

@@ -4,7 +4,7 @@ import { Hono } from 'hono';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
 import { STATUS_PATH, type Gateway } from '../gateway/gateway.ts';
 
-/** Paths the data plane serves itself; every other request is proxied (runtime/platform/http.ts). */
+/** Paths the data plane serves itself; every other request is proxied (runtime/server/http-server.ts). */
 export const FIXED_PATHS: ReadonlySet<string> = new Set([STATUS_PATH]);
 
 export function dataPlaneApp(gateway: Gateway): Hono {

@@ -138,7 +138,7 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
           assert.match(instructions(build!, 'RUN').map((r) => r.args).join('\n'), /npm run bundle/);
         } else {
           assert.equal(source, 'dist/runtime/entry/control-plane.js');
-          assert.match(read('scripts/build.mjs'), /'runtime\/control-plane\/main\.ts'/, 'scripts/build.mjs (npm ci runs it as `prepare`) compiles it');
+          assert.match(read('scripts/build.mjs'), /'runtime\/entry\/control-plane\.ts'/, 'scripts/build.mjs (npm ci runs it as `prepare`) compiles it');
         }
       });
 

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError } from '../runtime/config/load.ts';
+import { ConfigError } from '../runtime/config/config-error.ts';
 import { ModuleSigner, newSigningKey, trustedKey } from '../runtime/control-plane/signing.ts';
 import { sha256Hex } from '../runtime/policy-host/module.ts';
 import { ConfigBackup } from '../runtime/sync/backup.ts';

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError } from '../runtime/config/load.ts';
+import { ConfigError } from '../runtime/config/config-error.ts';
 import { ModuleSigner, newSigningKey, trustedKey } from '../runtime/control-plane/signing.ts';
 import { sha256Hex } from '../runtime/policy-host/module.ts';
 import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';

@@ -4,7 +4,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { IncomingMessage } from 'node:http';
-import { formatPath, type DocPath } from '../config/load.ts';
+import { formatPath, type DocPath } from '../config/document-paths.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { NO_SYNC_REPORT, type ControlPlaneStore, type GatewayRecord, type GatewayTokenRecord, type StoredNamedValue, type SyncReport, type TelemetryRow } from './store.ts';
 import { NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';

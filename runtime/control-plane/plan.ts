@@ -9,7 +9,7 @@
 //   YAML file) can name the line.
 
 import { createHash } from 'node:crypto';
-import { formatPath, type DocPath } from '../config/load.ts';
+import { formatPath, type DocPath } from '../config/document-paths.ts';
 import {
   MAX_NAMED_VALUE_LENGTH,
   NAMED_VALUE_NAME,

@@ -9,7 +9,8 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, type DocPath } from '../config/load.ts';
+import { ConfigError } from '../config/config-error.ts';
+import type { DocPath } from '../config/document-paths.ts';
 import { prepareDocument } from '../config/prepare-document.ts';
 import type { PolicySources } from '../config/policy-sources.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { trustedKey } from './control-plane/signing.ts';
+import { trustedKey } from './gateway-api/module-signatures.ts';
 import { parseBackupKey } from './sync/backup.ts';
 import { GatewayTokenFile } from './sync/gateway-token.ts';
 import { startGateway } from './server/standalone.ts';

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError } from '../runtime/config/config-error.ts';
-import { ModuleSigner, newSigningKey, trustedKey } from '../runtime/control-plane/signing.ts';
+import { ModuleSigner, newSigningKey, trustedKey } from '../runtime/gateway-api/module-signatures.ts';
 import { sha256Hex } from '../runtime/policy-host/module.ts';
 import { ConfigBackup } from '../runtime/sync/backup.ts';
 import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';

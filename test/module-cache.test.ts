@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError } from '../runtime/config/config-error.ts';
-import { ModuleSigner, newSigningKey, trustedKey } from '../runtime/control-plane/signing.ts';
+import { ModuleSigner, newSigningKey, trustedKey } from '../runtime/gateway-api/module-signatures.ts';
 import { sha256Hex } from '../runtime/policy-host/module.ts';
 import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';
 import { STALE_TEMP_MS } from '../runtime/sync/durable-file.ts';

@@ -22,7 +22,7 @@ import { request } from 'undici';
 import { LineCounter, parseDocument } from 'yaml';
 import { formatPath, yamlLocator, type DocPath } from '../config/document-paths.ts';
 import { policyEntries } from '../config/policy-entries.ts';
-import { MODULE_REF } from '../sync/module-refs.ts';
+import { MODULE_REF } from '../gateway-api/module-refs.ts';
 
 export interface CliIo {
   out: (line: string) => void;

@@ -17,7 +17,7 @@ import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { MemoryCounterStore } from '../state/counter-store.ts';
 import { sha256Hex } from '../policy-host/module.ts';
-import { referencedModules, rewriteModuleRefs } from '../sync/module-refs.ts';
+import { referencedModules, rewriteModuleRefs } from '../gateway-api/module-refs.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface DocumentProblem {

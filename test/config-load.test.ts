@@ -1,6 +1,7 @@
-// The gateway configuration document read and checked (runtime/config/load.ts): every document that cannot be used is
-// refused with each problem named by file, line and path in the document, in plain words. Documents are strings and
-// files in a temporary folder, read straight through the loader: nothing here starts a gateway or builds a policy.
+// The gateway configuration document read and checked (runtime/config/parse-document.ts, with the schema and the
+// semantic checks it runs): every document that cannot be used is refused with each problem named by file, line and
+// path in the document, in plain words. Documents are strings and files in a temporary folder, read straight through
+// the loader: nothing here starts a gateway or builds a policy.
 
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
@@ -8,15 +9,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import {
-  ConfigError,
-  defaultDocumentFile,
-  formatPath,
-  gatewaySchema,
-  parseGatewayDocument,
-  problemWhere,
-  readGatewayDocument,
-} from '../runtime/config/load.ts';
+import { ConfigError } from '../runtime/config/config-error.ts';
+import { formatPath, problemWhere } from '../runtime/config/document-paths.ts';
+import { defaultDocumentFile, parseGatewayDocument, readGatewayDocument } from '../runtime/config/parse-document.ts';
+import { gatewaySchema } from '../runtime/config/schema-problems.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { messageAt, problemsOf } from './support/config-problems.ts';
 

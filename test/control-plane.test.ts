@@ -13,7 +13,7 @@ import { waitFor, waitForAsync } from './support/wait.ts';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 import { ControlPlaneClient } from '../runtime/sync/control-plane-client.ts';
 import { ModuleCache } from '../runtime/sync/modules.ts';
-import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS, newTokenId, readClaims } from '../runtime/control-plane/tokens.ts';
+import { checkToken, issueToken, MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_DAYS, newTokenId, readClaims } from '../runtime/gateway-api/tokens.ts';
 import { earlierFormatToken, tokenKeyOf } from './support/token-key.ts';
 import { saveApiPastTheCheck, withControlPlaneDb } from './support/control-plane-db.ts';
 

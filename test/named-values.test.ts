@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
-import { parseGatewayDocument } from '../runtime/config/load.ts';
+import { parseGatewayDocument } from '../runtime/config/parse-document.ts';
 import { secretValues } from '../runtime/config/named-values.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { ConfigBackup, sealSecrets, unsealSecrets } from '../runtime/sync/backup.ts';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { ModuleSigner, newSigningKey, signatureValid, signedText, trustedKey } from '../runtime/control-plane/signing.ts';
+import { ModuleSigner, newSigningKey, signatureValid, signedText, trustedKey } from '../runtime/gateway-api/module-signatures.ts';
 
 const digestA = 'a'.repeat(64);
 const digestB = 'b'.repeat(64);

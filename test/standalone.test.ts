@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { selfSignedCertificate } from '../scripts/lib/certificate.ts';
 import { gatewayAssets } from '../runtime/assets/repository.ts';
-import { ConfigError } from '../runtime/config/load.ts';
+import { ConfigError } from '../runtime/config/config-error.ts';
 import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 import { startGateway, type RunningGateway, type GatewayOptions } from '../runtime/composition-root/gateway.ts';
 import { parseConnectionString } from '../runtime/telemetry/appinsights.ts';

@@ -14,7 +14,7 @@ import {
   readClaims,
   TOKEN_ID,
   type TokenClaims,
-} from '../runtime/control-plane/tokens.ts';
+} from '../runtime/gateway-api/tokens.ts';
 import { earlierFormatToken } from './support/token-key.ts';
 
 const key = randomBytes(32);

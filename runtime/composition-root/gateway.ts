@@ -4,7 +4,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { ConfigError } from '../config/load.ts';
+import { ConfigError } from '../config/config-error.ts';
 import { secretValues } from '../config/named-values.ts';
 import { prepareDocument } from '../config/prepare-document.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';

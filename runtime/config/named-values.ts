@@ -13,7 +13,7 @@
 // read (a backup read after the overlap ended); a gateway serving from a control plane gets a document without it at
 // its next poll after the overlap.
 
-import type { DocPath } from './load.ts';
+import type { DocPath } from './document-paths.ts';
 import { policyEntries } from './policy-entries.ts';
 
 export const NAMED_VALUE_NAME = /^[A-Za-z0-9._-]{1,256}$/;

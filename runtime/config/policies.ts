@@ -16,7 +16,8 @@ import {
   type PolicyHost,
   type PolicyModule,
 } from '../policy-host/index.ts';
-import { ConfigError, problemWhere, type DocPath, type LocatedProblem } from './load.ts';
+import { ConfigError, type LocatedProblem } from './config-error.ts';
+import { problemWhere, type DocPath } from './document-paths.ts';
 import { grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
 import type { GatewayDocument, PhaseChains, PolicyEntry } from './types.ts';
 

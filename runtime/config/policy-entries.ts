@@ -1,7 +1,7 @@
 // Every policy entry of a configuration document (global, API and operation scopes, every phase), with its place in
 // the document. The document need not be checked yet: whatever is not shaped like a chain is skipped.
 
-import type { DocPath } from './load.ts';
+import type { DocPath } from './document-paths.ts';
 
 export interface PolicyEntryAt {
   /** The entry itself (the document's own object: changes to it change the document). */

@@ -1,8 +1,8 @@
-// What a gateway does with a configuration document before it uses it: parse and check it (load.ts), then find, load
-// and bind every policy with its configuration (policies.ts). The control plane checks what it saves through this
-// same function, so that a document it accepts is one a gateway accepts.
+// What a gateway does with a configuration document before it uses it: parse and check it (parse-document.ts), then
+// find, load and bind every policy with its configuration (policies.ts). The control plane checks what it saves through
+// this same function, so that a document it accepts is one a gateway accepts.
 
-import { parseGatewayDocument } from './load.ts';
+import { parseGatewayDocument } from './parse-document.ts';
 import { bindChains, type BindChainsOptions, type BoundChains } from './policies.ts';
 import type { GatewayDocument } from './types.ts';
 

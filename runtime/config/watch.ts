@@ -4,7 +4,7 @@
 
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
-import { Poller } from '../sync/poller.ts';
+import { Poller } from './poller.ts';
 
 export interface ConfigFileWatcherOptions {
   /** Poll interval in ms. Default 1000. */

@@ -4,12 +4,23 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { IncomingMessage } from 'node:http';
-import { formatPath, type DocPath } from '../config/load.ts';
+import { formatPath, type DocPath } from '../config/document-paths.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { NO_SYNC_REPORT, type ControlPlaneStore, type GatewayRecord, type GatewayTokenRecord, type StoredNamedValue, type SyncReport, type TelemetryRow } from './store.ts';
+import type { ControlPlaneStore, GatewayRecord, GatewayTokenRecord, StoredNamedValue } from './store.ts';
 import { NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
-import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, readClaims, type TokenClaims } from './tokens.ts';
-import { ModuleSigner, newSigningKey } from './signing.ts';
+import {
+  NO_SYNC_REPORT,
+  REVISION_HEADER,
+  SIGNATURE_HEADER,
+  tokenOfAuthorization,
+  type GatewayRoute,
+  type HeartbeatReply,
+  type MinuteAggregate,
+  type SyncReport,
+  type TelemetryReply,
+} from '../gateway-api/endpoints.ts';
+import { ModuleSigner, newSigningKey } from '../gateway-api/module-signatures.ts';
+import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, readClaims, type TokenClaims } from '../gateway-api/tokens.ts';
 import { sha256Hex } from '../policy-host/module.ts';
 import { PolicyLoadError } from '../policy-host/errors.ts';
 import { ID, nextNamedValue, plan, type Operation, type PlanProblem, type StateNamedValue } from './plan.ts';
@@ -419,7 +430,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     if (c.res.status !== 401) return;
     const reason = String(((await c.res.clone().json().catch(() => ({}))) as { reason?: unknown }).reason ?? '');
     const auth = c.req.header('authorization') ?? '';
-    const claimed = readClaims(auth.startsWith('GatewayKey ') ? auth.slice(11) : '');
+    const claimed = readClaims(tokenOfAuthorization(auth));
     if (reason === '' || reason === 'malformed' || reason === 'forged' || !claimed || !store.gateway(claimed.gateway)) return;
     store.noteTokenRefusal(claimed.gateway, reason, new Date(now()).toISOString());
   });
@@ -427,7 +438,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   // Gateway endpoints: the token names the gateway; it must be signed by this control plane, unexpired, unrevoked.
   const gatewayOf = (c: Context) => {
     const auth = c.req.header('authorization') ?? '';
-    const token = auth.startsWith('GatewayKey ') ? auth.slice(11) : '';
+    const token = tokenOfAuthorization(auth);
     const check = checkToken(tokenKey, token, Math.floor(now() / 1000));
     const client = c.req.header('x-forwarded-for') ?? null;
     if (!check.ok && check.reason === 'lifetime-exceeded') {
@@ -490,24 +501,25 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     return null;
   };
 
-  app.get('/gateway/v1/config', (c) => {
+  // The routes are written out (docs/control-plane.openapi.yaml is checked against them) and held to the protocol's.
+  app.get('/gateway/v1/config' satisfies GatewayRoute, (c) => {
     const { gateway, refused } = gatewayOf(c);
     if (!gateway) return refused;
     const served = store.servedDocument(gateway.id)!;
-    const headers = { etag: served.etag, 'x-gatehouse-revision': String(served.revision) };
+    const headers = { etag: served.etag, [REVISION_HEADER]: String(served.revision) };
     if (c.req.header('if-none-match') === served.etag) return c.body(null, 304, headers);
     return c.body(served.text, 200, { ...headers, 'content-type': 'application/json' });
   });
 
-  app.get('/gateway/v1/modules/:sha256', (c) => {
+  app.get('/gateway/v1/modules/:sha256' satisfies GatewayRoute, (c) => {
     const { gateway, refused } = gatewayOf(c);
     if (!gateway) return refused;
     const module = store.module(c.req.param('sha256'));
     if (!module) return problem(c, 404, `no module sha256:${c.req.param('sha256')}`);
-    return c.body(module.bytes as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/wasm', 'x-gatehouse-signature': module.signature });
+    return c.body(module.bytes as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/wasm', [SIGNATURE_HEADER]: module.signature });
   });
 
-  app.post('/gateway/v1/telemetry', async (c) => {
+  app.post('/gateway/v1/telemetry' satisfies GatewayRoute, async (c) => {
     const { gateway, refused } = gatewayOf(c);
     if (!gateway) return refused;
     const body = (await readJson(c)) as { instance?: unknown; aggregates?: unknown; dropped?: unknown } | undefined;
@@ -522,14 +534,14 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
           ['requests', 'errors', 'p50Ms', 'p95Ms', 'p99Ms'].every((k) => typeof r[k] === 'number' && r[k] >= 0),
       );
     if (!valid) return problem(c, 400, 'telemetry is {"instance", "aggregates": [{"api", "minute", "requests", "errors", "p50Ms", "p95Ms", "p99Ms"}], "dropped"} (at most 1000)');
-    store.addTelemetry(gateway.id, body!.instance as string, rows as TelemetryRow[]);
+    store.addTelemetry(gateway.id, body!.instance as string, rows as MinuteAggregate[]);
     if (typeof body!.dropped === 'number' && body!.dropped > 0) {
       logger.warn('gateway dropped telemetry while disconnected', { gateway: gateway.id, instance: body!.instance, dropped: body!.dropped });
     }
-    return c.json({ accepted: (rows as unknown[]).length });
+    return c.json({ accepted: (rows as unknown[]).length } satisfies TelemetryReply);
   });
 
-  app.post('/gateway/v1/heartbeat', async (c) => {
+  app.post('/gateway/v1/heartbeat' satisfies GatewayRoute, async (c) => {
     const { gateway, claims, refused } = gatewayOf(c);
     if (!gateway) return refused;
     const body = (await readJson(c)) as Record<string, unknown> | undefined;
@@ -554,7 +566,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
       at: new Date(now()).toISOString(),
       tokenExpiresAt: new Date(claims.expires * 1000).toISOString(),
     });
-    return c.json({ revision: store.revision() });
+    return c.json({ revision: store.revision() } satisfies HeartbeatReply);
   });
 
   return app;

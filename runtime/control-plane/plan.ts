@@ -9,7 +9,7 @@
 //   YAML file) can name the line.
 
 import { createHash } from 'node:crypto';
-import { formatPath, type DocPath } from '../config/load.ts';
+import { formatPath, type DocPath } from '../config/document-paths.ts';
 import {
   MAX_NAMED_VALUE_LENGTH,
   NAMED_VALUE_NAME,
@@ -19,7 +19,7 @@ import {
   type NamedValue,
 } from '../config/named-values.ts';
 import { policyEntries } from '../config/policy-entries.ts';
-import { MODULE_REF, referencedModules } from '../sync/module-refs.ts';
+import { MODULE_REF, referencedModules } from '../gateway-api/module-refs.ts';
 import type { DocumentProblem } from './validation.ts';
 
 export const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;

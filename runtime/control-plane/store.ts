@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { chmodSync } from 'node:fs';
 import type { NamedValue } from '../config/named-values.ts';
+import { NO_SYNC_REPORT, type HeartbeatPayload, type MinuteAggregate, type SyncReport } from '../gateway-api/endpoints.ts';
 import { documentDigest, gatewayDocumentOf, type ConfigState, type Operation } from './plan.ts';
 
 /** A gateway's document as the control plane serves it. */
@@ -20,62 +21,19 @@ export interface RevisionRecord {
   change: string;
 }
 
-export interface Heartbeat {
+/** An instance's last heartbeat as kept: what it sent, and what the control plane knows of it. */
+export interface Heartbeat extends HeartbeatPayload {
   gateway: string;
-  instance: string;
-  host: string;
-  version: string;
-  /** The configuration revision the instance applied (null before its first). */
-  revision: number | null;
-  uptimeSeconds: number;
-  health: string;
+  /** When it was received. */
   at: string;
   /** When the token the instance authenticated with expires (ISO 8601): a gateway refused later is no surprise. */
   tokenExpiresAt: string | null;
 }
 
-/**
- * What an instance says of its configuration sync (gateways of earlier versions say nothing: every field null, and
- * tokenState 'unknown', syncFailures 0).
- */
-export interface SyncReport {
-  /** Where the configuration it serves came from: the control plane, its backup, or nowhere yet (null). */
-  configSource: 'control-plane' | 'backup' | null;
-  /** The last revision it refused, why (at most 200 characters) and when. */
-  rejectedRevision: number | null;
-  rejectedReason: string | null;
-  rejectedAt: string | null;
-  /** Whether the control plane accepted its token at its last poll. */
-  tokenState: 'unknown' | 'accepted' | 'refused';
-  /** Its last poll that the control plane answered, and the failed polls since. */
-  lastSyncAt: string | null;
-  syncFailures: number;
-}
-
-export const NO_SYNC_REPORT: SyncReport = {
-  configSource: null,
-  rejectedRevision: null,
-  rejectedReason: null,
-  rejectedAt: null,
-  tokenState: 'unknown',
-  lastSyncAt: null,
-  syncFailures: 0,
-};
-
-export interface TelemetryRow {
-  api: string;
-  minute: string;
-  requests: number;
-  errors: number;
-  p50Ms: number;
-  p95Ms: number;
-  p99Ms: number;
-}
-
 export interface StoredModule {
   sha256: string;
   bytes: Uint8Array;
-  /** base64 Ed25519 signature (signing.ts). */
+  /** base64 Ed25519 signature (gateway-api/module-signatures.ts). */
   signature: string;
   name: string;
   version: string;
@@ -331,7 +289,7 @@ export class ControlPlaneStore {
   }
 
   /** Records a gateway instance's heartbeat (one row per instance: the latest). */
-  heartbeat(beat: Heartbeat & SyncReport): void {
+  heartbeat(beat: Heartbeat): void {
     const { configSource, rejectedRevision, rejectedReason, rejectedAt, tokenState, lastSyncAt, syncFailures, ...rest } = beat;
     const sync = JSON.stringify({ configSource, rejectedRevision, rejectedReason, rejectedAt, tokenState, lastSyncAt, syncFailures });
     this.db
@@ -346,19 +304,19 @@ export class ControlPlaneStore {
   }
 
   /** The instances of a gateway that sent heartbeats, the latest first. */
-  instances(gateway: string): (Heartbeat & SyncReport)[] {
+  instances(gateway: string): Heartbeat[] {
     const rows = this.db
       .prepare(
         `SELECT gateway, instance, host, version, revision, uptime_seconds AS uptimeSeconds, health, at,
            token_expires_at AS tokenExpiresAt, sync
          FROM heartbeats WHERE gateway = ? ORDER BY at DESC`,
       )
-      .all(gateway) as (Heartbeat & { sync: string | null })[];
+      .all(gateway) as (Omit<Heartbeat, keyof SyncReport> & { sync: string | null })[];
     return rows.map(({ sync, ...beat }) => ({ ...beat, ...NO_SYNC_REPORT, ...(sync ? (JSON.parse(sync) as Partial<SyncReport>) : {}) }));
   }
 
   /** Stores delivered aggregates; one delivered twice (a retry after a lost answer) replaces itself. */
-  addTelemetry(gateway: string, instance: string, rows: TelemetryRow[]): void {
+  addTelemetry(gateway: string, instance: string, rows: readonly MinuteAggregate[]): void {
     const insert = this.db.prepare(
       `INSERT OR REPLACE INTO telemetry (gateway, instance, api, minute, requests, errors, p50_ms, p95_ms, p99_ms)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -368,13 +326,13 @@ export class ControlPlaneStore {
     })();
   }
 
-  telemetry(gateway: string | null, limit: number): (TelemetryRow & { gateway: string; instance: string })[] {
+  telemetry(gateway: string | null, limit: number): (MinuteAggregate & { gateway: string; instance: string })[] {
     return this.db
       .prepare(
         `SELECT gateway, instance, api, minute, requests, errors, p50_ms AS p50Ms, p95_ms AS p95Ms, p99_ms AS p99Ms FROM telemetry
          WHERE (? IS NULL OR gateway = ?) ORDER BY minute DESC LIMIT ?`,
       )
-      .all(gateway, gateway, limit) as (TelemetryRow & { gateway: string; instance: string })[];
+      .all(gateway, gateway, limit) as (MinuteAggregate & { gateway: string; instance: string })[];
   }
 
   /**

@@ -9,7 +9,8 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, type DocPath } from '../config/load.ts';
+import { ConfigError } from '../config/config-error.ts';
+import type { DocPath } from '../config/document-paths.ts';
 import { prepareDocument } from '../config/prepare-document.ts';
 import type { PolicySources } from '../config/policy-sources.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
@@ -17,7 +18,7 @@ import { PolicyHost, type BudgetClocks, type PolicyModule } from '../policy-host
 import { loadPolicyModule } from '../policy-host/module.ts';
 import { MemoryCounterStore } from '../state/counter-store.ts';
 import { sha256Hex } from '../policy-host/module.ts';
-import { referencedModules, rewriteModuleRefs } from '../sync/module-refs.ts';
+import { referencedModules, rewriteModuleRefs } from '../gateway-api/module-refs.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface DocumentProblem {

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { trustedKey } from '../control-plane/signing.ts';
+import { trustedKey } from '../gateway-api/module-signatures.ts';
 import { parseBackupKey } from '../sync/backup.ts';
 import { GatewayTokenFile } from '../sync/gateway-token.ts';
 import { startGateway } from '../composition-root/gateway.ts';
@@ -176,7 +176,7 @@ if (backupKeyValue !== undefined) {
 // is refused rather than turned into a poll loop without pause.
 const milliseconds = (name: string, fallback: number, min: number) =>
   wholeNumber(name, fallback, min, MAX_TIMER_MS, `a whole number of ms, ${min} to ${MAX_TIMER_MS}`);
-// Each interval is a poll loop's pause between calls to the control plane (runtime/sync/poller.ts): 0 would call it
+// Each interval is a poll loop's pause between calls to the control plane (runtime/config/poller.ts): 0 would call it
 // without pause. The tests run them at a few hundred ms.
 const syncIntervalMs = milliseconds('GATEHOUSE_SYNC_INTERVAL_MS', 10_000, 100);
 const heartbeatMs = milliseconds('GATEHOUSE_HEARTBEAT_INTERVAL_MS', 60_000, 100);

@@ -20,9 +20,9 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { request } from 'undici';
 import { LineCounter, parseDocument } from 'yaml';
-import { formatPath, yamlLocator, type DocPath } from '../config/load.ts';
+import { formatPath, yamlLocator, type DocPath } from '../config/document-paths.ts';
 import { policyEntries } from '../config/policy-entries.ts';
-import { MODULE_REF } from '../sync/module-refs.ts';
+import { MODULE_REF } from '../gateway-api/module-refs.ts';
 
 export interface CliIo {
   out: (line: string) => void;

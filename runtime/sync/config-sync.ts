@@ -9,12 +9,13 @@
 
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { readClaims } from '../control-plane/tokens.ts';
+import { CONFIG_PATH, HEARTBEAT_PATH, REVISION_HEADER, TELEMETRY_PATH, type HeartbeatPayload, type TelemetryPayload, type TokenState } from '../gateway-api/endpoints.ts';
+import { readClaims } from '../gateway-api/tokens.ts';
 import type { ConfigBackup } from './backup.ts';
 import { textOf, type ControlPlaneClient } from './control-plane-client.ts';
 import { ModuleDownloadError } from './modules.ts';
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
-import { Poller } from './poller.ts';
+import { Poller } from '../config/poller.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
 
@@ -63,27 +64,6 @@ interface Rejection {
   at: string;
 }
 
-/** Whether the control plane accepted the token at the last answer that tells (a 5xx does not). */
-export type TokenState = 'unknown' | 'accepted' | 'refused';
-
-/** The heartbeat's body (docs/control-plane.md lists the fields). */
-export interface HeartbeatPayload {
-  instance: string;
-  host: string;
-  version: string;
-  /** The revision in force, from the control plane or from the backup; null while nothing is. */
-  revision: number | null;
-  uptimeSeconds: number;
-  health: string;
-  configSource: 'control-plane' | 'backup' | null;
-  rejectedRevision: number | null;
-  rejectedReason: string | null;
-  rejectedAt: string | null;
-  tokenState: TokenState;
-  lastSyncAt: string | null;
-  syncFailures: number;
-}
-
 /** The control plane's text fields take at most 200 characters; a longer reason would be dropped whole. */
 const REASON_MAX = 200;
 
@@ -124,7 +104,7 @@ export class ConfigSync {
 
   constructor(private readonly options: ConfigSyncOptions) {
     this.client = options.client;
-    this.endpoint = options.client.endpoint('/gateway/v1/config');
+    this.endpoint = options.client.endpoint(CONFIG_PATH);
     this.poller = new Poller(() => this.pollOnce(), options.intervalMs ?? 10_000);
     this.heartbeats = new Poller(() => this.heartbeat(), options.heartbeatMs ?? 60_000);
     this.telemetry = new Poller(() => this.sendAggregates(), options.telemetryMs ?? 60_000);
@@ -190,9 +170,8 @@ export class ConfigSync {
     const batch = aggregates.pending().slice(0, 500);
     if (batch.length === 0) return;
     try {
-      const reply = await this.client.call('POST', '/gateway/v1/telemetry', {
-        json: { instance: this.instance, dropped: aggregates.dropped, aggregates: batch },
-      });
+      const payload: TelemetryPayload = { instance: this.instance, dropped: aggregates.dropped, aggregates: batch };
+      const reply = await this.client.call('POST', TELEMETRY_PATH, { json: payload });
       if (reply.status === 200) aggregates.delivered(batch.length);
     } catch {
       // Kept for the next attempt; the config poll reports the control plane being unreachable.
@@ -248,7 +227,7 @@ export class ConfigSync {
     do {
       this.heartbeatAgain = false;
       try {
-        await this.client.call('POST', '/gateway/v1/heartbeat', { json: this.heartbeatPayload() });
+        await this.client.call('POST', HEARTBEAT_PATH, { json: this.heartbeatPayload() });
       } catch {
         // The config poll reports the control plane being unreachable; a heartbeat has nothing to add.
       }
@@ -314,11 +293,12 @@ export class ConfigSync {
     let etag: string | null = null;
     let revision: number | null = null;
     try {
-      const reply = await this.client.call('GET', '/gateway/v1/config', { headers: this.etag ? { 'if-none-match': this.etag } : {} });
+      const reply = await this.client.call('GET', CONFIG_PATH, { headers: this.etag ? { 'if-none-match': this.etag } : {} });
       status = reply.status;
       text = textOf(reply);
       etag = typeof reply.headers.etag === 'string' ? reply.headers.etag : null;
-      revision = revisionOf(typeof reply.headers['x-gatehouse-revision'] === 'string' ? reply.headers['x-gatehouse-revision'] : null);
+      const revisionHeader = reply.headers[REVISION_HEADER];
+      revision = revisionOf(typeof revisionHeader === 'string' ? revisionHeader : null);
     } catch (err) {
       const error = (err as Error).message;
       await this.cannotUse('unreachable', `the control plane is unreachable (${error})`, { url: this.endpoint, error });

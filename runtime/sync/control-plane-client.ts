@@ -3,6 +3,7 @@
 // the CA given in GATEHOUSE_CONFIG_CA_FILE as well as the system's (a control plane with a private certificate).
 
 import { Agent, request } from 'undici';
+import { gatewayAuthorization } from '../gateway-api/endpoints.ts';
 import type { GatewayTokenFile } from './gateway-token.ts';
 
 export interface ControlPlaneClientOptions {
@@ -57,7 +58,7 @@ export class ControlPlaneClient {
       method,
       dispatcher: this.agent,
       headers: {
-        authorization: `GatewayKey ${token}`,
+        authorization: gatewayAuthorization(token),
         ...(options.json !== undefined ? { 'content-type': 'application/json' } : {}),
         ...options.headers,
       },

@@ -7,7 +7,7 @@
 // problem is logged once until the file is usable again.
 
 import { readFile } from 'node:fs/promises';
-import { readClaims } from '../control-plane/tokens.ts';
+import { readClaims } from '../gateway-api/tokens.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 /** A token file that cannot be used at start: the message names the file and what is wrong with it. */

@@ -7,12 +7,13 @@ import { mkdtemp, mkdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { ConfigError } from '../config/load.ts';
-import { signatureValid } from '../control-plane/signing.ts';
+import { ConfigError } from '../config/config-error.ts';
+import { modulePath, SIGNATURE_HEADER } from '../gateway-api/endpoints.ts';
+import { referencedModules, rewriteModuleRefs } from '../gateway-api/module-refs.ts';
+import { signatureValid } from '../gateway-api/module-signatures.ts';
 import { sha256Hex } from '../policy-host/module.ts';
 import type { ControlPlaneClient } from './control-plane-client.ts';
 import { removeOldFiles, removeStaleTemps, replaceAtomically, STALE_TEMP_MS, syncDir } from './durable-file.ts';
-import { referencedModules, rewriteModuleRefs } from './module-refs.ts';
 
 export interface ModuleCacheOptions {
   /** The control plane's gateway API, with this gateway's token. */
@@ -113,7 +114,7 @@ export class ModuleCache {
   private async fetch(sha: string): Promise<{ bytes: Uint8Array; signature: string }> {
     let reply;
     try {
-      reply = await this.options.client.call('GET', `/gateway/v1/modules/${sha}`, { timeoutMs: DOWNLOAD_TIMEOUT_MS });
+      reply = await this.options.client.call('GET', modulePath(sha), { timeoutMs: DOWNLOAD_TIMEOUT_MS });
     } catch (err) {
       throw new ModuleDownloadError(sha, `could not be downloaded: ${(err as Error).message}`);
     }
@@ -123,7 +124,7 @@ export class ModuleCache {
       throw new ModuleDownloadError(sha, `could not be downloaded: the control plane answered ${reply.status}`);
     }
     if (reply.status !== 200) throw refused(sha, `could not be downloaded: the control plane answered ${reply.status}`);
-    const signature = reply.headers['x-gatehouse-signature'];
+    const signature = reply.headers[SIGNATURE_HEADER];
     return { bytes: reply.body, signature: typeof signature === 'string' ? signature : '' };
   }
 }

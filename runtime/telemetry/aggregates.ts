@@ -2,17 +2,7 @@
 // minutes wait in a bounded queue until they are delivered: while the control plane is unreachable they accumulate
 // (the oldest dropped first past `maxQueued`, and counted), and they are delivered after reconnecting.
 
-export interface MinuteAggregate {
-  /** Start of the minute, ISO 8601. */
-  minute: string;
-  api: string;
-  requests: number;
-  /** Answers with a 5xx status. */
-  errors: number;
-  p50Ms: number;
-  p95Ms: number;
-  p99Ms: number;
-}
+import type { MinuteAggregate } from '../gateway-api/endpoints.ts';
 
 interface Bucket {
   requests: number;

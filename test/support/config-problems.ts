@@ -1,7 +1,8 @@
 // The problems of a configuration document that must be refused, checked for the shape every refusal has.
 
 import assert from 'node:assert/strict';
-import { ConfigError, parseGatewayDocument } from '../../runtime/config/load.ts';
+import { ConfigError } from '../../runtime/config/config-error.ts';
+import { parseGatewayDocument } from '../../runtime/config/parse-document.ts';
 
 /** Parses `text` (named `name`) expecting a ConfigError; returns its problems. */
 export function problemsOf(text: string, name = 'gw.yaml'): { where: string; message: string }[] {

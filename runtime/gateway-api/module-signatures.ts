@@ -1,7 +1,8 @@
 // Module signatures: the control plane signs each uploaded policy module with its Ed25519 key; gateways check the
 // signature with the public key they trust (GATEHOUSE_TRUSTED_KEY) before loading a module, as well as its sha256.
 // What is signed is `gatehouse-module-v1:<sha256 hex>`: the module's digest, under a label that keeps the signature
-// from meaning anything else.
+// from meaning anything else. Signing and checking are kept together, in the gateway API's folder, so that the label
+// and the encoding the control plane signs with are the ones gateways check.
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 

@@ -16,6 +16,10 @@
 // The lifetime is checked on use too, not only at issue: a token expiring further ahead than any token is issued for
 // was not made by this control plane's admin API (the token key was used elsewhere, or the clock that issued it was
 // far ahead), and accepting it would let it outlive every rotation by its own expiry.
+//
+// The format is the gateway API's, so both sides use this file: the control plane issues and checks tokens (keeping a
+// row for each in its store), and a gateway reads the claims of its own (readClaims) to warn before it expires and to
+// tell a whole token in its token file from one caught half-written.
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 

@@ -1,7 +1,7 @@
-// The gateway's effect runner: what policies ask for through `effect` (docs/policy-abi.md, section 5).
+// The gateway's effect runner: what policies ask for through `effect` (abi/policy-abi.md, section 5).
 
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
-import { EffectKind } from '../policy-host/abi.ts';
+import { EffectKind } from '../../abi/index.ts';
 import type { EffectContext, EffectRunner, ExchangeUsage } from '../policy-host/binding.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { checkEgress, EgressRefused, portOf } from '../policy-host/egress.ts';

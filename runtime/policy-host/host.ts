@@ -1,7 +1,7 @@
 // The policy host: loads modules by content, compiles each once, and binds them into chains.
 
 import type { BudgetClocks } from './call-budget.ts';
-import type { Phase } from './abi.ts';
+import type { Phase } from '../../abi/index.ts';
 import { PolicyBinding, type EffectRunner } from './binding.ts';
 import { allowedHostsProblems } from './egress.ts';
 import { PolicyConfigError } from './errors.ts';

@@ -9,15 +9,19 @@ import {
   PHASES,
   PHASE_EXPORTS,
   WASI_MODULE,
+  functionSignatures,
+  parseDescriptor,
+  readMemoryLimits,
+  signatureProblems,
+  writeMemoryLimits,
+  type ConfigValidator,
+  type FunctionSignatures,
   type Phase,
-} from './abi.ts';
-import type { ConfigValidator } from './config-schema.ts';
-import { parseDescriptor, type PolicyDescriptor } from './descriptor.ts';
+  type PolicyDescriptor,
+} from '../../abi/index.ts';
 import { CallAbort, PolicyLoadError } from './errors.ts';
 import { DEFAULT_LIMITS, PolicyInstance } from './instance.ts';
 import { instrumentForBudget } from './instrument.ts';
-import { signatureProblems } from './signature-checks.ts';
-import { functionSignatures, readMemoryLimits, writeMemoryLimits, type FunctionSignatures } from './wasm-binary.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 const PAGE = 65536;

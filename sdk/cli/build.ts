@@ -1,5 +1,5 @@
 // `gatehouse-policy build`: compiles a policy written in AssemblyScript into a Gatehouse policy module (ABI v1,
-// docs/policy-abi.md).
+// abi/policy-abi.md).
 //
 // - The AssemblyScript compiler runs in-process (`asc.main`) with every file served from the `readFile` callback:
 //   `@gatehouse/policy-sdk` resolves to this SDK's `assembly/` folder wherever the policy lives, and a virtual entry
@@ -20,7 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { findRepoRoot } from '../../runtime/platform/paths.ts';
-import type { PolicyDescriptor } from '../../runtime/policy-host/descriptor.ts';
+import type { PolicyDescriptor } from '../../abi/index.ts';
 
 export type { PolicyDescriptor };
 

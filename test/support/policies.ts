@@ -58,7 +58,7 @@ export function makeExchange(request: Partial<Omit<RequestState, 'headers'>> & {
 /**
  * Builds a raw module from WebAssembly text (binaryen parses it), for modules the SDK would never produce. `features`:
  * 'mvp' (the default: MVP, bulk memory, sign-extension), or 'host' for every proposal the policy host accepts
- * (docs/policy-abi.md, section 1), which the ABI fuzzer's modules use.
+ * (abi/policy-abi.md, section 1), which the ABI fuzzer's modules use.
  */
 export async function wat(text: string, features: 'mvp' | 'host' = 'mvp'): Promise<Uint8Array> {
   const binaryen = (await import('binaryen')).default;

@@ -1,4 +1,4 @@
-// The descriptor a module returns from `gatehouse_policy_v1` (docs/policy-abi.md, section 2).
+// The descriptor a module returns from `gatehouse_policy_v1` (abi/policy-abi.md, section 2).
 
 import { compileConfigSchema, type ConfigValidator } from './config-schema.ts';
 

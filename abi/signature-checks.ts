@@ -1,9 +1,9 @@
-// What a module's imports and exports must look like beyond their names and kinds (docs/policy-abi.md, sections 1, 2
+// What a module's imports and exports must look like beyond their names and kinds (abi/policy-abi.md, sections 1, 2
 // and 4). The JS API cannot see signatures, and a JS host function accepts any: without these checks a module importing
 // a host function this gateway lacks (built for a later ABI), or declaring one with other parameters, or exporting a
 // handler of another shape, would load and then fail, or misread its arguments, on every call.
 
-import { DESCRIBE_EXPORT, EXPORT_SIGNATURE, HOST_FUNCTIONS, HOST_MODULE, KERNEL_FUNCTIONS, KERNEL_MODULE, PHASES, PHASE_EXPORTS } from './abi.ts';
+import { DESCRIBE_EXPORT, EXPORT_SIGNATURE, HOST_FUNCTIONS, HOST_MODULE, KERNEL_FUNCTIONS, KERNEL_MODULE, PHASES, PHASE_EXPORTS } from './constants.ts';
 import type { FunctionSignatures } from './wasm-binary.ts';
 
 /** One problem for each import of the host or kernel modules, and each called export, that does not match the ABI. */

@@ -1,4 +1,4 @@
-// Constants of policy ABI v1 (docs/policy-abi.md). The SDK's AssemblyScript side mirrors these numbers.
+// Constants of policy ABI v1 (abi/policy-abi.md). The SDK's AssemblyScript side mirrors these numbers.
 
 export const HOST_MODULE = 'gatehouse:host/v1';
 export const KERNEL_MODULE = 'extism:host/env';
@@ -60,14 +60,14 @@ export const EffectKind = {
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** Most rounds of effects one handler call may take (docs/policy-abi.md, section 5). */
+/** Most rounds of effects one handler call may take (abi/policy-abi.md, section 5). */
 export const MAX_EFFECT_ROUNDS = 4;
 /** Most distinct effects one handler call may ask for, over all its rounds (section 5). */
 export const MAX_EFFECTS_PER_CALL = 16;
 /** Most effects performed with I/O for one request, by all the policies of its chain (section 5). */
 export const MAX_EFFECTS_PER_REQUEST = 64;
 
-/** The functions of `gatehouse:host/v1` and their signatures (docs/policy-abi.md, section 4): what a module may import. */
+/** The functions of `gatehouse:host/v1` and their signatures (abi/policy-abi.md, section 4): what a module may import. */
 export const HOST_FUNCTIONS: Readonly<Record<string, string>> = {
   get: '(i32, i32, i32, i32, i32) -> i32',
   set: '(i32, i32, i32, i32, i32) -> i32',

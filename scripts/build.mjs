@@ -25,7 +25,7 @@ const entryPoints = [
   'runtime/main.ts',
   'runtime/control-plane/main.ts',
   'runtime/cli/main.ts',
-  'sdk/cli/main.ts',
+  'sdk/cli/gatehouse-policy.ts',
   ...entries('test', (n) => n.endsWith('.test.ts')),
   ...entries('scripts', (n) => n.endsWith('.ts')),
 ];

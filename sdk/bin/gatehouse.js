@@ -2,4 +2,4 @@
 // Launcher of the gatehouse command (operators' CLI for the control plane, runtime/cli/).
 import { launch } from './launch.js';
 
-await launch('gatehouse', import.meta.url, 'dist/runtime/cli/main.js', ['runtime', 'sdk/cli']);
+await launch('gatehouse', import.meta.url, 'dist/runtime/cli/main.js', ['runtime', 'abi', 'sdk/build']);

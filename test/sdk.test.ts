@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { buildPolicy, PolicyBuildError } from '../sdk/build/build.ts';
+import { buildPolicy, PolicyBuildError } from '../sdk/build/index.ts';
 import { runCli } from '../sdk/cli/gatehouse-policy.ts';
 import { runPolicyTests } from '../sdk/cli/policy-test.ts';
 import { repoRoot } from '../runtime/platform/paths.ts';

@@ -3,7 +3,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildPolicy, displayPath, PolicyBuildError, readDescriptor } from '../build/build.ts';
+import { buildPolicy, displayPath, PolicyBuildError, readDescriptor } from '../build/index.ts';
 import { scaffoldPolicy } from './scaffold.ts';
 
 const HELP = `gatehouse-policy: build, scaffold and test Gatehouse policies (AssemblyScript, ABI v1)

@@ -6,7 +6,7 @@
 import { Buffer } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { buildPolicy } from '../build/build.ts';
+import { buildPolicy } from '../build/index.ts';
 import { EffectKind, PHASES, PolicyConfigError, PolicyFailure, PolicyHost, type Phase } from '../../runtime/policy-host/index.ts';
 import type { EffectContext, EffectRunner, Grants, Limits } from '../../runtime/policy-host/index.ts';
 import { Exchange, headerMap, type HeaderMap } from '../../runtime/pipeline/exchange.ts';

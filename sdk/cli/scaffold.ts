@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { displayPath, policyNameFromFolder } from '../build/build.ts';
+import { displayPath, policyNameFromFolder } from '../build/index.ts';
 
 const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,63}$/;
 

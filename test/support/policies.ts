@@ -17,7 +17,7 @@ export async function buildFixture(name: string): Promise<Uint8Array> {
   const source = existsSync(fixture) ? fixture : builtin;
   // Imported here, not at the top: the compiler (AssemblyScript) takes about a second to load, and helpers such as
   // wat() are used by processes that never build a policy (the ABI fuzzer's child starts again after every crash).
-  const { buildPolicy } = await import('../../sdk/build/build.ts');
+  const { buildPolicy } = await import('../../sdk/build/index.ts');
   return (await buildPolicy({ source })).wasm;
 }
 

@@ -114,5 +114,10 @@ export const KERNEL_FUNCTIONS: Readonly<Record<string, string>> = {
   get_log_level: '() -> i32',
 };
 
+/** A page of WebAssembly linear memory, the unit of a memory's limits. */
+export const WASM_PAGE_BYTES = 65536;
+/** The largest memory cap a binding may have (limits.memoryBytes), 1 GiB: a module whose memory starts larger is refused. */
+export const MAX_MEMORY_BYTES = 1024 * 1024 * 1024;
+
 /** What every export the host calls looks like (the descriptor and the phase handlers). */
 export const EXPORT_SIGNATURE = '() -> i32';

@@ -2,7 +2,7 @@
 // SDK's build (sdk/build/) both hold modules to. Import this file by relative path, never by package name (see
 // package.json). It imports nothing from runtime/ or sdk/.
 export * from './constants.ts';
-export { parseDescriptor, type PolicyDescriptor } from './descriptor.ts';
+export { parseDescriptor, POLICY_NAME, type PolicyDescriptor } from './descriptor.ts';
 export { compileConfigSchema, type ConfigValidator } from './config-schema.ts';
 export {
   functionSignatures,
@@ -13,4 +13,5 @@ export {
   type MemoryLimits,
   type Signature,
 } from './wasm-binary.ts';
-export { signatureProblems } from './signature-checks.ts';
+export { signatureProblems, type SignatureProblem } from './signature-checks.ts';
+export { checkPolicyModule, type ModuleCheck, type ModuleCheckOptions, type ModuleProblem, type ModuleRule } from './module-check.ts';

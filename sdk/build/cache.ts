@@ -12,8 +12,11 @@ import { ASC_FLAGS, sha256, type CompileOutput } from './compile.ts';
 import { descriptorJson } from './descriptor.ts';
 import type { BuildDiagnostic } from './diagnostics.ts';
 
-/** Bumped whenever the generated code or the build flags change, so that older cache entries are not used. */
-export const BUILDER_VERSION = 2;
+/**
+ * Bumped whenever the generated code, the build flags or the checks a module must pass change, so that older cache
+ * entries are not used (3: the ABI's module check, abi/module-check.ts).
+ */
+export const BUILDER_VERSION = 3;
 
 export interface CacheMeta {
   builder: number;

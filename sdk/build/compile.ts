@@ -188,7 +188,7 @@ export async function compile(
     throw buildError(`the AssemblyScript compiler produced no module for ${displayPath(source)}`, []);
   }
   const bytes = new Uint8Array(wasm);
-  checkModule(bytes, source, userFiles);
+  await checkModule(bytes, source, userFiles);
   const map = outputs.get(`${outName}.map`);
   return {
     wasm: bytes,

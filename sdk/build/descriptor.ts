@@ -5,10 +5,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import type { PolicyDescriptor } from '../../abi/index.ts';
+import { parseDescriptor, POLICY_NAME, type PolicyDescriptor } from '../../abi/index.ts';
 import { buildError, displayPath, lineColumn, type BuildDiagnostic } from './diagnostics.ts';
-
-const NAME_PATTERN = /^[a-z0-9][a-z0-9-]*$/;
 
 function parseJsonAt(file: string, text: string): unknown {
   try {
@@ -89,7 +87,7 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
   let name: string;
   if (policy.name === undefined) {
     name = policyNameFromFolder(dir);
-    if (!NAME_PATTERN.test(name)) {
+    if (!POLICY_NAME.test(name)) {
       problems.push({
         file: policyFile,
         line: 1,
@@ -97,7 +95,7 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
         message: `no "name", and the folder name does not give a valid one: add "name" (lowercase letters, digits and dashes)`,
       });
     }
-  } else if (typeof policy.name !== 'string' || !NAME_PATTERN.test(policy.name) || policy.name.length > 64) {
+  } else if (typeof policy.name !== 'string' || !POLICY_NAME.test(policy.name)) {
     problem('name', `"name" must be lowercase letters, digits and dashes, starting with a letter or digit, at most 64 characters (got ${JSON.stringify(policy.name)})`);
     name = '';
   } else {
@@ -140,15 +138,28 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
     }
   }
   if (problems.length > 0) throw buildError(`the descriptor of ${displayPath(dir)} is not valid`, problems);
-  return {
-    descriptor: {
-      name,
-      version,
-      requestBody: policy.requestBody === true,
-      responseBody: policy.responseBody === true,
-      configSchema,
-    },
+  const descriptor: PolicyDescriptor = {
+    name,
+    version,
+    requestBody: policy.requestBody === true,
+    responseBody: policy.responseBody === true,
+    configSchema,
   };
+  // The gateway reads the module's descriptor with the ABI's parser: what it would refuse (a schema.json that is not a
+  // JSON Schema, say), the build refuses, naming the file the field comes from.
+  const parsed = parseDescriptor(descriptorJson(descriptor));
+  if ('problems' in parsed) {
+    throw buildError(
+      `the descriptor of ${displayPath(dir)} is not valid`,
+      parsed.problems.map((message) => ({
+        file: message.startsWith('descriptor.configSchema') ? schemaFile : policyFile,
+        line: 1,
+        column: 1,
+        message,
+      })),
+    );
+  }
+  return { descriptor };
 }
 
 /** The descriptor as the module outputs it (fixed key order; `configSchema` left out when there is none). */

@@ -1,6 +1,6 @@
 // The SDK's build as a library (`gatehouse-policy build` is its command-line face, sdk/cli/): AssemblyScript policies
 // compiled into policy modules, checked against the ABI (abi/) as the gateway checks them, cached by content.
-// The runtime builds `source:` policies through this file; nothing here imports runtime/.
+// The gateway builds `source:` policies through this file; nothing here imports the runtime.
 export { buildPolicy, type BuildOptions, type BuildResult } from './build.ts';
 export { BUILDER_VERSION } from './cache.ts';
 export { ASC_FLAGS } from './compile.ts';

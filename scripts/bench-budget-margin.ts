@@ -1,5 +1,5 @@
 // How far past its CPU budget a call runs before the host stops it, for a module looping over each function it can
-// import and over its own code (test/support/hostile-modules.ts, IMPORT_LOOPS): the margin docs/policy-abi.md
+// import and over its own code (test/support/hostile-modules.ts, IMPORT_LOOPS): the margin abi/policy-abi.md
 // promises. Each loop never ends by itself; the call ends for its budget or for a cap the loop runs into.
 //
 //   npm run bench:budget-margin [-- --calls 10 --budget 50]

@@ -13,6 +13,7 @@
 // Without BENCH_CONTROL_PLANE_BASELINE only this build is measured.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,10 +101,16 @@ async function call(url: string, method: string, path: string, authorization: st
   return { status: res.statusCode, text, headers: res.headers };
 }
 
+/** The build's `gatehouse` launcher: the root package's bin/, or sdk/bin/ in a baseline built before it was there. */
+function launcher(build: Build): string {
+  const rootBin = join(build.root, 'bin', 'gatehouse.js');
+  return existsSync(rootBin) ? rootBin : join(build.root, 'sdk', 'bin', 'gatehouse.js');
+}
+
 /** Runs the build's own `gatehouse` command; its wall time in ms. */
 async function gatehouse(build: Build, args: string[], env: Record<string, string>): Promise<number> {
   const started = performance.now();
-  const child = spawn(process.execPath, [join(build.root, 'sdk', 'bin', 'gatehouse.js'), ...args], {
+  const child = spawn(process.execPath, [launcher(build), ...args], {
     cwd: build.root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],

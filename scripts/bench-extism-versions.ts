@@ -1,4 +1,4 @@
-// npm run bench:extism — the measurements behind pinning @extism/extism at 2.0.0-rc13 (docs/policy-abi.md).
+// npm run bench:extism — the measurements behind pinning @extism/extism at 2.0.0-rc13 (abi/policy-abi.md).
 // Both versions run the same hand-written module side by side in one process:
 //   extism-noop-median-us-<version>    a call of an empty export (1.0.3 with the reset() it needs after every call)
 //   extism-input-bytes-seen-<version>  how many bytes a module sees when handed a 5-byte pooled Buffer

@@ -25,7 +25,7 @@ const entryPoints = [
   'runtime/entry/gateway.ts',
   'runtime/entry/control-plane.ts',
   'runtime/operator-cli/gatehouse.ts',
-  'sdk/cli/main.ts',
+  'sdk/cli/gatehouse-policy.ts',
   ...entries('test', (n) => n.endsWith('.test.ts')),
   ...entries('scripts', (n) => n.endsWith('.ts')),
 ];

@@ -1,6 +1,6 @@
 // The ABI fuzzer in the suite: a short seeded run of hostile modules (test/support/abi-fuzz/) against the real policy
 // host, in a supervised child process, then a real gateway serving a healthy API beside some of them. The bounds are
-// the sandbox's promises (docs/policy-abi.md, section 6; the margins are in bounds.ts): these tests pass only when the
+// the sandbox's promises (abi/policy-abi.md, section 6; the margins are in bounds.ts): these tests pass only when the
 // host keeps every one. The first two groups check the fuzzer itself: that its runs are reproducible and cover the
 // ABI, and that a broken bound, a dead process and a hang are each reported with what reproduces them.
 //

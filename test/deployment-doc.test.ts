@@ -107,7 +107,7 @@ before(async () => {
   chmodSync(join(bin, 'kubectl'), 0o755);
   const project = join(work, 'operator');
   mkdirSync(join(project, 'node_modules', '.bin'), { recursive: true });
-  symlinkSync(join(root, 'sdk', 'bin', 'gatehouse.js'), join(project, 'node_modules', '.bin', 'gatehouse'));
+  symlinkSync(join(root, 'bin', 'gatehouse.js'), join(project, 'node_modules', '.bin', 'gatehouse'));
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('GATEHOUSE_')) env[k] = v;
   shell = new ShellSession(project, {

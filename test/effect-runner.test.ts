@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { EffectKind } from '../runtime/policy-host/abi.ts';
+import { EffectKind } from '../abi/index.ts';
 import type { EffectContext } from '../runtime/policy-host/binding.ts';
 import { CallAbort } from '../runtime/policy-host/errors.ts';
 import { DEFAULT_HTTP_IN_FLIGHT, GatewayEffects } from '../runtime/pipeline/effects.ts';

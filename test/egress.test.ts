@@ -1,4 +1,4 @@
-// Where policies may send traffic (docs/policy-abi.md: field 14 BACKEND_URL, section 5 HTTP effect, section 6 network).
+// Where policies may send traffic (abi/policy-abi.md: field 14 BACKEND_URL, section 5 HTTP effect, section 6 network).
 // BACKEND_URL and the HTTP effect reach only the hosts and ports a grant names; loopback, link-local and unspecified
 // addresses and the gateway's own listeners only when the grant names them exactly; a name is resolved once and the
 // address checked is the address connected to; HTTP effects in flight are bounded per gateway. Real servers on
@@ -537,7 +537,7 @@ describe('a name a wildcard admitted is resolved once, checked, and connected to
         assert.ok(!(exchange instanceof Error), `${name}: ${String(exchange)}`);
         assert.equal((exchange as ReturnType<typeof makeExchange>).request.headers.get('x-lookup-body')?.[0], `reached ${name.toLowerCase()}:${port}`, name);
       }
-      // A final dot makes another name (docs/policy-abi.md), outside the entry like the others.
+      // A final dot makes another name (abi/policy-abi.md), outside the entry like the others.
       for (const name of ['evilexample.com', 'example.com.evil.net', 'example.com', 'a.example.co', 'a.example.com.']) {
         const err = await call(name);
         assert.ok(err instanceof PolicyFailure, `${name}: expected a failure, got ${String(err)}`);

@@ -1,6 +1,6 @@
 // `gatehouse apply` for GitOps, `gatehouse delete`, references, and the fleet view (`gatehouse get`, GET
 // /admin/gateways), against a real control plane process, with the real `gatehouse` command run as its own process
-// (the npm launcher, sdk/bin/gatehouse.js).
+// (the npm launcher, bin/gatehouse.js).
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -40,7 +40,7 @@ function run(command: string[], env: Record<string, string>, shell = false): Pro
 
 /** The gatehouse command: a Node program (as the control plane, also when the suite runs under Deno). */
 const NODE = isDeno ? 'node' : process.execPath;
-const LAUNCHER = join(repoRoot(), 'sdk', 'bin', 'gatehouse.js');
+const LAUNCHER = join(repoRoot(), 'bin', 'gatehouse.js');
 
 /** The 1-based line of the first line of `text` containing `marker`. */
 function lineOf(text: string, marker: string): number {

@@ -1,11 +1,11 @@
 // The functions of gatehouse:host/v1 and the limits of a call as one policy instance applies them
-// (runtime/policy-host/instance.ts), from inside hand-written modules (docs/policy-abi.md, sections 3 to 6): what each
+// (runtime/policy-host/instance.ts), from inside hand-written modules (abi/policy-abi.md, sections 3 to 6): what each
 // function reads and writes, every pointer range it checks, what it costs the output cap and the log budget, memory
 // growth against the cap, and the failures that keep or recycle the instance.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { EffectKind, Field, MAX_EFFECTS_PER_CALL, Status } from '../runtime/policy-host/abi.ts';
+import { EffectKind, Field, MAX_EFFECTS_PER_CALL, Status } from '../abi/index.ts';
 import { createSign, generateKeyPairSync } from 'node:crypto';
 import type { MetricEmission } from '../runtime/telemetry/custom-metrics.ts';
 import { assertAllHeld, bindProbe, budgetCheckCounter, repeated, type Probe, type ProbeOptions } from './support/kernel-probes.ts';

@@ -1,5 +1,5 @@
 // The Extism kernel as the policy host answers it (runtime/policy-host/kernel.ts), function by function, from inside
-// hand-written modules (docs/policy-abi.md, section 3): addresses, bounds, values, the blocks' lifetime, vars,
+// hand-written modules (abi/policy-abi.md, section 3): addresses, bounds, values, the blocks' lifetime, vars,
 // configuration, logs and errors, and each limit the kernel applies (memory cap, block count and size, output cap).
 
 import assert from 'node:assert/strict';

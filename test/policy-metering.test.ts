@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { INTERNAL_MODULE } from '../runtime/policy-host/abi.ts';
+import { INTERNAL_MODULE } from '../abi/index.ts';
 import {
   BUDGET_CHECK_IMPORT,
   BULK_CHUNK_BYTES,

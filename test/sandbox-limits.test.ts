@@ -1,4 +1,4 @@
-// The sandbox's limits against modules written by hand against docs/policy-abi.md (not built by our SDK): each way out
+// The sandbox's limits against modules written by hand against abi/policy-abi.md (not built by our SDK): each way out
 // of a module (Extism kernel functions, gatehouse:host/v1, its own instructions) is counted against the policy's CPU
 // budget, memory cap, output cap and log budget. Each test here failed on the host before these were accounted.
 

@@ -6,10 +6,13 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { buildPolicy, PolicyBuildError } from '../sdk/cli/build.ts';
-import { runCli } from '../sdk/cli/main.ts';
+import { checkPolicyModule, functionSignatures } from '../abi/index.ts';
+import { PolicyLoadError } from '../runtime/policy-host/index.ts';
+import { buildPolicy, checkModule, PolicyBuildError } from '../sdk/build/index.ts';
+import { runCli } from '../sdk/cli/gatehouse-policy.ts';
 import { runPolicyTests } from '../sdk/cli/policy-test.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
+import { newHost, rawModule } from './support/policies.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-sdk-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -149,5 +152,109 @@ describe('gatehouse-policy', () => {
       assert.equal(exchange.request.headers.get('x-sha256')?.[0], createHash('sha256').update(data).digest('hex'), `sha256, ${length} bytes`);
       assert.equal(exchange.request.headers.get('x-hmac')?.[0], createHmac('sha256', key).update(data).digest('hex'), `hmac, ${length} bytes, key ${key.length}`);
     }
+  });
+});
+
+// The SDK's build and the gateway's loader decide whether a module is acceptable with the same check
+// (abi/module-check.ts): what the build accepts, the gateway loads. Modules written by hand, for what the compiler
+// would not produce.
+describe('the build refuses what the gateway refuses, with the same check', () => {
+  /** The sections of a module: id, and where its content starts. */
+  function sections(bytes: Uint8Array): { id: number; contentStart: number }[] {
+    const out: { id: number; contentStart: number }[] = [];
+    let pos = 8;
+    while (pos < bytes.length) {
+      const id = bytes[pos++]!;
+      let size = 0;
+      for (let shift = 0; ; shift += 7) {
+        const b = bytes[pos++]!;
+        size += (b & 0x7f) * 2 ** shift;
+        if ((b & 0x80) === 0) break;
+      }
+      out.push({ id, contentStart: pos });
+      pos += size;
+    }
+    return out;
+  }
+
+  /** What the gateway's loader and the build's check say of `bytes`: null for accepted, else the error. */
+  async function verdicts(bytes: Uint8Array): Promise<{ loaded: unknown; built: unknown }> {
+    const { host } = newHost();
+    const loaded = await host.load(bytes).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    const built = await checkModule(new Uint8Array(bytes), join(work, 'hand-written', 'policy.ts')).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    return { loaded, built };
+  }
+
+  test('a module whose export section runs past its end is refused by both; the reader says so instead of reading on', async () => {
+    const good = await rawModule();
+    const exports = sections(good).find((s) => s.id === 7)!;
+    // Cut three bytes into the export section: its size claims bytes the module does not have.
+    const cut = good.slice(0, exports.contentStart + 3);
+    assert.throws(() => functionSignatures(cut), /section 7 runs past the end of the module/);
+    const { loaded, built } = await verdicts(cut);
+    assert.ok(loaded instanceof PolicyLoadError, String(loaded));
+    assert.match(loaded.message, /not a valid WebAssembly module/);
+    assert.ok(built instanceof PolicyBuildError, String(built));
+    assert.match(built.message, /not valid WebAssembly/);
+  });
+
+  test('modules the build let through before and the gateway refused are refused by both, for the same reason', async () => {
+    const cases: { what: string; bytes: Uint8Array; gateway: RegExp; build: RegExp }[] = [
+      {
+        what: 'a host function declared with other parameters',
+        bytes: await rawModule({ imports: '(import "gatehouse:host/v1" "get" (func $g (param i32) (result i32)))' }),
+        gateway: /import gatehouse:host\/v1\.get: declared as \(i32\) -> i32, but it is \(i32, i32, i32, i32, i32\) -> i32/,
+        build: /import gatehouse:host\/v1\.get: declared as \(i32\) -> i32, but it is \(i32, i32, i32, i32, i32\) -> i32/,
+      },
+      {
+        what: 'a global imported from the host module',
+        bytes: await rawModule({ imports: '(import "gatehouse:host/v1" "get" (global i32))' }),
+        gateway: /import gatehouse:host\/v1\.get \(global\): only functions can be imported/,
+        build: /import gatehouse:host\/v1\.get \(global\): only functions can be imported/,
+      },
+      {
+        what: 'a handler exported as a global',
+        bytes: await rawModule({ exports: '(global (export "on_inbound") i32 (i32.const 0))' }),
+        gateway: /no phase handler exported/,
+        build: /no phase handler is exported: add at least one of export function on_inbound\(\): i32/,
+      },
+    ];
+    for (const c of cases) {
+      assert.ok((await checkPolicyModule(new Uint8Array(c.bytes), { allowWasi: false })).problems.length > 0, c.what);
+      const { loaded, built } = await verdicts(c.bytes);
+      assert.ok(loaded instanceof PolicyLoadError, `${c.what}: the gateway refuses it (${String(loaded)})`);
+      assert.match(loaded.message, c.gateway, c.what);
+      assert.ok(built instanceof PolicyBuildError, `${c.what}: the build refuses it (${String(built)})`);
+      assert.match(built.message, c.build, c.what);
+    }
+  });
+
+  test('a module written by hand that keeps the ABI passes both; WASI alone is refused by the build and left to the grants by the gateway', async () => {
+    const good = await verdicts(await rawModule());
+    assert.deepEqual(good, { loaded: null, built: null });
+    const wasi = await verdicts(await rawModule({ imports: '(import "wasi_snapshot_preview1" "random_get" (func $r (param i32 i32) (result i32)))' }));
+    assert.equal(wasi.loaded, null, 'the gateway loads it; binding it needs the wasi grant');
+    assert.ok(wasi.built instanceof PolicyBuildError);
+    assert.match(wasi.built.message, /import wasi_snapshot_preview1::random_get is not allowed: WASI \(random_get\) is not available to SDK policies/);
+  });
+
+  test('a schema.json that is not a JSON Schema is refused at build time, as the gateway refuses the descriptor', async () => {
+    const dir = policyFolder(
+      'bad-schema',
+      ['import { CONTINUE } from "@gatehouse/policy-sdk";', 'export function on_inbound(): i32 {', '  return CONTINUE;', '}', ''].join('\n'),
+    );
+    writeFileSync(join(dir, 'schema.json'), '{ "type": "no-such-type" }');
+    const err = await buildPolicy({ source: join(dir, 'policy.ts') }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof PolicyBuildError, String(err));
+    assert.match(err.message, /bad-schema\/schema\.json:1:1: descriptor\.configSchema is not a valid JSON Schema/);
   });
 });

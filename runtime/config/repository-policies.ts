@@ -6,7 +6,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { buildPolicy, PolicyBuildError } from '../../sdk/cli/build.ts';
+import { buildPolicy, PolicyBuildError } from '../../sdk/build/index.ts';
 import { BUILTIN_NAME, PolicySourceError, type BuiltinPolicy, type PolicySources } from './policy-sources.ts';
 
 export class RepositoryPolicySources implements PolicySources {

@@ -214,7 +214,7 @@ async function apply(args: string[], io: CliIo): Promise<number> {
   const apis = declaration.apis;
   if (Array.isArray(apis)) {
     // Loaded only here: the SDK's build (esbuild, the compiler) would slow every other command.
-    const { buildPolicy } = await import('../../sdk/cli/build.ts');
+    const { buildPolicy } = await import('../../sdk/build/index.ts');
     for (const api of apis) {
       for (const { entry } of policyEntries({ apis: [api] })) {
         if (typeof entry.source === 'string') {

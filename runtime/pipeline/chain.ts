@@ -1,7 +1,7 @@
 // Runs a policy chain over an exchange in the phases of Azure API Management:
 // inbound → backend → (forward) → outbound, and on-error when a policy or the backend fails.
 
-import type { Phase } from '../policy-host/abi.ts';
+import type { Phase } from '../../abi/index.ts';
 import type { PolicyBinding } from '../policy-host/binding.ts';
 import { PolicyFailure } from '../policy-host/errors.ts';
 import { roundMs } from '../telemetry/access-log.ts';
@@ -30,7 +30,7 @@ export function stackScopes(...scopes: Partial<PolicyChain>[]): PolicyChain {
 /** Why the backend could not answer. The data plane's forwarder throws it; the chain sends it to on-error. */
 export class BackendError extends Error {
   constructor(
-    // refused: the address a policy's wildcard grant led to is not one it may reach (docs/policy-abi.md, section 5).
+    // refused: the address a policy's wildcard grant led to is not one it may reach (abi/policy-abi.md, section 5).
     readonly reason: 'timeout' | 'unreachable' | 'reset' | 'too-large' | 'bad-response' | 'refused',
     readonly status: number,
     message: string,

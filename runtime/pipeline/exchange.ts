@@ -1,7 +1,7 @@
 // One request/response exchange as policies see it through ABI v1 fields, with an undo journal so that every policy
 // call is atomic (a failed call, or a round that waits for effects, leaves no trace).
 
-import { Field, Status, type Phase } from '../policy-host/abi.ts';
+import { Field, Status, type Phase } from '../../abi/index.ts';
 import type { ExchangeUsage, PolicyBinding, TransactionalView } from '../policy-host/binding.ts';
 import { checkEgress, type EgressAccess } from '../policy-host/egress.ts';
 import type { WriteOp } from '../policy-host/instance.ts';
@@ -94,7 +94,7 @@ export interface ExchangeInit {
 /**
  * How the request reaches `Exchange.backendUrl`: `api`, the API's own backend (what the operator configured);
  * `exact`, a URL a policy wrote that its `backend` grant names exactly; `wildcard`, one a wildcard entry admitted, so
- * the forwarder connects only to addresses that pass the checks of docs/policy-abi.md, section 5.
+ * the forwarder connects only to addresses that pass the checks of abi/policy-abi.md, section 5.
  */
 export type BackendAccess = 'api' | EgressAccess;
 

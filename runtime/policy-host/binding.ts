@@ -2,7 +2,7 @@
 // It owns the live instance, runs effect rounds, keeps every call atomic, and recycles the instance after a trap.
 
 import type { BudgetClocks } from './call-budget.ts';
-import { MAX_EFFECT_ROUNDS, MAX_EFFECTS_PER_REQUEST, PHASE_EXPORTS, type Phase } from './abi.ts';
+import { MAX_EFFECT_ROUNDS, MAX_EFFECTS_PER_REQUEST, PHASE_EXPORTS, type Phase } from '../../abi/index.ts';
 import { CallAbort, PolicyFailure, type FailureReason } from './errors.ts';
 import { PolicyInstance, type CallState, type CallView, type Grants, type Limits } from './instance.ts';
 import type { PolicyModule } from './module.ts';
@@ -36,7 +36,7 @@ export interface EffectContext {
   grants: Grants;
 }
 
-/** Performs effects between two calls of a handler (docs/policy-abi.md, section 5). */
+/** Performs effects between two calls of a handler (abi/policy-abi.md, section 5). */
 export interface EffectRunner {
   perform(kind: number, request: string, context: EffectContext): Promise<string>;
   /**

@@ -1,5 +1,5 @@
 // Where a policy may send traffic: the one grammar of the `allowedHosts` entries of the `http` and `backend` grants,
-// matching a URL against them, and the addresses only an exact entry reaches (docs/policy-abi.md, sections 5 and 6).
+// matching a URL against them, and the addresses only an exact entry reaches (abi/policy-abi.md, sections 5 and 6).
 // Nothing here resolves names or opens sockets: runtime/network/egress-guard.ts does, with these rules, when a destination
 // was admitted by a wildcard.
 

@@ -1,12 +1,12 @@
 // The policy host: loads modules by content, compiles each once, and binds them into chains.
 
 import type { BudgetClocks } from './call-budget.ts';
-import type { Phase } from './abi.ts';
+import { MAX_MEMORY_BYTES, type Phase } from '../../abi/index.ts';
 import { PolicyBinding, type EffectRunner } from './binding.ts';
 import { allowedHostsProblems } from './egress.ts';
 import { PolicyConfigError } from './errors.ts';
 import { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
-import { loadPolicyModule, MAX_MEMORY_BYTES, sha256Hex, type PolicyModule } from './module.ts';
+import { loadPolicyModule, sha256Hex, type PolicyModule } from './module.ts';
 import { discardSink, Logger } from '../telemetry/logger.ts';
 import { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';

@@ -1,5 +1,28 @@
 // Public surface of the policy host.
-export * from './abi.ts';
+// The ABI's constants and the descriptor (abi/), which whoever drives a host speaks.
+export {
+  DESCRIBE_EXPORT,
+  EFFECT_PENDING,
+  EXPORT_SIGNATURE,
+  EffectKind,
+  Field,
+  HOST_FUNCTIONS,
+  HOST_MODULE,
+  INTERNAL_MODULE,
+  KERNEL_FUNCTIONS,
+  KERNEL_MODULE,
+  LOG_LEVELS,
+  MAX_EFFECTS_PER_CALL,
+  MAX_EFFECTS_PER_REQUEST,
+  MAX_EFFECT_ROUNDS,
+  PHASES,
+  PHASE_EXPORTS,
+  Status,
+  WASI_MODULE,
+  type LogLevel,
+  type Phase,
+  type PolicyDescriptor,
+} from '../../abi/index.ts';
 export * from './errors.ts';
 export { PolicyHost, type BindSpec, type PolicyHostOptions } from './host.ts';
 export { PolicyBinding, type EffectRunner, type EffectContext, type BindingStats } from './binding.ts';
@@ -7,4 +30,17 @@ export { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
 export type { BudgetClocks } from './call-budget.ts';
 export type { PolicyModule } from './module.ts';
 export { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
-export type { PolicyDescriptor } from './descriptor.ts';
+
+// Embedding: what a program that runs policies outside the gateway's request path needs (the SDK's offline test runner
+// is one). The pipeline (../pipeline/) imports this folder's files directly, never this index, so these
+// re-exports make no import cycle; keep it so.
+/** The exchange policies read and change (request, response, variables), with the undo journal a failed call rolls back. */
+export { Exchange, headerMap, type ExchangeInit, type HeaderMap, type RequestState, type ResponseState } from '../pipeline/exchange.ts';
+/** An effect runner for counters, leases and meters, without the network; wrap or extend it to answer HTTP effects. */
+export { CounterEffects, type CounterEffectsOptions } from '../pipeline/counter-effects.ts';
+/** Counters kept in the process's memory, the store CounterEffects counts in. */
+export { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts';
+/** The grant check of the HTTP and backend effects: throws a CallAbort (capability) for a URL outside the grant. */
+export { checkEgress } from './egress.ts';
+/** The structured logger a host writes policies' log lines to, and a sink that keeps the records in an array. */
+export { Logger, memorySink, type LogRecord } from '../telemetry/logger.ts';

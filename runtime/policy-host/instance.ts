@@ -6,7 +6,7 @@
 // escaped the memory cap and its output and logs were not counted), the functions of ABI v1 (below), the metering
 // imports (instrument.ts) and, when granted, WASI (wasi.ts, each function charged). Handlers are called straight into
 // the module's export, synchronously (`callHandler`): they take no input and their output is ignored
-// (docs/policy-abi.md, section 2), so there is no per-call frame to set up, and a host function is a plain function
+// (abi/policy-abi.md, section 2), so there is no per-call frame to set up, and a host function is a plain function
 // (no bound Extism context in front of it). The descriptor export is called the same way, its output taken from the
 // kernel. Guests are initialised as Extism initialises them (`_initialize`, `_start`, `hs_init`), so that a module
 // that ran under the Extism JS SDK runs here.
@@ -15,7 +15,7 @@
 // - CPU: the module's own instructions are metered (instrument.ts); host functions charge `work` units by what they
 //   do (one a call, one per 256 bytes they copy or scan, a whole check interval for a signature check or a WASI call),
 //   and the budget (call-budget.ts) is checked every HOST_WORK_PER_CHECK units. No call outlives its budget by more
-//   than one check interval of either meter plus the longest single host operation (docs/policy-abi.md, section 6,
+//   than one check interval of either meter plus the longest single host operation (abi/policy-abi.md, section 6,
 //   with the measured margin).
 // - Memory: linear memory plus the kernel's blocks and vars, against the cap. Linear memory grows only through
 //   `memory_grow`, which the host refuses past the cap; kernel allocations are refused the same way.
@@ -23,7 +23,7 @@
 // - Logs: lines and bytes per call written to the gateway's log, past which the call fails (`log-budget`).
 //
 // The state of the current call lives on the instance (`call`). Host functions move bytes between the module's own
-// memory and the host with i32 pointers: no Extism handles, no BigInt (docs/policy-abi.md, section 3).
+// memory and the host with i32 pointers: no Extism handles, no BigInt (abi/policy-abi.md, section 3).
 
 import { verifySignature } from './signatures.ts';
 import { checkEmission, type MetricEmission } from '../telemetry/custom-metrics.ts';
@@ -39,7 +39,7 @@ import {
   Status,
   WASI_MODULE,
   type LogLevel,
-} from './abi.ts';
+} from '../../abi/index.ts';
 import { CallAbort } from './errors.ts';
 import { CallBudget, type BudgetClocks } from './call-budget.ts';
 import { BUDGET_CHECK_IMPORT, FIRST_FUEL, FUEL_EXPORT, MEMORY_GROW_IMPORT } from './instrument.ts';
@@ -52,7 +52,7 @@ export interface Grants {
   wasi?: boolean;
   /** Guest path → host directory, through WASI (implies `wasi`). */
   filesystem?: Record<string, string>;
-  /** Hosts and ports the HTTP effect may call (`host:port`, `*.domain:port`, `*:port`; docs/policy-abi.md, section 5). */
+  /** Hosts and ports the HTTP effect may call (`host:port`, `*.domain:port`, `*:port`; abi/policy-abi.md, section 5). */
   http?: { allowedHosts: string[] };
   /** Hosts and ports a policy may send the request to by writing BACKEND_URL (same entries as `http`). */
   backend?: { allowedHosts: string[] };

@@ -25,7 +25,7 @@
 // Measured cost (BENCHMARKS.md, `npm run bench:policy`): the same charge sequence as counting entries did (a global
 // read, a subtraction, a compare), so metering costs what it did.
 
-import { INTERNAL_MODULE } from './abi.ts';
+import { INTERNAL_MODULE } from '../../abi/index.ts';
 
 type Binaryen = typeof import('binaryen').default;
 let binaryenPromise: Promise<Binaryen> | null = null;

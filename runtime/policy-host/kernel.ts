@@ -14,7 +14,7 @@
 // Addresses are Extism JS's: the block index in the top 16 bits, the offset in the low 48.
 
 import { CallAbort } from './errors.ts';
-import { LOG_LEVELS, type LogLevel } from './abi.ts';
+import { LOG_LEVELS, type LogLevel } from '../../abi/index.ts';
 
 /** What the kernel needs of the instance it serves. */
 export interface KernelHost {

@@ -3,28 +3,21 @@
 import { createHash } from 'node:crypto';
 import {
   DESCRIBE_EXPORT,
-  HOST_MODULE,
-  INTERNAL_MODULE,
-  KERNEL_MODULE,
-  PHASES,
-  PHASE_EXPORTS,
-  WASI_MODULE,
+  WASM_PAGE_BYTES,
+  checkPolicyModule,
+  parseDescriptor,
+  writeMemoryLimits,
+  type ConfigValidator,
   type Phase,
-} from './abi.ts';
-import type { ConfigValidator } from './config-schema.ts';
-import { parseDescriptor, type PolicyDescriptor } from './descriptor.ts';
+  type PolicyDescriptor,
+} from '../../abi/index.ts';
 import { CallAbort, PolicyLoadError } from './errors.ts';
 import { DEFAULT_LIMITS, PolicyInstance } from './instance.ts';
 import { instrumentForBudget } from './instrument.ts';
-import { signatureProblems } from './signature-checks.ts';
-import { functionSignatures, readMemoryLimits, writeMemoryLimits, type FunctionSignatures } from './wasm-binary.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { BudgetClocks } from './call-budget.ts';
 
-const PAGE = 65536;
-
-/** The largest memory limit a binding may set (limits.memoryBytes): 1 GiB. */
-export const MAX_MEMORY_BYTES = 1024 * 1024 * 1024;
+const PAGE = WASM_PAGE_BYTES;
 
 export interface PolicyModule {
   readonly sha256: string;
@@ -53,45 +46,11 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger, clocks
   const where = label(sha256);
   // An exact copy: the caller's buffer may be a view into something larger.
   const own = new Uint8Array(bytes);
-  if (!WebAssembly.validate(own)) {
-    throw new PolicyLoadError(where, ['not a valid WebAssembly module']);
-  }
-  const original = await WebAssembly.compile(own);
-  const problems: string[] = [];
-  let importsWasi = false;
-  for (const imp of WebAssembly.Module.imports(original)) {
-    const what = `import ${imp.module}.${imp.name} (${imp.kind})`;
-    if (imp.kind === 'memory') problems.push(`${what}: a policy must define its own memory, not import one`);
-    else if (imp.module === INTERNAL_MODULE) problems.push(`${what}: "${INTERNAL_MODULE}" is reserved for the host`);
-    else if (imp.module === WASI_MODULE) importsWasi = true;
-    else if (imp.module !== KERNEL_MODULE && imp.module !== HOST_MODULE) {
-      problems.push(
-        `${what}: only "${KERNEL_MODULE}", "${HOST_MODULE}" and (when granted) "${WASI_MODULE}" may be imported`,
-      );
-    }
-  }
-  const exported = new Map(WebAssembly.Module.exports(original).map((e) => [e.name, e.kind]));
-  if (exported.get('memory') !== 'memory') problems.push('the module must export its memory as "memory"');
-  if (exported.get(DESCRIBE_EXPORT) !== 'function') problems.push(`missing export "${DESCRIBE_EXPORT}" (the descriptor)`);
-  const phases = new Set<Phase>(PHASES.filter((p) => exported.get(PHASE_EXPORTS[p]) === 'function'));
-  if (phases.size === 0) {
-    problems.push(`no phase handler exported (one of ${PHASES.map((p) => PHASE_EXPORTS[p]).join(', ')})`);
-  }
-  const limits = readMemoryLimits(own);
-  if (!limits) problems.push('the module defines no memory');
-  else if (limits.initial * PAGE > MAX_MEMORY_BYTES) {
-    problems.push(
-      `its memory starts at ${limits.initial} pages (${(limits.initial * PAGE) / 2 ** 20} MiB), more than any memory limit allows (${MAX_MEMORY_BYTES / 2 ** 20} MiB)`,
-    );
-  }
-  let signatures: FunctionSignatures | null = null;
-  try {
-    signatures = functionSignatures(own);
-  } catch {
-    // Type forms past WebAssembly 2.0: instrumentation refuses the module below, naming the proposal.
-  }
-  if (signatures) problems.push(...signatureProblems(signatures));
-  if (problems.length > 0) throw new PolicyLoadError(where, problems);
+  // The ABI's checks (abi/module-check.ts), the same the SDK's build makes; WASI is checked against grants when bound.
+  const check = await checkPolicyModule(own, { allowWasi: true });
+  if (check.problems.length > 0) throw new PolicyLoadError(where, check.problems.map((p) => p.message));
+  const { phases, importsWasi } = check;
+  const limits = check.memory;
 
   let metered: Uint8Array;
   try {

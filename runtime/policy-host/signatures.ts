@@ -4,7 +4,7 @@
 
 import { Buffer } from 'node:buffer';
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
-import { Status } from './abi.ts';
+import { Status } from '../../abi/index.ts';
 
 interface Algorithm {
   hash: string;

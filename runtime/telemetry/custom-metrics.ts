@@ -6,7 +6,7 @@
 // and counted, rather than let one policy grow the gateway's memory and every scrape without bound. The count of drops
 // is by metric name, which a policy chooses too: past MAX_DROPPED_NAMES names, drops are counted under `(other)`.
 
-import { Status } from '../policy-host/abi.ts';
+import { Status } from '../../abi/index.ts';
 import { labelKey } from './labels.ts';
 import type { Counter, MetricsRegistry } from './metrics.ts';
 

@@ -1,4 +1,4 @@
-// Raw bindings of Gatehouse policy ABI v1 (docs/policy-abi.md, section 4): the `gatehouse:host/v1` imports with
+// Raw bindings of Gatehouse policy ABI v1 (abi/policy-abi.md, section 4): the `gatehouse:host/v1` imports with
 // i32 pointer/length arguments, the field codes and the status codes. Policy authors normally use the functions of
 // `index.ts` instead; these are exported for the rare case that needs the ABI directly.
 

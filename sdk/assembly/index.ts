@@ -2,7 +2,7 @@
 //
 // A policy exports one function per phase it handles (`on_inbound`, `on_backend`, `on_outbound`, `on_error`), each
 // `(): i32` returning CONTINUE, RESPOND (after `respond(...)`) or PENDING (an effect is pending). Everything else goes
-// through the functions below, which bind ABI v1 (docs/policy-abi.md): `gatehouse:host/v1` imports with i32
+// through the functions below, which bind ABI v1 (abi/policy-abi.md): `gatehouse:host/v1` imports with i32
 // pointer/length arguments. Any unexpected status from the host fails the call with a message naming the function.
 
 import { Field, host_fail, host_log, host_metric, host_now, host_respond, host_verify, LogLevel, Status } from "./host";

@@ -1,6 +1,6 @@
-// The launchers of the repository's commands (gatehouse-policy, gatehouse). The commands are TypeScript; Node runs the
-// build in dist/, made by scripts/build.mjs, which a launcher runs first when the command's bundle is missing or older
-// than its sources.
+// The launchers of the repository's commands: gatehouse-policy (sdk/bin/) and gatehouse (the root package's bin/). The
+// commands are TypeScript; Node runs the build in dist/, made by scripts/build.mjs, which a launcher runs first when the
+// command's bundle is missing or older than its sources.
 import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';

@@ -6,14 +6,30 @@
 import { Buffer } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { buildPolicy } from './build.ts';
-import { EffectKind, PHASES, PolicyConfigError, PolicyFailure, PolicyHost, type Phase } from '../../runtime/policy-host/index.ts';
-import type { EffectContext, EffectRunner, Grants, Limits } from '../../runtime/policy-host/index.ts';
-import { Exchange, headerMap, type HeaderMap } from '../../runtime/pipeline/exchange.ts';
-import { GatewayEffects } from '../../runtime/pipeline/effects.ts';
-import { checkEgress } from '../../runtime/policy-host/egress.ts';
-import { MemoryCounterStore } from '../../runtime/state/counter-store.ts';
-import { Logger, memorySink, type LogRecord } from '../../runtime/telemetry/logger.ts';
+import { buildPolicy } from '../build/index.ts';
+// The policy host through its public surface only, as any embedding of it.
+import {
+  checkEgress,
+  CounterEffects,
+  EffectKind,
+  Exchange,
+  headerMap,
+  Logger,
+  MemoryCounterStore,
+  memorySink,
+  PHASES,
+  PolicyConfigError,
+  PolicyFailure,
+  PolicyHost,
+  type EffectContext,
+  type EffectRunner,
+  type Grants,
+  type HeaderMap,
+  type Limits,
+  type LogRecord,
+  type Phase,
+  type PolicyModule,
+} from '../../runtime/policy-host/index.ts';
 
 /** The CPU budgets of offline runs read this process's clocks, as a gateway's do (the command runs on Node). */
 const PROCESS_CLOCKS = {
@@ -89,7 +105,7 @@ export interface TestRun {
 /** Canned HTTP answers for offline runs; counters are the real in-memory store. */
 class OfflineEffects implements EffectRunner {
   canned: CannedHttp[] = [];
-  private readonly real = new GatewayEffects({ counters: new MemoryCounterStore() });
+  private readonly real = new CounterEffects({ counters: new MemoryCounterStore() });
 
   performNow(kind: number, request: string, context: EffectContext): string | undefined {
     return kind === EffectKind.HTTP ? undefined : this.real.performNow(kind, request, context);
@@ -151,7 +167,7 @@ export async function runPolicyTests(dir: string, options: { casesFile?: string 
 
 async function runCase(
   host: PolicyHost,
-  module: Awaited<ReturnType<PolicyHost['load']>>,
+  module: PolicyModule,
   c: TestCase,
   index: number,
   records: LogRecord[],

@@ -3,9 +3,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { displayPath, policyNameFromFolder } from './build.ts';
-
-const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,63}$/;
+import { POLICY_NAME } from '../../abi/index.ts';
+import { displayPath, policyNameFromFolder } from '../build/index.ts';
 
 function policySource(name: string): string {
   return `// ${name}: refuses requests that lack a configured header, and marks the responses it let through.
@@ -142,7 +141,7 @@ npx gatehouse-policy build ${shown}/policy.ts -o ${shown}/${name}.wasm  # build 
 export async function scaffoldPolicy(dir: string, options: { name?: string } = {}): Promise<string[]> {
   const folder = path.resolve(dir);
   const name = options.name ?? policyNameFromFolder(folder);
-  if (!NAME_PATTERN.test(name)) {
+  if (!POLICY_NAME.test(name)) {
     throw new Error(
       `"${name}" is not a valid policy name: use lowercase letters, digits and dashes, at most 64 characters` +
         (options.name === undefined ? ' (pass --name, or pick another folder name)' : ''),

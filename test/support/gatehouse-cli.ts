@@ -19,7 +19,7 @@ export interface CliRun {
 export function runGatehouse(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliRun> {
   const merged: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) merged[k] = v;
-  const child = spawn(isDeno ? 'node' : process.execPath, [join(repoRoot(), 'sdk', 'bin', 'gatehouse.js'), ...args], {
+  const child = spawn(isDeno ? 'node' : process.execPath, [join(repoRoot(), 'bin', 'gatehouse.js'), ...args], {
     cwd: repoRoot(),
     env: merged,
     stdio: ['ignore', 'pipe', 'pipe'],

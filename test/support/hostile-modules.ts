@@ -1,4 +1,4 @@
-// Policy modules written by hand in WebAssembly text against docs/policy-abi.md, not built by the SDK: what an author
+// Policy modules written by hand in WebAssembly text against abi/policy-abi.md, not built by the SDK: what an author
 // with another toolchain, or an attacker, can send. Every import of the Extism kernel and of gatehouse:host/v1 is
 // declared, so a module body can call any of them.
 

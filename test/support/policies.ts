@@ -18,7 +18,7 @@ export async function buildFixture(name: string): Promise<Uint8Array> {
   const source = existsSync(fixture) ? fixture : builtin;
   // Imported here, not at the top: the compiler (AssemblyScript) takes about a second to load, and helpers such as
   // wat() are used by processes that never build a policy (the ABI fuzzer's child starts again after every crash).
-  const { buildPolicy } = await import('../../sdk/cli/build.ts');
+  const { buildPolicy } = await import('../../sdk/build/index.ts');
   return (await buildPolicy({ source })).wasm;
 }
 
@@ -59,7 +59,7 @@ export function makeExchange(request: Partial<Omit<RequestState, 'headers'>> & {
 /**
  * Builds a raw module from WebAssembly text (binaryen parses it), for modules the SDK would never produce. `features`:
  * 'mvp' (the default: MVP, bulk memory, sign-extension), or 'host' for every proposal the policy host accepts
- * (docs/policy-abi.md, section 1), which the ABI fuzzer's modules use.
+ * (abi/policy-abi.md, section 1), which the ABI fuzzer's modules use.
  */
 export async function wat(text: string, features: 'mvp' | 'host' = 'mvp'): Promise<Uint8Array> {
   const binaryen = (await import('binaryen')).default;

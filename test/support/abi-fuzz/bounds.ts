@@ -1,5 +1,5 @@
 // The bounds the ABI fuzzer holds the policy host to, with why each margin is what it is. They are the sandbox's
-// promises (docs/policy-abi.md, section 6) turned into numbers that can be measured from outside the host.
+// promises (abi/policy-abi.md, section 6) turned into numbers that can be measured from outside the host.
 
 import { DEFAULT_LIMITS, MAX_EFFECTS_PER_CALL } from '../../../runtime/policy-host/index.ts';
 

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Field } from '../../../runtime/policy-host/abi.ts';
+import { Field } from '../../../abi/index.ts';
 import type { Rng } from './prng.ts';
 
 export const C_COMPILER = 'clang-14';

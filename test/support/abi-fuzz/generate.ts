@@ -9,7 +9,7 @@
 // The first cases of every run sweep the ABI: one case per kernel function, one per host function, then one per
 // family; later cases pick a family by weight. So even a short run calls every function the ABI has.
 
-import { EffectKind, Field, KERNEL_FUNCTIONS, PHASE_EXPORTS, type Phase } from '../../../runtime/policy-host/abi.ts';
+import { EffectKind, Field, KERNEL_FUNCTIONS, PHASE_EXPORTS, type Phase } from '../../../abi/index.ts';
 import type { Grants, Limits } from '../../../runtime/policy-host/instance.ts';
 import { watDescriptor } from '../policies.ts';
 import { dataPool, ROLES, SLOW_RSA_BYTES } from './data-pool.ts';

@@ -14,7 +14,7 @@ import { FAILURE_REASONS, PolicyFailure, PolicyHost, PolicyLoadError, type Effec
 import { GatewayEffects } from '../../../runtime/pipeline/effects.ts';
 import { Exchange, headerMap } from '../../../runtime/pipeline/exchange.ts';
 import type { ExchangeUsage } from '../../../runtime/policy-host/binding.ts';
-import { EffectKind, type Phase } from '../../../runtime/policy-host/abi.ts';
+import { EffectKind, type Phase } from '../../../abi/index.ts';
 import type { WriteOp } from '../../../runtime/policy-host/instance.ts';
 import { MemoryCounterStore } from '../../../runtime/state/counter-store.ts';
 import { Logger } from '../../../runtime/telemetry/logger.ts';

@@ -2,7 +2,7 @@
 // (from the ABI's own tables, so a function added there is fuzzed without touching the generator), constants written
 // the way binaryen's text parser reads them, and the data the modules point their arguments at.
 
-import { HOST_FUNCTIONS, HOST_MODULE, KERNEL_FUNCTIONS, KERNEL_MODULE } from '../../../runtime/policy-host/abi.ts';
+import { HOST_FUNCTIONS, HOST_MODULE, KERNEL_FUNCTIONS, KERNEL_MODULE } from '../../../abi/index.ts';
 
 export type ValType = 'i32' | 'i64' | 'f64';
 

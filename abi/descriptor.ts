@@ -1,4 +1,4 @@
-// The descriptor a module returns from `gatehouse_policy_v1` (docs/policy-abi.md, section 2).
+// The descriptor a module returns from `gatehouse_policy_v1` (abi/policy-abi.md, section 2).
 
 import { compileConfigSchema, type ConfigValidator } from './config-schema.ts';
 
@@ -10,7 +10,8 @@ export interface PolicyDescriptor {
   configSchema: object | null;
 }
 
-const NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
+/** A policy's name: lowercase letters, digits and dashes, starting with a letter or digit, at most 64 characters. */
+export const POLICY_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 /** The descriptor's fields. Others are refused: a misspelt `requestbody` would otherwise leave the body unread. */
 const FIELDS = ['name', 'version', 'requestBody', 'responseBody', 'configSchema'];
@@ -33,8 +34,8 @@ export function parseDescriptor(
   for (const key of Object.keys(d)) {
     if (!FIELDS.includes(key)) problems.push(`descriptor.${key}: unknown field (a descriptor has ${FIELDS.join(', ')})`);
   }
-  if (typeof d.name !== 'string' || !NAME.test(d.name)) {
-    problems.push(`descriptor.name: must match ${NAME.source} (got ${JSON.stringify(d.name)})`);
+  if (typeof d.name !== 'string' || !POLICY_NAME.test(d.name)) {
+    problems.push(`descriptor.name: must match ${POLICY_NAME.source} (got ${JSON.stringify(d.name)})`);
   }
   if (typeof d.version !== 'string' || d.version.length === 0 || d.version.length > 64) {
     problems.push('descriptor.version: must be a non-empty string of at most 64 characters');

@@ -1,4 +1,4 @@
-// Constants of policy ABI v1 (docs/policy-abi.md). The SDK's AssemblyScript side mirrors these numbers.
+// Constants of policy ABI v1 (abi/policy-abi.md). The SDK's AssemblyScript side mirrors these numbers.
 
 export const HOST_MODULE = 'gatehouse:host/v1';
 export const KERNEL_MODULE = 'extism:host/env';
@@ -60,14 +60,14 @@ export const EffectKind = {
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** Most rounds of effects one handler call may take (docs/policy-abi.md, section 5). */
+/** Most rounds of effects one handler call may take (abi/policy-abi.md, section 5). */
 export const MAX_EFFECT_ROUNDS = 4;
 /** Most distinct effects one handler call may ask for, over all its rounds (section 5). */
 export const MAX_EFFECTS_PER_CALL = 16;
 /** Most effects performed with I/O for one request, by all the policies of its chain (section 5). */
 export const MAX_EFFECTS_PER_REQUEST = 64;
 
-/** The functions of `gatehouse:host/v1` and their signatures (docs/policy-abi.md, section 4): what a module may import. */
+/** The functions of `gatehouse:host/v1` and their signatures (abi/policy-abi.md, section 4): what a module may import. */
 export const HOST_FUNCTIONS: Readonly<Record<string, string>> = {
   get: '(i32, i32, i32, i32, i32) -> i32',
   set: '(i32, i32, i32, i32, i32) -> i32',
@@ -113,6 +113,11 @@ export const KERNEL_FUNCTIONS: Readonly<Record<string, string>> = {
   log_error: '(i64) -> ()',
   get_log_level: '() -> i32',
 };
+
+/** A page of WebAssembly linear memory, the unit of a memory's limits. */
+export const WASM_PAGE_BYTES = 65536;
+/** The largest memory cap a binding may have (limits.memoryBytes), 1 GiB: a module whose memory starts larger is refused. */
+export const MAX_MEMORY_BYTES = 1024 * 1024 * 1024;
 
 /** What every export the host calls looks like (the descriptor and the phase handlers). */
 export const EXPORT_SIGNATURE = '() -> i32';

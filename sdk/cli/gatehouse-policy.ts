@@ -3,7 +3,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildPolicy, displayPath, PolicyBuildError, readDescriptor } from './build.ts';
+import { buildPolicy, displayPath, PolicyBuildError, readDescriptor } from '../build/index.ts';
 import { scaffoldPolicy } from './scaffold.ts';
 
 const HELP = `gatehouse-policy: build, scaffold and test Gatehouse policies (AssemblyScript, ABI v1)
@@ -19,7 +19,7 @@ Usage:
   gatehouse-policy --help                              this text
 
 Exit status: 0 success, 1 build or test failure, 2 usage error.
-Docs: sdk/README.md (API, test file format), docs/tutorial.md, docs/policy-abi.md (the host/module contract).
+Docs: sdk/README.md (API, test file format), docs/tutorial.md, abi/policy-abi.md (the host/module contract).
 `;
 
 /** Where the command writes; tests can capture it. */

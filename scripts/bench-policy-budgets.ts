@@ -40,7 +40,7 @@ import process from 'node:process';
 import { grantsFromNeeds } from '../runtime/config/policy-sources.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
-import type { Exchange } from '../runtime/pipeline/exchange.ts';
+import type { Exchange } from '../runtime/policy-host/exchange.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import {
   DEFAULT_LIMITS,

@@ -11,10 +11,11 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ConfigError } from '../runtime/config/config-error.ts';
 import { formatPath, problemWhere } from '../runtime/config/document-paths.ts';
-import { defaultDocumentFile, parseGatewayDocument, readGatewayDocument } from '../runtime/config/parse-document.ts';
+import { parseGatewayDocument, readGatewayDocument } from '../runtime/config/parse-document.ts';
 import { gatewaySchema } from '../runtime/config/schema-problems.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { messageAt, problemsOf } from './support/config-problems.ts';
+import { gatewayAssets } from '../runtime/assets/repository.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-config-load-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -31,7 +32,7 @@ async function refusal(promise: Promise<unknown>): Promise<ConfigError> {
 
 describe('configuration document', () => {
   test('the embedded default validates', async () => {
-    const doc = await readGatewayDocument(defaultDocumentFile());
+    const doc = await readGatewayDocument(gatewayAssets().defaultDocument.source);
     assert.equal(doc.version, 1);
     assert.equal(doc.apis.length, 1);
     const api = doc.apis[0]!;

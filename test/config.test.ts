@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ConfigError } from '../runtime/config/config-error.ts';
-import { defaultDocumentFile, readGatewayDocument } from '../runtime/config/parse-document.ts';
+import { readGatewayDocument } from '../runtime/config/parse-document.ts';
 import { bindChains } from '../runtime/config/policies.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { ConfigFileWatcher } from '../runtime/config/watch.ts';
@@ -16,6 +16,7 @@ import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { buildFixture, makeExchange, newHost } from './support/policies.ts';
 import { messageAt } from './support/config-problems.ts';
 import { waitFor } from './support/wait.ts';
+import { gatewayAssets } from '../runtime/assets/repository.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-config-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -36,7 +37,7 @@ async function rejects(promise: Promise<unknown>): Promise<ConfigError> {
 describe('binding the policies of a document', () => {
   test('the default document: built-in policies, bound, warmed, working', async () => {
     const { host } = newHost();
-    const doc = await readGatewayDocument(defaultDocumentFile());
+    const doc = await readGatewayDocument(gatewayAssets().defaultDocument.source);
     const chains = await bindChains(doc, { host, baseDir: join(repoRoot(), 'runtime', 'config'), policies, sourceName: 'default.yaml' });
     const echo = chains.apis.get('echo')!;
     assert.deepEqual(echo.api.inbound!.map((b) => [b.id, b.name]), [['api:echo/inbound/0', 'check-header']]);

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { PolicyFailure } from '../runtime/policy-host/index.ts';
 import { runChain, stackScopes, type PolicyChain } from '../runtime/pipeline/chain.ts';
-import type { ResponseState } from '../runtime/pipeline/exchange.ts';
+import type { ResponseState } from '../runtime/policy-host/exchange.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import { MemoryCounterStore, type CounterStore } from '../runtime/state/counter-store.ts';
 import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { errors } from 'undici';
 import { BackendError, RequestError } from '../runtime/pipeline/chain.ts';
-import { Exchange, headerMap, type RequestState, type ResponseState } from '../runtime/pipeline/exchange.ts';
+import { Exchange, headerMap, type RequestState, type ResponseState } from '../runtime/policy-host/exchange.ts';
 import { EgressGuard } from '../runtime/network/egress-guard.ts';
 import { EgressRefused } from '../runtime/policy-host/egress.ts';
 import { BackendSet } from '../runtime/proxy/backends.ts';

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { headerMap } from '../runtime/pipeline/exchange.ts';
+import { headerMap } from '../runtime/policy-host/exchange.ts';
 import type { GatewayRequest } from '../runtime/gateway/messages.ts';
 import { refusalReason } from '../runtime/gateway/request-checks.ts';
 

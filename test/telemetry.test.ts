@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { accessLogMembers } from '../runtime/telemetry/access-log.ts';
+import { accessLogMembers } from '../runtime/gateway/access-log.ts';
 import { Logger } from '../runtime/telemetry/logger.ts';
 import { CustomMetrics, OTHER_DROPPED } from '../runtime/telemetry/custom-metrics.ts';
 import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';

@@ -11,10 +11,8 @@
 
 import { Buffer } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 
-import { repoRoot } from '../assets/repo-root.ts';
 import { ConfigError, oneLine, type LocatedProblem } from './config-error.ts';
 import { MAX_ALIAS_COUNT, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_PROBLEMS, duplicateKeys, nestsTooDeep, tooDeepNode } from './document-limits.ts';
 import { formatPath, rememberLocator, yamlLocator, type DocPath, type Locator } from './document-paths.ts';
@@ -24,10 +22,6 @@ import { schemaProblems } from './schema-problems.ts';
 import { semanticProblems } from './semantic-checks.ts';
 import type { GatewayDocument } from './types.ts';
 
-/** The embedded default document (one echo API with two built-in policies). */
-export function defaultDocumentFile(): string {
-  return join(repoRoot(), 'runtime', 'config', 'default.yaml');
-}
 
 /** A copy of a tree of plain values in which no object appears twice. */
 function unshare(value: unknown): unknown {

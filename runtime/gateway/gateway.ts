@@ -3,13 +3,13 @@
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { randomUUID } from 'node:crypto';
 import { RequestError, runChain, type ChainHooks } from '../pipeline/chain.ts';
-import { Exchange, type BodyStream, type ResponseState } from '../pipeline/exchange.ts';
+import { Exchange, type BodyStream, type ResponseState } from '../policy-host/exchange.ts';
 import { problem, type GatewayRequest, type GatewayResponse } from './messages.ts';
-import { chunksOf, collectBody } from '../proxy/body.ts';
+import { chunksOf, collectBody } from '../pipeline/body.ts';
 import type { ForwardTarget, Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
-import { accessLogMembers } from '../telemetry/access-log.ts';
+import { accessLogMembers } from './access-log.ts';
 import { labelKey } from '../telemetry/labels.ts';
 import type { BackendCallRecord, FailureRecord, RequestTelemetry } from '../telemetry/request-telemetry.ts';
 import type { ConfigStore } from './config-store.ts';

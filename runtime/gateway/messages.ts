@@ -1,6 +1,6 @@
 // The data plane's messages: a request as the HTTP server hands it to the gateway, and the response it writes back.
 
-import type { BodyStream, HeaderMap, ResponseBody } from '../pipeline/exchange.ts';
+import type { BodyStream, HeaderMap, ResponseBody } from '../policy-host/exchange.ts';
 
 /** A request as the HTTP server hands it over (runtime/server/http-server.ts). */
 export interface GatewayRequest {

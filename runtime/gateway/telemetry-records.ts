@@ -2,7 +2,7 @@
 // knows about a request. Built only when upstream telemetry is configured.
 
 import { BackendError, RequestError } from '../pipeline/chain.ts';
-import type { Exchange, ExchangeError } from '../pipeline/exchange.ts';
+import type { Exchange, ExchangeError } from '../policy-host/exchange.ts';
 import type { PolicyFailure } from '../policy-host/errors.ts';
 import { backendLocation, type ForwardTarget } from '../proxy/forward.ts';
 import type { BackendCallRecord, FailureRecord } from '../telemetry/request-telemetry.ts';

@@ -4,8 +4,7 @@
 import type { Phase } from '../../abi/index.ts';
 import type { PolicyBinding } from '../policy-host/binding.ts';
 import { PolicyFailure } from '../policy-host/errors.ts';
-import { roundMs } from '../telemetry/access-log.ts';
-import type { Exchange, ResponseState } from './exchange.ts';
+import { roundMs, type Exchange, type ResponseState } from '../policy-host/exchange.ts';
 
 export interface PolicyChain {
   inbound: readonly PolicyBinding[];

@@ -6,8 +6,8 @@ import { EffectKind } from '../../abi/index.ts';
 import type { EffectContext } from '../policy-host/binding.ts';
 import { checkEgress, EgressRefused, portOf } from '../policy-host/egress.ts';
 import { CallAbort } from '../policy-host/errors.ts';
-import { badRequest, CounterEffects, isPositiveInt, parseObject, type CounterEffectsOptions } from './counter-effects.ts';
-import { collectBody } from '../proxy/body.ts';
+import { badRequest, CounterEffects, isPositiveInt, parseObject, type CounterEffectsOptions } from '../policy-host/counter-effects.ts';
+import { collectBody } from './body.ts';
 import { EgressGuard } from '../network/egress-guard.ts';
 
 const MAX_HTTP_RESPONSE_BYTES = 1024 * 1024;

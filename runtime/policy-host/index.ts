@@ -32,12 +32,12 @@ export type { PolicyModule } from './module.ts';
 export { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 
 // Embedding: what a program that runs policies outside the gateway's request path needs (the SDK's offline test runner
-// is one). The pipeline (../pipeline/) imports this folder's files directly, never this index, so these
-// re-exports make no import cycle; keep it so.
+// is one). Files of the host import each other directly, never this index, so these re-exports make no import
+// cycle; keep it so.
 /** The exchange policies read and change (request, response, variables), with the undo journal a failed call rolls back. */
-export { Exchange, headerMap, type ExchangeInit, type HeaderMap, type RequestState, type ResponseState } from '../pipeline/exchange.ts';
+export { Exchange, headerMap, type ExchangeInit, type HeaderMap, type RequestState, type ResponseState } from './exchange.ts';
 /** An effect runner for counters, leases and meters, without the network; wrap or extend it to answer HTTP effects. */
-export { CounterEffects, type CounterEffectsOptions } from '../pipeline/counter-effects.ts';
+export { CounterEffects, type CounterEffectsOptions } from './counter-effects.ts';
 /** Counters kept in the process's memory, the store CounterEffects counts in. */
 export { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts';
 /** The grant check of the HTTP and backend effects: throws a CallAbort (capability) for a URL outside the grant. */

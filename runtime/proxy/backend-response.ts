@@ -11,7 +11,7 @@
 // (undici does not apply its body timeout while paused).
 
 import type { Dispatcher } from 'undici';
-import type { BodySink, HeaderMap, ResponseBody } from '../pipeline/exchange.ts';
+import type { BodySink, HeaderMap, ResponseBody } from '../policy-host/exchange.ts';
 
 type Controller = Dispatcher.DispatchController;
 

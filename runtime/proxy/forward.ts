@@ -5,10 +5,10 @@ import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
 import { EgressGuard } from '../network/egress-guard.ts';
 import { EgressRefused } from '../policy-host/egress.ts';
-import type { Exchange, ResponseState } from '../pipeline/exchange.ts';
+import type { Exchange, ResponseState } from '../policy-host/exchange.ts';
 import { BackendResponse, type BackendHead } from './backend-response.ts';
 import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
-import { collectBody } from './body.ts';
+import { collectBody } from '../pipeline/body.ts';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. */
 const NOT_FORWARDED = new Set([

@@ -14,7 +14,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { finished } from 'node:stream';
 import type { Hono } from 'hono';
-import { headerRecord, type HeaderMap } from '../pipeline/exchange.ts';
+import { headerRecord, type HeaderMap } from '../policy-host/exchange.ts';
 import type { GatewayHandler, GatewayRequest, GatewayResponse } from '../gateway/messages.ts';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.ts';
 

@@ -107,7 +107,7 @@ export class Logger {
 
   /**
    * log() with the fields already serialised as JSON members (`,"a":1,"b":"x"`), for the access log: a record a
-   * request, formatted by code that knows its shape (telemetry/access-log.ts).
+   * request, formatted by code that knows its shape (runtime/gateway/access-log.ts).
    */
   logMembers(level: Level, msg: string, members: string): void {
     if (!this.enabled(level)) return;

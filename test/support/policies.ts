@@ -5,7 +5,7 @@ import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import assert from 'node:assert/strict';
 import { PolicyFailure, PolicyHost, type BudgetClocks, type EffectRunner } from '../../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../../runtime/pipeline/effects.ts';
-import { Exchange, headerMap, type RequestState } from '../../runtime/pipeline/exchange.ts';
+import { Exchange, headerMap, type RequestState } from '../../runtime/policy-host/exchange.ts';
 import { MemoryCounterStore } from '../../runtime/state/counter-store.ts';
 import { Logger, memorySink, type LogRecord } from '../../runtime/telemetry/logger.ts';
 import { processClocks } from '../../runtime/adapters/process-clocks.ts';

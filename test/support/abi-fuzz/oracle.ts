@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import process from 'node:process';
 import { FAILURE_REASONS, PolicyFailure, PolicyHost, PolicyLoadError, type EffectContext, type EffectRunner, type PolicyBinding } from '../../../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../../../runtime/pipeline/effects.ts';
-import { Exchange, headerMap } from '../../../runtime/pipeline/exchange.ts';
+import { Exchange, headerMap } from '../../../runtime/policy-host/exchange.ts';
 import type { ExchangeUsage } from '../../../runtime/policy-host/binding.ts';
 import { EffectKind, type Phase } from '../../../abi/index.ts';
 import type { WriteOp } from '../../../runtime/policy-host/instance.ts';

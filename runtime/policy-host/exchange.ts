@@ -2,9 +2,9 @@
 // call is atomic (a failed call, or a round that waits for effects, leaves no trace).
 
 import { Field, Status, type Phase } from '../../abi/index.ts';
-import type { ExchangeUsage, PolicyBinding, TransactionalView } from '../policy-host/binding.ts';
-import { checkEgress, type EgressAccess } from '../policy-host/egress.ts';
-import type { WriteOp } from '../policy-host/instance.ts';
+import type { ExchangeUsage, PolicyBinding, TransactionalView } from './binding.ts';
+import { checkEgress, type EgressAccess } from './egress.ts';
+import type { WriteOp } from './instance.ts';
 import { dotSegment } from '../routing/request-path.ts';
 
 export type HeaderMap = Map<string, string[]>;
@@ -70,6 +70,11 @@ export interface ExchangeError {
   policy: string;
   /** The status the client gets unless an on-error policy changes it. */
   status: number;
+}
+
+/** Milliseconds kept to the microsecond: what policy timings and the access log show. */
+export function roundMs(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
 
 export interface PolicyTiming {

@@ -1,4 +1,4 @@
-// Reading a body stream into one buffer, with a size cap (the backend forwarder and the HTTP effect both need it).
+// Reading a body stream into one buffer, with a size cap (the gateway and the HTTP effect both need it).
 
 /**
  * Iterates a body without destroying it when the loop stops early. (A Node Readable's async iterator destroys the

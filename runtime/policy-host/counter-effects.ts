@@ -3,8 +3,8 @@
 // embedding of the policy host without network access uses (the SDK's offline test runner).
 
 import { EffectKind } from '../../abi/index.ts';
-import type { EffectContext, EffectRunner, ExchangeUsage } from '../policy-host/binding.ts';
-import { CallAbort } from '../policy-host/errors.ts';
+import type { EffectContext, EffectRunner, ExchangeUsage } from './binding.ts';
+import { CallAbort } from './errors.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { CounterStore } from '../state/counter-store.ts';
 

@@ -1,5 +1,5 @@
 // The house's walls, checked from the import lines of the sources (docs/architecture.md):
-//   - no circle of imports between files;
+//   - no circle of imports between files, nor between rooms (a folder of runtime/ or sdk/, abi/): imports run one way;
 //   - only the composition roots and the entry points choose a runtime adapter: nothing else imports runtime/adapters/,
 //     and an adapter imports, outside its own folder, only the contract types it serves;
 //   - policies/ import only the SDK; abi/ imports neither the runtime nor the SDK;
@@ -79,7 +79,38 @@ export function checkImports(root) {
     const ties = circle.flatMap((f) => edges.get(f).filter((t) => inCircle.has(t)).map((t) => `    ${f} -> ${t}`));
     problems.push(`a circle of ${circle.length} files:\n${ties.join('\n')}`);
   }
+  // The same between rooms, once the files are free of circles (a file circle is one of rooms too, said once).
+  if (problems.some((p) => p.startsWith('a circle of'))) return problems;
+  const roomEdges = new Map();
+  const ties = new Map();
+  for (const [file, targets] of edges) {
+    const from = roomOf(file);
+    if (from === null) continue;
+    for (const target of targets) {
+      const to = roomOf(target);
+      if (to === null || to === from) continue;
+      if (!roomEdges.has(from)) roomEdges.set(from, new Set());
+      roomEdges.get(from).add(to);
+      const key = `${from} -> ${to}`;
+      if (!ties.has(key)) ties.set(key, `${file} -> ${target}`);
+    }
+  }
+  const rooms = [...new Set([...roomEdges.keys(), ...[...roomEdges.values()].flatMap((s) => [...s])])].sort();
+  const roomGraph = new Map(rooms.map((r) => [r, [...(roomEdges.get(r) ?? [])]]));
+  for (const circle of circles(rooms, roomGraph)) {
+    const inCircle = new Set(circle);
+    const lines = circle.flatMap((r) => roomGraph.get(r).filter((t) => inCircle.has(t)).map((t) => `    ${r}/ -> ${t}/ (${ties.get(`${r} -> ${t}`)})`));
+    problems.push(`a circle of ${circle.length} rooms:\n${lines.join('\n')}`);
+  }
   return problems;
+}
+
+/** A file's room: its folder under runtime/ or sdk/, or abi; null for tests, scripts and policies. */
+function roomOf(file) {
+  const parts = file.split('/');
+  if ((parts[0] === 'runtime' || parts[0] === 'sdk') && parts.length > 2) return `${parts[0]}/${parts[1]}`;
+  if (parts[0] === 'abi') return 'abi';
+  return null;
 }
 
 function wallProblems(file, target, spec) {
@@ -141,5 +172,5 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === normalize(process.argv
     process.stderr.write(`check-imports: ${problems.length} problem(s) with the imports under ${root}\n${problems.map((p) => `- ${p}`).join('\n')}\n`);
     process.exit(1);
   }
-  process.stdout.write(`check-imports: ${sourceFiles(root).length} files, no circle, every wall holds\n`);
+  process.stdout.write(`check-imports: ${sourceFiles(root).length} files, no circle of files or rooms, every wall holds\n`);
 }

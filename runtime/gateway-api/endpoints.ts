@@ -11,6 +11,11 @@
 // - POST telemetry: TelemetryPayload, answered TelemetryReply.
 // Refusals are RFC 9457 problems (`detail`, and `reason` for a refused token).
 
+import type { MinuteAggregate } from '../telemetry/aggregates.ts';
+
+/** What telemetry carries: the gateway's per-minute aggregates (telemetry/aggregates.ts). */
+export type { MinuteAggregate };
+
 /** The routes, as the control plane declares them (`:sha256` is a module's digest). */
 export type GatewayRoute = '/gateway/v1/config' | '/gateway/v1/modules/:sha256' | '/gateway/v1/heartbeat' | '/gateway/v1/telemetry';
 
@@ -85,19 +90,6 @@ export interface HeartbeatPayload extends SyncReport {
 export interface HeartbeatReply {
   /** The control plane's latest revision. */
   revision: number;
-}
-
-/** The requests of one API in one minute, as a gateway counted them. */
-export interface MinuteAggregate {
-  /** Start of the minute, ISO 8601. */
-  minute: string;
-  api: string;
-  requests: number;
-  /** Answers with a 5xx status. */
-  errors: number;
-  p50Ms: number;
-  p95Ms: number;
-  p99Ms: number;
 }
 
 /** The body of POST telemetry. */

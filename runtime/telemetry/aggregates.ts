@@ -2,8 +2,6 @@
 // minutes wait in a bounded queue until they are delivered: while the control plane is unreachable they accumulate
 // (the oldest dropped first past `maxQueued`, and counted), and they are delivered after reconnecting.
 
-import type { MinuteAggregate } from '../gateway-api/endpoints.ts';
-
 interface Bucket {
   requests: number;
   errors: number;
@@ -12,6 +10,19 @@ interface Bucket {
 }
 
 const MAX_SAMPLES = 2000;
+
+/** The requests of one API in one minute, as a gateway counted them. */
+export interface MinuteAggregate {
+  /** Start of the minute, ISO 8601. */
+  minute: string;
+  api: string;
+  requests: number;
+  /** Answers with a 5xx status. */
+  errors: number;
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
+}
 
 export class RequestAggregates {
   private current = new Map<string, Bucket>();

@@ -14,6 +14,9 @@
 //                endpoint in this process, scripts/bench/ingestion-endpoint.ts): only when BENCH_TARGETS names it, e.g.
 //                BENCH_TARGETS=gatehouse,gatehouse-ai; then also `appinsights-ratio` and the gateway's CPU a request
 //                (BENCH_APPINSIGHTS_SAMPLING_PERCENTAGE sets that gateway's GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE)
+//   baseline, baseline-5  another build of Gatehouse (its entry in BENCH_BASELINE_MAIN), without and with the five
+//                policies: only when BENCH_BASELINE_MAIN is set; then also `baseline-ratio` and
+//                `baseline-five-policy-ratio` (this build over the other, measured in the same rounds)
 // Each round starts, checks, warms up and measures every target in turn; rounds alternate the order. Then, at a fixed
 // rate of 1,000 requests/s, the backend directly, the minimal undici proxy and Gatehouse without policies:
 // `p99-added-ms` is the difference of Gatehouse's p99 and the backend's under a constant-rate open loop (wrk2's method;
@@ -61,7 +64,9 @@ const GATEWAY_READY_MS = 60_000;
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const benchScript = (name: string) => join(here, 'bench', `${name}.js`);
-const gatewayMain = process.env.BENCH_GATEHOUSE_MAIN ?? fileURLToPath(new URL('../runtime/entry/gateway.js', import.meta.url));
+const thisBuildMain = process.env.BENCH_GATEHOUSE_MAIN ?? fileURLToPath(new URL('../runtime/entry/gateway.js', import.meta.url));
+/** Another build's gateway entry, measured beside this one (the targets baseline and baseline-5). */
+const baselineMain = process.env.BENCH_BASELINE_MAIN || null;
 const nodeArgs = ['--disable-warning=ExperimentalWarning'];
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -419,7 +424,14 @@ function appInsightsTarget(dir: string): Target {
   return target;
 }
 
-function gatehouseTarget(key: string, label: string, dir: string, withPolicies: boolean, env: () => NodeJS.ProcessEnv = () => ({})): Target {
+function gatehouseTarget(
+  key: string,
+  label: string,
+  dir: string,
+  withPolicies: boolean,
+  env: () => NodeJS.ProcessEnv = () => ({}),
+  gatewayMain = thisBuildMain,
+): Target {
   return {
     key,
     label,
@@ -562,6 +574,12 @@ async function main(): Promise<number> {
     gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
     appInsightsTarget(join(tmpRoot, 'gatehouse')),
+    ...(baselineMain
+      ? [
+          gatehouseTarget('baseline', 'Gatehouse (baseline build), no policies', join(tmpRoot, 'baseline'), false, undefined, baselineMain),
+          gatehouseTarget('baseline-5', 'Gatehouse (baseline build), five policies', join(tmpRoot, 'baseline'), true, undefined, baselineMain),
+        ]
+      : []),
   ];
   const only = (process.env.BENCH_TARGETS ?? '').split(',').map((k) => k.trim()).filter(Boolean);
   for (const t of targets) if (only.length > 0 ? !only.includes(t.key) : t.optIn) t.unavailable = LEFT_OUT;
@@ -685,6 +703,7 @@ async function main(): Promise<number> {
         ['gatehouse/nginx', 'gatehouse', 'nginx'],
         ['five-policy/no-policy', 'gatehouse-5', 'gatehouse'],
         ['appinsights/no-appinsights', 'gatehouse-ai', 'gatehouse'],
+        ...(baselineMain ? ([['this/baseline', 'gatehouse', 'baseline'], ['this-5/baseline-5', 'gatehouse-5', 'baseline-5']] as Array<[string, string, string]>) : []),
       ];
       // Pairs with a target left out by BENCH_TARGETS are not shown; a pair that failed shows n/a.
       const shown = pairs.filter(([, a, b]) => ![a, b].some((k) => skipped(targets.find((t) => t.key === k)!)));
@@ -728,6 +747,10 @@ async function main(): Promise<number> {
     `p99-added-ms-minimal-undici: ${added('undici')}`,
     `throughput-ratio-vs-undici-with-duties: ${ratio(gh, best('undici-duties'))}`,
   ];
+  if (baselineMain) {
+    lines.push(`baseline-ratio: ${ratio(gh, best('baseline'))}`);
+    lines.push(`baseline-five-policy-ratio: ${ratio(best('gatehouse-5'), best('baseline-5'))}`);
+  }
   if (!skipped(aiTarget)) {
     // The CPU a request costs with Application Insights on, less without it, round by round (median over rounds).
     const added = results.get('gatehouse-ai')!.rounds.flatMap((r, i) => {

@@ -173,20 +173,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       telemetryMs,
       version: options.assets.version,
       metrics,
-      apply: async (text) => {
-        const live = await configs.offer(text);
-        // Modules neither this document nor the backup (a restart's start, and its fallback) names are not needed;
-        // while a backup file cannot be read, what it names is not known, and nothing is removed.
-        const backedUp = backup ? await backup.entries() : { usable: [], problems: [] };
-        if (backedUp.problems.length === 0) {
-          const pruned = await modules.prune([text, ...backedUp.usable.map((entry) => entry.text)]).catch((err: Error) => {
-            logger.warn('could not remove unused policy modules', { error: err.message });
-            return [];
-          });
-          if (pruned.length > 0) logger.info('unused policy modules removed', { modules: pruned.map((sha) => `sha256:${sha}`) });
-        }
-        return { apis: live.apis.map((a) => a.id) };
-      },
+      configs,
+      modules,
     });
     gateway.notLoadedDetail = () => sync?.notReadyDetail() ?? null;
     sync.start();

@@ -1,6 +1,6 @@
 // Keeps a gateway's configuration in step with its control plane: polls `GET <url>/gateway/v1/config` with its gateway
-// token, conditionally (If-None-Match: an unchanged configuration costs one small round trip), and hands each new
-// document to `apply`, which applies it atomically or rejects it.
+// token, conditionally (If-None-Match: an unchanged configuration costs one small round trip), and offers each new
+// document to the gateway's config store, which puts it in force whole or refuses it.
 //
 // Fail static: whatever keeps the gateway from using what the control plane serves (no answer, a 5xx, its token
 // refused, a document or a module it names that the gateway rejects) is handled alike. The configuration in force
@@ -13,7 +13,7 @@ import { CONFIG_PATH, HEARTBEAT_PATH, REVISION_HEADER, TELEMETRY_PATH, type Hear
 import { readClaims } from '../gateway-api/tokens.ts';
 import type { ConfigBackup } from './backup.ts';
 import { textOf, type ControlPlaneClient } from './control-plane-client.ts';
-import { ModuleDownloadError } from './modules.ts';
+import { ModuleDownloadError, type ModuleCache } from './modules.ts';
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { Poller } from '../config/poller.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -25,10 +25,12 @@ export interface ConfigSyncOptions {
   /** Poll interval (default 10 s, as Azure API Management's self-hosted gateway). */
   intervalMs?: number;
   /**
-   * Applies a new document and says which APIs it serves; throws (a ConfigError with its problems) when it is
-   * refused.
+   * The owner of the configuration in force (runtime/gateway/config-store.ts): checks and binds a document and puts
+   * it in force, or throws why not (a ConfigError with its problems), the configuration in force staying.
    */
-  apply: (text: string) => Promise<{ apis: string[] }>;
+  configs: { offer(text: string): Promise<{ apis: readonly { id: string }[] }> };
+  /** The policy modules fetched for documents: after each document applied, those nothing names any more are removed. */
+  modules?: ModuleCache;
   logger: Logger;
   /** Where applied documents are kept, to start from when the control plane cannot be used at start. */
   backup?: ConfigBackup;
@@ -343,7 +345,7 @@ export class ConfigSync {
     }
     let applied: { apis: string[] };
     try {
-      applied = await this.options.apply(text);
+      applied = await this.put(text);
     } catch (err) {
       await this.rejected(err as Error, revision, etag);
       return;
@@ -407,6 +409,23 @@ export class ConfigSync {
    * Once, when the control plane cannot be used and nothing is served yet: the newest backup that checks out and
    * applies, else the previous one. Without one the gateway stays not ready, and polling goes on.
    */
+  /** Puts `text` in force through the config store, then removes the modules that nothing names any more. */
+  private async put(text: string): Promise<{ apis: string[] }> {
+    const live = await this.options.configs.offer(text);
+    const { modules, backup, logger } = this.options;
+    // Modules neither this document nor the backup (a restart's start, and its fallback) names are not needed; while
+    // a backup file cannot be read, what it names is not known, and nothing is removed.
+    const backedUp = backup ? await backup.entries() : { usable: [], problems: [] };
+    if (modules && backedUp.problems.length === 0) {
+      const pruned = await modules.prune([text, ...backedUp.usable.map((entry) => entry.text)]).catch((err: Error) => {
+        logger.warn('could not remove unused policy modules', { error: err.message });
+        return [];
+      });
+      if (pruned.length > 0) logger.info('unused policy modules removed', { modules: pruned.map((sha) => `sha256:${sha}`) });
+    }
+    return { apis: live.apis.map((a) => a.id) };
+  }
+
   private async startFromBackup(because: string): Promise<void> {
     const { backup, logger } = this.options;
     if (this.inForce || this.backupTried) return;
@@ -422,7 +441,7 @@ export class ConfigSync {
     const { usable, problems } = await backup.entries();
     for (const entry of usable) {
       try {
-        await this.options.apply(entry.text);
+        await this.put(entry.text);
       } catch (err) {
         problems.push(`${entry.file}: ${(err as Error).message}`);
         continue;

@@ -15,16 +15,6 @@ export function referencedModules(doc: unknown): string[] {
   return [...found];
 }
 
-/** Entries that name a module or source by path: files of the control plane's host mean nothing to a gateway. */
-export function pathReferences(doc: unknown): string[] {
-  const out: string[] = [];
-  for (const { entry: e } of policyEntries(doc)) {
-    if (typeof e.source === 'string') out.push(`source: ${e.source}`);
-    if (typeof e.module === 'string' && !MODULE_REF.test(e.module)) out.push(`module: ${e.module}`);
-  }
-  return out;
-}
-
 /** Replaces each `sha256:<hex>` module name in `doc` (in place) with `file(hex)`. */
 export function rewriteModuleRefs(doc: unknown, file: (sha256: string) => string): void {
   for (const { entry: e } of policyEntries(doc)) {

@@ -1,14 +1,13 @@
 // The build cache: modules by the hash of everything that goes into them (the builder, the compiler and its flags, the
 // SDK's sources, the policy folder's files), checked against the other files the compiler read before use.
 
-import asc from 'assemblyscript/asc';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { PolicyDescriptor } from '../../abi/index.ts';
-import { ASC_FLAGS, sha256, type CompileOutput } from './compile.ts';
+import { ASC_FLAGS, compilerVersion, sha256, type CompileOutput } from './compile.ts';
 import { descriptorJson } from './descriptor.ts';
 import type { BuildDiagnostic } from './diagnostics.ts';
 
@@ -63,7 +62,7 @@ export async function cacheKey(source: string, descriptor: PolicyDescriptor, sdk
     hash.update(value);
   };
   add('builder', String(BUILDER_VERSION));
-  add('asc', asc.version);
+  add('asc', compilerVersion());
   add('flags', JSON.stringify(ASC_FLAGS));
   add('options', JSON.stringify({ sourceMap, outName: sourceMap ? outName : null }));
   add('source', path.basename(source));

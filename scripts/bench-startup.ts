@@ -1,0 +1,166 @@
+// npm run bench:startup — how soon a gateway serves after its process starts, and how much memory it holds idle.
+//
+// A gateway with the five-policy chain of bench:proxy (scripts/bench/five-policy-chain.ts) in front of the benchmark
+// backend, started from a configuration file whose policies are already built (a first, unmeasured start fills the
+// build cache): `cold-start-ms` is the time from spawning the process to the first 200 on the probe path, the median of
+// BENCH_STARTUP_RUNS starts (5). After the last start, 1,000 requests go through the chain, the gateway idles 2 s, and
+// `idle-rss-mib` is its resident memory then (/proc/<pid>/status; no collection is forced in the gateway).
+// Both under Node (dist/runtime/entry/gateway.js) and under Deno (runtime/entry/gateway.ts): `cold-start-ms-deno`,
+// `idle-rss-mib-deno`. BENCH_BASELINE_MAIN (another build's gateway entry, run under Node) adds `baseline-cold-start-ms`
+// and `baseline-idle-rss-mib`, measured in the same run, start for start in turn with this build's.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request } from 'undici';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
+import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
+import { freePort } from '../test/support/ports.ts';
+import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
+import { positiveFromEnv } from './lib/env.ts';
+import { startBenchBackend } from './lib/bench-backend.ts';
+
+const RUNS = positiveFromEnv('BENCH_STARTUP_RUNS', 5);
+const REQUESTS = 1000;
+const READY_TIMEOUT_MS = 120_000;
+
+interface Build {
+  name: string;
+  command: (config: string) => { cmd: string; args: string[] };
+}
+
+const root = repoRoot();
+const builds: Build[] = [
+  {
+    name: 'node',
+    command: (config) => ({ cmd: process.execPath, args: ['--disable-warning=ExperimentalWarning', join(root, 'dist', 'runtime', 'entry', 'gateway.js'), '--config', config] }),
+  },
+  {
+    name: 'deno',
+    command: (config) => ({ cmd: join(root, 'node_modules', '.bin', 'deno'), args: ['run', '-A', join(root, 'runtime', 'entry', 'gateway.ts'), '--config', config] }),
+  },
+];
+const baselineMain = process.env.BENCH_BASELINE_MAIN || null;
+if (baselineMain) {
+  builds.push({
+    name: 'baseline',
+    command: (config) => ({ cmd: process.execPath, args: ['--disable-warning=ExperimentalWarning', baselineMain, '--config', config] }),
+  });
+}
+
+interface Started {
+  child: ChildProcess;
+  port: number;
+  readyMs: number;
+}
+
+async function start(build: Build, config: string): Promise<Started> {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const { cmd, args } = build.command(config);
+  const startedAt = performance.now();
+  const child = spawn(cmd, args, {
+    cwd: root,
+    env: { ...process.env, GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_DELAY_MS: '0', GATEHOUSE_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${build.name}: the gateway exited with ${child.exitCode}: ${stderr}`);
+    if (performance.now() - startedAt > READY_TIMEOUT_MS) {
+      child.kill('SIGKILL');
+      throw new Error(`${build.name}: not ready after ${READY_TIMEOUT_MS} ms: ${stderr}`);
+    }
+    const status = await request(`http://127.0.0.1:${port}${STATUS_PATH}`)
+      .then(async (r) => {
+        await r.body.dump();
+        return r.statusCode;
+      })
+      .catch(() => 0);
+    if (status === 200) return { child, port, readyMs: performance.now() - startedAt };
+    await sleep(5);
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await Promise.race([exited, sleep(10_000).then(() => child.kill('SIGKILL'))]);
+}
+
+function rssMiB(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  if (!line) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+async function load(port: number): Promise<void> {
+  const agent = new Agent({ connections: 8 });
+  try {
+    let sent = 0;
+    const worker = async () => {
+      while (sent < REQUESTS) {
+        sent++;
+        const r = await request(`http://127.0.0.1:${port}/`, { dispatcher: agent, headers: { 'x-api-key': API_KEY, origin: ORIGIN } });
+        await r.body.dump();
+        if (r.statusCode !== 200) throw new Error(`the five-policy chain answered ${r.statusCode}`);
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+  } finally {
+    await agent.close();
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+async function main(): Promise<number> {
+  const backend = await startBenchBackend();
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-startup-'));
+  try {
+    const config = join(dir, 'gateway.yaml');
+    writeFileSync(config, benchGatewayYaml(backend.url, true, 'scripts/bench-startup.ts'));
+    // One start each, unmeasured: the policies are built into the cache (and Deno's module graph is compiled).
+    for (const build of builds) await stop((await start(build, config)).child);
+    const readyMs = new Map<string, number[]>(builds.map((b) => [b.name, []]));
+    const idle = new Map<string, number>();
+    for (let run = 0; run < RUNS; run++) {
+      for (const build of run % 2 === 0 ? builds : [...builds].reverse()) {
+        const started = await start(build, config);
+        readyMs.get(build.name)!.push(started.readyMs);
+        if (run === RUNS - 1) {
+          await load(started.port);
+          await sleep(2000);
+          idle.set(build.name, rssMiB(started.child.pid!));
+        }
+        await stop(started.child);
+      }
+    }
+    const lines: string[] = [];
+    for (const build of builds) {
+      const times = readyMs.get(build.name)!;
+      const suffix = build.name === 'node' ? '' : build.name === 'deno' ? '-deno' : '';
+      const prefix = build.name === 'baseline' ? 'baseline-' : '';
+      process.stderr.write(`${build.name}: ready after ${times.map((t) => t.toFixed(0)).join(', ')} ms; idle ${idle.get(build.name)!.toFixed(1)} MiB\n`);
+      lines.push(`${prefix}cold-start-ms${suffix}: ${median(times).toFixed(0)}`);
+      lines.push(`${prefix}idle-rss-mib${suffix}: ${idle.get(build.name)!.toFixed(1)}`);
+    }
+    process.stdout.write(lines.join('\n') + '\n');
+    return 0;
+  } finally {
+    await backend.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+process.exitCode = await main().catch((err: Error) => {
+  process.stderr.write(`bench:startup: ${err.message}\n`);
+  return 1;
+});

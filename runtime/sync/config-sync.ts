@@ -350,10 +350,12 @@ export class ConfigSync {
       await this.rejected(err as Error, revision, etag);
       return;
     }
+    // What sync says is in force (metrics, heartbeats) changes in the same turn as the configuration itself.
     this.etag = etag;
     this.inForce = { revision, etag, source: 'control-plane' };
     this.rejection = null;
     this.inStep();
+    await this.pruneModules(text);
     // Backed up before it is reported applied: once the log says so, a restart can start from it.
     await this.options.backup?.save({ text, etag, revision: revision === null ? null : String(revision) }).catch((err: Error) => {
       logger.error('could not write the configuration backup', { dir: this.options.backup!.dir, error: err.message });
@@ -409,9 +411,14 @@ export class ConfigSync {
    * Once, when the control plane cannot be used and nothing is served yet: the newest backup that checks out and
    * applies, else the previous one. Without one the gateway stays not ready, and polling goes on.
    */
-  /** Puts `text` in force through the config store, then removes the modules that nothing names any more. */
+  /** Puts `text` in force through the config store; says which APIs it serves. */
   private async put(text: string): Promise<{ apis: string[] }> {
     const live = await this.options.configs.offer(text);
+    return { apis: live.apis.map((a) => a.id) };
+  }
+
+  /** Removes the fetched modules that neither `text` (just applied) nor the backup names any more. */
+  private async pruneModules(text: string): Promise<void> {
     const { modules, backup, logger } = this.options;
     // Modules neither this document nor the backup (a restart's start, and its fallback) names are not needed; while
     // a backup file cannot be read, what it names is not known, and nothing is removed.
@@ -423,7 +430,6 @@ export class ConfigSync {
       });
       if (pruned.length > 0) logger.info('unused policy modules removed', { modules: pruned.map((sha) => `sha256:${sha}`) });
     }
-    return { apis: live.apis.map((a) => a.id) };
   }
 
   private async startFromBackup(because: string): Promise<void> {
@@ -450,6 +456,7 @@ export class ConfigSync {
       this.inForce = { revision, etag: entry.etag, source: 'backup' };
       // A document seen already (the rejected one) is not asked for again; else the backup's may be current.
       this.etag ??= entry.etag;
+      await this.pruneModules(entry.text);
       logger.warn(`started from the configuration backup: ${because}`, {
         file: entry.file,
         revision,

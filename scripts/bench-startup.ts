@@ -28,6 +28,8 @@ const READY_TIMEOUT_MS = 120_000;
 
 interface Build {
   name: string;
+  /** The printed name of a figure for this build: `cold-start-ms`, `cold-start-ms-deno`, `baseline-cold-start-ms`. */
+  figure: (base: string) => string;
   command: (config: string) => { cmd: string; args: string[] };
 }
 
@@ -35,10 +37,12 @@ const root = repoRoot();
 const builds: Build[] = [
   {
     name: 'node',
+    figure: (base) => base,
     command: (config) => ({ cmd: process.execPath, args: ['--disable-warning=ExperimentalWarning', join(root, 'dist', 'runtime', 'entry', 'gateway.js'), '--config', config] }),
   },
   {
     name: 'deno',
+    figure: (base) => `${base}-deno`,
     command: (config) => ({ cmd: join(root, 'node_modules', '.bin', 'deno'), args: ['run', '-A', join(root, 'runtime', 'entry', 'gateway.ts'), '--config', config] }),
   },
 ];
@@ -46,6 +50,7 @@ const baselineMain = process.env.BENCH_BASELINE_MAIN || null;
 if (baselineMain) {
   builds.push({
     name: 'baseline',
+    figure: (base) => `baseline-${base}`,
     command: (config) => ({ cmd: process.execPath, args: ['--disable-warning=ExperimentalWarning', baselineMain, '--config', config] }),
   });
 }
@@ -146,11 +151,9 @@ async function main(): Promise<number> {
     const lines: string[] = [];
     for (const build of builds) {
       const times = readyMs.get(build.name)!;
-      const suffix = build.name === 'node' ? '' : build.name === 'deno' ? '-deno' : '';
-      const prefix = build.name === 'baseline' ? 'baseline-' : '';
       process.stderr.write(`${build.name}: ready after ${times.map((t) => t.toFixed(0)).join(', ')} ms; idle ${idle.get(build.name)!.toFixed(1)} MiB\n`);
-      lines.push(`${prefix}cold-start-ms${suffix}: ${median(times).toFixed(0)}`);
-      lines.push(`${prefix}idle-rss-mib${suffix}: ${idle.get(build.name)!.toFixed(1)}`);
+      lines.push(`${build.figure('cold-start-ms')}: ${median(times).toFixed(0)}`);
+      lines.push(`${build.figure('idle-rss-mib')}: ${idle.get(build.name)!.toFixed(1)}`);
     }
     process.stdout.write(lines.join('\n') + '\n');
     return 0;

@@ -129,23 +129,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const { doc, chains } = await prepareDocument(text, { host, baseDir, policies: options.assets.policies, sourceName: source });
     return { live: buildLiveConfig(doc, chains, { source, echoUrl: echo.url, connect: adapter.connector }), secrets: secretValues(doc) };
   };
-  const fromControlPlane = options.controlPlane;
-  const controlPlane = fromControlPlane
-    ? new ControlPlaneClient({ url: fromControlPlane.url, token: fromControlPlane.token, ca: fromControlPlane.ca })
-    : null;
-  const modules = fromControlPlane && controlPlane
-    ? new ModuleCache({
-        client: controlPlane,
-        trustedKey: fromControlPlane.trustedKey,
-        dir: fromControlPlane.backupDir ? join(fromControlPlane.backupDir, 'modules') : undefined,
-      })
-    : null;
+  const remote = options.controlPlane ? connectControlPlane(options.controlPlane) : null;
   const configs = new ConfigStore(
-    modules
+    remote
       ? // Uploaded modules (`sha256:<hex>`) are fetched, checked and cached first; built-ins resolve as usual.
         async (text) => {
-          const fetched = await modules.prepare(text);
-          return prepare(fetched.text, `control plane ${fromControlPlane!.url}`, fetched.dir);
+          const fetched = await remote.modules.prepare(text);
+          return prepare(fetched.text, `control plane ${remote.settings.url}`, fetched.dir);
         }
       : (text) => prepare(text, configFile, options.configFile ? dirname(options.configFile) : options.assets.defaultDocument.baseDir),
     logger,
@@ -157,13 +147,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   let sync: ConfigSync | null = null;
   let watcher: ConfigFileWatcher | null = null;
-  if (fromControlPlane && controlPlane && modules) {
-    const { intervalMs, backupDir, backupKey, heartbeatMs, telemetryMs } = fromControlPlane;
+  if (remote) {
+    const { intervalMs, backupDir, backupKey, heartbeatMs, telemetryMs } = remote.settings;
     gateway.aggregates = new RequestAggregates(telemetryMs ?? 60_000);
     metrics.gauge('gatehouse_telemetry_dropped', 'Per-minute aggregates dropped because the control plane was away too long.', () => gateway.aggregates?.dropped ?? 0);
     const backup = backupDir ? new ConfigBackup(backupDir, { key: backupKey, logger }) : undefined;
     sync = new ConfigSync({
-      client: controlPlane,
+      client: remote.client,
       intervalMs,
       logger,
       backup,
@@ -174,7 +164,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       version: options.assets.version,
       metrics,
       configs,
-      modules,
+      modules: remote.modules,
     });
     gateway.notLoadedDetail = () => sync?.notReadyDetail() ?? null;
     sync.start();
@@ -245,8 +235,19 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     adminPort: admin.port,
     inFlight: () => gateway.inFlightCount(),
     stop: shutdown(
-      { gateway, logger, listeners, admin, watcher, sync, controlPlane, telemetry, forwarder, effects, echo, counters },
+      { gateway, logger, listeners, admin, watcher, sync, controlPlane: remote?.client ?? null, telemetry, forwarder, effects, echo, counters },
       options,
     ),
   };
+}
+
+/** The control plane's client, and the cache of the policy modules its documents name (fetched, checked, kept). */
+function connectControlPlane(settings: NonNullable<GatewayOptions['controlPlane']>) {
+  const client = new ControlPlaneClient({ url: settings.url, token: settings.token, ca: settings.ca });
+  const modules = new ModuleCache({
+    client,
+    trustedKey: settings.trustedKey,
+    dir: settings.backupDir ? join(settings.backupDir, 'modules') : undefined,
+  });
+  return { settings, client, modules };
 }

@@ -129,15 +129,17 @@ export class Gateway {
     const declared = Number(req.headers.get('content-length')?.[0] ?? NaN);
     const requestBytes = { n: 0 };
     // The body whole when a policy reads it (null past the limit), else streamed through limitBody.
+    const declaredTooLarge = declared > limit;
     let body: { whole: Uint8Array | null; stream: BodyStream | null } | null = null;
-    if (declared > limit) body = null;
-    else if (req.body && operation.needsRequestBody) {
-      const whole = await collectBody(req.body, limit);
-      body = whole && { whole, stream: null };
-    } else body = { whole: null, stream: req.body ? limitBody(req.body, limit, requestBytes) : null };
+    if (!declaredTooLarge) {
+      if (req.body && operation.needsRequestBody) {
+        const whole = await collectBody(req.body, limit);
+        body = whole && { whole, stream: null };
+      } else body = { whole: null, stream: req.body ? limitBody(req.body, limit, requestBytes) : null };
+    }
     if (body === null) {
       this.record({ api, operation, status: 413, started, requestId, req });
-      const size = declared > limit ? `request body of ${declared} bytes exceeds ${limit}` : `request body exceeds ${limit} bytes`;
+      const size = declaredTooLarge ? `request body of ${declared} bytes exceeds ${limit}` : `request body exceeds ${limit} bytes`;
       return problem(413, 'Content Too Large', size, requestId);
     }
     const target = api.backends.pick();

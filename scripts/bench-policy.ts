@@ -5,12 +5,17 @@
 //   policy-60-header-ops-median-us  one call doing 20 header reads, 20 sets and 20 removes
 // Each figure is PolicyBinding.run: journal, instance lock, metering, the Extism call and every host function.
 //   metering-overhead-ratio         a CPU-bound policy (test/fixtures/policies/compute), metered / unmetered time
+//   five-policy-chain-median-us     one request through the five built-in policies of bench:proxy (runChain, the
+//                                   backend's answer given at once); stderr also shows each policy's share
 
 import { buildFixture, makeExchange, newHost } from '../test/support/policies.ts';
 import { DEFAULT_LIMITS, type CallState } from '../runtime/policy-host/instance.ts';
 import { PolicyInstance } from '../runtime/policy-host/instance.ts';
 import { Logger } from '../runtime/telemetry/logger.ts';
 import { processClocks } from '../runtime/adapters/process-clocks.ts';
+import { EMPTY_CHAIN, runChain, type PolicyChain } from '../runtime/pipeline/chain.ts';
+import type { ResponseState } from '../runtime/policy-host/exchange.ts';
+import { API_KEY, FIVE_POLICY_CHAIN, ORIGIN } from './bench/five-policy-chain.ts';
 
 const WARMUP = 5_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 50_000);
@@ -90,6 +95,40 @@ for (let round = 0; round < 3; round++) {
   unmeteredUs += await timeCompute('unmetered', unmetered);
 }
 
+// The five-policy chain of bench:proxy in a hot loop: what the policies cost without the HTTP around them.
+const chain: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
+for (const [i, entry] of FIVE_POLICY_CHAIN.entries()) {
+  const module = await host.load(await buildFixture(entry.policy));
+  const binding = host.bind({
+    id: `api:bench/${entry.phase}/${i}`,
+    phase: entry.phase,
+    module,
+    config: entry.config,
+    // What the gateway grants a built-in from its policy.json `needs`: the rate limit's counters.
+    grants: entry.policy === 'rate-limit' ? { counters: true } : {},
+  });
+  await binding.warm();
+  (chain[entry.phase] as typeof binding[]).push(binding);
+}
+const chainHeaders = { host: '127.0.0.1', 'user-agent': 'bench', accept: '*/*', 'x-api-key': API_KEY, origin: ORIGIN };
+const backendAnswer = async (): Promise<ResponseState> => ({
+  status: 200,
+  headers: new Map([['content-type', ['application/json']], ['content-length', ['65']]]),
+  body: null,
+});
+const policyMs = new Map<string, number>();
+const five = await measure('five-policy chain via runChain', () => makeExchange({ headers: chainHeaders }), async (ex) => {
+  const exchange = ex as ReturnType<typeof makeExchange>;
+  await runChain(chain, exchange, backendAnswer);
+  if (exchange.request.path !== '/v2/items' || !exchange.response.headers.has('x-gatehouse')) throw new Error('the five-policy chain did not act');
+  for (const t of exchange.timings) policyMs.set(t.binding, (policyMs.get(t.binding) ?? 0) + t.ms);
+});
+const calls = WARMUP + RUNS;
+console.error(
+  `# five-policy chain, mean per policy: ${FIVE_POLICY_CHAIN.map((e, i) => `${e.policy} ${((policyMs.get(`api:bench/${e.phase}/${i}`)! * 1000) / calls).toFixed(2)} us`).join(', ')}`,
+);
+
 console.log(`policy-call-median-us: ${single.median.toFixed(2)}`);
 console.log(`policy-60-header-ops-median-us: ${sixty.median.toFixed(2)}`);
 console.log(`metering-overhead-ratio: ${(meteredUs / unmeteredUs).toFixed(2)}`);
+console.log(`five-policy-chain-median-us: ${five.median.toFixed(2)}`);

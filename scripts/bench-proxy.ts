@@ -14,6 +14,9 @@
 //                endpoint in this process, scripts/bench/ingestion-endpoint.ts): only when BENCH_TARGETS names it, e.g.
 //                BENCH_TARGETS=gatehouse,gatehouse-ai; then also `appinsights-ratio` and the gateway's CPU a request
 //                (BENCH_APPINSIGHTS_SAMPLING_PERCENTAGE sets that gateway's GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE)
+//   deno, deno-5 Gatehouse from its TypeScript sources under Deno (runtime/entry/gateway.ts, as `deno task start`
+//                runs it), without and with the five policies; `deno-throughput-ratio` and
+//                `deno-five-policy-throughput-ratio` are Deno over Node, same rounds
 //   baseline, baseline-5  another build of Gatehouse (its entry in BENCH_BASELINE_MAIN), without and with the five
 //                policies: only when BENCH_BASELINE_MAIN is set; then also `baseline-ratio` and
 //                `baseline-five-policy-ratio` (this build over the other, measured in the same rounds)
@@ -21,12 +24,14 @@
 // rate of 1,000 requests/s, the backend directly, the minimal undici proxy and Gatehouse without policies:
 // `p99-added-ms` is the difference of Gatehouse's p99 and the backend's under a constant-rate open loop (wrk2's method;
 // scripts/bench/latency-probe.ts), with autocannon `--overallRate` measured beside it for reference (latency-probe.ts
-// says why it is not the headline).
+// says why it is not the headline); `p99-added-ms-five-policies` the same for Gatehouse with the five policies.
 //
 // Prints a table on stderr, then on stdout:
 //   throughput-ratio-vs-fastify, throughput-ratio-vs-undici, five-policy-ratio, p99-added-ms, throughput-ratio-vs-nginx,
 //   p99-added-ms-minimal-undici (the same latency figure for the minimal undici proxy: the floor of one Node hop here),
-//   throughput-ratio-vs-undici-with-duties (against the minimal proxy doing the forwarding headers, ids and log)
+//   throughput-ratio-vs-undici-with-duties (against the minimal proxy doing the forwarding headers, ids and log),
+//   p99-added-ms-five-policies, five-policy-cpu-us-added (the gateway's CPU time a request, user + system from /proc,
+//   with the five policies less without, round by round, median), deno-throughput-ratio, deno-five-policy-throughput-ratio
 // Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1).
 //
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
@@ -68,6 +73,14 @@ const thisBuildMain = process.env.BENCH_GATEHOUSE_MAIN ?? fileURLToPath(new URL(
 /** Another build's gateway entry, measured beside this one (the targets baseline and baseline-5). */
 const baselineMain = process.env.BENCH_BASELINE_MAIN || null;
 const nodeArgs = ['--disable-warning=ExperimentalWarning'];
+const repoDir = fileURLToPath(new URL('../../', import.meta.url));
+/** How a gateway is started: Node runs a build's entry; Deno runs the TypeScript sources, as `deno task start` does. */
+type GatewayLauncher = (config: string) => { command: string; args: string[] };
+const underNode = (main: string): GatewayLauncher => (config) => ({ command: process.execPath, args: [...nodeArgs, main, '--config', config] });
+const underDeno: GatewayLauncher = (config) => ({
+  command: join(repoDir, 'node_modules', '.bin', 'deno'),
+  args: ['run', '-A', join(repoDir, 'runtime', 'entry', 'gateway.ts'), '--config', config],
+});
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -431,6 +444,7 @@ function gatehouseTarget(
   withPolicies: boolean,
   env: () => NodeJS.ProcessEnv = () => ({}),
   gatewayMain = thisBuildMain,
+  launch: GatewayLauncher = underNode(gatewayMain),
 ): Target {
   return {
     key,
@@ -442,7 +456,8 @@ function gatehouseTarget(
       writeFileSync(config, benchGatewayYaml(`http://127.0.0.1:${backendPort}`, withPolicies, 'scripts/bench-proxy.ts'));
       const logFile = join(dir, `${key}.log`);
       const [port, adminPort] = [await freePort(), await freePort()];
-      const child = startChild(key, process.execPath, [...nodeArgs, gatewayMain, '--config', config], {
+      const { command, args } = launch(config);
+      const child = startChild(key, command, args, {
         env: { GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_TIMEOUT_MS: '1000', GATEHOUSE_SHUTDOWN_DELAY_MS: '0', ...env() },
         stdoutFile: logFile,
       });
@@ -574,6 +589,8 @@ async function main(): Promise<number> {
     gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
     appInsightsTarget(join(tmpRoot, 'gatehouse')),
+    gatehouseTarget('deno', 'Gatehouse under Deno, no policies', join(tmpRoot, 'deno'), false, undefined, undefined, underDeno),
+    gatehouseTarget('deno-5', 'Gatehouse under Deno, five policies', join(tmpRoot, 'deno'), true, undefined, undefined, underDeno),
     ...(baselineMain
       ? [
           gatehouseTarget('baseline', 'Gatehouse (baseline build), no policies', join(tmpRoot, 'baseline'), false, undefined, baselineMain),
@@ -629,13 +646,20 @@ async function main(): Promise<number> {
   }
 
   // p99 added at a fixed rate: the backend directly, the minimal undici proxy (what one hop through Node costs here,
-  // for reference), then Gatehouse without policies (one proxy at a time).
+  // for reference), then Gatehouse without policies and with the five (one proxy at a time).
   const latency = new Map<string, LatencySummary>();
   const gatehouse = targets.find((t) => t.key === 'gatehouse')!;
   const undici = targets.find((t) => t.key === 'undici')!;
+  const gatehouse5 = targets.find((t) => t.key === 'gatehouse-5')!;
   if (!gatehouse.unavailable) {
     log(`# latency at ${fmtInt(LATENCY_RATE)} requests/s, ${LATENCY_S} s per run: constant-rate open loop, then autocannon --overallRate`);
-    const probed: Array<[string, Target]> = [['direct', targets[0]!], ['undici', undici], ['gatehouse', gatehouse], ['gatehouse-ai', aiTarget]];
+    const probed: Array<[string, Target]> = [
+      ['direct', targets[0]!],
+      ['undici', undici],
+      ['gatehouse', gatehouse],
+      ['gatehouse-5', gatehouse5],
+      ['gatehouse-ai', aiTarget],
+    ];
     for (const [key, target] of probed.filter(([, t]) => !t.unavailable)) {
       let running: Running | null = null;
       try {
@@ -690,6 +714,14 @@ async function main(): Promise<number> {
   for (const t of targets) if (t.unavailable && !skipped(t)) log(`\n${t.key} not measured: ${t.unavailable}`);
 
   const ratio = (a: number | null, b: number | null) => (a !== null && b !== null && b > 0 ? fmt2(a / b) : 'n/a');
+  /** The CPU a request of target `key` costs beyond one of `than`, round by round (the median over rounds). */
+  const cpuAdded = (key: string, than: string): string => {
+    const differences = results.get(key)!.rounds.flatMap((r, i) => {
+      const other = results.get(than)!.rounds[i]?.cpuUsPerRequest;
+      return r?.cpuUsPerRequest !== undefined && other !== undefined ? [r.cpuUsPerRequest - other] : [];
+    });
+    return differences.length > 0 ? median(differences).toFixed(1) : 'n/a';
+  };
   const gh = best('gatehouse');
   // Per-round ratios: each pairs two measurements taken minutes apart at most, in the same round.
   if (gh !== null) {
@@ -703,6 +735,8 @@ async function main(): Promise<number> {
         ['gatehouse/nginx', 'gatehouse', 'nginx'],
         ['five-policy/no-policy', 'gatehouse-5', 'gatehouse'],
         ['appinsights/no-appinsights', 'gatehouse-ai', 'gatehouse'],
+        ['deno/node', 'deno', 'gatehouse'],
+        ['deno-5/node-5', 'deno-5', 'gatehouse-5'],
         ...(baselineMain ? ([['this/baseline', 'gatehouse', 'baseline'], ['this-5/baseline-5', 'gatehouse-5', 'baseline-5']] as Array<[string, string, string]>) : []),
       ];
       // Pairs with a target left out by BENCH_TARGETS are not shown; a pair that failed shows n/a.
@@ -723,10 +757,10 @@ async function main(): Promise<number> {
       ["autocannon's own JSON p99 (whole ms)", (k) => lat(k, 'autocannon')?.autocannonP99],
     ];
     const lrows = [
-      [`p99 ms at ${fmtInt(LATENCY_RATE)} req/s, ${LATENCY_S} s`, 'direct', 'undici', 'Gatehouse', 'undici added', 'Gatehouse added'],
+      [`p99 ms at ${fmtInt(LATENCY_RATE)} req/s, ${LATENCY_S} s`, 'direct', 'undici', 'Gatehouse', 'five policies', 'undici added', 'Gatehouse added', 'five added'],
       ...sources.map(([label, of]) => {
-        const [d, u, g] = [of('direct'), of('undici'), of('gatehouse')];
-        return [label, cell(d), cell(u), cell(g), minus(u, d), minus(g, d)];
+        const [d, u, g, g5] = [of('direct'), of('undici'), of('gatehouse'), of('gatehouse-5')];
+        return [label, cell(d), cell(u), cell(g), cell(g5), minus(u, d), minus(g, d), minus(g5, d)];
       }),
     ];
     const w = lrows[0]!.map((_, c) => Math.max(...lrows.map((r) => r[c]!.length)));
@@ -747,18 +781,21 @@ async function main(): Promise<number> {
     `p99-added-ms-minimal-undici: ${added('undici')}`,
     `throughput-ratio-vs-undici-with-duties: ${ratio(gh, best('undici-duties'))}`,
   ];
+  if (!skipped(gatehouse5)) {
+    lines.push(`p99-added-ms-five-policies: ${added('gatehouse-5')}`);
+    lines.push(`five-policy-cpu-us-added: ${cpuAdded('gatehouse-5', 'gatehouse')}`);
+  }
+  const deno = targets.find((t) => t.key === 'deno')!;
+  const deno5 = targets.find((t) => t.key === 'deno-5')!;
+  if (!skipped(deno)) lines.push(`deno-throughput-ratio: ${ratio(best('deno'), gh)}`);
+  if (!skipped(deno5)) lines.push(`deno-five-policy-throughput-ratio: ${ratio(best('deno-5'), best('gatehouse-5'))}`);
   if (baselineMain) {
     lines.push(`baseline-ratio: ${ratio(gh, best('baseline'))}`);
     lines.push(`baseline-five-policy-ratio: ${ratio(best('gatehouse-5'), best('baseline-5'))}`);
   }
   if (!skipped(aiTarget)) {
-    // The CPU a request costs with Application Insights on, less without it, round by round (median over rounds).
-    const added = results.get('gatehouse-ai')!.rounds.flatMap((r, i) => {
-      const off = results.get('gatehouse')!.rounds[i]?.cpuUsPerRequest;
-      return r?.cpuUsPerRequest !== undefined && off !== undefined ? [r.cpuUsPerRequest - off] : [];
-    });
     lines.push(`appinsights-ratio: ${ratio(best('gatehouse-ai'), gh)}`);
-    lines.push(`appinsights-cpu-us-added-per-request: ${added.length > 0 ? median(added).toFixed(1) : 'n/a'}`);
+    lines.push(`appinsights-cpu-us-added-per-request: ${cpuAdded('gatehouse-ai', 'gatehouse')}`);
     lines.push(`appinsights-p99-added-ms: ${minus(lat('gatehouse-ai', 'constant')?.p99, lat('gatehouse', 'constant')?.p99)}`);
     await ingestion?.close();
   }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { PolicyFailure } from '../runtime/policy-host/index.ts';
+import { PolicyFailure, type EffectRunner } from '../runtime/policy-host/index.ts';
 import { runChain, stackScopes, type PolicyChain } from '../runtime/pipeline/chain.ts';
 import type { ResponseState } from '../runtime/policy-host/exchange.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
@@ -245,5 +245,67 @@ describe('effects', () => {
     assert.ok(err instanceof PolicyFailure);
     assert.equal(err.reason, 'effects');
     assert.match(err.message, /after 4 rounds/);
+  });
+});
+
+describe('counter results as another host may write them', () => {
+  // The gateway writes a counter result as one flat object without spaces, which the SDK reads byte by byte; any other
+  // spelling of the same JSON must read the same, through the SDK's JSON reader.
+  const answering = (result: string): EffectRunner => ({
+    perform: async () => result,
+    performNow: () => result,
+  });
+  const spellings: Array<[string, string]> = [
+    ['as the gateway writes it', '{"allowed":true,"count":7,"limit":10,"remaining":3,"resetSeconds":42}'],
+    ['keys in another order, with spaces', '{ "resetSeconds": 42, "remaining": 3, "limit": 10, "count": 7, "allowed": true }'],
+    ['a key the SDK does not know, after the ones it read', '{"allowed":true,"count":7,"limit":10,"remaining":3,"resetSeconds":42,"window":"fixed"}'],
+    ['an escaped key', '{"allowed":true,"count":7,"limit":10,"remaining":3,"reset\\u0053econds":42}'],
+  ];
+  for (const [how, result] of spellings) {
+    test(`the same result, ${how}`, async () => {
+      const { host } = newHost(answering(result));
+      const module = await host.load(await buildFixture('rate-limit'));
+      const binding = host.bind({ id: 'api:spelt/inbound/0', phase: 'inbound', module, config: { calls: 10, renewalPeriod: 60 }, grants: { counters: true } });
+      const exchange = makeExchange();
+      await binding.run('inbound', exchange);
+      assert.equal(exchange.responded, false);
+      assert.deepEqual(
+        ['ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset'].map((h) => exchange.response.headers.get(h)?.[0]),
+        ['10', '3', '42'],
+      );
+    });
+  }
+
+  test('a refusal, large and negative figures: headers carry them digit for digit', async () => {
+    const cases: Array<[string, { status: number; remaining: string; reset: string; retry?: string }]> = [
+      ['{"allowed":false,"count":10,"limit":10,"remaining":0,"resetSeconds":5}', { status: 429, remaining: '0', reset: '5', retry: '5' }],
+      // 18 digits are read byte by byte; 19 go to the JSON reader.
+      ['{"allowed":true,"count":1,"limit":10,"remaining":123456789012345678,"resetSeconds":9223372036854775807}', { status: 200, remaining: '123456789012345678', reset: '9223372036854775807' }],
+      ['{"allowed":true,"count":1,"limit":10,"remaining":-4,"resetSeconds":0}', { status: 200, remaining: '-4', reset: '0' }],
+    ];
+    for (const [result, want] of cases) {
+      const { host } = newHost(answering(result));
+      const module = await host.load(await buildFixture('rate-limit'));
+      const binding = host.bind({ id: 'api:figures/inbound/0', phase: 'inbound', module, config: { calls: 10, renewalPeriod: 60 }, grants: { counters: true } });
+      const exchange = makeExchange();
+      await binding.run('inbound', exchange);
+      const header = (name: string) => exchange.response.headers.get(name)?.[0];
+      assert.equal(exchange.response.status, want.status, result);
+      assert.equal(header('ratelimit-remaining'), want.remaining, result);
+      assert.equal(header('ratelimit-reset'), want.reset, result);
+      assert.equal(header('retry-after'), want.retry, result);
+    }
+  });
+
+  test('a result that is not the JSON object the SDK expects fails the call, naming the counter', async () => {
+    const { host } = newHost(answering('{"allowed":true,"count":7'));
+    const module = await host.load(await buildFixture('rate-limit'));
+    const binding = host.bind({ id: 'api:broken/inbound/0', phase: 'inbound', module, config: { calls: 10, renewalPeriod: 60 }, grants: { counters: true } });
+    const failure = await binding.run('inbound', makeExchange()).then(
+      () => assert.fail('the call succeeded'),
+      (err: unknown) => err as PolicyFailure,
+    );
+    assert.ok(failure instanceof PolicyFailure);
+    assert.match(failure.message, /counter\("ip:127\.0\.0\.1"\): malformed result from the host/);
   });
 });

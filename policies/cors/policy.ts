@@ -54,7 +54,7 @@ export function on_inbound(): i32 {
   if (!loaded) load();
   const allowed = originAllowed(origin);
   const requestedMethod = request.header("access-control-request-method");
-  if (request.method() == "OPTIONS" && requestedMethod !== null) return preflight(origin, allowed, requestedMethod);
+  if (requestedMethod !== null && request.method() == "OPTIONS") return preflight(origin, allowed, requestedMethod);
   if (!allowed) return CONTINUE; // the browser keeps the answer from the page
   allowOrigin(origin);
   if (exposed.length > 0) response.setHeader("access-control-expose-headers", exposed);

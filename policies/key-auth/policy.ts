@@ -8,8 +8,19 @@ import { request, config, vars, respondProblem, parseJson, sha256Hex, CONTINUE }
 
 /** Digest (lowercase hex) → identity; built from the configuration on the first call (it never changes). */
 let holders: Map<string, string> | null = null;
+// The rest of the configuration, read on the first call with the keys.
+let headerName = "";
+let queryName: string | null = null;
+let variableName = "";
+let identityHeader: string | null = null;
+let hideCredentials = true;
 
-function loadHolders(): Map<string, string> {
+function loadConfig(): Map<string, string> {
+  headerName = config.getString("header", "x-api-key")!;
+  queryName = config.getString("query");
+  variableName = config.getString("variable", "subscription-id")!;
+  identityHeader = config.getString("identityHeader");
+  hideCredentials = config.getBool("hideCredentials", true);
   const map = new Map<string, string>();
   const keys = parseJson(config.getJson("keys")!)!;
   for (let i = 0; i < keys.length; i++) {
@@ -31,27 +42,24 @@ export function on_backend(): i32 {
 }
 
 function check(): i32 {
-  if (holders === null) holders = loadHolders();
-  const headerName = config.getString("header", "x-api-key")!;
-  const queryName = config.getString("query");
+  if (holders === null) holders = loadConfig();
   let presented = request.header(headerName);
   let fromQuery = false;
   if (presented === null && queryName !== null) {
-    presented = request.queryParam(queryName);
+    presented = request.queryParam(queryName!);
     fromQuery = presented !== null;
   }
   if (presented === null || presented.length == 0) {
-    const where = queryName !== null ? "header " + headerName + " or query parameter " + queryName : "header " + headerName;
+    const where = queryName !== null ? "header " + headerName + " or query parameter " + queryName! : "header " + headerName;
     return respondProblem(401, "Unauthorized", "missing API key (" + where + ")");
   }
   const digest = sha256Hex(presented);
   const map = holders!;
   if (!map.has(digest)) return respondProblem(401, "Unauthorized", "invalid API key");
   const id = map.get(digest);
-  vars.set(config.getString("variable", "subscription-id")!, id);
-  const identityHeader = config.getString("identityHeader");
-  if (identityHeader !== null) request.setHeader(identityHeader, id);
-  if (config.getBool("hideCredentials", true)) {
+  vars.set(variableName, id);
+  if (identityHeader !== null) request.setHeader(identityHeader!, id);
+  if (hideCredentials) {
     if (fromQuery) request.removeQueryParam(queryName!);
     else request.removeHeader(headerName);
   }

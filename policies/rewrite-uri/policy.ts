@@ -13,6 +13,9 @@ let pathTemplate = "";
 let queryTemplate = "";
 /** Names in the template's query, which the request's own parameters of the same name do not add to. */
 let templateQueryNames = new Set<string>();
+/** The rendered path when the template's path has no placeholder: the same on every call, so rendered once. */
+let fixedPath: string | null = null;
+let fixedPathDotSegment: string | null = null;
 
 function parse(): void {
   const template = config.getString("template", "/")!;
@@ -24,6 +27,11 @@ function parse(): void {
     const eq = pairs[i].indexOf("=");
     const name = eq < 0 ? pairs[i] : pairs[i].substring(0, eq);
     if (name.length > 0) templateQueryNames.add(name);
+  }
+  if (!pathTemplate.includes("{")) {
+    dotSegment = null;
+    fixedPath = renderPath(pathTemplate);
+    fixedPathDotSegment = dotSegment;
   }
   parsed = true;
 }
@@ -47,8 +55,15 @@ function rewrite(): i32 {
   if (!parsed) parse();
   missing = null;
   dotSegment = null;
-  usedQueryNames.clear();
-  const path = renderPath(pathTemplate);
+  // Clearing a set allocates its tables anew: only one that holds something is cleared.
+  if (usedQueryNames.size > 0) usedQueryNames.clear();
+  let path: string;
+  if (fixedPath !== null) {
+    path = fixedPath!;
+    dotSegment = fixedPathDotSegment;
+  } else {
+    path = renderPath(pathTemplate);
+  }
   if (missing !== null) {
     log.warn("rewrite-uri: no route or query parameter " + missing! + " for template " + pathTemplate);
     return respondProblem(400, "Bad Request", "the request has no value for the parameter " + missing!);

@@ -108,8 +108,9 @@ async function runPhase(
   hooks: ChainHooks,
 ): Promise<boolean> {
   exchange.phase = phase;
+  // One clock reading between two calls ends one's timing and starts the next's.
+  let started = performance.now();
   for (const binding of bindings) {
-    const started = performance.now();
     try {
       // Most calls complete synchronously (no effects): only those that do not are awaited.
       const pending = binding.runNow(phase, exchange);
@@ -119,12 +120,15 @@ async function runPhase(
       if (err instanceof PolicyFailure && binding.failOpen) {
         exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed-open' });
         hooks.onFailOpen?.(binding, err);
+        started = performance.now();
         continue;
       }
       exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed' });
       throw err;
     }
-    const ms = roundMs(performance.now() - started);
+    const ended = performance.now();
+    const ms = roundMs(ended - started);
+    started = ended;
     exchange.timings.push({ binding: binding.id, phase, ms, outcome: exchange.responded ? 'respond' : 'continue' });
     if (exchange.responded) return true;
   }

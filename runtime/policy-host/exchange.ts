@@ -9,6 +9,16 @@ import { dotSegment } from '../routing/request-path.ts';
 
 export type HeaderMap = Map<string, string[]>;
 
+// The kinds of change the undo journal records (Exchange.rollback).
+/** An object's property was set: slot 2 names it, slot 3 holds its previous value. */
+const UNDO_PROPERTY = 0;
+/** A map's entry was set or deleted: slot 3 holds its previous value, undefined when it had none. */
+const UNDO_MAP_ENTRY = 1;
+/** A value was appended to a header's values (slot 1). */
+const UNDO_APPENDED = 2;
+/** Slots of one journal entry: kind, target, key, previous value. */
+const UNDO_STRIDE = 4;
+
 export interface RequestState {
   method: string;
   /** Path without the query, as received (percent-encoding kept). */
@@ -179,7 +189,13 @@ export class Exchange implements TransactionalView {
   effectsPerformed = 0;
   /** The binding whose handler is running (its configuration and body declarations apply); set by begin(). */
   binding: PolicyBinding | null = null;
-  private journal: (() => void)[] | null = null;
+  /**
+   * What the running call changed, to undo it: entries of UNDO_STRIDE slots (what kind of change, where, the key, the
+   * previous value). Flat and kept for the exchange's life, so that a write allocates nothing for its undo. Null while no
+   * call runs: changes made outside a call (by the gateway) are not journaled.
+   */
+  private journal: unknown[] | null = null;
+  private readonly undoLog: unknown[] = [];
   /** What to do when the exchange ends (leases to release, bytes to meter); null until the first. */
   private endActions: ((usage: ExchangeUsage) => void)[] | null = null;
 
@@ -217,12 +233,14 @@ export class Exchange implements TransactionalView {
 
   begin(binding: PolicyBinding): void {
     this.binding = binding;
-    this.journal = [];
+    this.undoLog.length = 0;
+    this.journal = this.undoLog;
   }
 
   commit(): void {
     this.binding = null;
     this.journal = null;
+    this.undoLog.length = 0;
   }
 
   rollback(): void {
@@ -230,26 +248,38 @@ export class Exchange implements TransactionalView {
     this.binding = null;
     this.journal = null;
     if (!undo) return;
-    for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
+    for (let i = undo.length - UNDO_STRIDE; i >= 0; i -= UNDO_STRIDE) {
+      const target = undo[i + 1];
+      const key = undo[i + 2];
+      const previous = undo[i + 3];
+      switch (undo[i]) {
+        case UNDO_PROPERTY:
+          (target as Record<string, unknown>)[key as string] = previous;
+          break;
+        case UNDO_MAP_ENTRY:
+          if (previous === undefined) (target as Map<string, unknown>).delete(key as string);
+          else (target as Map<string, unknown>).set(key as string, previous);
+          break;
+        case UNDO_APPENDED:
+          (target as unknown[]).pop();
+          break;
+      }
+    }
+    undo.length = 0;
   }
 
-  private change<T extends object, K extends keyof T>(target: T, key: K, value: T[K]): void {
+  private change<T extends object, K extends keyof T & string>(target: T, key: K, value: T[K]): void {
     const previous = target[key];
     target[key] = value;
-    this.journal?.push(() => {
-      target[key] = previous;
-    });
+    this.journal?.push(UNDO_PROPERTY, target, key, previous);
   }
 
+  /** Sets or (with undefined) deletes an entry; the maps changed hold no undefined values, so undefined means absent. */
   private changeMap<V>(map: Map<string, V>, key: string, value: V | undefined): void {
-    const had = map.has(key);
     const previous = map.get(key);
     if (value === undefined) map.delete(key);
     else map.set(key, value);
-    this.journal?.push(() => {
-      if (had) map.set(key, previous as V);
-      else map.delete(key);
-    });
+    this.journal?.push(UNDO_MAP_ENTRY, map, key, previous);
   }
 
   // --- reads ----------------------------------------------------------------------------------------------------
@@ -265,7 +295,7 @@ export class Exchange implements TransactionalView {
       case Field.REQUEST_QUERY_PARAM:
         return new URLSearchParams(this.request.query).get(name);
       case Field.REQUEST_HEADER:
-        return this.request.headers.get(name.toLowerCase())?.join(', ') ?? null;
+        return joinValues(this.request.headers.get(name.toLowerCase()));
       case Field.REQUEST_BODY:
         if (!this.binding?.module.descriptor.requestBody) return Status.NOT_DECLARED;
         return this.request.body ?? new Uint8Array(0);
@@ -274,7 +304,7 @@ export class Exchange implements TransactionalView {
       case Field.RESPONSE_STATUS:
         return String(this.response.status);
       case Field.RESPONSE_HEADER:
-        return this.response.headers.get(name.toLowerCase())?.join(', ') ?? null;
+        return joinValues(this.response.headers.get(name.toLowerCase()));
       case Field.RESPONSE_BODY:
         if (this.afterBackend() && !this.binding?.module.descriptor.responseBody) return Status.NOT_DECLARED;
         return this.response.body ?? new Uint8Array(0);
@@ -447,9 +477,7 @@ export class Exchange implements TransactionalView {
       // Appended in place, undone by removing it again: copying the values on every add made a loop of adds to one
       // header quadratic, far more work than the host charges for an add.
       values.push(value);
-      this.journal?.push(() => {
-        values.pop();
-      });
+      this.journal?.push(UNDO_APPENDED, values, null, null);
       return Status.OK;
     }
     this.changeMap(headers, name, [value]);
@@ -462,6 +490,12 @@ export class Exchange implements TransactionalView {
     this.change(this as Exchange, 'responded', true);
     return Status.OK;
   }
+}
+
+/** A header's values as one field value; most headers have one, which is returned as it is. */
+function joinValues(values: string[] | undefined): string | null {
+  if (values === undefined) return null;
+  return values.length === 1 ? values[0]! : values.join(', ');
 }
 
 /** 200–599: a 1xx status is not a final answer (a client would wait for the real one, or fail). */

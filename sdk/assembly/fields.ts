@@ -78,15 +78,15 @@ export function getDecimal(field: i32, fn: string): i32 {
   return v;
 }
 
-/** Sets an unnamed field to a decimal integer. */
-export function setDecimal(field: i32, value: i32, fn: string): void {
-  let p = valueBuf.reserve(12);
+/** Writes `value` in decimal into the value buffer, without making a string; returns its length in bytes. */
+function decimalIntoValueBuf(value: i64): i32 {
+  let p = valueBuf.reserve(20);
   let len: i32 = 0;
-  let u: u32 = <u32>value;
+  let u: u64 = <u64>value;
   if (value < 0) {
     store<u8>(p, 0x2d);
     len = 1;
-    u = <u32>(-value);
+    u = <u64>(-value);
   }
   let digits = 1;
   let t = u;
@@ -99,8 +99,20 @@ export function setDecimal(field: i32, value: i32, fn: string): void {
     store<u8>(--q, <u8>(0x30 + u % 10));
     u /= 10;
   } while (u != 0);
-  len += digits;
-  check(host_set(field, 0, 0, p, len), fn, null);
+  return len + digits;
+}
+
+/** Sets an unnamed field to a decimal integer. */
+export function setDecimal(field: i32, value: i32, fn: string): void {
+  let len = decimalIntoValueBuf(value);
+  check(host_set(field, 0, 0, valueBuf.ptr, len), fn, null);
+}
+
+/** Sets a named field (a header) to a decimal integer, as setText would with `value.toString()`. */
+export function setNamedDecimal(field: i32, name: string, value: i64, fn: string): void {
+  let nameLen = encodeName(name);
+  let len = decimalIntoValueBuf(value);
+  check(host_set(field, namePtr(nameLen), nameLen, valueBuf.ptr, len), fn, name);
 }
 
 /** Sets (or, with `add`, appends) a field's value; `name` is null for unnamed fields. */

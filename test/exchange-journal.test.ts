@@ -1,0 +1,122 @@
+// The exchange's undo journal: a call that fails or waits for effects leaves the request and response exactly as the
+// call found them, whatever it changed and in whatever order; a committed call keeps its changes.
+
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import { Field } from '../abi/index.ts';
+import type { PolicyBinding } from '../runtime/policy-host/index.ts';
+import type { Exchange } from '../runtime/policy-host/exchange.ts';
+import { buildFixture, makeExchange, newHost } from './support/policies.ts';
+
+let binding: PolicyBinding;
+
+before(async () => {
+  const { host } = newHost();
+  binding = host.bind({ id: 'api:journal/inbound/0', phase: 'inbound', module: await host.load(await buildFixture('header-ops')) });
+});
+
+/** Everything a call may change, as plain values (maps as sorted entries, header values copied). */
+function snapshot(exchange: Exchange) {
+  const entries = <V>(map: Map<string, V>) => [...map.entries()].map(([k, v]) => [k, Array.isArray(v) ? [...v] : v]).sort();
+  return {
+    method: exchange.request.method,
+    path: exchange.request.path,
+    query: exchange.request.query,
+    requestHeaders: entries(exchange.request.headers),
+    status: exchange.response.status,
+    responseHeaders: entries(exchange.response.headers),
+    responded: exchange.responded,
+    variables: entries(exchange.variables),
+    backendUrl: exchange.backendUrl,
+  };
+}
+
+function fresh(): Exchange {
+  const exchange = makeExchange({
+    method: 'GET',
+    path: '/orders/7',
+    query: 'a=1&b=2',
+    headers: { accept: 'text/plain', 'x-kept': 'one', 'x-gone': 'bye', 'x-listed': 'first' },
+  });
+  exchange.variables.set('tenant', 'acme');
+  exchange.response.headers.set('cache-control', ['no-store']);
+  return exchange;
+}
+
+/** Every kind of change, several to the same places, some undoing others. */
+function changeEverything(exchange: Exchange): void {
+  const ok = (status: number) => assert.equal(status, 0);
+  ok(exchange.write('set', Field.REQUEST_METHOD, '', 'post'));
+  ok(exchange.write('set', Field.REQUEST_PATH, '', '/v2/orders/7'));
+  ok(exchange.write('set', Field.REQUEST_PATH, '', '/v3/orders/7'));
+  ok(exchange.write('set', Field.REQUEST_QUERY_PARAM, 'a', '9'));
+  ok(exchange.write('remove', Field.REQUEST_QUERY_PARAM, 'b', null));
+  ok(exchange.write('set', Field.REQUEST_HEADER, 'X-Kept', 'two'));
+  ok(exchange.write('add', Field.REQUEST_HEADER, 'x-kept', 'three'));
+  ok(exchange.write('add', Field.REQUEST_HEADER, 'x-listed', 'second'));
+  ok(exchange.write('add', Field.REQUEST_HEADER, 'x-listed', 'third'));
+  ok(exchange.write('remove', Field.REQUEST_HEADER, 'x-gone', null));
+  ok(exchange.write('set', Field.REQUEST_HEADER, 'x-gone', 'back again'));
+  ok(exchange.write('set', Field.REQUEST_HEADER, 'x-new', 'fresh'));
+  ok(exchange.write('add', Field.RESPONSE_HEADER, 'vary', 'Origin'));
+  ok(exchange.write('remove', Field.RESPONSE_HEADER, 'cache-control', null));
+  ok(exchange.write('set', Field.VARIABLE, 'tenant', 'globex'));
+  ok(exchange.write('set', Field.VARIABLE, 'user', 'u1'));
+  ok(exchange.write('remove', Field.VARIABLE, 'user', null));
+  ok(exchange.write('set', Field.RESPONSE_STATUS, '', '203'));
+  ok(exchange.respond(418));
+}
+
+describe('the exchange undo journal', () => {
+  test('a rolled-back call leaves every field as it found it, header value lists included', () => {
+    const exchange = fresh();
+    const before = snapshot(exchange);
+    const listed = exchange.request.headers.get('x-listed')!;
+    exchange.begin(binding);
+    changeEverything(exchange);
+    assert.notDeepEqual(snapshot(exchange), before);
+    exchange.rollback();
+    assert.deepEqual(snapshot(exchange), before);
+    assert.deepEqual(listed, ['first'], 'values appended to a header in place are taken off again');
+  });
+
+  test('a committed call keeps its changes; a later call that rolls back undoes only its own', () => {
+    const exchange = fresh();
+    exchange.begin(binding);
+    assert.equal(exchange.write('set', Field.REQUEST_HEADER, 'x-kept', 'committed'), 0);
+    assert.equal(exchange.write('add', Field.REQUEST_HEADER, 'x-listed', 'committed'), 0);
+    exchange.commit();
+    const afterFirst = snapshot(exchange);
+    exchange.begin(binding);
+    changeEverything(exchange);
+    exchange.rollback();
+    assert.deepEqual(snapshot(exchange), afterFirst);
+    assert.deepEqual(exchange.request.headers.get('x-kept'), ['committed']);
+    assert.deepEqual(exchange.request.headers.get('x-listed'), ['first', 'committed']);
+  });
+
+  test('rolling back twice, or after a commit, changes nothing more', () => {
+    const exchange = fresh();
+    exchange.begin(binding);
+    changeEverything(exchange);
+    exchange.commit();
+    const committed = snapshot(exchange);
+    exchange.rollback();
+    assert.deepEqual(snapshot(exchange), committed);
+    exchange.begin(binding);
+    assert.equal(exchange.write('set', Field.VARIABLE, 'tenant', 'initech'), 0);
+    exchange.rollback();
+    exchange.rollback();
+    assert.deepEqual(snapshot(exchange), committed);
+  });
+
+  test('changes made outside a call (by the gateway) are not journaled: a later rollback keeps them', () => {
+    const exchange = fresh();
+    assert.equal(exchange.write('set', Field.REQUEST_HEADER, 'x-gateway', 'set outside'), 0);
+    exchange.begin(binding);
+    assert.equal(exchange.write('set', Field.REQUEST_HEADER, 'x-policy', 'set inside'), 0);
+    exchange.rollback();
+    assert.deepEqual(exchange.request.headers.get('x-gateway'), ['set outside']);
+    assert.equal(exchange.request.headers.has('x-policy'), false);
+  });
+});

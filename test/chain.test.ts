@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Grants, PolicyBinding, PolicyModule, Phase } from '../runtime/policy-host/index.ts';
 import { EMPTY_CHAIN, runChain, stackScopes, type PolicyChain } from '../runtime/pipeline/chain.ts';
 import { Forwarder } from '../runtime/proxy/forward.ts';
-import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
+import { buildFixture, makeExchange, newHost, rawModule, type TestHost } from './support/policies.ts';
 
 let t: TestHost;
 let probe: PolicyModule;
@@ -164,6 +164,22 @@ describe('policy chain', () => {
       exchange.timings.map((x) => x.outcome),
       ['failed-open', 'continue'],
     );
+  });
+
+  test('calls are timed with the clock of their budgets, read once between two calls; each budget starts from that reading', async () => {
+    // A clock that moves 1 us at every reading: each call's timing is then the number of readings it took, in us. The
+    // handlers return at once, so no fuel check (which would read the clock too) comes in their way.
+    let readings = 0;
+    const clocks = { wallMs: () => ++readings / 1000, cpuUs: () => readings };
+    const { host } = newHost(undefined, clocks);
+    const module = await host.load(await rawModule());
+    const bindings = [0, 1, 2].map((i) => host.bind({ id: `api:clock/inbound/${i}`, phase: 'inbound', module }));
+    for (const binding of bindings) await binding.warm();
+    readings = 0;
+    const exchange = makeExchange();
+    await runChain(stackScopes({ inbound: bindings }), exchange, async () => ({ status: 200, headers: new Map(), body: null }));
+    assert.deepEqual(exchange.timings.map((x) => [x.outcome, x.ms]), [['continue', 0.001], ['continue', 0.001], ['continue', 0.001]]);
+    assert.equal(readings, 4, 'one reading before the first call and one after each: the budgets read none of their own');
   });
 
   test('an empty chain forwards the request untouched', async () => {

@@ -108,25 +108,27 @@ async function runPhase(
   hooks: ChainHooks,
 ): Promise<boolean> {
   exchange.phase = phase;
-  // One clock reading between two calls ends one's timing and starts the next's.
-  let started = performance.now();
+  if (bindings.length === 0) return false;
+  // Calls are timed with the clock of their CPU budgets, and one reading between two calls ends one's timing and
+  // starts the next's, budget included: a reading costs 0.1 us under Node, 0.2 us under Deno.
+  let started = bindings[0]!.wallMs();
   for (const binding of bindings) {
     try {
       // Most calls complete synchronously (no effects): only those that do not are awaited.
-      const pending = binding.runNow(phase, exchange);
+      const pending = binding.runNow(phase, exchange, started);
       if (pending) await pending;
     } catch (err) {
-      const ms = roundMs(performance.now() - started);
+      const ms = roundMs(binding.wallMs() - started);
       if (err instanceof PolicyFailure && binding.failOpen) {
         exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed-open' });
         hooks.onFailOpen?.(binding, err);
-        started = performance.now();
+        started = binding.wallMs();
         continue;
       }
       exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed' });
       throw err;
     }
-    const ended = performance.now();
+    const ended = binding.wallMs();
     const ms = roundMs(ended - started);
     started = ended;
     exchange.timings.push({ binding: binding.id, phase, ms, outcome: exchange.responded ? 'respond' : 'continue' });

@@ -182,19 +182,25 @@ export class PolicyBinding {
     await this.runNow(phase, view);
   }
 
+  /** The wall clock its calls' CPU budgets read, in milliseconds (the chain times calls with it too). */
+  wallMs(): number {
+    return this.options.clocks.wallMs();
+  }
+
   /**
    * run() for the request path: when the instance is live and the handler asks for no effect, the call completes
    * synchronously and this returns undefined (no promise, no microtask); a failure is then thrown at once. Otherwise
-   * it returns a promise that settles as run()'s would.
+   * it returns a promise that settles as run()'s would. `nowMs`, when given, is wallMs() as the caller read it just
+   * before: the call's budget starts from it instead of reading the clock again (a reading costs 0.1 to 0.2 us).
    */
-  runNow(phase: Phase, view: TransactionalView): Promise<void> | undefined {
+  runNow(phase: Phase, view: TransactionalView, nowMs?: number): Promise<void> | undefined {
     if (!this.breaker.allows()) throw this.refusedByBreaker();
     this.stats.calls++;
     this.options.metrics.calls.incKey(this.callsKey);
     const exportName = PHASE_EXPORTS[phase];
     const instance = this.ready;
     if (!instance) return this.runRounds(exportName, view, null, 1);
-    const waiting = this.round(instance, exportName, view, null);
+    const waiting = this.round(instance, exportName, view, null, nowMs);
     if (waiting === null) return undefined;
     return this.runRounds(exportName, view, waiting, 2);
   }
@@ -236,6 +242,7 @@ export class PolicyBinding {
     exportName: string,
     view: TransactionalView,
     results: Map<string, string> | null,
+    startedMs?: number,
   ): Waiting | null {
     const state: CallState = {
       view,
@@ -248,7 +255,7 @@ export class PolicyBinding {
     };
     view.begin(this);
     try {
-      instance.callHandler(exportName, state);
+      instance.callHandler(exportName, state, startedMs);
     } catch (err) {
       view.rollback();
       this.undo(state.effectResults);

@@ -47,10 +47,13 @@ export class CallBudget {
 
   constructor(private readonly clocks: BudgetClocks) {}
 
-  /** A call (or an instantiation) starts with `budgetMs` of CPU; its module starts with FIRST_FUEL. */
-  start(budgetMs: number): void {
+  /**
+   * A call (or an instantiation) starts with `budgetMs` of CPU; its module starts with FIRST_FUEL. `nowMs` is the wall
+   * clock read by the caller just before (a reading taken earlier only moves the deadline earlier).
+   */
+  start(budgetMs: number, nowMs = this.clocks.wallMs()): void {
     this.budgetMs = budgetMs;
-    this.started = this.clocks.wallMs();
+    this.started = nowMs;
     this.lastFuelCheck = this.started;
     // Each call starts with a short interval: what the last call left says nothing of this one.
     this.refill = FIRST_FUEL;

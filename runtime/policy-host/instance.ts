@@ -299,13 +299,14 @@ export class PolicyInstance implements KernelHost {
 
   /**
    * Runs a phase handler once, synchronously. Throws what the module or a host function threw; the caller classifies
-   * it. What the handler did is in `state` (and in the view it changed).
+   * it. What the handler did is in `state` (and in the view it changed). `startedMs`: the budget's wall clock as the
+   * caller read it just before the call (read here when absent).
    */
-  callHandler(exportName: string, state: CallState): void {
+  callHandler(exportName: string, state: CallState, startedMs?: number): void {
     const handler = this.exports[exportName];
     if (typeof handler !== 'function') throw new CallAbort('bad-argument', `the module does not export ${exportName}`);
     this.call = state;
-    this.beginCall();
+    this.beginCall(startedMs);
     try {
       (handler as () => unknown)();
     } finally {
@@ -332,14 +333,15 @@ export class PolicyInstance implements KernelHost {
     this.wasi?.close();
   }
 
-  private beginCall(): void {
+  /** `startedMs`: the budget's wall clock as the caller read it just before, if it did. */
+  private beginCall(startedMs?: number): void {
     this.outputBytes = 0;
     this.logLines = 0;
     this.logBytes = 0;
     this.hostWork = 0;
     this.growRefused = false;
     this.orphanFailure = null;
-    this.budget.start(this.options.limits.cpuMs);
+    this.budget.start(this.options.limits.cpuMs, startedMs);
     if (this.fuel) this.fuel.value = FIRST_FUEL;
   }
 

@@ -152,6 +152,13 @@ describe('gatehouse-policy', () => {
       assert.equal(exchange.request.headers.get('x-sha256')?.[0], createHash('sha256').update(data).digest('hex'), `sha256, ${length} bytes`);
       assert.equal(exchange.request.headers.get('x-hmac')?.[0], createHmac('sha256', key).update(data).digest('hex'), `hmac, ${length} bytes, key ${key.length}`);
     }
+    // sha256Hex hashes a string's UTF-8 bytes: ASCII at the block boundaries, two- and three-byte characters, and a
+    // text longer than the SDK's 1 KiB scratch buffer.
+    for (const text of ['', 'a'.repeat(55), 'a'.repeat(56), 'a'.repeat(64), 'bench-key-0001', 'café ☕ naïve', 'x'.repeat(5000)]) {
+      const exchange = makeExchange({ headers: { 'x-text': text } });
+      await binding.run('inbound', exchange);
+      assert.equal(exchange.request.headers.get('x-text-sha256')?.[0], createHash('sha256').update(text, 'utf8').digest('hex'), `sha256Hex of ${text.length} characters`);
+    }
   });
 });
 

@@ -1,6 +1,8 @@
 // Hashing for policies: SHA-256 (FIPS 180-4) and HMAC-SHA-256 (RFC 2104), in plain AssemblyScript, so that a policy
 // needs no host call and no grant to compare a key with its stored digest or to check an HS256 signature.
 
+import { encodeInto, valueBuf } from "./io";
+
 // The first 32 bits of the fractional parts of the cube roots of the first 64 primes (FIPS 180-4, 4.2.2).
 const K: StaticArray<u32> = [
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -70,6 +72,14 @@ const block = new StaticArray<u8>(64);
 
 /** SHA-256 of `len` bytes at `ptr`, then of `len2` bytes at `ptr2` (as one message): 32 bytes. */
 function digestOf(ptr: usize, len: i32, ptr2: usize, len2: i32): Uint8Array {
+  hash(ptr, len, ptr2, len2);
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 8; i++) store<u32>(out.dataStart + (<usize>i << 2), bswap<u32>(H[i]));
+  return out;
+}
+
+/** Hashes `len` bytes at `ptr`, then `len2` bytes at `ptr2`, as one message: the digest is left in H. */
+function hash(ptr: usize, len: i32, ptr2: usize, len2: i32): void {
   resetState();
   const blockPtr = changetype<usize>(block);
   let filled = 0;
@@ -101,9 +111,6 @@ function digestOf(ptr: usize, len: i32, ptr2: usize, len2: i32): Uint8Array {
   memory.fill(blockPtr + <usize>filled, 0, <usize>(56 - filled));
   store<u64>(blockPtr + 56, bswap<u64>(bits));
   compress(blockPtr);
-  const out = new Uint8Array(32);
-  for (let i = 0; i < 8; i++) store<u32>(out.dataStart + (<usize>i << 2), bswap<u32>(H[i]));
-  return out;
 }
 
 /** SHA-256 of `data`: 32 bytes. */
@@ -111,9 +118,24 @@ export function sha256(data: Uint8Array): Uint8Array {
   return digestOf(data.dataStart, data.length, 0, 0);
 }
 
-/** SHA-256 of the UTF-8 bytes of `text`, as 64 lowercase hex digits. */
+/**
+ * SHA-256 of the UTF-8 bytes of `text`, as 64 lowercase hex digits. Key checks run it on every request: the text is
+ * encoded into the SDK's scratch buffer and the digits written straight into the new string, so that the only
+ * allocation is the result.
+ */
 export function sha256Hex(text: string): string {
-  return toHex(sha256(Uint8Array.wrap(String.UTF8.encode(text))));
+  // Encoded first: a text longer than the buffer moves it.
+  const len = encodeInto(valueBuf, text);
+  hash(valueBuf.ptr, len, 0, 0);
+  const out = changetype<string>(__new(64 << 1, idof<string>()));
+  const p = changetype<usize>(out);
+  for (let i = 0; i < 8; i++) {
+    const word = unchecked(H[i]);
+    for (let j = 0; j < 8; j++) {
+      store<u16>(p + (<usize>((i << 3) + j) << 1), hexDigit(<u8>((word >>> (28 - (j << 2))) & 15)));
+    }
+  }
+  return out;
 }
 
 /** HMAC-SHA-256 of `message` under `key`: 32 bytes. */

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { Field } from '../abi/index.ts';
 import type { PolicyBinding } from '../runtime/policy-host/index.ts';
+import type { WriteOp } from '../runtime/policy-host/instance.ts';
 import type { Exchange } from '../runtime/policy-host/exchange.ts';
 import { buildFixture, makeExchange, newHost } from './support/policies.ts';
 
@@ -44,27 +45,30 @@ function fresh(): Exchange {
 }
 
 /** Every kind of change, several to the same places, some undoing others. */
+const CHANGES: Array<[WriteOp, number, string, string | null]> = [
+  ['set', Field.REQUEST_METHOD, '', 'post'],
+  ['set', Field.REQUEST_PATH, '', '/v2/orders/7'],
+  ['set', Field.REQUEST_PATH, '', '/v3/orders/7'],
+  ['set', Field.REQUEST_QUERY_PARAM, 'a', '9'],
+  ['remove', Field.REQUEST_QUERY_PARAM, 'b', null],
+  ['set', Field.REQUEST_HEADER, 'X-Kept', 'two'],
+  ['add', Field.REQUEST_HEADER, 'x-kept', 'three'],
+  ['add', Field.REQUEST_HEADER, 'x-listed', 'second'],
+  ['add', Field.REQUEST_HEADER, 'x-listed', 'third'],
+  ['remove', Field.REQUEST_HEADER, 'x-gone', null],
+  ['set', Field.REQUEST_HEADER, 'x-gone', 'back again'],
+  ['set', Field.REQUEST_HEADER, 'x-new', 'fresh'],
+  ['add', Field.RESPONSE_HEADER, 'vary', 'Origin'],
+  ['remove', Field.RESPONSE_HEADER, 'cache-control', null],
+  ['set', Field.VARIABLE, 'tenant', 'globex'],
+  ['set', Field.VARIABLE, 'user', 'u1'],
+  ['remove', Field.VARIABLE, 'user', null],
+  ['set', Field.RESPONSE_STATUS, '', '203'],
+];
+
 function changeEverything(exchange: Exchange): void {
-  const ok = (status: number) => assert.equal(status, 0);
-  ok(exchange.write('set', Field.REQUEST_METHOD, '', 'post'));
-  ok(exchange.write('set', Field.REQUEST_PATH, '', '/v2/orders/7'));
-  ok(exchange.write('set', Field.REQUEST_PATH, '', '/v3/orders/7'));
-  ok(exchange.write('set', Field.REQUEST_QUERY_PARAM, 'a', '9'));
-  ok(exchange.write('remove', Field.REQUEST_QUERY_PARAM, 'b', null));
-  ok(exchange.write('set', Field.REQUEST_HEADER, 'X-Kept', 'two'));
-  ok(exchange.write('add', Field.REQUEST_HEADER, 'x-kept', 'three'));
-  ok(exchange.write('add', Field.REQUEST_HEADER, 'x-listed', 'second'));
-  ok(exchange.write('add', Field.REQUEST_HEADER, 'x-listed', 'third'));
-  ok(exchange.write('remove', Field.REQUEST_HEADER, 'x-gone', null));
-  ok(exchange.write('set', Field.REQUEST_HEADER, 'x-gone', 'back again'));
-  ok(exchange.write('set', Field.REQUEST_HEADER, 'x-new', 'fresh'));
-  ok(exchange.write('add', Field.RESPONSE_HEADER, 'vary', 'Origin'));
-  ok(exchange.write('remove', Field.RESPONSE_HEADER, 'cache-control', null));
-  ok(exchange.write('set', Field.VARIABLE, 'tenant', 'globex'));
-  ok(exchange.write('set', Field.VARIABLE, 'user', 'u1'));
-  ok(exchange.write('remove', Field.VARIABLE, 'user', null));
-  ok(exchange.write('set', Field.RESPONSE_STATUS, '', '203'));
-  ok(exchange.respond(418));
+  for (const [op, field, name, value] of CHANGES) assert.equal(exchange.write(op, field, name, value), 0, `${op} ${field} ${name}`);
+  assert.equal(exchange.respond(418), 0);
 }
 
 describe('the exchange undo journal', () => {

@@ -24,7 +24,6 @@ import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { Forwarder } from '../proxy/forward.ts';
 import { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts';
-import { RedisCounterStore } from '../state/redis-counter-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { registerLogMetrics, registerProcessMetrics } from '../telemetry/process-metrics.ts';
@@ -120,8 +119,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   registerProcessMetrics(metrics);
   registerLogMetrics(metrics, logger);
   const adapter = runtimeAdapter();
+  // The Redis client (ioredis and what it needs) is loaded only by a gateway told to share its counters.
   const counters: CounterStore = options.redisUrl
-    ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
+    ? new (await import('../state/redis-counter-store.ts')).RedisCounterStore({ url: options.redisUrl, logger, metrics })
     : new MemoryCounterStore();
   if (!options.redisUrl) logger.info('counters are kept in this gateway (set GATEHOUSE_REDIS_URL to share them)');
   // Where policies may send traffic: one guard for the HTTP effect and the backends policies choose, told of every

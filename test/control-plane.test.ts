@@ -348,7 +348,8 @@ describe('fail static: the configuration backup', () => {
     } finally {
       await first.stop();
     }
-    assert.deepEqual(readdirSync(backupDir).sort(), ['config.json', 'config.previous.json']);
+    // Beside the backup, the instrumented-module cache (GATEHOUSE_INSTRUMENTED_CACHE_DIR's default with a backup).
+    assert.deepEqual(readdirSync(backupDir).sort(), ['config.json', 'config.previous.json', 'instrumented']);
     await cp.stop('SIGKILL');
     const restarted = await gatewayWith(cp.url, backupDir);
     try {
@@ -406,7 +407,8 @@ describe('fail static: the configuration backup', () => {
     } finally {
       await Promise.all(replicas.map((r) => r.stop()));
     }
-    assert.deepEqual(readdirSync(shared).sort(), ['config.json', 'config.previous.json'], 'no temporary file is left');
+    assert.deepEqual(readdirSync(shared).sort(), ['config.json', 'config.previous.json', 'instrumented'], 'no temporary file is left');
+    assert.equal(readdirSync(join(shared, 'instrumented')).filter((n) => n.endsWith('.tmp')).length, 0, 'nor in the instrumented-module cache');
     const restarted = await gatewayWith('http://control-plane.invalid:7070', shared);
     try {
       await restarted.waitForLog((l) => String(l.msg).startsWith('started from the configuration backup'), 15_000);

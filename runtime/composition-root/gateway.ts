@@ -3,6 +3,7 @@
 // the gateway serves HTTP(S) plus the admin listener until SIGTERM, then drains.
 
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../config/config-error.ts';
 import { secretValues } from '../config/named-values.ts';
@@ -11,6 +12,7 @@ import { ConfigFileWatcher } from '../config/watch.ts';
 import { ConfigBackup } from '../sync/backup.ts';
 import { ConfigSync } from '../sync/config-sync.ts';
 import { ControlPlaneClient } from '../sync/control-plane-client.ts';
+import { InstrumentedModuleCache } from '../sync/instrumented-cache.ts';
 import { ModuleCache } from '../sync/modules.ts';
 import { RequestAggregates } from '../telemetry/aggregates.ts';
 import type { KeyObject } from 'node:crypto';
@@ -22,7 +24,6 @@ import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { Forwarder } from '../proxy/forward.ts';
 import { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts';
-import { RedisCounterStore } from '../state/redis-counter-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { registerLogMetrics, registerProcessMetrics } from '../telemetry/process-metrics.ts';
@@ -63,6 +64,14 @@ export interface GatewayOptions {
    * policy's effect gets an error result. Default DEFAULT_HTTP_IN_FLIGHT (64).
    */
   policyHttpInFlight?: number;
+  /**
+   * Where metered policy modules are kept between starts (GATEHOUSE_INSTRUMENTED_CACHE_DIR; sync/instrumented-cache.ts);
+   * default: `instrumented/` in the backup directory when there is one, else `gatehouse-instrumented-<uid>` in the
+   * system's temporary folder.
+   */
+  instrumentedCacheDir?: string;
+  /** The key that seals the cache's entries (GATEHOUSE_INSTRUMENTED_CACHE_KEY); absent: one kept in the cache folder. */
+  instrumentedCacheKey?: Buffer;
   /** Counters shared through this Redis (GATEHOUSE_REDIS_URL); absent: in this process's memory. */
   redisUrl?: string;
   /** Requests, backend calls, failures and policy metrics sent to Application Insights (GATEHOUSE_APPINSIGHTS_*). */
@@ -110,15 +119,21 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   registerProcessMetrics(metrics);
   registerLogMetrics(metrics, logger);
   const adapter = runtimeAdapter();
+  // The Redis client (ioredis and what it needs) is loaded only by a gateway told to share its counters.
   const counters: CounterStore = options.redisUrl
-    ? new RedisCounterStore({ url: options.redisUrl, logger, metrics })
+    ? new (await import('../state/redis-counter-store.ts')).RedisCounterStore({ url: options.redisUrl, logger, metrics })
     : new MemoryCounterStore();
   if (!options.redisUrl) logger.info('counters are kept in this gateway (set GATEHOUSE_REDIS_URL to share them)');
   // Where policies may send traffic: one guard for the HTTP effect and the backends policies choose, told of every
   // listener below so that a wildcard grant entry never leads back into the gateway.
   const egress = new EgressGuard({ connect: adapter.connector });
   const effects = new GatewayEffects({ counters, logger, egress, maxHttpInFlight: options.policyHttpInFlight });
-  const host = new PolicyHost({ logger, metrics, effects, clocks: adapter.clocks });
+  const instrumented = new InstrumentedModuleCache({
+    dir: options.instrumentedCacheDir ?? defaultInstrumentedCacheDir(options.controlPlane?.backupDir),
+    key: options.instrumentedCacheKey,
+    logger,
+  });
+  const host = new PolicyHost({ logger, metrics, effects, clocks: adapter.clocks, instrumented });
   const echo: EchoBackend = await startEchoBackend();
   const forwarder = new Forwarder({ timeoutMs: 30_000, egress });
   const configFile = options.configFile ?? options.assets.defaultDocument.source;
@@ -182,7 +197,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await telemetry?.close(TELEMETRY_FLUSH_MIN_MS);
       throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
     }
-    logger.info('configuration applied', { config: configFile, apis: initial.apis.map((a) => a.id) });
+    // How the start's modules were metered: all from the cache means binaryen was not loaded.
+    logger.info('configuration applied', { config: configFile, apis: initial.apis.map((a) => a.id), metering: instrumented.counts() });
     if (options.configFile) {
       watcher = new ConfigFileWatcher(options.configFile, {
         intervalMs: options.watchIntervalMs ?? 1000,
@@ -239,6 +255,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       options,
     ),
   };
+}
+
+/** The instrumented-module cache's folder when none is given: on the backup volume if there is one, else per user in tmp. */
+function defaultInstrumentedCacheDir(backupDir: string | undefined): string {
+  return backupDir ? join(backupDir, 'instrumented') : join(tmpdir(), `gatehouse-instrumented-${process.getuid?.() ?? 'user'}`);
 }
 
 /** The control plane's client, and the cache of the policy modules its documents name (fetched, checked, kept). */

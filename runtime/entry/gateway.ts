@@ -60,6 +60,11 @@ Environment:
   GATEHOUSE_BACKUP_DIR       keep each applied configuration here, to start from when the control plane is unreachable
   GATEHOUSE_BACKUP_KEY       the key that encrypts secrets in the backup (64 hex digits, or a file holding them);
                              default: a key made once and kept in the backup directory
+  GATEHOUSE_INSTRUMENTED_CACHE_DIR  keep policy modules metered for the CPU budget here, so that a start meters only
+                             modules not seen before (default: instrumented/ in GATEHOUSE_BACKUP_DIR, else
+                             gatehouse-instrumented-<uid> in the temporary folder)
+  GATEHOUSE_INSTRUMENTED_CACHE_KEY  the key that seals the cache's entries (64 hex digits, or a file holding them);
+                             default: a key made once and kept in the cache folder, which must then be this user's
   GATEHOUSE_HEARTBEAT_INTERVAL_MS  how often to tell the control plane this gateway is alive (60000)
   GATEHOUSE_TRUSTED_KEY      the control plane's module-signing public key (PEM, or a file holding it)
   GATEHOUSE_TELEMETRY_INTERVAL_MS  the period of the request aggregates sent to the control plane (60000)
@@ -160,18 +165,21 @@ if (trustedKeyValue !== undefined) {
     refuse(`GATEHOUSE_TRUSTED_KEY: ${(err as Error).message}`);
   }
 }
-let backupKey: Buffer | undefined;
-const backupKeyValue = process.env.GATEHOUSE_BACKUP_KEY || undefined;
-if (backupKeyValue !== undefined) {
-  if (!process.env.GATEHOUSE_BACKUP_DIR) {
-    refuse('GATEHOUSE_BACKUP_KEY is set but GATEHOUSE_BACKUP_DIR is not: there is no backup to encrypt');
-  }
+/** A 32-byte key from the variable `name` (the key, or a file holding it); undefined when unset; else exit 2. */
+function keyFromEnv(name: string): Buffer | undefined {
+  const value = process.env[name] || undefined;
+  if (value === undefined) return undefined;
   try {
-    backupKey = parseBackupKey(backupKeyValue, (file) => readFileSync(file, 'utf8'));
+    return parseBackupKey(value, (file) => readFileSync(file, 'utf8'));
   } catch (err) {
-    refuse(`GATEHOUSE_BACKUP_KEY: ${(err as Error).message}`);
+    refuse(`${name}: ${(err as Error).message}`);
   }
 }
+const backupKey = keyFromEnv('GATEHOUSE_BACKUP_KEY');
+if (backupKey !== undefined && !process.env.GATEHOUSE_BACKUP_DIR) {
+  refuse('GATEHOUSE_BACKUP_KEY is set but GATEHOUSE_BACKUP_DIR is not: there is no backup to encrypt');
+}
+const instrumentedCacheKey = keyFromEnv('GATEHOUSE_INSTRUMENTED_CACHE_KEY');
 // Every duration below becomes a setTimeout delay, which Node and Deno cut to 1 ms past MAX_TIMER_MS: a larger value
 // is refused rather than turned into a poll loop without pause.
 const milliseconds = (name: string, fallback: number, min: number) =>
@@ -244,6 +252,8 @@ try {
     policyHttpInFlight,
     redisUrl,
     appInsights,
+    instrumentedCacheDir: process.env.GATEHOUSE_INSTRUMENTED_CACHE_DIR ? resolve(process.env.GATEHOUSE_INSTRUMENTED_CACHE_DIR) : undefined,
+    instrumentedCacheKey,
     controlPlane: configUrl
       ? {
           url: configUrl,

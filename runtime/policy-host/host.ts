@@ -6,7 +6,7 @@ import { PolicyBinding, type EffectRunner } from './binding.ts';
 import { allowedHostsProblems } from './egress.ts';
 import { PolicyConfigError } from './errors.ts';
 import { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
-import { loadPolicyModule, sha256Hex, type PolicyModule } from './module.ts';
+import { loadPolicyModule, sha256Hex, type InstrumentedModuleStore, type PolicyModule } from './module.ts';
 import { discardSink, Logger } from '../telemetry/logger.ts';
 import { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
@@ -31,6 +31,8 @@ export interface PolicyHostOptions {
   effects: EffectRunner;
   /** The clocks every call's CPU budget reads (call-budget.ts): the runtime adapter's. */
   clocks: BudgetClocks;
+  /** Metered modules kept between starts; absent: every module is metered by binaryen when loaded. */
+  instrumented?: InstrumentedModuleStore;
 }
 
 const MAX_CPU_MS = 10_000;
@@ -41,6 +43,7 @@ export class PolicyHost {
   readonly metrics: MetricsRegistry;
   private readonly effects: EffectRunner;
   private readonly clocks: BudgetClocks;
+  private readonly instrumented: InstrumentedModuleStore | undefined;
   private readonly modules = new Map<string, Promise<PolicyModule>>();
   private readonly bindingMetrics;
   /** Metrics that policies emit, shared by every binding of this host. */
@@ -51,6 +54,7 @@ export class PolicyHost {
     this.metrics = options.metrics ?? new MetricsRegistry();
     this.effects = options.effects;
     this.clocks = options.clocks;
+    this.instrumented = options.instrumented;
     this.customMetrics = new CustomMetrics(this.metrics);
     this.bindingMetrics = {
       calls: this.metrics.counter('gatehouse_policy_calls_total', 'Policy handler calls, by policy.'),
@@ -71,7 +75,7 @@ export class PolicyHost {
     const sha = sha256Hex(bytes);
     let found = this.modules.get(sha);
     if (!found) {
-      found = loadPolicyModule(bytes, this.logger, this.clocks);
+      found = loadPolicyModule(bytes, this.logger, this.clocks, this.instrumented);
       this.modules.set(sha, found);
       // A module that failed to load is not remembered: the next attempt reports the error again.
       found.catch(() => this.modules.delete(sha));

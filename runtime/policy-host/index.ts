@@ -28,7 +28,7 @@ export { PolicyHost, type BindSpec, type PolicyHostOptions } from './host.ts';
 export { PolicyBinding, type EffectRunner, type EffectContext, type BindingStats } from './binding.ts';
 export { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
 export type { BudgetClocks } from './call-budget.ts';
-export type { PolicyModule } from './module.ts';
+export type { InstrumentedModuleStore, PolicyModule } from './module.ts';
 export { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 
 // Embedding: what a program that runs policies outside the gateway's request path needs (the SDK's offline test runner

@@ -25,15 +25,59 @@
 // Measured cost (BENCHMARKS.md, `npm run bench:policy`): the same charge sequence as counting entries did (a global
 // read, a subtraction, a compare), so metering costs what it did.
 
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { INTERNAL_MODULE } from '../../abi/index.ts';
 
 type Binaryen = typeof import('binaryen').default;
 let binaryenPromise: Promise<Binaryen> | null = null;
 
-/** binaryen is large (about 100 ms to load); only loading a module needs it. */
+/**
+ * binaryen is large (10 MB of JavaScript: 0.9 s and 76 MiB to load); only metering a module needs it, and a gateway
+ * whose modules all come from the instrumented-module cache never loads it.
+ */
 function loadBinaryen(): Promise<Binaryen> {
   binaryenPromise ??= import('binaryen').then((m) => m.default);
   return binaryenPromise;
+}
+
+/** Whether this process has loaded binaryen (for the log of what a start metered, and the tests that read it). */
+export function binaryenLoaded(): boolean {
+  return binaryenPromise !== null;
+}
+
+let version: string | null = null;
+
+/**
+ * The version of the metering, for the instrumented-module cache (runtime/sync/instrumented-cache.ts): a cached
+ * module is used only by the instrumenter that made it. Derived rather than numbered, so that no change can forget to
+ * bump it: the sha256 of the code this function ships in (instrument.ts under Deno, the chunk of dist/ holding it under
+ * Node, the whole single-file bundle, binaryen included, in the bundle), binaryen's version, and the ABI's name of the
+ * host module the metering calls. Any edit of this file, comments included, invalidates every entry; an upgrade of the
+ * gateway usually does too. Throws when its own code cannot be read (the cache is then off).
+ */
+export function instrumenterVersion(): string {
+  if (version !== null) return version;
+  const code = readFileSync(fileURLToPath(import.meta.url));
+  version = createHash('sha256')
+    .update(`gatehouse instrumenter\0${INTERNAL_MODULE}\0binaryen ${binaryenPackageVersion()}\0`)
+    .update(code)
+    .digest('hex');
+  return version;
+}
+
+/** binaryen's version from its package.json, without loading it; bundled in this file when it cannot be found. */
+function binaryenPackageVersion(): string {
+  let entry: string;
+  try {
+    entry = fileURLToPath(import.meta.resolve('binaryen'));
+  } catch {
+    return 'bundled';
+  }
+  const manifest = JSON.parse(readFileSync(join(dirname(entry), 'package.json'), 'utf8')) as { version: string };
+  return manifest.version;
 }
 
 /**

@@ -32,6 +32,17 @@ export interface PolicyModule {
   compiled(memoryBytes: number): Promise<WebAssembly.Module>;
 }
 
+/**
+ * Where metered modules are kept between starts, so that binaryen runs (and loads) only for a module not seen before.
+ * An entry is what makes the CPU budget hold: the store returns one only when it is proven to be this instrumenter's
+ * output for these very bytes (runtime/sync/instrumented-cache.ts), and neither method throws.
+ */
+export interface InstrumentedModuleStore {
+  /** The metered module of the module whose bytes hash to `sha256`; null when there is none that proves itself. */
+  read(sha256: string): Promise<Uint8Array | null>;
+  write(sha256: string, metered: Uint8Array): Promise<void>;
+}
+
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
@@ -41,7 +52,26 @@ function label(sha: string): string {
   return `sha256:${sha.slice(0, 12)}`;
 }
 
-export async function loadPolicyModule(bytes: Uint8Array, logger: Logger, clocks: BudgetClocks): Promise<PolicyModule> {
+/** The module metered for the CPU budget: from `store` when it holds it, else by binaryen (then kept in `store`). */
+async function metered(own: Uint8Array, sha256: string, where: string, store: InstrumentedModuleStore | undefined): Promise<Uint8Array> {
+  const kept = store ? await store.read(sha256) : null;
+  if (kept) return kept;
+  let made: Uint8Array;
+  try {
+    made = await instrumentForBudget(own);
+  } catch (err) {
+    throw new PolicyLoadError(where, [(err as Error).message]);
+  }
+  await store?.write(sha256, made);
+  return made;
+}
+
+export async function loadPolicyModule(
+  bytes: Uint8Array,
+  logger: Logger,
+  clocks: BudgetClocks,
+  store?: InstrumentedModuleStore,
+): Promise<PolicyModule> {
   const sha256 = sha256Hex(bytes);
   const where = label(sha256);
   // An exact copy: the caller's buffer may be a view into something larger.
@@ -52,12 +82,7 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger, clocks
   const { phases, importsWasi } = check;
   const limits = check.memory;
 
-  let metered: Uint8Array;
-  try {
-    metered = await instrumentForBudget(own);
-  } catch (err) {
-    throw new PolicyLoadError(where, [(err as Error).message]);
-  }
+  const meteredBytes = await metered(own, sha256, where, store);
   const initialPages = limits!.initial;
   const declaredMax = limits!.maximum;
   const byCap = new Map<number, Promise<WebAssembly.Module>>();
@@ -66,7 +91,7 @@ export async function loadPolicyModule(bytes: Uint8Array, logger: Logger, clocks
     const found = byCap.get(pages);
     if (found) return found;
     const maximum = Math.max(initialPages, declaredMax === null ? pages : Math.min(declaredMax, pages));
-    const compiling = WebAssembly.compile(writeMemoryLimits(metered, { initial: initialPages, maximum }));
+    const compiling = WebAssembly.compile(writeMemoryLimits(meteredBytes, { initial: initialPages, maximum }));
     byCap.set(pages, compiling);
     return compiling;
   };

@@ -14,9 +14,9 @@ import { isDeno } from '../runtime/adapters/index.ts';
 import { processClocks } from '../runtime/adapters/process-clocks.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
-import { PolicyFailure, PolicyHost, type PolicyModule } from '../runtime/policy-host/index.ts';
+import { PolicyFailure, PolicyHost, PolicyLoadError, type PolicyModule } from '../runtime/policy-host/index.ts';
 import { instrumentForBudget, instrumenterVersion } from '../runtime/policy-host/instrument.ts';
-import { sha256Hex } from '../runtime/policy-host/module.ts';
+import { sha256Hex, type InstrumentedModuleStore } from '../runtime/policy-host/module.ts';
 import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { InstrumentedModuleCache, KEY_FILE, openEntry, sealEntry } from '../runtime/sync/instrumented-cache.ts';
 import { Logger, memorySink, type LogRecord } from '../runtime/telemetry/logger.ts';
@@ -73,6 +73,21 @@ describe('instrumented-module cache', () => {
     assert.ok('metered' in opened);
     assert.deepEqual(opened.metered, await instrumentForBudget(loop), 'the entry holds what binaryen makes of the module');
     await assertLoopStopped(second.host, module);
+  });
+
+  test('a store that hands back a module without its meter (a bug, or a way round the seal) has it refused at load, never run', async () => {
+    const loop = await LOOP();
+    const logs: LogRecord[] = [];
+    const unmetered: InstrumentedModuleStore = { read: async () => new Uint8Array(loop), write: async () => undefined };
+    const host = new PolicyHost({
+      logger: new Logger(memorySink(logs), 'debug'),
+      effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
+      clocks: processClocks,
+      instrumented: unmetered,
+    });
+    await assert.rejects(host.load(loop), (err: unknown) =>
+      err instanceof PolicyLoadError && /lacks the gatehouse\$fuel export and the gatehouse:internal budget_check import/.test(err.message),
+    );
   });
 
   // Each way an entry can be wrong, done to the loop's entry; none may hang: a payload accepted by mistake here fails to

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import {
   DESCRIBE_EXPORT,
+  INTERNAL_MODULE,
   WASM_PAGE_BYTES,
   checkPolicyModule,
   parseDescriptor,
@@ -13,7 +14,7 @@ import {
 } from '../../abi/index.ts';
 import { CallAbort, PolicyLoadError } from './errors.ts';
 import { DEFAULT_LIMITS, PolicyInstance } from './instance.ts';
-import { instrumentForBudget } from './instrument.ts';
+import { BUDGET_CHECK_IMPORT, FUEL_EXPORT, instrumentForBudget } from './instrument.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { BudgetClocks } from './call-budget.ts';
 
@@ -66,6 +67,21 @@ async function metered(own: Uint8Array, sha256: string, where: string, store: In
   return made;
 }
 
+/**
+ * The CPU budget holds only for a metered module. Whatever produced the bytes (binaryen, or a cache entry that proved
+ * itself), a module without the meter's fuel export and check import is refused rather than run without a deadline.
+ */
+function refuseUnmetered(module: WebAssembly.Module, where: string): void {
+  const fuel = WebAssembly.Module.exports(module).some((e) => e.name === FUEL_EXPORT && e.kind === 'global');
+  const check = WebAssembly.Module.imports(module).some(
+    (i) => i.module === INTERNAL_MODULE && i.name === BUDGET_CHECK_IMPORT && i.kind === 'function',
+  );
+  const missing = [...(fuel ? [] : [`the ${FUEL_EXPORT} export`]), ...(check ? [] : [`the ${INTERNAL_MODULE} ${BUDGET_CHECK_IMPORT} import`])];
+  if (missing.length > 0) {
+    throw new PolicyLoadError(where, [`its metered form lacks ${missing.join(' and ')}: a module is not run without its CPU meter`]);
+  }
+}
+
 export async function loadPolicyModule(
   bytes: Uint8Array,
   logger: Logger,
@@ -91,7 +107,10 @@ export async function loadPolicyModule(
     const found = byCap.get(pages);
     if (found) return found;
     const maximum = Math.max(initialPages, declaredMax === null ? pages : Math.min(declaredMax, pages));
-    const compiling = WebAssembly.compile(writeMemoryLimits(meteredBytes, { initial: initialPages, maximum }));
+    const compiling = WebAssembly.compile(writeMemoryLimits(meteredBytes, { initial: initialPages, maximum })).then((module) => {
+      refuseUnmetered(module, where);
+      return module;
+    });
     byCap.set(pages, compiling);
     return compiling;
   };

@@ -454,6 +454,7 @@ describe('Kubernetes manifests (deploy/kubernetes; no cluster here)', () => {
     test('secrets come from Secrets; the control plane and Redis are reached by their Services', () => {
       const secret = (name: string) => container.env.find((e) => e.name === name)?.valueFrom?.secretKeyRef;
       assert.deepEqual(secret('GATEHOUSE_BACKUP_KEY'), { name: 'gatehouse-gateway', key: 'backup-key' });
+      assert.deepEqual(secret('GATEHOUSE_INSTRUMENTED_CACHE_KEY'), { name: 'gatehouse-gateway', key: 'instrumented-cache-key', optional: true });
       const cp = find('Service', 'gatehouse-control-plane');
       assert.equal(envValue(container.env, 'GATEHOUSE_CONFIG_URL'), `http://${cp.metadata.name}:${cp.spec.ports[0].port}`);
       const redis = find('Service', 'gatehouse-redis');

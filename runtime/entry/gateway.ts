@@ -14,9 +14,16 @@ import { parseBackupKey } from '../sync/backup.ts';
 import { GatewayTokenFile } from '../sync/gateway-token.ts';
 import { startGateway } from '../composition-root/gateway.ts';
 import {
+  BATCH_SIZE_VARIABLE,
   CONNECTION_STRING_VARIABLE,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_QUEUE_LIMIT,
+  DEFAULT_SEND_INTERVAL_MS,
+  QUEUE_LIMIT_VARIABLE,
   SAMPLING_VARIABLE,
+  SEND_INTERVAL_VARIABLE,
   parseConnectionString,
+  parsePositiveInteger,
   parseSamplingPercentage,
   type ApplicationInsightsSettings,
 } from '../telemetry/appinsights.ts';
@@ -66,6 +73,10 @@ Environment:
   GATEHOUSE_APPINSIGHTS_CONNECTION_STRING  send requests, backend calls, failures and policy metrics to Application
                              Insights (the connection string of the resource)
   GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE  the share of requests sent with their backend calls (100)
+  GATEHOUSE_APPINSIGHTS_QUEUE_LIMIT  telemetry held at most while the ingestion endpoint is slow or away; more is
+                             dropped and counted in gatehouse_appinsights_dropped_total (8192)
+  GATEHOUSE_APPINSIGHTS_BATCH_SIZE  envelopes sent in one request at most (512)
+  GATEHOUSE_APPINSIGHTS_SEND_INTERVAL_MS  how long telemetry waits for a batch to fill before it is sent (1000)
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -213,9 +224,22 @@ if (appInsightsText !== undefined) {
   if (!sampling.ok) {
     refuse(`${SAMPLING_VARIABLE}=${process.env[SAMPLING_VARIABLE]}: ${sampling.problem}`);
   }
-  appInsights = { ...connection.value, samplingPercentage: sampling.value };
-} else if (process.env[SAMPLING_VARIABLE]) {
-  refuse(`${SAMPLING_VARIABLE} is set but ${CONNECTION_STRING_VARIABLE} is not: nothing would be sent`);
+  const count = (variable: string, fallback: number, max: number): number => {
+    const parsed = parsePositiveInteger(process.env[variable], fallback, max);
+    if (!parsed.ok) refuse(`${variable}=${process.env[variable]}: ${parsed.problem}`);
+    return parsed.value;
+  };
+  appInsights = {
+    ...connection.value,
+    samplingPercentage: sampling.value,
+    queueLimit: count(QUEUE_LIMIT_VARIABLE, DEFAULT_QUEUE_LIMIT, 1_000_000),
+    batchSize: count(BATCH_SIZE_VARIABLE, DEFAULT_BATCH_SIZE, 10_000),
+    sendIntervalMs: count(SEND_INTERVAL_VARIABLE, DEFAULT_SEND_INTERVAL_MS, 600_000),
+  };
+} else {
+  for (const variable of [SAMPLING_VARIABLE, QUEUE_LIMIT_VARIABLE, BATCH_SIZE_VARIABLE, SEND_INTERVAL_VARIABLE]) {
+    if (process.env[variable]) refuse(`${variable} is set but ${CONNECTION_STRING_VARIABLE} is not: nothing would be sent`);
+  }
 }
 
 // Read once here, so that a wrong path stops the start; then before every call to the control plane.

@@ -65,8 +65,24 @@ export async function buildBundle(outFile = join(repoRoot(), DEFAULT_BUNDLE)): P
   }
   const policyMs = performance.now() - policyStart;
 
+  // The Application Insights exporter runs in a worker thread, which needs a module of its own: bundled apart and
+  // carried as a data: URL, so that the bundle stays one file (runtime/assets/embedded.ts).
+  const exporter = await build({
+    absWorkingDir: root,
+    entryPoints: [join(root, 'runtime', 'telemetry', 'appinsights-exporter.ts')],
+    bundle: true,
+    write: false,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+  const exporterCode = exporter.outputFiles[0]!.contents;
+
   const assets = {
     version: (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version,
+    appInsightsExporter: `data:text/javascript;base64,${Buffer.from(exporterCode).toString('base64')}`,
     defaultDocument: readFileSync(join(root, 'runtime', 'config', 'default.yaml'), 'utf8'),
     defaultDocumentName: 'runtime/config/default.yaml',
     policies,

@@ -66,7 +66,32 @@ export function timeSpan(totalMs: number): string {
   return `${days > 0 ? `${days}.` : ''}${hours}:${minutes}:${seconds}`;
 }
 
-const str = JSON.stringify;
+const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII_ALL = /[^\x00-\x7f]/g;
+
+/**
+ * A string as JSON text in ASCII only (anything past U+007F as a \u escape), so that a batch is written into its
+ * buffer byte for byte (latin1, one byte a character): encoding large strings as UTF-8 took longer than making the envelopes (BENCHMARKS.md).
+ */
+function str(value: string): string {
+  const text = JSON.stringify(value);
+  return NON_ASCII.test(text) ? text.replace(NON_ASCII_ALL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : text;
+}
+
+/** Envelopes (ASCII JSON texts, as this module makes them) as the body of one POST: a JSON array. */
+export function batchBody(envelopes: readonly string[]): Buffer {
+  let bytes = 1;
+  for (const e of envelopes) bytes += e.length + 1;
+  const body = Buffer.allocUnsafe(Math.max(2, bytes));
+  body[0] = 0x5b; // [
+  let at = 1;
+  for (const e of envelopes) {
+    at += body.write(e, at, 'latin1');
+    body[at++] = 0x2c; // ,
+  }
+  body[Math.max(1, at - 1)] = 0x5d; // ]
+  return body.subarray(0, Math.max(2, at));
+}
 
 /** `{"api":…,"operation":…,"requestId":…` (left open for more members). */
 function refProperties(about: RequestRef): string {

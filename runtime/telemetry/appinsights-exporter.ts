@@ -10,7 +10,7 @@
 import { Agent, request } from 'node:https';
 import { parentPort, workerData } from 'node:worker_threads';
 import { gzip } from 'node:zlib';
-import { EnvelopeWriter, type MetricAggregate } from './appinsights-envelopes.ts';
+import { EnvelopeWriter, batchBody, type MetricAggregate } from './appinsights-envelopes.ts';
 import type { DropReason, ExporterSettings, FromExporter, TelemetryItem, ToExporter } from './appinsights-protocol.ts';
 
 /** POSTs in flight at once: enough to keep a distant endpoint busy, few enough to stay polite. */
@@ -136,7 +136,7 @@ class Exporter {
   private postBatch(batch: string[], attempt: number): void {
     this.posting++;
     this.held += batch.length;
-    const body = `[${batch.join(',')}]`;
+    const body = batchBody(batch);
     const settle = (outcome: SendOutcome) => {
       this.posting--;
       this.held -= batch.length;
@@ -146,10 +146,10 @@ class Exporter {
       this.closedYet();
     };
     if (!this.compress) {
-      this.send(Buffer.from(body), false, settle);
+      this.send(body, false, settle);
       return;
     }
-    gzip(body, (err, zipped) => (err ? this.send(Buffer.from(body), false, settle) : this.send(zipped, true, settle)));
+    gzip(body, (err, zipped) => (err ? this.send(body, false, settle) : this.send(zipped, true, settle)));
   }
 
   private send(body: Buffer, gzipped: boolean, done: (outcome: SendOutcome) => void): void {

@@ -11,7 +11,7 @@ import { Agent, request } from 'node:https';
 import { parentPort, workerData } from 'node:worker_threads';
 import { gzip } from 'node:zlib';
 import { EnvelopeWriter, batchBody, type MetricAggregate } from './appinsights-envelopes.ts';
-import type { DropReason, ExporterSettings, FromExporter, TelemetryItem, ToExporter } from './appinsights-protocol.ts';
+import { readRecords, type DropReason, type ExporterSettings, type FromExporter, type RecordBatch, type ToExporter } from './appinsights-protocol.ts';
 
 /** POSTs in flight at once: enough to keep a distant endpoint busy, few enough to stay polite. */
 const MAX_CONCURRENT_POSTS = 4;
@@ -66,20 +66,20 @@ class Exporter {
     }, settings.metricIntervalMs);
   }
 
-  take(items: TelemetryItem[]): void {
+  take(batch: RecordBatch): void {
     const envelopes: string[] = [];
-    for (const item of items) {
-      if (item.kind === 'request') this.writer.request(item.record, envelopes);
-      else if (item.kind === 'failure') this.writer.failure(item.failure, item.about, item.time, envelopes);
-      else this.aggregate(item.emission);
-    }
+    const records = readRecords(batch, {
+      request: (r) => this.writer.request(r, envelopes),
+      failure: (f, about, time) => this.writer.failure(f, about, time, envelopes),
+      metric: (e) => this.aggregate(e),
+    });
     const room = this.settings.queueLimit - this.queue.length - this.held;
     if (envelopes.length > room) {
       this.drop('queue-full', envelopes.length - Math.max(0, room));
       envelopes.length = Math.max(0, room);
     }
     for (const e of envelopes) this.queue.push(e);
-    this.post({ kind: 'taken', items: items.length, queued: this.queue.length + this.held });
+    this.post({ kind: 'taken', records, queued: this.queue.length + this.held });
     if (this.dropped['queue-full'] !== undefined) this.report();
     this.schedule();
   }
@@ -282,7 +282,7 @@ if (parentPort !== null && (workerData as { role?: string } | null)?.role === 'a
   const port = parentPort;
   const exporter = new Exporter((workerData as { settings: ExporterSettings }).settings, (m) => port.postMessage(m));
   port.on('message', (m: ToExporter) => {
-    if (m.kind === 'items') exporter.take(m.items);
+    if (m.kind === 'records') exporter.take(m.batch);
     else exporter.close(m.deadline);
   });
   port.postMessage({ kind: 'ready' } satisfies FromExporter);

@@ -17,7 +17,16 @@
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { DropReason, ExporterSettings, FromExporter, TelemetryItem, ToExporter } from './appinsights-protocol.ts';
+import {
+  writeLoneFailure,
+  writeMetric,
+  writeRequest,
+  type DropReason,
+  type ExporterSettings,
+  type FromExporter,
+  type RecordBatch,
+  type ToExporter,
+} from './appinsights-protocol.ts';
 import type { MetricEmission } from './custom-metrics.ts';
 import type { Logger } from './logger.ts';
 import { MetricsRegistry, type Counter } from './metrics.ts';
@@ -194,8 +203,9 @@ interface ExporterThread {
 
 export class ApplicationInsightsTelemetry implements RequestTelemetry {
   private closed = false;
-  /** Records waiting to be handed over. */
-  private pending: TelemetryItem[] = [];
+  /** Records waiting to be handed over, written flat (appinsights-protocol.ts), and how many. */
+  private pending: RecordBatch = [];
+  private pendingRecords = 0;
   private handOverTimer: ReturnType<typeof setTimeout> | null = null;
   private thread: ExporterThread | null = null;
   private restartDelayMs = RESTART_DELAY_MS;
@@ -223,7 +233,7 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
     this.restarts.inc({}, 0);
     metrics.gauge('gatehouse_appinsights_queued', 'Application Insights records and envelopes waiting to be sent.', () => {
       const t = this.thread;
-      return this.pending.length + (t ? t.untaken + t.held : 0);
+      return this.pendingRecords + (t ? t.untaken + t.held : 0);
     });
   }
 
@@ -266,7 +276,7 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
       failure = (err as Error)?.message ?? String(err);
     });
     worker.on('exit', (code) => this.stopped(thread, code, failure));
-    if (this.pending.length > 0) this.handOver();
+    if (this.pendingRecords > 0) this.handOver();
   }
 
   request(r: RequestRecord): void {
@@ -274,22 +284,29 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
     if (this.settings.samplingPercentage < 100 && Math.random() * 100 >= this.settings.samplingPercentage) {
       // Sampled out: the request and its backend call are not sent; its failures are, without a parent.
       const time = r.startTime + r.durationMs;
-      for (const failure of r.failures) this.enqueue({ kind: 'failure', failure: this.masked(failure), about: r, time });
+      for (const failure of r.failures) {
+        if (!this.room()) return;
+        writeLoneFailure(this.pending, this.masked(failure), r, time);
+        this.added();
+      }
       return;
     }
+    if (!this.room()) return;
     // A policy may repeat its configuration in its message: secret named values are masked as in the log.
-    const record = r.failures.length === 0 ? r : { ...r, failures: r.failures.map((f) => this.masked(f)) };
-    this.enqueue({ kind: 'request', record });
+    writeRequest(this.pending, r.failures.length === 0 ? r : { ...r, failures: r.failures.map((f) => this.masked(f)) });
+    this.added();
   }
 
   lateFailure(failure: FailureRecord, about: RequestRef): void {
-    if (this.closed) return;
-    this.enqueue({ kind: 'failure', failure: this.masked(failure), about: { requestId: about.requestId, api: about.api, operation: about.operation }, time: Date.now() });
+    if (this.closed || !this.room()) return;
+    writeLoneFailure(this.pending, this.masked(failure), about, Date.now());
+    this.added();
   }
 
   metric(emission: MetricEmission): void {
-    if (this.closed) return;
-    this.enqueue({ kind: 'metric', emission });
+    if (this.closed || !this.room()) return;
+    writeMetric(this.pending, emission);
+    this.added();
   }
 
   async close(timeoutMs: number): Promise<void> {
@@ -298,8 +315,9 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
     if (this.restartTimer !== null) clearTimeout(this.restartTimer);
     const thread = this.thread;
     if (thread === null) {
-      const lost = this.pending.length;
+      const lost = this.pendingRecords;
       this.pending = [];
+      this.pendingRecords = 0;
       if (lost > 0) this.drop('shutdown', lost);
       this.log.warn('flushing telemetry failed: the rest is dropped', { error: 'the exporter thread is not running', dropped: lost });
       return;
@@ -334,15 +352,18 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
     return message === f.message ? f : { ...f, message };
   }
 
-  private enqueue(item: TelemetryItem): void {
-    const thread = this.thread;
-    if (this.pending.length + (thread?.untaken ?? 0) >= this.settings.queueLimit) {
-      this.drop('queue-full', 1);
-      return;
-    }
-    this.pending.push(item);
-    if (thread === null) return;
-    if (this.pending.length >= HANDOVER_BATCH) this.handOver();
+  /** Whether one more record may be held: otherwise it is counted as dropped. */
+  private room(): boolean {
+    if (this.pendingRecords + (this.thread?.untaken ?? 0) < this.settings.queueLimit) return true;
+    this.drop('queue-full', 1);
+    return false;
+  }
+
+  /** A record was written to `pending`: hand the batch over when it is full, or soon. */
+  private added(): void {
+    this.pendingRecords++;
+    if (this.thread === null) return;
+    if (this.pendingRecords >= HANDOVER_BATCH) this.handOver();
     else if (this.handOverTimer === null) {
       this.handOverTimer = setTimeout(() => this.handOver(), HANDOVER_INTERVAL_MS);
       this.handOverTimer.unref?.();
@@ -355,17 +376,19 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
       this.handOverTimer = null;
     }
     const thread = this.thread;
-    if (thread === null || this.pending.length === 0) return;
-    const items = this.pending;
+    if (thread === null || this.pendingRecords === 0) return;
+    const batch = this.pending;
+    const records = this.pendingRecords;
     this.pending = [];
-    thread.untaken += items.length;
-    thread.worker.postMessage({ kind: 'items', items } satisfies ToExporter);
+    this.pendingRecords = 0;
+    thread.untaken += records;
+    thread.worker.postMessage({ kind: 'records', records, batch } satisfies ToExporter);
   }
 
   private heard(thread: ExporterThread, m: FromExporter): void {
     switch (m.kind) {
       case 'taken':
-        thread.untaken -= m.items;
+        thread.untaken -= m.records;
         thread.held = m.queued;
         return;
       case 'outcome':

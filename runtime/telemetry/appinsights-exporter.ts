@@ -8,6 +8,7 @@
 // under Node, this file under Deno, a data: URL inside the single-file bundle (scripts/lib/bundle.ts).
 
 import { Agent, request } from 'node:https';
+import { rootCertificates } from 'node:tls';
 import { parentPort, workerData } from 'node:worker_threads';
 import { gzip } from 'node:zlib';
 import { EnvelopeWriter, batchBody, type MetricAggregate } from './appinsights-envelopes.ts';
@@ -59,7 +60,9 @@ class Exporter {
     this.writer = new EnvelopeWriter(settings);
     this.url = new URL(settings.trackUrl);
     this.compress = AZURE_INGESTION_HOST.test(this.url.hostname.toLowerCase().replace(/\.+$/, ''));
-    this.agent = new Agent({ keepAlive: true, maxSockets: MAX_CONCURRENT_POSTS });
+    // A `ca` replaces the default roots: the system's (rootCertificates) are given again beside the operator's.
+    const ca = settings.ca === null ? undefined : [...rootCertificates, settings.ca];
+    this.agent = new Agent({ keepAlive: true, maxSockets: MAX_CONCURRENT_POSTS, ca });
     this.metricTimer = setInterval(() => {
       this.flushMetrics();
       this.schedule();

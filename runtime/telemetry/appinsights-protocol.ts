@@ -29,6 +29,8 @@ export interface ExporterSettings {
   metricIntervalMs: number;
   /** Each POST is abandoned after this long (then retried). */
   requestTimeoutMs: number;
+  /** PEM certificates trusted besides the system's (and NODE_EXTRA_CA_CERTS); null: those only. */
+  ca: string | null;
 }
 
 /**

@@ -37,6 +37,7 @@ export const SAMPLING_VARIABLE = 'GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE';
 export const QUEUE_LIMIT_VARIABLE = 'GATEHOUSE_APPINSIGHTS_QUEUE_LIMIT';
 export const BATCH_SIZE_VARIABLE = 'GATEHOUSE_APPINSIGHTS_BATCH_SIZE';
 export const SEND_INTERVAL_VARIABLE = 'GATEHOUSE_APPINSIGHTS_SEND_INTERVAL_MS';
+export const CA_FILE_VARIABLE = 'GATEHOUSE_APPINSIGHTS_CA_FILE';
 
 // --- configuration -----------------------------------------------------------------------------------------------
 
@@ -53,6 +54,8 @@ export interface ApplicationInsightsSettings {
   batchSize?: number;
   /** How long a batch that is not full waits before it is sent (GATEHOUSE_APPINSIGHTS_SEND_INTERVAL_MS). */
   sendIntervalMs?: number;
+  /** PEM certificates to trust for the ingestion endpoint besides the system's (GATEHOUSE_APPINSIGHTS_CA_FILE). */
+  ca?: string;
 }
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
@@ -180,6 +183,7 @@ export async function startApplicationInsights(
     sendIntervalMs: settings.sendIntervalMs ?? DEFAULT_SEND_INTERVAL_MS,
     metricIntervalMs: METRIC_INTERVAL_MS,
     requestTimeoutMs: INGESTION_TIMEOUT_MS,
+    ca: settings.ca ?? null,
   };
   const telemetry = new ApplicationInsightsTelemetry(source.script, exporterSettings, log, metrics ?? new MetricsRegistry());
   await telemetry.start();

@@ -43,7 +43,7 @@ export class IdSource {
   private readonly pool = Buffer.alloc(4096);
   private at = this.pool.length;
 
-  /** `bytes` random bytes as lower-case hex: 16 for a trace id (32 digits), 8 for a span id. */
+  /** `bytes` random bytes as lower-case hex (at most the pool's size): 16 for a trace id (32 digits), 8 for a span id. */
   hex(bytes: number): string {
     if (this.at + bytes > this.pool.length) {
       randomFillSync(this.pool);
@@ -98,9 +98,32 @@ function refProperties(about: RequestRef): string {
   return `{"api":${str(about.api)},"operation":${str(about.operation)},"requestId":${str(about.requestId)}`;
 }
 
+/**
+ * Epoch milliseconds as ISO 8601 (`2026-12-06T08:27:58.123Z`), the date and time up to the second rendered once a
+ * second: most envelopes of a batch share them.
+ */
+class IsoTimes {
+  private second = NaN;
+  private prefix = '';
+
+  format(ms: number): string {
+    const second = Math.floor(ms / 1000);
+    if (second !== this.second) {
+      const iso = new Date(second * 1000).toISOString();
+      // Years past 9999 have another format: those few go through Date each time.
+      if (iso.length !== 24) return new Date(ms).toISOString();
+      this.second = second;
+      this.prefix = iso.slice(0, 20);
+    }
+    const millis = Math.floor(ms - second * 1000);
+    return `${this.prefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+  }
+}
+
 /** Makes the envelopes of one gateway: what every envelope repeats is rendered once. */
 export class EnvelopeWriter {
   private readonly ids = new IdSource();
+  private readonly times = new IsoTimes();
   /** `"iKey":…,"tags":{"ai.internal.sdkVersion":…,"ai.cloud.role":…,"ai.cloud.roleInstance":…` */
   private readonly common: string;
   private readonly requestSampleRate: string;
@@ -113,23 +136,26 @@ export class EnvelopeWriter {
   }
 
   private head(type: string, time: number, sampleRate: string): string {
-    return `{"ver":1,"name":"Microsoft.ApplicationInsights.${type}","time":"${new Date(time).toISOString()}","sampleRate":${sampleRate},${this.common}`;
+    return `{"ver":1,"name":"Microsoft.ApplicationInsights.${type}","time":"${this.times.format(time)}","sampleRate":${sampleRate},${this.common}`;
   }
 
   /** The request's envelope, its backend call's and its failures', the request their parent. */
   request(r: RequestRecord, out: string[]): void {
-    const operationId = this.ids.hex(16);
-    const id = this.ids.hex(8);
+    // The operation (trace) id, the request's id and its backend call's, drawn at once.
+    const ids = this.ids.hex(32);
+    const operationId = ids.slice(0, 32);
+    const id = ids.slice(32, 48);
     const name = operationName(r);
     const nameText = str(name);
+    const properties = refProperties(r);
     out.push(
       `${this.head('Request', r.startTime, this.requestSampleRate)},"ai.operation.id":"${operationId}","ai.operation.name":${nameText}},` +
         `"data":{"baseType":"RequestData","baseData":{"ver":2,"id":"${id}","name":${nameText},"duration":"${timeSpan(r.durationMs)}",` +
         // 4xx answers are the gateway doing its job (a refused key, a rate limit): only 5xx count as failed.
-        `"success":${r.status < 500},"responseCode":"${r.status}","url":${str(r.url)},"properties":${refProperties(r)}},"measurements":{}}}}`,
+        `"success":${r.status < 500},"responseCode":"${r.status}","url":${str(r.url)},"properties":${properties}},"measurements":{}}}}`,
     );
     const parent = `,"ai.operation.id":"${operationId}","ai.operation.parentId":"${id}"`;
-    if (r.backend !== null) out.push(this.backendCall(r, r.backend, parent));
+    if (r.backend !== null) out.push(this.backendCall(r.backend, ids.slice(48, 64), parent, properties));
     const time = r.startTime + r.durationMs;
     for (const failure of r.failures) out.push(this.exception(failure, r, time, `${parent},"ai.operation.name":${nameText}`, this.requestSampleRate));
   }
@@ -149,17 +175,18 @@ export class EnvelopeWriter {
     );
   }
 
-  private backendCall(r: RequestRecord, b: BackendCallRecord, parent: string): string {
+  /** `properties`: the request's, left open as refProperties leaves them. */
+  private backendCall(b: BackendCallRecord, id: string, parent: string, properties: string): string {
     const slashes = b.origin.indexOf('//');
     const host = b.origin.slice(slashes + 2);
     // No status: the failure's reason (`timeout`, `unreachable`) stands in for it.
     const resultCode = b.status !== null ? String(b.status) : (b.failure?.reason ?? 'failed');
     return (
       `${this.head('RemoteDependency', b.startTime, this.requestSampleRate)}${parent}},"data":{"baseType":"RemoteDependencyData","baseData":{"ver":2,` +
-      `"id":"${this.ids.hex(8)}","name":${str(`${b.method} ${b.pathTemplate}`)},"resultCode":${str(resultCode)},` +
+      `"id":"${id}","name":${str(`${b.method} ${b.pathTemplate}`)},"resultCode":${str(resultCode)},` +
       // The URL without the query, which the gateway never records (keys travel in queries often enough).
       `"data":${str(b.origin + b.path)},"type":"Http","target":${str(host)},"duration":"${timeSpan(b.durationMs)}",` +
-      `"success":${b.status !== null && b.status < 500},"properties":${refProperties(r)}},"measurements":{}}}}`
+      `"success":${b.status !== null && b.status < 500},"properties":${properties}},"measurements":{}}}}`
     );
   }
 

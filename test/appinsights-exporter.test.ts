@@ -135,8 +135,8 @@ describe('application insights: an exporter thread that stops', () => {
 
       const first = telemetry.exporterThread;
       assert.ok(first);
-      // Records handed over just before the thread goes: lost with it, and counted.
-      for (let i = 0; i < 300; i++) telemetry.request(request(`lost-${i}`));
+      // Records handed over (a full batch: 1,024) just before the thread goes: lost with it, and counted.
+      for (let i = 0; i < 1100; i++) telemetry.request(request(`lost-${i}`));
       await first.terminate();
       await waitFor('the report', () => records.some((r) => r.msg.startsWith('the Application Insights exporter thread stopped')), 5000);
       const report = records.find((r) => r.msg.startsWith('the Application Insights exporter thread stopped'))!;
@@ -156,7 +156,7 @@ describe('application insights: an exporter thread that stops', () => {
       const lostArrived = ofType(ingestion.envelopes, 'Request').filter((e) => property(e, 'requestId')?.startsWith('lost-')).length;
       // Each of the 300 either arrived (sent before the thread went) or is counted as lost: the count may exceed the
       // loss by what was in a POST when the thread went, never fall short of it.
-      assert.ok(lost + lostArrived >= 300, `${lost} counted lost, ${lostArrived} arrived, of 300`);
+      assert.ok(lost + lostArrived >= 1100, `${lost} counted lost, ${lostArrived} arrived, of 1100`);
     } finally {
       await telemetry.close(5000);
       await ingestion.close();

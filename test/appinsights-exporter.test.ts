@@ -51,9 +51,10 @@ describe('application insights: delivery', () => {
     const backend = await startRecordingBackend(() => ({ body: 'fine' }));
     try {
       const gw = await gatewayFor(ingestion, backend, {});
-      const total = 2050;
+      // Two envelopes a request (its backend call): 4,050 envelopes, 40 full batches of 100, and 50 envelopes, the last
+      // 25 requests, in a batch that never fills.
+      const total = 2025;
       await load(gw, total, 16);
-      // Full batches of 100 have gone; the last 50 requests (and their backend calls) wait for a batch that never fills.
       await waitFor('the full batches', () => ofType(ingestion.envelopes, 'Request').length >= 2000, 30_000);
       assert.ok(ofType(ingestion.envelopes, 'Request').length < total, 'a partial batch waits for the send interval');
       const code = await gw.stop('SIGTERM');

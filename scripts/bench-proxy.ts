@@ -427,7 +427,7 @@ function appInsightsTarget(dir: string): Target {
     before = ingestion!.requests();
     return start();
   };
-  // The gateway flushes its telemetry when it stops: what arrived then is all the SDK delivered (or dropped).
+  // The gateway flushes its telemetry when it stops: what arrived then is all its exporter delivered (or dropped).
   target.afterStop = async (sent) => {
     const received = ingestion!.requests() - before;
     // wrk leaves out the requests in flight when it stops (up to its 32 connections, twice): a few more arrive.

@@ -26,6 +26,8 @@ const entryPoints = [
   'runtime/entry/control-plane.ts',
   'runtime/operator-cli/gatehouse.ts',
   'sdk/cli/gatehouse-policy.ts',
+  // A worker thread's code: started by URL (runtime/assets/repository.ts), so it must be a file of its own in dist/.
+  'runtime/telemetry/appinsights-exporter.ts',
   ...entries('test', (n) => n.endsWith('.test.ts')),
   ...entries('scripts', (n) => n.endsWith('.ts')),
 ];

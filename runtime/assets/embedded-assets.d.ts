@@ -9,5 +9,7 @@ declare module 'gatehouse:embedded-assets' {
     defaultDocumentName: string;
     /** Every built-in policy, compiled with the SDK when the bundle was made. */
     policies: { name: string; needs: string[]; wasmBase64: string }[];
+    /** runtime/telemetry/appinsights-exporter.ts bundled into one ES module, as a data: URL a Worker can run. */
+    appInsightsExporter: string;
   };
 }

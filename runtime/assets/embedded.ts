@@ -22,5 +22,7 @@ export function gatewayAssets(): GatewayAssets {
       program,
     ),
     version: assets.version,
+    // The exporter thread's code, bundled on its own when the bundle was made: the bundle stays one file.
+    appInsightsExporter: new URL(assets.appInsightsExporter),
   };
 }

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { RepositoryPolicySources } from '../config/repository-policies.ts';
 import { repoRoot } from './repo-root.ts';
 import type { GatewayAssets } from './gateway-assets.ts';
@@ -16,6 +17,12 @@ export function gatewayAssets(): GatewayAssets {
     defaultDocument: { source: defaultFile, baseDir: dirname(defaultFile), read: () => readFile(defaultFile, 'utf8') },
     policies: new RepositoryPolicySources(join(root, 'policies')),
     version: packageVersion(root),
+    appInsightsExporter: pathToFileURL(
+      // Deno runs the TypeScript sources (this module's URL ends in .ts); Node runs what scripts/build.mjs put in dist/.
+      import.meta.url.endsWith('.ts')
+        ? join(root, 'runtime', 'telemetry', 'appinsights-exporter.ts')
+        : join(root, 'dist', 'runtime', 'telemetry', 'appinsights-exporter.js'),
+    ),
   };
 }
 

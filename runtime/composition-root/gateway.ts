@@ -114,8 +114,10 @@ export interface RunningGateway {
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
   const { logger } = options;
   const metrics = new MetricsRegistry();
-  // First to open anything, so that a failure to load the SDK stops the start before anything else is opened.
-  const telemetry = options.appInsights ? await startApplicationInsights(options.appInsights, logger, metrics) : null;
+  // First to open anything, so that an exporter thread that cannot start stops the start before anything else is opened.
+  const telemetry = options.appInsights
+    ? await startApplicationInsights(options.appInsights, logger, { script: options.assets.appInsightsExporter, version: options.assets.version }, metrics)
+    : null;
   registerProcessMetrics(metrics);
   registerLogMetrics(metrics, logger);
   const adapter = runtimeAdapter();

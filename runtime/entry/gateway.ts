@@ -14,9 +14,17 @@ import { parseBackupKey } from '../sync/backup.ts';
 import { GatewayTokenFile } from '../sync/gateway-token.ts';
 import { startGateway } from '../composition-root/gateway.ts';
 import {
+  BATCH_SIZE_VARIABLE,
+  CA_FILE_VARIABLE,
   CONNECTION_STRING_VARIABLE,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_QUEUE_LIMIT,
+  DEFAULT_SEND_INTERVAL_MS,
+  QUEUE_LIMIT_VARIABLE,
   SAMPLING_VARIABLE,
+  SEND_INTERVAL_VARIABLE,
   parseConnectionString,
+  parsePositiveInteger,
   parseSamplingPercentage,
   type ApplicationInsightsSettings,
 } from '../telemetry/appinsights.ts';
@@ -71,6 +79,11 @@ Environment:
   GATEHOUSE_APPINSIGHTS_CONNECTION_STRING  send requests, backend calls, failures and policy metrics to Application
                              Insights (the connection string of the resource)
   GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE  the share of requests sent with their backend calls (100)
+  GATEHOUSE_APPINSIGHTS_QUEUE_LIMIT  telemetry held at most while the ingestion endpoint is slow or away; more is
+                             dropped and counted in gatehouse_appinsights_dropped_total (8192)
+  GATEHOUSE_APPINSIGHTS_BATCH_SIZE  envelopes sent in one request at most (512)
+  GATEHOUSE_APPINSIGHTS_SEND_INTERVAL_MS  how long telemetry waits for a batch to fill before it is sent (1000)
+  GATEHOUSE_APPINSIGHTS_CA_FILE  certificates (PEM) to trust for the ingestion endpoint, besides the system's
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -144,18 +157,20 @@ if (configUrl !== undefined) {
     refuse('give either a configuration file or GATEHOUSE_CONFIG_URL, not both');
   }
 }
-let controlPlaneCa: string | undefined;
-const caFile = process.env.GATEHOUSE_CONFIG_CA_FILE || undefined;
-if (caFile !== undefined) {
+/** The PEM certificates in the file `variable` names, if it names one; a file that cannot be read or holds none stops the start. */
+function certificatesFrom(variable: string): string | undefined {
+  const file = process.env[variable] || undefined;
+  if (file === undefined) return undefined;
+  let pem: string;
   try {
-    controlPlaneCa = readFileSync(caFile, 'utf8');
+    pem = readFileSync(file, 'utf8');
   } catch (err) {
-    refuse(`GATEHOUSE_CONFIG_CA_FILE: ${(err as Error).message}`);
+    refuse(`${variable}: ${(err as Error).message}`);
   }
-  if (!controlPlaneCa.includes('-----BEGIN CERTIFICATE-----')) {
-    refuse(`GATEHOUSE_CONFIG_CA_FILE=${caFile} holds no PEM certificate`);
-  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) refuse(`${variable}=${file} holds no PEM certificate`);
+  return pem;
 }
+const controlPlaneCa = certificatesFrom('GATEHOUSE_CONFIG_CA_FILE');
 let trusted: KeyObject | undefined;
 const trustedKeyValue = process.env.GATEHOUSE_TRUSTED_KEY || undefined;
 if (trustedKeyValue !== undefined) {
@@ -221,9 +236,23 @@ if (appInsightsText !== undefined) {
   if (!sampling.ok) {
     refuse(`${SAMPLING_VARIABLE}=${process.env[SAMPLING_VARIABLE]}: ${sampling.problem}`);
   }
-  appInsights = { ...connection.value, samplingPercentage: sampling.value };
-} else if (process.env[SAMPLING_VARIABLE]) {
-  refuse(`${SAMPLING_VARIABLE} is set but ${CONNECTION_STRING_VARIABLE} is not: nothing would be sent`);
+  const count = (variable: string, fallback: number, max: number): number => {
+    const parsed = parsePositiveInteger(process.env[variable], fallback, max);
+    if (!parsed.ok) refuse(`${variable}=${process.env[variable]}: ${parsed.problem}`);
+    return parsed.value;
+  };
+  appInsights = {
+    ...connection.value,
+    samplingPercentage: sampling.value,
+    queueLimit: count(QUEUE_LIMIT_VARIABLE, DEFAULT_QUEUE_LIMIT, 1_000_000),
+    batchSize: count(BATCH_SIZE_VARIABLE, DEFAULT_BATCH_SIZE, 10_000),
+    sendIntervalMs: count(SEND_INTERVAL_VARIABLE, DEFAULT_SEND_INTERVAL_MS, 600_000),
+    ca: certificatesFrom(CA_FILE_VARIABLE),
+  };
+} else {
+  for (const variable of [SAMPLING_VARIABLE, QUEUE_LIMIT_VARIABLE, BATCH_SIZE_VARIABLE, SEND_INTERVAL_VARIABLE, CA_FILE_VARIABLE]) {
+    if (process.env[variable]) refuse(`${variable} is set but ${CONNECTION_STRING_VARIABLE} is not: nothing would be sent`);
+  }
 }
 
 // Read once here, so that a wrong path stops the start; then before every call to the control plane.

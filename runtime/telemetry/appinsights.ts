@@ -1,49 +1,61 @@
 // Application Insights as the gateway's upstream telemetry (GATEHOUSE_APPINSIGHTS_CONNECTION_STRING): requests,
-// backend calls, failures and policy metrics, sent with explicit track calls of the `applicationinsights` package.
+// backend calls, failures and policy metrics.
 //
-// This module is the only one that touches the package, and it loads it (about a second of imports) only when
-// Application Insights is configured. What it sets up, and why:
-// - An isolated TelemetryClient (`useGlobalProviders: false`): no auto-instrumentation of HTTP, console, loggers or
-//   databases, no performance counters, no live metrics. The gateway knows each request and backend call already;
-//   instrumenting Node's HTTP stack would count them twice and slow every request.
-// - No offline storage: the exporter would otherwise keep failed batches in a temporary directory (up to 50 MB) and
-//   replay them after restarts. What the ingestion endpoint does not take after the SDK's retries is dropped.
-// - Each ingestion request times out after INGESTION_TIMEOUT_MS (the SDK sets none: a silent endpoint would hold
-//   every batch sent to it).
-// - No statsbeat (the SDK's reports about itself to Microsoft's endpoints, not the connection string's) and no
-//   resource metric envelope with every batch, unless the operator set those variables themselves.
-// - Correlation: the request is tracked first, a span processor notes the span id the SDK gave it, and the backend
-//   call and the failures are tracked inside that span's context, so Application Insights shows them as its children.
-//   The SDK reads the parent from the OpenTelemetry API's active context; a synchronous context manager (below) makes
-//   that context active for the length of the track calls, without async hooks on the request path.
+// The gateway's thread does as little as it can per request: it draws the sample, and keeps the record it was handed
+// (failure messages masked like the log's), handing records over in batches to the exporter thread
+// (appinsights-exporter.ts, a node:worker_threads Worker). That thread makes the envelopes, serialises, compresses
+// and sends them. The `applicationinsights` SDK did all of that on the event loop, a span object per request and
+// per backend call, then a batch of 512 converted and serialised in one go: with every request sent it cost about
+// twice the gateway's own CPU a request and 10 ms of p99 (BENCHMARKS.md). The envelopes are the SDK's, field for
+// field (appinsights-envelopes.ts); nothing else of it is needed, so it is not loaded.
+//
+// What is held is bounded: records waiting to be handed over plus those the exporter thread has not taken yet (at most
+// the queue limit), and envelopes the thread holds (the same limit); what does not fit is dropped and counted in
+// gatehouse_appinsights_dropped_total by reason. An exporter thread that stops is reported, what it held counted as
+// lost, and it is started again; the gateway serves on whatever happens to it.
 
 import { hostname } from 'node:os';
-import type { TelemetryClient } from 'applicationinsights';
-import type * as OtelApi from '@opentelemetry/api';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import {
+  writeLoneFailure,
+  writeMetric,
+  writeRequest,
+  type DropReason,
+  type ExporterSettings,
+  type FromExporter,
+  type RecordBatch,
+  type ToExporter,
+} from './appinsights-protocol.ts';
 import type { MetricEmission } from './custom-metrics.ts';
 import type { Logger } from './logger.ts';
-import type { MetricsRegistry } from './metrics.ts';
-import type { BackendCallRecord, FailureRecord, RequestRecord, RequestRef, RequestTelemetry } from './request-telemetry.ts';
+import { MetricsRegistry, type Counter } from './metrics.ts';
+import type { FailureRecord, RequestRecord, RequestRef, RequestTelemetry } from './request-telemetry.ts';
 
 export const CONNECTION_STRING_VARIABLE = 'GATEHOUSE_APPINSIGHTS_CONNECTION_STRING';
 export const SAMPLING_VARIABLE = 'GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE';
-
-/** How long one request to the ingestion endpoint may take before it is abandoned (the SDK then retries it). */
-const INGESTION_TIMEOUT_MS = 10_000;
-/** The cloud role the telemetry carries (Application Map's node name). */
-const ROLE_NAME = 'gatehouse';
-/** At most one line of the SDK's own warnings a minute reaches the log (an ingestion outage repeats them). */
-const SDK_LOG_INTERVAL_MS = 60_000;
+export const QUEUE_LIMIT_VARIABLE = 'GATEHOUSE_APPINSIGHTS_QUEUE_LIMIT';
+export const BATCH_SIZE_VARIABLE = 'GATEHOUSE_APPINSIGHTS_BATCH_SIZE';
+export const SEND_INTERVAL_VARIABLE = 'GATEHOUSE_APPINSIGHTS_SEND_INTERVAL_MS';
+export const CA_FILE_VARIABLE = 'GATEHOUSE_APPINSIGHTS_CA_FILE';
 
 // --- configuration -----------------------------------------------------------------------------------------------
 
 export interface ApplicationInsightsSettings {
-  /** The connection string as the SDK needs it (empty parts removed). */
-  connectionString: string;
-  /** Where telemetry goes, for the start-up log line. */
+  /** The resource's instrumentation key, which every envelope carries. */
+  instrumentationKey: string;
+  /** Where telemetry goes (`https://…/`, without `v2.1/track`). */
   ingestionEndpoint: string;
   /** 100: every request; less: that share of requests, with their backend calls (failures are always sent). */
   samplingPercentage: number;
+  /** Telemetry held at most while the ingestion endpoint is slow or away (GATEHOUSE_APPINSIGHTS_QUEUE_LIMIT). */
+  queueLimit?: number;
+  /** Envelopes a POST carries at most (GATEHOUSE_APPINSIGHTS_BATCH_SIZE). */
+  batchSize?: number;
+  /** How long a batch that is not full waits before it is sent (GATEHOUSE_APPINSIGHTS_SEND_INTERVAL_MS). */
+  sendIntervalMs?: number;
+  /** PEM certificates to trust for the ingestion endpoint besides the system's (GATEHOUSE_APPINSIGHTS_CA_FILE). */
+  ca?: string;
 }
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
@@ -51,27 +63,25 @@ export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
 const INSTRUMENTATION_KEY = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
- * Checks a connection string the way the SDK reads it, so that what it would reject silently (and then send nothing)
- * is refused at start instead, with what is wrong.
+ * Checks a connection string the way Application Insights' SDKs read it, so that what they would reject silently (and
+ * then send nothing) is refused at start instead, with what is wrong.
  */
-export function parseConnectionString(text: string): Parsed<{ connectionString: string; ingestionEndpoint: string }> {
+export function parseConnectionString(text: string): Parsed<{ instrumentationKey: string; ingestionEndpoint: string }> {
   const fields = new Map<string, string>();
-  const parts: string[] = [];
   for (const raw of text.split(';')) {
     const part = raw.trim();
     if (part === '') continue;
     const pieces = part.split('=');
-    // The SDK splits on every `=` and discards the whole string when a part does not give exactly two pieces.
+    // The SDKs split on every `=` and discard the whole string when a part does not give exactly two pieces.
     if (pieces.length !== 2 || pieces[0]!.trim() === '') {
       return { ok: false, problem: `"${part.length > 40 ? `${part.slice(0, 40)}…` : part}" is not Key=Value (a value may not contain "=")` };
     }
     fields.set(pieces[0]!.trim().toLowerCase(), pieces[1]!.trim());
-    parts.push(`${pieces[0]!.trim()}=${pieces[1]!.trim()}`);
   }
   const key = fields.get('instrumentationkey');
   if (key === undefined || key === '') return { ok: false, problem: 'it has no InstrumentationKey' };
   if (!INSTRUMENTATION_KEY.test(key)) {
-    return { ok: false, problem: `InstrumentationKey ${key} is not a GUID in lower case (the SDK accepts no other form)` };
+    return { ok: false, problem: `InstrumentationKey ${key} is not a GUID in lower case (Application Insights accepts no other form)` };
   }
   const authorization = fields.get('authorization');
   if (authorization !== undefined && authorization.toLowerCase() !== 'ikey') {
@@ -86,15 +96,15 @@ export function parseConnectionString(text: string): Parsed<{ connectionString: 
     } catch {
       return { ok: false, problem: `${name} ${value} is not a URL` };
     }
-    // The SDK turns http:// into https:// without a word, so a plain-HTTP endpoint would receive nothing.
-    if (url.protocol !== 'https:') return { ok: false, problem: `${name} ${value} is not an https:// URL (the SDK sends over HTTPS only)` };
+    // Ingestion is HTTPS only; the SDKs turn http:// into https:// without a word, so such a string is a mistake.
+    if (url.protocol !== 'https:') return { ok: false, problem: `${name} ${value} is not an https:// URL (Application Insights takes telemetry over HTTPS only)` };
   }
   const suffix = fields.get('endpointsuffix');
   const location = fields.get('location');
   const ingestionEndpoint =
     fields.get('ingestionendpoint') ??
     (suffix ? `https://${location ? `${location}.` : ''}dc.${suffix}` : 'https://dc.services.visualstudio.com');
-  return { ok: true, value: { connectionString: parts.join(';'), ingestionEndpoint } };
+  return { ok: true, value: { instrumentationKey: key, ingestionEndpoint } };
 }
 
 /** GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE: absent means 100. */
@@ -107,358 +117,345 @@ export function parseSamplingPercentage(text: string | undefined): Parsed<number
   return { ok: true, value };
 }
 
+
+/** GATEHOUSE_APPINSIGHTS_QUEUE_LIMIT, _BATCH_SIZE, _SEND_INTERVAL_MS: absent means `fallback`. */
+export function parsePositiveInteger(text: string | undefined, fallback: number, max: number): Parsed<number> {
+  if (text === undefined || text.trim() === '') return { ok: true, value: fallback };
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1 || value > max) return { ok: false, problem: `${text} is not a whole number from 1 to ${max}` };
+  return { ok: true, value };
+}
+
 // --- the telemetry -----------------------------------------------------------------------------------------------
 
-type Sdk = typeof import('applicationinsights');
-type Otel = typeof OtelApi;
-type Properties = Record<string, string | number>;
+export const DEFAULT_QUEUE_LIMIT = 8192;
+export const DEFAULT_BATCH_SIZE = 512;
+export const DEFAULT_SEND_INTERVAL_MS = 1000;
+/** Policy metrics are aggregated and sent once a minute, as the SDK did (and at shutdown). */
+const METRIC_INTERVAL_MS = 60_000;
+/** How long one POST to the ingestion endpoint may take before it is abandoned (and retried). */
+const INGESTION_TIMEOUT_MS = 10_000;
+/** The cloud role the telemetry carries (Application Map's node name). */
+const ROLE_NAME = 'gatehouse';
+/**
+ * Records are handed to the exporter thread in batches: one postMessage per this many, or per this long. Each
+ * message also wakes the other thread, which on a busy machine costs more than what it carries; nothing is sent
+ * sooner than the send interval anyway.
+ */
+const HANDOVER_BATCH = 1024;
+const HANDOVER_INTERVAL_MS = 100;
+/** How long the exporter thread may take to start (load its code, open its port). */
+const EXPORTER_START_TIMEOUT_MS = 15_000;
+/** An exporter thread that stops is started again after this long, doubled each time it stops again, up to the max. */
+const RESTART_DELAY_MS = 100;
+const MAX_RESTART_DELAY_MS = 60_000;
+/** A thread that ran this long without stopping resets the restart delay. */
+const STABLE_AFTER_MS = 60_000;
+
+/** Where the exporter thread's code is and what the envelopes say made them: from the gateway's assets. */
+export interface ExporterSource {
+  /** The module the Worker runs (appinsights-exporter.ts, or its build, or a data: URL in the bundle). */
+  script: URL;
+  /** The gateway's version, for the envelopes' `ai.internal.sdkVersion`. */
+  version: string;
+}
 
 /**
- * Loads the SDK and starts sending. Throws (with what failed) when the SDK cannot be loaded or set up. With `metrics`,
- * the requests and backend calls the SDK drops (its queue full) are counted there.
+ * Starts the exporter thread and resolves once it runs; rejects, saying what failed, when it cannot start (the gateway
+ * then does not start either). With `metrics`, what was sent and dropped is counted there.
  */
 export async function startApplicationInsights(
   settings: ApplicationInsightsSettings,
   logger: Logger,
+  source: ExporterSource,
   metrics?: MetricsRegistry,
 ): Promise<RequestTelemetry> {
-  for (const [name, value] of Object.entries(SDK_SWITCHES)) {
-    if (process.env[name] === undefined) process.env[name] = value;
-  }
-  const [sdk, otel, resources] = await Promise.all([
-    // Named exports, which Node's and Deno's CommonJS interop both give: no `default` unwrapping.
-    import('applicationinsights') as Promise<Sdk>,
-    import('@opentelemetry/api') as Promise<Otel>,
-    import('@opentelemetry/resources'),
-  ]);
   const log = logger.child({ component: 'application-insights' });
-  const dropped = metrics?.counter(
-    'gatehouse_appinsights_spans_dropped_total',
-    'Requests and backend calls the Application Insights SDK dropped because its queue was full (counted when it next queues one).',
-  );
-  dropped?.inc({}, 0);
-  otel.diag.setLogger(new SdkLog(log, (n) => dropped?.inc({}, n)), otel.DiagLogLevel.WARN);
-  const contextManager = new SynchronousContextManager(otel.ROOT_CONTEXT);
-  // Fails only if another context manager is registered in this process (none is, in the gateway): correlation
-  // then depends on that one.
-  if (!otel.context.setGlobalContextManager(contextManager)) log.warn('another OpenTelemetry context manager is registered; correlation may be lost');
-  const requestSpans = new RequestSpanCapture(otel.SpanKind.SERVER);
-
-  const client = new sdk.TelemetryClient(settings.connectionString, { useGlobalProviders: false });
-  // Sampling is decided here, per request, before the SDK is called: the SDK's own sampler still made a trace id and a
-  // span for each request it then dropped (at 10%: 38 µs of CPU a request, against 16–28 µs deciding here; BENCHMARKS.md).
-  client.config.samplingPercentage = 100;
-  client.config.enableUseDiskRetryCaching = false;
-  client.config.azureMonitorOpenTelemetryOptions = {
-    resource: resources.resourceFromAttributes({ 'service.name': ROLE_NAME, 'service.instance.id': hostname() }),
-    azureMonitorExporterOptions: {
-      connectionString: settings.connectionString,
-      disableOfflineStorage: true,
-      additionalPolicies: [
-        {
-          position: 'perRetry',
-          policy: {
-            name: 'gatehouseIngestionTimeout',
-            sendRequest: (request, next) => {
-              if (!request.timeout) request.timeout = INGESTION_TIMEOUT_MS;
-              return next(request);
-            },
-          },
-        },
-      ],
-    },
-    spanProcessors: [requestSpans],
+  const queueLimit = settings.queueLimit ?? DEFAULT_QUEUE_LIMIT;
+  const exporterSettings: ExporterSettings = {
+    instrumentationKey: settings.instrumentationKey,
+    trackUrl: new URL('v2.1/track', settings.ingestionEndpoint.endsWith('/') ? settings.ingestionEndpoint : `${settings.ingestionEndpoint}/`).href,
+    roleName: ROLE_NAME,
+    roleInstance: hostname(),
+    sdkVersion: `gatehouse:${source.version}`,
+    samplingPercentage: settings.samplingPercentage,
+    queueLimit,
+    batchSize: settings.batchSize ?? DEFAULT_BATCH_SIZE,
+    sendIntervalMs: settings.sendIntervalMs ?? DEFAULT_SEND_INTERVAL_MS,
+    metricIntervalMs: METRIC_INTERVAL_MS,
+    requestTimeoutMs: INGESTION_TIMEOUT_MS,
+    ca: settings.ca ?? null,
   };
-  client.initialize();
+  const telemetry = new ApplicationInsightsTelemetry(source.script, exporterSettings, log, metrics ?? new MetricsRegistry());
+  await telemetry.start();
   log.info('sending telemetry to Application Insights', {
     ingestionEndpoint: settings.ingestionEndpoint,
     samplingPercentage: settings.samplingPercentage,
+    queueLimit,
   });
-  return new ApplicationInsightsTelemetry(client, otel, requestSpans, settings.samplingPercentage, log);
+  return telemetry;
 }
 
-/** Set in the environment before the SDK loads, unless already set: see the head of this file. */
-const SDK_SWITCHES: Record<string, string> = {
-  APPLICATION_INSIGHTS_NO_STATSBEAT: 'true',
-  APPLICATIONINSIGHTS_OPENTELEMETRY_RESOURCE_METRIC_DISABLED: 'true',
-};
+/** The running exporter thread, and what it was last known to hold. */
+interface ExporterThread {
+  worker: Worker;
+  startedAt: number;
+  /** Records posted that it has not taken yet. */
+  untaken: number;
+  /** Envelopes it said it holds. */
+  held: number;
+}
 
-class ApplicationInsightsTelemetry implements RequestTelemetry {
+export class ApplicationInsightsTelemetry implements RequestTelemetry {
   private closed = false;
-  /** `microsoft.sample_rate` on sampled telemetry, so that Application Insights counts each item for 100/p. */
-  private readonly sampleRate: number | null;
+  /** Records waiting to be handed over, written flat (appinsights-protocol.ts), and how many. */
+  private pending: RecordBatch = [];
+  private pendingRecords = 0;
+  private handOverTimer: ReturnType<typeof setTimeout> | null = null;
+  private thread: ExporterThread | null = null;
+  private restartDelayMs = RESTART_DELAY_MS;
+  private restartTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Settles when the exporter thread answers `closed` (true) or stops first (its error). */
+  private onClosed: ((outcome: true | string) => void) | null = null;
+  private readonly dropped: Counter;
+  private readonly sent: Counter;
+  private readonly restarts: Counter;
 
   constructor(
-    private readonly client: TelemetryClient,
-    private readonly otel: Otel,
-    private readonly requestSpans: RequestSpanCapture,
-    private readonly samplingPercentage: number,
+    private readonly script: URL,
+    private readonly settings: ExporterSettings,
     private readonly log: Logger,
+    metrics: MetricsRegistry,
   ) {
-    this.sampleRate = samplingPercentage < 100 ? samplingPercentage : null;
+    this.dropped = metrics.counter(
+      'gatehouse_appinsights_dropped_total',
+      'Application Insights telemetry not delivered, by reason: queue-full, rejected, send-failed, exporter-lost, shutdown (records or envelopes).',
+    );
+    this.dropped.inc({ reason: 'queue-full' }, 0);
+    this.sent = metrics.counter('gatehouse_appinsights_sent_total', 'Application Insights envelopes the ingestion endpoint accepted.');
+    this.sent.inc({}, 0);
+    this.restarts = metrics.counter('gatehouse_appinsights_exporter_restarts_total', 'Times the Application Insights exporter thread stopped and was started again.');
+    this.restarts.inc({}, 0);
+    metrics.gauge('gatehouse_appinsights_queued', 'Application Insights records and envelopes waiting to be sent.', () => {
+      const t = this.thread;
+      return this.pendingRecords + (t ? t.untaken + t.held : 0);
+    });
+  }
+
+  /** The exporter thread now running, if any (the tests stop it to see the gateway start another). */
+  get exporterThread(): Worker | null {
+    return this.thread?.worker ?? null;
+  }
+
+  /** Starts the exporter thread; resolves once it is ready. */
+  async start(): Promise<void> {
+    const worker = new Worker(this.script, { workerData: { role: 'appinsights-exporter', settings: this.settings } });
+    // The exporter thread never keeps the process alive: close() flushes it on the way out.
+    worker.unref();
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => fail(new Error(`it did not start within ${EXPORTER_START_TIMEOUT_MS} ms`)), EXPORTER_START_TIMEOUT_MS);
+      const fail = (err: Error) => {
+        clearTimeout(timer);
+        worker.off('message', ready);
+        void worker.terminate();
+        reject(new Error(`the Application Insights exporter thread (${describeScript(this.script)}) could not start: ${err.message}`));
+      };
+      const ready = (m: FromExporter) => {
+        if (m.kind !== 'ready') return;
+        clearTimeout(timer);
+        worker.off('message', ready);
+        worker.off('error', fail);
+        worker.off('exit', exited);
+        resolve();
+      };
+      const exited = (code: number) => fail(new Error(`it exited with code ${code}`));
+      worker.on('message', ready);
+      worker.once('error', fail);
+      worker.once('exit', exited);
+    });
+    const thread: ExporterThread = { worker, startedAt: performance.now(), untaken: 0, held: 0 };
+    this.thread = thread;
+    worker.on('message', (m: FromExporter) => this.heard(thread, m));
+    let failure: string | null = null;
+    worker.on('error', (err) => {
+      failure = (err as Error)?.message ?? String(err);
+    });
+    worker.on('exit', (code) => this.stopped(thread, code, failure));
+    if (this.pendingRecords > 0) this.handOver();
   }
 
   request(r: RequestRecord): void {
     if (this.closed) return;
-    try {
-      if (this.sampleRate !== null && Math.random() * 100 >= this.samplingPercentage) {
-        // Sampled out: the request and its backend call are not sent; its failures are, without a parent.
-        for (const failure of r.failures) this.trackFailure(failure, r, null);
-        return;
+    if (this.settings.samplingPercentage < 100 && Math.random() * 100 >= this.settings.samplingPercentage) {
+      // Sampled out: the request and its backend call are not sent; its failures are, without a parent.
+      const time = r.startTime + r.durationMs;
+      for (const failure of r.failures) {
+        if (!this.room()) return;
+        writeLoneFailure(this.pending, this.masked(failure), r, time);
+        this.added();
       }
-      // The exporter names a request `<http.method> <http.route>`: the route keeps names few (ids stay out of them).
-      const route = r.route ?? '(no matching API)';
-      const name = `${r.method} ${route}`;
-      const properties: Properties = { api: r.api, operation: r.operation, requestId: r.requestId, 'http.method': r.method, 'http.route': route };
-      if (this.sampleRate !== null) properties['microsoft.sample_rate'] = this.sampleRate;
-      this.requestSpans.begin();
-      this.client.trackRequest({
-        name,
-        url: r.url,
-        time: new Date(r.startTime),
-        duration: r.durationMs,
-        resultCode: String(r.status),
-        // 4xx answers are the gateway doing its job (a refused key, a rate limit): only 5xx count as failed.
-        success: r.status < 500,
-        properties,
-      });
-      // Null only if the SDK dropped the request itself (its sampler is set to keep everything).
-      const span = this.requestSpans.started();
-      const context = span === null ? this.otel.ROOT_CONTEXT : this.otel.trace.setSpanContext(this.otel.ROOT_CONTEXT, span);
-      this.otel.context.with(context, () => {
-        if (r.backend !== null && span !== null) this.trackBackendCall(r, r.backend);
-        for (const failure of r.failures) this.trackFailure(failure, r, name);
-      });
-    } catch (err) {
-      this.log.warn('could not record a request', { requestId: r.requestId, error: (err as Error).message });
+      return;
     }
+    if (!this.room()) return;
+    // A policy may repeat its configuration in its message: secret named values are masked as in the log.
+    writeRequest(this.pending, r.failures.length === 0 ? r : { ...r, failures: r.failures.map((f) => this.masked(f)) });
+    this.added();
   }
 
   lateFailure(failure: FailureRecord, about: RequestRef): void {
-    if (this.closed) return;
-    try {
-      this.trackFailure(failure, about, null);
-    } catch (err) {
-      this.log.warn('could not record a failure', { requestId: about.requestId, error: (err as Error).message });
-    }
+    if (this.closed || !this.room()) return;
+    writeLoneFailure(this.pending, this.masked(failure), about, Date.now());
+    this.added();
   }
 
-  metric(e: MetricEmission): void {
-    if (this.closed) return;
-    try {
-      const properties: Properties = {};
-      for (const [name, value] of e.dimensions) properties[name] = value;
-      this.client.trackMetric({ name: e.name, value: e.value, properties });
-    } catch (err) {
-      this.log.warn('could not record a policy metric', { metric: e.name, error: (err as Error).message });
-    }
+  metric(emission: MetricEmission): void {
+    if (this.closed || !this.room()) return;
+    writeMetric(this.pending, emission);
+    this.added();
   }
 
   async close(timeoutMs: number): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.restartTimer !== null) clearTimeout(this.restartTimer);
+    const thread = this.thread;
+    if (thread === null) {
+      const lost = this.pendingRecords;
+      this.pending = [];
+      this.pendingRecords = 0;
+      if (lost > 0) this.drop('shutdown', lost);
+      this.log.warn('flushing telemetry failed: the rest is dropped', { error: 'the exporter thread is not running', dropped: lost });
+      return;
+    }
+    this.handOver();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const outcome = await Promise.race([
-      this.client.shutdown().then(
-        () => 'flushed' as const,
-        (err: unknown) => (err as Error)?.message ?? String(err),
-      ),
+      new Promise<true | string>((resolve) => {
+        this.onClosed = resolve;
+        thread.worker.postMessage({ kind: 'close', deadline: Date.now() + timeoutMs } satisfies ToExporter);
+      }),
       new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), Math.max(0, timeoutMs));
       }),
     ]);
     clearTimeout(timer);
-    if (outcome === 'flushed') this.log.info('telemetry flushed');
-    else if (outcome === 'timeout') this.log.warn('telemetry not flushed within the shutdown timeout: the rest is dropped', { timeoutMs });
-    else this.log.warn('flushing telemetry failed: the rest is dropped', { error: outcome });
+    this.onClosed = null;
+    this.thread = null;
+    if (outcome === true) {
+      this.log.info('telemetry flushed');
+    } else {
+      const unsent = thread.untaken + thread.held;
+      if (unsent > 0) this.drop('shutdown', unsent);
+      if (outcome === 'timeout') this.log.warn('telemetry not flushed within the shutdown timeout: the rest is dropped', { timeoutMs, dropped: unsent });
+      else this.log.warn('flushing telemetry failed: the rest is dropped', { error: outcome, dropped: unsent });
+    }
+    await thread.worker.terminate();
   }
 
-  private trackBackendCall(r: RequestRecord, b: BackendCallRecord): void {
-    // The exporter builds the dependency's URL from scheme, host and target and keeps our name; given a full URL
-    // it would name the call after the raw path instead.
-    const slashes = b.origin.indexOf('//');
-    const host = b.origin.slice(slashes + 2);
-    const properties: Properties = {
-      api: r.api,
-      operation: r.operation,
-      requestId: r.requestId,
-      'http.method': b.method,
-      'http.scheme': b.origin.slice(0, slashes - 1),
-      'http.host': host,
-      'http.target': b.path,
-    };
-    if (this.sampleRate !== null) properties['microsoft.sample_rate'] = this.sampleRate;
-    this.client.trackDependency({
-      name: `${b.method} ${b.pathTemplate}`,
-      dependencyTypeName: 'HTTP',
-      target: host,
-      time: new Date(b.startTime),
-      duration: b.durationMs,
-      // No status: the failure's reason (`timeout`, `unreachable`) stands in for it.
-      resultCode: b.status !== null ? String(b.status) : (b.failure?.reason ?? 'failed'),
-      success: b.status !== null && b.status < 500,
-      properties,
-    });
+  private masked(f: FailureRecord): FailureRecord {
+    const message = this.log.redact(f.message);
+    return message === f.message ? f : { ...f, message };
   }
 
-  private trackFailure(f: FailureRecord, about: RequestRef, operationName: string | null): void {
-    const properties: Properties = { api: about.api, operation: about.operation, requestId: about.requestId, source: f.source, reason: f.reason };
-    if (f.policy !== null) properties.policy = f.policy;
-    if (f.failedOpen) properties.failedOpen = 'true';
-    // Groups the exception under its request's operation in the portal.
-    if (operationName !== null) properties['ai.operation.name'] = operationName;
-    this.client.trackException({
-      // A policy may repeat its configuration in its message: secret named values are masked as in the log.
-      exception: failureError(f, this.log.redact(f.message)),
-      // A fail-open policy's failure did not fail the request.
-      severity: f.failedOpen ? 'Warning' : 'Error',
-      properties,
-    });
-  }
-}
-
-const ERROR_NAMES: Record<FailureRecord['source'], string> = {
-  policy: 'PolicyFailure',
-  backend: 'BackendError',
-  gateway: 'GatewayError',
-};
-
-/** The failure as the Error the SDK wants. It has no stack: it is not an exception in the gateway's own code. */
-function failureError(f: FailureRecord, message: string): Error {
-  const error = new Error(message);
-  error.name = ERROR_NAMES[f.source];
-  error.stack = `${error.name}: ${message}`;
-  return error;
-}
-
-// --- OpenTelemetry plumbing ----------------------------------------------------------------------------------------
-
-/**
- * Makes a context active while a function runs, synchronously. The track calls read the active context before they
- * return, so nothing needs to follow promises (which is what the async-hooks context manager would cost on every
- * request).
- */
-class SynchronousContextManager implements OtelApi.ContextManager {
-  private current: OtelApi.Context;
-
-  constructor(private readonly root: OtelApi.Context) {
-    this.current = root;
+  /** Whether one more record may be held: otherwise it is counted as dropped. */
+  private room(): boolean {
+    if (this.pendingRecords + (this.thread?.untaken ?? 0) < this.settings.queueLimit) return true;
+    this.drop('queue-full', 1);
+    return false;
   }
 
-  active(): OtelApi.Context {
-    return this.current;
-  }
-
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(
-    context: OtelApi.Context,
-    fn: F,
-    thisArg?: ThisParameterType<F>,
-    ...args: A
-  ): ReturnType<F> {
-    const previous = this.current;
-    this.current = context;
-    try {
-      return fn.call(thisArg, ...args);
-    } finally {
-      this.current = previous;
+  /** A record was written to `pending`: hand the batch over when it is full, or soon. */
+  private added(): void {
+    this.pendingRecords++;
+    if (this.thread === null) return;
+    if (this.pendingRecords >= HANDOVER_BATCH) this.handOver();
+    else if (this.handOverTimer === null) {
+      this.handOverTimer = setTimeout(() => this.handOver(), HANDOVER_INTERVAL_MS);
+      this.handOverTimer.unref?.();
     }
   }
 
-  bind<T>(_context: OtelApi.Context, target: T): T {
-    return target;
+  private handOver(): void {
+    if (this.handOverTimer !== null) {
+      clearTimeout(this.handOverTimer);
+      this.handOverTimer = null;
+    }
+    const thread = this.thread;
+    if (thread === null || this.pendingRecords === 0) return;
+    const batch = this.pending;
+    const records = this.pendingRecords;
+    this.pending = [];
+    this.pendingRecords = 0;
+    thread.untaken += records;
+    thread.worker.postMessage({ kind: 'records', records, batch } satisfies ToExporter);
   }
 
-  enable(): this {
-    return this;
+  private heard(thread: ExporterThread, m: FromExporter): void {
+    switch (m.kind) {
+      case 'taken':
+        thread.untaken -= m.records;
+        thread.held = m.queued;
+        return;
+      case 'outcome':
+        thread.held = m.queued;
+        if (m.sent > 0) this.sent.inc({}, m.sent);
+        for (const [reason, count] of Object.entries(m.dropped)) this.drop(reason as DropReason, count);
+        return;
+      case 'problem':
+        this.log.warn(m.message, m.detail);
+        return;
+      case 'closed':
+        this.onClosed?.(true);
+        return;
+      case 'ready':
+        return;
+    }
   }
 
-  disable(): this {
-    this.current = this.root;
-    return this;
-  }
-}
-
-/**
- * Notes the span context of the last server span started: trackRequest returns nothing, and this is how the request's
- * span id becomes its backend call's and failures' parent. trackRequest starts its span synchronously, so `last` is
- * the request just tracked; it stays null when the sampler dropped it (no processor hears of such a span).
- */
-class RequestSpanCapture {
-  private last: OtelApi.SpanContext | null = null;
-
-  constructor(private readonly serverKind: OtelApi.SpanKind) {}
-
-  /** Before a request is tracked. */
-  begin(): void {
-    this.last = null;
+  private drop(reason: DropReason, count: number): void {
+    this.dropped.inc({ reason }, count);
   }
 
-  /** After it was tracked: its span's context, or null when it was sampled out. */
-  started(): OtelApi.SpanContext | null {
-    return this.last;
-  }
-
-  onStart(span: { kind: OtelApi.SpanKind; spanContext(): OtelApi.SpanContext }): void {
-    if (span.kind === this.serverKind) this.last = span.spanContext();
-  }
-
-  onEnd(): void {}
-
-  forceFlush(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  shutdown(): Promise<void> {
-    return Promise.resolve();
-  }
-}
-
-/**
- * What the span processor says when it queues a span after dropping some (its queue full): the only report of those
- * drops it gives. It drops exceptions (log records) without a word.
- */
-const SPANS_DROPPED = /^Dropped (\d+) spans because maxQueueSize reached/;
-
-/**
- * The SDK's own warnings and errors (an unreachable ingestion endpoint, a timeout), at most one line a minute; each
- * report of spans dropped is counted (`spansDropped`), including those the line limit holds back.
- */
-class SdkLog implements OtelApi.DiagLogger {
-  private lastAt = -Infinity;
-  private suppressed = 0;
-
-  constructor(
-    private readonly log: Logger,
-    private readonly spansDropped: (count: number) => void,
-  ) {}
-
-  private write(level: 'warn' | 'error', message: string, args: unknown[]): void {
-    const dropped = SPANS_DROPPED.exec(message);
-    if (dropped) this.spansDropped(Number(dropped[1]));
-    const now = Date.now();
-    if (now - this.lastAt < SDK_LOG_INTERVAL_MS) {
-      this.suppressed++;
+  /** The exporter thread ended: expected after close(), otherwise reported, its telemetry counted lost, and restarted. */
+  private stopped(thread: ExporterThread, exitCode: number, failure: string | null): void {
+    if (this.thread !== thread) return;
+    this.thread = null;
+    if (this.closed) {
+      this.onClosed?.(failure ?? `the exporter thread exited with code ${exitCode}`);
       return;
     }
-    this.lastAt = now;
-    const detail = args.map((a) => (a instanceof Error ? a.message : typeof a === 'string' ? a : String(a))).join(' ');
-    this.log.warn('application insights SDK', {
-      sdkLevel: level,
-      sdkMessage: detail ? `${message} ${detail}` : message,
-      suppressedSinceLast: this.suppressed,
+    const lost = thread.untaken + thread.held;
+    if (lost > 0) this.drop('exporter-lost', lost);
+    if (performance.now() - thread.startedAt > STABLE_AFTER_MS) this.restartDelayMs = RESTART_DELAY_MS;
+    const delayMs = this.restartDelayMs;
+    this.restartDelayMs = Math.min(MAX_RESTART_DELAY_MS, this.restartDelayMs * 2);
+    this.log.error('the Application Insights exporter thread stopped: what it held is lost; starting another', {
+      exitCode,
+      error: failure ?? 'none',
+      lost,
+      restartInMs: delayMs,
     });
-    this.suppressed = 0;
+    this.restartTimer = setTimeout(() => this.restart(), delayMs);
+    this.restartTimer.unref?.();
   }
 
-  error(message: string, ...args: unknown[]): void {
-    this.write('error', message, args);
+  private restart(): void {
+    this.restartTimer = null;
+    if (this.closed) return;
+    this.restarts.inc();
+    this.start().then(
+      () => this.log.info('the Application Insights exporter thread runs again'),
+      (err: unknown) => {
+        const delayMs = this.restartDelayMs;
+        this.restartDelayMs = Math.min(MAX_RESTART_DELAY_MS, this.restartDelayMs * 2);
+        this.log.error('could not start the Application Insights exporter thread again; trying later', { error: (err as Error).message, retryInMs: delayMs });
+        this.restartTimer = setTimeout(() => this.restart(), delayMs);
+        this.restartTimer.unref?.();
+      },
+    );
   }
+}
 
-  warn(message: string, ...args: unknown[]): void {
-    this.write('warn', message, args);
-  }
-
-  info(): void {}
-  debug(): void {}
-  verbose(): void {}
+function describeScript(script: URL): string {
+  return script.protocol === 'data:' ? 'embedded in the bundle' : script.protocol === 'file:' ? fileURLToPath(script) : script.href;
 }

@@ -13,7 +13,7 @@ export interface BenchIngestionEndpoint {
   certFile: string;
   /** A connection string pointing at this endpoint. */
   connectionString: string;
-  /** Request envelopes received so far (the SDK sends one per request the gateway answers). */
+  /** Request envelopes received so far (the gateway sends one per request it answers). */
   requests(): number;
   /** Every envelope and POST received so far. */
   totals(): { envelopes: number; posts: number; bytes: number };
@@ -36,7 +36,7 @@ export async function startBenchIngestionEndpoint(dir: string): Promise<BenchIng
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      // The SDK compresses only for Azure's own hosts: what reaches 127.0.0.1 is plain JSON.
+      // The gateway's exporter (as the SDK did) compresses only for Azure's own hosts: what reaches 127.0.0.1 is plain JSON.
       const body = Buffer.concat(chunks);
       const envelopes = occurrences(body, ANY);
       counts.posts++;

@@ -33,9 +33,9 @@ export interface BundleResult {
 const EMBEDDED_ASSETS = 'gatehouse:embedded-assets';
 
 /**
- * Packages bundled as CommonJS call `require` for Node's own modules, and some read files next to themselves through
- * `__dirname` (the Application Insights SDK looks for an optional applicationinsights.json and its package.json): an ES
- * module has neither, so the bundle makes them, for its own file. Under Deno the same `node:` modules give them.
+ * Packages bundled as CommonJS call `require` for Node's own modules, and some may read files next to themselves
+ * through `__dirname`: an ES module has neither, so the bundle makes them, for its own file. Under Deno the same
+ * `node:` modules give them.
  */
 const BANNER = [
   '// Gatehouse, single-file bundle (scripts/lib/bundle.ts). Run: node gatehouse.mjs [--config <file>]',
@@ -65,8 +65,24 @@ export async function buildBundle(outFile = join(repoRoot(), DEFAULT_BUNDLE)): P
   }
   const policyMs = performance.now() - policyStart;
 
+  // The Application Insights exporter runs in a worker thread, which needs a module of its own: bundled apart and
+  // carried as a data: URL, so that the bundle stays one file (runtime/assets/embedded.ts).
+  const exporter = await build({
+    absWorkingDir: root,
+    entryPoints: [join(root, 'runtime', 'telemetry', 'appinsights-exporter.ts')],
+    bundle: true,
+    write: false,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+  const exporterCode = exporter.outputFiles[0]!.contents;
+
   const assets = {
     version: (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version,
+    appInsightsExporter: `data:text/javascript;base64,${Buffer.from(exporterCode).toString('base64')}`,
     defaultDocument: readFileSync(join(root, 'runtime', 'config', 'default.yaml'), 'utf8'),
     defaultDocumentName: 'runtime/config/default.yaml',
     policies,
@@ -104,8 +120,9 @@ export async function buildBundle(outFile = join(repoRoot(), DEFAULT_BUNDLE)): P
     // binaryen's module is a string of 15 MB, mostly bytes above 0x7f: written as UTF-8 rather than \u escapes it
     // stays that size instead of doubling.
     charset: 'utf8',
-    // Resolve packages as Node does. esbuild otherwise adds the `module` condition, which gives @opentelemetry/api its
-    // ES build, whose default export lacks what the CommonJS one has (DiagLogLevel): Application Insights then fails.
+    // Resolve packages as Node does. esbuild otherwise adds the `module` condition, which gives some packages an ES
+    // build whose default export lacks what the CommonJS one has (it broke @opentelemetry/api when the bundle carried
+    // the Application Insights SDK).
     conditions: [],
     banner: { js: BANNER },
     legalComments: 'none',

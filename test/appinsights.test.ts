@@ -345,6 +345,8 @@ describe('application insights: a queue that fills', () => {
       await new Promise((resolve) => setTimeout(resolve, 500));
       assert.equal(await dropped(), count, 'no drop counted twice');
       assert.equal(ofType(ingestion.envelopes, 'Request').length + count, sent, 'no request sent twice');
+      const metrics = (await send(`http://127.0.0.1:${gw.adminPort}`, '/metrics')).body;
+      assert.match(metrics, new RegExp(`^gatehouse_appinsights_spans_dropped_total ${count}$`, 'm'), 'the earlier name counts the same drops');
     } finally {
       await gw.stop();
       await ingestion.close();

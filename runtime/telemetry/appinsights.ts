@@ -218,6 +218,8 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
   /** Settles when the exporter thread answers `closed` (true) or stops first (its error). */
   private onClosed: ((outcome: true | string) => void) | null = null;
   private readonly dropped: Counter;
+  /** The name the queue-full drops had before the exporter thread: dashboards and alerts that read it keep working. */
+  private readonly droppedQueueFull: Counter;
   private readonly sent: Counter;
   private readonly restarts: Counter;
 
@@ -232,6 +234,11 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
       'Application Insights telemetry not delivered, by reason: queue-full, rejected, send-failed, exporter-lost, shutdown (records or envelopes).',
     );
     this.dropped.inc({ reason: 'queue-full' }, 0);
+    this.droppedQueueFull = metrics.counter(
+      'gatehouse_appinsights_spans_dropped_total',
+      'Deprecated: gatehouse_appinsights_dropped_total{reason="queue-full"}, under its earlier name.',
+    );
+    this.droppedQueueFull.inc({}, 0);
     this.sent = metrics.counter('gatehouse_appinsights_sent_total', 'Application Insights envelopes the ingestion endpoint accepted.');
     this.sent.inc({}, 0);
     this.restarts = metrics.counter('gatehouse_appinsights_exporter_restarts_total', 'Times the Application Insights exporter thread stopped and was started again.');
@@ -414,6 +421,7 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
 
   private drop(reason: DropReason, count: number): void {
     this.dropped.inc({ reason }, count);
+    if (reason === 'queue-full') this.droppedQueueFull.inc({}, count);
   }
 
   /** The exporter thread ended: expected after close(), otherwise reported, its telemetry counted lost, and restarted. */

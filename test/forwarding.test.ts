@@ -35,6 +35,10 @@ function rawRequest(port: number, text: string): Promise<{ status: number; heade
 const CHUNKED_RESPONSE =
   'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n';
 
+/** Headers a backend sends more than once: each line must reach the client, in order. */
+const REPEATED_RESPONSE =
+  'HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-Listed: first\r\nSet-Cookie: b=2; Path=/\r\nX-Listed: second\r\nContent-Length: 2\r\n\r\nok';
+
 let backend: RawBackend;
 let gw: GatewayProcess;
 
@@ -42,6 +46,7 @@ before(async () => {
   backend = await startRawBackend((head) => {
     if (head.startsWith('GET /chunked')) return CHUNKED_RESPONSE;
     if (head.startsWith('GET /hops')) return HOP_BY_HOP_RESPONSE;
+    if (head.startsWith('GET /repeated')) return REPEATED_RESPONSE;
     return 'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nreceived';
   });
   const config = writeConfig(
@@ -79,6 +84,18 @@ describe('forwarding', () => {
       if (name === 'keep-alive') assert.doesNotMatch(value, /timeout=77|max=7/, res.raw);
     }
     assert.ok(res.headers.some(([name, value]) => name === 'x-end-to-end' && value === 'kept'), res.raw);
+  });
+
+  test('a header the backend sends several times reaches the client on as many lines, in order', async () => {
+    const { status, headers } = await rawRequest(gw.httpPort, 'GET /repeated HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(status, 200);
+    assert.deepEqual(headers.filter(([n]) => n === 'set-cookie').map(([, v]) => v), ['a=1; Path=/', 'b=2; Path=/']);
+    const listed = headers.filter(([n]) => n === 'x-listed').map(([, v]) => v);
+    // One line a value, or one line with the values joined: both say the same (RFC 9110, 5.3); set-cookie may not join.
+    assert.ok(
+      JSON.stringify(listed) === JSON.stringify(['first', 'second']) || JSON.stringify(listed) === JSON.stringify(['first, second']),
+      `x-listed: ${JSON.stringify(listed)}`,
+    );
   });
 
   test("the backend's Transfer-Encoding is not passed on: the gateway frames the body itself, once", async () => {

@@ -14,7 +14,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { finished } from 'node:stream';
 import type { Hono } from 'hono';
-import { headerRecord, type HeaderMap } from '../policy-host/exchange.ts';
+import { headerList, type HeaderMap } from '../policy-host/exchange.ts';
 import type { GatewayHandler, GatewayRequest, GatewayResponse } from '../gateway/messages.ts';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.ts';
 
@@ -114,7 +114,7 @@ async function serveNode(
     finished(outgoing, () => report(stream ? stream.bytesReceived : (body?.byteLength ?? 0)));
   }
   try {
-    outgoing.writeHead(res.status, headerRecord(res.headers));
+    outgoing.writeHead(res.status, headerList(res.headers));
   } catch (err) {
     // A head Node will not write (policies' and backends' headers are checked before, so this is not expected): the
     // connection is cut rather than the process brought down by an unhandled rejection.

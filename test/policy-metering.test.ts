@@ -156,11 +156,20 @@ describe('what the meter leaves of a module', () => {
       (globalThis as { gc?: () => void }).gc?.();
       return process.memoryUsage().external;
     };
+    // Kept, each batch of 30 would take about 74 MiB more, batch after batch; freed, binaryen's memory may still step up
+    // once more (a step was 26 MiB in one run), but not in every batch.
     for (let i = 0; i < 30; i++) await instrumentForBudget(bytes);
-    const before = external();
-    for (let i = 0; i < 30; i++) await instrumentForBudget(bytes);
-    const grown = (external() - before) / 2 ** 20;
-    assert.ok(grown < 24, `binaryen's memory grew by ${grown.toFixed(1)} MiB over 30 more modules of 2 MiB`);
+    const grown: number[] = [];
+    for (let batch = 0; batch < 3; batch++) {
+      const before = external();
+      for (let i = 0; i < 30; i++) await instrumentForBudget(bytes);
+      grown.push((external() - before) / 2 ** 20);
+    }
+    const total = grown.reduce((a, b) => a + b, 0);
+    assert.ok(
+      total < 60 && grown.filter((g) => g >= 24).length <= 1,
+      `binaryen's memory grew by ${grown.map((g) => g.toFixed(1)).join(', ')} MiB over three batches of 30 modules of 2 MiB`,
+    );
   });
 });
 

@@ -76,7 +76,9 @@ function refuseUnmetered(module: WebAssembly.Module, where: string): void {
   const check = WebAssembly.Module.imports(module).some(
     (i) => i.module === INTERNAL_MODULE && i.name === BUDGET_CHECK_IMPORT && i.kind === 'function',
   );
-  const missing = [...(fuel ? [] : [`the ${FUEL_EXPORT} export`]), ...(check ? [] : [`the ${INTERNAL_MODULE} ${BUDGET_CHECK_IMPORT} import`])];
+  const missing: string[] = [];
+  if (!fuel) missing.push(`the ${FUEL_EXPORT} export`);
+  if (!check) missing.push(`the ${INTERNAL_MODULE} ${BUDGET_CHECK_IMPORT} import`);
   if (missing.length > 0) {
     throw new PolicyLoadError(where, [`its metered form lacks ${missing.join(' and ')}: a module is not run without its CPU meter`]);
   }

@@ -50,12 +50,20 @@ function shorten(text: string): string {
   return text.length > 200 ? text.substring(0, 200) + "..." : text;
 }
 
+/**
+ * Runs the effect whose request is in `requestWriter`: the length of its result (the bytes at `lastRead()`), or
+ * EFFECT_PENDING. Any other status fails the call.
+ */
+function runEffect(kind: i32, fn: string, subject: string): i32 {
+  let n = readEffect(kind, requestWriter.ptr, requestWriter.len, fn);
+  if (n != EFFECT_PENDING && n < 0) failStatus(fn, subject, n);
+  return n;
+}
+
 /** Runs the effect whose request is in `requestWriter`: its result text, or null while pending. */
 function effectResult(kind: i32, fn: string, subject: string): string | null {
-  let n = readEffect(kind, requestWriter.ptr, requestWriter.len, fn);
-  if (n == EFFECT_PENDING) return null;
-  if (n < 0) failStatus(fn, subject, n);
-  return takeString(n);
+  let n = runEffect(kind, fn, subject);
+  return n == EFFECT_PENDING ? null : takeString(n);
 }
 
 /** Fails the call when the host's result was not read to its end as the expected JSON object. */
@@ -83,9 +91,8 @@ export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64
   w.int(amount);
   if (always) w.raw(',"always":true');
   w.char(0x7d);
-  let n = readEffect(EffectKind.COUNTER, requestWriter.ptr, requestWriter.len, "counter");
+  let n = runEffect(EffectKind.COUNTER, "counter", key);
   if (n == EFFECT_PENDING) return null;
-  if (n < 0) failStatus("counter", key, n);
   let result = new CounterResult();
   if (scanCounterResult(lastRead(), n, result)) {
     releaseRead();

@@ -238,6 +238,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const admin = await listen(adminApp(gateway, metrics), { port: options.adminPort, hostname: adminHost });
   egress.addOwnListener(admin.port);
   logger.info('gatehouse listening', {
+    pid: process.pid,
     http: http.port,
     https: https?.port ?? null,
     // An IPv6 address in brackets, so that the port stays apart from it.

@@ -224,7 +224,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   }
 
   const listeners: Listener[] = [];
-  const dataPlane = { fixedPaths: FIXED_PATHS, app: dataPlaneApp(gateway), handle: gateway.handle.bind(gateway), limits: options.httpLimits };
+  const dataPlane = {
+    fixedPaths: FIXED_PATHS,
+    app: dataPlaneApp(gateway),
+    handle: gateway.handle.bind(gateway),
+    upgrade: gateway.handleUpgrade.bind(gateway),
+    limits: options.httpLimits,
+  };
   const http = await listenDataPlane({ ...dataPlane, port: options.httpPort, hostname: '0.0.0.0' });
   listeners.push(http);
   egress.addOwnListener(http.port);

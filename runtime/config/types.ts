@@ -21,6 +21,21 @@ export interface GatewaySettings {
   maxRequestBodyBytes?: number;
   /** Default backend timeout in ms (504 after). Default 30000. */
   backendTimeoutMs?: number;
+  /** WebSocket connections of the whole gateway. */
+  webSocket?: {
+    /** Open at once (handshakes under way included); past it an upgrade gets 503. Default 10000. */
+    maxConnections?: number;
+  };
+}
+
+/** WebSocket on an API: its presence allows upgrades on every operation (an operation may say `webSocket: false`). */
+export interface WebSocketDocument {
+  /** No byte either way for this long closes the connection (close 1001). Default 300000. */
+  idleTimeoutMs?: number;
+  /** Open at once on this API; past it an upgrade gets 503. Default: only the gateway's limit. */
+  maxConnections?: number;
+  /** The largest message either side may send; past it the connection is closed (1009). Default 16 MiB. */
+  maxMessageBytes?: number;
 }
 
 export interface ApiDocument {
@@ -34,6 +49,8 @@ export interface ApiDocument {
   /** Operations; absent or empty: every method and path under the prefix is one operation named `default`. */
   operations?: OperationDocument[];
   policies?: PhaseChains;
+  /** WebSocket upgrades allowed, with their limits; absent: refused (400) unless an operation allows them. */
+  webSocket?: WebSocketDocument;
 }
 
 export interface BackendDocument {
@@ -59,6 +76,8 @@ export interface OperationDocument {
   /** URL template relative to the API prefix: `/orders/{orderId}/lines/{line}`; `{name}` matches one segment. */
   urlTemplate: string;
   policies?: PhaseChains;
+  /** Allows (true) or refuses (false) WebSocket upgrades on this operation, whatever the API says. */
+  webSocket?: boolean;
 }
 
 export interface PhaseChains {

@@ -21,7 +21,18 @@ export interface OperationRuntime {
   needsRequestBody: boolean;
   /** A policy after the backend reads the response body: buffer it before outbound runs. */
   needsResponseBody: boolean;
+  /** WebSocket upgrades allowed here, with their limits; null: refused. */
+  webSocket: WebSocketRuntime | null;
 }
+
+export interface WebSocketRuntime {
+  idleTimeoutMs: number;
+  maxMessageBytes: number;
+  /** Open at once on the API (0: only the gateway's limit). */
+  apiMaxConnections: number;
+}
+
+export const WEBSOCKET_DEFAULTS = { idleTimeoutMs: 300_000, maxMessageBytes: 16 * 1024 * 1024, maxConnections: 10_000 } as const;
 
 export interface ApiRuntime {
   id: string;
@@ -34,6 +45,8 @@ export interface ApiRuntime {
 export interface GatewaySettingsResolved {
   maxRequestBodyBytes: number;
   backendTimeoutMs: number;
+  /** WebSocket connections open at once in the gateway. */
+  webSocketMaxConnections: number;
 }
 
 export interface LiveConfig {
@@ -75,6 +88,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
   const settings: GatewaySettingsResolved = {
     maxRequestBodyBytes: doc.settings?.maxRequestBodyBytes ?? 10 * 1024 * 1024,
     backendTimeoutMs: doc.settings?.backendTimeoutMs ?? 30_000,
+    webSocketMaxConnections: doc.settings?.webSocket?.maxConnections ?? WEBSOCKET_DEFAULTS.maxConnections,
   };
   const apis: ApiRuntime[] = [];
   const routes: RouteApi<ApiRuntime, OperationRuntime>[] = [];
@@ -89,8 +103,14 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
       connections: 64,
       connect: options.connect,
     });
-    const operation = (id: string, pathTemplate: string, scoped: Partial<PolicyChain>): OperationRuntime =>
-      analyse(id, pathTemplate, stackScopes(chains.global, bound.api, scoped));
+    const ws = api.webSocket;
+    const webSocket: WebSocketRuntime = {
+      idleTimeoutMs: ws?.idleTimeoutMs ?? WEBSOCKET_DEFAULTS.idleTimeoutMs,
+      maxMessageBytes: ws?.maxMessageBytes ?? WEBSOCKET_DEFAULTS.maxMessageBytes,
+      apiMaxConnections: ws?.maxConnections ?? 0,
+    };
+    const operation = (id: string, pathTemplate: string, scoped: Partial<PolicyChain>, allowsWebSocket = ws !== undefined): OperationRuntime =>
+      analyse(id, pathTemplate, stackScopes(chains.global, bound.api, scoped), allowsWebSocket ? webSocket : null);
     const runtime: ApiRuntime = {
       id: api.id,
       prefix: normalizePrefix(api.pathPrefix),
@@ -108,7 +128,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
               id: op.id,
               method: op.method.toUpperCase(),
               template: op.urlTemplate,
-              value: operation(op.id, op.urlTemplate, bound.operations.get(op.id) ?? {}),
+              value: operation(op.id, op.urlTemplate, bound.operations.get(op.id) ?? {}, op.webSocket ?? ws !== undefined),
             }))
           : null,
       value: runtime,
@@ -138,7 +158,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
   };
 }
 
-function analyse(id: string, pathTemplate: string, chain: PolicyChain): OperationRuntime {
+function analyse(id: string, pathTemplate: string, chain: PolicyChain, webSocket: WebSocketRuntime | null): OperationRuntime {
   const reads = (bindings: readonly PolicyBinding[], key: 'requestBody' | 'responseBody') =>
     bindings.some((b) => b.module.descriptor[key]);
   return {
@@ -147,5 +167,6 @@ function analyse(id: string, pathTemplate: string, chain: PolicyChain): Operatio
     chain,
     needsRequestBody: reads([...chain.inbound, ...chain.backend], 'requestBody'),
     needsResponseBody: reads([...chain.outbound, ...chain['on-error']], 'responseBody'),
+    webSocket,
   };
 }

@@ -38,6 +38,11 @@ const NOT_RETURNED = new Set([
   'upgrade',
 ]);
 
+/** A response header meant for the hop it came over (Connection, Upgrade...), not for the gateway's client. */
+export function hopByHopResponseHeader(name: string): boolean {
+  return NOT_RETURNED.has(name);
+}
+
 export interface ForwarderOptions {
   timeoutMs: number;
   /** The most a buffered backend response may hold (a policy declared it reads the response body). */
@@ -71,10 +76,13 @@ export class Forwarder {
   /** For those a wildcard grant entry admitted: connections only to addresses that pass the egress checks. */
   private readonly checked: Agent;
   private readonly maxBuffered: number;
+  /** Checks and opens the connections (the WebSocket forwarder opens its own through it). */
+  readonly egress: EgressGuard;
 
   constructor(options: ForwarderOptions) {
     const pools = { connections: 64, headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs };
     const egress = options.egress ?? new EgressGuard();
+    this.egress = egress;
     this.agent = new Agent({ ...pools, connect: egress.direct() });
     this.checked = egress.agent(pools);
     this.maxBuffered = options.maxBufferedResponseBytes ?? 16 * 1024 * 1024;
@@ -154,7 +162,8 @@ export function pathBelowPrefix(path: string, prefix: string): string {
   return path;
 }
 
-function upstreamHeaders(exchange: Exchange): Record<string, string | string[]> {
+/** The request's headers as the backend gets them: hop-by-hop ones dropped, X-Forwarded-* and the request id added. */
+export function upstreamHeaders(exchange: Exchange): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const req = exchange.request;
   // Headers named in Connection are hop-by-hop too.

@@ -38,10 +38,11 @@ export class MetricsRegistry {
   private readonly gauges = new Map<string, { help: string; read: () => number }>();
   private readonly countersRead = new Map<string, { help: string; read: () => number }>();
 
-  histogram(name: string, help: string): Histogram {
+  /** `buckets`: upper bounds in the histogram's unit; latency buckets in ms by default. */
+  histogram(name: string, help: string, buckets?: number[]): Histogram {
     let h = this.histograms.get(name);
     if (!h) {
-      h = new Histogram(name, help);
+      h = new Histogram(name, help, buckets);
       this.histograms.set(name, h);
     }
     return h;

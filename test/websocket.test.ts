@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { isDeno } from '../runtime/adapters/index.ts';
@@ -160,6 +161,22 @@ describe('WebSocket through the gateway', () => {
     assert.equal(op.status, 400);
     assert.match(JSON.parse(op.body).detail, /operation closed/);
     assert.equal((await send(g.url, '/plain/anything')).status, 426, 'a plain GET reaches the backend (ws answers 426)');
+  });
+
+  test('an upgrade to anything else (h2c) is answered as the plain request it also is', async () => {
+    const head = await new Promise<string>((resolve, reject) => {
+      const socket = connect(g.httpPort, '127.0.0.1', () =>
+        socket.write('GET /plain/h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n'),
+      );
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+    });
+    // The backend (a ws server) answers a plain GET with 426; the gateway passes it on and closes the connection.
+    assert.match(head, /^HTTP\/1\.1 426 /);
+    assert.match(head, /\r\nconnection: close\r\n/i);
+    assert.equal(handshakes.at(-1)?.url === '/h2c', false, 'not upgraded');
   });
 
   test('a handshake of another WebSocket version gets 426 naming the one supported', async () => {

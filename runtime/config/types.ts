@@ -63,9 +63,43 @@ export interface BackendDocument {
     ejectAfterFailures?: number;
     /** How long an ejected backend stays out, in ms. Default 10000. */
     ejectForMs?: number;
+    /** Active health checks of the members. */
+    healthCheck?: HealthCheckDocument;
   };
   /** Overrides settings.backendTimeoutMs for this API. */
   timeoutMs?: number;
+  /** When a failed request is tried again (default: a pool tries another member once after a connection failure). */
+  retry?: RetryDocument;
+}
+
+export interface RetryDocument {
+  /** Tries after the first, at most (0: none). Default 1. */
+  count?: number;
+  /** What is tried again: `connect-failure`, `reset`, `timeout`, and statuses (e.g. 503). Default connect-failure, reset. */
+  on?: (string | number)[];
+  /** Backoff base in ms: a random wait up to backoffMs * 2^(n-1) before retry n, at most maxBackoffMs. Default 25. */
+  backoffMs?: number;
+  /** Default 1000; a Retry-After longer than this is not waited for (the response is passed on). */
+  maxBackoffMs?: number;
+  /** Retries at most this share of requests (plus minRetriesPerSecond). Default 20. */
+  budgetPercent?: number;
+  /** Retries allowed each second whatever the traffic. Default 5. */
+  minRetriesPerSecond?: number;
+}
+
+export interface HealthCheckDocument {
+  /** Asked of each member, appended to its URL path (e.g. `/healthz`). */
+  path: string;
+  /** Default 5000. */
+  intervalMs?: number;
+  /** Default 2000. */
+  timeoutMs?: number;
+  /** The statuses that pass. Default 200. */
+  expectedStatus?: number | number[];
+  /** Passed checks in a row that bring a member back. Default 2. */
+  healthyThreshold?: number;
+  /** Failed checks in a row that take a member out. Default 3. */
+  unhealthyThreshold?: number;
 }
 
 export interface OperationDocument {

@@ -8,7 +8,9 @@
 // it liked), no connection limit, and parses differently from Node (dot segments resolved before the gateway sees the
 // path, bare LF line ends and requests without Host accepted, heads over 64 KiB answered 400). Deno's node:http answers
 // every one of those as Node does, at the same throughput through the gateway (docs/operations.md, "Hostile input").
-// The admin listener is a Hono app on node:http too (@hono/node-server replaces the global Request and Response, which
+// WebSocket upgrades use node:http's 'upgrade' event on both runtimes too: Deno's node:http emits it with the
+// connection's socket and the bytes after the head, as Node does (checked with a raw client and with `ws`, on Deno
+// 2.9), so no adapter is needed for them. The admin listener is a Hono app on node:http too (@hono/node-server replaces the global Request and Response, which
 // Deno.serve in the same process then fails to answer with).
 
 import { ServerResponse, type IncomingMessage } from 'node:http';

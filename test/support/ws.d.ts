@@ -13,6 +13,7 @@ declare module 'ws' {
     constructor(address: string, options?: { headers?: Record<string, string>; maxPayload?: number; perMessageDeflate?: boolean; protocolVersion?: number });
     readonly readyState: 0 | 1 | 2 | 3;
     readonly bufferedAmount: number;
+    send(data: string | Buffer | Uint8Array, options?: { binary?: boolean }, cb?: (err?: Error) => void): void;
     send(data: string | Buffer | Uint8Array, cb?: (err?: Error) => void): void;
     close(code?: number, reason?: string): void;
     terminate(): void;

@@ -4,10 +4,12 @@
 // The backend (scripts/bench/ws-echo-backend.ts, `ws`) and the gateway (dist/runtime/entry/gateway.js, one API with
 // `webSocket`, no policies: policies run on the handshake only) are processes of their own; the load generator is this
 // process: BENCH_WS_CONNECTIONS clients, each keeping BENCH_WS_WINDOW messages of BENCH_WS_BYTES bytes in flight and
-// sending the next as each echo comes back. Each round measures both targets, in alternating order, for
-// BENCH_DURATION_S after BENCH_WARMUP_S. The ratio uses each target's best round.
+// sending the next as each echo comes back. A third target, `relay` (scripts/bench/tcp-relay.ts, a bare `socket.pipe`
+// TCP relay in Node), is the floor of any Node process passing the bytes on. Each round measures the targets, in
+// alternating order, for BENCH_DURATION_S after BENCH_WARMUP_S. Ratios use each target's best round.
 //
-// Prints a table on stderr, then `websocket-ratio-vs-direct` (and each target's best messages/s) on stdout.
+// Prints a table on stderr, then `websocket-ratio-vs-direct`, `websocket-relay-ratio-vs-direct` and each target's best
+// messages/s on stdout.
 //
 // Environment: BENCH_ROUNDS (3), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_WS_CONNECTIONS (32), BENCH_WS_WINDOW
 // (8), BENCH_WS_BYTES (128). Node only.
@@ -28,17 +30,17 @@ const BYTES = positiveFromEnv('BENCH_WS_BYTES', 128);
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-/** Starts the echo backend; resolves with its port and a stop function. */
-async function startBackend(): Promise<{ port: number; stop: () => void }> {
-  const script = fileURLToPath(new URL('./bench/ws-echo-backend.js', import.meta.url));
-  const child = spawn(process.execPath, [script], { env: { ...process.env, BENCH_PORT: '0' }, stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts one of scripts/bench/ (the echo backend, the relay); resolves with its port and a stop function. */
+async function startHelper(name: string, env: Record<string, string>): Promise<{ port: number; stop: () => void }> {
+  const script = fileURLToPath(new URL(`./bench/${name}.js`, import.meta.url));
+  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (text: string) => {
       const m = /listening (\d+)/.exec(text);
       if (m) resolve(Number(m[1]));
     });
-    child.once('exit', (code) => reject(new Error(`the echo backend exited with ${code}`)));
+    child.once('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
   });
   return { port, stop: () => child.kill('SIGTERM') };
 }
@@ -90,22 +92,29 @@ async function measure(url: string): Promise<number> {
   return rate;
 }
 
-const backend = await startBackend();
+const backend = await startHelper('ws-echo-backend', { BENCH_PORT: '0' });
+const relay = await startHelper('tcp-relay', { BENCH_TARGET_PORT: String(backend.port) });
+process.once('exit', () => {
+  backend.stop();
+  relay.stop();
+});
 const config = writeConfig(
   tempDir('gatehouse-bench-ws-'),
   'gateway.yaml',
   `version: 1\napis:\n  - id: ws\n    pathPrefix: /ws\n    backend: { url: "http://127.0.0.1:${backend.port}" }\n    webSocket: {}\n`,
 );
-const gateway = await startGatewayProcess({ config, env: { GATEHOUSE_LOG_LEVEL: 'warn' } });
+// Its log (a line a handshake, and at each close) is read by the helper; messages are not logged.
+const gateway = await startGatewayProcess({ config });
 const targets = {
   direct: `ws://127.0.0.1:${backend.port}/`,
+  relay: `ws://127.0.0.1:${relay.port}/`,
   gatehouse: `ws://127.0.0.1:${gateway.httpPort}/ws/`,
 } as const;
-const results: Record<keyof typeof targets, number[]> = { direct: [], gatehouse: [] };
+const results: Record<keyof typeof targets, number[]> = { direct: [], relay: [], gatehouse: [] };
 try {
   log(`${CONNECTIONS} connections, ${WINDOW} messages of ${BYTES} bytes in flight each; ${ROUNDS} rounds of ${DURATION_S} s`);
   for (let round = 0; round < ROUNDS; round++) {
-    const order = (round % 2 === 0 ? ['direct', 'gatehouse'] : ['gatehouse', 'direct']) as (keyof typeof targets)[];
+    const order = (round % 2 === 0 ? ['direct', 'relay', 'gatehouse'] : ['gatehouse', 'relay', 'direct']) as (keyof typeof targets)[];
     for (const key of order) {
       const rate = await measure(targets[key]);
       results[key].push(rate);
@@ -114,13 +123,14 @@ try {
   }
 } finally {
   await gateway.stop();
-  backend.stop();
 }
 const best = (key: keyof typeof targets) => Math.max(...results[key]);
 process.stdout.write(
   [
     `websocket-messages-per-second-direct: ${Math.round(best('direct'))}`,
+    `websocket-messages-per-second-relay: ${Math.round(best('relay'))}`,
     `websocket-messages-per-second-gatehouse: ${Math.round(best('gatehouse'))}`,
     `websocket-ratio-vs-direct: ${(best('gatehouse') / best('direct')).toFixed(2)}`,
+    `websocket-relay-ratio-vs-direct: ${(best('relay') / best('direct')).toFixed(2)}`,
   ].join('\n') + '\n',
 );

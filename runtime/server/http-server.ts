@@ -10,8 +10,8 @@
 // every one of those as Node does, at the same throughput through the gateway (docs/operations.md, "Hostile input").
 // WebSocket upgrades use node:http's 'upgrade' event on both runtimes too: Deno's node:http emits it with the
 // connection's socket and the bytes after the head, as Node does (checked with a raw client and with `ws`, on Deno
-// 2.9), so no adapter is needed for them. The admin listener is a Hono app on node:http too (@hono/node-server replaces the global Request and Response, which
-// Deno.serve in the same process then fails to answer with).
+// 2.9), so no adapter is needed for them. The admin listener is a Hono app on node:http too (@hono/node-server
+// replaces the global Request and Response, which Deno.serve in the same process then fails to answer with).
 
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
@@ -96,41 +96,33 @@ function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): Gatew
 
 // --- writing a response --------------------------------------------------------------------------------------------
 
-async function serveNode(
-  incoming: IncomingMessage,
-  outgoing: ServerResponse,
-  scheme: 'http' | 'https',
-  handle: GatewayHandler,
-): Promise<void> {
-  await answer(incoming, outgoing, () => handle(nodeRequest(incoming, scheme)));
+function serveNode(incoming: IncomingMessage, outgoing: ServerResponse, scheme: 'http' | 'https', handle: GatewayHandler): Promise<void> {
+  return answer(incoming, outgoing, handle(nodeRequest(incoming, scheme)));
 }
 
 /**
  * An upgrade to WebSocket: the gateway takes the socket (null: it wrote the 101 and pipes bytes) or gives the response
  * to write on it instead (a refusal), after which the connection closes.
  */
-async function serveUpgrade(
+function serveUpgrade(
   incoming: IncomingMessage,
   outgoing: ServerResponse,
   client: UpgradeSocket,
   scheme: 'http' | 'https',
   upgrade: UpgradeHandler,
 ): Promise<void> {
-  const request = nodeRequest(incoming, scheme);
-  let taken = false;
-  await answer(incoming, outgoing, async () => {
-    const res = await upgrade(request, client);
-    taken = res === null;
+  const answered = upgrade(nodeRequest(incoming, scheme), client).then((res) => {
+    if (res === null) outgoing.detachSocket(client.socket as Socket);
     return res;
   });
-  if (taken) outgoing.detachSocket(client.socket as Socket);
+  return answer(incoming, outgoing, answered);
 }
 
-/** Writes what `respond` answers to `outgoing` (nothing when it answers null: the socket was taken). */
-async function answer(incoming: IncomingMessage, outgoing: ServerResponse, respond: () => Promise<GatewayResponse | null>): Promise<void> {
+/** Writes the response `pending` resolves with to `outgoing` (nothing for null: the socket was taken). */
+async function answer(incoming: IncomingMessage, outgoing: ServerResponse, pending: Promise<GatewayResponse | null>): Promise<void> {
   let res: GatewayResponse | null;
   try {
-    res = await respond();
+    res = await pending;
   } catch {
     // The handler turns every failure into a response; reaching here is a gateway bug: answer rather than hang.
     if (!outgoing.headersSent) outgoing.writeHead(500, { 'content-type': 'text/plain' });
@@ -253,7 +245,8 @@ export async function listenDataPlane(options: DataPlaneOptions): Promise<Listen
       void serveUpgrade(req, res, { socket, head }, scheme, options.upgrade);
     } else if (req.headers['content-length'] && req.headers['content-length'] !== '0' || req.headers['transfer-encoding']) {
       // Its body, if any, came with the socket rather than through the request: not read here.
-      void answer(req, res, async () => problem(400, 'Bad Request', `a request with a body asking to upgrade to ${req.headers.upgrade} is not served: send it without Upgrade`, req.headers['x-request-id']?.toString() ?? ''));
+      const detail = `a request with a body asking to upgrade to ${req.headers.upgrade} is not served: send it without Upgrade`;
+      void answer(req, res, Promise.resolve(problem(400, 'Bad Request', detail, req.headers['x-request-id']?.toString() ?? '')));
     } else serve(req, res);
   };
   return listenNode(serve, options, onUpgrade);

@@ -201,6 +201,36 @@ apis:
     assert.equal(problems.length, 4, problems.map((p) => `${p.where}: ${p.message}`).join('\n'));
   });
 
+  test('WebSocket, retry and health-check keys: each bad value at its line and path', () => {
+    const problems = problemsOf(`version: 1
+settings: { webSocket: { maxConnections: 0 } }
+apis:
+  - id: a
+    pathPrefix: /a
+    backend:
+      pool:
+        urls: [http://10.0.0.1, http://10.0.0.2]
+        healthCheck: { intervalMs: 5, expectedStatus: [200, 700] }
+      retry: { count: 9, on: [reset, sometimes, 302], backoffMs: 2000 }
+    webSocket: { idleTimeoutMs: 10, maxMessageBytes: 4, pingMs: 1 }
+    operations:
+      - { id: o, method: GET, urlTemplate: /o, webSocket: "yes" }
+`);
+    assert.match(messageAt(problems, 'gw.yaml:2: settings.webSocket.maxConnections'), />= 1/);
+    assert.equal(messageAt(problems, 'gw.yaml:9: apis[0].backend.pool.healthCheck.path'), 'is required');
+    assert.match(messageAt(problems, 'gw.yaml:9: apis[0].backend.pool.healthCheck.intervalMs'), />= 100/);
+    assert.equal(messageAt(problems, 'gw.yaml:9: apis[0].backend.pool.healthCheck.expectedStatus[1]'), 'must be <= 599 (got 700)');
+    assert.match(messageAt(problems, 'gw.yaml:10: apis[0].backend.retry.count'), /<= 5/);
+    assert.equal(messageAt(problems, 'gw.yaml:10: apis[0].backend.retry.on[1]'), 'must be one of "connect-failure", "reset", "timeout" (got "sometimes")');
+    assert.equal(messageAt(problems, 'gw.yaml:10: apis[0].backend.retry.on[2]'), 'must be >= 400 (got 302)');
+    assert.match(messageAt(problems, 'gw.yaml:10: apis[0].backend.retry.backoffMs'), /more than maxBackoffMs \(1000, its default\)/);
+    assert.match(messageAt(problems, 'gw.yaml:11: apis[0].webSocket.idleTimeoutMs'), />= 1000/);
+    assert.match(messageAt(problems, 'gw.yaml:11: apis[0].webSocket.maxMessageBytes'), />= 125/);
+    assert.match(messageAt(problems, 'gw.yaml:11: apis[0].webSocket.pingMs'), /unknown property \(allowed here: idleTimeoutMs, maxConnections, maxMessageBytes\)/);
+    assert.equal(problems.length, 12, problems.map((p) => `${p.where}: ${p.message}`).join('\n'));
+    assert.equal(messageAt(problems, 'gw.yaml:13: apis[0].operations[0].webSocket'), 'must be true or false (got string "yes")');
+  });
+
   test('YAML syntax errors and duplicate keys name the line and column', () => {
     const problems = problemsOf('version: 1\napis:\n  - id: a\n    backend: { url: builtin:echo\n  - id: b\n');
     assert.equal(problems.length, 1);

@@ -33,6 +33,7 @@ import { startEchoBackend, type EchoBackend } from '../server/echo.ts';
 import { Gateway } from '../gateway/gateway.ts';
 import { buildLiveConfig, type LiveConfig } from '../gateway/live-config.ts';
 import { ConfigStore, type PreparedConfig } from '../gateway/config-store.ts';
+import { healthEvents, registerBackendGauge } from '../gateway/backend-health.ts';
 import { runtimeAdapter } from '../adapters/index.ts';
 import { shutdown, TELEMETRY_FLUSH_MIN_MS } from './shutdown.ts';
 
@@ -137,14 +138,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   });
   const host = new PolicyHost({ logger, metrics, effects, clocks: adapter.clocks, instrumented });
   const echo: EchoBackend = await startEchoBackend();
-  const forwarder = new Forwarder({ timeoutMs: 30_000, egress });
+  const forwarder = new Forwarder({ timeoutMs: 30_000, egress, metrics });
+  const backendHealth = healthEvents(logger, metrics);
   const configFile = options.configFile ?? options.assets.defaultDocument.source;
 
   /** Parses, checks and binds a document from `source`, its policy files relative to `baseDir`. */
   const prepare = async (text: string, source: string, baseDir: string): Promise<PreparedConfig> => {
     // The control plane checks what it saves with this same function (control-plane/validation.ts).
     const { doc, chains } = await prepareDocument(text, { host, baseDir, policies: options.assets.policies, sourceName: source });
-    return { live: buildLiveConfig(doc, chains, { source, echoUrl: echo.url, connect: adapter.connector }), secrets: secretValues(doc) };
+    return { live: buildLiveConfig(doc, chains, { source, echoUrl: echo.url, connect: adapter.connector, healthEvents: backendHealth }), secrets: secretValues(doc) };
   };
   const remote = options.controlPlane ? connectControlPlane(options.controlPlane) : null;
   const configs = new ConfigStore(
@@ -159,6 +161,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     metrics,
   );
   const gateway = new Gateway(configs, forwarder, logger, metrics);
+  registerBackendGauge(configs, metrics);
   gateway.telemetry = telemetry;
   host.customMetrics.upstream = telemetry;
 
@@ -224,7 +227,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   }
 
   const listeners: Listener[] = [];
-  const dataPlane = { fixedPaths: FIXED_PATHS, app: dataPlaneApp(gateway), handle: gateway.handle.bind(gateway), limits: options.httpLimits };
+  const dataPlane = {
+    fixedPaths: FIXED_PATHS,
+    app: dataPlaneApp(gateway),
+    handle: gateway.handle.bind(gateway),
+    upgrade: gateway.handleUpgrade.bind(gateway),
+    limits: options.httpLimits,
+  };
   const http = await listenDataPlane({ ...dataPlane, port: options.httpPort, hostname: '0.0.0.0' });
   listeners.push(http);
   egress.addOwnListener(http.port);
@@ -238,6 +247,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const admin = await listen(adminApp(gateway, metrics), { port: options.adminPort, hostname: adminHost });
   egress.addOwnListener(admin.port);
   logger.info('gatehouse listening', {
+    pid: process.pid,
     http: http.port,
     https: https?.port ?? null,
     // An IPv6 address in brackets, so that the port stays apart from it.

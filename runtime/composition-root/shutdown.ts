@@ -71,7 +71,8 @@ export function shutdown(parts: GatewayParts, times: ShutdownTimes): (delayMs?: 
       void parts.watcher?.stop();
       // A poll under way finishes (and writes its backup) before the process goes.
       const syncStopped = parts.sync?.stop();
-      const closed = Promise.all(parts.listeners.map((l) => l.close()));
+      // WebSocket connections get close 1001 now, not at the start of the delay: they are served through it.
+      const closed = Promise.all([...parts.listeners.map((l) => l.close()), gateway.closeWebSockets()]);
       const drained = gateway.drained().then(() => closed);
       let timeout: ReturnType<typeof setTimeout> | undefined;
       const timedOut = await Promise.race([

@@ -68,6 +68,7 @@ export function schemaProblems(data: unknown): PathProblem[] {
     );
     if (inBranch) continue;
     if (e.keyword === 'propertyNames') continue; // reported by the pattern error of the name itself
+    if (e.keyword === 'if') continue; // reported by the error of the branch it chose
     const problem = formatSchemaError(e);
     if (problem) out.push(problem);
   }

@@ -87,6 +87,13 @@ export function semanticProblems(data: unknown): PathProblem[] {
       }
     }
 
+    if (isObject(backend) && isObject(backend.retry)) {
+      const { backoffMs, maxBackoffMs } = backend.retry;
+      if (typeof backoffMs === 'number' && backoffMs > (typeof maxBackoffMs === 'number' ? maxBackoffMs : 1000)) {
+        out.push({ path: at('backend', 'retry', 'backoffMs'), message: `backoffMs (${backoffMs}) is more than maxBackoffMs (${typeof maxBackoffMs === 'number' ? maxBackoffMs : '1000, its default'})` });
+      }
+    }
+
     if (Array.isArray(api.operations)) {
       const opIds = new Map<string, number>();
       const routesSeen = new Map<string, number>();

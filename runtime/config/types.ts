@@ -21,6 +21,21 @@ export interface GatewaySettings {
   maxRequestBodyBytes?: number;
   /** Default backend timeout in ms (504 after). Default 30000. */
   backendTimeoutMs?: number;
+  /** WebSocket connections of the whole gateway. */
+  webSocket?: {
+    /** Open at once (handshakes under way included); past it an upgrade gets 503. Default 10000. */
+    maxConnections?: number;
+  };
+}
+
+/** WebSocket on an API: its presence allows upgrades on every operation (an operation may say `webSocket: false`). */
+export interface WebSocketDocument {
+  /** No byte either way for this long closes the connection (close 1001). Default 300000. */
+  idleTimeoutMs?: number;
+  /** Open at once on this API; past it an upgrade gets 503. Default: only the gateway's limit. */
+  maxConnections?: number;
+  /** The largest message either side may send; past it the connection is closed (1009). Default 16 MiB. */
+  maxMessageBytes?: number;
 }
 
 export interface ApiDocument {
@@ -34,6 +49,8 @@ export interface ApiDocument {
   /** Operations; absent or empty: every method and path under the prefix is one operation named `default`. */
   operations?: OperationDocument[];
   policies?: PhaseChains;
+  /** WebSocket upgrades allowed, with their limits; absent: refused (400) unless an operation allows them. */
+  webSocket?: WebSocketDocument;
 }
 
 export interface BackendDocument {
@@ -46,9 +63,43 @@ export interface BackendDocument {
     ejectAfterFailures?: number;
     /** How long an ejected backend stays out, in ms. Default 10000. */
     ejectForMs?: number;
+    /** Active health checks of the members. */
+    healthCheck?: HealthCheckDocument;
   };
   /** Overrides settings.backendTimeoutMs for this API. */
   timeoutMs?: number;
+  /** When a failed request is tried again (default: a pool tries another member once after a connection failure). */
+  retry?: RetryDocument;
+}
+
+export interface RetryDocument {
+  /** Tries after the first, at most (0: none). Default 1. */
+  count?: number;
+  /** What is tried again: `connect-failure`, `reset`, `timeout`, and statuses (e.g. 503). Default connect-failure, reset. */
+  on?: (string | number)[];
+  /** Backoff base in ms: a random wait up to backoffMs * 2^(n-1) before retry n, at most maxBackoffMs. Default 25. */
+  backoffMs?: number;
+  /** Default 1000; a Retry-After longer than this is not waited for (the response is passed on). */
+  maxBackoffMs?: number;
+  /** Retries at most this share of requests (plus minRetriesPerSecond). Default 20. */
+  budgetPercent?: number;
+  /** Retries allowed each second whatever the traffic. Default 5. */
+  minRetriesPerSecond?: number;
+}
+
+export interface HealthCheckDocument {
+  /** Asked of each member, appended to its URL path (e.g. `/healthz`). */
+  path: string;
+  /** Default 5000. */
+  intervalMs?: number;
+  /** Default 2000. */
+  timeoutMs?: number;
+  /** The statuses that pass. Default 200. */
+  expectedStatus?: number | number[];
+  /** Passed checks in a row that bring a member back. Default 2. */
+  healthyThreshold?: number;
+  /** Failed checks in a row that take a member out. Default 3. */
+  unhealthyThreshold?: number;
 }
 
 export interface OperationDocument {
@@ -59,6 +110,8 @@ export interface OperationDocument {
   /** URL template relative to the API prefix: `/orders/{orderId}/lines/{line}`; `{name}` matches one segment. */
   urlTemplate: string;
   policies?: PhaseChains;
+  /** Allows (true) or refuses (false) WebSocket upgrades on this operation, whatever the API says. */
+  webSocket?: boolean;
 }
 
 export interface PhaseChains {

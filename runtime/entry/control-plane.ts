@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { listen } from '../server/http-server.ts';
 import { LEVELS, Logger, parseLogLevel, stdoutSink } from '../telemetry/logger.ts';
 import { runtimeAdapter } from '../adapters/index.ts';
+import { stopWithWrapper } from './wrapper-watch.ts';
 import { RepositoryPolicySources } from '../config/repository-policies.ts';
 import { repoRoot } from '../assets/repo-root.ts';
 import { controlPlaneApp, DEFAULT_DROP_AFTER_MS, DEFAULT_STALE_AFTER_MS } from '../control-plane/app.ts';
@@ -95,6 +96,7 @@ const listener = await listen(app, {
   tls,
 });
 logger.info('control plane listening', {
+  pid: process.pid,
   port: listener.port,
   scheme: tls ? 'https' : 'http',
   data: dataDir,
@@ -102,7 +104,10 @@ logger.info('control plane listening', {
   adminToken: admin.file ?? 'from GATEHOUSE_ADMIN_TOKEN',
 });
 
+let stopping = false;
 const stop = async () => {
+  if (stopping) return;
+  stopping = true;
   await listener.close();
   await validator.close();
   store.close();
@@ -113,3 +118,7 @@ const stop = async () => {
 };
 process.once('SIGTERM', () => void stop());
 process.once('SIGINT', () => void stop());
+stopWithWrapper((pid) => {
+  logger.info('the wrapper that started the control plane is gone: stopping as on SIGTERM', { pid });
+  void stop();
+});

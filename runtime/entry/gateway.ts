@@ -33,6 +33,7 @@ import { gatewayAssets } from '../assets/repository.ts';
 import { LEVELS, Logger, parseLogLevel, stdoutSink } from '../telemetry/logger.ts';
 import { runtimeAdapter } from '../adapters/index.ts';
 import { httpLimitsFromEnv } from '../server/http-limits.ts';
+import { stopWithWrapper } from './wrapper-watch.ts';
 import { DEFAULT_HTTP_IN_FLIGHT, HTTP_IN_FLIGHT_VARIABLE } from '../pipeline/effects.ts';
 
 const DEFAULT_SHUTDOWN_DELAY_MS = 5000;
@@ -309,6 +310,11 @@ try {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  // `npx deno task start`: the signal npx forwards ends the shell between it and the task (wrapper-watch.ts).
+  stopWithWrapper((pid) => {
+    logger.info('the wrapper that started the gateway is gone: stopping as on SIGTERM', { pid });
+    stop('SIGTERM');
+  });
 } catch (err) {
   logger.error('gatehouse could not start', { error: (err as Error).message, config: configFile ?? 'embedded default' });
   process.stderr.write(`gatehouse: ${(err as Error).message}\n`);

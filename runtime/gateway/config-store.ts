@@ -48,6 +48,7 @@ export class ConfigStore {
     }
     const previous = this.live;
     this.live = next.live;
+    next.live.activate();
     this.logger.maskSecrets(next.secrets);
     if (previous) void previous.retire().catch((err: unknown) => this.logger.warn('closing old backends failed', { error: String(err) }));
     if (counted) this.reloads.inc({ result: 'applied' });

@@ -4,7 +4,7 @@ import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { randomUUID } from 'node:crypto';
 import { RequestError, runChain, type ChainHooks } from '../pipeline/chain.ts';
 import { Exchange, type BodyStream, type ResponseState } from '../policy-host/exchange.ts';
-import { problem, type GatewayRequest, type GatewayResponse } from './messages.ts';
+import { problem, type GatewayRequest, type GatewayResponse, type UpgradeSocket } from './messages.ts';
 import { chunksOf, collectBody } from '../pipeline/body.ts';
 import type { ForwardTarget, Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -16,6 +16,9 @@ import type { ConfigStore } from './config-store.ts';
 import type { ApiRuntime, LiveConfig, OperationRuntime } from './live-config.ts';
 import { BackendCallStart, failedOpenRecord, gatewayFailure, requestFailures } from './telemetry-records.ts';
 import { refusalReason } from './request-checks.ts';
+import { switchingProtocolsHead, WebSocketForwarder, type BackendHandshake } from '../proxy/websocket.ts';
+import { WebSocketConnections, type UpgradeResult } from './websockets.ts';
+
 
 export const STATUS_PATH = '/status-0123456789abcdef';
 
@@ -28,6 +31,8 @@ export class Gateway {
   private readonly latency;
   private readonly backendLatency;
   private readonly upstreamErrors;
+  private readonly webSockets: WebSocketConnections;
+  private readonly webSocketForwarder: WebSocketForwarder;
 
   /** Per-minute aggregates for the control plane, when the gateway has one. */
   aggregates: RequestAggregates | null = null;
@@ -47,6 +52,8 @@ export class Gateway {
     this.backendLatency = metrics.histogram('gatehouse_backend_duration_ms', 'Backend time to the response head, in ms, by API and operation.');
     this.upstreamErrors = metrics.counter('gatehouse_upstream_errors_total', 'Backend failures, by API and reason.');
     metrics.gauge('gatehouse_requests_in_flight', 'Requests being handled.', () => this.inFlight);
+    this.webSockets = new WebSocketConnections(logger, metrics);
+    this.webSocketForwarder = new WebSocketForwarder(forwarder.egress);
   }
 
   get config(): LiveConfig | null {
@@ -94,15 +101,34 @@ export class Gateway {
   }
 
   async handle(req: GatewayRequest): Promise<GatewayResponse> {
+    const res = await this.tracked(req, (started, live) => this.route(req, started, live));
+    if (this.draining) res.headers.set('connection', ['close']);
+    return res;
+  }
+
+  /**
+   * A request to upgrade to WebSocket, its client's socket taken from the HTTP server: the handshake goes through the
+   * operation's chain like any request; when the backend answers 101 and the chain lets that through, the gateway
+   * writes the 101 to the client's socket, pipes bytes both ways, and answers null. Otherwise, the response to write.
+   */
+  handleUpgrade(req: GatewayRequest, client: UpgradeSocket): Promise<GatewayResponse | null> {
+    return this.tracked(req, (started, live) => this.upgrade(req, client, started, live));
+  }
+
+  /** Shutdown: each WebSocket connection gets close 1001; resolves when they are closed. */
+  closeWebSockets(): Promise<void> {
+    return this.webSockets.closeAll();
+  }
+
+  /** Counts a request in flight while `serve` runs it under the configuration in force as it starts. */
+  private async tracked<T>(req: GatewayRequest, serve: (started: number, live: LiveConfig | null) => Promise<T>): Promise<T> {
     this.inFlight++;
     const started = performance.now();
     // The configuration this request is served by, whatever is applied while it runs.
     const live = this.configs.current;
     live?.enter();
     try {
-      const res = await this.route(req, started, live);
-      if (this.draining) res.headers.set('connection', ['close']);
-      return res;
+      return await serve(started, live);
     } catch (err) {
       // The platform answers 500 for what the handler could not answer (a gateway bug); upstream telemetry hears of it.
       this.reportGatewayFailure(500, 'internal', (err as Error)?.message ?? String(err), started, req.headers.get('x-request-id')?.[0] ?? '', req);
@@ -118,14 +144,11 @@ export class Gateway {
 
   private async route(req: GatewayRequest, started: number, live: LiveConfig | null): Promise<GatewayResponse> {
     const requestId = req.headers.get('x-request-id')?.[0] ?? randomUUID();
-    if (!live) {
-      this.reportGatewayFailure(503, 'not-ready', 'no configuration loaded yet', started, requestId, req);
-      return problem(503, 'Service Unavailable', 'no configuration loaded yet', requestId);
-    }
-    const routed = this.match(req, live, started, requestId);
+    const routed = this.routeIn(req, live, started, requestId);
     if (!isRouted(routed)) return routed;
     const { api, operation } = routed;
-    const limit = live.settings.maxRequestBodyBytes;
+    // Routed: a configuration is loaded.
+    const limit = live!.settings.maxRequestBodyBytes;
     const declared = Number(req.headers.get('content-length')?.[0] ?? NaN);
     const requestBytes = { n: 0 };
     // The body whole when a policy reads it (null past the limit), else streamed through limitBody.
@@ -142,6 +165,106 @@ export class Gateway {
       const size = declaredTooLarge ? `request body of ${declared} bytes exceeds ${limit}` : `request body exceeds ${limit} bytes`;
       return problem(413, 'Content Too Large', size, requestId);
     }
+    const { exchange, to } = this.exchangeFor(req, routed, requestId, body);
+    const outcome = await this.runChain(req, routed, exchange, to);
+    try {
+      if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
+      const response = finish(exchange.response, requestId);
+      if (exchange.hasEndActions) {
+        if (body.whole) requestBytes.n = body.whole.byteLength;
+        response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
+      }
+      this.record({ api, operation, status: response.status, started, requestId, req, exchange, ...outcome });
+      return response;
+    } catch (err) {
+      // No response will carry the exchange to its end: what its policies hold (leases) is given back now.
+      exchange.end({ requestBytes: requestBytes.n, responseBytes: 0 });
+      throw err;
+    }
+  }
+
+  /** The request's API and operation in the configuration `live`, or the answer when there is none (recorded). */
+  private routeIn(req: GatewayRequest, live: LiveConfig | null, started: number, requestId: string): Routed | GatewayResponse {
+    if (live) return this.match(req, live, started, requestId);
+    this.reportGatewayFailure(503, 'not-ready', 'no configuration loaded yet', started, requestId, req);
+    return problem(503, 'Service Unavailable', 'no configuration loaded yet', requestId);
+  }
+
+  private async upgrade(req: GatewayRequest, client: UpgradeSocket, started: number, live: LiveConfig | null): Promise<GatewayResponse | null> {
+    const requestId = req.headers.get('x-request-id')?.[0] ?? randomUUID();
+    const routed = this.routeIn(req, live, started, requestId);
+    if (!isRouted(routed)) return routed;
+    const { api, operation } = routed;
+    const refuse = (status: number, title: string, detail: string, result: UpgradeResult) => {
+      this.webSockets.counted(api.id, result);
+      this.record({ api, operation, status, started, requestId, req });
+      return problem(status, title, detail, requestId);
+    };
+    const ws = operation.webSocket;
+    if (!ws) {
+      const detail = `WebSocket is not allowed on ${req.path} (API ${api.id}, operation ${operation.id}): its configuration does not set webSocket`;
+      return refuse(400, 'Bad Request', detail, 'not-allowed');
+    }
+    const wrong = handshakeProblem(req);
+    if (wrong !== null) {
+      const res = refuse(wrong.status, wrong.status === 426 ? 'Upgrade Required' : 'Bad Request', wrong.detail, 'refused');
+      if (wrong.status === 426) res.headers.set('sec-websocket-version', ['13']);
+      return res;
+    }
+    if (this.draining) return refuse(503, 'Service Unavailable', 'the gateway is shutting down', 'limit');
+    const reservation = this.webSockets.reserve(api.id, live!.settings.webSocketMaxConnections, ws.apiMaxConnections);
+    if (typeof reservation === 'string') return refuse(503, 'Service Unavailable', `too many WebSocket connections: ${reservation}`, 'limit');
+    let upgraded = null as BackendHandshake['upgraded'];
+    let backendAnswered = false;
+    try {
+      const { exchange, to } = this.exchangeFor(req, routed, requestId, { whole: null, stream: null });
+      const outcome = await this.runChain(req, routed, exchange, to, async (ex, t) => {
+        const answer = await this.webSocketForwarder.handshake(ex, t, api.backends.options.timeoutMs);
+        backendAnswered = true;
+        upgraded = answer.upgraded;
+        return { status: answer.status, headers: answer.headers, body: answer.body };
+      });
+      const response = exchange.response;
+      // Set inside the chain's call: the compiler cannot know it ran.
+      const backend = upgraded as BackendHandshake['upgraded'];
+      if (backend !== null && response.status === 101 && exchange.error === null) {
+        upgraded = null;
+        this.webSockets.counted(api.id, 'upgraded');
+        response.headers.set('x-request-id', [requestId]);
+        this.record({ api, operation, status: 101, started, requestId, req, exchange, ...outcome });
+        const start = { head101: switchingProtocolsHead(response.headers), clientHead: client.head, backendEarly: backend.early, requestId };
+        this.webSockets.open(reservation, client.socket, backend.socket, ws, start, (toBackend, toClient) => {
+          if (exchange.hasEndActions) exchange.end({ requestBytes: toBackend, responseBytes: toClient });
+        });
+        return null;
+      }
+      reservation.release();
+      if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
+      const result: UpgradeResult =
+        exchange.error?.source === 'backend' ? 'backend-failed' : backendAnswered && exchange.error === null ? 'backend-refused' : 'refused';
+      this.webSockets.counted(api.id, result);
+      // A 1xx the chain made without a backend connection to switch to (a policy's answer) cannot be sent as a response.
+      const res = response.status < 200 ? problem(502, 'Bad Gateway', `status ${response.status} without a WebSocket connection to the backend`, requestId) : finish(response, requestId);
+      if (exchange.hasEndActions) exchange.end({ requestBytes: 0, responseBytes: res.body?.byteLength ?? 0 });
+      this.record({ api, operation, status: res.status, started, requestId, req, exchange, ...outcome });
+      return res;
+    } catch (err) {
+      reservation.release();
+      throw err;
+    } finally {
+      // The backend's socket when the client did not get the 101 (a policy answered after the backend's).
+      upgraded?.socket.destroy();
+    }
+  }
+
+  /** The exchange a routed request starts, its backend picked, and where the forwarder sends it. */
+  private exchangeFor(
+    req: GatewayRequest,
+    routed: Routed,
+    requestId: string,
+    body: { whole: Uint8Array | null; stream: BodyStream | null },
+  ): { exchange: Exchange; to: ForwardTarget } {
+    const { api, operation } = routed;
     const target = api.backends.pick();
     const exchange = new Exchange({
       requestId,
@@ -161,7 +284,7 @@ export class Gateway {
         scheme: req.scheme,
       },
     });
-    const outcome = await this.runChain(req, routed, exchange, {
+    const to: ForwardTarget = {
       backends: api.backends,
       target,
       apiPrefix: api.prefix,
@@ -174,21 +297,8 @@ export class Gateway {
           { requestId, api: api.id, operation: operation.id },
         );
       },
-    });
-    try {
-      if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
-      const response = finish(exchange.response, requestId);
-      if (exchange.hasEndActions) {
-        if (body.whole) requestBytes.n = body.whole.byteLength;
-        response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
-      }
-      this.record({ api, operation, status: response.status, started, requestId, req, exchange, ...outcome });
-      return response;
-    } catch (err) {
-      // No response will carry the exchange to its end: what its policies hold (leases) is given back now.
-      exchange.end({ requestBytes: requestBytes.n, responseBytes: 0 });
-      throw err;
-    }
+    };
+    return { exchange, to };
   }
 
   /** The API and operation a request goes to, or the answer when it goes to none (recorded). */
@@ -227,8 +337,17 @@ export class Gateway {
     return { api, operation: match.operation?.value ?? api.defaultOperation, params: match.params, preflightAnswer: null };
   }
 
-  /** Runs the operation's chain, the backend call at its heart; what it tells of the backend, for the record. */
-  private async runChain(req: GatewayRequest, routed: Routed, exchange: Exchange, to: ForwardTarget): Promise<ChainOutcome> {
+  /**
+   * Runs the operation's chain, the backend call at its heart (`send`: the forwarder's, or a WebSocket handshake);
+   * what it tells of the backend, for the record.
+   */
+  private async runChain(
+    req: GatewayRequest,
+    routed: Routed,
+    exchange: Exchange,
+    to: ForwardTarget,
+    send: (ex: Exchange, to: ForwardTarget) => Promise<ResponseState> = (ex, t) => this.forwarder.forward(ex, t),
+  ): Promise<ChainOutcome> {
     const telemetry = this.telemetry;
     const outcome: ChainOutcome = { backendMs: null, backendCall: null, failedOpen: null };
     // Fail-open policies that failed are skipped silently unless upstream telemetry wants to hear of them.
@@ -244,7 +363,7 @@ export class Gateway {
         const t = performance.now();
         const call = telemetry ? new BackendCallStart(ex, to, operation, req.path, t) : null;
         try {
-          const response = await this.forwarder.forward(ex, to);
+          const response = await send(ex, to);
           outcome.backendMs = performance.now() - t;
           if (call) outcome.backendCall = call.finish(outcome.backendMs, { status: response.status });
           return response;
@@ -398,6 +517,16 @@ async function* limitBody(source: BodyStream, limit: number, counted: { n: numbe
     }
     yield chunk;
   }
+}
+
+/** What makes an upgrade request not a WebSocket handshake the gateway passes on (RFC 6455, 4.2.1), or null. */
+function handshakeProblem(req: GatewayRequest): { status: 400 | 426; detail: string } | null {
+  if (req.method !== 'GET') return { status: 400, detail: `a WebSocket handshake is a GET, not ${req.method}` };
+  if (!req.headers.get('sec-websocket-key')?.[0]) return { status: 400, detail: 'a WebSocket handshake needs Sec-WebSocket-Key' };
+  const version = req.headers.get('sec-websocket-version')?.[0];
+  if (version !== '13') return { status: 426, detail: `WebSocket version ${version ?? '(none)'} is not supported: 13 is` };
+  if (req.body !== null) return { status: 400, detail: 'a WebSocket handshake has no body' };
+  return null;
 }
 
 /** Where a request goes: its API and operation, and for a CORS preflight no operation takes, the 405 it gets unless a policy answers. */

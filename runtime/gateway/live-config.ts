@@ -2,7 +2,9 @@
 // Built once per configuration document; the gateway swaps the whole object at once, so a request sees one or the
 // other, never a mix.
 
-import type { GatewayDocument } from '../config/types.ts';
+import type { GatewayDocument, HealthCheckDocument, RetryDocument } from '../config/types.ts';
+import type { HealthCheckSettings, HealthEvents } from '../proxy/health-check.ts';
+import { DEFAULT_POOL_RETRY, NO_RETRY, type RetryFailure, type RetrySettings } from '../proxy/retry.ts';
 import { stackScopes, type PolicyChain } from '../pipeline/chain.ts';
 import type { PolicyBinding } from '../policy-host/index.ts';
 import type { ConnectorFactory } from '../network/connector.ts';
@@ -21,7 +23,18 @@ export interface OperationRuntime {
   needsRequestBody: boolean;
   /** A policy after the backend reads the response body: buffer it before outbound runs. */
   needsResponseBody: boolean;
+  /** WebSocket upgrades allowed here, with their limits; null: refused. */
+  webSocket: WebSocketRuntime | null;
 }
+
+export interface WebSocketRuntime {
+  idleTimeoutMs: number;
+  maxMessageBytes: number;
+  /** Open at once on the API (0: only the gateway's limit). */
+  apiMaxConnections: number;
+}
+
+export const WEBSOCKET_DEFAULTS = { idleTimeoutMs: 300_000, maxMessageBytes: 16 * 1024 * 1024, maxConnections: 10_000 } as const;
 
 export interface ApiRuntime {
   id: string;
@@ -34,6 +47,8 @@ export interface ApiRuntime {
 export interface GatewaySettingsResolved {
   maxRequestBodyBytes: number;
   backendTimeoutMs: number;
+  /** WebSocket connections open at once in the gateway. */
+  webSocketMaxConnections: number;
 }
 
 export interface LiveConfig {
@@ -41,6 +56,8 @@ export interface LiveConfig {
   readonly settings: GatewaySettingsResolved;
   readonly router: Router<ApiRuntime, OperationRuntime>;
   readonly apis: readonly ApiRuntime[];
+  /** The configuration is put in force: its backends' health checks start. */
+  activate(): void;
   /** A request takes this configuration: its backends must take the request until it leaves. */
   enter(): void;
   /** The request is answered: it dispatched to the backends already (their pools finish what they run) or never will. */
@@ -69,12 +86,42 @@ export interface BuildOptions {
   echoUrl: string;
   /** Opens the backends' connections: the runtime adapter's connector. */
   connect?: ConnectorFactory;
+  /** Who hears of an API's active health checks; none are run without it. */
+  healthEvents?: (api: string) => HealthEvents;
+}
+
+/** An API's retries: its `backend.retry`, else once more on another member of a pool after a connection failure. */
+function retrySettings(doc: RetryDocument | undefined, members: number): RetrySettings {
+  if (!doc) return members > 1 ? DEFAULT_POOL_RETRY : NO_RETRY;
+  const on = doc.on ?? ['connect-failure', 'reset'];
+  return {
+    count: doc.count ?? 1,
+    failures: new Set(on.filter((x): x is RetryFailure => typeof x === 'string')),
+    statuses: new Set(on.filter((x): x is number => typeof x === 'number')),
+    backoffMs: doc.backoffMs ?? 25,
+    maxBackoffMs: doc.maxBackoffMs ?? 1000,
+    budgetPercent: doc.budgetPercent ?? DEFAULT_POOL_RETRY.budgetPercent,
+    minRetriesPerSecond: doc.minRetriesPerSecond ?? DEFAULT_POOL_RETRY.minRetriesPerSecond,
+  };
+}
+
+function healthCheckSettings(doc: HealthCheckDocument): HealthCheckSettings {
+  const expected = doc.expectedStatus ?? 200;
+  return {
+    path: doc.path,
+    intervalMs: doc.intervalMs ?? 5000,
+    timeoutMs: doc.timeoutMs ?? 2000,
+    expectedStatuses: new Set(Array.isArray(expected) ? expected : [expected]),
+    healthyThreshold: doc.healthyThreshold ?? 2,
+    unhealthyThreshold: doc.unhealthyThreshold ?? 3,
+  };
 }
 
 export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, options: BuildOptions): LiveConfig {
   const settings: GatewaySettingsResolved = {
     maxRequestBodyBytes: doc.settings?.maxRequestBodyBytes ?? 10 * 1024 * 1024,
     backendTimeoutMs: doc.settings?.backendTimeoutMs ?? 30_000,
+    webSocketMaxConnections: doc.settings?.webSocket?.maxConnections ?? WEBSOCKET_DEFAULTS.maxConnections,
   };
   const apis: ApiRuntime[] = [];
   const routes: RouteApi<ApiRuntime, OperationRuntime>[] = [];
@@ -82,15 +129,25 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
     const bound = chains.apis.get(api.id) ?? { api: {}, operations: new Map() };
     const resolve = (url: string) => (url === 'builtin:echo' ? options.echoUrl : url);
     const urls = api.backend.url ? [resolve(api.backend.url)] : api.backend.pool!.urls.map(resolve);
+    const check = api.backend.pool?.healthCheck;
     const backends = new BackendSet(urls, {
+      api: api.id,
       timeoutMs: api.backend.timeoutMs ?? settings.backendTimeoutMs,
       ejectAfterFailures: api.backend.pool?.ejectAfterFailures ?? 3,
       ejectForMs: api.backend.pool?.ejectForMs ?? 10_000,
       connections: 64,
       connect: options.connect,
+      retry: retrySettings(api.backend.retry, urls.length),
+      healthCheck: check && options.healthEvents ? { settings: healthCheckSettings(check), events: options.healthEvents(api.id) } : undefined,
     });
-    const operation = (id: string, pathTemplate: string, scoped: Partial<PolicyChain>): OperationRuntime =>
-      analyse(id, pathTemplate, stackScopes(chains.global, bound.api, scoped));
+    const ws = api.webSocket;
+    const webSocket: WebSocketRuntime = {
+      idleTimeoutMs: ws?.idleTimeoutMs ?? WEBSOCKET_DEFAULTS.idleTimeoutMs,
+      maxMessageBytes: ws?.maxMessageBytes ?? WEBSOCKET_DEFAULTS.maxMessageBytes,
+      apiMaxConnections: ws?.maxConnections ?? 0,
+    };
+    const operation = (id: string, pathTemplate: string, scoped: Partial<PolicyChain>, allowsWebSocket = ws !== undefined): OperationRuntime =>
+      analyse(id, pathTemplate, stackScopes(chains.global, bound.api, scoped), allowsWebSocket ? webSocket : null);
     const runtime: ApiRuntime = {
       id: api.id,
       prefix: normalizePrefix(api.pathPrefix),
@@ -108,7 +165,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
               id: op.id,
               method: op.method.toUpperCase(),
               template: op.urlTemplate,
-              value: operation(op.id, op.urlTemplate, bound.operations.get(op.id) ?? {}),
+              value: operation(op.id, op.urlTemplate, bound.operations.get(op.id) ?? {}, op.webSocket ?? ws !== undefined),
             }))
           : null,
       value: runtime,
@@ -124,6 +181,9 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
     settings,
     router: new Router(routes),
     apis,
+    activate: () => {
+      for (const a of apis) a.backends.startHealthChecks();
+    },
     enter: () => {
       users++;
     },
@@ -138,7 +198,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
   };
 }
 
-function analyse(id: string, pathTemplate: string, chain: PolicyChain): OperationRuntime {
+function analyse(id: string, pathTemplate: string, chain: PolicyChain, webSocket: WebSocketRuntime | null): OperationRuntime {
   const reads = (bindings: readonly PolicyBinding[], key: 'requestBody' | 'responseBody') =>
     bindings.some((b) => b.module.descriptor[key]);
   return {
@@ -147,5 +207,6 @@ function analyse(id: string, pathTemplate: string, chain: PolicyChain): Operatio
     chain,
     needsRequestBody: reads([...chain.inbound, ...chain.backend], 'requestBody'),
     needsResponseBody: reads([...chain.outbound, ...chain['on-error']], 'responseBody'),
+    webSocket,
   };
 }

@@ -1,5 +1,6 @@
 // The data plane's messages: a request as the HTTP server hands it to the gateway, and the response it writes back.
 
+import type { Duplex } from 'node:stream';
 import type { BodyStream, HeaderMap, ResponseBody } from '../policy-host/exchange.ts';
 
 /** A request as the HTTP server hands it over (runtime/server/http-server.ts). */
@@ -25,6 +26,12 @@ export interface GatewayResponse {
    * sent or abandoned, with the body bytes sent.
    */
   finished?: (responseBytes: number) => void;
+}
+
+/** An upgrade's socket, taken from the HTTP server's parser, and the bytes that followed the request head. */
+export interface UpgradeSocket {
+  socket: Duplex;
+  head: Buffer;
 }
 
 /** Handles a data-plane request: every failure becomes a response (runtime/gateway/gateway.ts). */

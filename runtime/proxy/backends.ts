@@ -1,10 +1,15 @@
 // A backend or a load-balanced pool of backends, each with its own keep-alive connection pool (undici Pool).
-// Passive health: a backend that fails `ejectAfterFailures` times in a row is left out for `ejectForMs`.
+// Passive health: a backend that fails `ejectAfterFailures` times in a row is left out for `ejectForMs`. Active health
+// (health-check.ts), when configured, leaves out a member its checks failed. Retries (retry.ts) draw from the set's budget.
 
 import { Pool } from 'undici';
 import type { ConnectorFactory } from '../network/connector.ts';
+import { HealthChecker, type HealthCheckSettings, type HealthEvents } from './health-check.ts';
+import { NO_RETRY, RetryBudget, type RetrySettings } from './retry.ts';
 
 export interface BackendOptions {
+  /** The API's id, for metrics and logs. */
+  api?: string;
   timeoutMs: number;
   ejectAfterFailures: number;
   ejectForMs: number;
@@ -12,6 +17,10 @@ export interface BackendOptions {
   connections: number;
   /** The runtime adapter's connector; undici's own when absent. */
   connect?: ConnectorFactory;
+  /** When and how often a failed request is tried again; none when absent. */
+  retry?: RetrySettings;
+  /** Active health checks of the members, and who hears of them. */
+  healthCheck?: { settings: HealthCheckSettings; events: HealthEvents };
 }
 
 /** A backend URL's path without a trailing slash: request paths are appended to it. */
@@ -26,6 +35,8 @@ export class BackendTarget {
   readonly pool: Pool;
   consecutiveFailures = 0;
   ejectedUntil = 0;
+  /** False while active health checks find it failing. */
+  healthy = true;
 
   constructor(
     readonly url: string,
@@ -46,7 +57,10 @@ export class BackendTarget {
 
 export class BackendSet {
   readonly targets: BackendTarget[];
+  readonly retry: RetrySettings;
+  readonly budget: RetryBudget;
   private next = 0;
+  private readonly checker: HealthChecker | null;
 
   constructor(
     urls: string[],
@@ -54,20 +68,37 @@ export class BackendSet {
     private readonly now: () => number = Date.now,
   ) {
     this.targets = urls.map((u) => new BackendTarget(u, options));
+    this.retry = options.retry ?? NO_RETRY;
+    this.budget = new RetryBudget(this.retry);
+    this.checker = options.healthCheck ? new HealthChecker(this.targets, options.healthCheck.settings, options.healthCheck.events) : null;
   }
 
-  /** Round robin over the backends in service; when every one is ejected, the one back soonest (fail open). */
+  /** Starts the active health checks, if any (once the configuration is put in force). */
+  startHealthChecks(): void {
+    this.checker?.start();
+  }
+
+  /** In the round robin: not ejected, and not failing its health checks. */
+  inService(target: BackendTarget, now = this.now()): boolean {
+    return target.healthy && target.ejectedUntil <= now;
+  }
+
+  /**
+   * Round robin over the backends in service; when none is, the healthy one back soonest from ejection, or when none
+   * is healthy either, the one back soonest (fail open: a guess beats refusing every request).
+   */
   pick(): BackendTarget {
     const n = this.targets.length;
     const now = this.now();
     for (let i = 0; i < n; i++) {
       const target = this.targets[(this.next + i) % n]!;
-      if (target.ejectedUntil <= now) {
+      if (this.inService(target, now)) {
         this.next = (this.next + i + 1) % n;
         return target;
       }
     }
-    return this.targets.reduce((a, b) => (b.ejectedUntil < a.ejectedUntil ? b : a));
+    const healthy = this.targets.filter((t) => t.healthy);
+    return (healthy.length > 0 ? healthy : this.targets).reduce((a, b) => (b.ejectedUntil < a.ejectedUntil ? b : a));
   }
 
   /** Records an outcome; returns true when this failure ejected the backend. */
@@ -90,6 +121,7 @@ export class BackendSet {
    * requests they run failed (the shutdown timeout has passed).
    */
   async close(cut = false): Promise<void> {
+    this.checker?.stop();
     await Promise.all(this.targets.map((t) => (cut ? t.pool.destroy() : t.pool.close())));
   }
 }

@@ -8,6 +8,8 @@ import { EgressRefused } from '../policy-host/egress.ts';
 import type { Exchange, ResponseState } from '../policy-host/exchange.ts';
 import { BackendResponse, type BackendHead } from './backend-response.ts';
 import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
+import { backoffMs, nextTarget, replayable, retryAfterMs, retryFailure } from './retry.ts';
+import type { Counter, MetricsRegistry } from '../telemetry/metrics.ts';
 import { collectBody } from '../pipeline/body.ts';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. */
@@ -38,8 +40,15 @@ const NOT_RETURNED = new Set([
   'upgrade',
 ]);
 
+/** A response header meant for the hop it came over (Connection, Upgrade...), not for the gateway's client. */
+export function hopByHopResponseHeader(name: string): boolean {
+  return NOT_RETURNED.has(name);
+}
+
 export interface ForwarderOptions {
   timeoutMs: number;
+  /** Where retries are counted; not counted when absent. */
+  metrics?: MetricsRegistry;
   /** The most a buffered backend response may hold (a policy declared it reads the response body). */
   maxBufferedResponseBytes?: number;
   /**
@@ -71,13 +80,23 @@ export class Forwarder {
   /** For those a wildcard grant entry admitted: connections only to addresses that pass the egress checks. */
   private readonly checked: Agent;
   private readonly maxBuffered: number;
+  /** Checks and opens the connections (the WebSocket forwarder opens its own through it). */
+  readonly egress: EgressGuard;
+  private readonly metrics: { retries: Counter; skipped: Counter } | null;
 
   constructor(options: ForwarderOptions) {
     const pools = { connections: 64, headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs };
     const egress = options.egress ?? new EgressGuard();
+    this.egress = egress;
     this.agent = new Agent({ ...pools, connect: egress.direct() });
     this.checked = egress.agent(pools);
     this.maxBuffered = options.maxBufferedResponseBytes ?? 16 * 1024 * 1024;
+    this.metrics = options.metrics
+      ? {
+          retries: options.metrics.counter('gatehouse_backend_retries_total', 'Requests tried again on a backend, by API and reason (connect-failure, reset, timeout, or the status).'),
+          skipped: options.metrics.counter('gatehouse_backend_retries_skipped_total', 'Retries not made, by API and why (budget: the retry budget was spent; retry-after: the backend asked for a longer wait than the backoff allows).'),
+        }
+      : null;
   }
 
   /** Where the request goes: the picked backend's pool, or a shared agent for a URL a policy chose. */
@@ -102,16 +121,84 @@ export class Forwarder {
    */
   async forward(exchange: Exchange, to: ForwardTarget): Promise<ResponseState> {
     const { chosen, dispatcher, options } = this.route(exchange, to);
-    const response = new BackendResponse(NOT_RETURNED, to.onBodyFailure);
-    let head: BackendHead;
-    try {
-      dispatcher.dispatch(options, response);
-      head = await response.head;
-    } catch (err) {
-      if (chosen && to.backends) to.backends.report(chosen, false);
-      throw toBackendError(err);
+    // Retries go to the API's own backends only, never to a URL a policy chose.
+    const backends = chosen ? to.backends : null;
+    backends?.budget.deposit();
+    let target = chosen;
+    let tried: Set<BackendTarget> | null = null;
+    for (let attempt = 0; ; attempt++) {
+      const response = new BackendResponse(NOT_RETURNED, to.onBodyFailure);
+      let head: BackendHead;
+      try {
+        (target ? target.pool : dispatcher).dispatch(options, response);
+        head = await response.head;
+      } catch (err) {
+        if (target && backends) backends.report(target, false);
+        const failure = backends ? retryFailure(err) : null;
+        const delay = failure && backends!.retry.failures.has(failure) ? this.retryDelay(exchange, backends!, attempt, failure, null) : null;
+        if (delay === null) throw toBackendError(err);
+        (tried ??= new Set()).add(target!);
+        target = await this.retarget(exchange, to, backends!, tried, options, delay);
+        continue;
+      }
+      if (target && backends) backends.report(target, head.status < 502 || head.status > 504);
+      if (backends && backends.retry.statuses.has(head.status)) {
+        const delay = this.retryDelay(exchange, backends, attempt, String(head.status), retryAfterMs(head.headers.get('retry-after')?.[0]));
+        if (delay !== null) {
+          response.destroy();
+          (tried ??= new Set()).add(target!);
+          target = await this.retarget(exchange, to, backends, tried, options, delay);
+          continue;
+        }
+      }
+      return this.answer(head, response, to);
     }
-    if (chosen && to.backends) to.backends.report(chosen, head.status < 502 || head.status > 504);
+  }
+
+  /**
+   * The wait before trying again after `reason` (a failure, or a status with its Retry-After), or null when the
+   * request is not tried again: the count is spent, it cannot be sent again, Retry-After asks for longer than the
+   * backoff allows, or the budget is spent.
+   */
+  private retryDelay(exchange: Exchange, backends: BackendSet, attempt: number, reason: string, retryAfter: number | null): number | null {
+    const settings = backends.retry;
+    const req = exchange.request;
+    if (attempt >= settings.count || !replayable(req.method, req.body, req.stream != null)) return null;
+    let delay = backoffMs(settings, attempt + 1);
+    if (retryAfter !== null) {
+      if (retryAfter > settings.maxBackoffMs) {
+        this.metrics?.skipped.inc({ api: backends.options.api ?? '', why: 'retry-after' });
+        return null;
+      }
+      delay = Math.max(delay, retryAfter);
+    }
+    if (!backends.budget.withdraw()) {
+      this.metrics?.skipped.inc({ api: backends.options.api ?? '', why: 'budget' });
+      return null;
+    }
+    this.metrics?.retries.inc({ api: backends.options.api ?? '', reason });
+    return delay;
+  }
+
+  /** Waits `delay` ms and points `options` at the next backend to try (another than those tried, when there is one). */
+  private async retarget(
+    exchange: Exchange,
+    to: ForwardTarget,
+    backends: BackendSet,
+    tried: ReadonlySet<BackendTarget>,
+    options: Dispatcher.DispatchOptions,
+    delay: number,
+  ): Promise<BackendTarget> {
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+    const next = nextTarget(backends.targets, tried, () => backends.pick());
+    const req = exchange.request;
+    options.origin = next.origin;
+    options.path = backendPath(next.basePath, exchange, to) + (req.query ? `?${req.query}` : '');
+    return next;
+  }
+
+  /** The response state of a backend's answer: its body streamed, or held whole when a policy reads it. */
+  private async answer(head: BackendHead, response: BackendResponse, to: ForwardTarget): Promise<ResponseState> {
     if (!to.bufferResponse) return { status: head.status, headers: head.headers, body: null, stream: response };
     let body: Uint8Array | null;
     try {
@@ -140,10 +227,14 @@ export class Forwarder {
 export function backendLocation(exchange: Exchange, to: ForwardTarget): { chosen: BackendTarget | null; origin: string; path: string } {
   const chosen = to.target && exchange.backendUrl === to.target.url ? to.target : null;
   const url = chosen ? null : new URL(exchange.backendUrl);
-  const basePath = chosen ? chosen.basePath : basePathOf(url!);
-  // A backend URL without a path, asked for its API's prefix alone: the target is the root, never an empty path.
-  const path = basePath + pathBelowPrefix(exchange.request.path, to.apiPrefix) || '/';
+  const path = backendPath(chosen ? chosen.basePath : basePathOf(url!), exchange, to);
   return { chosen, origin: chosen ? chosen.origin : url!.origin, path };
+}
+
+/** The path on a backend whose URL has `basePath`, without the query. */
+function backendPath(basePath: string, exchange: Exchange, to: ForwardTarget): string {
+  // A backend URL without a path, asked for its API's prefix alone: the target is the root, never an empty path.
+  return basePath + pathBelowPrefix(exchange.request.path, to.apiPrefix) || '/';
 }
 
 /** `/echo/hello` under prefix `/echo` → `/hello`; a path a policy moved outside the prefix is used as it is. */
@@ -154,7 +245,8 @@ export function pathBelowPrefix(path: string, prefix: string): string {
   return path;
 }
 
-function upstreamHeaders(exchange: Exchange): Record<string, string | string[]> {
+/** The request's headers as the backend gets them: hop-by-hop ones dropped, X-Forwarded-* and the request id added. */
+export function upstreamHeaders(exchange: Exchange): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const req = exchange.request;
   // Headers named in Connection are hop-by-hop too.

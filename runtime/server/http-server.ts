@@ -8,14 +8,18 @@
 // it liked), no connection limit, and parses differently from Node (dot segments resolved before the gateway sees the
 // path, bare LF line ends and requests without Host accepted, heads over 64 KiB answered 400). Deno's node:http answers
 // every one of those as Node does, at the same throughput through the gateway (docs/operations.md, "Hostile input").
-// The admin listener is a Hono app on node:http too (@hono/node-server replaces the global Request and Response, which
-// Deno.serve in the same process then fails to answer with).
+// WebSocket upgrades use node:http's 'upgrade' event on both runtimes too: Deno's node:http emits it with the
+// connection's socket and the bytes after the head, as Node does (checked with a raw client and with `ws`, on Deno
+// 2.9), so no adapter is needed for them. The admin listener is a Hono app on node:http too (@hono/node-server
+// replaces the global Request and Response, which Deno.serve in the same process then fails to answer with).
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { finished } from 'node:stream';
 import type { Hono } from 'hono';
 import { headerList, type HeaderMap } from '../policy-host/exchange.ts';
-import type { GatewayHandler, GatewayRequest, GatewayResponse } from '../gateway/messages.ts';
+import { problem, type GatewayHandler, type GatewayRequest, type GatewayResponse, type UpgradeSocket } from '../gateway/messages.ts';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.ts';
 
 export interface ListenOptions {
@@ -37,7 +41,12 @@ export interface DataPlaneOptions extends ListenOptions {
   fixedPaths: ReadonlySet<string>;
   app: Hono;
   handle: GatewayHandler;
+  /** WebSocket handshakes; absent: answered as plain requests. */
+  upgrade?: UpgradeHandler;
 }
+
+/** Takes an upgrade's socket (answers null: it wrote the 101) or answers the response to write instead. */
+export type UpgradeHandler = (req: GatewayRequest, client: UpgradeSocket) => Promise<GatewayResponse | null>;
 
 // --- reading a request ---------------------------------------------------------------------------------------------
 
@@ -87,21 +96,40 @@ function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): Gatew
 
 // --- writing a response --------------------------------------------------------------------------------------------
 
-async function serveNode(
+function serveNode(incoming: IncomingMessage, outgoing: ServerResponse, scheme: 'http' | 'https', handle: GatewayHandler): Promise<void> {
+  return answer(incoming, outgoing, handle(nodeRequest(incoming, scheme)));
+}
+
+/**
+ * An upgrade to WebSocket: the gateway takes the socket (null: it wrote the 101 and pipes bytes) or gives the response
+ * to write on it instead (a refusal), after which the connection closes.
+ */
+function serveUpgrade(
   incoming: IncomingMessage,
   outgoing: ServerResponse,
+  client: UpgradeSocket,
   scheme: 'http' | 'https',
-  handle: GatewayHandler,
+  upgrade: UpgradeHandler,
 ): Promise<void> {
-  let res: GatewayResponse;
+  const answered = upgrade(nodeRequest(incoming, scheme), client).then((res) => {
+    if (res === null) outgoing.detachSocket(client.socket as Socket);
+    return res;
+  });
+  return answer(incoming, outgoing, answered);
+}
+
+/** Writes the response `pending` resolves with to `outgoing` (nothing for null: the socket was taken). */
+async function answer(incoming: IncomingMessage, outgoing: ServerResponse, pending: Promise<GatewayResponse | null>): Promise<void> {
+  let res: GatewayResponse | null;
   try {
-    res = await handle(nodeRequest(incoming, scheme));
+    res = await pending;
   } catch {
     // The handler turns every failure into a response; reaching here is a gateway bug: answer rather than hang.
     if (!outgoing.headersSent) outgoing.writeHead(500, { 'content-type': 'text/plain' });
     outgoing.end();
     return;
   }
+  if (res === null) return;
   // A body the client is still sending but nobody will read (a policy answered first, or it was over the limit) is
   // read and discarded: closing on unread data makes the kernel reset the connection, and the client may lose the
   // very response that explains why. Past DRAIN_LIMIT_BYTES or DRAIN_LIMIT_MS the connection is cut all the same.
@@ -151,8 +179,9 @@ function pathOf(target: string): string {
 // --- listening -----------------------------------------------------------------------------------------------------
 
 type NodeListener = (req: IncomingMessage, res: ServerResponse) => void;
+type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
-async function listenNode(listener: NodeListener, options: ListenOptions): Promise<Listener> {
+async function listenNode(listener: NodeListener, options: ListenOptions, onUpgrade?: UpgradeListener): Promise<Listener> {
   const limits = options.limits ?? DEFAULT_HTTP_LIMITS;
   const serverOptions = {
     maxHeaderSize: limits.maxHeaderBytes,
@@ -167,6 +196,7 @@ async function listenNode(listener: NodeListener, options: ListenOptions): Promi
     ? (await import('node:https')).createServer({ cert: options.tls.cert, key: options.tls.key, ...serverOptions }, listener)
     : (await import('node:http')).createServer(serverOptions, listener);
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  if (onUpgrade) server.on('upgrade', onUpgrade);
   // Connections past the limit are closed as they arrive.
   if (limits.maxConnections > 0) server.maxConnections = limits.maxConnections;
   return new Promise((resolve, reject) => {
@@ -198,8 +228,26 @@ export async function listenDataPlane(options: DataPlaneOptions): Promise<Listen
   const { fixedPaths, app, handle } = options;
   const { getRequestListener } = await import('@hono/node-server');
   const honoListener = getRequestListener(app.fetch);
-  return listenNode((req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse) => {
     if (fixedPaths.has(pathOf(req.url ?? '/'))) void honoListener(req, res);
     else void serveNode(req, res, scheme, handle);
-  }, options);
+  };
+  // With an 'upgrade' listener, node:http hands over every request with an Upgrade header, its socket taken from the
+  // parser. A WebSocket handshake goes to the gateway; any other (h2c, which clients offer and servers may ignore) is
+  // answered as the plain request it also is. Either way a response written on that socket closes it afterwards.
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => socket.end());
+    if (options.upgrade && /^websocket$/i.test(req.headers.upgrade ?? '')) {
+      void serveUpgrade(req, res, { socket, head }, scheme, options.upgrade);
+    } else if (req.headers['content-length'] && req.headers['content-length'] !== '0' || req.headers['transfer-encoding']) {
+      // Its body, if any, came with the socket rather than through the request: not read here.
+      const detail = `a request with a body asking to upgrade to ${req.headers.upgrade} is not served: send it without Upgrade`;
+      void answer(req, res, Promise.resolve(problem(400, 'Bad Request', detail, req.headers['x-request-id']?.toString() ?? '')));
+    } else serve(req, res);
+  };
+  return listenNode(serve, options, onUpgrade);
 }

@@ -37,11 +37,13 @@ export class MetricsRegistry {
   private readonly histograms = new Map<string, Histogram>();
   private readonly gauges = new Map<string, { help: string; read: () => number }>();
   private readonly countersRead = new Map<string, { help: string; read: () => number }>();
+  private readonly gaugeSets = new Map<string, { help: string; read: () => [Labels, number][] }>();
 
-  histogram(name: string, help: string): Histogram {
+  /** `buckets`: upper bounds in the histogram's unit; latency buckets in ms by default. */
+  histogram(name: string, help: string, buckets?: number[]): Histogram {
     let h = this.histograms.get(name);
     if (!h) {
-      h = new Histogram(name, help);
+      h = new Histogram(name, help, buckets);
       this.histograms.set(name, h);
     }
     return h;
@@ -50,6 +52,11 @@ export class MetricsRegistry {
   /** A value read when metrics are rendered (in-flight requests, healthy backends). */
   gauge(name: string, help: string, read: () => number): void {
     this.gauges.set(name, { help, read });
+  }
+
+  /** Values by label set, read when metrics are rendered (each backend's health). */
+  gaugeSet(name: string, help: string, read: () => [Labels, number][]): void {
+    this.gaugeSets.set(name, { help, read });
   }
 
   /** A counter kept elsewhere (a total that only grows, such as the log's dropped lines), read when rendered. */
@@ -71,6 +78,11 @@ export class MetricsRegistry {
     for (const h of this.histograms.values()) parts.push(h.render());
     for (const [name, c] of this.countersRead) parts.push(`# HELP ${name} ${c.help}\n# TYPE ${name} counter\n${name} ${c.read()}`);
     for (const [name, g] of this.gauges) parts.push(`# HELP ${name} ${g.help}\n# TYPE ${name} gauge\n${name} ${g.read()}`);
+    for (const [name, g] of this.gaugeSets) {
+      const lines = [`# HELP ${name} ${g.help}`, `# TYPE ${name} gauge`];
+      for (const [labels, value] of g.read()) lines.push(`${name}{${labelKey(labels)}} ${value}`);
+      parts.push(lines.join('\n'));
+    }
     return parts.join('\n') + '\n';
   }
 }

@@ -13,6 +13,8 @@
 #
 #   scripts/container-base.sh            (as root, from anywhere; needs podman and debootstrap)
 #
+# It ends by starting a container of the Debian image: exit 3, with podman's reason, when none can run here (the
+# engine itself cannot, whatever the image); exit 1 when an image cannot be made.
 # Where the real images can be pulled (any builder with access to Docker Hub), this script is never needed: it pulls
 # and exits. docs/deployment.md, "Air-gapped builders", says more.
 set -euo pipefail
@@ -40,6 +42,21 @@ recipe="$(sha256sum "$script" | cut -c1-16)-node${node_version#v}-npm${npm_versi
 
 qualified() { echo "docker.io/library/$1"; }
 
+debian_tag() {
+  for base in "${bases[@]}"; do
+    case "$base" in debian:*-slim) echo "$base" && return ;; esac
+  done
+}
+
+# Whether podman can start a container at all (runtime, cgroups, namespaces, overlay), on the Debian image.
+check_runs() {
+  local out
+  if ! out="$(podman run --rm --network none "$(qualified "$1")" true 2>&1)"; then
+    echo "container-base.sh: containers cannot run here: podman run $1 failed: $out" >&2
+    exit 3
+  fi
+}
+
 label_of() {
   podman image inspect --format "{{index .Labels \"$LABEL\"}}" "$(qualified "$1")" 2>/dev/null || true
 }
@@ -62,7 +79,10 @@ for base in "${bases[@]}"; do
     wanted+=("$base")
   fi
 done
-[ ${#wanted[@]} -gt 0 ] || exit 0
+if [ ${#wanted[@]} -eq 0 ]; then
+  [ -z "$(debian_tag)" ] || check_runs "$(debian_tag)"
+  exit 0
+fi
 
 [ "$(id -u)" = 0 ] || fail "debootstrap and podman import need root (uid $(id -u) here)"
 command -v debootstrap >/dev/null || fail "debootstrap is not installed (apt-get install debootstrap)"
@@ -84,13 +104,9 @@ for base in "${wanted[@]}"; do
     *) fail "no recipe for the base image $base (named in a FROM line of deploy/docker/): pull it where a registry is reachable" ;;
   esac
 done
-# The node image is made on top of the Debian one: find the Debian tag the Dockerfiles use even when it was present.
-if [ -n "$node_base" ] && [ -z "$debian_base" ]; then
-  for base in "${bases[@]}"; do
-    case "$base" in debian:*-slim) debian_base_present="$base" ;; esac
-  done
-  [ -n "${debian_base_present:-}" ] || fail "$node_base is made on a debian:12.x-slim image, and no FROM line names one"
-fi
+# The node image is made on top of the Debian one, which the Dockerfiles name too.
+debian="$(debian_tag)"
+[ -z "$node_base" ] || [ -n "$debian" ] || fail "$node_base is made on a debian:12.x-slim image, and no FROM line names one"
 
 work="$(mktemp -d /var/tmp/gatehouse-base.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
@@ -103,9 +119,11 @@ if [ -n "$debian_base" ]; then
   # As Debian's slim images: what a container never reads, and the package lists apt-get update fetches anyway.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
     "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* "$root"/var/log/*.log "$root"/etc/resolv.conf
-  tar -C "$root" -c . | podman import --change "LABEL $LABEL=$recipe" --change 'CMD ["bash"]' - "$(qualified "$debian_base")" >/dev/null
+  tar -C "$root" -c . | podman import -q --change "LABEL $LABEL=$recipe" --change 'CMD ["bash"]' - "$(qualified "$debian_base")" >/dev/null
   echo "container-base.sh: made $debian_base"
 fi
+
+[ -z "$debian" ] || check_runs "$debian"
 
 if [ -n "$node_base" ]; then
   ctx="$work/node"
@@ -115,7 +133,7 @@ if [ -n "$node_base" ]; then
   cp -a "$npm_root/npm/." "$ctx/npm/"
   cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
   cat >"$ctx/Containerfile" <<EOF
-FROM $(qualified "${debian_base:-$debian_base_present}")
+FROM $(qualified "$debian")
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY node /usr/local/bin/node
 COPY include /usr/local/include/node

@@ -7,22 +7,23 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
-import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 import {
   CONTROL_PLANE_DOCKERFILE,
   GATEWAY_BACKUP_PATH,
   GATEWAY_DOCKERFILE,
+  GATEWAY_FILES,
   STOP_GRACE_SECONDS,
   buildImage,
   containerLogs,
   containerState,
+  fileBytes,
   controlPlaneRunArgs,
   gatewayRunArgs,
   healthcheckArgs,
@@ -32,10 +33,10 @@ import {
   podmanUnavailable,
   probe,
   removeContainers,
+  runtimeBase,
   stopArgs,
   waitForProbe,
 } from '../scripts/lib/containers.ts';
-import { parseDockerfile } from './support/dockerfile.ts';
 import { runGatehouse } from './support/gatehouse-cli.ts';
 import { tempDir } from './support/gateway-process.ts';
 import { freePort } from './support/ports.ts';
@@ -84,13 +85,12 @@ describe('container images, built and run with podman', { skip: !enabled && 'min
   });
 
   test('the gateway image holds the Node binary and the bundle on its base, and keeps its health check', async () => {
-    const stages = parseDockerfile(readFileSync(join(repoRoot(), GATEWAY_DOCKERFILE), 'utf8')).stages;
-    const base = `docker.io/library/${stages.at(-1)!.image}`;
+    const base = runtimeBase(GATEWAY_DOCKERFILE);
     const { stdout } = await podman(['diff', tags.gateway, base]);
     const changes = stdout.trim().split('\n').map((l) => l.trim().split(/\s+/) as [string, string]);
     const added = changes.filter(([kind]) => kind === 'A').map(([, path]) => path);
     // The user and group the image runs as, the state folder, and two files: nothing else over the base.
-    const expected = new Set(['/usr/local/bin/node', '/opt/gatehouse', '/opt/gatehouse/gatehouse.mjs', '/var/lib/gatehouse', GATEWAY_BACKUP_PATH]);
+    const expected = new Set([...GATEWAY_FILES, '/opt/gatehouse', '/var/lib/gatehouse', GATEWAY_BACKUP_PATH]);
     const accounts = /^\/etc\/(passwd|group|shadow|gshadow)-?$/;
     assert.deepEqual(added.filter((p) => !accounts.test(p)).sort(), [...expected].sort(), `files the image adds to ${base}`);
     // Changed: only the account files and the folders the added paths are in.
@@ -100,10 +100,9 @@ describe('container images, built and run with podman', { skip: !enabled && 'min
       if (kind === 'C') assert.ok(accounts.test(path) || folders.has(path), `the image changes ${path} of ${base}`);
     }
     // The layers over the base weigh what the two files do (the account files are a few kilobytes).
-    const sizes = await podman(['run', '--rm', '--network', 'none', '--entrypoint', 'stat', tags.gateway, '-c', '%s', '/usr/local/bin/node', '/opt/gatehouse/gatehouse.mjs']);
-    const fileBytes = sizes.stdout.trim().split('\n').reduce((sum, n) => sum + Number(n), 0);
+    const fileSizes = [...(await fileBytes(tags.gateway, GATEWAY_FILES)).values()].reduce((sum, n) => sum + n, 0);
     const overBase = (await imageBytes(tags.gateway)) - (await imageBytes(base));
-    assert.ok(Math.abs(overBase - fileBytes) < 1 << 20, `the image is ${overBase} bytes over its base; node and the bundle are ${fileBytes}`);
+    assert.ok(Math.abs(overBase - fileSizes) < 1 << 20, `the image is ${overBase} bytes over its base; Node and the bundle are ${fileSizes}`);
     const health = await podman(['image', 'inspect', '--format', '{{json .HealthCheck}}', tags.gateway]);
     assert.match(health.stdout, new RegExp(STATUS_PATH), 'HEALTHCHECK kept (podman build --format docker)');
   });

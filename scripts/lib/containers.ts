@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import { STATUS_PATH } from '../../runtime/gateway/gateway.ts';
+import { parseDockerfile } from '../../test/support/dockerfile.ts';
 
 export const GATEWAY_DOCKERFILE = 'deploy/docker/gateway.Dockerfile';
 export const CONTROL_PLANE_DOCKERFILE = 'deploy/docker/control-plane.Dockerfile';
@@ -201,6 +202,24 @@ const BUILD_TIMEOUT_MS = 15 * 60_000;
 export async function buildImage(dockerfile: string, tag: string, log: (text: string) => void = () => {}): Promise<void> {
   const result = await podman(buildArgs(dockerfile, tag), { timeoutMs: BUILD_TIMEOUT_MS });
   log(result.stdout + result.stderr);
+}
+
+/** The image a Dockerfile's last stage is built on, by the name podman gives it locally. */
+export function runtimeBase(dockerfile: string): string {
+  const stages = parseDockerfile(readFileSync(join(repoRoot(), dockerfile), 'utf8')).stages;
+  return `docker.io/library/${stages.at(-1)!.image}`;
+}
+
+/** What the gateway image adds to its base besides its user and folders: Node and the bundle. */
+export const GATEWAY_FILES = ['/usr/local/bin/node', '/opt/gatehouse/gatehouse.mjs'];
+
+/** The size in bytes of each of `paths` in `image` (stat in a container of it, without a network). */
+export async function fileBytes(image: string, paths: string[]): Promise<Map<string, number>> {
+  const { stdout } = await podman(['run', '--rm', '--network', 'none', '--entrypoint', 'stat', image, '-c', '%s %n', ...paths]);
+  return new Map(stdout.trim().split('\n').map((line) => {
+    const [bytes, path] = line.split(' ') as [string, string];
+    return [path, Number(bytes)];
+  }));
 }
 
 /** Bytes of an image, as podman counts them (its layers, uncompressed). */

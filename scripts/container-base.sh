@@ -110,42 +110,47 @@ debian="$(debian_tag)"
 
 work="$(mktemp -d /var/tmp/gatehouse-base.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
+root="$work/rootfs"
 
-if [ -n "$debian_base" ]; then
+# Trimmed as Debian's slim images are: what a container never reads, and the package lists apt-get update fetches.
+slim() {
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* "$root"/var/log/*.log
+}
+
+# One Debian tree serves both images: imported as it is for the Debian one, then grown into the node one.
+if [ -n "$debian_base" ] || [ -n "$node_base" ]; then
   echo "container-base.sh: debootstrap --variant=minbase bookworm ($DEBIAN_MIRROR)"
-  root="$work/rootfs"
   debootstrap --variant=minbase bookworm "$root" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 ||
     fail "debootstrap failed; its log: $(tail -5 "$work/debootstrap.log")"
-  # As Debian's slim images: what a container never reads, and the package lists apt-get update fetches anyway.
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
-    "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* "$root"/var/log/*.log "$root"/etc/resolv.conf
-  tar -C "$root" -c . | podman import -q --change "LABEL $LABEL=$recipe" --change 'CMD ["bash"]' - "$(qualified "$debian_base")" >/dev/null
+  slim
+fi
+
+if [ -n "$debian_base" ]; then
+  # Without the builder's resolv.conf: podman gives each container its own.
+  tar -C "$root" --exclude ./etc/resolv.conf -c . |
+    podman import -q --change "LABEL $LABEL=$recipe" --change 'CMD ["bash"]' - "$(qualified "$debian_base")" >/dev/null
   echo "container-base.sh: made $debian_base"
 fi
 
 [ -z "$debian" ] || check_runs "$debian"
 
 if [ -n "$node_base" ]; then
-  ctx="$work/node"
-  mkdir -p "$ctx/npm"
-  cp "$(command -v node)" "$ctx/node"
-  cp -a /usr/include/node "$ctx/include"
-  cp -a "$npm_root/npm/." "$ctx/npm/"
-  cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
-  cat >"$ctx/Containerfile" <<EOF
-FROM $(qualified "$debian")
-RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
-COPY node /usr/local/bin/node
-COPY include /usr/local/include/node
-COPY npm /usr/local/lib/node_modules/npm
-COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
-ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt npm_config_nodedir=/usr/local
-LABEL $LABEL=$recipe
-CMD ["node"]
-EOF
-  echo "container-base.sh: building $node_base (Debian's python3, make and g++; this machine's Node $node_version and npm $npm_version)"
-  podman build --network host --pull=never -q -t "$(qualified "$node_base")" "$ctx" >"$work/build.log" 2>&1 ||
-    fail "building $node_base failed; its log: $(tail -20 "$work/build.log")"
+  echo "container-base.sh: making $node_base (Debian's python3, make and g++; this machine's Node $node_version and npm $npm_version)"
+  # --force-unsafe-io: no fsync per file, the tree is thrown away if this fails.
+  chroot "$root" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-unsafe-io python3 make g++' \
+    >"$work/apt.log" 2>&1 || fail "installing python3, make and g++ in the Debian tree failed; its log: $(tail -10 "$work/apt.log")"
+  slim
+  install -D -m 0755 "$(command -v node)" "$root/usr/local/bin/node"
+  mkdir -p "$root/usr/local/include" "$root/usr/local/lib/node_modules"
+  cp -a /usr/include/node "$root/usr/local/include/node"
+  cp -a "$npm_root/npm" "$root/usr/local/lib/node_modules/npm"
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$root/usr/local/bin/npm"
+  ln -s ../lib/node_modules/npm/bin/npx-cli.js "$root/usr/local/bin/npx"
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  tar -C "$root" --exclude ./etc/resolv.conf -c . |
+    podman import -q --change "LABEL $LABEL=$recipe" --change 'CMD ["node"]' \
+      --change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' --change 'ENV npm_config_nodedir=/usr/local' \
+      - "$(qualified "$node_base")" >/dev/null
   echo "container-base.sh: made $node_base"
 fi

@@ -63,6 +63,8 @@ function volume(base: string): string {
 
 /** The gateway's default shutdown delay (GATEHOUSE_SHUTDOWN_DELAY_MS, not set by the documented command). */
 const SHUTDOWN_DELAY_MS = 5000;
+/** How long after the delay the request in flight at the signal goes on sending its body. */
+const UPLOAD_AFTER_DELAY_MS = 1500;
 /**
  * How long after the last request in flight ends the container may take to be reported exited: the gateway closes and
  * flushes, conmon records the exit, podman stop returns. A bound far below STOP_GRACE_SECONDS, so a kill (exit 137
@@ -141,7 +143,7 @@ describe('container images, built and run with podman', { skip: !enabled && 'min
       headers: { 'x-api-key': 'demo-key', 'content-type': 'text/plain' },
       body: Readable.from((async function* () {
         yield 'sent before the signal, ';
-        await sleep(SHUTDOWN_DELAY_MS + 1500);
+        await sleep(SHUTDOWN_DELAY_MS + UPLOAD_AFTER_DELAY_MS);
         yield 'and after the delay';
       })()),
     }).then(async (res) => ({ status: res.statusCode, body: await res.body.text() }));
@@ -161,7 +163,7 @@ describe('container images, built and run with podman', { skip: !enabled && 'min
     assert.equal(state.status, 'exited');
     assert.equal(state.exitCode, 0, await containerLogs(name));
     assert.ok(elapsed >= SHUTDOWN_DELAY_MS, `stopped after ${elapsed} ms: the shutdown delay is ${SHUTDOWN_DELAY_MS} ms`);
-    assert.ok(elapsed < SHUTDOWN_DELAY_MS + 1500 + EXIT_MARGIN_MS, `stopped after ${elapsed} ms: drained, not killed after ${STOP_GRACE_SECONDS} s`);
+    assert.ok(elapsed < SHUTDOWN_DELAY_MS + UPLOAD_AFTER_DELAY_MS + EXIT_MARGIN_MS, `stopped after ${elapsed} ms: drained, not killed after ${STOP_GRACE_SECONDS} s`);
     assert.match(await containerLogs(name), /"msg":"stopped"/);
   });
 

@@ -23,6 +23,7 @@ import { adminApp } from '../runtime/server/app.ts';
 import { STATUS_PATH, type Gateway } from '../runtime/gateway/gateway.ts';
 import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 import { DEFAULT_BUNDLE } from '../scripts/lib/bundle.ts';
+import { documentedCommands } from '../scripts/lib/containers.ts';
 import { dockerIgnorePatterns, dockerIgnores, envOf, instructions, parseDockerfile, type Dockerfile, type Stage } from './support/dockerfile.ts';
 import { tempDir } from './support/gateway-process.ts';
 import { freePort } from './support/ports.ts';
@@ -236,6 +237,17 @@ describe('container images (Dockerfiles; built and run by npm run test:container
       child.kill('SIGTERM');
       await exited;
     }
+  });
+
+  test('the podman commands docs/deployment.md shows are the ones npm run test:containers runs, and it shows them all', () => {
+    // Each line of the page's sh blocks that runs podman, continuations joined and end-of-line comments dropped.
+    const shown = [...read('docs/deployment.md').matchAll(/^```sh\n([\s\S]*?)^```$/gm)]
+      .flatMap((m) => m[1]!.replace(/\\\n\s*/g, ' ').split('\n'))
+      .map((line) => line.replace(/\s+#\s.*$/, '').replace(/\s+/g, ' ').trim())
+      .filter((line) => line.startsWith('podman '));
+    const run = documentedCommands();
+    for (const line of shown) assert.ok(run.includes(line), `docs/deployment.md shows a command the scripts do not run:\n${line}\nThey run:\n${run.join('\n')}`);
+    for (const line of run) assert.ok(shown.includes(line), `docs/deployment.md does not show:\n${line}`);
   });
 
   test('.dockerignore keeps what the builds need and leaves out what they make', () => {

@@ -19,8 +19,9 @@ COPY package.json package-lock.json ./
 COPY abi/package.json abi/package.json
 COPY sdk/package.json sdk/package.json
 RUN npm ci --ignore-scripts --no-audit --no-fund
-# The one install script the control plane needs, which --ignore-scripts skipped: better-sqlite3's native addon.
-RUN npm rebuild better-sqlite3
+# The one install script the control plane needs, which --ignore-scripts skipped: better-sqlite3's native addon
+# (node-gyp compiles SQLite and the binding side by side with JOBS=max).
+RUN JOBS=max npm rebuild better-sqlite3
 COPY . .
 # dist/ (scripts/build.mjs, what the `prepare` script runs), then the production dependencies alone.
 RUN npm run build \

@@ -20,6 +20,7 @@ import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 import { freePort } from '../test/support/ports.ts';
 import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { positiveFromEnv } from './lib/env.ts';
+import { median } from './lib/median.ts';
 import { startBenchBackend } from './lib/bench-backend.ts';
 
 const RUNS = positiveFromEnv('BENCH_STARTUP_RUNS', 5);
@@ -118,12 +119,6 @@ async function load(port: number): Promise<void> {
   } finally {
     await agent.close();
   }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 async function main(): Promise<number> {

@@ -1,6 +1,7 @@
-// The deployment files (deploy/, .dockerignore), checked where no Docker engine and no Kubernetes cluster are: the
-// Dockerfiles by their structure, the Kubernetes manifests against the Kubernetes API's own schemas (the
-// kubernetes-models validators) and against what the gateway and the control plane actually read and serve.
+// The deployment files (deploy/, .dockerignore), checked without a container engine or a Kubernetes cluster: the
+// Dockerfiles by their structure (test/containers.test.ts builds and runs the images, in npm run test:containers), the
+// Kubernetes manifests against the Kubernetes API's own schemas (the kubernetes-models validators) and against what
+// the gateway and the control plane actually read and serve.
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -22,6 +23,7 @@ import { adminApp } from '../runtime/server/app.ts';
 import { STATUS_PATH, type Gateway } from '../runtime/gateway/gateway.ts';
 import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
 import { DEFAULT_BUNDLE } from '../scripts/lib/bundle.ts';
+import { documentedCommands } from '../scripts/lib/containers.ts';
 import { dockerIgnorePatterns, dockerIgnores, envOf, instructions, parseDockerfile, type Dockerfile, type Stage } from './support/dockerfile.ts';
 import { tempDir } from './support/gateway-process.ts';
 import { freePort } from './support/ports.ts';
@@ -75,26 +77,31 @@ const images: ImageSpec[] = [
 const SECRET_NAME = /TOKEN|KEY|PASSWORD|SECRET|CONNECTION_STRING|CREDENTIAL/;
 const ignorePatterns = dockerIgnorePatterns(read('.dockerignore'));
 
+/** Where the node images keep Node, and where the images put it. */
+const NODE_BINARY = '/usr/local/bin/node';
+
 function finalStage(d: Dockerfile): Stage {
   return d.stages.at(-1)!;
 }
 
-describe('container images (Dockerfiles; not built here: no Docker engine)', () => {
+describe('container images (Dockerfiles; built and run by npm run test:containers)', () => {
   for (const spec of images) {
     const dockerfile = parseDockerfile(read(spec.file));
     const last = finalStage(dockerfile);
     const build = dockerfile.stages.find((s) => s.name === 'build');
 
     describe(spec.file, () => {
-      test('base images are pinned to a Node version the package supports', () => {
-        assert.ok(dockerfile.stages.length >= 2, 'a build stage and the image');
-        for (const stage of dockerfile.stages) {
-          const m = /^node:(\d+)\.(\d+)\.(\d+)-[a-z0-9-]+$/.exec(stage.image);
-          assert.ok(m, `${stage.image}: node:<major>.<minor>.<patch>-<variant>, not a moving tag`);
-          const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
-          assert.ok(Number(m[1]) >= Number(/\d+/.exec(engines)![0]), `${stage.image} satisfies engines ${engines}`);
-        }
-        assert.deepEqual(new Set(dockerfile.stages.map((s) => s.image.split('-')[0])).size, 1, 'one Node version for building and running');
+      test('built on a Node version the package supports, pinned; run on a pinned Debian with the build stage\'s Node binary', () => {
+        assert.ok(build && dockerfile.stages.length === 2, 'a build stage and the image');
+        const m = /^node:(\d+)\.(\d+)\.(\d+)-[a-z0-9-]+$/.exec(build.image);
+        assert.ok(m, `${build.image}: node:<major>.<minor>.<patch>-<variant>, not a moving tag`);
+        const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
+        assert.ok(Number(m[1]) >= Number(/\d+/.exec(engines)![0]), `${build.image} satisfies engines ${engines}`);
+        assert.match(last.image, /^debian:\d+\.\d+-slim$/, `${last.image}: debian:<major>.<minor>-slim, not a moving tag`);
+        // One Node for building and running: the image's is the build stage's binary, copied before anything runs.
+        const [first] = last.instructions;
+        assert.equal(first?.keyword, 'COPY');
+        assert.deepEqual([first!.flags.from, ...first!.args.split(/\s+/)], ['build', NODE_BINARY, NODE_BINARY]);
       });
 
       test('runs as a non-root numeric user that owns only its state folder', () => {
@@ -138,7 +145,8 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
           assert.match(instructions(build!, 'RUN').map((r) => r.args).join('\n'), /npm run bundle/);
         } else {
           assert.equal(source, 'dist/runtime/entry/control-plane.js');
-          assert.match(read('scripts/build.mjs'), /'runtime\/entry\/control-plane\.ts'/, 'scripts/build.mjs (npm ci runs it as `prepare`) compiles it');
+          assert.match(instructions(build!, 'RUN').map((r) => r.args).join('\n'), /npm run build/);
+          assert.match(read('scripts/build.mjs'), /'runtime\/entry\/control-plane\.ts'/, 'scripts/build.mjs (npm run build) compiles it');
         }
       });
 
@@ -147,9 +155,9 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
         assert.equal(instructions(last, 'RUN').filter((r) => /\bnpm\b/.test(r.args)).length, 0, 'no npm in the image stage');
         const buildRuns = instructions(build!, 'RUN').map((r) => r.args).join('\n');
         assert.match(buildRuns, /npm ci\b/, 'dependencies as package-lock.json pins them');
-        const copied = instructions(last, 'COPY').map((c) => c.args.split(/\s+/)[0]!);
+        const copied = instructions(last, 'COPY').map((c) => c.args.split(/\s+/)[0]!).filter((c) => c !== NODE_BINARY);
         if (spec.file.includes('gateway')) {
-          assert.deepEqual(copied, [`/src/${DEFAULT_BUNDLE}`], 'the single file, nothing else');
+          assert.deepEqual(copied, [`/src/${DEFAULT_BUNDLE}`], 'Node and the single file, nothing else');
         } else {
           assert.match(buildRuns, /npm prune --omit=dev/, 'dev dependencies are removed before node_modules is copied');
           assert.ok(copied.includes('/src/node_modules'));
@@ -182,6 +190,7 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
     const inImage = (path: string) => join(fsRoot, path);
     for (const copy of instructions(image, 'COPY')) {
       const [from, to] = copy.args.split(/\s+/) as [string, string];
+      if (from === NODE_BINARY) continue; // the image's Node: this test runs the entry point with the suite's
       const source = join(root, from.replace(/^\/src\//, ''));
       mkdirSync(dirname(inImage(to)), { recursive: true });
       if (from.endsWith('/node_modules')) symlinkSync(source, inImage(to));
@@ -228,6 +237,17 @@ describe('container images (Dockerfiles; not built here: no Docker engine)', () 
       child.kill('SIGTERM');
       await exited;
     }
+  });
+
+  test('the podman commands docs/deployment.md shows are the ones npm run test:containers runs, and it shows them all', () => {
+    // Each line of the page's sh blocks that runs podman, continuations joined and end-of-line comments dropped.
+    const shown = [...read('docs/deployment.md').matchAll(/^```sh\n([\s\S]*?)^```$/gm)]
+      .flatMap((m) => m[1]!.replace(/\\\n\s*/g, ' ').split('\n'))
+      .map((line) => line.replace(/\s+#\s.*$/, '').replace(/\s+/g, ' ').trim())
+      .filter((line) => line.startsWith('podman '));
+    const run = documentedCommands();
+    for (const line of shown) assert.ok(run.includes(line), `docs/deployment.md shows a command the scripts do not run:\n${line}\nThey run:\n${run.join('\n')}`);
+    for (const line of run) assert.ok(shown.includes(line), `docs/deployment.md does not show:\n${line}`);
   });
 
   test('.dockerignore keeps what the builds need and leaves out what they make', () => {

@@ -1,23 +1,36 @@
 # syntax=docker/dockerfile:1
 #
-# The Gatehouse control plane (runtime/control-plane) on Node 20, run by a user of its own. Node only: its SQLite
-# driver, better-sqlite3, is a native addon, built in the first stage for the image's platform.
+# The Gatehouse control plane (runtime/control-plane) and the Node binary it runs on, on Debian, run by a user of its
+# own. Node only: its SQLite driver, better-sqlite3, is a native addon, built in the first stage for the image's
+# platform.
 #
-#   docker build -f deploy/docker/control-plane.Dockerfile -t gatehouse-control-plane:0.1.0 .   (from the repository root)
-#   docker run --rm -p 7070:7070 -v gatehouse-cp:/var/lib/gatehouse-control-plane gatehouse-control-plane:0.1.0
+#   podman build --format docker -f deploy/docker/control-plane.Dockerfile -t gatehouse-control-plane:0.1.0 .   (from the repository root)
+#   podman run --rm --network host -v gatehouse-cp:/var/lib/gatehouse-control-plane gatehouse-control-plane:0.1.0
 #
-# test/deployment.test.ts checks this file's structure: no image is built by the tests (they run where no Docker
-# engine is).
+# test/deployment.test.ts checks this file's structure and runs its file layout; npm run test:containers builds the
+# image and runs it.
 
-# --- build: compile dist/ (the `prepare` script), build better-sqlite3, then drop the dev dependencies ---
+# --- build: compile dist/, build better-sqlite3, then drop the dev dependencies ---
 FROM node:20.20.2-bookworm AS build
 WORKDIR /src
+# The dependencies from the package files alone, before the sources: the same layer as gateway.Dockerfile's, so
+# building both images installs them once, and again only when they change.
+COPY package.json package-lock.json ./
+COPY abi/package.json abi/package.json
+COPY sdk/package.json sdk/package.json
+RUN npm ci --ignore-scripts --no-audit --no-fund
+# The one install script the control plane needs, which --ignore-scripts skipped: better-sqlite3's native addon
+# (node-gyp compiles SQLite and the binding side by side with JOBS=max).
+RUN JOBS=max npm rebuild better-sqlite3
 COPY . .
-RUN npm ci --no-audit --no-fund \
+# dist/ (scripts/build.mjs, what the `prepare` script runs), then the production dependencies alone.
+RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund
 
-# --- the image: the compiled control plane and its production dependencies ---
-FROM node:20.20.2-bookworm-slim
+# --- the image: Debian, the Node binary, the compiled control plane and its production dependencies ---
+# Node is the build stage's own binary: the version the addon was built for, without npm, yarn or Node's headers.
+FROM debian:12.11-slim
+COPY --from=build /usr/local/bin/node /usr/local/bin/node
 RUN groupadd --system --gid 10001 gatehouse \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin gatehouse \
  && mkdir -p /var/lib/gatehouse-control-plane \

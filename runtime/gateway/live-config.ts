@@ -3,8 +3,7 @@
 // other, never a mix.
 
 import type { GatewayDocument } from '../config/types.ts';
-import { stackScopes, type PolicyChain } from '../pipeline/chain.ts';
-import type { PolicyBinding } from '../policy-host/index.ts';
+import { bindingsIn, stackScopes, type ChainStep, type PolicyChain } from '../pipeline/chain.ts';
 import type { ConnectorFactory } from '../network/connector.ts';
 import { BackendSet } from '../proxy/backends.ts';
 import { Router, normalizePrefix, type RouteApi } from '../routing/router.ts';
@@ -139,8 +138,8 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
 }
 
 function analyse(id: string, pathTemplate: string, chain: PolicyChain): OperationRuntime {
-  const reads = (bindings: readonly PolicyBinding[], key: 'requestBody' | 'responseBody') =>
-    bindings.some((b) => b.module.descriptor[key]);
+  const reads = (steps: readonly ChainStep[], key: 'requestBody' | 'responseBody') =>
+    bindingsIn(steps).some((b) => b.module.descriptor[key]);
   return {
     id,
     pathTemplate,

@@ -1,0 +1,116 @@
+// What an expression sees of a request: the variables it may name, their CEL types (checked when the configuration
+// loads), and the views that read them from the exchange. A view reads a field only when the expression asks for it,
+// so that a condition on the method does not pay for the headers.
+
+import type { Exchange, HeaderMap } from '../policy-host/exchange.ts';
+
+/** The request as expressions see it: `request.method`, `request.headers['x-api-key']` (names in lower case). */
+export class RequestView {
+  constructor(private readonly exchange: Exchange) {}
+  get method(): string {
+    return this.exchange.request.method;
+  }
+  /** The path as received, percent-encoding kept, without the query. */
+  get path(): string {
+    return this.exchange.request.path;
+  }
+  /** Query parameters by name; a name given more than once has its values joined with ",". */
+  get query(): Map<string, string> {
+    const query = new Map<string, string>();
+    for (const [name, value] of new URLSearchParams(this.exchange.request.query)) {
+      const before = query.get(name);
+      query.set(name, before === undefined ? value : `${before},${value}`);
+    }
+    return query;
+  }
+  get headers(): Map<string, string> {
+    return joined(this.exchange.request.headers);
+  }
+  get clientAddress(): string {
+    return this.exchange.request.clientAddress;
+  }
+}
+
+/** The response so far, in outbound and on-error: the backend's, or the gateway's error answer. */
+export class ResponseView {
+  constructor(private readonly exchange: Exchange) {}
+  get status(): bigint {
+    return BigInt(this.exchange.response.status);
+  }
+  get headers(): Map<string, string> {
+    return joined(this.exchange.response.headers);
+  }
+}
+
+/** A header's values joined with ", ", as the policy ABI reads them (RFC 9110's list syntax). */
+function joined(headers: HeaderMap): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [name, values] of headers) out.set(name, values.length === 1 ? values[0]! : values.join(', '));
+  return out;
+}
+
+/** The variable validate-jwt leaves the verified token's claims in, as JSON. */
+const CLAIMS_VARIABLE = 'jwt-claims';
+
+/** The context of one evaluation: each top-level name an expression may use is a getter. */
+export class Activation {
+  constructor(
+    private readonly exchange: Exchange,
+    readonly namedValues: ReadonlyMap<string, string>,
+  ) {}
+  get request(): RequestView {
+    return new RequestView(this.exchange);
+  }
+  get response(): ResponseView {
+    return new ResponseView(this.exchange);
+  }
+  get api(): string {
+    return this.exchange.api;
+  }
+  get operation(): string {
+    return this.exchange.operation;
+  }
+  get requestId(): string {
+    return this.exchange.requestId;
+  }
+  /** The operation's URL template parameters (`/orders/{id}` gives `route.id`). */
+  get route(): ReadonlyMap<string, string> {
+    return this.exchange.routeParams;
+  }
+  /** The request's variables, as policies and set-variable left them. */
+  get variables(): ReadonlyMap<string, string> {
+    return this.exchange.variables;
+  }
+  /** The claims of the token validate-jwt verified (empty when none was). */
+  get jwt(): Record<string, unknown> {
+    const json = this.exchange.variables.get(CLAIMS_VARIABLE);
+    if (json === undefined) return {};
+    const claims: unknown = JSON.parse(json);
+    return typeof claims === 'object' && claims !== null && !Array.isArray(claims) ? (claims as Record<string, unknown>) : {};
+  }
+}
+
+/** The message types expressions see, for the type checker. */
+export const EXPRESSION_TYPES: readonly [string, { ctor: new (exchange: Exchange) => unknown; fields: Record<string, string> }][] = [
+  [
+    'gatehouse.Request',
+    {
+      ctor: RequestView,
+      fields: { method: 'string', path: 'string', query: 'map<string, string>', headers: 'map<string, string>', clientAddress: 'string' },
+    },
+  ],
+  ['gatehouse.Response', { ctor: ResponseView, fields: { status: 'int', headers: 'map<string, string>' } }],
+];
+
+/** The top-level names an expression may use, with their CEL types. */
+export const EXPRESSION_VARIABLES: readonly [string, string][] = [
+  ['request', 'gatehouse.Request'],
+  ['response', 'gatehouse.Response'],
+  ['api', 'string'],
+  ['operation', 'string'],
+  ['requestId', 'string'],
+  ['route', 'map<string, string>'],
+  ['variables', 'map<string, string>'],
+  ['namedValues', 'map<string, string>'],
+  ['jwt', 'map<string, dyn>'],
+];

@@ -7,7 +7,8 @@
 //   - the text and the parse tree (PARSE_LIMITS, MAX_EXPRESSION_LENGTH): the parser refuses deeper or larger trees;
 //   - an estimate of the work and of the largest value, in the spirit of cel-go's cost estimator: each value an
 //     expression reads from a request is taken to be at most INPUT_BOUND long (the request head limit by default),
-//     and each node's cost and size follow from its children's (a macro's body counts once per element of its range);
+//     and each node's cost and size follow from its children's (a macro's body counts once per element of its range,
+//     the elements together no larger than the range; macros nest at most MAX_MACRO_NESTING deep);
 //     an expression whose estimate passes MAX_COST or MAX_SIZE is refused, with both figures;
 //   - regular expressions: `matches` takes a literal pattern, without nested quantifiers or back-references, the
 //     constructs that make a backtracking engine (JavaScript's) take exponential time.
@@ -30,6 +31,12 @@ export const MAX_COST = 1_000_000;
 /** Estimated largest value (characters or elements). */
 export const MAX_SIZE = 1024 * 1024;
 
+/**
+ * Macros inside macros: each level is estimated twice (below), and three levels already iterate a request value's
+ * length cubed.
+ */
+export const MAX_MACRO_NESTING = 3;
+
 const BOOL_MACROS = new Set(['all', 'exists', 'exists_one']);
 const LIST_MACROS = new Set(['map', 'filter']);
 
@@ -49,7 +56,7 @@ const isNode = (v: unknown): v is Node => typeof v === 'object' && v !== null &&
 
 /** The problems of an expression's cost, or none. */
 export function costProblems(ast: unknown): string[] {
-  const t: Tally = { problems: [], largest: 0 };
+  const t: Tally = { problems: [], largest: 0, macroDepth: 0 };
   const { cost } = estimate(ast, new Map(), t);
   if (cost > MAX_COST || t.largest > MAX_SIZE) {
     t.problems.push(
@@ -65,6 +72,8 @@ export function costProblems(ast: unknown): string[] {
 interface Tally {
   problems: string[];
   largest: number;
+  /** Macros around the node being estimated. */
+  macroDepth: number;
 }
 
 /** `scope`: the bound of each name a macro or cel.bind introduced. */
@@ -121,15 +130,23 @@ function call([name, receiver, callArgs]: [string, unknown, unknown[]], scope: R
     return { size: body.size, cost: init.cost + body.cost };
   }
   if ((BOOL_MACROS.has(name) || LIST_MACROS.has(name)) && variable !== null && list.length >= 2) {
+    if (t.macroDepth >= MAX_MACRO_NESTING) {
+      t.problems.push(`nests macros more than ${MAX_MACRO_NESTING} deep`);
+      return { size: 1, cost: 0 };
+    }
+    t.macroDepth++;
     const range = estimate(receiver, scope, t);
-    // The iteration variable is an element (or a key) of the range: no larger than the range.
-    const inner = new Map(scope).set(variable, range.size);
-    const bodies = list.slice(1).map((b) => estimate(b, inner, t));
-    const perElement = sum(bodies.map((b) => b.cost)) + 1;
-    const cost = range.cost + range.size * perElement;
+    // The range's elements (or keys) together are no larger than the range: a body whose cost grows with its element
+    // costs, over all elements, at most its cost for one element as large as the range, plus its cost for an element
+    // of size 1 once per element.
+    const bodies = (elementSize: number) => list.slice(1).map((b) => estimate(b, new Map(scope).set(variable, elementSize), t));
+    const whole = bodies(range.size);
+    const unit = bodies(1);
+    t.macroDepth--;
+    const cost = range.cost + sum(whole.map((b) => b.cost)) + range.size * (sum(unit.map((b) => b.cost)) + 1);
     if (BOOL_MACROS.has(name)) return { size: 1, cost };
-    const element = Math.max(1, ...bodies.map((b) => b.size));
-    return { size: name === 'filter' ? range.size : range.size * element, cost: cost + range.size };
+    const size = name === 'filter' ? range.size : Math.max(1, ...whole.map((b) => b.size)) + range.size * Math.max(1, ...unit.map((b) => b.size));
+    return { size, cost: cost + size };
   }
   const recv = receiver === undefined || receiver === null ? null : estimate(receiver, scope, t);
   const argBounds = list.map((a) => estimate(a, scope, t));

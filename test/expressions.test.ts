@@ -14,6 +14,9 @@ import { compileExpression, Expression } from '../runtime/expressions/cel.ts';
 import { INPUT_BOUND } from '../runtime/expressions/cost.ts';
 import { runChain, runSteps, stackScopes } from '../runtime/pipeline/chain.ts';
 import { PolicyFailure } from '../runtime/policy-host/index.ts';
+import { DocumentValidator } from '../runtime/control-plane/validation.ts';
+import { processClocks } from '../runtime/adapters/process-clocks.ts';
+import { Logger } from '../runtime/telemetry/logger.ts';
 import { makeExchange, newHost } from './support/policies.ts';
 import { messageAt, problemsOf } from './support/config-problems.ts';
 
@@ -51,23 +54,16 @@ ${inbound}`;
 
 describe('expressions that refuse a document, with file, line and path', () => {
   test('syntax and type errors, results of the wrong type, and what a phase may not see', async () => {
+    // Entry i is on lines 11 + 3i to 13 + 3i, its `when` on line 12 + 3i.
+    const conditions = [
+      'request.method ==',
+      "request.methd == 'GET'",
+      'request.path',
+      'response.status == 200',
+      "namedValues.key == 'x' || namedValues.nope == 'y'",
+    ];
     const problems = await bindProblems(
-      doc(`        - policy: set-header
-          when: "request.method =="
-          config: { name: x-a, value: "1" }
-        - policy: set-header
-          when: "request.methd == 'GET'"
-          config: { name: x-a, value: "1" }
-        - policy: set-header
-          when: "request.path"
-          config: { name: x-a, value: "1" }
-        - policy: set-header
-          when: "response.status == 200"
-          config: { name: x-a, value: "1" }
-        - policy: set-header
-          when: "namedValues.key == 'x' || namedValues.nope == 'y'"
-          config: { name: x-a, value: "1" }
-`),
+      doc(conditions.map((when) => `        - policy: set-header\n          when: ${JSON.stringify(when)}\n          config: { name: x-a, value: "1" }\n`).join('')),
     );
     assert.match(messageAt(problems, 'gw.yaml:12: apis[0].policies.inbound[0].when'), /^CEL syntax error: Unexpected token: EOF \(at column 18\)$/);
     assert.match(messageAt(problems, 'gw.yaml:15: apis[0].policies.inbound[1].when'), /^CEL type error: No such key: methd \(at column 9\)$/);
@@ -150,9 +146,57 @@ describe('expressions that refuse a document, with file, line and path', () => {
 
   test("a fragment's entry that cannot be bound is reported where it is written, with where it was included", async () => {
     const problems = await bindProblems(
-      doc('        - include-fragment: stamp\n', 'fragments:\n  stamp:\n    - policy: set-header\n      when: "1 == \'a\'"\n      config: { name: x-a, value: "1" }\n'),
+      doc(
+        '        - include-fragment: stamp\n        - include-fragment: stamp\n',
+        'fragments:\n  stamp:\n    - policy: set-header\n      when: "1 == \'a\'"\n      config: { name: x-a, value: "1" }\n',
+      ),
     );
     assert.match(messageAt(problems, 'gw.yaml:8: fragments.stamp[0].when'), /CEL type error: .* \(included at apis\[0\]\.policies\.inbound\[0\]\)$/);
+    assert.equal(problems.length, 1, 'reported once, not once for each include');
+  });
+});
+
+describe('documents that carry expressions and fragments elsewhere', () => {
+  test("the control plane's document check (the gateway's own) accepts fragments, choose and conditions, and names a missing fragment", async () => {
+    const validator = new DocumentValidator({ policies, logger: new Logger(() => undefined), moduleBytes: () => null, clocks: processClocks });
+    try {
+      const good = {
+        version: 1,
+        fragments: { tag: [{ 'set-variable': { name: 'tier', value: { expr: "request.headers[?'x-tier'].orValue('free')" } } }] },
+        apis: [
+          {
+            id: 'shop',
+            pathPrefix: '/shop',
+            backend: { url: 'http://127.0.0.1:1' },
+            policies: {
+              inbound: [
+                { 'include-fragment': 'tag' },
+                { choose: [{ when: "variables.tier == 'gold'", policies: [{ policy: 'set-header', config: { name: 'x-lane', value: 'fast' } }] }] },
+              ],
+            },
+          },
+        ],
+      };
+      assert.deepEqual(await validator.check(good, 'shop'), []);
+      const bad = structuredClone(good) as { fragments?: unknown };
+      delete bad.fragments;
+      assert.deepEqual(await validator.check(bad, 'shop'), [
+        { path: ['apis', 0, 'policies', 'inbound', 0, 'include-fragment'], message: 'no fragment "tag" (the document declares no fragments)' },
+      ]);
+    } finally {
+      await validator.close();
+    }
+  });
+
+  test('a long expression in a fragment included thousands of times is compiled once', async () => {
+    const long = Array.from({ length: 40 }, (_, i) => `request.headers[?'x-h${i}'].orValue('') == 'v${i}'`).join(' || ');
+    const includes = Array.from({ length: 3000 }, () => '        - include-fragment: f\n').join('');
+    const started = performance.now();
+    const { chains } = await prepare(doc(includes, `fragments:\n  f:\n    - set-variable: { name: hit, value: { expr: ${JSON.stringify(`string(${long})`)} } }\n`));
+    const ms = performance.now() - started;
+    assert.equal(chains.apis.get('shop')!.api.inbound!.length, 3000);
+    // One compilation is about a millisecond; 3000 of them would take seconds.
+    assert.ok(ms < 3000, `binding took ${ms} ms`);
   });
 });
 

@@ -10,7 +10,7 @@
 
 import type { PolicyModule } from '../policy-host/index.ts';
 import type { Exchange } from '../policy-host/exchange.ts';
-import { compileExpression, ExpressionError, type Expression, type ExpressionScope } from '../expressions/cel.ts';
+import { ExpressionError, type Expression, type ExpressionKind } from '../expressions/cel.ts';
 import type { ComputedConfig } from '../pipeline/steps.ts';
 import type { DocPath } from './document-paths.ts';
 
@@ -36,6 +36,9 @@ export interface ComputedConfigPlan {
   computed: ComputedConfig;
 }
 
+/** Compiles an expression of the entry's phase (policies.ts keeps each compiled once). */
+export type CompileIn = (source: unknown, kind: ExpressionKind) => Expression | string[];
+
 /**
  * Finds the computed values of an entry's `config` for `module`: null when there are none; otherwise the plan, or
  * the problems (each with its path below `at`, the path of `config`).
@@ -43,7 +46,7 @@ export interface ComputedConfigPlan {
 export function planComputedConfig(
   config: Record<string, unknown> | undefined,
   module: PolicyModule,
-  scope: ExpressionScope,
+  compile: CompileIn,
   at: DocPath,
 ): ComputedConfigPlan | { path: DocPath; message: string }[] | null {
   if (!config) return null;
@@ -63,19 +66,19 @@ export function planComputedConfig(
       continue;
     }
     const schema = properties[key]!;
-    const compile = (source: unknown, type: unknown, path: DocPath, inner: string | null) => {
-      const compiled = compileExpression(source, type === 'integer' ? 'int' : 'text', scope);
+    const add = (source: unknown, type: unknown, path: DocPath, inner: string | null) => {
+      const compiled = compile(source, type === 'integer' ? 'int' : 'text');
       if (Array.isArray(compiled)) for (const message of compiled) problems.push({ path, message });
       else found.push({ key, inner, expression: compiled });
     };
     if (isExpressionValue(value)) {
-      compile(value.expr, schema.type, [...at, key, 'expr'], null);
+      add(value.expr, schema.type, [...at, key, 'expr'], null);
       delete fixed[key];
     } else {
       const valueSchema = (schema.additionalProperties ?? {}) as { type?: unknown };
       const kept = { ...(value as Record<string, unknown>) };
       for (const [inner, v] of inside) {
-        compile((v as { expr: unknown }).expr, valueSchema.type, [...at, key, inner, 'expr'], inner);
+        add((v as { expr: unknown }).expr, valueSchema.type, [...at, key, inner, 'expr'], inner);
         delete kept[inner];
       }
       fixed[key] = kept;

@@ -10,7 +10,7 @@ import { isAbsolute, resolve } from 'node:path';
 
 import type { ChainStep, PolicyChain } from '../pipeline/chain.ts';
 import { Branches, Guarded, SetVariable, type Branch, type ComputedConfig } from '../pipeline/steps.ts';
-import { compileExpression, type Expression, type ExpressionScope } from '../expressions/cel.ts';
+import { compileExpression, type Expression, type ExpressionKind } from '../expressions/cel.ts';
 import { isExpressionValue, planComputedConfig } from './computed-config.ts';
 import {
   PHASES,
@@ -82,15 +82,22 @@ const MODULE_KEYS = ['config', 'grants', 'limits', 'circuitBreaker'] as const;
 export async function bindChains(doc: GatewayDocument, options: BindChainsOptions): Promise<BoundChains> {
   const { host, sourceName } = options;
   const problems: LocatedProblem[] = [];
+  // A problem in a fragment's entry is the same wherever the fragment is included: reported once, naming the first.
+  const reported = new Set<string>();
   const reportAt = (path: DocPath, messages: string[], includedFrom: DocPath | null = null) => {
     const where = problemWhere(doc, sourceName, path);
     const through = includedFrom ? ` (included at ${formatPath(includedFrom)})` : '';
-    for (const message of messages) problems.push({ where, message: message + through, path });
+    for (const message of messages) {
+      const key = `${where}\u0000${message}`;
+      if (reported.has(key)) continue;
+      reported.add(key);
+      problems.push({ where, message: message + through, path });
+    }
   };
   const report = (slot: Slot, messages: string[]) => reportAt(slot.path, messages, slot.includedFrom);
 
   const slots: Slot[] = [];
-  const scopes = expressionScopes(doc);
+  const compile = expressionCompiler(doc);
   const plan = (
     entries: readonly PolicyEntry[] | undefined,
     path: DocPath,
@@ -104,7 +111,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       const at = [...path, i];
       const id = `${idPrefix}/${i}`;
       const expression = (source: unknown, where: DocPath): Expression | null => {
-        const compiled = compileExpression(source, 'condition', scopes[phase]);
+        const compiled = compile(source, 'condition', phase);
         if (!Array.isArray(compiled)) return compiled;
         reportAt(where, compiled, includedFrom);
         return null;
@@ -141,7 +148,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         const { name, value } = entry['set-variable'];
         let computed: Expression | string | null = typeof value === 'string' ? value : null;
         if (isExpressionValue(value)) {
-          const compiled = compileExpression(value.expr, 'text', scopes[phase]);
+          const compiled = compile(value.expr, 'text', phase);
           if (Array.isArray(compiled)) reportAt([...at, 'set-variable', 'value', 'expr'], compiled, includedFrom);
           else computed = compiled;
         }
@@ -234,7 +241,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
     const module = resolved[i];
     if (!module) return;
     const { entry } = slot;
-    const computed = planComputedConfig(entry.config, module, scopes[slot.phase], [...slot.path, 'config']);
+    const computed = planComputedConfig(entry.config, module, (source, kind) => compile(source, kind, slot.phase), [...slot.path, 'config']);
     if (Array.isArray(computed)) {
       for (const p of computed) reportAt(p.path, [p.message], slot.includedFrom);
       return;
@@ -297,14 +304,26 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
   return { global: chain(globalPlan), apis };
 }
 
-/** What expressions may see in each phase: the document's named values, the secret ones by name only. */
-function expressionScopes(doc: GatewayDocument): Record<Phase, ExpressionScope> {
+/**
+ * Compiles the document's expressions, each (text, kind, phase) once: a fragment included in many places, or the same
+ * condition written on many entries, costs one compilation (up to a millisecond for a long expression). Expressions
+ * see the document's named values, the secret ones by name only.
+ */
+function expressionCompiler(doc: GatewayDocument): (source: unknown, kind: ExpressionKind, phase: Phase) => Expression | string[] {
   const named = Object.entries(doc.namedValues ?? {});
   const namedValues = new Map(named.filter(([, v]) => !v.secret).map(([k, v]) => [k, v.value]));
   const secretNames = new Set(named.filter(([, v]) => v.secret).map(([k]) => k));
-  const scopes = {} as Record<Phase, ExpressionScope>;
-  for (const phase of PHASES) scopes[phase] = { phase, namedValues, secretNames };
-  return scopes;
+  const compiled = new Map<string, Expression | string[]>();
+  return (source, kind, phase) => {
+    if (typeof source !== 'string') return compileExpression(source, kind, { phase, namedValues, secretNames });
+    const key = `${kind}\u0000${phase}\u0000${source}`;
+    let found = compiled.get(key);
+    if (found === undefined) {
+      found = compileExpression(source, kind, { phase, namedValues, secretNames });
+      compiled.set(key, found);
+    }
+    return found;
+  };
 }
 
 class MissingFile extends Error {

@@ -12,6 +12,9 @@ import type { Exchange, HeaderMap, RequestState } from '../policy-host/exchange.
  */
 const parsedQueries = new WeakMap<RequestState, { raw: string; query: Map<string, string> }>();
 
+/** The same for the JWT claims validate-jwt left (as JSON, up to the size of an Authorization header), by request. */
+const parsedClaims = new WeakMap<ReadonlyMap<string, string>, { raw: string; claims: Record<string, unknown> }>();
+
 /** The request as expressions see it: `request.method`, `request.headers['x-api-key']` (names in lower case). */
 export class RequestView {
   private queryMap: Map<string, string> | null = null;
@@ -103,9 +106,15 @@ export class Activation {
   /** The claims of the token validate-jwt verified (empty when none was). */
   get jwt(): Record<string, unknown> {
     if (this.claims !== null) return this.claims;
-    const json = this.exchange.variables.get(CLAIMS_VARIABLE);
-    const claims: unknown = json === undefined ? {} : JSON.parse(json);
-    return (this.claims = typeof claims === 'object' && claims !== null && !Array.isArray(claims) ? (claims as Record<string, unknown>) : {});
+    const variables = this.exchange.variables;
+    const json = variables.get(CLAIMS_VARIABLE);
+    if (json === undefined) return (this.claims = {});
+    const parsed = parsedClaims.get(variables);
+    if (parsed !== undefined && parsed.raw === json) return (this.claims = parsed.claims);
+    const value: unknown = JSON.parse(json);
+    const claims = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+    parsedClaims.set(variables, { raw: json, claims });
+    return (this.claims = claims);
   }
 }
 

@@ -4,17 +4,17 @@
 // access log's policy timings.
 
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
-import { repoRoot } from '../runtime/assets/repo-root.ts';
+import { buildFixture } from './support/policies.ts';
 import { send as sendTo, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
 import { startGatewayProcess, stopAll, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
 let backend: RecordingBackend;
 let gateway: GatewayProcess;
 const agent = new Agent({ connections: 4 });
-const probe = join(repoRoot(), 'test', 'fixtures', 'policies', 'chain-probe');
 
 function config(): string {
   return `
@@ -54,7 +54,7 @@ apis:
           when: "request.method == 'POST'"
           config: { name: x-was-post, value: "true" }
         # A WebAssembly module reads what set-variable stored (the ABI's VARIABLE field).
-        - source: "${probe}"
+        - module: ./chain-probe.wasm
           config: { copyVarToHeader: tier }
         - include-fragment: stamp-region
         - choose:
@@ -115,7 +115,10 @@ before(async () => {
     headers: { 'content-type': 'text/plain', ...(url.includes('teapot') ? { 'x-answer': 'teapot' } : {}) },
     body: `saw ${url}`,
   }));
-  gateway = await startGatewayProcess({ config: writeConfig(tempDir(), 'gateway.yaml', config()) });
+  // Built here rather than by the gateway (source:), which would compile it while loading the other modules.
+  const dir = tempDir();
+  writeFileSync(join(dir, 'chain-probe.wasm'), await buildFixture('chain-probe'));
+  gateway = await startGatewayProcess({ config: writeConfig(dir, 'gateway.yaml', config()) });
 });
 
 after(() => stopAll(gateway, agent, [backend?.server]));

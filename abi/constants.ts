@@ -60,6 +60,12 @@ export const EffectKind = {
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/**
+ * The CONFIG name that lists, comma-separated, the top-level configuration keys the gateway computes for each call
+ * (NOT_FOUND when none): a module reads it once and does not keep those keys' values between calls (section 3).
+ */
+export const COMPUTED_CONFIG_KEYS = '$computed';
+
 /** Most rounds of effects one handler call may take (abi/policy-abi.md, section 5). */
 export const MAX_EFFECT_ROUNDS = 4;
 /** Most distinct effects one handler call may ask for, over all its rounds (section 5). */

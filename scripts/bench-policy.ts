@@ -7,6 +7,9 @@
 //   metering-overhead-ratio         a CPU-bound policy (test/fixtures/policies/compute), metered / unmetered time
 //   five-policy-chain-median-us     one request through the five built-in policies of bench:proxy (runChain, the
 //                                   backend's answer given at once); stderr also shows each policy's share
+//   five-policy-conditions-median-us  the same with each entry's `when:` condition of bench:proxy's gatehouse-5w
+//   condition-eval-us               one evaluation of a CEL condition on the method (`request.method != 'OPTIONS'`),
+//                                   the mean of a hot loop; condition-header-eval-us one that reads a header
 
 import { buildFixture, makeExchange, newHost } from '../test/support/policies.ts';
 import { DEFAULT_LIMITS, type CallState } from '../runtime/policy-host/instance.ts';
@@ -16,6 +19,8 @@ import { processClocks } from '../runtime/adapters/process-clocks.ts';
 import { EMPTY_CHAIN, runChain, type PolicyChain } from '../runtime/pipeline/chain.ts';
 import type { ResponseState } from '../runtime/policy-host/exchange.ts';
 import { API_KEY, FIVE_POLICY_CHAIN, ORIGIN } from './bench/five-policy-chain.ts';
+import { compileExpression, Expression } from '../runtime/expressions/cel.ts';
+import { Guarded } from '../runtime/pipeline/steps.ts';
 
 const WARMUP = 5_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 50_000);
@@ -95,8 +100,15 @@ for (let round = 0; round < 3; round++) {
   unmeteredUs += await timeCompute('unmetered', unmetered);
 }
 
-// The five-policy chain of bench:proxy in a hot loop: what the policies cost without the HTTP around them.
+// The five-policy chain of bench:proxy in a hot loop: what the policies cost without the HTTP around them; and the same
+// bindings each behind its `when:` condition, as the gateway runs an entry that has one.
 const chain: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
+const guarded: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
+const condition = (source: string, phase: 'inbound' | 'outbound') => {
+  const compiled = compileExpression(source, 'condition', { phase, namedValues: new Map(), secretNames: new Set() });
+  if (!(compiled instanceof Expression)) throw new Error(`${source}: ${compiled.join('; ')}`);
+  return compiled;
+};
 for (const [i, entry] of FIVE_POLICY_CHAIN.entries()) {
   const module = await host.load(await buildFixture(entry.policy));
   const binding = host.bind({
@@ -109,6 +121,7 @@ for (const [i, entry] of FIVE_POLICY_CHAIN.entries()) {
   });
   await binding.warm();
   (chain[entry.phase] as typeof binding[]).push(binding);
+  (guarded[entry.phase] as Guarded[]).push(new Guarded(binding, condition(entry.when, entry.phase), null));
 }
 const chainHeaders = { host: '127.0.0.1', 'user-agent': 'bench', accept: '*/*', 'x-api-key': API_KEY, origin: ORIGIN };
 const backendAnswer = async (): Promise<ResponseState> => ({
@@ -123,6 +136,28 @@ const five = await measure('five-policy chain via runChain', () => makeExchange(
   if (exchange.request.path !== '/v2/items' || !exchange.response.headers.has('x-gatehouse')) throw new Error('the five-policy chain did not act');
   for (const t of exchange.timings) policyMs.set(t.binding, (policyMs.get(t.binding) ?? 0) + t.ms);
 });
+const fiveWhen = await measure('five-policy chain, a when: on each, via runChain', () => makeExchange({ headers: chainHeaders }), async (ex) => {
+  const exchange = ex as ReturnType<typeof makeExchange>;
+  await runChain(guarded, exchange, backendAnswer);
+  if (exchange.request.path !== '/v2/items' || !exchange.response.headers.has('x-gatehouse')) throw new Error('the five-policy chain did not act');
+});
+
+// One condition in a hot loop: a sample a call would be mostly the clock's own cost, so the mean of a batch.
+const evalUs = (source: string) => {
+  const expression = condition(source, 'inbound');
+  const exchange = makeExchange({ headers: chainHeaders });
+  const batch = 200_000;
+  let best = Infinity;
+  for (let round = 0; round < 5; round++) {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < batch; i++) if (!expression.holds(exchange)) throw new Error(`${source} does not hold`);
+    best = Math.min(best, Number(process.hrtime.bigint() - start) / 1000 / batch);
+  }
+  console.error(`# condition ${source}: ${best.toFixed(3)} us an evaluation (best of 5 batches of ${batch})`);
+  return best;
+};
+const methodUs = evalUs("request.method != 'OPTIONS'");
+const headerUs = evalUs("request.headers[?'origin'].orValue('') != ''");
 const calls = WARMUP + RUNS;
 console.error(
   `# five-policy chain, mean per policy: ${FIVE_POLICY_CHAIN.map((e, i) => `${e.policy} ${((policyMs.get(`api:bench/${e.phase}/${i}`)! * 1000) / calls).toFixed(2)} us`).join(', ')}`,
@@ -132,3 +167,6 @@ console.log(`policy-call-median-us: ${single.median.toFixed(2)}`);
 console.log(`policy-60-header-ops-median-us: ${sixty.median.toFixed(2)}`);
 console.log(`metering-overhead-ratio: ${(meteredUs / unmeteredUs).toFixed(2)}`);
 console.log(`five-policy-chain-median-us: ${five.median.toFixed(2)}`);
+console.log(`five-policy-conditions-median-us: ${fiveWhen.median.toFixed(2)}`);
+console.log(`condition-eval-us: ${methodUs.toFixed(3)}`);
+console.log(`condition-header-eval-us: ${headerUs.toFixed(3)}`);

@@ -10,6 +10,8 @@
 //   fastify      scripts/bench/fastify-proxy.ts: @fastify/http-proxy 11 on fastify 5
 //   gatehouse    dist/runtime/entry/gateway.js --config <file>: one API, no policies
 //   gatehouse-5  the same with the five-policy chain (FIVE_POLICY_CHAIN, scripts/bench/five-policy-chain.ts)
+//   gatehouse-5w the same chain with a `when:` condition on each entry, each true (issue 18):
+//                `five-policy-conditions-ratio` is its throughput over gatehouse-5's
 //   gatehouse-ai Gatehouse without policies, sending its telemetry to Application Insights (a local HTTPS ingestion
 //                endpoint in this process, scripts/bench/ingestion-endpoint.ts): only when BENCH_TARGETS names it, e.g.
 //                BENCH_TARGETS=gatehouse,gatehouse-ai; then also `appinsights-ratio` and the gateway's CPU a request
@@ -31,7 +33,8 @@
 //   p99-added-ms-minimal-undici (the same latency figure for the minimal undici proxy: the floor of one Node hop here),
 //   throughput-ratio-vs-undici-with-duties (against the minimal proxy doing the forwarding headers, ids and log),
 //   p99-added-ms-five-policies, five-policy-cpu-us-added (the gateway's CPU time a request, user + system from /proc,
-//   with the five policies less without, round by round, median), deno-throughput-ratio, deno-five-policy-throughput-ratio
+//   with the five policies less without, round by round, median), deno-throughput-ratio, deno-five-policy-throughput-ratio,
+//   five-policy-conditions-ratio
 // Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1).
 //
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
@@ -431,7 +434,7 @@ function gatehouseTarget(
   key: string,
   label: string,
   dir: string,
-  withPolicies: boolean,
+  withPolicies: boolean | 'with-conditions',
   env: () => NodeJS.ProcessEnv = () => ({}),
   gatewayMain = thisBuildMain,
   launch: GatewayLauncher = underNode(gatewayMain),
@@ -578,6 +581,7 @@ async function main(): Promise<number> {
     nodeTarget('fastify', '@fastify/http-proxy 11 (fastify 5)', 'fastify-proxy'),
     gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
+    gatehouseTarget('gatehouse-5w', 'Gatehouse, five policies, a when: on each', join(tmpRoot, 'gatehouse'), 'with-conditions'),
     appInsightsTarget(join(tmpRoot, 'gatehouse')),
     gatehouseTarget('deno', 'Gatehouse under Deno, no policies', join(tmpRoot, 'deno'), false, undefined, undefined, underDeno),
     gatehouseTarget('deno-5', 'Gatehouse under Deno, five policies', join(tmpRoot, 'deno'), true, undefined, undefined, underDeno),
@@ -724,6 +728,7 @@ async function main(): Promise<number> {
         ['gatehouse/undici-with-duties', 'gatehouse', 'undici-duties'],
         ['gatehouse/nginx', 'gatehouse', 'nginx'],
         ['five-policy/no-policy', 'gatehouse-5', 'gatehouse'],
+        ['conditions/five-policy', 'gatehouse-5w', 'gatehouse-5'],
         ['appinsights/no-appinsights', 'gatehouse-ai', 'gatehouse'],
         ['deno/node', 'deno', 'gatehouse'],
         ['deno-5/node-5', 'deno-5', 'gatehouse-5'],
@@ -774,6 +779,9 @@ async function main(): Promise<number> {
   if (!skipped(gatehouse5)) {
     lines.push(`p99-added-ms-five-policies: ${added('gatehouse-5')}`);
     lines.push(`five-policy-cpu-us-added: ${cpuAdded('gatehouse-5', 'gatehouse')}`);
+  }
+  if (!skipped(targets.find((t) => t.key === 'gatehouse-5w')!)) {
+    lines.push(`five-policy-conditions-ratio: ${ratio(best('gatehouse-5w'), best('gatehouse-5'))}`);
   }
   const deno = targets.find((t) => t.key === 'deno')!;
   const deno5 = targets.find((t) => t.key === 'deno-5')!;

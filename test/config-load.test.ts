@@ -136,7 +136,7 @@ apis:
 `);
     const at = (line: number, path: string) => messageAt(problems, `gw.yaml:${line}: ${path}`);
     assert.match(at(1, 'version'), /must be 1 \(got 2\)/);
-    assert.match(at(2, 'colour'), /unknown property \(allowed here: .*version, settings, policies, apis/);
+    assert.match(at(2, 'colour'), /unknown property \(allowed here: .*version, settings, policies, fragments, apis/);
     assert.match(at(4, 'apis[0].id'), /lowercase letters, digits and dashes.*got "Orders_1"/);
     assert.match(at(5, 'apis[0].pathPrefix'), /must not end with "\/" \(write "\/orders"\)/);
     assert.match(at(6, 'apis[0].backend'), /has "url" and "pool": give exactly one of "url" or "pool"/);
@@ -153,8 +153,8 @@ apis:
     assert.match(third, /parameter name "9" must be/);
     assert.match(at(20, 'apis[1].pathPrefix'), /same pathPrefix as apis\[0\] \(Orders_1\) and neither has hosts/);
     assert.match(at(21, 'apis[1].backend'), /needs one of "url" or "pool"/);
-    assert.match(at(24, 'apis[1].policies.inbound[0]'), /has "policy" and "module": give exactly one of "policy", "module" or "source"/);
-    assert.match(at(26, 'apis[1].policies.inbound[1]'), /needs one of "policy", "module" or "source"/);
+    assert.match(at(24, 'apis[1].policies.inbound[0]'), /has "policy" and "module": give exactly one of "policy", "module", "source", "choose", "set-variable" or "include-fragment"/);
+    assert.match(at(26, 'apis[1].policies.inbound[1]'), /needs one of "policy", "module", "source", "choose", "set-variable" or "include-fragment"/);
     assert.match(at(27, 'apis[1].policies.inbound[2].policy'), /name of a built-in policy/);
     assert.match(at(28, 'apis[1].policies.inbound[2].grants.filesystem.data'), /guest path must be absolute/);
     assert.match(at(28, 'apis[1].policies.inbound[2].grants.http.allowedHosts'), /must not be empty/);
@@ -532,7 +532,7 @@ apis:
   test('past 100 problems, the rest are counted, not listed', () => {
     const unknown = refused(`version: 1\n${Array.from({ length: 103 }, (_, i) => `k${i}: 1\n`).join('')}apis:\n${API}`);
     assert.equal(unknown.problems.length, 101);
-    assert.deepEqual(unknown.problems[0], { where: 'gw.yaml:2: k0', message: 'unknown property (allowed here: $schema, version, settings, policies, apis, namedValues)' });
+    assert.deepEqual(unknown.problems[0], { where: 'gw.yaml:2: k0', message: 'unknown property (allowed here: $schema, version, settings, policies, fragments, apis, namedValues)' });
     assert.deepEqual(unknown.problems[99]!.where, 'gw.yaml:101: k99');
     assert.deepEqual(unknown.problems[100], { where: 'gw.yaml: (document)', message: 'and 3 more problems, not listed' });
     const duplicates = refused(`version: 1\n${'apis: []\n'.repeat(103)}`);
@@ -831,8 +831,8 @@ apis:
         'gw.yaml:3: apis[0].operations[0].method: must be an HTTP method in upper case (GET, POST, ...) or "*" (got "get")',
         'gw.yaml:3: apis[0].policies.inbound[0].policy: must be the name of a built-in policy (lowercase letters, digits and dashes) (got "Bad")',
         'gw.yaml:4: apis[1].id: must be lowercase letters, digits and dashes, starting with a letter or digit, at most 64 characters (got "Bad")',
-        'gw.yaml:4: apis[1].policies.inbound[0]: has "policy" and "module" and "source": give exactly one of "policy", "module" or "source"',
-        'gw.yaml:4: apis[1].policies.inbound[1]: needs one of "policy", "module" or "source"',
+        'gw.yaml:4: apis[1].policies.inbound[0]: has "policy" and "module" and "source": give exactly one of "policy", "module", "source", "choose", "set-variable" or "include-fragment"',
+        'gw.yaml:4: apis[1].policies.inbound[1]: needs one of "policy", "module", "source", "choose", "set-variable" or "include-fragment"',
       ],
     );
   });

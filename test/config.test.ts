@@ -10,6 +10,7 @@ import { after, describe, test } from 'node:test';
 import { ConfigError } from '../runtime/config/config-error.ts';
 import { readGatewayDocument } from '../runtime/config/parse-document.ts';
 import { bindChains } from '../runtime/config/policies.ts';
+import { bindingsIn, type PolicyChain } from '../runtime/pipeline/chain.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { ConfigFileWatcher } from '../runtime/config/watch.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
@@ -40,17 +41,17 @@ describe('binding the policies of a document', () => {
     const doc = await readGatewayDocument(gatewayAssets().defaultDocument.source);
     const chains = await bindChains(doc, { host, baseDir: join(repoRoot(), 'runtime', 'config'), policies, sourceName: 'default.yaml' });
     const echo = chains.apis.get('echo')!;
-    assert.deepEqual(echo.api.inbound!.map((b) => [b.id, b.name]), [['api:echo/inbound/0', 'check-header']]);
-    assert.deepEqual(echo.api.outbound!.map((b) => [b.id, b.name]), [['api:echo/outbound/0', 'set-header']]);
+    assert.deepEqual(bindingsIn(echo.api.inbound!).map((b) => [b.id, b.name]), [['api:echo/inbound/0', 'check-header']]);
+    assert.deepEqual(bindingsIn(echo.api.outbound!).map((b) => [b.id, b.name]), [['api:echo/outbound/0', 'set-header']]);
     assert.equal(echo.operations.size, 0);
     assert.equal(chains.global.inbound!.length, 0);
 
     const refused = makeExchange({ path: '/echo/hello' });
-    await echo.api.inbound![0]!.run('inbound', refused);
+    await bindingsIn(echo.api.inbound!)[0]!.run('inbound', refused);
     assert.equal(refused.responded, true);
     assert.equal(refused.response.status, 401);
     const allowed = makeExchange({ path: '/echo/hello', headers: { 'x-api-key': 'demo-key' } });
-    await echo.api.inbound![0]!.run('inbound', allowed);
+    await bindingsIn(echo.api.inbound!)[0]!.run('inbound', allowed);
     assert.equal(allowed.responded, false);
   });
 
@@ -100,8 +101,8 @@ apis:
     const { host } = newHost();
     const doc = await readGatewayDocument(file);
     const chains = await bindChains(doc, { host, baseDir: dir, policies, sourceName: file });
-    const ids = (c: Partial<Record<string, readonly { id: string; name: string }[]>>) =>
-      Object.fromEntries(Object.entries(c).filter(([, v]) => v!.length > 0).map(([k, v]) => [k, v!.map((b) => `${b.id} ${b.name}`)]));
+    const ids = (c: Partial<PolicyChain>) =>
+      Object.fromEntries(Object.entries(c).filter(([, v]) => v!.length > 0).map(([k, v]) => [k, bindingsIn(v!).map((b) => `${b.id} ${b.name}`)]));
     assert.deepEqual(ids(chains.global), { inbound: ['global/inbound/0 chain-probe'] });
     const shop = chains.apis.get('shop')!;
     assert.deepEqual(ids(shop.api), {

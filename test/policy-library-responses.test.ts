@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
 import { assertFramed, send as sendTo, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
-import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { startGatewayProcess, stopAll, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
 let main: RecordingBackend;
 let other: RecordingBackend;
@@ -91,11 +91,7 @@ before(async () => {
   gateway = await startGatewayProcess({ config: writeConfig(tempDir(), 'gateway.yaml', config()) });
 });
 
-after(async () => {
-  await gateway?.stop();
-  await agent.close();
-  await Promise.all([main, other].map((b) => new Promise((r) => b?.server.close(r))));
-});
+after(() => stopAll(gateway, agent, [main?.server, other?.server]));
 
 const send = (path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
   sendTo(gateway.url, path, { ...options, dispatcher: agent });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
 import { assertFramed, send as sendTo, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
-import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { startGatewayProcess, stopAll, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 
 let backend: RecordingBackend;
 let gateway: GatewayProcess;
@@ -71,11 +71,7 @@ before(async () => {
   gateway = await startGatewayProcess({ config: writeConfig(tempDir(), 'gateway.yaml', config()) });
 });
 
-after(async () => {
-  await gateway?.stop();
-  await agent.close();
-  await new Promise((r) => backend?.server.close(r));
-});
+after(() => stopAll(gateway, agent, [backend?.server]));
 
 const send = (path: string, options: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
   sendTo(gateway.url, path, { ...options, dispatcher: agent });

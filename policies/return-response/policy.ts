@@ -23,8 +23,12 @@ export function on_error(): i32 {
 /** Framing headers belong to the proxy (the host refuses to touch them) and are recomputed for the new body. */
 const FRAMING: string[] = ["content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
 
-/** The configured headers, read once: a binding's configuration never changes for the life of its instance. */
-let headerNames: string[] | null = null;
+/**
+ * The configured headers, parsed again only when their JSON changes: the gateway may compute values for each request
+ * (`{expr: ...}`, "x-computed" in schema.json), and then gives this call its own; otherwise they never change.
+ */
+let headersJson: string | null = null;
+let headerNames: string[] = [];
 let headerValues: string[] = [];
 
 function answer(replacing: bool): i32 {
@@ -46,20 +50,22 @@ function clearHeaders(): void {
 }
 
 function setConfiguredHeaders(): void {
-  if (headerNames === null) loadHeaders();
-  const names = headerNames!;
-  for (let i = 0; i < names.length; i++) response.setHeader(names[i], headerValues[i]);
+  const json = config.getJson("headers");
+  if (json != headersJson) loadHeaders(json);
+  for (let i = 0; i < headerNames.length; i++) response.setHeader(headerNames[i], headerValues[i]);
 }
 
-function loadHeaders(): void {
+function loadHeaders(json: string | null): void {
   const names = new Array<string>();
-  const json = config.getJson("headers");
+  const values = new Array<string>();
   if (json !== null) {
     const headers = parseJson(json)!;
     for (let i = 0; i < headers.keys.length; i++) {
       names.push(headers.keys[i]);
-      headerValues.push(headers.items[i].asString("")!);
+      values.push(headers.items[i].asString("")!);
     }
   }
+  headersJson = json;
   headerNames = names;
+  headerValues = values;
 }

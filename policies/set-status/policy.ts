@@ -6,9 +6,6 @@
 // respond gives its own status: setting one there would do nothing, so the gateway refuses the binding instead.
 import { response, config, CONTINUE } from "@gatehouse/policy-sdk";
 
-/** The configured code; 0 until the first call reads it. */
-let code: i32 = 0;
-
 export function on_outbound(): i32 {
   return apply();
 }
@@ -18,7 +15,7 @@ export function on_error(): i32 {
 }
 
 function apply(): i32 {
-  if (code == 0) code = <i32>config.getInt("code", 200);
-  response.setStatus(code);
+  // Read on every call: the gateway may compute it for each request (`code: {expr: ...}`, "x-computed" in schema.json).
+  response.setStatus(<i32>config.getInt("code", 200));
   return CONTINUE;
 }

@@ -1,11 +1,17 @@
 // Turns the policy entries of a configuration document into bound policy chains: finds or builds each module,
-// loads it into the policy host, binds it with its configuration, grants and limits, and warms its instance.
-// Every entry that cannot be used is reported, with its place in the document, in one ConfigError.
+// loads it into the policy host, binds it with its configuration, grants and limits, and warms its instance; compiles
+// the expressions of `when:` conditions, choose branches, set-variable and computed configuration values; and puts
+// the host's own steps (steps.ts) around and between the bindings. A fragment is bound once for each place that
+// includes it (its policies' counters are that place's). Every entry that cannot be used is reported, with its place in
+// the document, in one ConfigError.
 
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 
-import type { PolicyChain } from '../pipeline/chain.ts';
+import type { ChainStep, PolicyChain } from '../pipeline/chain.ts';
+import { Branches, Guarded, SetVariable, type Branch, type ComputedConfig } from '../pipeline/steps.ts';
+import { compileExpression, type Expression, type ExpressionKind } from '../expressions/cel.ts';
+import { isExpressionValue, planComputedConfig } from './computed-config.ts';
 import {
   PHASES,
   PolicyConfigError,
@@ -17,7 +23,7 @@ import {
   type PolicyModule,
 } from '../policy-host/index.ts';
 import { ConfigError, type LocatedProblem } from './config-error.ts';
-import { problemWhere, type DocPath } from './document-paths.ts';
+import { formatPath, problemWhere, type DocPath } from './document-paths.ts';
 import { grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
 import type { GatewayDocument, PhaseChains, PolicyEntry } from './types.ts';
 
@@ -41,17 +47,33 @@ export interface BindChainsOptions {
 }
 
 interface Slot {
-  /** Place in the document, e.g. ['apis', 0, 'policies', 'inbound', 1]. */
+  /** Place in the document, e.g. ['apis', 0, 'policies', 'inbound', 1] (in `fragments` for a fragment's entry). */
   path: DocPath;
-  /** Binding id: `global/inbound/0`, `api:echo/outbound/1`, `api:echo/op:getOrder/inbound/0`. */
+  /**
+   * Binding id: `global/inbound/0`, `api:echo/outbound/1`, `api:echo/op:getOrder/inbound/0`; nested entries add their
+   * place: `.../inbound/2/choose/0/1`, `.../inbound/2/otherwise/0`, `.../inbound/3/fragment:auth/0`.
+   */
   id: string;
   phase: Phase;
   entry: PolicyEntry;
-  /** Where the binding goes. */
-  target: Record<Phase, PolicyBinding[]>;
+  /** The include-fragment entry it was reached through, for problems found in a fragment's entry. */
+  includedFrom: DocPath | null;
+  /** Its `when:` condition. */
+  when: Expression | null;
+  /** Set once bound. */
+  binding: PolicyBinding | null;
+  computed: ComputedConfig | null;
 }
 
-const emptyChain = (): Record<Phase, PolicyBinding[]> => ({ inbound: [], backend: [], outbound: [], 'on-error': [] });
+/** A chain entry as planned: bound later (a slot), or a step of the host's with the plans of what it runs. */
+type Planned =
+  | { kind: 'binding'; slot: Slot }
+  | { kind: 'branches'; id: string; when: Expression | null; failOpen: boolean; branches: { when: Expression | null; steps: Planned[] }[] }
+  | { kind: 'set-variable'; id: string; when: Expression | null; failOpen: boolean; name: string; value: Expression | string };
+
+const HOST_STEPS = ['choose', 'set-variable', 'include-fragment'] as const;
+/** What only a policy module's entry has. */
+const MODULE_KEYS = ['config', 'grants', 'limits', 'circuitBreaker'] as const;
 
 /**
  * Binds every policy of `doc`. Modules are built or read once each, in parallel, and loaded once per content;
@@ -59,35 +81,98 @@ const emptyChain = (): Record<Phase, PolicyBinding[]> => ({ inbound: [], backend
  */
 export async function bindChains(doc: GatewayDocument, options: BindChainsOptions): Promise<BoundChains> {
   const { host, sourceName } = options;
-  const slots: Slot[] = [];
-  const collect = (chains: PhaseChains | undefined, path: DocPath, idPrefix: string, target: Record<Phase, PolicyBinding[]>) => {
-    for (const phase of PHASES) {
-      (chains?.[phase] ?? []).forEach((entry, i) => {
-        slots.push({ path: [...path, 'policies', phase, i], id: `${idPrefix}/${phase}/${i}`, phase, entry, target });
-      });
+  const problems: LocatedProblem[] = [];
+  // A problem in a fragment's entry is the same wherever the fragment is included: reported once, naming the first.
+  const reported = new Set<string>();
+  const reportAt = (path: DocPath, messages: string[], includedFrom: DocPath | null = null) => {
+    const where = problemWhere(doc, sourceName, path);
+    const through = includedFrom ? ` (included at ${formatPath(includedFrom)})` : '';
+    for (const message of messages) {
+      const key = `${where}\u0000${message}`;
+      if (reported.has(key)) continue;
+      reported.add(key);
+      problems.push({ where, message: message + through, path });
     }
   };
+  const report = (slot: Slot, messages: string[]) => reportAt(slot.path, messages, slot.includedFrom);
 
-  const global = emptyChain();
-  collect(doc.policies, [], 'global', global);
-  const apis: BoundChains['apis'] = new Map();
-  doc.apis.forEach((api, a) => {
-    const apiChain = emptyChain();
-    collect(api.policies, ['apis', a], `api:${api.id}`, apiChain);
-    const operations = new Map<string, Partial<PolicyChain>>();
-    (api.operations ?? []).forEach((op, o) => {
-      const opChain = emptyChain();
-      collect(op.policies, ['apis', a, 'operations', o], `api:${api.id}/op:${op.id}`, opChain);
-      operations.set(op.id, opChain);
+  const slots: Slot[] = [];
+  const compile = expressionCompiler(doc);
+  const plan = (
+    entries: readonly PolicyEntry[] | undefined,
+    path: DocPath,
+    idPrefix: string,
+    phase: Phase,
+    includedFrom: DocPath | null,
+    fragments: readonly string[],
+  ): Planned[] => {
+    const planned: Planned[] = [];
+    (entries ?? []).forEach((entry, i) => {
+      const at = [...path, i];
+      const id = `${idPrefix}/${i}`;
+      const expression = (source: unknown, where: DocPath): Expression | null => {
+        const compiled = compile(source, 'condition', phase);
+        if (!Array.isArray(compiled)) return compiled;
+        reportAt(where, compiled, includedFrom);
+        return null;
+      };
+      const when = entry.when === undefined ? null : expression(entry.when, [...at, 'when']);
+      const failOpen = entry.failOpen === true;
+      const hostStep = HOST_STEPS.find((k) => entry[k] !== undefined);
+      if (hostStep !== undefined) {
+        const stray = MODULE_KEYS.filter((k) => entry[k] !== undefined);
+        if (stray.length > 0) reportAt(at, [`${stray.join(', ')} belong to a policy; ${hostStep} has none`], includedFrom);
+      }
+      if (entry.otherwise !== undefined && entry.choose === undefined) reportAt([...at, 'otherwise'], ['goes with choose'], includedFrom);
+      if (entry.choose !== undefined) {
+        const branches = entry.choose.map((branch, b) => ({
+          when: expression(branch.when, [...at, 'choose', b, 'when']),
+          steps: plan(branch.policies, [...at, 'choose', b, 'policies'], `${id}/choose/${b}`, phase, includedFrom, fragments),
+        }));
+        if (entry.otherwise) {
+          branches.push({ when: null, steps: plan(entry.otherwise, [...at, 'otherwise'], `${id}/otherwise`, phase, includedFrom, fragments) });
+        }
+        planned.push({ kind: 'branches', id, when, failOpen, branches });
+      } else if (entry['include-fragment'] !== undefined) {
+        const name = entry['include-fragment'];
+        const list = doc.fragments && Object.hasOwn(doc.fragments, name) ? doc.fragments[name] : undefined;
+        // Missing fragments and cycles are the document's problems (fragments.ts); a document built in code is
+        // checked here only as far as it takes not to loop.
+        if (!list) reportAt([...at, 'include-fragment'], [`no fragment "${name}"`], includedFrom);
+        else if (fragments.includes(name)) reportAt([...at, 'include-fragment'], [`fragment "${name}" includes itself`], includedFrom);
+        else {
+          const steps = plan(list, ['fragments', name], `${id}/fragment:${name}`, phase, includedFrom ?? at, [...fragments, name]);
+          planned.push({ kind: 'branches', id, when, failOpen, branches: [{ when: null, steps }] });
+        }
+      } else if (entry['set-variable'] !== undefined) {
+        const { name, value } = entry['set-variable'];
+        let computed: Expression | string | null = typeof value === 'string' ? value : null;
+        if (isExpressionValue(value)) {
+          const compiled = compile(value.expr, 'text', phase);
+          if (Array.isArray(compiled)) reportAt([...at, 'set-variable', 'value', 'expr'], compiled, includedFrom);
+          else computed = compiled;
+        }
+        if (computed !== null) planned.push({ kind: 'set-variable', id, when, failOpen, name, value: computed });
+      } else {
+        const slot: Slot = { path: at, id, phase, entry, includedFrom, when, binding: null, computed: null };
+        slots.push(slot);
+        planned.push({ kind: 'binding', slot });
+      }
     });
-    apis.set(api.id, { api: apiChain, operations });
-  });
-
-  const problems: LocatedProblem[] = [];
-  const report = (slot: Slot, messages: string[]) => {
-    const where = problemWhere(doc, sourceName, slot.path);
-    for (const message of messages) problems.push({ where, message, path: slot.path });
+    return planned;
   };
+
+  const chainsOf = (chains: PhaseChains | undefined, path: DocPath, idPrefix: string) => {
+    const out = {} as Record<Phase, Planned[]>;
+    for (const phase of PHASES) out[phase] = plan(chains?.[phase], [...path, 'policies', phase], `${idPrefix}/${phase}`, phase, null, []);
+    return out;
+  };
+  const globalPlan = chainsOf(doc.policies, [], 'global');
+  const apiPlans = doc.apis.map((api, a) => ({
+    api,
+    chain: chainsOf(api.policies, ['apis', a], `api:${api.id}`),
+    operations: (api.operations ?? []).map((op, o) => ({ id: op.id, chain: chainsOf(op.policies, ['apis', a, 'operations', o], `api:${api.id}/op:${op.id}`) })),
+  }));
   const seenIds = new Set<string>();
   for (const slot of slots) {
     // Ids namespace counters; the document's unique API and operation ids make them unique, unless it was not checked.
@@ -117,7 +202,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       const { entry } = slot;
       const given = (['policy', 'module', 'source'] as const).filter((k) => entry[k] !== undefined);
       if (given.length !== 1) {
-        report(slot, [`needs exactly one of "policy", "module" or "source" (has ${given.join(', ') || 'none'})`]);
+        report(slot, [`needs exactly one of "policy", "module", "source", "choose", "set-variable" or "include-fragment" (has ${given.join(', ') || 'none'})`]);
         return null;
       }
       try {
@@ -156,19 +241,27 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
     const module = resolved[i];
     if (!module) return;
     const { entry } = slot;
+    const computed = planComputedConfig(entry.config, module, (source, kind) => compile(source, kind, slot.phase), [...slot.path, 'config']);
+    if (Array.isArray(computed)) {
+      for (const p of computed) reportAt(p.path, [p.message], slot.includedFrom);
+      return;
+    }
+    const config = computed?.fixed ?? entry.config;
     try {
       const binding = host.bind({
         id: slot.id,
         phase: slot.phase,
         module,
         // A copy: the host fills in the defaults of the policy's schema, and the document stays as it was written.
-        config: entry.config === undefined ? undefined : structuredClone(entry.config),
+        config: config === undefined ? undefined : structuredClone(config),
+        computedKeys: computed?.keys,
         grants: grantsFor(entry, builtinNeeds, options.baseDir),
         limits: entry.limits,
         circuitBreaker: entry.circuitBreaker,
         failOpen: entry.failOpen,
       });
-      slot.target[slot.phase].push(binding);
+      slot.binding = binding;
+      slot.computed = computed?.computed ?? null;
       bindings.push(binding);
     } catch (err) {
       report(slot, describeFailure(err));
@@ -185,7 +278,52 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
     }
   });
   if (problems.length > 0) throw new ConfigError(problems, `the policies of ${sourceName} cannot be used`);
-  return { global, apis };
+
+  const wallMs = () => host.wallMs();
+  const step = (p: Planned): ChainStep => {
+    if (p.kind === 'binding') {
+      const { binding, when, computed } = p.slot;
+      return when === null && computed === null ? binding! : new Guarded(binding!, when, computed);
+    }
+    const inner =
+      p.kind === 'set-variable'
+        ? new SetVariable(p.id, p.name, p.value, wallMs, p.failOpen)
+        : new Branches(p.id, p.branches.map((b): Branch => ({ when: b.when, steps: b.steps.map(step) })), wallMs, p.failOpen);
+    return p.when === null ? inner : new Guarded(inner, p.when, null);
+  };
+  const chain = (planned: Record<Phase, Planned[]>): Partial<PolicyChain> => ({
+    inbound: planned.inbound.map(step),
+    backend: planned.backend.map(step),
+    outbound: planned.outbound.map(step),
+    'on-error': planned['on-error'].map(step),
+  });
+  const apis: BoundChains['apis'] = new Map();
+  for (const { api, chain: apiChain, operations } of apiPlans) {
+    apis.set(api.id, { api: chain(apiChain), operations: new Map(operations.map((op) => [op.id, chain(op.chain)])) });
+  }
+  return { global: chain(globalPlan), apis };
+}
+
+/**
+ * Compiles the document's expressions, each (text, kind, phase) once: a fragment included in many places, or the same
+ * condition written on many entries, costs one compilation (up to a millisecond for a long expression). Expressions
+ * see the document's named values, the secret ones by name only.
+ */
+function expressionCompiler(doc: GatewayDocument): (source: unknown, kind: ExpressionKind, phase: Phase) => Expression | string[] {
+  const named = Object.entries(doc.namedValues ?? {});
+  const namedValues = new Map(named.filter(([, v]) => !v.secret).map(([k, v]) => [k, v.value]));
+  const secretNames = new Set(named.filter(([, v]) => v.secret).map(([k]) => k));
+  const compiled = new Map<string, Expression | string[]>();
+  return (source, kind, phase) => {
+    if (typeof source !== 'string') return compileExpression(source, kind, { phase, namedValues, secretNames });
+    const key = `${kind}\u0000${phase}\u0000${source}`;
+    let found = compiled.get(key);
+    if (found === undefined) {
+      found = compileExpression(source, kind, { phase, namedValues, secretNames });
+      compiled.set(key, found);
+    }
+    return found;
+  };
 }
 
 class MissingFile extends Error {

@@ -1,5 +1,6 @@
-// Every policy entry of a configuration document (global, API and operation scopes, every phase), with its place in
-// the document. The document need not be checked yet: whatever is not shaped like a chain is skipped.
+// Every policy entry of a configuration document (global, API and operation scopes, every phase, the fragments, and
+// the entries nested in choose branches), with its place in the document. The document need not be checked yet:
+// whatever is not shaped like a chain is skipped.
 
 import type { DocPath } from './document-paths.ts';
 
@@ -15,16 +16,29 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 function* chainEntries(holder: unknown, at: DocPath): Generator<PolicyEntryAt> {
   const policies = isObject(holder) ? holder.policies : undefined;
   if (!isObject(policies)) return;
-  for (const [phase, list] of Object.entries(policies)) {
-    if (!Array.isArray(list)) continue;
-    for (let i = 0; i < list.length; i++) {
-      const entry: unknown = list[i];
-      if (isObject(entry)) yield { entry, path: [...at, 'policies', phase, i] };
+  for (const [phase, list] of Object.entries(policies)) yield* listEntries(list, [...at, 'policies', phase]);
+}
+
+/** The entries of a list of entries, each followed by those nested in it (choose's branches and `otherwise`). */
+function* listEntries(list: unknown, at: DocPath): Generator<PolicyEntryAt> {
+  if (!Array.isArray(list)) return;
+  for (let i = 0; i < list.length; i++) {
+    const entry: unknown = list[i];
+    if (!isObject(entry)) continue;
+    yield { entry, path: [...at, i] };
+    if (Array.isArray(entry.choose)) {
+      for (let b = 0; b < entry.choose.length; b++) {
+        const branch: unknown = entry.choose[b];
+        if (isObject(branch)) yield* listEntries(branch.policies, [...at, i, 'choose', b, 'policies']);
+      }
     }
+    yield* listEntries(entry.otherwise, [...at, i, 'otherwise']);
   }
 }
 
 export function* policyEntries(doc: unknown): Generator<PolicyEntryAt> {
+  const fragments = isObject(doc) ? doc.fragments : undefined;
+  if (isObject(fragments)) for (const [name, list] of Object.entries(fragments)) yield* listEntries(list, ['fragments', name]);
   yield* chainEntries(doc, []);
   const apis = isObject(doc) ? doc.apis : undefined;
   if (!Array.isArray(apis)) return;

@@ -19,6 +19,8 @@ function validate(): ValidateFunction {
 
 /** Plain-language messages for the schema's patterns (keyed by the pattern: ajv may inline `$ref`s, which changes
  *  schema paths). */
+const FRAGMENT_NAME_HINT = 'a fragment name is letters, digits, ".", "_" and "-", starting with a letter or digit, at most 128 characters';
+
 const PATTERN_HINTS: Record<string, string> = {
   '^[a-z0-9][a-z0-9-]{0,63}$': 'must be lowercase letters, digits and dashes, starting with a letter or digit, at most 64 characters',
   '^/': 'must start with "/"',
@@ -28,6 +30,8 @@ const PATTERN_HINTS: Record<string, string> = {
   '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$': 'must be letters, digits, "_" and "-", starting with a letter or digit, at most 64 characters',
   "^(\\*|[!#$%&'+.^_`|~0-9A-Z-]+)$": 'must be an HTTP method in upper case (GET, POST, ...) or "*"',
   '^[a-z0-9][a-z0-9-]*$': 'must be the name of a built-in policy (lowercase letters, digits and dashes)',
+  '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$': FRAGMENT_NAME_HINT,
+  '^[A-Za-z0-9._-]{1,128}$': 'must be letters, digits, ".", "_" and "-", at most 128 characters',
   '^[^\\s/?#@\\\\]+$': 'must be a host and port, like "orders.internal:8443" or "*.svc.example.com:443", without a scheme or path',
 };
 
@@ -57,9 +61,9 @@ export function schemaProblems(data: unknown): PathProblem[] {
   const check = validate();
   if (check(data)) return [];
   const errors = check.errors ?? [];
-  // Errors inside the branches of a oneOf are noise: the oneOf error says what is wrong.
+  // Errors inside the branches of a oneOf or anyOf are noise: its own error says what is wrong.
   const oneOfs = errors
-    .filter((e) => e.keyword === 'oneOf')
+    .filter((e) => e.keyword === 'oneOf' || e.keyword === 'anyOf')
     .map((e) => ({ schema: `${e.schemaPath}/`, instance: e.instancePath }));
   const out: PathProblem[] = [];
   for (const e of errors) {
@@ -104,11 +108,20 @@ function formatSchemaError(e: ErrorObject): PathProblem | null {
       }
       return { path, message: e.message ?? 'must match exactly one schema' };
     }
+    case 'anyOf': {
+      const described = (e.parentSchema as { description?: unknown } | undefined)?.description;
+      return { path, message: `must be ${typeof described === 'string' ? described : 'one of the forms allowed here'} (got ${shown(e.data)})` };
+    }
     case 'pattern': {
       const name = (e as ErrorObject & { propertyName?: string }).propertyName;
       if (name !== undefined) {
-        // Property names are constrained in two places: named values, and the guest paths of filesystem grants.
-        const message = path.length === 1 && path[0] === 'namedValues' ? NAMED_VALUE_NAME_HINT : 'the guest path must be absolute (start with "/")';
+        // Property names are constrained in three places: named values, fragments, and the guest paths of filesystem grants.
+        const message =
+          path.length === 1 && path[0] === 'namedValues'
+            ? NAMED_VALUE_NAME_HINT
+            : path.length === 1 && path[0] === 'fragments'
+              ? FRAGMENT_NAME_HINT
+              : 'the guest path must be absolute (start with "/")';
         return { path: [...path, name], message };
       }
       const hint = PATTERN_HINTS[String(params.pattern)];

@@ -1,9 +1,11 @@
-// What gateway.schema.json cannot express: unique API and operation ids, APIs that would answer the same requests
-// (same path prefix, shared hosts or none), operations that would never be reached, and path prefixes, URL templates
-// and backend URLs that the router and the forwarder cannot use. Run beside the schema, on whatever parts of the
+// What gateway.schema.json cannot express: fragments that exist and do not include themselves (fragments.ts), unique
+// API and operation ids, APIs that would answer the same requests (same path prefix, shared hosts or none), operations
+// that would never be reached, and path prefixes, URL templates and backend URLs that the router and the forwarder
+// cannot use. Run beside the schema, on whatever parts of the
 // document have the shape these checks read (the rest the schema reports).
 
 import type { PathProblem } from './document-paths.ts';
+import { fragmentProblems } from './fragments.ts';
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isString = (v: unknown): v is string => typeof v === 'string';
@@ -13,7 +15,7 @@ const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 
 /** The problems of `data` that the schema cannot find, each at its path. */
 export function semanticProblems(data: unknown): PathProblem[] {
-  const out: PathProblem[] = [];
+  const out: PathProblem[] = fragmentProblems(data);
   if (!isObject(data) || !Array.isArray(data.apis)) return out;
   const apis = data.apis as unknown[];
   const apiIds = new Map<string, number>();

@@ -11,6 +11,8 @@ export interface GatewayDocument {
   settings?: GatewaySettings;
   /** Policies of the global scope, applied to every API. */
   policies?: PhaseChains;
+  /** Named lists of policy entries, run in place of an `include-fragment: <name>` entry (fragments.ts). */
+  fragments?: Record<string, PolicyEntry[]>;
   apis: ApiDocument[];
   /** Values policy configurations refer to as `{{name}}` (see named-values.ts). */
   namedValues?: Record<string, NamedValue>;
@@ -121,15 +123,27 @@ export interface PhaseChains {
   'on-error'?: PolicyEntry[];
 }
 
-/** One policy in a chain. Exactly one of `policy` (built-in), `module` (a .wasm file) or `source` (a policy folder). */
+/**
+ * One entry of a chain. Exactly one of `policy` (built-in), `module` (a .wasm file) or `source` (a policy folder), or
+ * one of the host's own: `choose`, `set-variable`, `include-fragment`. Any of them may have a `when` condition.
+ */
 export interface PolicyEntry {
+  /** A CEL condition: false skips the entry (docs/expressions.md). */
+  when?: string;
+  /** Branches: the first whose condition holds runs its policies, else `otherwise`. */
+  choose?: { when: string; policies: PolicyEntry[] }[];
+  otherwise?: PolicyEntry[];
+  /** Stores a value, text or computed (`{expr}`), in the request's variables. */
+  'set-variable'?: { name: string; value: string | { expr: string } };
+  /** Runs the entries of the document's fragment of this name in its place. */
+  'include-fragment'?: string;
   /** A built-in policy: the name of a folder under policies/ (e.g. `check-header`). */
   policy?: string;
   /** A compiled policy module (.wasm), path relative to the configuration file. */
   module?: string;
   /** A policy folder (or its policy.ts) built with the SDK at load, path relative to the configuration file. */
   source?: string;
-  /** The policy's configuration, checked against the schema in its descriptor. */
+  /** The policy's configuration, checked against the schema in its descriptor; `{expr}` values are computed per call where the policy takes them. */
   config?: Record<string, unknown>;
   grants?: Grants;
   limits?: Partial<Limits>;

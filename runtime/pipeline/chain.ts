@@ -4,13 +4,37 @@
 import type { Phase } from '../../abi/index.ts';
 import type { PolicyBinding } from '../policy-host/binding.ts';
 import { PolicyFailure } from '../policy-host/errors.ts';
-import { roundMs, type Exchange, type ResponseState } from '../policy-host/exchange.ts';
+import { roundMs, type Exchange, type PolicyTiming, type ResponseState } from '../policy-host/exchange.ts';
+
+/**
+ * What a phase runs, one entry of the configuration each: a policy binding, or a step the host runs itself around or
+ * instead of one (steps.ts: a `when:` condition, choose, include-fragment, set-variable).
+ */
+export interface ChainStep {
+  /** Names it in timings, logs and failures: the binding id of its entry. */
+  readonly id: string;
+  readonly failOpen: boolean;
+  /**
+   * Runs it: undefined when it completed synchronously, a promise when it waits, false when it did not run (its
+   * condition was false). Throws, or rejects with, PolicyFailure.
+   */
+  runNow(phase: Phase, exchange: Exchange, nowMs: number | undefined, hooks: ChainHooks): Promise<void> | undefined | false;
+  /** The clock its timing is read from, in milliseconds. */
+  wallMs(): number;
+  /** The steps it may run in turn (host steps); absent for a binding. */
+  readonly nested?: readonly ChainStep[];
+}
 
 export interface PolicyChain {
-  inbound: readonly PolicyBinding[];
-  backend: readonly PolicyBinding[];
-  outbound: readonly PolicyBinding[];
-  'on-error': readonly PolicyBinding[];
+  inbound: readonly ChainStep[];
+  backend: readonly ChainStep[];
+  outbound: readonly ChainStep[];
+  'on-error': readonly ChainStep[];
+}
+
+/** Every policy binding `steps` may run, nested ones included: what the gateway asks of a chain before it runs it. */
+export function bindingsIn(steps: readonly ChainStep[]): PolicyBinding[] {
+  return steps.flatMap((step) => (step.nested ? bindingsIn(step.nested) : [step as unknown as PolicyBinding]));
 }
 
 export const EMPTY_CHAIN: PolicyChain = { inbound: [], backend: [], outbound: [], 'on-error': [] };
@@ -56,7 +80,7 @@ export type Forward = (exchange: Exchange) => Promise<ResponseState>;
 
 export interface ChainHooks {
   /** Called when a fail-open policy failed and was skipped. */
-  onFailOpen?: (binding: PolicyBinding, failure: PolicyFailure) => void;
+  onFailOpen?: (step: ChainStep, failure: PolicyFailure) => void;
 }
 
 export async function runChain(
@@ -111,33 +135,42 @@ function mergeVary(backend: readonly string[], added: readonly string[]): string
  */
 function runPhase(
   phase: Phase,
-  bindings: readonly PolicyBinding[],
+  bindings: readonly ChainStep[],
   exchange: Exchange,
   hooks: ChainHooks,
 ): boolean | Promise<boolean> {
   exchange.phase = phase;
-  if (bindings.length === 0) return false;
+  return runSteps(phase, bindings, exchange, hooks);
+}
+
+/** Runs `steps` in `phase` as runPhase does: the phase itself, or a branch of it (choose, include-fragment). */
+export function runSteps(phase: Phase, steps: readonly ChainStep[], exchange: Exchange, hooks: ChainHooks): boolean | Promise<boolean> {
+  if (steps.length === 0) return false;
   // Calls are timed with the clock of their CPU budgets, and one reading between two calls ends one's timing and
   // starts the next's, budget included: a reading costs 0.1 us under Node, 0.2 us under Deno.
-  return runFrom(0, phase, bindings, exchange, hooks, bindings[0]!.wallMs());
+  return runFrom(0, phase, steps, exchange, hooks, steps[0]!.wallMs());
 }
 
 /** Runs the phase's calls from `index` on; `started`: the clock reading that starts the first of them. */
 function runFrom(
   index: number,
   phase: Phase,
-  bindings: readonly PolicyBinding[],
+  bindings: readonly ChainStep[],
   exchange: Exchange,
   hooks: ChainHooks,
   started: number,
 ): boolean | Promise<boolean> {
   for (let i = index; i < bindings.length; i++) {
     const binding = bindings[i]!;
-    let pending: Promise<void> | undefined;
+    let pending: Promise<void> | undefined | false;
     try {
-      pending = binding.runNow(phase, exchange, started);
+      pending = binding.runNow(phase, exchange, started, hooks);
     } catch (err) {
       started = afterFailure(binding, phase, exchange, hooks, started, err);
+      continue;
+    }
+    if (pending === false) {
+      started = record(binding, phase, exchange, started, 'skipped');
       continue;
     }
     if (pending) return awaitCall(pending, i, phase, bindings, exchange, hooks, started);
@@ -152,7 +185,7 @@ async function awaitCall(
   pending: Promise<void>,
   index: number,
   phase: Phase,
-  bindings: readonly PolicyBinding[],
+  bindings: readonly ChainStep[],
   exchange: Exchange,
   hooks: ChainHooks,
   started: number,
@@ -169,14 +202,18 @@ async function awaitCall(
 }
 
 /** Records a call that completed; returns the clock reading that ended it. */
-function afterCall(binding: PolicyBinding, phase: Phase, exchange: Exchange, started: number): number {
-  const ended = binding.wallMs();
-  exchange.timings.push({ binding: binding.id, phase, ms: roundMs(ended - started), outcome: exchange.responded ? 'respond' : 'continue' });
+function afterCall(binding: ChainStep, phase: Phase, exchange: Exchange, started: number): number {
+  return record(binding, phase, exchange, started, exchange.responded ? 'respond' : 'continue');
+}
+
+function record(step: ChainStep, phase: Phase, exchange: Exchange, started: number, outcome: PolicyTiming['outcome']): number {
+  const ended = step.wallMs();
+  exchange.timings.push({ binding: step.id, phase, ms: roundMs(ended - started), outcome });
   return ended;
 }
 
 /** A call that failed: a fail-open policy is recorded and skipped (returns the clock reading to go on from), else throws. */
-function afterFailure(binding: PolicyBinding, phase: Phase, exchange: Exchange, hooks: ChainHooks, started: number, err: unknown): number {
+function afterFailure(binding: ChainStep, phase: Phase, exchange: Exchange, hooks: ChainHooks, started: number, err: unknown): number {
   const ms = roundMs(binding.wallMs() - started);
   if (err instanceof PolicyFailure && binding.failOpen) {
     exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed-open' });
@@ -187,7 +224,7 @@ function afterFailure(binding: PolicyBinding, phase: Phase, exchange: Exchange, 
   throw err;
 }
 
-async function runOnError(bindings: readonly PolicyBinding[], exchange: Exchange, hooks: ChainHooks): Promise<void> {
+async function runOnError(bindings: readonly ChainStep[], exchange: Exchange, hooks: ChainHooks): Promise<void> {
   const error = exchange.error!;
   exchange.responded = false;
   // The backend's unread body (an outbound policy failed) would otherwise hold its connection.

@@ -2,7 +2,7 @@
 // It owns the live instance, runs effect rounds, keeps every call atomic, and recycles the instance after a trap.
 
 import type { BudgetClocks } from './call-budget.ts';
-import { MAX_EFFECT_ROUNDS, MAX_EFFECTS_PER_REQUEST, PHASE_EXPORTS, type Phase } from '../../abi/index.ts';
+import { COMPUTED_CONFIG_KEYS, MAX_EFFECT_ROUNDS, MAX_EFFECTS_PER_REQUEST, PHASE_EXPORTS, type Phase } from '../../abi/index.ts';
 import { CallAbort, PolicyFailure, type FailureReason } from './errors.ts';
 import { PolicyInstance, type CallState, type CallView, type Grants, type Limits } from './instance.ts';
 import type { PolicyModule } from './module.ts';
@@ -79,6 +79,8 @@ export interface BindingOptions {
   id: string;
   module: PolicyModule;
   config: unknown;
+  /** Top-level configuration keys computed for each call (the exchange's computedConfig holds their values). */
+  computedKeys?: readonly string[];
   grants: Grants;
   limits: Limits;
   failOpen: boolean;
@@ -134,6 +136,7 @@ export class PolicyBinding {
   /** The configuration value a handler reads through the CONFIG field. */
   configValue(name: string): string | null {
     if (name === '') return JSON.stringify(this.options.config ?? {});
+    if (name === COMPUTED_CONFIG_KEYS) return this.options.computedKeys?.length ? this.options.computedKeys.join(',') : null;
     return this.extismConfig[name] ?? null;
   }
 

@@ -13,6 +13,7 @@ export const FAILURE_REASONS = [
   'effects', // too many effects or effect rounds, or an effect the host could not run
   'instantiate', // a new instance could not be created
   'circuit-open', // not called: the binding failed its budget or a cap too often (circuit-breaker.ts)
+  'expression', // an expression of the entry (its condition, a computed value) failed when it was evaluated
 ] as const;
 
 export type FailureReason = (typeof FAILURE_REASONS)[number];

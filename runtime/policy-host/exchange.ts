@@ -91,7 +91,8 @@ export interface PolicyTiming {
   binding: string;
   phase: Phase;
   ms: number;
-  outcome: 'continue' | 'respond' | 'failed' | 'failed-open';
+  /** skipped: the entry's `when:` condition was false, so it did not run. */
+  outcome: 'continue' | 'respond' | 'failed' | 'failed-open' | 'skipped';
 }
 
 export interface ExchangeInit {
@@ -191,6 +192,12 @@ export class Exchange implements TransactionalView {
   effectsPerformed = 0;
   /** The binding whose handler is running (its configuration and body declarations apply); set by begin(). */
   binding: PolicyBinding | null = null;
+  /**
+   * Configuration values the host computed from expressions for the call about to run (top-level key to the value as
+   * the CONFIG field gives it; "" to the whole configuration as JSON): they take the place of the binding's own. Null
+   * when the entry has none.
+   */
+  computedConfig: ReadonlyMap<string, string> | null = null;
   /**
    * What the running call changed, to undo it: entries of UNDO_STRIDE slots (what kind of change, where, the key, the
    * previous value). Flat and kept for the exchange's life, so that a write allocates nothing for its undo. Null while no
@@ -313,7 +320,7 @@ export class Exchange implements TransactionalView {
       case Field.VARIABLE:
         return this.variables.get(name) ?? null;
       case Field.CONFIG:
-        return this.binding?.configValue(name) ?? null;
+        return this.computedConfig?.get(name) ?? this.binding?.configValue(name) ?? null;
       case Field.ROUTE_PARAM:
         return this.routeParams.get(name) ?? null;
       case Field.BACKEND_URL:

@@ -18,6 +18,11 @@ export interface BindSpec {
   phase: Phase;
   module: PolicyModule;
   config?: unknown;
+  /**
+   * Top-level configuration keys whose values are computed for each call (the gateway's `{expr: ...}` values): absent
+   * from `config`, so their being required is not held against it; the computed configuration is checked when made.
+   */
+  computedKeys?: readonly string[];
   grants?: Grants;
   limits?: Partial<Limits>;
   failOpen?: boolean;
@@ -89,6 +94,11 @@ export class PolicyHost {
   }
 
   /** Checks a binding against its module (phase, configuration schema, grants, limits) and creates it. */
+  /** The wall clock calls are timed with, in milliseconds (what the chain times the host's own steps with). */
+  wallMs(): number {
+    return this.clocks.wallMs();
+  }
+
   bind(spec: BindSpec): PolicyBinding {
     const { module } = spec;
     const problems: string[] = [];
@@ -99,7 +109,8 @@ export class PolicyHost {
     }
     const config = spec.config ?? {};
     if (module.validateConfig) {
-      for (const p of module.validateConfig(config)) problems.push(`config ${p}`);
+      const computed = new Set((spec.computedKeys ?? []).map((key) => `(root): must have required property '${key}'`));
+      for (const p of module.validateConfig(config)) if (!computed.has(p)) problems.push(`config ${p}`);
     }
     const grants = checkGrants(spec.grants ?? {}, problems);
     if (module.importsWasi && grants.wasi !== true && grants.filesystem === undefined) {
@@ -112,6 +123,7 @@ export class PolicyHost {
       id: spec.id,
       module,
       config,
+      computedKeys: spec.computedKeys,
       grants,
       limits,
       failOpen: spec.failOpen === true,

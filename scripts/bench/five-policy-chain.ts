@@ -12,17 +12,23 @@ export const ORIGIN = 'https://app.example.com';
  * request does the whole chain. bench-proxy.ts checks that each policy acted before measuring: the backend sees the
  * caller's identity instead of the key and the rewritten path, the client sees the outbound header and the CORS
  * headers, and a request without the key is refused.
+ *
+ * `when`: the entry's condition in the variant with conditions (issue 18's `five-policy-conditions-ratio`): each holds
+ * for the load generators' requests, and each reads a different part of the request, as a configuration's would.
  */
-export const FIVE_POLICY_CHAIN: Array<{ phase: 'inbound' | 'outbound'; policy: string; config: Record<string, unknown> }> = [
-  { phase: 'inbound', policy: 'cors', config: { allowedOrigins: [ORIGIN], exposeHeaders: ['x-request-id'] } },
-  { phase: 'inbound', policy: 'key-auth', config: { keys: [{ id: 'bench-client', key: API_KEY }], identityHeader: 'x-consumer-id' } },
-  { phase: 'inbound', policy: 'rate-limit', config: { calls: 1_000_000_000, renewalPeriod: 3600 } },
-  { phase: 'inbound', policy: 'rewrite-uri', config: { template: '/v2/items' } },
-  { phase: 'outbound', policy: 'set-header', config: { name: 'x-gatehouse', value: 'bench' } },
+export const FIVE_POLICY_CHAIN: Array<{ phase: 'inbound' | 'outbound'; policy: string; config: Record<string, unknown>; when: string }> = [
+  { phase: 'inbound', policy: 'cors', config: { allowedOrigins: [ORIGIN], exposeHeaders: ['x-request-id'] }, when: "request.headers[?'origin'].orValue('') != ''" },
+  { phase: 'inbound', policy: 'key-auth', config: { keys: [{ id: 'bench-client', key: API_KEY }], identityHeader: 'x-consumer-id' }, when: "request.method != 'OPTIONS'" },
+  { phase: 'inbound', policy: 'rate-limit', config: { calls: 1_000_000_000, renewalPeriod: 3600 }, when: "!request.path.startsWith('/internal/')" },
+  { phase: 'inbound', policy: 'rewrite-uri', config: { template: '/v2/items' }, when: "request.path.startsWith('/')" },
+  { phase: 'outbound', policy: 'set-header', config: { name: 'x-gatehouse', value: 'bench' }, when: 'response.status < 500' },
 ];
 
-/** The configuration document (YAML): API `bench` on `/` in front of `backendUrl`, with the chain when asked. */
-export function benchGatewayYaml(backendUrl: string, withPolicies: boolean, writtenBy: string): string {
+/**
+ * The configuration document (YAML): API `bench` on `/` in front of `backendUrl`, with the chain when asked, and with
+ * each entry's `when:` condition for 'with-conditions'.
+ */
+export function benchGatewayYaml(backendUrl: string, withPolicies: boolean | 'with-conditions', writtenBy: string): string {
   const lines = ['# Written by ' + writtenBy, 'version: 1', 'apis:', '  - id: bench', '    pathPrefix: /', '    backend:', `      url: ${backendUrl}`];
   if (withPolicies) {
     lines.push('    policies:');
@@ -31,6 +37,7 @@ export function benchGatewayYaml(backendUrl: string, withPolicies: boolean, writ
       if (entries.length > 0) lines.push(`      ${phase}:`);
       for (const entry of entries) {
         lines.push(`        - policy: ${entry.policy}`);
+        if (withPolicies === 'with-conditions') lines.push(`          when: ${JSON.stringify(entry.when)}`);
         lines.push(`          config: ${JSON.stringify(entry.config)}`);
       }
     }

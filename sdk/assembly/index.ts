@@ -256,15 +256,24 @@ export namespace vars {
 // Configuration: the top-level keys of this policy binding's configuration (checked against schema.json)
 
 // A binding's configuration never changes for the life of an instance (an instance serves one binding), so values
-// are read from the host once and remembered: a policy may read its configuration on every call at no cost.
+// are read from the host once and remembered: a policy may read its configuration on every call at no cost. The
+// exception: keys the gateway computes for each call (`{expr: ...}` where the policy's schema.json says
+// "x-computed"), which the host lists under the CONFIG name "$computed" (COMPUTED_CONFIG_KEYS in abi/constants.ts).
 const configValues = new Map<string, string>();
 const configAbsent = new Set<string>();
 const configArrays = new Map<string, string[]>();
+/** The keys computed for each call, read once; null until then. */
+let computedKeys: string[] | null = null;
 
 function configValue(n: string, what: string): string | null {
   if (configValues.has(n)) return configValues.get(n);
   if (configAbsent.has(n)) return null;
   let v = getNamed(Field.CONFIG, n, what);
+  if (computedKeys === null) {
+    const listed = getNamed(Field.CONFIG, "$computed", what);
+    computedKeys = listed === null ? new Array<string>() : listed.split(",");
+  }
+  if (computedKeys!.includes(n)) return v;
   if (v === null) configAbsent.add(n);
   else configValues.set(n, v);
   return v;
@@ -338,6 +347,7 @@ export namespace config {
   export function getStringArray(n: string): string[] {
     if (configArrays.has(n)) return configArrays.get(n).slice();
     let out = parseStringArray(configValue(n, "config.getStringArray"));
+    if (computedKeys!.includes(n)) return out;
     configArrays.set(n, out);
     return out.slice();
   }

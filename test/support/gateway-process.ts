@@ -24,6 +24,17 @@ export interface GatewayProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** After a file's tests: stops its gateway, then closes its client agent and its backends' servers. */
+export async function stopAll(
+  gateway: GatewayProcess | undefined,
+  agent: { close(): Promise<void> },
+  servers: ({ close(done: () => void): unknown } | undefined)[],
+): Promise<void> {
+  await gateway?.stop();
+  await agent.close();
+  await Promise.all(servers.map((server) => new Promise<void>((done) => (server ? server.close(() => done()) : done()))));
+}
+
 export function tempDir(prefix = 'gatehouse-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }

@@ -151,30 +151,30 @@ export function runSteps(phase: Phase, steps: readonly ChainStep[], exchange: Ex
   return runFrom(0, phase, steps, exchange, hooks, steps[0]!.wallMs());
 }
 
-/** Runs the phase's calls from `index` on; `started`: the clock reading that starts the first of them. */
+/** Runs the phase's steps from `index` on; `started`: the clock reading that starts the first of them. */
 function runFrom(
   index: number,
   phase: Phase,
-  bindings: readonly ChainStep[],
+  steps: readonly ChainStep[],
   exchange: Exchange,
   hooks: ChainHooks,
   started: number,
 ): boolean | Promise<boolean> {
-  for (let i = index; i < bindings.length; i++) {
-    const binding = bindings[i]!;
+  for (let i = index; i < steps.length; i++) {
+    const step = steps[i]!;
     let pending: Promise<void> | undefined | false;
     try {
-      pending = binding.runNow(phase, exchange, started, hooks);
+      pending = step.runNow(phase, exchange, started, hooks);
     } catch (err) {
-      started = afterFailure(binding, phase, exchange, hooks, started, err);
+      started = afterFailure(step, phase, exchange, hooks, started, err);
       continue;
     }
     if (pending === false) {
-      started = record(binding, phase, exchange, started, 'skipped');
+      started = record(step, phase, exchange, started, 'skipped');
       continue;
     }
-    if (pending) return awaitCall(pending, i, phase, bindings, exchange, hooks, started);
-    started = afterCall(binding, phase, exchange, started);
+    if (pending) return awaitCall(pending, i, phase, steps, exchange, hooks, started);
+    started = afterCall(step, phase, exchange, started);
     if (exchange.responded) return true;
   }
   return false;
@@ -185,25 +185,25 @@ async function awaitCall(
   pending: Promise<void>,
   index: number,
   phase: Phase,
-  bindings: readonly ChainStep[],
+  steps: readonly ChainStep[],
   exchange: Exchange,
   hooks: ChainHooks,
   started: number,
 ): Promise<boolean> {
-  const binding = bindings[index]!;
+  const step = steps[index]!;
   try {
     await pending;
   } catch (err) {
-    return runFrom(index + 1, phase, bindings, exchange, hooks, afterFailure(binding, phase, exchange, hooks, started, err));
+    return runFrom(index + 1, phase, steps, exchange, hooks, afterFailure(step, phase, exchange, hooks, started, err));
   }
-  const ended = afterCall(binding, phase, exchange, started);
+  const ended = afterCall(step, phase, exchange, started);
   if (exchange.responded) return true;
-  return runFrom(index + 1, phase, bindings, exchange, hooks, ended);
+  return runFrom(index + 1, phase, steps, exchange, hooks, ended);
 }
 
 /** Records a call that completed; returns the clock reading that ended it. */
-function afterCall(binding: ChainStep, phase: Phase, exchange: Exchange, started: number): number {
-  return record(binding, phase, exchange, started, exchange.responded ? 'respond' : 'continue');
+function afterCall(step: ChainStep, phase: Phase, exchange: Exchange, started: number): number {
+  return record(step, phase, exchange, started, exchange.responded ? 'respond' : 'continue');
 }
 
 function record(step: ChainStep, phase: Phase, exchange: Exchange, started: number, outcome: PolicyTiming['outcome']): number {
@@ -213,14 +213,14 @@ function record(step: ChainStep, phase: Phase, exchange: Exchange, started: numb
 }
 
 /** A call that failed: a fail-open policy is recorded and skipped (returns the clock reading to go on from), else throws. */
-function afterFailure(binding: ChainStep, phase: Phase, exchange: Exchange, hooks: ChainHooks, started: number, err: unknown): number {
-  const ms = roundMs(binding.wallMs() - started);
-  if (err instanceof PolicyFailure && binding.failOpen) {
-    exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed-open' });
-    hooks.onFailOpen?.(binding, err);
-    return binding.wallMs();
+function afterFailure(step: ChainStep, phase: Phase, exchange: Exchange, hooks: ChainHooks, started: number, err: unknown): number {
+  const ms = roundMs(step.wallMs() - started);
+  if (err instanceof PolicyFailure && step.failOpen) {
+    exchange.timings.push({ binding: step.id, phase, ms, outcome: 'failed-open' });
+    hooks.onFailOpen?.(step, err);
+    return step.wallMs();
   }
-  exchange.timings.push({ binding: binding.id, phase, ms, outcome: 'failed' });
+  exchange.timings.push({ binding: step.id, phase, ms, outcome: 'failed' });
   throw err;
 }
 

@@ -156,8 +156,8 @@ describe('what the meter leaves of a module', () => {
       (globalThis as { gc?: () => void }).gc?.();
       return process.memoryUsage().external;
     };
-    // Kept, each batch of 30 would take about 74 MiB more, batch after batch; freed, binaryen's memory may still step up
-    // once more (a step was 26 MiB in one run), but not in every batch.
+    // Kept, each batch of 30 would take about 74 MiB more, 220 MiB over three; freed, binaryen's memory may still step
+    // up now and then (steps of 26 and 28 MiB were seen, two of them in one CI run): under half of the kept growth.
     for (let i = 0; i < 30; i++) await instrumentForBudget(bytes);
     const grown: number[] = [];
     for (let batch = 0; batch < 3; batch++) {
@@ -167,7 +167,7 @@ describe('what the meter leaves of a module', () => {
     }
     const total = grown.reduce((a, b) => a + b, 0);
     assert.ok(
-      total < 60 && grown.filter((g) => g >= 24).length <= 1,
+      total < 110,
       `binaryen's memory grew by ${grown.map((g) => g.toFixed(1)).join(', ')} MiB over three batches of 30 modules of 2 MiB`,
     );
   });

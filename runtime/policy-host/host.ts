@@ -93,12 +93,12 @@ export class PolicyHost {
     return [...this.modules.keys()];
   }
 
-  /** Checks a binding against its module (phase, configuration schema, grants, limits) and creates it. */
   /** The wall clock calls are timed with, in milliseconds (what the chain times the host's own steps with). */
   wallMs(): number {
     return this.clocks.wallMs();
   }
 
+  /** Checks a binding against its module (phase, configuration schema, grants, limits) and creates it. */
   bind(spec: BindSpec): PolicyBinding {
     const { module } = spec;
     const problems: string[] = [];

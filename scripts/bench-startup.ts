@@ -9,19 +9,16 @@
 // `idle-rss-mib-deno`. BENCH_BASELINE_MAIN (another build's gateway entry, run under Node) adds `baseline-cold-start-ms`
 // and `baseline-idle-rss-mib`, measured in the same run, start for start in turn with this build's.
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, request } from 'undici';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
-import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
-import { freePort } from '../test/support/ports.ts';
-import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
+import { benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { positiveFromEnv } from './lib/env.ts';
 import { median } from './lib/median.ts';
 import { startBenchBackend } from './lib/bench-backend.ts';
+import { sendChainRequests, startGatewayProcess, stopGatewayProcess, type GatewayProcess } from './lib/gateway-process.ts';
 
 const RUNS = positiveFromEnv('BENCH_STARTUP_RUNS', 5);
 const REQUESTS = 1000;
@@ -56,69 +53,15 @@ if (baselineMain) {
   });
 }
 
-interface Started {
-  child: ChildProcess;
-  port: number;
-  readyMs: number;
-}
-
-async function start(build: Build, config: string): Promise<Started> {
-  const [port, adminPort] = [await freePort(), await freePort()];
-  const { cmd, args } = build.command(config);
-  const startedAt = performance.now();
-  const child = spawn(cmd, args, {
-    cwd: root,
-    env: { ...process.env, GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_DELAY_MS: '0', GATEHOUSE_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${build.name}: the gateway exited with ${child.exitCode}: ${stderr}`);
-    if (performance.now() - startedAt > READY_TIMEOUT_MS) {
-      child.kill('SIGKILL');
-      throw new Error(`${build.name}: not ready after ${READY_TIMEOUT_MS} ms: ${stderr}`);
-    }
-    const status = await request(`http://127.0.0.1:${port}${STATUS_PATH}`)
-      .then(async (r) => {
-        await r.body.dump();
-        return r.statusCode;
-      })
-      .catch(() => 0);
-    if (status === 200) return { child, port, readyMs: performance.now() - startedAt };
-    await sleep(5);
-  }
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await Promise.race([exited, sleep(10_000).then(() => child.kill('SIGKILL'))]);
-}
-
 function rssMiB(pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
   if (!line) throw new Error(`no VmRSS for process ${pid}`);
   return Number(line.split(/\s+/)[1]) / 1024;
 }
 
-async function load(port: number): Promise<void> {
-  const agent = new Agent({ connections: 8 });
-  try {
-    let sent = 0;
-    const worker = async () => {
-      while (sent < REQUESTS) {
-        sent++;
-        const r = await request(`http://127.0.0.1:${port}/`, { dispatcher: agent, headers: { 'x-api-key': API_KEY, origin: ORIGIN } });
-        await r.body.dump();
-        if (r.statusCode !== 200) throw new Error(`the five-policy chain answered ${r.statusCode}`);
-      }
-    };
-    await Promise.all(Array.from({ length: 8 }, worker));
-  } finally {
-    await agent.close();
-  }
+function start(build: Build, config: string): Promise<GatewayProcess> {
+  const { cmd, args } = build.command(config);
+  return startGatewayProcess(build.name, cmd, args, { readyTimeoutMs: READY_TIMEOUT_MS });
 }
 
 async function main(): Promise<number> {
@@ -128,7 +71,7 @@ async function main(): Promise<number> {
     const config = join(dir, 'gateway.yaml');
     writeFileSync(config, benchGatewayYaml(backend.url, true, 'scripts/bench-startup.ts'));
     // One start each, unmeasured: the policies are built into the cache (and Deno's module graph is compiled).
-    for (const build of builds) await stop((await start(build, config)).child);
+    for (const build of builds) await stopGatewayProcess((await start(build, config)).child);
     const readyMs = new Map<string, number[]>(builds.map((b) => [b.name, []]));
     const idle = new Map<string, number>();
     for (let run = 0; run < RUNS; run++) {
@@ -136,11 +79,11 @@ async function main(): Promise<number> {
         const started = await start(build, config);
         readyMs.get(build.name)!.push(started.readyMs);
         if (run === RUNS - 1) {
-          await load(started.port);
+          await sendChainRequests(started.port, REQUESTS);
           await sleep(2000);
           idle.set(build.name, rssMiB(started.child.pid!));
         }
-        await stop(started.child);
+        await stopGatewayProcess(started.child);
       }
     }
     const lines: string[] = [];

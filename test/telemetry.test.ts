@@ -67,7 +67,14 @@ describe('structured logs', () => {
       status: 502,
       durationMs: 1.23456,
       backendMs: null,
-      policies: [{ binding: 'api:shop/inbound/0', phase: 'inbound' as const, ms: 0.004, outcome: 'continue' as const }],
+      // The same binding id in two phases, a name that needs escaping, and every outcome.
+      policies: [
+        { binding: 'api:shop/inbound/0', phase: 'inbound' as const, ms: 0.004, outcome: 'continue' as const },
+        { binding: 'api:shop/inbound/0', phase: 'outbound' as const, ms: 12, outcome: 'respond' as const },
+        { binding: 'api:"shop"/backend/1', phase: 'backend' as const, ms: 0, outcome: 'failed' as const },
+        { binding: 'api:shop/outbound/0', phase: 'outbound' as const, ms: 0.5, outcome: 'failed-open' as const },
+        { binding: 'api:shop/on-error/0', phase: 'on-error' as const, ms: 0.001, outcome: 'skipped' as const },
+      ],
       error: { source: 'backend' as const, reason: 'unreachable', message: 'backend unreachable (ECONNREFUSED)', policy: '', status: 502 },
       client: '127.0.0.1',
     };

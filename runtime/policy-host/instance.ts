@@ -25,6 +25,7 @@
 // The state of the current call lives on the instance (`call`). Host functions move bytes between the module's own
 // memory and the host with i32 pointers: no Extism handles, no BigInt (abi/policy-abi.md, section 3).
 
+import { ModuleTexts } from './module-text.ts';
 import { verifySignature } from './signatures.ts';
 import { checkEmission, type MetricEmission } from '../telemetry/custom-metrics.ts';
 import {
@@ -101,28 +102,6 @@ export const MAX_NAME_BYTES = 8 * 1024;
 const MIN_MAX_BLOCK_BYTES = 1024 * 1024;
 /** A public JWK's text (signatures.ts refuses longer ones without parsing). */
 const MAX_JWK_BYTES = 16 * 1024;
-
-/**
- * Strings up to this length are built by appending characters; longer ones are decoded. V8 makes an appended string
- * of 13 characters or more a rope, which every later use (a map lookup, a comparison) must flatten first: a 27-byte
- * header name cost 640 ns built and looked up, against 140 ns decoded (Node 20, this machine).
- */
-const APPENDED_TEXT_MAX = 12;
-
-/** Text from memory already checked to hold `ptr`..`ptr + len`. */
-function decodeText(mem: Uint8Array, ptr: number, len: number): string {
-  if (len <= APPENDED_TEXT_MAX) {
-    // Short ASCII (most header names, small values): building the string directly beats TextDecoder's setup cost.
-    let s = '';
-    for (let i = ptr; i < ptr + len; i++) {
-      const c = mem[i]!;
-      if (c >= 0x80) return decoder.decode(mem.subarray(ptr, ptr + len));
-      s += String.fromCharCode(c);
-    }
-    return s;
-  }
-  return decoder.decode(mem.subarray(ptr, ptr + len));
-}
 
 /** The length of a string in UTF-8 (a lone surrogate is written as U+FFFD, three bytes, as TextEncoder does). */
 function utf8Length(text: string): number {
@@ -205,6 +184,8 @@ export class PolicyInstance implements KernelHost {
   private wasi: PolicyWasi | null = null;
   private memory: WebAssembly.Memory | null = null;
   private u8 = new Uint8Array(0);
+  /** The short texts this instance's module wrote, handed out again when it writes them again (module-text.ts). */
+  private readonly texts = new ModuleTexts();
   private readonly kernel: ExtismKernel;
   /** Linear memory in pages: the module's initial pages plus every growth the host allowed (before the memory is known). */
   private linearPages: number;
@@ -456,7 +437,7 @@ export class PolicyInstance implements KernelHost {
   }
 
   private readString(ptr: number, len: number): string {
-    return decodeText(this.range(ptr, len), ptr, len);
+    return this.texts.decode(this.range(ptr, len), ptr, len);
   }
 
   /** Writes a value into the module's buffer if it fits; returns its byte length either way. */
@@ -507,7 +488,7 @@ export class PolicyInstance implements KernelHost {
         const mem = this.ranges(buf, cap, namePtr, nameLen);
         if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
         this.work(1 + (nameLen >> 8) + (field === Field.REQUEST_QUERY_PARAM ? this.queryWork(state, 6) : 0));
-        const value = state.view.read(field, decodeText(mem, namePtr, nameLen));
+        const value = state.view.read(field, this.texts.decode(mem, namePtr, nameLen));
         if (value === null) return Status.NOT_FOUND;
         if (typeof value === 'number') return value;
         return this.writeValue(value, buf, cap);
@@ -632,9 +613,9 @@ export class PolicyInstance implements KernelHost {
     if (nl > MAX_NAME_BYTES) return Status.INVALID_VALUE;
     const query = field === Field.REQUEST_QUERY_PARAM || field === Field.REQUEST_QUERY;
     this.work(1 + ((nl + vl) >> 8) + (query ? this.queryWork(state, 8) : 0));
-    const name = decodeText(mem, np, nl);
+    const name = this.texts.decode(mem, np, nl);
     // A body is copied out of the module's memory: the host never keeps a view into it.
-    const value = BODY_FIELDS.has(field) ? mem.slice(vp, vp + vl) : decodeText(mem, vp, vl);
+    const value = BODY_FIELDS.has(field) ? mem.slice(vp, vp + vl) : this.texts.decode(mem, vp, vl);
     return state.view.write(op, field, name, value);
   }
 }

@@ -1,0 +1,75 @@
+// Texts read from a module's memory: the instance's table of texts it decoded before (module-text.ts) must hand out
+// exactly the text the bytes hold, whatever was kept in the slot its hash picks.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ModuleTexts } from '../runtime/policy-host/module-text.ts';
+import { buildFixture, makeExchange, newHost } from './support/policies.ts';
+
+const encoder = new TextEncoder();
+const reference = new TextDecoder();
+
+/** A deterministic generator, so a failure can be run again. */
+function random(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+describe('ModuleTexts', () => {
+  test('every text read is the bytes decoded, across slots shared by texts of the same length', () => {
+    const next = random(7);
+    // 600 texts of 1 to 8 characters drawn from 4 letters: many share a length and a table slot with another.
+    const texts = Array.from({ length: 600 }, () => Array.from({ length: 1 + Math.floor(next() * 8) }, () => 'abcd'[Math.floor(next() * 4)]).join(''));
+    const texts2 = new ModuleTexts();
+    const mem = new Uint8Array(64);
+    for (let round = 0; round < 20_000; round++) {
+      const text = texts[Math.floor(next() * texts.length)]!;
+      const at = Math.floor(next() * 32);
+      mem.fill(0x7a);
+      encoder.encodeInto(text, mem.subarray(at));
+      assert.equal(texts2.decode(mem, at, text.length), text, `round ${round}`);
+    }
+  });
+
+  test('long, non-ASCII and invalid UTF-8 texts are decoded as TextDecoder decodes them', () => {
+    const texts2 = new ModuleTexts();
+    const cases: Uint8Array[] = [
+      encoder.encode('x'.repeat(129)),
+      encoder.encode('y'.repeat(128)),
+      encoder.encode('caf\u00e9'),
+      encoder.encode('\u{1f600} smile'),
+      Uint8Array.of(0x61, 0xff, 0x62),
+      Uint8Array.of(0xc3),
+      new Uint8Array(0),
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const bytes of cases) assert.equal(texts2.decode(bytes, 0, bytes.length), reference.decode(bytes));
+    }
+    // The same bytes after the ASCII text they replaced in memory.
+    const mem = encoder.encode('abcdef');
+    assert.equal(texts2.decode(mem, 0, 6), 'abcdef');
+    mem.set(Uint8Array.of(0xc3, 0xa9), 2);
+    assert.equal(texts2.decode(mem, 0, 6), 'ab\u00e9ef');
+  });
+
+  test('a module writing a different value of the same length on each request is read right each time', async () => {
+    const { host } = newHost();
+    const binding = host.bind({
+      id: 'api:texts/inbound/0',
+      phase: 'inbound',
+      module: await host.load(await buildFixture('chain-probe')),
+      config: { copyVarToHeader: 'v' },
+    });
+    const next = random(11);
+    for (let i = 0; i < 500; i++) {
+      const value = Array.from({ length: 6 }, () => 'pq'[Math.floor(next() * 2)]).join('');
+      const exchange = makeExchange();
+      exchange.variables.set('v', value);
+      await binding.run('inbound', exchange);
+      assert.deepEqual(exchange.request.headers.get('x-var-v'), [value], `request ${i}`);
+    }
+  });
+});

@@ -21,6 +21,7 @@ import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { freePort } from '../test/support/ports.ts';
 import { benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { startBenchBackend } from './lib/bench-backend.ts';
+import { printFigures } from './lib/run.ts';
 import { positiveFromEnv } from './lib/env.ts';
 import { sendChainRequests, startGatewayProcess, stopGatewayProcess } from './lib/gateway-process.ts';
 import { sampleAllocations, type AllocationProfile } from './lib/heap-sampling.ts';
@@ -74,7 +75,7 @@ function report(figure: string, profile: AllocationProfile): number {
   return perRequest;
 }
 
-async function main(): Promise<number> {
+async function main(): Promise<string[]> {
   const backend = await startBenchBackend();
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-alloc-'));
   try {
@@ -88,15 +89,11 @@ async function main(): Promise<number> {
       lines.push(`${prefix}five-policy-alloc-bytes-per-request: ${five.toFixed(0)}`);
       lines.push(`${prefix}five-policy-alloc-bytes-added: ${(five - none).toFixed(0)}`);
     }
-    process.stdout.write(lines.join('\n') + '\n');
-    return 0;
+    return lines;
   } finally {
     await backend.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-process.exitCode = await main().catch((err: Error) => {
-  process.stderr.write(`bench:alloc: ${err.message}\n`);
-  return 1;
-});
+await printFigures('bench:alloc', main);

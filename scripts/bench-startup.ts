@@ -18,6 +18,7 @@ import { benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { positiveFromEnv } from './lib/env.ts';
 import { median } from './lib/median.ts';
 import { startBenchBackend } from './lib/bench-backend.ts';
+import { printFigures } from './lib/run.ts';
 import { sendChainRequests, startGatewayProcess, stopGatewayProcess, type GatewayProcess } from './lib/gateway-process.ts';
 
 const RUNS = positiveFromEnv('BENCH_STARTUP_RUNS', 5);
@@ -64,7 +65,7 @@ function start(build: Build, config: string): Promise<GatewayProcess> {
   return startGatewayProcess(build.name, cmd, args, { readyTimeoutMs: READY_TIMEOUT_MS });
 }
 
-async function main(): Promise<number> {
+async function main(): Promise<string[]> {
   const backend = await startBenchBackend();
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-startup-'));
   try {
@@ -93,15 +94,11 @@ async function main(): Promise<number> {
       lines.push(`${build.figure('cold-start-ms')}: ${median(times).toFixed(0)}`);
       lines.push(`${build.figure('idle-rss-mib')}: ${idle.get(build.name)!.toFixed(1)}`);
     }
-    process.stdout.write(lines.join('\n') + '\n');
-    return 0;
+    return lines;
   } finally {
     await backend.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-process.exitCode = await main().catch((err: Error) => {
-  process.stderr.write(`bench:startup: ${err.message}\n`);
-  return 1;
-});
+await printFigures('bench:startup', main);

@@ -13,3 +13,17 @@ export function runScenario(main: () => Promise<number>, cleanup: () => Promise<
       process.exit(1);
     });
 }
+
+/**
+ * How the benchmarks that print `name: value` figures end: the lines `main` returns on stdout, or its error on stderr
+ * and exit code 1. `main` stops what it started itself (its own `finally`).
+ */
+export async function printFigures(script: string, main: () => Promise<string[]>): Promise<void> {
+  try {
+    const lines = await main();
+    process.stdout.write(lines.join('\n') + '\n');
+  } catch (err) {
+    process.stderr.write(`${script}: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}

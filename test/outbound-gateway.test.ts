@@ -94,6 +94,7 @@ ${inbound}${extra}`;
 version: 1
 namedValues:
   service-token: { value: s3cret-service-token, secret: true }
+  legacy-password: { value: open sesame, secret: true }
 apis:${api(
     'send',
     `        - send-request:
@@ -219,6 +220,37 @@ apis:${api(
             method: PUT
             body: { expr: "'audit ' + requestId" }
 `,
+  )}${api(
+    'body',
+    `        - set-body:
+            template: liquid
+            contentType: application/json
+            value: '{"name": "{{ body.first }} {{ body.last | upcase }}", "method": "{{ context.Request.Method }}", "tier": "{{ context.Request.Headers["x-tier"] | default: "free" }}"}'
+        - policy: authentication-basic
+          config: { username: Aladdin, password: "{{legacy-password}}" }
+        - trace:
+            source: body-api
+            severity: information
+            message: { expr: "'rewrote ' + request.path" }
+            metadata: { tier: { expr: "request.headers[?'x-tier'].orValue('free')" } }
+`,
+    `
+      outbound:
+        - set-body:
+            value: { expr: "'status was ' + string(response.status)" }
+            contentType: text/plain
+`,
+  )}${api(
+    'explode',
+    `        - set-body:
+            template: liquid
+            value: "{% for i in (1..100000000) %}{% for j in (1..100000000) %}x{% endfor %}{% endfor %}"
+`,
+    `
+      on-error:
+        - policy: set-header
+          config: { name: x-last-error, value: { expr: "lastError.reason" } }
+`,
   )}`;
 }
 
@@ -333,5 +365,42 @@ describe('send-one-way-request in a gateway', () => {
     const call = callsTo('/token?one-way=1')[0]!;
     assert.equal(call.method, 'PUT');
     assert.match(call.body, /^audit /);
+  });
+});
+
+describe('set-body, authentication-basic and trace in a gateway', () => {
+  test('a Liquid template rewrites the request body from its JSON; an expression sets the response body', async () => {
+    const res = await send('/body/a', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-tier': 'gold' },
+      body: JSON.stringify({ first: 'Ada', last: 'Lovelace' }),
+    });
+    assert.equal(res.status, 200, res.body);
+    const seen = backend.seen.at(-1)!;
+    assert.deepEqual(JSON.parse(seen.body), { name: 'Ada LOVELACE', method: 'POST', tier: 'gold' });
+    assert.equal(seen.headers['content-type'], 'application/json');
+    assert.equal(seen.headers['content-length'], String(Buffer.byteLength(seen.body)));
+    assert.equal(res.body, 'status was 200');
+    assert.equal(res.headers['content-type'], 'text/plain');
+    assert.equal(res.headers['content-length'], String(res.body.length));
+  });
+
+  test('authentication-basic: the backend gets the credentials, with the password from a secret named value', async () => {
+    await send('/body/a', { method: 'POST', headers: { authorization: 'Bearer caller', 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(backend.seen.at(-1)!.headers.authorization, 'Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==');
+  });
+
+  test('trace: a record in the access log line of the request', async () => {
+    const res = await send('/body/traced', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const line = await gateway.waitForLog((l) => l.msg === 'request' && l.requestId === res.headers['x-request-id']);
+    assert.deepEqual(line.traces, [
+      { binding: 'api:body/inbound/2', source: 'body-api', severity: 'information', message: 'rewrote /body/traced', metadata: { tier: 'free' } },
+    ]);
+  });
+
+  test('hostile: a template that would build a huge body is stopped by its bounds, as a policy failure', async () => {
+    const res = await send('/explode/a');
+    assert.equal(res.status, 500);
+    assert.equal(res.headers['x-last-error'], 'expression');
   });
 });

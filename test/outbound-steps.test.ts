@@ -85,6 +85,26 @@ describe('send-request, retry and wait that refuse a document', () => {
   });
 });
 
+describe('set-body and trace that refuse a document', () => {
+  test('a template that reads a file, one that does not parse, one too long, an expression as a template', async () => {
+    const long = 'x'.repeat(64 * 1024 + 1);
+    const problems = await bindProblems(
+      doc(`        - set-body: { template: liquid, value: "{% include 'secrets.liquid' %}" }
+        - set-body: { template: liquid, value: "{% if %}" }
+        - set-body: { template: liquid, value: "${long}" }
+        - set-body: { template: liquid, value: { expr: "'a'" } }
+        - trace: { source: s, message: { expr: "1 +" }, metadata: { m: { expr: "request.nope" } } }
+`),
+    );
+    assert.match(messageAt(problems, 'gw.yaml:9: apis[0].policies.inbound[0].set-body.value'), /the include tag reads another template from a file/);
+    assert.match(messageAt(problems, 'gw.yaml:10: apis[0].policies.inbound[1].set-body.value'), /^Liquid: /);
+    assert.match(messageAt(problems, 'gw.yaml:11: apis[0].policies.inbound[2].set-body.value'), /the template is 65537 characters long; at most 65536/);
+    assert.match(messageAt(problems, 'gw.yaml:12: apis[0].policies.inbound[3].set-body.value'), /a Liquid template is text, not an expression/);
+    assert.match(messageAt(problems, 'gw.yaml:13: apis[0].policies.inbound[4].trace.message.expr'), /^CEL syntax error/);
+    assert.match(messageAt(problems, 'gw.yaml:13: apis[0].policies.inbound[4].trace.metadata.m.expr'), /^CEL type error/);
+  });
+});
+
 describe("retry's intervals, as APIM defines them", () => {
   const timing = (intervalMs: number, deltaMs: number | null, maxIntervalMs: number | null, firstFastRetry = false) => ({
     intervalMs,

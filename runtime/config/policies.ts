@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 
 import type { ChainStep, PolicyChain } from '../pipeline/chain.ts';
-import { Branches, Guarded, Retry, SetVariable, Wait, type Branch, type ComputedConfig, type RetryTiming } from '../pipeline/steps.ts';
+import { Branches, Guarded, Retry, SetVariable, Trace, Wait, type Branch, type ComputedConfig, type RetryTiming } from '../pipeline/steps.ts';
+import { parseLiquid, SetBody, type BodyValue } from '../pipeline/set-body.ts';
 import { DEFAULT_MAX_RESPONSE_BYTES, SendRequest, type SendRequestSettings, type TextValue } from '../pipeline/send-request.ts';
 import { compileExpression, type Expression, type ExpressionKind } from '../expressions/cel.ts';
 import { isExpressionValue, planComputedConfig } from './computed-config.ts';
@@ -72,11 +73,13 @@ type Planned =
   | { kind: 'binding'; slot: Slot }
   | { kind: 'branches'; id: string; when: Expression | null; failOpen: boolean; branches: { when: Expression | null; steps: Planned[] }[] }
   | { kind: 'set-variable'; id: string; when: Expression | null; failOpen: boolean; name: string; value: Expression | string }
+  | { kind: 'trace'; id: string; when: Expression | null; failOpen: boolean; source: string; severity: 'verbose' | 'information' | 'error'; message: Expression | string; metadata: [string, Expression | string][] }
+  | { kind: 'set-body'; id: string; when: Expression | null; failOpen: boolean; value: BodyValue; contentType: string | null; readsBody: boolean }
   | { kind: 'send'; id: string; when: Expression | null; failOpen: boolean; settings: SendRequestSettings }
   | { kind: 'retry'; id: string; when: Expression | null; failOpen: boolean; condition: Expression; count: number; timing: RetryTiming; steps: Planned[] }
   | { kind: 'wait'; id: string; when: Expression | null; failOpen: boolean; forAll: boolean; steps: Planned[] };
 
-const HOST_STEPS = ['choose', 'set-variable', 'include-fragment', 'send-request', 'send-one-way-request', 'retry', 'wait'] as const;
+const HOST_STEPS = ['choose', 'set-variable', 'include-fragment', 'send-request', 'send-one-way-request', 'retry', 'wait', 'set-body', 'trace'] as const;
 /** The host steps that call out, and so take the `http` grant (and only it). */
 const SENDING_STEPS = ['send-request', 'send-one-way-request'] as const;
 /** What only a policy module's entry has. */
@@ -187,6 +190,38 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
           return null;
         }, (where, message) => reportAt(where, [message], includedFrom), [...at, 'grants']);
         if (settings !== null) planned.push({ kind: 'send', id, when, failOpen, settings });
+      } else if (entry.trace !== undefined) {
+        const t = entry.trace;
+        let good = true;
+        const text = (value: string | { expr: string }, where: DocPath): Expression | string => {
+          if (typeof value === 'string') return value;
+          const compiled = compile(value.expr, 'text', phase);
+          if (!Array.isArray(compiled)) return compiled;
+          reportAt([...where, 'expr'], compiled, includedFrom);
+          good = false;
+          return '';
+        };
+        const message = text(t.message, [...at, 'trace', 'message']);
+        const metadata = Object.entries(t.metadata ?? {}).map(([name, v]): [string, Expression | string] => [name, text(v, [...at, 'trace', 'metadata', name])]);
+        if (good) planned.push({ kind: 'trace', id, when, failOpen, source: t.source, severity: t.severity ?? 'verbose', message, metadata });
+      } else if (entry['set-body'] !== undefined) {
+        const { value, template, contentType } = entry['set-body'];
+        const onRequest = phase === 'inbound' || phase === 'backend';
+        let body: BodyValue | null = null;
+        let reads = onRequest;
+        if (template === 'liquid') {
+          const parsed = typeof value === 'string' ? parseLiquid(value) : ['a Liquid template is text, not an expression'];
+          if (Array.isArray(parsed)) reportAt([...at, 'set-body', 'value'], parsed, includedFrom);
+          else {
+            body = { kind: 'liquid', template: parsed.template };
+            reads ||= parsed.readsBody;
+          }
+        } else if (isExpressionValue(value)) {
+          const compiled = compile(value.expr, 'text', phase);
+          if (Array.isArray(compiled)) reportAt([...at, 'set-body', 'value', 'expr'], compiled, includedFrom);
+          else body = { kind: 'expression', expression: compiled };
+        } else body = { kind: 'text', text: value };
+        if (body !== null) planned.push({ kind: 'set-body', id, when, failOpen, value: body, contentType: contentType ?? null, readsBody: reads });
       } else if (entry['set-variable'] !== undefined) {
         const { name, value } = entry['set-variable'];
         let computed: Expression | string | null = typeof value === 'string' ? value : null;
@@ -331,11 +366,16 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
     const inner = hostStep(p);
     return p.when === null ? inner : new Guarded(inner, p.when, null);
   };
+  const traceLog = (level: 'debug' | 'info' | 'error', fields: Record<string, unknown>) => host.logger.log(level, 'trace', fields);
   const oneWayFailed = (id: string, message: string) => host.logger.warn('send-one-way-request failed', { binding: id, error: message });
   const hostStep = (p: Exclude<Planned, { kind: 'binding' }>): ChainStep => {
     switch (p.kind) {
       case 'set-variable':
         return new SetVariable(p.id, p.name, p.value, wallMs, p.failOpen);
+      case 'trace':
+        return new Trace(p.id, p.source, p.severity, p.message, p.metadata, traceLog, wallMs, p.failOpen);
+      case 'set-body':
+        return new SetBody(p.id, p.value, p.contentType, p.readsBody, wallMs, p.failOpen);
       case 'send':
         return new SendRequest(p.id, p.settings, host.effects, wallMs, p.failOpen, oneWayFailed);
       case 'retry':

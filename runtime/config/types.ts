@@ -161,6 +161,15 @@ export interface PolicyEntry {
     firstFastRetry?: boolean;
     policies: PolicyEntry[];
   };
+  /** A record in the request's access log and a log line (APIM's trace). */
+  trace?: {
+    source: string;
+    severity?: 'verbose' | 'information' | 'error';
+    message: string | { expr: string };
+    metadata?: Record<string, string | { expr: string }>;
+  };
+  /** Replaces the body of its phase: text, an expression's value, or a Liquid template's output. */
+  'set-body'?: { value: string | { expr: string }; template?: 'liquid'; contentType?: string };
   /** Runs its send-requests side by side and waits for all of them, or the first. */
   wait?: { for?: 'all' | 'any'; policies: PolicyEntry[] };
   /** Runs the entries of the document's fragment of this name in its place. */

@@ -229,3 +229,39 @@ export class Wait implements ChainStep {
     );
   }
 }
+
+const TRACE_LEVELS = { verbose: 'debug', information: 'info', error: 'error' } as const;
+/** The longest message or metadata value a trace keeps (longer ones are cut, with a mark). */
+export const MAX_TRACE_TEXT = 8 * 1024;
+
+/**
+ * trace (APIM's): a record in the request's access log line (`traces`) and a log line of its own (`msg: "trace"`, at
+ * the severity's level, with the request id), its message and metadata computed for the request.
+ */
+export class Trace implements ChainStep {
+  readonly nested: readonly ChainStep[] = [];
+
+  constructor(
+    readonly id: string,
+    private readonly source: string,
+    private readonly severity: 'verbose' | 'information' | 'error',
+    private readonly message: Expression | string,
+    private readonly metadata: readonly [string, Expression | string][],
+    private readonly log: (level: 'debug' | 'info' | 'error', fields: Record<string, unknown>) => void,
+    readonly wallMs: () => number,
+    readonly failOpen = false,
+  ) {}
+
+  runNow(_phase: Phase, exchange: Exchange): undefined {
+    const text = (value: Expression | string) => {
+      const full = typeof value === 'string' ? value : evaluated(this.id, () => value.text(exchange));
+      return full.length > MAX_TRACE_TEXT ? `${full.slice(0, MAX_TRACE_TEXT)}…(cut)` : full;
+    };
+    const metadata: Record<string, string> = {};
+    for (const [name, value] of this.metadata) metadata[name] = text(value);
+    const record = { binding: this.id, source: this.source, severity: this.severity, message: text(this.message), metadata };
+    (exchange.traces ??= []).push(record);
+    this.log(TRACE_LEVELS[this.severity], { requestId: exchange.requestId, ...record });
+    return undefined;
+  }
+}

@@ -6,25 +6,13 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
-import { ConfigError } from '../runtime/config/config-error.ts';
-import { prepareDocument } from '../runtime/config/prepare-document.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { retryDelayMs } from '../runtime/pipeline/steps.ts';
-import { newHost } from './support/policies.ts';
-import { messageAt, problemsOf } from './support/config-problems.ts';
+import { bindProblems as bindProblemsWith, messageAt, problemsOf } from './support/config-problems.ts';
 
 const policies = new RepositoryPolicySources(join(repoRoot(), 'policies'));
 
-async function bindProblems(text: string): Promise<{ where: string; message: string }[]> {
-  const { host } = newHost();
-  try {
-    await prepareDocument(text, { host, baseDir: repoRoot(), policies, sourceName: 'gw.yaml' });
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.problems;
-  }
-  assert.fail('the document was accepted');
-}
+const bindProblems = (text: string) => bindProblemsWith(text, policies);
 
 /** A document with one API whose inbound chain is `inbound` (YAML, indented for the list); entry i starts on line 9. */
 const doc = (inbound: string, onError = '') => `version: 1

@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
-import { retryDelayMs } from '../runtime/pipeline/steps.ts';
+import { compileExpression, type Expression } from '../runtime/expressions/cel.ts';
+import { runSteps, type ChainStep } from '../runtime/pipeline/chain.ts';
+import { Retry, retryDelayMs } from '../runtime/pipeline/steps.ts';
+import { makeExchange } from './support/policies.ts';
 import { bindProblems as bindProblemsWith, messageAt, problemsOf } from './support/config-problems.ts';
 
 const policies = new RepositoryPolicySources(join(repoRoot(), 'policies'));
@@ -116,5 +119,43 @@ describe("retry's intervals, as APIM defines them", () => {
 
   test('firstFastRetry: the first retry at once, then the intervals from the start', () => {
     assert.deepEqual(waits(timing(1000, 500, null, true), 4), [0, 1000, 1500, 2000]);
+  });
+});
+
+describe('retry bounds, on a real exchange', () => {
+  /** A step that counts its runs in a variable, as set-variable would, and answers when told to. */
+  const counting = (answerAt = Infinity): ChainStep => ({
+    id: 'count',
+    failOpen: false,
+    wallMs: () => performance.now(),
+    runNow(_phase, exchange) {
+      const n = Number(exchange.variables.get('runs') ?? '0') + 1;
+      exchange.variables.set('runs', String(n));
+      if (n >= answerAt) exchange.responded = true;
+      return undefined;
+    },
+  });
+  const condition = (text: string) => compileExpression(text, 'condition', { phase: 'inbound', namedValues: new Map(), secretNames: new Set() }) as Expression;
+  const timing = { intervalMs: 0, deltaMs: null, maxIntervalMs: null, firstFastRetry: false };
+  const run = async (retry: Retry) => {
+    const exchange = makeExchange();
+    await runSteps('inbound', [retry], exchange, {});
+    return Number(exchange.variables.get('runs'));
+  };
+
+  test('the condition decides, the count bounds', async () => {
+    assert.equal(await run(new Retry('r', condition('true'), 3, timing, [counting()], () => performance.now())), 4);
+    assert.equal(await run(new Retry('r', condition("variables.runs != '2'"), 10, timing, [counting()], () => performance.now())), 2);
+    assert.equal(await run(new Retry('r', condition('false'), 10, timing, [counting()], () => performance.now())), 1);
+  });
+
+  test('hostile: a condition that always holds stops at the total time, whatever the count', async () => {
+    const waits = { ...timing, intervalMs: 40 };
+    const runs = await run(new Retry('r', condition('true'), 50, waits, [counting()], () => performance.now(), false, 150));
+    assert.ok(runs >= 2 && runs <= 4, `${runs} runs in 150 ms with 40 ms waits`);
+  });
+
+  test('a policy inside that answers ends the retry', async () => {
+    assert.equal(await run(new Retry('r', condition('true'), 10, timing, [counting(2)], () => performance.now())), 2);
   });
 });

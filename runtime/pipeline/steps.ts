@@ -168,6 +168,8 @@ export class Retry implements ChainStep {
     private readonly steps: readonly ChainStep[],
     readonly wallMs: () => number,
     readonly failOpen = false,
+    /** The longest it goes on (MAX_RETRY_TOTAL_MS; shorter in tests). */
+    private readonly maxTotalMs = MAX_RETRY_TOTAL_MS,
   ) {
     this.nested = steps;
   }
@@ -185,7 +187,7 @@ export class Retry implements ChainStep {
   private async retries(phase: Phase, exchange: Exchange, hooks: ChainHooks, started: number, again: () => boolean): Promise<void> {
     for (let n = 1; ; n++) {
       const delay = retryDelayMs(this.timing, n);
-      if (this.wallMs() - started + delay > MAX_RETRY_TOTAL_MS) return;
+      if (this.wallMs() - started + delay > this.maxTotalMs) return;
       if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
       if (await runSteps(phase, this.steps, exchange, hooks)) return;
       if (n >= this.count || !again()) return;

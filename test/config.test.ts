@@ -156,7 +156,7 @@ apis:
     const doc = await readGatewayDocument(file);
     const err = await rejects(bindChains(doc, { host, baseDir: dir, policies, sourceName: 'gw.yaml' }));
     const at = (where: string) => messageAt(err.problems, where);
-    assert.match(at('gw.yaml:4: policies.inbound[0]'), /no built-in policy "no-such-policy" \(built-in policies: check-header, cors, .*, set-header, .*\)/);
+    assert.match(at('gw.yaml:4: policies.inbound[0]'), /no built-in policy "no-such-policy" \(built-in policies: authentication-basic, check-header, cors, .*, set-header, .*\)/);
     assert.match(at('gw.yaml:11: apis[0].policies.inbound[0]'), /config .*required property 'name'/);
     assert.match(at('gw.yaml:13: apis[0].policies.inbound[1]'), /cannot read module missing\.wasm \(.*missing\.wasm\): no such file/);
     assert.match(at('gw.yaml:14: apis[0].policies.inbound[2]'), /the module cannot be loaded: /);

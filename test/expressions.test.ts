@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
-import { ConfigError } from '../runtime/config/config-error.ts';
 import { prepareDocument } from '../runtime/config/prepare-document.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { compileExpression, Expression } from '../runtime/expressions/cel.ts';
@@ -18,7 +17,7 @@ import { DocumentValidator } from '../runtime/control-plane/validation.ts';
 import { processClocks } from '../runtime/adapters/process-clocks.ts';
 import { Logger } from '../runtime/telemetry/logger.ts';
 import { makeExchange, newHost } from './support/policies.ts';
-import { messageAt, problemsOf } from './support/config-problems.ts';
+import { bindProblems as bindProblemsWith, messageAt, problemsOf } from './support/config-problems.ts';
 
 const policies = new RepositoryPolicySources(join(repoRoot(), 'policies'));
 const scope = { phase: 'inbound' as const, namedValues: new Map([['region', 'eu']]), secretNames: new Set(['key']) };
@@ -29,15 +28,7 @@ async function prepare(text: string) {
   return prepareDocument(text, { host, baseDir: repoRoot(), policies, sourceName: 'gw.yaml' });
 }
 
-async function bindProblems(text: string): Promise<{ where: string; message: string }[]> {
-  try {
-    await prepare(text);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.problems;
-  }
-  assert.fail('the document was accepted');
-}
+const bindProblems = (text: string) => bindProblemsWith(text, policies);
 
 /** A document with one API whose inbound chain is `inbound` (YAML, indented for the list). */
 const doc = (inbound: string, extra = '') => `version: 1
@@ -105,7 +96,7 @@ describe('expressions that refuse a document, with file, line and path', () => {
     assert.equal(messageAt(problems, 'gw.yaml:13: apis[0].policies.inbound[1].choose[0].when'), 'is required');
     assert.match(messageAt(problems, 'gw.yaml:14: apis[0].policies.inbound[2].set-variable.name'), /letters, digits/);
     assert.match(messageAt(problems, 'gw.yaml:14: apis[0].policies.inbound[2].set-variable.value'), /text as it is, or \{expr/);
-    assert.match(messageAt(problems, 'gw.yaml:15: apis[0].policies.inbound[3]'), /needs one of "policy", "module", "source", "choose", "set-variable" or "include-fragment"/);
+    assert.match(messageAt(problems, 'gw.yaml:15: apis[0].policies.inbound[3]'), /needs one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body" or "trace"/);
   });
 
   test('fragments: a missing one and a cycle are the document\'s problems, at the include', () => {

@@ -5,26 +5,21 @@
 // another twice, which includes another twice, ... would otherwise multiply into millions of bindings.
 
 import type { DocPath, PathProblem } from './document-paths.ts';
+import { nestedLists } from './policy-entries.ts';
 
 /** Entries a document's chains may expand to, fragments included (each use of a fragment counts its entries). */
 export const MAX_EXPANDED_ENTRIES = 10_000;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** The include-fragment entries of a list of entries (nested choose branches included), with their paths. */
+/** The include-fragment entries of a list of entries (nested ones included), with their paths. */
 function* includes(list: unknown, at: DocPath): Generator<{ name: string; path: DocPath }> {
   if (!Array.isArray(list)) return;
   for (let i = 0; i < list.length; i++) {
     const entry: unknown = list[i];
     if (!isObject(entry)) continue;
     if (typeof entry['include-fragment'] === 'string') yield { name: entry['include-fragment'], path: [...at, i, 'include-fragment'] };
-    if (Array.isArray(entry.choose)) {
-      for (let b = 0; b < entry.choose.length; b++) {
-        const branch: unknown = entry.choose[b];
-        if (isObject(branch)) yield* includes(branch.policies, [...at, i, 'choose', b, 'policies']);
-      }
-    }
-    yield* includes(entry.otherwise, [...at, i, 'otherwise']);
+    for (const nested of nestedLists(entry, [...at, i])) yield* includes(nested.list, nested.path);
   }
 }
 
@@ -36,8 +31,7 @@ function entryCount(list: unknown, sizeOf: (name: string) => number): number {
     n++;
     if (!isObject(entry)) continue;
     if (typeof entry['include-fragment'] === 'string') n += sizeOf(entry['include-fragment']);
-    if (Array.isArray(entry.choose)) for (const branch of entry.choose) if (isObject(branch)) n += entryCount(branch.policies, sizeOf);
-    n += entryCount(entry.otherwise, sizeOf);
+    for (const nested of nestedLists(entry, [])) n += entryCount(nested.list, sizeOf);
   }
   return n;
 }

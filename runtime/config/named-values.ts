@@ -14,7 +14,7 @@
 // its next poll after the overlap.
 
 import type { DocPath } from './document-paths.ts';
-import { policyEntries } from './policy-entries.ts';
+import { CONFIGURING_KEYS, policyEntries } from './policy-entries.ts';
 
 export const NAMED_VALUE_NAME = /^[A-Za-z0-9._-]{1,256}$/;
 export const NAMED_VALUE_NAME_HINT = 'a named value name is letters, digits, ".", "_" and "-", at most 256 characters';
@@ -51,10 +51,12 @@ export interface NamedValueReference {
 export function namedValueReferences(doc: unknown): NamedValueReference[] {
   const found: NamedValueReference[] = [];
   for (const { entry, path } of policyEntries(doc)) {
-    visitStrings(entry.config, [...path, 'config'], (text, at) => {
-      for (const m of text.matchAll(REFERENCE)) found.push({ name: m[1]!, path: at });
-      return text;
-    });
+    for (const key of CONFIGURING_KEYS) {
+      visitStrings(entry[key], [...path, key], (text, at) => {
+        for (const m of text.matchAll(REFERENCE)) found.push({ name: m[1]!, path: at });
+        return text;
+      });
+    }
   }
   return found;
 }
@@ -86,10 +88,12 @@ export function resolveNamedValues(doc: { namedValues?: Record<string, NamedValu
   const inOverlap = (entry: unknown) =>
     namesIn(entry).some((name) => Object.hasOwn(values, name) && previousInOverlap(values[name]!, now) !== null);
   for (const { entry, path } of policyEntries(doc)) {
-    if (entry.config === undefined) continue;
-    entry.config = visitStrings(entry.config, [...path, 'config'], current, (item, at) =>
-      inOverlap(item) ? [visitStrings(structuredClone(item), at, current), visitStrings(structuredClone(item), at, previous)] : null,
-    );
+    for (const key of CONFIGURING_KEYS) {
+      if (entry[key] === undefined) continue;
+      entry[key] = visitStrings(entry[key], [...path, key], current, (item, at) =>
+        inOverlap(item) ? [visitStrings(structuredClone(item), at, current), visitStrings(structuredClone(item), at, previous)] : null,
+      );
+    }
   }
   return problems;
 }

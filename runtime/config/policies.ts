@@ -9,7 +9,9 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 
 import type { ChainStep, PolicyChain } from '../pipeline/chain.ts';
-import { Branches, Guarded, SetVariable, type Branch, type ComputedConfig } from '../pipeline/steps.ts';
+import { Branches, Guarded, Retry, SetVariable, Trace, Wait, type Branch, type ComputedConfig, type RetryTiming } from '../pipeline/steps.ts';
+import { parseLiquid, SetBody, type BodyValue } from '../pipeline/set-body.ts';
+import { DEFAULT_MAX_RESPONSE_BYTES, SendRequest, type SendRequestSettings, type TextValue } from '../pipeline/send-request.ts';
 import { compileExpression, type Expression, type ExpressionKind } from '../expressions/cel.ts';
 import { isExpressionValue, planComputedConfig } from './computed-config.ts';
 import {
@@ -24,8 +26,9 @@ import {
 } from '../policy-host/index.ts';
 import { ConfigError, type LocatedProblem } from './config-error.ts';
 import { formatPath, problemWhere, type DocPath } from './document-paths.ts';
-import { grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
-import type { GatewayDocument, PhaseChains, PolicyEntry } from './types.ts';
+import { exactEntryOf, grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
+import { allowedHostsProblems } from '../policy-host/egress.ts';
+import type { GatewayDocument, PhaseChains, PolicyEntry, SendRequestEntry } from './types.ts';
 
 export interface BoundChains {
   global: Partial<PolicyChain>;
@@ -69,9 +72,16 @@ interface Slot {
 type Planned =
   | { kind: 'binding'; slot: Slot }
   | { kind: 'branches'; id: string; when: Expression | null; failOpen: boolean; branches: { when: Expression | null; steps: Planned[] }[] }
-  | { kind: 'set-variable'; id: string; when: Expression | null; failOpen: boolean; name: string; value: Expression | string };
+  | { kind: 'set-variable'; id: string; when: Expression | null; failOpen: boolean; name: string; value: Expression | string }
+  | { kind: 'trace'; id: string; when: Expression | null; failOpen: boolean; source: string; severity: 'verbose' | 'information' | 'error'; message: Expression | string; metadata: [string, Expression | string][] }
+  | { kind: 'set-body'; id: string; when: Expression | null; failOpen: boolean; value: BodyValue; contentType: string | null; readsBody: boolean }
+  | { kind: 'send'; id: string; when: Expression | null; failOpen: boolean; settings: SendRequestSettings }
+  | { kind: 'retry'; id: string; when: Expression | null; failOpen: boolean; condition: Expression; count: number; timing: RetryTiming; steps: Planned[] }
+  | { kind: 'wait'; id: string; when: Expression | null; failOpen: boolean; forAll: boolean; steps: Planned[] };
 
-const HOST_STEPS = ['choose', 'set-variable', 'include-fragment'] as const;
+const HOST_STEPS = ['choose', 'set-variable', 'include-fragment', 'send-request', 'send-one-way-request', 'retry', 'wait', 'set-body', 'trace'] as const;
+/** The host steps that call out, and so take the `http` grant (and only it). */
+const SENDING_STEPS = ['send-request', 'send-one-way-request'] as const;
 /** What only a policy module's entry has. */
 const MODULE_KEYS = ['config', 'grants', 'limits', 'circuitBreaker'] as const;
 
@@ -120,7 +130,8 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       const failOpen = entry.failOpen === true;
       const hostStep = HOST_STEPS.find((k) => entry[k] !== undefined);
       if (hostStep !== undefined) {
-        const stray = MODULE_KEYS.filter((k) => entry[k] !== undefined);
+        const sends = (SENDING_STEPS as readonly string[]).includes(hostStep);
+        const stray = MODULE_KEYS.filter((k) => entry[k] !== undefined && !(sends && k === 'grants'));
         if (stray.length > 0) reportAt(at, [`${stray.join(', ')} belong to a policy; ${hostStep} has none`], includedFrom);
       }
       if (entry.otherwise !== undefined && entry.choose === undefined) reportAt([...at, 'otherwise'], ['goes with choose'], includedFrom);
@@ -144,6 +155,73 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
           const steps = plan(list, ['fragments', name], `${id}/fragment:${name}`, phase, includedFrom ?? at, [...fragments, name]);
           planned.push({ kind: 'branches', id, when, failOpen, branches: [{ when: null, steps }] });
         }
+      } else if (entry.retry !== undefined) {
+        const r = entry.retry;
+        const condition = compile(r.condition, 'condition', phase);
+        if (Array.isArray(condition)) reportAt([...at, 'retry', 'condition'], condition, includedFrom);
+        const seconds = (v: number | undefined) => (v === undefined ? null : v * 1000);
+        const timing: RetryTiming = {
+          intervalMs: seconds(r.interval) ?? 0,
+          deltaMs: seconds(r.delta),
+          maxIntervalMs: seconds(r.maxInterval),
+          firstFastRetry: r.firstFastRetry === true,
+        };
+        if (timing.maxIntervalMs !== null && timing.deltaMs === null) {
+          reportAt([...at, 'retry', 'maxInterval'], ['goes with delta (APIM: interval, delta and maxInterval together make the waits grow exponentially)'], includedFrom);
+        }
+        const steps = plan(r.policies, [...at, 'retry', 'policies'], `${id}/retry`, phase, includedFrom, fragments);
+        if (!Array.isArray(condition)) planned.push({ kind: 'retry', id, when, failOpen, condition, count: r.count, timing, steps });
+      } else if (entry.wait !== undefined) {
+        const w = entry.wait;
+        (w.policies ?? []).forEach((child, c) => {
+          if (!SENDING_STEPS.some((k) => child[k] !== undefined)) {
+            reportAt([...at, 'wait', 'policies', c], ['wait runs send-request and send-one-way-request entries side by side, nothing else'], includedFrom);
+          }
+        });
+        const steps = plan(w.policies, [...at, 'wait', 'policies'], `${id}/wait`, phase, includedFrom, fragments);
+        planned.push({ kind: 'wait', id, when, failOpen, forAll: w.for !== 'any', steps });
+      } else if (entry['send-request'] !== undefined || entry['send-one-way-request'] !== undefined) {
+        const oneWay = entry['send-request'] === undefined;
+        const key = oneWay ? 'send-one-way-request' : 'send-request';
+        const settings = planSend(entry, key, [...at, key], (source, where) => {
+          const compiled = compile(source, 'text', phase);
+          if (!Array.isArray(compiled)) return compiled;
+          reportAt(where, compiled, includedFrom);
+          return null;
+        }, (where, message) => reportAt(where, [message], includedFrom), [...at, 'grants']);
+        if (settings !== null) planned.push({ kind: 'send', id, when, failOpen, settings });
+      } else if (entry.trace !== undefined) {
+        const t = entry.trace;
+        let good = true;
+        const text = (value: string | { expr: string }, where: DocPath): Expression | string => {
+          if (typeof value === 'string') return value;
+          const compiled = compile(value.expr, 'text', phase);
+          if (!Array.isArray(compiled)) return compiled;
+          reportAt([...where, 'expr'], compiled, includedFrom);
+          good = false;
+          return '';
+        };
+        const message = text(t.message, [...at, 'trace', 'message']);
+        const metadata = Object.entries(t.metadata ?? {}).map(([name, v]): [string, Expression | string] => [name, text(v, [...at, 'trace', 'metadata', name])]);
+        if (good) planned.push({ kind: 'trace', id, when, failOpen, source: t.source, severity: t.severity ?? 'verbose', message, metadata });
+      } else if (entry['set-body'] !== undefined) {
+        const { value, template, contentType } = entry['set-body'];
+        const onRequest = phase === 'inbound' || phase === 'backend';
+        let body: BodyValue | null = null;
+        let reads = onRequest;
+        if (template === 'liquid') {
+          const parsed = typeof value === 'string' ? parseLiquid(value) : ['a Liquid template is text, not an expression'];
+          if (Array.isArray(parsed)) reportAt([...at, 'set-body', 'value'], parsed, includedFrom);
+          else {
+            body = { kind: 'liquid', template: parsed.template };
+            reads ||= parsed.readsBody;
+          }
+        } else if (isExpressionValue(value)) {
+          const compiled = compile(value.expr, 'text', phase);
+          if (Array.isArray(compiled)) reportAt([...at, 'set-body', 'value', 'expr'], compiled, includedFrom);
+          else body = { kind: 'expression', expression: compiled };
+        } else body = { kind: 'text', text: value };
+        if (body !== null) planned.push({ kind: 'set-body', id, when, failOpen, value: body, contentType: contentType ?? null, readsBody: reads });
       } else if (entry['set-variable'] !== undefined) {
         const { name, value } = entry['set-variable'];
         let computed: Expression | string | null = typeof value === 'string' ? value : null;
@@ -202,7 +280,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       const { entry } = slot;
       const given = (['policy', 'module', 'source'] as const).filter((k) => entry[k] !== undefined);
       if (given.length !== 1) {
-        report(slot, [`needs exactly one of "policy", "module", "source", "choose", "set-variable" or "include-fragment" (has ${given.join(', ') || 'none'})`]);
+        report(slot, [`needs exactly one of "policy", "module", "source", ${HOST_STEPS.map((k) => `"${k}"`).join(', ')} (has ${given.join(', ') || 'none'})`]);
         return null;
       }
       try {
@@ -285,11 +363,28 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       const { binding, when, computed } = p.slot;
       return when === null && computed === null ? binding! : new Guarded(binding!, when, computed);
     }
-    const inner =
-      p.kind === 'set-variable'
-        ? new SetVariable(p.id, p.name, p.value, wallMs, p.failOpen)
-        : new Branches(p.id, p.branches.map((b): Branch => ({ when: b.when, steps: b.steps.map(step) })), wallMs, p.failOpen);
+    const inner = hostStep(p);
     return p.when === null ? inner : new Guarded(inner, p.when, null);
+  };
+  const traceLog = (level: 'debug' | 'info' | 'error', fields: Record<string, unknown>) => host.logger.log(level, 'trace', fields);
+  const oneWayFailed = (id: string, message: string) => host.logger.warn('send-one-way-request failed', { binding: id, error: message });
+  const hostStep = (p: Exclude<Planned, { kind: 'binding' }>): ChainStep => {
+    switch (p.kind) {
+      case 'set-variable':
+        return new SetVariable(p.id, p.name, p.value, wallMs, p.failOpen);
+      case 'trace':
+        return new Trace(p.id, p.source, p.severity, p.message, p.metadata, traceLog, wallMs, p.failOpen);
+      case 'set-body':
+        return new SetBody(p.id, p.value, p.contentType, p.readsBody, wallMs, p.failOpen);
+      case 'send':
+        return new SendRequest(p.id, p.settings, host.effects, wallMs, p.failOpen, oneWayFailed);
+      case 'retry':
+        return new Retry(p.id, p.condition, p.count, p.timing, p.steps.map(step), wallMs, p.failOpen);
+      case 'wait':
+        return new Wait(p.id, p.forAll, p.steps.map(step), wallMs, p.failOpen);
+      case 'branches':
+        return new Branches(p.id, p.branches.map((b): Branch => ({ when: b.when, steps: b.steps.map(step) })), wallMs, p.failOpen);
+    }
   };
   const chain = (planned: Record<Phase, Planned[]>): Partial<PolicyChain> => ({
     inbound: planned.inbound.map(step),
@@ -324,6 +419,50 @@ function expressionCompiler(doc: GatewayDocument): (source: unknown, kind: Expre
     }
     return found;
   };
+}
+
+/**
+ * The settings of a send-request (or send-one-way-request) entry, its expressions compiled; null when one does not
+ * compile (reported). Its `http` grant is what the entry grants, and the host and port of a literal `url`: the operator
+ * who wrote the URL named them. A computed URL reaches only what the grant names.
+ */
+function planSend(
+  entry: PolicyEntry,
+  key: 'send-request' | 'send-one-way-request',
+  at: DocPath,
+  compile: (source: unknown, where: DocPath) => Expression | null,
+  report: (where: DocPath, message: string) => void,
+  grantsAt: DocPath,
+): SendRequestSettings | null {
+  const s: SendRequestEntry & { responseVariable?: string; ignoreError?: boolean; maxResponseBytes?: number } = entry[key]!;
+  let good = true;
+  const value = (v: string | { expr: string }, where: DocPath): TextValue => {
+    if (typeof v === 'string') return v;
+    const compiled = compile(v.expr, [...where, 'expr']);
+    if (compiled === null) good = false;
+    return compiled ?? '';
+  };
+  const hosts = [...(entry.grants?.http?.allowedHosts ?? [])];
+  for (const other of Object.keys(entry.grants ?? {})) {
+    if (other !== 'http') report([...grantsAt, other], `a ${key} takes the http grant only`);
+  }
+  if (entry.grants?.http !== undefined) for (const problem of allowedHostsProblems('http', entry.grants.http)) report(grantsAt, problem);
+  const literal = typeof s.url === 'string' ? exactEntryOf(s.url) : null;
+  if (typeof s.url === 'string' && literal === null) report([...at, 'url'], `${JSON.stringify(s.url)} is not an absolute http(s) URL`);
+  if (literal !== null) hosts.push(literal);
+  const settings: SendRequestSettings = {
+    mode: s.mode ?? 'new',
+    url: value(s.url, [...at, 'url']),
+    method: s.method === undefined ? null : value(s.method, [...at, 'method']),
+    headers: Object.entries(s.headers ?? {}).map(([name, v]) => [name.toLowerCase(), value(v, [...at, 'headers', name])]),
+    body: s.body === undefined ? null : value(s.body, [...at, 'body']),
+    timeoutSeconds: s.timeout ?? 20,
+    responseVariable: key === 'send-request' ? (s.responseVariable ?? null) : null,
+    ignoreError: s.ignoreError === true,
+    maxResponseBytes: s.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES,
+    grants: hosts.length > 0 ? { http: { allowedHosts: hosts } } : {},
+  };
+  return good ? settings : null;
 }
 
 class MissingFile extends Error {

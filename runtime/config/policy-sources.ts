@@ -67,7 +67,7 @@ export function grantsFromNeeds(needs: unknown, config: unknown): Grants {
 }
 
 /** `host:port` of an http(s) URL, as an exact allowedHosts entry; null when the value is no such URL. */
-function exactEntryOf(value: unknown): string | null {
+export function exactEntryOf(value: unknown): string | null {
   if (typeof value !== 'string') return null;
   let url: URL;
   try {

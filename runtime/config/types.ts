@@ -123,6 +123,17 @@ export interface PhaseChains {
   'on-error'?: PolicyEntry[];
 }
 
+/** What send-request and send-one-way-request send. */
+export interface SendRequestEntry {
+  mode?: 'new' | 'copy';
+  url: string | { expr: string };
+  method?: string | { expr: string };
+  headers?: Record<string, string | { expr: string }>;
+  body?: string | { expr: string };
+  /** Seconds, at most 30. */
+  timeout?: number;
+}
+
 /**
  * One entry of a chain. Exactly one of `policy` (built-in), `module` (a .wasm file) or `source` (a policy folder), or
  * one of the host's own: `choose`, `set-variable`, `include-fragment`. Any of them may have a `when` condition.
@@ -135,6 +146,32 @@ export interface PolicyEntry {
   otherwise?: PolicyEntry[];
   /** Stores a value, text or computed (`{expr}`), in the request's variables. */
   'set-variable'?: { name: string; value: string | { expr: string } };
+  /** Calls another service and stores its response in a variable (docs/expressions.md, "Outbound calls"). */
+  'send-request'?: SendRequestEntry & { responseVariable: string; ignoreError?: boolean; maxResponseBytes?: number };
+  /** Calls another service without waiting for its answer. */
+  'send-one-way-request'?: SendRequestEntry;
+  /** Runs its policies again while its condition holds (APIM's retry). */
+  retry?: {
+    condition: string;
+    count: number;
+    /** Seconds. */
+    interval?: number;
+    maxInterval?: number;
+    delta?: number;
+    firstFastRetry?: boolean;
+    policies: PolicyEntry[];
+  };
+  /** A record in the request's access log and a log line (APIM's trace). */
+  trace?: {
+    source: string;
+    severity?: 'verbose' | 'information' | 'error';
+    message: string | { expr: string };
+    metadata?: Record<string, string | { expr: string }>;
+  };
+  /** Replaces the body of its phase: text, an expression's value, or a Liquid template's output. */
+  'set-body'?: { value: string | { expr: string }; template?: 'liquid'; contentType?: string };
+  /** Runs its send-requests side by side and waits for all of them, or the first. */
+  wait?: { for?: 'all' | 'any'; policies: PolicyEntry[] };
   /** Runs the entries of the document's fragment of this name in its place. */
   'include-fragment'?: string;
   /** A built-in policy: the name of a folder under policies/ (e.g. `check-header`). */

@@ -4,7 +4,8 @@
 // evaluation (one evaluation, one exchange that does not change meanwhile): an expression that names the headers a
 // hundred times builds their map once.
 
-import type { Exchange, HeaderMap, RequestState } from '../policy-host/exchange.ts';
+import type { Exchange, ExchangeError, HeaderMap, RequestState } from '../policy-host/exchange.ts';
+import { SentResponseView, sentResponses } from './sent-responses.ts';
 
 /**
  * A request's query as the map expressions read, by request, while its query stays the same: a client's query of
@@ -68,6 +69,31 @@ function joined(headers: HeaderMap): Map<string, string> {
   return out;
 }
 
+/** What failed, in on-error (APIM's context.LastError): `lastError.reason`, `lastError.policy`. */
+export class LastErrorView {
+  constructor(private readonly exchange: Exchange) {}
+  private get error(): ExchangeError {
+    // Compiled for on-error only (cel.ts), where the chain has always set it.
+    return this.exchange.error ?? { source: 'gateway', reason: '', message: '', policy: '', status: 500 };
+  }
+  get source(): string {
+    return this.error.source;
+  }
+  get reason(): string {
+    return this.error.reason;
+  }
+  get message(): string {
+    return this.error.message;
+  }
+  /** The binding id of the entry that failed; empty when the backend or the gateway failed. */
+  get policy(): string {
+    return this.error.policy;
+  }
+  get status(): bigint {
+    return BigInt(this.error.status);
+  }
+}
+
 /** The variable validate-jwt leaves the verified token's claims in, as JSON. */
 const CLAIMS_VARIABLE = 'jwt-claims';
 
@@ -103,6 +129,14 @@ export class Activation {
   get variables(): ReadonlyMap<string, string> {
     return this.exchange.variables;
   }
+  /** What send-request stored, by its response variable. */
+  get responses(): ReadonlyMap<string, SentResponseView> {
+    return sentResponses(this.exchange);
+  }
+  /** What failed (on-error only). */
+  get lastError(): LastErrorView {
+    return new LastErrorView(this.exchange);
+  }
   /** The claims of the token validate-jwt verified (empty when none was). */
   get jwt(): Record<string, unknown> {
     if (this.claims !== null) return this.claims;
@@ -128,6 +162,14 @@ export const EXPRESSION_TYPES: readonly [string, { ctor: new (exchange: Exchange
     },
   ],
   ['gatehouse.Response', { ctor: ResponseView, fields: { status: 'int', headers: 'map<string, string>' } }],
+  [
+    'gatehouse.SentResponse',
+    { ctor: SentResponseView as never, fields: { status: 'int', headers: 'map<string, string>', body: 'string', json: 'dyn' } },
+  ],
+  [
+    'gatehouse.LastError',
+    { ctor: LastErrorView, fields: { source: 'string', reason: 'string', message: 'string', policy: 'string', status: 'int' } },
+  ],
 ];
 
 /** The top-level names an expression may use, with their CEL types. */
@@ -141,4 +183,6 @@ export const EXPRESSION_VARIABLES: readonly [string, string][] = [
   ['variables', 'map<string, string>'],
   ['namedValues', 'map<string, string>'],
   ['jwt', 'map<string, dyn>'],
+  ['responses', 'map<string, gatehouse.SentResponse>'],
+  ['lastError', 'gatehouse.LastError'],
 ];

@@ -150,6 +150,9 @@ function scopeProblems(ast: unknown, scope: ExpressionScope): string[] {
     if (node.op === 'id' && node.args === 'response' && !afterBackend) {
       problems.push(`reads response, which exists in outbound and on-error only (this is ${scope.phase})`);
     }
+    if (node.op === 'id' && node.args === 'lastError' && scope.phase !== 'on-error') {
+      problems.push(`reads lastError, which exists in on-error only (this is ${scope.phase})`);
+    }
     // namedValues.name or namedValues['name']: the name is in the text.
     if ((node.op === '.' || node.op === '[]') && Array.isArray(node.args) && isId(node.args[0], 'namedValues')) {
       const key = node.op === '.' ? node.args[1] : (node.args[1] as AstNode | undefined)?.op === 'value' ? (node.args[1] as AstNode).args : undefined;

@@ -420,6 +420,7 @@ export class Gateway {
         policies: exchange?.timings ?? [],
         error: exchange?.error ?? null,
         client: req.remoteAddress,
+        traces: exchange?.traces,
       }),
     );
   }

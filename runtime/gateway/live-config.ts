@@ -5,7 +5,7 @@
 import type { GatewayDocument, HealthCheckDocument, RetryDocument } from '../config/types.ts';
 import type { HealthCheckSettings, HealthEvents } from '../proxy/health-check.ts';
 import { DEFAULT_POOL_RETRY, NO_RETRY, type RetryFailure, type RetrySettings } from '../proxy/retry.ts';
-import { bindingsIn, stackScopes, type ChainStep, type PolicyChain } from '../pipeline/chain.ts';
+import { readsBody, stackScopes, type PolicyChain } from '../pipeline/chain.ts';
 import type { ConnectorFactory } from '../network/connector.ts';
 import { BackendSet } from '../proxy/backends.ts';
 import { Router, normalizePrefix, type RouteApi } from '../routing/router.ts';
@@ -198,14 +198,12 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
 }
 
 function analyse(id: string, pathTemplate: string, chain: PolicyChain, webSocket: WebSocketRuntime | null): OperationRuntime {
-  const reads = (steps: readonly ChainStep[], key: 'requestBody' | 'responseBody') =>
-    bindingsIn(steps).some((b) => b.module.descriptor[key]);
   return {
     id,
     pathTemplate,
     chain,
-    needsRequestBody: reads([...chain.inbound, ...chain.backend], 'requestBody'),
-    needsResponseBody: reads([...chain.outbound, ...chain['on-error']], 'responseBody'),
+    needsRequestBody: readsBody([...chain.inbound, ...chain.backend], 'requestBody'),
+    needsResponseBody: readsBody([...chain.outbound, ...chain['on-error']], 'responseBody'),
     webSocket,
   };
 }

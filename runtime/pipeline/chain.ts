@@ -23,6 +23,8 @@ export interface ChainStep {
   wallMs(): number;
   /** The steps it may run in turn (host steps); absent for a binding. */
   readonly nested?: readonly ChainStep[];
+  /** A host step that reads the body of its phase (set-body): the gateway buffers it, as for a module that declares it. */
+  readonly readsBody?: boolean;
 }
 
 export interface PolicyChain {
@@ -35,6 +37,16 @@ export interface PolicyChain {
 /** Every policy binding `steps` may run, nested ones included: what the gateway asks of a chain before it runs it. */
 export function bindingsIn(steps: readonly ChainStep[]): PolicyBinding[] {
   return steps.flatMap((step) => (step.nested ? bindingsIn(step.nested) : [step as unknown as PolicyBinding]));
+}
+
+/**
+ * Whether any of `steps`, nested ones included, reads the body `key` names: a binding whose module declares it, or a
+ * host step that says so.
+ */
+export function readsBody(steps: readonly ChainStep[], key: 'requestBody' | 'responseBody'): boolean {
+  return steps.some((step) =>
+    step.nested ? step.readsBody === true || readsBody(step.nested, key) : (step as unknown as PolicyBinding).module.descriptor[key],
+  );
 }
 
 export const EMPTY_CHAIN: PolicyChain = { inbound: [], backend: [], outbound: [], 'on-error': [] };

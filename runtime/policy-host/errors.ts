@@ -14,6 +14,7 @@ export const FAILURE_REASONS = [
   'instantiate', // a new instance could not be created
   'circuit-open', // not called: the binding failed its budget or a cap too often (circuit-breaker.ts)
   'expression', // an expression of the entry (its condition, a computed value) failed when it was evaluated
+  'outbound', // a send-request got no usable answer (the network, its timeout, a response over its size)
 ] as const;
 
 export type FailureReason = (typeof FAILURE_REASONS)[number];

@@ -95,6 +95,15 @@ export interface PolicyTiming {
   outcome: 'continue' | 'respond' | 'failed' | 'failed-open' | 'skipped';
 }
 
+/** A record the trace entry added: it goes into the request's access log line. */
+export interface TraceRecord {
+  binding: string;
+  source: string;
+  severity: 'verbose' | 'information' | 'error';
+  message: string;
+  metadata: Record<string, string>;
+}
+
 export interface ExchangeInit {
   requestId: string;
   api?: string;
@@ -200,6 +209,8 @@ export class Exchange implements TransactionalView {
   readonly timings: PolicyTiming[] = [];
   /** Effects performed with I/O for this exchange, by every policy of its chain (the per-request limit). */
   effectsPerformed = 0;
+  /** What trace entries recorded (null until the first). */
+  traces: TraceRecord[] | null = null;
   /** The binding whose handler is running (its configuration and body declarations apply); set by begin(). */
   binding: PolicyBinding | null = null;
   /**

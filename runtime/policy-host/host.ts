@@ -46,7 +46,8 @@ const MAX_LOG_LINES = 100_000;
 export class PolicyHost {
   readonly logger: Logger;
   readonly metrics: MetricsRegistry;
-  private readonly effects: EffectRunner;
+  /** Performs the effects of policies, and the HTTP calls of the host's own send-request steps. */
+  readonly effects: EffectRunner;
   private readonly clocks: BudgetClocks;
   private readonly instrumented: InstrumentedModuleStore | undefined;
   private readonly modules = new Map<string, Promise<PolicyModule>>();

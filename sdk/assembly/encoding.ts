@@ -37,6 +37,24 @@ export function base64Decode(text: string): Uint8Array | null {
   return out;
 }
 
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/** `bytes` in standard base64, padded (RFC 4648 section 4): what HTTP Basic credentials are written in. */
+export function base64Encode(bytes: Uint8Array): string {
+  let out = "";
+  const n = bytes.length;
+  for (let i = 0; i < n; i += 3) {
+    const b0 = <u32>bytes[i];
+    const b1: u32 = i + 1 < n ? <u32>bytes[i + 1] : 0;
+    const b2: u32 = i + 2 < n ? <u32>bytes[i + 2] : 0;
+    const v = (b0 << 16) | (b1 << 8) | b2;
+    out += ALPHABET.charAt((v >> 18) & 63) + ALPHABET.charAt((v >> 12) & 63);
+    out += i + 1 < n ? ALPHABET.charAt((v >> 6) & 63) : "=";
+    out += i + 2 < n ? ALPHABET.charAt(v & 63) : "=";
+  }
+  return out;
+}
+
 /** The UTF-8 text encoded in base64 or base64url `text`; null when not valid. */
 export function base64DecodeText(text: string): string | null {
   const bytes = base64Decode(text);

@@ -22,10 +22,10 @@ import {
   setText,
 } from "./fields";
 import { JsonKind, JsonReader, jsonString, parseJson } from "./json";
-import { counter } from "./effects";
+import { counter, meter } from "./effects";
 
 export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter } from "./effects";
-export { base64Decode, base64DecodeText, isUtf8, utf8Decode } from "./encoding";
+export { base64Decode, base64DecodeText, base64Encode, isUtf8, utf8Decode } from "./encoding";
 import { base64DecodeText } from "./encoding";
 export { JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
 export { gatehouseAbort } from "./abort";
@@ -493,6 +493,47 @@ export function rateLimit(key: string, calls: i64, periodSeconds: i64, headers: 
     "Too Many Requests",
     "rate limit of " + calls.toString() + " calls per " + periodSeconds.toString() + " s exceeded; retry in " +
       retry.toString() + " s",
+  );
+}
+
+/**
+ * The caller, as APIM's per-subscription policies count it: the identity key-auth (or another policy) left in the
+ * variable `identityVariable`, else the client address, so an anonymous flood is counted too. "id:" and "ip:" keep an
+ * identity that looks like an address from sharing that address's counter.
+ */
+export function callerKey(identityVariable: string): string {
+  const identity = vars.get(identityVariable);
+  return identity !== null && identity.length > 0 ? "id:" + identity : "ip:" + request.clientAddress();
+}
+
+/**
+ * Enforces a quota of `calls` calls and `bandwidth` kilobytes (0: no such quota) per `periodSeconds` for `key`. Calls
+ * are counted as they come; bandwidth (request and response bodies) is counted when each exchange ends, so the request
+ * that crosses the quota completes and the next ones are refused. Over either quota it answers 403 with Retry-After
+ * and a problem body. Needs the `counters` grant. Returns CONTINUE, RESPOND or PENDING: `return quota(...)`.
+ */
+export function quota(key: string, calls: i64, bandwidth: i64, periodSeconds: i64): i32 {
+  // Both counters are asked for before waiting, so that with Redis they take one round together.
+  const used = calls > 0 ? counter(key + ":calls", calls, periodSeconds) : null;
+  const kilobytes = bandwidth > 0 ? counter(key + ":kb", bandwidth, periodSeconds, 0) : null;
+  if ((calls > 0 && used === null) || (bandwidth > 0 && kilobytes === null)) return PENDING;
+  if (used !== null && !used.allowed) {
+    return refuseQuota("call quota of " + calls.toString() + " calls", periodSeconds, used.resetSeconds);
+  }
+  if (kilobytes !== null && kilobytes.remaining <= 0) {
+    return refuseQuota("bandwidth quota of " + bandwidth.toString() + " KB", periodSeconds, kilobytes.resetSeconds);
+  }
+  if (bandwidth > 0 && !meter(key + ":kb", periodSeconds, true)) return PENDING;
+  return CONTINUE;
+}
+
+function refuseQuota(what: string, periodSeconds: i64, resetSeconds: i64): i32 {
+  const retry = resetSeconds > 0 ? resetSeconds : 1;
+  response.setHeader("retry-after", retry.toString());
+  return respondProblem(
+    403,
+    "Forbidden",
+    what + " per " + periodSeconds.toString() + " s used up; replenished in " + retry.toString() + " s",
   );
 }
 

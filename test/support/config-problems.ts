@@ -3,6 +3,10 @@
 import assert from 'node:assert/strict';
 import { ConfigError } from '../../runtime/config/config-error.ts';
 import { parseGatewayDocument } from '../../runtime/config/parse-document.ts';
+import { prepareDocument } from '../../runtime/config/prepare-document.ts';
+import type { PolicySources } from '../../runtime/config/policy-sources.ts';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
+import { newHost } from './policies.ts';
 
 /** Parses `text` (named `name`) expecting a ConfigError; returns its problems. */
 export function problemsOf(text: string, name = 'gw.yaml'): { where: string; message: string }[] {
@@ -24,4 +28,18 @@ export function messageAt(problems: { where: string; message: string }[], where:
   const found = problems.filter((p) => p.where === where).map((p) => p.message);
   assert.ok(found.length > 0, `no problem at ${where}; problems:\n${problems.map((p) => `${p.where}: ${p.message}`).join('\n')}`);
   return found.join(' | ');
+}
+
+/**
+ * Parses and binds `text` as gw.yaml with the repository's policies (`policies`), expecting the binding to refuse it
+ * (the problems only binding finds: expressions, grants, templates); returns the ConfigError's problems.
+ */
+export async function bindProblems(text: string, policies: PolicySources): Promise<{ where: string; message: string }[]> {
+  try {
+    await prepareDocument(text, { host: newHost().host, baseDir: repoRoot(), policies, sourceName: 'gw.yaml' });
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.problems;
+  }
+  assert.fail('the document was accepted');
 }

@@ -27,6 +27,8 @@ const ENTRY_NAME = '__gatehouse_entry__.ts';
  * - `--use abort=...`: aborts go to the SDK's handler, which reports the message through `fail` and traps, so no
  *   `env.abort` import is left.
  * - `--noColors`: diagnostics are parsed, not shown on a terminal.
+ * - `--debug`: keeps the name section (`policy/lookup`, `~lib/map/Map#get`), so that a trap names the policy's function
+ *   in the WebAssembly stack (runtime/policy-host/errors.ts, authorFrame). Names cost nothing when the module runs.
  */
 export const ASC_FLAGS: readonly string[] = [
   '-O3',
@@ -35,6 +37,7 @@ export const ASC_FLAGS: readonly string[] = [
   '--use',
   `abort=${SDK_LIB_PREFIX}abort/gatehouseAbort`,
   '--noColors',
+  '--debug',
 ];
 
 /** A string literal for AssemblyScript source: JSON escaping, with everything outside printable ASCII as \uXXXX. */

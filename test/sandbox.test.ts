@@ -140,14 +140,14 @@ describe('sandbox', () => {
     assert.match(metrics, /gatehouse_policy_instance_recycles_total\{policy="adversarial"\} \d+/);
   });
 
-  test('runaway recursion (stack overflow) is a trap, not a crash', async () => {
+  test('runaway recursion fails the call as a stack overflow, not a crash', async () => {
     const err = await policyFailure(bind('recurse').run('inbound', makeExchange()));
-    assert.equal(err.reason, 'trap');
+    assert.equal(err.reason, 'stack-overflow');
   });
 
   test('an assertion failure reports its message and source position', async () => {
     const err = await policyFailure(bind('abort').run('inbound', makeExchange()));
-    assert.equal(err.reason, 'trap');
+    assert.equal(err.reason, 'abort');
     assert.match(err.message, /deliberate assertion/);
     assert.match(err.message, /policy\.ts:\d+:\d+/);
   });

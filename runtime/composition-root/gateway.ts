@@ -146,6 +146,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const prepare = async (text: string, source: string, baseDir: string): Promise<PreparedConfig> => {
     // The control plane checks what it saves with this same function (control-plane/validation.ts).
     const { doc, chains } = await prepareDocument(text, { host, baseDir, policies: options.assets.policies, sourceName: source });
+    for (const w of chains.warnings) logger.warn('configuration warning', { where: w.where, warning: w.message });
     return { live: buildLiveConfig(doc, chains, { source, echoUrl: echo.url, connect: adapter.connector, healthEvents: backendHealth }), secrets: secretValues(doc) };
   };
   const remote = options.controlPlane ? connectControlPlane(options.controlPlane) : null;

@@ -6,7 +6,7 @@
 // the document, in one ConfigError.
 
 import { readFile } from 'node:fs/promises';
-import { isAbsolute, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 
 import type { ChainStep, PolicyChain } from '../pipeline/chain.ts';
 import { Branches, Guarded, Retry, SetVariable, Trace, Wait, type Branch, type ComputedConfig, type RetryTiming } from '../pipeline/steps.ts';
@@ -26,7 +26,7 @@ import {
 } from '../policy-host/index.ts';
 import { ConfigError, type LocatedProblem } from './config-error.ts';
 import { formatPath, problemWhere, type DocPath } from './document-paths.ts';
-import { exactEntryOf, grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
+import { BACKEND_FROM_CONFIG, exactEntryOf, grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
 import { allowedHostsProblems } from '../policy-host/egress.ts';
 import type { GatewayDocument, PhaseChains, PolicyEntry, SendRequestEntry } from './types.ts';
 
@@ -34,6 +34,8 @@ export interface BoundChains {
   global: Partial<PolicyChain>;
   /** By API id: the API's own chain, and each operation's (every operation of the document, by id). */
   apis: Map<string, { api: Partial<PolicyChain>; operations: Map<string, Partial<PolicyChain>> }>;
+  /** What works but is likely a mistake (a grant the policy does not declare in `needs`): the caller logs them. */
+  warnings: LocatedProblem[];
 }
 
 export interface BindChainsOptions {
@@ -105,6 +107,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
     }
   };
   const report = (slot: Slot, messages: string[]) => reportAt(slot.path, messages, slot.includedFrom);
+  const warnings: LocatedProblem[] = [];
 
   const slots: Slot[] = [];
   const compile = expressionCompiler(doc);
@@ -275,6 +278,8 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
   // Built-in policies get what their policy.json `needs` earns them without being told (grantsFromNeeds): `counters`
   // for rate limits and quotas, the backend grant of set-backend-service's own baseUrl.
   const builtinNeeds = new Map<string, readonly string[]>();
+  // What each `policy:` and `source:` entry's policy.json declares (`module:` files carry no policy.json).
+  const declared = new Map<Slot, { policy: string; needs: readonly string[] }>();
   const resolved = await Promise.all(
     slots.map(async (slot): Promise<PolicyModule | null> => {
       const { entry } = slot;
@@ -293,6 +298,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
             return null;
           }
           if (!builtinNeeds.has(entry.policy)) builtinNeeds.set(entry.policy, await builtin.needs());
+          declared.set(slot, { policy: entry.policy, needs: builtinNeeds.get(entry.policy)! });
           return await moduleFor(builtin.key, () => builtin.wasm());
         }
         if (entry.module !== undefined) {
@@ -306,7 +312,10 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
           });
         }
         const source = resolve(options.baseDir, entry.source!);
-        return await moduleFor(`source:${source}`, () => sources.buildSource(source));
+        const module = await moduleFor(`source:${source}`, () => sources.buildSource(source));
+        const policyJson = await readPolicyJson(source);
+        if (policyJson) declared.set(slot, policyJson);
+        return module;
       } catch (err) {
         report(slot, describeFailure(err));
         return null;
@@ -325,6 +334,19 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       return;
     }
     const config = computed?.fixed ?? entry.config;
+    const grants = grantsFor(entry, builtinNeeds, options.baseDir);
+    const policy = declared.get(slot);
+    if (policy) {
+      const missing = missingGrants(policy.needs, grants, entry.config);
+      if (missing.length > 0) {
+        report(slot, missing.map((need) => `policy ${policy.policy} needs the "${need}" grant (its policy.json "needs"), which this entry does not give: add ${grantExample(need)}`));
+        return;
+      }
+      for (const grant of unusedGrants(policy.needs, entry.grants)) {
+        const where = problemWhere(doc, sourceName, [...slot.path, 'grants', grant]);
+        warnings.push({ where, path: [...slot.path, 'grants', grant], message: `policy ${policy.policy} does not declare the "${grant}" grant in its policy.json "needs": the grant is given but likely unused` });
+      }
+    }
     try {
       const binding = host.bind({
         id: slot.id,
@@ -333,7 +355,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         // A copy: the host fills in the defaults of the policy's schema, and the document stays as it was written.
         config: config === undefined ? undefined : structuredClone(config),
         computedKeys: computed?.keys,
-        grants: grantsFor(entry, builtinNeeds, options.baseDir),
+        grants,
         limits: entry.limits,
         circuitBreaker: entry.circuitBreaker,
         failOpen: entry.failOpen,
@@ -396,7 +418,57 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
   for (const { api, chain: apiChain, operations } of apiPlans) {
     apis.set(api.id, { api: chain(apiChain), operations: new Map(operations.map((op) => [op.id, chain(op.chain)])) });
   }
-  return { global: chain(globalPlan), apis };
+  return { global: chain(globalPlan), apis, warnings };
+}
+
+/** The `name` and `needs` of the policy.json of a `source:` entry (its folder, or the folder of its .ts file). */
+async function readPolicyJson(source: string): Promise<{ policy: string; needs: readonly string[] } | null> {
+  const dir = source.endsWith('.ts') ? dirname(source) : source;
+  try {
+    const json = JSON.parse(await readFile(join(dir, 'policy.json'), 'utf8')) as { name?: unknown; needs?: unknown };
+    const needs = Array.isArray(json.needs) ? json.needs.filter((n): n is string => typeof n === 'string') : [];
+    return { policy: typeof json.name === 'string' ? json.name : basename(dir), needs };
+  } catch {
+    return null; // the build has reported a policy.json it cannot read
+  }
+}
+
+/**
+ * The needs a binding's grants do not meet. `backend:<key>` asks for a backend grant only when `<key>` holds a URL
+ * written in the configuration (a built-in is given that grant; a computed value is known per request only).
+ */
+function missingGrants(needs: readonly string[], grants: Grants | undefined, config: unknown): string[] {
+  const g = grants ?? {};
+  return needs.filter((need) => {
+    if (need === 'counters') return g.counters !== true;
+    if (need === 'http') return g.http === undefined;
+    if (need === 'backend') return g.backend === undefined;
+    if (need === 'wasi') return g.wasi !== true && g.filesystem === undefined;
+    if (need === 'filesystem') return g.filesystem === undefined;
+    if (need.startsWith(BACKEND_FROM_CONFIG)) {
+      const value = config && typeof config === 'object' ? (config as Record<string, unknown>)[need.slice(BACKEND_FROM_CONFIG.length)] : undefined;
+      return typeof value === 'string' && g.backend === undefined;
+    }
+    return false;
+  });
+}
+
+/** How to write the grant a need asks for, for the message. */
+function grantExample(need: string): string {
+  if (need === 'counters') return '`grants: { counters: true }`';
+  if (need === 'wasi') return '`grants: { wasi: true }`';
+  if (need === 'filesystem') return '`grants: { filesystem: { "/guest/dir": "./host/dir" } }`';
+  if (need === 'http') return '`grants: { http: { allowedHosts: ["host:port"] } }`';
+  return '`grants: { backend: { allowedHosts: ["host:port"] } }`';
+}
+
+/** The grants an entry gives itself that its policy's `needs` does not name. */
+function unusedGrants(needs: readonly string[], own: Grants | undefined): string[] {
+  if (!own || typeof own !== 'object') return [];
+  const named = new Set(needs.map((n) => (n.startsWith(BACKEND_FROM_CONFIG) ? 'backend' : n)));
+  // A filesystem is reached through WASI: either need covers both grants.
+  if (named.has('filesystem') || named.has('wasi')) named.add('wasi').add('filesystem');
+  return Object.keys(own).filter((grant) => !named.has(grant));
 }
 
 /**

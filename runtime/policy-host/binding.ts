@@ -3,7 +3,7 @@
 
 import type { BudgetClocks } from './call-budget.ts';
 import { COMPUTED_CONFIG_KEYS, MAX_EFFECT_ROUNDS, MAX_EFFECTS_PER_REQUEST, PHASE_EXPORTS, type Phase } from '../../abi/index.ts';
-import { CallAbort, PolicyFailure, type FailureReason } from './errors.ts';
+import { authorFrame, CallAbort, PolicyFailure, type FailureReason, type LimitHit } from './errors.ts';
 import { PolicyInstance, type CallState, type CallView, type Grants, type Limits } from './instance.ts';
 import type { PolicyModule } from './module.ts';
 import { CircuitBreaker, DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
@@ -262,10 +262,10 @@ export class PolicyBinding {
     } catch (err) {
       view.rollback();
       this.undo(state.effectResults);
-      const [reason, message] = classify(err, state, instance);
+      const { reason, message, limit, at } = classify(err, state, instance);
       // Whatever stopped it, the module was unwound mid-run: its stack or heap may be mid-update, so the instance is
       // no longer trusted.
-      throw this.failed(reason, message, true);
+      throw this.failed(reason, message, true, limit, at);
     }
     if (state.failMessage !== null) {
       view.rollback();
@@ -300,7 +300,7 @@ export class PolicyBinding {
       // Every effect has settled, so what the others hold (leases) can be given back.
       this.undo(results);
       const err = failure.reason as Error;
-      if (err instanceof CallAbort) throw this.failed(err.reason, err.message, false);
+      if (err instanceof CallAbort) throw this.failed(err.reason, err.message, false, err.limit);
       throw this.failed('effects', `effect failed: ${err?.message ?? String(err)}`, false);
     }
     return results;
@@ -327,7 +327,12 @@ export class PolicyBinding {
     }
   }
 
-  private failed(reason: FailureReason, message: string, recycle: boolean): PolicyFailure {
+  /**
+   * Counts, logs and returns a failure. `limit`: the setting the call ran into (its name and value go into the message
+   * and the log); `at`: where in the policy's code it stopped, when the module tells.
+   */
+  private failed(reason: FailureReason, bare: string, recycle: boolean, limit: LimitHit | null = null, at: string | null = null): PolicyFailure {
+    const message = limit ? `${bare} (setting ${limit.setting}: ${limit.value})` : bare;
     this.stats.failures++;
     this.stats.consecutiveFailures++;
     this.stats.lastFailure = { reason, message };
@@ -344,6 +349,8 @@ export class PolicyBinding {
     this.options.logger.warn('policy call failed', {
       reason,
       error: message,
+      ...(limit ? { limit: limit.setting, limitValue: limit.value } : {}),
+      ...(at ? { at } : {}),
       recycled: recycle,
       consecutiveFailures: this.stats.consecutiveFailures,
     });
@@ -374,15 +381,49 @@ export class PolicyBinding {
   }
 }
 
-function classify(err: unknown, state: CallState, instance: PolicyInstance): [FailureReason, string] {
-  if (err instanceof CallAbort) return [err.reason, err.message];
+interface Classified {
+  reason: FailureReason;
+  message: string;
+  limit: LimitHit | null;
+  /** Where in the policy's own code the call stopped (its file and function, or line), when it can be told. */
+  at: string | null;
+}
+
+/** `abort: <message> at <file>:<line>:<column>`, as the SDK's abort handler reports it (sdk/assembly/abort.ts). */
+const ABORT = /^abort: [\s\S]* at (\S+:\d+:\d+)$/;
+
+/** Why a call that threw failed. Runs when a call fails only: reading the stack costs nothing to calls that succeed. */
+function classify(err: unknown, state: CallState, instance: PolicyInstance): Classified {
+  if (err instanceof CallAbort) return { reason: err.reason, message: err.message, limit: err.limit, at: null };
   const message = err instanceof Error ? err.message : String(err);
-  if (err instanceof WebAssembly.RuntimeError || (err instanceof RangeError && /call stack/i.test(message))) {
-    if (instance.memoryNearCap()) return ['memory-cap', `trapped with its memory at the cap (${message})`];
-    return ['trap', state.failMessage ?? message];
+  if (err instanceof RangeError && /call stack/i.test(message)) {
+    const at = authorFrame(err);
+    return { reason: 'stack-overflow', message: `the call overflowed the stack (recursion too deep?)${at ? ` in ${at}` : ''}`, limit: null, at };
   }
-  if (message.startsWith('Plugin-originated error: ')) return ['error', message.slice(25)];
-  return ['trap', message];
+  if (err instanceof WebAssembly.RuntimeError) {
+    if (instance.memoryNearCap()) {
+      const cap = instance.memoryCap;
+      return {
+        reason: 'memory-cap',
+        message: `trapped with its memory at the cap of ${cap} bytes (${message})`,
+        limit: { setting: 'limits.memoryBytes', value: cap },
+        at: authorFrame(err),
+      };
+    }
+    const reported = state.failMessage;
+    const abort = reported !== null ? ABORT.exec(reported) : null;
+    if (abort) {
+      // An abort in the policy's own file names its line; one in a library (a missing Map key at ~lib/map.ts) names
+      // the library's line, and the stack the policy's function that called it.
+      const site = abort[1]!;
+      const frame = site.startsWith('~lib/') ? authorFrame(err) : null;
+      return { reason: 'abort', message: frame ? `${reported}, called from ${frame}` : reported!, limit: null, at: frame ?? site };
+    }
+    const at = authorFrame(err);
+    return { reason: 'trap', message: reported ?? (at ? `${message} in ${at}` : message), limit: null, at };
+  }
+  if (message.startsWith('Plugin-originated error: ')) return { reason: 'error', message: message.slice(25), limit: null, at: null };
+  return { reason: 'trap', message, limit: null, at: null };
 }
 
 /** Top-level configuration keys as Extism config strings: strings as they are, other values as JSON. */

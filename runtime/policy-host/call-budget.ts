@@ -75,7 +75,7 @@ export class CallBudget {
     }
     const usedMs = budgetMs / 2 + (this.clocks.cpuUs() - this.cpuAtHalfwayUs) / 1000;
     if (usedMs >= budgetMs || now >= ceiling) {
-      throw new CallAbort('cpu-budget', `call ran past its CPU budget of ${budgetMs} ms`);
+      throw new CallAbort('cpu-budget', `call ran past its CPU budget of ${budgetMs} ms`, { setting: 'limits.cpuMs', value: budgetMs });
     }
     // The next check is due when what is left of the budget could be used up, or at the ceiling, whichever is first.
     this.deadline = Math.min(now + (budgetMs - usedMs), ceiling);

@@ -2,7 +2,9 @@
 
 /** Why a policy call failed; used as a metrics label, so the set is closed. */
 export const FAILURE_REASONS = [
-  'trap', // the module trapped (unreachable, out-of-bounds access, stack overflow…)
+  'trap', // the module trapped (unreachable, out-of-bounds access, a division by zero…)
+  'stack-overflow', // the module recursed past the engine's stack
+  'abort', // the module aborted: an assertion, a throw, a standard-library check (a missing Map key, an index out of range)
   'cpu-budget', // the call ran past its CPU budget
   'memory-cap', // the module hit its memory cap
   'output-cap', // the module handed the host more bytes than allowed
@@ -31,11 +33,42 @@ export class PolicyFailure extends Error {
   }
 }
 
+/** The longest function name taken from a module's name section into a message: a module writes what it likes there. */
+const MAX_FRAME_NAME = 160;
+
+/**
+ * Where in the policy's own code a trap happened: the innermost frame of the WebAssembly stack that is not in
+ * AssemblyScript's standard library or the SDK (`~lib/...`), as `policy.ts: lookup()`. AssemblyScript names a function
+ * `<file without .ts>/<name>` in the module's name section, which the build keeps; a module without names gives null.
+ * Read when a failure is reported, never on a call that succeeds.
+ */
+export function authorFrame(err: unknown): string | null {
+  const stack = err instanceof Error ? err.stack : undefined;
+  if (typeof stack !== 'string') return null;
+  for (const m of stack.matchAll(/^\s*at (.+?) \(wasm:\/\/wasm\//gm)) {
+    const name = m[1]!;
+    if (name.startsWith('~lib/') || /^(wasm-function\[\d+\]|\$?\d+)$/.test(name)) continue;
+    // Printable ASCII only, and short: the name section is the module's to write.
+    const clean = name.replace(/[^\x21-\x7e]/g, '?').slice(0, MAX_FRAME_NAME);
+    const slash = clean.lastIndexOf('/', clean.includes('#') ? clean.indexOf('#') : clean.length);
+    return slash > 0 ? `${clean.slice(0, slash)}.ts: ${clean.slice(slash + 1)}()` : `${clean}()`;
+  }
+  return null;
+}
+
+/** The setting of a binding's `limits` a call ran into, and its value. */
+export interface LimitHit {
+  setting: 'limits.cpuMs' | 'limits.memoryBytes' | 'limits.outputBytes' | 'limits.logLines' | 'limits.logBytes';
+  value: number;
+}
+
 /** Raised inside a host function to abort the running call; the instance is recycled afterwards. */
 export class CallAbort extends Error {
   constructor(
     readonly reason: FailureReason,
     message: string,
+    /** The limit the call ran into, when a limit stopped it. */
+    readonly limit: LimitHit | null = null,
   ) {
     super(message);
     this.name = 'CallAbort';

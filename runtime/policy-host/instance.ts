@@ -278,6 +278,11 @@ export class PolicyInstance implements KernelHost {
     return this.growRefused || this.linearBytes() >= this.options.limits.memoryBytes * 0.875;
   }
 
+  /** The memory cap, for a failure that `memoryNearCap` charges to it. */
+  get memoryCap(): number {
+    return this.options.limits.memoryBytes;
+  }
+
   /**
    * Runs a phase handler once, synchronously. Throws what the module or a host function threw; the caller classifies
    * it. What the handler did is in `state` (and in the view it changed). `startedMs`: the budget's wall clock as the
@@ -345,7 +350,8 @@ export class PolicyInstance implements KernelHost {
   output(bytes: number): void {
     this.outputBytes += bytes;
     if (this.outputBytes > this.options.limits.outputBytes) {
-      throw new CallAbort('output-cap', `the call handed the host more than its output cap of ${this.options.limits.outputBytes} bytes`);
+      const cap = this.options.limits.outputBytes;
+      throw new CallAbort('output-cap', `the call handed the host more than its output cap of ${cap} bytes`, { setting: 'limits.outputBytes', value: cap });
     }
   }
 
@@ -357,6 +363,7 @@ export class PolicyInstance implements KernelHost {
         'memory-cap',
         `Extism kernel memory of ${bytes} more bytes would take the module to ${total} bytes, past its memory cap of ${cap} ` +
           '(linear memory and kernel blocks count together)',
+        { setting: 'limits.memoryBytes', value: cap },
       );
     }
   }
@@ -371,6 +378,7 @@ export class PolicyInstance implements KernelHost {
       throw new CallAbort(
         'log-budget',
         `the call logged more than its budget of ${limits.logLines} lines or ${limits.logBytes} bytes`,
+        this.logLines > limits.logLines ? { setting: 'limits.logLines', value: limits.logLines } : { setting: 'limits.logBytes', value: limits.logBytes },
       );
     }
     logger.log(level, decoder.decode(text), { source: 'policy' });

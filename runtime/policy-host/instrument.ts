@@ -309,7 +309,15 @@ export async function instrumentForBudget(bytes: Uint8Array): Promise<Uint8Array
     }
     module.runPasses(['remove-unused-module-elements']);
     if (!module.validate()) throw new Error('the metered module does not validate (a Gatehouse bug; please report it)');
-    return module.emitBinary();
+    // The function names are written back (binaryen drops them unless asked), so that a trap names the policy's
+    // function in the stack: read only when a call fails (errors.ts, authorFrame).
+    const debugInfo = b.getDebugInfo();
+    b.setDebugInfo(true);
+    try {
+      return module.emitBinary();
+    } finally {
+      b.setDebugInfo(debugInfo);
+    }
   } finally {
     module.dispose();
   }

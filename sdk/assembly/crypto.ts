@@ -16,21 +16,20 @@ const K: StaticArray<u32> = [
 ];
 
 const W = new StaticArray<u32>(64);
-const H = new StaticArray<u32>(8);
 
-function resetState(): void {
-  H[0] = 0x6a09e667;
-  H[1] = 0xbb67ae85;
-  H[2] = 0x3c6ef372;
-  H[3] = 0xa54ff53a;
-  H[4] = 0x510e527f;
-  H[5] = 0x9b05688c;
-  H[6] = 0x1f83d9ab;
-  H[7] = 0x5be0cd19;
+function resetState(h: StaticArray<u32>): void {
+  h[0] = 0x6a09e667;
+  h[1] = 0xbb67ae85;
+  h[2] = 0x3c6ef372;
+  h[3] = 0xa54ff53a;
+  h[4] = 0x510e527f;
+  h[5] = 0x9b05688c;
+  h[6] = 0x1f83d9ab;
+  h[7] = 0x5be0cd19;
 }
 
-/** One 64-byte block at `ptr` into the state. */
-function compress(ptr: usize): void {
+/** One 64-byte block at `ptr` into the state `h`. */
+function compress(h: StaticArray<u32>, ptr: usize): void {
   for (let t = 0; t < 16; t++) {
     unchecked((W[t] = bswap<u32>(load<u32>(ptr + (<usize>t << 2)))));
   }
@@ -41,15 +40,15 @@ function compress(ptr: usize): void {
     const s1 = rotr<u32>(w2, 17) ^ rotr<u32>(w2, 19) ^ (w2 >>> 10);
     unchecked((W[t] = unchecked(W[t - 16]) + s0 + unchecked(W[t - 7]) + s1));
   }
-  let a = H[0], b = H[1], c = H[2], d = H[3], e = H[4], f = H[5], g = H[6], h = H[7];
+  let a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
   for (let t = 0; t < 64; t++) {
     const S1 = rotr<u32>(e, 6) ^ rotr<u32>(e, 11) ^ rotr<u32>(e, 25);
     const ch = (e & f) ^ (~e & g);
-    const t1 = h + S1 + ch + unchecked(K[t]) + unchecked(W[t]);
+    const t1 = hh + S1 + ch + unchecked(K[t]) + unchecked(W[t]);
     const S0 = rotr<u32>(a, 2) ^ rotr<u32>(a, 13) ^ rotr<u32>(a, 22);
     const maj = (a & b) ^ (a & c) ^ (b & c);
     const t2 = S0 + maj;
-    h = g;
+    hh = g;
     g = f;
     f = e;
     e = d + t1;
@@ -58,64 +57,116 @@ function compress(ptr: usize): void {
     b = a;
     a = t1 + t2;
   }
-  H[0] += a;
-  H[1] += b;
-  H[2] += c;
-  H[3] += d;
-  H[4] += e;
-  H[5] += f;
-  H[6] += g;
-  H[7] += h;
+  h[0] += a;
+  h[1] += b;
+  h[2] += c;
+  h[3] += d;
+  h[4] += e;
+  h[5] += f;
+  h[6] += g;
+  h[7] += hh;
 }
 
-const block = new StaticArray<u8>(64);
+/**
+ * SHA-256 fed in pieces: `update` as often as needed, then `finish` once. A large body is hashed where it lies, in as
+ * many slices as the policy likes, without first being copied into one message (HMAC's key block and the message, or
+ * several fields of a signature base).
+ */
+@final
+export class Sha256 {
+  /** The chaining state; after `finish`, the digest's words. */
+  readonly state: StaticArray<u32> = new StaticArray<u32>(8);
+  private readonly block: StaticArray<u8> = new StaticArray<u8>(64);
+  private filled: i32 = 0;
+  private total: u64 = 0;
 
-/** SHA-256 of `len` bytes at `ptr`, then of `len2` bytes at `ptr2` (as one message): 32 bytes. */
-function digestOf(ptr: usize, len: i32, ptr2: usize, len2: i32): Uint8Array {
-  hash(ptr, len, ptr2, len2);
-  const out = new Uint8Array(32);
-  for (let i = 0; i < 8; i++) store<u32>(out.dataStart + (<usize>i << 2), bswap<u32>(H[i]));
-  return out;
-}
+  constructor() {
+    resetState(this.state);
+  }
 
-/** Hashes `len` bytes at `ptr`, then `len2` bytes at `ptr2`, as one message: the digest is left in H. */
-function hash(ptr: usize, len: i32, ptr2: usize, len2: i32): void {
-  resetState();
-  const blockPtr = changetype<usize>(block);
-  let filled = 0;
-  // Two inputs, fed through one 64-byte buffer (HMAC hashes a key block and a message as one).
-  for (let part = 0; part < 2; part++) {
-    const p = part == 0 ? ptr : ptr2;
-    const n = part == 0 ? len : len2;
+  /** Starts again, as a new hasher. */
+  reset(): Sha256 {
+    resetState(this.state);
+    this.filled = 0;
+    this.total = 0;
+    return this;
+  }
+
+  /** Adds `len` bytes at `ptr`. */
+  updateRaw(ptr: usize, len: i32): Sha256 {
+    const blockPtr = changetype<usize>(this.block);
+    const h = this.state;
+    let filled = this.filled;
     let i = 0;
-    while (i < n) {
-      const take = min(64 - filled, n - i);
-      memory.copy(blockPtr + <usize>filled, p + <usize>i, <usize>take);
+    this.total += <u64>len;
+    // Whole blocks straight from the input once the buffered part is flushed.
+    if (filled > 0) {
+      const take = min(64 - filled, len);
+      memory.copy(blockPtr + <usize>filled, ptr, <usize>take);
       filled += take;
-      i += take;
+      i = take;
       if (filled == 64) {
-        compress(blockPtr);
+        compress(h, blockPtr);
         filled = 0;
       }
     }
+    while (len - i >= 64) {
+      compress(h, ptr + <usize>i);
+      i += 64;
+    }
+    if (i < len) {
+      memory.copy(blockPtr + <usize>filled, ptr + <usize>i, <usize>(len - i));
+      filled += len - i;
+    }
+    this.filled = filled;
+    return this;
   }
-  // Padding: 0x80, zeros, then the message length in bits as a big-endian u64 (FIPS 180-4, 5.1.1).
-  const bits = (<u64>len + <u64>len2) << 3;
-  store<u8>(blockPtr + <usize>filled, 0x80);
-  filled++;
-  if (filled > 56) {
-    memory.fill(blockPtr + <usize>filled, 0, <usize>(64 - filled));
-    compress(blockPtr);
-    filled = 0;
+
+  /** Adds the bytes of `data`. */
+  update(data: Uint8Array): Sha256 {
+    return this.updateRaw(data.dataStart, data.length);
   }
-  memory.fill(blockPtr + <usize>filled, 0, <usize>(56 - filled));
-  store<u64>(blockPtr + 56, bswap<u64>(bits));
-  compress(blockPtr);
+
+  /** Adds the UTF-8 bytes of `text`. */
+  updateText(text: string): Sha256 {
+    const len = encodeInto(valueBuf, text);
+    return this.updateRaw(valueBuf.ptr, len);
+  }
+
+  /** Pads the message (FIPS 180-4, 5.1.1): the digest is then in `state`. */
+  finishState(): void {
+    const blockPtr = changetype<usize>(this.block);
+    const h = this.state;
+    let filled = this.filled;
+    const bits = this.total << 3;
+    store<u8>(blockPtr + <usize>filled, 0x80);
+    filled++;
+    if (filled > 56) {
+      memory.fill(blockPtr + <usize>filled, 0, <usize>(64 - filled));
+      compress(h, blockPtr);
+      filled = 0;
+    }
+    memory.fill(blockPtr + <usize>filled, 0, <usize>(56 - filled));
+    store<u64>(blockPtr + 56, bswap<u64>(bits));
+    compress(h, blockPtr);
+    this.filled = 0;
+  }
+
+  /** The digest, 32 bytes. The hasher must be `reset` before it is used again. */
+  finish(): Uint8Array {
+    this.finishState();
+    const out = new Uint8Array(32);
+    for (let i = 0; i < 8; i++) store<u32>(out.dataStart + (<usize>i << 2), bswap<u32>(this.state[i]));
+    return out;
+  }
 }
+
+/** The hasher of the one-shot functions (one call at a time: a policy runs on one thread). */
+const shared = new Sha256();
 
 /** SHA-256 of `data`: 32 bytes. */
 export function sha256(data: Uint8Array): Uint8Array {
-  return digestOf(data.dataStart, data.length, 0, 0);
+  return shared.reset().update(data).finish();
 }
 
 /**
@@ -124,13 +175,12 @@ export function sha256(data: Uint8Array): Uint8Array {
  * allocation is the result.
  */
 export function sha256Hex(text: string): string {
-  // Encoded first: a text longer than the buffer moves it.
-  const len = encodeInto(valueBuf, text);
-  hash(valueBuf.ptr, len, 0, 0);
+  shared.reset().updateText(text).finishState();
+  const h = shared.state;
   const out = changetype<string>(__new(64 << 1, idof<string>()));
   const p = changetype<usize>(out);
   for (let i = 0; i < 8; i++) {
-    const word = unchecked(H[i]);
+    const word = unchecked(h[i]);
     for (let j = 0; j < 8; j++) {
       store<u16>(p + (<usize>((i << 3) + j) << 1), hexDigit(<u8>((word >>> (28 - (j << 2))) & 15)));
     }
@@ -138,14 +188,45 @@ export function sha256Hex(text: string): string {
   return out;
 }
 
+/**
+ * HMAC-SHA-256 (RFC 2104) fed in pieces: `new HmacSha256(key)`, `update` as often as needed, then `finish` once.
+ */
+@final
+export class HmacSha256 {
+  private readonly inner: Sha256 = new Sha256();
+  private readonly outerPad: StaticArray<u8> = new StaticArray<u8>(64);
+
+  constructor(key: Uint8Array) {
+    const k = key.length > 64 ? sha256(key) : key;
+    const pad = new StaticArray<u8>(64);
+    for (let i = 0; i < 64; i++) {
+      const b: u8 = i < k.length ? k[i] : 0;
+      pad[i] = b ^ 0x36;
+      this.outerPad[i] = b ^ 0x5c;
+    }
+    this.inner.updateRaw(changetype<usize>(pad), 64);
+  }
+
+  update(data: Uint8Array): HmacSha256 {
+    this.inner.update(data);
+    return this;
+  }
+
+  updateText(text: string): HmacSha256 {
+    this.inner.updateText(text);
+    return this;
+  }
+
+  /** The MAC, 32 bytes. */
+  finish(): Uint8Array {
+    const innerDigest = this.inner.finish();
+    return shared.reset().updateRaw(changetype<usize>(this.outerPad), 64).update(innerDigest).finish();
+  }
+}
+
 /** HMAC-SHA-256 of `message` under `key`: 32 bytes. */
 export function hmacSha256(key: Uint8Array, message: Uint8Array): Uint8Array {
-  const k = key.length > 64 ? sha256(key) : key;
-  const pad = new Uint8Array(64);
-  for (let i = 0; i < 64; i++) pad[i] = (i < k.length ? k[i] : 0) ^ 0x36;
-  const inner = digestOf(pad.dataStart, 64, message.dataStart, message.length);
-  for (let i = 0; i < 64; i++) pad[i] = (i < k.length ? k[i] : 0) ^ 0x5c;
-  return digestOf(pad.dataStart, 64, inner.dataStart, 32);
+  return new HmacSha256(key).update(message).finish();
 }
 
 /** Compares in time that depends on the lengths only, not on where the first difference is. */

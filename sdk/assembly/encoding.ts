@@ -37,24 +37,6 @@ export function base64Decode(text: string): Uint8Array | null {
   return out;
 }
 
-const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/** `bytes` in standard base64, padded (RFC 4648 section 4): what HTTP Basic credentials are written in. */
-export function base64Encode(bytes: Uint8Array): string {
-  let out = "";
-  const n = bytes.length;
-  for (let i = 0; i < n; i += 3) {
-    const b0 = <u32>bytes[i];
-    const b1: u32 = i + 1 < n ? <u32>bytes[i + 1] : 0;
-    const b2: u32 = i + 2 < n ? <u32>bytes[i + 2] : 0;
-    const v = (b0 << 16) | (b1 << 8) | b2;
-    out += ALPHABET.charAt((v >> 18) & 63) + ALPHABET.charAt((v >> 12) & 63);
-    out += i + 1 < n ? ALPHABET.charAt((v >> 6) & 63) : "=";
-    out += i + 2 < n ? ALPHABET.charAt(v & 63) : "=";
-  }
-  return out;
-}
-
 /** The UTF-8 text encoded in base64 or base64url `text`; null when not valid. */
 export function base64DecodeText(text: string): string | null {
   const bytes = base64Decode(text);
@@ -98,4 +80,54 @@ export function isUtf8(bytes: Uint8Array): bool {
 export function utf8Decode(bytes: Uint8Array): string | null {
   if (!isUtf8(bytes)) return null;
   return String.UTF8.decodeUnsafe(bytes.dataStart, <usize>bytes.length);
+}
+
+/** The UTF-8 bytes of `text` (a lone surrogate becomes U+FFFD, as TextEncoder writes it). */
+export function utf8Encode(text: string): Uint8Array {
+  return Uint8Array.wrap(String.UTF8.encode(text));
+}
+
+const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/** Base64 of `bytes` (RFC 4648 section 4, padded); with `url`, base64url without padding (section 5, as JWTs write it). */
+export function base64Encode(bytes: Uint8Array, url: bool = false): string {
+  const alphabet = url ? BASE64URL : BASE64;
+  const n = bytes.length;
+  const full = (n / 3) * 3;
+  const rest = n - full;
+  const outLen = (n / 3) * 4 + (rest == 0 ? 0 : url ? rest + 1 : 4);
+  const out = new Uint8Array(outLen);
+  let o = 0;
+  for (let i = 0; i < full; i += 3) {
+    const v = (<u32>bytes[i] << 16) | (<u32>bytes[i + 1] << 8) | <u32>bytes[i + 2];
+    out[o++] = <u8>alphabet.charCodeAt(v >> 18);
+    out[o++] = <u8>alphabet.charCodeAt((v >> 12) & 63);
+    out[o++] = <u8>alphabet.charCodeAt((v >> 6) & 63);
+    out[o++] = <u8>alphabet.charCodeAt(v & 63);
+  }
+  if (rest > 0) {
+    const v = (<u32>bytes[full] << 16) | (rest == 2 ? <u32>bytes[full + 1] << 8 : 0);
+    out[o++] = <u8>alphabet.charCodeAt(v >> 18);
+    out[o++] = <u8>alphabet.charCodeAt((v >> 12) & 63);
+    if (rest == 2) out[o++] = <u8>alphabet.charCodeAt((v >> 6) & 63);
+    if (!url) {
+      if (rest == 1) out[o++] = 0x3d;
+      out[o++] = 0x3d;
+    }
+  }
+  return String.UTF8.decodeUnsafe(out.dataStart, <usize>outLen);
+}
+
+/** Base64 of the UTF-8 bytes of `text` (what `btoa` does for ASCII text, for any text). */
+export function base64EncodeText(text: string, url: bool = false): string {
+  return base64Encode(utf8Encode(text), url);
+}
+
+/** `a` followed by `b`, in a new array (one copy of each). */
+export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  memory.copy(out.dataStart, a.dataStart, <usize>a.length);
+  memory.copy(out.dataStart + <usize>a.length, b.dataStart, <usize>b.length);
+  return out;
 }

@@ -3,6 +3,7 @@
 import { host_add, host_get, host_remove, host_set, Status } from "./host";
 import {
   check,
+  describeStatus,
   encodeInto,
   encodeName,
   failStatus,
@@ -123,6 +124,19 @@ export function setText(field: i32, name: string | null, value: string, add: boo
     ? host_add(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen)
     : host_set(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen);
   check(status, fn, name);
+}
+
+/**
+ * `setText` that returns instead of failing the call: null when the host took the value, else why it did not (an
+ * invalid name or value, a field read-only in this phase).
+ */
+export function trySetText(field: i32, name: string, value: string, add: bool): string | null {
+  let nameLen = encodeName(name);
+  let valueLen = encodeInto(valueBuf, value);
+  let status = add
+    ? host_add(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen)
+    : host_set(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen);
+  return status < 0 ? describeStatus(status) + " (status " + status.toString() + ")" : null;
 }
 
 /** Sets a body field to bytes (passed to the host in place, without a copy). */

@@ -20,16 +20,18 @@ import {
   setDecimal,
   setNamedDecimal,
   setText,
+  trySetText,
 } from "./fields";
 import { JsonKind, JsonReader, jsonString, parseJson } from "./json";
 import { counter, meter } from "./effects";
 
 export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter } from "./effects";
-export { base64Decode, base64DecodeText, base64Encode, isUtf8, utf8Decode } from "./encoding";
+export { base64Decode, base64DecodeText, base64Encode, base64EncodeText, concatBytes, isUtf8, utf8Decode, utf8Encode } from "./encoding";
+export { formatNumber, isValidHeaderName, isValidHeaderValue } from "./text";
 import { base64DecodeText } from "./encoding";
-export { JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
+export { JsonDuplicates, JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
 export { gatehouseAbort } from "./abort";
-export { constantTimeEqual, hmacSha256, sha256, sha256Hex, toHex } from "./crypto";
+export { constantTimeEqual, HmacSha256, hmacSha256, Sha256, sha256, sha256Hex, toHex } from "./crypto";
 import { sha256Hex } from "./crypto";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -161,6 +163,17 @@ export namespace request {
   export function removeHeader(n: string): void {
     removeNamed(Field.REQUEST_HEADER, n, "request.removeHeader");
   }
+  /**
+   * `setHeader` that returns instead of failing the call: null when set, else why not (a name or value the host
+   * refuses, see `isValidHeaderValue`; a header this phase may not write). For values from the client or a token.
+   */
+  export function trySetHeader(n: string, v: string): string | null {
+    return trySetText(Field.REQUEST_HEADER, n, v, false);
+  }
+  /** `addHeader` that returns instead of failing the call, like `trySetHeader`. */
+  export function tryAddHeader(n: string, v: string): string | null {
+    return trySetText(Field.REQUEST_HEADER, n, v, true);
+  }
   /** Header names present (lowercase). */
   export function headerNames(): string[] {
     return listNames(Field.REQUEST_HEADER, "request.headerNames");
@@ -192,6 +205,55 @@ export namespace request {
   export function setBackendUrl(u: string): void {
     setText(Field.BACKEND_URL, null, u, false, "request.setBackendUrl");
   }
+
+  /**
+   * The path the backend will receive, without the query: the backend URL's path (without its trailing slashes)
+   * followed by the request's path below the API's prefix, as the gateway forwards it (runtime/proxy/forward.ts).
+   * `/shop/items/1` under the API prefix `/shop`, with the backend `http://b:8080/v2/`, gives `/v2/items/1`. It reads
+   * the fields as they are now: call it after the policies that change them (or in `on_backend`, the last phase).
+   */
+  export function forwardedPath(): string {
+    return forwardPath(backendUrl(), path(), context.apiPathPrefix());
+  }
+
+  /** The URL the backend will receive: the backend's origin, `forwardedPath()`, and the query when there is one. */
+  export function forwardedUrl(): string {
+    const url = backendUrl();
+    const q = query();
+    return urlOrigin(url) + forwardPath(url, path(), context.apiPathPrefix()) + (q.length > 0 ? "?" + q : "");
+  }
+}
+
+/** Where the path of an absolute URL starts (after `scheme://authority`), or its length when it has none. */
+function pathStart(url: string): i32 {
+  let i = url.indexOf("://");
+  i = i < 0 ? 0 : i + 3;
+  for (; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c == 0x2f || c == 0x3f || c == 0x23) break; // / ? #
+  }
+  return i;
+}
+
+/** `scheme://authority` of an absolute URL. */
+function urlOrigin(url: string): string {
+  return url.substring(0, pathStart(url));
+}
+
+/** The forwarded path of `path` under the API prefix `prefix`, for a backend at `url`. */
+function forwardPath(url: string, path: string, prefix: string): string {
+  let start = pathStart(url);
+  let end = start;
+  while (end < url.length && url.charCodeAt(end) != 0x3f && url.charCodeAt(end) != 0x23) end++;
+  while (end > start && url.charCodeAt(end - 1) == 0x2f) end--;
+  const base = url.substring(start, end);
+  let below = path;
+  if (prefix.length > 0 && prefix != "/") {
+    if (path == prefix) below = "";
+    else if (path.startsWith(prefix) && path.charCodeAt(prefix.length) == 0x2f) below = path.substring(prefix.length);
+  }
+  const out = base + below;
+  return out.length > 0 ? out : "/";
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -217,6 +279,14 @@ export namespace response {
   }
   export function removeHeader(n: string): void {
     removeNamed(Field.RESPONSE_HEADER, n, "response.removeHeader");
+  }
+  /** `setHeader` that returns instead of failing the call: null when set, else why not (see `request.trySetHeader`). */
+  export function trySetHeader(n: string, v: string): string | null {
+    return trySetText(Field.RESPONSE_HEADER, n, v, false);
+  }
+  /** `addHeader` that returns instead of failing the call. */
+  export function tryAddHeader(n: string, v: string): string | null {
+    return trySetText(Field.RESPONSE_HEADER, n, v, true);
   }
   export function headerNames(): string[] {
     return listNames(Field.RESPONSE_HEADER, "response.headerNames");

@@ -624,7 +624,11 @@ export class JsonValue {
     return this.kind == JsonKind.ARRAY || this.kind == JsonKind.OBJECT ? this.items.length : 0;
   }
 
-  /** The member `key` of an object (the last one if repeated), or null. */
+  /**
+   * The member `key` of an object, or null. A key repeated in the text (RFC 8259 leaves it to the reader) gives the
+   * last of its values, as JavaScript's JSON.parse does; `parseJson(text, JsonDuplicates.FIRST)` keeps the first one
+   * instead, and `JsonDuplicates.REJECT` refuses such a text (two readers of one body can then never disagree).
+   */
   get(key: string): JsonValue | null {
     if (this.kind != JsonKind.OBJECT) return null;
     for (let i = this.keys.length - 1; i >= 0; i--) {
@@ -692,24 +696,41 @@ function writeValue(w: JsonWriter, v: JsonValue): void {
   }
 }
 
-function readValue(r: JsonReader): JsonValue | null {
+/** What `parseJson` does with a key repeated in one object. */
+export namespace JsonDuplicates {
+  /** Keep every member; `get` returns the last value (JavaScript's JSON.parse). The default. */
+  export const LAST: i32 = 0;
+  /** Keep the first value of a repeated key and drop the later ones (`keys` lists each key once). */
+  export const FIRST: i32 = 1;
+  /** A text that repeats a key in an object is not accepted: `parseJson` returns null. */
+  export const REJECT: i32 = 2;
+}
+
+function readValue(r: JsonReader, duplicates: i32): JsonValue | null {
   let v = new JsonValue();
   let kind = r.peekKind();
   v.kind = kind;
   if (kind == JsonKind.OBJECT) {
     if (!r.beginObject()) return null;
     let key = r.nextKey();
+    // Seen keys, only when repeats matter: a set, so that a hostile object of many keys costs linear time.
+    let seen: Set<string> | null = duplicates != JsonDuplicates.LAST ? new Set<string>() : null;
     while (key !== null) {
-      let item = readValue(r);
+      let item = readValue(r, duplicates);
       if (item === null) return null;
-      v.keys.push(key);
-      v.items.push(item);
+      if (seen !== null && seen.has(key)) {
+        if (duplicates == JsonDuplicates.REJECT) return null;
+      } else {
+        if (seen !== null) seen.add(key);
+        v.keys.push(key);
+        v.items.push(item);
+      }
       key = r.nextKey();
     }
   } else if (kind == JsonKind.ARRAY) {
     if (!r.beginArray()) return null;
     while (r.nextItem()) {
-      let item = readValue(r);
+      let item = readValue(r, duplicates);
       if (item === null) return null;
       v.items.push(item);
     }
@@ -739,10 +760,13 @@ function readValue(r: JsonReader): JsonValue | null {
   return r.error ? null : v;
 }
 
-/** Parses a whole JSON text; null if it is malformed (or nests deeper than 64 levels). */
-export function parseJson(text: string): JsonValue | null {
+/**
+ * Parses a whole JSON text; null if it is malformed (or nests deeper than 64 levels). `duplicates` says what a key
+ * repeated in one object does (`JsonDuplicates`: LAST, the default, FIRST or REJECT).
+ */
+export function parseJson(text: string, duplicates: i32 = JsonDuplicates.LAST): JsonValue | null {
   let r = new JsonReader(text);
-  let v = readValue(r);
+  let v = readValue(r, duplicates);
   if (v === null || !r.done()) return null;
   return v;
 }

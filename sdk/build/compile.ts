@@ -13,6 +13,8 @@ import { descriptorJson } from './descriptor.ts';
 import { buildError, displayPath, lineColumn, type BuildDiagnostic } from './diagnostics.ts';
 import { SDK_PACKAGE } from './locations.ts';
 import { checkModule } from './module-check.ts';
+import { authorCallSites } from './call-site.ts';
+import { findIdiom, idiomInput } from './idioms.ts';
 
 const SDK_LIB_PREFIX = `~lib/${SDK_PACKAGE}/`;
 const ENTRY_NAME = '__gatehouse_entry__.ts';
@@ -25,6 +27,8 @@ const ENTRY_NAME = '__gatehouse_entry__.ts';
  * - `--use abort=...`: aborts go to the SDK's handler, which reports the message through `fail` and traps, so no
  *   `env.abort` import is left.
  * - `--noColors`: diagnostics are parsed, not shown on a terminal.
+ * - `--debug`: keeps the name section (`policy/lookup`, `~lib/map/Map#get`), so that a trap names the policy's function
+ *   in the WebAssembly stack (runtime/policy-host/errors.ts, authorFrame). Names cost nothing when the module runs.
  */
 export const ASC_FLAGS: readonly string[] = [
   '-O3',
@@ -33,6 +37,7 @@ export const ASC_FLAGS: readonly string[] = [
   '--use',
   `abort=${SDK_LIB_PREFIX}abort/gatehouseAbort`,
   '--noColors',
+  '--debug',
 ];
 
 /** A string literal for AssemblyScript source: JSON escaping, with everything outside printable ASCII as \uXXXX. */
@@ -70,6 +75,18 @@ export function compilerVersion(): string {
   const entry = fileURLToPath(import.meta.resolve('assemblyscript/asc'));
   const manifest = JSON.parse(readFileSync(path.join(path.dirname(entry), '..', 'package.json'), 'utf8')) as { version: string };
   return manifest.version;
+}
+
+/** `TS2322` or `AS100`: the compiler numbers its own codes below 1000. */
+function codeName(code: number): string {
+  return `${code < 1000 ? 'AS' : 'TS'}${code}`;
+}
+
+/** The character offset of a 1-based line and column. */
+function offsetOf(text: string, line: number, column: number): number {
+  let offset = 0;
+  for (let l = 1; l < line; l++) offset = text.indexOf('\n', offset) + 1;
+  return offset + column - 1;
 }
 
 export function sha256(data: string | Uint8Array): string {
@@ -152,6 +169,39 @@ export async function compile(
     return null;
   };
 
+  /**
+   * A diagnostic at `offset` of `normalizedPath`, as the author sees it: in the author's files, with what to write
+   * instead when it is a TypeScript idiom AssemblyScript refuses (idioms.ts); in a library (`~lib/...`, the SDK), at
+   * the author's call that leads there, the library's line kept in the message.
+   */
+  const located = (code: number, message: string, normalizedPath: string, offset: number): BuildDiagnostic => {
+    const file = toFile(normalizedPath);
+    const text = sourceText(file, normalizedPath);
+    const { line, column } = text !== null ? lineColumn(text, offset) : { line: 0, column: 0 };
+    const original = `${message} [${codeName(code)}]`;
+    if (text === null) return { file, line, column, message: original };
+    if (file === entryPath) return { file, line, column, message: `${original} (in the generated entry that re-exports the policy)` };
+    if (userFiles.has(file)) {
+      const idiom = findIdiom(idiomInput(code, message, text, offset));
+      return { file, line, column, message: idiom ? `${idiom.hint} (AssemblyScript: ${original})` : original };
+    }
+    const sites = authorCallSites(text, offset, userFiles);
+    const site = sites[0];
+    if (!site) return { file, line, column, message: original };
+    const siteText = userFiles.get(site.file)!;
+    const siteOffset = offsetOf(siteText, site.line, site.column);
+    const idiom = findIdiom(idiomInput(code, message, siteText, siteOffset));
+    const others = sites.slice(1, 4).map((s) => `${displayPath(s.file)}:${s.line}:${s.column}`);
+    const also = others.length > 0 ? `; other calls of ${site.callee}() that may lead there: ${others.join(', ')}` : '';
+    const where = `${normalizedPath.startsWith('~lib/') ? normalizedPath : displayPath(file)}:${line}:${column}`;
+    return {
+      file: site.file,
+      line: site.line,
+      column: site.column,
+      message: `${idiom ? `${idiom.hint} (AssemblyScript: ${original})` : original} (reported at ${where}, inside the ${site.callee}() called here${also})`,
+    };
+  };
+
   const argv = [ENTRY_NAME, '--baseDir', dir, '--outFile', outName, ...ASC_FLAGS];
   if (sourceMap) argv.push('--sourceMap');
   const result = await asc.main(argv, {
@@ -169,18 +219,8 @@ export async function compile(
     reportDiagnostic: (d) => {
       // Categories: 0 pedantic, 1 info, 2 warning, 3 error.
       if (d.category < 2) return;
-      const code = `${d.code < 1000 ? 'AS' : 'TS'}${d.code}`;
-      let diag: BuildDiagnostic;
-      if (d.range) {
-        const file = toFile(d.range.source.normalizedPath);
-        const text = sourceText(file, d.range.source.normalizedPath);
-        const { line, column } = text !== null ? lineColumn(text, d.range.start) : { line: 0, column: 0 };
-        const generated = file === entryPath ? ' (in the generated entry that re-exports the policy)' : '';
-        diag = { file, line, column, message: `${d.message} [${code}]${generated}` };
-      } else {
-        diag = { file: source, line: 0, column: 0, message: `${d.message} [${code}]` };
-      }
-      (d.category === 3 ? errors : warnings).push(diag);
+      const diag = d.range ? located(d.code, d.message, d.range.source.normalizedPath, d.range.start) : null;
+      (d.category === 3 ? errors : warnings).push(diag ?? { file: source, line: 0, column: 0, message: `${d.message} [${codeName(d.code)}]` });
     },
   });
   if (result.error || errors.length > 0) {
@@ -191,8 +231,11 @@ export async function compile(
     // Errors in the author's files first, then the SDK's, then the standard library's.
     const rank = (f: string) => (f.startsWith('~lib/') ? 2 : f.startsWith(sdkDir) ? 1 : 0);
     errors.sort((a, b) => rank(a.file) - rank(b.file));
-    const n = errors.length;
-    throw buildError(`${displayPath(source)}: ${n} error${n === 1 ? '' : 's'}`, errors);
+    // Errors of one library function traced to the same call are one error for the author (the first is kept).
+    const key = (e: BuildDiagnostic) => `${e.file}:${e.line}:${e.column}${e.message.includes(' (reported at ') ? '' : `:${e.message}`}`;
+    const unique = [...new Map(errors.reverse().map((e) => [key(e), e])).values()].reverse();
+    const n = unique.length;
+    throw buildError(`${displayPath(source)}: ${n} error${n === 1 ? '' : 's'}`, unique);
   }
   const wasm = outputs.get(outName);
   if (!(wasm instanceof Uint8Array)) {

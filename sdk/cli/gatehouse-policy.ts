@@ -96,11 +96,16 @@ async function cmdBuild(args: string[], io: CliIo): Promise<number> {
   let source = path.resolve(positional[0]!);
   if (existsSync(source) && statSync(source).isDirectory()) source = path.join(source, 'policy.ts');
   const started = performance.now();
+  // build.ts, not the build's index: a cached build needs none of the rest (the ABI's checks, the compiler).
+  const { buildPolicy } = await import('../build/build.ts');
   // The default output is named after the policy, next to its source.
-  const { buildPolicy, readDescriptor } = await import('../build/index.ts');
-  const { descriptor } = await readDescriptor(path.dirname(source));
-  const outFile = path.resolve(str(flags, 'out') ?? path.join(path.dirname(source), `${descriptor.name}.wasm`));
-  const result = await buildPolicy({ source, outFile, sourceMap: flags.has('source-map') });
+  const out = str(flags, 'out');
+  const result = await buildPolicy({
+    source,
+    ...(out !== undefined ? { outFile: path.resolve(out) } : { outDir: path.dirname(source) }),
+    sourceMap: flags.has('source-map'),
+  });
+  const outFile = result.outFile!;
   for (const w of result.warnings) io.err(`warning: ${displayPath(w.file)}${w.line ? `:${w.line}:${w.column}` : ''}: ${w.message}`);
   const ms = Math.round(performance.now() - started);
   io.out(

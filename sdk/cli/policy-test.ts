@@ -10,7 +10,7 @@
 import { Buffer } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { buildPolicy } from '../build/index.ts';
+import { buildPolicy, defaultCacheDir } from '../build/index.ts';
 // The policy host through its public surface only, as any embedding of it.
 import {
   checkEgress,
@@ -34,6 +34,7 @@ import {
   type PolicyBinding,
   type PolicyModule,
 } from '../../runtime/policy-host/index.ts';
+import { MeteredModuleStore } from './metered-store.ts';
 import { checkFormat, TEST_FILE, CASE } from './test-case-format.ts';
 
 /** The CPU budgets of offline runs read this process's clocks, as a gateway's do (the command runs on Node). */
@@ -121,6 +122,8 @@ export interface TestOptions {
   casesFile?: string;
   /** Only the cases whose name matches. */
   grep?: RegExp;
+  /** The build cache (default: the repository's); metered modules are kept in its `metered/` folder. */
+  cacheDir?: string;
 }
 
 const EFFECT_NAMES: Record<number, string> = {
@@ -241,11 +244,12 @@ export async function runPolicyTests(dir: string, options: TestOptions = {}): Pr
   const selected = all.filter(({ testCase }, i) => !options.grep || options.grep.test(caseName(testCase, i)));
   const run: TestRun = { policy: '', file: casesPath, passed: 0, failed: 0, skipped: all.length - selected.length, results: [] };
   if (selected.length === 0) return run;
-  const build = await buildPolicy({ source: join(folder, 'policy.ts') });
+  const cacheDir = options.cacheDir ?? defaultCacheDir();
+  const build = await buildPolicy({ source: join(folder, 'policy.ts'), cacheDir });
   const records: LogRecord[] = [];
   const effects = new OfflineEffects();
   const logger = new Logger(memorySink(records), 'trace');
-  const host = new PolicyHost({ effects, logger, clocks: PROCESS_CLOCKS });
+  const host = new PolicyHost({ effects, logger, clocks: PROCESS_CLOCKS, instrumented: new MeteredModuleStore(join(cacheDir, 'metered')) });
   const metrics: Emission[] = [];
   host.customMetrics.upstream = { metric: (e) => metrics.push({ name: e.name, value: e.value, dimensions: Object.fromEntries(e.dimensions) }) };
   const module = await host.load(build.wasm);

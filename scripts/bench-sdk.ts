@@ -5,6 +5,7 @@
 //   - `sdk-help-ms`: `gatehouse-policy --help`;
 //   - `sdk-cached-build-ms`: `gatehouse-policy build policies/check-header -o <tmp>` when the build is in the cache;
 //   - `sdk-test-warm-ms`: `gatehouse-policy test policies/check-header` when the build (and its metered module) is.
+//   - `node-startup-ms`: `node -e 0`, the floor under every figure above on this machine at this time.
 // One unmeasured run of each fills the caches first. BENCH_BASELINE_ROOT (another checkout of the repository, built:
 // `node scripts/build.mjs` there) adds `baseline-sdk-help-ms` and the others, measured in the same run, run for run
 // in turn with this checkout's, and the ratios. Run it under the machine's benchmark lock: `flock /work/bench.lock npm
@@ -36,6 +37,13 @@ const COMMANDS: { name: string; args: (root: string) => string[] }[] = [
   { name: 'sdk-test-warm-ms', args: (root) => ['test', join(root, 'policies', 'check-header')] },
 ];
 
+/** A bare Node process, spawn to exit. */
+function timedNode(): number {
+  const started = performance.now();
+  spawnSync(process.execPath, ['-e', '0']);
+  return performance.now() - started;
+}
+
 /** One process of the command in `root`, from spawn to exit, in milliseconds; a failed run stops the benchmark. */
 function timed(root: string, args: string[]): number {
   const started = performance.now();
@@ -47,6 +55,7 @@ function timed(root: string, args: string[]): number {
 
 try {
   const results = new Map<string, number[]>();
+  results.set('node-startup-ms', Array.from({ length: RUNS }, timedNode));
   for (const { name, args } of COMMANDS) {
     for (const c of checkouts) timed(c.root, args(c.root)); // fills the caches
     for (let i = 0; i < RUNS; i++) {
@@ -56,6 +65,7 @@ try {
       }
     }
   }
+  process.stdout.write(`node-startup-ms: ${median(results.get('node-startup-ms')!).toFixed(0)}\n`);
   for (const { name } of COMMANDS) {
     for (const c of checkouts) process.stdout.write(`${c.label}${name}: ${median(results.get(c.label + name)!).toFixed(0)}\n`);
     if (baselineRoot) {

@@ -16,12 +16,14 @@ Usage:
   gatehouse-policy build <policy.ts|dir> [-o <out.wasm>] [--source-map]
                                                        compile to a policy module (default output: next to the
                                                        source, <name>.wasm)
-  gatehouse-policy test [dir]                          build the policy in <dir> (default: .) and run the cases
-                                                       of its policy.test.json through the policy host
+  gatehouse-policy test [dir...] [--grep <regex>]     build the policy in each <dir> (default: .) and run the
+                                                       cases of its policy.test.json through the policy host
+                                                       (--grep: only the cases whose name matches); reports TAP
   gatehouse-policy --help                              this text
 
 Exit status: 0 success, 1 build or test failure, 2 usage error.
 Docs: sdk/README.md (API, test file format), docs/tutorial.md, abi/policy-abi.md (the host/module contract).
+A gateway serving from a file rebuilds its source: policies when they are saved (docs/configuration.md).
 `;
 
 /** Where the command writes; tests can capture it. */

@@ -9,6 +9,7 @@ import { ConfigError } from '../config/config-error.ts';
 import { secretValues } from '../config/named-values.ts';
 import { prepareDocument } from '../config/prepare-document.ts';
 import { ConfigFileWatcher } from '../config/watch.ts';
+import { SourceFolderWatcher, sourceFolders } from '../config/source-watch.ts';
 import { ConfigBackup } from '../sync/backup.ts';
 import { ConfigSync } from '../sync/config-sync.ts';
 import { ControlPlaneClient } from '../sync/control-plane-client.ts';
@@ -142,12 +143,16 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const backendHealth = healthEvents(logger, metrics);
   const configFile = options.configFile ?? options.assets.defaultDocument.source;
 
+  /** The folders of the `source:` policies of each configuration prepared from a file (watched for the dev loop). */
+  const sourcesOf = new WeakMap<LiveConfig, string[]>();
   /** Parses, checks and binds a document from `source`, its policy files relative to `baseDir`. */
   const prepare = async (text: string, source: string, baseDir: string): Promise<PreparedConfig> => {
     // The control plane checks what it saves with this same function (control-plane/validation.ts).
     const { doc, chains } = await prepareDocument(text, { host, baseDir, policies: options.assets.policies, sourceName: source });
     for (const w of chains.warnings) logger.warn('configuration warning', { where: w.where, warning: w.message });
-    return { live: buildLiveConfig(doc, chains, { source, echoUrl: echo.url, connect: adapter.connector, healthEvents: backendHealth }), secrets: secretValues(doc) };
+    const live = buildLiveConfig(doc, chains, { source, echoUrl: echo.url, connect: adapter.connector, healthEvents: backendHealth });
+    sourcesOf.set(live, sourceFolders(doc, baseDir));
+    return { live, secrets: secretValues(doc) };
   };
   const remote = options.controlPlane ? connectControlPlane(options.controlPlane) : null;
   const configs = new ConfigStore(
@@ -168,6 +173,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   let sync: ConfigSync | null = null;
   let watcher: ConfigFileWatcher | null = null;
+  let sourceWatcher: SourceFolderWatcher | null = null;
   if (remote) {
     const { intervalMs, backupDir, backupKey, heartbeatMs, telemetryMs } = remote.settings;
     gateway.aggregates = new RequestAggregates(telemetryMs ?? 60_000);
@@ -206,24 +212,44 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     // How the start's modules were metered: all from the cache means binaryen was not loaded.
     logger.info('configuration applied', { config: configFile, apis: initial.apis.map((a) => a.id), metering: instrumented.counts() });
     if (options.configFile) {
+      // The file's text in force, and the one owner's offers made one at a time: the file's watcher offers each new
+      // text, the sources' watcher the text in force again when a `source:` policy changed (its rebuilt module makes
+      // a new version of the document). A document that fails leaves the configuration in force, old modules included.
+      let textInForce = initialText;
+      let offering: Promise<unknown> = Promise.resolve();
+      const sources = new SourceFolderWatcher({
+        intervalMs: options.watchIntervalMs ?? 1000,
+        onChange: (folders) => offerInTurn(textInForce, { changed: 'policy source', folders }),
+      });
+      const offerInTurn = (text: string, why: { changed: string; folders?: string[] }): Promise<void> => {
+        const run = offering.then(async () => {
+          try {
+            const live = await configs.offer(text);
+            textInForce = text;
+            await sources.watch(sourcesOf.get(live) ?? []);
+            logger.info('configuration applied', { config: configFile, ...why, apis: live.apis.map((a) => a.id) });
+          } catch (err) {
+            logger.error('configuration rejected; the running configuration stays in force', {
+              config: configFile,
+              ...why,
+              problems: err instanceof ConfigError ? err.problems : [{ where: configFile, message: (err as Error).message }],
+            });
+          }
+        });
+        offering = run;
+        return run;
+      };
+      await sources.watch(sourcesOf.get(initial) ?? []);
       watcher = new ConfigFileWatcher(options.configFile, {
         intervalMs: options.watchIntervalMs ?? 1000,
         // What was loaded: a change made between that read and the watcher's first poll is still seen.
         initialText,
-        onChange: async (text) => {
-          try {
-            const live = await configs.offer(text);
-            logger.info('configuration applied', { config: configFile, apis: live.apis.map((a) => a.id) });
-          } catch (err) {
-            logger.error('configuration rejected; the running configuration stays in force', {
-              config: configFile,
-              problems: err instanceof ConfigError ? err.problems : [{ where: configFile, message: (err as Error).message }],
-            });
-          }
-        },
+        onChange: (text) => offerInTurn(text, { changed: 'configuration file' }),
         onError: (err) => logger.warn('cannot read the configuration file', { config: configFile, error: err.message }),
       });
       watcher.start();
+      sources.start();
+      sourceWatcher = sources;
     }
   }
 
@@ -264,7 +290,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     adminPort: admin.port,
     inFlight: () => gateway.inFlightCount(),
     stop: shutdown(
-      { gateway, logger, listeners, admin, watcher, sync, controlPlane: remote?.client ?? null, telemetry, forwarder, effects, echo, counters },
+      { gateway, logger, listeners, admin, watcher: watchers(watcher, sourceWatcher), sync, controlPlane: remote?.client ?? null, telemetry, forwarder, effects, echo, counters },
       options,
     ),
   };
@@ -284,4 +310,10 @@ function connectControlPlane(settings: NonNullable<GatewayOptions['controlPlane'
     dir: settings.backupDir ? join(settings.backupDir, 'modules') : undefined,
   });
   return { settings, client, modules };
+}
+
+/** The watchers of a gateway serving from a file, stopped as one. */
+function watchers(...list: ({ stop(): Promise<void> } | null)[]): { stop(): Promise<void> } | null {
+  const running = list.filter((w) => w !== null);
+  return running.length === 0 ? null : { stop: () => Promise.all(running.map((w) => w.stop())).then(() => undefined) };
 }

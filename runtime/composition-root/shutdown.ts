@@ -3,7 +3,6 @@
 // telemetry flushed in what is left of it, and every part closed; requests still running at the timeout are cut off
 // (their backend connections destroyed, not waited on).
 
-import type { ConfigFileWatcher } from '../config/watch.ts';
 import type { GatewayEffects } from '../pipeline/effects.ts';
 import type { Listener } from '../server/http-server.ts';
 import type { Forwarder } from '../proxy/forward.ts';
@@ -25,7 +24,8 @@ export interface GatewayParts {
   /** The data plane's listeners. */
   listeners: Listener[];
   admin: Listener;
-  watcher: ConfigFileWatcher | null;
+  /** The configuration file's watcher and its `source:` policies' (stopped together). */
+  watcher: { stop(): Promise<void> } | null;
   sync: ConfigSync | null;
   controlPlane: ControlPlaneClient | null;
   telemetry: RequestTelemetry | null;

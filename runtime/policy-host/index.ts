@@ -29,6 +29,8 @@ export { PolicyBinding, type EffectRunner, type EffectContext, type BindingStats
 export { DEFAULT_LIMITS, type Grants, type Limits } from './instance.ts';
 export type { BudgetClocks } from './call-budget.ts';
 export type { InstrumentedModuleStore, PolicyModule } from './module.ts';
+/** The version of the CPU meter's rewriting, which a store of metered modules keys its entries by. */
+export { instrumenterVersion } from './instrument.ts';
 export { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 
 // Embedding: what a program that runs policies outside the gateway's request path needs (the SDK's offline test runner

@@ -46,7 +46,11 @@ export async function launch(command, launcherUrl, entry, sources) {
   const here = path.dirname(realpathSync(fileURLToPath(launcherUrl)));
   const root = findRepoRoot(here);
   if (!root) {
-    process.stderr.write(`${command}: cannot find the gatehouse repository above ${here}\n`);
+    // Installed from a packed tarball (or copied), the package is cut off from the checkout whose CLI it runs.
+    process.stderr.write(
+      `${command}: cannot find the gatehouse repository above ${here}: the command runs from a checkout of it; ` +
+        `install the SDK as a link to the checkout's folder (npm install --save-dev file:/path/to/gatehouse/sdk), not from a tarball\n`,
+    );
     process.exit(1);
   }
   const main = path.join(root, entry);

@@ -7,15 +7,16 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import type { PolicyDescriptor } from '../../abi/index.ts';
-import { ASC_FLAGS, compilerVersion, sha256, type CompileOutput } from './compile.ts';
-import { descriptorJson } from './descriptor.ts';
+import type { CompileOutput } from './compile.ts';
 import type { BuildDiagnostic } from './diagnostics.ts';
+import { ASC_FLAGS, compilerVersion, sha256 } from './toolchain.ts';
 
 /**
  * Bumped whenever the generated code, the build flags or the checks a module must pass change, so that older cache
- * entries are not used (3: the ABI's module check, abi/module-check.ts).
+ * entries are not used (3: the ABI's module check, abi/module-check.ts; 4: the key is a digest of the sources, and the
+ * descriptor comes from the entry). A change to how policy.json and schema.json become the descriptor bumps it too.
  */
-export const BUILDER_VERSION = 3;
+export const BUILDER_VERSION = 4;
 
 export interface CacheMeta {
   builder: number;
@@ -55,7 +56,13 @@ function listSources(dir: string, recursive: boolean, filter: (name: string) => 
   return out;
 }
 
-export async function cacheKey(source: string, descriptor: PolicyDescriptor, sdkDir: string, sourceMap: boolean, outName: string): Promise<string> {
+/**
+ * The digest of everything a build is made from: the builder, the compiler's version and flags, the SDK's sources, and
+ * the policy folder's own files and name (policy.json, schema.json and the folder's name make the descriptor). Nothing
+ * is parsed and the compiler is not loaded, so a build in the cache costs reading and hashing files.
+ * `mapName`: the module's file name a source map refers to (null without a source map).
+ */
+export async function cacheKey(source: string, sdkDir: string, mapName: string | null): Promise<string> {
   const hash = createHash('sha256');
   const add = (label: string, value: string | Uint8Array) => {
     hash.update(`${label}\0${typeof value === 'string' ? value.length : value.byteLength}\0`);
@@ -64,9 +71,9 @@ export async function cacheKey(source: string, descriptor: PolicyDescriptor, sdk
   add('builder', String(BUILDER_VERSION));
   add('asc', compilerVersion());
   add('flags', JSON.stringify(ASC_FLAGS));
-  add('options', JSON.stringify({ sourceMap, outName: sourceMap ? outName : null }));
+  add('options', JSON.stringify({ sourceMap: mapName !== null, outName: mapName }));
   add('source', path.basename(source));
-  add('descriptor', descriptorJson(descriptor));
+  add('folder', path.basename(path.dirname(source)));
   for (const file of listSources(sdkDir, true, (n) => n.endsWith('.ts'))) {
     add(`sdk:${path.relative(sdkDir, file)}`, await readFile(file));
   }

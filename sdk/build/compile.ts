@@ -2,43 +2,20 @@
 // `@gatehouse/policy-sdk` resolves to the SDK's `assembly/` folder wherever the policy lives, and a virtual entry file
 // next to the source re-exports the policy and adds the generated `gatehouse_policy_v1` export (the descriptor).
 
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { DESCRIBE_EXPORT, type PolicyDescriptor } from '../../abi/index.ts';
 import { descriptorJson } from './descriptor.ts';
 import { buildError, displayPath, lineColumn, type BuildDiagnostic } from './diagnostics.ts';
 import { SDK_PACKAGE } from './locations.ts';
+import { ASC_FLAGS, SDK_LIB_PREFIX, sha256 } from './toolchain.ts';
 import { checkModule } from './module-check.ts';
 import { authorCallSites } from './call-site.ts';
 import { findIdiom, idiomInput } from './idioms.ts';
 
-const SDK_LIB_PREFIX = `~lib/${SDK_PACKAGE}/`;
 const ENTRY_NAME = '__gatehouse_entry__.ts';
 
-/**
- * The compiler flags of every build:
- * - `-O3` (optimizeLevel 3, shrinkLevel 0): handlers run on every request, so speed over size.
- * - `--runtime incremental`: the instance lives across calls; `stub` and `minimal` without `__collect()` leak until
- *   the memory cap (see the notes on AssemblyScript runtimes).
- * - `--use abort=...`: aborts go to the SDK's handler, which reports the message through `fail` and traps, so no
- *   `env.abort` import is left.
- * - `--noColors`: diagnostics are parsed, not shown on a terminal.
- * - `--debug`: keeps the name section (`policy/lookup`, `~lib/map/Map#get`), so that a trap names the policy's function
- *   in the WebAssembly stack (runtime/policy-host/errors.ts, authorFrame). Names cost nothing when the module runs.
- */
-export const ASC_FLAGS: readonly string[] = [
-  '-O3',
-  '--runtime',
-  'incremental',
-  '--use',
-  `abort=${SDK_LIB_PREFIX}abort/gatehouseAbort`,
-  '--noColors',
-  '--debug',
-];
 
 /** A string literal for AssemblyScript source: JSON escaping, with everything outside printable ASCII as \uXXXX. */
 function asStringLiteral(s: string): string {
@@ -70,13 +47,6 @@ export interface CompileOutput {
 
 const decoder = new TextDecoder();
 
-/** The AssemblyScript compiler's version, read from its package.json without loading the compiler. */
-export function compilerVersion(): string {
-  const entry = fileURLToPath(import.meta.resolve('assemblyscript/asc'));
-  const manifest = JSON.parse(readFileSync(path.join(path.dirname(entry), '..', 'package.json'), 'utf8')) as { version: string };
-  return manifest.version;
-}
-
 /** `TS2322` or `AS100`: the compiler numbers its own codes below 1000. */
 function codeName(code: number): string {
   return `${code < 1000 ? 'AS' : 'TS'}${code}`;
@@ -87,10 +57,6 @@ function offsetOf(text: string, line: number, column: number): number {
   let offset = 0;
   for (let l = 1; l < line; l++) offset = text.indexOf('\n', offset) + 1;
   return offset + column - 1;
-}
-
-export function sha256(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
 }
 
 export async function compile(

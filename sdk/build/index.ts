@@ -3,7 +3,7 @@
 // The gateway builds `source:` policies through this file; nothing here imports the runtime.
 export { buildPolicy, type BuildOptions, type BuildResult } from './build.ts';
 export { BUILDER_VERSION } from './cache.ts';
-export { ASC_FLAGS } from './compile.ts';
+export { ASC_FLAGS } from './toolchain.ts';
 export { descriptorJson, policyNameFromFolder, POLICY_NEEDS, readDescriptor } from './descriptor.ts';
 export { displayPath, PolicyBuildError, type BuildDiagnostic } from './diagnostics.ts';
 export { defaultCacheDir, sdkAssemblyDir, SDK_PACKAGE } from './locations.ts';

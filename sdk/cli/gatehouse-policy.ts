@@ -3,8 +3,10 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildPolicy, displayPath, PolicyBuildError, readDescriptor } from '../build/index.ts';
-import { scaffoldPolicy } from './scaffold.ts';
+// Only what every command needs is imported here; the build (the ABI's checks, and the compiler behind them) and the
+// test runner (the policy host, Extism, binaryen) load when a command uses them, so that --help and a cached build
+// start in a fraction of the time.
+import { displayPath, PolicyBuildError } from '../build/diagnostics.ts';
 
 const HELP = `gatehouse-policy: build, scaffold and test Gatehouse policies (AssemblyScript, ABI v1)
 
@@ -14,12 +16,14 @@ Usage:
   gatehouse-policy build <policy.ts|dir> [-o <out.wasm>] [--source-map]
                                                        compile to a policy module (default output: next to the
                                                        source, <name>.wasm)
-  gatehouse-policy test [dir]                          build the policy in <dir> (default: .) and run the cases
-                                                       of its policy.test.json through the policy host
+  gatehouse-policy test [dir...] [--grep <regex>]     build the policy in each <dir> (default: .) and run the
+                                                       cases of its policy.test.json through the policy host
+                                                       (--grep: only the cases whose name matches); reports TAP
   gatehouse-policy --help                              this text
 
 Exit status: 0 success, 1 build or test failure, 2 usage error.
 Docs: sdk/README.md (API, test file format), docs/tutorial.md, abi/policy-abi.md (the host/module contract).
+A gateway serving from a file rebuilds its source: policies when they are saved (docs/configuration.md).
 `;
 
 /** Where the command writes; tests can capture it. */
@@ -94,10 +98,16 @@ async function cmdBuild(args: string[], io: CliIo): Promise<number> {
   let source = path.resolve(positional[0]!);
   if (existsSync(source) && statSync(source).isDirectory()) source = path.join(source, 'policy.ts');
   const started = performance.now();
+  // build.ts, not the build's index: a cached build needs none of the rest (the ABI's checks, the compiler).
+  const { buildPolicy } = await import('../build/build.ts');
   // The default output is named after the policy, next to its source.
-  const { descriptor } = await readDescriptor(path.dirname(source));
-  const outFile = path.resolve(str(flags, 'out') ?? path.join(path.dirname(source), `${descriptor.name}.wasm`));
-  const result = await buildPolicy({ source, outFile, sourceMap: flags.has('source-map') });
+  const out = str(flags, 'out');
+  const result = await buildPolicy({
+    source,
+    ...(out !== undefined ? { outFile: path.resolve(out) } : { outDir: path.dirname(source) }),
+    sourceMap: flags.has('source-map'),
+  });
+  const outFile = result.outFile!;
   for (const w of result.warnings) io.err(`warning: ${displayPath(w.file)}${w.line ? `:${w.line}:${w.column}` : ''}: ${w.message}`);
   const ms = Math.round(performance.now() - started);
   io.out(
@@ -112,6 +122,7 @@ async function cmdNew(args: string[], io: CliIo): Promise<number> {
   if (positional.length !== 1) throw new UsageError('new needs a folder: gatehouse-policy new <dir> [--name name]');
   const dir = positional[0]!;
   const name = str(flags, 'name');
+  const { scaffoldPolicy } = await import('./scaffold.ts');
   const created = await scaffoldPolicy(dir, name === undefined ? {} : { name });
   for (const file of created) io.out(`created ${displayPath(file)}`);
   const shown = displayPath(path.resolve(dir));
@@ -121,22 +132,72 @@ async function cmdNew(args: string[], io: CliIo): Promise<number> {
 }
 
 async function cmdTest(args: string[], io: CliIo): Promise<number> {
-  const { positional } = parseArgs(args, {});
-  if (positional.length > 1) throw new UsageError('test takes at most one folder: gatehouse-policy test [dir]');
-  const dir = path.resolve(positional[0] ?? '.');
-  if (!existsSync(path.join(dir, 'policy.test.json'))) {
-    io.err(`gatehouse-policy: ${displayPath(path.join(dir, 'policy.test.json'))} not found (create it, or run gatehouse-policy new <dir> for an example)`);
-    return 1;
+  const { positional, flags } = parseArgs(args, { grep: { value: true, alias: 'g' } });
+  const dirs = (positional.length > 0 ? positional : ['.']).map((d) => path.resolve(d));
+  const pattern = str(flags, 'grep');
+  let grep: RegExp | undefined;
+  if (pattern !== undefined) {
+    try {
+      grep = new RegExp(pattern);
+    } catch (err) {
+      throw new UsageError(`--grep ${JSON.stringify(pattern)} is not a regular expression: ${(err as Error).message}`);
+    }
   }
   // Loaded on demand: the runner brings the whole policy host (and Extism) with it.
   const { runPolicyTests } = await import('./policy-test.ts');
-  const run = await runPolicyTests(dir);
-  for (const r of run.results) {
-    if (r.ok) io.out(`ok - ${r.name}`);
-    else io.out(`not ok - ${r.name}: ${r.problems.join('; ')}`);
+  const started = performance.now();
+  // Reported as node --test reports (TAP): a line a case, then a summary a CI reads.
+  io.out('TAP version 13');
+  let n = 0;
+  let failed = 0;
+  let skipped = 0;
+  const problemBlock = (problems: string[]) => {
+    io.out('  ---');
+    io.out('  problems:');
+    for (const p of problems) io.out(`    - ${JSON.stringify(p)}`);
+    io.out('  ...');
+  };
+  for (const dir of dirs) {
+    const casesFile = path.join(dir, 'policy.test.json');
+    if (!existsSync(casesFile)) {
+      n++;
+      failed++;
+      io.out(`not ok ${n} - ${displayPath(dir)}`);
+      problemBlock([`${displayPath(casesFile)} not found (create it, or run gatehouse-policy new <dir> for an example)`]);
+      continue;
+    }
+    io.out(`# ${displayPath(casesFile)}`);
+    try {
+      const run = await runPolicyTests(dir, grep ? { grep } : {});
+      skipped += run.skipped;
+      for (const r of run.results) {
+        n++;
+        const title = `${run.policy}: ${r.name}`.replace(/#/g, '\\#');
+        if (r.ok) io.out(`ok ${n} - ${title} # ${Math.round(r.ms)} ms`);
+        else {
+          failed++;
+          io.out(`not ok ${n} - ${title}`);
+          problemBlock(r.problems);
+        }
+      }
+    } catch (err) {
+      n++;
+      failed++;
+      io.out(`not ok ${n} - ${displayPath(dir)}`);
+      problemBlock(err instanceof PolicyBuildError ? [`build failed: ${err.message}`] : [(err as Error).message]);
+    }
   }
-  io.out(`${run.passed} passed, ${run.failed} failed`);
-  return run.failed > 0 ? 1 : 0;
+  io.out(`1..${n}`);
+  io.out(`# tests ${n}`);
+  io.out(`# pass ${n - failed}`);
+  io.out(`# fail ${failed}`);
+  if (grep) io.out(`# skipped ${skipped} (not matching --grep ${pattern})`);
+  io.out(`# duration_ms ${Math.round(performance.now() - started)}`);
+  if (n === 0) {
+    io.err(`gatehouse-policy: no case matches --grep ${pattern}`);
+    return 1;
+  }
+  return failed > 0 ? 1 : 0;
 }
 
 /** Runs the command with `argv` (without the node and script paths); returns the exit status. */

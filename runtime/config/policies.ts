@@ -10,6 +10,15 @@ import { isAbsolute, resolve } from 'node:path';
 
 import type { ChainStep, PolicyChain } from '../pipeline/chain.ts';
 import { Branches, Guarded, SetVariable, type Branch, type ComputedConfig } from '../pipeline/steps.ts';
+import {
+  CacheLookup,
+  CacheLookupValue,
+  CacheRemoveValue,
+  CacheStoreResponse,
+  CacheStoreValue,
+  DEFAULT_CACHEABLE_STATUSES,
+} from '../pipeline/cache-steps.ts';
+import { DEFAULT_CACHE_LIMITS, MemoryCacheStore, type CacheLimits, type CacheStore } from '../state/cache-store.ts';
 import { compileExpression, type Expression, type ExpressionKind } from '../expressions/cel.ts';
 import { isExpressionValue, planComputedConfig } from './computed-config.ts';
 import {
@@ -44,6 +53,8 @@ export interface BindChainsOptions {
   policies: PolicySources;
   /** Names the document in problems (its file path, usually). */
   sourceName: string;
+  /** Where the cache steps keep responses and values; absent: an in-memory store of its own (a document only checked). */
+  cache?: { store: CacheStore; limits: CacheLimits };
 }
 
 interface Slot {
@@ -69,9 +80,11 @@ interface Slot {
 type Planned =
   | { kind: 'binding'; slot: Slot }
   | { kind: 'branches'; id: string; when: Expression | null; failOpen: boolean; branches: { when: Expression | null; steps: Planned[] }[] }
-  | { kind: 'set-variable'; id: string; when: Expression | null; failOpen: boolean; name: string; value: Expression | string };
+  | { kind: 'set-variable'; id: string; when: Expression | null; failOpen: boolean; name: string; value: Expression | string }
+  | { kind: 'cache'; id: string; when: Expression | null; failOpen: boolean; make: (cache: NonNullable<BindChainsOptions['cache']>, wallMs: () => number) => ChainStep };
 
-const HOST_STEPS = ['choose', 'set-variable', 'include-fragment'] as const;
+const CACHE_STEPS = ['cache-lookup', 'cache-store', 'cache-lookup-value', 'cache-store-value', 'cache-remove-value'] as const;
+const HOST_STEPS = ['choose', 'set-variable', 'include-fragment', ...CACHE_STEPS] as const;
 /** What only a policy module's entry has. */
 const MODULE_KEYS = ['config', 'grants', 'limits', 'circuitBreaker'] as const;
 
@@ -116,6 +129,14 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         reportAt(where, compiled, includedFrom);
         return null;
       };
+      /** A text value as written, or its compiled `{expr}` (null when it does not compile). */
+      const text = (value: string | { expr: string }, where: DocPath): Expression | string | null => {
+        if (!isExpressionValue(value)) return value as string;
+        const compiled = compile(value.expr, 'text', phase);
+        if (!Array.isArray(compiled)) return compiled;
+        reportAt([...where, 'expr'], compiled, includedFrom);
+        return null;
+      };
       const when = entry.when === undefined ? null : expression(entry.when, [...at, 'when']);
       const failOpen = entry.failOpen === true;
       const hostStep = HOST_STEPS.find((k) => entry[k] !== undefined);
@@ -146,13 +167,11 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         }
       } else if (entry['set-variable'] !== undefined) {
         const { name, value } = entry['set-variable'];
-        let computed: Expression | string | null = typeof value === 'string' ? value : null;
-        if (isExpressionValue(value)) {
-          const compiled = compile(value.expr, 'text', phase);
-          if (Array.isArray(compiled)) reportAt([...at, 'set-variable', 'value', 'expr'], compiled, includedFrom);
-          else computed = compiled;
-        }
+        const computed = text(value, [...at, 'set-variable', 'value']);
         if (computed !== null) planned.push({ kind: 'set-variable', id, when, failOpen, name, value: computed });
+      } else if (hostStep !== undefined && (CACHE_STEPS as readonly string[]).includes(hostStep)) {
+        const make = planCacheStep(entry, phase, [...at, hostStep], text, (where, message) => reportAt(where, [message], includedFrom));
+        if (make !== null) planned.push({ kind: 'cache', id, when, failOpen, make: (cache, wallMs) => make(id, cache, wallMs, failOpen) });
       } else {
         const slot: Slot = { path: at, id, phase, entry, includedFrom, when, binding: null, computed: null };
         slots.push(slot);
@@ -202,7 +221,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       const { entry } = slot;
       const given = (['policy', 'module', 'source'] as const).filter((k) => entry[k] !== undefined);
       if (given.length !== 1) {
-        report(slot, [`needs exactly one of "policy", "module", "source", "choose", "set-variable" or "include-fragment" (has ${given.join(', ') || 'none'})`]);
+        report(slot, [`needs exactly one of "policy", "module", "source", "choose", "set-variable", "include-fragment" or a cache step (has ${given.join(', ') || 'none'})`]);
         return null;
       }
       try {
@@ -280,6 +299,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
   if (problems.length > 0) throw new ConfigError(problems, `the policies of ${sourceName} cannot be used`);
 
   const wallMs = () => host.wallMs();
+  const cache = options.cache ?? { store: new MemoryCacheStore(), limits: DEFAULT_CACHE_LIMITS };
   const step = (p: Planned): ChainStep => {
     if (p.kind === 'binding') {
       const { binding, when, computed } = p.slot;
@@ -288,7 +308,9 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
     const inner =
       p.kind === 'set-variable'
         ? new SetVariable(p.id, p.name, p.value, wallMs, p.failOpen)
-        : new Branches(p.id, p.branches.map((b): Branch => ({ when: b.when, steps: b.steps.map(step) })), wallMs, p.failOpen);
+        : p.kind === 'cache'
+          ? p.make(cache, wallMs)
+          : new Branches(p.id, p.branches.map((b): Branch => ({ when: b.when, steps: b.steps.map(step) })), wallMs, p.failOpen);
     return p.when === null ? inner : new Guarded(inner, p.when, null);
   };
   const chain = (planned: Record<Phase, Planned[]>): Partial<PolicyChain> => ({
@@ -324,6 +346,56 @@ function expressionCompiler(doc: GatewayDocument): (source: unknown, kind: Expre
     }
     return found;
   };
+}
+
+type MakeCacheStep = (id: string, cache: NonNullable<BindChainsOptions['cache']>, wallMs: () => number, failOpen: boolean) => ChainStep;
+
+/**
+ * Plans a cache step (pipeline/cache-steps.ts): its phase, its values compiled. The schema has checked its shape.
+ * Null when it cannot be used (reported).
+ */
+function planCacheStep(
+  entry: PolicyEntry,
+  phase: Phase,
+  at: DocPath,
+  text: (value: string | { expr: string }, where: DocPath) => Expression | string | null,
+  report: (where: DocPath, message: string) => void,
+): MakeCacheStep | null {
+  const lookup = entry['cache-lookup'];
+  if (lookup !== undefined) {
+    if (phase !== 'inbound') return report(at, `cache-lookup belongs in inbound (it answers before the backend is called), not ${phase}`), null;
+    const settings = {
+      varyByHeaders: (lookup.varyByHeaders ?? []).map((h) => h.toLowerCase()),
+      varyByQueryParameters: lookup.varyByQueryParameters ?? null,
+      allowPrivateResponseCaching: lookup.allowPrivateResponseCaching === true,
+      downstreamCachingType: lookup.downstreamCachingType ?? 'none',
+      mustRevalidate: lookup.mustRevalidate === true,
+    };
+    return (id, cache, wallMs, failOpen) => new CacheLookup(id, cache.store, wallMs, failOpen, settings);
+  }
+  const store = entry['cache-store'];
+  if (store !== undefined) {
+    if (phase !== 'outbound') return report(at, `cache-store belongs in outbound (it stores the backend's response), not ${phase}`), null;
+    const settings = { durationSeconds: store.duration, statuses: store.statuses ?? DEFAULT_CACHEABLE_STATUSES };
+    return (id, cache, wallMs, failOpen) => new CacheStoreResponse(id, cache.store, wallMs, failOpen, settings, cache.limits);
+  }
+  const lookupValue = entry['cache-lookup-value'];
+  if (lookupValue !== undefined) {
+    const key = text(lookupValue.key, [...at, 'key']);
+    const fallback = lookupValue.defaultValue === undefined ? null : text(lookupValue.defaultValue, [...at, 'defaultValue']);
+    if (key === null || (lookupValue.defaultValue !== undefined && fallback === null)) return null;
+    return (id, cache, wallMs, failOpen) => new CacheLookupValue(id, cache.store, wallMs, failOpen, key, lookupValue.variableName, fallback);
+  }
+  const storeValue = entry['cache-store-value'];
+  if (storeValue !== undefined) {
+    const key = text(storeValue.key, [...at, 'key']);
+    const value = text(storeValue.value, [...at, 'value']);
+    if (key === null || value === null) return null;
+    return (id, cache, wallMs, failOpen) => new CacheStoreValue(id, cache.store, wallMs, failOpen, key, value, storeValue.duration, cache.limits);
+  }
+  const key = text(entry['cache-remove-value']!.key, [...at, 'key']);
+  if (key === null) return null;
+  return (id, cache, wallMs, failOpen) => new CacheRemoveValue(id, cache.store, wallMs, failOpen, key);
 }
 
 class MissingFile extends Error {

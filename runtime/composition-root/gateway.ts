@@ -74,6 +74,8 @@ export interface GatewayOptions {
   instrumentedCacheDir?: string;
   /** The key that seals the cache's entries (GATEHOUSE_INSTRUMENTED_CACHE_KEY); absent: one kept in the cache folder. */
   instrumentedCacheKey?: Buffer;
+  /** The least time between two fetches of one issuer's signing keys (GATEHOUSE_JWKS_MIN_REFRESH_MS; default 30 s). */
+  keysMinRefreshMs?: number;
   /** Counters and the cache shared through this Redis (GATEHOUSE_REDIS_URL); absent: in this process's memory. */
   redisUrl?: string;
   /** The cache's bounds (GATEHOUSE_CACHE_MAX_BYTES, GATEHOUSE_CACHE_MAX_ENTRY_BYTES); default DEFAULT_CACHE_LIMITS. */
@@ -137,7 +139,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   // Where policies may send traffic: one guard for the HTTP effect and the backends policies choose, told of every
   // listener below so that a wildcard grant entry never leads back into the gateway.
   const egress = new EgressGuard({ connect: adapter.connector });
-  const effects = new GatewayEffects({ counters, logger, egress, maxHttpInFlight: options.policyHttpInFlight });
+  const effects = new GatewayEffects({ counters, logger, egress, maxHttpInFlight: options.policyHttpInFlight, keysMinRefreshMs: options.keysMinRefreshMs });
   const instrumented = new InstrumentedModuleCache({
     dir: options.instrumentedCacheDir ?? defaultInstrumentedCacheDir(options.controlPlane?.backupDir),
     key: options.instrumentedCacheKey,

@@ -62,6 +62,8 @@ Environment:
                              an error result instead of waiting (64)
   GATEHOUSE_REDIS_URL        share rate-limit counters and the cache through this Redis (redis://host:6379); default:
                              in this gateway's memory
+  GATEHOUSE_JWKS_MIN_REFRESH_MS  the least time between two fetches of an issuer's signing keys (validate-jwt's
+                             openidConfig): on an unknown kid, on expiry, after a failure (30000)
   GATEHOUSE_CACHE_MAX_BYTES  what the in-memory cache holds at most, every API together (67108864: 64 MiB)
   GATEHOUSE_CACHE_MAX_ENTRY_BYTES  the largest response or value cached, in memory or Redis (1048576: 1 MiB)
   GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
@@ -214,6 +216,7 @@ const telemetryMs = milliseconds('GATEHOUSE_TELEMETRY_INTERVAL_MS', 60_000, 100)
 const shutdownDelayMs = milliseconds('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUTDOWN_DELAY_MS, 0);
 const shutdownTimeoutMs = milliseconds('GATEHOUSE_SHUTDOWN_TIMEOUT_MS', 30_000, 0);
 const policyHttpInFlight = wholeNumber(HTTP_IN_FLIGHT_VARIABLE, DEFAULT_HTTP_IN_FLIGHT, 1, 100_000, 'a whole number, 1 to 100000');
+const keysMinRefreshMs = wholeNumber('GATEHOUSE_JWKS_MIN_REFRESH_MS', 30_000, 0, 86_400_000, 'a whole number of ms, 0 to 86400000');
 const cacheLimits = {
   ...DEFAULT_CACHE_LIMITS,
   maxTotalBytes: wholeNumber('GATEHOUSE_CACHE_MAX_BYTES', DEFAULT_CACHE_LIMITS.maxTotalBytes, 0, 2 ** 40, 'a whole number of bytes (0: no in-memory cache)'),
@@ -290,6 +293,7 @@ try {
     shutdownTimeoutMs,
     policyHttpInFlight,
     cacheLimits,
+    keysMinRefreshMs,
     redisUrl,
     appInsights,
     instrumentedCacheDir: process.env.GATEHOUSE_INSTRUMENTED_CACHE_DIR ? resolve(process.env.GATEHOUSE_INSTRUMENTED_CACHE_DIR) : undefined,

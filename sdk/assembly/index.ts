@@ -24,7 +24,7 @@ import {
 import { JsonKind, JsonReader, jsonString, parseJson } from "./json";
 import { counter } from "./effects";
 
-export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter } from "./effects";
+export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter, openidKeys } from "./effects";
 export { base64Decode, base64DecodeText, isUtf8, utf8Decode } from "./encoding";
 import { base64DecodeText } from "./encoding";
 export { JsonKind, JsonReader, JsonValue, jsonString, parseJson } from "./json";
@@ -73,7 +73,7 @@ export function fail(message: string): i32 {
 }
 
 /**
- * Checks a public-key signature with the host's crypto: `alg` is a JWS algorithm (RS256, RS384, RS512, ES256, ES384),
+ * Checks a public-key signature with the host's crypto: `alg` is a JWS algorithm (RS256-RS512, PS256-PS512 (1.2), ES256, ES384),
  * `jwk` a public key as JWK JSON text, `signature` as JWS encodes it (ECDSA: r‖s). Returns 1 (valid), 0 (not valid) or
  * -1 (the algorithm is not supported, or `jwk` is not a public key of its type). HMAC (HS256) needs no host:
  * `hmacSha256` and `constantTimeEqual`.

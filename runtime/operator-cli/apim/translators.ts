@@ -443,6 +443,17 @@ const cacheRemoveValue: Translator = (el, ctx) => {
   return key === null ? null : { 'cache-remove-value': { key } };
 };
 
+/**
+ * validate-status-code, validate-headers, validate-parameters: APIM reads what is declared from the API's definition,
+ * which the policy document does not carry; Gatehouse's policies take it in their configuration.
+ */
+function validation(name: string, declared: string): Translator {
+  return (el, ctx) => {
+    ctx.problem(el, `<${el.name}>: APIM takes the declared ${declared} from the API definition; write them in the configuration of Gatehouse's ${name} (policies/${name}/README.md)`);
+    return null;
+  };
+}
+
 /** APIM policy elements Gatehouse has, by element name. */
 export const TRANSLATORS: Record<string, Translator> = {
   'set-header': setHeader,
@@ -473,4 +484,7 @@ export const TRANSLATORS: Record<string, Translator> = {
   'cache-lookup-value': cacheLookupValue,
   'cache-store-value': cacheStoreValue,
   'cache-remove-value': cacheRemoveValue,
+  'validate-status-code': validation('validate-status-code', 'statuses'),
+  'validate-headers': validation('validate-headers', 'response headers'),
+  'validate-parameters': validation('validate-parameters', 'parameters'),
 };

@@ -17,6 +17,7 @@ import {
   CacheStoreResponse,
   CacheStoreValue,
   DEFAULT_CACHEABLE_STATUSES,
+  type CacheStepBase,
 } from '../pipeline/cache-steps.ts';
 import { DEFAULT_CACHE_LIMITS, MemoryCacheStore, type CacheLimits, type CacheStore } from '../state/cache-store.ts';
 import { compileExpression, type Expression, type ExpressionKind } from '../expressions/cel.ts';
@@ -81,7 +82,7 @@ type Planned =
   | { kind: 'binding'; slot: Slot }
   | { kind: 'branches'; id: string; when: Expression | null; failOpen: boolean; branches: { when: Expression | null; steps: Planned[] }[] }
   | { kind: 'set-variable'; id: string; when: Expression | null; failOpen: boolean; name: string; value: Expression | string }
-  | { kind: 'cache'; id: string; when: Expression | null; failOpen: boolean; make: (cache: NonNullable<BindChainsOptions['cache']>, wallMs: () => number) => ChainStep };
+  | { kind: 'cache'; id: string; when: Expression | null; failOpen: boolean; make: MakeCacheStep };
 
 const CACHE_STEPS = ['cache-lookup', 'cache-store', 'cache-lookup-value', 'cache-store-value', 'cache-remove-value'] as const;
 const HOST_STEPS = ['choose', 'set-variable', 'include-fragment', ...CACHE_STEPS] as const;
@@ -171,7 +172,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         if (computed !== null) planned.push({ kind: 'set-variable', id, when, failOpen, name, value: computed });
       } else if (hostStep !== undefined && (CACHE_STEPS as readonly string[]).includes(hostStep)) {
         const make = planCacheStep(entry, phase, [...at, hostStep], text, (where, message) => reportAt(where, [message], includedFrom));
-        if (make !== null) planned.push({ kind: 'cache', id, when, failOpen, make: (cache, wallMs) => make(id, cache, wallMs, failOpen) });
+        if (make !== null) planned.push({ kind: 'cache', id, when, failOpen, make });
       } else {
         const slot: Slot = { path: at, id, phase, entry, includedFrom, when, binding: null, computed: null };
         slots.push(slot);
@@ -309,7 +310,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
       p.kind === 'set-variable'
         ? new SetVariable(p.id, p.name, p.value, wallMs, p.failOpen)
         : p.kind === 'cache'
-          ? p.make(cache, wallMs)
+          ? p.make({ id: p.id, failOpen: p.failOpen, wallMs, ...cache })
           : new Branches(p.id, p.branches.map((b): Branch => ({ when: b.when, steps: b.steps.map(step) })), wallMs, p.failOpen);
     return p.when === null ? inner : new Guarded(inner, p.when, null);
   };
@@ -348,7 +349,7 @@ function expressionCompiler(doc: GatewayDocument): (source: unknown, kind: Expre
   };
 }
 
-type MakeCacheStep = (id: string, cache: NonNullable<BindChainsOptions['cache']>, wallMs: () => number, failOpen: boolean) => ChainStep;
+type MakeCacheStep = (base: CacheStepBase) => ChainStep;
 
 /**
  * Plans a cache step (pipeline/cache-steps.ts): its phase, its values compiled. The schema has checked its shape.
@@ -371,31 +372,31 @@ function planCacheStep(
       downstreamCachingType: lookup.downstreamCachingType ?? 'none',
       mustRevalidate: lookup.mustRevalidate === true,
     };
-    return (id, cache, wallMs, failOpen) => new CacheLookup(id, cache.store, wallMs, failOpen, settings);
+    return (base) => new CacheLookup(base, settings);
   }
   const store = entry['cache-store'];
   if (store !== undefined) {
     if (phase !== 'outbound') return report(at, `cache-store belongs in outbound (it stores the backend's response), not ${phase}`), null;
     const settings = { durationSeconds: store.duration, statuses: store.statuses ?? DEFAULT_CACHEABLE_STATUSES };
-    return (id, cache, wallMs, failOpen) => new CacheStoreResponse(id, cache.store, wallMs, failOpen, settings, cache.limits);
+    return (base) => new CacheStoreResponse(base, settings);
   }
   const lookupValue = entry['cache-lookup-value'];
   if (lookupValue !== undefined) {
     const key = text(lookupValue.key, [...at, 'key']);
     const fallback = lookupValue.defaultValue === undefined ? null : text(lookupValue.defaultValue, [...at, 'defaultValue']);
     if (key === null || (lookupValue.defaultValue !== undefined && fallback === null)) return null;
-    return (id, cache, wallMs, failOpen) => new CacheLookupValue(id, cache.store, wallMs, failOpen, key, lookupValue.variableName, fallback);
+    return (base) => new CacheLookupValue(base, key, lookupValue.variableName, fallback);
   }
   const storeValue = entry['cache-store-value'];
   if (storeValue !== undefined) {
     const key = text(storeValue.key, [...at, 'key']);
     const value = text(storeValue.value, [...at, 'value']);
     if (key === null || value === null) return null;
-    return (id, cache, wallMs, failOpen) => new CacheStoreValue(id, cache.store, wallMs, failOpen, key, value, storeValue.duration, cache.limits);
+    return (base) => new CacheStoreValue(base, key, value, storeValue.duration);
   }
   const key = text(entry['cache-remove-value']!.key, [...at, 'key']);
   if (key === null) return null;
-  return (id, cache, wallMs, failOpen) => new CacheRemoveValue(id, cache.store, wallMs, failOpen, key);
+  return (base) => new CacheRemoveValue(base, key);
 }
 
 class MissingFile extends Error {

@@ -11,6 +11,7 @@ import type { Expression } from '../expressions/cel.ts';
 import { PolicyFailure } from '../policy-host/errors.ts';
 import type { BodySink, Exchange, HeaderMap, ResponseBody, ResponseState } from '../policy-host/exchange.ts';
 import { cacheKey, type CacheLimits, type CacheStore } from '../state/cache-store.ts';
+import { concatChunks } from './body.ts';
 import { BackendError, type ChainStep } from './chain.ts';
 import { setVariable, textOf } from './steps.ts';
 
@@ -134,14 +135,27 @@ function read(store: CacheStore, key: string): Uint8Array | null | Promise<Uint8
   return store.getNow ? store.getNow(key) : store.get(key);
 }
 
+/** What every cache step has: its entry's id and fail-open flag, the store and its limits, the chain's clock. */
+export interface CacheStepBase {
+  id: string;
+  failOpen: boolean;
+  store: CacheStore;
+  limits: CacheLimits;
+  wallMs: () => number;
+}
+
 abstract class CacheStep implements ChainStep {
   readonly nested: readonly ChainStep[] = [];
-  constructor(
-    readonly id: string,
-    protected readonly store: CacheStore,
-    readonly wallMs: () => number,
-    readonly failOpen: boolean,
-  ) {}
+  readonly id: string;
+  readonly failOpen: boolean;
+  readonly wallMs: () => number;
+  protected readonly store: CacheStore;
+  protected readonly limits: CacheLimits;
+
+  constructor(base: CacheStepBase) {
+    ({ id: this.id, failOpen: this.failOpen, wallMs: this.wallMs, store: this.store, limits: this.limits } = base);
+  }
+
   abstract runNow(phase: Phase, exchange: Exchange): Promise<void> | undefined;
 }
 
@@ -151,8 +165,8 @@ abstract class CacheStep implements ChainStep {
  * `no-cache` (or `max-age=0`, or `Pragma: no-cache`) goes to the backend, and its response is stored.
  */
 export class CacheLookup extends CacheStep {
-  constructor(id: string, store: CacheStore, wallMs: () => number, failOpen: boolean, private readonly settings: ResponseCacheSettings) {
-    super(id, store, wallMs, failOpen);
+  constructor(base: CacheStepBase, private readonly settings: ResponseCacheSettings) {
+    super(base);
   }
 
   runNow(_phase: Phase, exchange: Exchange): Promise<void> | undefined {
@@ -195,14 +209,10 @@ export interface ResponseStoreSettings {
  */
 export class CacheStoreResponse extends CacheStep {
   constructor(
-    id: string,
-    store: CacheStore,
-    wallMs: () => number,
-    failOpen: boolean,
+    base: CacheStepBase,
     private readonly settings: ResponseStoreSettings,
-    private readonly limits: CacheLimits,
   ) {
-    super(id, store, wallMs, failOpen);
+    super(base);
   }
 
   runNow(_phase: Phase, exchange: Exchange): Promise<void> | undefined {
@@ -265,18 +275,7 @@ async function readUpTo(stream: ResponseBody, maxBytes: number): Promise<{ body:
   } catch (err) {
     throw new BackendError('reset', 502, `backend response body cut short: ${(err as Error)?.message ?? String(err)}`);
   }
-  return { body: concat(chunks, size), rest: null };
-}
-
-function concat(chunks: readonly Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  const body = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return body;
+  return { body: concatChunks(chunks, size), rest: null };
 }
 
 /** A backend body of which the first chunks were read already: those, then the rest as it comes. */
@@ -337,15 +336,12 @@ function valueKey(id: string, exchange: Exchange, key: Expression | string): str
 /** cache-lookup-value: the value stored under a key into a variable, or the default (or nothing) when there is none. */
 export class CacheLookupValue extends CacheStep {
   constructor(
-    id: string,
-    store: CacheStore,
-    wallMs: () => number,
-    failOpen: boolean,
+    base: CacheStepBase,
     private readonly key: Expression | string,
     private readonly variableName: string,
     private readonly defaultValue: Expression | string | null,
   ) {
-    super(id, store, wallMs, failOpen);
+    super(base);
   }
 
   runNow(_phase: Phase, exchange: Exchange): Promise<void> | undefined {
@@ -360,16 +356,12 @@ export class CacheLookupValue extends CacheStep {
 /** cache-store-value: a value (text or an expression's) under a key, for a duration. */
 export class CacheStoreValue extends CacheStep {
   constructor(
-    id: string,
-    store: CacheStore,
-    wallMs: () => number,
-    failOpen: boolean,
+    base: CacheStepBase,
     private readonly key: Expression | string,
     private readonly value: Expression | string,
     private readonly durationSeconds: number,
-    private readonly limits: CacheLimits,
   ) {
-    super(id, store, wallMs, failOpen);
+    super(base);
   }
 
   runNow(_phase: Phase, exchange: Exchange): Promise<void> | undefined {
@@ -386,13 +378,10 @@ export class CacheStoreValue extends CacheStep {
 /** cache-remove-value: removes the value under a key. */
 export class CacheRemoveValue extends CacheStep {
   constructor(
-    id: string,
-    store: CacheStore,
-    wallMs: () => number,
-    failOpen: boolean,
+    base: CacheStepBase,
     private readonly key: Expression | string,
   ) {
-    super(id, store, wallMs, failOpen);
+    super(base);
   }
 
   runNow(_phase: Phase, exchange: Exchange): Promise<void> | undefined {

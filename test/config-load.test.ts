@@ -159,7 +159,7 @@ apis:
     assert.match(at(28, 'apis[1].policies.inbound[2].grants.filesystem.data'), /guest path must be absolute/);
     assert.match(at(28, 'apis[1].policies.inbound[2].grants.http.allowedHosts'), /must not be empty/);
     assert.match(at(28, 'apis[1].policies.inbound[2].grants.wasi'), /must be true or false \(got number 1\)/);
-    assert.match(at(28, 'apis[1].policies.inbound[2].grants.network'), /unknown property \(allowed here: wasi, filesystem, http, backend, counters\)/);
+    assert.match(at(28, 'apis[1].policies.inbound[2].grants.network'), /unknown property \(allowed here: wasi, filesystem, http, backend, counters, openidConfig\)/);
     assert.match(at(29, 'apis[1].policies.inbound[2].limits.cpuMs'), /must be > 0/);
     assert.match(at(29, 'apis[1].policies.inbound[2].limits.memoryBytes'), /must be <= 1073741824/);
     assert.match(at(30, 'apis[2].id'), /duplicate API id "two" \(also apis\[1\]\)/);

@@ -55,6 +55,8 @@ export const EffectKind = {
   LEASE: 3,
   /** Adds the exchange's body bytes to a counter when the exchange ends (1.1). */
   METER: 4,
+  /** The signing keys of an OpenID Connect issuer, which the gateway fetches and keeps (1.2). */
+  KEYS: 5,
 } as const;
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;

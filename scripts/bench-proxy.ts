@@ -12,6 +12,9 @@
 //   gatehouse-5  the same with the five-policy chain (FIVE_POLICY_CHAIN, scripts/bench/five-policy-chain.ts)
 //   gatehouse-5w the same chain with a `when:` condition on each entry, each true (issue 18):
 //                `five-policy-conditions-ratio` is its throughput over gatehouse-5's
+//   gatehouse-cache  Gatehouse with cache-lookup and cache-store (in memory): every measured request is a cache hit;
+//                only when BENCH_TARGETS names it; then `cache-hit-ratio-vs-direct` (over the backend itself) and
+//                `cache-hit-ratio-vs-gatehouse` (over Gatehouse forwarding every request)
 //   gatehouse-ai Gatehouse without policies, sending its telemetry to Application Insights (a local HTTPS ingestion
 //                endpoint in this process, scripts/bench/ingestion-endpoint.ts): only when BENCH_TARGETS names it, e.g.
 //                BENCH_TARGETS=gatehouse,gatehouse-ai; then also `appinsights-ratio` and the gateway's CPU a request
@@ -434,7 +437,7 @@ function gatehouseTarget(
   key: string,
   label: string,
   dir: string,
-  withPolicies: boolean | 'with-conditions',
+  withPolicies: boolean | 'with-conditions' | 'cache',
   env: () => NodeJS.ProcessEnv = () => ({}),
   gatewayMain = thisBuildMain,
   launch: GatewayLauncher = underNode(gatewayMain),
@@ -465,7 +468,7 @@ function gatehouseTarget(
       return { port, pid: child.proc.pid, stop: () => stopChild(child) };
     },
     async verify(port) {
-      if (!withPolicies) {
+      if (!withPolicies || withPolicies === 'cache') {
         await verifyPlainForwarding(port);
         return;
       }
@@ -582,6 +585,7 @@ async function main(): Promise<number> {
     gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
     gatehouseTarget('gatehouse-5w', 'Gatehouse, five policies, a when: on each', join(tmpRoot, 'gatehouse'), 'with-conditions'),
+    { ...gatehouseTarget('gatehouse-cache', 'Gatehouse, response cache (hits)', join(tmpRoot, 'gatehouse'), 'cache'), optIn: true },
     appInsightsTarget(join(tmpRoot, 'gatehouse')),
     gatehouseTarget('deno', 'Gatehouse under Deno, no policies', join(tmpRoot, 'deno'), false, undefined, undefined, underDeno),
     gatehouseTarget('deno-5', 'Gatehouse under Deno, five policies', join(tmpRoot, 'deno'), true, undefined, undefined, underDeno),
@@ -730,6 +734,8 @@ async function main(): Promise<number> {
         ['five-policy/no-policy', 'gatehouse-5', 'gatehouse'],
         ['conditions/five-policy', 'gatehouse-5w', 'gatehouse-5'],
         ['appinsights/no-appinsights', 'gatehouse-ai', 'gatehouse'],
+        ['cache-hit/direct', 'gatehouse-cache', 'direct'],
+        ['cache-hit/gatehouse', 'gatehouse-cache', 'gatehouse'],
         ['deno/node', 'deno', 'gatehouse'],
         ['deno-5/node-5', 'deno-5', 'gatehouse-5'],
         ...(baselineMain ? ([['this/baseline', 'gatehouse', 'baseline'], ['this-5/baseline-5', 'gatehouse-5', 'baseline-5']] as Array<[string, string, string]>) : []),
@@ -782,6 +788,10 @@ async function main(): Promise<number> {
   }
   if (!skipped(targets.find((t) => t.key === 'gatehouse-5w')!)) {
     lines.push(`five-policy-conditions-ratio: ${ratio(best('gatehouse-5w'), best('gatehouse-5'))}`);
+  }
+  if (!skipped(targets.find((t) => t.key === 'gatehouse-cache')!)) {
+    lines.push(`cache-hit-ratio-vs-direct: ${ratio(best('gatehouse-cache'), best('direct'))}`);
+    lines.push(`cache-hit-ratio-vs-gatehouse: ${ratio(best('gatehouse-cache'), gh)}`);
   }
   const deno = targets.find((t) => t.key === 'deno')!;
   const deno5 = targets.find((t) => t.key === 'deno-5')!;

@@ -153,13 +153,13 @@ apis:
     assert.match(third, /parameter name "9" must be/);
     assert.match(at(20, 'apis[1].pathPrefix'), /same pathPrefix as apis\[0\] \(Orders_1\) and neither has hosts/);
     assert.match(at(21, 'apis[1].backend'), /needs one of "url" or "pool"/);
-    assert.match(at(24, 'apis[1].policies.inbound[0]'), /has "policy" and "module": give exactly one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body" or "trace"/);
-    assert.match(at(26, 'apis[1].policies.inbound[1]'), /needs one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body" or "trace"/);
+    assert.match(at(24, 'apis[1].policies.inbound[0]'), /has "policy" and "module": give exactly one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body", "trace", "cache-lookup", "cache-store", "cache-lookup-value", "cache-store-value" or "cache-remove-value"/);
+    assert.match(at(26, 'apis[1].policies.inbound[1]'), /needs one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body", "trace", "cache-lookup", "cache-store", "cache-lookup-value", "cache-store-value" or "cache-remove-value"/);
     assert.match(at(27, 'apis[1].policies.inbound[2].policy'), /name of a built-in policy/);
     assert.match(at(28, 'apis[1].policies.inbound[2].grants.filesystem.data'), /guest path must be absolute/);
     assert.match(at(28, 'apis[1].policies.inbound[2].grants.http.allowedHosts'), /must not be empty/);
     assert.match(at(28, 'apis[1].policies.inbound[2].grants.wasi'), /must be true or false \(got number 1\)/);
-    assert.match(at(28, 'apis[1].policies.inbound[2].grants.network'), /unknown property \(allowed here: wasi, filesystem, http, backend, counters\)/);
+    assert.match(at(28, 'apis[1].policies.inbound[2].grants.network'), /unknown property \(allowed here: wasi, filesystem, http, backend, counters, openidConfig\)/);
     assert.match(at(29, 'apis[1].policies.inbound[2].limits.cpuMs'), /must be > 0/);
     assert.match(at(29, 'apis[1].policies.inbound[2].limits.memoryBytes'), /must be <= 1073741824/);
     assert.match(at(30, 'apis[2].id'), /duplicate API id "two" \(also apis\[1\]\)/);
@@ -831,8 +831,8 @@ apis:
         'gw.yaml:3: apis[0].operations[0].method: must be an HTTP method in upper case (GET, POST, ...) or "*" (got "get")',
         'gw.yaml:3: apis[0].policies.inbound[0].policy: must be the name of a built-in policy (lowercase letters, digits and dashes) (got "Bad")',
         'gw.yaml:4: apis[1].id: must be lowercase letters, digits and dashes, starting with a letter or digit, at most 64 characters (got "Bad")',
-        'gw.yaml:4: apis[1].policies.inbound[0]: has "policy" and "module" and "source": give exactly one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body" or "trace"',
-        'gw.yaml:4: apis[1].policies.inbound[1]: needs one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body" or "trace"',
+        'gw.yaml:4: apis[1].policies.inbound[0]: has "policy" and "module" and "source": give exactly one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body", "trace", "cache-lookup", "cache-store", "cache-lookup-value", "cache-store-value" or "cache-remove-value"',
+        'gw.yaml:4: apis[1].policies.inbound[1]: needs one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body", "trace", "cache-lookup", "cache-store", "cache-lookup-value", "cache-store-value" or "cache-remove-value"',
       ],
     );
   });

@@ -96,7 +96,7 @@ describe('expressions that refuse a document, with file, line and path', () => {
     assert.equal(messageAt(problems, 'gw.yaml:13: apis[0].policies.inbound[1].choose[0].when'), 'is required');
     assert.match(messageAt(problems, 'gw.yaml:14: apis[0].policies.inbound[2].set-variable.name'), /letters, digits/);
     assert.match(messageAt(problems, 'gw.yaml:14: apis[0].policies.inbound[2].set-variable.value'), /text as it is, or \{expr/);
-    assert.match(messageAt(problems, 'gw.yaml:15: apis[0].policies.inbound[3]'), /needs one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body" or "trace"/);
+    assert.match(messageAt(problems, 'gw.yaml:15: apis[0].policies.inbound[3]'), /needs one of "policy", "module", "source", "choose", "set-variable", "include-fragment", "send-request", "send-one-way-request", "retry", "wait", "set-body", "trace", "cache-lookup", "cache-store", "cache-lookup-value", "cache-store-value" or "cache-remove-value"/);
   });
 
   test('fragments: a missing one and a cycle are the document\'s problems, at the include', () => {

@@ -105,7 +105,7 @@ describe('binding: what is checked', () => {
   test('grants: unknown names, wrong types, relative guest paths, empty host directories and bad host lists are refused', async () => {
     const { host, module } = await loaded();
     const problems = (grants: unknown) => refused(host, { id: 'g/0', phase: 'inbound', module, grants: grants as never });
-    assert.deepEqual(problems({ network: true }), ['grants.network: unknown grant (known: wasi, filesystem, http, backend, counters)']);
+    assert.deepEqual(problems({ network: true }), ['grants.network: unknown grant (known: wasi, filesystem, http, backend, counters, openidConfig)']);
     assert.deepEqual(problems({ wasi: 1 }), ['grants.wasi: must be a boolean']);
     assert.deepEqual(problems({ counters: 'yes' }), ['grants.counters: must be a boolean']);
     for (const filesystem of ['/data', null, ['/data'], 7]) {
@@ -122,6 +122,11 @@ describe('binding: what is checked', () => {
     assert.deepEqual(problems({ backend: { allowedHosts: [''] } }), [
       'grants.backend.allowedHosts[0]: must be a host and port like "orders.internal:8443" (got "")',
     ]);
+    assert.deepEqual(problems({ openidConfig: ['ftp://issuer/x', 'https://user:pw@issuer/x', 'https://issuer/ok'] }), [
+      'grants.openidConfig[0]: must be an absolute http:// or https:// URL (got "ftp://issuer/x")',
+      'grants.openidConfig[1]: must be an absolute http:// or https:// URL (got "https://user:pw@issuer/x")',
+    ]);
+    assert.deepEqual(problems({ openidConfig: Array.from({ length: 9 }, (_, i) => `https://issuer/${i}`) }), ['grants.openidConfig: must be a list of at most 8 URLs']);
   });
 
   test('valid grants are accepted and kept on the binding; no grants are none', async () => {

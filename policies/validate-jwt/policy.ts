@@ -1,7 +1,8 @@
 // validate-jwt: the request must carry a JSON Web Token (RFC 7519) signed by one of the configured keys, unexpired,
 // from an accepted issuer and for an accepted audience, with the required claims (Azure API Management's
-// validate-jwt). HS256 is checked inside the module (the SDK's HMAC-SHA-256); RS256/384/512 and ES256/384 through the
-// host's `verify`. A token that fails gets 401 with a reason (which check failed) that never includes the token, a
+// validate-jwt). HS256 is checked inside the module (the SDK's HMAC-SHA-256); RS256/384/512, PS256/384/512 and
+// ES256/384 through the host's `verify`. Keys come from the configuration (keys, jwks) and from OpenID Connect issuers
+// (openidConfig), whose keys the gateway fetches and keeps (the KEYS effect): the module never fetches anything. A token that fails gets 401 with a reason (which check failed) that never includes the token, a
 // key or a claim's value.
 import {
   request,
@@ -16,8 +17,10 @@ import {
   hmacSha256,
   constantTimeEqual,
   verifySignature,
+  openidKeys,
   respondProblem,
   CONTINUE,
+  PENDING,
 } from "@gatehouse/policy-sdk";
 
 /** A signing key from the configuration: an HS256 secret, or a public JWK (as JSON text) for the host to check with. */
@@ -32,6 +35,10 @@ class SigningKey {
 }
 
 let keys: SigningKey[] = [];
+/** Discovery URLs (openidConfig), each with the last KEYS result and the keys parsed from it. */
+let openidUrls: string[] = [];
+let openidResults: string[] = [];
+let openidKeySets: SigningKey[][] = [];
 let issuers: string[] = [];
 let audiences: string[] = [];
 let claimNames: string[] = [];
@@ -59,6 +66,11 @@ function load(): void {
       const key = jwkKey(list.at(i)!);
       if (key !== null) keys.push(key);
     }
+  }
+  openidUrls = config.getStringArray("openidConfig");
+  for (let i = 0; i < openidUrls.length; i++) {
+    openidResults.push("");
+    openidKeySets.push([]);
   }
   issuers = config.getStringArray("issuers");
   audiences = config.getStringArray("audiences");
@@ -150,7 +162,20 @@ function validate(): i32 {
   const alg = header.get("alg") !== null ? header.get("alg")!.asString("")! : "";
   const kidValue = header.get("kid");
   const kid = kidValue !== null ? kidValue.asString() : null;
-  if (!signatureValid(alg, kid, String.UTF8.encode(token.substring(0, dot2)), signature)) return refuse("signature");
+  // Every issuer's keys are asked for first, so that fetches the gateway must make run together.
+  let pending = false;
+  for (let i = 0; i < openidUrls.length; i++) {
+    const result = openidKeys(openidUrls[i], kid !== null ? kid! : "");
+    if (result === null) pending = true;
+    else if (result! != openidResults[i]) {
+      openidResults[i] = result!;
+      openidKeySets[i] = keysOf(result!);
+    }
+  }
+  if (pending) return PENDING;
+  if (!signatureValid(alg, kid, String.UTF8.encode(token.substring(0, dot2)), signature)) {
+    return refuse(keys.length == 0 && !anyFetchedKeys() ? "signing keys unavailable" : "signature");
+  }
   return checkClaims(claims);
 }
 
@@ -172,11 +197,42 @@ function decodeText(part: string): string | null {
   return bytes === null ? null : String.UTF8.decodeUnsafe(bytes.dataStart, <usize>bytes.length);
 }
 
+/** The keys of a KEYS result (`{"keys":[...]}`); none for an error result. */
+function keysOf(result: string): SigningKey[] {
+  const out: SigningKey[] = [];
+  const parsed = parseJson(result);
+  if (parsed === null || parsed.kind != JsonKind.OBJECT) return out;
+  const list = parsed.get("keys");
+  if (list === null || list.kind != JsonKind.ARRAY) return out;
+  for (let i = 0; i < list.length; i++) {
+    const item = list.at(i)!;
+    if (item.kind != JsonKind.OBJECT) continue;
+    const key = jwkKey(item);
+    // An issuer's keys are public keys: a symmetric key from a fetched document is never an HMAC secret here.
+    if (key !== null && key.secret === null) out.push(key);
+  }
+  return out;
+}
+
+function anyFetchedKeys(): bool {
+  for (let i = 0; i < openidKeySets.length; i++) if (openidKeySets[i].length > 0) return true;
+  return false;
+}
+
 /** Some key that fits the token's algorithm (and kid, when both have one) must verify the signature. */
 function signatureValid(alg: string, kid: string | null, signingInput: ArrayBuffer, signature: Uint8Array): bool {
   const hmac = alg == "HS256";
-  if (!hmac && alg != "RS256" && alg != "RS384" && alg != "RS512" && alg != "ES256" && alg != "ES384") return false;
+  const rsa = alg == "RS256" || alg == "RS384" || alg == "RS512" || alg == "PS256" || alg == "PS384" || alg == "PS512";
+  if (!hmac && !rsa && alg != "ES256" && alg != "ES384") return false;
   const input = Uint8Array.wrap(signingInput);
+  if (keyVerifies(keys, alg, hmac, kid, input, signature)) return true;
+  for (let i = 0; i < openidKeySets.length; i++) {
+    if (keyVerifies(openidKeySets[i], alg, hmac, kid, input, signature)) return true;
+  }
+  return false;
+}
+
+function keyVerifies(keys: SigningKey[], alg: string, hmac: bool, kid: string | null, input: Uint8Array, signature: Uint8Array): bool {
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i];
     if (kid !== null && key.kid !== null && key.kid! != kid) continue;
@@ -193,7 +249,7 @@ function signatureValid(alg: string, kid: string | null, signingInput: ArrayBuff
 }
 
 function kindFits(alg: string, key: SigningKey): bool {
-  if (alg.startsWith("RS")) return key.kty == "RSA";
+  if (alg.startsWith("RS") || alg.startsWith("PS")) return key.kty == "RSA";
   const curve = alg == "ES256" ? "P-256" : "P-384";
   return key.kty == "EC" && key.crv !== null && key.crv! == curve;
 }

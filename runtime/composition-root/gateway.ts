@@ -25,6 +25,7 @@ import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { Forwarder } from '../proxy/forward.ts';
 import { MemoryCounterStore, type CounterStore } from '../state/counter-store.ts';
+import { DEFAULT_CACHE_LIMITS, MemoryCacheStore, type CacheLimits, type CacheStore } from '../state/cache-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { registerLogMetrics, registerProcessMetrics } from '../telemetry/process-metrics.ts';
@@ -74,8 +75,12 @@ export interface GatewayOptions {
   instrumentedCacheDir?: string;
   /** The key that seals the cache's entries (GATEHOUSE_INSTRUMENTED_CACHE_KEY); absent: one kept in the cache folder. */
   instrumentedCacheKey?: Buffer;
-  /** Counters shared through this Redis (GATEHOUSE_REDIS_URL); absent: in this process's memory. */
+  /** The least time between two fetches of one issuer's signing keys (GATEHOUSE_JWKS_MIN_REFRESH_MS; default 30 s). */
+  keysMinRefreshMs?: number;
+  /** Counters and the cache shared through this Redis (GATEHOUSE_REDIS_URL); absent: in this process's memory. */
   redisUrl?: string;
+  /** The cache's bounds (GATEHOUSE_CACHE_MAX_BYTES, GATEHOUSE_CACHE_MAX_ENTRY_BYTES); default DEFAULT_CACHE_LIMITS. */
+  cacheLimits?: CacheLimits;
   /** Requests, backend calls, failures and policy metrics sent to Application Insights (GATEHOUSE_APPINSIGHTS_*). */
   appInsights?: ApplicationInsightsSettings;
   /**
@@ -128,10 +133,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     ? new (await import('../state/redis-counter-store.ts')).RedisCounterStore({ url: options.redisUrl, logger, metrics })
     : new MemoryCounterStore();
   if (!options.redisUrl) logger.info('counters are kept in this gateway (set GATEHOUSE_REDIS_URL to share them)');
+  const cacheLimits = options.cacheLimits ?? DEFAULT_CACHE_LIMITS;
+  const cache: CacheStore = options.redisUrl
+    ? new (await import('../state/redis-cache-store.ts')).RedisCacheStore({ url: options.redisUrl, logger, metrics, limits: cacheLimits })
+    : new MemoryCacheStore(cacheLimits);
   // Where policies may send traffic: one guard for the HTTP effect and the backends policies choose, told of every
   // listener below so that a wildcard grant entry never leads back into the gateway.
   const egress = new EgressGuard({ connect: adapter.connector });
-  const effects = new GatewayEffects({ counters, logger, egress, maxHttpInFlight: options.policyHttpInFlight });
+  const effects = new GatewayEffects({ counters, logger, egress, maxHttpInFlight: options.policyHttpInFlight, keysMinRefreshMs: options.keysMinRefreshMs });
   const instrumented = new InstrumentedModuleCache({
     dir: options.instrumentedCacheDir ?? defaultInstrumentedCacheDir(options.controlPlane?.backupDir),
     key: options.instrumentedCacheKey,
@@ -148,7 +157,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   /** Parses, checks and binds a document from `source`, its policy files relative to `baseDir`. */
   const prepare = async (text: string, source: string, baseDir: string): Promise<PreparedConfig> => {
     // The control plane checks what it saves with this same function (control-plane/validation.ts).
-    const { doc, chains } = await prepareDocument(text, { host, baseDir, policies: options.assets.policies, sourceName: source });
+    const { doc, chains } = await prepareDocument(text, { host, baseDir, policies: options.assets.policies, sourceName: source, cache: { store: cache, limits: cacheLimits } });
     for (const w of chains.warnings) logger.warn('configuration warning', { where: w.where, warning: w.message });
     const live = buildLiveConfig(doc, chains, { source, echoUrl: echo.url, connect: adapter.connector, healthEvents: backendHealth });
     sourcesOf.set(live, sourceFolders(doc, baseDir));
@@ -206,6 +215,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await forwarder.close();
       await effects.close();
       await counters.close?.();
+      await cache.close?.();
       await telemetry?.close(TELEMETRY_FLUSH_MIN_MS);
       throw err instanceof ConfigError ? err : new Error(`${configFile}: ${(err as Error).message}`);
     }
@@ -290,7 +300,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     adminPort: admin.port,
     inFlight: () => gateway.inFlightCount(),
     stop: shutdown(
-      { gateway, logger, listeners, admin, watcher: watchers(watcher, sourceWatcher), sync, controlPlane: remote?.client ?? null, telemetry, forwarder, effects, echo, counters },
+      { gateway, logger, listeners, admin, watcher: watchers(watcher, sourceWatcher), sync, controlPlane: remote?.client ?? null, telemetry, forwarder, effects, echo, counters, cache },
       options,
     ),
   };

@@ -7,6 +7,7 @@ import type { GatewayEffects } from '../pipeline/effects.ts';
 import type { Listener } from '../server/http-server.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { CounterStore } from '../state/counter-store.ts';
+import type { CacheStore } from '../state/cache-store.ts';
 import type { ConfigSync } from '../sync/config-sync.ts';
 import type { ControlPlaneClient } from '../sync/control-plane-client.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -33,6 +34,7 @@ export interface GatewayParts {
   effects: GatewayEffects;
   echo: EchoBackend;
   counters: CounterStore;
+  cache: CacheStore;
 }
 
 export interface ShutdownTimes {
@@ -93,6 +95,7 @@ export function shutdown(parts: GatewayParts, times: ShutdownTimes): (delayMs?: 
       await parts.effects.close(timedOut);
       await parts.echo.close();
       await parts.counters.close?.();
+      await parts.cache.close?.();
       await flushed;
       logger.info('stopped');
     })());

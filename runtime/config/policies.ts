@@ -12,6 +12,16 @@ import type { ChainStep, PolicyChain } from '../pipeline/chain.ts';
 import { Branches, Guarded, Retry, SetVariable, Trace, Wait, type Branch, type ComputedConfig, type RetryTiming } from '../pipeline/steps.ts';
 import { parseLiquid, SetBody, type BodyValue } from '../pipeline/set-body.ts';
 import { DEFAULT_MAX_RESPONSE_BYTES, SendRequest, type SendRequestSettings, type TextValue } from '../pipeline/send-request.ts';
+import {
+  CacheLookup,
+  CacheLookupValue,
+  CacheRemoveValue,
+  CacheStoreResponse,
+  CacheStoreValue,
+  DEFAULT_CACHEABLE_STATUSES,
+  type CacheStepBase,
+} from '../pipeline/cache-steps.ts';
+import { DEFAULT_CACHE_LIMITS, MemoryCacheStore, type CacheLimits, type CacheStore } from '../state/cache-store.ts';
 import { compileExpression, type Expression, type ExpressionKind } from '../expressions/cel.ts';
 import { isExpressionValue, planComputedConfig } from './computed-config.ts';
 import {
@@ -49,6 +59,8 @@ export interface BindChainsOptions {
   policies: PolicySources;
   /** Names the document in problems (its file path, usually). */
   sourceName: string;
+  /** Where the cache steps keep responses and values; absent: an in-memory store of its own (a document only checked). */
+  cache?: { store: CacheStore; limits: CacheLimits };
 }
 
 interface Slot {
@@ -79,9 +91,11 @@ type Planned =
   | { kind: 'set-body'; id: string; when: Expression | null; failOpen: boolean; value: BodyValue; contentType: string | null; readsBody: boolean }
   | { kind: 'send'; id: string; when: Expression | null; failOpen: boolean; settings: SendRequestSettings }
   | { kind: 'retry'; id: string; when: Expression | null; failOpen: boolean; condition: Expression; count: number; timing: RetryTiming; steps: Planned[] }
-  | { kind: 'wait'; id: string; when: Expression | null; failOpen: boolean; forAll: boolean; steps: Planned[] };
+  | { kind: 'wait'; id: string; when: Expression | null; failOpen: boolean; forAll: boolean; steps: Planned[] }
+  | { kind: 'cache'; id: string; when: Expression | null; failOpen: boolean; make: MakeCacheStep };
 
-const HOST_STEPS = ['choose', 'set-variable', 'include-fragment', 'send-request', 'send-one-way-request', 'retry', 'wait', 'set-body', 'trace'] as const;
+const CACHE_STEPS = ['cache-lookup', 'cache-store', 'cache-lookup-value', 'cache-store-value', 'cache-remove-value'] as const;
+const HOST_STEPS = ['choose', 'set-variable', 'include-fragment', 'send-request', 'send-one-way-request', 'retry', 'wait', 'set-body', 'trace', ...CACHE_STEPS] as const;
 /** The host steps that call out, and so take the `http` grant (and only it). */
 const SENDING_STEPS = ['send-request', 'send-one-way-request'] as const;
 /** What only a policy module's entry has. */
@@ -127,6 +141,14 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         const compiled = compile(source, 'condition', phase);
         if (!Array.isArray(compiled)) return compiled;
         reportAt(where, compiled, includedFrom);
+        return null;
+      };
+      /** A text value as written, or its compiled `{expr}` (null when it does not compile). */
+      const text = (value: string | { expr: string }, where: DocPath): Expression | string | null => {
+        if (!isExpressionValue(value)) return value as string;
+        const compiled = compile(value.expr, 'text', phase);
+        if (!Array.isArray(compiled)) return compiled;
+        reportAt([...where, 'expr'], compiled, includedFrom);
         return null;
       };
       const when = entry.when === undefined ? null : expression(entry.when, [...at, 'when']);
@@ -227,13 +249,11 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         if (body !== null) planned.push({ kind: 'set-body', id, when, failOpen, value: body, contentType: contentType ?? null, readsBody: reads });
       } else if (entry['set-variable'] !== undefined) {
         const { name, value } = entry['set-variable'];
-        let computed: Expression | string | null = typeof value === 'string' ? value : null;
-        if (isExpressionValue(value)) {
-          const compiled = compile(value.expr, 'text', phase);
-          if (Array.isArray(compiled)) reportAt([...at, 'set-variable', 'value', 'expr'], compiled, includedFrom);
-          else computed = compiled;
-        }
+        const computed = text(value, [...at, 'set-variable', 'value']);
         if (computed !== null) planned.push({ kind: 'set-variable', id, when, failOpen, name, value: computed });
+      } else if (hostStep !== undefined && (CACHE_STEPS as readonly string[]).includes(hostStep)) {
+        const make = planCacheStep(entry, phase, [...at, hostStep], text, (where, message) => reportAt(where, [message], includedFrom));
+        if (make !== null) planned.push({ kind: 'cache', id, when, failOpen, make });
       } else {
         const slot: Slot = { path: at, id, phase, entry, includedFrom, when, binding: null, computed: null };
         slots.push(slot);
@@ -380,6 +400,7 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
   if (problems.length > 0) throw new ConfigError(problems, `the policies of ${sourceName} cannot be used`);
 
   const wallMs = () => host.wallMs();
+  const cache = options.cache ?? { store: new MemoryCacheStore(), limits: DEFAULT_CACHE_LIMITS };
   const step = (p: Planned): ChainStep => {
     if (p.kind === 'binding') {
       const { binding, when, computed } = p.slot;
@@ -404,6 +425,8 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
         return new Retry(p.id, p.condition, p.count, p.timing, p.steps.map(step), wallMs, p.failOpen);
       case 'wait':
         return new Wait(p.id, p.forAll, p.steps.map(step), wallMs, p.failOpen);
+      case 'cache':
+        return p.make({ id: p.id, failOpen: p.failOpen, wallMs, ...cache });
       case 'branches':
         return new Branches(p.id, p.branches.map((b): Branch => ({ when: b.when, steps: b.steps.map(step) })), wallMs, p.failOpen);
     }
@@ -535,6 +558,56 @@ function planSend(
     grants: hosts.length > 0 ? { http: { allowedHosts: hosts } } : {},
   };
   return good ? settings : null;
+}
+
+type MakeCacheStep = (base: CacheStepBase) => ChainStep;
+
+/**
+ * Plans a cache step (pipeline/cache-steps.ts): its phase, its values compiled. The schema has checked its shape.
+ * Null when it cannot be used (reported).
+ */
+function planCacheStep(
+  entry: PolicyEntry,
+  phase: Phase,
+  at: DocPath,
+  text: (value: string | { expr: string }, where: DocPath) => Expression | string | null,
+  report: (where: DocPath, message: string) => void,
+): MakeCacheStep | null {
+  const lookup = entry['cache-lookup'];
+  if (lookup !== undefined) {
+    if (phase !== 'inbound') return report(at, `cache-lookup belongs in inbound (it answers before the backend is called), not ${phase}`), null;
+    const settings = {
+      varyByHeaders: (lookup.varyByHeaders ?? []).map((h) => h.toLowerCase()),
+      varyByQueryParameters: lookup.varyByQueryParameters ?? null,
+      allowPrivateResponseCaching: lookup.allowPrivateResponseCaching === true,
+      downstreamCachingType: lookup.downstreamCachingType ?? 'none',
+      mustRevalidate: lookup.mustRevalidate === true,
+    };
+    return (base) => new CacheLookup(base, settings);
+  }
+  const store = entry['cache-store'];
+  if (store !== undefined) {
+    if (phase !== 'outbound') return report(at, `cache-store belongs in outbound (it stores the backend's response), not ${phase}`), null;
+    const settings = { durationSeconds: store.duration, statuses: store.statuses ?? DEFAULT_CACHEABLE_STATUSES };
+    return (base) => new CacheStoreResponse(base, settings);
+  }
+  const lookupValue = entry['cache-lookup-value'];
+  if (lookupValue !== undefined) {
+    const key = text(lookupValue.key, [...at, 'key']);
+    const fallback = lookupValue.defaultValue === undefined ? null : text(lookupValue.defaultValue, [...at, 'defaultValue']);
+    if (key === null || (lookupValue.defaultValue !== undefined && fallback === null)) return null;
+    return (base) => new CacheLookupValue(base, key, lookupValue.variableName, fallback);
+  }
+  const storeValue = entry['cache-store-value'];
+  if (storeValue !== undefined) {
+    const key = text(storeValue.key, [...at, 'key']);
+    const value = text(storeValue.value, [...at, 'value']);
+    if (key === null || value === null) return null;
+    return (base) => new CacheStoreValue(base, key, value, storeValue.duration);
+  }
+  const key = text(entry['cache-remove-value']!.key, [...at, 'key']);
+  if (key === null) return null;
+  return (base) => new CacheRemoveValue(base, key);
 }
 
 class MissingFile extends Error {

@@ -44,6 +44,8 @@ export const BUILTIN_NAME = /^[a-z0-9][a-z0-9-]*$/;
 
 /** The `needs` prefix that derives a backend grant from a configuration key: `backend:baseUrl`. */
 export const BACKEND_FROM_CONFIG = 'backend:';
+/** A need that grants the KEYS effect for the discovery URLs a configuration key lists. */
+export const OPENID_CONFIG_FROM_CONFIG = 'openid-config:';
 
 /**
  * What a built-in policy is given without asking, for one binding's configuration, from its policy.json's `needs`
@@ -58,6 +60,12 @@ export function grantsFromNeeds(needs: unknown, config: unknown): Grants {
   const grants: Grants = {};
   if (!Array.isArray(needs)) return grants;
   if (needs.includes('counters')) grants.counters = true;
+  // `openid-config:<key>`: the discovery URLs listed in the configuration's `<key>` (validate-jwt's openidConfig).
+  for (const need of needs) {
+    if (typeof need !== 'string' || !need.startsWith(OPENID_CONFIG_FROM_CONFIG)) continue;
+    const urls = (config as Record<string, unknown> | null | undefined)?.[need.slice(OPENID_CONFIG_FROM_CONFIG.length)];
+    if (Array.isArray(urls)) grants.openidConfig = [...(grants.openidConfig ?? []), ...urls.filter((u): u is string => typeof u === 'string')];
+  }
   for (const need of needs) {
     if (typeof need !== 'string' || !need.startsWith(BACKEND_FROM_CONFIG)) continue;
     const entry = exactEntryOf((config as Record<string, unknown> | null | undefined)?.[need.slice(BACKEND_FROM_CONFIG.length)]);

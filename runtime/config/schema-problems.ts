@@ -27,11 +27,13 @@ const PATTERN_HINTS: Record<string, string> = {
   '^((\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\\[[0-9A-Fa-f:.]+\\])$':
     'must be a host name (api.example.com), a wildcard (*.example.com) or an IP address, without port',
   '^(https?://.+|builtin:echo)$': 'must be an absolute http:// or https:// URL, or builtin:echo',
+  '^https?://': 'must be an absolute http:// or https:// URL',
   '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$': 'must be letters, digits, "_" and "-", starting with a letter or digit, at most 64 characters',
   "^(\\*|[!#$%&'+.^_`|~0-9A-Z-]+)$": 'must be an HTTP method in upper case (GET, POST, ...) or "*"',
   '^[a-z0-9][a-z0-9-]*$': 'must be the name of a built-in policy (lowercase letters, digits and dashes)',
   '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$': FRAGMENT_NAME_HINT,
   '^[A-Za-z0-9._-]{1,128}$': 'must be letters, digits, ".", "_" and "-", at most 128 characters',
+  "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$": 'must be an HTTP header name (letters, digits and !#$%&\'*+.^_`|~-, no spaces), at most 256 characters',
   '^[^\\s/?#@\\\\]+$': 'must be a host and port, like "orders.internal:8443" or "*.svc.example.com:443", without a scheme or path',
 };
 

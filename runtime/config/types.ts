@@ -136,7 +136,7 @@ export interface SendRequestEntry {
 
 /**
  * One entry of a chain. Exactly one of `policy` (built-in), `module` (a .wasm file) or `source` (a policy folder), or
- * one of the host's own: `choose`, `set-variable`, `include-fragment`. Any of them may have a `when` condition.
+ * one of the host's own: `choose`, `set-variable`, `include-fragment`, the cache steps. Any of them may have a `when` condition.
  */
 export interface PolicyEntry {
   /** A CEL condition: false skips the entry (docs/expressions.md). */
@@ -174,6 +174,20 @@ export interface PolicyEntry {
   wait?: { for?: 'all' | 'any'; policies: PolicyEntry[] };
   /** Runs the entries of the document's fragment of this name in its place. */
   'include-fragment'?: string;
+  /** Answers GET and HEAD requests from the response cache (inbound); cache-store stores what it misses. */
+  'cache-lookup'?: {
+    varyByHeaders?: string[];
+    /** Absent: every query parameter is part of the key. */
+    varyByQueryParameters?: string[];
+    allowPrivateResponseCaching?: boolean;
+    downstreamCachingType?: 'none' | 'private' | 'public';
+    mustRevalidate?: boolean;
+  };
+  /** Stores the response of a request that went through cache-lookup (outbound). */
+  'cache-store'?: { duration: number; statuses?: number[] };
+  'cache-lookup-value'?: { key: string | { expr: string }; variableName: string; defaultValue?: string | { expr: string } };
+  'cache-store-value'?: { key: string | { expr: string }; value: string | { expr: string }; duration: number };
+  'cache-remove-value'?: { key: string | { expr: string } };
   /** A built-in policy: the name of a folder under policies/ (e.g. `check-header`). */
   policy?: string;
   /** A compiled policy module (.wasm), path relative to the configuration file. */

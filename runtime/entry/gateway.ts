@@ -35,6 +35,7 @@ import { runtimeAdapter } from '../adapters/index.ts';
 import { httpLimitsFromEnv } from '../server/http-limits.ts';
 import { stopWithWrapper } from './wrapper-watch.ts';
 import { DEFAULT_HTTP_IN_FLIGHT, HTTP_IN_FLIGHT_VARIABLE } from '../pipeline/effects.ts';
+import { DEFAULT_CACHE_LIMITS } from '../state/cache-store.ts';
 
 const DEFAULT_SHUTDOWN_DELAY_MS = 5000;
 /** The longest delay setTimeout keeps (2^31 - 1 ms, about 24.8 days). */
@@ -59,7 +60,12 @@ Environment:
   GATEHOUSE_MAX_CONNECTIONS  what clients are allowed (30000, 300000, 65000, 16384, 0: no limit); docs/operations.md
   GATEHOUSE_POLICY_HTTP_IN_FLIGHT  HTTP effects of policies in flight at once in this gateway; past it an effect gets
                              an error result instead of waiting (64)
-  GATEHOUSE_REDIS_URL        share rate-limit counters through this Redis (redis://host:6379); default: in memory
+  GATEHOUSE_REDIS_URL        share rate-limit counters and the cache through this Redis (redis://host:6379); default:
+                             in this gateway's memory
+  GATEHOUSE_JWKS_MIN_REFRESH_MS  the least time between two fetches of an issuer's signing keys (validate-jwt's
+                             openidConfig): on an unknown kid, on expiry, after a failure (30000)
+  GATEHOUSE_CACHE_MAX_BYTES  what the in-memory cache holds at most, every API together (67108864: 64 MiB)
+  GATEHOUSE_CACHE_MAX_ENTRY_BYTES  the largest response or value cached, in memory or Redis (1048576: 1 MiB)
   GATEHOUSE_CONFIG_URL       take the configuration from this control plane (http://host:7070) instead of a file,
                              with GATEHOUSE_TOKEN (a gateway token the control plane issued) or GATEHOUSE_TOKEN_FILE
   GATEHOUSE_TOKEN_FILE       a file holding the gateway token, read again before each call to the control plane: a
@@ -210,6 +216,12 @@ const telemetryMs = milliseconds('GATEHOUSE_TELEMETRY_INTERVAL_MS', 60_000, 100)
 const shutdownDelayMs = milliseconds('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUTDOWN_DELAY_MS, 0);
 const shutdownTimeoutMs = milliseconds('GATEHOUSE_SHUTDOWN_TIMEOUT_MS', 30_000, 0);
 const policyHttpInFlight = wholeNumber(HTTP_IN_FLIGHT_VARIABLE, DEFAULT_HTTP_IN_FLIGHT, 1, 100_000, 'a whole number, 1 to 100000');
+const keysMinRefreshMs = wholeNumber('GATEHOUSE_JWKS_MIN_REFRESH_MS', 30_000, 0, 86_400_000, 'a whole number of ms, 0 to 86400000');
+const cacheLimits = {
+  ...DEFAULT_CACHE_LIMITS,
+  maxTotalBytes: wholeNumber('GATEHOUSE_CACHE_MAX_BYTES', DEFAULT_CACHE_LIMITS.maxTotalBytes, 0, 2 ** 40, 'a whole number of bytes (0: no in-memory cache)'),
+  maxEntryBytes: wholeNumber('GATEHOUSE_CACHE_MAX_ENTRY_BYTES', DEFAULT_CACHE_LIMITS.maxEntryBytes, 0, 512 * 1024 * 1024, 'a whole number of bytes, at most 536870912 (Redis keeps values of at most 512 MiB)'),
+};
 const httpLimits = httpLimitsFromEnv(process.env);
 if ('problem' in httpLimits) {
   refuse(httpLimits.problem);
@@ -280,6 +292,8 @@ try {
     httpLimits: httpLimits.limits,
     shutdownTimeoutMs,
     policyHttpInFlight,
+    cacheLimits,
+    keysMinRefreshMs,
     redisUrl,
     appInsights,
     instrumentedCacheDir: process.env.GATEHOUSE_INSTRUMENTED_CACHE_DIR ? resolve(process.env.GATEHOUSE_INSTRUMENTED_CACHE_DIR) : undefined,

@@ -12,6 +12,11 @@
 //                                       gateways, and which instance runs which revision (with its lag, last heartbeat,
 //                                       and what is wrong: stale instances, missing APIs, token problems)
 //   gatehouse token issue|list|revoke   a gateway's tokens (runTokenCommand)
+//   gatehouse import-apim <policy.xml> [--api <id> --path <prefix> --backend <url>] [--partial]
+//                                       an Azure API Management policy document as Gatehouse configuration on standard
+//                                       output (apim/translate.ts): the chains alone, or with --api a whole gateway
+//                                       document; what it cannot translate is listed on standard error with its line
+//                                       (exit status 1 unless --partial)
 //
 // The control plane: GATEHOUSE_CONTROL_PLANE, else `controlPlane:` in the file, else http://127.0.0.1:7070.
 // The admin token: GATEHOUSE_ADMIN_TOKEN, else GATEHOUSE_ADMIN_TOKEN_FILE (a file holding it).
@@ -23,6 +28,7 @@ import { LineCounter, parseDocument } from 'yaml';
 import { formatPath, yamlLocator, type DocPath } from '../config/document-paths.ts';
 import { policyEntries } from '../config/policy-entries.ts';
 import { MODULE_REF } from '../gateway-api/module-refs.ts';
+import { chainsYaml, gatewayYaml, importApimPolicy, type ImportResult } from './apim/translate.ts';
 
 export interface CliIo {
   out: (line: string) => void;
@@ -40,6 +46,7 @@ const USAGE = `usage: gatehouse apply -f <gatehouse.yaml> [--dry-run] [--prune] 
        gatehouse delete api|gateway|named-value|module <id> [--force]
        gatehouse get
 ${TOKEN_USAGE}
+       gatehouse import-apim <policy.xml> [--api <id> --path <prefix> --backend <url>] [--partial]
 environment: GATEHOUSE_CONTROL_PLANE (http://127.0.0.1:7070; wins over the file's controlPlane:),
              GATEHOUSE_ADMIN_TOKEN or GATEHOUSE_ADMIN_TOKEN_FILE`;
 
@@ -58,12 +65,43 @@ export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<num
     if (command === 'get') return await get(io);
     if (command === 'token') return await runTokenCommand(rest, io);
     if (command === 'delete') return await deleteObject(rest, io);
+    if (command === 'import-apim') return await importApim(rest, io);
     io.err(USAGE);
     return command === undefined || command === '--help' || command === '-h' ? 0 : 2;
   } catch (err) {
     io.err(`gatehouse: ${(err as Error).message}`);
     return 1;
   }
+}
+
+/** `gatehouse import-apim`: see the header. Problems go to standard error, one a line, `file:line: message`. */
+async function importApim(args: string[], io: CliIo): Promise<number> {
+  const file = args.find((a, i) => !a.startsWith('--') && !['--api', '--path', '--backend'].includes(args[i - 1] ?? ''));
+  const option = (name: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const api = { id: option('--api'), path: option('--path'), backend: option('--backend') };
+  const unknown = args.filter((a) => a.startsWith('--') && !['--api', '--path', '--backend', '--partial'].includes(a));
+  if (file === undefined || unknown.length > 0) throw new CliError(`usage: gatehouse import-apim <policy.xml> [--api <id> --path <prefix> --backend <url>] [--partial]${unknown.length > 0 ? ` (unknown: ${unknown.join(' ')})` : ''}`);
+  const given = Object.values(api).filter((v) => v !== undefined).length;
+  if (given !== 0 && given !== 3) throw new CliError('a whole gateway document needs --api, --path and --backend together');
+  let result: ImportResult;
+  try {
+    result = importApimPolicy(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new CliError(`${file}: ${(err as Error).message}`);
+  }
+  const problems = [...result.problems];
+  if (given === 3 && result.fragments.length > 0) {
+    problems.push({ line: 0, message: `fragments ${result.fragments.join(', ')} are included but not part of the output: declare them under fragments: in the document` });
+  }
+  io.out(given === 3 ? gatewayYaml(result, api as { id: string; path: string; backend: string }) : chainsYaml(result));
+  for (const note of result.notes) io.err(`${file}:${note.line}: note: ${note.message}`);
+  for (const problem of problems) io.err(`${file}${problem.line > 0 ? `:${problem.line}` : ''}: ${problem.message}`);
+  if (problems.length === 0) return 0;
+  io.err(`gatehouse import-apim: ${problems.length} thing${problems.length === 1 ? '' : 's'} not translated (left out)${args.includes('--partial') ? '' : '; --partial accepts the output as it is'}`);
+  return args.includes('--partial') ? 0 : 1;
 }
 
 /**

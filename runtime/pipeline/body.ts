@@ -18,6 +18,11 @@ export async function collectBody(stream: AsyncIterable<Uint8Array>, maxBytes: n
     if (size > maxBytes) return null;
     chunks.push(chunk);
   }
+  return concatChunks(chunks, size);
+}
+
+/** `chunks` (`size` bytes in all) as one buffer; the chunk itself when there is one. */
+export function concatChunks(chunks: readonly Uint8Array[], size: number): Uint8Array {
   if (chunks.length === 1) return chunks[0]!;
   const body = new Uint8Array(size);
   let at = 0;

@@ -1,5 +1,5 @@
 // The gateway's effect runner: what policies ask for through `effect` (abi/policy-abi.md, section 5). Counters, leases
-// and meters are CounterEffects' (counter-effects.ts); this adds the HTTP effect.
+// and meters are CounterEffects' (counter-effects.ts); this adds the HTTP effect, and KEYS (key-sets.ts).
 
 import { Agent, request as undiciRequest, type Dispatcher } from 'undici';
 import { EffectKind } from '../../abi/index.ts';
@@ -9,9 +9,12 @@ import { CallAbort } from '../policy-host/errors.ts';
 import { badRequest, CounterEffects, isPositiveInt, parseObject, type CounterEffectsOptions } from '../policy-host/counter-effects.ts';
 import { collectBody } from './body.ts';
 import { EgressGuard } from '../network/egress-guard.ts';
+import { KeySets, type FetchedDocument } from './key-sets.ts';
 
 const MAX_HTTP_RESPONSE_BYTES = 1024 * 1024;
 const MAX_HTTP_TIMEOUT_MS = 30_000;
+/** How long the gateway waits for an issuer's discovery document or JWKS. */
+const KEYS_FETCH_TIMEOUT_MS = 5000;
 /** HTTP effects in flight at once in a gateway, unless told otherwise (GATEHOUSE_POLICY_HTTP_IN_FLIGHT). */
 export const DEFAULT_HTTP_IN_FLIGHT = 64;
 /** The variable that sets it, named in the error result a policy gets past the limit. */
@@ -29,6 +32,8 @@ export interface GatewayEffectsOptions extends CounterEffectsOptions {
    * the gateway's memory or connections.
    */
   maxHttpInFlight?: number;
+  /** The least time between two fetches of one issuer's keys (GATEHOUSE_JWKS_MIN_REFRESH_MS; default 30 s). */
+  keysMinRefreshMs?: number;
 }
 
 export class GatewayEffects extends CounterEffects {
@@ -38,6 +43,8 @@ export class GatewayEffects extends CounterEffects {
   private readonly checked: Dispatcher;
   private readonly maxHttpInFlight: number;
   private httpInFlight = 0;
+  /** Issuers' signing keys, fetched and kept for the KEYS effect. */
+  readonly keySets: KeySets;
 
   constructor(options: GatewayEffectsOptions) {
     super(options);
@@ -45,6 +52,10 @@ export class GatewayEffects extends CounterEffects {
     this.named = new Agent({ connect: egress.direct() });
     this.checked = egress.agent();
     this.maxHttpInFlight = options.maxHttpInFlight ?? DEFAULT_HTTP_IN_FLIGHT;
+    this.keySets = new KeySets({
+      minRefreshMs: options.keysMinRefreshMs,
+      fetch: (url, maxBytes, sameOrigin) => this.fetchDocument(url, maxBytes, sameOrigin ? this.named : this.checked),
+    });
   }
 
   /** Closes the HTTP effects' connections (at shutdown); with `cut`, the effects in flight fail (the shutdown timeout has passed). */
@@ -55,7 +66,43 @@ export class GatewayEffects extends CounterEffects {
   /** HTTP here; counters, leases and meters as CounterEffects performs them. */
   override async perform(kind: number, request: string, context: EffectContext): Promise<string> {
     if (kind === EffectKind.HTTP) return JSON.stringify(await this.http(parseObject(request, kind), context));
+    if (kind === EffectKind.KEYS) {
+      const { url, kid } = keysRequest(request, context);
+      return this.keySets.keys(url, kid);
+    }
     return super.perform(kind, request, context);
+  }
+
+  /** Keys already held (and no fetch due) complete inside the handler's call. */
+  override performNow(kind: number, request: string, context: EffectContext): string | undefined {
+    if (kind === EffectKind.KEYS) {
+      const { url, kid } = keysRequest(request, context);
+      return this.keySets.keysNow(url, kid);
+    }
+    return super.performNow(kind, request, context);
+  }
+
+  /** GETs an issuer's document for KeySets: a timeout, a size cap, and the egress rules of the dispatcher given. */
+  private async fetchDocument(url: URL, maxBytes: number, dispatcher: Dispatcher): Promise<FetchedDocument> {
+    const res = await undiciRequest(url, {
+      dispatcher,
+      method: 'GET',
+      headers: { accept: 'application/json' },
+      headersTimeout: KEYS_FETCH_TIMEOUT_MS,
+      bodyTimeout: KEYS_FETCH_TIMEOUT_MS,
+      signal: AbortSignal.timeout(KEYS_FETCH_TIMEOUT_MS),
+    });
+    const body = Number(res.headers['content-length']) > maxBytes ? null : await collectBody(res.body, maxBytes);
+    if (body === null) {
+      abandon(res.body);
+      throw new Error(`${url.href} answered more than ${maxBytes} bytes`);
+    }
+    const cacheControl = res.headers['cache-control'];
+    return {
+      status: res.statusCode,
+      cacheControl: cacheControl === undefined ? null : String(cacheControl),
+      body: new TextDecoder().decode(body),
+    };
   }
 
   /**
@@ -133,6 +180,19 @@ export class GatewayEffects extends CounterEffects {
 function abandon(body: Dispatcher.ResponseData['body']): void {
   body.on('error', () => undefined);
   body.destroy();
+}
+
+/** A KEYS request: `{"url": <a discovery URL the binding's grant names>, "kid": <the token's kid, or "">}`. */
+function keysRequest(request: string, context: EffectContext): { url: string; kid: string } {
+  const req = parseObject(request, EffectKind.KEYS);
+  const { url, kid } = req;
+  if (typeof url !== 'string') throw badRequest('KEYS', 'url must be a string');
+  if (kid !== undefined && (typeof kid !== 'string' || kid.length > 256)) throw badRequest('KEYS', 'kid must be a string of at most 256 characters');
+  // Only what the operator's configuration named: a module cannot make the gateway fetch anything else.
+  if (!(context.grants.openidConfig ?? []).includes(url)) {
+    throw new CallAbort('capability', `policy ${context.policy} may not ask for the keys of ${JSON.stringify(url.slice(0, 200))}: not in its openidConfig grant`);
+  }
+  return { url, kid: kid ?? '' };
 }
 
 function isStringRecord(v: unknown): v is Record<string, string> {

@@ -12,7 +12,7 @@ import { runSteps, type ChainHooks, type ChainStep } from './chain.ts';
 export const MAX_VARIABLE_LENGTH = 16 * 1024;
 
 /** Evaluates `run`; an expression's failure becomes the entry's PolicyFailure. */
-function evaluated<T>(id: string, run: () => T): T {
+export function evaluated<T>(id: string, run: () => T): T {
   try {
     return run();
   } catch (err) {
@@ -115,11 +115,7 @@ export class SetVariable implements ChainStep {
   ) {}
 
   runNow(_phase: Phase, exchange: Exchange): undefined {
-    const value = typeof this.value === 'string' ? this.value : evaluated(this.id, () => (this.value as Expression).text(exchange));
-    if (value.length > MAX_VARIABLE_LENGTH) {
-      throw new PolicyFailure(this.id, 'expression', `the value of variable "${this.name}" is ${value.length} characters long; a variable may hold at most ${MAX_VARIABLE_LENGTH}`);
-    }
-    exchange.variables.set(this.name, value);
+    setVariable(this.id, exchange, this.name, textOf(this.id, this.value, exchange));
     return undefined;
   }
 }
@@ -266,4 +262,17 @@ export class Trace implements ChainStep {
     this.log(TRACE_LEVELS[this.severity], { requestId: exchange.requestId, ...record });
     return undefined;
   }
+}
+
+/** A configuration value for this request: text as written, or an expression's value as text. */
+export function textOf(id: string, value: Expression | string, exchange: Exchange): string {
+  return typeof value === 'string' ? value : evaluated(id, () => value.text(exchange));
+}
+
+/** Stores `value` in the request's variables, within the length a variable may have. */
+export function setVariable(id: string, exchange: Exchange, name: string, value: string): void {
+  if (value.length > MAX_VARIABLE_LENGTH) {
+    throw new PolicyFailure(id, 'expression', `the value of variable "${name}" is ${value.length} characters long; a variable may hold at most ${MAX_VARIABLE_LENGTH}`);
+  }
+  exchange.variables.set(name, value);
 }

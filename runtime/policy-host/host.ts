@@ -140,7 +140,7 @@ export class PolicyHost {
 }
 
 function checkGrants(grants: Grants, problems: string[]): Grants {
-  const known = new Set(['wasi', 'filesystem', 'http', 'backend', 'counters']);
+  const known = new Set(['wasi', 'filesystem', 'http', 'backend', 'counters', 'openidConfig']);
   for (const key of Object.keys(grants)) {
     if (!known.has(key)) problems.push(`grants.${key}: unknown grant (known: ${[...known].join(', ')})`);
   }
@@ -161,11 +161,34 @@ function checkGrants(grants: Grants, problems: string[]): Grants {
       }
     }
   }
+  if (grants.openidConfig !== undefined) {
+    const urls = grants.openidConfig;
+    if (!Array.isArray(urls) || urls.length > MAX_OPENID_CONFIGS) {
+      problems.push(`grants.openidConfig: must be a list of at most ${MAX_OPENID_CONFIGS} URLs`);
+    } else {
+      urls.forEach((url, i) => {
+        if (!isHttpUrl(url)) problems.push(`grants.openidConfig[${i}]: must be an absolute http:// or https:// URL (got ${JSON.stringify(url)})`);
+      });
+    }
+  }
   // One grammar for both: `host:port`, `*.domain:port`, `*:port`; no port means the scheme's default (80/443).
   for (const grant of ['http', 'backend'] as const) {
     if (grants[grant] !== undefined) problems.push(...allowedHostsProblems(grant, grants[grant]));
   }
   return grants;
+}
+
+/** Discovery documents one binding may name: each is a key set the gateway fetches and keeps. */
+const MAX_OPENID_CONFIGS = 8;
+
+function isHttpUrl(value: unknown): boolean {
+  if (typeof value !== 'string' || value.length > 2048) return false;
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.username === '' && url.password === '';
+  } catch {
+    return false;
+  }
 }
 
 function checkLimits(limits: Partial<Limits>, module: PolicyModule, problems: string[]): Limits {

@@ -58,6 +58,11 @@ export interface Grants {
   /** Hosts and ports a policy may send the request to by writing BACKEND_URL (same entries as `http`). */
   backend?: { allowedHosts: string[] };
   counters?: boolean;
+  /**
+   * OpenID Connect discovery documents (exact https:// or http:// URLs) whose signing keys the policy may ask the
+   * gateway for (the KEYS effect): the gateway fetches them, never the module.
+   */
+  openidConfig?: string[];
 }
 
 export interface Limits {
@@ -162,7 +167,7 @@ export interface CallState {
 }
 
 const BODY_FIELDS = new Set<number>([Field.REQUEST_BODY, Field.RESPONSE_BODY]);
-const EFFECT_NAMES: Record<number, string> = { 1: 'COUNTER', 3: 'LEASE', 4: 'METER' };
+const EFFECT_NAMES: Record<number, string> = { 1: 'COUNTER', 3: 'LEASE', 4: 'METER', 5: 'KEYS' };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -541,7 +546,10 @@ export class PolicyInstance implements KernelHost {
         if (kind === EffectKind.HTTP && state.grants.http === undefined) {
           throw new CallAbort('capability', `policy ${policy} used the HTTP effect without the "http" grant`);
         }
-        if (!counting && kind !== EffectKind.HTTP) return Status.UNKNOWN_FIELD;
+        if (kind === EffectKind.KEYS && state.grants.openidConfig === undefined) {
+          throw new CallAbort('capability', `policy ${policy} used effect KEYS without the "openidConfig" grant`);
+        }
+        if (!counting && kind !== EffectKind.HTTP && kind !== EffectKind.KEYS) return Status.UNKNOWN_FIELD;
         const key = `${kind}:${request}`;
         let result = state.effectResults?.get(key);
         if (result === undefined && !state.pendingEffects?.has(key)) {

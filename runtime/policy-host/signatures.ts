@@ -3,7 +3,7 @@
 // own big-number arithmetic. HMAC needs no host: the SDK computes HMAC-SHA-256 inside the module.
 
 import { Buffer } from 'node:buffer';
-import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { constants, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { Status } from '../../abi/index.ts';
 
 interface Algorithm {
@@ -11,6 +11,8 @@ interface Algorithm {
   kty: 'RSA' | 'EC';
   /** EC curve the key must be on. */
   crv?: string;
+  /** RSASSA-PSS (RFC 7518, 3.5): MGF1 with the same hash, a salt as long as the hash. */
+  pss?: true;
 }
 
 /** JWS algorithms the host checks; ECDSA signatures are r‖s (IEEE P1363), as JWS encodes them. */
@@ -18,6 +20,9 @@ const ALGORITHMS: Record<string, Algorithm> = {
   RS256: { hash: 'sha256', kty: 'RSA' },
   RS384: { hash: 'sha384', kty: 'RSA' },
   RS512: { hash: 'sha512', kty: 'RSA' },
+  PS256: { hash: 'sha256', kty: 'RSA', pss: true },
+  PS384: { hash: 'sha384', kty: 'RSA', pss: true },
+  PS512: { hash: 'sha512', kty: 'RSA', pss: true },
   ES256: { hash: 'sha256', kty: 'EC', crv: 'P-256' },
   ES384: { hash: 'sha384', kty: 'EC', crv: 'P-384' },
 };
@@ -30,7 +35,7 @@ const MAX_JWK_CHARS = 16 * 1024;
 
 /**
  * RSA keys the host accepts, as the common WebCrypto and TLS profiles do: moduli of 2048 bits (RFC 7518's minimum
- * for RS256-RS512) to 8192 bits, and public exponents of at most 32 bits, odd and above 1. Verification costs time
+ * for RS256-RS512 and PS256-PS512) to 8192 bits, and public exponents of at most 32 bits, odd and above 1. Verification costs time
  * in proportion to the exponent's length and the square of the modulus's: node:crypto accepts an exponent as long as
  * the modulus, and a verification with one takes about 10 ms, which a policy could repeat in a loop.
  */
@@ -91,7 +96,13 @@ export function verifySignature(alg: string, jwkText: string, data: Uint8Array, 
   const key = publicKey(jwkText, spec);
   if (!key) return Status.INVALID_VALUE;
   try {
-    const ok = verify(spec.hash, data, spec.kty === 'EC' ? { key, dsaEncoding: 'ieee-p1363' } : key, signature);
+    const options =
+      spec.kty === 'EC'
+        ? { key, dsaEncoding: 'ieee-p1363' as const }
+        : spec.pss
+          ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }
+          : key;
+    const ok = verify(spec.hash, data, options, signature);
     return ok ? 1 : 0;
   } catch {
     return 0; // a signature of the wrong length or shape is simply not valid

@@ -218,7 +218,7 @@ export class RedisCounterStore implements CounterStore {
 }
 
 /** `host:port` of a redis:// URL (6379 when it names none): what a log may show of it. */
-function addressOf(url: string): string {
+export function addressOf(url: string): string {
   try {
     const u = new URL(url);
     return `${u.hostname}:${u.port || '6379'}`;

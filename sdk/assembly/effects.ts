@@ -307,3 +307,20 @@ export function httpCall(
   checkRead(r, "httpCall", url, text!);
   return result;
 }
+
+/**
+ * The signing keys of the OpenID Connect issuer whose discovery document is `url` (needs the `openidConfig` grant
+ * naming it): the gateway fetches the document and its JWKS, keeps the keys, and fetches them again when `kid` is not
+ * among them (rate-limited) or when they expire. Returns the result's JSON text, `{"keys":[<JWK>...]}` or
+ * `{"error":"..."}`, or null while pending (return `PENDING`).
+ */
+export function openidKeys(url: string, kid: string): string | null {
+  let w = requestWriter;
+  w.reset();
+  w.raw('{"url":');
+  w.string(url);
+  w.raw(',"kid":');
+  w.string(kid);
+  w.char(0x7d);
+  return effectResult(EffectKind.KEYS, "openidKeys", url);
+}

@@ -78,6 +78,7 @@ export namespace EffectKind {
   export const HTTP: i32 = 2;
   export const LEASE: i32 = 3;
   export const METER: i32 = 4;
+  export const KEYS: i32 = 5;
 }
 
 /** `effect` returns this while the host has no result yet. */

@@ -25,7 +25,7 @@ import {
 import { JsonKind, JsonReader, jsonString, parseJson } from "./json";
 import { counter, meter } from "./effects";
 
-export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter } from "./effects";
+export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter, openidKeys } from "./effects";
 export { base64Decode, base64DecodeText, base64Encode, base64EncodeText, concatBytes, isUtf8, utf8Decode, utf8Encode } from "./encoding";
 export { formatNumber, isValidHeaderName, isValidHeaderValue } from "./text";
 import { base64DecodeText } from "./encoding";
@@ -75,7 +75,7 @@ export function fail(message: string): i32 {
 }
 
 /**
- * Checks a public-key signature with the host's crypto: `alg` is a JWS algorithm (RS256, RS384, RS512, ES256, ES384),
+ * Checks a public-key signature with the host's crypto: `alg` is a JWS algorithm (RS256-RS512, PS256-PS512 (1.2), ES256, ES384),
  * `jwk` a public key as JWK JSON text, `signature` as JWS encodes it (ECDSA: r‖s). Returns 1 (valid), 0 (not valid) or
  * -1 (the algorithm is not supported, or `jwk` is not a public key of its type). HMAC (HS256) needs no host:
  * `hmacSha256` and `constantTimeEqual`.

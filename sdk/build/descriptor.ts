@@ -34,11 +34,12 @@ function keyPosition(text: string, key: string): { line: number; column: number 
 
 const POLICY_KEYS = new Set(['name', 'version', 'description', 'requestBody', 'responseBody', 'needs']);
 /**
- * Capabilities a policy may say it needs (`needs` in policy.json), and `backend:<config key>`: the backend grant for
- * the host and port of the URL in that configuration key.
+ * Capabilities a policy may say it needs (`needs` in policy.json), `backend:<config key>`: the backend grant for
+ * the host and port of the URL in that configuration key, and `openid-config:<config key>`: the KEYS effect for the
+ * discovery URLs that configuration key lists.
  */
 export const POLICY_NEEDS = ['counters', 'http', 'backend', 'wasi', 'filesystem'] as const;
-const BACKEND_FROM_CONFIG_NEED = /^backend:[A-Za-z_][A-Za-z0-9_-]*$/;
+const BACKEND_FROM_CONFIG_NEED = /^(backend|openid-config):[A-Za-z_][A-Za-z0-9_-]*$/;
 
 function isPolicyNeed(need: unknown): boolean {
   return (POLICY_NEEDS as readonly unknown[]).includes(need) || (typeof need === 'string' && BACKEND_FROM_CONFIG_NEED.test(need));
@@ -123,7 +124,7 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
   if (policy.needs !== undefined && (!Array.isArray(policy.needs) || !policy.needs.every(isPolicyNeed))) {
     problem(
       'needs',
-      `"needs" must be a list of capabilities among ${POLICY_NEEDS.join(', ')}, or backend:<configuration key> ` +
+      `"needs" must be a list of capabilities among ${POLICY_NEEDS.join(', ')}, backend:<configuration key> or openid-config:<configuration key> ` +
         `(got ${JSON.stringify(policy.needs)})`,
     );
   }

@@ -1,0 +1,490 @@
+// One translator per APIM policy element: what Gatehouse entry it becomes, with its attributes and child elements.
+// A translator takes what it understands and reports the rest through `ctx.problem` (with the element's line): the
+// importer never drops anything silently. A policy Gatehouse gains later is one more entry of TRANSLATORS.
+
+import { isExpression, translateExpression } from './expressions.ts';
+import type { XmlElement } from './xml.ts';
+
+export type Section = 'inbound' | 'backend' | 'outbound' | 'on-error';
+export type Entry = Record<string, unknown>;
+
+export interface TranslateContext {
+  section: Section;
+  /** Something of `element` that is not translated: listed with its line, and the command fails unless --partial. */
+  problem(element: XmlElement, message: string): void;
+  /** Translates the policies inside an element (choose's branches). */
+  chain(elements: readonly XmlElement[]): Entry[];
+}
+
+export type Translator = (element: XmlElement, ctx: TranslateContext) => Entry | null;
+
+/** A text value as Gatehouse takes it: literal text, `{expr}` where the policy computes it, or null (reported). */
+function value(element: XmlElement, text: string, ctx: TranslateContext, computed: boolean, what: string): string | { expr: string } | null {
+  if (!isExpression(text)) return text;
+  const translated = translateExpression(text);
+  if ('problem' in translated) {
+    ctx.problem(element, `${what}: ${translated.problem}`);
+    return null;
+  }
+  if (!computed) {
+    ctx.problem(element, `${what}: the Gatehouse policy takes no expression here (the expression was ${text.trim()})`);
+    return null;
+  }
+  return { expr: translated.cel };
+}
+
+/** The element's attributes as `read` takes them; attributes left unread are reported. */
+function attributes(element: XmlElement, ctx: TranslateContext, known: readonly string[], ignored: Record<string, string> = {}): Map<string, string> {
+  for (const [name, v] of element.attributes) {
+    if (known.includes(name)) continue;
+    if (name in ignored) continue;
+    ctx.problem(element, `attribute ${name}="${v}" of <${element.name}> is not translated`);
+  }
+  return element.attributes;
+}
+
+/** Child elements: those named `names` are returned in order; any other is reported. */
+function children(element: XmlElement, ctx: TranslateContext, names: readonly string[]): XmlElement[] {
+  for (const child of element.children) {
+    if (!names.includes(child.name)) ctx.problem(child, `<${child.name}> inside <${element.name}> is not translated`);
+  }
+  return element.children.filter((c) => names.includes(c.name));
+}
+
+function integer(element: XmlElement, ctx: TranslateContext, name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (isExpression(text)) {
+    ctx.problem(element, `${name}: the Gatehouse policy takes a number here, not an expression (${text})`);
+    return undefined;
+  }
+  const n = Number(text);
+  if (!Number.isInteger(n)) ctx.problem(element, `${name}="${text}" is not a whole number`);
+  return Number.isInteger(n) ? n : undefined;
+}
+
+function bool(text: string | undefined): boolean | undefined {
+  return text === undefined ? undefined : text.trim().toLowerCase() === 'true';
+}
+
+/** Leaves out what is undefined, so that the YAML shows what was given. */
+function defined(entry: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(entry).filter(([, v]) => v !== undefined && v !== null));
+}
+
+function policy(name: string, config: Record<string, unknown>): Entry {
+  return { policy: name, config: defined(config) };
+}
+
+/** Where a counter key comes from, for the common expressions of APIM's counter-key; null when none fits (reported). */
+function counterKey(element: XmlElement, ctx: TranslateContext, text: string | undefined, attribute: string): Record<string, string> | null {
+  if (text === undefined) return null;
+  const translated = isExpression(text) ? translateExpression(text) : null;
+  const cel = translated && 'cel' in translated ? translated.cel : null;
+  const from = (source: string, name?: string): Record<string, string> => (name === undefined ? { from: source } : { from: source, name });
+  const literal = (s: string) => JSON.parse(s) as string;
+  let m: RegExpExecArray | null;
+  if (cel === 'request.clientAddress') return from('client-address');
+  if (cel !== null && (m = /^request\.headers\[\?("(?:[^"\\]|\\.)*")\]\.orValue\(.*\)$/.exec(cel))) return from('header', literal(m[1]!));
+  if (cel !== null && (m = /^request\.query\[\?("(?:[^"\\]|\\.)*")\]\.orValue\(.*\)$/.exec(cel))) return from('query', literal(m[1]!));
+  if (cel !== null && (m = /^variables\[\??("(?:[^"\\]|\\.)*")\](?:\.orValue\(.*\))?$/.exec(cel))) return from('variable', literal(m[1]!));
+  if (cel !== null && (m = /^jwt\[\?("(?:[^"\\]|\\.)*")\]\.orValue\(.*\)$/.exec(cel))) return from('claim', literal(m[1]!));
+  ctx.problem(element, `${attribute}="${text}": a counter key must be the client address, a header, a query parameter, a variable or a claim`);
+  return null;
+}
+
+const setHeader: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['name', 'exists-action']);
+  const values = children(el, ctx, ['value']);
+  if (values.length > 1) ctx.problem(el, `${values.length} <value> elements: Gatehouse's set-header sets one value (the first is kept)`);
+  const action = (a.get('exists-action') ?? 'override').toLowerCase();
+  const v = values[0] ? value(values[0], values[0].text, ctx, true, 'value') : undefined;
+  if (values[0] && v === null) return null;
+  return policy('set-header', { name: a.get('name'), existsAction: action, value: action === 'delete' ? undefined : v });
+};
+
+const setQueryParameter: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['name', 'exists-action']);
+  const values = children(el, ctx, ['value']).map((v) => value(v, v.text, ctx, false, 'value'));
+  if (values.includes(null)) return null;
+  const action = (a.get('exists-action') ?? 'override').toLowerCase();
+  return policy('set-query-parameter', { name: a.get('name'), existsAction: action, values: action === 'delete' ? undefined : values });
+};
+
+const setStatus: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['code'], { reason: 'the standard reason phrase is sent' });
+  if (a.has('reason')) ctx.problem(el, `reason="${a.get('reason')}": Gatehouse sends the standard reason phrase for the code`);
+  const code = a.get('code') ?? '200';
+  if (isExpression(code)) {
+    const v = value(el, code, ctx, true, 'code');
+    return v === null ? null : policy('set-status', { code: v });
+  }
+  return policy('set-status', { code: integer(el, ctx, 'code', code) });
+};
+
+const returnResponse: Translator = (el, ctx) => {
+  attributes(el, ctx, []);
+  const config: Record<string, unknown> = {};
+  const headers: Record<string, unknown> = {};
+  for (const child of children(el, ctx, ['set-status', 'set-header', 'set-body'])) {
+    if (child.name === 'set-status') {
+      const status = setStatus(child, ctx);
+      if (status) config.status = (status.config as Record<string, unknown>).code;
+    } else if (child.name === 'set-header') {
+      const header = setHeader(child, ctx) as { config: { name: string; value?: unknown; existsAction: string } } | null;
+      if (header) {
+        if (header.config.existsAction === 'delete') ctx.problem(child, 'a header deleted from a response the policy makes: there is none to delete');
+        else headers[header.config.name.toLowerCase()] = header.config.value ?? '';
+      }
+    } else {
+      attributes(child, ctx, [], { template: '' });
+      if (child.attributes.has('template')) ctx.problem(child, `template="${child.attributes.get('template')}": templates are not translated`);
+      const body = value(child, child.text, ctx, true, 'set-body');
+      if (body !== null) config.body = body;
+    }
+  }
+  if (Object.keys(headers).length > 0) config.headers = headers;
+  return policy('return-response', config);
+};
+
+const mockResponse: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['status-code', 'content-type'], { index: '' });
+  if (a.has('index')) ctx.problem(el, 'index: Gatehouse does not read examples from an API definition; give the body in the configuration');
+  return policy('mock-response', { status: integer(el, ctx, 'status-code', a.get('status-code')), contentType: a.get('content-type') });
+};
+
+const checkHeader: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['name', 'failed-check-httpcode', 'failed-check-error-message', 'ignore-case']);
+  const values = children(el, ctx, ['value']).map((v) => value(v, v.text, ctx, false, 'value'));
+  if (values.includes(null)) return null;
+  return policy('check-header', {
+    name: a.get('name'),
+    values: values.length > 0 ? values : undefined,
+    ignoreCase: bool(a.get('ignore-case')),
+    failedCheckHttpCode: integer(el, ctx, 'failed-check-httpcode', a.get('failed-check-httpcode')),
+    failedCheckErrorMessage: a.get('failed-check-error-message'),
+  });
+};
+
+const ipFilter: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['action']);
+  const addresses: string[] = [];
+  for (const child of children(el, ctx, ['address', 'address-range'])) {
+    if (child.name === 'address') addresses.push(child.text);
+    else ctx.problem(child, `<address-range from="${child.attributes.get('from')}" to="${child.attributes.get('to')}">: give it as CIDR ranges (10.0.0.0/8)`);
+  }
+  return policy('ip-filter', { action: a.get('action'), addresses });
+};
+
+const cors: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['allow-credentials', 'terminate-unmatched-request']);
+  const config: Record<string, unknown> = { allowCredentials: bool(a.get('allow-credentials')), terminateUnmatchedRequest: bool(a.get('terminate-unmatched-request')) };
+  const list = (child: XmlElement, item: string) => children(child, ctx, [item]).map((c) => c.text);
+  for (const child of children(el, ctx, ['allowed-origins', 'allowed-methods', 'allowed-headers', 'expose-headers'])) {
+    if (child.name === 'allowed-origins') {
+      attributes(child, ctx, []);
+      config.allowedOrigins = list(child, 'origin');
+    } else if (child.name === 'allowed-methods') {
+      const m = attributes(child, ctx, ['preflight-result-max-age']);
+      config.maxAge = integer(child, ctx, 'preflight-result-max-age', m.get('preflight-result-max-age'));
+      config.allowedMethods = list(child, 'method');
+    } else {
+      attributes(child, ctx, []);
+      config[child.name === 'allowed-headers' ? 'allowedHeaders' : 'exposeHeaders'] = list(child, 'header');
+    }
+  }
+  return policy('cors', config);
+};
+
+/** APIM's per-API and per-operation limits inside rate-limit are not translated (one limit per binding here). */
+const rateLimit: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['calls', 'renewal-period'], { 'retry-after-header-name': '', 'retry-after-variable-name': '', 'remaining-calls-header-name': '', 'remaining-calls-variable-name': '', 'total-calls-header-name': '' });
+  for (const name of ['retry-after-header-name', 'retry-after-variable-name', 'remaining-calls-header-name', 'remaining-calls-variable-name', 'total-calls-header-name']) {
+    if (a.has(name)) ctx.problem(el, `${name}: Gatehouse sends the standard RateLimit headers (headers: true) under their own names`);
+  }
+  children(el, ctx, []);
+  return policy('rate-limit', { calls: integer(el, ctx, 'calls', a.get('calls')), renewalPeriod: integer(el, ctx, 'renewal-period', a.get('renewal-period')) });
+};
+
+const rateLimitByKey: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['calls', 'renewal-period', 'counter-key']);
+  const key = counterKey(el, ctx, a.get('counter-key'), 'counter-key');
+  if (key === null) return null;
+  return policy('rate-limit-by-key', { calls: integer(el, ctx, 'calls', a.get('calls')), renewalPeriod: integer(el, ctx, 'renewal-period', a.get('renewal-period')), counterKey: key });
+};
+
+const quotaByKey: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['calls', 'bandwidth', 'renewal-period', 'counter-key']);
+  const key = counterKey(el, ctx, a.get('counter-key'), 'counter-key');
+  if (key === null) return null;
+  return policy('quota-by-key', {
+    calls: integer(el, ctx, 'calls', a.get('calls')),
+    bandwidth: integer(el, ctx, 'bandwidth', a.get('bandwidth')),
+    renewalPeriod: integer(el, ctx, 'renewal-period', a.get('renewal-period')),
+    counterKey: key,
+  });
+};
+
+const limitConcurrency: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['key', 'max-count']);
+  if (el.children.length > 0) {
+    ctx.problem(el, 'the policies inside <limit-concurrency> are not translated: Gatehouse limits the concurrency of whole requests (put the limit where the section starts)');
+  }
+  const key = a.get('key');
+  const fromKey = key === undefined || !isExpression(key) ? null : counterKey(el, ctx, key, 'key');
+  if (key !== undefined && isExpression(key) && fromKey === null) return null;
+  if (key !== undefined && !isExpression(key)) ctx.problem(el, `key="${key}": a fixed key is one limit for every request through the policy, which is Gatehouse's default (left out)`);
+  return policy('limit-concurrency', { maxCount: integer(el, ctx, 'max-count', a.get('max-count')), counterKey: fromKey ?? undefined });
+};
+
+const setBackendService: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['base-url']);
+  const url = a.get('base-url');
+  if (url === undefined) {
+    ctx.problem(el, 'only base-url is translated (backend-id names a backend entity Gatehouse does not have)');
+    return null;
+  }
+  const v = value(el, url, ctx, false, 'base-url');
+  return v === null ? null : policy('set-backend-service', { baseUrl: v });
+};
+
+const rewriteUri: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['template', 'copy-unmatched-params']);
+  const template = a.get('template');
+  if (template !== undefined && isExpression(template)) return value(el, template, ctx, false, 'template') as null;
+  return policy('rewrite-uri', { template, copyUnmatchedParams: bool(a.get('copy-unmatched-params')) });
+};
+
+const setMethod: Translator = (el, ctx) => {
+  attributes(el, ctx, []);
+  const v = value(el, el.text, ctx, false, 'method');
+  return v === null ? null : policy('set-method', { method: v });
+};
+
+const findAndReplace: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['from', 'to']);
+  const scope = ctx.section === 'inbound' || ctx.section === 'backend' ? 'request' : 'response';
+  return policy('find-and-replace', { from: a.get('from'), to: a.get('to'), scope });
+};
+
+const jsonToXml: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['apply', 'consider-accept-header'], { 'parse-date': '', 'namespace-separator': '', 'namespace-prefix': '', 'attribute-block-name': '' });
+  for (const name of ['parse-date', 'namespace-separator', 'namespace-prefix', 'attribute-block-name']) if (a.has(name)) ctx.problem(el, `${name} is not translated`);
+  return policy('json-to-xml', { apply: a.get('apply'), considerAcceptHeader: bool(a.get('consider-accept-header')) });
+};
+
+const xmlToJson: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['kind', 'apply', 'consider-accept-header'], { 'always-array-child-elements': '' });
+  if (a.has('always-array-child-elements')) ctx.problem(el, 'always-array-child-elements is not translated');
+  return policy('xml-to-json', { kind: a.get('kind'), apply: a.get('apply'), considerAcceptHeader: bool(a.get('consider-accept-header')) });
+};
+
+const emitMetric: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['name', 'value'], { namespace: '' });
+  if (a.has('namespace')) ctx.problem(el, `namespace="${a.get('namespace')}": metrics go to the gateway's own namespace`);
+  const dimensions: Record<string, string>[] = [];
+  for (const d of children(el, ctx, ['dimension'])) {
+    const da = attributes(d, ctx, ['name', 'value']);
+    const name = da.get('name') ?? '';
+    const given = da.get('value');
+    if (given === undefined) {
+      // APIM fills some dimensions itself when they have no value.
+      const builtIn: Record<string, Record<string, string>> = { 'API ID': { from: 'api' }, 'Operation ID': { from: 'operation' }, 'Client IP': { from: 'client-address' } };
+      const found = builtIn[name];
+      if (found) dimensions.push({ name: name.replace(/\s+/g, '_'), ...found });
+      else ctx.problem(d, `dimension "${name}" without a value: Gatehouse fills only API ID, Operation ID and Client IP`);
+      continue;
+    }
+    const cel = isExpression(given) ? translateExpression(given) : null;
+    let m: RegExpExecArray | null;
+    if (cel === null) dimensions.push({ name, value: given });
+    else if ('cel' in cel && (m = /^request\.headers\[\?"(.*)"\]\.orValue\(.*\)$/.exec(cel.cel))) dimensions.push({ name, from: 'header', key: m[1]! });
+    else if ('cel' in cel && (m = /^variables\[\??"(.*)"\](?:\.orValue\(.*\))?$/.exec(cel.cel))) dimensions.push({ name, from: 'variable', key: m[1]! });
+    else ctx.problem(d, `dimension "${name}": value ${given} is not translated (a header, a variable or fixed text)`);
+  }
+  return policy('emit-metric', { name: a.get('name'), value: a.has('value') ? Number(a.get('value')) : undefined, dimensions: dimensions.length > 0 ? dimensions : undefined });
+};
+
+const validateJwt: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['header-name', 'query-parameter-name', 'failed-validation-httpcode', 'require-expiration-time', 'clock-skew'], {
+    'failed-validation-error-message': '',
+    'require-scheme': '',
+    'require-signed-tokens': '',
+    'output-token-variable-name': '',
+    'token-value': '',
+  });
+  for (const name of ['failed-validation-error-message', 'require-scheme', 'require-signed-tokens', 'output-token-variable-name', 'token-value']) {
+    if (a.has(name)) ctx.problem(el, `${name}="${a.get(name)}" is not translated (see policies/validate-jwt/README.md)`);
+  }
+  const config: Record<string, unknown> = {
+    header: a.get('header-name')?.toLowerCase(),
+    query: a.get('query-parameter-name'),
+    failedValidationHttpCode: integer(el, ctx, 'failed-validation-httpcode', a.get('failed-validation-httpcode')),
+    requireExpirationTime: bool(a.get('require-expiration-time')),
+    clockSkewSeconds: integer(el, ctx, 'clock-skew', a.get('clock-skew')),
+  };
+  const texts = (child: XmlElement, item: string) => children(child, ctx, [item]).map((c) => c.text);
+  for (const child of children(el, ctx, ['openid-config', 'issuer-signing-keys', 'audiences', 'issuers', 'required-claims'])) {
+    if (child.name === 'openid-config') {
+      attributes(child, ctx, ['url']);
+      config.openidConfig = [...((config.openidConfig as string[]) ?? []), child.attributes.get('url')];
+    } else if (child.name === 'audiences') config.audiences = texts(child, 'audience');
+    else if (child.name === 'issuers') config.issuers = texts(child, 'issuer');
+    else if (child.name === 'issuer-signing-keys') {
+      const keys: Record<string, unknown>[] = [];
+      for (const key of children(child, ctx, ['key'])) {
+        const ka = attributes(key, ctx, ['id', 'n', 'e'], { 'certificate-id': '' });
+        if (ka.has('certificate-id')) ctx.problem(key, 'certificate-id: give the certificate\'s public key as a JWK');
+        else if (ka.has('n') && ka.has('e')) keys.push(defined({ kid: ka.get('id'), jwk: { kty: 'RSA', n: ka.get('n'), e: ka.get('e') } }));
+        else if (key.text !== '') keys.push(defined({ kid: ka.get('id'), secret: key.text }));
+      }
+      config.keys = keys;
+    } else {
+      const claims: Record<string, unknown>[] = [];
+      for (const claim of children(child, ctx, ['claim'])) {
+        const ca = attributes(claim, ctx, ['name', 'match'], { separator: '' });
+        if (ca.get('match') === 'all') ctx.problem(claim, 'match="all": Gatehouse accepts a claim holding any one of the values');
+        if (ca.has('separator')) ctx.problem(claim, `separator="${ca.get('separator')}": Gatehouse splits string claims on spaces`);
+        const values = texts(claim, 'value');
+        claims.push(defined({ name: ca.get('name'), values: values.length > 0 ? values : undefined }));
+      }
+      config.requiredClaims = claims;
+    }
+  }
+  return policy('validate-jwt', config);
+};
+
+const setVariable: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['name', 'value']);
+  const v = value(el, a.get('value') ?? '', ctx, true, 'value');
+  return v === null ? null : { 'set-variable': { name: a.get('name'), value: v } };
+};
+
+const includeFragment: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['fragment-id']);
+  return { 'include-fragment': a.get('fragment-id') };
+};
+
+const choose: Translator = (el, ctx) => {
+  attributes(el, ctx, []);
+  const branches: Entry[] = [];
+  let otherwise: Entry[] | undefined;
+  for (const child of children(el, ctx, ['when', 'otherwise'])) {
+    if (child.name === 'otherwise') {
+      attributes(child, ctx, []);
+      otherwise = ctx.chain(child.children);
+      continue;
+    }
+    const ca = attributes(child, ctx, ['condition']);
+    const condition = translateExpression(ca.get('condition') ?? '');
+    if ('problem' in condition) {
+      ctx.problem(child, `condition: ${condition.problem}; the branch is left out`);
+      continue;
+    }
+    branches.push({ when: condition.cel, policies: ctx.chain(child.children) });
+  }
+  if (branches.length === 0) {
+    if (otherwise === undefined) return null;
+    // Only `otherwise` is left: its policies always run, as a branch that always holds.
+    return { choose: [{ when: 'true', policies: otherwise }] };
+  }
+  return otherwise === undefined ? { choose: branches } : { choose: branches, otherwise };
+};
+
+const cacheLookup: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['downstream-caching-type', 'must-revalidate', 'allow-private-response-caching'], {
+    'vary-by-developer': '',
+    'vary-by-developer-groups': '',
+    'caching-type': '',
+  });
+  for (const name of ['vary-by-developer', 'vary-by-developer-groups']) {
+    if (bool(a.get(name))) ctx.problem(el, `${name}="true": Gatehouse has no developers; vary by the header or query parameter that carries the caller's key`);
+  }
+  const privateCaching = a.get('allow-private-response-caching');
+  if (privateCaching !== undefined && isExpression(privateCaching)) ctx.problem(el, 'allow-private-response-caching: an expression is not translated (true or false)');
+  const headers: string[] = [];
+  const params: string[] = [];
+  for (const child of children(el, ctx, ['vary-by-header', 'vary-by-query-parameter'])) (child.name === 'vary-by-header' ? headers : params).push(child.text);
+  return {
+    'cache-lookup': defined({
+      varyByHeaders: headers.length > 0 ? headers : undefined,
+      varyByQueryParameters: params.length > 0 ? params : undefined,
+      allowPrivateResponseCaching: privateCaching !== undefined && !isExpression(privateCaching) ? bool(privateCaching) : undefined,
+      downstreamCachingType: a.get('downstream-caching-type'),
+      mustRevalidate: bool(a.get('must-revalidate')),
+    }),
+  };
+};
+
+const cacheStore: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['duration'], { 'cache-response': '' });
+  if (a.has('cache-response')) ctx.problem(el, `cache-response="${a.get('cache-response')}": give the statuses to store (statuses: [...])`);
+  return { 'cache-store': { duration: integer(el, ctx, 'duration', a.get('duration')) } };
+};
+
+const cacheLookupValue: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['key', 'variable-name', 'default-value'], { 'caching-type': '' });
+  const key = value(el, a.get('key') ?? '', ctx, true, 'key');
+  const fallback = a.has('default-value') ? value(el, a.get('default-value')!, ctx, true, 'default-value') : undefined;
+  if (key === null || fallback === null) return null;
+  return { 'cache-lookup-value': defined({ key, variableName: a.get('variable-name'), defaultValue: fallback }) };
+};
+
+const cacheStoreValue: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['key', 'value', 'duration'], { 'caching-type': '' });
+  const key = value(el, a.get('key') ?? '', ctx, true, 'key');
+  const v = value(el, a.get('value') ?? '', ctx, true, 'value');
+  if (key === null || v === null) return null;
+  return { 'cache-store-value': { key, value: v, duration: integer(el, ctx, 'duration', a.get('duration')) } };
+};
+
+const cacheRemoveValue: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['key'], { 'caching-type': '' });
+  const key = value(el, a.get('key') ?? '', ctx, true, 'key');
+  return key === null ? null : { 'cache-remove-value': { key } };
+};
+
+/**
+ * validate-status-code, validate-headers, validate-parameters: APIM reads what is declared from the API's definition,
+ * which the policy document does not carry; Gatehouse's policies take it in their configuration.
+ */
+function validation(name: string, declared: string): Translator {
+  return (el, ctx) => {
+    ctx.problem(el, `<${el.name}>: APIM takes the declared ${declared} from the API definition; write them in the configuration of Gatehouse's ${name} (policies/${name}/README.md)`);
+    return null;
+  };
+}
+
+/** APIM policy elements Gatehouse has, by element name. */
+export const TRANSLATORS: Record<string, Translator> = {
+  'set-header': setHeader,
+  'set-query-parameter': setQueryParameter,
+  'set-status': setStatus,
+  'set-method': setMethod,
+  'set-backend-service': setBackendService,
+  'rewrite-uri': rewriteUri,
+  'return-response': returnResponse,
+  'mock-response': mockResponse,
+  'check-header': checkHeader,
+  'ip-filter': ipFilter,
+  cors,
+  'rate-limit': rateLimit,
+  'rate-limit-by-key': rateLimitByKey,
+  'quota-by-key': quotaByKey,
+  'limit-concurrency': limitConcurrency,
+  'find-and-replace': findAndReplace,
+  'json-to-xml': jsonToXml,
+  'xml-to-json': xmlToJson,
+  'emit-metric': emitMetric,
+  'validate-jwt': validateJwt,
+  'set-variable': setVariable,
+  'include-fragment': includeFragment,
+  choose,
+  'cache-lookup': cacheLookup,
+  'cache-store': cacheStore,
+  'cache-lookup-value': cacheLookupValue,
+  'cache-store-value': cacheStoreValue,
+  'cache-remove-value': cacheRemoveValue,
+  'validate-status-code': validation('validate-status-code', 'statuses'),
+  'validate-headers': validation('validate-headers', 'response headers'),
+  'validate-parameters': validation('validate-parameters', 'parameters'),
+};

@@ -1,0 +1,187 @@
+// `gatehouse import-apim`: APIM policy documents written as APIM's documentation writes them (test/fixtures/apim/),
+// run through the real command, then the imported document served by a real gateway in front of a real backend; and a
+// document with what cannot be translated, listed with its lines (exit 1, or 0 with --partial).
+
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Agent } from 'undici';
+import { parse } from 'yaml';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
+import { prepareDocument } from '../runtime/config/prepare-document.ts';
+import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
+import { translateExpression } from '../runtime/operator-cli/apim/expressions.ts';
+import { runGatehouse } from './support/gatehouse-cli.ts';
+import { newHost } from './support/policies.ts';
+import { send as sendTo, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
+import { startGatewayProcess, stopAll, tempDir, type GatewayProcess } from './support/gateway-process.ts';
+
+const fixture = (name: string) => join(repoRoot(), 'test', 'fixtures', 'apim', name);
+
+describe('APIM expressions to CEL', () => {
+  test('the common forms become CEL', () => {
+    const cases: [string, string][] = [
+      ['@(context.Request.Method)', 'request.method'],
+      ['@(context.Request.Headers.GetValueOrDefault("X-Tier","free"))', 'request.headers[?"x-tier"].orValue("free")'],
+      ['@(context.Request.Headers.GetValueOrDefault("Accept"))', 'request.headers[?"accept"].orValue("")'],
+      ['@(context.Request.Url.Query.GetValueOrDefault("page", "1"))', 'request.query[?"page"].orValue("1")'],
+      ['@((string)context.Variables["tier"])', 'variables["tier"]'],
+      ['@(context.Variables.GetValueOrDefault<string>("tier", "none") == "gold")', 'variables[?"tier"].orValue("none") == "gold"'],
+      ['@(context.Request.IpAddress)', 'request.clientAddress'],
+      ['@(context.Response.StatusCode >= 500)', 'response.status >= 500'],
+      ['@(context.Response.StatusCode.ToString())', 'string(response.status)'],
+      ['@(context.Request.Headers.GetValueOrDefault("Authorization","").AsJwt()?.Claims.GetValueOrDefault("sub", ""))', 'jwt[?"sub"].orValue("")'],
+      ['@(context.Request.Headers.GetValueOrDefault("Authorization","").Split(\' \').Last().AsJwt()?.Subject)', 'jwt[?"sub"].orValue("")'],
+      ['@(context.Subscription.Id)', 'variables[?"subscription-id"].orValue("")'],
+      ['@(context.Request.Headers.ContainsKey("X-Debug") && !context.Variables.ContainsKey("x"))', '"x-debug" in request.headers && !"x" in variables'],
+      ['@(context.Request.Url.Path.StartsWith("/internal"))', 'request.path.startsWith("/internal")'],
+      ['@(context.Api.Id + "/" + context.Operation.Id)', 'api + "/" + operation'],
+    ];
+    for (const [apim, cel] of cases) assert.deepEqual(translateExpression(apim), { cel }, apim);
+  });
+
+  test('what has no mapping is refused with what it was, never passed through', () => {
+    for (const apim of ['@(context.Request.Body.As<string>())', '@(DateTime.UtcNow.ToString())', '@(context.User.Email)', '@{ return "x"; }']) {
+      const out = translateExpression(apim);
+      assert.ok('problem' in out, apim);
+    }
+    assert.match((translateExpression('@(context.Deployment.Region)') as { problem: string }).problem, /no CEL mapping for "context.Deployment.Region"/);
+  });
+});
+
+describe('gatehouse import-apim', () => {
+  const policies = new RepositoryPolicySources(join(repoRoot(), 'policies'));
+
+  test('every policy of the operation document is translated, and the result is a document a gateway accepts', async () => {
+    const run = await runGatehouse(['import-apim', fixture('operation-policy.xml'), '--api', 'orders', '--path', '/orders', '--backend', 'http://127.0.0.1:9']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.doesNotMatch(run.stderr, /operation-policy\.xml:/, 'nothing left out, nothing noted');
+    const doc = parse(run.stdout) as { apis: { policies: Record<string, Record<string, unknown>[]> }[] };
+    const inbound = doc.apis[0]!.policies.inbound!;
+    const names = inbound.map((e) => (e.policy as string | undefined) ?? Object.keys(e)[0]);
+    assert.deepEqual(names, [
+      'validate-jwt',
+      'rate-limit',
+      'quota-by-key',
+      'limit-concurrency',
+      'cache-lookup-value',
+      'cache-store-value',
+      'cache-remove-value',
+      'set-method',
+      'rewrite-uri',
+      'set-backend-service',
+      'find-and-replace',
+      'json-to-xml',
+      'choose',
+    ]);
+    assert.deepEqual(inbound[0]!.config, {
+      header: 'authorization',
+      failedValidationHttpCode: 401,
+      requireExpirationTime: true,
+      clockSkewSeconds: 30,
+      openidConfig: ['https://login.contoso.com/tenant/v2.0/.well-known/openid-configuration'],
+      keys: [{ kid: 'hmac-1', secret: 'c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0xMjM0NQ==' }],
+      audiences: ['api://orders'],
+      issuers: ['https://login.contoso.com/tenant/v2.0'],
+      requiredClaims: [{ name: 'scp', values: ['orders.read', 'orders.write'] }],
+    });
+    assert.deepEqual(inbound[2]!.config, { calls: 10000, bandwidth: 40000, renewalPeriod: 3600, counterKey: { from: 'client-address' } });
+    assert.deepEqual(inbound[3]!.config, { maxCount: 4, counterKey: { from: 'claim', name: 'sub' } });
+    assert.deepEqual(inbound[4], { 'cache-lookup-value': { key: { expr: '"token-" + request.headers[?"x-tenant"].orValue("")' }, variableName: 'cachedToken', defaultValue: 'none' } });
+    const outbound = doc.apis[0]!.policies.outbound!;
+    assert.deepEqual(outbound[1]!.config, { name: 'orders', value: 1, dimensions: [{ name: 'API_ID', from: 'api' }, { name: 'tenant', from: 'header', key: 'x-tenant' }] });
+    assert.deepEqual(inbound[12], {
+      choose: [{ when: '"x-mock" in request.headers && "tier" in variables', policies: [{ policy: 'mock-response', config: { status: 503, contentType: 'application/json' } }] }],
+    });
+    assert.deepEqual(outbound[2], { policy: 'set-status', config: { code: 202 } });
+    // Bound as a gateway binds it: the schema, every policy's configuration, every expression.
+    await prepareDocument(run.stdout, { host: newHost().host, baseDir: repoRoot(), policies, sourceName: 'imported.yaml' });
+  });
+
+  test('what cannot be translated is listed with its line and left out: exit 1, or 0 with --partial', async () => {
+    const file = fixture('untranslatable.xml');
+    const run = await runGatehouse(['import-apim', file, '--api', 'x', '--path', '/x', '--backend', 'http://127.0.0.1:9']);
+    assert.equal(run.code, 1);
+    const lines = run.stderr.trim().split('\n');
+    const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+    at(7, /<publish-to-dapr>: no Gatehouse policy for it/);
+    at(8, /multi-statement expression/);
+    at(9, /attribute foo="bar" of <set-header> is not translated/);
+    at(12, /counter-key=.*no CEL mapping|a counter key must be/);
+    at(16, /reason="Fine"/);
+    at(17, /note: <base \/> is not first in <outbound>/);
+    assert.ok(lines.some((l) => /fragments shared-auth are included but not part of the output/.test(l)));
+    assert.match(lines.at(-1)!, /not translated \(left out\); --partial accepts/);
+    const doc = parse(run.stdout) as { apis: { policies: { inbound: unknown[] } }[] };
+    assert.deepEqual(doc.apis[0]!.policies.inbound[0], { policy: 'set-header', config: { name: 'X-Kept', existsAction: 'override', value: 'kept' } });
+    const partial = await runGatehouse(['import-apim', file, '--partial']);
+    assert.equal(partial.code, 0);
+    assert.equal(partial.stdout, run.stdout.slice(run.stdout.indexOf('policies:') + 'policies:\n'.length).replace(/^ {6}/gm, ''));
+  });
+
+  test('a file that is not XML, or not a policy document, is refused with the reason', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'bad.xml'), '<policies><inbound></policies>');
+    const bad = await runGatehouse(['import-apim', join(dir, 'bad.xml')]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /bad\.xml: not well-formed XML/);
+    writeFileSync(join(dir, 'other.xml'), '<fragment><set-header name="a" exists-action="delete" /></fragment>');
+    assert.match((await runGatehouse(['import-apim', join(dir, 'other.xml')])).stderr, /the root element is <fragment>, not <policies>/);
+    assert.equal((await runGatehouse(['import-apim', join(dir, 'bad.xml'), '--api', 'a'])).code, 1);
+  });
+});
+
+describe('an imported document served by a gateway', () => {
+  let backend: RecordingBackend;
+  let gateway: GatewayProcess;
+  const agent = new Agent({ connections: 4 });
+
+  before(async () => {
+    backend = await startRecordingBackend(({ url }) => ({ headers: { 'content-type': 'text/plain', 'x-powered-by': 'backend' }, body: `seen ${url}` }));
+    const run = await runGatehouse(['import-apim', fixture('api-policy.xml'), '--api', 'shop', '--path', '/shop', '--backend', `http://127.0.0.1:${backend.port}`]);
+    assert.equal(run.code, 0, run.stderr);
+    const file = join(tempDir(), 'imported.yaml');
+    writeFileSync(file, run.stdout);
+    gateway = await startGatewayProcess({ config: file });
+  });
+
+  after(() => stopAll(gateway, agent, [backend?.server]));
+
+  const send = (path: string, headers: Record<string, string> = {}, method = 'GET') => sendTo(gateway.url, path, { method, headers, dispatcher: agent });
+
+  test('the translated policies do what the APIM document says', async () => {
+    const missing = await send('/shop/a');
+    assert.equal(missing.status, 400, 'check-header');
+    const before = backend.seen.length;
+    const gold = await send('/shop/gold?page=1', { 'x-tenant': 'acme', 'x-tier': 'gold' });
+    assert.equal(gold.status, 200, gold.body);
+    const seen = backend.seen[before]!;
+    assert.equal(seen.headers['x-lane'], 'fast', 'choose on a variable set from a header');
+    assert.equal(seen.headers['x-client'], '127.0.0.1');
+    assert.equal(seen.url, '/gold?page=1&api-version=2024-01-01');
+    assert.equal(gold.headers['x-status'], '200');
+    assert.equal(gold.headers['x-powered-by'], undefined);
+    assert.equal((await send('/shop/std', { 'x-tenant': 'beta' })).status, 200);
+    assert.equal(backend.seen.at(-1)!.headers['x-lane'], 'standard');
+    const deleted = await send('/shop/x', { 'x-tenant': 'gamma' }, 'DELETE');
+    assert.equal(deleted.status, 405);
+    assert.equal(deleted.body, 'deletes are not allowed');
+    assert.equal(deleted.headers.allow, 'GET, POST');
+  });
+
+  test('cache-lookup and cache-store: the second GET of a page is answered without the backend', async () => {
+    const before = backend.seen.length;
+    const first = await send('/shop/cached?page=2', { 'x-tenant': 'cache-1' });
+    const again = await send('/shop/cached?page=2', { 'x-tenant': 'cache-2' });
+    assert.equal(backend.seen.length, before + 1);
+    assert.equal(again.body, first.body);
+  });
+
+  test('rate-limit-by-key on the tenant header: the fourth call of a tenant in a minute is refused', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await send(`/shop/limited-${i}`, { 'x-tenant': 'limited' })).status);
+    assert.deepEqual(statuses, [200, 200, 200, 429]);
+    assert.equal((await send('/shop/other', { 'x-tenant': 'another' })).status, 200);
+  });
+});

@@ -144,6 +144,10 @@ apis:
   - id: plain
     pathPrefix: /plain
     backend: { url: "http://127.0.0.1:${backend.port}/plain" }
+    policies:
+      inbound:
+        - policy: set-header
+          config: { name: x-trace-id, value: { expr: "traceId" } }
   - id: looked-up
     pathPrefix: /looked-up
     backend: { url: "http://127.0.0.1:${backend.port}/looked-up" }
@@ -190,6 +194,7 @@ apis:
     assert.equal(flags, '01');
     assert.equal(seen.headers.tracestate, 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7', 'the invalid member dropped');
     assert.equal((await accessLog('continued')).traceId, TRACE);
+    assert.equal(seen.headers['x-trace-id'], TRACE, 'expressions read it as traceId');
   });
 
   test('the sampled flag is carried on as it came', async () => {
@@ -205,6 +210,7 @@ apis:
     assert.equal(flags, '01');
     assert.equal(seen.headers.tracestate, undefined, 'no tracestate without a traceparent to go with it');
     assert.equal((await accessLog('started')).traceId, traceId);
+    assert.equal(seen.headers['x-trace-id'], traceId, 'expressions read the trace the gateway started');
   });
 
   test('invalid and hostile traceparents are replaced by a new trace, and the request is served', async () => {

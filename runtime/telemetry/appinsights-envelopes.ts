@@ -26,7 +26,8 @@ export interface MetricAggregate {
   max: number;
 }
 
-const ERROR_NAMES: Record<FailureRecord['source'], string> = {
+/** A failure's type name, by who failed. */
+export const ERROR_NAMES: Record<FailureRecord['source'], string> = {
   policy: 'PolicyFailure',
   backend: 'BackendError',
   gateway: 'GatewayError',

@@ -86,3 +86,24 @@ export interface RequestTelemetry {
   /** Sends what is pending and stops; resolves within `timeoutMs` whatever the ingestion endpoint does. */
   close(timeoutMs: number): Promise<void>;
 }
+
+/** Several upstream telemetry services told the same (Application Insights and OTLP export both configured). */
+export class TelemetryFanout implements RequestTelemetry {
+  constructor(private readonly services: readonly RequestTelemetry[]) {}
+
+  request(record: RequestRecord): void {
+    for (const s of this.services) s.request(record);
+  }
+
+  lateFailure(failure: FailureRecord, about: RequestRef): void {
+    for (const s of this.services) s.lateFailure(failure, about);
+  }
+
+  metric(emission: MetricEmission): void {
+    for (const s of this.services) s.metric(emission);
+  }
+
+  async close(timeoutMs: number): Promise<void> {
+    await Promise.all(this.services.map((s) => s.close(timeoutMs)));
+  }
+}

@@ -270,8 +270,9 @@ export function upstreamHeaders(exchange: Exchange): Record<string, string | str
   const trace = exchange.trace;
   if (trace !== null) {
     out.traceparent = traceparentOf(trace);
-    if (trace.state === null) delete out.tracestate;
-    else out.tracestate = trace.state;
+    if (trace.state !== null) out.tracestate = trace.state;
+    // Rare (a tracestate without a valid traceparent): a delete would move the object to a slower shape.
+    else if (out.tracestate !== undefined) delete out.tracestate;
   }
   return out;
 }

@@ -29,6 +29,9 @@ describe('traceparent', () => {
     // Flags other than sampled are not the gateway's to carry on: bit 0 alone is read.
     assert.equal(parseTraceparent(`00-${TRACE}-${PARENT}-03`)?.sampled, true);
     assert.equal(parseTraceparent(`00-${TRACE}-${PARENT}-02`)?.sampled, false);
+    for (const [flags, sampled] of [['0a', false], ['0b', true], ['0e', false], ['ff', true], ['10', false], ['09', true]] as const) {
+      assert.equal(parseTraceparent(`00-${TRACE}-${PARENT}-${flags}`)?.sampled, sampled, flags);
+    }
   });
 
   test('a later version is read as far as version 00 goes; version ff and a longer 00 are not', () => {
@@ -67,6 +70,8 @@ describe('tracestate', () => {
     assert.equal(parseTracestate([' congo=t61rcWkgMzE ,, ,rojo=x y']), 'congo=t61rcWkgMzE,rojo=x y');
     assert.equal(parseTracestate(['tenant1@vendor=v', 'a-b_c*d/e=1']), 'tenant1@vendor=v,a-b_c*d/e=1');
     assert.equal(parseTracestate(['', ' ']), null);
+    const single = 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7';
+    assert.equal(parseTracestate([single]), single, 'a valid single value is passed on as it came');
   });
 
   test('invalid members and repeated keys are dropped, the rest kept', () => {
@@ -96,8 +101,11 @@ describe('tracestate', () => {
 
   test('a hostile header costs bounded work and never throws', () => {
     const huge = ['a=1,'.repeat(50_000), `${'k'.repeat(300)}=v`, ','.repeat(100_000)];
-    assert.equal(parseTracestate(huge), null, 'nothing past the first 8 KiB of values is read');
+    assert.equal(parseTracestate(huge), null, 'nothing past the first 4 KiB of values is read');
     assert.equal(parseTracestate([`${'a'.repeat(300)}=1`, `k=${'v'.repeat(300)}`]), null, 'keys and values have a length limit');
+    // 200 invalid members before a valid one, in under 4 KiB: only the first 128 members are looked at.
+    assert.equal(parseTracestate([`${'X=1,'.repeat(200)}ok=1`]), null);
+    assert.equal(parseTracestate([`${'X=1,'.repeat(100)}ok=1`]), 'ok=1');
   });
 });
 

@@ -83,54 +83,79 @@ export function parseTraceparent(value: string): { traceId: string; parentId: st
   const length = value.length;
   if (length < TRACEPARENT_LENGTH || length > MAX_TRACEPARENT_LENGTH) return null;
   if (!isHex(value, 0, 2) || value.charCodeAt(2) !== 45 || value.charCodeAt(35) !== 45 || value.charCodeAt(52) !== 45) return null;
-  const version = value.slice(0, 2);
-  if (version === 'ff') return null;
-  if (version === '00' ? length !== TRACEPARENT_LENGTH : length > TRACEPARENT_LENGTH && value.charCodeAt(TRACEPARENT_LENGTH) !== 45) return null;
+  const v0 = value.charCodeAt(0);
+  const v1 = value.charCodeAt(1);
+  // 102: "f". Version ff is invalid; 00 has exactly four fields; a later version's fifth field follows a dash.
+  if (v0 === 102 && v1 === 102) return null;
+  if (v0 === 48 && v1 === 48 ? length !== TRACEPARENT_LENGTH : length > TRACEPARENT_LENGTH && value.charCodeAt(TRACEPARENT_LENGTH) !== 45) return null;
   if (!isHex(value, 3, 35) || !isHex(value, 36, 52) || !isHex(value, 53, 55)) return null;
   const traceId = value.slice(3, 35);
   const parentId = value.slice(36, 52);
   if (traceId === ZERO_TRACE || parentId === ZERO_SPAN) return null;
-  return { traceId, parentId, sampled: (parseInt(value.slice(53, 55), 16) & 1) === 1 };
+  // The sampled flag is the low bit of the flags' second hex digit (lower case, checked above).
+  const digit = value.charCodeAt(54);
+  return { traceId, parentId, sampled: ((digit <= 57 ? digit - 48 : digit - 87) & 1) === 1 };
 }
 
 /** Members a `tracestate` keeps at most, and the characters it keeps at most (commas included), as the specification sets. */
 export const MAX_TRACESTATE_MEMBERS = 32;
 export const MAX_TRACESTATE_LENGTH = 512;
-/** Past this many characters of `tracestate` nothing more is read: a hostile header costs no more than this to parse. */
-const MAX_TRACESTATE_READ = 8192;
+/**
+ * Past this many characters of `tracestate`, or this many members looked at (valid or not), nothing more is read: a
+ * hostile header costs no more than that to parse. Members that far in would be cut by the 512-character bound anyway.
+ */
+const MAX_TRACESTATE_READ = 4096;
+const MAX_TRACESTATE_EXAMINED = 128;
 /** When the members are too long together, those longer than this go first (the specification's order). */
 const LONG_MEMBER = 128;
 
-// key = simple-key / tenant-id "@" system-id (lower-case letters, digits, _ - * /); value: printable ASCII but "," and
-// "=", not ending in a space, at most 256 characters.
-const KEY = /^(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})$/;
-const VALUE = /^[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
+// A list member: key = simple-key / tenant-id "@" system-id (lower-case letters, digits, _ - * /), "=", then a value of
+// printable ASCII but "," and "=", not ending in a space, at most 256 characters. One expression for the whole member.
+const MEMBER =
+  /^(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
 
 /**
  * The `tracestate` to pass on from the values a request carried (several headers are one list), or null when none is
  * left: empty members skipped, invalid ones and repeated keys dropped (the first of a key kept), at most 32 members,
- * and past 512 characters members longer than 128 removed first, then members from the end.
+ * and past 512 characters members longer than 128 removed first, then members from the end. A single value that
+ * needs none of that is passed on as it came.
  */
 export function parseTracestate(values: readonly string[]): string | null {
   const members: string[] = [];
-  const keys = new Set<string>();
+  const keys: string[] = [];
   let read = 0;
+  let examined = 0;
+  let unchanged = values.length === 1;
   for (const value of values) {
     read += value.length + 1;
-    if (read > MAX_TRACESTATE_READ) break;
-    for (const raw of value.split(',')) {
+    if (read > MAX_TRACESTATE_READ) {
+      unchanged = false;
+      break;
+    }
+    for (const raw of value.split(',', MAX_TRACESTATE_EXAMINED - examined)) {
+      examined++;
       const member = raw.trim();
-      if (member === '') continue;
-      const eq = member.indexOf('=');
-      if (eq <= 0) continue;
-      const key = member.slice(0, eq);
-      if (keys.has(key) || !KEY.test(key) || !VALUE.test(member.slice(eq + 1))) continue;
-      keys.add(key);
+      if (member !== raw) unchanged = false;
+      if (member === '' || !MEMBER.test(member)) {
+        unchanged = false;
+        continue;
+      }
+      const key = member.slice(0, member.indexOf('='));
+      if (keys.includes(key)) {
+        unchanged = false;
+        continue;
+      }
+      keys.push(key);
       members.push(member);
       if (members.length === MAX_TRACESTATE_MEMBERS) break;
     }
-    if (members.length === MAX_TRACESTATE_MEMBERS) break;
+    if (members.length === MAX_TRACESTATE_MEMBERS || examined >= MAX_TRACESTATE_EXAMINED) {
+      unchanged = false;
+      break;
+    }
   }
+  if (members.length === 0) return null;
+  if (unchanged && values[0]!.length <= MAX_TRACESTATE_LENGTH && joinedLength(members) === values[0]!.length) return values[0]!;
   let kept = members;
   if (joinedLength(kept) > MAX_TRACESTATE_LENGTH) {
     kept = kept.filter((m) => m.length <= LONG_MEMBER);

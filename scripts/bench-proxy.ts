@@ -19,6 +19,9 @@
 //                endpoint in this process, scripts/bench/ingestion-endpoint.ts): only when BENCH_TARGETS names it, e.g.
 //                BENCH_TARGETS=gatehouse,gatehouse-ai; then also `appinsights-ratio` and the gateway's CPU a request
 //                (BENCH_APPINSIGHTS_SAMPLING_PERCENTAGE sets that gateway's GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE)
+//   gatehouse-otlp Gatehouse without policies, exporting spans and metrics over OTLP (a local receiver in this process,
+//                scripts/bench/otlp-receiver.ts): only when BENCH_TARGETS names it; then also `otlp-ratio`, the CPU
+//                it adds a request and the p99 it adds
 //   deno, deno-5 Gatehouse from its TypeScript sources under Deno (runtime/entry/gateway.ts, as `deno task start`
 //                runs it), without and with the five policies; `deno-throughput-ratio` and
 //                `deno-five-policy-throughput-ratio` are Deno over Node, same rounds
@@ -42,7 +45,7 @@
 //
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
 // BENCH_GATEHOUSE_MAIN (the gateway's entry, default dist/runtime/entry/gateway.js), BENCH_TARGETS (keys to run, comma-separated,
-// e.g. `direct,gatehouse`; default all). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
+// e.g. `direct,gatehouse`; default all), BENCH_TRACEPARENT=1 (every request carries a W3C traceparent). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
 // its stdout (one JSON log line per request) goes to a file in the temp dir, as nginx's access log does.
 // Needs `wrk` and `nginx` on PATH; as root, installs them with apt-get when missing.
 
@@ -57,6 +60,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { positiveFromEnv } from './lib/env.ts';
 import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './bench/ingestion-endpoint.ts';
+import { startBenchOtlpReceiver, type BenchOtlpReceiver } from './bench/otlp-receiver.ts';
 import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
 import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
@@ -211,6 +215,13 @@ function get(port: number, path: string, headers: Record<string, string> = {}): 
 }
 
 const withKey = { 'x-api-key': API_KEY, origin: ORIGIN };
+/**
+ * BENCH_TRACEPARENT=1: every measured request carries this W3C traceparent, so that the gateway continues a trace
+ * instead of starting one (both are on every request's path).
+ */
+const TRACEPARENT = process.env.BENCH_TRACEPARENT === '1' ? '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' : null;
+/** The headers wrk and the latency probe send, as `name: value`. */
+const loadHeaders = [`x-api-key: ${API_KEY}`, `origin: ${ORIGIN}`, ...(TRACEPARENT ? [`traceparent: ${TRACEPARENT}`] : [])];
 
 /** Polls until `path` answers 200; fails when the child exits, after `timeoutMs`, or when `failFast` says so. */
 async function waitReady(child: Child, port: number, path: string, timeoutMs: number, failFast?: (r: Reply, sinceMs: number) => string | null): Promise<void> {
@@ -275,7 +286,7 @@ function cpuMs(pid: number): number | null {
 }
 
 async function runWrk(port: number, seconds: number): Promise<WrkResult> {
-  const args = [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, '--latency', '-H', `x-api-key: ${API_KEY}`, '-H', `origin: ${ORIGIN}`, `http://127.0.0.1:${port}/`];
+  const args = [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, '--latency', ...loadHeaders.flatMap((h) => ['-H', h]), `http://127.0.0.1:${port}/`];
   const child = startChild('wrk', tools.wrk, args);
   let out = '';
   child.proc.stdout?.on('data', (c: Buffer) => (out += c.toString('utf8')));
@@ -412,22 +423,40 @@ let ingestion: BenchIngestionEndpoint | null = null;
 
 /** Gatehouse without policies, sending requests and backend calls to Application Insights (the local endpoint). */
 function appInsightsTarget(dir: string): Target {
-  const target = gatehouseTarget('gatehouse-ai', 'Gatehouse, no policies, Application Insights on', dir, false, () => ({
+  const env = () => ({
     GATEHOUSE_APPINSIGHTS_CONNECTION_STRING: ingestion!.connectionString,
     GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE: process.env.BENCH_APPINSIGHTS_SAMPLING_PERCENTAGE ?? '100',
     NODE_EXTRA_CA_CERTS: ingestion!.certFile,
-  }));
+  });
+  return telemetryTarget('gatehouse-ai', 'Gatehouse, no policies, Application Insights on', dir, env, () => ingestion!.requests(), 'Request envelopes');
+}
+
+/** The OTLP receiver of target `gatehouse-otlp`, started in main() when that target is measured. */
+let otlpReceiver: BenchOtlpReceiver | null = null;
+
+/** Gatehouse without policies, exporting request spans and metrics over OTLP (the local receiver). */
+function otlpTarget(dir: string): Target {
+  const env = () => ({ GATEHOUSE_OTLP_ENDPOINT: otlpReceiver!.url });
+  return telemetryTarget('gatehouse-otlp', 'Gatehouse, no policies, OTLP export on', dir, env, () => otlpReceiver!.serverSpans(), 'server spans');
+}
+
+/**
+ * Gatehouse without policies sending its telemetry to a local receiver, measured only when BENCH_TARGETS names it;
+ * after each run, how much of it arrived (`delivered`: what the receiver counted so far, one a request).
+ */
+function telemetryTarget(key: string, label: string, dir: string, env: () => NodeJS.ProcessEnv, delivered: () => number, what: string): Target {
+  const target = gatehouseTarget(key, label, dir, false, env);
   let before = 0;
   const start = target.start.bind(target);
   target.start = () => {
-    before = ingestion!.requests();
+    before = delivered();
     return start();
   };
-  // The gateway flushes its telemetry when it stops: what arrived then is all its exporter delivered (or dropped).
+  // The gateway flushes its telemetry when it stops: what arrived then is all it delivered (or dropped).
   target.afterStop = async (sent) => {
-    const received = ingestion!.requests() - before;
+    const received = delivered() - before;
     // wrk leaves out the requests in flight when it stops (up to its 32 connections, twice): a few more arrive.
-    return `gatehouse-ai: ${fmtInt(received)} Request envelopes delivered; wrk counted ${fmtInt(sent)} requests (${((100 * received) / sent).toFixed(1)}%)`;
+    return `${key}: ${fmtInt(received)} ${what} delivered; wrk counted ${fmtInt(sent)} requests (${((100 * received) / sent).toFixed(1)}%)`;
   };
   target.optIn = true;
   return target;
@@ -499,8 +528,7 @@ async function runLatency(mode: 'autocannon' | 'constant', port: number): Promis
     `http://127.0.0.1:${port}/`,
     String(LATENCY_RATE),
     String(LATENCY_S),
-    `x-api-key: ${API_KEY}`,
-    `origin: ${ORIGIN}`,
+    ...loadHeaders,
   ]);
   let out = '';
   child.proc.stdout?.on('data', (c: Buffer) => (out += c.toString('utf8')));
@@ -566,7 +594,7 @@ async function main(): Promise<number> {
   tmpRoot = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'));
   chmodSync(tmpRoot, 0o755);
 
-  log(`# node ${process.version}, ${nginxVersion}; wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION_S}s (warm-up ${WARMUP_S}s) -H 'x-api-key: ${API_KEY}' -H 'origin: ${ORIGIN}', ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating order`);
+  log(`# node ${process.version}, ${nginxVersion}; wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION_S}s (warm-up ${WARMUP_S}s) ${loadHeaders.map((h) => `-H '${h}'`).join(' ')}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating order`);
 
   backendPort = await freePort();
   const backend = startChild('backend', process.execPath, [...nodeArgs, benchScript('backend')], { env: { BENCH_PORT: String(backendPort) } });
@@ -587,6 +615,7 @@ async function main(): Promise<number> {
     gatehouseTarget('gatehouse-5w', 'Gatehouse, five policies, a when: on each', join(tmpRoot, 'gatehouse'), 'with-conditions'),
     { ...gatehouseTarget('gatehouse-cache', 'Gatehouse, response cache (hits)', join(tmpRoot, 'gatehouse'), 'cache'), optIn: true },
     appInsightsTarget(join(tmpRoot, 'gatehouse')),
+    otlpTarget(join(tmpRoot, 'gatehouse')),
     gatehouseTarget('deno', 'Gatehouse under Deno, no policies', join(tmpRoot, 'deno'), false, undefined, undefined, underDeno),
     gatehouseTarget('deno-5', 'Gatehouse under Deno, five policies', join(tmpRoot, 'deno'), true, undefined, undefined, underDeno),
     ...(baselineMain
@@ -600,6 +629,8 @@ async function main(): Promise<number> {
   for (const t of targets) if (only.length > 0 ? !only.includes(t.key) : t.optIn) t.unavailable = LEFT_OUT;
   const aiTarget = targets.find((t) => t.key === 'gatehouse-ai')!;
   if (!skipped(aiTarget)) ingestion = await startBenchIngestionEndpoint(tmpRoot);
+  const otlp = targets.find((t) => t.key === 'gatehouse-otlp')!;
+  if (!skipped(otlp)) otlpReceiver = await startBenchOtlpReceiver();
   const results = new Map<string, Measured>(targets.map((t) => [t.key, { rounds: [] }]));
 
   for (let round = 0; round < ROUNDS; round++) {
@@ -657,6 +688,7 @@ async function main(): Promise<number> {
       ['gatehouse', gatehouse],
       ['gatehouse-5', gatehouse5],
       ['gatehouse-ai', aiTarget],
+      ['gatehouse-otlp', otlp],
     ];
     for (const [key, target] of probed.filter(([, t]) => !t.unavailable)) {
       let running: Running | null = null;
@@ -736,6 +768,7 @@ async function main(): Promise<number> {
         ['appinsights/no-appinsights', 'gatehouse-ai', 'gatehouse'],
         ['cache-hit/direct', 'gatehouse-cache', 'direct'],
         ['cache-hit/gatehouse', 'gatehouse-cache', 'gatehouse'],
+        ['otlp/no-otlp', 'gatehouse-otlp', 'gatehouse'],
         ['deno/node', 'deno', 'gatehouse'],
         ['deno-5/node-5', 'deno-5', 'gatehouse-5'],
         ...(baselineMain ? ([['this/baseline', 'gatehouse', 'baseline'], ['this-5/baseline-5', 'gatehouse-5', 'baseline-5']] as Array<[string, string, string]>) : []),
@@ -806,6 +839,12 @@ async function main(): Promise<number> {
     lines.push(`appinsights-cpu-us-added-per-request: ${cpuAdded('gatehouse-ai', 'gatehouse')}`);
     lines.push(`appinsights-p99-added-ms: ${minus(lat('gatehouse-ai', 'constant')?.p99, lat('gatehouse', 'constant')?.p99)}`);
     await ingestion?.close();
+  }
+  if (!skipped(otlp)) {
+    lines.push(`otlp-ratio: ${ratio(best('gatehouse-otlp'), gh)}`);
+    lines.push(`otlp-cpu-us-added-per-request: ${cpuAdded('gatehouse-otlp', 'gatehouse')}`);
+    lines.push(`otlp-p99-added-ms: ${minus(lat('gatehouse-otlp', 'constant')?.p99, lat('gatehouse', 'constant')?.p99)}`);
+    await otlpReceiver?.close();
   }
   process.stdout.write(lines.join('\n') + '\n');
   return lines.some((l) => l.endsWith('n/a')) ? 1 : 0;

@@ -115,6 +115,9 @@ describe('application insights: an exporter thread that stops', () => {
     assert.ok(telemetry instanceof ApplicationInsightsTelemetry);
     const request = (id: string): RequestRecord => ({
       requestId: id,
+      traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+      spanId: '00f067aa0ba902b7',
+      parentSpanId: null,
       method: 'GET',
       route: '/api/*',
       url: 'http://127.0.0.1/api/x',

@@ -61,6 +61,9 @@ test('the envelopes the exporter thread writes have the shapes of the SDK\'s own
     const now = Date.now();
     telemetry.request({
       requestId: 'ours-1',
+      traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+      spanId: '00f067aa0ba902b7',
+      parentSpanId: 'b7ad6b7169203331',
       method: 'GET',
       route: '/shop/orders/{id}',
       url: 'http://gateway.test/shop/orders/1',

@@ -156,6 +156,37 @@ apis:
     assert.equal(backend.seen.at(-1)?.url, '/v1/orders/42?key=secret', 'the backend itself got the query');
   });
 
+  test('a caller\'s traceparent: the operation id is its trace id, the Request\'s parent its span, the backend\'s parent the Request', async () => {
+    const traceId = '0af7651916cd43dd8448eb211c80319c';
+    const callerSpan = 'b7ad6b7169203331';
+    const res = await send(gw.url, '/shop/orders/7', {
+      headers: { 'x-tenant': 'acme', 'x-request-id': 'req-traced', traceparent: `00-${traceId}-${callerSpan}-01` },
+    });
+    assert.equal(res.status, 200);
+    await waitFor('the traced request and its backend call', () => requestOf('req-traced') !== undefined && dependencyOf('req-traced') !== undefined, 15_000);
+    const request = requestOf('req-traced')!;
+    assert.equal(request.tags['ai.operation.id'], traceId, 'the operation is the caller\'s trace');
+    assert.equal(request.tags['ai.operation.parentId'], callerSpan, 'the caller\'s span is the Request\'s parent');
+    const gatewaySpan = request.data.baseData.id as string;
+    assert.match(gatewaySpan, /^[0-9a-f]{16}$/);
+    assert.notEqual(gatewaySpan, callerSpan);
+    assertChildOf(dependencyOf('req-traced')!, request);
+    assert.notEqual(dependencyOf('req-traced')!.data.baseData.id, gatewaySpan);
+    // The backend continues the same trace, its parent the gateway's span: the Request.
+    const seen = backend.seen.find((s) => s.url === '/v1/orders/7');
+    assert.equal(seen?.headers.traceparent, `00-${traceId}-${gatewaySpan}-01`);
+  });
+
+  test('without a traceparent: a new trace, the Request without a parent, its id what the backend got as parent', async () => {
+    const res = await send(gw.url, '/shop/orders/8', { headers: { 'x-tenant': 'acme', 'x-request-id': 'req-untraced' } });
+    assert.equal(res.status, 200);
+    await waitFor('the request', () => requestOf('req-untraced') !== undefined, 15_000);
+    const request = requestOf('req-untraced')!;
+    assert.equal(request.tags['ai.operation.parentId'], undefined, 'a trace the gateway started has no parent');
+    const seen = backend.seen.find((s) => s.url === '/v1/orders/8');
+    assert.equal(seen?.headers.traceparent, `00-${request.tags['ai.operation.id']}-${request.data.baseData.id as string}-01`);
+  });
+
   test('a backend that refuses connections: a failed Request (502), a failed dependency and a BackendError, correlated', async () => {
     const res = await send(gw.url, '/down/anything', { headers: { 'x-request-id': 'req-down' } });
     assert.equal(res.status, 502);
@@ -249,8 +280,8 @@ apis:
       total.min = Math.min(total.min, p.min);
       total.max = Math.max(total.max, p.max);
     }
-    // Two requests through the shop API, 3 each: the sum, the count, the smallest and the largest value.
-    assert.deepEqual(total, { value: 6, count: 2, min: 3, max: 3 });
+    // Four requests through the shop API, 3 each: the sum, the count, the smallest and the largest value.
+    assert.deepEqual(total, { value: 12, count: 4, min: 3, max: 3 });
     for (const e of seen) assert.deepEqual(e.data.baseData.properties, { tenant: 'acme', region: 'eu-west' });
     assert.equal(metrics.length, seen.length, 'no other metric: no statsbeat, no resource metric, no performance counters');
     assert.ok(ingestion.envelopes.every((e) => e.iKey === INSTRUMENTATION_KEY));
@@ -380,7 +411,8 @@ apis:
       await waitFor('the failure', () => ofType(ingestion.envelopes, 'Exception').some((e) => property(e, 'requestId') === 'sampled-down'), 15_000);
       const exception = ofType(ingestion.envelopes, 'Exception').find((e) => property(e, 'requestId') === 'sampled-down')!;
       assert.equal(property(exception, 'reason'), 'unreachable');
-      assert.equal(exception.tags['ai.operation.parentId'], undefined, 'no request was sent to be its parent');
+      assert.equal(exception.tags['ai.operation.parentId'], undefined, 'no request was sent to be its parent, and the trace is the gateway\'s');
+      assert.match(exception.tags['ai.operation.id'] ?? '', /^[0-9a-f]{32}$/, 'the failure is in its request\'s trace');
       // The gateway flushes at shutdown: anything it kept has arrived once it is gone.
       await gw.stop('SIGTERM');
       assert.deepEqual(

@@ -60,6 +60,7 @@ describe('structured logs', () => {
     const { logger, lines } = capture();
     const record = {
       requestId: 'id-"1"',
+      traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
       method: 'GET',
       path: '/a\u0001b',
       api: 'shop',
@@ -82,6 +83,7 @@ describe('structured logs', () => {
     const line = JSON.parse(lines[0]!) as Record<string, unknown>;
     assert.equal(line.msg, 'request');
     assert.equal(line.requestId, record.requestId);
+    assert.equal(line.traceId, record.traceId);
     assert.equal(line.path, record.path);
     assert.equal(line.durationMs, 1.235);
     assert.equal(line.backendMs, null);

@@ -30,6 +30,8 @@ import type { Logger } from '../telemetry/logger.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
 import { registerLogMetrics, registerProcessMetrics } from '../telemetry/process-metrics.ts';
 import { startApplicationInsights, type ApplicationInsightsSettings } from '../telemetry/appinsights.ts';
+import type { OtlpSettings } from '../telemetry/otlp-settings.ts';
+import { TelemetryFanout, type RequestTelemetry } from '../telemetry/request-telemetry.ts';
 import { FIXED_PATHS, adminApp, dataPlaneApp } from '../server/app.ts';
 import { startEchoBackend, type EchoBackend } from '../server/echo.ts';
 import { Gateway } from '../gateway/gateway.ts';
@@ -83,6 +85,8 @@ export interface GatewayOptions {
   cacheLimits?: CacheLimits;
   /** Requests, backend calls, failures and policy metrics sent to Application Insights (GATEHOUSE_APPINSIGHTS_*). */
   appInsights?: ApplicationInsightsSettings;
+  /** Request spans and metrics exported to an OpenTelemetry collector (GATEHOUSE_OTLP_*). */
+  otlp?: OtlpSettings;
   /**
    * The configuration comes from this control plane (GATEHOUSE_CONFIG_URL, GATEHOUSE_TOKEN) instead of a file: the
    * gateway serves 503 on the probe path until the first document is applied, then polls for changes.
@@ -122,9 +126,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const { logger } = options;
   const metrics = new MetricsRegistry();
   // First to open anything, so that an exporter thread that cannot start stops the start before anything else is opened.
-  const telemetry = options.appInsights
-    ? await startApplicationInsights(options.appInsights, logger, { script: options.assets.appInsightsExporter, version: options.assets.version }, metrics)
-    : null;
+  const services: RequestTelemetry[] = [];
+  if (options.appInsights) {
+    services.push(await startApplicationInsights(options.appInsights, logger, { script: options.assets.appInsightsExporter, version: options.assets.version }, metrics));
+  }
+  // The OpenTelemetry packages are loaded only by a gateway told to export: the others do not pay for them at start.
+  if (options.otlp) services.push(await (await import('../telemetry/otlp.ts')).startOtlp(options.otlp, logger, options.assets.version, metrics));
+  const telemetry = services.length === 0 ? null : services.length === 1 ? services[0]! : new TelemetryFanout(services);
   registerProcessMetrics(metrics);
   registerLogMetrics(metrics, logger);
   const adapter = runtimeAdapter();

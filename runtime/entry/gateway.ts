@@ -28,6 +28,19 @@ import {
   parseSamplingPercentage,
   type ApplicationInsightsSettings,
 } from '../telemetry/appinsights.ts';
+import {
+  DEFAULT_OTLP_BATCH_SIZE,
+  DEFAULT_OTLP_METRICS_INTERVAL_MS,
+  DEFAULT_OTLP_QUEUE_LIMIT,
+  DEFAULT_OTLP_SEND_INTERVAL_MS,
+  OTLP_BATCH_SIZE_VARIABLE,
+  OTLP_ENDPOINT_VARIABLE,
+  OTLP_METRICS_INTERVAL_VARIABLE,
+  OTLP_QUEUE_LIMIT_VARIABLE,
+  OTLP_SEND_INTERVAL_VARIABLE,
+  parseOtlpEndpoint,
+  type OtlpSettings,
+} from '../telemetry/otlp-settings.ts';
 // The single-file bundle is built from this file with ./assets/embedded.ts in place of ./assets/repository.ts.
 import { gatewayAssets } from '../assets/repository.ts';
 import { LEVELS, Logger, parseLogLevel, stdoutSink } from '../telemetry/logger.ts';
@@ -91,6 +104,12 @@ Environment:
   GATEHOUSE_APPINSIGHTS_BATCH_SIZE  envelopes sent in one request at most (512)
   GATEHOUSE_APPINSIGHTS_SEND_INTERVAL_MS  how long telemetry waits for a batch to fill before it is sent (1000)
   GATEHOUSE_APPINSIGHTS_CA_FILE  certificates (PEM) to trust for the ingestion endpoint, besides the system's
+  GATEHOUSE_OTLP_ENDPOINT    export request spans and metrics to this OpenTelemetry collector (OTLP/HTTP base URL,
+                             http://collector:4318)
+  GATEHOUSE_OTLP_QUEUE_LIMIT  requests whose spans wait at most for the collector; more are dropped and counted (4096)
+  GATEHOUSE_OTLP_BATCH_SIZE  requests in one span export at most (512)
+  GATEHOUSE_OTLP_SEND_INTERVAL_MS  how long spans wait for a batch to fill before they are exported (1000)
+  GATEHOUSE_OTLP_METRICS_INTERVAL_MS  how often metrics are exported (60000)
 `;
 
 function argValue(args: string[], name: string): string | undefined {
@@ -268,6 +287,30 @@ if (appInsightsText !== undefined) {
   }
 }
 
+let otlp: OtlpSettings | undefined;
+const otlpEndpoint = process.env[OTLP_ENDPOINT_VARIABLE] || undefined;
+const otlpCounts = [OTLP_QUEUE_LIMIT_VARIABLE, OTLP_BATCH_SIZE_VARIABLE, OTLP_SEND_INTERVAL_VARIABLE, OTLP_METRICS_INTERVAL_VARIABLE];
+if (otlpEndpoint !== undefined) {
+  const endpoint = parseOtlpEndpoint(otlpEndpoint);
+  if (!endpoint.ok) refuse(`${OTLP_ENDPOINT_VARIABLE}=${otlpEndpoint} ${endpoint.problem}`);
+  const count = (variable: string, fallback: number, min: number, max: number): number => {
+    const parsed = parsePositiveInteger(process.env[variable], fallback, max);
+    if (!parsed.ok || parsed.value < min) refuse(`${variable}=${process.env[variable]}: ${parsed.ok ? `is under ${min}` : parsed.problem}`);
+    return parsed.value;
+  };
+  otlp = {
+    endpoint: endpoint.value,
+    queueLimit: count(OTLP_QUEUE_LIMIT_VARIABLE, DEFAULT_OTLP_QUEUE_LIMIT, 1, 1_000_000),
+    batchSize: count(OTLP_BATCH_SIZE_VARIABLE, DEFAULT_OTLP_BATCH_SIZE, 1, 10_000),
+    sendIntervalMs: count(OTLP_SEND_INTERVAL_VARIABLE, DEFAULT_OTLP_SEND_INTERVAL_MS, 10, 600_000),
+    metricsIntervalMs: count(OTLP_METRICS_INTERVAL_VARIABLE, DEFAULT_OTLP_METRICS_INTERVAL_MS, 100, 3_600_000),
+  };
+} else {
+  for (const variable of otlpCounts) {
+    if (process.env[variable]) refuse(`${variable} is set but ${OTLP_ENDPOINT_VARIABLE} is not: nothing would be exported`);
+  }
+}
+
 // Read once here, so that a wrong path stops the start; then before every call to the control plane.
 let tokenFromFile: GatewayTokenFile | undefined;
 if (configUrl !== undefined && tokenFile !== undefined) {
@@ -296,6 +339,7 @@ try {
     keysMinRefreshMs,
     redisUrl,
     appInsights,
+    otlp,
     instrumentedCacheDir: process.env.GATEHOUSE_INSTRUMENTED_CACHE_DIR ? resolve(process.env.GATEHOUSE_INSTRUMENTED_CACHE_DIR) : undefined,
     instrumentedCacheKey,
     controlPlane: configUrl

@@ -121,6 +121,10 @@ export class Activation {
   get requestId(): string {
     return this.exchange.requestId;
   }
+  /** The W3C trace id of the request (its caller's, or the one the gateway started); empty outside the gateway. */
+  get traceId(): string {
+    return this.exchange.trace?.traceId ?? '';
+  }
   /** The operation's URL template parameters (`/orders/{id}` gives `route.id`). */
   get route(): ReadonlyMap<string, string> {
     return this.exchange.routeParams;
@@ -179,6 +183,7 @@ export const EXPRESSION_VARIABLES: readonly [string, string][] = [
   ['api', 'string'],
   ['operation', 'string'],
   ['requestId', 'string'],
+  ['traceId', 'string'],
   ['route', 'map<string, string>'],
   ['variables', 'map<string, string>'],
   ['namedValues', 'map<string, string>'],

@@ -6,6 +6,8 @@ import { jsonString } from '../telemetry/logger.ts';
 
 export interface AccessRecord {
   requestId: string;
+  /** The W3C trace the request belongs to (its `traceparent`'s, or the one the gateway started). */
+  traceId: string;
   method: string;
   path: string;
   api: string;
@@ -58,7 +60,7 @@ const OUTCOME_TAILS: Record<PolicyTiming['outcome'], string> = {
 /** The record's fields as JSON members (`,"requestId":"…",…`), for Logger.logMembers. */
 export function accessLogMembers(r: AccessRecord): string {
   let out =
-    `,"requestId":${jsonString(r.requestId)},"method":${jsonString(r.method)},"path":${jsonString(r.path)}` +
+    `,"requestId":${jsonString(r.requestId)},"traceId":"${r.traceId}","method":${jsonString(r.method)},"path":${jsonString(r.path)}` +
     `,"api":${jsonString(r.api)},"operation":${jsonString(r.operation)},"status":${r.status}` +
     `,"durationMs":${roundMs(r.durationMs)},"backendMs":${r.backendMs === null ? 'null' : roundMs(r.backendMs)},"policies":[`;
   for (let i = 0; i < r.policies.length; i++) {

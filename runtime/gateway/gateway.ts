@@ -18,6 +18,7 @@ import { BackendCallStart, failedOpenRecord, gatewayFailure, requestFailures } f
 import { refusalReason } from './request-checks.ts';
 import { switchingProtocolsHead, WebSocketForwarder, type BackendHandshake } from '../proxy/websocket.ts';
 import { WebSocketConnections, type UpgradeResult } from './websockets.ts';
+import { traceContextOf, type TraceContext } from '../telemetry/trace-context.ts';
 
 
 export const STATUS_PATH = '/status-0123456789abcdef';
@@ -101,7 +102,7 @@ export class Gateway {
   }
 
   async handle(req: GatewayRequest): Promise<GatewayResponse> {
-    const res = await this.tracked(req, (started, live) => this.route(req, started, live));
+    const res = await this.tracked(req, (started, live, trace) => this.route(req, started, live, trace));
     if (this.draining) res.headers.set('connection', ['close']);
     return res;
   }
@@ -112,7 +113,7 @@ export class Gateway {
    * writes the 101 to the client's socket, pipes bytes both ways, and answers null. Otherwise, the response to write.
    */
   handleUpgrade(req: GatewayRequest, client: UpgradeSocket): Promise<GatewayResponse | null> {
-    return this.tracked(req, (started, live) => this.upgrade(req, client, started, live));
+    return this.tracked(req, (started, live, trace) => this.upgrade(req, client, started, live, trace));
   }
 
   /** Shutdown: each WebSocket connection gets close 1001; resolves when they are closed. */
@@ -121,17 +122,19 @@ export class Gateway {
   }
 
   /** Counts a request in flight while `serve` runs it under the configuration in force as it starts. */
-  private async tracked<T>(req: GatewayRequest, serve: (started: number, live: LiveConfig | null) => Promise<T>): Promise<T> {
+  private async tracked<T>(req: GatewayRequest, serve: (started: number, live: LiveConfig | null, trace: TraceContext) => Promise<T>): Promise<T> {
     this.inFlight++;
     const started = performance.now();
+    // The request's hop of its W3C trace, continued from the caller's traceparent or new.
+    const trace = traceContextOf(req.headers.get('traceparent'), req.headers.get('tracestate'));
     // The configuration this request is served by, whatever is applied while it runs.
     const live = this.configs.current;
     live?.enter();
     try {
-      return await serve(started, live);
+      return await serve(started, live, trace);
     } catch (err) {
       // The platform answers 500 for what the handler could not answer (a gateway bug); upstream telemetry hears of it.
-      this.reportGatewayFailure(500, 'internal', (err as Error)?.message ?? String(err), started, req.headers.get('x-request-id')?.[0] ?? '', req);
+      this.reportGatewayFailure(500, 'internal', (err as Error)?.message ?? String(err), started, req.headers.get('x-request-id')?.[0] ?? '', trace, req);
       throw err;
     } finally {
       live?.leave();
@@ -142,9 +145,9 @@ export class Gateway {
     }
   }
 
-  private async route(req: GatewayRequest, started: number, live: LiveConfig | null): Promise<GatewayResponse> {
+  private async route(req: GatewayRequest, started: number, live: LiveConfig | null, trace: TraceContext): Promise<GatewayResponse> {
     const requestId = req.headers.get('x-request-id')?.[0] ?? randomUUID();
-    const routed = this.routeIn(req, live, started, requestId);
+    const routed = this.routeIn(req, live, started, requestId, trace);
     if (!isRouted(routed)) return routed;
     const { api, operation } = routed;
     // Routed: a configuration is loaded.
@@ -161,11 +164,11 @@ export class Gateway {
       } else body = { whole: null, stream: req.body ? limitBody(req.body, limit, requestBytes) : null };
     }
     if (body === null) {
-      this.record({ api, operation, status: 413, started, requestId, req });
+      this.record({ api, operation, status: 413, started, requestId, trace, req });
       const size = declaredTooLarge ? `request body of ${declared} bytes exceeds ${limit}` : `request body exceeds ${limit} bytes`;
       return problem(413, 'Content Too Large', size, requestId);
     }
-    const { exchange, to } = this.exchangeFor(req, routed, requestId, body);
+    const { exchange, to } = this.exchangeFor(req, routed, requestId, trace, body);
     const outcome = await this.runChain(req, routed, exchange, to);
     try {
       if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
@@ -174,7 +177,7 @@ export class Gateway {
         if (body.whole) requestBytes.n = body.whole.byteLength;
         response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
       }
-      this.record({ api, operation, status: response.status, started, requestId, req, exchange, ...outcome });
+      this.record({ api, operation, status: response.status, started, requestId, trace, req, exchange, ...outcome });
       return response;
     } catch (err) {
       // No response will carry the exchange to its end: what its policies hold (leases) is given back now.
@@ -184,20 +187,26 @@ export class Gateway {
   }
 
   /** The request's API and operation in the configuration `live`, or the answer when there is none (recorded). */
-  private routeIn(req: GatewayRequest, live: LiveConfig | null, started: number, requestId: string): Routed | GatewayResponse {
-    if (live) return this.match(req, live, started, requestId);
-    this.reportGatewayFailure(503, 'not-ready', 'no configuration loaded yet', started, requestId, req);
+  private routeIn(req: GatewayRequest, live: LiveConfig | null, started: number, requestId: string, trace: TraceContext): Routed | GatewayResponse {
+    if (live) return this.match(req, live, started, requestId, trace);
+    this.reportGatewayFailure(503, 'not-ready', 'no configuration loaded yet', started, requestId, trace, req);
     return problem(503, 'Service Unavailable', 'no configuration loaded yet', requestId);
   }
 
-  private async upgrade(req: GatewayRequest, client: UpgradeSocket, started: number, live: LiveConfig | null): Promise<GatewayResponse | null> {
+  private async upgrade(
+    req: GatewayRequest,
+    client: UpgradeSocket,
+    started: number,
+    live: LiveConfig | null,
+    trace: TraceContext,
+  ): Promise<GatewayResponse | null> {
     const requestId = req.headers.get('x-request-id')?.[0] ?? randomUUID();
-    const routed = this.routeIn(req, live, started, requestId);
+    const routed = this.routeIn(req, live, started, requestId, trace);
     if (!isRouted(routed)) return routed;
     const { api, operation } = routed;
     const refuse = (status: number, title: string, detail: string, result: UpgradeResult) => {
       this.webSockets.counted(api.id, result);
-      this.record({ api, operation, status, started, requestId, req });
+      this.record({ api, operation, status, started, requestId, trace, req });
       return problem(status, title, detail, requestId);
     };
     const ws = operation.webSocket;
@@ -217,7 +226,7 @@ export class Gateway {
     let upgraded = null as BackendHandshake['upgraded'];
     let backendAnswered = false;
     try {
-      const { exchange, to } = this.exchangeFor(req, routed, requestId, { whole: null, stream: null });
+      const { exchange, to } = this.exchangeFor(req, routed, requestId, trace, { whole: null, stream: null });
       const outcome = await this.runChain(req, routed, exchange, to, async (ex, t) => {
         const answer = await this.webSocketForwarder.handshake(ex, t, api.backends.options.timeoutMs);
         backendAnswered = true;
@@ -231,7 +240,7 @@ export class Gateway {
         upgraded = null;
         this.webSockets.counted(api.id, 'upgraded');
         response.headers.set('x-request-id', [requestId]);
-        this.record({ api, operation, status: 101, started, requestId, req, exchange, ...outcome });
+        this.record({ api, operation, status: 101, started, requestId, trace, req, exchange, ...outcome });
         const start = { head101: switchingProtocolsHead(response.headers), clientHead: client.head, backendEarly: backend.early, requestId };
         this.webSockets.open(reservation, client.socket, backend.socket, ws, start, (toBackend, toClient) => {
           if (exchange.hasEndActions) exchange.end({ requestBytes: toBackend, responseBytes: toClient });
@@ -246,7 +255,7 @@ export class Gateway {
       // A 1xx the chain made without a backend connection to switch to (a policy's answer) cannot be sent as a response.
       const res = response.status < 200 ? problem(502, 'Bad Gateway', `status ${response.status} without a WebSocket connection to the backend`, requestId) : finish(response, requestId);
       if (exchange.hasEndActions) exchange.end({ requestBytes: 0, responseBytes: res.body?.byteLength ?? 0 });
-      this.record({ api, operation, status: res.status, started, requestId, req, exchange, ...outcome });
+      this.record({ api, operation, status: res.status, started, requestId, trace, req, exchange, ...outcome });
       return res;
     } catch (err) {
       reservation.release();
@@ -262,6 +271,7 @@ export class Gateway {
     req: GatewayRequest,
     routed: Routed,
     requestId: string,
+    trace: TraceContext,
     body: { whole: Uint8Array | null; stream: BodyStream | null },
   ): { exchange: Exchange; to: ForwardTarget } {
     const { api, operation } = routed;
@@ -273,6 +283,7 @@ export class Gateway {
       operation: operation.id,
       backendUrl: target.url,
       routeParams: routed.params,
+      trace,
       request: {
         method: req.method,
         path: req.path,
@@ -294,7 +305,7 @@ export class Gateway {
         this.logger.warn('backend response cut short', { requestId, api: api.id, operation: operation.id, error: error.message });
         this.telemetry?.lateFailure(
           { source: 'backend', reason: 'truncated', message: error.message, policy: null, failedOpen: false },
-          { requestId, api: api.id, operation: operation.id },
+          { requestId, api: api.id, operation: operation.id, traceId: trace.traceId, parentSpanId: trace.spanId },
         );
       },
     };
@@ -302,20 +313,20 @@ export class Gateway {
   }
 
   /** The API and operation a request goes to, or the answer when it goes to none (recorded). */
-  private match(req: GatewayRequest, live: LiveConfig, started: number, requestId: string): Routed | GatewayResponse {
+  private match(req: GatewayRequest, live: LiveConfig, started: number, requestId: string, trace: TraceContext): Routed | GatewayResponse {
     const refused = refusalReason(req);
     if (refused !== null) {
-      this.record({ api: null, operation: null, status: 400, started, requestId, req });
+      this.record({ api: null, operation: null, status: 400, started, requestId, trace, req });
       return problem(400, 'Bad Request', refused, requestId);
     }
     const host = req.headers.get('host')?.[0] ?? '';
     const match = live.router.match(host, req.path, req.method);
     if (match.kind === 'not-found') {
-      this.record({ api: null, operation: null, status: 404, started, requestId, req });
+      this.record({ api: null, operation: null, status: 404, started, requestId, trace, req });
       return problem(404, 'Not Found', `no API serves ${req.method} ${req.path}`, requestId);
     }
     if (match.kind === 'undecodable') {
-      this.record({ api: match.api.value, operation: null, status: 400, started, requestId, req });
+      this.record({ api: match.api.value, operation: null, status: 400, started, requestId, trace, req });
       return problem(400, 'Bad Request', match.message, requestId);
     }
     const api = match.api.value;
@@ -331,7 +342,7 @@ export class Gateway {
       if (req.method === 'OPTIONS' && req.headers.has('access-control-request-method')) {
         return { api, operation: api.defaultOperation, params: new Map(), preflightAnswer: notAllowed };
       }
-      this.record({ api, operation: null, status: 405, started, requestId, req });
+      this.record({ api, operation: null, status: 405, started, requestId, trace, req });
       return notAllowed();
     }
     return { api, operation: match.operation?.value ?? api.defaultOperation, params: match.params, preflightAnswer: null };
@@ -394,11 +405,11 @@ export class Gateway {
   }
 
   private record(r: RequestRecord): void {
-    const { api, operation, status, started, requestId, req, exchange = null, backendMs = null } = r;
+    const { api, operation, status, started, requestId, trace, req, exchange = null, backendMs = null } = r;
     const ms = performance.now() - started;
     if (api) this.aggregates?.observe(api.id, status, ms);
     if (this.telemetry) {
-      this.report(api, operation, status, started, ms, requestId, req, r.backendCall ?? null, requestFailures(exchange?.error ?? null, r.failedOpen ?? null));
+      this.report(api, operation, status, started, ms, requestId, trace, req, r.backendCall ?? null, requestFailures(exchange?.error ?? null, r.failedOpen ?? null));
     }
     const keys = this.labelKeys(api, operation);
     this.requests.incKey(keys.withStatus(status));
@@ -410,6 +421,7 @@ export class Gateway {
       'request',
       accessLogMembers({
         requestId,
+        traceId: trace.traceId,
         method: req.method,
         path: req.path,
         api: keys.api,
@@ -432,10 +444,11 @@ export class Gateway {
     message: string,
     started: number,
     requestId: string,
+    trace: TraceContext,
     req: GatewayRequest,
   ): void {
     if (!this.telemetry) return;
-    this.report(null, null, status, started, performance.now() - started, requestId, req, null, [gatewayFailure(reason, message)]);
+    this.report(null, null, status, started, performance.now() - started, requestId, trace, req, null, [gatewayFailure(reason, message)]);
   }
 
   /** Hands a request to upstream telemetry. */
@@ -446,12 +459,16 @@ export class Gateway {
     started: number,
     durationMs: number,
     requestId: string,
+    trace: TraceContext,
     req: GatewayRequest,
     backend: BackendCallRecord | null,
     failures: FailureRecord[],
   ): void {
     this.telemetry!.request({
       requestId,
+      traceId: trace.traceId,
+      spanId: trace.spanId,
+      parentSpanId: trace.parentId,
       method: req.method,
       // Requests that matched an API but no operation (405) take the API's catch-all name.
       route: api ? api.prefix + (operation ?? api.defaultOperation).pathTemplate : null,
@@ -556,6 +573,7 @@ interface RequestRecord {
   status: number;
   started: number;
   requestId: string;
+  trace: TraceContext;
   req: GatewayRequest;
   exchange?: Exchange | null;
   backendMs?: number | null;

@@ -10,6 +10,7 @@ import { badRequest, CounterEffects, isPositiveInt, parseObject, type CounterEff
 import { collectBody } from './body.ts';
 import { EgressGuard } from '../network/egress-guard.ts';
 import { KeySets, type FetchedDocument } from './key-sets.ts';
+import { newSpanId, traceparentOf, type TraceContext } from '../telemetry/trace-context.ts';
 
 const MAX_HTTP_RESPONSE_BYTES = 1024 * 1024;
 const MAX_HTTP_TIMEOUT_MS = 30_000;
@@ -128,7 +129,7 @@ export class GatewayEffects extends CounterEffects {
     }
     this.httpInFlight++;
     try {
-      return await this.send(url, req, access === 'exact' ? this.named : this.checked);
+      return await this.send(url, req, access === 'exact' ? this.named : this.checked, context.trace ?? null);
     } catch (err) {
       // The name resolved to an address the wildcard entry does not reach: outside the grant, like a host it does not name.
       if (err instanceof EgressRefused) {
@@ -141,9 +142,10 @@ export class GatewayEffects extends CounterEffects {
   }
 
   /** Sends the request and reads the answer, up to MAX_HTTP_RESPONSE_BYTES. */
-  private async send(url: URL, req: Record<string, unknown>, dispatcher: Dispatcher): Promise<Record<string, unknown>> {
+  private async send(url: URL, req: Record<string, unknown>, dispatcher: Dispatcher, trace: TraceContext | null): Promise<Record<string, unknown>> {
     const method = typeof req.method === 'string' ? req.method.toUpperCase() : 'GET';
-    const headers = isStringRecord(req.headers) ? req.headers : {};
+    const asked = isStringRecord(req.headers) ? req.headers : {};
+    const headers = trace === null ? asked : withTraceContext(asked, trace);
     const timeoutMs = Math.min(isPositiveInt(req.timeoutMs) ? req.timeoutMs : 5000, MAX_HTTP_TIMEOUT_MS);
     const res = await undiciRequest(url, {
       dispatcher,
@@ -193,6 +195,26 @@ function keysRequest(request: string, context: EffectContext): { url: string; ki
     throw new CallAbort('capability', `policy ${context.policy} may not ask for the keys of ${JSON.stringify(url.slice(0, 200))}: not in its openidConfig grant`);
   }
   return { url, kid: kid ?? '' };
+}
+
+/**
+ * The headers of a policy's outbound call with the request's trace context: a `traceparent` whose parent is a new span,
+ * a child of the gateway's, and the request's `tracestate`. A policy that set either header itself keeps its own.
+ */
+function withTraceContext(asked: Record<string, string>, trace: TraceContext): Record<string, string> {
+  const headers = { ...asked };
+  let parent = false;
+  let state = false;
+  for (const name of Object.keys(asked)) {
+    const lower = name.toLowerCase();
+    if (lower === 'traceparent') parent = true;
+    else if (lower === 'tracestate') state = true;
+  }
+  if (!parent) {
+    headers.traceparent = traceparentOf(trace, newSpanId());
+    if (!state && trace.state !== null) headers.tracestate = trace.state;
+  }
+  return headers;
 }
 
 function isStringRecord(v: unknown): v is Record<string, string> {

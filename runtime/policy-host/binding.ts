@@ -10,6 +10,7 @@ import { CircuitBreaker, DEFAULT_BREAKER, type BreakerSettings } from './circuit
 import type { Logger } from '../telemetry/logger.ts';
 import type { Counter } from '../telemetry/metrics.ts';
 import type { CustomMetrics } from '../telemetry/custom-metrics.ts';
+import type { TraceContext } from '../telemetry/trace-context.ts';
 
 /** A call view that can undo what a call did (the pipeline's exchange implements it). */
 export interface TransactionalView extends CallView {
@@ -21,6 +22,8 @@ export interface TransactionalView extends CallView {
   atEnd(action: (usage: ExchangeUsage) => void): void;
   /** Effects performed with I/O for this request so far, by every binding (MAX_EFFECTS_PER_REQUEST). */
   effectsPerformed: number;
+  /** The request's trace, which the HTTP effect's calls continue; none outside the gateway. */
+  readonly trace?: TraceContext | null;
 }
 
 /** What an exchange carried, known when it ends. */
@@ -34,6 +37,8 @@ export interface EffectContext {
   binding: string;
   policy: string;
   grants: Grants;
+  /** The trace of the request whose call asked for the effect, when it has one. */
+  trace?: TraceContext | null;
 }
 
 /** Performs effects between two calls of a handler (abi/policy-abi.md, section 5). */
@@ -222,7 +227,7 @@ export class PolicyBinding {
           throw this.failed('effects', `the request's policies asked for more than ${MAX_EFFECTS_PER_REQUEST} effects`, false);
         }
         view.effectsPerformed += waiting.pending.size;
-        results = await this.performEffects(waiting);
+        results = await this.performEffects(waiting, view.trace ?? null);
       }
       let instance: PolicyInstance;
       try {
@@ -288,8 +293,8 @@ export class PolicyBinding {
   }
 
   /** Performs what a round waits for, concurrently; returns every result so far. */
-  private async performEffects({ pending, results }: Waiting): Promise<Map<string, string>> {
-    const context = this.effectContext;
+  private async performEffects({ pending, results }: Waiting, trace: TraceContext | null): Promise<Map<string, string>> {
+    const context = trace === null ? this.effectContext : { ...this.effectContext, trace };
     const outcomes = await Promise.allSettled(
       [...pending].map(async ([key, { kind, request }]) => {
         results.set(key, await this.options.effects.perform(kind, request, context));

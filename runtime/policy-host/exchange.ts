@@ -3,6 +3,7 @@
 
 import { Field, Status, type Phase } from '../../abi/index.ts';
 import type { ExchangeUsage, PolicyBinding, TransactionalView } from './binding.ts';
+import type { TraceContext } from '../telemetry/trace-context.ts';
 import { checkEgress, type EgressAccess } from './egress.ts';
 import type { WriteOp } from './instance.ts';
 import { dotSegment } from '../routing/request-path.ts';
@@ -114,6 +115,8 @@ export interface ExchangeInit {
   backendUrl?: string;
   routeParams?: Map<string, string>;
   variables?: Map<string, string>;
+  /** The W3C trace the request belongs to; none for exchanges made outside the gateway (tests, tools). */
+  trace?: TraceContext | null;
 }
 
 /**
@@ -190,6 +193,8 @@ export const MAX_POLICY_URL_PART = 16 * 1024;
 
 export class Exchange implements TransactionalView {
   readonly requestId: string;
+  /** The request's trace: the backend and policies' outbound calls get its `traceparent`. */
+  readonly trace: TraceContext | null;
   readonly api: string;
   readonly apiPathPrefix: string;
   readonly operation: string;
@@ -231,6 +236,7 @@ export class Exchange implements TransactionalView {
 
   constructor(init: ExchangeInit) {
     this.requestId = init.requestId;
+    this.trace = init.trace ?? null;
     this.api = init.api ?? '';
     this.apiPathPrefix = init.apiPathPrefix ?? '';
     this.operation = init.operation ?? '';

@@ -1,5 +1,5 @@
 // Forwards an exchange's request to its backend with undici: keep-alive pools per backend, bodies streamed both ways
-// unless a policy declared it reads them, hop-by-hop headers dropped, X-Forwarded-* and the request id added.
+// unless a policy declared it reads them, hop-by-hop headers dropped, X-Forwarded-*, the request id and traceparent added.
 
 import { Agent, errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
@@ -11,6 +11,7 @@ import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
 import { backoffMs, nextTarget, replayable, retryAfterMs, retryFailure } from './retry.ts';
 import type { Counter, MetricsRegistry } from '../telemetry/metrics.ts';
 import { collectBody } from '../pipeline/body.ts';
+import { traceparentOf } from '../telemetry/trace-context.ts';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. */
 const NOT_FORWARDED = new Set([
@@ -245,7 +246,10 @@ export function pathBelowPrefix(path: string, prefix: string): string {
   return path;
 }
 
-/** The request's headers as the backend gets them: hop-by-hop ones dropped, X-Forwarded-* and the request id added. */
+/**
+ * The request's headers as the backend gets them: hop-by-hop ones dropped, X-Forwarded-*, the request id and the trace
+ * context added.
+ */
 export function upstreamHeaders(exchange: Exchange): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const req = exchange.request;
@@ -262,6 +266,14 @@ export function upstreamHeaders(exchange: Exchange): Record<string, string | str
   const host = req.headers.get('host')?.[0];
   if (host) out['x-forwarded-host'] = host;
   out['x-request-id'] = exchange.requestId;
+  // The gateway's hop of the trace: the backend's parent is the gateway's span, whatever the client sent.
+  const trace = exchange.trace;
+  if (trace !== null) {
+    out.traceparent = traceparentOf(trace);
+    if (trace.state !== null) out.tracestate = trace.state;
+    // Rare (a tracestate without a valid traceparent): a delete would move the object to a slower shape.
+    else if (out.tracestate !== undefined) delete out.tracestate;
+  }
   return out;
 }
 

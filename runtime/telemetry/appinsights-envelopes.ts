@@ -4,9 +4,9 @@
 // holds them against the SDK's own). Written as text with JSON.stringify only around the values: no object per envelope
 // to build and then serialise, which is most of what the SDK spent per request.
 
-import { randomFillSync } from 'node:crypto';
 import type { MetricEmission } from './custom-metrics.ts';
 import type { BackendCallRecord, FailureRecord, RequestRecord, RequestRef } from './request-telemetry.ts';
+import { newSpanId } from './trace-context.ts';
 
 export interface EnvelopeContext {
   instrumentationKey: string;
@@ -26,7 +26,8 @@ export interface MetricAggregate {
   max: number;
 }
 
-const ERROR_NAMES: Record<FailureRecord['source'], string> = {
+/** A failure's type name, by who failed. */
+export const ERROR_NAMES: Record<FailureRecord['source'], string> = {
   policy: 'PolicyFailure',
   backend: 'BackendError',
   gateway: 'GatewayError',
@@ -36,23 +37,6 @@ const ERROR_NAMES: Record<FailureRecord['source'], string> = {
 export function operationName(r: RequestRecord): string {
   // The route keeps names few (ids stay out of them).
   return `${r.method} ${r.route ?? '(no matching API)'}`;
-}
-
-/** Random ids, drawn from a pool filled a few thousand bytes at a time. */
-export class IdSource {
-  private readonly pool = Buffer.alloc(4096);
-  private at = this.pool.length;
-
-  /** `bytes` random bytes as lower-case hex (at most the pool's size): 16 for a trace id (32 digits), 8 for a span id. */
-  hex(bytes: number): string {
-    if (this.at + bytes > this.pool.length) {
-      randomFillSync(this.pool);
-      this.at = 0;
-    }
-    const text = this.pool.toString('hex', this.at, this.at + bytes);
-    this.at += bytes;
-    return text;
-  }
 }
 
 /** Milliseconds as the envelopes' time span, `[D.]HH:MM:SS.fffffff` trimmed as the SDK trims it. */
@@ -122,7 +106,6 @@ class IsoTimes {
 
 /** Makes the envelopes of one gateway: what every envelope repeats is rendered once. */
 export class EnvelopeWriter {
-  private readonly ids = new IdSource();
   private readonly times = new IsoTimes();
   /** `"iKey":…,"tags":{"ai.internal.sdkVersion":…,"ai.cloud.role":…,"ai.cloud.roleInstance":…` */
   private readonly common: string;
@@ -141,28 +124,30 @@ export class EnvelopeWriter {
 
   /** The request's envelope, its backend call's and its failures', the request their parent. */
   request(r: RequestRecord, out: string[]): void {
-    // The operation (trace) id, the request's id and its backend call's, drawn at once.
-    const ids = this.ids.hex(32);
-    const operationId = ids.slice(0, 32);
-    const id = ids.slice(32, 48);
+    // The operation is the W3C trace the request belongs to, the request the gateway's span in it, its parent the
+    // caller's span when the caller sent one: a transaction search shows client, gateway and backend as one trace.
+    const operationId = r.traceId;
+    const id = r.spanId;
     const name = operationName(r);
     const nameText = str(name);
     const properties = refProperties(r);
     out.push(
-      `${this.head('Request', r.startTime, this.requestSampleRate)},"ai.operation.id":"${operationId}","ai.operation.name":${nameText}},` +
+      `${this.head('Request', r.startTime, this.requestSampleRate)},"ai.operation.id":"${operationId}",` +
+        `${r.parentSpanId === null ? '' : `"ai.operation.parentId":"${r.parentSpanId}",`}"ai.operation.name":${nameText}},` +
         `"data":{"baseType":"RequestData","baseData":{"ver":2,"id":"${id}","name":${nameText},"duration":"${timeSpan(r.durationMs)}",` +
         // 4xx answers are the gateway doing its job (a refused key, a rate limit): only 5xx count as failed.
         `"success":${r.status < 500},"responseCode":"${r.status}","url":${str(r.url)},"properties":${properties}},"measurements":{}}}}`,
     );
     const parent = `,"ai.operation.id":"${operationId}","ai.operation.parentId":"${id}"`;
-    if (r.backend !== null) out.push(this.backendCall(r.backend, ids.slice(48, 64), parent, properties));
+    if (r.backend !== null) out.push(this.backendCall(r.backend, newSpanId(), parent, properties));
     const time = r.startTime + r.durationMs;
     for (const failure of r.failures) out.push(this.exception(failure, r, time, `${parent},"ai.operation.name":${nameText}`, this.requestSampleRate));
   }
 
-  /** A failure without its request: noticed after the response head, or its request sampled out. Always sent. */
+  /** A failure without its request: noticed after the response head, or its request sampled out. Always sent, in the request's trace. */
   failure(f: FailureRecord, about: RequestRef, time: number, out: string[]): void {
-    out.push(this.exception(f, about, time, '', '100'));
+    const parent = about.parentSpanId === null ? '' : `,"ai.operation.parentId":"${about.parentSpanId}"`;
+    out.push(this.exception(f, about, time, `,"ai.operation.id":"${about.traceId}"${parent}`, '100'));
   }
 
   /** A policy metric's aggregate since the last send, as the SDK's metric exporter sends it. */

@@ -50,7 +50,7 @@ function writeFailure(out: RecordBatch, f: FailureRecord): void {
 
 /** A request with its backend call and failures (failure messages already masked by the gateway). */
 export function writeRequest(out: RecordBatch, r: RequestRecord): void {
-  out.push(REQUEST, r.requestId, r.method, r.route, r.url, r.api, r.operation, r.status, r.startTime, r.durationMs);
+  out.push(REQUEST, r.requestId, r.traceId, r.spanId, r.parentSpanId, r.method, r.route, r.url, r.api, r.operation, r.status, r.startTime, r.durationMs);
   const b = r.backend;
   if (b === null) out.push(0);
   else {
@@ -69,7 +69,7 @@ export function writeRequest(out: RecordBatch, r: RequestRecord): void {
 export function writeLoneFailure(out: RecordBatch, f: FailureRecord, about: RequestRef, time: number): void {
   out.push(FAILURE);
   writeFailure(out, f);
-  out.push(about.requestId, about.api, about.operation, time);
+  out.push(about.requestId, about.api, about.operation, about.traceId, about.parentSpanId, time);
 }
 
 export function writeMetric(out: RecordBatch, e: MetricEmission): void {
@@ -101,6 +101,9 @@ export function readRecords(batch: RecordBatch, reader: RecordReader): number {
     if (tag === REQUEST) {
       const r = {
         requestId: next() as string,
+        traceId: next() as string,
+        spanId: next() as string,
+        parentSpanId: next() as string | null,
         method: next() as string,
         route: next() as string | null,
         url: next() as string,
@@ -129,7 +132,7 @@ export function readRecords(batch: RecordBatch, reader: RecordReader): number {
       reader.request({ ...r, backend, failures });
     } else if (tag === FAILURE) {
       const f = failure();
-      const about = { requestId: next() as string, api: next() as string, operation: next() as string };
+      const about = { requestId: next() as string, api: next() as string, operation: next() as string, traceId: next() as string, parentSpanId: next() as string | null };
       reader.failure(f, about, next() as number);
     } else if (tag === METRIC) {
       const name = next() as string;

@@ -294,11 +294,13 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
   request(r: RequestRecord): void {
     if (this.closed) return;
     if (this.settings.samplingPercentage < 100 && Math.random() * 100 >= this.settings.samplingPercentage) {
-      // Sampled out: the request and its backend call are not sent; its failures are, without a parent.
+      // Sampled out: the request and its backend call are not sent; its failures are, in its trace, their parent the
+      // caller's span (the gateway's was not sent).
       const time = r.startTime + r.durationMs;
+      const about = { requestId: r.requestId, api: r.api, operation: r.operation, traceId: r.traceId, parentSpanId: r.parentSpanId };
       for (const failure of r.failures) {
         if (!this.room()) return;
-        writeLoneFailure(this.pending, this.masked(failure), r, time);
+        writeLoneFailure(this.pending, this.masked(failure), about, time);
         this.added();
       }
       return;

@@ -39,14 +39,20 @@ export interface BackendCallRecord {
 
 export interface RequestRecord {
   requestId: string;
+  /** API and operation ids, `""` when none matched (as in the access log and the metrics). */
+  api: string;
+  operation: string;
+  /** The W3C trace the request belongs to (runtime/telemetry/trace-context.ts). */
+  traceId: string;
+  /** The gateway's span in it. */
+  spanId: string;
+  /** The caller's span, the parent of the gateway's (`traceparent`), or null when the gateway started the trace. */
+  parentSpanId: string | null;
   method: string;
   /** The API prefix and the operation's URL template (`/shop/orders/{id}`); null when no API matched. */
   route: string | null;
   /** `scheme://host/path` as the client asked, without the query. */
   url: string;
-  /** API and operation ids, `""` when none matched (as in the access log and the metrics). */
-  api: string;
-  operation: string;
   status: number;
   /** Milliseconds since the epoch. */
   startTime: number;
@@ -62,6 +68,12 @@ export interface RequestRef {
   requestId: string;
   api: string;
   operation: string;
+  traceId: string;
+  /**
+   * The span the failure is a child of: the gateway's when its request was sent, else the caller's (null when the
+   * gateway started the trace).
+   */
+  parentSpanId: string | null;
 }
 
 export interface RequestTelemetry {
@@ -73,4 +85,25 @@ export interface RequestTelemetry {
   metric(emission: MetricEmission): void;
   /** Sends what is pending and stops; resolves within `timeoutMs` whatever the ingestion endpoint does. */
   close(timeoutMs: number): Promise<void>;
+}
+
+/** Several upstream telemetry services told the same (Application Insights and OTLP export both configured). */
+export class TelemetryFanout implements RequestTelemetry {
+  constructor(private readonly services: readonly RequestTelemetry[]) {}
+
+  request(record: RequestRecord): void {
+    for (const s of this.services) s.request(record);
+  }
+
+  lateFailure(failure: FailureRecord, about: RequestRef): void {
+    for (const s of this.services) s.lateFailure(failure, about);
+  }
+
+  metric(emission: MetricEmission): void {
+    for (const s of this.services) s.metric(emission);
+  }
+
+  async close(timeoutMs: number): Promise<void> {
+    await Promise.all(this.services.map((s) => s.close(timeoutMs)));
+  }
 }

@@ -70,6 +70,7 @@ describe('structured logs', () => {
       policies: [{ binding: 'api:shop/inbound/0', phase: 'inbound' as const, ms: 0.004, outcome: 'continue' as const }],
       error: { source: 'backend' as const, reason: 'unreachable', message: 'backend unreachable (ECONNREFUSED)', policy: '', status: 502 },
       client: '127.0.0.1',
+      protocol: 'HTTP/2',
     };
     logger.logMembers('info', 'request', accessLogMembers(record));
     const line = JSON.parse(lines[0]!) as Record<string, unknown>;
@@ -80,6 +81,7 @@ describe('structured logs', () => {
     assert.equal(line.backendMs, null);
     assert.deepEqual(line.policies, record.policies);
     assert.deepEqual(line.error, { source: 'backend', reason: 'unreachable', message: record.error.message });
+    assert.equal(line.protocol, 'HTTP/2');
   });
 });
 

@@ -18,6 +18,8 @@ export interface AccessRecord {
   policies: readonly PolicyTiming[];
   error: ExchangeError | null;
   client: string;
+  /** HTTP/1.1, HTTP/2... */
+  protocol: string;
 }
 
 /** The record's fields as JSON members (`,"requestId":"…",…`), for Logger.logMembers. */
@@ -35,5 +37,5 @@ export function accessLogMembers(r: AccessRecord): string {
   if (e) {
     out += `,"error":{"source":"${e.source}","reason":${jsonString(e.reason)},"message":${jsonString(e.message)}}`;
   }
-  return `${out},"client":${jsonString(r.client)}`;
+  return `${out},"client":${jsonString(r.client)},"protocol":"${r.protocol}"`;
 }

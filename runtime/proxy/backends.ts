@@ -3,9 +3,15 @@
 // (health-check.ts), when configured, leaves out a member its checks failed. Retries (retry.ts) draw from the set's budget.
 
 import { Pool } from 'undici';
-import type { ConnectorFactory } from '../network/connector.ts';
+import { undiciConnector, type ConnectorFactory } from '../network/connector.ts';
 import { HealthChecker, type HealthCheckSettings, type HealthEvents } from './health-check.ts';
 import { NO_RETRY, RetryBudget, type RetrySettings } from './retry.ts';
+
+export type BackendProtocol = 'http/1.1' | 'h2';
+
+/** HTTP/2 connections kept per backend, and the streams each carries at once (the backend's own limit if lower). */
+export const H2_CONNECTIONS = 4;
+export const H2_STREAMS_PER_CONNECTION = 100;
 
 export interface BackendOptions {
   /** The API's id, for metrics and logs. */
@@ -13,8 +19,10 @@ export interface BackendOptions {
   timeoutMs: number;
   ejectAfterFailures: number;
   ejectForMs: number;
-  /** Connections kept per backend. */
+  /** Connections kept per backend (HTTP/1.1; HTTP/2 backends get H2_CONNECTIONS, each carrying many streams). */
   connections: number;
+  /** What the backends speak: HTTP/1.1, or HTTP/2 (gRPC): ALPN h2 on https URLs, prior knowledge on http ones. */
+  protocol?: BackendProtocol;
   /** The runtime adapter's connector; undici's own when absent. */
   connect?: ConnectorFactory;
   /** When and how often a failed request is tried again; none when absent. */
@@ -45,12 +53,14 @@ export class BackendTarget {
     const parsed = new URL(url);
     this.origin = parsed.origin;
     this.basePath = basePathOf(parsed);
+    const h2 = options.protocol === 'h2';
     this.pool = new Pool(this.origin, {
-      connections: options.connections,
+      connections: h2 ? H2_CONNECTIONS : options.connections,
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       keepAliveTimeout: 30_000,
-      connect: options.connect?.(),
+      ...(h2 ? { allowH2: true, maxConcurrentStreams: H2_STREAMS_PER_CONNECTION } : {}),
+      connect: h2 ? (options.connect ?? undiciConnector)({ h2 }) : options.connect?.(),
     });
   }
 }

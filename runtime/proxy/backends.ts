@@ -2,7 +2,8 @@
 // Passive health: a backend that fails `ejectAfterFailures` times in a row is left out for `ejectForMs`. Active health
 // (health-check.ts), when configured, leaves out a member its checks failed. Retries (retry.ts) draw from the set's budget.
 
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
+import { Http2Backend } from './h2-backend.ts';
 import { undiciConnector, type ConnectorFactory } from '../network/connector.ts';
 import { HealthChecker, type HealthCheckSettings, type HealthEvents } from './health-check.ts';
 import { NO_RETRY, RetryBudget, type RetrySettings } from './retry.ts';
@@ -40,7 +41,10 @@ export class BackendTarget {
   readonly origin: string;
   /** The backend URL's path without a trailing slash; request paths are appended to it. */
   readonly basePath: string;
+  /** undici's pool: the requests to an HTTP/1.1 backend, and the health checks of either kind. */
   readonly pool: Pool;
+  /** What forwards the requests: `pool`, or the HTTP/2 sessions of an `h2` backend. */
+  readonly dispatcher: Pick<Dispatcher, 'dispatch'> & { close(): Promise<void>; destroy(): Promise<void> };
   consecutiveFailures = 0;
   ejectedUntil = 0;
   /** False while active health checks find it failing. */
@@ -62,6 +66,9 @@ export class BackendTarget {
       ...(h2 ? { allowH2: true, maxConcurrentStreams: H2_STREAMS_PER_CONNECTION } : {}),
       connect: h2 ? (options.connect ?? undiciConnector)({ h2 }) : options.connect?.(),
     });
+    this.dispatcher = h2
+      ? new Http2Backend(this.origin, { sessions: H2_CONNECTIONS, streamsPerSession: H2_STREAMS_PER_CONNECTION, timeoutMs: options.timeoutMs })
+      : this.pool;
   }
 }
 
@@ -132,6 +139,8 @@ export class BackendSet {
    */
   async close(cut = false): Promise<void> {
     this.checker?.stop();
-    await Promise.all(this.targets.map((t) => (cut ? t.pool.destroy() : t.pool.close())));
+    await Promise.all(
+      this.targets.flatMap((t) => [...new Set([t.pool, t.dispatcher])].map((d) => (cut ? d.destroy() : d.close()))),
+    );
   }
 }

@@ -125,7 +125,7 @@ export class Forwarder {
       }
     }
     const shared = exchange.backendAccess === 'wildcard' ? this.checked : this.agent;
-    return { chosen, dispatcher: (chosen ? chosen.pool : shared) as Dispatcher, options };
+    return { chosen, dispatcher: (chosen ? chosen.dispatcher : shared) as Dispatcher, options };
   }
 
   /**
@@ -144,7 +144,7 @@ export class Forwarder {
       const response = new BackendResponse(NOT_RETURNED, to.onBodyFailure);
       let head: BackendHead;
       try {
-        (target ? target.pool : dispatcher).dispatch(options, response);
+        (target ? target.dispatcher : dispatcher).dispatch(options, response);
         head = await response.head;
       } catch (err) {
         if (target && backends) backends.report(target, false);

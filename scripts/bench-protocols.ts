@@ -161,9 +161,10 @@ async function h2load(url: string): Promise<number> {
   const args = ['-c', String(H2_CLIENTS), '-m', String(H2_STREAMS), '-t', '1', '-D', String(DURATION_S), `--warm-up-time=${WARMUP_S}`, url];
   const { stdout } = await run('h2load', args, { timeout: (DURATION_S + WARMUP_S + 30) * 1000 });
   const m = /finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(stdout);
+  // Requests still in flight when the duration ends are counted as failed: at most one per stream.
   const failed = /requests: .* (\d+) failed/.exec(stdout);
   if (!m) throw new Error(`h2load gave no rate: ${stdout}`);
-  if (failed && failed[1] !== '0') throw new Error(`h2load saw failed requests against ${url}: ${failed[0]}`);
+  if (failed && Number(failed[1]) > H2_CLIENTS * H2_STREAMS) throw new Error(`h2load saw failed requests against ${url}: ${failed[0]}`);
   if (!/Application protocol: h2/.test(stdout)) throw new Error(`h2load did not negotiate h2 with ${url}`);
   return Number(m[1]);
 }

@@ -50,6 +50,7 @@
 // Needs `wrk` and `nginx` on PATH; as root, installs them with apt-get when missing.
 
 import type { LatencySummary } from './bench/latency-probe.ts';
+import { nginxProxyConfig } from './lib/nginx-config.ts';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
@@ -380,33 +381,7 @@ function nginxTarget(dir: string): Target {
       // Workers may run as an unprivileged user: let them reach their temp paths.
       chmodSync(dir, 0o755);
       const conf = join(dir, 'nginx.conf');
-      writeFileSync(
-        conf,
-        [
-          'worker_processes 1;',
-          `pid ${join(dir, 'nginx.pid')};`,
-          `error_log ${join(dir, 'error.log')} warn;`,
-          'events { worker_connections 4096; }',
-          'http {',
-          `  access_log ${join(dir, 'access.log')};`,
-          `  client_body_temp_path ${join(dir, 'client_body')};`,
-          `  proxy_temp_path ${join(dir, 'proxy')};`,
-          `  fastcgi_temp_path ${join(dir, 'fastcgi')};`,
-          `  uwsgi_temp_path ${join(dir, 'uwsgi')};`,
-          `  scgi_temp_path ${join(dir, 'scgi')};`,
-          `  upstream backend { server 127.0.0.1:${backendPort}; keepalive 64; }`,
-          '  server {',
-          `    listen 127.0.0.1:${port};`,
-          '    location / {',
-          '      proxy_pass http://backend;',
-          '      proxy_http_version 1.1;',
-          '      proxy_set_header Connection "";',
-          '    }',
-          '  }',
-          '}',
-          '',
-        ].join('\n'),
-      );
+      writeFileSync(conf, nginxProxyConfig(dir, backendPort, `127.0.0.1:${port}`));
       const child = startChild('nginx', tools.nginx, ['-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', conf, '-g', 'daemon off;']);
       await waitReady(child, port, '/', 15_000).catch(async (e: unknown) => {
         await stopChild(child);

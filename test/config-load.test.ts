@@ -201,6 +201,17 @@ apis:
     assert.equal(problems.length, 4, problems.map((p) => `${p.where}: ${p.message}`).join('\n'));
   });
 
+  test('backend.protocol: h2 and http/1.1 are taken, anything else refused at its line', () => {
+    const problems = problemsOf(`version: 1
+apis:
+  - { id: a, pathPrefix: /a, backend: { url: "http://10.0.0.1", protocol: h2 } }
+  - { id: b, pathPrefix: /b, backend: { url: "http://10.0.0.1", protocol: http/1.1 } }
+  - { id: c, pathPrefix: /c, backend: { url: "http://10.0.0.1", protocol: grpc } }
+`);
+    assert.equal(problems.length, 1, problems.map((p) => `${p.where}: ${p.message}`).join('\n'));
+    assert.equal(messageAt(problems, 'gw.yaml:5: apis[2].backend.protocol'), 'must be one of "http/1.1", "h2" (got "grpc")');
+  });
+
   test('WebSocket, retry and health-check keys: each bad value at its line and path', () => {
     const problems = problemsOf(`version: 1
 settings: { webSocket: { maxConnections: 0 } }

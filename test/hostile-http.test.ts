@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { connect, createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DEFAULT_HTTP_LIMITS, httpLimitsFromEnv } from '../runtime/server/http-limits.ts';
+import { DEFAULT_HTTP_LIMITS, http2FromEnv, httpLimitsFromEnv } from '../runtime/server/http-limits.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
 import { send, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
@@ -546,13 +546,20 @@ describe('hostile input: the limits themselves', () => {
   test('each limit is read from its variable; a value that is not a whole number at or above its minimum is refused, named', () => {
     assert.deepEqual(httpLimitsFromEnv({}), { limits: DEFAULT_HTTP_LIMITS });
     assert.deepEqual(httpLimitsFromEnv(LIMITS), {
-      limits: { headersTimeoutMs: 1000, requestTimeoutMs: 2000, keepAliveTimeoutMs: 1000, maxHeaderBytes: 8192, maxConnections: 0 },
+      limits: { ...DEFAULT_HTTP_LIMITS, headersTimeoutMs: 1000, requestTimeoutMs: 2000, keepAliveTimeoutMs: 1000, maxHeaderBytes: 8192, maxConnections: 0 },
     });
+    assert.deepEqual(httpLimitsFromEnv({ GATEHOUSE_HTTP2_MAX_CONCURRENT_STREAMS: '8', GATEHOUSE_HTTP2_MAX_RESETS: '50' }), {
+      limits: { ...DEFAULT_HTTP_LIMITS, http2MaxConcurrentStreams: 8, http2MaxResets: 50 },
+    });
+    assert.deepEqual(http2FromEnv({}), { http2: { tls: true, cleartext: false } });
+    assert.deepEqual(http2FromEnv({ GATEHOUSE_HTTP2: 'off', GATEHOUSE_HTTP2_CLEARTEXT: 'on' }), { http2: { tls: false, cleartext: true } });
+    assert.deepEqual(http2FromEnv({ GATEHOUSE_HTTP2_CLEARTEXT: 'yes' }), { problem: 'GATEHOUSE_HTTP2_CLEARTEXT=yes must be on or off' });
     for (const [name, value] of [
       ['GATEHOUSE_HEADERS_TIMEOUT_MS', 'soon'],
       ['GATEHOUSE_KEEP_ALIVE_TIMEOUT_MS', '1.5'],
       ['GATEHOUSE_MAX_HEADER_BYTES', '100'],
       ['GATEHOUSE_MAX_CONNECTIONS', '-1'],
+      ['GATEHOUSE_HTTP2_MAX_CONCURRENT_STREAMS', '0'],
     ]) {
       const read = httpLimitsFromEnv({ [name!]: value });
       assert.ok('problem' in read && read.problem.startsWith(`${name}=${value} must be a whole number`), JSON.stringify(read));

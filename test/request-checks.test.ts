@@ -8,7 +8,7 @@ import type { GatewayRequest } from '../runtime/gateway/messages.ts';
 import { refusalReason } from '../runtime/gateway/request-checks.ts';
 
 function request(path: string, headers: Record<string, string | string[]> = { host: 'api.test' }): GatewayRequest {
-  return { method: 'GET', path, query: '', headers: headerMap(headers), remoteAddress: '127.0.0.1', scheme: 'http', body: null };
+  return { method: 'GET', path, query: '', headers: headerMap(headers), remoteAddress: '127.0.0.1', scheme: 'http', protocol: 'HTTP/1.1', body: null };
 }
 
 const DOT_REFUSAL = '"." and ".." segments are refused, they could reach outside the API\'s backend path';

@@ -78,6 +78,7 @@ describe('structured logs', () => {
       ],
       error: { source: 'backend' as const, reason: 'unreachable', message: 'backend unreachable (ECONNREFUSED)', policy: '', status: 502 },
       client: '127.0.0.1',
+      protocol: 'HTTP/2',
     };
     logger.logMembers('info', 'request', accessLogMembers(record));
     const line = JSON.parse(lines[0]!) as Record<string, unknown>;
@@ -89,6 +90,7 @@ describe('structured logs', () => {
     assert.equal(line.backendMs, null);
     assert.deepEqual(line.policies, record.policies);
     assert.deepEqual(line.error, { source: 'backend', reason: 'unreachable', message: record.error.message });
+    assert.equal(line.protocol, 'HTTP/2');
   });
 });
 

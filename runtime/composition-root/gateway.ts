@@ -20,7 +20,7 @@ import type { KeyObject } from 'node:crypto';
 import type { GatewayAssets } from '../assets/gateway-assets.ts';
 import { EgressGuard } from '../network/egress-guard.ts';
 import { listen, listenDataPlane, type Listener } from '../server/http-server.ts';
-import type { HttpLimits } from '../server/http-limits.ts';
+import type { Http2Protocols, HttpLimits } from '../server/http-limits.ts';
 import { GatewayEffects } from '../pipeline/effects.ts';
 import { PolicyHost } from '../policy-host/index.ts';
 import { Forwarder } from '../proxy/forward.ts';
@@ -55,6 +55,8 @@ export interface GatewayOptions {
   adminHost?: string;
   /** What the data plane allows clients: timeouts, head size, connections (GATEHOUSE_HEADERS_TIMEOUT_MS...). */
   httpLimits?: HttpLimits;
+  /** Where the data plane speaks HTTP/2 (GATEHOUSE_HTTP2, GATEHOUSE_HTTP2_CLEARTEXT); DEFAULT_HTTP2 when absent. */
+  http2?: Http2Protocols;
   /**
    * After SIGTERM, how long the gateway answers 503 on its probes while still serving, before it stops accepting
    * (GATEHOUSE_SHUTDOWN_DELAY_MS): the time a load balancer needs to notice and stop sending new requests.
@@ -278,6 +280,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     handle: gateway.handle.bind(gateway),
     upgrade: gateway.handleUpgrade.bind(gateway),
     limits: options.httpLimits,
+    http2: options.http2,
+    onHttp2Cut: (reason: string, client: string) => logger.warn('HTTP/2 connection closed (GOAWAY ENHANCE_YOUR_CALM)', { reason, client }),
   };
   const http = await listenDataPlane({ ...dataPlane, port: options.httpPort, hostname: '0.0.0.0' });
   listeners.push(http);

@@ -70,6 +70,8 @@ export interface BackendDocument {
   };
   /** Overrides settings.backendTimeoutMs for this API. */
   timeoutMs?: number;
+  /** What the backends speak: `http/1.1` (default) or `h2` (HTTP/2, for gRPC). */
+  protocol?: 'http/1.1' | 'h2';
   /** When a failed request is tried again (default: a pool tries another member once after a connection failure). */
   retry?: RetryDocument;
 }

@@ -45,7 +45,7 @@ import {
 import { gatewayAssets } from '../assets/repository.ts';
 import { LEVELS, Logger, parseLogLevel, stdoutSink } from '../telemetry/logger.ts';
 import { runtimeAdapter } from '../adapters/index.ts';
-import { httpLimitsFromEnv } from '../server/http-limits.ts';
+import { http2FromEnv, httpLimitsFromEnv } from '../server/http-limits.ts';
 import { stopWithWrapper } from './wrapper-watch.ts';
 import { DEFAULT_HTTP_IN_FLIGHT, HTTP_IN_FLIGHT_VARIABLE } from '../pipeline/effects.ts';
 import { DEFAULT_CACHE_LIMITS } from '../state/cache-store.ts';
@@ -71,6 +71,10 @@ Environment:
   GATEHOUSE_SHUTDOWN_TIMEOUT_MS  then, how long to wait for in-flight requests (30000)
   GATEHOUSE_HEADERS_TIMEOUT_MS, GATEHOUSE_REQUEST_TIMEOUT_MS, GATEHOUSE_KEEP_ALIVE_TIMEOUT_MS, GATEHOUSE_MAX_HEADER_BYTES,
   GATEHOUSE_MAX_CONNECTIONS  what clients are allowed (30000, 300000, 65000, 16384, 0: no limit); docs/operations.md
+  GATEHOUSE_HTTP2            HTTPS offers HTTP/2 through ALPN (on); off: HTTP/1.1 only
+  GATEHOUSE_HTTP2_CLEARTEXT  the HTTP port also speaks HTTP/2 with prior knowledge, as gRPC clients do (off)
+  GATEHOUSE_HTTP2_MAX_CONCURRENT_STREAMS, GATEHOUSE_HTTP2_MAX_RESETS  streams open at once per connection (100);
+                             streams a client may reset in 10 s before its connection is closed (200)
   GATEHOUSE_POLICY_HTTP_IN_FLIGHT  HTTP effects of policies in flight at once in this gateway; past it an effect gets
                              an error result instead of waiting (64)
   GATEHOUSE_REDIS_URL        share rate-limit counters and the cache through this Redis (redis://host:6379); default:
@@ -245,6 +249,10 @@ const httpLimits = httpLimitsFromEnv(process.env);
 if ('problem' in httpLimits) {
   refuse(httpLimits.problem);
 }
+const http2 = http2FromEnv(process.env);
+if ('problem' in http2) {
+  refuse(http2.problem);
+}
 // Loopback unless told otherwise: the admin listener has no authentication. An address, not a host name: what a name
 // resolves to (localhost: 127.0.0.1 or ::1) would decide what is exposed.
 const adminHost = process.env.GATEHOUSE_ADMIN_HOST || '127.0.0.1';
@@ -333,6 +341,7 @@ try {
     adminHost,
     shutdownDelayMs,
     httpLimits: httpLimits.limits,
+    http2: http2.http2,
     shutdownTimeoutMs,
     policyHttpInFlight,
     cacheLimits,

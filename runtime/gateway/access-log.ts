@@ -22,6 +22,8 @@ export interface AccessRecord {
   client: string;
   /** What trace entries recorded; null (and left out of the line) when none did. */
   traces?: readonly TraceRecord[] | null;
+  /** HTTP/1.1, HTTP/2... */
+  protocol: string;
 }
 
 /**
@@ -74,5 +76,5 @@ export function accessLogMembers(r: AccessRecord): string {
   }
   // Rare (a trace entry ran): the generic serialiser is fine here.
   if (r.traces) out += `,"traces":${JSON.stringify(r.traces)}`;
-  return `${out},"client":${jsonString(r.client)}`;
+  return `${out},"client":${jsonString(r.client)},"protocol":"${r.protocol}"`;
 }

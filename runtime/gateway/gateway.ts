@@ -4,7 +4,8 @@ import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { randomUUID } from 'node:crypto';
 import { RequestError, runChain, type ChainHooks } from '../pipeline/chain.ts';
 import { Exchange, type BodyStream, type ResponseState } from '../policy-host/exchange.ts';
-import { problem, type GatewayRequest, type GatewayResponse, type UpgradeSocket } from './messages.ts';
+import { grpcTrailersOnly, problem, type GatewayRequest, type GatewayResponse, type UpgradeSocket } from './messages.ts';
+import { isGrpcRequest } from '../proxy/grpc.ts';
 import { chunksOf, collectBody } from '../pipeline/body.ts';
 import type { ForwardTarget, Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -102,7 +103,9 @@ export class Gateway {
   }
 
   async handle(req: GatewayRequest): Promise<GatewayResponse> {
-    const res = await this.tracked(req, (started, live, trace) => this.route(req, started, live, trace));
+    let res = await this.tracked(req, (started, live, trace) => this.route(req, started, live, trace));
+    // A gRPC client reads grpc-status, not the HTTP status: the gateway's own answers are told its way.
+    if (res.stream === null && res.status !== 200 && isGrpcRequest(req.headers)) res = grpcTrailersOnly(res);
     if (this.draining) res.headers.set('connection', ['close']);
     return res;
   }
@@ -433,6 +436,7 @@ export class Gateway {
         error: exchange?.error ?? null,
         client: req.remoteAddress,
         traces: exchange?.traces,
+        protocol: req.protocol,
       }),
     );
   }

@@ -135,6 +135,7 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
       ejectAfterFailures: api.backend.pool?.ejectAfterFailures ?? 3,
       ejectForMs: api.backend.pool?.ejectForMs ?? 10_000,
       connections: 64,
+      protocol: api.backend.protocol ?? 'http/1.1',
       connect: options.connect,
       retry: retrySettings(api.backend.retry, urls.length),
       healthCheck: check && options.healthEvents ? { settings: healthCheckSettings(check), events: options.healthEvents(api.id) } : undefined,

@@ -2,6 +2,7 @@
 
 import type { Duplex } from 'node:stream';
 import type { BodyStream, HeaderMap, ResponseBody } from '../policy-host/exchange.ts';
+import { grpcMessage, grpcStatusOf } from '../proxy/grpc.ts';
 
 /** A request as the HTTP server hands it over (runtime/server/http-server.ts). */
 export interface GatewayRequest {
@@ -12,6 +13,8 @@ export interface GatewayRequest {
   headers: HeaderMap;
   remoteAddress: string;
   scheme: 'http' | 'https';
+  /** The protocol the client spoke, as the access log names it. */
+  protocol: 'HTTP/1.0' | 'HTTP/1.1' | 'HTTP/2';
   body: BodyStream | null;
 }
 
@@ -48,4 +51,30 @@ export function problem(status: number, title: string, detail: string, requestId
     body: new TextEncoder().encode(JSON.stringify({ type: 'about:blank', title, status, detail, requestId })),
     stream: null,
   };
+}
+
+/**
+ * The answer a gRPC client reads for a response the gateway or a policy gave with an HTTP status other than 200 (a
+ * refusal, a backend down, a timeout): "trailers-only", status 200 and the gRPC status in the head, no body. The
+ * message is the problem's detail, or the body's text; the request id and the finishing callback are kept.
+ */
+export function grpcTrailersOnly(res: GatewayResponse): GatewayResponse {
+  let message = '';
+  if (res.body && res.body.byteLength > 0) {
+    const text = new TextDecoder().decode(res.body.subarray(0, 4096));
+    try {
+      const detail = (JSON.parse(text) as { detail?: unknown }).detail;
+      message = typeof detail === 'string' ? detail : text;
+    } catch {
+      message = text;
+    }
+  }
+  const headers: HeaderMap = new Map([
+    ['content-type', ['application/grpc']],
+    ['grpc-status', [String(grpcStatusOf(res.status))]],
+    ['grpc-message', [grpcMessage(message || `HTTP status ${res.status}`)]],
+  ]);
+  const requestId = res.headers.get('x-request-id');
+  if (requestId) headers.set('x-request-id', requestId);
+  return { status: 200, headers, body: null, stream: null, finished: res.finished };
 }

@@ -3,8 +3,12 @@
 
 import { buildConnector } from 'undici';
 
-/** An undici connector that trusts `tls.ca` besides the system's certificate authorities. */
-export type ConnectorFactory = (tls?: { ca?: string }) => buildConnector.connector;
+/**
+ * An undici connector that trusts `ca` besides the system's certificate authorities; with `h2`, its connections speak
+ * HTTP/2: offered through ALPN on TLS (the backend may still choose HTTP/1.1), with prior knowledge on cleartext.
+ */
+export type ConnectorFactory = (options?: { ca?: string; h2?: boolean }) => buildConnector.connector;
 
 /** undici's own connector, as a pool builds it when given none. */
-export const undiciConnector: ConnectorFactory = (tls = {}) => buildConnector(tls.ca ? { ca: tls.ca } : {});
+export const undiciConnector: ConnectorFactory = (options = {}) =>
+  buildConnector({ ...(options.ca ? { ca: options.ca } : {}), ...(options.h2 ? { allowH2: true, useH2c: true } : {}) } as buildConnector.BuildOptions);

@@ -290,6 +290,10 @@ class ReadAhead implements ResponseBody {
     return this.source.bytesReceived;
   }
 
+  get trailers(): HeaderMap | null {
+    return this.source.trailers;
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     for (let chunk = this.head.shift(); chunk; chunk = this.head.shift()) yield chunk;
     for (;;) {

@@ -63,6 +63,8 @@ export interface ResponseBody extends AsyncIterable<Uint8Array> {
   destroy(error?: Error): void;
   /** Body bytes received from the backend so far. */
   readonly bytesReceived: number;
+  /** The trailer fields that followed the body (gRPC's status), once it has ended; null before, or when none came. */
+  readonly trailers: HeaderMap | null;
 }
 
 export interface ResponseState {

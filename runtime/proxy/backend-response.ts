@@ -38,6 +38,7 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
   private queuedBytes = 0;
   /** Body bytes received from the backend (what the client is sent, or what a buffering reader got). */
   bytesReceived = 0;
+  trailers: HeaderMap | null = null;
   private ended = false;
   private failure: Error | null = null;
   /** Why the gateway aborted the request itself (destroy): the failure that follows is not the backend's. */
@@ -94,7 +95,12 @@ export class BackendResponse implements Dispatcher.DispatchHandler, ResponseBody
     this.notify();
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(_controller: Controller, trailers: Record<string, string | string[] | undefined>): void {
+    // Set before the destination is ended: an HTTP/2 client's writer sends them when it has (answerStream).
+    for (const name in trailers) {
+      const value = trailers[name];
+      if (value !== undefined) (this.trailers ??= new Map()).set(name, typeof value === 'string' ? [value] : value);
+    }
     this.ended = true;
     if (this.destination) this.destination.end();
     else this.notify();

@@ -2,10 +2,17 @@
 // Passive health: a backend that fails `ejectAfterFailures` times in a row is left out for `ejectForMs`. Active health
 // (health-check.ts), when configured, leaves out a member its checks failed. Retries (retry.ts) draw from the set's budget.
 
-import { Pool } from 'undici';
-import type { ConnectorFactory } from '../network/connector.ts';
+import { Pool, type Dispatcher } from 'undici';
+import { Http2Backend } from './h2-backend.ts';
+import { undiciConnector, type ConnectorFactory } from '../network/connector.ts';
 import { HealthChecker, type HealthCheckSettings, type HealthEvents } from './health-check.ts';
 import { NO_RETRY, RetryBudget, type RetrySettings } from './retry.ts';
+
+export type BackendProtocol = 'http/1.1' | 'h2';
+
+/** HTTP/2 connections kept per backend, and the streams each carries at once (the backend's own limit if lower). */
+export const H2_CONNECTIONS = 4;
+export const H2_STREAMS_PER_CONNECTION = 100;
 
 export interface BackendOptions {
   /** The API's id, for metrics and logs. */
@@ -13,8 +20,10 @@ export interface BackendOptions {
   timeoutMs: number;
   ejectAfterFailures: number;
   ejectForMs: number;
-  /** Connections kept per backend. */
+  /** Connections kept per backend (HTTP/1.1; HTTP/2 backends get H2_CONNECTIONS, each carrying many streams). */
   connections: number;
+  /** What the backends speak: HTTP/1.1, or HTTP/2 (gRPC): ALPN h2 on https URLs, prior knowledge on http ones. */
+  protocol?: BackendProtocol;
   /** The runtime adapter's connector; undici's own when absent. */
   connect?: ConnectorFactory;
   /** When and how often a failed request is tried again; none when absent. */
@@ -32,7 +41,10 @@ export class BackendTarget {
   readonly origin: string;
   /** The backend URL's path without a trailing slash; request paths are appended to it. */
   readonly basePath: string;
+  /** undici's pool: the requests to an HTTP/1.1 backend, and the health checks of either kind. */
   readonly pool: Pool;
+  /** What forwards the requests: `pool`, or the HTTP/2 sessions of an `h2` backend. */
+  readonly dispatcher: Pick<Dispatcher, 'dispatch'> & { close(): Promise<void>; destroy(): Promise<void> };
   consecutiveFailures = 0;
   ejectedUntil = 0;
   /** False while active health checks find it failing. */
@@ -45,13 +57,18 @@ export class BackendTarget {
     const parsed = new URL(url);
     this.origin = parsed.origin;
     this.basePath = basePathOf(parsed);
+    const h2 = options.protocol === 'h2';
     this.pool = new Pool(this.origin, {
-      connections: options.connections,
+      connections: h2 ? H2_CONNECTIONS : options.connections,
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       keepAliveTimeout: 30_000,
-      connect: options.connect?.(),
+      ...(h2 ? { allowH2: true, maxConcurrentStreams: H2_STREAMS_PER_CONNECTION } : {}),
+      connect: h2 ? (options.connect ?? undiciConnector)({ h2 }) : options.connect?.(),
     });
+    this.dispatcher = h2
+      ? new Http2Backend(this.origin, { sessions: H2_CONNECTIONS, streamsPerSession: H2_STREAMS_PER_CONNECTION, timeoutMs: options.timeoutMs })
+      : this.pool;
   }
 }
 
@@ -122,6 +139,8 @@ export class BackendSet {
    */
   async close(cut = false): Promise<void> {
     this.checker?.stop();
-    await Promise.all(this.targets.map((t) => (cut ? t.pool.destroy() : t.pool.close())));
+    await Promise.all(
+      this.targets.flatMap((t) => [...new Set([t.pool, t.dispatcher])].map((d) => (cut ? d.destroy() : d.close()))),
+    );
   }
 }

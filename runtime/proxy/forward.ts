@@ -12,6 +12,7 @@ import { backoffMs, nextTarget, replayable, retryAfterMs, retryFailure } from '.
 import type { Counter, MetricsRegistry } from '../telemetry/metrics.ts';
 import { collectBody } from '../pipeline/body.ts';
 import { traceparentOf } from '../telemetry/trace-context.ts';
+import { grpcTimeoutMs } from './grpc.ts';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. */
 const NOT_FORWARDED = new Set([
@@ -104,15 +105,28 @@ export class Forwarder {
   private route(exchange: Exchange, to: ForwardTarget) {
     const { chosen, origin, path } = backendLocation(exchange, to);
     const req = exchange.request;
+    const headers = upstreamHeaders(exchange);
     const options: Dispatcher.DispatchOptions = {
       origin,
       path: path + (req.query ? `?${req.query}` : ''),
       method: req.method as Dispatcher.HttpMethod,
-      headers: upstreamHeaders(exchange),
+      headers,
       body: req.body ?? (req.stream as Dispatcher.DispatchOptions['body']) ?? null,
     };
+    if (chosen && to.backends?.options.protocol === 'h2') {
+      // gRPC servers answer with trailers to a client that says it takes them.
+      if (req.headers.get('te')?.[0] === 'trailers') headers.te = 'trailers';
+      // The call's deadline, bounded by the API's timeout: the backend hears it, and the gateway waits no longer.
+      const deadline = grpcTimeoutMs(req.headers.get('grpc-timeout')?.[0]);
+      if (deadline !== null) {
+        const ms = Math.min(deadline, to.backends.options.timeoutMs);
+        headers['grpc-timeout'] = `${ms}m`;
+        options.headersTimeout = ms;
+        options.bodyTimeout = ms;
+      }
+    }
     const shared = exchange.backendAccess === 'wildcard' ? this.checked : this.agent;
-    return { chosen, dispatcher: (chosen ? chosen.pool : shared) as Dispatcher, options };
+    return { chosen, dispatcher: (chosen ? chosen.dispatcher : shared) as Dispatcher, options };
   }
 
   /**
@@ -131,7 +145,7 @@ export class Forwarder {
       const response = new BackendResponse(NOT_RETURNED, to.onBodyFailure);
       let head: BackendHead;
       try {
-        (target ? target.pool : dispatcher).dispatch(options, response);
+        (target ? target.dispatcher : dispatcher).dispatch(options, response);
         head = await response.head;
       } catch (err) {
         if (target && backends) backends.report(target, false);

@@ -14,13 +14,15 @@
 // replaces the global Request and Response, which Deno.serve in the same process then fails to answer with).
 
 import { ServerResponse, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { constants, type IncomingHttpHeaders } from 'node:http2';
+import type { Server as NetServer, Socket } from 'node:net';
+import type { Duplex, Readable } from 'node:stream';
 import { finished } from 'node:stream';
 import type { Hono } from 'hono';
 import { headerList, type HeaderMap } from '../policy-host/exchange.ts';
 import { problem, type GatewayHandler, type GatewayRequest, type GatewayResponse, type UpgradeSocket } from '../gateway/messages.ts';
-import { DEFAULT_HTTP_LIMITS, type HttpLimits } from './http-limits.ts';
+import { DEFAULT_HTTP2, DEFAULT_HTTP_LIMITS, type Http2Protocols, type HttpLimits } from './http-limits.ts';
+import { answerStream, http2Sessions, streamRequest, type Http2Sessions } from './http2-server.ts';
 
 export interface ListenOptions {
   port: number;
@@ -43,6 +45,10 @@ export interface DataPlaneOptions extends ListenOptions {
   handle: GatewayHandler;
   /** WebSocket handshakes; absent: answered as plain requests. */
   upgrade?: UpgradeHandler;
+  /** Where HTTP/2 is spoken besides HTTP/1.1 (DEFAULT_HTTP2 when absent): on HTTPS through ALPN, on HTTP with prior knowledge. */
+  http2?: Http2Protocols;
+  /** Told when an HTTP/2 connection is closed for abuse (rapid reset), with why and the client's address. */
+  onHttp2Cut?: (reason: string, client: string) => void;
 }
 
 /** Takes an upgrade's socket (answers null: it wrote the 101) or answers the response to write instead. */
@@ -90,6 +96,7 @@ function nodeRequest(incoming: IncomingMessage, scheme: 'http' | 'https'): Gatew
     headers,
     remoteAddress: incoming.socket.remoteAddress ?? '',
     scheme,
+    protocol: incoming.httpVersion === '1.0' ? 'HTTP/1.0' : 'HTTP/1.1',
     body: hasBody ? incoming : null,
   };
 }
@@ -135,7 +142,7 @@ async function answer(incoming: IncomingMessage, outgoing: ServerResponse, pendi
   // very response that explains why. Past DRAIN_LIMIT_BYTES or DRAIN_LIMIT_MS the connection is cut all the same.
   // (`complete` is true once the whole message arrived, read or not; a bodiless GET is complete at once, and Node
   // discards what is left of a complete message itself.)
-  if (!incoming.complete && !incoming.destroyed) drain(incoming);
+  if (!incoming.complete && !incoming.destroyed) drain(incoming, () => incoming.socket.destroy());
   if (res.finished) {
     const { stream, body, finished: report } = res;
     // finished() also reports a response whose connection was already gone.
@@ -157,9 +164,9 @@ async function answer(incoming: IncomingMessage, outgoing: ServerResponse, pendi
 const DRAIN_LIMIT_BYTES = 16 * 1024 * 1024;
 const DRAIN_LIMIT_MS = 10_000;
 
-function drain(incoming: IncomingMessage): void {
+/** Reads and discards what is left of a request body; `cut` ends the exchange past the limits. */
+function drain(incoming: Readable, cut: () => void): void {
   let drained = 0;
-  const cut = () => incoming.socket.destroy();
   const timer = setTimeout(cut, DRAIN_LIMIT_MS);
   timer.unref?.();
   incoming.on('data', (chunk: Buffer) => {
@@ -181,7 +188,10 @@ function pathOf(target: string): string {
 type NodeListener = (req: IncomingMessage, res: ServerResponse) => void;
 type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
-async function listenNode(listener: NodeListener, options: ListenOptions, onUpgrade?: UpgradeListener): Promise<Listener> {
+/** The client preface an HTTP/2 connection with prior knowledge opens with (RFC 9113, 3.4). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+async function listenNode(listener: NodeListener, options: ListenOptions, onUpgrade?: UpgradeListener, h2?: Http2Sessions): Promise<Listener> {
   const limits = options.limits ?? DEFAULT_HTTP_LIMITS;
   const serverOptions = {
     maxHeaderSize: limits.maxHeaderBytes,
@@ -192,30 +202,78 @@ async function listenNode(listener: NodeListener, options: ListenOptions, onUpgr
     // up to 30 s past its timeout).
     connectionsCheckingInterval: Math.min(5000, Math.max(100, Math.floor(limits.headersTimeoutMs / 4))),
   };
-  const server = options.tls
-    ? (await import('node:https')).createServer({ cert: options.tls.cert, key: options.tls.key, ...serverOptions }, listener)
-    : (await import('node:http')).createServer(serverOptions, listener);
-  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
-  if (onUpgrade) server.on('upgrade', onUpgrade);
+  const http1 =
+    options.tls && !h2
+      ? (await import('node:https')).createServer({ cert: options.tls.cert, key: options.tls.key, ...serverOptions }, listener)
+      : (await import('node:http')).createServer(serverOptions, listener);
+  http1.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  if (onUpgrade) http1.on('upgrade', onUpgrade);
+  // With HTTP/2, a front server takes the connections and hands each to the protocol it speaks; node:http serves those
+  // that speak HTTP/1.1 with every limit above, as it does when it listens itself.
+  const server = h2 ? await frontServer(options, limits, http1, h2) : http1;
   // Connections past the limit are closed as they arrive.
   if (limits.maxConnections > 0) server.maxConnections = limits.maxConnections;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.hostname, () => {
+      // node:http starts checking its timeouts when it listens; fed by the front server, it is told it does.
+      if (server !== http1) http1.emit('listening');
       const address = server.address();
       resolve({
         port: typeof address === 'object' && address ? address.port : options.port,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            // Idle keep-alive connections would hold close() open; busy ones finish their request first.
-            server.closeIdleConnections();
-          }),
+        close: async () => {
+          await Promise.all([
+            new Promise<void>((done) => {
+              server.close(() => done());
+              // Idle keep-alive connections would hold close() open; busy ones finish their request first.
+              if (server === http1) http1.closeIdleConnections();
+              else http1.close(() => undefined);
+            }),
+            h2?.close(),
+          ]);
+        },
       });
     });
   });
 }
 
+/**
+ * The server a listener with HTTP/2 listens with: on TLS, ALPN chooses (`h2`, else HTTP/1.1); on cleartext, a
+ * connection that opens with the HTTP/2 preface goes to HTTP/2 and any other to node:http.
+ */
+async function frontServer(options: ListenOptions, limits: HttpLimits, http1: NetServer, h2: Http2Sessions): Promise<NetServer> {
+  if (options.tls) {
+    const { createServer } = await import('node:tls');
+    const server = createServer({ cert: options.tls.cert, key: options.tls.key, ALPNProtocols: ['h2', 'http/1.1'], handshakeTimeout: limits.headersTimeoutMs }, (socket) => {
+      if (socket.alpnProtocol === 'h2') h2.accept(socket);
+      else http1.emit('connection', socket);
+    });
+    // A failed handshake is the client's problem; the socket is closed by node:tls.
+    server.on('tlsClientError', () => undefined);
+    return server;
+  }
+  const { createServer } = await import('node:net');
+  return createServer((socket) => {
+    socket.on('error', () => socket.destroy());
+    let seen = Buffer.alloc(0);
+    // A client that sends too little to tell is held no longer than one slow to send its request head.
+    const timer = setTimeout(() => socket.destroy(), limits.headersTimeoutMs);
+    socket.once('close', () => clearTimeout(timer));
+    const sniff = () => {
+      for (let chunk = socket.read() as Buffer | null; chunk; chunk = socket.read() as Buffer | null) seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, H2_PREFACE.length);
+      const h2Sofar = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      // Undecided until the bytes so far could begin either (an HTTP/1.1 request line never begins with "PRI *").
+      if (h2Sofar && n < H2_PREFACE.length) return;
+      socket.off('readable', sniff);
+      clearTimeout(timer);
+      socket.unshift(seen);
+      if (h2Sofar) h2.accept(socket);
+      else http1.emit('connection', socket);
+    };
+    socket.on('readable', sniff);
+  });
+}
 /** A plain Hono app (the admin listener), on node:http under both runtimes as well. */
 export async function listen(app: Hono, options: ListenOptions): Promise<Listener> {
   const { getRequestListener } = await import('@hono/node-server');
@@ -249,5 +307,25 @@ export async function listenDataPlane(options: DataPlaneOptions): Promise<Listen
       void answer(req, res, Promise.resolve(problem(400, 'Bad Request', detail, req.headers['x-request-id']?.toString() ?? '')));
     } else serve(req, res);
   };
-  return listenNode(serve, options, onUpgrade);
+  const http2 = options.http2 ?? DEFAULT_HTTP2;
+  const h2 = (options.tls ? http2.tls : http2.cleartext)
+    ? http2Sessions(options.limits ?? DEFAULT_HTTP_LIMITS, (stream, headers) => {
+        const target = readTarget(headers[':path'] ?? '');
+        if (fixedPaths.has(target.path)) {
+          void answerStream(stream, fixedPathResponse(app, headers, scheme), false, () => stream.resume());
+          return;
+        }
+        const unread = () => drain(stream, () => stream.close(constants.NGHTTP2_CANCEL));
+        void answerStream(stream, handle(streamRequest(stream, headers, scheme, target)), headers.te === 'trailers', unread);
+      }, options.onHttp2Cut)
+    : undefined;
+  return listenNode(serve, options, onUpgrade, h2);
+}
+
+/** A fixed path's answer from the Hono app, for an HTTP/2 stream (probes: small bodies). */
+async function fixedPathResponse(app: Hono, headers: IncomingHttpHeaders, scheme: 'http' | 'https'): Promise<GatewayResponse> {
+  const res = await app.fetch(new Request(`${scheme}://${headers[':authority'] ?? 'localhost'}${headers[':path']}`, { method: headers[':method'] }));
+  const map: HeaderMap = new Map();
+  res.headers.forEach((value, name) => map.set(name, [value]));
+  return { status: res.status, headers: map, body: new Uint8Array(await res.arrayBuffer()), stream: null };
 }

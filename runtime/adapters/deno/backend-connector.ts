@@ -44,8 +44,8 @@ function resumeBeforeEnd(socket: Socket): void {
 }
 
 /** undici's connector, each socket it opens given the fix above. */
-export const denoConnector: ConnectorFactory = (tls = {}) => {
-  const connect = undiciConnector(tls);
+export const denoConnector: ConnectorFactory = (options = {}) => {
+  const connect = undiciConnector(options);
   return (options, callback) =>
     connect(options, (...args) => {
       const socket = args[1];

@@ -1,0 +1,166 @@
+// HTTP/2 on the data plane's listeners: the sessions a listener hands over (ALPN `h2` on HTTPS, the connection preface
+// on cleartext with prior knowledge: http-server.ts decides), each stream turned into the same `GatewayRequest` an
+// HTTP/1.1 request becomes, so routing, policies, limits, logs and metrics are one code path whatever the protocol.
+//
+// node:http2's core API (streams, not its HTTP/1-like compatibility layer): the stream is the request's body and the
+// response's sink, with backpressure, and its trailers are what gRPC needs. Deno's node:http2 serves it the same way
+// (checked on Deno 2.9 with curl, node:http2 clients and @grpc/grpc-js).
+//
+// What a hostile client could do, and what bounds it (docs/operations.md, "HTTP/2"):
+//   - rapid reset (CVE-2023-44487): streams opened and reset at once make the gateway start work it then throws away;
+//     resets are counted per session in a window, and a session past the limit is closed with GOAWAY
+//     ENHANCE_YOUR_CALM;
+//   - a large header list: SETTINGS_MAX_HEADER_LIST_SIZE is the HTTP/1.1 head limit (GATEHOUSE_MAX_HEADER_BYTES),
+//     past which nghttp2 refuses the stream;
+//   - many streams: SETTINGS_MAX_CONCURRENT_STREAMS; streams past it are refused by nghttp2 (and a session that keeps
+//     opening them is closed by node:http2's maxSessionRejectedStreams);
+//   - a window never opened: a response stream holds at most its highWaterMark before the backend is paused (the
+//     body is written with backpressure), and a session with no frames for the keep-alive timeout is closed.
+
+import { constants, createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import type { HeaderMap } from '../policy-host/exchange.ts';
+import type { GatewayRequest, GatewayResponse } from '../gateway/messages.ts';
+import type { HttpLimits } from './http-limits.ts';
+
+/** How long a window of counted resets lasts. */
+export const RESET_WINDOW_MS = 10_000;
+
+/** Response headers HTTP/2 does not carry (RFC 9113, 8.2.2): node:http2 refuses a head with one. */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/** One stream's request, and how to answer it. */
+export type StreamHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void;
+
+export interface Http2Sessions {
+  /** Takes a connection that speaks HTTP/2 (TLS with ALPN h2, or cleartext that began with the preface). */
+  accept(socket: Duplex): void;
+  /** Sends GOAWAY on every session and resolves when they have closed (their open streams finish first). */
+  close(): Promise<void>;
+}
+
+/** An HTTP/2 server for a listener: its sessions bounded by `limits`, each stream handed to `onStream`. */
+export function http2Sessions(limits: HttpLimits, onStream: StreamHandler, onCut?: (reason: string, client: string) => void): Http2Sessions {
+  const server: Http2Server = createServer({
+    settings: {
+      maxConcurrentStreams: limits.http2MaxConcurrentStreams,
+      maxHeaderListSize: limits.maxHeaderBytes,
+    },
+    maxHeaderListPairs: 256,
+  });
+  const sessions = new Set<ServerHttp2Session>();
+  let closing: Promise<void> | null = null;
+  server.on('session', (session: ServerHttp2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+    session.on('error', () => undefined);
+    // No frame either way for this long (an idle session, or a client that never opens its window): closed.
+    session.setTimeout(limits.keepAliveTimeoutMs, () => session.destroy());
+    if (closing) session.close();
+    const resets = { count: 0, windowStart: performance.now() };
+    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      stream.on('error', () => undefined);
+      // A stream the client reset before the gateway answered it (`aborted` is read at close rather than listened
+      // for: Deno's node:http2 sets it without always emitting the event).
+      stream.once('close', () => {
+        if (!stream.aborted && stream.rstCode !== constants.NGHTTP2_CANCEL) return;
+        const now = performance.now();
+        if (now - resets.windowStart > RESET_WINDOW_MS) {
+          resets.windowStart = now;
+          resets.count = 0;
+        }
+        if (++resets.count > limits.http2MaxResets && !session.destroyed) {
+          onCut?.(`more than ${limits.http2MaxResets} streams reset in ${RESET_WINDOW_MS / 1000} s`, session.socket?.remoteAddress ?? '');
+          session.destroy(new Error('too many streams reset by the client'), constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        }
+      });
+      onStream(stream, headers);
+    });
+  });
+  return {
+    accept: (socket) => server.emit('connection', socket),
+    close: () =>
+      (closing ??= Promise.all(
+        [...sessions].map((session) => new Promise<void>((done) => (session.closed ? done() : (session.once('close', () => done()), session.close())))),
+      ).then(() => undefined)),
+  };
+}
+
+/** The request a stream carries, as the gateway takes it. */
+export function streamRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, scheme: 'http' | 'https', target: { path: string; query: string }): GatewayRequest {
+  const map: HeaderMap = new Map();
+  for (const name in headers) {
+    if (name.charCodeAt(0) === 58 /* ':' */) continue;
+    const value = headers[name];
+    if (value === undefined) continue;
+    map.set(name, typeof value === 'string' ? [value] : value);
+  }
+  // What HTTP/1.1 carries in Host, HTTP/2 carries in :authority (RFC 9113, 8.3.1).
+  const authority = headers[':authority'];
+  if (!map.has('host') && authority) map.set('host', [authority]);
+  return {
+    method: headers[':method'] ?? 'GET',
+    path: target.path,
+    query: target.query,
+    headers: map,
+    remoteAddress: stream.session?.socket?.remoteAddress ?? '',
+    scheme,
+    protocol: 'HTTP/2',
+    body: stream.endAfterHeaders ? null : stream,
+  };
+}
+
+/** The response head in node:http2's form: connection-specific fields left out. */
+function responseHead(status: number, headers: HeaderMap): Record<string, string | string[] | number> {
+  const head: Record<string, string | string[] | number> = { ':status': status };
+  for (const [name, values] of headers) {
+    if (CONNECTION_SPECIFIC.has(name)) continue;
+    head[name] = values.length === 1 ? values[0]! : values;
+  }
+  return head;
+}
+
+/**
+ * Writes the response `pending` resolves with on `stream`: the buffered body, or the backend's body as it arrives with
+ * its trailers when the client asked for them (`te: trailers`, as gRPC clients do).
+ */
+export async function answerStream(stream: ServerHttp2Stream, pending: Promise<GatewayResponse>, wantsTrailers: boolean, drain: () => void): Promise<void> {
+  let res: GatewayResponse;
+  try {
+    res = await pending;
+  } catch {
+    // The handler turns every failure into a response; reaching here is a gateway bug: answer rather than hang.
+    if (!stream.destroyed && !stream.headersSent) stream.respond({ ':status': 500 }, { endStream: true });
+    return;
+  }
+  const { finished: report } = res;
+  // A gRPC answer in one HEADERS frame (trailers-only: grpc-status in the head) stays one: its body is empty.
+  const body = res.stream && res.headers.has('grpc-status') ? (res.stream.destroy(), null) : res.stream;
+  if (report) stream.once('close', () => report(body ? body.bytesReceived : (res.body?.byteLength ?? 0)));
+  if (stream.destroyed) {
+    body?.destroy();
+    return;
+  }
+  // A body the client is still sending that nobody will read.
+  if (!stream.readableEnded) drain();
+  const empty = !body && !res.body?.byteLength;
+  const trailers = body !== null && wantsTrailers;
+  try {
+    stream.respond(responseHead(res.status, res.headers), { endStream: empty, waitForTrailers: trailers });
+  } catch {
+    // A head node:http2 will not write: the stream is reset rather than the process brought down.
+    body?.destroy();
+    stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  if (body) {
+    if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailerHead(body.trailers)));
+    body.sendTo(stream);
+  } else if (!empty) stream.end(res.body);
+}
+
+function trailerHead(trailers: HeaderMap | null): Record<string, string | string[]> {
+  const head: Record<string, string | string[]> = {};
+  if (trailers) for (const [name, values] of trailers) if (!CONNECTION_SPECIFIC.has(name)) head[name] = values.length === 1 ? values[0]! : values;
+  return head;
+}

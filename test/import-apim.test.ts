@@ -202,20 +202,22 @@ describe('gatehouse import-apim', () => {
     at(6, /<authentication-certificate> inside <send-request> is not translated/);
     at(8, /note: no timeout: APIM waits 60 seconds by default/);
     at(10, /exists-action="skip" on a copied request/);
-    at(14, /response-variable-name is required/);
-    at(18, /<choose> inside <wait>: Gatehouse runs only send-request and send-one-way-request/);
-    at(26, /<api> inside <quota> is not translated/);
-    at(28, /password: the Gatehouse policy takes no expression here/);
-    at(29, /no CEL mapping for "DateTime\.UtcNow\.Second"/);
-    at(34, /xsi-nil="blank" of <set-body> is not translated/);
-    at(34, /multi-statement expression/);
-    at(35, /<trace> has no <message>/);
-    assert.match(lines.at(-1)!, /11 things not translated \(left out\)/);
+    at(19, /a second <set-header> for accept: Gatehouse's call sends one value per header \(the first is kept\)/);
+    at(23, /response-variable-name is required/);
+    at(27, /<choose> inside <wait>: Gatehouse runs only send-request and send-one-way-request/);
+    at(35, /<api> inside <quota> is not translated/);
+    at(37, /password: the Gatehouse policy takes no expression here/);
+    at(38, /no CEL mapping for "DateTime\.UtcNow\.Second"/);
+    at(43, /xsi-nil="blank" of <set-body> is not translated/);
+    at(43, /multi-statement expression/);
+    at(44, /<trace> has no <message>/);
+    assert.match(lines.at(-1)!, /12 things not translated \(left out\)/);
     const chains = parse(run.stdout) as { inbound: Record<string, unknown>[] };
     const kinds = chains.inbound.map((e) => (e.policy as string | undefined) ?? Object.keys(e)[0]);
-    assert.deepEqual(kinds, ['send-request', 'send-request', 'wait', 'quota']);
+    assert.deepEqual(kinds, ['send-request', 'send-request', 'send-request', 'wait', 'quota']);
     assert.deepEqual(chains.inbound[0], { 'send-request': { url: 'https://slow.contoso.com/', mode: 'new', timeout: 30, responseVariable: 'slow' } });
-    assert.deepEqual(chains.inbound[2], { wait: { for: 'all', policies: [{ 'send-one-way-request': { url: 'https://audit.contoso.com/', mode: 'new' } }] } });
+    assert.deepEqual(chains.inbound[2], { 'send-request': { url: 'https://twice.contoso.com/', mode: 'new', headers: { accept: 'application/json' }, timeout: 5, responseVariable: 'twice' } });
+    assert.deepEqual(chains.inbound[3], { wait: { for: 'all', policies: [{ 'send-one-way-request': { url: 'https://audit.contoso.com/', mode: 'new' } }] } });
   });
 
   test('a file that is not XML, or not a policy document, is refused with the reason', async () => {

@@ -138,10 +138,8 @@ const returnResponse: Translator = (el, ctx) => {
         else headers[header.config.name.toLowerCase()] = header.config.value ?? '';
       }
     } else {
-      attributes(child, ctx, [], { template: '' });
-      if (child.attributes.has('template')) ctx.problem(child, `template="${child.attributes.get('template')}": templates are not translated`);
-      const body = value(child, child.text, ctx, true, 'set-body');
-      if (body !== null) config.body = body;
+      const body = bodyOf(child, ctx, false);
+      if (body !== undefined) config.body = body.value;
     }
   }
   if (Object.keys(headers).length > 0) config.headers = headers;
@@ -532,10 +530,15 @@ function outboundCall(oneWay: boolean): Translator {
           else if (action === 'delete') ctx.problem(child, 'exists-action="delete" on a new request: it has no such header to delete (left out)');
           continue;
         }
+        const name = ha.get('name')?.toLowerCase();
+        if (name === undefined || name in headers) {
+          ctx.problem(child, name === undefined ? '<set-header> without a name' : `a second <set-header> for ${name}: Gatehouse's call sends one value per header (the first is kept)`);
+          continue;
+        }
         if (values.length > 1) ctx.problem(child, `${values.length} <value> elements: Gatehouse's call sends one value per header (the first is kept)`);
         const v = values[0] ? value(values[0], values[0].text, ctx, true, 'value') : '';
         if (v === null) complete = false;
-        else headers[(ha.get('name') ?? '').toLowerCase()] = v;
+        else headers[name] = v;
       } else {
         const body = bodyOf(child, ctx, false);
         if (body === undefined) complete = false;

@@ -211,8 +211,13 @@ describe('gatehouse import-apim', () => {
     at(43, /xsi-nil="blank" of <set-body> is not translated/);
     at(43, /multi-statement expression/);
     at(44, /<trace> has no <message>/);
-    assert.match(lines.at(-1)!, /12 things not translated \(left out\)/);
-    const chains = parse(run.stdout) as { inbound: Record<string, unknown>[] };
+    at(51, /<forward-request> inside <retry>: .*backend\.retry/);
+    at(50, /<retry> has no policy Gatehouse runs inside it/);
+    at(53, /attribute timeout="60" of <forward-request> is not translated/);
+    at(53, /note: <forward-request>: Gatehouse forwards between the backend and outbound phases itself/);
+    assert.match(lines.at(-1)!, /15 things not translated \(left out\)/);
+    const chains = parse(run.stdout) as { inbound: Record<string, unknown>[]; backend?: unknown };
+    assert.equal(chains.backend, undefined, 'forward-request is no entry');
     const kinds = chains.inbound.map((e) => (e.policy as string | undefined) ?? Object.keys(e)[0]);
     assert.deepEqual(kinds, ['send-request', 'send-request', 'send-request', 'wait', 'quota']);
     assert.deepEqual(chains.inbound[0], { 'send-request': { url: 'https://slow.contoso.com/', mode: 'new', timeout: 30, responseVariable: 'slow' } });

@@ -579,7 +579,10 @@ const retry: Translator = (el, ctx) => {
   if (count !== undefined && count > 50) ctx.problem(el, `count="${count}": Gatehouse retries at most 50 times (50 used)`);
   const firstFast = a.get('first-fast-retry');
   if (firstFast !== undefined && isExpression(firstFast)) ctx.problem(el, `first-fast-retry: Gatehouse takes true or false here, not an expression (${firstFast})`);
-  const policies = ctx.chain(el.children);
+  for (const child of el.children) {
+    if (child.name === 'forward-request') ctx.problem(child, "<forward-request> inside <retry>: Gatehouse forwards outside the chain; retry the backend with the API's backend.retry (docs/configuration.md)");
+  }
+  const policies = ctx.chain(el.children.filter((c) => c.name !== 'forward-request'));
   if (policies.length === 0) {
     ctx.problem(el, '<retry> has no policy Gatehouse runs inside it (left out)');
     return null;
@@ -693,6 +696,18 @@ const jsonp: Translator = (el, ctx) => {
   return name === null ? null : policy('jsonp', { callbackParameterName: name });
 };
 
+/**
+ * forward-request is the gateway's own behaviour: it forwards between the backend and outbound phases, so the element
+ * becomes no entry. Its settings belong to the API's backend (timeoutMs, retry), not to the chain: they are listed.
+ */
+const forwardRequest: Translator = (el, ctx) => {
+  for (const [name, v] of el.attributes) ctx.problem(el, `attribute ${name}="${v}" of <forward-request> is not translated: the forwarding's settings are the API's backend (timeoutMs, retry; docs/configuration.md)`);
+  children(el, ctx, []);
+  if (ctx.section !== 'backend') ctx.problem(el, `<forward-request> in <${ctx.section}>: Gatehouse forwards once, between the backend and outbound phases`);
+  else ctx.note(el, '<forward-request>: Gatehouse forwards between the backend and outbound phases itself (no entry)');
+  return null;
+};
+
 /** APIM policy elements Gatehouse has, by element name. */
 export const TRANSLATORS: Record<string, Translator> = {
   'set-header': setHeader,
@@ -735,4 +750,5 @@ export const TRANSLATORS: Record<string, Translator> = {
   'authentication-basic': authenticationBasic,
   quota,
   jsonp,
+  'forward-request': forwardRequest,
 };

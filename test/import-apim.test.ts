@@ -3,11 +3,11 @@
 // document with what cannot be translated, listed with its lines (exit 1, or 0 with --partial).
 
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { prepareDocument } from '../runtime/config/prepare-document.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
@@ -37,6 +37,8 @@ describe('APIM expressions to CEL', () => {
       ['@(context.Request.Headers.ContainsKey("X-Debug") && !context.Variables.ContainsKey("x"))', '"x-debug" in request.headers && !"x" in variables'],
       ['@(context.Request.Url.Path.StartsWith("/internal"))', 'request.path.startsWith("/internal")'],
       ['@(context.Api.Id + "/" + context.Operation.Id)', 'api + "/" + operation'],
+      ['@(((IResponse)context.Variables["tokenResponse"]).StatusCode >= 500)', 'responses["tokenResponse"].status >= 500'],
+      ['@(((IResponse)context.Variables["r"]).Body.As<string>())', 'responses["r"].body'],
     ];
     for (const [apim, cel] of cases) assert.deepEqual(translateExpression(apim), { cel }, apim);
   });
@@ -120,6 +122,109 @@ describe('gatehouse import-apim', () => {
     assert.equal(partial.stdout, run.stdout.slice(run.stdout.indexOf('policies:') + 'policies:\n'.length).replace(/^ {6}/gm, ''));
   });
 
+  test('outbound calls, retry, wait, set-body, trace, authentication-basic, quota and jsonp are translated', async () => {
+    const file = fixture('outbound-calls.xml');
+    const run = await runGatehouse(['import-apim', file]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(
+      run.stderr.trim().split('\n'),
+      [`${file}:29: note: metadata name="Operation Name" is recorded as Operation-Name (Gatehouse's names have no spaces)`],
+    );
+    const chains = parse(run.stdout) as Record<string, Record<string, unknown>[]>;
+    const inbound = chains.inbound!;
+    assert.deepEqual(inbound[0], {
+      retry: {
+        condition: 'responses["tokenResponse"].status >= 500',
+        count: 3,
+        interval: 1,
+        delta: 1,
+        maxInterval: 8,
+        firstFastRetry: true,
+        policies: [
+          {
+            'send-request': {
+              url: 'https://login.contoso.com/oauth2/token',
+              mode: 'new',
+              method: 'POST',
+              headers: { 'content-type': 'application/x-www-form-urlencoded' },
+              body: { expr: '"grant_type=client_credentials&scope=" + request.headers[?"x-scope"].orValue("read")' },
+              timeout: 20,
+              responseVariable: 'tokenResponse',
+              ignoreError: false,
+            },
+          },
+        ],
+      },
+    });
+    assert.deepEqual(inbound[1], {
+      wait: {
+        for: 'any',
+        policies: [
+          { 'send-request': { url: 'https://prices.contoso.com/p', mode: 'new', method: 'GET', timeout: 10, responseVariable: 'prices', ignoreError: true } },
+          { 'send-request': { url: { expr: '"https://stock.contoso.com/s/" + route["id"]' }, mode: 'copy', timeout: 20, responseVariable: 'stock' } },
+        ],
+      },
+    });
+    assert.deepEqual(inbound[2], { policy: 'authentication-basic', config: { username: 'orders-client', password: '{{orders-backend-password}}' } });
+    assert.deepEqual(inbound[3], { policy: 'quota', config: { calls: 10000, bandwidth: 40000, renewalPeriod: 3600 } });
+    assert.deepEqual(inbound[4], { trace: { source: 'Orders API', severity: 'information', message: { expr: 'request.method' }, metadata: { 'Operation-Name': 'New-Order' } } });
+    assert.deepEqual(inbound[5], { 'set-body': { value: { expr: 'request.headers[?"x-tenant"].orValue("none")' } } });
+    assert.deepEqual(chains.outbound, [
+      {
+        'send-one-way-request': {
+          url: 'https://audit.contoso.com/log',
+          mode: 'new',
+          method: 'POST',
+          headers: { 'x-api': { expr: 'api' } },
+          body: { expr: 'api + " " + string(response.status)' },
+          timeout: 5,
+        },
+      },
+      { policy: 'jsonp', config: { callbackParameterName: 'cb' } },
+      { 'set-body': { value: '{"price": {{body.price}}, "tenant": "{{context.Request.Headers["X-Tenant"]}}"}', template: 'liquid' } },
+    ]);
+    // Bound as a gateway binds it, with the named value the document refers to defined.
+    const doc = { version: 1, namedValues: { 'orders-backend-password': { value: 'p4ssw0rd', secret: true } }, apis: [{ id: 'orders', pathPrefix: '/orders', backend: { url: 'http://127.0.0.1:9' }, policies: chains }] };
+    await prepareDocument(stringify(doc), { host: newHost().host, baseDir: repoRoot(), policies, sourceName: 'imported.yaml' });
+    // A whole gateway document without that named value would be refused: the command says so.
+    const whole = await runGatehouse(['import-apim', file, '--api', 'orders', '--path', '/orders', '--backend', 'http://127.0.0.1:9']);
+    assert.equal(whole.code, 1);
+    assert.match(whole.stderr, /named values orders-backend-password are referred to but not part of the output/);
+  });
+
+  test('what these elements carry that Gatehouse cannot express is listed with its line and left out', async () => {
+    const file = fixture('calls-untranslatable.xml');
+    const run = await runGatehouse(['import-apim', file]);
+    assert.equal(run.code, 1);
+    const lines = run.stderr.trim().split('\n');
+    const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+    at(4, /timeout="60": Gatehouse allows at most 30 seconds here \(30 used\)/);
+    at(6, /<authentication-certificate> inside <send-request> is not translated/);
+    at(8, /note: no timeout: APIM waits 60 seconds by default/);
+    at(10, /exists-action="skip" on a copied request/);
+    at(19, /a second <set-header> for accept: Gatehouse's call sends one value per header \(the first is kept\)/);
+    at(23, /response-variable-name is required/);
+    at(27, /<choose> inside <wait>: Gatehouse runs only send-request and send-one-way-request/);
+    at(35, /<api> inside <quota> is not translated/);
+    at(37, /password: the Gatehouse policy takes no expression here/);
+    at(38, /no CEL mapping for "DateTime\.UtcNow\.Second"/);
+    at(43, /xsi-nil="blank" of <set-body> is not translated/);
+    at(43, /multi-statement expression/);
+    at(44, /<trace> has no <message>/);
+    at(51, /<forward-request> inside <retry>: .*backend\.retry/);
+    at(50, /<retry> has no policy Gatehouse runs inside it/);
+    at(53, /attribute timeout="60" of <forward-request> is not translated/);
+    at(53, /note: <forward-request>: Gatehouse forwards between the backend and outbound phases itself/);
+    assert.match(lines.at(-1)!, /15 things not translated \(left out\)/);
+    const chains = parse(run.stdout) as { inbound: Record<string, unknown>[]; backend?: unknown };
+    assert.equal(chains.backend, undefined, 'forward-request is no entry');
+    const kinds = chains.inbound.map((e) => (e.policy as string | undefined) ?? Object.keys(e)[0]);
+    assert.deepEqual(kinds, ['send-request', 'send-request', 'send-request', 'wait', 'quota']);
+    assert.deepEqual(chains.inbound[0], { 'send-request': { url: 'https://slow.contoso.com/', mode: 'new', timeout: 30, responseVariable: 'slow' } });
+    assert.deepEqual(chains.inbound[2], { 'send-request': { url: 'https://twice.contoso.com/', mode: 'new', headers: { accept: 'application/json' }, timeout: 5, responseVariable: 'twice' } });
+    assert.deepEqual(chains.inbound[3], { wait: { for: 'all', policies: [{ 'send-one-way-request': { url: 'https://audit.contoso.com/', mode: 'new' } }] } });
+  });
+
   test('a file that is not XML, or not a policy document, is refused with the reason', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'bad.xml'), '<policies><inbound></policies>');
@@ -183,5 +288,45 @@ describe('an imported document served by a gateway', () => {
     for (let i = 0; i < 4; i++) statuses.push((await send(`/shop/limited-${i}`, { 'x-tenant': 'limited' })).status);
     assert.deepEqual(statuses, [200, 200, 200, 429]);
     assert.equal((await send('/shop/other', { 'x-tenant': 'another' })).status, 200);
+  });
+});
+
+describe('an imported document with outbound calls served by a gateway', () => {
+  let backend: RecordingBackend;
+  let tokens: RecordingBackend;
+  let gateway: GatewayProcess;
+  const agent = new Agent({ connections: 2 });
+
+  before(async () => {
+    backend = await startRecordingBackend(() => ({ headers: { 'content-type': 'text/plain' }, body: 'the backend body' }));
+    // The token service fails its first call: retry's condition sees the 503 and the first retry, at once, gets the token.
+    tokens = await startRecordingBackend(() => (tokens.seen.length === 1 ? { status: 503, body: 'busy' } : { headers: { 'content-type': 'text/plain' }, body: 'tok-123' }));
+    const dir = tempDir();
+    const xml = join(dir, 'served-calls.xml');
+    writeFileSync(xml, readFileSync(fixture('served-calls.xml'), 'utf8').replaceAll('TOKEN_PORT', String(tokens.port)));
+    const run = await runGatehouse(['import-apim', xml, '--api', 'shop', '--path', '/shop', '--backend', `http://127.0.0.1:${backend.port}`]);
+    assert.equal(run.code, 0, run.stderr);
+    const file = join(dir, 'imported.yaml');
+    writeFileSync(file, run.stdout);
+    gateway = await startGatewayProcess({ config: file });
+  });
+
+  after(() => stopAll(gateway, agent, [backend?.server, tokens?.server]));
+
+  test('send-request inside retry, authentication-basic and set-body do what the APIM document says', async () => {
+    const res = await sendTo(gateway.url, '/shop/orders/7', { headers: { 'x-scope': 'write' }, dispatcher: agent });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.body, 'status 200 via shop', 'the client gets the body set-body made');
+    assert.equal(tokens.seen.length, 2, 'the 503 was retried once');
+    for (const call of tokens.seen) {
+      assert.equal(call.method, 'POST');
+      assert.equal(call.url, '/token');
+      assert.equal(call.body, 'scope=write');
+      assert.equal(call.headers['x-client'], 'orders');
+    }
+    const seen = backend.seen.at(-1)!;
+    assert.equal(seen.url, '/orders/7');
+    assert.equal(seen.headers.authorization, `Basic ${Buffer.from('orders-client:s3cret-pass').toString('base64')}`);
+    assert.equal(seen.headers['x-token'], 'tok-123', 'the stored response, read by an expression');
   });
 });

@@ -96,6 +96,9 @@ async function importApim(args: string[], io: CliIo): Promise<number> {
   if (given === 3 && result.fragments.length > 0) {
     problems.push({ line: 0, message: `fragments ${result.fragments.join(', ')} are included but not part of the output: declare them under fragments: in the document` });
   }
+  if (given === 3 && result.namedValues.length > 0) {
+    problems.push({ line: 0, message: `named values ${result.namedValues.join(', ')} are referred to but not part of the output: declare them under namedValues: in the document` });
+  }
   io.out(given === 3 ? gatewayYaml(result, api as { id: string; path: string; backend: string }) : chainsYaml(result));
   for (const note of result.notes) io.err(`${file}:${note.line}: note: ${note.message}`);
   for (const problem of problems) io.err(`${file}${problem.line > 0 ? `:${problem.line}` : ''}: ${problem.message}`);

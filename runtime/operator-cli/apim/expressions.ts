@@ -27,6 +27,9 @@ const RULES: [RegExp, (...groups: string[]) => string][] = [
     (_h, _d, claim, fallback) => optional('jwt', claim!, fallback),
   ],
   [new RegExp(String.raw`${TOKEN_FROM_HEADER}\.Subject`, 'g'), () => optional('jwt', '"sub"', undefined)],
+  // The response a send-request stored (APIM keeps the IResponse object in the variable; Gatehouse in `responses`).
+  [new RegExp(String.raw`\(\s*\(\s*IResponse\s*\)\s*context\.Variables\[${ARG}\]\s*\)\.StatusCode`, 'g'), (name) => `responses[${name}].status`],
+  [new RegExp(String.raw`\(\s*\(\s*IResponse\s*\)\s*context\.Variables\[${ARG}\]\s*\)\.Body\.As<string>\(\s*(?:preserveContent\s*:\s*true\s*)?\)`, 'g'), (name) => `responses[${name}].body`],
   [new RegExp(String.raw`context\.Request\.Headers\.GetValueOrDefault\(${ARG}${DEFAULT}\)`, 'g'), (name, fallback) => optional('request.headers', name!, fallback, true)],
   [new RegExp(String.raw`context\.Response\.Headers\.GetValueOrDefault\(${ARG}${DEFAULT}\)`, 'g'), (name, fallback) => optional('response.headers', name!, fallback, true)],
   [new RegExp(String.raw`context\.Request\.Headers\.ContainsKey\(${ARG}\)`, 'g'), (name) => `${literal(name!, true)} in request.headers`],

@@ -4,6 +4,7 @@
 // outer scopes first (global, then API, then operation), so a `<base />` that is not first, or missing, is noted.
 
 import { stringify } from 'yaml';
+import { nestedLists, CONFIGURING_KEYS } from '../../config/policy-entries.ts';
 import { TRANSLATORS, type Entry, type Section, type TranslateContext } from './translators.ts';
 import { parseXml, XmlSyntaxError, type XmlElement } from './xml.ts';
 
@@ -23,6 +24,8 @@ export interface ImportResult {
   notes: ImportProblem[];
   /** Fragments the chains include. */
   fragments: string[];
+  /** Named values (`{{name}}`) the chains refer to, kept as written: a gateway document must define them. */
+  namedValues: string[];
 }
 
 /** Translates the policy document `xml`. Throws XmlSyntaxError when it is not XML. */
@@ -31,6 +34,7 @@ export function importApimPolicy(xml: string): ImportResult {
   const problems: ImportProblem[] = [];
   const notes: ImportProblem[] = [];
   const fragments = new Set<string>();
+  const namedValues = new Set<string>();
   if (root.name !== 'policies') throw new XmlSyntaxError(`line ${root.line}: the root element is <${root.name}>, not <policies>`);
   const chains: Partial<Record<Section, Entry[]>> = {};
   for (const element of root.children) {
@@ -48,14 +52,19 @@ export function importApimPolicy(xml: string): ImportResult {
     const ctx: TranslateContext = {
       section,
       problem: (el, message) => problems.push({ line: el.line, message }),
+      note: (el, message) => notes.push({ line: el.line, message }),
       chain: (elements) => chain(elements, ctx),
     };
     const entries = chain(element.children, ctx);
-    for (const entry of walk(entries)) if (typeof entry['include-fragment'] === 'string') fragments.add(entry['include-fragment']);
+    for (const entry of walk(entries)) {
+      if (typeof entry['include-fragment'] === 'string') fragments.add(entry['include-fragment']);
+      for (const key of CONFIGURING_KEYS) for (const name of namedValueRefs(entry[key])) namedValues.add(name);
+    }
     if (entries.length > 0) chains[section] = entries;
   }
   problems.sort((a, b) => a.line - b.line);
-  return { chains, problems, notes, fragments: [...fragments] };
+  notes.sort((a, b) => a.line - b.line);
+  return { chains, problems, notes, fragments: [...fragments], namedValues: [...namedValues] };
 }
 
 function chain(elements: readonly XmlElement[], ctx: TranslateContext): Entry[] {
@@ -73,14 +82,19 @@ function chain(elements: readonly XmlElement[], ctx: TranslateContext): Entry[] 
   return out;
 }
 
-/** Every entry, nested ones (choose branches) included. */
+/** Every entry, nested ones (choose's branches, retry's and wait's policies) included. */
 function* walk(entries: readonly Entry[]): Generator<Entry> {
   for (const entry of entries) {
     yield entry;
-    const branches = entry.choose as { policies: Entry[] }[] | undefined;
-    for (const b of branches ?? []) yield* walk(b.policies);
-    yield* walk((entry.otherwise as Entry[] | undefined) ?? []);
+    for (const nested of nestedLists(entry, [])) yield* walk((nested.list as Entry[] | undefined) ?? []);
   }
+}
+
+/** The named values (`{{name}}`) the strings of `value` refer to. */
+function* namedValueRefs(value: unknown): Generator<string> {
+  if (typeof value === 'string') for (const m of value.matchAll(/\{\{([A-Za-z0-9._-]+)\}\}/g)) yield m[1]!;
+  else if (Array.isArray(value)) for (const v of value) yield* namedValueRefs(v);
+  else if (value !== null && typeof value === 'object') for (const v of Object.values(value)) yield* namedValueRefs(v);
 }
 
 /** The chains alone, as YAML (what goes under `policies:` of a scope). */

@@ -12,6 +12,8 @@ export interface TranslateContext {
   section: Section;
   /** Something of `element` that is not translated: listed with its line, and the command fails unless --partial. */
   problem(element: XmlElement, message: string): void;
+  /** A difference the reader should know that loses nothing: listed as a note, the command does not fail. */
+  note(element: XmlElement, message: string): void;
   /** Translates the policies inside an element (choose's branches). */
   chain(elements: readonly XmlElement[]): Entry[];
 }
@@ -136,10 +138,8 @@ const returnResponse: Translator = (el, ctx) => {
         else headers[header.config.name.toLowerCase()] = header.config.value ?? '';
       }
     } else {
-      attributes(child, ctx, [], { template: '' });
-      if (child.attributes.has('template')) ctx.problem(child, `template="${child.attributes.get('template')}": templates are not translated`);
-      const body = value(child, child.text, ctx, true, 'set-body');
-      if (body !== null) config.body = body;
+      const body = bodyOf(child, ctx, false);
+      if (body !== undefined) config.body = body.value;
     }
   }
   if (Object.keys(headers).length > 0) config.headers = headers;
@@ -454,6 +454,260 @@ function validation(name: string, declared: string): Translator {
   };
 }
 
+/** A whole number of seconds at most `max` (Gatehouse's bound); a larger one is reported and `max` used. */
+function seconds(element: XmlElement, ctx: TranslateContext, name: string, text: string | undefined, max: number): number | undefined {
+  const n = integer(element, ctx, name, text);
+  if (n === undefined || n <= max) return n;
+  ctx.problem(element, `${name}="${text}": Gatehouse allows at most ${max} seconds here (${max} used)`);
+  return max;
+}
+
+/**
+ * The body of a set-body (standalone, or inside send-request): text, an expression as CEL, or a Liquid template kept
+ * as written. `liquid` says whether the place takes templates. Undefined when it cannot be translated (reported).
+ */
+function bodyOf(el: XmlElement, ctx: TranslateContext, liquid: boolean): { value: string | { expr: string }; template?: 'liquid' } | undefined {
+  const a = attributes(el, ctx, ['template'], { 'xsi-nil': '', 'parse-date': '' });
+  for (const name of ['xsi-nil', 'parse-date']) if (a.has(name)) ctx.problem(el, `${name}="${a.get(name)}" of <set-body> is not translated`);
+  children(el, ctx, []);
+  const template = a.get('template');
+  if (template !== undefined) {
+    if (template.toLowerCase() !== 'liquid') {
+      ctx.problem(el, `template="${template}": Gatehouse's templates are Liquid only`);
+      return undefined;
+    }
+    if (!liquid) {
+      ctx.problem(el, 'template="liquid": this body takes text or an expression, not a template');
+      return undefined;
+    }
+    return { value: el.text, template: 'liquid' };
+  }
+  const v = value(el, el.text, ctx, true, 'set-body');
+  return v === null ? undefined : { value: v };
+}
+
+const setBody: Translator = (el, ctx) => {
+  const body = bodyOf(el, ctx, true);
+  return body === undefined ? null : { 'set-body': defined({ value: body.value, template: body.template }) };
+};
+
+/**
+ * send-request and send-one-way-request. Gatehouse's call takes its headers as a map set on a new request (or on a
+ * copy of the current one): one value per header, and with mode=copy no way to keep (skip), add to (append) or remove
+ * (delete) a copied header; those are reported.
+ */
+function outboundCall(oneWay: boolean): Translator {
+  return (el, ctx) => {
+    const known = oneWay ? ['mode', 'timeout'] : ['mode', 'timeout', 'response-variable-name', 'ignore-error'];
+    const a = attributes(el, ctx, known);
+    const mode = (a.get('mode') ?? 'new').toLowerCase();
+    if (mode !== 'new' && mode !== 'copy') {
+      ctx.problem(el, `mode="${a.get('mode')}": Gatehouse's mode is new or copy, not an expression`);
+      return null;
+    }
+    const config: Record<string, unknown> = { mode: a.has('mode') ? mode : undefined };
+    const responseVariable = a.get('response-variable-name');
+    if (!oneWay) {
+      if (responseVariable === undefined || isExpression(responseVariable)) {
+        ctx.problem(el, responseVariable === undefined ? 'response-variable-name is required' : `response-variable-name="${responseVariable}": Gatehouse takes a name, not an expression`);
+        return null;
+      }
+    }
+    const headers: Record<string, unknown> = {};
+    let complete = true;
+    for (const child of children(el, ctx, ['set-url', 'set-method', 'set-header', 'set-body'])) {
+      if (child.name === 'set-url' || child.name === 'set-method') {
+        attributes(child, ctx, []);
+        const v = value(child, child.text, ctx, true, child.name);
+        if (v === null) complete = false;
+        else config[child.name === 'set-url' ? 'url' : 'method'] = v;
+      } else if (child.name === 'set-header') {
+        const ha = attributes(child, ctx, ['name', 'exists-action']);
+        const action = (ha.get('exists-action') ?? 'override').toLowerCase();
+        const values = children(child, ctx, ['value']);
+        if (action === 'delete' || (mode === 'copy' && action !== 'override')) {
+          if (mode === 'copy') ctx.problem(child, `exists-action="${action}" on a copied request: Gatehouse's call sets its headers (override) and cannot ${action} one`);
+          else if (action === 'delete') ctx.problem(child, 'exists-action="delete" on a new request: it has no such header to delete (left out)');
+          continue;
+        }
+        const name = ha.get('name')?.toLowerCase();
+        if (name === undefined || name in headers) {
+          ctx.problem(child, name === undefined ? '<set-header> without a name' : `a second <set-header> for ${name}: Gatehouse's call sends one value per header (the first is kept)`);
+          continue;
+        }
+        if (values.length > 1) ctx.problem(child, `${values.length} <value> elements: Gatehouse's call sends one value per header (the first is kept)`);
+        const v = values[0] ? value(values[0], values[0].text, ctx, true, 'value') : '';
+        if (v === null) complete = false;
+        else headers[name] = v;
+      } else {
+        const body = bodyOf(child, ctx, false);
+        if (body === undefined) complete = false;
+        else config.body = body.value;
+      }
+    }
+    if (!complete) return null;
+    if (config.url === undefined && mode === 'new') {
+      ctx.problem(el, '<set-url> is required with mode="new"');
+      return null;
+    }
+    if (config.url === undefined) {
+      ctx.problem(el, "mode=\"copy\" without <set-url>: Gatehouse's call needs its URL (APIM sends the copy to the request's URL)");
+      return null;
+    }
+    config.headers = Object.keys(headers).length > 0 ? headers : undefined;
+    config.timeout = seconds(el, ctx, 'timeout', a.get('timeout'), 30);
+    if (!a.has('timeout')) ctx.note(el, 'no timeout: APIM waits 60 seconds by default, Gatehouse 20 (at most 30)');
+    if (!oneWay) {
+      config.responseVariable = responseVariable;
+      config.ignoreError = bool(a.get('ignore-error'));
+    }
+    const name = oneWay ? 'send-one-way-request' : 'send-request';
+    const ordered = ['url', 'mode', 'method', 'headers', 'body', 'timeout', 'responseVariable', 'ignoreError'];
+    return { [name]: defined(Object.fromEntries(ordered.map((k) => [k, config[k]]))) };
+  };
+}
+
+const retry: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['condition', 'count', 'interval', 'max-interval', 'delta', 'first-fast-retry']);
+  const condition = value(el, a.get('condition') ?? '', ctx, true, 'condition');
+  if (condition === null) return null;
+  if (typeof condition === 'string') {
+    ctx.problem(el, `condition="${condition}": a retry condition is an expression`);
+    return null;
+  }
+  const count = integer(el, ctx, 'count', a.get('count'));
+  if (count !== undefined && count > 50) ctx.problem(el, `count="${count}": Gatehouse retries at most 50 times (50 used)`);
+  const firstFast = a.get('first-fast-retry');
+  if (firstFast !== undefined && isExpression(firstFast)) ctx.problem(el, `first-fast-retry: Gatehouse takes true or false here, not an expression (${firstFast})`);
+  for (const child of el.children) {
+    if (child.name === 'forward-request') ctx.problem(child, "<forward-request> inside <retry>: Gatehouse forwards outside the chain; retry the backend with the API's backend.retry (docs/configuration.md)");
+  }
+  const policies = ctx.chain(el.children.filter((c) => c.name !== 'forward-request'));
+  if (policies.length === 0) {
+    ctx.problem(el, '<retry> has no policy Gatehouse runs inside it (left out)');
+    return null;
+  }
+  return {
+    retry: defined({
+      condition: condition.expr,
+      count: count === undefined ? undefined : Math.min(count, 50),
+      interval: seconds(el, ctx, 'interval', a.get('interval'), 30),
+      delta: seconds(el, ctx, 'delta', a.get('delta'), 30),
+      maxInterval: seconds(el, ctx, 'max-interval', a.get('max-interval'), 30),
+      firstFastRetry: firstFast !== undefined && !isExpression(firstFast) ? bool(firstFast) : undefined,
+      policies,
+    }),
+  };
+};
+
+/** wait runs send-request and send-one-way-request side by side; APIM's other children (cache-lookup-value, choose) cannot be. */
+const wait: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['for']);
+  const mode = (a.get('for') ?? 'all').toLowerCase();
+  if (mode !== 'all' && mode !== 'any') {
+    ctx.problem(el, `for="${a.get('for')}": Gatehouse's wait is for all or any`);
+    return null;
+  }
+  const calls = ['send-request', 'send-one-way-request'];
+  for (const child of el.children) {
+    if (!calls.includes(child.name)) ctx.problem(child, `<${child.name}> inside <wait>: Gatehouse runs only send-request and send-one-way-request side by side (left out)`);
+  }
+  const policies = ctx.chain(el.children.filter((c) => calls.includes(c.name)));
+  if (policies.length === 0) return null;
+  return { wait: defined({ for: a.has('for') ? mode : undefined, policies }) };
+};
+
+const trace: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['source', 'severity']);
+  const severity = a.get('severity')?.toLowerCase();
+  if (severity !== undefined && !['verbose', 'information', 'error'].includes(severity)) ctx.problem(el, `severity="${a.get('severity')}" is not one of verbose, information, error (verbose used)`);
+  let message: string | { expr: string } | null = null;
+  const metadata: Record<string, unknown> = {};
+  for (const child of children(el, ctx, ['message', 'metadata'])) {
+    if (child.name === 'message') {
+      attributes(child, ctx, []);
+      message = value(child, child.text, ctx, true, 'message');
+      if (message === null) return null;
+    } else {
+      const ma = attributes(child, ctx, ['name', 'value']);
+      const name = ma.get('name') ?? '';
+      const key = name.trim().replace(/\s+/g, '-');
+      if (!/^[A-Za-z0-9._-]{1,64}$/.test(key)) {
+        ctx.problem(child, `metadata name="${name}": Gatehouse's names are letters, digits, '.', '_', '-' (at most 64) (left out)`);
+        continue;
+      }
+      if (key !== name) ctx.note(child, `metadata name="${name}" is recorded as ${key} (Gatehouse's names have no spaces)`);
+      if (Object.keys(metadata).length === 16) {
+        ctx.problem(child, 'more than 16 <metadata> elements: Gatehouse records 16 (left out)');
+        continue;
+      }
+      const v = value(child, ma.get('value') ?? '', ctx, true, 'metadata value');
+      if (v !== null) metadata[key] = v;
+    }
+  }
+  if (message === null) {
+    ctx.problem(el, '<trace> has no <message>');
+    return null;
+  }
+  return {
+    trace: defined({
+      source: a.get('source'),
+      severity: severity !== undefined && ['verbose', 'information', 'error'].includes(severity) ? severity : undefined,
+      message,
+      metadata: Object.keys(metadata).length > 0 ? metadata : undefined,
+    }),
+  };
+};
+
+/** Named values (`{{name}}`) stay as written: the gateway substitutes them, and masks secret ones in logs. */
+const authenticationBasic: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['username', 'password']);
+  const username = value(el, a.get('username') ?? '', ctx, false, 'username');
+  const password = value(el, a.get('password') ?? '', ctx, false, 'password');
+  if (username === null || password === null) return null;
+  return policy('authentication-basic', { username, password });
+};
+
+/**
+ * quota counts per caller (the subscription's key id, as APIM counts per subscription). Its <api> and <operation>
+ * children (quotas per API and operation of a product) are not translated: one quota per binding here.
+ */
+const quota: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['calls', 'bandwidth', 'renewal-period']);
+  for (const child of el.children) {
+    ctx.problem(child, `<${child.name}> inside <quota> is not translated: give that ${child.name} its own quota entry in its scope`);
+  }
+  const period = integer(el, ctx, 'renewal-period', a.get('renewal-period'));
+  if (period === 0) {
+    ctx.problem(el, 'renewal-period="0" (a quota for ever): Gatehouse\'s periods are at most a year (31536000 seconds)');
+    return null;
+  }
+  return policy('quota', {
+    calls: integer(el, ctx, 'calls', a.get('calls')),
+    bandwidth: integer(el, ctx, 'bandwidth', a.get('bandwidth')),
+    renewalPeriod: period,
+  });
+};
+
+const jsonp: Translator = (el, ctx) => {
+  const a = attributes(el, ctx, ['callback-parameter-name']);
+  children(el, ctx, []);
+  const name = value(el, a.get('callback-parameter-name') ?? '', ctx, false, 'callback-parameter-name');
+  return name === null ? null : policy('jsonp', { callbackParameterName: name });
+};
+
+/**
+ * forward-request is the gateway's own behaviour: it forwards between the backend and outbound phases, so the element
+ * becomes no entry. Its settings belong to the API's backend (timeoutMs, retry), not to the chain: they are listed.
+ */
+const forwardRequest: Translator = (el, ctx) => {
+  for (const [name, v] of el.attributes) ctx.problem(el, `attribute ${name}="${v}" of <forward-request> is not translated: the forwarding's settings are the API's backend (timeoutMs, retry; docs/configuration.md)`);
+  children(el, ctx, []);
+  if (ctx.section !== 'backend') ctx.problem(el, `<forward-request> in <${ctx.section}>: Gatehouse forwards once, between the backend and outbound phases`);
+  else ctx.note(el, '<forward-request>: Gatehouse forwards between the backend and outbound phases itself (no entry)');
+  return null;
+};
+
 /** APIM policy elements Gatehouse has, by element name. */
 export const TRANSLATORS: Record<string, Translator> = {
   'set-header': setHeader,
@@ -487,4 +741,14 @@ export const TRANSLATORS: Record<string, Translator> = {
   'validate-status-code': validation('validate-status-code', 'statuses'),
   'validate-headers': validation('validate-headers', 'response headers'),
   'validate-parameters': validation('validate-parameters', 'parameters'),
+  'send-request': outboundCall(false),
+  'send-one-way-request': outboundCall(true),
+  retry,
+  wait,
+  'set-body': setBody,
+  trace,
+  'authentication-basic': authenticationBasic,
+  quota,
+  jsonp,
+  'forward-request': forwardRequest,
 };

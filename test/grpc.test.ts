@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:http2';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
@@ -37,6 +38,9 @@ let server: grpc.Server;
 let gw: GatewayProcess;
 /** What the backend saw of each call's metadata, by method. */
 const metadataSeen = new Map<string, grpc.Metadata>();
+
+/** SIGTERM's drain has nothing to wait for here (no delay, no request in flight). */
+const STOP_WITHIN_MS = 10_000;
 
 function unary(name: string, answer: (note: Note, metadata: grpc.Metadata) => Note): grpc.handleUnaryCall<Note, Note> {
   return (call, callback) => {
@@ -100,7 +104,8 @@ apis:
 });
 
 after(async () => {
-  await gw?.stop();
+  // Bounded: a gateway that does not stop is killed, so a failure here does not hold the test process.
+  if (gw && (await Promise.race([gw.stop(), sleep(STOP_WITHIN_MS).then(() => 'still running' as const)])) === 'still running') await gw.stop('SIGKILL');
   await new Promise<void>((done) => (server ? server.tryShutdown(() => done()) : done()));
 });
 
@@ -258,5 +263,12 @@ describe('gRPC through the gateway', () => {
     } finally {
       c.close();
     }
+  });
+
+  // Last: it stops the gateway. A session to a backend that refused the connection once kept SIGTERM's drain waiting
+  // for its close, which never came: the gateway never exited.
+  test('SIGTERM stops the gateway after its HTTP/2 backends were used, one of them down', async () => {
+    const exited = await Promise.race([gw.stop(), sleep(STOP_WITHIN_MS).then(() => 'still running' as const)]);
+    assert.notEqual(exited, 'still running', `the gateway did not exit within ${STOP_WITHIN_MS} ms of SIGTERM: ${gw.logs.slice(-3).map((l) => JSON.stringify(l)).join(' ')}`);
   });
 });

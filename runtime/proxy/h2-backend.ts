@@ -137,7 +137,10 @@ export class Http2Backend {
   /** Sends GOAWAY on every session: the streams they carry finish first. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all(this.sessions.map((s) => new Promise<void>((done) => (s.session.closed ? done() : s.session.close(() => done())))));
+    // A session that failed (a backend down: refused, reset) is destroyed already: it would never call back.
+    await Promise.all(
+      this.sessions.map((s) => new Promise<void>((done) => (s.session.closed || s.session.destroyed ? done() : s.session.close(() => done())))),
+    );
   }
 
   /** Closes every session at once. */

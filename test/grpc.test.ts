@@ -260,6 +260,9 @@ describe('gRPC through the gateway', () => {
     const c = client('Down');
     try {
       await rejectsWith(callUnary(c, 'Unary', { text: 'x' }), grpc.status.UNAVAILABLE);
+      // Refused, not a bad response: the reason that lets a pool retry another member.
+      const line = await gw.waitForLog((l) => l.msg === 'request' && l.api === 'down', 5000);
+      assert.equal((line.error as { reason: string }).reason, 'unreachable', JSON.stringify(line.error));
     } finally {
       c.close();
     }

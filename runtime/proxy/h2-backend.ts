@@ -107,7 +107,9 @@ export class Http2Backend {
     const headersTimeout = options.headersTimeout ?? this.options.timeoutMs;
     const bodyTimeout = options.bodyTimeout ?? this.options.timeoutMs;
     s.setTimeout(headersTimeout, () => fail(headReceived ? new errors.BodyTimeoutError() : new errors.HeadersTimeoutError()));
-    s.on('error', (err: Error) => fail(entry.failure ?? err));
+    // A stream of a session that could not connect fails as "canceled", the connection's error as its cause: that
+    // cause (ECONNREFUSED...) is what says the backend is unreachable and the request may go to another member.
+    s.on('error', (err: Error) => fail(entry.failure ?? connectionCause(err)));
     s.once('close', () => {
       entry.streams--;
       if (!completed) fail(entry.failure ?? new errors.SocketError(`HTTP/2 stream closed (code ${s.rstCode}) before the response was complete`));
@@ -169,4 +171,10 @@ async function sendBody(stream: ClientHttp2Stream, body: Uint8Array | AsyncItera
     });
   }
   if (!stream.destroyed) stream.end();
+}
+
+/** The connection's error a stream error carries as its cause, when it has one; else the stream's error. */
+function connectionCause(err: Error): Error {
+  const cause = (err as { cause?: unknown }).cause;
+  return cause instanceof Error && typeof (cause as { code?: unknown }).code === 'string' ? cause : err;
 }

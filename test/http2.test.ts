@@ -23,6 +23,8 @@ const MAX_RESETS = 20;
 
 let backend: RecordingBackend;
 let gw: GatewayProcess;
+/** Short, so that the slow-body test is quick; every other request here is whole long before it. */
+const REQUEST_TIMEOUT_MS = 4000;
 let cert: string;
 /** Requests the slow backend holds until released. */
 const held: (() => void)[] = [];
@@ -71,6 +73,8 @@ apis:
       GATEHOUSE_HTTP2_MAX_CONCURRENT_STREAMS: String(MAX_STREAMS),
       GATEHOUSE_HTTP2_MAX_RESETS: String(MAX_RESETS),
       GATEHOUSE_MAX_HEADER_BYTES: '8192',
+      GATEHOUSE_HEADERS_TIMEOUT_MS: '2000',
+      GATEHOUSE_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
     },
   });
 });
@@ -188,6 +192,33 @@ describe('HTTP/2 on the listeners', () => {
       const refused = await h2Request(session, { ':path': '/shop/no-key' });
       assert.equal(refused.head[':status'], 401);
       assert.equal(refused.head['content-type'], 'application/problem+json');
+    } finally {
+      session.close();
+    }
+  });
+
+  test('a request body that never ends gets 408 at the request timeout, as over HTTP/1.1; the session serves on', { timeout: 30_000 }, async () => {
+    const session = cleartextSession();
+    try {
+      const started = performance.now();
+      const cut = await new Promise<{ status: unknown; text: string }>((resolve, reject) => {
+        const stream = session.request({ ':method': 'POST', ':path': '/open/trickle', 'content-type': 'text/plain' });
+        let status: unknown = null;
+        let text = '';
+        stream.setEncoding('utf8');
+        stream.on('response', (h) => (status = h[':status']));
+        stream.on('data', (c: string) => (text += c));
+        stream.on('close', () => resolve({ status, text }));
+        stream.on('error', reject);
+        stream.write('first bytes, and never the rest');
+      });
+      const ms = performance.now() - started;
+      assert.equal(cut.status, 408);
+      assert.match(cut.text, /not received whole within 4000 ms/);
+      assert.ok(ms >= REQUEST_TIMEOUT_MS - 100 && ms < REQUEST_TIMEOUT_MS + 5000, `cut after ${ms.toFixed(0)} ms`);
+      assert.equal(backend.seen.some((s) => s.url === '/trickle'), false, 'the backend never got a whole request');
+      const after = await h2Request(session, { ':path': '/open/after-trickle' });
+      assert.equal(after.text, 'GET /after-trickle 0');
     } finally {
       session.close();
     }

@@ -15,11 +15,13 @@
 //   - many streams: SETTINGS_MAX_CONCURRENT_STREAMS; streams past it are refused by nghttp2 (and a session that keeps
 //     opening them is closed by node:http2's maxSessionRejectedStreams);
 //   - a window never opened: a response stream holds at most its highWaterMark before the backend is paused (the
-//     body is written with backpressure), and a session with no frames for the keep-alive timeout is closed.
+//     body is written with backpressure), and a session with no frames for the keep-alive timeout is closed;
+//   - a request body trickled slowly: the request timeout (GATEHOUSE_REQUEST_TIMEOUT_MS) applies to a stream as to an
+//     HTTP/1.1 request (gRPC streams excepted).
 
 import { constants, createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import type { HeaderMap } from '../policy-host/exchange.ts';
+import type { BodyStream, HeaderMap } from '../policy-host/exchange.ts';
 import type { GatewayRequest, GatewayResponse } from '../gateway/messages.ts';
 import type { HttpLimits } from './http-limits.ts';
 
@@ -74,6 +76,7 @@ export function http2Sessions(limits: HttpLimits, onStream: StreamHandler, onCut
           session.destroy(new Error('too many streams reset by the client'), constants.NGHTTP2_ENHANCE_YOUR_CALM);
         }
       });
+      if (!stream.endAfterHeaders && !isGrpc(headers)) limitRequestTime(stream, limits.requestTimeoutMs);
       onStream(stream, headers);
     });
   });
@@ -84,6 +87,56 @@ export function http2Sessions(limits: HttpLimits, onStream: StreamHandler, onCut
         [...sessions].map((session) => new Promise<void>((done) => (session.closed ? done() : (session.once('close', () => done()), session.close())))),
       ).then(() => undefined)),
   };
+}
+
+/**
+ * GATEHOUSE_REQUEST_TIMEOUT_MS for a stream, as node:http applies it to an HTTP/1.1 request: a client that has not
+ * sent its whole request (END_STREAM) by then gets 408 when nothing was answered yet, and the stream is reset either
+ * way, so a body trickled byte by byte does not hold a backend request open. gRPC streams are left to `grpc-timeout`
+ * and the idle timeout: a streaming call is long-lived by design.
+ */
+function limitRequestTime(stream: ServerHttp2Stream, timeoutMs: number): void {
+  const timer = setTimeout(() => {
+    // `state.remoteClose`: the client's END_STREAM arrived, read or not (Deno's node:http2 may lack `state`).
+    if (stream.destroyed || stream.state?.remoteClose === 1 || stream.readableEnded) return;
+    if (!stream.headersSent) {
+      const detail = `the request was not received whole within ${timeoutMs} ms`;
+      const body = JSON.stringify({ type: 'about:blank', title: 'Request Timeout', status: 408, detail });
+      try {
+        stream.respond({ ':status': 408, 'content-type': 'application/problem+json' });
+        stream.end(body);
+      } catch {
+        // The stream closed meanwhile: the reset below is all there is to do.
+      }
+    }
+    cut.add(stream);
+    stream.close(constants.NGHTTP2_NO_ERROR);
+  }, timeoutMs);
+  stream.once('close', () => clearTimeout(timer));
+}
+
+/** Streams the request timeout reset: their body, read or not, is not whole. */
+const cut = new WeakSet<ServerHttp2Stream>();
+
+/**
+ * The request body a stream carries, failing rather than ending when the stream was reset before the client's
+ * END_STREAM: Deno's node:http2 ends the readable side of a reset stream as if the body were whole, which would send a
+ * backend a truncated request as a complete one.
+ */
+function requestBody(stream: ServerHttp2Stream): BodyStream {
+  return {
+    async *[Symbol.asyncIterator]() {
+      for await (const chunk of stream) yield chunk as Uint8Array;
+      if (cut.has(stream) || stream.aborted || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) {
+        throw new Error('the request stream was reset before its body ended');
+      }
+    },
+    destroy: (error) => stream.destroy(error),
+  };
+}
+
+function isGrpc(headers: IncomingHttpHeaders): boolean {
+  return headers['content-type']?.startsWith('application/grpc') === true;
 }
 
 /** The request a stream carries, as the gateway takes it. */
@@ -106,7 +159,7 @@ export function streamRequest(stream: ServerHttp2Stream, headers: IncomingHttpHe
     remoteAddress: stream.session?.socket?.remoteAddress ?? '',
     scheme,
     protocol: 'HTTP/2',
-    body: stream.endAfterHeaders ? null : stream,
+    body: stream.endAfterHeaders ? null : requestBody(stream),
   };
 }
 

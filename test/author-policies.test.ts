@@ -65,12 +65,12 @@ describe('the four author policies in a gateway', () => {
     });
     await new Promise<void>((done) => backend!.listen(0, '127.0.0.1', done));
     const port = (backend.address() as AddressInfo).port;
-    const api = (id: string, policy: string, extra: string[], backendPath = '') => [
+    const api = (id: string, policy: string, extra: string[], backendPath = '', phase = 'inbound') => [
       `  - id: ${id}`,
       `    pathPrefix: /${id}`,
       `    backend: { url: "http://127.0.0.1:${port}${backendPath}" }`,
       '    policies:',
-      '      inbound:',
+      `      ${phase}:`,
       `        - source: ${JSON.stringify(folder(policy))}`,
       ...extra.map((l) => `          ${l}`),
     ];
@@ -84,7 +84,7 @@ describe('the four author policies in a gateway', () => {
         'apis:',
         ...api('claim', 'claim-to-header', ['config: { claim: sub, header: x-user }']),
         ...api('guard', 'json-body-guard', ['config: { maxBytes: 64 }']),
-        ...api('sign', 'hmac-signer', ['config: { secret: "{{hmac-key}}" }'], '/up/'),
+        ...api('sign', 'hmac-signer', ['config: { secret: "{{hmac-key}}" }'], '/up/', 'backend'),
         ...api('count', 'per-user-counter', ['config: { limit: 2, periodSeconds: 600 }', 'grants: { counters: true }']),
         '',
       ].join('\n'),

@@ -6,7 +6,11 @@ import type { HeaderMap } from '../policy-host/exchange.ts';
 
 /** A request a gRPC client sent: its content type is application/grpc (or application/grpc+proto, +json...). */
 export function isGrpcRequest(headers: HeaderMap): boolean {
-  const type = headers.get('content-type')?.[0];
+  return isGrpcContentType(headers.get('content-type')?.[0]);
+}
+
+/** Whether a content type is gRPC's (application/grpc, application/grpc+proto, +json...). */
+export function isGrpcContentType(type: string | undefined): boolean {
   return type !== undefined && /^application\/grpc(?:[+;]|$)/i.test(type);
 }
 

@@ -22,8 +22,9 @@
 import { constants, createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { BodyStream, HeaderMap } from '../policy-host/exchange.ts';
-import type { GatewayRequest, GatewayResponse } from '../gateway/messages.ts';
+import { problem, type GatewayRequest, type GatewayResponse } from '../gateway/messages.ts';
 import type { HttpLimits } from './http-limits.ts';
+import { isGrpcContentType } from '../proxy/grpc.ts';
 
 /** How long a window of counted resets lasts. */
 export const RESET_WINDOW_MS = 10_000;
@@ -76,7 +77,9 @@ export function http2Sessions(limits: HttpLimits, onStream: StreamHandler, onCut
           session.destroy(new Error('too many streams reset by the client'), constants.NGHTTP2_ENHANCE_YOUR_CALM);
         }
       });
-      if (!stream.endAfterHeaders && !isGrpc(headers)) limitRequestTime(stream, limits.requestTimeoutMs);
+      if (!stream.endAfterHeaders && !isGrpcContentType(headers['content-type'])) {
+        limitRequestTime(stream, limits.requestTimeoutMs, String(headers['x-request-id'] ?? ''));
+      }
       onStream(stream, headers);
     });
   });
@@ -95,16 +98,15 @@ export function http2Sessions(limits: HttpLimits, onStream: StreamHandler, onCut
  * way, so a body trickled byte by byte does not hold a backend request open. gRPC streams are left to `grpc-timeout`
  * and the idle timeout: a streaming call is long-lived by design.
  */
-function limitRequestTime(stream: ServerHttp2Stream, timeoutMs: number): void {
+function limitRequestTime(stream: ServerHttp2Stream, timeoutMs: number, requestId: string): void {
   const timer = setTimeout(() => {
     // `state.remoteClose`: the client's END_STREAM arrived, read or not (Deno's node:http2 may lack `state`).
     if (stream.destroyed || stream.state?.remoteClose === 1 || stream.readableEnded) return;
     if (!stream.headersSent) {
-      const detail = `the request was not received whole within ${timeoutMs} ms`;
-      const body = JSON.stringify({ type: 'about:blank', title: 'Request Timeout', status: 408, detail });
+      const res = problem(408, 'Request Timeout', `the request was not received whole within ${timeoutMs} ms`, requestId);
       try {
-        stream.respond({ ':status': 408, 'content-type': 'application/problem+json' });
-        stream.end(body);
+        stream.respond(responseHead(res.status, res.headers));
+        stream.end(res.body);
       } catch {
         // The stream closed meanwhile: the reset below is all there is to do.
       }
@@ -133,10 +135,6 @@ function requestBody(stream: ServerHttp2Stream): BodyStream {
     },
     destroy: (error) => stream.destroy(error),
   };
-}
-
-function isGrpc(headers: IncomingHttpHeaders): boolean {
-  return headers['content-type']?.startsWith('application/grpc') === true;
 }
 
 /** The request a stream carries, as the gateway takes it. */

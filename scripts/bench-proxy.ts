@@ -45,7 +45,8 @@
 //
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
 // BENCH_GATEHOUSE_MAIN (the gateway's entry, default dist/runtime/entry/gateway.js), BENCH_TARGETS (keys to run, comma-separated,
-// e.g. `direct,gatehouse`; default all), BENCH_TRACEPARENT=1 (every request carries a W3C traceparent). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
+// e.g. `direct,gatehouse`; default all), BENCH_TRACEPARENT=1 (every request carries a W3C traceparent),
+// BENCH_PIN=1 (proxies on CPU 1, wrk and the backend on CPU 0: see PINNED). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
 // its stdout (one JSON log line per request) goes to a file in the temp dir, as nginx's access log does.
 // Needs `wrk` and `nginx` on PATH; as root, installs them with apt-get when missing.
 
@@ -55,7 +56,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { freePort } from '../test/support/ports.ts';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -77,6 +78,18 @@ const LATENCY_RATE = 1000;
 const WRK_THREADS = 1;
 const WRK_CONNECTIONS = 32;
 const GATEWAY_READY_MS = 60_000;
+/**
+ * BENCH_PIN=1: each proxy under test runs on CPU 1 alone, and the load generators and the backend on CPU 0 (taskset).
+ * Unpinned, the three share both cores, and between two of its requests a proxy's code and data are pushed out of the
+ * caches by the load generator's and the backend's: the profile of issue 17 (BENCHMARKS.md) found the five policies'
+ * in-situ cost three times their cost in a hot loop that way, where a gateway in production has its cores to itself.
+ * Pinned, the load side (one core for wrk and the backend) may bound the throughput before the proxy does, so the
+ * throughput ratios of a pinned run compare less than its CPU figures do; BENCHMARKS.md reports both runs.
+ */
+const PINNED = process.env.BENCH_PIN === '1';
+if (PINNED && availableParallelism() < 2) throw new Error(`BENCH_PIN=1 needs two CPUs; this process may use ${availableParallelism()}`);
+type CpuRole = 'proxy' | 'load';
+const CPU_OF: Record<CpuRole, string> = { proxy: '1', load: '0' };
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const benchScript = (name: string) => join(here, 'bench', `${name}.js`);
@@ -109,8 +122,10 @@ interface Child {
 const children = new Set<Child>();
 let tmpRoot: string | null = null;
 
-function startChild(name: string, command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Child {
+/** `role`: which CPU the child runs on when BENCH_PIN=1 (taskset replaces itself with the command: the pid is the command's). */
+function startChild(name: string, role: CpuRole, command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Child {
   const stdoutFd = options.stdoutFile ? openSync(options.stdoutFile, 'a') : null;
+  if (PINNED) [command, args] = ['taskset', ['-c', CPU_OF[role], command, ...args]];
   const proc = spawn(command, args, {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', stdoutFd ?? 'pipe', 'pipe'],
@@ -288,7 +303,7 @@ function cpuMs(pid: number): number | null {
 
 async function runWrk(port: number, seconds: number): Promise<WrkResult> {
   const args = [`-t${WRK_THREADS}`, `-c${WRK_CONNECTIONS}`, `-d${seconds}s`, '--latency', ...loadHeaders.flatMap((h) => ['-H', h]), `http://127.0.0.1:${port}/`];
-  const child = startChild('wrk', tools.wrk, args);
+  const child = startChild('wrk', 'load', tools.wrk, args);
   let out = '';
   child.proc.stdout?.on('data', (c: Buffer) => (out += c.toString('utf8')));
   const finished = await Promise.race([child.exited.then(() => true), sleep((seconds + 20) * 1000).then(() => false)]);
@@ -356,7 +371,7 @@ function nodeTarget(key: string, label: string, script: string, extra: { env?: N
     label,
     async start() {
       const port = await freePort();
-      const child = startChild(key, process.execPath, [...nodeArgs, benchScript(script)], {
+      const child = startChild(key, 'proxy', process.execPath, [...nodeArgs, benchScript(script)], {
         env: { BENCH_PORT: String(port), BENCH_BACKEND: `http://127.0.0.1:${backendPort}`, ...extra.env },
         stdoutFile: extra.stdoutFile,
       });
@@ -382,7 +397,7 @@ function nginxTarget(dir: string): Target {
       chmodSync(dir, 0o755);
       const conf = join(dir, 'nginx.conf');
       writeFileSync(conf, nginxProxyConfig(dir, backendPort, `127.0.0.1:${port}`));
-      const child = startChild('nginx', tools.nginx, ['-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', conf, '-g', 'daemon off;']);
+      const child = startChild('nginx', 'proxy', tools.nginx, ['-p', `${dir}/`, '-e', join(dir, 'error.log'), '-c', conf, '-g', 'daemon off;']);
       await waitReady(child, port, '/', 15_000).catch(async (e: unknown) => {
         await stopChild(child);
         throw new Error(`${(e as Error).message}${fileTail(join(dir, 'error.log'))}`);
@@ -457,7 +472,7 @@ function gatehouseTarget(
       const logFile = join(dir, `${key}.log`);
       const [port, adminPort] = [await freePort(), await freePort()];
       const { command, args } = launch(config);
-      const child = startChild(key, command, args, {
+      const child = startChild(key, 'proxy', command, args, {
         env: { GATEHOUSE_HTTP_PORT: String(port), GATEHOUSE_ADMIN_PORT: String(adminPort), GATEHOUSE_SHUTDOWN_TIMEOUT_MS: '1000', GATEHOUSE_SHUTDOWN_DELAY_MS: '0', ...env() },
         stdoutFile: logFile,
       });
@@ -496,7 +511,7 @@ function gatehouseTarget(
 
 
 async function runLatency(mode: 'autocannon' | 'constant', port: number): Promise<LatencySummary> {
-  const child = startChild(`latency-probe (${mode})`, process.execPath, [
+  const child = startChild(`latency-probe (${mode})`, 'load', process.execPath, [
     ...nodeArgs,
     benchScript('latency-probe'),
     mode,
@@ -569,10 +584,10 @@ async function main(): Promise<number> {
   tmpRoot = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'));
   chmodSync(tmpRoot, 0o755);
 
-  log(`# node ${process.version}, ${nginxVersion}; wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION_S}s (warm-up ${WARMUP_S}s) ${loadHeaders.map((h) => `-H '${h}'`).join(' ')}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating order`);
+  log(`# node ${process.version}, ${nginxVersion}; wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION_S}s (warm-up ${WARMUP_S}s) ${loadHeaders.map((h) => `-H '${h}'`).join(' ')}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating order${PINNED ? '; pinned: proxies on CPU 1, wrk and the backend on CPU 0' : ''}`);
 
   backendPort = await freePort();
-  const backend = startChild('backend', process.execPath, [...nodeArgs, benchScript('backend')], { env: { BENCH_PORT: String(backendPort) } });
+  const backend = startChild('backend', 'load', process.execPath, [...nodeArgs, benchScript('backend')], { env: { BENCH_PORT: String(backendPort) } });
   await waitReady(backend, backendPort, '/', 15_000);
   backendBody = (await get(backendPort, '/')).body;
 

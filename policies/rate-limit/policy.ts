@@ -11,7 +11,20 @@ export function on_backend(): i32 {
   return limit();
 }
 
+// The configuration is read on the first call: four lookups and two number parses fewer on every later one.
+let loaded = false;
+let identityVariable = "";
+let calls: i64 = 1;
+let period: i64 = 1;
+let headers = true;
+
 function limit(): i32 {
-  const key = callerKey(config.getString("identityVariable", "subscription-id")!);
-  return rateLimit(key, config.getInt("calls", 1), config.getInt("renewalPeriod", 1), config.getBool("headers", true));
+  if (!loaded) {
+    identityVariable = config.getString("identityVariable", "subscription-id")!;
+    calls = config.getInt("calls", 1);
+    period = config.getInt("renewalPeriod", 1);
+    headers = config.getBool("headers", true);
+    loaded = true;
+  }
+  return rateLimit(callerKey(identityVariable), calls, period, headers);
 }

@@ -7,20 +7,31 @@ export function on_backend(): i32 { return apply(true); }
 export function on_outbound(): i32 { return apply(false); }
 export function on_error(): i32 { return apply(false); }
 
+// The name and action are read on the first call; `value` on each, since a configuration may compute it per request
+// (schema.json marks it x-computed; the SDK remembers it when it is fixed).
+let loaded = false;
+let name = "";
+const OVERRIDE = 0, SKIP = 1, APPEND = 2, DELETE = 3;
+let action = OVERRIDE;
+
 function apply(onRequest: bool): i32 {
-  const name = config.getString("name")!;
-  const value = config.getString("value", "")!;
-  const action = config.getString("existsAction", "override")!;
-  if (action == "delete") {
+  if (!loaded) {
+    name = config.getString("name")!;
+    const given = config.getString("existsAction", "override")!;
+    action = given == "delete" ? DELETE : given == "skip" ? SKIP : given == "append" ? APPEND : OVERRIDE;
+    loaded = true;
+  }
+  if (action == DELETE) {
     if (onRequest) request.removeHeader(name);
     else response.removeHeader(name);
-  } else if (action == "skip" && (onRequest ? request.header(name) : response.header(name)) != null) {
+  } else if (action == SKIP && (onRequest ? request.header(name) : response.header(name)) != null) {
     // Keep the existing value (read only for "skip": a host call saved on every other call).
-  } else if (action == "append") {
-    if (onRequest) request.addHeader(name, value);
-    else response.addHeader(name, value);
   } else {
-    if (onRequest) request.setHeader(name, value);
+    const value = config.getString("value", "")!;
+    if (action == APPEND) {
+      if (onRequest) request.addHeader(name, value);
+      else response.addHeader(name, value);
+    } else if (onRequest) request.setHeader(name, value);
     else response.setHeader(name, value);
   }
   return CONTINUE;

@@ -335,17 +335,41 @@ const configArrays = new Map<string, string[]>();
 /** The keys computed for each call, read once; null until then. */
 let computedKeys: string[] | null = null;
 
+// Most policies name their keys with literals (`config.getString("name")`). A literal is static data, below
+// __heap_base: never freed, never changed, so its address stands for its text, and a key read that way is found again
+// by address alone, without hashing the name (in a policy that reads one key on each call, hashing and comparing the
+// name in the maps was a sixth of the call). Slots are by address; a collision just takes the maps' path.
+const LITERAL_SLOTS = 16;
+const literalNames = new StaticArray<usize>(LITERAL_SLOTS);
+const literalValues = new StaticArray<string | null>(LITERAL_SLOTS);
+const literalArrayNames = new StaticArray<usize>(LITERAL_SLOTS);
+const literalArrays = new StaticArray<string[] | null>(LITERAL_SLOTS);
+
+@inline function literalSlot(p: usize): i32 {
+  return <i32>((p ^ (p >> 7)) >> 4) & (LITERAL_SLOTS - 1);
+}
+
 function configValue(n: string, what: string): string | null {
-  if (configValues.has(n)) return configValues.get(n);
-  if (configAbsent.has(n)) return null;
-  let v = getNamed(Field.CONFIG, n, what);
-  if (computedKeys === null) {
-    const listed = getNamed(Field.CONFIG, "$computed", what);
-    computedKeys = listed === null ? new Array<string>() : listed.split(",");
+  const p = changetype<usize>(n);
+  const literal = p < __heap_base;
+  if (literal && unchecked(literalNames[literalSlot(p)]) == p) return unchecked(literalValues[literalSlot(p)]);
+  let v: string | null = null;
+  if (configValues.has(n)) v = configValues.get(n);
+  else if (!configAbsent.has(n)) {
+    v = getNamed(Field.CONFIG, n, what);
+    if (computedKeys === null) {
+      const listed = getNamed(Field.CONFIG, "$computed", what);
+      computedKeys = listed === null ? new Array<string>() : listed.split(",");
+    }
+    // A computed key's value is the call's own: read again on every call, never kept.
+    if (computedKeys!.includes(n)) return v;
+    if (v === null) configAbsent.add(n);
+    else configValues.set(n, v);
   }
-  if (computedKeys!.includes(n)) return v;
-  if (v === null) configAbsent.add(n);
-  else configValues.set(n, v);
+  if (literal) {
+    unchecked((literalNames[literalSlot(p)] = p));
+    unchecked((literalValues[literalSlot(p)] = v));
+  }
   return v;
 }
 
@@ -415,11 +439,23 @@ export namespace config {
 
   /** A top-level key holding a JSON array of strings (other items are skipped); [] when absent or not an array. */
   export function getStringArray(n: string): string[] {
-    if (configArrays.has(n)) return configArrays.get(n).slice();
-    let out = parseStringArray(configValue(n, "config.getStringArray"));
-    if (computedKeys!.includes(n)) return out;
-    configArrays.set(n, out);
-    return out.slice();
+    // The caller gets its own copy: it may change it without changing what the next call reads.
+    const p = changetype<usize>(n);
+    const literal = p < __heap_base;
+    if (literal && unchecked(literalArrayNames[literalSlot(p)]) == p) return unchecked(literalArrays[literalSlot(p)])!.slice();
+    let kept: string[];
+    if (configArrays.has(n)) kept = configArrays.get(n);
+    else {
+      let out = parseStringArray(configValue(n, "config.getStringArray"));
+      if (computedKeys!.includes(n)) return out;
+      configArrays.set(n, out);
+      kept = out;
+    }
+    if (literal) {
+      unchecked((literalArrayNames[literalSlot(p)] = p));
+      unchecked((literalArrays[literalSlot(p)] = kept));
+    }
+    return kept.slice();
   }
 }
 

@@ -14,10 +14,15 @@ export interface BenchBackend {
   stop(): Promise<void>;
 }
 
-/** Starts dist/scripts/bench/backend.js; with a `name`, its answers carry `x-backend: <name>`. */
-export async function startBenchBackend(name: string | null = null): Promise<BenchBackend> {
+/**
+ * Starts dist/scripts/bench/backend.js; with a `name`, its answers carry `x-backend: <name>`; with a `cpu`, it runs on
+ * that CPU alone (taskset).
+ */
+export async function startBenchBackend(name: string | null = null, options: { cpu?: number } = {}): Promise<BenchBackend> {
   const port = await freePort();
-  const child = spawn(process.execPath, [join(repoRoot(), 'dist', 'scripts', 'bench', 'backend.js')], {
+  const script = join(repoRoot(), 'dist', 'scripts', 'bench', 'backend.js');
+  const [command, args]: [string, string[]] = options.cpu === undefined ? [process.execPath, [script]] : ['taskset', ['-c', String(options.cpu), process.execPath, script]];
+  const child = spawn(command, args, {
     env: { ...process.env, BENCH_PORT: String(port), ...(name ? { BENCH_NAME: name } : {}) },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -80,11 +80,9 @@ const WRK_CONNECTIONS = 32;
 const GATEWAY_READY_MS = 60_000;
 /**
  * BENCH_PIN=1: each proxy under test runs on CPU 1 alone, and the load generators and the backend on CPU 0 (taskset).
- * Unpinned, the three share both cores, and between two of its requests a proxy's code and data are pushed out of the
- * caches by the load generator's and the backend's: the profile of issue 17 (BENCHMARKS.md) found the five policies'
- * in-situ cost three times their cost in a hot loop that way, where a gateway in production has its cores to itself.
- * Pinned, the load side (one core for wrk and the backend) may bound the throughput before the proxy does, so the
- * throughput ratios of a pinned run compare less than its CPU figures do; BENCHMARKS.md reports both runs.
+ * Unpinned, the three share both cores as the scheduler places them. Pinned, the load side (one core for wrk and the
+ * backend) may bound the throughput before the proxy does, and a proxy that waits for it takes fewer requests a
+ * wake-up: its CPU a request rises. BENCHMARKS.md compares the two.
  */
 const PINNED = process.env.BENCH_PIN === '1';
 if (PINNED && availableParallelism() < 2) throw new Error(`BENCH_PIN=1 needs two CPUs; this process may use ${availableParallelism()}`);

@@ -5,15 +5,19 @@
 // another twice, which includes another twice, ... would otherwise multiply into millions of bindings.
 
 import type { DocPath, PathProblem } from './document-paths.ts';
-import { nestedLists } from './policy-entries.ts';
+import { nestedLists, policyEntries } from './policy-entries.ts';
 
 /** Entries a document's chains may expand to, fragments included (each use of a fragment counts its entries). */
 export const MAX_EXPANDED_ENTRIES = 10_000;
 
+/** A fragment's name (gateway.schema.json has the same pattern for the keys of `fragments`). */
+export const FRAGMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export const FRAGMENT_NAME_HINT = 'a fragment name is letters, digits, ".", "_" and "-", starting with a letter or digit, at most 128 characters';
+
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The include-fragment entries of a list of entries (nested ones included), with their paths. */
-function* includes(list: unknown, at: DocPath): Generator<{ name: string; path: DocPath }> {
+export function* includes(list: unknown, at: DocPath): Generator<{ name: string; path: DocPath }> {
   if (!Array.isArray(list)) return;
   for (let i = 0; i < list.length; i++) {
     const entry: unknown = list[i];
@@ -36,16 +40,14 @@ function entryCount(list: unknown, sizeOf: (name: string) => number): number {
   return n;
 }
 
-/** Missing fragments, cycles, and expansions past MAX_EXPANDED_ENTRIES, each at the include that causes it. */
-export function fragmentProblems(data: unknown): PathProblem[] {
-  if (!isObject(data)) return [];
-  const fragments = isObject(data.fragments) ? data.fragments : {};
+/**
+ * Fragments that include themselves, directly or through others: each circle reported once, at the include that
+ * closes it (`fragment "a" includes itself: a -> b -> a`). Includes of fragments not in `fragments` are skipped.
+ */
+export function fragmentCycles(fragments: Record<string, unknown>): PathProblem[] {
   const known = (name: string) => Object.hasOwn(fragments, name) && Array.isArray(fragments[name]);
   const out: PathProblem[] = [];
-  const missing = (name: string) =>
-    `no fragment "${name}" (${Object.keys(fragments).length > 0 ? `fragments: ${Object.keys(fragments).join(', ')}` : 'the document declares no fragments'})`;
-
-  // Cycles: a depth-first walk over the fragments, reporting the include that closes a circle.
+  // A depth-first walk over the fragments, reporting the include that closes a circle.
   const state = new Map<string, 'visiting' | 'done'>();
   const walk = (name: string, trail: string[]) => {
     state.set(name, 'visiting');
@@ -62,6 +64,45 @@ export function fragmentProblems(data: unknown): PathProblem[] {
     state.set(name, 'done');
   };
   for (const name of Object.keys(fragments)) if (!state.has(name)) walk(name, [name]);
+  return out;
+}
+
+/**
+ * The fragments the policy entries of `doc` include (its `fragments` aside), directly or through the fragments they
+ * include, each once, by name in order: what a document of those entries must carry. `fragment` gives a fragment's
+ * entries (null: there is none, left out).
+ */
+export function usedFragments(doc: unknown, fragment: (name: string) => unknown[] | null): Map<string, unknown[]> {
+  const found = new Map<string, unknown[] | null>();
+  const pending: string[] = [];
+  const use = (name: string) => {
+    if (!found.has(name)) {
+      found.set(name, null);
+      pending.push(name);
+    }
+  };
+  for (const { entry } of policyEntries(isObject(doc) ? { ...doc, fragments: undefined } : doc)) {
+    if (typeof entry['include-fragment'] === 'string') use(entry['include-fragment']);
+  }
+  for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+    const entries = fragment(name);
+    found.set(name, entries);
+    for (const inc of includes(entries, [])) use(inc.name);
+  }
+  const sorted = [...found].filter((f): f is [string, unknown[]] => f[1] !== null).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return new Map(sorted);
+}
+
+/** Missing fragments, cycles, and expansions past MAX_EXPANDED_ENTRIES, each at the include that causes it. */
+export function fragmentProblems(data: unknown): PathProblem[] {
+  if (!isObject(data)) return [];
+  const fragments = isObject(data.fragments) ? data.fragments : {};
+  const known = (name: string) => Object.hasOwn(fragments, name) && Array.isArray(fragments[name]);
+  const out: PathProblem[] = [];
+  const missing = (name: string) =>
+    `no fragment "${name}" (${Object.keys(fragments).length > 0 ? `fragments: ${Object.keys(fragments).join(', ')}` : 'the document declares no fragments'})`;
+
+  out.push(...fragmentCycles(fragments));
   const cyclic = out.length > 0;
 
   const every: { name: string; path: DocPath }[] = [];

@@ -221,6 +221,32 @@ describe('fragments on the control plane', () => {
     assert.equal((await admin('PUT', '/admin/fragments/tag', tagging('v3'))).status, 200);
     await waitForAsync('the fragment changed after the restart', async () => (await tagOf('/shop/x')) === 'v3', 10_000);
   });
+
+  test('the named values a fragment uses travel with it; one a fragment uses cannot be deleted', async () => {
+    assert.equal((await admin('PUT', '/admin/named-values/greeting', { value: 'hello' })).status, 200);
+    assert.equal((await admin('PUT', '/admin/fragments/tag', { entries: [{ policy: 'set-header', config: { name: 'x-tag', value: '{{greeting}}' } }] })).status, 200);
+    await waitForAsync('the value through the fragment', async () => (await tagOf('/shop/x')) === 'hello', 10_000);
+    assert.deepEqual(((await served('gw-shop')).doc as { namedValues?: unknown }).namedValues, { greeting: { value: 'hello' } });
+    const used = await admin('DELETE', '/admin/named-values/greeting');
+    assert.equal(used.status, 409);
+    assert.deepEqual(used.body.usedBy, ['other', 'shop']);
+    assert.equal(
+      problems(used.body)[0]!.message,
+      'named value greeting is used by fragment tag, api other (through a fragment), api shop (through a fragment): change those first',
+    );
+    assert.deepEqual((await admin('GET', '/admin/named-values/greeting')).body.usedBy, ['other', 'shop']);
+  });
+
+  test('fragments nested thousands deep are refused with 400 at the deepest, and the control plane goes on answering', async () => {
+    const fragments: Record<string, unknown[]> = {};
+    for (let i = 0; i < 5000; i++) fragments[`f${i}`] = i < 4999 ? [{ 'include-fragment': `f${i + 1}` }] : tagging('deep').entries;
+    const deep = await admin('POST', '/admin/apply', { fragments });
+    assert.equal(deep.status, 400, deep.text.slice(0, 500));
+    assert.deepEqual(problems(deep.body), [
+      { path: ['fragments', 'f0'], where: 'fragments.f0', message: 'fragment "f0" nests fragments 5000 deep through include-fragment (at most 32)' },
+    ]);
+    assert.equal((await admin('GET', '/admin/fragments/f0')).status, 404);
+  });
 });
 
 describe('gatehouse apply with fragments', () => {

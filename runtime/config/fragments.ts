@@ -2,13 +2,18 @@
 // `include-fragment: <name>` anywhere a policy entry may be (any scope, any phase, inside choose, inside another
 // fragment), as Azure API Management's policy fragments are. An include names a fragment that exists, fragments do not
 // include themselves (directly or through others), and what they expand to stays bounded: a fragment that includes
-// another twice, which includes another twice, ... would otherwise multiply into millions of bindings.
+// another twice, which includes another twice, ... would otherwise multiply into millions of bindings. Fragments nest
+// through includes at most MAX_FRAGMENT_DEPTH deep: what walks them (counting, binding) goes down that deep, and a chain
+// of thousands would exhaust the stack. The walk that finds circles and depths keeps its own stack for that reason.
 
 import type { DocPath, PathProblem } from './document-paths.ts';
 import { nestedLists, policyEntries } from './policy-entries.ts';
 
 /** Entries a document's chains may expand to, fragments included (each use of a fragment counts its entries). */
 export const MAX_EXPANDED_ENTRIES = 10_000;
+
+/** Fragments in a chain of includes (a includes b includes c: 3). */
+export const MAX_FRAGMENT_DEPTH = 32;
 
 /** A fragment's name (gateway.schema.json has the same pattern for the keys of `fragments`). */
 export const FRAGMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -42,28 +47,51 @@ function entryCount(list: unknown, sizeOf: (name: string) => number): number {
 
 /**
  * Fragments that include themselves, directly or through others: each circle reported once, at the include that
- * closes it (`fragment "a" includes itself: a -> b -> a`). Includes of fragments not in `fragments` are skipped.
+ * closes it (`fragment "a" includes itself: a -> b -> a`). Without circles, fragments nested through includes deeper
+ * than MAX_FRAGMENT_DEPTH, reported once, at the deepest. Includes of fragments not in `fragments` are skipped.
  */
-export function fragmentCycles(fragments: Record<string, unknown>): PathProblem[] {
+export function fragmentNesting(fragments: Record<string, unknown>): PathProblem[] {
   const known = (name: string) => Object.hasOwn(fragments, name) && Array.isArray(fragments[name]);
   const out: PathProblem[] = [];
-  // A depth-first walk over the fragments, reporting the include that closes a circle.
+  // A depth-first walk with a stack of its own; `depth` of a fragment is known once it is done.
   const state = new Map<string, 'visiting' | 'done'>();
-  const walk = (name: string, trail: string[]) => {
-    state.set(name, 'visiting');
-    for (const inc of includes(fragments[name], ['fragments', name])) {
+  const depth = new Map<string, number>();
+  for (const root of Object.keys(fragments)) {
+    if (state.has(root) || !known(root)) continue;
+    const open = (name: string) => {
+      state.set(name, 'visiting');
+      return { name, next: includes(fragments[name], ['fragments', name]), deepest: 0 };
+    };
+    const stack = [open(root)];
+    while (stack.length > 0) {
+      const top = stack.at(-1)!;
+      const step = top.next.next();
+      if (step.done) {
+        stack.pop();
+        state.set(top.name, 'done');
+        depth.set(top.name, top.deepest + 1);
+        const parent = stack.at(-1);
+        if (parent) parent.deepest = Math.max(parent.deepest, top.deepest + 1);
+        continue;
+      }
+      const inc = step.value;
       if (!known(inc.name)) continue;
       const s = state.get(inc.name);
       if (s === 'visiting') {
-        const circle = [...trail.slice(trail.indexOf(inc.name)), inc.name];
-        out.push({ path: inc.path, message: `fragment "${inc.name}" includes itself: ${circle.join(' -> ')}` });
-      } else if (s === undefined) {
-        walk(inc.name, [...trail, inc.name]);
+        const trail = stack.map((f) => f.name);
+        out.push({ path: inc.path, message: `fragment "${inc.name}" includes itself: ${[...trail.slice(trail.indexOf(inc.name)), inc.name].join(' -> ')}` });
+      } else if (s === 'done') {
+        top.deepest = Math.max(top.deepest, depth.get(inc.name)!);
+      } else {
+        stack.push(open(inc.name));
       }
     }
-    state.set(name, 'done');
-  };
-  for (const name of Object.keys(fragments)) if (!state.has(name)) walk(name, [name]);
+  }
+  if (out.length > 0) return out;
+  const [deepest, most] = [...depth].reduce((a, b) => (b[1] > a[1] ? b : a), ['', 0]);
+  if (most > MAX_FRAGMENT_DEPTH) {
+    out.push({ path: ['fragments', deepest], message: `fragment "${deepest}" nests fragments ${most} deep through include-fragment (at most ${MAX_FRAGMENT_DEPTH})` });
+  }
   return out;
 }
 
@@ -102,7 +130,7 @@ export function fragmentProblems(data: unknown): PathProblem[] {
   const missing = (name: string) =>
     `no fragment "${name}" (${Object.keys(fragments).length > 0 ? `fragments: ${Object.keys(fragments).join(', ')}` : 'the document declares no fragments'})`;
 
-  out.push(...fragmentCycles(fragments));
+  out.push(...fragmentNesting(fragments));
   const cyclic = out.length > 0;
 
   const every: { name: string; path: DocPath }[] = [];

@@ -24,7 +24,7 @@ import { ModuleSigner, newSigningKey } from '../gateway-api/module-signatures.ts
 import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, readClaims, type TokenClaims } from '../gateway-api/tokens.ts';
 import { sha256Hex } from '../policy-host/module.ts';
 import { PolicyLoadError } from '../policy-host/errors.ts';
-import { fragmentUsers, ID, usersOf, nextNamedValue, plan, type Operation, type PlanProblem, type StateNamedValue } from './plan.ts';
+import { fragmentUsage, ID, usersOf, nextNamedValue, plan, type Operation, type PlanProblem, type StateNamedValue } from './plan.ts';
 import type { DocumentValidator } from './validation.ts';
 
 /** How precisely a token's `lastUsedAt` is kept. */
@@ -199,14 +199,11 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
 
   // Fragments: named lists of policy entries that APIs (and other fragments) include; a gateway receives those its
   // APIs use. The body is {"entries": [...]}, the list a document holds under `fragments: {<name>: [...]}`.
-  const fragmentView = (f: StoredFragment) => ({ name: f.name, entries: f.entries, updatedAt: f.updatedAt, ...fragmentUsers(store.state(), f.name) });
+  const fragmentView = (f: StoredFragment, usage = fragmentUsage(store.state())) => ({ name: f.name, entries: f.entries, updatedAt: f.updatedAt, ...usage.get(f.name) });
 
   app.get('/admin/fragments', (c) => {
-    const state = store.state();
-    return c.json({
-      revision: store.revision(),
-      fragments: store.fragments().map((f) => ({ name: f.name, entries: f.entries, updatedAt: f.updatedAt, ...fragmentUsers(state, f.name) })),
-    });
+    const usage = fragmentUsage(store.state());
+    return c.json({ revision: store.revision(), fragments: store.fragments().map((f) => fragmentView(f, usage)) });
   });
 
   app.get('/admin/fragments/:name', (c) => {
@@ -236,17 +233,20 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   });
 
   // Named values: written, never read back when secret (a secret's value leaves only in a gateway's configuration).
-  const namedValueView = (v: StoredNamedValue) => ({
+  const namedValueView = (v: StoredNamedValue, state = store.state()) => ({
     name: v.name,
     secret: v.secret,
     ...(v.secret ? {} : { value: v.value }),
     updatedAt: v.updatedAt,
     // When the replaced value stops being accepted (a rotation's overlap); absent when there is none.
     ...(v.previous && Date.parse(v.previous.until) > Date.now() ? { previousAcceptedUntil: v.previous.until } : {}),
-    usedBy: usersOf(store.state(), (doc) => namedValueReferences(doc).some((r) => r.name === v.name)).usedByApis,
+    usedBy: usersOf(state, (doc) => namedValueReferences(doc).some((r) => r.name === v.name)).usedByApis,
   });
 
-  app.get('/admin/named-values', (c) => c.json({ revision: store.revision(), namedValues: store.namedValues().map(namedValueView) }));
+  app.get('/admin/named-values', (c) => {
+    const state = store.state();
+    return c.json({ revision: store.revision(), namedValues: store.namedValues().map((v) => namedValueView(v, state)) });
+  });
 
   app.get('/admin/named-values/:name', (c) => {
     const found = store.namedValue(c.req.param('name'));

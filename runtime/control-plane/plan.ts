@@ -18,7 +18,7 @@ import {
   previousInOverlap,
   type NamedValue,
 } from '../config/named-values.ts';
-import { FRAGMENT_NAME, FRAGMENT_NAME_HINT, fragmentCycles, usedFragments } from '../config/fragments.ts';
+import { FRAGMENT_NAME, FRAGMENT_NAME_HINT, fragmentNesting, usedFragments } from '../config/fragments.ts';
 import { policyEntries } from '../config/policy-entries.ts';
 import { MODULE_REF, referencedModules } from '../gateway-api/module-refs.ts';
 import { PHASES } from '../policy-host/index.ts';
@@ -311,18 +311,19 @@ export async function plan(state: ConfigState, operations: Operation[], options:
       }
     }
   }
-  // A fragment that includes itself, directly or through others. The stored ones include none: only a fragment of the
-  // request can close a circle, so the walk takes them last, to find the circle at the include the request adds.
+  // A fragment that includes itself, directly or through others, or fragments nested too deep. The stored ones have
+  // neither: only a fragment of the request can close a circle, so the walk takes them last, to find the circle at
+  // the include the request adds.
   const savedFragments = operations.filter((op) => op.kind === 'fragment' && op.after !== null);
   if (savedFragments.length > 0) {
     const ofRequest = ([name]: [string, unknown]) => seen.has(`fragment\u0000${name}`);
     const walkOrder = [...[...result.fragments].filter((f) => !ofRequest(f)), ...[...result.fragments].filter(ofRequest)];
-    const cycles = fragmentCycles(Object.fromEntries(walkOrder));
+    const cycles = fragmentNesting(Object.fromEntries(walkOrder));
     for (const cycle of cycles) {
       const [, name, ...rest] = cycle.path as [string, string, ...DocPath];
       const op = seen.get(`fragment\u0000${name}`);
       if (op) problem(op, rest, cycle.message);
-      else problems.push({ path: null, where: `fragment ${name}: ${formatPath(rest)}`, message: cycle.message });
+      else problems.push({ path: null, where: `fragment ${name}${rest.length > 0 ? `: ${formatPath(rest)}` : ''}`, message: cycle.message });
     }
     // Nothing in a circle is checked further: it cannot be bound.
     if (cycles.length > 0) for (const op of savedFragments) flawed.add(op);
@@ -379,15 +380,16 @@ export async function plan(state: ConfigState, operations: Operation[], options:
     const flawedFragment = operations.some((op) => op.kind === 'fragment' && flawed.has(op));
     const apisToCheck = new Set<string>();
     for (const op of operations) if (op.kind === 'api' && op.after !== null && !flawed.has(op)) apisToCheck.add(op.id);
-    for (const [id, api] of result.apis) {
-      const doc = withFragments(result, api);
+    // Each API with the fragments it uses.
+    const used = new Map([...result.apis].map(([id, api]) => [id, withFragments(result, api)]));
+    for (const [id, doc] of used) {
       if (namedValueReferences(doc).some((r) => changedValues.has(r.name))) apisToCheck.add(id);
       if (!flawedFragment && Object.keys(doc.fragments).some((name) => changedFragments.has(name))) apisToCheck.add(id);
     }
     // A changed fragment no API includes (itself, or through another) is checked alone, included by a fragment of the
     // global scope, in each phase until one binds it: what a fragment is for (a phase) is the APIs' to say.
     const reached = new Set<string>();
-    for (const api of result.apis.values()) for (const name of Object.keys(withFragments(result, api).fragments)) reached.add(name);
+    for (const doc of used.values()) for (const name of Object.keys(doc.fragments)) reached.add(name);
     const fragmentsToCheck = flawedFragment
       ? []
       : [...result.fragments.keys()].filter(
@@ -483,8 +485,17 @@ export function usersOf(state: ConfigState, uses: (doc: unknown) => boolean): { 
 /** Whether a document includes fragment `name` somewhere. */
 const includesFragment = (name: string) => (doc: unknown) => [...policyEntries(doc)].some(({ entry }) => entry['include-fragment'] === name);
 
-/** Who includes fragment `name` in `state` (usersOf). */
-export const fragmentUsers = (state: ConfigState, name: string) => usersOf(state, includesFragment(name));
+/** Who uses each fragment of `state`, as usersOf says for one, for all of them in one walk over the APIs and fragments. */
+export function fragmentUsage(state: ConfigState): Map<string, ReturnType<typeof usersOf>> {
+  const usage = new Map<string, ReturnType<typeof usersOf>>([...state.fragments.keys()].map((name) => [name, { includedBy: { apis: [], fragments: [] }, usedByApis: [] }]));
+  const namedIn = (doc: unknown) => new Set([...policyEntries(doc)].flatMap(({ entry }) => (typeof entry['include-fragment'] === 'string' ? [entry['include-fragment']] : [])));
+  for (const [id, api] of state.apis) {
+    for (const name of namedIn({ apis: [api] })) usage.get(name)?.includedBy.apis.push(id);
+    for (const name of Object.keys(withFragments(state, api).fragments)) usage.get(name)?.usedByApis.push(id);
+  }
+  for (const [name, list] of state.fragments) for (const included of namedIn({ fragments: { [name]: list } })) usage.get(included)?.includedBy.fragments.push(name);
+  return usage;
+}
 
 /** The policy entries of one API or one fragment, at their paths in it. */
 function* ownEntries(kind: 'api' | 'fragment', id: string, value: unknown): Generator<{ entry: Record<string, unknown>; path: DocPath }> {

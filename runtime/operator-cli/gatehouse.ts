@@ -94,7 +94,7 @@ async function importApim(args: string[], io: CliIo): Promise<number> {
   }
   const problems = [...result.problems];
   if (given === 3 && result.fragments.length > 0) {
-    problems.push({ line: 0, message: `fragments ${result.fragments.join(', ')} are included but not part of the output: declare them under fragments: in the document` });
+    problems.push({ line: 0, message: `fragments ${result.fragments.join(', ')} are included but not part of the output: declare them under fragments: in the document, or on the control plane (fragments: of a gatehouse apply file)` });
   }
   if (given === 3 && result.namedValues.length > 0) {
     problems.push({ line: 0, message: `named values ${result.namedValues.join(', ')} are referred to but not part of the output: declare them under namedValues: in the document` });

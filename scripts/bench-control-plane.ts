@@ -3,7 +3,10 @@
 //     changed (wall time of the command, and how many revisions each run made);
 //   - saving one API through the admin API (PUT /admin/apis/{id}), alternating two contents so each save is a change;
 //   - a gateway's conditional poll (GET /gateway/v1/config with If-None-Match and its token, answered 304): what every
-//     gateway instance costs the control plane every 10 s.
+//     gateway instance costs the control plane every 10 s;
+//   - with a build that has fragments (this one; none before issue 18's third part): saving a fragment every API
+//     includes (each save checks the 20 APIs and rebuilds both gateways' documents), and saving one of
+//     SPARE_FRAGMENTS fragments no API includes (checked alone, no gateway's document changes).
 // Each build runs its own control plane and its own `gatehouse` command on a fresh data folder; the builds alternate,
 // ROUNDS times, and the medians of the rounds are compared as ratios (here / earlier).
 //
@@ -28,6 +31,8 @@ const SAVES = 100;
 const POLLS = 3000;
 const POLL_CONCURRENCY = 4;
 const API_COUNT = 20;
+const FRAGMENT_SAVES = 25;
+const SPARE_FRAGMENTS = 50;
 
 interface Build {
   name: string;
@@ -44,6 +49,9 @@ interface Sample {
   saveMedianMs: number;
   pollsPerSecond: number;
   pollMedianMs: number;
+  /** Absent for a build without fragments. */
+  usedFragmentSaveMedianMs?: number;
+  spareFragmentSaveMedianMs?: number;
 }
 
 const agent = new Agent({ connections: POLL_CONCURRENCY + 2 });
@@ -173,7 +181,9 @@ async function measure(build: Build): Promise<Sample> {
       }),
     );
     const pollsPerSecond = (POLLS / (performance.now() - pollStarted)) * 1000;
+    const hasFragments = (await call(cp.url, 'GET', '/admin/fragments', `Bearer ${cp.adminToken}`)).status === 200;
     return {
+      ...(hasFragments ? await measureFragments(build, cp) : {}),
       applyFirstMs,
       applyFirstRevisions,
       applyUnchangedMs,
@@ -191,6 +201,31 @@ async function measure(build: Build): Promise<Sample> {
   }
 }
 
+/** Fragment saves (after the other figures: the APIs then include a fragment). */
+async function measureFragments(build: Build, cp: { url: string; adminToken: string }): Promise<Pick<Sample, 'usedFragmentSaveMedianMs' | 'spareFragmentSaveMedianMs'>> {
+  const put = async (path: string, body: unknown) => {
+    const reply = await call(cp.url, 'PUT', path, `Bearer ${cp.adminToken}`, body);
+    if (reply.status !== 200) throw new Error(`${build.name}: PUT ${path} answered ${reply.status}: ${reply.text}`);
+  };
+  const fragment = (value: string) => ({ entries: [{ policy: 'set-header', config: { name: 'x-fragment', value } }] });
+  await put('/admin/fragments/common', fragment('first'));
+  for (let i = 0; i < SPARE_FRAGMENTS; i++) await put(`/admin/fragments/spare-${i}`, fragment(`spare-${i}`));
+  for (let i = 0; i < API_COUNT; i++) {
+    const base = api(i, 'steady');
+    await put(`/admin/apis/api-${i}`, { ...base, policies: { ...base.policies, outbound: [...base.policies.outbound, { 'include-fragment': 'common' }] } });
+  }
+  const timed = async (path: string) => {
+    const times: number[] = [];
+    for (let i = 0; i < FRAGMENT_SAVES; i++) {
+      const started = performance.now();
+      await put(path, fragment(i % 2 === 0 ? 'even' : 'odd'));
+      times.push(performance.now() - started);
+    }
+    return median(times);
+  };
+  return { usedFragmentSaveMedianMs: await timed('/admin/fragments/common'), spareFragmentSaveMedianMs: await timed('/admin/fragments/spare-0') };
+}
+
 async function main(): Promise<void> {
   const builds: Build[] = [{ name: 'here', root: repoRoot() }];
   const baseline = process.env.BENCH_CONTROL_PLANE_BASELINE;
@@ -206,11 +241,11 @@ async function main(): Promise<void> {
     }
   }
   const keys = Object.keys(samples.get('here')![0]!) as (keyof Sample)[];
-  const of = (name: string, key: keyof Sample) => median(samples.get(name)!.map((s) => s[key]));
+  const of = (name: string, key: keyof Sample) => median(samples.get(name)!.flatMap((s) => (s[key] === undefined ? [] : [s[key]])));
   for (const key of keys) {
     const here = of('here', key);
     const line = [`${key}: ${here.toFixed(2)}`];
-    if (baseline) {
+    if (baseline && samples.get('earlier')!.every((s) => s[key] !== undefined)) {
       const earlier = of('earlier', key);
       line.push(`earlier ${earlier.toFixed(2)}`);
       if (!key.endsWith('Revisions') && earlier > 0) line.push(`ratio ${(here / earlier).toFixed(2)}`);

@@ -11,6 +11,8 @@ import { prepareDocument } from '../runtime/config/prepare-document.ts';
 import { RepositoryPolicySources } from '../runtime/config/repository-policies.ts';
 import { compileExpression, Expression } from '../runtime/expressions/cel.ts';
 import { INPUT_BOUND } from '../runtime/expressions/cost.ts';
+import { MAX_FRAGMENT_DEPTH } from '../runtime/config/fragments.ts';
+import { parseGatewayDocument } from '../runtime/config/parse-document.ts';
 import { runChain, runSteps, stackScopes } from '../runtime/pipeline/chain.ts';
 import { PolicyFailure } from '../runtime/policy-host/index.ts';
 import { DocumentValidator } from '../runtime/control-plane/validation.ts';
@@ -133,6 +135,19 @@ describe('expressions that refuse a document, with file, line and path', () => {
     const problems = problemsOf(doc('        - include-fragment: f0\n', fragments));
     assert.match(messageAt(problems, 'gw.yaml:71: apis[0].policies.inbound'), /expand to more than 10000 entries/);
     assert.ok(performance.now() - started < 2000);
+  });
+
+  test('fragments nested thousands deep through includes are refused at the deepest, without exhausting the stack', () => {
+    const chain = (n: number) => {
+      let fragments = 'fragments:\n';
+      for (let i = 0; i < n; i++) fragments += `  f${i}:\n` + (i === n - 1 ? '    - policy: cors\n' : `    - include-fragment: f${i + 1}\n`);
+      return doc('        - include-fragment: f0\n', fragments);
+    };
+    assert.doesNotThrow(() => parseGatewayDocument(chain(MAX_FRAGMENT_DEPTH), 'gw.yaml'));
+    const deep = problemsOf(chain(MAX_FRAGMENT_DEPTH + 1));
+    assert.deepEqual(deep, [{ where: 'gw.yaml:6: fragments.f0', message: `fragment "f0" nests fragments ${MAX_FRAGMENT_DEPTH + 1} deep through include-fragment (at most ${MAX_FRAGMENT_DEPTH})` }]);
+    // 5,000 deep: a walk that recursed once a fragment would throw RangeError here.
+    assert.match(problemsOf(chain(5000))[0]!.message, /fragment "f0" nests fragments 5000 deep through include-fragment/);
   });
 
   test("a fragment's entry that cannot be bound is reported where it is written, with where it was included", async () => {

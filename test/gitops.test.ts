@@ -122,7 +122,7 @@ gateways:
     const before = await revisions();
     const result = await gatehouse(['apply', '-f', file('typo.yaml', text)]);
     assert.equal(result.code, 1);
-    assert.match(result.stderr, /typo\.yaml:2: gateway: unknown key \(a file declares controlPlane, namedValues, apis, gateways\); did you mean gateways\?/);
+    assert.match(result.stderr, /typo\.yaml:2: gateway: unknown key \(a file declares controlPlane, namedValues, fragments, apis, gateways\); did you mean gateways\?/);
     assert.equal(result.stdout, '', 'not even the control plane is contacted');
     assert.equal(await revisions(), before);
   });

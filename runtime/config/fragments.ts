@@ -2,18 +2,27 @@
 // `include-fragment: <name>` anywhere a policy entry may be (any scope, any phase, inside choose, inside another
 // fragment), as Azure API Management's policy fragments are. An include names a fragment that exists, fragments do not
 // include themselves (directly or through others), and what they expand to stays bounded: a fragment that includes
-// another twice, which includes another twice, ... would otherwise multiply into millions of bindings.
+// another twice, which includes another twice, ... would otherwise multiply into millions of bindings. Fragments nest
+// through includes at most MAX_FRAGMENT_DEPTH deep: what walks them (counting, binding) goes down that deep, and a chain
+// of thousands would exhaust the stack. The walk that finds circles and depths keeps its own stack for that reason.
 
 import type { DocPath, PathProblem } from './document-paths.ts';
-import { nestedLists } from './policy-entries.ts';
+import { nestedLists, policyEntries } from './policy-entries.ts';
 
 /** Entries a document's chains may expand to, fragments included (each use of a fragment counts its entries). */
 export const MAX_EXPANDED_ENTRIES = 10_000;
 
+/** Fragments in a chain of includes (a includes b includes c: 3). */
+export const MAX_FRAGMENT_DEPTH = 32;
+
+/** A fragment's name (gateway.schema.json has the same pattern for the keys of `fragments`). */
+export const FRAGMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export const FRAGMENT_NAME_HINT = 'a fragment name is letters, digits, ".", "_" and "-", starting with a letter or digit, at most 128 characters';
+
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The include-fragment entries of a list of entries (nested ones included), with their paths. */
-function* includes(list: unknown, at: DocPath): Generator<{ name: string; path: DocPath }> {
+export function* includes(list: unknown, at: DocPath): Generator<{ name: string; path: DocPath }> {
   if (!Array.isArray(list)) return;
   for (let i = 0; i < list.length; i++) {
     const entry: unknown = list[i];
@@ -36,6 +45,82 @@ function entryCount(list: unknown, sizeOf: (name: string) => number): number {
   return n;
 }
 
+/**
+ * Fragments that include themselves, directly or through others: each circle reported once, at the include that
+ * closes it (`fragment "a" includes itself: a -> b -> a`). Without circles, fragments nested through includes deeper
+ * than MAX_FRAGMENT_DEPTH, reported once, at the deepest. Includes of fragments not in `fragments` are skipped.
+ */
+export function fragmentNesting(fragments: Record<string, unknown>): PathProblem[] {
+  const known = (name: string) => Object.hasOwn(fragments, name) && Array.isArray(fragments[name]);
+  const out: PathProblem[] = [];
+  // A depth-first walk with a stack of its own; `depth` of a fragment is known once it is done.
+  const state = new Map<string, 'visiting' | 'done'>();
+  const depth = new Map<string, number>();
+  for (const root of Object.keys(fragments)) {
+    if (state.has(root) || !known(root)) continue;
+    const open = (name: string) => {
+      state.set(name, 'visiting');
+      return { name, next: includes(fragments[name], ['fragments', name]), deepest: 0 };
+    };
+    const stack = [open(root)];
+    while (stack.length > 0) {
+      const top = stack.at(-1)!;
+      const step = top.next.next();
+      if (step.done) {
+        stack.pop();
+        state.set(top.name, 'done');
+        depth.set(top.name, top.deepest + 1);
+        const parent = stack.at(-1);
+        if (parent) parent.deepest = Math.max(parent.deepest, top.deepest + 1);
+        continue;
+      }
+      const inc = step.value;
+      if (!known(inc.name)) continue;
+      const s = state.get(inc.name);
+      if (s === 'visiting') {
+        const trail = stack.map((f) => f.name);
+        out.push({ path: inc.path, message: `fragment "${inc.name}" includes itself: ${[...trail.slice(trail.indexOf(inc.name)), inc.name].join(' -> ')}` });
+      } else if (s === 'done') {
+        top.deepest = Math.max(top.deepest, depth.get(inc.name)!);
+      } else {
+        stack.push(open(inc.name));
+      }
+    }
+  }
+  if (out.length > 0) return out;
+  const [deepest, most] = [...depth].reduce((a, b) => (b[1] > a[1] ? b : a), ['', 0]);
+  if (most > MAX_FRAGMENT_DEPTH) {
+    out.push({ path: ['fragments', deepest], message: `fragment "${deepest}" nests fragments ${most} deep through include-fragment (at most ${MAX_FRAGMENT_DEPTH})` });
+  }
+  return out;
+}
+
+/**
+ * The fragments the policy entries of `doc` include (its `fragments` aside), directly or through the fragments they
+ * include, each once, by name in order: what a document of those entries must carry. `fragment` gives a fragment's
+ * entries (null: there is none, left out).
+ */
+export function usedFragments(doc: unknown, fragment: (name: string) => unknown[] | null): Map<string, unknown[]> {
+  const found = new Map<string, unknown[] | null>();
+  const pending: string[] = [];
+  const use = (name: string) => {
+    if (!found.has(name)) {
+      found.set(name, null);
+      pending.push(name);
+    }
+  };
+  for (const { entry } of policyEntries(isObject(doc) ? { ...doc, fragments: undefined } : doc)) {
+    if (typeof entry['include-fragment'] === 'string') use(entry['include-fragment']);
+  }
+  for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+    const entries = fragment(name);
+    found.set(name, entries);
+    for (const inc of includes(entries, [])) use(inc.name);
+  }
+  const sorted = [...found].filter((f): f is [string, unknown[]] => f[1] !== null).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return new Map(sorted);
+}
+
 /** Missing fragments, cycles, and expansions past MAX_EXPANDED_ENTRIES, each at the include that causes it. */
 export function fragmentProblems(data: unknown): PathProblem[] {
   if (!isObject(data)) return [];
@@ -45,23 +130,7 @@ export function fragmentProblems(data: unknown): PathProblem[] {
   const missing = (name: string) =>
     `no fragment "${name}" (${Object.keys(fragments).length > 0 ? `fragments: ${Object.keys(fragments).join(', ')}` : 'the document declares no fragments'})`;
 
-  // Cycles: a depth-first walk over the fragments, reporting the include that closes a circle.
-  const state = new Map<string, 'visiting' | 'done'>();
-  const walk = (name: string, trail: string[]) => {
-    state.set(name, 'visiting');
-    for (const inc of includes(fragments[name], ['fragments', name])) {
-      if (!known(inc.name)) continue;
-      const s = state.get(inc.name);
-      if (s === 'visiting') {
-        const circle = [...trail.slice(trail.indexOf(inc.name)), inc.name];
-        out.push({ path: inc.path, message: `fragment "${inc.name}" includes itself: ${circle.join(' -> ')}` });
-      } else if (s === undefined) {
-        walk(inc.name, [...trail, inc.name]);
-      }
-    }
-    state.set(name, 'done');
-  };
-  for (const name of Object.keys(fragments)) if (!state.has(name)) walk(name, [name]);
+  out.push(...fragmentNesting(fragments));
   const cyclic = out.length > 0;
 
   const every: { name: string; path: DocPath }[] = [];

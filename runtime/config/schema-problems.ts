@@ -5,6 +5,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 
 import schema from './gateway.schema.json' with { type: 'json' };
 import type { PathProblem } from './document-paths.ts';
+import { FRAGMENT_NAME_HINT } from './fragments.ts';
 import { NAMED_VALUE_NAME_HINT } from './named-values.ts';
 
 let validator: ValidateFunction | null = null;
@@ -19,8 +20,6 @@ function validate(): ValidateFunction {
 
 /** Plain-language messages for the schema's patterns (keyed by the pattern: ajv may inline `$ref`s, which changes
  *  schema paths). */
-const FRAGMENT_NAME_HINT = 'a fragment name is letters, digits, ".", "_" and "-", starting with a letter or digit, at most 128 characters';
-
 const PATTERN_HINTS: Record<string, string> = {
   '^[a-z0-9][a-z0-9-]{0,63}$': 'must be lowercase letters, digits and dashes, starting with a letter or digit, at most 64 characters',
   '^/': 'must start with "/"',

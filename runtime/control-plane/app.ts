@@ -6,7 +6,8 @@ import { Hono, type Context } from 'hono';
 import type { IncomingMessage } from 'node:http';
 import { formatPath, type DocPath } from '../config/document-paths.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { ControlPlaneStore, GatewayRecord, GatewayTokenRecord, StoredNamedValue } from './store.ts';
+import type { ControlPlaneStore, GatewayRecord, GatewayTokenRecord, StoredFragment, StoredNamedValue } from './store.ts';
+import { FRAGMENT_NAME, FRAGMENT_NAME_HINT } from '../config/fragments.ts';
 import { NAMED_VALUE_NAME, NAMED_VALUE_NAME_HINT, namedValueReferences } from '../config/named-values.ts';
 import {
   NO_SYNC_REPORT,
@@ -23,7 +24,7 @@ import { ModuleSigner, newSigningKey } from '../gateway-api/module-signatures.ts
 import { checkToken, issueToken, MAX_TOKEN_DAYS, newTokenId, readClaims, type TokenClaims } from '../gateway-api/tokens.ts';
 import { sha256Hex } from '../policy-host/module.ts';
 import { PolicyLoadError } from '../policy-host/errors.ts';
-import { ID, nextNamedValue, plan, type Operation, type PlanProblem, type StateNamedValue } from './plan.ts';
+import { fragmentUsage, ID, usersOf, nextNamedValue, plan, type Operation, type PlanProblem, type StateNamedValue } from './plan.ts';
 import type { DocumentValidator } from './validation.ts';
 
 /** How precisely a token's `lastUsedAt` is kept. */
@@ -168,6 +169,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
         revision,
         apis: ids('api'),
         gateways: ids('gateway'),
+        fragments: ids('fragment'),
         namedValues: ids('named value'),
         modules: ids('module'),
         unchanged: planned.unchanged.length,
@@ -195,21 +197,56 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
     return change(c, [{ kind: 'api', id, after: null, at: [] }], { label: `api ${id}`, force: forced(c), logAs: 'api deleted' });
   });
 
+  // Fragments: named lists of policy entries that APIs (and other fragments) include; a gateway receives those its
+  // APIs use. The body is {"entries": [...]}, the list a document holds under `fragments: {<name>: [...]}`.
+  const fragmentView = (f: StoredFragment, usage = fragmentUsage(store.state())) => ({ name: f.name, entries: f.entries, updatedAt: f.updatedAt, ...usage.get(f.name) });
+
+  app.get('/admin/fragments', (c) => {
+    const usage = fragmentUsage(store.state());
+    return c.json({ revision: store.revision(), fragments: store.fragments().map((f) => fragmentView(f, usage)) });
+  });
+
+  app.get('/admin/fragments/:name', (c) => {
+    const found = store.fragment(c.req.param('name'));
+    return found ? c.json(fragmentView(found)) : problem(c, 404, `no fragment ${c.req.param('name')}`);
+  });
+
+  app.put('/admin/fragments/:name', async (c) => {
+    const name = c.req.param('name');
+    if (!FRAGMENT_NAME.test(name)) return problem(c, 400, `${FRAGMENT_NAME_HINT} (got ${JSON.stringify(name.slice(0, 140))})`);
+    const body = (await readJson(c)) as { entries?: unknown } | undefined;
+    const extra = Object.keys(body ?? {}).filter((k) => k !== 'entries');
+    if (!Array.isArray(body?.entries) || extra.length > 0) {
+      return problem(c, 400, `the body must be {"entries": [<policy entry>, ...]}${extra.length > 0 ? ` (unknown: ${extra.join(', ')})` : ''}`);
+    }
+    return change(c, [{ kind: 'fragment', id: name, after: body.entries, at: ['entries'] }], {
+      label: `fragment ${name}`,
+      logAs: 'fragment saved',
+      answer: () => fragmentView(store.fragment(name)!),
+    });
+  });
+
+  app.delete('/admin/fragments/:name', (c) => {
+    const found = store.fragment(c.req.param('name'));
+    if (!found) return problem(c, 404, `no fragment ${c.req.param('name')}`);
+    return change(c, [{ kind: 'fragment', id: found.name, after: null, at: [] }], { label: `fragment ${found.name}`, logAs: 'fragment deleted' });
+  });
+
   // Named values: written, never read back when secret (a secret's value leaves only in a gateway's configuration).
-  const namedValueView = (v: StoredNamedValue) => ({
+  const namedValueView = (v: StoredNamedValue, state = store.state()) => ({
     name: v.name,
     secret: v.secret,
     ...(v.secret ? {} : { value: v.value }),
     updatedAt: v.updatedAt,
     // When the replaced value stops being accepted (a rotation's overlap); absent when there is none.
     ...(v.previous && Date.parse(v.previous.until) > Date.now() ? { previousAcceptedUntil: v.previous.until } : {}),
-    usedBy: store
-      .apis()
-      .filter((api) => namedValueReferences({ apis: [api] }).some((r) => r.name === v.name))
-      .map((api) => (api as { id: string }).id),
+    usedBy: usersOf(state, (doc) => namedValueReferences(doc).some((r) => r.name === v.name)).usedByApis,
   });
 
-  app.get('/admin/named-values', (c) => c.json({ revision: store.revision(), namedValues: store.namedValues().map(namedValueView) }));
+  app.get('/admin/named-values', (c) => {
+    const state = store.state();
+    return c.json({ revision: store.revision(), namedValues: store.namedValues().map((v) => namedValueView(v, state)) });
+  });
 
   app.get('/admin/named-values/:name', (c) => {
     const found = store.namedValue(c.req.param('name'));
@@ -296,7 +333,7 @@ export function controlPlaneApp(options: ControlPlaneOptions): Hono {
   // A whole declaration at once (`gatehouse apply`): checked whole, written whole as one revision, or not at all.
   app.post('/admin/apply', async (c) => {
     const body = await readJson(c);
-    if (body === undefined) return problem(c, 400, 'the body must be a JSON object: {"namedValues", "apis", "gateways", "prune", "dryRun", "force"}');
+    if (body === undefined) return problem(c, 400, 'the body must be a JSON object: {"namedValues", "fragments", "apis", "gateways", "prune", "dryRun", "force"}');
     const parsed = applyOperations(body as Record<string, unknown>, store);
     if ('problems' in parsed) return problem(c, 400, 'the request is not a declaration (nothing was changed)', { problems: parsed.problems });
     return change(c, parsed.operations, {
@@ -610,12 +647,12 @@ function clientOf(c: Context): string | null {
   return c.req.header('x-forwarded-for') ?? (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket.remoteAddress ?? null;
 }
 
-const APPLY_KEYS = ['namedValues', 'apis', 'gateways', 'prune', 'dryRun', 'force'];
+const APPLY_KEYS = ['namedValues', 'fragments', 'apis', 'gateways', 'prune', 'dryRun', 'force'];
 
 /**
- * The operations of a bulk apply's body (`{"namedValues": {name: {"value", "secret"}}, "apis": [{"id", ...}],
- * "gateways": [{"id", "apis"}], "prune", "dryRun", "force"}`), each at its place in the body; with `prune`, a deletion
- * of each API, gateway and named value the body does not declare.
+ * The operations of a bulk apply's body (`{"namedValues": {name: {"value", "secret"}}, "fragments": {name: [entry,
+ * ...]}, "apis": [{"id", ...}], "gateways": [{"id", "apis"}], "prune", "dryRun", "force"}`), each at its place in the
+ * body; with `prune`, a deletion of each API, gateway, fragment and named value the body does not declare.
  */
 function applyOperations(
   body: Record<string, unknown>,
@@ -629,7 +666,7 @@ function applyOperations(
     if (body[flag] !== undefined && typeof body[flag] !== 'boolean') at([flag], 'must be true or false');
   }
   const operations: Operation[] = [];
-  const { namedValues, apis, gateways } = body;
+  const { namedValues, fragments, apis, gateways } = body;
   if (namedValues !== undefined && !isObject(namedValues)) at(['namedValues'], 'must be a map of names to {"value", "secret"}');
   for (const [name, declared] of Object.entries(isObject(namedValues) ? namedValues : {})) {
     const where: DocPath = ['namedValues', name];
@@ -650,6 +687,11 @@ function applyOperations(
     const secret = typeof declared.secret === 'boolean' ? declared.secret : (stored?.secret ?? false);
     const after = nextNamedValue(stored, declared.value, secret, validOverlap(overlap) ? overlap : undefined);
     operations.push({ kind: 'named value', id: name, after, at: where });
+  }
+  if (fragments !== undefined && !isObject(fragments)) at(['fragments'], 'must be a map of names to lists of policy entries');
+  for (const [name, entries] of Object.entries(isObject(fragments) ? fragments : {})) {
+    if (!Array.isArray(entries)) at(['fragments', name], 'must be a list of policy entries');
+    else operations.push({ kind: 'fragment', id: name, after: entries, at: ['fragments', name] });
   }
   if (apis !== undefined && !Array.isArray(apis)) at(['apis'], 'must be a list of APIs');
   (Array.isArray(apis) ? apis : []).forEach((api: unknown, i) => {
@@ -680,6 +722,7 @@ function applyOperations(
     };
     if (gateways !== undefined) prune('gateway', store.gateways().map((g) => g.id));
     if (apis !== undefined) prune('api', (store.apis() as { id: string }[]).map((a) => a.id));
+    if (fragments !== undefined) prune('fragment', store.fragments().map((f) => f.name));
     if (namedValues !== undefined) prune('named value', store.namedValues().map((v) => v.name));
   }
   return { operations, force: body.force === true, dryRun: body.dryRun === true };

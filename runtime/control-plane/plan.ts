@@ -3,7 +3,7 @@
 // endpoints and the bulk apply (`gatehouse apply`) all go through a plan, so that:
 // - a change is checked whole and written whole (one revision, or none when nothing changes);
 // - references are checked both ways on the state it leads to (a gateway cannot name a missing API; an API a gateway
-//   serves, a named value or a module an API uses, cannot go without saying so);
+//   serves, a fragment, a named value or a module an API or a fragment uses, cannot go without saying so);
 // - every API and every gateway document the change touches is checked as a gateway would check it (validation.ts),
 //   with each problem at its place in the request, so that a client holding the request's source (the CLI holds the
 //   YAML file) can name the line.
@@ -18,17 +18,23 @@ import {
   previousInOverlap,
   type NamedValue,
 } from '../config/named-values.ts';
+import { FRAGMENT_NAME, FRAGMENT_NAME_HINT, fragmentNesting, usedFragments } from '../config/fragments.ts';
 import { policyEntries } from '../config/policy-entries.ts';
 import { MODULE_REF, referencedModules } from '../gateway-api/module-refs.ts';
+import { PHASES } from '../policy-host/index.ts';
 import type { DocumentProblem } from './validation.ts';
 
 export const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const ID_HINT = 'an id is lowercase letters, digits and dashes, starting with a letter or digit (at most 63)';
 
-/** What the control plane serves from: APIs (by id, each with its id), gateways (the APIs each serves), named values, modules. */
+/**
+ * What the control plane serves from: APIs (by id, each with its id), gateways (the APIs each serves), fragments (each
+ * a list of policy entries), named values, modules.
+ */
 export interface ConfigState {
   apis: Map<string, Record<string, unknown>>;
   gateways: Map<string, string[]>;
+  fragments: Map<string, unknown[]>;
   namedValues: Map<string, StateNamedValue>;
   modules: Set<string>;
 }
@@ -40,7 +46,7 @@ export interface StateNamedValue {
   previous: { value: string; until: string } | null;
 }
 
-export type ObjectKind = 'api' | 'gateway' | 'named value' | 'module';
+export type ObjectKind = 'api' | 'gateway' | 'fragment' | 'named value' | 'module';
 
 /**
  * One object set to a new value, or deleted (`after` null). `at`: where the object is in the request, for problems;
@@ -49,6 +55,7 @@ export type ObjectKind = 'api' | 'gateway' | 'named value' | 'module';
 export type Operation =
   | { kind: 'api'; id: string; after: Record<string, unknown> | null; at: DocPath | null }
   | { kind: 'gateway'; id: string; after: string[] | null; at: DocPath | null }
+  | { kind: 'fragment'; id: string; after: unknown[] | null; at: DocPath | null }
   | { kind: 'named value'; id: string; after: StateNamedValue | null; at: DocPath | null }
   | { kind: 'module'; id: string; after: null; at: DocPath | null };
 
@@ -99,27 +106,65 @@ export interface PlanOptions {
   check: (doc: unknown, sourceName: string) => Promise<DocumentProblem[]>;
 }
 
+/** Where a gateway's document takes its objects from: the stored ones, or those of a plan's state. */
+export interface DocumentSources {
+  api: (id: string) => unknown | null;
+  fragment: (name: string) => unknown[] | null;
+  namedValue: (name: string) => StateNamedValue | null;
+}
+
+/** A gateway's document (also the one an API is checked in, alone). */
+export interface ServedDocumentBody {
+  version: 1;
+  fragments?: Record<string, unknown[]>;
+  apis: unknown[];
+  namedValues?: Record<string, NamedValue>;
+}
+
 /**
- * The document a gateway serving `apiIds` receives at `now`: those APIs that exist, and only the named values they
- * use. A named value's previous value is served while its overlap lasts: when it ends, the document (and its ETag)
- * changes, and gateways drop it at their next poll.
+ * The document a gateway serving `apiIds` receives at `now`: those APIs that exist, only the fragments they include
+ * (directly or through other fragments), and only the named values those use. A fragment nothing of the gateway
+ * includes is not in it: changing one changes no other gateway's document or ETag. A named value's previous value is
+ * served while its overlap lasts: when it ends, the document (and its ETag) changes, and gateways drop it at their
+ * next poll.
  */
-export function gatewayDocumentOf(
-  apiIds: readonly string[],
-  api: (id: string) => unknown | null,
-  namedValue: (name: string) => StateNamedValue | null,
+export function gatewayDocumentOf(apiIds: readonly string[], sources: DocumentSources, now = Date.now()): ServedDocumentBody {
+  return documentOf({ apis: apiIds.map(sources.api).filter((doc) => doc !== null) }, sources, now);
+}
+
+/** A document of `scope` (its APIs, and global policies if any) with the fragments and named values it uses. */
+function documentOf<Scope extends { policies?: unknown; apis: unknown[] }>(
+  scope: Scope,
+  sources: DocumentSources,
   now = Date.now(),
-): { version: 1; apis: unknown[]; namedValues?: Record<string, NamedValue> } {
-  const apis = apiIds.map(api).filter((doc) => doc !== null);
+): Scope & { version: 1; fragments?: Record<string, unknown[]>; namedValues?: Record<string, NamedValue> } {
+  const fragments = Object.fromEntries(usedFragments(scope, sources.fragment));
   const namedValues: Record<string, NamedValue> = {};
-  for (const { name } of namedValueReferences({ apis })) {
+  for (const { name } of namedValueReferences({ ...scope, fragments })) {
     if (Object.hasOwn(namedValues, name)) continue;
-    const found = namedValue(name);
+    const found = sources.namedValue(name);
     if (!found) continue;
     const previous = found.previous && previousInOverlap({ value: found.value, previous: found.previous }, now) !== null ? found.previous : null;
     namedValues[name] = { value: found.value, ...(found.secret ? { secret: true } : {}), ...(previous ? { previous } : {}) };
   }
-  return Object.keys(namedValues).length > 0 ? { version: 1, apis, namedValues } : { version: 1, apis };
+  // Without the keys it has no use for: a document with neither is what it was before there were fragments.
+  const { apis, ...rest } = scope;
+  return {
+    version: 1,
+    ...rest,
+    ...(Object.keys(fragments).length > 0 ? { fragments } : {}),
+    apis,
+    ...(Object.keys(namedValues).length > 0 ? { namedValues } : {}),
+  } as Scope & { version: 1 };
+}
+
+/** A state's objects as a document's sources. */
+function sourcesOf(state: ConfigState): DocumentSources {
+  return {
+    api: (id) => state.apis.get(id) ?? null,
+    fragment: (name) => state.fragments.get(name) ?? null,
+    namedValue: (name) => state.namedValues.get(name) ?? null,
+  };
 }
 
 /**
@@ -145,7 +190,7 @@ export function documentDigest(doc: unknown): string {
 }
 
 function documentIn(state: ConfigState, gateway: string) {
-  return gatewayDocumentOf(state.gateways.get(gateway) ?? [], (id) => state.apis.get(id) ?? null, (name) => state.namedValues.get(name) ?? null);
+  return gatewayDocumentOf(state.gateways.get(gateway) ?? [], sourcesOf(state));
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -177,6 +222,7 @@ export async function plan(state: ConfigState, operations: Operation[], options:
   const result: ConfigState = {
     apis: new Map(state.apis),
     gateways: new Map(state.gateways),
+    fragments: new Map(state.fragments),
     namedValues: new Map(state.namedValues),
     modules: new Set(state.modules),
   };
@@ -189,6 +235,10 @@ export async function plan(state: ConfigState, operations: Operation[], options:
       if (!ID.test(op.id)) problem(op, ['id'], `${ID_HINT} (got ${JSON.stringify(op.id)})`);
       if (op.after === null) result.gateways.delete(op.id);
       else result.gateways.set(op.id, op.after);
+    } else if (op.kind === 'fragment') {
+      if (!FRAGMENT_NAME.test(op.id)) problem(op, [], `${FRAGMENT_NAME_HINT} (got ${JSON.stringify(op.id)})`);
+      if (op.after === null) result.fragments.delete(op.id);
+      else result.fragments.set(op.id, op.after);
     } else if (op.kind === 'named value') {
       if (!NAMED_VALUE_NAME.test(op.id)) problem(op, [], NAMED_VALUE_NAME_HINT);
       if (op.after === null) result.namedValues.delete(op.id);
@@ -237,8 +287,18 @@ export async function plan(state: ConfigState, operations: Operation[], options:
         });
       });
     }
-    if (op.kind === 'api' && op.after !== null) {
-      for (const { entry, path } of policyEntries(op.after)) {
+    if ((op.kind === 'api' || op.kind === 'fragment') && op.after !== null) {
+      for (const { entry, path } of ownEntries(op.kind, op.id, op.after)) {
+        const included = entry['include-fragment'];
+        if (typeof included === 'string' && !result.fragments.has(included)) {
+          problem(
+            op,
+            [...path, 'include-fragment'],
+            deleted('fragment', included)
+              ? `includes fragment "${included}", which this change deletes`
+              : `includes fragment "${included}", which does not exist (PUT /admin/fragments/${included}, or declare it under fragments:)`,
+          );
+        }
         if (typeof entry.source === 'string') {
           problem(op, [...path, 'source'], 'a control plane cannot build a policy folder: it names a file of the machine that wrote it (gatehouse apply builds it and uploads the module)');
         }
@@ -251,6 +311,31 @@ export async function plan(state: ConfigState, operations: Operation[], options:
       }
     }
   }
+  // A fragment that includes itself, directly or through others, or fragments nested too deep. The stored ones have
+  // neither: only a fragment of the request can close a circle, so the walk takes them last, to find the circle at
+  // the include the request adds.
+  const savedFragments = operations.filter((op) => op.kind === 'fragment' && op.after !== null);
+  if (savedFragments.length > 0) {
+    const ofRequest = ([name]: [string, unknown]) => seen.has(`fragment\u0000${name}`);
+    const walkOrder = [...[...result.fragments].filter((f) => !ofRequest(f)), ...[...result.fragments].filter(ofRequest)];
+    const cycles = fragmentNesting(Object.fromEntries(walkOrder));
+    for (const cycle of cycles) {
+      const [, name, ...rest] = cycle.path as [string, string, ...DocPath];
+      const op = seen.get(`fragment\u0000${name}`);
+      if (op) problem(op, rest, cycle.message);
+      else problems.push({ path: null, where: `fragment ${name}${rest.length > 0 ? `: ${formatPath(rest)}` : ''}`, message: cycle.message });
+    }
+    // Nothing in a circle is checked further: it cannot be bound.
+    if (cycles.length > 0) for (const op of savedFragments) flawed.add(op);
+  }
+
+  /** Who uses something in `result`, by `uses`: the APIs it breaks, and every user in words. */
+  const usersIn = (uses: (doc: unknown) => boolean) => {
+    const users = usersOf(result, uses);
+    const through = users.usedByApis.filter((id) => !users.includedBy.apis.includes(id)).map((id) => `api ${id} (through a fragment)`);
+    const words = [...users.includedBy.apis.map((id) => `api ${id}`), ...users.includedBy.fragments.map((f) => `fragment ${f}`), ...through];
+    return { apis: users.usedByApis, words };
+  };
   for (const change of changes) {
     if (change.action !== 'delete') continue;
     const op = seen.get(`${change.kind}\u0000${change.id}`)!;
@@ -261,14 +346,19 @@ export async function plan(state: ConfigState, operations: Operation[], options:
       if (options.force) breaks.push(`${what}; the gateway${servedBy.length > 1 ? 's' : ''} still list${servedBy.length > 1 ? '' : 's'} it, and gatehouse get marks it missing`);
       else conflicts.push({ ...at(op), forceable: true, usedBy: servedBy, message: `API ${change.id} is served by gateway ${servedBy.join(', ')}: remove it from ${servedBy.length > 1 ? 'them' : 'it'} first, or force the deletion (${what})` });
     } else if (change.kind === 'named value') {
-      const usedBy = [...result.apis].filter(([, api]) => namedValueReferences({ apis: [api] }).some((r) => r.name === change.id)).map(([id]) => id);
-      if (usedBy.length > 0) {
-        conflicts.push({ ...at(op), forceable: false, usedBy, message: `named value ${change.id} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first` });
+      const users = usersIn((doc) => namedValueReferences(doc).some((r) => r.name === change.id));
+      if (users.words.length > 0) {
+        conflicts.push({ ...at(op), forceable: false, usedBy: users.apis, message: `named value ${change.id} is used by ${users.words.join(', ')}: change those first` });
       }
     } else if (change.kind === 'module') {
-      const usedBy = [...result.apis].filter(([, api]) => referencedModules({ apis: [api] }).includes(change.id)).map(([id]) => id);
-      if (usedBy.length > 0) {
-        conflicts.push({ ...at(op), forceable: false, usedBy, message: `module sha256:${change.id} is used by ${usedBy.map((a) => `api ${a}`).join(', ')}: change those first` });
+      const users = usersIn((doc) => referencedModules(doc).includes(change.id));
+      if (users.words.length > 0) {
+        conflicts.push({ ...at(op), forceable: false, usedBy: users.apis, message: `module sha256:${change.id} is used by ${users.words.join(', ')}: change those first` });
+      }
+    } else if (change.kind === 'fragment') {
+      const users = usersIn(includesFragment(change.id));
+      if (users.words.length > 0) {
+        conflicts.push({ ...at(op), forceable: false, usedBy: users.apis, message: `fragment ${change.id} is included by ${users.words.join(', ')}: change those first` });
       }
     } else if (change.kind === 'gateway') {
       const live = options.liveInstances?.(change.id) ?? 0;
@@ -286,11 +376,25 @@ export async function plan(state: ConfigState, operations: Operation[], options:
   {
     // A deleted value is not checked through its APIs: that it is in use is a conflict, reported as one.
     const changedValues = new Set(changes.filter((c) => c.kind === 'named value' && c.action !== 'delete').map((c) => c.id));
+    const changedFragments = new Set(changes.filter((c) => c.kind === 'fragment' && c.action !== 'delete').map((c) => c.id));
+    const flawedFragment = operations.some((op) => op.kind === 'fragment' && flawed.has(op));
     const apisToCheck = new Set<string>();
     for (const op of operations) if (op.kind === 'api' && op.after !== null && !flawed.has(op)) apisToCheck.add(op.id);
-    for (const [id, api] of result.apis) {
-      if (namedValueReferences({ apis: [api] }).some((r) => changedValues.has(r.name))) apisToCheck.add(id);
+    // Each API with the fragments it uses.
+    const used = new Map([...result.apis].map(([id, api]) => [id, withFragments(result, api)]));
+    for (const [id, doc] of used) {
+      if (namedValueReferences(doc).some((r) => changedValues.has(r.name))) apisToCheck.add(id);
+      if (!flawedFragment && Object.keys(doc.fragments).some((name) => changedFragments.has(name))) apisToCheck.add(id);
     }
+    // A changed fragment no API includes (itself, or through another) is checked alone, included by a fragment of the
+    // global scope, in each phase until one binds it: what a fragment is for (a phase) is the APIs' to say.
+    const reached = new Set<string>();
+    for (const doc of used.values()) for (const name of Object.keys(doc.fragments)) reached.add(name);
+    const fragmentsToCheck = flawedFragment
+      ? []
+      : [...result.fragments.keys()].filter(
+          (name) => !reached.has(name) && (changedFragments.has(name) || [...usedFragments(includeOf(name), sourcesOf(result).fragment).keys()].some((f) => changedFragments.has(f))),
+        );
     const gatewaysToCheck = new Set<string>();
     for (const op of operations) if (op.kind === 'gateway' && op.after !== null) gatewaysToCheck.add(op.id);
     for (const id of result.gateways.keys()) {
@@ -314,6 +418,15 @@ export async function plan(state: ConfigState, operations: Operation[], options:
         const where = op?.at ? place([...op.at, ...rest]) : { path: null, where: `api ${id}${rest.length > 0 ? `: ${formatPath(rest)}` : ''}` };
         return { ...where, message: p.message };
       }
+      if (head === 'fragments' && typeof index === 'string') {
+        const op = opOf('fragment', index);
+        const where = op?.at ? place([...op.at, ...rest]) : { path: null, where: `fragment ${index}${rest.length > 0 ? `: ${formatPath(rest)}` : ''}` };
+        // Where it was included, in the API rather than in the document checked (whose `apis` are not the request's).
+        const message = p.message.replace(/ \(included at apis\[(\d+)\]\.?([^)]*)\)$/, (whole, i: string, rest: string) =>
+          docApis[Number(i)] === undefined ? whole : ` (included at api ${docApis[Number(i)]}${rest ? `: ${rest}` : ''})`,
+        );
+        return { ...where, message };
+      }
       if (head === 'namedValues' && typeof index === 'string') {
         const op = opOf('named value', index);
         const where = op?.at ? place([...op.at, ...rest]) : { path: null, where: `named value ${index}` };
@@ -324,8 +437,25 @@ export async function plan(state: ConfigState, operations: Operation[], options:
     // APIs alone first, so that what is wrong with an API is reported at the API rather than in a gateway's document.
     await Promise.all(
       [...apisToCheck].map(async (id) => {
-        const doc = gatewayDocumentOf([id], (a) => result.apis.get(a) ?? null, (n) => result.namedValues.get(n) ?? null);
+        const doc = gatewayDocumentOf([id], sourcesOf(result));
         for (const p of await options.check(doc, `api ${id}`)) report(mapBack([id], p), '');
+      }),
+    );
+    await Promise.all(
+      fragmentsToCheck.map(async (name) => {
+        let fewest: { phase: string; problems: DocumentProblem[] } | null = null;
+        for (const phase of PHASES) {
+          const found = await options.check(fragmentDocument(result, name, phase), `fragment ${name}`);
+          if (found.length === 0) return;
+          if (!fewest || found.length < fewest.problems.length) fewest = { phase, problems: found };
+        }
+        const { phase, problems: found } = fewest!;
+        // The include standing for the fragment's users is no place of the request: the fragment is.
+        const stand = ` (included at ${formatPath(['policies', phase, 0])})`;
+        for (const p of found) {
+          const message = p.message.endsWith(stand) ? p.message.slice(0, -stand.length) : p.message;
+          report(mapBack([], { path: p.path?.[0] === 'policies' ? ['fragments', name] : p.path, message }), ` (it binds in no phase; checked as included in ${phase})`);
+        }
       }),
     );
     if (problems.length > 0 || conflicts.some((c) => !c.forceable || !options.force)) gatewaysToCheck.clear();
@@ -340,6 +470,54 @@ export async function plan(state: ConfigState, operations: Operation[], options:
   return { result, changes, unchanged, problems, conflicts, breaks };
 }
 
+/** Who uses what `uses` finds in a document holding one object: the APIs and fragments whose own entries have it,
+ * and every API that runs it (itself, or through the fragments it includes). */
+export function usersOf(state: ConfigState, uses: (doc: unknown) => boolean): { includedBy: { apis: string[]; fragments: string[] }; usedByApis: string[] } {
+  return {
+    includedBy: {
+      apis: [...state.apis].filter(([, api]) => uses({ apis: [api] })).map(([id]) => id),
+      fragments: [...state.fragments].filter(([name, list]) => uses({ fragments: { [name]: list } })).map(([name]) => name),
+    },
+    usedByApis: [...state.apis].filter(([, api]) => uses(withFragments(state, api))).map(([id]) => id),
+  };
+}
+
+/** Whether a document includes fragment `name` somewhere. */
+const includesFragment = (name: string) => (doc: unknown) => [...policyEntries(doc)].some(({ entry }) => entry['include-fragment'] === name);
+
+/** Who uses each fragment of `state`, as usersOf says for one, for all of them in one walk over the APIs and fragments. */
+export function fragmentUsage(state: ConfigState): Map<string, ReturnType<typeof usersOf>> {
+  const usage = new Map<string, ReturnType<typeof usersOf>>([...state.fragments.keys()].map((name) => [name, { includedBy: { apis: [], fragments: [] }, usedByApis: [] }]));
+  const namedIn = (doc: unknown) => new Set([...policyEntries(doc)].flatMap(({ entry }) => (typeof entry['include-fragment'] === 'string' ? [entry['include-fragment']] : [])));
+  for (const [id, api] of state.apis) {
+    for (const name of namedIn({ apis: [api] })) usage.get(name)?.includedBy.apis.push(id);
+    for (const name of Object.keys(withFragments(state, api).fragments)) usage.get(name)?.usedByApis.push(id);
+  }
+  for (const [name, list] of state.fragments) for (const included of namedIn({ fragments: { [name]: list } })) usage.get(included)?.includedBy.fragments.push(name);
+  return usage;
+}
+
+/** The policy entries of one API or one fragment, at their paths in it. */
+function* ownEntries(kind: 'api' | 'fragment', id: string, value: unknown): Generator<{ entry: Record<string, unknown>; path: DocPath }> {
+  const doc = kind === 'api' ? { apis: [value] } : { fragments: { [id]: value } };
+  for (const { entry, path } of policyEntries(doc)) yield { entry, path: path.slice(2) };
+}
+
+/** A document holding one API and the fragments it includes, directly or through others. */
+function withFragments(state: ConfigState, api: unknown): { apis: unknown[]; fragments: Record<string, unknown[]> } {
+  return { apis: [api], fragments: Object.fromEntries(usedFragments({ apis: [api] }, sourcesOf(state).fragment)) };
+}
+
+/** The global scope's policies of a document that includes fragment `name` once, in `phase`. */
+function includeOf(name: string, phase: string = PHASES[0]): { policies: Record<string, unknown[]> } {
+  return { policies: { [phase]: [{ 'include-fragment': name }] } };
+}
+
+/** A document that includes fragment `name` once, in `phase` of its global scope, with what the fragment uses. */
+function fragmentDocument(state: ConfigState, name: string, phase: string) {
+  return documentOf({ ...includeOf(name, phase), apis: [] }, sourcesOf(state));
+}
+
 /** A place in the request: its path, and the path in words (`apis[1].policies.inbound[0]`; `(request)` for the body). */
 function place(path: DocPath): { path: DocPath; where: string } {
   return { path, where: path.length === 0 ? '(request)' : formatPath(path) };
@@ -348,12 +526,14 @@ function place(path: DocPath): { path: DocPath; where: string } {
 function restore(state: ConfigState, kind: ObjectKind, id: string, value: unknown): void {
   if (kind === 'api') state.apis.set(id, value as Record<string, unknown>);
   else if (kind === 'gateway') state.gateways.set(id, value as string[]);
+  else if (kind === 'fragment') state.fragments.set(id, value as unknown[]);
   else if (kind === 'named value') state.namedValues.set(id, value as StateNamedValue);
 }
 
 function valueIn(state: ConfigState, kind: ObjectKind, id: string): unknown {
   if (kind === 'api') return state.apis.get(id);
   if (kind === 'gateway') return state.gateways.get(id);
+  if (kind === 'fragment') return state.fragments.get(id);
   if (kind === 'named value') return state.namedValues.get(id);
   return state.modules.has(id) ? id : undefined;
 }

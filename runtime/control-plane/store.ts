@@ -4,9 +4,8 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { chmodSync } from 'node:fs';
-import type { NamedValue } from '../config/named-values.ts';
 import { NO_SYNC_REPORT, type HeartbeatPayload, type MinuteAggregate, type SyncReport } from '../gateway-api/endpoints.ts';
-import { documentDigest, gatewayDocumentOf, type ConfigState, type Operation } from './plan.ts';
+import { documentDigest, gatewayDocumentOf, type ConfigState, type DocumentSources, type Operation, type ServedDocumentBody } from './plan.ts';
 
 /** A gateway's document as the control plane serves it. */
 export interface ServedDocument {
@@ -69,6 +68,19 @@ function namedValueOf(row: NamedValueRow): StoredNamedValue {
   };
 }
 
+export interface StoredFragment {
+  name: string;
+  /** Its policy entries, as a gateway's document holds them under `fragments`. */
+  entries: unknown[];
+  updatedAt: string;
+}
+
+const FRAGMENT_SELECT = 'SELECT name, entries, updated_at AS updatedAt FROM fragments';
+
+type FragmentRow = Omit<StoredFragment, 'entries'> & { entries: string };
+
+const fragmentOf = (row: FragmentRow): StoredFragment => ({ ...row, entries: JSON.parse(row.entries) as unknown[] });
+
 export interface GatewayRecord {
   id: string;
   apis: string[];
@@ -114,6 +126,8 @@ export class ControlPlaneStore {
       CREATE TABLE IF NOT EXISTS revisions (revision INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, change TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
       CREATE TABLE IF NOT EXISTS named_values (name TEXT PRIMARY KEY, value TEXT NOT NULL, secret INTEGER NOT NULL, updated_at TEXT NOT NULL);
+      -- A fragment's entries, as JSON (a list of policy entries).
+      CREATE TABLE IF NOT EXISTS fragments (name TEXT PRIMARY KEY, entries TEXT NOT NULL, updated_at TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS modules (
         sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, signature TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
         uploaded_at TEXT NOT NULL
@@ -223,13 +237,28 @@ export class ControlPlaneStore {
   }
 
   /**
-   * The configuration document a gateway serves: the APIs assigned to it that exist, and the named values they refer
-   * to (only those: a gateway holds no secret it does not use).
+   * The configuration document a gateway serves: the APIs assigned to it that exist, and the fragments and named values
+   * they use (only those: a gateway holds no secret it does not use, and another API's fragment is not its concern).
    */
-  gatewayDocument(id: string): { version: 1; apis: unknown[]; namedValues?: Record<string, NamedValue> } | null {
+  gatewayDocument(id: string): ServedDocumentBody | null {
     const gateway = this.gateway(id);
     if (!gateway) return null;
-    return gatewayDocumentOf(gateway.apis, (api) => this.api(api), (name) => this.namedValue(name));
+    return gatewayDocumentOf(gateway.apis, this.sources);
+  }
+
+  private readonly sources: DocumentSources = {
+    api: (id) => this.api(id),
+    fragment: (name) => this.fragment(name)?.entries ?? null,
+    namedValue: (name) => this.namedValue(name),
+  };
+
+  fragment(name: string): StoredFragment | null {
+    const row = this.db.prepare(`${FRAGMENT_SELECT} WHERE name = ?`).get(name) as FragmentRow | undefined;
+    return row ? fragmentOf(row) : null;
+  }
+
+  fragments(): StoredFragment[] {
+    return (this.db.prepare(`${FRAGMENT_SELECT} ORDER BY name`).all() as FragmentRow[]).map(fragmentOf);
   }
 
   /**
@@ -413,11 +442,12 @@ export class ControlPlaneStore {
 
   // --- planned changes (plan.ts) ----------------------------------------------------------------------------------
 
-  /** APIs, gateways, named values and modules as they are: what a plan starts from. */
+  /** APIs, gateways, fragments, named values and modules as they are: what a plan starts from. */
   state(): ConfigState {
     return {
       apis: new Map((this.apis() as Record<string, unknown>[]).map((api) => [String(api.id), api])),
       gateways: new Map(this.gateways().map((g) => [g.id, g.apis])),
+      fragments: new Map(this.fragments().map((f) => [f.name, f.entries])),
       namedValues: new Map(this.namedValues().map((v) => [v.name, { value: v.value, secret: v.secret, previous: v.previous }])),
       modules: new Set((this.db.prepare('SELECT sha256 FROM modules').all() as { sha256: string }[]).map((r) => r.sha256)),
     };
@@ -439,6 +469,13 @@ export class ControlPlaneStore {
             }
           } else {
             this.db.prepare('INSERT INTO gateways (id, apis) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET apis = excluded.apis').run(op.id, JSON.stringify(op.after));
+          }
+        } else if (op.kind === 'fragment') {
+          if (op.after === null) this.db.prepare('DELETE FROM fragments WHERE name = ?').run(op.id);
+          else {
+            this.db
+              .prepare('INSERT INTO fragments (name, entries, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET entries = excluded.entries, updated_at = excluded.updated_at')
+              .run(op.id, JSON.stringify(op.after), now);
           }
         } else if (op.kind === 'named value') {
           if (op.after === null) this.db.prepare('DELETE FROM named_values WHERE name = ?').run(op.id);

@@ -1,14 +1,14 @@
 // `gatehouse`: the operators' command for a control plane.
 //
 //   gatehouse apply -f gatehouse.yaml [--dry-run] [--prune] [--force]
-//                                       declares the named values, APIs and gateways of the file, all at once (one
+//                                       declares the named values, fragments, APIs and gateways of the file, all at once (one
 //                                       revision, or none when nothing changes); policies given as `source:` (a policy
 //                                       folder) are built with the SDK and uploaded, `module:` files uploaded, and both
 //                                       replaced by their `sha256:` names. --dry-run prints what would change and
 //                                       changes nothing; --prune deletes, of each kind the file declares, what it does
 //                                       not declare; --force deletes what is in use, saying what it breaks
-//   gatehouse delete api|gateway|named-value|module <id> [--force]
-//   gatehouse get                       what the control plane has: APIs, named values (never their values),
+//   gatehouse delete api|gateway|fragment|named-value|module <id> [--force]
+//   gatehouse get                       what the control plane has: APIs, fragments, named values (never their values),
 //                                       gateways, and which instance runs which revision (with its lag, last heartbeat,
 //                                       and what is wrong: stale instances, missing APIs, token problems)
 //   gatehouse token issue|list|revoke   a gateway's tokens (runTokenCommand)
@@ -43,7 +43,7 @@ const TOKEN_USAGE = `       gatehouse token issue <gateway> [--days 1-30]       
        gatehouse token revoke <gateway> --all                     every token issued to the gateway so far`;
 
 const USAGE = `usage: gatehouse apply -f <gatehouse.yaml> [--dry-run] [--prune] [--force]
-       gatehouse delete api|gateway|named-value|module <id> [--force]
+       gatehouse delete api|gateway|fragment|named-value|module <id> [--force]
        gatehouse get
 ${TOKEN_USAGE}
        gatehouse import-apim <policy.xml> [--api <id> --path <prefix> --backend <url>] [--partial]
@@ -55,7 +55,7 @@ const DEFAULT_CONTROL_PLANE = 'http://127.0.0.1:7070';
 class CliError extends Error {}
 
 /** The top-level keys of an apply file. */
-const FILE_KEYS = ['controlPlane', 'namedValues', 'apis', 'gateways'];
+const FILE_KEYS = ['controlPlane', 'namedValues', 'fragments', 'apis', 'gateways'];
 
 export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<number> {
   if (io === consoleIo) exitQuietlyOnClosedPipe();
@@ -94,7 +94,7 @@ async function importApim(args: string[], io: CliIo): Promise<number> {
   }
   const problems = [...result.problems];
   if (given === 3 && result.fragments.length > 0) {
-    problems.push({ line: 0, message: `fragments ${result.fragments.join(', ')} are included but not part of the output: declare them under fragments: in the document` });
+    problems.push({ line: 0, message: `fragments ${result.fragments.join(', ')} are included but not part of the output: declare them under fragments: in the document, or on the control plane (fragments: of a gatehouse apply file)` });
   }
   if (given === 3 && result.namedValues.length > 0) {
     problems.push({ line: 0, message: `named values ${result.namedValues.join(', ')} are referred to but not part of the output: declare them under namedValues: in the document` });
@@ -253,21 +253,21 @@ async function apply(args: string[], io: CliIo): Promise<number> {
     return String(result.module);
   };
   const apis = declaration.apis;
-  if (Array.isArray(apis)) {
+  const fragments = declaration.fragments;
+  const entries = [...policyEntries({ apis: Array.isArray(apis) ? apis : [], fragments })];
+  if (entries.some(({ entry }) => typeof entry.source === 'string' || (typeof entry.module === 'string' && !MODULE_REF.test(entry.module)))) {
     // Loaded only here: the SDK's build (esbuild, the compiler) would slow every other command.
     const { buildPolicy } = await import('../../sdk/build/index.ts');
-    for (const api of apis) {
-      for (const { entry } of policyEntries({ apis: [api] })) {
-        if (typeof entry.source === 'string') {
-          const folder = resolve(baseDir, entry.source);
-          if (!uploaded.has(folder)) uploaded.set(folder, await upload(entry.source, (await buildPolicy({ source: folder })).wasm));
-          entry.module = uploaded.get(folder);
-          delete entry.source;
-        } else if (typeof entry.module === 'string' && !MODULE_REF.test(entry.module)) {
-          const wasm = resolve(baseDir, entry.module);
-          if (!uploaded.has(wasm)) uploaded.set(wasm, await upload(entry.module, new Uint8Array(await readFile(wasm))));
-          entry.module = uploaded.get(wasm);
-        }
+    for (const { entry } of entries) {
+      if (typeof entry.source === 'string') {
+        const folder = resolve(baseDir, entry.source);
+        if (!uploaded.has(folder)) uploaded.set(folder, await upload(entry.source, (await buildPolicy({ source: folder })).wasm));
+        entry.module = uploaded.get(folder);
+        delete entry.source;
+      } else if (typeof entry.module === 'string' && !MODULE_REF.test(entry.module)) {
+        const wasm = resolve(baseDir, entry.module);
+        if (!uploaded.has(wasm)) uploaded.set(wasm, await upload(entry.module, new Uint8Array(await readFile(wasm))));
+        entry.module = uploaded.get(wasm);
       }
     }
   }
@@ -278,6 +278,7 @@ async function apply(args: string[], io: CliIo): Promise<number> {
     force: parsed.flags.has('--force'),
   };
   if (declaredValues !== undefined) body.namedValues = namedValues;
+  if (fragments !== undefined) body.fragments = fragments;
   if (declaration.apis !== undefined) body.apis = apis;
   if (declaration.gateways !== undefined) body.gateways = declaration.gateways;
   const answer = await client.send('POST', '/admin/apply', body);
@@ -311,7 +312,7 @@ function printChanges(answer: ApplyAnswer, dryRun: boolean, io: CliIo): void {
   }
   for (const broken of answer.breaks) io.out(`${dryRun ? 'would break' : 'forced'}: ${broken}`);
   const names = (kind: string) => answer.changes.filter((c) => c.kind === kind).map((c) => c.id);
-  const touched = [['APIs', names('api')], ['gateways', names('gateway')], ['named values', names('named value')], ['modules', names('module')]]
+  const touched = [['APIs', names('api')], ['gateways', names('gateway')], ['fragments', names('fragment')], ['named values', names('named value')], ['modules', names('module')]]
     .filter(([, ids]) => ids!.length > 0)
     .map(([what, ids]) => `${what} ${(ids as string[]).join(', ')}`)
     .join('; ');
@@ -357,7 +358,7 @@ function namedValueBody(
 }
 
 /** `gatehouse delete <kind> <id>`: the admin API's collection for each kind. */
-const DELETABLE: Record<string, string> = { api: 'apis', gateway: 'gateways', 'named-value': 'named-values', module: 'modules' };
+const DELETABLE: Record<string, string> = { api: 'apis', gateway: 'gateways', fragment: 'fragments', 'named-value': 'named-values', module: 'modules' };
 
 async function deleteObject(args: string[], io: CliIo): Promise<number> {
   const parsed = options(args, ['--force']);
@@ -411,11 +412,18 @@ async function get(io: CliIo): Promise<number> {
   const apis = (await client.call('GET', '/admin/apis')) as { revision: number; apis: { id: string; pathPrefix?: string }[] };
   const gateways = (await client.call('GET', '/admin/gateways')) as { staleAfterSeconds: number; gateways: GatewayView[] };
   const named = (await client.call('GET', '/admin/named-values')) as { namedValues: { name: string; secret: boolean; usedBy: string[] }[] };
+  const fragments = (await client.call('GET', '/admin/fragments')) as { fragments: { name: string; entries: unknown[]; usedByApis: string[] }[] };
   io.out(`control plane ${client.url}, revision ${apis.revision}`);
   io.out('');
   io.out('APIs');
   if (apis.apis.length === 0) io.out('  none');
   for (const api of apis.apis) io.out(`  ${api.id}  ${api.pathPrefix ?? ''}`);
+  io.out('');
+  io.out('fragments');
+  if (fragments.fragments.length === 0) io.out('  none');
+  for (const f of fragments.fragments) {
+    io.out(`  ${f.name} (${f.entries.length} entr${f.entries.length === 1 ? 'y' : 'ies'}): ${f.usedByApis.length > 0 ? `used by ${f.usedByApis.join(', ')}` : 'not used'}`);
+  }
   io.out('');
   io.out('named values');
   if (named.namedValues.length === 0) io.out('  none');

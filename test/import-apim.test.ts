@@ -52,6 +52,18 @@ describe('APIM expressions to CEL', () => {
   });
 });
 
+/**
+ * `gatehouse import-apim <file> [args]`, which must fail (exit 1): its output, the lines of its standard error, and
+ * `at(line, pattern)`, which asserts that a line of standard error names that line of the file and matches.
+ */
+async function importFailing(file: string, args: string[] = []) {
+  const run = await runGatehouse(['import-apim', file, ...args]);
+  assert.equal(run.code, 1, run.stderr);
+  const lines = run.stderr.trim().split('\n');
+  const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+  return { run, lines, at };
+}
+
 describe('gatehouse import-apim', () => {
   const policies = new RepositoryPolicySources(join(repoRoot(), 'policies'));
 
@@ -103,10 +115,7 @@ describe('gatehouse import-apim', () => {
 
   test('what cannot be translated is listed with its line and left out: exit 1, or 0 with --partial', async () => {
     const file = fixture('untranslatable.xml');
-    const run = await runGatehouse(['import-apim', file, '--api', 'x', '--path', '/x', '--backend', 'http://127.0.0.1:9']);
-    assert.equal(run.code, 1);
-    const lines = run.stderr.trim().split('\n');
-    const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+    const { run, lines, at } = await importFailing(file, ['--api', 'x', '--path', '/x', '--backend', 'http://127.0.0.1:9']);
     at(7, /<publish-to-dapr>: no Gatehouse policy for it/);
     at(8, /multi-statement expression/);
     at(9, /attribute foo="bar" of <set-header> is not translated/);
@@ -194,10 +203,7 @@ describe('gatehouse import-apim', () => {
 
   test('what these elements carry that Gatehouse cannot express is listed with its line and left out', async () => {
     const file = fixture('calls-untranslatable.xml');
-    const run = await runGatehouse(['import-apim', file]);
-    assert.equal(run.code, 1);
-    const lines = run.stderr.trim().split('\n');
-    const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+    const { run, lines, at } = await importFailing(file);
     at(4, /timeout="60": Gatehouse allows at most 30 seconds here \(30 used\)/);
     at(6, /<authentication-certificate> inside <send-request> is not translated/);
     at(8, /note: no timeout: APIM waits 60 seconds by default/);
@@ -261,10 +267,7 @@ describe('gatehouse import-apim', () => {
 
   test('what the validation policies carry that Gatehouse cannot express is listed with its line and left out', async () => {
     const file = fixture('validation-untranslatable.xml');
-    const run = await runGatehouse(['import-apim', file]);
-    assert.equal(run.code, 1);
-    const lines = run.stderr.trim().split('\n');
-    const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+    const { run, lines, at } = await importFailing(file);
     // validate-parameters as APIM's reference writes its example: headers detected while query parameters are prevented.
     at(5, /specified-parameter-action="detect" on <headers>: .*one action for declared query parameters and headers \(prevent, the stricter, is used for both\)/);
     at(5, /unspecified-parameter-action="detect" on <headers>: .*checks undeclared query parameters only/);
@@ -305,6 +308,15 @@ describe('gatehouse import-apim', () => {
   });
 });
 
+/** `gatehouse import-apim <xml>` as a whole document, which must translate everything, served by a gateway process. */
+async function serveImported(xml: string, api: { id: string; path: string; backendPort: number }): Promise<GatewayProcess> {
+  const run = await runGatehouse(['import-apim', xml, '--api', api.id, '--path', api.path, '--backend', `http://127.0.0.1:${api.backendPort}`]);
+  assert.equal(run.code, 0, run.stderr);
+  const file = join(tempDir(), 'imported.yaml');
+  writeFileSync(file, run.stdout);
+  return startGatewayProcess({ config: file });
+}
+
 describe('an imported document served by a gateway', () => {
   let backend: RecordingBackend;
   let gateway: GatewayProcess;
@@ -312,11 +324,7 @@ describe('an imported document served by a gateway', () => {
 
   before(async () => {
     backend = await startRecordingBackend(({ url }) => ({ headers: { 'content-type': 'text/plain', 'x-powered-by': 'backend' }, body: `seen ${url}` }));
-    const run = await runGatehouse(['import-apim', fixture('api-policy.xml'), '--api', 'shop', '--path', '/shop', '--backend', `http://127.0.0.1:${backend.port}`]);
-    assert.equal(run.code, 0, run.stderr);
-    const file = join(tempDir(), 'imported.yaml');
-    writeFileSync(file, run.stdout);
-    gateway = await startGatewayProcess({ config: file });
+    gateway = await serveImported(fixture('api-policy.xml'), { id: 'shop', path: '/shop', backendPort: backend.port });
   });
 
   after(() => stopAll(gateway, agent, [backend?.server]));
@@ -369,14 +377,9 @@ describe('an imported document with outbound calls served by a gateway', () => {
     backend = await startRecordingBackend(() => ({ headers: { 'content-type': 'text/plain' }, body: 'the backend body' }));
     // The token service fails its first call: retry's condition sees the 503 and the first retry, at once, gets the token.
     tokens = await startRecordingBackend(() => (tokens.seen.length === 1 ? { status: 503, body: 'busy' } : { headers: { 'content-type': 'text/plain' }, body: 'tok-123' }));
-    const dir = tempDir();
-    const xml = join(dir, 'served-calls.xml');
+    const xml = join(tempDir(), 'served-calls.xml');
     writeFileSync(xml, readFileSync(fixture('served-calls.xml'), 'utf8').replaceAll('TOKEN_PORT', String(tokens.port)));
-    const run = await runGatehouse(['import-apim', xml, '--api', 'shop', '--path', '/shop', '--backend', `http://127.0.0.1:${backend.port}`]);
-    assert.equal(run.code, 0, run.stderr);
-    const file = join(dir, 'imported.yaml');
-    writeFileSync(file, run.stdout);
-    gateway = await startGatewayProcess({ config: file });
+    gateway = await serveImported(xml, { id: 'shop', path: '/shop', backendPort: backend.port });
   });
 
   after(() => stopAll(gateway, agent, [backend?.server, tokens?.server]));
@@ -412,11 +415,7 @@ describe('an imported document with the validation policies served by a gateway'
 
   before(async () => {
     backend = await startRecordingBackend(({ url }) => ({ headers: { 'content-type': 'text/plain', 'x-version': '1' }, ...answers[url.split('?')[0]!], body: `backend body for ${url}` }));
-    const run = await runGatehouse(['import-apim', fixture('validation-policy.xml'), '--api', 'orders', '--path', '/orders', '--backend', `http://127.0.0.1:${backend.port}`]);
-    assert.equal(run.code, 0, run.stderr);
-    const file = join(tempDir(), 'imported.yaml');
-    writeFileSync(file, run.stdout);
-    gateway = await startGatewayProcess({ config: file });
+    gateway = await serveImported(fixture('validation-policy.xml'), { id: 'orders', path: '/orders', backendPort: backend.port });
   });
 
   after(() => stopAll(gateway, agent, [backend?.server]));

@@ -1,6 +1,6 @@
 // `gatehouse import-apim`: APIM policy documents written as APIM's documentation writes them (test/fixtures/apim/),
-// run through the real command, then the imported document served by a real gateway in front of a real backend; and a
-// document with what cannot be translated, listed with its lines (exit 1, or 0 with --partial).
+// run through the real command, then the imported document served by a real gateway in front of a real backend; and
+// documents with what cannot be translated, listed with their lines (exit 1, or 0 with --partial).
 
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -51,6 +51,18 @@ describe('APIM expressions to CEL', () => {
     assert.match((translateExpression('@(context.Deployment.Region)') as { problem: string }).problem, /no CEL mapping for "context.Deployment.Region"/);
   });
 });
+
+/**
+ * `gatehouse import-apim <file> [args]`, which must fail (exit 1): its output, the lines of its standard error, and
+ * `at(line, pattern)`, which asserts that a line of standard error names that line of the file and matches.
+ */
+async function importFailing(file: string, args: string[] = []) {
+  const run = await runGatehouse(['import-apim', file, ...args]);
+  assert.equal(run.code, 1, run.stderr);
+  const lines = run.stderr.trim().split('\n');
+  const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+  return { run, lines, at };
+}
 
 describe('gatehouse import-apim', () => {
   const policies = new RepositoryPolicySources(join(repoRoot(), 'policies'));
@@ -103,10 +115,7 @@ describe('gatehouse import-apim', () => {
 
   test('what cannot be translated is listed with its line and left out: exit 1, or 0 with --partial', async () => {
     const file = fixture('untranslatable.xml');
-    const run = await runGatehouse(['import-apim', file, '--api', 'x', '--path', '/x', '--backend', 'http://127.0.0.1:9']);
-    assert.equal(run.code, 1);
-    const lines = run.stderr.trim().split('\n');
-    const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+    const { run, lines, at } = await importFailing(file, ['--api', 'x', '--path', '/x', '--backend', 'http://127.0.0.1:9']);
     at(7, /<publish-to-dapr>: no Gatehouse policy for it/);
     at(8, /multi-statement expression/);
     at(9, /attribute foo="bar" of <set-header> is not translated/);
@@ -194,10 +203,7 @@ describe('gatehouse import-apim', () => {
 
   test('what these elements carry that Gatehouse cannot express is listed with its line and left out', async () => {
     const file = fixture('calls-untranslatable.xml');
-    const run = await runGatehouse(['import-apim', file]);
-    assert.equal(run.code, 1);
-    const lines = run.stderr.trim().split('\n');
-    const at = (line: number, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`${file}:${line}: `) && pattern.test(l)), `${line} ${pattern}\n${run.stderr}`);
+    const { run, lines, at } = await importFailing(file);
     at(4, /timeout="60": Gatehouse allows at most 30 seconds here \(30 used\)/);
     at(6, /<authentication-certificate> inside <send-request> is not translated/);
     at(8, /note: no timeout: APIM waits 60 seconds by default/);
@@ -225,6 +231,71 @@ describe('gatehouse import-apim', () => {
     assert.deepEqual(chains.inbound[3], { wait: { for: 'all', policies: [{ 'send-one-way-request': { url: 'https://audit.contoso.com/', mode: 'new' } }] } });
   });
 
+  test('validate-parameters, validate-status-code and validate-headers: actions, errors variable and the names let through', async () => {
+    const file = fixture('validation-policy.xml');
+    const run = await runGatehouse(['import-apim', file]);
+    assert.equal(run.code, 0, run.stderr);
+    // What the API definition declares is not in the document: each policy says where to add it; <path> is noted.
+    const notes = run.stderr.trim().split('\n');
+    assert.deepEqual(notes.map((l) => l.slice(0, l.indexOf(': note: ') + 8)), [7, 16, 26, 31].map((n) => `${file}:${n}: note: `));
+    assert.match(notes[0]!, /the query parameters and headers of the API definition.*add those the operation declares to query and headers/);
+    assert.match(notes[1]!, /<path>: Gatehouse routes path parameters by the operation's URL template/);
+    const chains = parse(run.stdout) as Record<string, Record<string, unknown>[]>;
+    assert.deepEqual(chains.inbound, [
+      {
+        policy: 'validate-parameters',
+        config: {
+          // page and sort are let through; debug's prevent is what Gatehouse does to an undeclared parameter anyway.
+          query: [{ name: 'page' }, { name: 'sort' }],
+          headers: [{ name: 'X-Tenant' }],
+          specifiedParameterAction: 'prevent',
+          unspecifiedParameterAction: 'prevent',
+          errorsVariable: 'requestParametersValidation',
+        },
+      },
+    ]);
+    assert.deepEqual(chains.outbound, [
+      { policy: 'validate-status-code', config: { statusCodes: ['200', '404'], unspecifiedStatusCodeAction: 'prevent', errorsVariable: 'responseStatusCodeValidation' } },
+      {
+        policy: 'validate-headers',
+        config: { headers: [{ name: 'X-Version' }], specifiedHeaderAction: 'ignore', unspecifiedHeaderAction: 'prevent', errorsVariable: 'responseHeadersValidation' },
+      },
+    ]);
+    const doc = { version: 1, apis: [{ id: 'orders', pathPrefix: '/orders', backend: { url: 'http://127.0.0.1:9' }, policies: chains }] };
+    await prepareDocument(stringify(doc), { host: newHost().host, baseDir: repoRoot(), policies, sourceName: 'imported.yaml' });
+  });
+
+  test('what the validation policies carry that Gatehouse cannot express is listed with its line and left out', async () => {
+    const file = fixture('validation-untranslatable.xml');
+    const { run, lines, at } = await importFailing(file);
+    // validate-parameters as APIM's reference writes its example: headers detected while query parameters are prevented.
+    at(5, /specified-parameter-action="detect" on <headers>: .*one action for declared query parameters and headers \(prevent, the stricter, is used for both\)/);
+    at(5, /unspecified-parameter-action="detect" on <headers>: .*checks undeclared query parameters only/);
+    at(6, /action="prevent" for header Authorization: Gatehouse's validate-parameters has no action per header/);
+    // validate-status-code as APIM's reference writes its example: every status declared by the API definition.
+    at(15, /validate-status-code needs the statuses the operation declares, .* \(left out\)/);
+    at(16, /unspecified-status-code-action: Gatehouse takes prevent, detect or ignore here, not an expression/);
+    at(18, /action="detect" for status 418: Gatehouse's validate-status-code has no action per status \(here it applies prevent\)/);
+    at(19, /code="2XX": not a status from 100 to 599/);
+    at(21, /errors-variable-name="response headers": .*validation-errors used/);
+    at(22, /action="detect" for header X-Debug: Gatehouse's validate-headers has no action per header/);
+    at(28, /<validate-status-code> in <on-error>: Gatehouse's validate-status-code runs in outbound only \(left out\)/);
+    assert.match(lines.at(-1)!, /10 things not translated \(left out\)/);
+    const chains = parse(run.stdout) as Record<string, Record<string, unknown>[]>;
+    assert.deepEqual(chains.inbound![0]!.config, {
+      headers: [{ name: 'User-Agent' }, { name: 'Host' }, { name: 'Referrer' }],
+      specifiedParameterAction: 'prevent',
+      unspecifiedParameterAction: 'prevent',
+      errorsVariable: 'requestParametersValidation',
+    });
+    assert.deepEqual(chains.outbound, [
+      { policy: 'validate-status-code', config: { statusCodes: ['200'] } },
+      { policy: 'validate-headers', config: { headers: [{ name: 'X-Version' }], specifiedHeaderAction: 'ignore', unspecifiedHeaderAction: 'prevent' } },
+    ]);
+    assert.equal(chains['on-error'], undefined);
+    assert.equal((await runGatehouse(['import-apim', file, '--partial'])).code, 0);
+  });
+
   test('a file that is not XML, or not a policy document, is refused with the reason', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'bad.xml'), '<policies><inbound></policies>');
@@ -237,6 +308,15 @@ describe('gatehouse import-apim', () => {
   });
 });
 
+/** `gatehouse import-apim <xml>` as a whole document, which must translate everything, served by a gateway process. */
+async function serveImported(xml: string, api: { id: string; path: string; backendPort: number }): Promise<GatewayProcess> {
+  const run = await runGatehouse(['import-apim', xml, '--api', api.id, '--path', api.path, '--backend', `http://127.0.0.1:${api.backendPort}`]);
+  assert.equal(run.code, 0, run.stderr);
+  const file = join(tempDir(), 'imported.yaml');
+  writeFileSync(file, run.stdout);
+  return startGatewayProcess({ config: file });
+}
+
 describe('an imported document served by a gateway', () => {
   let backend: RecordingBackend;
   let gateway: GatewayProcess;
@@ -244,11 +324,7 @@ describe('an imported document served by a gateway', () => {
 
   before(async () => {
     backend = await startRecordingBackend(({ url }) => ({ headers: { 'content-type': 'text/plain', 'x-powered-by': 'backend' }, body: `seen ${url}` }));
-    const run = await runGatehouse(['import-apim', fixture('api-policy.xml'), '--api', 'shop', '--path', '/shop', '--backend', `http://127.0.0.1:${backend.port}`]);
-    assert.equal(run.code, 0, run.stderr);
-    const file = join(tempDir(), 'imported.yaml');
-    writeFileSync(file, run.stdout);
-    gateway = await startGatewayProcess({ config: file });
+    gateway = await serveImported(fixture('api-policy.xml'), { id: 'shop', path: '/shop', backendPort: backend.port });
   });
 
   after(() => stopAll(gateway, agent, [backend?.server]));
@@ -301,14 +377,9 @@ describe('an imported document with outbound calls served by a gateway', () => {
     backend = await startRecordingBackend(() => ({ headers: { 'content-type': 'text/plain' }, body: 'the backend body' }));
     // The token service fails its first call: retry's condition sees the 503 and the first retry, at once, gets the token.
     tokens = await startRecordingBackend(() => (tokens.seen.length === 1 ? { status: 503, body: 'busy' } : { headers: { 'content-type': 'text/plain' }, body: 'tok-123' }));
-    const dir = tempDir();
-    const xml = join(dir, 'served-calls.xml');
+    const xml = join(tempDir(), 'served-calls.xml');
     writeFileSync(xml, readFileSync(fixture('served-calls.xml'), 'utf8').replaceAll('TOKEN_PORT', String(tokens.port)));
-    const run = await runGatehouse(['import-apim', xml, '--api', 'shop', '--path', '/shop', '--backend', `http://127.0.0.1:${backend.port}`]);
-    assert.equal(run.code, 0, run.stderr);
-    const file = join(dir, 'imported.yaml');
-    writeFileSync(file, run.stdout);
-    gateway = await startGatewayProcess({ config: file });
+    gateway = await serveImported(xml, { id: 'shop', path: '/shop', backendPort: backend.port });
   });
 
   after(() => stopAll(gateway, agent, [backend?.server, tokens?.server]));
@@ -328,5 +399,58 @@ describe('an imported document with outbound calls served by a gateway', () => {
     assert.equal(seen.url, '/orders/7');
     assert.equal(seen.headers.authorization, `Basic ${Buffer.from('orders-client:s3cret-pass').toString('base64')}`);
     assert.equal(seen.headers['x-token'], 'tok-123', 'the stored response, read by an expression');
+  });
+});
+
+describe('an imported document with the validation policies served by a gateway', () => {
+  let backend: RecordingBackend;
+  let gateway: GatewayProcess;
+  const agent = new Agent({ connections: 2 });
+  const answers: Record<string, { status?: number; headers?: Record<string, string> }> = {
+    '/missing': { status: 404, headers: { 'x-version': '1' } },
+    '/teapot': { status: 418 },
+    '/broken': { status: 500 },
+    '/leaky': { headers: { 'x-version': '1', 'x-debug': 'stack trace' } },
+  };
+
+  before(async () => {
+    backend = await startRecordingBackend(({ url }) => ({ headers: { 'content-type': 'text/plain', 'x-version': '1' }, ...answers[url.split('?')[0]!], body: `backend body for ${url}` }));
+    gateway = await serveImported(fixture('validation-policy.xml'), { id: 'orders', path: '/orders', backendPort: backend.port });
+  });
+
+  after(() => stopAll(gateway, agent, [backend?.server]));
+
+  const send = (path: string, headers: Record<string, string> = {}) => sendTo(gateway.url, path, { headers, dispatcher: agent });
+
+  test('validate-parameters: the declared query parameters pass, an undeclared one is refused before the backend', async () => {
+    const ok = await send('/orders/7?page=2&sort=asc', { 'x-tenant': 'acme' });
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal(backend.seen.at(-1)!.url, '/7?page=2&sort=asc');
+    const before = backend.seen.length;
+    const refused = await send('/orders/7?page=2&debug=1');
+    assert.equal(refused.status, 400);
+    assert.match(refused.body, /query parameter debug is not declared/);
+    assert.equal(backend.seen.length, before, 'the backend never saw it');
+  });
+
+  test('validate-status-code: a declared status passes, one the operation does not declare becomes 502', async () => {
+    const missing = await send('/orders/missing');
+    assert.equal(missing.status, 404);
+    assert.equal(missing.body, 'backend body for /missing');
+    for (const path of ['/orders/teapot', '/orders/broken']) {
+      const res = await send(path);
+      assert.equal(res.status, 502, path);
+      assert.doesNotMatch(res.body, /backend body/, 'the backend\'s answer is not passed on');
+    }
+  });
+
+  test('validate-headers: declared and standard headers pass, an undeclared header makes the response 502', async () => {
+    const ok = await send('/orders/7');
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal(ok.headers['x-version'], '1');
+    const leaky = await send('/orders/leaky');
+    assert.equal(leaky.status, 502);
+    assert.equal(leaky.headers['content-type'], 'application/problem+json');
+    assert.doesNotMatch(leaky.body, /stack trace|backend body/);
   });
 });

@@ -443,16 +443,203 @@ const cacheRemoveValue: Translator = (el, ctx) => {
   return key === null ? null : { 'cache-remove-value': { key } };
 };
 
-/**
- * validate-status-code, validate-headers, validate-parameters: APIM reads what is declared from the API's definition,
- * which the policy document does not carry; Gatehouse's policies take it in their configuration.
- */
-function validation(name: string, declared: string): Translator {
-  return (el, ctx) => {
-    ctx.problem(el, `<${el.name}>: APIM takes the declared ${declared} from the API definition; write them in the configuration of Gatehouse's ${name} (policies/${name}/README.md)`);
-    return null;
-  };
+/** What APIM's validation policies do with what they find; Gatehouse's three validation policies take the same. */
+type Action = 'prevent' | 'detect' | 'ignore';
+const ACTIONS: readonly Action[] = ['prevent', 'detect', 'ignore'];
+/** The order of strictness, to pick the safer of two actions where Gatehouse has one. */
+const STRICTNESS: Record<Action, number> = { ignore: 0, detect: 1, prevent: 2 };
+
+/** An action attribute: a fixed prevent, detect or ignore; an expression or another value is reported (undefined). */
+function action(el: XmlElement, ctx: TranslateContext, name: string): Action | undefined {
+  const text = el.attributes.get(name);
+  if (text === undefined) return undefined;
+  const v = text.trim().toLowerCase();
+  if ((ACTIONS as readonly string[]).includes(v)) return v as Action;
+  ctx.problem(el, isExpression(text) ? `${name}: Gatehouse takes prevent, detect or ignore here, not an expression (${text.trim()})` : `${name}="${text}" is not prevent, detect or ignore`);
+  return undefined;
 }
+
+/** errors-variable-name as a Gatehouse variable name; one it cannot take is reported (the policy's default is used). */
+function errorsVariable(el: XmlElement, ctx: TranslateContext): string | undefined {
+  const name = el.attributes.get('errors-variable-name');
+  if (name === undefined) return undefined;
+  if (/^[A-Za-z0-9._-]{1,128}$/.test(name)) return name;
+  ctx.problem(el, `errors-variable-name="${name}": Gatehouse's variable names are letters, digits, '.', '_', '-' (at most 128); validation-errors used`);
+  return undefined;
+}
+
+/**
+ * APIM's per-name overrides (`<header>`, `<parameter>`, `<status-code>` with an action). Gatehouse's validation
+ * policies have no per-name action, but what the overrides mean is mostly expressible: `ignore` for a name is a
+ * declaration without constraints (it passes whether or not APIM's definition declares it), and an action that is the
+ * one Gatehouse applies anyway to declared and undeclared names alike changes nothing. Any other action is reported.
+ * Returns the names declared.
+ */
+function overrides(items: readonly XmlElement[], ctx: TranslateContext, o: { policy: string; key: string; what: string; applied: { specified: Action; unspecified: Action }; valid: (name: string) => string | null }): string[] {
+  const declared: string[] = [];
+  for (const item of items) {
+    attributes(item, ctx, [o.key, 'action']);
+    children(item, ctx, []);
+    const name = item.attributes.get(o.key);
+    const act = action(item, ctx, 'action');
+    if (name === undefined || isExpression(name)) {
+      ctx.problem(item, name === undefined ? `<${item.name}> without ${o.key}` : `${o.key}: Gatehouse takes a fixed ${o.what} here, not an expression (${name})`);
+      continue;
+    }
+    const invalid = o.valid(name);
+    if (invalid !== null) ctx.problem(item, `${o.key}="${name}": ${invalid} (left out)`);
+    else if (act === 'ignore') {
+      if (!declared.includes(name)) declared.push(name);
+    } else if (act !== undefined && (act !== o.applied.specified || act !== o.applied.unspecified)) {
+      const applies = o.applied.specified === o.applied.unspecified ? o.applied.specified : `${o.applied.specified} to declared ones and ${o.applied.unspecified} to the others`;
+      ctx.problem(item, `action="${act}" for ${o.what} ${name}: Gatehouse's ${o.policy} has no action per ${o.what} (here it applies ${applies}); left out`);
+    }
+  }
+  return declared;
+}
+
+/** Where the declarations of the three validation policies come from in APIM, and where they go here. */
+function declarationsNote(el: XmlElement, ctx: TranslateContext, declared: string, key: string, policyName: string): void {
+  ctx.note(el, `APIM checks against the ${declared} of the API definition, which a policy document does not carry: add those the operation declares to ${key} (policies/${policyName}/README.md)`);
+}
+
+/**
+ * Whether the element is in the one phase the Gatehouse policy handles (a gateway refuses the policy anywhere else);
+ * APIM also takes validate-headers and validate-status-code in on-error, which is reported.
+ */
+function inPhase(el: XmlElement, ctx: TranslateContext, policyName: string, phase: Section): boolean {
+  if (ctx.section === phase) return true;
+  ctx.problem(el, `<${el.name}> in <${ctx.section}>: Gatehouse's ${policyName} runs in ${phase} only (left out)`);
+  return false;
+}
+
+/** At most `max` declarations (the policy's schema bound); more are reported. */
+function bounded(el: XmlElement, ctx: TranslateContext, names: string[], max: number, what: string): string[] {
+  if (names.length <= max) return names;
+  ctx.problem(el, `${names.length} ${what}: Gatehouse declares at most ${max} (the first ${max} are kept)`);
+  return names.slice(0, max);
+}
+
+/** Null for a name HTTP allows (a token of at most 256 characters, Gatehouse's bound), else what is wrong. */
+const headerName = (name: string) => (/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/.test(name) ? null : 'not a header name');
+
+/**
+ * validate-headers: the response headers the API definition declares become `headers` (not in the document: noted);
+ * `<header name action="ignore">` declares the header without constraints.
+ */
+const validateHeaders: Translator = (el, ctx) => {
+  if (!inPhase(el, ctx, 'validate-headers', 'outbound')) return null;
+  attributes(el, ctx, ['specified-header-action', 'unspecified-header-action', 'errors-variable-name']);
+  const specified = action(el, ctx, 'specified-header-action');
+  const unspecified = action(el, ctx, 'unspecified-header-action');
+  const applied = { specified: specified ?? 'prevent', unspecified: unspecified ?? 'ignore' };
+  const names = overrides(children(el, ctx, ['header']), ctx, { policy: 'validate-headers', key: 'name', what: 'header', applied, valid: headerName });
+  declarationsNote(el, ctx, 'response headers', 'headers', 'validate-headers');
+  const headers = bounded(el, ctx, names, 100, 'headers').map((name) => ({ name }));
+  return policy('validate-headers', {
+    headers: headers.length > 0 ? headers : undefined,
+    specifiedHeaderAction: specified,
+    unspecifiedHeaderAction: unspecified,
+    errorsVariable: errorsVariable(el, ctx),
+  });
+};
+
+/**
+ * validate-parameters. APIM sets the actions per location (`<headers>`, `<query>`, `<path>` override the element's);
+ * Gatehouse has one action for declared query parameters and headers (where the document's differ, the stricter is
+ * used and the other reported), checks undeclared query parameters only (an undeclared-header action other than
+ * ignore is reported), and routes path parameters by the operation's URL template (noted).
+ */
+const validateParameters: Translator = (el, ctx) => {
+  if (!inPhase(el, ctx, 'validate-parameters', 'inbound')) return null;
+  attributes(el, ctx, ['specified-parameter-action', 'unspecified-parameter-action', 'errors-variable-name']);
+  const top = { specified: action(el, ctx, 'specified-parameter-action'), unspecified: action(el, ctx, 'unspecified-parameter-action') };
+  const locations = new Map<string, XmlElement>();
+  for (const child of children(el, ctx, ['headers', 'query', 'path'])) {
+    if (locations.has(child.name)) ctx.problem(child, `a second <${child.name}> inside <validate-parameters> (the first is used)`);
+    else locations.set(child.name, child);
+  }
+  /** A location's action: its own attribute, else the element's; with the element that set it, to report it. */
+  const effective = (location: 'headers' | 'query', name: 'specified' | 'unspecified'): { act: Action; from: XmlElement } | undefined => {
+    const child = locations.get(location);
+    const own = child?.attributes.has(`${name}-parameter-action`) ? action(child, ctx, `${name}-parameter-action`) : undefined;
+    if (own !== undefined) return { act: own, from: child! };
+    return top[name] === undefined ? undefined : { act: top[name]!, from: el };
+  };
+  for (const location of ['headers', 'query'] as const) {
+    const child = locations.get(location);
+    if (child) attributes(child, ctx, ['specified-parameter-action', 'unspecified-parameter-action']);
+  }
+  const query = { specified: effective('query', 'specified'), unspecified: effective('query', 'unspecified') };
+  const headers = { specified: effective('headers', 'specified'), unspecified: effective('headers', 'unspecified') };
+  let specified = query.specified?.act;
+  const other = headers.specified?.act;
+  if (specified !== undefined && other !== undefined && specified !== other) {
+    const [used, lost] = STRICTNESS[specified] >= STRICTNESS[other] ? [query.specified!, headers.specified!] : [headers.specified!, query.specified!];
+    const place = (from: XmlElement) => (from === el ? `for ${used === query.specified ? 'headers' : 'query parameters'}` : `on <${from.name}>`);
+    ctx.problem(lost.from, `specified-parameter-action="${lost.act}" ${place(lost.from)}: Gatehouse's validate-parameters has one action for declared query parameters and headers (${used.act}, the stricter, is used for both)`);
+    specified = used.act;
+  } else specified ??= other;
+  if (headers.unspecified !== undefined && headers.unspecified.act !== 'ignore') {
+    ctx.problem(headers.unspecified.from, `unspecified-parameter-action="${headers.unspecified.act}" ${headers.unspecified.from === el ? 'applies to headers too' : 'on <headers>'}: Gatehouse's validate-parameters checks undeclared query parameters only (a header the operation does not declare passes)`);
+  }
+  const unspecified = query.unspecified?.act;
+  const applied = { specified: specified ?? 'prevent', unspecified: unspecified ?? 'ignore' };
+  const declared = (location: 'headers' | 'query', what: string, valid: (n: string) => string | null) => {
+    const child = locations.get(location);
+    if (!child) return undefined;
+    // Undeclared headers always pass here: for a header, "the others" are ignored.
+    const forLocation = location === 'headers' ? { specified: applied.specified, unspecified: 'ignore' as Action } : applied;
+    const names = overrides(children(child, ctx, ['parameter']), ctx, { policy: 'validate-parameters', key: 'name', what, applied: forLocation, valid });
+    const kept = bounded(child, ctx, names, 100, `${what}s`).map((name) => ({ name }));
+    return kept.length > 0 ? kept : undefined;
+  };
+  const length = (n: string) => (n.length <= 256 ? null : 'longer than 256 characters');
+  const config = {
+    query: declared('query', 'query parameter', length),
+    headers: declared('headers', 'header', headerName),
+    specifiedParameterAction: specified,
+    unspecifiedParameterAction: unspecified,
+    errorsVariable: errorsVariable(el, ctx),
+  };
+  const path = locations.get('path');
+  if (path) {
+    attributes(path, ctx, ['specified-parameter-action']);
+    for (const p of children(path, ctx, ['parameter'])) attributes(p, ctx, ['name', 'action']);
+    ctx.note(path, "<path>: Gatehouse routes path parameters by the operation's URL template (a path that does not match is not routed) and checks their values against no schema");
+  }
+  declarationsNote(el, ctx, 'query parameters and headers', 'query and headers', 'validate-parameters');
+  return policy('validate-parameters', config);
+};
+
+/**
+ * validate-status-code: the statuses the API definition declares become `statusCodes` (not in the document: noted);
+ * `<status-code code action="ignore">` declares the status. Gatehouse needs at least one declared status, so a
+ * document that declares none gives no entry (reported, or noted when the policy was to ignore every status anyway).
+ */
+const validateStatusCode: Translator = (el, ctx) => {
+  if (!inPhase(el, ctx, 'validate-status-code', 'outbound')) return null;
+  attributes(el, ctx, ['unspecified-status-code-action', 'errors-variable-name']);
+  const unspecified = action(el, ctx, 'unspecified-status-code-action');
+  const applied = unspecified ?? 'prevent';
+  // An override for a status the API definition declares has no effect in APIM: only the undeclared case counts.
+  const codes = overrides(children(el, ctx, ['status-code']), ctx, {
+    policy: 'validate-status-code',
+    key: 'code',
+    what: 'status',
+    applied: { specified: applied, unspecified: applied },
+    valid: (c) => (/^[1-5][0-9]{2}$/.test(c) ? null : 'not a status from 100 to 599'),
+  });
+  const statusCodes = bounded(el, ctx, codes, 100, 'statuses');
+  const variable = errorsVariable(el, ctx);
+  if (statusCodes.length === 0) {
+    if (applied === 'ignore') ctx.note(el, 'unspecified-status-code-action="ignore" and no status declared here: the policy checks nothing (no entry)');
+    else ctx.problem(el, "Gatehouse's validate-status-code needs the statuses the operation declares, which APIM reads from the API definition and this document does not carry (left out): write the entry with statusCodes (policies/validate-status-code/README.md), or declare them here with <status-code code=\"200\" action=\"ignore\" />");
+    return null;
+  }
+  declarationsNote(el, ctx, 'statuses', 'statusCodes', 'validate-status-code');
+  return policy('validate-status-code', { statusCodes, unspecifiedStatusCodeAction: unspecified, errorsVariable: variable });
+};
 
 /** A whole number of seconds at most `max` (Gatehouse's bound); a larger one is reported and `max` used. */
 function seconds(element: XmlElement, ctx: TranslateContext, name: string, text: string | undefined, max: number): number | undefined {
@@ -738,9 +925,9 @@ export const TRANSLATORS: Record<string, Translator> = {
   'cache-lookup-value': cacheLookupValue,
   'cache-store-value': cacheStoreValue,
   'cache-remove-value': cacheRemoveValue,
-  'validate-status-code': validation('validate-status-code', 'statuses'),
-  'validate-headers': validation('validate-headers', 'response headers'),
-  'validate-parameters': validation('validate-parameters', 'parameters'),
+  'validate-status-code': validateStatusCode,
+  'validate-headers': validateHeaders,
+  'validate-parameters': validateParameters,
   'send-request': outboundCall(false),
   'send-one-way-request': outboundCall(true),
   retry,

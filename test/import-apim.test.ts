@@ -441,6 +441,7 @@ describe('an imported document with the validation policies served by a gateway'
       const res = await send(path);
       assert.equal(res.status, 502, path);
       assert.doesNotMatch(res.body, /backend body/, 'the backend\'s answer is not passed on');
+      assert.equal(res.headers['x-version'], undefined, `${path}: the backend's headers are not passed on`);
     }
   });
 
@@ -452,5 +453,6 @@ describe('an imported document with the validation policies served by a gateway'
     assert.equal(leaky.status, 502);
     assert.equal(leaky.headers['content-type'], 'application/problem+json');
     assert.doesNotMatch(leaky.body, /stack trace|backend body/);
+    assert.equal(leaky.headers['x-debug'], undefined, 'the header the policy refused does not reach the client');
   });
 });

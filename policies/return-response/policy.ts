@@ -20,9 +20,6 @@ export function on_error(): i32 {
   return answer(true);
 }
 
-/** Framing headers belong to the proxy (the host refuses to touch them) and are recomputed for the new body. */
-const FRAMING: string[] = ["content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
-
 /**
  * The configured headers, parsed again only when their JSON changes: the gateway may compute values for each request
  * (`{expr: ...}`, "x-computed" in schema.json), and then gives this call its own; otherwise they never change.
@@ -33,20 +30,13 @@ let headerValues: string[] = [];
 
 function answer(replacing: bool): i32 {
   // Before the backend, the response holds only what earlier policies set for the client (CORS, RateLimit-*): kept.
-  if (replacing) clearHeaders();
+  if (replacing) response.removeHeadersExcept([]);
   setConfiguredHeaders();
   const contentType = config.getString("contentType");
   if (contentType !== null) response.setHeader("content-type", contentType);
   // Written even when empty: respond() keeps the body set so far, and a backend's body must not show through.
   response.setBodyText(config.getString("body", "")!);
   return respond(<i32>config.getInt("status", 200));
-}
-
-function clearHeaders(): void {
-  const names = response.headerNames();
-  for (let i = 0; i < names.length; i++) {
-    if (!FRAMING.includes(names[i])) response.removeHeader(names[i]);
-  }
 }
 
 function setConfiguredHeaders(): void {

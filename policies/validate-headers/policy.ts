@@ -3,7 +3,7 @@
 // declared header that is missing when required, or holds a value not allowed, and a header not declared at all, are
 // each prevented (502 for the client: the backend broke its contract), detected (a warning in the log and the errors
 // variable; the response goes on), or ignored.
-import { response, config, vars, log, parseJson, respondProblem, CONTINUE } from "@gatehouse/policy-sdk";
+import { response, config, vars, log, parseJson, replaceResponseWithProblem, CONTINUE } from "@gatehouse/policy-sdk";
 
 /** Headers of HTTP itself, of caching, CORS and tracing: never "not declared". */
 const STANDARD = [
@@ -74,7 +74,7 @@ export function on_outbound(): i32 {
     }
   }
   if (findings.length == 0) return CONTINUE;
-  if (prevent) return respondProblem(502, "Bad Gateway", "the backend's response headers are not those the API declares");
+  if (prevent) return replaceResponseWithProblem(502, "Bad Gateway", "the backend's response headers are not those the API declares");
   const text = findings.join("; ");
   log.warn("validate-headers: " + text);
   vars.set(config.getString("errorsVariable", "validation-errors")!, text);

@@ -2,7 +2,7 @@
 // validate-status-code, which reads the declared responses from the API's definition; here they are the policy's
 // configuration). A status not declared is prevented (502 for the client: the backend broke its contract), detected
 // (a warning in the log and the errors variable; the response goes on), or ignored.
-import { response, config, vars, log, respondProblem, CONTINUE } from "@gatehouse/policy-sdk";
+import { response, config, vars, log, replaceResponseWithProblem, CONTINUE } from "@gatehouse/policy-sdk";
 
 export function on_outbound(): i32 {
   const status = response.status();
@@ -15,7 +15,7 @@ export function on_outbound(): i32 {
     vars.set(config.getString("errorsVariable", "validation-errors")!, finding);
     return CONTINUE;
   }
-  return respondProblem(502, "Bad Gateway", "the backend answered with a status the API does not declare");
+  return replaceResponseWithProblem(502, "Bad Gateway", "the backend answered with a status the API does not declare");
 }
 
 function declared(status: i32): bool {

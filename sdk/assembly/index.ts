@@ -37,6 +37,9 @@ import { sha256Hex } from "./crypto";
 // ---------------------------------------------------------------------------------------------------------------
 // Outcomes
 
+/** Headers the host keeps for itself (4.3 of the ABI: READ_ONLY to policies). */
+const FRAMING_HEADERS = ["content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
+
 /** Return from a handler to let the chain go on. */
 export const CONTINUE: i32 = 0;
 /** Return from a handler after `respond(...)`. */
@@ -65,6 +68,24 @@ export function respondProblem(status: i32, title: string, detail: string): i32 
     '{"type":"about:blank","title":' + jsonString(title) + ',"status":' + status.toString() + ',"detail":' +
     jsonString(detail) + ',"requestId":' + jsonString(context.requestId()) + "}";
   return respond(status, body, "application/problem+json");
+}
+
+/** Headers a problem in place of the backend's response keeps: those policies set for the exchange (CORS, `Vary`), the trace's and the request id. */
+const KEPT_BY_PROBLEM = [
+  "access-control-allow-credentials", "access-control-allow-headers", "access-control-allow-methods",
+  "access-control-allow-origin", "access-control-expose-headers", "access-control-max-age", "vary", "traceparent",
+  "tracestate", "x-request-id",
+];
+
+/**
+ * In `on_outbound` or `on_error`: answers with a problem (as `respondProblem`) in place of the backend's response,
+ * which the client must not see: the response's headers are removed but for CORS, `Vary`, the trace's and the request
+ * id (`Set-Cookie`, `Content-Encoding`, `ETag`, and whatever header made a policy refuse the response, go). Returns
+ * RESPOND: `return replaceResponseWithProblem(502, "Bad Gateway", "...")`.
+ */
+export function replaceResponseWithProblem(status: i32, title: string, detail: string): i32 {
+  response.removeHeadersExcept(KEPT_BY_PROBLEM);
+  return respondProblem(status, title, detail);
 }
 
 /** Marks the call as failed with `message` (the host fails it when the handler returns). Returns 0. */
@@ -290,6 +311,17 @@ export namespace response {
   }
   export function headerNames(): string[] {
     return listNames(Field.RESPONSE_HEADER, "response.headerNames");
+  }
+  /**
+   * Removes every header of the response but those named in `kept` (lower case) and the framing headers, which are the
+   * gateway's (it writes them for the body that is sent): to answer in place of a response, not on top of it.
+   */
+  export function removeHeadersExcept(kept: string[]): void {
+    const names = headerNames();
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i].toLowerCase();
+      if (!kept.includes(name) && !FRAMING_HEADERS.includes(name)) removeHeader(name);
+    }
   }
 
   /** The body (in `on_outbound`/`on_error` needs `"responseBody": true`), or null. */

@@ -12,9 +12,14 @@
 // PROFILE_PIN=1 runs each gateway on CPU 1 and wrk and the backend on CPU 0, as BENCH_PIN=1 does bench:proxy
 // (scripts/bench-proxy.ts says why both runs are worth having).
 //
-// Prints the table on stderr, with the functions that gain the most self time with the five policies, and on stdout:
+// PROFILE_CONDITIONS=1 compares the five policies with the same five each behind its `when:` condition instead (issue
+// 18's five-policy-conditions-ratio; bench:proxy's gatehouse-5w).
+//
+// Prints the table on stderr, with the functions that gain the most self time in the second gateway, and on stdout:
 //   profile-busy-us-per-request, five-policy-profile-busy-us-per-request, five-policy-profile-busy-us-added
 //   five-policy-profile-wasm-us-added (the policy modules' own code)
+// or, with PROFILE_CONDITIONS=1, five-policy-profile-busy-us-per-request, conditions-profile-busy-us-per-request and
+// conditions-profile-busy-us-added.
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,6 +43,7 @@ const SECONDS = positiveFromEnv('PROFILE_SECONDS', 10);
  */
 const SAMPLING_INTERVAL_US = 1000;
 const PINNED = process.env.PROFILE_PIN === '1';
+const CONDITIONS = process.env.PROFILE_CONDITIONS === '1';
 const PROXY_CPU = 1;
 const LOAD_CPU = 0;
 
@@ -108,9 +114,18 @@ function summarise(profile: CpuProfile, requests: number): Shares {
   return { requests, busyUs: busy, byPart, byFunction };
 }
 
-async function profileGateway(withPolicies: boolean, backendUrl: string, dir: string): Promise<Shares> {
-  const config = join(dir, `${withPolicies ? 'five' : 'none'}.yaml`);
-  writeFileSync(config, benchGatewayYaml(backendUrl, withPolicies, 'scripts/profile-proxy.ts'));
+/** A gateway's chain, as benchGatewayYaml takes it, and its name in the report. */
+interface Variant {
+  chain: false | true | 'with-conditions';
+  name: string;
+}
+const NO_POLICIES: Variant = { chain: false, name: 'none' };
+const FIVE: Variant = { chain: true, name: 'five' };
+const FIVE_WITH_CONDITIONS: Variant = { chain: 'with-conditions', name: 'when' };
+
+async function profileGateway(variant: Variant, backendUrl: string, dir: string): Promise<Shares> {
+  const config = join(dir, `${variant.name}.yaml`);
+  writeFileSync(config, benchGatewayYaml(backendUrl, variant.chain, 'scripts/profile-proxy.ts'));
   const inspectorPort = await freePort();
   const [command, args] = pinnedTo(PROXY_CPU, process.execPath, [
     `--inspect=127.0.0.1:${inspectorPort}`,
@@ -119,7 +134,7 @@ async function profileGateway(withPolicies: boolean, backendUrl: string, dir: st
     '--config',
     config,
   ]);
-  const gateway = await startGatewayProcess(withPolicies ? 'five policies' : 'no policies', command, args, { env: { GATEHOUSE_LOG_LEVEL: 'info' } });
+  const gateway = await startGatewayProcess(variant.name, command, args, { env: { GATEHOUSE_LOG_LEVEL: 'info' } });
   try {
     await wrk(gateway.port, WARMUP_S);
     const inspector = await connectInspector(inspectorPort);
@@ -141,17 +156,17 @@ async function profileGateway(withPolicies: boolean, backendUrl: string, dir: st
 
 const fmt = (us: number) => us.toFixed(2).padStart(8);
 
-function report(none: Shares, five: Shares): void {
+function report([first, before]: [Variant, Shares], [second, after]: [Variant, Shares]): void {
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  log(`# ${PINNED ? 'pinned: gateway on CPU 1, wrk and the backend on CPU 0' : 'unpinned'}; ${none.requests} requests without policies, ${five.requests} with the five, in ${SECONDS} s each`);
-  log(`# us a request           none      five     added  part`);
-  const parts = new Set([...none.byPart.keys(), ...five.byPart.keys()]);
-  const rows = [...parts].map((p) => [p, none.byPart.get(p) ?? 0, five.byPart.get(p) ?? 0] as const).sort((a, b) => b[2] - b[1] - (a[2] - a[1]));
-  log(`#   busy             ${fmt(none.busyUs)}  ${fmt(five.busyUs)}  ${fmt(five.busyUs - none.busyUs)}`);
+  log(`# ${PINNED ? 'pinned: gateway on CPU 1, wrk and the backend on CPU 0' : 'unpinned'}; ${before.requests} requests (${first.name}), ${after.requests} (${second.name}), in ${SECONDS} s each`);
+  log(`# us a request       ${first.name.padStart(8)}  ${second.name.padStart(8)}     added  part`);
+  const parts = new Set([...before.byPart.keys(), ...after.byPart.keys()]);
+  const rows = [...parts].map((p) => [p, before.byPart.get(p) ?? 0, after.byPart.get(p) ?? 0] as const).sort((a, b) => b[2] - b[1] - (a[2] - a[1]));
+  log(`#   busy             ${fmt(before.busyUs)}  ${fmt(after.busyUs)}  ${fmt(after.busyUs - before.busyUs)}`);
   for (const [part, a, b] of rows) if (Math.max(a, b) >= 0.5) log(`#                    ${fmt(a)}  ${fmt(b)}  ${fmt(b - a)}  ${part}`);
-  log('# functions gaining the most self time with the five policies (us a request):');
-  const fns = new Set([...none.byFunction.keys(), ...five.byFunction.keys()]);
-  const gains = [...fns].map((f) => [f, (five.byFunction.get(f) ?? 0) - (none.byFunction.get(f) ?? 0)] as const).sort((a, b) => b[1] - a[1]);
+  log(`# functions gaining the most self time in ${second.name} (us a request):`);
+  const fns = new Set([...before.byFunction.keys(), ...after.byFunction.keys()]);
+  const gains = [...fns].map((f) => [f, (after.byFunction.get(f) ?? 0) - (before.byFunction.get(f) ?? 0)] as const).sort((a, b) => b[1] - a[1]);
   for (const [fn, us] of gains.slice(0, 20)) log(`#   ${fmt(us)}  ${fn}`);
 }
 
@@ -159,15 +174,23 @@ async function main(): Promise<string[]> {
   const backend = await startBenchBackend(null, PINNED ? { cpu: LOAD_CPU } : {});
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-profile-proxy-'));
   try {
-    const none = await profileGateway(false, backend.url, dir);
-    const five = await profileGateway(true, backend.url, dir);
-    report(none, five);
+    const [first, second] = CONDITIONS ? [FIVE, FIVE_WITH_CONDITIONS] : [NO_POLICIES, FIVE];
+    const before = await profileGateway(first, backend.url, dir);
+    const after = await profileGateway(second, backend.url, dir);
+    report([first, before], [second, after]);
+    if (CONDITIONS) {
+      return [
+        `five-policy-profile-busy-us-per-request: ${before.busyUs.toFixed(1)}`,
+        `conditions-profile-busy-us-per-request: ${after.busyUs.toFixed(1)}`,
+        `conditions-profile-busy-us-added: ${(after.busyUs - before.busyUs).toFixed(1)}`,
+      ];
+    }
     const wasm = (s: Shares) => s.byPart.get('policy modules (wasm)') ?? 0;
     return [
-      `profile-busy-us-per-request: ${none.busyUs.toFixed(1)}`,
-      `five-policy-profile-busy-us-per-request: ${five.busyUs.toFixed(1)}`,
-      `five-policy-profile-busy-us-added: ${(five.busyUs - none.busyUs).toFixed(1)}`,
-      `five-policy-profile-wasm-us-added: ${(wasm(five) - wasm(none)).toFixed(1)}`,
+      `profile-busy-us-per-request: ${before.busyUs.toFixed(1)}`,
+      `five-policy-profile-busy-us-per-request: ${after.busyUs.toFixed(1)}`,
+      `five-policy-profile-busy-us-added: ${(after.busyUs - before.busyUs).toFixed(1)}`,
+      `five-policy-profile-wasm-us-added: ${(wasm(after) - wasm(before)).toFixed(1)}`,
     ];
   } finally {
     await backend.stop();

@@ -1,0 +1,48 @@
+// The test suite under Deno, two files at a time, each in its own `deno test` process: what `npx deno task test` runs.
+//
+// `deno test --parallel` runs files in workers of one process, where a test that reads the process's own CPU time
+// (test/call-budget.test.ts) counts the other files' work, and process-wide state is shared; one process a file, as
+// `node --test --test-concurrency=2` runs the Node suite, keeps each file alone in its process. A file's output is
+// printed whole when it ends, so that two files' lines never mix. Exits 1 when any file failed.
+//
+//   deno run -A scripts/deno-test.mjs [file ...]     (default: every test/*.test.ts)
+
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const deno = join(root, 'node_modules', '.bin', 'deno');
+const given = process.argv.slice(2);
+const files = given.length > 0 ? given : readdirSync(join(root, 'test')).filter((f) => f.endsWith('.test.ts')).sort().map((f) => join('test', f));
+const concurrency = Math.max(1, Math.min(2, availableParallelism()));
+
+function runFile(file) {
+  return new Promise((resolve) => {
+    const child = spawn(deno, ['test', '-A', '--no-check', '--v8-flags=--expose-gc', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const chunks = [];
+    child.stdout.on('data', (c) => chunks.push(c));
+    child.stderr.on('data', (c) => chunks.push(c));
+    child.on('error', (err) => chunks.push(Buffer.from(`${err.message}\n`)));
+    child.on('close', (code, signal) => {
+      process.stdout.write(Buffer.concat(chunks));
+      resolve({ file, ok: code === 0, why: signal ? `killed by ${signal}` : `exit code ${code}` });
+    });
+  });
+}
+
+const started = Date.now();
+const results = [];
+let next = 0;
+await Promise.all(
+  Array.from({ length: concurrency }, async () => {
+    while (next < files.length) results.push(await runFile(files[next++]));
+  }),
+);
+const failed = results.filter((r) => !r.ok);
+const seconds = ((Date.now() - started) / 1000).toFixed(0);
+console.log(`\ndeno-test: ${files.length} files, ${files.length - failed.length} passed, ${failed.length} failed, in ${seconds} s (${concurrency} at a time)`);
+for (const r of failed) console.log(`  failed: ${r.file} (${r.why})`);
+process.exitCode = failed.length > 0 ? 1 : 0;

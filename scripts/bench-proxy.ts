@@ -65,6 +65,7 @@ import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './benc
 import { startBenchOtlpReceiver, type BenchOtlpReceiver } from './bench/otlp-receiver.ts';
 import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
+import { onCpu } from './lib/pinning.ts';
 import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ const GATEWAY_READY_MS = 60_000;
 const PINNED = process.env.BENCH_PIN === '1';
 if (PINNED && availableParallelism() < 2) throw new Error(`BENCH_PIN=1 needs two CPUs; this process may use ${availableParallelism()}`);
 type CpuRole = 'proxy' | 'load';
-const CPU_OF: Record<CpuRole, string> = { proxy: '1', load: '0' };
+const CPU_OF: Record<CpuRole, number> = { proxy: 1, load: 0 };
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const benchScript = (name: string) => join(here, 'bench', `${name}.js`);
@@ -123,7 +124,7 @@ let tmpRoot: string | null = null;
 /** `role`: which CPU the child runs on when BENCH_PIN=1 (taskset replaces itself with the command: the pid is the command's). */
 function startChild(name: string, role: CpuRole, command: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Child {
   const stdoutFd = options.stdoutFile ? openSync(options.stdoutFile, 'a') : null;
-  if (PINNED) [command, args] = ['taskset', ['-c', CPU_OF[role], command, ...args]];
+  [command, args] = onCpu(PINNED ? CPU_OF[role] : undefined, command, args);
   const proc = spawn(command, args, {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', stdoutFd ?? 'pipe', 'pipe'],

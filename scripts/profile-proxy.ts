@@ -21,19 +21,19 @@
 // or, with PROFILE_CONDITIONS=1, five-policy-profile-busy-us-per-request, conditions-profile-busy-us-per-request and
 // conditions-profile-busy-us-added.
 
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { freePort } from '../test/support/ports.ts';
-import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
+import { benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { startBenchBackend } from './lib/bench-backend.ts';
 import { positiveFromEnv } from './lib/env.ts';
 import { startGatewayProcess, stopGatewayProcess } from './lib/gateway-process.ts';
 import { connectInspector, sourceFileOf, type CallFrame } from './lib/inspector.ts';
 import { printFigures } from './lib/run.ts';
-import { parseWrkOutput } from './lib/wrk.ts';
+import { runChainWrk } from './lib/wrk.ts';
+import { onCpu } from './lib/pinning.ts';
 
 const WARMUP_S = positiveFromEnv('PROFILE_WARMUP_S', 4);
 const SECONDS = positiveFromEnv('PROFILE_SECONDS', 10);
@@ -65,19 +65,6 @@ interface Shares {
   busyUs: number;
   byPart: Map<string, number>;
   byFunction: Map<string, number>;
-}
-
-const pinnedTo = (cpu: number, command: string, args: string[]): [string, string[]] =>
-  PINNED ? ['taskset', ['-c', String(cpu), command, ...args]] : [command, args];
-
-async function wrk(port: number, seconds: number): Promise<string> {
-  const [command, args] = pinnedTo(LOAD_CPU, 'wrk', ['-t1', '-c32', `-d${seconds}s`, '--latency', '-H', `x-api-key: ${API_KEY}`, '-H', `origin: ${ORIGIN}`, `http://127.0.0.1:${port}/`]);
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  if (code !== 0) throw new Error(`wrk exited with ${code}`);
-  return out;
 }
 
 /** Where a sample's function belongs. */
@@ -127,7 +114,7 @@ async function profileGateway(variant: Variant, backendUrl: string, dir: string)
   const config = join(dir, `${variant.name}.yaml`);
   writeFileSync(config, benchGatewayYaml(backendUrl, variant.chain, 'scripts/profile-proxy.ts'));
   const inspectorPort = await freePort();
-  const [command, args] = pinnedTo(PROXY_CPU, process.execPath, [
+  const [command, args] = onCpu(PINNED ? PROXY_CPU : undefined, process.execPath, [
     `--inspect=127.0.0.1:${inspectorPort}`,
     '--disable-warning=ExperimentalWarning',
     join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js'),
@@ -136,13 +123,14 @@ async function profileGateway(variant: Variant, backendUrl: string, dir: string)
   ]);
   const gateway = await startGatewayProcess(variant.name, command, args, { env: { GATEHOUSE_LOG_LEVEL: 'info' } });
   try {
-    await wrk(gateway.port, WARMUP_S);
+    const load = (seconds: number) => runChainWrk(`http://127.0.0.1:${gateway.port}/`, { seconds, connections: 32, cpu: PINNED ? LOAD_CPU : undefined });
+    await load(WARMUP_S);
     const inspector = await connectInspector(inspectorPort);
     try {
       await inspector.send('Profiler.enable');
       await inspector.send('Profiler.setSamplingInterval', { interval: SAMPLING_INTERVAL_US });
       await inspector.send('Profiler.start');
-      const run = parseWrkOutput(await wrk(gateway.port, SECONDS));
+      const run = await load(SECONDS);
       const { profile } = (await inspector.send('Profiler.stop')) as { profile: CpuProfile };
       if (run.non2xx > 0 || run.socketErrors > 0) throw new Error(`${run.non2xx} answers were not 2xx and ${run.socketErrors} requests failed`);
       return summarise(profile, run.requests);

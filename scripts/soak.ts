@@ -35,7 +35,7 @@ import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts'
 import { startBenchBackend, type BenchBackend } from './lib/bench-backend.ts';
 import { positiveFromEnv } from './lib/env.ts';
 import { runScenario } from './lib/run.ts';
-import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
+import { runChainWrk } from './lib/wrk.ts';
 import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 
 const TOTAL = positiveFromEnv('SOAK_REQUESTS', 1_000_000);
@@ -150,17 +150,6 @@ function wrkAvailable(): boolean {
   return spawnSync('sh', ['-c', 'command -v wrk'], { stdio: 'ignore' }).status === 0;
 }
 
-function runWrk(url: string, seconds: number): Promise<WrkRun> {
-  const args = ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '-H', `x-api-key: ${API_KEY}`, '-H', `origin: ${ORIGIN}`, `${url}/items`];
-  const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(parseWrkOutput(out)) : reject(new Error(`wrk exited with ${code}: ${out}`))));
-  });
-}
-
 interface Segment {
   /** Requests completed in all by the end of the segment. */
   requestsAfter: number;
@@ -204,7 +193,7 @@ async function drive(g: Gateway, target: number, totals: Totals, label: string):
     // The first segment is short, to learn the rate; the last is cut to what is left (2 s at least: wrk takes a moment
     // to open its connections, so shorter runs fall short of the rate and end in a run of tiny segments).
     const seconds = rate === 0 ? 5 : Math.max(2, Math.min(SEGMENT_S, Math.ceil(left / rate)));
-    const running = runWrk(g.url, seconds);
+    const running = runChainWrk(`${g.url}/items`, { seconds, connections: CONNECTIONS });
     const [run, lowest] = await Promise.all([running, lowestMemory(g, running)]);
     rate = run.rps;
     totals.requests += run.requests;

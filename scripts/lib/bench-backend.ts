@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import { freePort } from '../../test/support/ports.ts';
+import { onCpu } from './pinning.ts';
 
 export interface BenchBackend {
   /** The name it gives in `x-backend` (when asked for one). */
@@ -21,7 +22,7 @@ export interface BenchBackend {
 export async function startBenchBackend(name: string | null = null, options: { cpu?: number } = {}): Promise<BenchBackend> {
   const port = await freePort();
   const script = join(repoRoot(), 'dist', 'scripts', 'bench', 'backend.js');
-  const [command, args]: [string, string[]] = options.cpu === undefined ? [process.execPath, [script]] : ['taskset', ['-c', String(options.cpu), process.execPath, script]];
+  const [command, args] = onCpu(options.cpu, process.execPath, [script]);
   const child = spawn(command, args, {
     env: { ...process.env, BENCH_PORT: String(port), ...(name ? { BENCH_NAME: name } : {}) },
     stdio: ['ignore', 'pipe', 'inherit'],

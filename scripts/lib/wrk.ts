@@ -1,4 +1,9 @@
-// Reading what wrk (the HTTP load generator) prints, for the scripts that drive load with it (bench-proxy, soak).
+// Running wrk (the HTTP load generator) and reading what it prints, for the scripts that drive load with it
+// (bench-proxy, soak, profile-proxy).
+
+import { spawn } from 'node:child_process';
+import { API_KEY, ORIGIN } from '../bench/five-policy-chain.ts';
+import { onCpu } from './pinning.ts';
 
 export interface WrkRun {
   rps: number;
@@ -34,4 +39,20 @@ export function parseWrkOutput(out: string): WrkRun {
     non2xx: non2xx ? Number(non2xx[1]) : 0,
     socketErrors: sock ? sock.slice(1).reduce((s, v) => s + Number(v), 0) : 0,
   };
+}
+
+/**
+ * `wrk -t1 --latency` against `url` with the five-policy chain's key and origin, as a client of the chain sends them;
+ * on CPU `cpu` alone when one is given. Rejects when wrk fails.
+ */
+export function runChainWrk(url: string, options: { seconds: number; connections: number; cpu?: number }): Promise<WrkRun> {
+  const args = ['-t1', `-c${options.connections}`, `-d${options.seconds}s`, '--latency', '-H', `x-api-key: ${API_KEY}`, '-H', `origin: ${ORIGIN}`, url];
+  const [command, commandArgs] = onCpu(options.cpu, 'wrk', args);
+  const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(parseWrkOutput(out)) : reject(new Error(`wrk exited with ${code}: ${out}`))));
+  });
 }

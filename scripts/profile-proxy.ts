@@ -12,6 +12,8 @@
 // PROFILE_PIN=1 runs each gateway on CPU 1 and wrk and the backend on CPU 0, as BENCH_PIN=1 does bench:proxy
 // (scripts/bench-proxy.ts says why both runs are worth having).
 //
+// PROFILE_TOP (20) is how many functions the report lists.
+//
 // PROFILE_CONDITIONS=1 compares the five policies with the same five each behind its `when:` condition instead (issue
 // 18's five-policy-conditions-ratio; bench:proxy's gatehouse-5w).
 //
@@ -44,6 +46,8 @@ const SECONDS = positiveFromEnv('PROFILE_SECONDS', 10);
 const SAMPLING_INTERVAL_US = 1000;
 const PINNED = process.env.PROFILE_PIN === '1';
 const CONDITIONS = process.env.PROFILE_CONDITIONS === '1';
+/** How many functions the report lists, by self time gained. */
+const TOP_FUNCTIONS = positiveFromEnv('PROFILE_TOP', 20);
 const PROXY_CPU = 1;
 const LOAD_CPU = 0;
 
@@ -155,7 +159,7 @@ function report([first, before]: [Variant, Shares], [second, after]: [Variant, S
   log(`# functions gaining the most self time in ${second.name} (us a request):`);
   const fns = new Set([...before.byFunction.keys(), ...after.byFunction.keys()]);
   const gains = [...fns].map((f) => [f, (after.byFunction.get(f) ?? 0) - (before.byFunction.get(f) ?? 0)] as const).sort((a, b) => b[1] - a[1]);
-  for (const [fn, us] of gains.slice(0, 20)) log(`#   ${fmt(us)}  ${fn}`);
+  for (const [fn, us] of gains.slice(0, TOP_FUNCTIONS)) log(`#   ${fmt(us)}  ${fn}`);
 }
 
 async function main(): Promise<string[]> {

@@ -8,6 +8,10 @@
 //   five-policy-chain-median-us     one request through the five built-in policies of bench:proxy (runChain, the
 //                                   backend's answer given at once); stderr also shows each policy's share
 //   five-policy-conditions-median-us  the same with each entry's `when:` condition of bench:proxy's gatehouse-5w
+//   wasm-import-call-ns             one call from wasm to a JavaScript function that does nothing (three i32 in, one
+//                                   out, as the ABI's host functions take them), the mean of a loop inside the module;
+//                                   wasm-export-call-ns one call of an export from JavaScript: the floor under a host
+//                                   function or a handler call, against which batching host calls is weighed
 //   condition-eval-us               one evaluation of a CEL condition on the method (`request.method != 'OPTIONS'`),
 //                                   the mean of a hot loop; condition-header-eval-us one that reads a header
 
@@ -156,6 +160,42 @@ const evalUs = (source: string) => {
   console.error(`# condition ${source}: ${best.toFixed(3)} us an evaluation (best of 5 batches of ${batch})`);
   return best;
 };
+// The boundary alone, with a module of two functions (bytes below): `calls(n)` calls import h.f(i, 5, 7) n times and
+// sums the results; `nothing()` returns 0.
+//   (func (export "calls") (param $n i32) (result i32) (local $i i32) (local $s i32)
+//     (loop $l (local.set $s (i32.add (local.get $s) (call $f (local.get $i) (i32.const 5) (i32.const 7))))
+//       (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+//     (local.get $s))
+const BOUNDARY_MODULE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x11, 0x03, 0x60, 0x03, 0x7f, 0x7f, 0x7f, 0x01, 0x7f, 0x60, 0x01, 0x7f, 0x01,
+  0x7f, 0x60, 0x00, 0x01, 0x7f, 0x02, 0x07, 0x01, 0x01, 0x68, 0x01, 0x66, 0x00, 0x00, 0x03, 0x03, 0x02, 0x01, 0x02, 0x07, 0x13, 0x02,
+  0x05, 0x63, 0x61, 0x6c, 0x6c, 0x73, 0x00, 0x01, 0x07, 0x6e, 0x6f, 0x74, 0x68, 0x69, 0x6e, 0x67, 0x00, 0x02, 0x0a, 0x2b, 0x02, 0x24,
+  0x01, 0x02, 0x7f, 0x03, 0x40, 0x20, 0x02, 0x20, 0x01, 0x41, 0x05, 0x41, 0x07, 0x10, 0x00, 0x6a, 0x21, 0x02, 0x20, 0x01, 0x41, 0x01,
+  0x6a, 0x21, 0x01, 0x20, 0x01, 0x20, 0x00, 0x49, 0x0d, 0x00, 0x0b, 0x20, 0x02, 0x0b, 0x04, 0x00, 0x41, 0x00, 0x0b,
+]);
+let importCalls = 0;
+const boundary = new WebAssembly.Instance(new WebAssembly.Module(BOUNDARY_MODULE), {
+  h: { f: (_i: number, b: number) => (importCalls++, b) },
+}).exports as { calls: (n: number) => number; nothing: () => number };
+const boundaryNs = (label: string, batch: (n: number) => void) => {
+  const n = 2_000_000;
+  let best = Infinity;
+  for (let round = 0; round < 5; round++) {
+    const start = process.hrtime.bigint();
+    batch(n);
+    best = Math.min(best, Number(process.hrtime.bigint() - start) / n);
+  }
+  console.error(`# ${label}: ${best.toFixed(1)} ns a call (best of 5 loops of ${n})`);
+  return best;
+};
+const importNs = boundaryNs('wasm to a JavaScript import', (n) => {
+  if (boundary.calls(n) !== 5 * n) throw new Error('the boundary module did not call its import');
+});
+const exportNs = boundaryNs('JavaScript to a wasm export', (n) => {
+  for (let i = 0; i < n; i++) boundary.nothing();
+});
+if (importCalls !== 5 * 2_000_000) throw new Error(`the import was called ${importCalls} times`);
+
 const methodUs = evalUs("request.method != 'OPTIONS'");
 const headerUs = evalUs("request.headers[?'origin'].orValue('') != ''");
 const calls = WARMUP + RUNS;
@@ -170,3 +210,5 @@ console.log(`five-policy-chain-median-us: ${five.median.toFixed(2)}`);
 console.log(`five-policy-conditions-median-us: ${fiveWhen.median.toFixed(2)}`);
 console.log(`condition-eval-us: ${methodUs.toFixed(3)}`);
 console.log(`condition-header-eval-us: ${headerUs.toFixed(3)}`);
+console.log(`wasm-import-call-ns: ${importNs.toFixed(1)}`);
+console.log(`wasm-export-call-ns: ${exportNs.toFixed(1)}`);

@@ -183,6 +183,22 @@ describe('fuel between checks', () => {
     assert.equal(budget.fuelCheck(), FIRST_FUEL, 'the interval');
   });
 
+  test('a call whose memory is faulted in starts at FUEL_PER_CHECK; a growth brings the refills back to FIRST_FUEL at most', () => {
+    const { clocks, budget } = started(10_000);
+    assert.equal(budget.lengthenIntervals(), FUEL_PER_CHECK);
+    clocks.wall += FUEL_CHECK_INTERVAL_MS / 2;
+    assert.equal(budget.fuelCheck(), FUEL_PER_CHECK, 'kept after an interval of normal length');
+    assert.equal(budget.shortenIntervals(), FIRST_FUEL);
+    clocks.wall += FUEL_CHECK_INTERVAL_MS / 2;
+    assert.equal(budget.fuelCheck(), FIRST_FUEL, 'the refill after the growth');
+    clocks.wall += FUEL_CHECK_INTERVAL_MS / 16;
+    assert.equal(budget.fuelCheck(), 2 * FIRST_FUEL, 'and it doubles again from there after a short interval');
+    assert.equal(budget.shortenIntervals(), FIRST_FUEL);
+    clocks.wall += FUEL_CHECK_INTERVAL_MS + 1;
+    assert.equal(budget.fuelCheck(), FIRST_FUEL / 4, 'or quarters after a long one');
+    assert.equal(budget.shortenIntervals(), FIRST_FUEL / 4, 'shortening never lengthens');
+  });
+
   test('a fuel check checks the budget', () => {
     const { clocks, budget } = started();
     clocks.wall = 1000 + BUDGET / 2 + 1;

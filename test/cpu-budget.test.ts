@@ -119,3 +119,60 @@ test('a call that runs on past its budget is still stopped soon after it', async
   // of wall-clock time.
   assert.ok(cpuMs >= 10 || tookMs >= 60, `a 20 ms budget stopped a loop early: ${cpuMs.toFixed(1)} ms of CPU in ${tookMs.toFixed(1)} ms`);
 });
+
+/**
+ * A module whose handler counts down from `iterations` (a loop of 8 instructions a turn: the fuel it spends), after
+ * growing its memory by one page on its first call when `growOnce`.
+ */
+async function countingModule(iterations: number, growOnce: boolean): Promise<Uint8Array> {
+  const d = watDescriptor(`{"name":"raw-count-${growOnce ? 'grow' : 'plain'}","version":"1"}`);
+  return wat(`(module
+    ${d.imports}
+    (memory (export "memory") 2)
+    (global $grown (mut i32) (i32.const 0))
+    ${d.data}
+    ${d.func}
+    (func (export "on_inbound") (result i32)
+      (local $n i32)
+      ${growOnce ? '(if (i32.eqz (global.get $grown)) (then (drop (memory.grow (i32.const 1))) (global.set $grown (i32.const 1))))' : ''}
+      (local.set $n (i32.const ${iterations}))
+      (loop $next
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br_if $next (i32.gt_s (local.get $n) (i32.const 0))))
+      (i32.const 0))
+  )`);
+}
+
+/** A host whose clock counts its readings: a call reads it once to start its budget, and once at every fuel check. */
+function countingHost() {
+  const clock = { readings: 0 };
+  const { host } = newHost(undefined, { wallMs: () => (++clock.readings, performance.now()), cpuUs: () => processClocks.cpuUs() });
+  return { host, clock };
+}
+
+test('a call whose memory the host has faulted in runs 40,000 instructions without a fuel check (each reads the clock)', async () => {
+  const { host, clock } = countingHost();
+  const module = await host.load(await countingModule(5_000, false));
+  const binding = host.bind({ id: 'faulted/plain', phase: 'inbound', module, config: {} });
+  await binding.warm();
+  for (let call = 0; call < 3; call++) {
+    clock.readings = 0;
+    await binding.run('inbound', makeExchange());
+    // With the short first interval a fresh memory needs (4,096), this call made three checks.
+    assert.equal(clock.readings, 1, `call ${call}: the budget's start, and no check`);
+  }
+});
+
+test('after its memory grows, a call reaches a check within the short interval, where the host faults the new page in', async () => {
+  const { host, clock } = countingHost();
+  const module = await host.load(await countingModule(5_000, true));
+  const binding = host.bind({ id: 'faulted/grown', phase: 'inbound', module, config: {} });
+  await binding.warm();
+  clock.readings = 0;
+  await binding.run('inbound', makeExchange());
+  assert.ok(clock.readings >= 2, `the call that grew the memory reached a check before its end: ${clock.readings} readings`);
+  // The next call finds the page faulted in (else it would fault it in first, reading the clock) and runs unchecked.
+  clock.readings = 0;
+  await binding.run('inbound', makeExchange());
+  assert.equal(clock.readings, 1, 'the call after the growth: the budget start only');
+});

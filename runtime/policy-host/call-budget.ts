@@ -22,10 +22,10 @@ import { FIRST_FUEL, FUEL_PER_CHECK } from './instrument.ts';
 export const PAUSED_CEILING_BUDGETS = 3;
 
 /**
- * How often the module's own code should reach a check. A call starts with FIRST_FUEL; when an interval took longer
- * than this (page faults of fresh memory, 14 us each on the development machine, are invisible to an instruction
- * count), the next refill is a quarter of the last, down to MIN_FUEL_REFILL; when it took far less (under an eighth),
- * it doubles, up to FUEL_PER_CHECK.
+ * How often the module's own code should reach a check. A call starts with FIRST_FUEL, or FUEL_PER_CHECK when its
+ * memory is all faulted in; when an interval took longer than this (page faults of fresh memory, 14 us each on the
+ * development machine, are invisible to an instruction count), the next refill is a quarter of the last, down to
+ * MIN_FUEL_REFILL; when it took far less (under an eighth), it doubles, up to FUEL_PER_CHECK.
  */
 export const FUEL_CHECK_INTERVAL_MS = 0.25;
 export const MIN_FUEL_REFILL = 256;
@@ -48,14 +48,15 @@ export class CallBudget {
   constructor(private readonly clocks: BudgetClocks) {}
 
   /**
-   * A call (or an instantiation) starts with `budgetMs` of CPU; its module starts with FIRST_FUEL. `nowMs` is the wall
-   * clock read by the caller just before (a reading taken earlier only moves the deadline earlier).
+   * A call (or an instantiation) starts with `budgetMs` of CPU; its module starts with FIRST_FUEL (see
+   * lengthenIntervals). `nowMs` is the wall clock read by the caller just before (a reading taken earlier only moves
+   * the deadline earlier).
    */
   start(budgetMs: number, nowMs = this.clocks.wallMs()): void {
     this.budgetMs = budgetMs;
     this.started = nowMs;
     this.lastFuelCheck = this.started;
-    // Each call starts with a short interval: what the last call left says nothing of this one.
+    // What the last call's intervals took says nothing of this one's.
     this.refill = FIRST_FUEL;
     // The first deadline is halfway through the budget: see the header.
     this.deadline = this.started + budgetMs / 2;
@@ -92,6 +93,21 @@ export class CallBudget {
     else if (took < FUEL_CHECK_INTERVAL_MS / 8) this.refill = Math.min(FUEL_PER_CHECK, this.refill * 2);
     this.lastFuelCheck = now;
     this.check(now);
+    return this.refill;
+  }
+
+  /**
+   * No instruction of the module can fault a fresh page in (the host faulted its whole memory in): nothing the
+   * instruction count cannot see makes an interval long, so the intervals start at their longest. Returns the fuel.
+   */
+  lengthenIntervals(): number {
+    this.refill = FUEL_PER_CHECK;
+    return this.refill;
+  }
+
+  /** The module has fresh memory again (it grew): the intervals go back to FIRST_FUEL at most. Returns the fuel. */
+  shortenIntervals(): number {
+    this.refill = Math.min(this.refill, FIRST_FUEL);
     return this.refill;
   }
 }

@@ -12,7 +12,8 @@
 // with the call's deadline and throws when it has passed, unwinding the module. The fuel global is exported
 // (`gatehouse$fuel`) so that the host can refill it with less when the last interval took long: an instruction that
 // touches a fresh page of memory costs the kernel 1 to 15 us (a page fault), which no instruction count sees, and a
-// loop doing nothing else would otherwise reach the next check only after tens of milliseconds.
+// loop doing nothing else would otherwise reach the next check only after tens of milliseconds. (The host also faults
+// a module's memory in itself, and gives long intervals only once it has: instance.ts.)
 //
 // Bulk memory instructions do work proportional to their size operand: `memory.copy` and `memory.fill` are replaced
 // by functions that do the work natively in chunks of BULK_CHUNK_BYTES, charging each chunk (one unit per
@@ -88,11 +89,11 @@ export const FUEL_PER_CHECK = 65_536;
 /** Bulk memory instructions pay one unit per this many bytes (a native copy moves 16 to 32 bytes a nanosecond). */
 export const BYTES_PER_UNIT = 16;
 /**
- * Fuel for the first interval of a call (and for the start function, which runs before the host can refill): short,
- * so that a call that starts by touching fresh memory reaches a check within a few milliseconds however slow its
- * instructions are (about 700 page faults: 10 ms at the 14 us a fault costs on the development machine), and long
- * enough that most policy calls never reach a check at all (at 1,024, the checks of a short call cost it a quarter
- * more: bench:policy's check-header 1.0 -> 1.24 us; at 4,096, 1.1 us); the host doubles the refills from there.
+ * Fuel for an interval that may touch fresh memory: the start function's (which runs before the host can refill), a
+ * call's first while the host has not yet faulted the whole memory in, and the one after a growth (instance.ts). Short,
+ * so that such an interval reaches a check within a few milliseconds however slow its instructions are (about 700 page
+ * faults: 10 ms at the 14 us a fault costs on the development machine). Once the memory is faulted in, calls start
+ * with FUEL_PER_CHECK: the five built-ins of bench:proxy made 11 checks a request at 4,096, and make none.
  */
 export const FIRST_FUEL = 4096;
 /** memory.copy and memory.fill run in chunks of this size, the deadline checkable between two. */

@@ -114,6 +114,28 @@ describe('the exchange undo journal', () => {
     assert.deepEqual(snapshot(exchange), committed);
   });
 
+  test('once a call ends, its journal holds nothing it replaced: a body replaced is not kept for the exchange\'s life', async () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    assert.ok(gc, 'the suites run with --expose-gc');
+    const exchange = fresh();
+    const replacedBy = (end: 'commit' | 'rollback') => {
+      const body = new Uint8Array(1024);
+      exchange.response.body = body;
+      exchange.begin(binding);
+      assert.equal(exchange.write('set', Field.RESPONSE_BODY, '', new Uint8Array(1)), 0);
+      exchange[end]();
+      return new WeakRef(body);
+    };
+    const committed = replacedBy('commit');
+    // After a rollback the body is back in the exchange; replaced again outside a call, nothing may hold it.
+    const rolledBack = replacedBy('rollback');
+    exchange.response.body = null;
+    await new Promise((resolve) => setImmediate(resolve));
+    gc!();
+    assert.equal(committed.deref(), undefined, 'the body a committed call replaced');
+    assert.equal(rolledBack.deref(), undefined, 'the body a rolled-back call put back, then let go of');
+  });
+
   test('changes made outside a call (by the gateway) are not journaled: a later rollback keeps them', () => {
     const exchange = fresh();
     assert.equal(exchange.write('set', Field.REQUEST_HEADER, 'x-gateway', 'set outside'), 0);

@@ -30,4 +30,27 @@ describe('SDK configuration reads', () => {
       assert.equal((await run('array'))('x-array'), 'a|b;a|b;x', `round ${round}: arrays are copies`);
     }
   });
+
+  test('headers named by literals (more than the SDK keeps encoded) and by built names are never confused', async () => {
+    const { host } = newHost();
+    const binding = host.bind({ id: 'names/0', phase: 'inbound', module: await host.load(await buildFixture('header-names')) });
+    const headers: Record<string, string> = {};
+    for (let i = 0; i < 40; i++) headers[`h${i}`] = `v${i}.`;
+    const values = Array.from({ length: 40 }, (_, i) => `v${i}.`);
+    const run = async (op: string) => {
+      const exchange = makeExchange({ headers: { ...headers, 'x-op': op } });
+      await binding.run('inbound', exchange);
+      return exchange;
+    };
+    for (let round = 0; round < 5; round++) {
+      const literals = await run('literals');
+      assert.equal(literals.request.headers.get('x-forwards')?.[0], values.join(''), `round ${round}: literal names forwards`);
+      assert.equal(literals.request.headers.get('x-backwards')?.[0], [...values].reverse().join(''), `round ${round}: backwards`);
+      const set = [...literals.response.headers.keys()].sort();
+      assert.deepEqual(set, ['h0', 'h14', 'h21', 'h28', 'h35', 'h7'], `round ${round}: response headers set by literal names`);
+      assert.equal(literals.response.headers.get('h35')?.[0], 'set-35');
+      assert.equal(literals.request.headers.has('h39'), false, `round ${round}: removed by a literal name`);
+      assert.equal((await run('built')).request.headers.get('x-built')?.[0], values.join(''), `round ${round}: names built at run time`);
+    }
+  });
 });

@@ -6,9 +6,9 @@ import {
   describeStatus,
   encodeInto,
   encodeName,
+  encodedNamePtr,
   failStatus,
   lastRead,
-  nameBuf,
   readField,
   readList,
   releaseRead,
@@ -18,11 +18,6 @@ import {
   valueBuf,
 } from "./io";
 
-// @ts-ignore: decorator
-@inline
-function namePtr(len: i32): usize {
-  return len > 0 ? nameBuf.ptr : 0;
-}
 
 /** A named field's value; null when absent. */
 export function getNamed(field: i32, name: string, fn: string): string | null {
@@ -113,7 +108,7 @@ export function setDecimal(field: i32, value: i32, fn: string): void {
 export function setNamedDecimal(field: i32, name: string, value: i64, fn: string): void {
   let nameLen = encodeName(name);
   let len = decimalIntoValueBuf(value);
-  check(host_set(field, namePtr(nameLen), nameLen, valueBuf.ptr, len), fn, name);
+  check(host_set(field, encodedNamePtr(nameLen), nameLen, valueBuf.ptr, len), fn, name);
 }
 
 /** Sets (or, with `add`, appends) a field's value; `name` is null for unnamed fields. */
@@ -121,8 +116,8 @@ export function setText(field: i32, name: string | null, value: string, add: boo
   let nameLen = name !== null ? encodeName(name) : 0;
   let valueLen = encodeInto(valueBuf, value);
   let status = add
-    ? host_add(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen)
-    : host_set(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen);
+    ? host_add(field, encodedNamePtr(nameLen), nameLen, valueBuf.ptr, valueLen)
+    : host_set(field, encodedNamePtr(nameLen), nameLen, valueBuf.ptr, valueLen);
   check(status, fn, name);
 }
 
@@ -134,8 +129,8 @@ export function trySetText(field: i32, name: string, value: string, add: bool): 
   let nameLen = encodeName(name);
   let valueLen = encodeInto(valueBuf, value);
   let status = add
-    ? host_add(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen)
-    : host_set(field, namePtr(nameLen), nameLen, valueBuf.ptr, valueLen);
+    ? host_add(field, encodedNamePtr(nameLen), nameLen, valueBuf.ptr, valueLen)
+    : host_set(field, encodedNamePtr(nameLen), nameLen, valueBuf.ptr, valueLen);
   return status < 0 ? describeStatus(status) + " (status " + status.toString() + ")" : null;
 }
 
@@ -147,7 +142,7 @@ export function setBytes(field: i32, value: Uint8Array, fn: string): void {
 /** Removes a named item (no error when it was absent). */
 export function removeNamed(field: i32, name: string, fn: string): void {
   let len = encodeName(name);
-  let status = host_remove(field, namePtr(len), len);
+  let status = host_remove(field, encodedNamePtr(len), len);
   if (status != Status.NOT_FOUND) check(status, fn, name);
 }
 

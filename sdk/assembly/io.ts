@@ -63,11 +63,46 @@ export function encodeInto(buf: ByteBuffer, s: string): i32 {
   return <i32>String.UTF8.encodeUnsafe(changetype<usize>(s), len, ptr);
 }
 
-/** Encodes a name into the name buffer; returns its byte length. */
+// Names are mostly literals (`request.header("origin")`, `response.setHeader("vary", ...)`). A literal is static data
+// below __heap_base, never freed or changed, so its UTF-8 bytes are made once, kept on the heap for the instance's
+// life, and found again by the literal's address: no encoding on later calls. Slots are by address; a collision, or a
+// name built at run time, is encoded into `nameBuf` as before.
+const LITERAL_NAME_SLOTS = 32;
+const literalNameAddresses = new StaticArray<usize>(LITERAL_NAME_SLOTS);
+const literalNameBytes = new StaticArray<usize>(LITERAL_NAME_SLOTS);
+const literalNameLengths = new StaticArray<i32>(LITERAL_NAME_SLOTS);
+/** Where the bytes of the last name encodeName gave are: `nameBuf`'s, or a literal's own. */
+let encodedName: usize = 0;
+
+/** Encodes a name (its bytes then at `encodedNamePtr()`); returns its byte length. */
+export function encodeName(name: string): i32 {
+  const p = changetype<usize>(name);
+  if (p >= __heap_base) {
+    encodedName = nameBuf.ptr;
+    return encodeInto(nameBuf, name);
+  }
+  const slot = <i32>((p ^ (p >> 7)) >> 4) & (LITERAL_NAME_SLOTS - 1);
+  if (unchecked(literalNameAddresses[slot]) == p) {
+    encodedName = unchecked(literalNameBytes[slot]);
+    return unchecked(literalNameLengths[slot]);
+  }
+  const len = encodeInto(nameBuf, name);
+  const old = unchecked(literalNameBytes[slot]);
+  if (old != 0) heap.free(old);
+  const kept = heap.alloc(<usize>max(len, 1));
+  memory.copy(kept, nameBuf.ptr, <usize>len);
+  unchecked((literalNameAddresses[slot] = p));
+  unchecked((literalNameBytes[slot] = kept));
+  unchecked((literalNameLengths[slot] = len));
+  encodedName = kept;
+  return len;
+}
+
+/** The address of the last name encodeName gave (0 for an empty one, as the ABI takes unnamed fields). */
 // @ts-ignore: decorator
 @inline
-export function encodeName(name: string): i32 {
-  return encodeInto(nameBuf, name);
+export function encodedNamePtr(len: i32): usize {
+  return len > 0 ? encodedName : 0;
 }
 
 // Where the last read landed, and the one-off block to free after it (0: none).
@@ -118,9 +153,9 @@ function readLoop(op: i32, code: i32, ptr: usize, len: i32, what: string): i32 {
   return n;
 }
 
-/** Reads a field (name already in `nameBuf`, `nameLen` bytes, or 0 for unnamed fields); returns the length or a status. */
+/** Reads a field (its name just given by encodeName, `nameLen` bytes, or 0 for unnamed fields); returns the length or a status. */
 export function readField(field: i32, nameLen: i32, what: string): i32 {
-  return readLoop(OP_GET, field, nameLen > 0 ? nameBuf.ptr : 0, nameLen, what);
+  return readLoop(OP_GET, field, encodedNamePtr(nameLen), nameLen, what);
 }
 
 /** Reads the NUL-separated names of a named field; returns the length or a status. */

@@ -338,4 +338,30 @@ gateways:
     assert.match(withoutStamp.stderr, /includes fragment "stamp", which this change deletes/);
     assert.deepEqual(await fragmentNames(), ['stamp']);
   });
+
+  test("a problem in a fragment is reported at the fragment's line, naming the API and the entry that include it", async () => {
+    const text = `fragments:
+  late:
+    - policy: set-header
+      when: response.status == 200
+      config: { name: x-late, value: '1' }
+apis:
+  - id: early
+    pathPrefix: /early
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: set-header
+          config: { name: x-first, value: '1' }
+        - include-fragment: late
+`;
+    const path = file('late.yaml', text);
+    const run = await gatehouse(['apply', '-f', path]);
+    assert.equal(run.code, 1, run.stdout);
+    assert.equal(
+      run.stderr.trim().split('\n').find((l) => l.includes('fragments.late')),
+      `  ${path}:4: fragments.late[0].when: reads response, which exists in outbound and on-error only (this is inbound) (included at api early: policies.inbound[1])`,
+    );
+    assert.equal((await cp.admin('GET', '/admin/apis/early')).status, 404, 'nothing was applied');
+  });
 });

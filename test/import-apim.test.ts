@@ -128,6 +128,8 @@ describe('gatehouse import-apim', () => {
     assert.deepEqual(doc.apis[0]!.policies.inbound[0], { policy: 'set-header', config: { name: 'X-Kept', existsAction: 'override', value: 'kept' } });
     const partial = await runGatehouse(['import-apim', file, '--partial']);
     assert.equal(partial.code, 0);
+    // The chains alone go into a document that may declare the fragment: a note.
+    assert.match(partial.stderr, new RegExp(`${file}:13: note: fragment shared-auth is included but not given .*: declare it under fragments: of the document`));
     assert.equal(partial.stdout, run.stdout.slice(run.stdout.indexOf('policies:') + 'policies:\n'.length).replace(/^ {6}/gm, ''));
   });
 

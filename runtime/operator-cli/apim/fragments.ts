@@ -63,8 +63,10 @@ export async function fragmentsIn(folder: string): Promise<{ id: string; file: s
       if (await stat(file).then((s) => s.isFile(), () => false)) found.push({ id: entry.name, file });
     }
   }
-  return found.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return found.sort(byId);
 }
+
+const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 /**
  * Translates the policy document (when there is one) and the fragments. Throws XmlSyntaxError naming the file when one
@@ -83,7 +85,7 @@ export function importApimDocuments(policy: ApimSource | null, given: readonly F
   };
 
   const roots = new Map<string, { file: string; root: XmlElement }>();
-  for (const f of [...given].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) roots.set(f.id, { file: f.file, root: parsed(f.file, () => parseApimFragment(f.xml)) });
+  for (const f of [...given].sort(byId)) roots.set(f.id, { file: f.file, root: parsed(f.file, () => parseApimFragment(f.xml)) });
 
   // The sections each fragment runs in: those of the includes reaching it.
   const sections = new Map<string, Set<Section>>();

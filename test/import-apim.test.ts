@@ -305,7 +305,7 @@ describe('gatehouse import-apim', () => {
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /bad\.xml: not well-formed XML/);
     writeFileSync(join(dir, 'other.xml'), '<fragment><set-header name="a" exists-action="delete" /></fragment>');
-    assert.match((await runGatehouse(['import-apim', join(dir, 'other.xml')])).stderr, /the root element is <fragment>, not <policies>/);
+    assert.match((await runGatehouse(['import-apim', join(dir, 'other.xml')])).stderr, /the root element is <fragment>, not <policies> \(a policy fragment is given with --fragment <id>=<file\.xml> or --fragments <folder>\)/);
     assert.equal((await runGatehouse(['import-apim', join(dir, 'bad.xml'), '--api', 'a'])).code, 1);
   });
 });

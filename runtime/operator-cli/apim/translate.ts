@@ -49,7 +49,10 @@ export interface FragmentImport extends Translation {
 /** Translates the policy document `xml`. Throws XmlSyntaxError when it is not XML. */
 export function importApimPolicy(xml: string): ImportResult {
   const root = parseXml(xml);
-  if (root.name !== 'policies') throw new XmlSyntaxError(`line ${root.line}: the root element is <${root.name}>, not <policies>`);
+  if (root.name !== 'policies') {
+    const hint = root.name === 'fragment' ? ' (a policy fragment is given with --fragment <id>=<file.xml> or --fragments <folder>)' : '';
+    throw new XmlSyntaxError(`line ${root.line}: the root element is <${root.name}>, not <policies>${hint}`);
+  }
   const found = translation();
   const chains: Partial<Record<Section, Entry[]>> = {};
   for (const element of root.children) {

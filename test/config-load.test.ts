@@ -529,15 +529,15 @@ apis:
   test('the error says how many problems, one a line, with the path of each', () => {
     const one = refused(`version: 1\napis:\n  - { id: a, pathPrefix: a, backend: { url: builtin:echo } }\n`);
     assert.equal(one.message, 'gw.yaml is not a valid gateway configuration (1 problem):\n  gw.yaml:3: apis[0].pathPrefix: must start with "/" (got "a")');
-    assert.deepEqual(one.paths, [['apis', 0, 'pathPrefix']]);
+    assert.deepEqual(one.located.map((p) => p.path), [['apis', 0, 'pathPrefix']]);
     const two = refused('version: 2\napis: {}\n');
     assert.equal(
       two.message,
       'gw.yaml is not a valid gateway configuration (2 problems):\n  gw.yaml:1: version: must be 1 (got 2)\n  gw.yaml:2: apis: must be a list (got a map)',
     );
-    assert.deepEqual(two.paths, [['version'], ['apis']]);
+    assert.deepEqual(two.located.map((p) => p.path), [['version'], ['apis']]);
     // Syntax problems have no path in the document.
-    assert.deepEqual(refused('version: 1\nversion: 1\napis: []\n').paths, [null]);
+    assert.deepEqual(refused('version: 1\nversion: 1\napis: []\n').located.map((p) => p.path), [undefined]);
   });
 
   test('past 100 problems, the rest are counted, not listed', () => {

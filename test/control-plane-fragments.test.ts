@@ -1,13 +1,15 @@
 // Policy fragments managed by the control plane: the admin API's /admin/fragments (checked as a gateway checks them,
 // references both ways), the documents gateways receive (only the fragments their APIs use), and `gatehouse apply` of a
 // file with `fragments:` (atomic, pruned). A real control plane process, real gateways syncing from it, the real
-// `gatehouse` command.
+// `gatehouse` command, also applying what `gatehouse import-apim` makes of APIM policy fragments.
 
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
+import { parse } from 'yaml';
+import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { startControlPlane, type ControlPlaneProcess } from './support/control-plane-process.ts';
 import { runGatehouse } from './support/gatehouse-cli.ts';
 import { startGatewayProcess, tempDir, type GatewayProcess } from './support/gateway-process.ts';
@@ -337,5 +339,56 @@ gateways:
     assert.equal(withoutStamp.code, 1, withoutStamp.stdout);
     assert.match(withoutStamp.stderr, /includes fragment "stamp", which this change deletes/);
     assert.deepEqual(await fragmentNames(), ['stamp']);
+  });
+
+  test('APIM fragments imported with gatehouse import-apim are applied: alone, then with the API that includes them', async () => {
+    const fixture = (name: string) => join(repoRoot(), 'test', 'fixtures', 'apim', name);
+    const stored = async (name: string) => (await cp.admin('GET', `/admin/fragments/${name}`)).body as { entries: unknown[]; includedBy: unknown };
+    // The library first: every fragment of the folder, none included yet.
+    const library = await runGatehouse(['import-apim', '--fragments', fixture('fragments')]);
+    assert.equal(library.code, 0, library.stderr);
+    const alone = await gatehouse(['apply', '-f', file('library.yaml', library.stdout)]);
+    assert.equal(alone.code, 0, alone.stderr);
+    assert.match(alone.stdout, /fragment client-tag: created\nfragment response-stamp: created\nfragment tenant-check: created/);
+    const fromLibrary = parse(library.stdout) as { fragments: Record<string, unknown[]> };
+    assert.deepEqual((await stored('tenant-check')).entries, fromLibrary.fragments['tenant-check']);
+
+    // Then the API's document with them: response-stamp, included in outbound, is now translated for the response.
+    const api = await runGatehouse(['import-apim', fixture('fragment-policy.xml'), '--fragments', fixture('fragments'), '--api', 'orders', '--path', '/orders', '--backend', 'builtin:echo', '--apply']);
+    assert.equal(api.code, 0, api.stderr);
+    const applied = await gatehouse(['apply', '-f', file('orders.yaml', api.stdout)]);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.match(applied.stdout, /fragment response-stamp: updated\n {2}\[1\]\.config\.scope: "request" -> "response"\napi orders: created/);
+    assert.match(applied.stdout, /\(2 unchanged\)/);
+    const imported = parse(api.stdout) as { fragments: Record<string, unknown[]> };
+    assert.deepEqual((await stored('response-stamp')).entries, imported.fragments['response-stamp']);
+    assert.deepEqual((await stored('tenant-check')).includedBy, { apis: ['orders'], fragments: [] });
+    assert.deepEqual((await stored('client-tag')).includedBy, { apis: [], fragments: ['tenant-check'] });
+  });
+
+  test("a problem in a fragment is reported at the fragment's line, naming the API and the entry that include it", async () => {
+    const text = `fragments:
+  late:
+    - policy: set-header
+      when: response.status == 200
+      config: { name: x-late, value: '1' }
+apis:
+  - id: early
+    pathPrefix: /early
+    backend: { url: builtin:echo }
+    policies:
+      inbound:
+        - policy: set-header
+          config: { name: x-first, value: '1' }
+        - include-fragment: late
+`;
+    const path = file('late.yaml', text);
+    const run = await gatehouse(['apply', '-f', path]);
+    assert.equal(run.code, 1, run.stdout);
+    assert.equal(
+      run.stderr.trim().split('\n').find((l) => l.includes('fragments.late')),
+      `  ${path}:4: fragments.late[0].when: reads response, which exists in outbound and on-error only (this is inbound) (included at api early: policies.inbound[1])`,
+    );
+    assert.equal((await cp.admin('GET', '/admin/apis/early')).status, 404, 'nothing was applied');
   });
 });

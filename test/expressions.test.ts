@@ -187,7 +187,17 @@ describe('documents that carry expressions and fragments elsewhere', () => {
       const bad = structuredClone(good) as { fragments?: unknown };
       delete bad.fragments;
       assert.deepEqual(await validator.check(bad, 'shop'), [
-        { path: ['apis', 0, 'policies', 'inbound', 0, 'include-fragment'], message: 'no fragment "tag" (the document declares no fragments)' },
+        { path: ['apis', 0, 'policies', 'inbound', 0, 'include-fragment'], includedAt: null, message: 'no fragment "tag" (the document declares no fragments)' },
+      ]);
+      // A problem in a fragment's entry names the include it was reached through apart from its message.
+      const late = structuredClone(good);
+      late.fragments.tag = [{ policy: 'set-header', when: 'response.status == 200', config: { name: 'x-late', value: '1' } }] as never;
+      assert.deepEqual(await validator.check(late, 'shop'), [
+        {
+          path: ['fragments', 'tag', 0, 'when'],
+          includedAt: ['apis', 0, 'policies', 'inbound', 0],
+          message: 'reads response, which exists in outbound and on-error only (this is inbound)',
+        },
       ]);
     } finally {
       await validator.close();

@@ -122,12 +122,14 @@ describe('gatehouse import-apim', () => {
     at(12, /counter-key=.*no CEL mapping|a counter key must be/);
     at(16, /reason="Fine"/);
     at(17, /note: <base \/> is not first in <outbound>/);
-    assert.ok(lines.some((l) => /fragments shared-auth are included but not part of the output/.test(l)));
+    at(13, /fragment shared-auth is included but not given \(--fragment shared-auth=<fragment\.xml>, or --fragments <folder>\): a gateway refuses the document without it/);
     assert.match(lines.at(-1)!, /not translated \(left out\); --partial accepts/);
     const doc = parse(run.stdout) as { apis: { policies: { inbound: unknown[] } }[] };
     assert.deepEqual(doc.apis[0]!.policies.inbound[0], { policy: 'set-header', config: { name: 'X-Kept', existsAction: 'override', value: 'kept' } });
     const partial = await runGatehouse(['import-apim', file, '--partial']);
     assert.equal(partial.code, 0);
+    // The chains alone go into a document that may declare the fragment: a note.
+    assert.match(partial.stderr, new RegExp(`${file}:13: note: fragment shared-auth is included but not given .*: declare it under fragments: of the document`));
     assert.equal(partial.stdout, run.stdout.slice(run.stdout.indexOf('policies:') + 'policies:\n'.length).replace(/^ {6}/gm, ''));
   });
 
@@ -303,14 +305,113 @@ describe('gatehouse import-apim', () => {
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /bad\.xml: not well-formed XML/);
     writeFileSync(join(dir, 'other.xml'), '<fragment><set-header name="a" exists-action="delete" /></fragment>');
-    assert.match((await runGatehouse(['import-apim', join(dir, 'other.xml')])).stderr, /the root element is <fragment>, not <policies>/);
+    assert.match((await runGatehouse(['import-apim', join(dir, 'other.xml')])).stderr, /the root element is <fragment>, not <policies> \(a policy fragment is given with --fragment <id>=<file\.xml> or --fragments <folder>\)/);
     assert.equal((await runGatehouse(['import-apim', join(dir, 'bad.xml'), '--api', 'a'])).code, 1);
   });
 });
 
-/** `gatehouse import-apim <xml>` as a whole document, which must translate everything, served by a gateway process. */
-async function serveImported(xml: string, api: { id: string; path: string; backendPort: number }): Promise<GatewayProcess> {
-  const run = await runGatehouse(['import-apim', xml, '--api', api.id, '--path', api.path, '--backend', `http://127.0.0.1:${api.backendPort}`]);
+describe('gatehouse import-apim with APIM policy fragments', () => {
+  const policies = new RepositoryPolicySources(join(repoRoot(), 'policies'));
+  const whole = ['--api', 'shop', '--path', '/shop', '--backend', 'http://127.0.0.1:9'];
+
+  test('each fragment of a folder is translated in the section that includes it, into the document\'s fragments', async () => {
+    const run = await runGatehouse(['import-apim', fixture('fragment-policy.xml'), '--fragments', fixture('fragments'), ...whole]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stderr, '', 'nothing left out, nothing noted');
+    const doc = parse(run.stdout) as { fragments: Record<string, Record<string, unknown>[]>; apis: { policies: Record<string, unknown[]> }[] };
+    // <id>.xml files and the <id>/policy.xml folder APIOps extracts.
+    assert.deepEqual(Object.keys(doc.fragments), ['client-tag', 'response-stamp', 'tenant-check']);
+    assert.deepEqual(doc.fragments['tenant-check']![2], {
+      choose: [{ when: 'variables[?"tenant"].orValue("") == "acme"', policies: [{ 'include-fragment': 'client-tag' }] }],
+    });
+    assert.deepEqual(doc.fragments['client-tag'], [{ policy: 'set-header', config: { name: 'X-Client-Tag', existsAction: 'override', value: { expr: 'request.clientAddress' } } }]);
+    // Included in outbound: find-and-replace works on the response there.
+    assert.deepEqual(doc.fragments['response-stamp']![1], { policy: 'find-and-replace', config: { from: 'backend', to: 'gateway', scope: 'response' } });
+    assert.deepEqual(doc.apis[0]!.policies.outbound, [{ 'include-fragment': 'response-stamp' }]);
+    await prepareDocument(run.stdout, { host: newHost().host, baseDir: repoRoot(), policies, sourceName: 'imported.yaml' });
+
+    // The same with each fragment given by id: the same document.
+    const byId = await runGatehouse([
+      'import-apim',
+      fixture('fragment-policy.xml'),
+      '--fragment',
+      `tenant-check=${fixture('fragments/tenant-check.xml')}`,
+      '--fragment',
+      `client-tag=${fixture('fragments/client-tag/policy.xml')}`,
+      '--fragment',
+      `response-stamp=${fixture('fragments/response-stamp.xml')}`,
+      ...whole,
+    ]);
+    assert.equal(byId.code, 0, byId.stderr);
+    assert.equal(byId.stdout, run.stdout);
+  });
+
+  test('fragments alone become fragments:, each in the section it fits when no document given includes it (noted)', async () => {
+    const run = await runGatehouse(['import-apim', '--fragments', fixture('fragments')]);
+    assert.equal(run.code, 0, run.stderr);
+    const doc = parse(run.stdout) as Record<string, Record<string, Record<string, unknown>[]>>;
+    assert.deepEqual(Object.keys(doc), ['fragments']);
+    assert.deepEqual(doc.fragments!['response-stamp']![1], { policy: 'find-and-replace', config: { from: 'backend', to: 'gateway', scope: 'request' } });
+    assert.deepEqual(run.stderr.trim().split('\n'), [
+      `${fixture('fragments/response-stamp.xml')}:1: note: no policy document given here includes this fragment: translated as included in <inbound>, where it has the fewest problems (it translates differently in <outbound>, <on-error>)`,
+    ]);
+  });
+
+  test('what a fragment cannot carry is listed by fragment file and line; circles are broken, missing fragments named', async () => {
+    const file = fixture('fragment-untranslatable.xml');
+    const dir = fixture('fragments-untranslatable');
+    const run = await runGatehouse(['import-apim', file, '--fragments', dir, ...whole]);
+    assert.equal(run.code, 1, run.stderr);
+    assert.deepEqual(run.stderr.trim().split('\n'), [
+      `${file}:8: fragment nowhere is included but not given (--fragment nowhere=<fragment.xml>, or --fragments <folder>): a gateway refuses the document without it`,
+      `${dir}/both-ways.xml:1: this fragment is included in <inbound> and <outbound>, and translates differently there (a policy that depends on its section): a Gatehouse fragment is one list, the <inbound> translation is kept`,
+      `${dir}/loop-b.xml:2: fragment "loop-a" includes itself: loop-a -> loop-b -> loop-a (this include is left out)`,
+      `${dir}/sectioned.xml:2: <base /> in a fragment: APIM takes none there (the <base /> of the including document says where the outer scope's policies run)`,
+      `${dir}/sectioned.xml:3: <inbound> in a fragment: a fragment is a sequence of policies, included in a section (left out)`,
+      `${dir}/sectioned.xml:6: <publish-to-dapr>: no Gatehouse policy for it (left out)`,
+      `${dir}/sectioned.xml:10: fragment absent is included but not given (--fragment absent=<fragment.xml>, or --fragments <folder>): a gateway refuses the document without it`,
+      'gatehouse import-apim: 7 things not translated (left out); --partial accepts the output as it is',
+    ]);
+    const doc = parse(run.stdout) as { fragments: Record<string, unknown[]> };
+    assert.deepEqual(doc.fragments['loop-b'], [], 'the include closing the circle is left out');
+    assert.deepEqual(doc.fragments['loop-a']!.at(-1), { 'include-fragment': 'loop-b' });
+    assert.deepEqual(doc.fragments.sectioned, [{ policy: 'set-header', config: { name: 'X-Kept', existsAction: 'override', value: 'kept' } }, { 'include-fragment': 'absent' }]);
+
+    // For the control plane, which may have them, fragments not given are notes: only what is left out fails.
+    const forApply = await runGatehouse(['import-apim', file, '--fragments', dir, ...whole, '--apply', '--partial']);
+    assert.equal(forApply.code, 0, forApply.stderr);
+    assert.match(forApply.stderr, /fragment-untranslatable\.xml:8: note: fragment nowhere is included but not given .*: the control plane must have it \(gatehouse get lists its fragments\)/);
+    assert.match(forApply.stderr, /5 things not translated/);
+    assert.equal((parse(forApply.stdout) as { version?: number }).version, undefined, 'an apply file has no version');
+  });
+
+  test('fragment arguments that cannot be used are refused, naming what is wrong', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'policies.xml'), '<policies><inbound><set-header name="a" exists-action="delete" /></inbound></policies>');
+    writeFileSync(join(dir, 'bad.xml'), '<fragment><set-header name="a"></fragment>');
+    const cases: [string[], RegExp][] = [
+      [['--fragment', 'auth'], /--fragment auth: give the fragment's id and its file, as --fragment <id>=<fragment\.xml>/],
+      [['--fragment', `-auth=${join(dir, 'bad.xml')}`], /fragment id "-auth": a fragment name is letters, digits/],
+      [['--fragment', `a=${join(dir, 'bad.xml')}`, '--fragment', `a=${join(dir, 'policies.xml')}`], /fragment a is given twice: .*bad\.xml and .*policies\.xml/],
+      [['--fragment', `a=${join(dir, 'bad.xml')}`], /bad\.xml: not well-formed XML/],
+      [['--fragment', `a=${join(dir, 'policies.xml')}`], /policies\.xml: line 1: the root element is <policies>, not <fragment>/],
+      [['--fragments', join(dir, 'none')], /none: ENOENT/],
+      [['--fragments', tempDir()], /no fragments in it \(<id>\.xml files, or <id>\/policy\.xml folders as APIOps extracts them\)/],
+      [[join(dir, 'policies.xml'), '--fragments', fixture('fragments')], /with fragments, or --apply, the policy document becomes the API of a whole document: give --api, --path and --backend/],
+      [['--fragments', fixture('fragments'), ...whole], /declare the API of a policy document: give the document too/],
+      [[], /usage: gatehouse import-apim \[<policy\.xml>\]/],
+    ];
+    for (const [args, message] of cases) {
+      const run = await runGatehouse(['import-apim', ...args]);
+      assert.equal(run.code, 1, args.join(' '));
+      assert.match(run.stderr, message, args.join(' '));
+    }
+  });
+});
+
+/** `gatehouse import-apim <xml> [args]` as a whole document, which must translate everything, served by a gateway process. */
+async function serveImported(xml: string, api: { id: string; path: string; backendPort: number }, args: string[] = []): Promise<GatewayProcess> {
+  const run = await runGatehouse(['import-apim', xml, '--api', api.id, '--path', api.path, '--backend', `http://127.0.0.1:${api.backendPort}`, ...args]);
   assert.equal(run.code, 0, run.stderr);
   const file = join(tempDir(), 'imported.yaml');
   writeFileSync(file, run.stdout);
@@ -454,5 +555,38 @@ describe('an imported document with the validation policies served by a gateway'
     assert.equal(leaky.headers['content-type'], 'application/problem+json');
     assert.doesNotMatch(leaky.body, /stack trace|backend body/);
     assert.equal(leaky.headers['x-debug'], undefined, 'the header the policy refused does not reach the client');
+  });
+});
+
+describe('an imported document with its fragments served by a gateway', () => {
+  let backend: RecordingBackend;
+  let gateway: GatewayProcess;
+  const agent = new Agent({ connections: 2 });
+
+  before(async () => {
+    backend = await startRecordingBackend(({ url }) => ({ headers: { 'content-type': 'text/plain' }, body: `backend answer for ${url}` }));
+    gateway = await serveImported(fixture('fragment-policy.xml'), { id: 'shop', path: '/shop', backendPort: backend.port }, ['--fragments', fixture('fragments')]);
+  });
+
+  after(() => stopAll(gateway, agent, [backend?.server]));
+
+  const send = (path: string, headers: Record<string, string> = {}) => sendTo(gateway.url, path, { headers, dispatcher: agent });
+
+  test('the fragments run where the document includes them, nested ones too', async () => {
+    const before = backend.seen.length;
+    const missing = await send('/shop/a');
+    assert.equal(missing.status, 400, "tenant-check's check-header");
+    assert.equal(backend.seen.length, before);
+
+    const acme = await send('/shop/orders', { 'x-tenant': 'acme' });
+    assert.equal(acme.status, 200, acme.body);
+    const seen = backend.seen.at(-1)!;
+    assert.equal(seen.headers['x-client-tag'], '127.0.0.1', 'client-tag, included by tenant-check inside its choose');
+    assert.equal(seen.headers['x-api'], 'orders', 'the policy after the include runs too');
+    assert.equal(acme.headers['x-stamp'], '200', 'response-stamp in outbound');
+    assert.equal(acme.body, 'gateway answer for /orders', "find-and-replace on the response, the section's translation");
+
+    await send('/shop/other', { 'x-tenant': 'beta' });
+    assert.equal(backend.seen.at(-1)!.headers['x-client-tag'], undefined, 'only for acme');
   });
 });

@@ -35,7 +35,7 @@ import {
   type PolicyModule,
 } from '../policy-host/index.ts';
 import { ConfigError, type LocatedProblem } from './config-error.ts';
-import { formatPath, problemWhere, type DocPath } from './document-paths.ts';
+import { problemWhere, type DocPath } from './document-paths.ts';
 import { BACKEND_FROM_CONFIG, exactEntryOf, grantsFromNeeds, PolicySourceError, type PolicySources } from './policy-sources.ts';
 import { allowedHostsProblems } from '../policy-host/egress.ts';
 import type { GatewayDocument, PhaseChains, PolicyEntry, SendRequestEntry } from './types.ts';
@@ -112,12 +112,11 @@ export async function bindChains(doc: GatewayDocument, options: BindChainsOption
   const reported = new Set<string>();
   const reportAt = (path: DocPath, messages: string[], includedFrom: DocPath | null = null) => {
     const where = problemWhere(doc, sourceName, path);
-    const through = includedFrom ? ` (included at ${formatPath(includedFrom)})` : '';
     for (const message of messages) {
       const key = `${where}\u0000${message}`;
       if (reported.has(key)) continue;
       reported.add(key);
-      problems.push({ where, message: message + through, path });
+      problems.push({ where, message, path, ...(includedFrom ? { includedAt: includedFrom } : {}) });
     }
   };
   const report = (slot: Slot, messages: string[]) => reportAt(slot.path, messages, slot.includedFrom);

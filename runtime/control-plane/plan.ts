@@ -9,6 +9,7 @@
 //   YAML file) can name the line.
 
 import { createHash } from 'node:crypto';
+import { includedAtText } from '../config/config-error.ts';
 import { formatPath, type DocPath } from '../config/document-paths.ts';
 import {
   MAX_NAMED_VALUE_LENGTH,
@@ -409,30 +410,25 @@ export async function plan(state: ConfigState, operations: Operation[], options:
       reported.add(key);
       problems.push({ ...p, where: `${p.where}${context}` });
     };
+    /** A stored object, and a place in it: `api shop: policies.inbound[0]`. */
+    const named = (kind: string, id: string, rest: DocPath) => `${kind} ${id}${rest.length > 0 ? `: ${formatPath(rest)}` : ''}`;
+    /** Where a fragment was included: in the API rather than in the document checked (whose `apis` are not the request's). */
+    const includePlace = (docApis: string[], at: DocPath) => {
+      const [head, index, ...rest] = at;
+      return head === 'apis' && typeof index === 'number' && docApis[index] !== undefined ? named('api', docApis[index]!, rest) : formatPath(at);
+    };
     /** A problem at `path` of a document made of `docApis`: placed in the request, or named as a stored object. */
     const mapBack = (docApis: string[], p: DocumentProblem): PlanProblem => {
+      const message = p.includedAt ? p.message + includedAtText(includePlace(docApis, p.includedAt)) : p.message;
       const [head, index, ...rest] = p.path ?? [];
-      if (head === 'apis' && typeof index === 'number' && docApis[index] !== undefined) {
-        const id = docApis[index]!;
-        const op = opOf('api', id);
-        const where = op?.at ? place([...op.at, ...rest]) : { path: null, where: `api ${id}${rest.length > 0 ? `: ${formatPath(rest)}` : ''}` };
-        return { ...where, message: p.message };
-      }
-      if (head === 'fragments' && typeof index === 'string') {
-        const op = opOf('fragment', index);
-        const where = op?.at ? place([...op.at, ...rest]) : { path: null, where: `fragment ${index}${rest.length > 0 ? `: ${formatPath(rest)}` : ''}` };
-        // Where it was included, in the API rather than in the document checked (whose `apis` are not the request's).
-        const message = p.message.replace(/ \(included at apis\[(\d+)\]\.?([^)]*)\)$/, (whole, i: string, rest: string) =>
-          docApis[Number(i)] === undefined ? whole : ` (included at api ${docApis[Number(i)]}${rest ? `: ${rest}` : ''})`,
-        );
-        return { ...where, message };
-      }
-      if (head === 'namedValues' && typeof index === 'string') {
-        const op = opOf('named value', index);
-        const where = op?.at ? place([...op.at, ...rest]) : { path: null, where: `named value ${index}` };
-        return { ...where, message: p.message };
-      }
-      return { path: null, where: formatPath(p.path ?? []), message: p.message };
+      const stored = (kind: ObjectKind, id: string) => {
+        const op = opOf(kind, id);
+        return op?.at ? place([...op.at, ...rest]) : { path: null, where: kind === 'named value' ? `named value ${id}` : named(kind, id, rest) };
+      };
+      if (head === 'apis' && typeof index === 'number' && docApis[index] !== undefined) return { ...stored('api', docApis[index]!), message };
+      if (head === 'fragments' && typeof index === 'string') return { ...stored('fragment', index), message };
+      if (head === 'namedValues' && typeof index === 'string') return { ...stored('named value', index), message };
+      return { path: null, where: formatPath(p.path ?? []), message };
     };
     // APIs alone first, so that what is wrong with an API is reported at the API rather than in a gateway's document.
     await Promise.all(
@@ -451,10 +447,10 @@ export async function plan(state: ConfigState, operations: Operation[], options:
         }
         const { phase, problems: found } = fewest!;
         // The include standing for the fragment's users is no place of the request: the fragment is.
-        const stand = ` (included at ${formatPath(['policies', phase, 0])})`;
+        const standing = (path: DocPath | null) => path?.[0] === 'policies';
         for (const p of found) {
-          const message = p.message.endsWith(stand) ? p.message.slice(0, -stand.length) : p.message;
-          report(mapBack([], { path: p.path?.[0] === 'policies' ? ['fragments', name] : p.path, message }), ` (it binds in no phase; checked as included in ${phase})`);
+          const checked = { path: standing(p.path) ? ['fragments', name] : p.path, includedAt: standing(p.includedAt) ? null : p.includedAt, message: p.message };
+          report(mapBack([], checked), ` (it binds in no phase; checked as included in ${phase})`);
         }
       }),
     );

@@ -24,6 +24,9 @@ import type { Logger } from '../telemetry/logger.ts';
 export interface DocumentProblem {
   /** Where in the document checked (null: the document as a whole, or a syntax error). */
   path: DocPath | null;
+  /** For a problem in a fragment's entry: the include-fragment entry of the document it was reached through. */
+  includedAt: DocPath | null;
+  /** What is wrong, without where the fragment was included (the caller renders `includedAt` in its own terms). */
   message: string;
 }
 
@@ -63,9 +66,9 @@ export class DocumentValidator {
     // Read from the database each time, and checked against their names as a gateway checks what it downloads.
     const modules = referencedModules(copy).map((sha) => ({ sha, bytes: this.options.moduleBytes(sha) }));
     const unusable = modules.flatMap(({ sha, bytes }): DocumentProblem[] => {
-      if (bytes === null) return [{ path: null, message: `no uploaded module sha256:${sha}` }];
+      if (bytes === null) return [{ path: null, includedAt: null, message: `no uploaded module sha256:${sha}` }];
       if (sha256Hex(bytes) !== sha) {
-        return [{ path: null, message: `module sha256:${sha} in the control plane's database does not match its sha256 (altered at rest): upload it again` }];
+        return [{ path: null, includedAt: null, message: `module sha256:${sha} in the control plane's database does not match its sha256 (altered at rest): upload it again` }];
       }
       return [];
     });
@@ -78,7 +81,7 @@ export class DocumentValidator {
       return [];
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      return err.problems.map((p, i) => ({ path: err.paths[i] ?? null, message: p.message }));
+      return err.located.map((p) => ({ path: p.path ?? null, includedAt: p.includedAt ?? null, message: p.message }));
     }
   }
 

@@ -12,11 +12,14 @@
 //                                       gateways, and which instance runs which revision (with its lag, last heartbeat,
 //                                       and what is wrong: stale instances, missing APIs, token problems)
 //   gatehouse token issue|list|revoke   a gateway's tokens (runTokenCommand)
-//   gatehouse import-apim <policy.xml> [--api <id> --path <prefix> --backend <url>] [--partial]
-//                                       an Azure API Management policy document as Gatehouse configuration on standard
-//                                       output (apim/translate.ts): the chains alone, or with --api a whole gateway
-//                                       document; what it cannot translate is listed on standard error with its line
-//                                       (exit status 1 unless --partial)
+//   gatehouse import-apim [<policy.xml>] [--fragment <id>=<fragment.xml>]... [--fragments <folder>]
+//                         [--api <id> --path <prefix> --backend <url>] [--apply] [--partial]
+//                                       an Azure API Management policy document, and the policy fragments it includes
+//                                       (apim/fragments.ts), as Gatehouse configuration on standard output
+//                                       (apim/translate.ts): the chains alone; with --api a whole gateway document, or
+//                                       with --apply a gatehouse apply file, carrying the fragments; fragments alone
+//                                       as `fragments:`. What it cannot translate is listed on standard error with its
+//                                       file and line (exit status 1 unless --partial)
 //
 // The control plane: GATEHOUSE_CONTROL_PLANE, else `controlPlane:` in the file, else http://127.0.0.1:7070.
 // The admin token: GATEHOUSE_ADMIN_TOKEN, else GATEHOUSE_ADMIN_TOKEN_FILE (a file holding it).
@@ -28,7 +31,10 @@ import { LineCounter, parseDocument } from 'yaml';
 import { formatPath, yamlLocator, type DocPath } from '../config/document-paths.ts';
 import { policyEntries } from '../config/policy-entries.ts';
 import { MODULE_REF } from '../gateway-api/module-refs.ts';
-import { chainsYaml, gatewayYaml, importApimPolicy, type ImportResult } from './apim/translate.ts';
+import { FRAGMENT_NAME, FRAGMENT_NAME_HINT } from '../config/fragments.ts';
+import { fragmentsIn, importApimDocuments, type ApimImport, type SourceProblem } from './apim/fragments.ts';
+import { chainsYaml, documentYaml } from './apim/translate.ts';
+import { XmlSyntaxError } from './apim/xml.ts';
 
 export interface CliIo {
   out: (line: string) => void;
@@ -46,7 +52,8 @@ const USAGE = `usage: gatehouse apply -f <gatehouse.yaml> [--dry-run] [--prune] 
        gatehouse delete api|gateway|fragment|named-value|module <id> [--force]
        gatehouse get
 ${TOKEN_USAGE}
-       gatehouse import-apim <policy.xml> [--api <id> --path <prefix> --backend <url>] [--partial]
+       gatehouse import-apim [<policy.xml>] [--fragment <id>=<fragment.xml>]... [--fragments <folder>]
+                             [--api <id> --path <prefix> --backend <url>] [--apply] [--partial]
 environment: GATEHOUSE_CONTROL_PLANE (http://127.0.0.1:7070; wins over the file's controlPlane:),
              GATEHOUSE_ADMIN_TOKEN or GATEHOUSE_ADMIN_TOKEN_FILE`;
 
@@ -74,37 +81,117 @@ export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<num
   }
 }
 
-/** `gatehouse import-apim`: see the header. Problems go to standard error, one a line, `file:line: message`. */
-async function importApim(args: string[], io: CliIo): Promise<number> {
-  const file = args.find((a, i) => !a.startsWith('--') && !['--api', '--path', '--backend'].includes(args[i - 1] ?? ''));
-  const option = (name: string) => {
-    const i = args.indexOf(name);
-    return i >= 0 ? args[i + 1] : undefined;
+const IMPORT_USAGE =
+  'usage: gatehouse import-apim [<policy.xml>] [--fragment <id>=<fragment.xml>]... [--fragments <folder>] [--api <id> --path <prefix> --backend <url>] [--apply] [--partial]';
+
+/** The arguments of `gatehouse import-apim`. */
+interface ImportArgs {
+  policy: string | null;
+  fragments: { id: string; file: string }[];
+  folders: string[];
+  api: { id: string; path: string; backend: string } | null;
+  apply: boolean;
+  partial: boolean;
+}
+
+function importArgs(args: string[]): ImportArgs {
+  const values = new Map<string, string[]>([['--api', []], ['--path', []], ['--backend', []], ['--fragment', []], ['--fragments', []]]);
+  const flags = new Set<string>();
+  const files: string[] = [];
+  const unknown: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const list = values.get(arg);
+    if (list && i + 1 < args.length) list.push(args[++i]!);
+    else if (arg === '--apply' || arg === '--partial') flags.add(arg);
+    else if (arg.startsWith('--') || list) unknown.push(arg);
+    else files.push(arg);
+  }
+  const one = (name: string) => {
+    const given = values.get(name)!;
+    if (given.length > 1) throw new CliError(`${name} is given ${given.length} times`);
+    return given[0];
   };
-  const api = { id: option('--api'), path: option('--path'), backend: option('--backend') };
-  const unknown = args.filter((a) => a.startsWith('--') && !['--api', '--path', '--backend', '--partial'].includes(a));
-  if (file === undefined || unknown.length > 0) throw new CliError(`usage: gatehouse import-apim <policy.xml> [--api <id> --path <prefix> --backend <url>] [--partial]${unknown.length > 0 ? ` (unknown: ${unknown.join(' ')})` : ''}`);
+  const api = { id: one('--api'), path: one('--path'), backend: one('--backend') };
+  const fragments = values.get('--fragment')!.map((spec) => {
+    const eq = spec.indexOf('=');
+    if (eq <= 0 || eq === spec.length - 1) throw new CliError(`--fragment ${spec}: give the fragment's id and its file, as --fragment <id>=<fragment.xml>`);
+    return { id: spec.slice(0, eq), file: spec.slice(eq + 1) };
+  });
+  const folders = values.get('--fragments')!;
+  unknown.push(...files.slice(1));
+  if (unknown.length > 0 || (files.length === 0 && fragments.length === 0 && folders.length === 0)) {
+    throw new CliError(`${IMPORT_USAGE}${unknown.length > 0 ? ` (unknown: ${unknown.join(' ')})` : ''}`);
+  }
   const given = Object.values(api).filter((v) => v !== undefined).length;
-  if (given !== 0 && given !== 3) throw new CliError('a whole gateway document needs --api, --path and --backend together');
-  let result: ImportResult;
+  if (given !== 0 && given !== 3) throw new CliError('a whole document needs --api, --path and --backend together');
+  const policy = files[0] ?? null;
+  if (policy === null && given === 3) throw new CliError('--api, --path and --backend declare the API of a policy document: give the document too');
+  if (policy !== null && given === 0 && (fragments.length > 0 || folders.length > 0 || flags.has('--apply'))) {
+    throw new CliError('with fragments, or --apply, the policy document becomes the API of a whole document: give --api, --path and --backend');
+  }
+  return { policy, fragments, folders, api: given === 3 ? (api as ImportArgs['api']) : null, apply: flags.has('--apply'), partial: flags.has('--partial') };
+}
+
+/** The fragments the arguments give, each id once, checked as a gateway checks a fragment's name. */
+async function importedFragmentFiles(options: ImportArgs): Promise<{ id: string; file: string }[]> {
+  const listed = [...options.fragments];
+  for (const folder of options.folders) {
+    const inFolder = await fragmentsIn(folder).catch((err: Error) => Promise.reject(new CliError(`${folder}: ${err.message}`)));
+    if (inFolder.length === 0) throw new CliError(`${folder}: no fragments in it (<id>.xml files, or <id>/policy.xml folders as APIOps extracts them)`);
+    listed.push(...inFolder);
+  }
+  const files = new Map<string, string>();
+  for (const { id, file } of listed) {
+    if (!FRAGMENT_NAME.test(id)) throw new CliError(`${file}: fragment id "${id}": ${FRAGMENT_NAME_HINT}`);
+    if (files.has(id)) throw new CliError(`fragment ${id} is given twice: ${files.get(id)} and ${file}`);
+    files.set(id, file);
+  }
+  return listed;
+}
+
+/**
+ * `gatehouse import-apim`: see the header. Problems go to standard error, one a line, `file:line: message`. A fragment
+ * included but not given fails a gateway document (a gateway refuses it) and is noted otherwise (the control plane,
+ * or the document the chains go into, may have it).
+ */
+async function importApim(args: string[], io: CliIo): Promise<number> {
+  const options = importArgs(args);
+  const read = (file: string) => readFile(file, 'utf8').catch((err: Error) => Promise.reject(new CliError(`${file}: ${err.message}`)));
+  let imported: ApimImport;
   try {
-    result = importApimPolicy(await readFile(file, 'utf8'));
+    const policy = options.policy === null ? null : { file: options.policy, xml: await read(options.policy) };
+    const fragments = await Promise.all((await importedFragmentFiles(options)).map(async (f) => ({ ...f, xml: await read(f.file) })));
+    imported = importApimDocuments(policy, fragments);
   } catch (err) {
-    throw new CliError(`${file}: ${(err as Error).message}`);
+    if (err instanceof XmlSyntaxError) throw new CliError(err.message);
+    throw err;
   }
-  const problems = [...result.problems];
-  if (given === 3 && result.fragments.length > 0) {
-    problems.push({ line: 0, message: `fragments ${result.fragments.join(', ')} are included but not part of the output: declare them under fragments: in the document, or on the control plane (fragments: of a gatehouse apply file)` });
+  const { api, apply } = options;
+  const gatewayDocument = api !== null && !apply;
+  const problems = [...imported.problems];
+  const notes = [...imported.notes];
+  for (const inc of imported.notGiven) {
+    const message = `fragment ${inc.id} is included but not given (--fragment ${inc.id}=<fragment.xml>, or --fragments <folder>)`;
+    if (gatewayDocument) problems.push({ ...inc, message: `${message}: a gateway refuses the document without it` });
+    else notes.push({ ...inc, message: `${message}: ${apply ? 'the control plane must have it (gatehouse get lists its fragments)' : 'declare it under fragments: of the document'}` });
   }
-  if (given === 3 && result.namedValues.length > 0) {
-    problems.push({ line: 0, message: `named values ${result.namedValues.join(', ')} are referred to but not part of the output: declare them under namedValues: in the document` });
+  if (api !== null && imported.namedValues.length > 0) {
+    const where = { file: options.policy!, line: 0 };
+    const names = imported.namedValues.join(', ');
+    if (apply) notes.push({ ...where, message: `named values ${names} are referred to: the control plane must have them, or declare them under namedValues: of the file` });
+    else problems.push({ ...where, message: `named values ${names} are referred to but not part of the output: declare them under namedValues: in the document` });
   }
-  io.out(given === 3 ? gatewayYaml(result, api as { id: string; path: string; backend: string }) : chainsYaml(result));
-  for (const note of result.notes) io.err(`${file}:${note.line}: note: ${note.message}`);
-  for (const problem of problems) io.err(`${file}${problem.line > 0 ? `:${problem.line}` : ''}: ${problem.message}`);
+  const chainsAlone = options.policy !== null && api === null;
+  io.out(chainsAlone ? chainsYaml(imported.chains!) : documentYaml(apply ? 'apply' : 'gateway', imported.fragments, api && { ...api, chains: imported.chains ?? {} }));
+  const at = (p: SourceProblem) => `${p.file}${p.line > 0 ? `:${p.line}` : ''}`;
+  problems.sort(imported.order);
+  notes.sort(imported.order);
+  for (const note of notes) io.err(`${at(note)}: note: ${note.message}`);
+  for (const problem of problems) io.err(`${at(problem)}: ${problem.message}`);
   if (problems.length === 0) return 0;
-  io.err(`gatehouse import-apim: ${problems.length} thing${problems.length === 1 ? '' : 's'} not translated (left out)${args.includes('--partial') ? '' : '; --partial accepts the output as it is'}`);
-  return args.includes('--partial') ? 0 : 1;
+  io.err(`gatehouse import-apim: ${problems.length} thing${problems.length === 1 ? '' : 's'} not translated (left out)${options.partial ? '' : '; --partial accepts the output as it is'}`);
+  return options.partial ? 0 : 1;
 }
 
 /**

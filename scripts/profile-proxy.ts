@@ -9,7 +9,7 @@
 // wasm, each part of the runtime (`runtime/<folder>`), npm packages, Node's own JavaScript, native functions by name
 // (`writev` and `writeLatin1String` are socket writes: their time includes the kernel's loopback send and waking the
 // receiver), the collector, idle.
-// PROFILE_PIN=1 runs each gateway on CPU 1 and wrk and the backend on CPU 0, as BENCH_PIN=1 does bench:proxy
+// PROFILE_PIN=1 runs each gateway on CPU 1 and wrk, the backend and this process on CPU 0, as BENCH_PIN=1 does bench:proxy
 // (scripts/bench-proxy.ts says why both runs are worth having).
 //
 // PROFILE_TOP (20) is how many functions the report lists.
@@ -45,7 +45,7 @@ import { startGatewayProcess, stopGatewayProcess } from './lib/gateway-process.t
 import { connectInspector, sourceFileOf, type CallFrame, type InspectorSession } from './lib/inspector.ts';
 import { printFigures } from './lib/run.ts';
 import { runChainWrk } from './lib/wrk.ts';
-import { onCpu } from './lib/pinning.ts';
+import { onCpu, pinThisProcess } from './lib/pinning.ts';
 
 const WARMUP_S = positiveFromEnv('PROFILE_WARMUP_S', 4);
 const SECONDS = positiveFromEnv('PROFILE_SECONDS', 10);
@@ -61,6 +61,8 @@ const APPINSIGHTS = process.env.PROFILE_APPINSIGHTS === '1';
 const TOP_FUNCTIONS = positiveFromEnv('PROFILE_TOP', 20);
 const PROXY_CPU = 1;
 const LOAD_CPU = 0;
+// This process serves the ingestion endpoint: with the load, not beside the gateway.
+if (PINNED) pinThisProcess(LOAD_CPU);
 
 interface ProfileNode {
   id: number;
@@ -213,7 +215,7 @@ async function profileGateway(variant: Variant, backendUrl: string, dir: string)
           main: cpuSince(before, after, pid) / run.requests,
           exporter: exporterTid < 0 ? 0 : cpuSince(before, after, exporterTid) / run.requests,
           others: others / run.requests,
-          ingestion: variant.appInsights ? (ingestionUs.user + ingestionUs.system) / run.requests : 0,
+          ingestion: (ingestionUs.user + ingestionUs.system) / run.requests,
         };
       }
       const sessions = exporter ? [inspector, exporter.session] : [inspector];
@@ -237,7 +239,7 @@ const fmt = (us: number) => us.toFixed(2).padStart(8);
 
 function report([first, before]: [Variant, Shares], [second, after]: [Variant, Shares]): void {
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  log(`# ${PINNED ? 'pinned: gateway on CPU 1, wrk and the backend on CPU 0' : 'unpinned'}; ${before.requests} requests (${first.name}), ${after.requests} (${second.name}), in ${SECONDS} s each`);
+  log(`# ${PINNED ? 'pinned: gateway on CPU 1, wrk, the backend and this process on CPU 0' : 'unpinned'}; ${before.requests} requests (${first.name}), ${after.requests} (${second.name}), in ${SECONDS} s each`);
   log(`# us a request       ${first.name.padStart(8)}  ${second.name.padStart(8)}     added  part`);
   const parts = new Set([...before.byPart.keys(), ...after.byPart.keys()]);
   const rows = [...parts].map((p) => [p, before.byPart.get(p) ?? 0, after.byPart.get(p) ?? 0] as const).sort((a, b) => b[2] - b[1] - (a[2] - a[1]));
@@ -259,7 +261,7 @@ function reportAppInsights(before: GatewayProfile, after: GatewayProfile): void 
     ['main thread', t0.main, t1.main],
     ['exporter thread', t0.exporter, t1.exporter],
     ["other threads (V8's helpers)", t0.others, t1.others],
-    ['ingestion endpoint (this process)', t0.ingestion, t1.ingestion],
+    ['this process (the ingestion endpoint)', t0.ingestion, t1.ingestion],
   ] as const) {
     log(`#   ${name.padEnd(36)} ${fmt(a)} ${fmt(b)} ${fmt(b - a)}`);
   }
@@ -288,7 +290,7 @@ async function main(): Promise<string[]> {
         `appinsights-profile-busy-us-added: ${(after.main.busyUs - before.main.busyUs).toFixed(1)}`,
         `appinsights-exporter-profile-busy-us-per-request: ${after.exporter!.busyUs.toFixed(1)}`,
         `appinsights-threads-cpu-us-added: ${(threadsTotal(after.threads!) - threadsTotal(before.threads!)).toFixed(1)}`,
-        `appinsights-ingestion-cpu-us-per-request: ${after.threads!.ingestion.toFixed(1)}`,
+        `appinsights-ingestion-cpu-us-per-request: ${(after.threads!.ingestion - before.threads!.ingestion).toFixed(1)}`,
       ];
     }
     if (CONDITIONS) {

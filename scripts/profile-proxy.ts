@@ -22,7 +22,9 @@
 // in this process). Telemetry costs on two threads, so besides the main thread's profile it profiles the exporter
 // thread (over the inspector's NodeWorker domain), and before the profiled run it measures, without the profiler, the
 // CPU of each of the gateway's threads (/proc/<pid>/task/*/stat: the main thread, the exporter thread, the others:
-// V8's helpers, mostly the collector's) and of this process (the ingestion endpoint), a request.
+// V8's helpers, mostly the collector's) and of this process (the ingestion endpoint), a request. With
+// PROFILE_BASELINE_MAIN (another build's dist/runtime/entry/gateway.js) that build's gateway with Application Insights
+// is measured too, in the same run: two builds' telemetry side by side.
 //
 // Prints the table on stderr, with the functions that gain the most self time in the second gateway, and on stdout:
 //   profile-busy-us-per-request, five-policy-profile-busy-us-per-request, five-policy-profile-busy-us-added
@@ -123,11 +125,15 @@ interface Variant {
   chain: false | true | 'with-conditions';
   name: string;
   appInsights?: true;
+  /** The gateway's entry; this build's by default. */
+  main?: string;
 }
 const NO_POLICIES: Variant = { chain: false, name: 'none' };
 const FIVE: Variant = { chain: true, name: 'five' };
 const FIVE_WITH_CONDITIONS: Variant = { chain: 'with-conditions', name: 'when' };
 const WITH_APPINSIGHTS: Variant = { chain: false, name: 'ai', appInsights: true };
+const BASELINE_MAIN = process.env.PROFILE_BASELINE_MAIN || null;
+const BASELINE_WITH_APPINSIGHTS: Variant | null = BASELINE_MAIN ? { chain: false, name: 'baseline-ai', appInsights: true, main: BASELINE_MAIN } : null;
 
 /** The ingestion endpoint, started in main() when PROFILE_APPINSIGHTS=1. */
 let ingestion: BenchIngestionEndpoint | null = null;
@@ -160,16 +166,18 @@ function threadCpuUs(pid: number): Map<number, number> {
 const cpuSince = (before: Map<number, number>, after: Map<number, number>, tid: number) => (after.get(tid) ?? 0) - (before.get(tid) ?? 0);
 
 /**
- * The thread id of the worker the `worker` session runs in: the one whose CPU time grows while it spins for 300 ms
- * (Node names every thread `node`, and JavaScript cannot read its thread's id).
+ * The thread id of the worker the `worker` session runs in: the one whose CPU time grows the most while it spins for
+ * 300 ms, and clearly more than any other (Node names every thread `node`, and JavaScript cannot read its thread's id).
  */
 async function workerThreadId(pid: number, worker: InspectorSession): Promise<number> {
   const before = threadCpuUs(pid);
   await worker.send('Runtime.evaluate', { expression: 'for (const end = Date.now() + 300; Date.now() < end; );' });
   const after = threadCpuUs(pid);
-  const [tid, us] = [...after.keys()].map((t) => [t, cpuSince(before, after, t)] as const).sort((a, b) => b[1] - a[1])[0]!;
-  if (us < 200_000) throw new Error(`could not tell the exporter thread: the busiest thread ran ${us / 1000} ms of 300`);
-  return tid;
+  const [first, second] = [...after.keys()].map((t) => [t, cpuSince(before, after, t)] as const).sort((a, b) => b[1] - a[1]);
+  if (first![1] < 50_000 || first![1] < 2 * (second?.[1] ?? 0)) {
+    throw new Error(`could not tell the exporter thread: the busiest threads ran ${first![1] / 1000} and ${(second?.[1] ?? 0) / 1000} ms of 300`);
+  }
+  return first![0];
 }
 
 async function profileGateway(variant: Variant, backendUrl: string, dir: string): Promise<GatewayProfile> {
@@ -179,7 +187,7 @@ async function profileGateway(variant: Variant, backendUrl: string, dir: string)
   const [command, args] = onCpu(PINNED ? PROXY_CPU : undefined, process.execPath, [
     `--inspect=127.0.0.1:${inspectorPort}`,
     '--disable-warning=ExperimentalWarning',
-    join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js'),
+    variant.main ?? join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js'),
     '--config',
     config,
   ]);
@@ -252,25 +260,26 @@ function report([first, before]: [Variant, Shares], [second, after]: [Variant, S
 }
 
 /** The exporter thread's profile and the threads' CPU, after the main threads' comparison. */
-function reportAppInsights(before: GatewayProfile, after: GatewayProfile): void {
+function reportAppInsights(none: GatewayProfile, withAi: Array<[Variant, GatewayProfile]>): void {
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const t0 = before.threads!;
-  const t1 = after.threads!;
-  log('# CPU a request by thread, unprofiled (us):  none      ai   added');
-  for (const [name, a, b] of [
-    ['main thread', t0.main, t1.main],
-    ['exporter thread', t0.exporter, t1.exporter],
-    ["other threads (V8's helpers)", t0.others, t1.others],
-    ['this process (the ingestion endpoint)', t0.ingestion, t1.ingestion],
+  const t0 = none.threads!;
+  log(`# CPU a request by thread, unprofiled (us):  none  ${withAi.map(([v]) => v.name.padStart(11)).join('  ')}`);
+  for (const [name, pick] of [
+    ['main thread', (t: typeof t0) => t.main],
+    ['exporter thread', (t: typeof t0) => t.exporter],
+    ["other threads (V8's helpers)", (t: typeof t0) => t.others],
+    ['this process (the ingestion endpoint)', (t: typeof t0) => t.ingestion],
   ] as const) {
-    log(`#   ${name.padEnd(36)} ${fmt(a)} ${fmt(b)} ${fmt(b - a)}`);
+    log(`#   ${name.padEnd(36)} ${fmt(pick(t0))}  ${withAi.map(([, p]) => `${fmt(pick(p.threads!))}   `).join('')}`);
   }
-  const exporter = after.exporter!;
-  log(`# exporter thread, us a request: busy ${exporter.busyUs.toFixed(2)}`);
-  for (const [part, us] of [...exporter.byPart].sort((a, b) => b[1] - a[1])) if (us >= 0.2 && part !== '(idle)') log(`#   ${fmt(us)}  ${part}`);
-  log('# its functions by self time:');
-  const fns = [...exporter.byFunction].filter(([f]) => !f.startsWith('(idle)')).sort((a, b) => b[1] - a[1]);
-  for (const [fn, us] of fns.slice(0, TOP_FUNCTIONS)) log(`#   ${fmt(us)}  ${fn}`);
+  for (const [variant, profile] of withAi) {
+    const exporter = profile.exporter!;
+    log(`# ${variant.name}: exporter thread, us a request: busy ${exporter.busyUs.toFixed(2)}`);
+    for (const [part, us] of [...exporter.byPart].sort((a, b) => b[1] - a[1])) if (us >= 0.2 && part !== '(idle)') log(`#   ${fmt(us)}  ${part}`);
+    log('# its functions by self time:');
+    const fns = [...exporter.byFunction].filter(([f]) => !f.startsWith('(idle)')).sort((a, b) => b[1] - a[1]);
+    for (const [fn, us] of fns.slice(0, TOP_FUNCTIONS)) log(`#   ${fmt(us)}  ${fn}`);
+  }
 }
 
 const threadsTotal = (t: NonNullable<GatewayProfile['threads']>) => t.main + t.exporter + t.others;
@@ -283,14 +292,23 @@ async function main(): Promise<string[]> {
     const [first, second] = CONDITIONS ? [FIVE, FIVE_WITH_CONDITIONS] : APPINSIGHTS ? [NO_POLICIES, WITH_APPINSIGHTS] : [NO_POLICIES, FIVE];
     const before = await profileGateway(first, backend.url, dir);
     const after = await profileGateway(second, backend.url, dir);
+    const baseline = APPINSIGHTS && BASELINE_WITH_APPINSIGHTS ? await profileGateway(BASELINE_WITH_APPINSIGHTS, backend.url, dir) : null;
     report([first, before.main], [second, after.main]);
     if (APPINSIGHTS) {
-      reportAppInsights(before, after);
+      reportAppInsights(before, [[second, after], ...(baseline ? [[BASELINE_WITH_APPINSIGHTS!, baseline] as [Variant, GatewayProfile]] : [])]);
+      const baselineFigures = baseline
+        ? [
+            `baseline-appinsights-exporter-profile-busy-us-per-request: ${baseline.exporter!.busyUs.toFixed(1)}`,
+            `baseline-appinsights-threads-cpu-us-added: ${(threadsTotal(baseline.threads!) - threadsTotal(before.threads!)).toFixed(1)}`,
+            `baseline-appinsights-ingestion-cpu-us-per-request: ${(baseline.threads!.ingestion - before.threads!.ingestion).toFixed(1)}`,
+          ]
+        : [];
       return [
         `appinsights-profile-busy-us-added: ${(after.main.busyUs - before.main.busyUs).toFixed(1)}`,
         `appinsights-exporter-profile-busy-us-per-request: ${after.exporter!.busyUs.toFixed(1)}`,
         `appinsights-threads-cpu-us-added: ${(threadsTotal(after.threads!) - threadsTotal(before.threads!)).toFixed(1)}`,
         `appinsights-ingestion-cpu-us-per-request: ${(after.threads!.ingestion - before.threads!.ingestion).toFixed(1)}`,
+        ...baselineFigures,
       ];
     }
     if (CONDITIONS) {

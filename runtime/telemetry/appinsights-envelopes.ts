@@ -181,9 +181,6 @@ class IsoTimes {
 }
 
 const TEXT = {
-  ver: asciiBytes('{"ver":1,"name":"Microsoft.ApplicationInsights.'),
-  time: asciiBytes('","time":"'),
-  sampleRate: asciiBytes('","sampleRate":'),
   operationId: asciiBytes(',"ai.operation.id":"'),
   operationParentId: asciiBytes('","ai.operation.parentId":"'),
   parentIdOnly: asciiBytes(',"ai.operation.parentId":"'),
@@ -225,28 +222,39 @@ const TEXT = {
   false: asciiBytes('false'),
 };
 
+type EnvelopeType = 'Request' | 'RemoteDependency' | 'Exception' | 'Metric';
+
 /** Makes the envelopes of one gateway into `bytes`: what every envelope repeats is encoded once. */
 export class EnvelopeWriter {
   private readonly times = new IsoTimes();
-  /** `,"iKey":…,"tags":{"ai.internal.sdkVersion":…,"ai.cloud.role":…,"ai.cloud.roleInstance":…` */
-  private readonly common: Buffer;
-  private readonly requestSampleRate: string;
-  private readonly types = { Request: asciiBytes('Request'), RemoteDependency: asciiBytes('RemoteDependency'), Exception: asciiBytes('Exception'), Metric: asciiBytes('Metric') };
+  /** `{"ver":1,"name":"Microsoft.ApplicationInsights.<type>","time":"`, by type. */
+  private readonly opening: Record<EnvelopeType, Buffer>;
+  /**
+   * `","sampleRate":<rate>,"iKey":…,"tags":{"ai.internal.sdkVersion":…,"ai.cloud.role":…,"ai.cloud.roleInstance":…`,
+   * for the requests' sample rate and for 100 (failures sent on their own, metrics).
+   */
+  private readonly sampledRest: Buffer;
+  private readonly unsampledRest: Buffer;
 
   constructor(
     context: EnvelopeContext,
     private readonly bytes: EnvelopeBytes = new EnvelopeBytes(),
   ) {
-    const common = new EnvelopeBytes();
-    common.ascii(',"iKey":').str(context.instrumentationKey).ascii(',"tags":{"ai.internal.sdkVersion":').str(context.sdkVersion);
-    common.ascii(',"ai.cloud.role":').str(context.roleName).ascii(',"ai.cloud.roleInstance":').str(context.roleInstance);
-    this.common = Buffer.from(common.end());
-    this.requestSampleRate = String(context.samplingPercentage);
+    const opening = (type: EnvelopeType) => asciiBytes(`{"ver":1,"name":"Microsoft.ApplicationInsights.${type}","time":"`);
+    this.opening = { Request: opening('Request'), RemoteDependency: opening('RemoteDependency'), Exception: opening('Exception'), Metric: opening('Metric') };
+    const rest = (sampleRate: string) => {
+      const b = new EnvelopeBytes();
+      b.ascii(`","sampleRate":${sampleRate},"iKey":`).str(context.instrumentationKey).ascii(',"tags":{"ai.internal.sdkVersion":').str(context.sdkVersion);
+      b.ascii(',"ai.cloud.role":').str(context.roleName).ascii(',"ai.cloud.roleInstance":').str(context.roleInstance);
+      return Buffer.from(b.end());
+    };
+    this.sampledRest = rest(String(context.samplingPercentage));
+    this.unsampledRest = rest('100');
   }
 
-  /** `{"ver":1,"name":…,"time":…,"sampleRate":…,"iKey":…,"tags":{…` (the tags left open). */
-  private head(type: keyof EnvelopeWriter['types'], time: number, sampleRate: string): void {
-    this.bytes.bytes(TEXT.ver).bytes(this.types[type]).bytes(TEXT.time).ascii(this.times.format(time)).bytes(TEXT.sampleRate).ascii(sampleRate).bytes(this.common);
+  /** `{"ver":1,"name":…,"time":…,"sampleRate":…,"iKey":…,"tags":{…` (the tags left open); `sampled`: the request's sample rate, else 100. */
+  private head(type: EnvelopeType, time: number, sampled: boolean): void {
+    this.bytes.bytes(this.opening[type]).ascii(this.times.format(time)).bytes(sampled ? this.sampledRest : this.unsampledRest);
   }
 
   /** `{"api":…,"operation":…,"requestId":…` (left open for more members). */
@@ -260,7 +268,7 @@ export class EnvelopeWriter {
     // The operation is the W3C trace the request belongs to, the request the gateway's span in it, its parent the
     // caller's span when the caller sent one: a transaction search shows client, gateway and backend as one trace.
     const name = operationName(r);
-    this.head('Request', r.startTime, this.requestSampleRate);
+    this.head('Request', r.startTime, true);
     b.bytes(TEXT.operationId).ascii(r.traceId);
     if (r.parentSpanId !== null) b.bytes(TEXT.operationParentId).ascii(r.parentSpanId);
     b.bytes(TEXT.quotedOperationName).str(name).bytes(TEXT.requestData).ascii(r.spanId).bytes(TEXT.name).str(name);
@@ -272,7 +280,7 @@ export class EnvelopeWriter {
     if (r.backend !== null) out.push(this.backendCall(r, r.backend, newSpanId()));
     const time = r.startTime + r.durationMs;
     for (const failure of r.failures) {
-      this.head('Exception', time, this.requestSampleRate);
+      this.head('Exception', time, true);
       b.bytes(TEXT.operationId).ascii(r.traceId).bytes(TEXT.operationParentId).ascii(r.spanId).bytes(TEXT.quotedOperationName).str(name);
       out.push(this.exception(failure, r));
     }
@@ -280,7 +288,7 @@ export class EnvelopeWriter {
 
   /** A failure without its request: noticed after the response head, or its request sampled out. Always sent, in the request's trace. */
   failure(f: FailureRecord, about: RequestRef, time: number, out: Buffer[]): void {
-    this.head('Exception', time, '100');
+    this.head('Exception', time, false);
     this.bytes.bytes(TEXT.operationId).ascii(about.traceId);
     if (about.parentSpanId !== null) this.bytes.bytes(TEXT.operationParentId).ascii(about.parentSpanId);
     this.bytes.ascii('"');
@@ -290,7 +298,7 @@ export class EnvelopeWriter {
   /** A policy metric's aggregate since the last send, as the SDK's metric exporter sends it. */
   metric(a: MetricAggregate, time: number, out: Buffer[]): void {
     const b = this.bytes;
-    this.head('Metric', time, '100');
+    this.head('Metric', time, false);
     b.bytes(TEXT.metricData).str(a.emission.name).bytes(TEXT.aggregation).ascii(String(a.sum)).bytes(TEXT.count).ascii(String(a.count));
     b.bytes(TEXT.min).ascii(String(a.min)).bytes(TEXT.max).ascii(String(a.max)).bytes(TEXT.metricProperties);
     let first = true;
@@ -304,7 +312,7 @@ export class EnvelopeWriter {
 
   private backendCall(r: RequestRecord, call: BackendCallRecord, id: string): Buffer {
     const b = this.bytes;
-    this.head('RemoteDependency', call.startTime, this.requestSampleRate);
+    this.head('RemoteDependency', call.startTime, true);
     b.bytes(TEXT.operationId).ascii(r.traceId).bytes(TEXT.operationParentId).ascii(r.spanId).bytes(TEXT.dependencyData).ascii(id);
     // No status: the failure's reason (`timeout`, `unreachable`) stands in for it.
     const resultCode = call.status !== null ? String(call.status) : (call.failure?.reason ?? 'failed');

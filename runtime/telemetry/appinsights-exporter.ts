@@ -196,7 +196,8 @@ class Exporter {
         for (const e of answer.errors ?? []) {
           const envelope = batch[e.index];
           if (envelope === undefined) continue;
-          if (RETRIABLE.has(e.statusCode)) again.push(envelope);
+          // Copied: a slice would keep its whole buffer (256 KiB, hundreds of envelopes) alive through the retries.
+          if (RETRIABLE.has(e.statusCode)) again.push(Buffer.from(envelope));
           else refused++;
         }
       } catch {

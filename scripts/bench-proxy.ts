@@ -28,6 +28,9 @@
 //   baseline, baseline-5  another build of Gatehouse (its entry in BENCH_BASELINE_MAIN), without and with the five
 //                policies: only when BENCH_BASELINE_MAIN is set; then also `baseline-ratio` and
 //                `baseline-five-policy-ratio` (this build over the other, measured in the same rounds)
+//   baseline-ai  that build with Application Insights on, as gatehouse-ai: only when BENCH_BASELINE_MAIN is set and
+//                BENCH_TARGETS names it; then also `baseline-appinsights-ratio` (its baseline-ai over its baseline), so
+//                that two builds' appinsights-ratio are measured in the same rounds
 // Each round starts, checks, warms up and measures every target in turn; rounds alternate the order. Then, at a fixed
 // rate of 1,000 requests/s, the backend directly, the minimal undici proxy and Gatehouse without policies:
 // `p99-added-ms` is the difference of Gatehouse's p99 and the backend's under a constant-rate open loop (wrk2's method;
@@ -46,7 +49,7 @@
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
 // BENCH_GATEHOUSE_MAIN (the gateway's entry, default dist/runtime/entry/gateway.js), BENCH_TARGETS (keys to run, comma-separated,
 // e.g. `direct,gatehouse`; default all), BENCH_TRACEPARENT=1 (every request carries a W3C traceparent),
-// BENCH_PIN=1 (proxies on CPU 1, wrk and the backend on CPU 0: see PINNED). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
+// BENCH_PIN=1 (proxies on CPU 1, wrk, the backend and this process, with its telemetry endpoints, on CPU 0: see PINNED). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
 // its stdout (one JSON log line per request) goes to a file in the temp dir, as nginx's access log does.
 // Needs `wrk` and `nginx` on PATH; as root, installs them with apt-get when missing.
 
@@ -65,7 +68,7 @@ import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './benc
 import { startBenchOtlpReceiver, type BenchOtlpReceiver } from './bench/otlp-receiver.ts';
 import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
-import { onCpu } from './lib/pinning.ts';
+import { onCpu, pinThisProcess } from './lib/pinning.ts';
 import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -89,6 +92,8 @@ const PINNED = process.env.BENCH_PIN === '1';
 if (PINNED && availableParallelism() < 2) throw new Error(`BENCH_PIN=1 needs two CPUs; this process may use ${availableParallelism()}`);
 type CpuRole = 'proxy' | 'load';
 const CPU_OF: Record<CpuRole, number> = { proxy: 1, load: 0 };
+// This process serves the telemetry targets' endpoints: with the load, not beside the proxy.
+if (PINNED) pinThisProcess(CPU_OF.load);
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const benchScript = (name: string) => join(here, 'bench', `${name}.js`);
@@ -411,13 +416,13 @@ function nginxTarget(dir: string): Target {
 let ingestion: BenchIngestionEndpoint | null = null;
 
 /** Gatehouse without policies, sending requests and backend calls to Application Insights (the local endpoint). */
-function appInsightsTarget(dir: string): Target {
+function appInsightsTarget(dir: string, key = 'gatehouse-ai', label = 'Gatehouse, no policies, Application Insights on', gatewayMain = thisBuildMain): Target {
   const env = () => ({
     GATEHOUSE_APPINSIGHTS_CONNECTION_STRING: ingestion!.connectionString,
     GATEHOUSE_APPINSIGHTS_SAMPLING_PERCENTAGE: process.env.BENCH_APPINSIGHTS_SAMPLING_PERCENTAGE ?? '100',
     NODE_EXTRA_CA_CERTS: ingestion!.certFile,
   });
-  return telemetryTarget('gatehouse-ai', 'Gatehouse, no policies, Application Insights on', dir, env, () => ingestion!.requests(), 'Request envelopes');
+  return telemetryTarget(key, label, dir, env, () => ingestion!.requests(), 'Request envelopes', gatewayMain);
 }
 
 /** The OTLP receiver of target `gatehouse-otlp`, started in main() when that target is measured. */
@@ -433,8 +438,8 @@ function otlpTarget(dir: string): Target {
  * Gatehouse without policies sending its telemetry to a local receiver, measured only when BENCH_TARGETS names it;
  * after each run, how much of it arrived (`delivered`: what the receiver counted so far, one a request).
  */
-function telemetryTarget(key: string, label: string, dir: string, env: () => NodeJS.ProcessEnv, delivered: () => number, what: string): Target {
-  const target = gatehouseTarget(key, label, dir, false, env);
+function telemetryTarget(key: string, label: string, dir: string, env: () => NodeJS.ProcessEnv, delivered: () => number, what: string, gatewayMain = thisBuildMain): Target {
+  const target = gatehouseTarget(key, label, dir, false, env, gatewayMain);
   let before = 0;
   const start = target.start.bind(target);
   target.start = () => {
@@ -583,7 +588,7 @@ async function main(): Promise<number> {
   tmpRoot = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'));
   chmodSync(tmpRoot, 0o755);
 
-  log(`# node ${process.version}, ${nginxVersion}; wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION_S}s (warm-up ${WARMUP_S}s) ${loadHeaders.map((h) => `-H '${h}'`).join(' ')}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating order${PINNED ? '; pinned: proxies on CPU 1, wrk and the backend on CPU 0' : ''}`);
+  log(`# node ${process.version}, ${nginxVersion}; wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION_S}s (warm-up ${WARMUP_S}s) ${loadHeaders.map((h) => `-H '${h}'`).join(' ')}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, alternating order${PINNED ? '; pinned: proxies on CPU 1, wrk, the backend and the telemetry endpoints on CPU 0' : ''}`);
 
   backendPort = await freePort();
   const backend = startChild('backend', 'load', process.execPath, [...nodeArgs, benchScript('backend')], { env: { BENCH_PORT: String(backendPort) } });
@@ -611,13 +616,16 @@ async function main(): Promise<number> {
       ? [
           gatehouseTarget('baseline', 'Gatehouse (baseline build), no policies', join(tmpRoot, 'baseline'), false, undefined, baselineMain),
           gatehouseTarget('baseline-5', 'Gatehouse (baseline build), five policies', join(tmpRoot, 'baseline'), true, undefined, baselineMain),
+          appInsightsTarget(join(tmpRoot, 'baseline'), 'baseline-ai', 'Gatehouse (baseline build), no policies, Application Insights on', baselineMain),
         ]
       : []),
   ];
   const only = (process.env.BENCH_TARGETS ?? '').split(',').map((k) => k.trim()).filter(Boolean);
   for (const t of targets) if (only.length > 0 ? !only.includes(t.key) : t.optIn) t.unavailable = LEFT_OUT;
   const aiTarget = targets.find((t) => t.key === 'gatehouse-ai')!;
-  if (!skipped(aiTarget)) ingestion = await startBenchIngestionEndpoint(tmpRoot);
+  const baselineAi = targets.find((t) => t.key === 'baseline-ai');
+  const baselineAiMeasured = baselineAi !== undefined && !skipped(baselineAi);
+  if (!skipped(aiTarget) || baselineAiMeasured) ingestion = await startBenchIngestionEndpoint(tmpRoot);
   const otlp = targets.find((t) => t.key === 'gatehouse-otlp')!;
   if (!skipped(otlp)) otlpReceiver = await startBenchOtlpReceiver();
   const results = new Map<string, Measured>(targets.map((t) => [t.key, { rounds: [] }]));
@@ -761,6 +769,7 @@ async function main(): Promise<number> {
         ['deno/node', 'deno', 'gatehouse'],
         ['deno-5/node-5', 'deno-5', 'gatehouse-5'],
         ...(baselineMain ? ([['this/baseline', 'gatehouse', 'baseline'], ['this-5/baseline-5', 'gatehouse-5', 'baseline-5']] as Array<[string, string, string]>) : []),
+        ...(baselineAiMeasured ? ([['baseline appinsights/no-appinsights', 'baseline-ai', 'baseline']] as Array<[string, string, string]>) : []),
       ];
       // Pairs with a target left out by BENCH_TARGETS are not shown; a pair that failed shows n/a.
       const shown = pairs.filter(([, a, b]) => ![a, b].some((k) => skipped(targets.find((t) => t.key === k)!)));
@@ -827,8 +836,12 @@ async function main(): Promise<number> {
     lines.push(`appinsights-ratio: ${ratio(best('gatehouse-ai'), gh)}`);
     lines.push(`appinsights-cpu-us-added-per-request: ${cpuAdded('gatehouse-ai', 'gatehouse')}`);
     lines.push(`appinsights-p99-added-ms: ${minus(lat('gatehouse-ai', 'constant')?.p99, lat('gatehouse', 'constant')?.p99)}`);
-    await ingestion?.close();
   }
+  if (baselineAiMeasured) {
+    lines.push(`baseline-appinsights-ratio: ${ratio(best('baseline-ai'), best('baseline'))}`);
+    lines.push(`baseline-appinsights-cpu-us-added-per-request: ${cpuAdded('baseline-ai', 'baseline')}`);
+  }
+  await ingestion?.close();
   if (!skipped(otlp)) {
     lines.push(`otlp-ratio: ${ratio(best('gatehouse-otlp'), gh)}`);
     lines.push(`otlp-cpu-us-added-per-request: ${cpuAdded('gatehouse-otlp', 'gatehouse')}`);

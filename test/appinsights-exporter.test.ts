@@ -1,6 +1,7 @@
 // The Application Insights exporter thread (runtime/telemetry/appinsights-exporter.ts) as the gateway relies on it:
-// every request delivered when all are sent, sampling kept, what is pending delivered by the flush on SIGTERM, and an
-// exporter thread that stops reported, counted and started again while the gateway serves on. Real gateway processes
+// every request delivered when all are sent, sampling kept, what is pending delivered by the flush on SIGTERM, a
+// partial answer's envelopes sent again or dropped as it asks, and an exporter thread that stops reported, counted and
+// started again while the gateway serves on. Real gateway processes
 // (Node, or Deno under Deno), a real exporter thread, a local HTTPS ingestion endpoint.
 
 import assert from 'node:assert/strict';
@@ -166,5 +167,62 @@ describe('application insights: an exporter thread that stops', () => {
       await ingestion.close();
     }
     assert.ok(records.some((r) => r.msg === 'telemetry flushed'));
+  });
+});
+
+describe('application insights: a partial answer (206)', () => {
+  test('the envelopes it asks for again are sent again, alone, those it refuses are dropped and counted, the rest counted sent', async () => {
+    const ingestion = await startIngestionEndpoint({ answer: 'partial-first' });
+    const metrics = new MetricsRegistry();
+    const parsed = parseConnectionString(connectionString(ingestion.port));
+    assert.ok(parsed.ok);
+    const assets = gatewayAssets();
+    const telemetry = await startApplicationInsights(
+      { ...parsed.value, samplingPercentage: 100, sendIntervalMs: 50, ca: readFileSync(ingestion.certFile, 'utf8') },
+      new Logger(() => {}),
+      { script: assets.appInsightsExporter, version: assets.version },
+      metrics,
+    );
+    const metric = (name: string) => {
+      const line = metrics.render().split('\n').find((l) => l.startsWith(name));
+      return line === undefined ? undefined : Number(line.split(' ').pop());
+    };
+    try {
+      // One batch of 50 Request envelopes (the records handed over together, sent after 50 ms).
+      for (let i = 0; i < 50; i++) {
+        telemetry.request({
+          requestId: `partial-${i}`,
+          traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+          spanId: '00f067aa0ba902b7',
+          parentSpanId: null,
+          method: 'GET',
+          route: '/api/*',
+          url: `http://127.0.0.1/api/${i}`,
+          api: 'api',
+          operation: 'default',
+          status: 200,
+          startTime: Date.now(),
+          durationMs: 1,
+          backend: null,
+          failures: [],
+        });
+      }
+      await waitFor('the first envelope sent again', () => ingestion.posts >= 2, 15_000);
+      await waitFor('the outcome counted', () => metric('gatehouse_appinsights_sent_total') === 49, 5000);
+      const received = ofType(ingestion.envelopes, 'Request').map((e) => property(e, 'requestId'));
+      const first = received.slice(0, 50);
+      assert.equal(first.length, 50, 'the whole batch first');
+      const firstId = first[0]!;
+      const secondId = first[1]!;
+      assert.deepEqual(received.slice(50), [firstId], 'then the envelope asked for again, alone');
+      const requests = ofType(ingestion.envelopes, 'Request');
+      assert.deepEqual(requests[50], requests[0], 'as it was');
+      assert.equal(received.filter((id) => id === secondId).length, 1, 'the refused envelope is not sent again');
+      assert.equal(metric('gatehouse_appinsights_dropped_total{reason="rejected"}'), 1);
+      assert.equal(ingestion.posts, 2);
+    } finally {
+      await telemetry.close(5000);
+      await ingestion.close();
+    }
   });
 });

@@ -38,8 +38,8 @@ class Exporter {
   private readonly agent: Agent;
   private readonly url: URL;
   private readonly compress: boolean;
-  /** Envelopes waiting for a POST. */
-  private queue: string[] = [];
+  /** Envelopes waiting for a POST (slices of the writer's buffers). */
+  private queue: Buffer[] = [];
   /** Envelopes in a POST or waiting for a retry: they count against the queue limit too. */
   private held = 0;
   private posting = 0;
@@ -70,7 +70,7 @@ class Exporter {
   }
 
   take(batch: RecordBatch): void {
-    const envelopes: string[] = [];
+    const envelopes: Buffer[] = [];
     const records = readRecords(batch, {
       request: (r) => this.writer.request(r, envelopes),
       failure: (f, about, time) => this.writer.failure(f, about, time, envelopes),
@@ -111,7 +111,7 @@ class Exporter {
 
   private flushMetrics(): void {
     if (this.metrics.size === 0) return;
-    const envelopes: string[] = [];
+    const envelopes: Buffer[] = [];
     const now = Date.now();
     for (const a of this.metrics.values()) this.writer.metric(a, now, envelopes);
     this.metrics.clear();
@@ -136,7 +136,7 @@ class Exporter {
     }
   }
 
-  private postBatch(batch: string[], attempt: number): void {
+  private postBatch(batch: Buffer[], attempt: number): void {
     this.posting++;
     this.held += batch.length;
     const body = batchBody(batch);
@@ -177,7 +177,7 @@ class Exporter {
     req.end(body);
   }
 
-  private settle(batch: string[], attempt: number, outcome: SendOutcome): void {
+  private settle(batch: Buffer[], attempt: number, outcome: SendOutcome): void {
     if (outcome.status === 200) {
       this.sent += batch.length;
       return;
@@ -189,14 +189,15 @@ class Exporter {
     }
     if (outcome.status === 206) {
       // Partial success: the answer names each refused envelope with its own status.
-      const again: string[] = [];
+      const again: Buffer[] = [];
       let refused = 0;
       try {
         const answer = JSON.parse(outcome.body ?? '') as { errors?: { index: number; statusCode: number }[] };
         for (const e of answer.errors ?? []) {
           const envelope = batch[e.index];
           if (envelope === undefined) continue;
-          if (RETRIABLE.has(e.statusCode)) again.push(envelope);
+          // Copied: a slice would keep its whole buffer (256 KiB, hundreds of envelopes) alive through the retries.
+          if (RETRIABLE.has(e.statusCode)) again.push(Buffer.from(envelope));
           else refused++;
         }
       } catch {
@@ -220,7 +221,7 @@ class Exporter {
     this.drop('rejected', batch.length);
   }
 
-  private retry(batch: string[], attempt: number, retryAfter: string | string[] | undefined): void {
+  private retry(batch: Buffer[], attempt: number, retryAfter: string | string[] | undefined): void {
     const delay = Math.max(retryAfterMs(retryAfter) ?? 0, FIRST_RETRY_DELAY_MS * 2 ** attempt);
     if (attempt >= MAX_RETRIES || (this.closing !== null && Date.now() + delay > this.closing.deadline)) {
       this.drop('send-failed', batch.length);

@@ -43,6 +43,9 @@ export type RecordBatch = (string | number | null)[];
 const REQUEST = 0;
 const FAILURE = 1;
 const METRIC = 2;
+/** The values writeFailure writes. */
+const FAILURE_FIELDS = 5;
+const NO_FAILURES: readonly FailureRecord[] = [];
 
 function writeFailure(out: RecordBatch, f: FailureRecord): void {
   out.push(f.source, f.reason, f.message, f.policy, f.failedOpen ? 1 : 0);
@@ -85,63 +88,76 @@ export interface RecordReader {
 
 /** Reads a batch back into records, handing each to `reader`; returns how many records it held. */
 export function readRecords(batch: RecordBatch, reader: RecordReader): number {
+  // Each record is built as one object literal of a fixed shape, read at known offsets: no closure per value and no
+  // spread (both showed in the exporter thread's profile).
   let at = 0;
   let records = 0;
-  const next = () => batch[at++]!;
-  const failure = (): FailureRecord => ({
-    source: next() as FailureRecord['source'],
-    reason: next() as string,
-    message: next() as string,
-    policy: next() as string | null,
-    failedOpen: next() === 1,
+  const failureAt = (i: number): FailureRecord => ({
+    source: batch[i] as FailureRecord['source'],
+    reason: batch[i + 1] as string,
+    message: batch[i + 2] as string,
+    policy: batch[i + 3] as string | null,
+    failedOpen: batch[i + 4] === 1,
   });
   while (at < batch.length) {
     records++;
-    const tag = next();
+    const tag = batch[at];
     if (tag === REQUEST) {
-      const r = {
-        requestId: next() as string,
-        traceId: next() as string,
-        spanId: next() as string,
-        parentSpanId: next() as string | null,
-        method: next() as string,
-        route: next() as string | null,
-        url: next() as string,
-        api: next() as string,
-        operation: next() as string,
-        status: next() as number,
-        startTime: next() as number,
-        durationMs: next() as number,
-      };
+      let i = at + 14;
       let backend: BackendCallRecord | null = null;
-      if (next() === 1) {
+      if (batch[at + 13] === 1) {
         backend = {
-          method: next() as string,
-          origin: next() as string,
-          path: next() as string,
-          pathTemplate: next() as string,
-          startTime: next() as number,
-          durationMs: next() as number,
-          status: next() as number | null,
-          failure: null,
+          method: batch[i] as string,
+          origin: batch[i + 1] as string,
+          path: batch[i + 2] as string,
+          pathTemplate: batch[i + 3] as string,
+          startTime: batch[i + 4] as number,
+          durationMs: batch[i + 5] as number,
+          status: batch[i + 6] as number | null,
+          failure: batch[i + 7] === 1 ? failureAt(i + 8) : null,
         };
-        if (next() === 1) backend.failure = failure();
+        i += backend.failure === null ? 8 : 8 + FAILURE_FIELDS;
       }
-      const failures: FailureRecord[] = [];
-      for (let n = next() as number; n > 0; n--) failures.push(failure());
-      reader.request({ ...r, backend, failures });
+      let failures = NO_FAILURES;
+      const count = batch[i++] as number;
+      if (count > 0) {
+        const read: FailureRecord[] = [];
+        for (let n = 0; n < count; n++, i += FAILURE_FIELDS) read.push(failureAt(i));
+        failures = read;
+      }
+      reader.request({
+        requestId: batch[at + 1] as string,
+        traceId: batch[at + 2] as string,
+        spanId: batch[at + 3] as string,
+        parentSpanId: batch[at + 4] as string | null,
+        method: batch[at + 5] as string,
+        route: batch[at + 6] as string | null,
+        url: batch[at + 7] as string,
+        api: batch[at + 8] as string,
+        operation: batch[at + 9] as string,
+        status: batch[at + 10] as number,
+        startTime: batch[at + 11] as number,
+        durationMs: batch[at + 12] as number,
+        backend,
+        failures,
+      });
+      at = i;
     } else if (tag === FAILURE) {
-      const f = failure();
-      const about = { requestId: next() as string, api: next() as string, operation: next() as string, traceId: next() as string, parentSpanId: next() as string | null };
-      reader.failure(f, about, next() as number);
+      const f = failureAt(at + 1);
+      const i = at + 1 + FAILURE_FIELDS;
+      const about = { requestId: batch[i] as string, api: batch[i + 1] as string, operation: batch[i + 2] as string, traceId: batch[i + 3] as string, parentSpanId: batch[i + 4] as string | null };
+      reader.failure(f, about, batch[i + 5] as number);
+      at = i + 6;
     } else if (tag === METRIC) {
-      const name = next() as string;
-      const value = next() as number;
+      const name = batch[at + 1] as string;
+      const value = batch[at + 2] as number;
       const dimensions: [string, string][] = [];
-      for (let n = next() as number; n > 0; n--) dimensions.push([next() as string, next() as string]);
+      let i = at + 4;
+      for (let n = batch[at + 3] as number; n > 0; n--, i += 2) dimensions.push([batch[i] as string, batch[i + 1] as string]);
       reader.metric({ name, value, dimensions });
+      at = i;
     } else {
-      throw new Error(`a telemetry batch holds an unknown record tag ${String(tag)} at ${at - 1}`);
+      throw new Error(`a telemetry batch holds an unknown record tag ${String(tag)} at ${at}`);
     }
   }
   return records;

@@ -11,8 +11,39 @@ export interface InspectorSession {
   close(): void;
 }
 
+/** A session on the process's main thread, which can also reach its worker threads. */
+export interface ProcessInspector extends InspectorSession {
+  /** Sessions on the worker threads running now (NodeWorker domain), each with the worker's title and URL. */
+  workers(): Promise<Array<{ title: string; url: string; session: InspectorSession }>>;
+}
+
+type Message = { id?: number; method?: string; params?: Record<string, unknown>; result?: unknown; error?: { message: string } };
+
+/** Commands over `post`, answered by `deliver`ed messages (the main thread's socket, or a worker's relayed ones). */
+function commandChannel(post: (text: string) => void): { session: Omit<InspectorSession, 'close'>; deliver(message: Message): void } {
+  const pending = new Map<number, (message: Message) => void>();
+  let lastId = 0;
+  return {
+    deliver(message) {
+      if (message.id !== undefined) pending.get(message.id)?.(message);
+    },
+    session: {
+      send: (method, params = {}) =>
+        new Promise<unknown>((resolve, reject) => {
+          const id = ++lastId;
+          pending.set(id, (message) => {
+            pending.delete(id);
+            if (message.error) reject(new Error(`${method}: ${message.error.message}`));
+            else resolve(message.result);
+          });
+          post(JSON.stringify({ id, method, params }));
+        }),
+    },
+  };
+}
+
 /** Connects to the first target of the inspector listening on `port`. */
-export async function connectInspector(port: number): Promise<InspectorSession> {
+export async function connectInspector(port: number): Promise<ProcessInspector> {
   const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as Array<{ webSocketDebuggerUrl: string }>;
   if (!targets[0]) throw new Error(`no inspector target on port ${port}`);
   const socket = new WebSocket(targets[0].webSocketDebuggerUrl);
@@ -20,24 +51,36 @@ export async function connectInspector(port: number): Promise<InspectorSession> 
     socket.addEventListener('open', () => resolve());
     socket.addEventListener('error', () => reject(new Error(`cannot connect to the inspector on port ${port}`)));
   });
-  const pending = new Map<number, (message: { result?: unknown; error?: { message: string } }) => void>();
-  let lastId = 0;
+  const main = commandChannel((text) => socket.send(text));
+  const workerChannels = new Map<string, ReturnType<typeof commandChannel>>();
+  const attached: Array<{ sessionId: string; title: string; url: string }> = [];
   socket.addEventListener('message', (event) => {
-    const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown; error?: { message: string } };
-    if (message.id !== undefined) pending.get(message.id)?.(message);
+    const message = JSON.parse(String(event.data)) as Message;
+    if (message.method === 'NodeWorker.attachedToWorker') {
+      const { sessionId, workerInfo } = message.params as { sessionId: string; workerInfo: { title: string; url: string } };
+      attached.push({ sessionId, title: workerInfo.title, url: workerInfo.url });
+    } else if (message.method === 'NodeWorker.receivedMessageFromWorker') {
+      const { sessionId, message: text } = message.params as { sessionId: string; message: string };
+      workerChannels.get(sessionId)?.deliver(JSON.parse(text) as Message);
+    } else {
+      main.deliver(message);
+    }
   });
   return {
-    send: (method, params = {}) =>
-      new Promise<unknown>((resolve, reject) => {
-        const id = ++lastId;
-        pending.set(id, (message) => {
-          pending.delete(id);
-          if (message.error) reject(new Error(`${method}: ${message.error.message}`));
-          else resolve(message.result);
-        });
-        socket.send(JSON.stringify({ id, method, params }));
-      }),
+    ...main.session,
     close: () => socket.close(),
+    async workers() {
+      // Attaching answers with one attachedToWorker event per worker, sent before the command's own answer.
+      await main.session.send('NodeWorker.enable', { waitForDebuggerOnStart: false });
+      return attached.map(({ sessionId, title, url }) => {
+        let channel = workerChannels.get(sessionId);
+        if (!channel) {
+          channel = commandChannel((text) => void main.session.send('NodeWorker.sendMessageToWorker', { sessionId, message: text }));
+          workerChannels.set(sessionId, channel);
+        }
+        return { title, url, session: { ...channel.session, close: () => undefined } };
+      });
+    },
   };
 }
 

@@ -37,9 +37,11 @@ export function connectionString(port: number): string {
 
 /**
  * `answer: 'accept'` answers 200 with the counts the service gives; `'fail'` answers 500 to everything (envelopes are
- * still decoded and kept, so a test can see the SDK tried). `delayMs`: each answer waits this long (a slow endpoint).
+ * still decoded and kept, so a test can see the SDK tried); `'partial-first'` answers the first batch 206, the service's
+ * partial success, asking for its first envelope again (500) and refusing its second for good (400), then accepts.
+ * `delayMs`: each answer waits this long (a slow endpoint).
  */
-export async function startIngestionEndpoint(options: { answer?: 'accept' | 'fail'; delayMs?: number } = {}): Promise<IngestionEndpoint> {
+export async function startIngestionEndpoint(options: { answer?: 'accept' | 'fail' | 'partial-first'; delayMs?: number } = {}): Promise<IngestionEndpoint> {
   const dir = tempDir('gatehouse-ingestion-');
   const { certFile, cert, key } = selfSignedCertificate(dir, 'ingestion');
   const envelopes: Envelope[] = [];
@@ -65,6 +67,15 @@ export async function startIngestionEndpoint(options: { answer?: 'accept' | 'fai
         if (options.answer === 'fail') {
           res.writeHead(500, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ itemsReceived: received, itemsAccepted: 0, errors: [] }));
+          return;
+        }
+        if (options.answer === 'partial-first' && endpoint.posts === 1 && received >= 2) {
+          const errors = [
+            { index: 0, statusCode: 500, message: 'try again' },
+            { index: 1, statusCode: 400, message: 'refused' },
+          ];
+          res.writeHead(206, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ itemsReceived: received, itemsAccepted: received - 2, errors }));
           return;
         }
         res.writeHead(200, { 'content-type': 'application/json' });

@@ -1,0 +1,135 @@
+// Content codings (RFC 9110 8.4) of the bodies policies read. A policy that declares `requestBody` or `responseBody`
+// reads the body decoded: when the gateway holds a body for such a policy and the body has a Content-Encoding the
+// gateway knows, it decodes it first, bounded by the limit that body is held under, and takes the Content-Encoding off
+// the headers the policies see (so the header describes what they read). What goes on is then one of two things:
+//   - the body is still the decoded buffer the policies were given (they read it, changed nothing): the bytes as they
+//     came go on, with their Content-Encoding, not encoded again;
+//   - a policy wrote a body (or set a Content-Encoding of its own): what the policies made goes on as it is.
+// Bodies no policy reads are never held or decoded here: they stream through with their Content-Encoding.
+
+import { constants as bufferConstants } from 'node:buffer';
+import { promisify } from 'node:util';
+import { brotliDecompress, gunzip, inflate, inflateRaw, type InputType, type ZlibOptions } from 'node:zlib';
+import type { EncodedBody, HeaderMap } from '../policy-host/exchange.ts';
+
+/** The codings the gateway decodes, as a 415 names them in Accept-Encoding. */
+export const DECODED_CODINGS = ['gzip', 'x-gzip', 'deflate', 'br'] as const;
+
+/** More codings than this on one body are refused: each is a pass over up to the whole limit. */
+const MAX_CODINGS = 4;
+
+type Decoder = (input: InputType, options: ZlibOptions) => Promise<Buffer>;
+const gunzipAsync = promisify(gunzip) as Decoder;
+const inflateAsync = promisify(inflate) as Decoder;
+const inflateRawAsync = promisify(inflateRaw) as Decoder;
+const brotliAsync = promisify(brotliDecompress) as Decoder;
+
+/** Why a body could not be decoded; `message` names the body, its Content-Encoding and what is wrong. */
+export class ContentCodingError extends Error {
+  constructor(
+    /** unsupported: a coding the gateway does not decode; too-large: it inflates past the limit; malformed: it does not decode. */
+    readonly kind: 'unsupported' | 'too-large' | 'malformed',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ContentCodingError';
+  }
+}
+
+/** A request or a response as the gateway holds it for its policies. */
+export interface CodedMessage {
+  body: Uint8Array | null;
+  headers: HeaderMap;
+  encoded?: EncodedBody | null;
+}
+
+/**
+ * Decodes `message`'s body for the policies that read it, when its Content-Encoding names a coding: the body becomes
+ * the decoded bytes, the header goes, and `message.encoded` keeps the bytes as they came. An empty body (a HEAD
+ * response, a 304) has nothing to decode and is left as it is. Throws ContentCodingError; `what` names the body in its
+ * message ("request body", "backend response body").
+ */
+export async function decodeForPolicies(message: CodedMessage, maxBytes: number, what: string): Promise<void> {
+  const body = message.body;
+  const header = message.headers.get('content-encoding');
+  if (body === null || body.byteLength === 0 || header === undefined) return;
+  const codings = codingsOf(header);
+  if (codings.length === 0) return;
+  const named = header.join(', ');
+  if (codings.length > MAX_CODINGS) {
+    throw new ContentCodingError('unsupported', `the ${what} has ${codings.length} content codings (Content-Encoding ${named}); the gateway decodes at most ${MAX_CODINGS}`);
+  }
+  const unknown = codings.find((c) => !(DECODED_CODINGS as readonly string[]).includes(c));
+  if (unknown !== undefined) {
+    throw new ContentCodingError(
+      'unsupported',
+      `the ${what} has Content-Encoding ${named}; the gateway decodes ${DECODED_CODINGS.slice(0, -1).join(', ')} and ${DECODED_CODINGS.at(-1)} for the policies that read it, not ${unknown}`,
+    );
+  }
+  const limit = Math.min(maxBytes, bufferConstants.MAX_LENGTH);
+  let bytes: Uint8Array = body;
+  // Applied in the order listed, so undone from the last.
+  for (let i = codings.length - 1; i >= 0; i--) {
+    try {
+      bytes = await decoderFor(codings[i]!, bytes)(bytes, { maxOutputLength: limit });
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+        throw new ContentCodingError('too-large', `the ${what} inflates past ${maxBytes} bytes (Content-Encoding ${named})`);
+      }
+      throw new ContentCodingError('malformed', `the ${what}'s Content-Encoding ${named} does not decode (${codings[i]}: ${(err as Error).message})`);
+    }
+  }
+  message.encoded = { bytes: body, coding: header, decoded: bytes };
+  message.body = bytes;
+  message.headers.delete('content-encoding');
+}
+
+/**
+ * The body as it came, with its Content-Encoding, when the policies read it and changed nothing: the message's body is
+ * still the buffer decoded for them and they set no Content-Encoding. Null otherwise: the body goes as it is.
+ */
+export function unchangedEncoding(message: CodedMessage): EncodedBody | null {
+  const encoded = message.encoded;
+  if (!encoded || message.body !== encoded.decoded || message.headers.has('content-encoding')) return null;
+  return encoded;
+}
+
+/** Puts back the body as it came and its Content-Encoding, when the policies changed nothing (unchangedEncoding). */
+export function restoreEncoding(message: CodedMessage): void {
+  const encoded = unchangedEncoding(message);
+  if (encoded === null) return;
+  message.body = encoded.bytes;
+  message.headers.set('content-encoding', encoded.coding);
+  message.encoded = null;
+}
+
+/** The codings of a Content-Encoding, in the order they were applied, lowercased, `identity` left out. */
+export function codingsOf(values: readonly string[]): string[] {
+  const codings: string[] = [];
+  for (const value of values) {
+    for (const raw of value.split(',')) {
+      const coding = raw.trim().toLowerCase();
+      if (coding !== '' && coding !== 'identity') codings.push(coding);
+    }
+  }
+  return codings;
+}
+
+function decoderFor(coding: string, input: Uint8Array): Decoder {
+  switch (coding) {
+    case 'br':
+      return brotliAsync;
+    case 'deflate':
+      // HTTP's deflate is the zlib format (RFC 1950); some servers send the bare DEFLATE data, as browsers accept.
+      return zlibWrapped(input) ? inflateAsync : inflateRawAsync;
+    default:
+      return gunzipAsync;
+  }
+}
+
+/** Whether `input` starts with a zlib header (RFC 1950 2.2): method 8 (deflate), a window of at most 32 KiB, the check bits. */
+function zlibWrapped(input: Uint8Array): boolean {
+  if (input.byteLength < 2) return false;
+  const cmf = input[0]!;
+  return (cmf & 0x0f) === 8 && cmf >> 4 <= 7 && ((cmf << 8) | input[1]!) % 31 === 0;
+}

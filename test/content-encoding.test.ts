@@ -52,9 +52,11 @@ function answerFor(kase: string): { body: Buffer; coding: string | null } {
     case 'bomb':
       // 20 KiB of gzip that inflates to 17 MiB, past the gateway's response limit.
       return { body: BOMB, coding: 'gzip' };
-    case 'truncated': {
-      const whole = encode(ORDER.repeat(50), 'gzip');
-      return { body: whole.subarray(0, whole.length >> 1), coding: 'gzip' };
+    case 'truncated':
+    case 'truncated-br': {
+      const coding = kase === 'truncated' ? 'gzip' : 'br';
+      const whole = encode(ORDER.repeat(50), coding);
+      return { body: whole.subarray(0, whole.length >> 1), coding };
     }
     case 'not-gzip':
       return { body: Buffer.from(ORDER), coding: 'gzip' };
@@ -159,7 +161,15 @@ before(async () => {
         res.end('received');
         return;
       }
-      const { body, coding } = answerFor(url.searchParams.get('case') ?? 'identity');
+      const kase = url.searchParams.get('case') ?? 'identity';
+      if (kase === 'partial') {
+        // The first half of the gzip body, as a 206 for a Range request: a range of the encoded bytes.
+        const whole = encode(ORDER, 'gzip');
+        res.writeHead(206, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-range': `bytes 0-9/${whole.length}` });
+        res.end(whole.subarray(0, 10));
+        return;
+      }
+      const { body, coding } = answerFor(kase);
       res.writeHead(200, {
         'content-type': 'application/json',
         'content-length': body.length,
@@ -295,6 +305,29 @@ describe('a compressed backend response, in a gateway', () => {
   });
 });
 
+describe('what the backend is asked for, and answers the gateway does not decode', () => {
+  test('for a response the policies read, the backend is asked only for codings the gateway decodes', async () => {
+    const offered = 'gzip, deflate, br, zstd';
+    let before = received.length;
+    await get('/ce/to-xml?case=gzip', { accept: 'application/xml', 'accept-encoding': offered });
+    assert.equal(received[before]!.headers['accept-encoding'], 'gzip, deflate, br');
+    before = received.length;
+    await get('/ce/to-xml?case=identity', { accept: 'application/xml', 'accept-encoding': 'zstd' });
+    assert.equal(received[before]!.headers['accept-encoding'], 'identity');
+    // A response nobody reads is the client's: the backend hears what the client offered.
+    before = received.length;
+    await get('/ce/stream?case=gzip', { 'accept-encoding': offered });
+    assert.equal(received[before]!.headers['accept-encoding'], offered);
+  });
+
+  test('a 206 is a range of the encoded bytes: a policy reading it gets it as it is, and so does the client', async () => {
+    const res = await get('/ce/read-only?case=partial');
+    assert.equal(res.status, 206);
+    assert.equal(res.headers['content-encoding'], 'gzip');
+    assert.deepEqual(res.raw, encode(ORDER, 'gzip').subarray(0, 10));
+  });
+});
+
 describe('a hostile compressed backend response, in a gateway', () => {
   test('a 20 KiB gzip that inflates past the response limit is refused (502), not inflated', async () => {
     const res = await get('/ce/to-xml?case=bomb', { accept: 'application/xml' });
@@ -308,8 +341,8 @@ describe('a hostile compressed backend response, in a gateway', () => {
     assert.deepEqual(streamed.raw, BOMB);
   });
 
-  test('a truncated gzip stream, and a body labelled gzip that is not, are bad responses (502)', async () => {
-    for (const kase of ['truncated', 'not-gzip']) {
+  test('a truncated gzip or br stream, and a body labelled gzip that is not, are bad responses (502)', async () => {
+    for (const kase of ['truncated', 'truncated-br', 'not-gzip']) {
       const res = await get(`/ce/to-xml?case=${kase}`, { accept: 'application/xml' });
       assert.equal(res.status, 502, kase);
       assert.equal(JSON.parse(res.raw.toString('utf8')).detail, 'backend failed (bad-response)', kase);
@@ -368,6 +401,7 @@ describe('a compressed request body, in a gateway', () => {
       { body: gzipSync(Buffer.alloc(REQUEST_LIMIT + 1, 0x20)), coding: 'gzip', status: 413, detail: /inflates past 65536 bytes/ },
       { body: brotliCompressSync(Buffer.alloc(64 * REQUEST_LIMIT, 0x20)), coding: 'br', status: 413, detail: /inflates past 65536 bytes/ },
       { body: encode(ORDER.repeat(40), 'gzip').subarray(0, 40), coding: 'gzip', status: 400, detail: /Content-Encoding gzip does not decode/ },
+      { body: encode(ORDER.repeat(40), 'br').subarray(0, 40), coding: 'br', status: 400, detail: /Content-Encoding br does not decode/ },
       { body: Buffer.from(ORDER), coding: 'gzip', status: 400, detail: /Content-Encoding gzip does not decode/ },
       { body: encode(ORDER, 'gzip'), coding: 'br, gzip', status: 400, detail: /Content-Encoding br, gzip does not decode/ },
       { body: Buffer.from(ORDER), coding: 'zstd', status: 415, detail: /Content-Encoding zstd.*gzip, x-gzip, deflate and br/ },

@@ -11,7 +11,7 @@ import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
 import { backoffMs, nextTarget, replayable, retryAfterMs, retryFailure } from './retry.ts';
 import type { Counter, MetricsRegistry } from '../telemetry/metrics.ts';
 import { collectBody } from '../pipeline/body.ts';
-import { ContentCodingError, decodeForPolicies, unchangedEncoding } from '../pipeline/content-coding.ts';
+import { ContentCodingError, decodableAcceptEncoding, decodeForPolicies, unchangedEncoding } from '../pipeline/content-coding.ts';
 import { traceparentOf } from '../telemetry/trace-context.ts';
 import { grpcTimeoutMs } from './grpc.ts';
 
@@ -110,6 +110,9 @@ export class Forwarder {
     // A body the policies read decoded and left as it was goes on as the client encoded it.
     const unchanged = unchangedEncoding(req);
     if (unchanged !== null) headers['content-encoding'] = unchanged.coding;
+    // A response the policies read must come in a coding the gateway decodes for them.
+    const accepted = to.bufferResponse ? req.headers.get('accept-encoding') : undefined;
+    if (accepted !== undefined) headers['accept-encoding'] = decodableAcceptEncoding(accepted);
     const options: Dispatcher.DispatchOptions = {
       origin,
       path: path + (req.query ? `?${req.query}` : ''),

@@ -61,6 +61,12 @@ describe('decoding a body for the policies that read it', () => {
     const over = await refusal(message(gzipSync(Buffer.alloc(4097, 0x61)), 'gzip'), 4096);
     assert.equal(over.kind, 'too-large');
     assert.equal(over.message, 'the request body inflates past 4096 bytes (Content-Encoding gzip)');
+    // A body past what is decoded in place is decoded again on the pool, up to the limit.
+    const large = message(gzipSync(Buffer.alloc(1 << 20, 0x61)), 'gzip');
+    await decodeForPolicies(large, 2 << 20, 'request body');
+    assert.equal(large.body!.byteLength, 1 << 20);
+    const largeOver = await refusal(message(brotliCompressSync(Buffer.alloc((2 << 20) + 1, 0x61)), 'br'), 2 << 20);
+    assert.equal(largeOver.kind, 'too-large');
     // Each stage of a stacked list is bounded too: a gzip inside a br.
     const nested = await refusal(message(brotliCompressSync(gzipSync(Buffer.alloc(1 << 20))), 'gzip, br'), 4096);
     assert.equal(nested.kind, 'too-large');

@@ -12,6 +12,13 @@
 //   gatehouse-5  the same with the five-policy chain (FIVE_POLICY_CHAIN, scripts/bench/five-policy-chain.ts)
 //   gatehouse-5w the same chain with a `when:` condition on each entry, each true (issue 18):
 //                `five-policy-conditions-ratio` is its throughput over gatehouse-5's
+//   gatehouse-gzip, gatehouse-read, gatehouse-gzip-read  compressed bodies, only when BENCH_TARGETS names them:
+//                Gatehouse without policies in front of the backend answering gzip (the body streams through as it
+//                came), and with one outbound policy that reads the response body and changes nothing (find-and-replace
+//                without a match) in front of the plain and the gzip backend (the gateway holds the body, decodes the
+//                gzip for the policy and sends the bytes as they came); then `gzip-streamed-ratio` (over gatehouse),
+//                `read-body-ratio` (over gatehouse), `gzip-read-body-ratio` (over gatehouse-read) and
+//                `gzip-read-body-cpu-us-added` (the gateway's CPU a request, gzip less plain)
 //   gatehouse-cache  Gatehouse with cache-lookup and cache-store (in memory): every measured request is a cache hit;
 //                only when BENCH_TARGETS names it; then `cache-hit-ratio-vs-direct` (over the backend itself) and
 //                `cache-hit-ratio-vs-gatehouse` (over Gatehouse forwarding every request)
@@ -58,6 +65,7 @@ import { nginxProxyConfig } from './lib/nginx-config.ts';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { gunzipSync } from 'node:zlib';
 import { freePort } from '../test/support/ports.ts';
 import { availableParallelism, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -218,6 +226,8 @@ interface Reply {
   status: number;
   headers: IncomingHttpHeaders;
   body: string;
+  /** The body's bytes as they came (a gzip body is not text). */
+  raw: Buffer;
 }
 
 function get(port: number, path: string, headers: Record<string, string> = {}): Promise<Reply> {
@@ -225,7 +235,10 @@ function get(port: number, path: string, headers: Record<string, string> = {}): 
     const req = httpRequest({ host: '127.0.0.1', port, path, method: 'GET', headers, agent: false, timeout: 5000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () => {
+        const raw = Buffer.concat(chunks);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: raw.toString('utf8'), raw });
+      });
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error('no answer within 5 s')));
@@ -362,6 +375,14 @@ async function verifyForwarding(port: number): Promise<{ reply: Reply; echo: Ech
   return { reply, echo: JSON.parse(seen.body) as Echo };
 }
 
+/** The backend's gzip answer reaches the client as the backend sent it: labelled gzip, decoding to the plain body. */
+async function verifyGzipForwarding(port: number): Promise<void> {
+  const reply = await get(port, '/', withKey);
+  if (reply.status !== 200) throw new Error(`GET / answered ${reply.status}, not 200: ${reply.body.slice(0, 200)}`);
+  if (reply.headers['content-encoding'] !== 'gzip') throw new Error(`GET / answered Content-Encoding ${reply.headers['content-encoding']}, not gzip`);
+  if (gunzipSync(reply.raw).toString('utf8') !== backendBody) throw new Error('GET / answered a gzip body other than the backend\'s');
+}
+
 /** A proxy without policies forwards the client's headers and path as they are. */
 async function verifyPlainForwarding(port: number): Promise<void> {
   const { echo } = await verifyForwarding(port);
@@ -460,10 +481,12 @@ function gatehouseTarget(
   key: string,
   label: string,
   dir: string,
-  withPolicies: boolean | 'with-conditions' | 'cache',
+  withPolicies: boolean | 'with-conditions' | 'cache' | 'read-body',
   env: () => NodeJS.ProcessEnv = () => ({}),
   gatewayMain = thisBuildMain,
   launch: GatewayLauncher = underNode(gatewayMain),
+  /** Appended to the backend's URL: `/gzip` for its gzip answers. */
+  backendPath = '',
 ): Target {
   return {
     key,
@@ -472,7 +495,7 @@ function gatehouseTarget(
       if (!existsSync(gatewayMain)) throw new Error(`${gatewayMain} does not exist (did \`node scripts/build.mjs\` succeed?)`);
       mkdirSync(dir, { recursive: true });
       const config = join(dir, `${key}.yaml`);
-      writeFileSync(config, benchGatewayYaml(`http://127.0.0.1:${backendPort}`, withPolicies, 'scripts/bench-proxy.ts'));
+      writeFileSync(config, benchGatewayYaml(`http://127.0.0.1:${backendPort}${backendPath}`, withPolicies, 'scripts/bench-proxy.ts'));
       const logFile = join(dir, `${key}.log`);
       const [port, adminPort] = [await freePort(), await freePort()];
       const { command, args } = launch(config);
@@ -491,7 +514,11 @@ function gatehouseTarget(
       return { port, pid: child.proc.pid, stop: () => stopChild(child) };
     },
     async verify(port) {
-      if (!withPolicies || withPolicies === 'cache') {
+      if (backendPath === '/gzip') {
+        await verifyGzipForwarding(port);
+        return;
+      }
+      if (!withPolicies || withPolicies === 'cache' || withPolicies === 'read-body') {
         await verifyPlainForwarding(port);
         return;
       }
@@ -608,6 +635,12 @@ async function main(): Promise<number> {
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
     gatehouseTarget('gatehouse-5w', 'Gatehouse, five policies, a when: on each', join(tmpRoot, 'gatehouse'), 'with-conditions'),
     { ...gatehouseTarget('gatehouse-cache', 'Gatehouse, response cache (hits)', join(tmpRoot, 'gatehouse'), 'cache'), optIn: true },
+    { ...gatehouseTarget('gatehouse-gzip', 'Gatehouse, no policies, gzip backend', join(tmpRoot, 'gatehouse'), false, undefined, undefined, undefined, '/gzip'), optIn: true },
+    { ...gatehouseTarget('gatehouse-read', 'Gatehouse, a policy reading the body', join(tmpRoot, 'gatehouse'), 'read-body'), optIn: true },
+    {
+      ...gatehouseTarget('gatehouse-gzip-read', 'Gatehouse, a policy reading the body, gzip backend', join(tmpRoot, 'gatehouse'), 'read-body', undefined, undefined, undefined, '/gzip'),
+      optIn: true,
+    },
     appInsightsTarget(join(tmpRoot, 'gatehouse')),
     otlpTarget(join(tmpRoot, 'gatehouse')),
     gatehouseTarget('deno', 'Gatehouse under Deno, no policies', join(tmpRoot, 'deno'), false, undefined, undefined, underDeno),
@@ -765,6 +798,9 @@ async function main(): Promise<number> {
         ['appinsights/no-appinsights', 'gatehouse-ai', 'gatehouse'],
         ['cache-hit/direct', 'gatehouse-cache', 'direct'],
         ['cache-hit/gatehouse', 'gatehouse-cache', 'gatehouse'],
+        ['gzip/plain', 'gatehouse-gzip', 'gatehouse'],
+        ['read-body/no-policy', 'gatehouse-read', 'gatehouse'],
+        ['gzip-read/read', 'gatehouse-gzip-read', 'gatehouse-read'],
         ['otlp/no-otlp', 'gatehouse-otlp', 'gatehouse'],
         ['deno/node', 'deno', 'gatehouse'],
         ['deno-5/node-5', 'deno-5', 'gatehouse-5'],
@@ -823,6 +859,13 @@ async function main(): Promise<number> {
   if (!skipped(targets.find((t) => t.key === 'gatehouse-cache')!)) {
     lines.push(`cache-hit-ratio-vs-direct: ${ratio(best('gatehouse-cache'), best('direct'))}`);
     lines.push(`cache-hit-ratio-vs-gatehouse: ${ratio(best('gatehouse-cache'), gh)}`);
+  }
+  const measuredAll = (...keys: string[]) => keys.every((k) => !skipped(targets.find((t) => t.key === k)!));
+  if (measuredAll('gatehouse-gzip')) lines.push(`gzip-streamed-ratio: ${ratio(best('gatehouse-gzip'), gh)}`);
+  if (measuredAll('gatehouse-read')) lines.push(`read-body-ratio: ${ratio(best('gatehouse-read'), gh)}`);
+  if (measuredAll('gatehouse-read', 'gatehouse-gzip-read')) {
+    lines.push(`gzip-read-body-ratio: ${ratio(best('gatehouse-gzip-read'), best('gatehouse-read'))}`);
+    lines.push(`gzip-read-body-cpu-us-added: ${cpuAdded('gatehouse-gzip-read', 'gatehouse-read')}`);
   }
   const deno = targets.find((t) => t.key === 'deno')!;
   const deno5 = targets.find((t) => t.key === 'deno-5')!;

@@ -136,6 +136,25 @@ describe('the exchange undo journal', () => {
     assert.equal(rolledBack.deref(), undefined, 'the body a rolled-back call put back, then let go of');
   });
 
+  test('a body a call writes goes without the Content-Encoding of the body it replaced; a rollback puts both back', () => {
+    const exchange = fresh();
+    const backendBody = new Uint8Array([0x1f, 0x8b, 8]);
+    exchange.response.body = backendBody;
+    exchange.response.headers.set('content-encoding', ['gzip']);
+    exchange.begin(binding);
+    assert.equal(exchange.write('set', Field.RESPONSE_BODY, '', new TextEncoder().encode('plain')), 0);
+    assert.equal(exchange.response.headers.has('content-encoding'), false);
+    exchange.rollback();
+    assert.equal(exchange.response.body, backendBody);
+    assert.deepEqual(exchange.response.headers.get('content-encoding'), ['gzip']);
+    // A policy that encodes what it writes sets the header after the body, and keeps it.
+    exchange.begin(binding);
+    assert.equal(exchange.write('set', Field.RESPONSE_BODY, '', backendBody), 0);
+    assert.equal(exchange.write('set', Field.RESPONSE_HEADER, 'content-encoding', 'gzip'), 0);
+    exchange.commit();
+    assert.deepEqual(exchange.response.headers.get('content-encoding'), ['gzip']);
+  });
+
   test('changes made outside a call (by the gateway) are not journaled: a later rollback keeps them', () => {
     const exchange = fresh();
     assert.equal(exchange.write('set', Field.REQUEST_HEADER, 'x-gateway', 'set outside'), 0);

@@ -3,10 +3,11 @@
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { randomUUID } from 'node:crypto';
 import { RequestError, runChain, type ChainHooks } from '../pipeline/chain.ts';
-import { Exchange, type BodyStream, type ResponseState } from '../policy-host/exchange.ts';
+import { Exchange, type BodyStream, type EncodedBody, type ResponseState } from '../policy-host/exchange.ts';
 import { grpcTrailersOnly, problem, type GatewayRequest, type GatewayResponse, type UpgradeSocket } from './messages.ts';
 import { isGrpcRequest } from '../proxy/grpc.ts';
 import { chunksOf, collectBody } from '../pipeline/body.ts';
+import { ContentCodingError, DECODED_CODINGS, decodeForPolicies, restoreEncoding } from '../pipeline/content-coding.ts';
 import type { ForwardTarget, Forwarder } from '../proxy/forward.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { MetricsRegistry } from '../telemetry/metrics.ts';
@@ -159,7 +160,7 @@ export class Gateway {
     const requestBytes = { n: 0 };
     // The body whole when a policy reads it (null past the limit), else streamed through limitBody.
     const declaredTooLarge = declared > limit;
-    let body: { whole: Uint8Array | null; stream: BodyStream | null } | null = null;
+    let body: RequestBody | null = null;
     if (!declaredTooLarge) {
       if (req.body && operation.needsRequestBody) {
         const whole = await collectBody(req.body, limit);
@@ -171,13 +172,20 @@ export class Gateway {
       const size = declaredTooLarge ? `request body of ${declared} bytes exceeds ${limit}` : `request body exceeds ${limit} bytes`;
       return problem(413, 'Content Too Large', size, requestId);
     }
+    if (body.whole) {
+      const refused = await decodeRequestBody(body, req, limit, requestId);
+      if (refused !== null) {
+        this.record({ api, operation, status: refused.status, started, requestId, trace, req });
+        return refused;
+      }
+    }
     const { exchange, to } = this.exchangeFor(req, routed, requestId, trace, body);
     const outcome = await this.runChain(req, routed, exchange, to);
     try {
       if (exchange.error?.source === 'backend') this.upstreamErrors.inc({ api: api.id, reason: exchange.error.reason });
       const response = finish(exchange.response, requestId);
       if (exchange.hasEndActions) {
-        if (body.whole) requestBytes.n = body.whole.byteLength;
+        if (body.whole) requestBytes.n = (body.encoded?.bytes ?? body.whole).byteLength;
         response.finished = (responseBytes) => exchange.end({ requestBytes: requestBytes.n, responseBytes });
       }
       this.record({ api, operation, status: response.status, started, requestId, trace, req, exchange, ...outcome });
@@ -275,7 +283,7 @@ export class Gateway {
     routed: Routed,
     requestId: string,
     trace: TraceContext,
-    body: { whole: Uint8Array | null; stream: BodyStream | null },
+    body: RequestBody,
   ): { exchange: Exchange; to: ForwardTarget } {
     const { api, operation } = routed;
     const target = api.backends.pick();
@@ -294,6 +302,7 @@ export class Gateway {
         headers: req.headers,
         body: body.whole,
         stream: body.stream,
+        encoded: body.encoded ?? null,
         clientAddress: req.remoteAddress,
         scheme: req.scheme,
       },
@@ -510,13 +519,17 @@ class LabelKeys {
   }
 }
 
-/** The response to send: a body a policy set replaces the backend's stream; the request id goes back. */
+/**
+ * The response to send: a body a policy set replaces the backend's stream; a body the policies read decoded and left as
+ * it was goes back as the backend encoded it; the request id goes back.
+ */
 function finish(response: ResponseState, requestId: string): GatewayResponse {
   let stream = response.stream ?? null;
   if (response.body !== null && stream) {
     stream.destroy();
     stream = null;
   }
+  if (response.encoded) restoreEncoding(response);
   // A body the gateway holds whole goes out with its length (not chunked); statuses without a body get none.
   if (stream === null) {
     const s = response.status;
@@ -525,6 +538,36 @@ function finish(response: ResponseState, requestId: string): GatewayResponse {
   }
   response.headers.set('x-request-id', [requestId]);
   return { status: response.status, headers: response.headers, body: response.body, stream };
+}
+
+/** A request's body: whole when a policy reads it (and then decoded, `encoded` keeping it as it came), else streamed. */
+interface RequestBody {
+  whole: Uint8Array | null;
+  stream: BodyStream | null;
+  encoded?: EncodedBody | null;
+}
+
+/**
+ * Decodes a whole request body for the policies that read it (pipeline/content-coding.ts), within the request body
+ * limit; the answer when it cannot be: 415 for a coding the gateway does not decode (with the codings it does, RFC 9110
+ * 12.5.3), 413 for a body that inflates past the limit, 400 for one that does not decode. Null when it is ready.
+ */
+async function decodeRequestBody(body: RequestBody, req: GatewayRequest, limit: number, requestId: string): Promise<GatewayResponse | null> {
+  const message = { body: body.whole, headers: req.headers, encoded: null as EncodedBody | null };
+  try {
+    await decodeForPolicies(message, limit, 'request body');
+  } catch (err) {
+    if (!(err instanceof ContentCodingError)) throw err;
+    if (err.kind === 'unsupported') {
+      const res = problem(415, 'Unsupported Media Type', err.message, requestId);
+      res.headers.set('accept-encoding', [DECODED_CODINGS.join(', ')]);
+      return res;
+    }
+    return err.kind === 'too-large' ? problem(413, 'Content Too Large', err.message, requestId) : problem(400, 'Bad Request', err.message, requestId);
+  }
+  body.whole = message.body;
+  body.encoded = message.encoded;
+  return null;
 }
 
 /** Passes a streamed request body through, failing it with 413 once it goes past the limit. */

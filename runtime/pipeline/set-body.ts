@@ -101,7 +101,7 @@ export class SetBody implements ChainStep {
       throw new PolicyFailure(this.id, 'expression', `the body is ${bytes.length} bytes; set-body writes at most ${MAX_SET_BODY_BYTES}`);
     }
     const target = onRequest ? exchange.request : exchange.response;
-    target.body = bytes;
+    exchange.replaceBody(target, bytes);
     if (this.contentType !== null) target.headers.set('content-type', [this.contentType]);
     return undefined;
   }

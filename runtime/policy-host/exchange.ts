@@ -31,9 +31,24 @@ export interface RequestState {
   body: Uint8Array | null;
   /** The body as it arrives, when it is streamed to the backend instead of buffered. */
   stream?: BodyStream | null;
+  /** The body as the client encoded it, when `body` is it decoded for the policies that read it. */
+  encoded?: EncodedBody | null;
   clientAddress: string;
   /** The scheme the client used (for X-Forwarded-Proto). */
   scheme?: 'http' | 'https';
+}
+
+/**
+ * A body the gateway decoded for the policies that read it (runtime/pipeline/content-coding.ts): while the message's
+ * body is still `decoded`, no policy changed it, and `bytes` go on with their Content-Encoding, not encoded again.
+ */
+export interface EncodedBody {
+  /** The body as it came, encoded. */
+  readonly bytes: Uint8Array;
+  /** Its Content-Encoding values, as they came. */
+  readonly coding: string[];
+  /** What the policies were given to read. */
+  readonly decoded: Uint8Array;
 }
 
 /** A body on its way through: Node Readables and web ReadableStreams both fit. */
@@ -73,6 +88,8 @@ export interface ResponseState {
   body: Uint8Array | null;
   /** The backend's body, streamed to the client unless a policy needs it buffered or replaces it. */
   stream?: ResponseBody | null;
+  /** The body as the backend encoded it, when `body` is it decoded for the policies that read it. */
+  encoded?: EncodedBody | null;
 }
 
 export interface ExchangeError {
@@ -483,7 +500,7 @@ export class Exchange implements TransactionalView {
       }
       case Field.REQUEST_BODY:
         if (!this.binding?.module.descriptor.requestBody) return Status.NOT_DECLARED;
-        this.change(this.request, 'body', value as Uint8Array);
+        this.replaceBody(this.request, value as Uint8Array);
         return Status.OK;
       case Field.RESPONSE_STATUS: {
         const status = Number(value);
@@ -493,7 +510,7 @@ export class Exchange implements TransactionalView {
       }
       case Field.RESPONSE_BODY:
         // Replacing a body needs no buffering (reading one after the backend does, see read()).
-        this.change(this.response, 'body', value as Uint8Array);
+        this.replaceBody(this.response, value as Uint8Array);
         return Status.OK;
       case Field.BACKEND_URL: {
         const url = value as string;
@@ -516,6 +533,16 @@ export class Exchange implements TransactionalView {
       default:
         return Status.UNKNOWN_FIELD;
     }
+  }
+
+  /**
+   * Gives a request or response a new body. What a policy writes is plain: the Content-Encoding of the body it replaces
+   * goes with it (a policy that writes an encoded body sets the header after the body). Outside a call (a host step),
+   * not journaled.
+   */
+  replaceBody(message: RequestState | ResponseState, body: Uint8Array): void {
+    this.change(message as ResponseState, 'body', body);
+    if (message.headers.has('content-encoding')) this.changeMap(message.headers, 'content-encoding', undefined);
   }
 
   /** The running binding's `backend` grant: the hosts it may send the request to (undefined: not granted). */

@@ -11,6 +11,7 @@ import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
 import { backoffMs, nextTarget, replayable, retryAfterMs, retryFailure } from './retry.ts';
 import type { Counter, MetricsRegistry } from '../telemetry/metrics.ts';
 import { collectBody } from '../pipeline/body.ts';
+import { ContentCodingError, decodableAcceptEncoding, decodeForPolicies, unchangedEncoding } from '../pipeline/content-coding.ts';
 import { traceparentOf } from '../telemetry/trace-context.ts';
 import { grpcTimeoutMs } from './grpc.ts';
 
@@ -106,12 +107,18 @@ export class Forwarder {
     const { chosen, origin, path } = backendLocation(exchange, to);
     const req = exchange.request;
     const headers = upstreamHeaders(exchange);
+    // A body the policies read decoded and left as it was goes on as the client encoded it.
+    const unchanged = unchangedEncoding(req);
+    if (unchanged !== null) headers['content-encoding'] = unchanged.coding;
+    // A response the policies read must come in a coding the gateway decodes for them.
+    const accepted = to.bufferResponse ? req.headers.get('accept-encoding') : undefined;
+    if (accepted !== undefined) headers['accept-encoding'] = decodableAcceptEncoding(accepted);
     const options: Dispatcher.DispatchOptions = {
       origin,
       path: path + (req.query ? `?${req.query}` : ''),
       method: req.method as Dispatcher.HttpMethod,
       headers,
-      body: req.body ?? (req.stream as Dispatcher.DispatchOptions['body']) ?? null,
+      body: unchanged?.bytes ?? req.body ?? (req.stream as Dispatcher.DispatchOptions['body']) ?? null,
     };
     if (chosen && to.backends?.options.protocol === 'h2') {
       // gRPC servers answer with trailers to a client that says it takes them.
@@ -226,7 +233,16 @@ export class Forwarder {
       throw new BackendError('too-large', 502, `backend response larger than ${this.maxBuffered} bytes`);
     }
     head.headers.delete('content-length');
-    return { status: head.status, headers: head.headers, body };
+    const state: ResponseState = { status: head.status, headers: head.headers, body };
+    // A 206's body is a range of the encoded representation: it does not decode on its own.
+    if (head.status === 206) return state;
+    try {
+      await decodeForPolicies(state, this.maxBuffered, 'backend response body');
+    } catch (err) {
+      if (!(err instanceof ContentCodingError)) throw err;
+      throw new BackendError(err.kind === 'too-large' ? 'too-large' : 'bad-response', 502, err.message);
+    }
+    return state;
   }
 
   /** Closes the connections once their requests are done; with `cut`, at once (the shutdown timeout has passed). */

@@ -6,15 +6,18 @@
 //
 // A request with `x-bench-echo: 1` is answered with the path and headers it arrived with (JSON); the harness sends one
 // per target to check what a proxy forwards (headers set by inbound policies, a rewritten path). It is never part of a
-// measured run.
+// measured run. A path under `/gzip/` is answered with the same body gzipped (compressed once, at start), with
+// `Content-Encoding: gzip`: the bench:proxy targets that measure compressed bodies.
 
 import { createServer } from 'node:http';
+import { gzipSync } from 'node:zlib';
 
 const port = Number(process.env.BENCH_PORT);
 if (!Number.isInteger(port) || port <= 0) throw new Error('BENCH_PORT must name a port');
 
 const name = process.env.BENCH_NAME;
 const body = Buffer.from(JSON.stringify({ id: 42, name: 'gatehouse bench', ok: true, tags: ['a', 'b', 'c'] }));
+const gzipped = gzipSync(body);
 
 const server = createServer((req, res) => {
   if (req.headers['x-bench-echo'] === '1') {
@@ -26,8 +29,15 @@ const server = createServer((req, res) => {
   // Drain any request body before answering, so keep-alive connections stay usable.
   req.resume();
   req.on('end', () => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length, ...(name ? { 'x-backend': name } : {}) });
-    res.end(body);
+    const gzip = req.url!.startsWith('/gzip/');
+    const sent = gzip ? gzipped : body;
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': sent.length,
+      ...(gzip ? { 'content-encoding': 'gzip' } : {}),
+      ...(name ? { 'x-backend': name } : {}),
+    });
+    res.end(sent);
   });
 });
 // Longer than any proxy's idle timeout, so the proxies close idle connections, not the backend.

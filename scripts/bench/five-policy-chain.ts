@@ -28,9 +28,12 @@ export const FIVE_POLICY_CHAIN: Array<{ phase: 'inbound' | 'outbound'; policy: s
  * The configuration document (YAML): API `bench` on `/` in front of `backendUrl`, with the chain when asked, and with
  * each entry's `when:` condition for 'with-conditions'.
  */
-export function benchGatewayYaml(backendUrl: string, withPolicies: boolean | 'with-conditions' | 'cache', writtenBy: string): string {
+export function benchGatewayYaml(backendUrl: string, withPolicies: boolean | 'with-conditions' | 'cache' | 'read-body', writtenBy: string): string {
   const lines = ['# Written by ' + writtenBy, 'version: 1', 'apis:', '  - id: bench', '    pathPrefix: /', '    backend:', `      url: ${backendUrl}`];
-  if (withPolicies === 'cache') {
+  if (withPolicies === 'read-body') {
+    // A policy that reads the response body and changes nothing (no match): the gateway holds, decodes and sends on.
+    lines.push('    policies:', '      outbound:', '        - policy: find-and-replace', '          config: { from: "not in the body", to: x }');
+  } else if (withPolicies === 'cache') {
     // The response cache alone: every request after the first is a hit (the harness's echo requests are kept apart).
     lines.push('    policies:', '      inbound:', '        - cache-lookup: { varyByHeaders: [x-bench-echo] }', '      outbound:', '        - cache-store: { duration: 3600 }');
   } else if (withPolicies) {

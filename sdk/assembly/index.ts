@@ -48,9 +48,9 @@ export const RESPOND: i32 = 1;
 export const PENDING: i32 = 2;
 
 /**
- * Ends the chain with `status` (200-599). A non-empty `body` replaces the response body and a non-empty `contentType`
- * sets the `content-type` header; otherwise what was set so far is kept (in `on_outbound` and `on_error` that is the
- * backend's or the error response). Returns RESPOND: `return respond(401, "no key")`.
+ * Ends the chain with `status` (200-599). A non-empty `body` replaces the response body (and its Content-Encoding) and
+ * a non-empty `contentType` sets the `content-type` header; otherwise what was set so far is kept (in `on_outbound` and
+ * `on_error` that is the backend's or the error response). Returns RESPOND: `return respond(401, "no key")`.
  */
 export function respond(status: i32, body: string = "", contentType: string = ""): i32 {
   if (body.length > 0) setText(Field.RESPONSE_BODY, null, body, false, "respond");
@@ -200,7 +200,10 @@ export namespace request {
     return listNames(Field.REQUEST_HEADER, "request.headerNames");
   }
 
-  /** The body (needs `"requestBody": true` in policy.json), or null. */
+  /**
+   * The body (needs `"requestBody": true` in policy.json), or null; decoded from a gzip, deflate or br Content-Encoding,
+   * which the request then no longer has (abi/policy-abi.md, "Compressed bodies").
+   */
   export function body(): Uint8Array | null {
     return getBytes(Field.REQUEST_BODY, "request.body");
   }
@@ -208,6 +211,7 @@ export namespace request {
   export function bodyText(): string | null {
     return getBodyText(Field.REQUEST_BODY, "request.bodyText");
   }
+  /** Replaces the body, as plain bytes: the request's Content-Encoding goes (set one after the body to keep it). */
   export function setBody(b: Uint8Array): void {
     setBytes(Field.REQUEST_BODY, b, "request.setBody");
   }
@@ -324,13 +328,14 @@ export namespace response {
     }
   }
 
-  /** The body (in `on_outbound`/`on_error` needs `"responseBody": true`), or null. */
+  /** The body (in `on_outbound`/`on_error` needs `"responseBody": true`), or null; decoded as `request.body()` is. */
   export function body(): Uint8Array | null {
     return getBytes(Field.RESPONSE_BODY, "response.body");
   }
   export function bodyText(): string | null {
     return getBodyText(Field.RESPONSE_BODY, "response.bodyText");
   }
+  /** Replaces the body, as plain bytes: the response's Content-Encoding goes (set one after the body to keep it). */
   export function setBody(b: Uint8Array): void {
     setBytes(Field.RESPONSE_BODY, b, "response.setBody");
   }

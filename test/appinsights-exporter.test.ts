@@ -18,6 +18,32 @@ import { connectionString, ofType, property, startIngestionEndpoint, type Ingest
 import { send, startRecordingBackend, type RecordingBackend } from './support/requests.ts';
 import { waitFor } from './support/wait.ts';
 
+/** A request's record as the gateway hands it to the telemetry. */
+function request(id: string, url = 'http://127.0.0.1/api/x'): RequestRecord {
+  return {
+    requestId: id,
+    traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+    spanId: '00f067aa0ba902b7',
+    parentSpanId: null,
+    method: 'GET',
+    route: '/api/*',
+    url,
+    api: 'api',
+    operation: 'default',
+    status: 200,
+    startTime: Date.now(),
+    durationMs: 1,
+    backend: null,
+    failures: [],
+  };
+}
+
+/** A counter's value in the registry's exposition; undefined when it has none. */
+function metricValue(metrics: MetricsRegistry, name: string): number | undefined {
+  const line = metrics.render().split('\n').find((l) => l.startsWith(name));
+  return line === undefined ? undefined : Number(line.split(' ').pop());
+}
+
 /** `total` requests through the gateway, `concurrency` at a time, each named by its x-request-id. */
 async function load(gw: GatewayProcess, total: number, concurrency: number): Promise<void> {
   let next = 0;
@@ -114,26 +140,7 @@ describe('application insights: an exporter thread that stops', () => {
       metrics,
     );
     assert.ok(telemetry instanceof ApplicationInsightsTelemetry);
-    const request = (id: string): RequestRecord => ({
-      requestId: id,
-      traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
-      spanId: '00f067aa0ba902b7',
-      parentSpanId: null,
-      method: 'GET',
-      route: '/api/*',
-      url: 'http://127.0.0.1/api/x',
-      api: 'api',
-      operation: 'default',
-      status: 200,
-      startTime: Date.now(),
-      durationMs: 1,
-      backend: null,
-      failures: [],
-    });
-    const metric = (name: string) => {
-      const line = metrics.render().split('\n').find((l) => l.startsWith(name));
-      return line === undefined ? undefined : Number(line.split(' ').pop());
-    };
+    const metric = (name: string) => metricValue(metrics, name);
     try {
       telemetry.request(request('before'));
       await waitFor('the first request', () => ofType(ingestion.envelopes, 'Request').length === 1, 15_000);
@@ -183,29 +190,11 @@ describe('application insights: a partial answer (206)', () => {
       { script: assets.appInsightsExporter, version: assets.version },
       metrics,
     );
-    const metric = (name: string) => {
-      const line = metrics.render().split('\n').find((l) => l.startsWith(name));
-      return line === undefined ? undefined : Number(line.split(' ').pop());
-    };
+    const metric = (name: string) => metricValue(metrics, name);
     try {
       // One batch of 50 Request envelopes (the records handed over together, sent after 50 ms).
       for (let i = 0; i < 50; i++) {
-        telemetry.request({
-          requestId: `partial-${i}`,
-          traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
-          spanId: '00f067aa0ba902b7',
-          parentSpanId: null,
-          method: 'GET',
-          route: '/api/*',
-          url: `http://127.0.0.1/api/${i}`,
-          api: 'api',
-          operation: 'default',
-          status: 200,
-          startTime: Date.now(),
-          durationMs: 1,
-          backend: null,
-          failures: [],
-        });
+        telemetry.request(request(`partial-${i}`, `http://127.0.0.1/api/${i}`));
       }
       await waitFor('the first envelope sent again', () => ingestion.posts >= 2, 15_000);
       await waitFor('the outcome counted', () => metric('gatehouse_appinsights_sent_total') === 49, 5000);

@@ -79,10 +79,14 @@ fragments:
 }
 
 /** The backend's answer for a path: what the tests below need of it, and a count that shows whether it was reached. */
-function answer(url: string): { status?: number; headers?: Record<string, string>; body: string } {
+function answer(url: string, requestHeaders: Record<string, string | string[] | undefined>): { status?: number; headers?: Record<string, string>; body: string } {
   const n = String(backend.seen.length);
   const cacheControl = url.includes('nostore') ? 'no-store' : url.includes('private') ? 'private' : url.includes('short') ? 'max-age=1' : undefined;
   const headers: Record<string, string> = { 'content-type': 'text/plain', 'x-n': n, ...(cacheControl ? { 'cache-control': cacheControl } : {}) };
+  if (url.includes('language')) headers.vary = 'Accept-Language';
+  // Encoded for a client that offers gzip, without saying Vary: Accept-Encoding (as many backends do). No policy reads
+  // the body, so the gateway passes it as it is.
+  if (url.includes('encoded') && String(requestHeaders['accept-encoding'] ?? '').includes('gzip')) headers['content-encoding'] = 'gzip';
   if (url.includes('cookie')) headers['set-cookie'] = 'session=abc';
   if (url.includes('big')) return { headers, body: 'x'.repeat(MAX_ENTRY + 1) };
   if (url.includes('missing')) return { status: 500, headers, body: `n=${n}` };
@@ -90,7 +94,7 @@ function answer(url: string): { status?: number; headers?: Record<string, string
 }
 
 before(async () => {
-  backend = await startRecordingBackend(({ url }) => answer(url));
+  backend = await startRecordingBackend(({ url, headers }) => answer(url, headers));
   gateway = await startGatewayProcess({
     config: writeConfig(tempDir(), 'gateway.yaml', config()),
     env: { GATEHOUSE_CACHE_MAX_ENTRY_BYTES: String(MAX_ENTRY), GATEHOUSE_CACHE_MAX_BYTES: String(64 * MAX_ENTRY) },
@@ -132,6 +136,31 @@ describe('response cache', () => {
     assert.equal(backend.seen.length, before + 1);
     await send('/c/vary?q=1', { headers: { accept: 'application/json' } });
     assert.equal(backend.seen.length, before + 2);
+  });
+
+  test("a stored response is served only to requests with the values of the headers its Vary names (RFC 9111, 4.1)", async () => {
+    const english = await send('/c/language', { headers: { 'accept-language': 'en' } });
+    const before = backend.seen.length;
+    const french = await send('/c/language', { headers: { 'accept-language': 'fr' } });
+    assert.equal(backend.seen.length, before + 1, 'another language reaches the backend');
+    assert.notEqual(french.headers['x-n'], english.headers['x-n']);
+    const again = await send('/c/language', { headers: { 'accept-language': 'fr' } });
+    assert.equal(backend.seen.length, before + 1, 'the same language is served from the cache');
+    assert.equal(again.headers['x-n'], french.headers['x-n']);
+  });
+
+  test('an encoded response is served only to clients that sent the same Accept-Encoding, though its Vary does not say so', async () => {
+    const gzip = await send('/c/encoded', { headers: { 'accept-encoding': 'gzip' } });
+    assert.equal(gzip.headers['content-encoding'], 'gzip');
+    const before = backend.seen.length;
+    const plain = await send('/c/encoded');
+    assert.equal(backend.seen.length, before + 1, 'a client that offered no coding reaches the backend');
+    assert.equal(plain.headers['content-encoding'], undefined);
+    assert.notEqual(plain.headers['x-n'], gzip.headers['x-n']);
+    // A plain entry is anyone's: no Accept-Encoding is needed to be served it.
+    const plainAgain = await send('/c/encoded', { headers: { 'accept-encoding': 'br' } });
+    assert.equal(backend.seen.length, before + 1);
+    assert.equal(plainAgain.headers['x-n'], plain.headers['x-n']);
   });
 
   test('only GET is stored; HEAD is answered from a stored GET without a body', async () => {

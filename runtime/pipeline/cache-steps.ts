@@ -34,6 +34,11 @@ interface Lookup {
   settings: ResponseCacheSettings;
   /** The request carries Authorization (and private caching is allowed). */
   authorized: boolean;
+  /**
+   * The request's headers as the lookup saw them, each as one text: what a stored variant is compared with, whatever
+   * the policies between the lookup and the store change.
+   */
+  requestHeaders: Map<string, string>;
 }
 
 /** cache-lookup leaves its key here for cache-store: the steps are separate entries, possibly of separate scopes. */
@@ -83,13 +88,38 @@ function responseKey(exchange: Exchange, settings: ResponseCacheSettings, author
   return cacheKey(parts);
 }
 
-// A stored response: 4 bytes (big-endian) giving the length of a JSON head {s: status, h: headers, t: stored at (ms)},
-// the head, then the body.
+// A stored response: 4 bytes (big-endian) giving the length of a JSON head {s: status, h: headers, t: stored at (ms),
+// v: the request's headers it varies by, [name, value]}, the head, then the body.
 
-function encodeResponse(response: ResponseState, body: Uint8Array, storedAt: number): Uint8Array {
+/** A request header's values as one text, to compare variants by. */
+function headerText(headers: HeaderMap, name: string): string {
+  return (headers.get(name) ?? []).join(', ');
+}
+
+function headerTexts(headers: HeaderMap): Map<string, string> {
+  const texts = new Map<string, string>();
+  for (const name of headers.keys()) texts.set(name, headerText(headers, name));
+  return texts;
+}
+
+/**
+ * The request headers the response varies by, with the values this request had: those its `Vary` names, and
+ * `accept-encoding` when its body is encoded (a backend that compresses without saying `Vary: Accept-Encoding` would
+ * otherwise have a gzip entry served to a client that never offered gzip). A lookup serves the entry only to a request
+ * with the same values (RFC 9111, 4.1).
+ */
+function variation(request: Map<string, string>, response: HeaderMap): [string, string][] {
+  const names = new Set<string>();
+  for (const value of response.get('vary') ?? []) for (const field of value.split(',')) if (field.trim() !== '') names.add(field.trim().toLowerCase());
+  const coding = headerText(response, 'content-encoding').trim().toLowerCase();
+  if (coding !== '' && coding !== 'identity') names.add('accept-encoding');
+  return [...names].map((name) => [name, request.get(name) ?? '']);
+}
+
+function encodeResponse(response: ResponseState, body: Uint8Array, storedAt: number, varies: [string, string][]): Uint8Array {
   const headers: [string, string[]][] = [];
   for (const [name, values] of response.headers) if (!NOT_STORED.has(name)) headers.push([name, values]);
-  const head = new TextEncoder().encode(JSON.stringify({ s: response.status, h: headers, t: storedAt }));
+  const head = new TextEncoder().encode(JSON.stringify({ s: response.status, h: headers, t: storedAt, v: varies }));
   const out = new Uint8Array(4 + head.byteLength + body.byteLength);
   new DataView(out.buffer).setUint32(0, head.byteLength);
   out.set(head, 4);
@@ -98,19 +128,22 @@ function encodeResponse(response: ResponseState, body: Uint8Array, storedAt: num
 }
 
 /** The response stored in `bytes`, or null when they are not one (a store is not trusted to hold what was written). */
-function decodeResponse(bytes: Uint8Array): { status: number; headers: HeaderMap; body: Uint8Array; storedAt: number } | null {
+function decodeResponse(bytes: Uint8Array): { status: number; headers: HeaderMap; body: Uint8Array; storedAt: number; varies: [string, string][] } | null {
   if (bytes.byteLength < 4) return null;
   const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0);
   if (4 + length > bytes.byteLength) return null;
   try {
-    const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + length))) as { s: unknown; h: unknown; t: unknown };
+    const head = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + length))) as { s: unknown; h: unknown; t: unknown; v?: unknown };
     if (!Number.isInteger(head.s) || (head.s as number) < 200 || (head.s as number) > 599 || !Array.isArray(head.h) || typeof head.t !== 'number') return null;
+    // Entries written before variants were kept have none.
+    const varies = head.v ?? [];
+    if (!Array.isArray(varies) || !varies.every((e) => Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && typeof e[1] === 'string')) return null;
     const headers: HeaderMap = new Map();
     for (const entry of head.h as unknown[]) {
       if (!Array.isArray(entry) || typeof entry[0] !== 'string' || !Array.isArray(entry[1]) || !entry[1].every((v) => typeof v === 'string')) return null;
       if (!NOT_STORED.has(entry[0])) headers.set(entry[0], entry[1] as string[]);
     }
-    return { status: head.s as number, headers, body: bytes.slice(4 + length), storedAt: head.t };
+    return { status: head.s as number, headers, body: bytes.slice(4 + length), storedAt: head.t, varies: varies as [string, string][] };
   } catch {
     return null;
   }
@@ -177,12 +210,13 @@ export class CacheLookup extends CacheStep {
     const directives = cacheControl(req.headers.get('cache-control'));
     if (directives.has('no-store')) return undefined;
     const key = responseKey(exchange, this.settings, authorized);
-    lookups.set(exchange, { key, settings: this.settings, authorized });
+    lookups.set(exchange, { key, settings: this.settings, authorized, requestHeaders: headerTexts(req.headers) });
     const revalidate = directives.has('no-cache') || seconds(directives, 'max-age') === 0 || (req.headers.get('pragma') ?? []).some((v) => /no-cache/i.test(v));
     if (revalidate) return undefined;
     return settle(read(this.store, key), (bytes) => {
       const found = bytes === null ? null : decodeResponse(bytes);
-      if (found === null) return;
+      // Another variant than this request's: the backend answers, and cache-store keeps its answer instead.
+      if (found === null || found.varies.some(([name, value]) => headerText(req.headers, name) !== value)) return;
       const age = Math.max(0, Math.floor((Date.now() - found.storedAt) / 1000));
       found.headers.set('age', [String(age)]);
       const stored = cacheControl(found.headers.get('cache-control'));
@@ -229,8 +263,9 @@ export class CacheStoreResponse extends CacheStep {
     const ttl = Math.min(this.settings.durationSeconds, freshFor ?? Infinity, this.limits.maxTtlSeconds);
     if (!(ttl > 0)) return undefined;
     tellDownstream(response.headers, lookup.settings, ttl);
+    const varies = variation(lookup.requestHeaders, response.headers);
     if (response.body !== null && !response.stream) {
-      this.write(lookup.key, response, response.body, ttl);
+      this.write(lookup.key, response, response.body, ttl, varies);
       return undefined;
     }
     const stream = response.stream;
@@ -246,13 +281,13 @@ export class CacheStoreResponse extends CacheStep {
       response.body = read.body;
       response.stream = null;
       response.headers.delete('content-length');
-      this.write(lookup.key, response, read.body, ttl);
+      this.write(lookup.key, response, read.body, ttl, varies);
     });
   }
 
-  private write(key: string, response: ResponseState, body: Uint8Array, ttl: number): void {
+  private write(key: string, response: ResponseState, body: Uint8Array, ttl: number, varies: [string, string][]): void {
     if (body.byteLength > this.limits.maxEntryBytes) return;
-    void this.store.set(key, encodeResponse(response, body, Date.now()), ttl);
+    void this.store.set(key, encodeResponse(response, body, Date.now(), varies), ttl);
   }
 }
 

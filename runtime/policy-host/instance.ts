@@ -18,9 +18,9 @@
 //   than one check interval of either meter plus the longest single host operation (abi/policy-abi.md, section 6,
 //   with the measured margin). The one cost an instruction count cannot see is a page fault: the first touch of a
 //   fresh page of linear memory costs the kernel 1 to 15 us. So the host faults the memory in itself (`faultIn`: a
-//   slice of at most 2 ms at instantiation, 0.25 ms before a call and at a check, until none is left) and gives a
-//   call the longest interval only once none is left fresh; until then, and from a growth of the memory on, the
-//   intervals are short. The five built-ins of bench:proxy made 11 checks a request with short first intervals.
+//   slice of at most 2 ms at instantiation and 0.25 ms before a call, until none is left) and gives a call the
+//   longest interval only once none is left fresh; until then, and from a growth of the memory on, the intervals
+//   start short. The five built-ins of bench:proxy made 11 checks a request with short first intervals.
 // - Memory: linear memory plus the kernel's blocks and vars, against the cap. Linear memory grows only through
 //   `memory_grow`, which the host refuses past the cap; kernel allocations are refused the same way.
 // - Output: bytes handed to the host (values, bodies, logs, effect requests, kernel output and errors), per call.
@@ -105,7 +105,7 @@ const OS_PAGE = 4096;
 /** Pages faulted in between two readings of the clock. */
 const FAULT_PAGES_PER_READING = 16;
 /**
- * The longest the host faults pages in at a time (at instantiation, before a call, at a check): a module whose memory
+ * The longest the host faults pages in at a time (at instantiation, before a call): a module whose memory
  * starts large (the cap, 16 MiB, is 4,096 pages: 57 ms at 14 us a fault) is faulted in over its first calls, each
  * paying at most this, never failed for it.
  */
@@ -358,12 +358,13 @@ export class PolicyInstance implements KernelHost {
   }
 
   /**
-   * The module ran out of fuel: the budget is checked and the fuel refilled for the next interval, which stays short
-   * while the memory has fresh pages (after a growth) and becomes the longest once they are faulted in.
+   * The module ran out of fuel: the budget is checked and the fuel refilled for the next interval. A call that grew
+   * the memory goes on with the intervals fitted to what they take, from FIRST_FUEL (allowGrowth); its fresh pages
+   * are faulted in before the next call, not during this one: the host's touch reads a page before writing it, two
+   * faults where the module's own write takes one, and a module growing to its cap paid them all within one call.
    */
   private fuelCheck(): void {
-    let refill = this.budget.fuelCheck();
-    if (this.faultedBytes < this.mem().byteLength) refill = this.faultIn() ? this.budget.lengthenIntervals() : this.budget.shortenIntervals();
+    const refill = this.budget.fuelCheck();
     if (this.fuel) this.fuel.value = refill;
   }
 
@@ -457,7 +458,7 @@ export class PolicyInstance implements KernelHost {
       return -1;
     }
     this.linearPages = this.linearBytes() / PAGE + pages;
-    // The pages it adds are fresh: the module reaches a check within FIRST_FUEL, where the host faults them in.
+    // The pages it adds are fresh: until they are faulted in, the intervals are short again.
     if (this.fuel && (this.fuel.value as number) > FIRST_FUEL) this.fuel.value = FIRST_FUEL;
     this.budget.shortenIntervals();
     return delta;

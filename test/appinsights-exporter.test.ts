@@ -38,6 +38,20 @@ function request(id: string, url = 'http://127.0.0.1/api/x'): RequestRecord {
   };
 }
 
+/** Telemetry sending every request to `ingestion` every 50 ms, from this process. */
+async function startTelemetry(ingestion: IngestionEndpoint, logger: Logger, metrics: MetricsRegistry) {
+  const parsed = parseConnectionString(connectionString(ingestion.port));
+  assert.ok(parsed.ok);
+  const assets = gatewayAssets();
+  return startApplicationInsights(
+    // In this process, NODE_EXTRA_CA_CERTS was not set at its start: the endpoint's certificate is given instead.
+    { ...parsed.value, samplingPercentage: 100, sendIntervalMs: 50, ca: readFileSync(ingestion.certFile, 'utf8') },
+    logger,
+    { script: assets.appInsightsExporter, version: assets.version },
+    metrics,
+  );
+}
+
 /** A counter's value in the registry's exposition; undefined when it has none. */
 function metricValue(metrics: MetricsRegistry, name: string): number | undefined {
   const line = metrics.render().split('\n').find((l) => l.startsWith(name));
@@ -129,16 +143,7 @@ describe('application insights: an exporter thread that stops', () => {
     const records: LogRecord[] = [];
     const logger = new Logger((line) => records.push(JSON.parse(line) as LogRecord), 'debug');
     const metrics = new MetricsRegistry();
-    const parsed = parseConnectionString(connectionString(ingestion.port));
-    assert.ok(parsed.ok);
-    const assets = gatewayAssets();
-    const telemetry = await startApplicationInsights(
-      // In this process, NODE_EXTRA_CA_CERTS was not set at its start: the endpoint's certificate is given instead.
-      { ...parsed.value, samplingPercentage: 100, sendIntervalMs: 50, ca: readFileSync(ingestion.certFile, 'utf8') },
-      logger,
-      { script: assets.appInsightsExporter, version: assets.version },
-      metrics,
-    );
+    const telemetry = await startTelemetry(ingestion, logger, metrics);
     assert.ok(telemetry instanceof ApplicationInsightsTelemetry);
     const metric = (name: string) => metricValue(metrics, name);
     try {
@@ -181,15 +186,7 @@ describe('application insights: a partial answer (206)', () => {
   test('the envelopes it asks for again are sent again, alone, those it refuses are dropped and counted, the rest counted sent', async () => {
     const ingestion = await startIngestionEndpoint({ answer: 'partial-first' });
     const metrics = new MetricsRegistry();
-    const parsed = parseConnectionString(connectionString(ingestion.port));
-    assert.ok(parsed.ok);
-    const assets = gatewayAssets();
-    const telemetry = await startApplicationInsights(
-      { ...parsed.value, samplingPercentage: 100, sendIntervalMs: 50, ca: readFileSync(ingestion.certFile, 'utf8') },
-      new Logger(() => {}),
-      { script: assets.appInsightsExporter, version: assets.version },
-      metrics,
-    );
+    const telemetry = await startTelemetry(ingestion, new Logger(() => {}), metrics);
     const metric = (name: string) => metricValue(metrics, name);
     try {
       // One batch of 50 Request envelopes (the records handed over together, sent after 50 ms).

@@ -18,7 +18,6 @@ import {
   valueBuf,
 } from "./io";
 
-
 /** A named field's value; null when absent. */
 export function getNamed(field: i32, name: string, fn: string): string | null {
   let n = readField(field, encodeName(name), fn);

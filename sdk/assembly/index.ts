@@ -6,7 +6,7 @@
 // pointer/length arguments. Any unexpected status from the host fails the call with a message naming the function.
 
 import { Field, host_fail, host_log, host_metric, host_now, host_respond, host_verify, LogLevel, Status } from "./host";
-import { check, encodeInto, encodeName, failStatus, nameBuf, readField, takeString, valueBuf } from "./io";
+import { check, encodeInto, encodeName, failStatus, literalSlot, nameBuf, readField, takeString, valueBuf } from "./io";
 import {
   getBodyText,
   getBytes,
@@ -382,14 +382,11 @@ const literalValues = new StaticArray<string | null>(LITERAL_SLOTS);
 const literalArrayNames = new StaticArray<usize>(LITERAL_SLOTS);
 const literalArrays = new StaticArray<string[] | null>(LITERAL_SLOTS);
 
-@inline function literalSlot(p: usize): i32 {
-  return <i32>((p ^ (p >> 7)) >> 4) & (LITERAL_SLOTS - 1);
-}
 
 function configValue(n: string, what: string): string | null {
   const p = changetype<usize>(n);
   const literal = p < __heap_base;
-  if (literal && unchecked(literalNames[literalSlot(p)]) == p) return unchecked(literalValues[literalSlot(p)]);
+  if (literal && unchecked(literalNames[literalSlot(p, LITERAL_SLOTS)]) == p) return unchecked(literalValues[literalSlot(p, LITERAL_SLOTS)]);
   let v: string | null = null;
   if (configValues.has(n)) v = configValues.get(n);
   else if (!configAbsent.has(n)) {
@@ -404,8 +401,8 @@ function configValue(n: string, what: string): string | null {
     else configValues.set(n, v);
   }
   if (literal) {
-    unchecked((literalNames[literalSlot(p)] = p));
-    unchecked((literalValues[literalSlot(p)] = v));
+    unchecked((literalNames[literalSlot(p, LITERAL_SLOTS)] = p));
+    unchecked((literalValues[literalSlot(p, LITERAL_SLOTS)] = v));
   }
   return v;
 }
@@ -479,7 +476,7 @@ export namespace config {
     // The caller gets its own copy: it may change it without changing what the next call reads.
     const p = changetype<usize>(n);
     const literal = p < __heap_base;
-    if (literal && unchecked(literalArrayNames[literalSlot(p)]) == p) return unchecked(literalArrays[literalSlot(p)])!.slice();
+    if (literal && unchecked(literalArrayNames[literalSlot(p, LITERAL_SLOTS)]) == p) return unchecked(literalArrays[literalSlot(p, LITERAL_SLOTS)])!.slice();
     let kept: string[];
     if (configArrays.has(n)) kept = configArrays.get(n);
     else {
@@ -489,8 +486,8 @@ export namespace config {
       kept = out;
     }
     if (literal) {
-      unchecked((literalArrayNames[literalSlot(p)] = p));
-      unchecked((literalArrays[literalSlot(p)] = kept));
+      unchecked((literalArrayNames[literalSlot(p, LITERAL_SLOTS)] = p));
+      unchecked((literalArrays[literalSlot(p, LITERAL_SLOTS)] = kept));
     }
     return kept.slice();
   }

@@ -63,10 +63,19 @@ export function encodeInto(buf: ByteBuffer, s: string): i32 {
   return <i32>String.UTF8.encodeUnsafe(changetype<usize>(s), len, ptr);
 }
 
-// Names are mostly literals (`request.header("origin")`, `response.setHeader("vary", ...)`). A literal is static data
-// below __heap_base, never freed or changed, so its UTF-8 bytes are made once, kept on the heap for the instance's
-// life, and found again by the literal's address: no encoding on later calls. Slots are by address; a collision, or a
-// name built at run time, is encoded into `nameBuf` as before.
+/**
+ * The slot, in a table of `slots` (a power of two), of the literal at `p`: a literal is static data below __heap_base,
+ * never freed or changed, so its address stands for its text (the configuration keys of index.ts and the names below).
+ */
+// @ts-ignore: decorator
+@inline
+export function literalSlot(p: usize, slots: i32): i32 {
+  return <i32>((p ^ (p >> 7)) >> 4) & (slots - 1);
+}
+
+// Names are mostly literals (`request.header("origin")`, `response.setHeader("vary", ...)`): their UTF-8 bytes are made
+// once, kept on the heap for the instance's life, and found again by the literal's address: no encoding on later
+// calls. A collision, or a name built at run time, is encoded into `nameBuf` as before.
 const LITERAL_NAME_SLOTS = 32;
 const literalNameAddresses = new StaticArray<usize>(LITERAL_NAME_SLOTS);
 const literalNameBytes = new StaticArray<usize>(LITERAL_NAME_SLOTS);
@@ -81,7 +90,7 @@ export function encodeName(name: string): i32 {
     encodedName = nameBuf.ptr;
     return encodeInto(nameBuf, name);
   }
-  const slot = <i32>((p ^ (p >> 7)) >> 4) & (LITERAL_NAME_SLOTS - 1);
+  const slot = literalSlot(p, LITERAL_NAME_SLOTS);
   if (unchecked(literalNameAddresses[slot]) == p) {
     encodedName = unchecked(literalNameBytes[slot]);
     return unchecked(literalNameLengths[slot]);

@@ -840,15 +840,18 @@ async function main(): Promise<number> {
   }
   log('');
 
-  const lines = [
-    `throughput-ratio-vs-fastify: ${ratio(gh, best('fastify'))}`,
-    `throughput-ratio-vs-undici: ${ratio(gh, best('undici'))}`,
-    `five-policy-ratio: ${ratio(best('gatehouse-5'), gh)}`,
-    `p99-added-ms: ${added('gatehouse')}`,
-    `throughput-ratio-vs-nginx: ${ratio(gh, best('nginx'))}`,
-    `p99-added-ms-minimal-undici: ${added('undici')}`,
-    `throughput-ratio-vs-undici-with-duties: ${ratio(gh, best('undici-duties'))}`,
+  // The headline figures are always printed; one whose targets BENCH_TARGETS left out is n/a without failing the run.
+  const headline: Array<[string, string, string[]]> = [
+    ['throughput-ratio-vs-fastify', ratio(gh, best('fastify')), ['gatehouse', 'fastify']],
+    ['throughput-ratio-vs-undici', ratio(gh, best('undici')), ['gatehouse', 'undici']],
+    ['five-policy-ratio', ratio(best('gatehouse-5'), gh), ['gatehouse', 'gatehouse-5']],
+    ['p99-added-ms', added('gatehouse'), ['direct', 'gatehouse']],
+    ['throughput-ratio-vs-nginx', ratio(gh, best('nginx')), ['gatehouse', 'nginx']],
+    ['p99-added-ms-minimal-undici', added('undici'), ['direct', 'undici']],
+    ['throughput-ratio-vs-undici-with-duties', ratio(gh, best('undici-duties')), ['gatehouse', 'undici-duties']],
   ];
+  const leftOut = new Set(headline.filter(([, , keys]) => keys.some((k) => skipped(targets.find((t) => t.key === k)!))).map(([name]) => name));
+  const lines = headline.map(([name, value]) => `${name}: ${value}`);
   if (!skipped(gatehouse5)) {
     lines.push(`p99-added-ms-five-policies: ${added('gatehouse-5')}`);
     lines.push(`five-policy-cpu-us-added: ${cpuAdded('gatehouse-5', 'gatehouse')}`);
@@ -892,7 +895,7 @@ async function main(): Promise<number> {
     await otlpReceiver?.close();
   }
   process.stdout.write(lines.join('\n') + '\n');
-  return lines.some((l) => l.endsWith('n/a')) ? 1 : 0;
+  return lines.some((l) => l.endsWith('n/a') && !leftOut.has(l.slice(0, l.indexOf(':')))) ? 1 : 0;
 }
 
 let code = 1;

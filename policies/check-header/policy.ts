@@ -10,24 +10,37 @@ export function on_backend(): i32 {
   return check();
 }
 
+// The configuration never changes for an instance (no key of it is computed): read on the first call, with the
+// accepted values lowered once when case is ignored and the refusal's body rendered once.
+let loaded = false;
+let name = "";
+let values: string[] = [];
+let ignoreCase = false;
+let status: i32 = 401;
+let refusal = "";
+
 function check(): i32 {
-  const name = config.getString("name")!;
+  if (!loaded) load();
   const value = request.header(name);
   if (value != null && accepted(value)) return CONTINUE;
-  const status = <i32>config.getInt("failedCheckHttpCode", 401);
+  return respond(status, refusal, "application/json");
+}
+
+function load(): void {
+  name = config.getString("name")!;
+  ignoreCase = config.getBool("ignoreCase", false);
+  values = config.getStringArray("values");
+  if (ignoreCase) for (let i = 0; i < values.length; i++) values[i] = values[i].toLowerCase();
+  status = <i32>config.getInt("failedCheckHttpCode", 401);
   const message = config.getString("failedCheckErrorMessage", "missing or invalid header " + name)!;
-  return respond(status, '{"error":"' + escapeJson(message) + '"}', "application/json");
+  refusal = '{"error":"' + escapeJson(message) + '"}';
+  loaded = true;
 }
 
 function accepted(value: string): bool {
-  const values = config.getStringArray("values");
   if (values.length == 0) return true;
-  const ignoreCase = config.getBool("ignoreCase", false);
   const given = ignoreCase ? value.toLowerCase() : value;
-  for (let i = 0; i < values.length; i++) {
-    const candidate = ignoreCase ? values[i].toLowerCase() : values[i];
-    if (candidate == given) return true;
-  }
+  for (let i = 0; i < values.length; i++) if (unchecked(values[i]) == given) return true;
   return false;
 }
 

@@ -75,6 +75,9 @@ export interface BindingStats {
 }
 
 /** What a round that asked for effects waits for: the effects, and the results it already has. */
+/** What run() hands back for a call that completed synchronously. */
+const SETTLED: Promise<void> = Promise.resolve();
+
 interface Waiting {
   pending: Map<string, { kind: number; request: string }>;
   results: Map<string, string>;
@@ -184,10 +187,15 @@ export class PolicyBinding {
 
   /**
    * Runs the handler of `phase`. Resolves when the call succeeded (its changes are committed to the view);
-   * rejects with PolicyFailure otherwise (its changes are rolled back).
+   * rejects with PolicyFailure otherwise (its changes are rolled back). Not an async function: a call that completed
+   * synchronously hands back a settled promise without an async frame and its await (0.1 us of a 1 us call).
    */
-  async run(phase: Phase, view: TransactionalView): Promise<void> {
-    await this.runNow(phase, view);
+  run(phase: Phase, view: TransactionalView): Promise<void> {
+    try {
+      return this.runNow(phase, view) ?? SETTLED;
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** The wall clock its calls' CPU budgets read, in milliseconds (the chain times calls with it too). */

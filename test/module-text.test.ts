@@ -34,6 +34,29 @@ describe('ModuleTexts', () => {
     }
   });
 
+  test("the 80 names and values of bench:policy's 60 header operations are kept from one call to the next", () => {
+    const texts = new ModuleTexts();
+    const call: string[] = [];
+    for (let i = 0; i < 20; i++) call.push(`x-read-${i}`);
+    for (let i = 0; i < 20; i++) call.push(`x-set-${i}`, `value-${i}`);
+    for (let i = 0; i < 20; i++) call.push(`x-remove-${i}`);
+    const mem = new Uint8Array(32);
+    const readAll = () => {
+      for (const text of call) {
+        encoder.encodeInto(text, mem);
+        assert.equal(texts.decode(mem, 0, text.length), text);
+      }
+    };
+    readAll();
+    assert.equal(texts.misses, call.length, 'the first call decodes every text');
+    readAll();
+    readAll();
+    const before = texts.misses;
+    readAll();
+    // A table of one slot a text (128 of them) missed 41 of the 80 on every call.
+    assert.ok(texts.misses - before <= 4, `${texts.misses - before} of ${call.length} texts decoded again on a later call`);
+  });
+
   test('long, non-ASCII and invalid UTF-8 texts are decoded as TextDecoder decodes them', () => {
     const texts2 = new ModuleTexts();
     const cases: Uint8Array[] = [

@@ -555,7 +555,11 @@ export class Exchange implements TransactionalView {
     if (!isToken(name)) return Status.INVALID_VALUE;
     if (FRAMING.has(name)) return Status.READ_ONLY;
     if (op === 'remove') {
-      if (headers.has(name)) this.changeMap(headers, name, undefined);
+      const previous = headers.get(name);
+      if (previous !== undefined) {
+        headers.delete(name);
+        this.journal(UNDO_MAP_ENTRY, headers, name, previous);
+      }
       return Status.OK;
     }
     if (value === null || !isSafeValue(value)) return Status.INVALID_VALUE;

@@ -161,6 +161,30 @@ function isToken(s: string): boolean {
 }
 
 /**
+ * A header name as the exchange keys it (lower case): the name itself when it has no upper-case letter, which is how
+ * policies write them; toLowerCase, a call into the runtime, only for one that has. Null when it is not a token.
+ */
+function headerKey(name: string): string | null {
+  if (name.length === 0) return null;
+  let upper = false;
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 128 || TOKEN_CHARS[c] === 0) return null;
+    if (c <= 0x5a && c >= 0x41) upper = true;
+  }
+  return upper ? name.toLowerCase() : name;
+}
+
+/** A name to look a header up by: lower-cased as headerKey does, any text (one that is not a token is not found). */
+function lookupKey(name: string): string {
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if ((c <= 0x5a && c >= 0x41) || c >= 128) return name.toLowerCase();
+  }
+  return name;
+}
+
+/**
  * A header value HTTP can carry (RFC 9110 field-value): tab, visible ASCII, space, and bytes 0x80-0xFF (header values
  * are bytes; text read from one comes back as the same bytes). CR, LF and NUL would let a value smuggle another header
  * or end the header block; other control characters, and characters above U+00FF that no byte stands for, would make
@@ -372,7 +396,7 @@ export class Exchange implements TransactionalView {
       case Field.REQUEST_QUERY_PARAM:
         return new URLSearchParams(this.request.query).get(name);
       case Field.REQUEST_HEADER:
-        return joinValues(this.request.headers.get(name.toLowerCase()));
+        return joinValues(this.request.headers.get(lookupKey(name)));
       case Field.REQUEST_BODY:
         if (!this.binding?.module.descriptor.requestBody) return Status.NOT_DECLARED;
         return this.request.body ?? new Uint8Array(0);
@@ -381,7 +405,7 @@ export class Exchange implements TransactionalView {
       case Field.RESPONSE_STATUS:
         return String(this.response.status);
       case Field.RESPONSE_HEADER:
-        return joinValues(this.response.headers.get(name.toLowerCase()));
+        return joinValues(this.response.headers.get(lookupKey(name)));
       case Field.RESPONSE_BODY:
         if (this.afterBackend() && !this.binding?.module.descriptor.responseBody) return Status.NOT_DECLARED;
         return this.response.body ?? new Uint8Array(0);
@@ -551,8 +575,8 @@ export class Exchange implements TransactionalView {
   }
 
   private writeHeader(headers: HeaderMap, op: WriteOp, rawName: string, value: string | null): number {
-    const name = rawName.toLowerCase();
-    if (!isToken(name)) return Status.INVALID_VALUE;
+    const name = headerKey(rawName);
+    if (name === null) return Status.INVALID_VALUE;
     if (FRAMING.has(name)) return Status.READ_ONLY;
     if (op === 'remove') {
       const previous = headers.get(name);

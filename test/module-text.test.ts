@@ -34,6 +34,21 @@ describe('ModuleTexts', () => {
     }
   });
 
+  test('texts of one length that differ in a single byte, anywhere, are told apart', () => {
+    const texts = new ModuleTexts();
+    const mem = new Uint8Array(128);
+    const base = 'x-'.padEnd(40, 'a');
+    for (let round = 0; round < 3; round++) {
+      for (let at = 0; at < base.length; at++) {
+        const text = base.slice(0, at) + 'b' + base.slice(at + 1);
+        for (const t of [base, text]) {
+          encoder.encodeInto(t, mem.subarray(5));
+          assert.equal(texts.decode(mem, 5, t.length), t, `round ${round}, byte ${at}`);
+        }
+      }
+    }
+  });
+
   test("the 80 names and values of bench:policy's 60 header operations are kept from one call to the next", () => {
     const texts = new ModuleTexts();
     const call: string[] = [];

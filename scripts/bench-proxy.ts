@@ -51,7 +51,8 @@
 //   p99-added-ms-five-policies, five-policy-cpu-us-added (the gateway's CPU time a request, user + system from /proc,
 //   with the five policies less without, round by round, median), deno-throughput-ratio, deno-five-policy-throughput-ratio,
 //   five-policy-conditions-ratio
-// Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1).
+// Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1), or was
+// left out by BENCH_TARGETS (a headline figure then stays n/a without failing the run).
 //
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
 // BENCH_GATEHOUSE_MAIN (the gateway's entry, default dist/runtime/entry/gateway.js), BENCH_TARGETS (keys to run, comma-separated,

@@ -112,7 +112,9 @@ export async function runChain(
     const response = await forward(exchange);
     // Response headers that inbound/backend policies set are applied to the backend's response: they replace the
     // backend's, except Vary, a list of what the response depends on, which both add to (CORS adds Origin to it).
-    for (const [name, values] of draft.headers) {
+    for (const name of draft.headers.keys()) {
+      // By name, not by entry: an entry is a new [name, values] array (cors and rate-limit leave seven of them).
+      const values = draft.headers.get(name)!;
       const backend = name === 'vary' ? response.headers.get('vary') : undefined;
       response.headers.set(name, backend ? mergeVary(backend, values) : values);
     }

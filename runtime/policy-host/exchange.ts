@@ -150,29 +150,38 @@ for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL
   TOKEN_CHARS[c.charCodeAt(0)] = 1;
 }
 
-/** An HTTP token (RFC 9110): header names and methods. A table lookup; this runs on every header a policy sets. */
-function isToken(s: string): boolean {
-  if (s.length === 0) return false;
+const NOT_A_TOKEN = -1;
+const LOWER_CASE_TOKEN = 0;
+const MIXED_CASE_TOKEN = 1;
+
+/**
+ * Whether `s` is an HTTP token (RFC 9110: header names and methods), and whether it has an upper-case letter: one
+ * pass, a table lookup a character; this runs on every header a policy sets.
+ */
+function tokenCase(s: string): number {
+  if (s.length === 0) return NOT_A_TOKEN;
+  let found = LOWER_CASE_TOKEN;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c >= 128 || TOKEN_CHARS[c] === 0) return false;
+    if (c >= 128 || TOKEN_CHARS[c] === 0) return NOT_A_TOKEN;
+    if (c <= 0x5a && c >= 0x41) found = MIXED_CASE_TOKEN;
   }
-  return true;
+  return found;
+}
+
+function isToken(s: string): boolean {
+  return tokenCase(s) !== NOT_A_TOKEN;
 }
 
 /**
  * A header name as the exchange keys it (lower case): the name itself when it has no upper-case letter, which is how
- * policies write them; toLowerCase, a call into the runtime, only for one that has. Null when it is not a token.
+ * policies write them; toLowerCase, a call into the runtime that makes a new string, only for one that has. Null when
+ * it is not a token.
  */
 function headerKey(name: string): string | null {
-  if (name.length === 0) return null;
-  let upper = false;
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if (c >= 128 || TOKEN_CHARS[c] === 0) return null;
-    if (c <= 0x5a && c >= 0x41) upper = true;
-  }
-  return upper ? name.toLowerCase() : name;
+  const found = tokenCase(name);
+  if (found === NOT_A_TOKEN) return null;
+  return found === MIXED_CASE_TOKEN ? name.toLowerCase() : name;
 }
 
 /** A name to look a header up by: lower-cased as headerKey does, any text (one that is not a token is not found). */

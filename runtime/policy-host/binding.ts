@@ -74,10 +74,10 @@ export interface BindingStats {
   lastFailure: { reason: FailureReason; message: string } | null;
 }
 
-/** What a round that asked for effects waits for: the effects, and the results it already has. */
 /** What run() hands back for a call that completed synchronously. */
 const SETTLED: Promise<void> = Promise.resolve();
 
+/** What a round that asked for effects waits for: the effects, and the results it already has. */
 interface Waiting {
   pending: Map<string, { kind: number; request: string }>;
   results: Map<string, string>;

@@ -382,7 +382,6 @@ const literalValues = new StaticArray<string | null>(LITERAL_SLOTS);
 const literalArrayNames = new StaticArray<usize>(LITERAL_SLOTS);
 const literalArrays = new StaticArray<string[] | null>(LITERAL_SLOTS);
 
-
 function configValue(n: string, what: string): string | null {
   const p = changetype<usize>(n);
   const literal = p < __heap_base;

@@ -775,6 +775,8 @@ async function main(): Promise<number> {
   for (const t of targets) if (t.unavailable && !skipped(t)) log(`\n${t.key} not measured: ${t.unavailable}`);
 
   const ratio = (a: number | null, b: number | null) => (a !== null && b !== null && b > 0 ? fmt2(a / b) : 'n/a');
+  /** Whether BENCH_TARGETS kept every one of these targets. */
+  const measuredAll = (...keys: string[]) => keys.every((k) => !skipped(targets.find((t) => t.key === k)!));
   /** The CPU a request of target `key` costs beyond one of `than`, round by round (the median over rounds). */
   const cpuAdded = (key: string, than: string): string => {
     const differences = results.get(key)!.rounds.flatMap((r, i) => {
@@ -809,7 +811,7 @@ async function main(): Promise<number> {
         ...(baselineAiMeasured ? ([['baseline appinsights/no-appinsights', 'baseline-ai', 'baseline']] as Array<[string, string, string]>) : []),
       ];
       // Pairs with a target left out by BENCH_TARGETS are not shown; a pair that failed shows n/a.
-      const shown = pairs.filter(([, a, b]) => ![a, b].some((k) => skipped(targets.find((t) => t.key === k)!)));
+      const shown = pairs.filter(([, a, b]) => measuredAll(a, b));
       log(`round ${round + 1}: ${shown.map(([name, a, b]) => `${name} ${ratio(at(a), at(b))}`).join(', ')}`);
     }
   }
@@ -841,23 +843,23 @@ async function main(): Promise<number> {
   }
   log('');
 
-  // The headline figures are always printed; one whose targets BENCH_TARGETS left out is n/a without failing the run.
-  const headline: Array<[string, string, string[]]> = [
-    ['throughput-ratio-vs-fastify', ratio(gh, best('fastify')), ['gatehouse', 'fastify']],
-    ['throughput-ratio-vs-undici', ratio(gh, best('undici')), ['gatehouse', 'undici']],
-    ['five-policy-ratio', ratio(best('gatehouse-5'), gh), ['gatehouse', 'gatehouse-5']],
-    ['p99-added-ms', added('gatehouse'), ['direct', 'gatehouse']],
-    ['throughput-ratio-vs-nginx', ratio(gh, best('nginx')), ['gatehouse', 'nginx']],
-    ['p99-added-ms-minimal-undici', added('undici'), ['direct', 'undici']],
-    ['throughput-ratio-vs-undici-with-duties', ratio(gh, best('undici-duties')), ['gatehouse', 'undici-duties']],
-  ];
-  const leftOut = new Set(headline.filter(([, , keys]) => keys.some((k) => skipped(targets.find((t) => t.key === k)!))).map(([name]) => name));
-  const lines = headline.map(([name, value]) => `${name}: ${value}`);
+  // A figure whose targets BENCH_TARGETS left out is n/a without failing the run (the headline ones are always printed).
+  const lines: string[] = [];
+  const leftOut = new Set<string>();
+  const figure = (name: string, value: string, ...keys: string[]) => {
+    lines.push(`${name}: ${value}`);
+    if (!measuredAll(...keys)) leftOut.add(name);
+  };
+  figure('throughput-ratio-vs-fastify', ratio(gh, best('fastify')), 'gatehouse', 'fastify');
+  figure('throughput-ratio-vs-undici', ratio(gh, best('undici')), 'gatehouse', 'undici');
+  figure('five-policy-ratio', ratio(best('gatehouse-5'), gh), 'gatehouse', 'gatehouse-5');
+  figure('p99-added-ms', added('gatehouse'), 'direct', 'gatehouse');
+  figure('throughput-ratio-vs-nginx', ratio(gh, best('nginx')), 'gatehouse', 'nginx');
+  figure('p99-added-ms-minimal-undici', added('undici'), 'direct', 'undici');
+  figure('throughput-ratio-vs-undici-with-duties', ratio(gh, best('undici-duties')), 'gatehouse', 'undici-duties');
   if (!skipped(gatehouse5)) {
-    lines.push(`p99-added-ms-five-policies: ${added('gatehouse-5')}`);
-    // Measured from the backend's own p99: without target `direct`, n/a without failing the run.
-    if (skipped(targets.find((t) => t.key === 'direct')!)) leftOut.add('p99-added-ms-five-policies');
-    lines.push(`five-policy-cpu-us-added: ${cpuAdded('gatehouse-5', 'gatehouse')}`);
+    figure('p99-added-ms-five-policies', added('gatehouse-5'), 'direct', 'gatehouse-5');
+    figure('five-policy-cpu-us-added', cpuAdded('gatehouse-5', 'gatehouse'), 'gatehouse', 'gatehouse-5');
   }
   if (!skipped(targets.find((t) => t.key === 'gatehouse-5w')!)) {
     lines.push(`five-policy-conditions-ratio: ${ratio(best('gatehouse-5w'), best('gatehouse-5'))}`);
@@ -866,7 +868,6 @@ async function main(): Promise<number> {
     lines.push(`cache-hit-ratio-vs-direct: ${ratio(best('gatehouse-cache'), best('direct'))}`);
     lines.push(`cache-hit-ratio-vs-gatehouse: ${ratio(best('gatehouse-cache'), gh)}`);
   }
-  const measuredAll = (...keys: string[]) => keys.every((k) => !skipped(targets.find((t) => t.key === k)!));
   if (measuredAll('gatehouse-gzip')) lines.push(`gzip-streamed-ratio: ${ratio(best('gatehouse-gzip'), gh)}`);
   if (measuredAll('gatehouse-read')) lines.push(`read-body-ratio: ${ratio(best('gatehouse-read'), gh)}`);
   if (measuredAll('gatehouse-read', 'gatehouse-gzip-read')) {

@@ -205,6 +205,37 @@ describe('writing: set, add, remove, respond', () => {
     assert.equal(new TextDecoder().decode(exchange.response.body as Uint8Array), 'body!');
   });
 
+  test('header names from a hand-written module: any case is keyed lower; not a token (a space, U+212A, empty) is refused and writes nothing', async () => {
+    // U+212A (the Kelvin sign, bytes E2 84 AA) lower-cases to an ASCII "k"; it is still no token.
+    const items = ['X-Mixed-Case', 'x-mixed-case', 'X-GONE', 'x bad', '\u212a', 'X-\u212a', 'v'];
+    const [mixed, lower, gone, spaced, kelvin, kelvinName, value] = layout(items);
+    const write = (op: string, n: { ptr: number; len: number }) =>
+      `(call $${op} (i32.const ${Field.REQUEST_HEADER}) (i32.const ${n.ptr}) (i32.const ${n.len}) (i32.const ${value!.ptr}) (i32.const ${value!.len}))`;
+    const remove = (n: { ptr: number; len: number }) => `(call $remove (i32.const ${Field.REQUEST_HEADER}) (i32.const ${n.ptr}) (i32.const ${n.len}))`;
+    const get = (n: { ptr: number; len: number }) =>
+      `(call $get (i32.const ${Field.REQUEST_HEADER}) (i32.const ${n.ptr}) (i32.const ${n.len}) (i32.const ${SCRATCH}) (i32.const 16))`;
+    const exchange = await allHeld(
+      'header-names',
+      {
+        data: items,
+        steps: (check) => `
+          ${check(is(write('set', mixed!), Status.OK))}
+          ${check(is(write('add', lower!), Status.OK))}
+          ${check(is(get(lower!), 4))}
+          ${check(is(remove(gone!), Status.OK))}
+          ${check(is(`(i32.add ${write('set', spaced!)} ${write('set', kelvin!)})`, 2 * Status.INVALID_VALUE))}
+          ${check(is(write('add', kelvinName!), Status.INVALID_VALUE))}
+          ${check(is(write('set', { ptr: value!.ptr, len: 0 }), Status.INVALID_VALUE))}
+          ${check(is(remove(kelvin!), Status.INVALID_VALUE))}`,
+      },
+      {},
+      { headers: { 'x-gone': '1', 'x-kept': '2', k: '3' } },
+    );
+    assert.deepEqual(exchange.request.headers.get('x-mixed-case'), ['v', 'v']);
+    assert.deepEqual([...exchange.request.headers.keys()].sort(), ['k', 'x-kept', 'x-mixed-case']);
+    assert.deepEqual(exchange.request.headers.get('k'), ['3'], 'a name that lower-cases to "k" did not reach header k');
+  });
+
   test('each write costs the output cap its bytes and 32 more; effects, logs, metrics, signatures and failures their bytes', async () => {
     const items = ['x-o', 'abcd', 'hello', 'm', 'a\0b\0', 'ES256', '{}', 'dat', 'sig'];
     const [name, value, text, metric, dims, alg, key, data, sig] = layout(items);

@@ -10,6 +10,8 @@ import type { ResponseState } from '../runtime/policy-host/exchange.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import { MemoryCounterStore, type CounterStore } from '../runtime/state/counter-store.ts';
 import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
+import { hostileModule, layout, SCRATCH } from './support/hostile-modules.ts';
+import { EffectKind, Field } from '../abi/index.ts';
 
 let t: TestHost;
 let lookup: Server;
@@ -245,6 +247,40 @@ describe('effects', () => {
     assert.ok(err instanceof PolicyFailure);
     assert.equal(err.reason, 'effects');
     assert.match(err.message, /after 4 rounds/);
+  });
+});
+
+describe('effects asked for within one call', () => {
+  // A module written by hand: COUNTER, then LEASE with the very same request text, then COUNTER again. The host keeps
+  // each result by its kind and its text: the lease is taken (not answered with the counter's result), and the second
+  // COUNTER reads the first one's result (the counter is not consumed twice).
+  const request = '{"key":"shared","limit":5,"periodSeconds":60}';
+  const names = ['x-counter', 'x-lease', 'x-counter-again'];
+  const placed = layout([request, ...names]);
+  const [req, ...headers] = placed;
+  const kinds = [EffectKind.COUNTER, EffectKind.LEASE, EffectKind.COUNTER];
+  const asks = kinds.map((kind, i) => {
+    const buf = SCRATCH + i * 1024;
+    const name = headers[i]!;
+    return `(local.set $n (call $effect (i32.const ${kind}) (i32.const ${req!.ptr}) (i32.const ${req!.len}) (i32.const ${buf}) (i32.const 1024)))
+      (drop (call $set (i32.const ${Field.RESPONSE_HEADER}) (i32.const ${name.ptr}) (i32.const ${name.len}) (i32.const ${buf}) (local.get $n)))`;
+  });
+
+  test('one kind\'s result is never another\'s, and one asked twice is performed once', async () => {
+    const { host } = newHost();
+    const module = await host.load(await hostileModule({ name: 'same-text', data: [request, ...names], locals: '(local $n i32)', inbound: `${asks.join('\n')} (i32.const 0)` }));
+    const binding = host.bind({ id: 'api:same-text/inbound/0', phase: 'inbound', module, grants: { counters: true } });
+    await binding.warm();
+    const exchange = makeExchange();
+    await binding.run('inbound', exchange);
+    const header = (name: string) => JSON.parse(exchange.response.headers.get(name)?.[0] ?? 'null') as Record<string, unknown>;
+    assert.equal(header('x-counter').count, 1);
+    assert.equal(header('x-lease').acquired, true);
+    assert.deepEqual(header('x-counter-again'), header('x-counter'));
+    // The next request's call counts once more: 2, not 3.
+    const next = makeExchange();
+    await binding.run('inbound', next);
+    assert.equal((JSON.parse(next.response.headers.get('x-counter')![0]!) as { count: number }).count, 2);
   });
 });
 

@@ -4,7 +4,7 @@
 import type { BudgetClocks } from './call-budget.ts';
 import { COMPUTED_CONFIG_KEYS, MAX_EFFECT_ROUNDS, MAX_EFFECTS_PER_REQUEST, PHASE_EXPORTS, type Phase } from '../../abi/index.ts';
 import { authorFrame, CallAbort, PolicyFailure, type FailureReason, type LimitHit } from './errors.ts';
-import { PolicyInstance, type CallState, type CallView, type Grants, type Limits } from './instance.ts';
+import { PolicyInstance, type CallState, type CallView, type EffectCall, type Grants, type Limits } from './instance.ts';
 import type { PolicyModule } from './module.ts';
 import { CircuitBreaker, DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -77,10 +77,11 @@ export interface BindingStats {
 /** What run() hands back for a call that completed synchronously. */
 const SETTLED: Promise<void> = Promise.resolve();
 
-/** What a round that asked for effects waits for: the effects, and the results it already has. */
+/** What a round that asked for effects waits for: its effects, some with results, the others waiting (one at least). */
 interface Waiting {
-  pending: Map<string, { kind: number; request: string }>;
-  results: Map<string, string>;
+  effects: EffectCall[];
+  /** How many have no result. */
+  pending: number;
 }
 
 export interface BindingOptions {
@@ -223,28 +224,29 @@ export class PolicyBinding {
 
   /** Rounds from `round` on, waiting for the instance and performing effects between them (`waiting`: the last round). */
   private async runRounds(exportName: string, view: TransactionalView, waiting: Waiting | null, round: number): Promise<void> {
-    let results = waiting?.results ?? null;
+    let effects: EffectCall[] | null = null;
     for (; ; round++) {
       if (waiting) {
+        effects = waiting.effects;
         if (round > MAX_EFFECT_ROUNDS) {
-          this.undo(waiting.results);
+          this.undo(waiting.effects);
           throw this.failed('effects', `still asking for effects after ${MAX_EFFECT_ROUNDS} rounds`, false);
         }
-        if (view.effectsPerformed + waiting.pending.size > MAX_EFFECTS_PER_REQUEST) {
-          this.undo(waiting.results);
+        if (view.effectsPerformed + waiting.pending > MAX_EFFECTS_PER_REQUEST) {
+          this.undo(waiting.effects);
           throw this.failed('effects', `the request's policies asked for more than ${MAX_EFFECTS_PER_REQUEST} effects`, false);
         }
-        view.effectsPerformed += waiting.pending.size;
-        results = await this.performEffects(waiting, view.trace ?? null);
+        view.effectsPerformed += waiting.pending;
+        await this.performEffects(waiting.effects, view.trace ?? null);
       }
       let instance: PolicyInstance;
       try {
         instance = this.ready ?? (await this.live());
       } catch (err) {
-        this.undo(results);
+        this.undo(effects);
         throw this.failed('instantiate', `could not create an instance: ${(err as Error).message}`, false);
       }
-      waiting = this.round(instance, exportName, view, results);
+      waiting = this.round(instance, exportName, view, effects);
       if (waiting === null) return;
     }
   }
@@ -257,14 +259,13 @@ export class PolicyBinding {
     instance: PolicyInstance,
     exportName: string,
     view: TransactionalView,
-    results: Map<string, string> | null,
+    effects: EffectCall[] | null,
     startedMs?: number,
   ): Waiting | null {
     const state: CallState = {
       view,
-      effectResults: results,
+      effects,
       completeNow: this.completeNow,
-      pendingEffects: null,
       failMessage: null,
       grants: this.options.grants,
       metrics: null,
@@ -274,7 +275,7 @@ export class PolicyBinding {
       instance.callHandler(exportName, state, startedMs);
     } catch (err) {
       view.rollback();
-      this.undo(state.effectResults);
+      this.undo(state.effects);
       const { reason, message, limit, at } = classify(err, state, instance);
       // Whatever stopped it, the module was unwound mid-run: its stack or heap may be mid-update, so the instance is
       // no longer trusted.
@@ -282,13 +283,14 @@ export class PolicyBinding {
     }
     if (state.failMessage !== null) {
       view.rollback();
-      this.undo(state.effectResults);
+      this.undo(state.effects);
       throw this.failed('error', state.failMessage, false);
     }
-    if (state.pendingEffects === null) {
+    const pending = state.effects === null ? 0 : waitingIn(state.effects);
+    if (pending === 0) {
       view.commit();
       if (state.metrics !== null) for (const m of state.metrics) this.options.customMetrics?.record(m);
-      if (state.effectResults !== null) this.settle(state.effectResults, view);
+      if (state.effects !== null) this.settle(state.effects, view);
       this.stats.consecutiveFailures = 0;
       if (this.breaker.current !== 'closed' && this.breaker.succeeded() === 'closed') {
         this.options.logger.info('policy circuit closed: its trial call succeeded', {});
@@ -297,46 +299,45 @@ export class PolicyBinding {
     }
     view.rollback();
     // Results completed synchronously in this round are kept: the next round must read them, not repeat the effect.
-    return { pending: state.pendingEffects, results: state.effectResults ?? new Map() };
+    return { effects: state.effects!, pending };
   }
 
-  /** Performs what a round waits for, concurrently; returns every result so far. */
-  private async performEffects({ pending, results }: Waiting, trace: TraceContext | null): Promise<Map<string, string>> {
+  /** Performs the effects a round waits for, concurrently, filling in their results. */
+  private async performEffects(effects: EffectCall[], trace: TraceContext | null): Promise<void> {
     const context = trace === null ? this.effectContext : { ...this.effectContext, trace };
     const outcomes = await Promise.allSettled(
-      [...pending].map(async ([key, { kind, request }]) => {
-        results.set(key, await this.options.effects.perform(kind, request, context));
-      }),
+      effects
+        .filter((call) => call.result === undefined)
+        .map(async (call) => {
+          call.result = await this.options.effects.perform(call.kind, call.request, context);
+        }),
     );
     const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (failure) {
       // Every effect has settled, so what the others hold (leases) can be given back.
-      this.undo(results);
+      this.undo(effects);
       const err = failure.reason as Error;
       if (err instanceof CallAbort) throw this.failed(err.reason, err.message, false, err.limit);
       throw this.failed('effects', `effect failed: ${err?.message ?? String(err)}`, false);
     }
-    return results;
   }
 
   /** The end-of-exchange actions of a successful call's effect results (leases to release, bytes to meter). */
-  private settle(results: ReadonlyMap<string, string>, view: TransactionalView): void {
+  private settle(effects: readonly EffectCall[], view: TransactionalView): void {
     const { atEnd } = this.options.effects;
     if (!atEnd) return;
-    for (const [key, result] of results) {
-      const colon = key.indexOf(':');
-      const action = atEnd.call(this.options.effects, Number(key.slice(0, colon)), key.slice(colon + 1), result, this.effectContext);
+    for (const { kind, request, result } of effects) {
+      const action = atEnd.call(this.options.effects, kind, request, result!, this.effectContext);
       if (action) view.atEnd(action);
     }
   }
 
   /** Gives back what the results of a failed call hold. */
-  private undo(results: ReadonlyMap<string, string> | null): void {
+  private undo(effects: readonly EffectCall[] | null): void {
     const { undo } = this.options.effects;
-    if (!undo || results === null) return;
-    for (const [key, result] of results) {
-      const colon = key.indexOf(':');
-      undo.call(this.options.effects, Number(key.slice(0, colon)), key.slice(colon + 1), result, this.effectContext);
+    if (!undo || effects === null) return;
+    for (const { kind, request, result } of effects) {
+      if (result !== undefined) undo.call(this.options.effects, kind, request, result, this.effectContext);
     }
   }
 
@@ -392,6 +393,13 @@ export class PolicyBinding {
       `not called: it ran into its limits too often; the next trial call is in ${this.breaker.retryInMs()} ms`,
     );
   }
+}
+
+/** How many of `effects` have no result yet. */
+function waitingIn(effects: readonly EffectCall[]): number {
+  let n = 0;
+  for (let i = 0; i < effects.length; i++) if (effects[i]!.result === undefined) n++;
+  return n;
 }
 
 interface Classified {

@@ -163,19 +163,25 @@ export interface CallView {
   respond(status: number): number;
 }
 
+/** An effect a call asked for; `result` is undefined while it waits to be performed. */
+export interface EffectCall {
+  readonly kind: number;
+  readonly request: string;
+  result: string | undefined;
+}
+
 /** Per-call state: what the handler asked for and what it produced. */
 export interface CallState {
   view: CallView;
   /**
-   * Effect results by `kind:request`: from earlier rounds, and those completed synchronously in this call (so that the
-   * SDK asking again with a bigger buffer, or a later round, reads the same result instead of a second effect).
-   * Null until the first.
+   * The effects the call asked for, in order: with results from earlier rounds and those completed synchronously in
+   * this call (so that the SDK asking again with a bigger buffer, or a later round, reads the same result instead of a
+   * second effect), and those asked for in this round without one yet. At most MAX_EFFECTS_PER_CALL, found by a scan:
+   * no key is built from the request text. Null until the first.
    */
-  effectResults: Map<string, string> | null;
+  effects: EffectCall[] | null;
   /** Completes an effect inside the host function when the runner can (the in-memory counter); undefined: it cannot. */
   completeNow: ((kind: number, request: string) => string | undefined) | null;
-  /** Effects asked for in this round that have no result yet (null until the first). */
-  pendingEffects: Map<string, { kind: number; request: string }> | null;
   failMessage: string | null;
   grants: Grants;
   /** Metrics the call emitted, recorded only if it succeeds (null until the first). */
@@ -598,20 +604,23 @@ export class PolicyInstance implements KernelHost {
           throw new CallAbort('capability', `policy ${policy} used effect KEYS without the "openidConfig" grant`);
         }
         if (!counting && kind !== EffectKind.HTTP && kind !== EffectKind.KEYS) return Status.UNKNOWN_FIELD;
-        const key = `${kind}:${request}`;
-        let result = state.effectResults?.get(key);
-        if (result === undefined && !state.pendingEffects?.has(key)) {
-          const asked = (state.effectResults?.size ?? 0) + (state.pendingEffects?.size ?? 0);
-          if (asked >= MAX_EFFECTS_PER_CALL) {
-            throw new CallAbort('effects', `policy ${policy} asked for more than ${MAX_EFFECTS_PER_CALL} effects in one call`);
-          }
-          if (state.completeNow !== null) {
-            result = state.completeNow(kind, request);
-            if (result !== undefined) (state.effectResults ??= new Map()).set(key, result);
+        const asked = state.effects ?? (state.effects = []);
+        let call: EffectCall | undefined;
+        for (let i = 0; i < asked.length; i++) {
+          const c = asked[i]!;
+          if (c.kind === kind && c.request === request) {
+            call = c;
+            break;
           }
         }
-        if (result !== undefined) return this.writeValue(result, buf, cap);
-        (state.pendingEffects ??= new Map()).set(key, { kind, request });
+        if (call === undefined) {
+          if (asked.length >= MAX_EFFECTS_PER_CALL) {
+            throw new CallAbort('effects', `policy ${policy} asked for more than ${MAX_EFFECTS_PER_CALL} effects in one call`);
+          }
+          call = { kind, request, result: state.completeNow === null ? undefined : state.completeNow(kind, request) };
+          asked.push(call);
+        }
+        if (call.result !== undefined) return this.writeValue(call.result, buf, cap);
         return EFFECT_PENDING;
       },
       log: (level: number, ptr: number, len: number): void => {

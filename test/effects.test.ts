@@ -193,8 +193,12 @@ describe('effects', () => {
     let ticks = 0;
     const timer = setInterval(() => ticks++, 10);
     const started = performance.now();
-    await Promise.all(Array.from({ length: 5 }, () => binding.run('inbound', makeExchange())));
-    clearInterval(timer);
+    try {
+      await Promise.all(Array.from({ length: 5 }, () => binding.run('inbound', makeExchange())));
+    } finally {
+      // A failed call must fail the test, not leave an interval that keeps the test process from ever exiting.
+      clearInterval(timer);
+    }
     const took = performance.now() - started;
     assert.ok(took < 600, `5 concurrent 200 ms lookups took ${took.toFixed(0)} ms (they must overlap)`);
     assert.ok(ticks >= 10, `only ${ticks} timer ticks while waiting`);

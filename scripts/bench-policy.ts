@@ -8,6 +8,8 @@
 //   five-policy-chain-median-us     one request through the five built-in policies of bench:proxy (runChain, the
 //                                   backend's answer given at once); stderr also shows each policy's share
 //   five-policy-conditions-median-us  the same with each entry's `when:` condition of bench:proxy's gatehouse-5w
+//   five-noop-chain-median-us       the same chain of five bindings whose modules (hand-written) return at once: what
+//                                   the chain and the policy host cost around the calls, apart from the policies' work
 //   wasm-import-call-ns             one call from wasm to a JavaScript function that does nothing (three i32 in, one
 //                                   out, as the ABI's host functions take them), the mean of a loop inside the module;
 //                                   wasm-export-call-ns one call of an export from JavaScript: the floor under a host
@@ -15,7 +17,7 @@
 //   condition-eval-us               one evaluation of a CEL condition on the method (`request.method != 'OPTIONS'`),
 //                                   the mean of a hot loop; condition-header-eval-us one that reads a header
 
-import { buildFixture, makeExchange, newHost } from '../test/support/policies.ts';
+import { buildFixture, makeExchange, newHost, wat, watDescriptor } from '../test/support/policies.ts';
 import { DEFAULT_LIMITS, type CallState } from '../runtime/policy-host/instance.ts';
 import { PolicyInstance } from '../runtime/policy-host/instance.ts';
 import { Logger } from '../runtime/telemetry/logger.ts';
@@ -140,6 +142,24 @@ const five = await measure('five-policy chain via runChain', () => makeExchange(
   if (exchange.request.path !== '/v2/items' || !exchange.response.headers.has('x-gatehouse')) throw new Error('the five-policy chain did not act');
   for (const t of exchange.timings) policyMs.set(t.binding, (policyMs.get(t.binding) ?? 0) + t.ms);
 });
+// The floor under the five: the same bindings' places in a chain, each a module that returns CONTINUE at once.
+const noopDescriptor = watDescriptor('{"name":"noop","version":"1"}');
+const noopModule = await host.load(
+  await wat(`(module ${noopDescriptor.imports} (memory (export "memory") 1) ${noopDescriptor.data} ${noopDescriptor.func}
+    (func (export "on_inbound") (result i32) (i32.const 0))
+    (func (export "on_outbound") (result i32) (i32.const 0)))`),
+);
+const noopChain: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
+for (const [i, entry] of FIVE_POLICY_CHAIN.entries()) {
+  const binding = host.bind({ id: `api:noop/${entry.phase}/${i}`, phase: entry.phase, module: noopModule });
+  await binding.warm();
+  (noopChain[entry.phase] as typeof binding[]).push(binding);
+}
+const fiveNoop = await measure('five no-op modules via runChain', () => makeExchange({ headers: chainHeaders }), async (ex) => {
+  const exchange = ex as ReturnType<typeof makeExchange>;
+  await runChain(noopChain, exchange, backendAnswer);
+  if (exchange.timings.length !== FIVE_POLICY_CHAIN.length) throw new Error('the no-op chain did not run its five calls');
+});
 const fiveWhen = await measure('five-policy chain, a when: on each, via runChain', () => makeExchange({ headers: chainHeaders }), async (ex) => {
   const exchange = ex as ReturnType<typeof makeExchange>;
   await runChain(guarded, exchange, backendAnswer);
@@ -208,6 +228,7 @@ console.log(`policy-60-header-ops-median-us: ${sixty.median.toFixed(2)}`);
 console.log(`metering-overhead-ratio: ${(meteredUs / unmeteredUs).toFixed(2)}`);
 console.log(`five-policy-chain-median-us: ${five.median.toFixed(2)}`);
 console.log(`five-policy-conditions-median-us: ${fiveWhen.median.toFixed(2)}`);
+console.log(`five-noop-chain-median-us: ${fiveNoop.median.toFixed(2)}`);
 console.log(`condition-eval-us: ${methodUs.toFixed(3)}`);
 console.log(`condition-header-eval-us: ${headerUs.toFixed(3)}`);
 console.log(`wasm-import-call-ns: ${importNs.toFixed(1)}`);

@@ -57,6 +57,26 @@ describe('counters in memory', () => {
     assert.deepEqual([store.consumeNow('w:k', 1, 5, 1).count, store.consumeNow('w:k', 0, 5, 60).count], [1, 2]);
   });
 
+  test('one key counted with three periods: each window counts alone, and sweeping the ended ones keeps the others', () => {
+    const { clock, store } = storeAt(0);
+    const count = (period: number) => store.consumeNow('p:k', 0, 100, period).count;
+    store.consumeNow('p:k', 2, 100, 60);
+    store.consumeNow('p:k', 1, 100, 1);
+    store.consumeNow('p:k', 3, 100, 3600);
+    assert.deepEqual([count(1), count(60), count(3600)], [1, 2, 3]);
+    // At 1 s the 1-second window (between the two others) has ended, and the sweep due then drops it.
+    clock.now = 1_000;
+    store.consumeNow('other', 1, 100, 60);
+    assert.deepEqual([count(60), count(3600), count(1)], [2, 3, 0]);
+    store.consumeNow('p:k', 4, 100, 1);
+    // At 60 s the new 1-second window and the 60-second one have ended: only the hour's is left, its count intact.
+    clock.now = 60_000;
+    store.consumeNow('other', 1, 100, 60);
+    assert.deepEqual([count(3600), count(60), count(1)], [3, 0, 0]);
+    store.consumeNow('p:k', 5, 100, 60);
+    assert.deepEqual([count(3600), count(60), count(1)], [3, 5, 0]);
+  });
+
   test('seed: the fleet count Redis last gave is taken, unless this store counted more in a window that has not ended', () => {
     const { clock, store } = storeAt(120_000);
     // A key without a window here takes the seeded count and end.

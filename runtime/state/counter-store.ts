@@ -40,13 +40,19 @@ export interface LeaseOutcome {
   lease: string;
 }
 
+/**
+ * A key's window for one period. A key is almost always counted with one period; the windows of its other periods
+ * follow in `next`, so that a call finds its window by the key as the policy sent it, without a new string a call.
+ */
 interface Window {
+  periodMs: number;
   start: number;
   end: number;
   count: number;
+  next: Window | null;
 }
 
-/** How many windows `seed` fills (about 150 bytes each). */
+/** How many keys `seed` fills (about 150 bytes each). */
 const MAX_SEEDED = 100_000;
 
 export class MemoryCounterStore implements CounterStore {
@@ -62,13 +68,16 @@ export class MemoryCounterStore implements CounterStore {
   consumeNow(key: string, amount: number, limit: number, periodSeconds: number, always = false): CounterOutcome {
     const now = this.now();
     this.sweep(now);
-    const windowKey = `${key}\u0000${periodSeconds}`;
-    let window = this.windows.get(windowKey);
-    if (!window || now >= window.end) {
-      const periodMs = periodSeconds * 1000;
-      const start = Math.floor(now / periodMs) * periodMs;
-      window = { start, end: start + periodMs, count: 0 };
-      this.windows.set(windowKey, window);
+    const periodMs = periodSeconds * 1000;
+    let window = this.windowOf(key, periodMs);
+    if (window === null) {
+      window = { periodMs, start: 0, end: 0, count: 0, next: this.windows.get(key) ?? null };
+      this.windows.set(key, window);
+    }
+    if (now >= window.end) {
+      window.start = Math.floor(now / periodMs) * periodMs;
+      window.end = window.start + periodMs;
+      window.count = 0;
     }
     const allowed = window.count + amount <= limit;
     if (allowed || always) window.count += amount;
@@ -81,19 +90,31 @@ export class MemoryCounterStore implements CounterStore {
     };
   }
 
+  private windowOf(key: string, periodMs: number): Window | null {
+    let window = this.windows.get(key) ?? null;
+    while (window !== null && window.periodMs !== periodMs) window = window.next;
+    return window;
+  }
+
   /**
    * Takes what a shared store last said of `key`'s window (its count, and when it ends by this process's clock) as this
    * store's window, unless this store has counted more: counting here, when the shared store cannot be reached, goes
    * on from the fleet's count instead of from zero.
    */
   seed(key: string, periodSeconds: number, count: number, endsAt: number): void {
-    const windowKey = `${key}\u0000${periodSeconds}`;
-    const window = this.windows.get(windowKey);
+    const periodMs = periodSeconds * 1000;
+    const window = this.windowOf(key, periodMs);
     if (window && this.now() < window.end && window.count >= count) return;
-    // Keys without a window here are taken while there are fewer than MAX_SEEDED windows: a shared store may see
-    // millions of keys an hour (a limit per client address), which this copy must not hold all of.
-    if (!window && this.windows.size >= MAX_SEEDED) return;
-    this.windows.set(windowKey, { start: endsAt - periodSeconds * 1000, end: endsAt, count });
+    if (window) {
+      window.start = endsAt - periodMs;
+      window.end = endsAt;
+      window.count = count;
+      return;
+    }
+    // Keys without a window here are taken while there are fewer than MAX_SEEDED keys: a shared store may see millions
+    // of keys an hour (a limit per client address), which this copy must not hold all of.
+    if (this.windows.size >= MAX_SEEDED) return;
+    this.windows.set(key, { periodMs, start: endsAt - periodMs, end: endsAt, count, next: this.windows.get(key) ?? null });
   }
 
   private readonly leases = new Map<string, number>();
@@ -120,6 +141,19 @@ export class MemoryCounterStore implements CounterStore {
   private sweep(now: number): void {
     if (now < this.nextSweep) return;
     this.nextSweep = now + 1000;
-    for (const [key, w] of this.windows) if (w.end <= now) this.windows.delete(key);
+    for (const [key, first] of this.windows) {
+      // The chain without its ended windows.
+      let kept: Window | null = null;
+      let last: Window | null = null;
+      for (let w: Window | null = first; w !== null; w = w.next) {
+        if (w.end <= now) continue;
+        if (last === null) kept = w;
+        else last.next = w;
+        last = w;
+      }
+      if (last !== null) last.next = null;
+      if (kept === null) this.windows.delete(key);
+      else if (kept !== first) this.windows.set(key, kept);
+    }
   }
 }

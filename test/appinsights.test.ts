@@ -5,12 +5,12 @@
 // Runs under Node (gateway under Node) and under Deno (gateway under Deno).
 
 import assert from 'node:assert/strict';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isDeno } from '../runtime/adapters/index.ts';
 import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { REFUSED_PORT } from './support/ports.ts';
 import {
   INSTRUMENTATION_KEY,
   connectionString,
@@ -27,13 +27,6 @@ const adversarial = join(repoRoot(), 'test', 'fixtures', 'policies', 'adversaria
 const chainProbe = join(repoRoot(), 'test', 'fixtures', 'policies', 'chain-probe');
 
 /** A port nothing listens on: a backend (or an ingestion endpoint) that refuses connections. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /**
  * Environment of a gateway sending to `port`, trusting `certFile`. Telemetry goes out in batches every 100 ms instead
@@ -58,12 +51,10 @@ describe('application insights: what is sent for each request', () => {
   let ingestion: IngestionEndpoint;
   let backend: RecordingBackend;
   let gw: GatewayProcess;
-  let refusedPort: number;
 
   before(async () => {
     ingestion = await startIngestionEndpoint();
     backend = await startRecordingBackend(() => ({ headers: { 'content-type': 'application/json' }, body: '{"ok":true}' }));
-    refusedPort = await closedPort();
     const dir = tempDir();
     const config = writeConfig(
       dir,
@@ -89,7 +80,7 @@ apis:
         - { source: "${adversarial}", config: { mode: trap-sometimes }, failOpen: true }
   - id: down
     pathPrefix: /down
-    backend: { url: "http://127.0.0.1:${refusedPort}" }
+    backend: { url: "http://127.0.0.1:${REFUSED_PORT}" }
   - id: broken
     pathPrefix: /broken
     backend: { url: "http://127.0.0.1:${backend.port}" }
@@ -200,7 +191,7 @@ apis:
     const dependency = dependencyOf('req-down')!;
     assert.equal(dependency.data.baseData.success, false);
     assert.equal(dependency.data.baseData.resultCode, 'unreachable');
-    assert.equal(dependency.data.baseData.target, `127.0.0.1:${refusedPort}`);
+    assert.equal(dependency.data.baseData.target, `127.0.0.1:${REFUSED_PORT}`);
     assertChildOf(dependency, request);
 
     const exception = exceptionOf('req-down')!;
@@ -329,7 +320,7 @@ describe('application insights: an ingestion endpoint that fails does not break 
     const certDonor = await startIngestionEndpoint();
     await certDonor.close();
     try {
-      const gw = await serveThrough(telemetryEnv(await closedPort(), certDonor.certFile), backend);
+      const gw = await serveThrough(telemetryEnv(REFUSED_PORT, certDonor.certFile), backend);
       // Past the first export attempts (100 ms batches, retried), serving goes on.
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const res = await send(gw.url, '/after-a-failed-export');
@@ -399,7 +390,7 @@ apis:
     backend: { url: "http://127.0.0.1:${backend.port}" }
   - id: down
     pathPrefix: /down
-    backend: { url: "http://127.0.0.1:${await closedPort()}" }
+    backend: { url: "http://127.0.0.1:${REFUSED_PORT}" }
 `,
     );
     // One request in 100,000 is kept: these few are all but certainly left out.

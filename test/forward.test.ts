@@ -3,7 +3,7 @@
 // reports, the errors it turns failures into, and how it closes.
 
 import assert from 'node:assert/strict';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { errors } from 'undici';
@@ -13,6 +13,7 @@ import { EgressGuard } from '../runtime/network/egress-guard.ts';
 import { EgressRefused } from '../runtime/policy-host/egress.ts';
 import { BackendSet } from '../runtime/proxy/backends.ts';
 import { backendLocation, Forwarder, pathBelowPrefix, toBackendError, type ForwardTarget } from '../runtime/proxy/forward.ts';
+import { REFUSED_PORT } from './support/ports.ts';
 import { HOP_BY_HOP_RESPONSE, startRawBackend, type RawBackend } from './support/raw-backend.ts';
 
 /** A test that waits on a backend timeout or a hang fails here rather than at the runner's default. */
@@ -392,11 +393,7 @@ describe('backend health', () => {
 
 describe('failures the forwarder reports', () => {
   test('a port nobody listens on: unreachable, 502', TEST_TIMEOUT, async () => {
-    const closed = createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-    const port = (closed.address() as AddressInfo).port;
-    await new Promise((r) => closed.close(r));
-    const err = await backendError(forwarder.forward(exchange({}, `http://127.0.0.1:${port}`), plain()));
+    const err = await backendError(forwarder.forward(exchange({}, `http://127.0.0.1:${REFUSED_PORT}`), plain()));
     assert.deepEqual([err.reason, err.status, err.message], ['unreachable', 502, 'backend unreachable (ECONNREFUSED)']);
   });
 

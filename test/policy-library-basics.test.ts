@@ -10,12 +10,12 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Agent } from 'undici';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
+import { REFUSED_PORT } from './support/ports.ts';
 import { send } from './support/requests.ts';
 
 let backend: Server;
 let backendPort: number;
 /** A port nothing listens on: a backend there fails at once (connection refused). */
-let closedPort: number;
 let gateway: GatewayProcess;
 const seen: { method: string; url: string }[] = [];
 const agent = new Agent({ connections: 4 });
@@ -70,7 +70,7 @@ apis:
               config: { code: 204 }
   - id: down
     pathPrefix: /down
-    backend: { url: "http://127.0.0.1:${closedPort}" }
+    backend: { url: "http://127.0.0.1:${REFUSED_PORT}" }
     policies:
       on-error:
         - policy: set-status
@@ -102,10 +102,6 @@ before(async () => {
   });
   await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
   backendPort = (backend.address() as AddressInfo).port;
-  const spare = createServer();
-  await new Promise<void>((r) => spare.listen(0, '127.0.0.1', r));
-  closedPort = (spare.address() as AddressInfo).port;
-  await new Promise((r) => spare.close(r));
   const dir = tempDir();
   gateway = await startGatewayProcess({ config: writeConfig(dir, 'gateway.yaml', config()) });
 });

@@ -48,3 +48,10 @@ export async function freePort(): Promise<number> {
   if (port === null) throw new Error('no free port on 127.0.0.1');
   return port;
 }
+
+/**
+ * A port where connections to 127.0.0.1 are refused: port 1 is privileged and no test listens there. A port taken with
+ * listen(0) and given back can be the next one another test's server listens on: the clean-clone CI once saw
+ * test/appinsights.test.ts's "refused" backend answer 404, a test running beside it having started a server there.
+ */
+export const REFUSED_PORT = 1;

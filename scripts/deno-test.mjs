@@ -5,6 +5,10 @@
 // `node --test --test-concurrency=2` runs the Node suite, keeps each file alone in its process. A file's output is
 // printed whole when it ends, so that two files' lines never mix. Exits 1 when any file failed.
 //
+// A file still running after FILE_TIMEOUT_MS is killed and counted as failed: a test that fails and leaves a timer or a
+// server behind keeps its process from ever exiting, which would hold the suite (and CI) until something else ends it.
+// `npm test` gives node --test the same limit (--test-timeout).
+//
 //   deno run -A scripts/deno-test.mjs [file ...]     (default: every test/*.test.ts)
 
 import { spawn } from 'node:child_process';
@@ -18,6 +22,8 @@ const deno = join(root, 'node_modules', '.bin', 'deno');
 const given = process.argv.slice(2);
 const files = given.length > 0 ? given : readdirSync(join(root, 'test')).filter((f) => f.endsWith('.test.ts')).sort().map((f) => join('test', f));
 const concurrency = Math.max(1, Math.min(2, availableParallelism()));
+/** More than ten times the slowest file's time in the clean-clone CI (52 s). */
+const FILE_TIMEOUT_MS = 600_000;
 
 function runFile(file) {
   return new Promise((resolve) => {
@@ -26,9 +32,16 @@ function runFile(file) {
     child.stdout.on('data', (c) => chunks.push(c));
     child.stderr.on('data', (c) => chunks.push(c));
     child.on('error', (err) => chunks.push(Buffer.from(`${err.message}\n`)));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, FILE_TIMEOUT_MS);
     child.on('close', (code, signal) => {
+      clearTimeout(timer);
       process.stdout.write(Buffer.concat(chunks));
-      resolve({ file, ok: code === 0, why: signal ? `killed by ${signal}` : `exit code ${code}` });
+      const why = timedOut ? `still running after ${FILE_TIMEOUT_MS / 1000} s, killed` : signal ? `killed by ${signal}` : `exit code ${code}`;
+      resolve({ file, ok: code === 0 && !timedOut, why });
     });
   });
 }

@@ -17,7 +17,7 @@
 //   condition-eval-us               one evaluation of a CEL condition on the method (`request.method != 'OPTIONS'`),
 //                                   the mean of a hot loop; condition-header-eval-us one that reads a header
 
-import { buildFixture, makeExchange, newHost, wat, watDescriptor } from '../test/support/policies.ts';
+import { buildFixture, makeExchange, newHost, rawModule } from '../test/support/policies.ts';
 import { DEFAULT_LIMITS, type CallState } from '../runtime/policy-host/instance.ts';
 import { PolicyInstance } from '../runtime/policy-host/instance.ts';
 import { Logger } from '../runtime/telemetry/logger.ts';
@@ -143,11 +143,11 @@ const five = await measure('five-policy chain via runChain', () => makeExchange(
   for (const t of exchange.timings) policyMs.set(t.binding, (policyMs.get(t.binding) ?? 0) + t.ms);
 });
 // The floor under the five: the same bindings' places in a chain, each a module that returns CONTINUE at once.
-const noopDescriptor = watDescriptor('{"name":"noop","version":"1"}');
 const noopModule = await host.load(
-  await wat(`(module ${noopDescriptor.imports} (memory (export "memory") 1) ${noopDescriptor.data} ${noopDescriptor.func}
-    (func (export "on_inbound") (result i32) (i32.const 0))
-    (func (export "on_outbound") (result i32) (i32.const 0)))`),
+  await rawModule({
+    descriptor: '{"name":"noop","version":"1"}',
+    exports: '(func (export "on_inbound") (result i32) (i32.const 0)) (func (export "on_outbound") (result i32) (i32.const 0))',
+  }),
 );
 const noopChain: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
 for (const [i, entry] of FIVE_POLICY_CHAIN.entries()) {

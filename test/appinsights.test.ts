@@ -26,8 +26,6 @@ import { waitFor, waitForAsync } from './support/wait.ts';
 const adversarial = join(repoRoot(), 'test', 'fixtures', 'policies', 'adversarial');
 const chainProbe = join(repoRoot(), 'test', 'fixtures', 'policies', 'chain-probe');
 
-/** A port nothing listens on: a backend (or an ingestion endpoint) that refuses connections. */
-
 /**
  * Environment of a gateway sending to `port`, trusting `certFile`. Telemetry goes out in batches every 100 ms instead
  * of every second.

@@ -7,9 +7,14 @@
 //
 // A file still running after FILE_TIMEOUT_MS is killed and counted as failed: a test that fails and leaves a timer or a
 // server behind keeps its process from ever exiting, which would hold the suite (and CI) until something else ends it.
-// `npm test` gives node --test the same limit (--test-timeout).
+// `npm test` gives node --test the same limit (--test-timeout). Each file runs in a process group of its own, and the
+// whole group is killed: the gateways, control planes and Redis servers its tests started go with it. Killing `deno
+// test` alone would leave them running, holding ports, and one that inherited the output pipe would keep the file from
+// ever being seen to end. Processes of a file that are still running after it ended are killed too, and named, and a
+// runner stopped by SIGINT or SIGTERM kills the groups of the files it was running.
 //
 //   deno run -A scripts/deno-test.mjs [file ...]     (default: every test/*.test.ts)
+//   DENO_TEST_FILE_TIMEOUT_MS   the limit a file, in milliseconds (default 600000)
 
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -22,25 +27,62 @@ const deno = join(root, 'node_modules', '.bin', 'deno');
 const given = process.argv.slice(2);
 const files = given.length > 0 ? given : readdirSync(join(root, 'test')).filter((f) => f.endsWith('.test.ts')).sort().map((f) => join('test', f));
 const concurrency = Math.max(1, Math.min(2, availableParallelism()));
-/** More than ten times the slowest file's time in the clean-clone CI (52 s). */
-const FILE_TIMEOUT_MS = 600_000;
+/** By default more than ten times the slowest file's time in the clean-clone CI (52 s). */
+const FILE_TIMEOUT_MS = positiveInteger('DENO_TEST_FILE_TIMEOUT_MS', 600_000);
+
+function positiveInteger(name, fallback) {
+  const text = process.env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`${name} must be a positive whole number of milliseconds, not ${JSON.stringify(text)}`);
+  return value;
+}
+
+/** Sends SIGKILL to every process of the group `pgid`; false when none was left. */
+function killGroup(pgid) {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+    return true;
+  } catch (err) {
+    if (err.code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/** The process groups of the files running now: a runner stopped by a signal ends them first. */
+const running = new Set();
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    for (const pgid of running) killGroup(pgid);
+    process.exit(1);
+  });
+}
 
 function runFile(file) {
   return new Promise((resolve) => {
-    const child = spawn(deno, ['test', '-A', '--no-check', '--v8-flags=--expose-gc', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    // detached: the child leads a new process group, which its own children join.
+    const child = spawn(deno, ['test', '-A', '--no-check', '--v8-flags=--expose-gc', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const chunks = [];
     child.stdout.on('data', (c) => chunks.push(c));
     child.stderr.on('data', (c) => chunks.push(c));
     child.on('error', (err) => chunks.push(Buffer.from(`${err.message}\n`)));
+    if (child.pid !== undefined) running.add(child.pid);
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      killGroup(child.pid);
     }, FILE_TIMEOUT_MS);
-    child.on('close', (code, signal) => {
+    let leftBehind = false;
+    // On exit, not on close: close waits for the output pipes, which a process left behind may hold open.
+    child.on('exit', () => {
       clearTimeout(timer);
+      running.delete(child.pid);
+      if (!timedOut && child.pid !== undefined) leftBehind = killGroup(child.pid);
+    });
+    child.on('close', (code, signal) => {
+      if (leftBehind) chunks.push(Buffer.from(`deno-test: ${file} left processes running after it ended; they were killed\n`));
       process.stdout.write(Buffer.concat(chunks));
-      const why = timedOut ? `still running after ${FILE_TIMEOUT_MS / 1000} s, killed` : signal ? `killed by ${signal}` : `exit code ${code}`;
+      const why = timedOut ? `still running after ${FILE_TIMEOUT_MS / 1000} s, killed with its processes` : signal ? `killed by ${signal}` : `exit code ${code}`;
       resolve({ file, ok: code === 0 && !timedOut, why });
     });
   });

@@ -17,6 +17,7 @@ import { repoRoot } from '../runtime/assets/repo-root.ts';
 import { tempDir } from './support/gateway-process.ts';
 import { freePort } from './support/ports.ts';
 import { PROCESS_START_TIMEOUT_MS, readProcessLogs } from './support/process-logs.ts';
+import { processAlive } from './support/processes.ts';
 import { send } from './support/requests.ts';
 import { waitFor, waitForAsync } from './support/wait.ts';
 
@@ -48,15 +49,6 @@ function portOpen(port: number): Promise<boolean> {
     });
     socket.once('error', () => resolve(false));
   });
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

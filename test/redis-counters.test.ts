@@ -69,8 +69,10 @@ apis:
 
   test('two gateway processes enforce one limit: exactly 30 of 60 concurrent calls pass', async () => {
     const statuses = await Promise.all(Array.from({ length: 60 }, (_, i) => call(gateways[i % 2]!, 'shared-tenant')));
-    assert.equal(statuses.filter((s) => s === 200).length, 30);
-    assert.equal(statuses.filter((s) => s === 429).length, 30);
+    const byStatus: Record<number, number> = {};
+    for (const s of statuses) byStatus[s] = (byStatus[s] ?? 0) + 1;
+    // All statuses at once: a failure shows what the calls that were neither allowed nor refused got.
+    assert.deepEqual(byStatus, { 200: 30, 429: 30 });
   });
 
   test('Redis killed under traffic: every request is still answered, by local counters; Redis back, shared again', async () => {

@@ -17,7 +17,7 @@
 //   DENO_TEST_FILE_TIMEOUT_MS   the limit a file, in milliseconds (default 600000)
 
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,6 +58,34 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   });
 }
 
+/**
+ * The processes of group `pgid` that still run, as `pid command` (from /proc: a zombie, which runs nothing and which
+ * a parent that does not collect its children leaves behind, is not one of them). Empty without /proc.
+ */
+function runningIn(pgid) {
+  const found = [];
+  let entries;
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return found;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // After the command name in parentheses: state, parent, process group.
+      const [state, , group] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(group) !== pgid || state === 'Z') continue;
+      const command = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').trim();
+      found.push(`${entry} ${command.length > 120 ? `${command.slice(0, 120)}...` : command}`);
+    } catch {
+      // It ended while the list was read.
+    }
+  }
+  return found;
+}
+
 function runFile(file) {
   return new Promise((resolve) => {
     // detached: the child leads a new process group, which its own children join.
@@ -72,15 +100,19 @@ function runFile(file) {
       timedOut = true;
       killGroup(child.pid);
     }, FILE_TIMEOUT_MS);
-    let leftBehind = false;
+    let leftBehind = [];
     // On exit, not on close: close waits for the output pipes, which a process left behind may hold open.
     child.on('exit', () => {
       clearTimeout(timer);
       running.delete(child.pid);
-      if (!timedOut && child.pid !== undefined) leftBehind = killGroup(child.pid);
+      if (timedOut || child.pid === undefined) return;
+      leftBehind = runningIn(child.pid);
+      killGroup(child.pid);
     });
     child.on('close', (code, signal) => {
-      if (leftBehind) chunks.push(Buffer.from(`deno-test: ${file} left processes running after it ended; they were killed\n`));
+      if (leftBehind.length > 0) {
+        chunks.push(Buffer.from(`deno-test: ${file} left processes running after it ended; they were killed: ${leftBehind.join('; ')}\n`));
+      }
       process.stdout.write(Buffer.concat(chunks));
       const why = timedOut ? `still running after ${FILE_TIMEOUT_MS / 1000} s, killed with its processes` : signal ? `killed by ${signal}` : `exit code ${code}`;
       resolve({ file, ok: code === 0 && !timedOut, why });

@@ -74,7 +74,8 @@ test('the Deno runner kills a file past its limit with its processes, and what a
     assert.equal(code, 1, output);
     assert.match(output, /deno-test: 2 files, 1 passed, 1 failed/);
     assert.ok(output.includes(`failed: ${hanging} (still running after 4 s, killed with its processes)`), output);
-    assert.ok(output.includes(`deno-test: ${leaving} left processes running after it ended; they were killed`), output);
+    const named = `deno-test: ${leaving} left processes running after it ended; they were killed: ${pids[1]} `;
+    assert.match(output.slice(output.indexOf(named)), /^[^\n]*: \d+ \S*sleep 600\n/, output);
   } finally {
     for (const pid of pids) if (pid > 0 && processAlive(pid)) process.kill(pid, 'SIGKILL');
   }

@@ -9,7 +9,7 @@ import { assertAlwaysCounts, assertRefusalsNotCounted, assertSlots } from './sup
 import { RedisCounterStore } from '../runtime/state/redis-counter-store.ts';
 import { Logger, memorySink, type LogRecord } from '../runtime/telemetry/logger.ts';
 import { MetricsRegistry } from '../runtime/telemetry/metrics.ts';
-import { freePort } from './support/ports.ts';
+import { freePort, REFUSED_PORT } from './support/ports.ts';
 import { redisAvailable, startRedis, type RedisProcess } from './support/redis-process.ts';
 import { waitFor, waitForAsync } from './support/wait.ts';
 
@@ -46,6 +46,48 @@ async function ready(store: RedisCounterStore): Promise<void> {
 }
 
 describe('counters in Redis', () => {
+  test('the first connection: settled once Redis answers its ready check, and the first update then goes to Redis', async () => {
+    const metrics = new MetricsRegistry();
+    const store = newStore([], metrics);
+    try {
+      await store.firstConnection();
+      assert.match(metrics.render(), /gatehouse_counter_store_redis_up 1\n/);
+      assert.equal(store.consumeNow('first', 1, 10, 60), undefined, 'the update waits for Redis');
+      assert.equal((await store.consume('first', 1, 10, 60)).count, 1);
+      assert.equal(localUpdates(metrics), 0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('the first connection refused, or accepted and never answered: settled all the same, counting locally', async () => {
+    // Nothing listens on the refused port; the silent server accepts connections and never writes a byte.
+    const silent = createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const silentPort = (silent.address() as { port: number }).port;
+    try {
+      // The bound for a silent server: the connect timeout (1,000 ms), a command's (250 ms) and 250 ms, and slack.
+      for (const [what, port, withinMs] of [['refused', REFUSED_PORT, 1000], ['never answered', silentPort, 2500]] as const) {
+        const logs: LogRecord[] = [];
+        const metrics = new MetricsRegistry();
+        const store = new RedisCounterStore({ url: `redis://127.0.0.1:${port}`, logger: new Logger(memorySink(logs), 'debug'), metrics });
+        try {
+          const started = Date.now();
+          await store.firstConnection();
+          const tookMs = Date.now() - started;
+          assert.ok(tookMs < withinMs, `${what}: settled after ${tookMs} ms`);
+          assert.match(metrics.render(), /gatehouse_counter_store_redis_up 0\n/, what);
+          assert.equal(store.consumeNow('first', 1, 10, 60)?.count, 1, `${what}: counted here`);
+          assert.ok(logs.some((l) => l.msg.startsWith('Redis unreachable')), `${what}: said in the log`);
+        } finally {
+          await store.close();
+        }
+      }
+    } finally {
+      silent.close();
+    }
+  });
+
   test('two stores (two gateways) on one Redis let exactly the limit through, however the calls interleave', async () => {
     const a = newStore();
     const b = newStore();

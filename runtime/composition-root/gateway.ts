@@ -283,6 +283,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     http2: options.http2,
     onHttp2Cut: (reason: string, client: string) => logger.warn('HTTP/2 connection closed (GOAWAY ENHANCE_YOUR_CALM)', { reason, client }),
   };
+  // No traffic before shared counters are: a gateway that served while its connection to Redis was being made would
+  // count those requests by itself, and a fleet's limit would let them through on every gateway that just started.
+  await counters.firstConnection?.();
   const http = await listenDataPlane({ ...dataPlane, port: options.httpPort, hostname: '0.0.0.0' });
   listeners.push(http);
   egress.addOwnListener(http.port);

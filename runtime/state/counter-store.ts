@@ -29,6 +29,8 @@ export interface CounterStore {
   release(key: string, lease: string): void;
   /** Releases connections (a shared store). */
   close?(): Promise<void>;
+  /** A shared store: settles once its first connection is made or has failed (it never rejects). */
+  firstConnection?(): Promise<void>;
 }
 
 export interface LeaseOutcome {

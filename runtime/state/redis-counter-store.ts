@@ -68,6 +68,11 @@ export interface RedisCounterStoreOptions {
   keyPrefix?: string;
 }
 
+/** A command slower than this counts as Redis being unreachable, unless the options say otherwise. */
+const DEFAULT_COMMAND_TIMEOUT_MS = 250;
+/** A connection not made within this is given up (and tried again: ioredis's retryStrategy below). */
+const CONNECT_TIMEOUT_MS = 1000;
+
 type Acquire = (key: string, limit: number, ttlMs: number, lease: string) => Promise<[number, number]>;
 type Consume = (key: string, amount: number, limit: number, periodSeconds: number, always: 0 | 1) => Promise<[number, number, number]>;
 
@@ -87,18 +92,35 @@ export class RedisCounterStore implements CounterStore {
   private lastError: string | null = null;
   /** host:port, for logs: never the URL, which may carry the password. */
   private readonly address: string;
+  /** Settles once `state` is first set, or after FIRST_CONNECTION_BOUND_MS: see firstConnection. */
+  private readonly firstSettled: Promise<void>;
+  private settleFirst: () => void = () => {};
 
   constructor(options: RedisCounterStoreOptions) {
     this.logger = options.logger.child({ component: 'counters' });
     this.retryAfterMs = options.retryAfterMs ?? 1000;
     this.keyPrefix = options.keyPrefix ?? 'gatehouse:counter:';
     this.address = addressOf(options.url);
+    this.firstSettled = new Promise<void>((resolve) => {
+      // A connection that neither gets ready nor fails is bounded too: to a Redis that accepts connections and never
+      // answers (stopped, overloaded, or not Redis), ioredis times its ready check out after 500 ms here but closes the
+      // connection, the failure this store sees, only about 2.5 s after connecting.
+      const boundMs = CONNECT_TIMEOUT_MS + (options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS) + 250;
+      const bound = setTimeout(() => {
+        if (this.state === null) this.switchTo('local', `connected, but no answer to the ready check within ${boundMs} ms`);
+        resolve();
+      }, boundMs);
+      this.settleFirst = () => {
+        clearTimeout(bound);
+        resolve();
+      };
+    });
     const redis = new Redis(options.url, {
       // Fail at once while disconnected rather than queue: a request must not wait for Redis to come back.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      commandTimeout: options.commandTimeoutMs ?? 250,
-      connectTimeout: 1000,
+      commandTimeout: options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
+      connectTimeout: CONNECT_TIMEOUT_MS,
       // Reconnect for ever, at most every 2 s.
       retryStrategy: (attempt: number) => Math.min(100 * attempt, 2000),
       lazyConnect: false,
@@ -127,10 +149,21 @@ export class RedisCounterStore implements CounterStore {
     );
   }
 
+  /**
+   * Settles once the first connection to Redis is ready (its ready check answered) or has failed (refused, closed, its
+   * ready check timed out), and at the latest after the connect timeout and a command's: a gateway starts serving
+   * after it, so that with Redis up its limits are the fleet's from its first request, not its own until the
+   * connection happens to be made. Never rejects: with Redis away the gateway serves with local counters, as later.
+   */
+  firstConnection(): Promise<void> {
+    return this.firstSettled;
+  }
+
   private switchTo(state: 'redis' | 'local', error?: string): void {
     if (state === this.state || this.closed) return;
     const before = this.state;
     this.state = state;
+    this.settleFirst();
     if (state === 'local') {
       this.failedUntil = Date.now() + this.retryAfterMs;
       this.logger.warn('Redis unreachable: counting in this gateway until it is back', {
@@ -213,6 +246,7 @@ export class RedisCounterStore implements CounterStore {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.settleFirst();
     this.redis.disconnect();
   }
 }

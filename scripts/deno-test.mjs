@@ -38,14 +38,13 @@ function positiveInteger(name, fallback) {
   return value;
 }
 
-/** Sends SIGKILL to every process of the group `pgid`; false when none was left. */
+/** Sends SIGKILL to every process of the group `pgid`, if any is left (none: the file never started). */
 function killGroup(pgid) {
+  if (pgid === undefined) return;
   try {
     process.kill(-pgid, 'SIGKILL');
-    return true;
   } catch (err) {
-    if (err.code === 'ESRCH') return false;
-    throw err;
+    if (err.code !== 'ESRCH') throw err;
   }
 }
 

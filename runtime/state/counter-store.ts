@@ -72,10 +72,7 @@ export class MemoryCounterStore implements CounterStore {
     this.sweep(now);
     const periodMs = periodSeconds * 1000;
     let window = this.windowOf(key, periodMs);
-    if (window === null) {
-      window = { periodMs, start: 0, end: 0, count: 0, next: this.windows.get(key) ?? null };
-      this.windows.set(key, window);
-    }
+    if (window === null) window = this.addWindow(key, periodMs, 0, 0, 0);
     if (now >= window.end) {
       window.start = Math.floor(now / periodMs) * periodMs;
       window.end = window.start + periodMs;
@@ -116,7 +113,14 @@ export class MemoryCounterStore implements CounterStore {
     // Keys without a window here are taken while there are fewer than MAX_SEEDED keys: a shared store may see millions
     // of keys an hour (a limit per client address), which this copy must not hold all of.
     if (this.windows.size >= MAX_SEEDED) return;
-    this.windows.set(key, { periodMs, start: endsAt - periodMs, end: endsAt, count, next: this.windows.get(key) ?? null });
+    this.addWindow(key, periodMs, endsAt - periodMs, endsAt, count);
+  }
+
+  /** A new window of `key` for `periodMs`, at the head of the key's chain. */
+  private addWindow(key: string, periodMs: number, start: number, end: number, count: number): Window {
+    const window: Window = { periodMs, start, end, count, next: this.windows.get(key) ?? null };
+    this.windows.set(key, window);
+    return window;
   }
 
   private readonly leases = new Map<string, number>();

@@ -92,7 +92,7 @@ export class RedisCounterStore implements CounterStore {
   private lastError: string | null = null;
   /** host:port, for logs: never the URL, which may carry the password. */
   private readonly address: string;
-  /** Settles once `state` is first set, or after FIRST_CONNECTION_BOUND_MS: see firstConnection. */
+  /** Settles once `state` is first set, or after the bound set in the constructor: see firstConnection. */
   private readonly firstSettled: Promise<void>;
   private settleFirst: () => void = () => {};
 

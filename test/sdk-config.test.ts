@@ -31,7 +31,7 @@ describe('SDK configuration reads', () => {
     }
   });
 
-  test('headers named by literals (more than the SDK keeps encoded) and by built names are never confused', async () => {
+  test('headers named by literals, by kept names (more than the SDK keeps encoded) and by names built anew are never confused', async () => {
     const { host } = newHost();
     const binding = host.bind({ id: 'names/0', phase: 'inbound', module: await host.load(await buildFixture('header-names')) });
     const headers: Record<string, string> = {};
@@ -50,7 +50,9 @@ describe('SDK configuration reads', () => {
       assert.deepEqual(set, ['h0', 'h14', 'h21', 'h28', 'h35', 'h7'], `round ${round}: response headers set by literal names`);
       assert.equal(literals.response.headers.get('h35')?.[0], 'set-35');
       assert.equal(literals.request.headers.has('h39'), false, `round ${round}: removed by a literal name`);
-      assert.equal((await run('built')).request.headers.get('x-built')?.[0], values.join(''), `round ${round}: names built at run time`);
+      const passes = [0, 1, 2].map((pass) => values.map((_, i) => values[(i + pass * 7) % 40]).join('')).join('');
+      assert.equal((await run('built')).request.headers.get('x-built')?.[0], passes, `round ${round}: names built at run time`);
+      assert.equal((await run('kept')).request.headers.get('x-kept')?.[0], values.join('') + values.join(''), `round ${round}: kept names`);
     }
   });
 });

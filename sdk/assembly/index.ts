@@ -6,7 +6,7 @@
 // pointer/length arguments. Any unexpected status from the host fails the call with a message naming the function.
 
 import { Field, host_fail, host_log, host_metric, host_now, host_respond, host_verify, LogLevel, Status } from "./host";
-import { check, encodeInto, encodeName, failStatus, literalSlot, nameBuf, readField, takeString, valueBuf } from "./io";
+import { check, encodeInto, encodeName, failStatus, addressSlot, nameBuf, readField, takeString, valueBuf } from "./io";
 import {
   getBodyText,
   getBytes,
@@ -385,7 +385,7 @@ const literalArrays = new StaticArray<string[] | null>(LITERAL_SLOTS);
 function configValue(n: string, what: string): string | null {
   const p = changetype<usize>(n);
   const literal = p < __heap_base;
-  if (literal && unchecked(literalNames[literalSlot(p, LITERAL_SLOTS)]) == p) return unchecked(literalValues[literalSlot(p, LITERAL_SLOTS)]);
+  if (literal && unchecked(literalNames[addressSlot(p, LITERAL_SLOTS)]) == p) return unchecked(literalValues[addressSlot(p, LITERAL_SLOTS)]);
   let v: string | null = null;
   if (configValues.has(n)) v = configValues.get(n);
   else if (!configAbsent.has(n)) {
@@ -400,8 +400,8 @@ function configValue(n: string, what: string): string | null {
     else configValues.set(n, v);
   }
   if (literal) {
-    unchecked((literalNames[literalSlot(p, LITERAL_SLOTS)] = p));
-    unchecked((literalValues[literalSlot(p, LITERAL_SLOTS)] = v));
+    unchecked((literalNames[addressSlot(p, LITERAL_SLOTS)] = p));
+    unchecked((literalValues[addressSlot(p, LITERAL_SLOTS)] = v));
   }
   return v;
 }
@@ -475,7 +475,7 @@ export namespace config {
     // The caller gets its own copy: it may change it without changing what the next call reads.
     const p = changetype<usize>(n);
     const literal = p < __heap_base;
-    if (literal && unchecked(literalArrayNames[literalSlot(p, LITERAL_SLOTS)]) == p) return unchecked(literalArrays[literalSlot(p, LITERAL_SLOTS)])!.slice();
+    if (literal && unchecked(literalArrayNames[addressSlot(p, LITERAL_SLOTS)]) == p) return unchecked(literalArrays[addressSlot(p, LITERAL_SLOTS)])!.slice();
     let kept: string[];
     if (configArrays.has(n)) kept = configArrays.get(n);
     else {
@@ -485,8 +485,8 @@ export namespace config {
       kept = out;
     }
     if (literal) {
-      unchecked((literalArrayNames[literalSlot(p, LITERAL_SLOTS)] = p));
-      unchecked((literalArrays[literalSlot(p, LITERAL_SLOTS)] = kept));
+      unchecked((literalArrayNames[addressSlot(p, LITERAL_SLOTS)] = p));
+      unchecked((literalArrays[addressSlot(p, LITERAL_SLOTS)] = kept));
     }
     return kept.slice();
   }

@@ -64,45 +64,48 @@ export function encodeInto(buf: ByteBuffer, s: string): i32 {
 }
 
 /**
- * The slot, in a table of `slots` (a power of two), of the literal at `p`: a literal is static data below __heap_base,
- * never freed or changed, so its address stands for its text (the configuration keys of index.ts and the names below).
+ * The slot, in a table of `slots` (a power of two), of the string at `p`. A literal is static data below __heap_base,
+ * never freed or changed, so its address stands for its text (the configuration keys of index.ts); a string on the
+ * heap stands for its text only while something holds it (the names below).
  */
 // @ts-ignore: decorator
 @inline
-export function literalSlot(p: usize, slots: i32): i32 {
+export function addressSlot(p: usize, slots: i32): i32 {
   return <i32>((p ^ (p >> 7)) >> 4) & (slots - 1);
 }
 
-// Names are mostly literals (`request.header("origin")`, `response.setHeader("vary", ...)`): their UTF-8 bytes are made
-// once, kept on the heap for the instance's life, and found again by the literal's address: no encoding on later
-// calls. A collision, or a name built at run time, is encoded into `nameBuf` as before.
-const LITERAL_NAME_SLOTS = 32;
-const literalNameAddresses = new StaticArray<usize>(LITERAL_NAME_SLOTS);
-const literalNameBytes = new StaticArray<usize>(LITERAL_NAME_SLOTS);
-const literalNameLengths = new StaticArray<i32>(LITERAL_NAME_SLOTS);
-/** Where the bytes of the last name encodeName gave are: `nameBuf`'s, or a literal's own. */
+// A policy names the same headers on every call: literals (`request.header("origin")`), and names it read from its
+// configuration once and keeps (set-header's `name`, key-auth's `identityHeader`). A name's UTF-8 bytes are kept in a
+// slot of NAME_SLOTS picked by the string's address, and found again by that address: no encoding on later calls.
+// A literal is static data, never freed; for a string on the heap the slot holds a reference to it, so that it cannot
+// be collected and its address given to another string while the slot says what its bytes are. A name longer than a
+// slot, or one that lost its slot to another, is encoded into `nameBuf` as before.
+const NAME_SLOTS = 128;
+const NAME_SLOT_BYTES = 32;
+const nameSlotBytes: usize = memory.data(NAME_SLOTS * NAME_SLOT_BYTES, 16);
+const nameAddresses = new StaticArray<usize>(NAME_SLOTS);
+const nameLengths = new StaticArray<i32>(NAME_SLOTS);
+const nameStrings = new StaticArray<string | null>(NAME_SLOTS);
+/** Where the bytes of the last name encodeName gave are: `nameBuf`'s, or a slot's. */
 let encodedName: usize = 0;
 
-/** Encodes a name (its bytes then at `encodedNamePtr()`); returns its byte length. */
+/** Encodes a name (through the slots above); its bytes are then at `encodedNamePtr(length)`. Returns the length. */
 export function encodeName(name: string): i32 {
   const p = changetype<usize>(name);
-  if (p >= __heap_base) {
-    encodedName = nameBuf.ptr;
-    return encodeInto(nameBuf, name);
-  }
-  const slot = literalSlot(p, LITERAL_NAME_SLOTS);
-  if (unchecked(literalNameAddresses[slot]) == p) {
-    encodedName = unchecked(literalNameBytes[slot]);
-    return unchecked(literalNameLengths[slot]);
+  const slot = addressSlot(p, NAME_SLOTS);
+  const kept = nameSlotBytes + <usize>(slot * NAME_SLOT_BYTES);
+  if (unchecked(nameAddresses[slot]) == p) {
+    encodedName = kept;
+    return unchecked(nameLengths[slot]);
   }
   const len = encodeInto(nameBuf, name);
-  const old = unchecked(literalNameBytes[slot]);
-  if (old != 0) heap.free(old);
-  const kept = heap.alloc(<usize>max(len, 1));
+  encodedName = nameBuf.ptr;
+  if (len > NAME_SLOT_BYTES || len == 0) return len;
   memory.copy(kept, nameBuf.ptr, <usize>len);
-  unchecked((literalNameAddresses[slot] = p));
-  unchecked((literalNameBytes[slot] = kept));
-  unchecked((literalNameLengths[slot] = len));
+  unchecked((nameAddresses[slot] = p));
+  unchecked((nameLengths[slot] = len));
+  // A literal needs no reference (it is never freed); one to it would do no harm either.
+  unchecked((nameStrings[slot] = p >= __heap_base ? name : null));
   encodedName = kept;
   return len;
 }

@@ -31,7 +31,7 @@ describe('SDK configuration reads', () => {
     }
   });
 
-  test('headers named by literals, by kept names (more than the SDK keeps encoded) and by names built anew are never confused', async () => {
+  test('headers named by literals, by kept names (more than the SDK keeps encoded) and by names built anew, and kept and built values, are never confused', async () => {
     const { host } = newHost();
     const binding = host.bind({ id: 'names/0', phase: 'inbound', module: await host.load(await buildFixture('header-names')) });
     const headers: Record<string, string> = {};
@@ -51,8 +51,12 @@ describe('SDK configuration reads', () => {
       assert.equal(literals.response.headers.get('h35')?.[0], 'set-35');
       assert.equal(literals.request.headers.has('h39'), false, `round ${round}: removed by a literal name`);
       const passes = [0, 1, 2].map((pass) => values.map((_, i) => values[(i + pass * 7) % 40]).join('')).join('');
-      assert.equal((await run('built')).request.headers.get('x-built')?.[0], passes, `round ${round}: names built at run time`);
-      assert.equal((await run('kept')).request.headers.get('x-kept')?.[0], values.join('') + values.join(''), `round ${round}: kept names`);
+      const built = await run('built');
+      assert.equal(built.request.headers.get('x-built')?.[0], passes, `round ${round}: names built at run time`);
+      for (let i = 0; i < 40; i++) assert.deepEqual(built.response.headers.get(`v${i}`), [`p2-${i}`], `round ${round}: value built at run time`);
+      const kept = await run('kept');
+      assert.equal(kept.request.headers.get('x-kept')?.[0], values.join('') + values.join(''), `round ${round}: kept names`);
+      assert.deepEqual(kept.response.headers.get('x-kept-values'), Array.from({ length: 80 }, (_, i) => `kept-${i}`), `round ${round}: kept values`);
     }
   });
 });

@@ -324,6 +324,11 @@ describe('bulk memory', () => {
     for (const i of [0, 1, BULK_CHUNK_BYTES, 2 * BULK_CHUNK_BYTES + 5, size - 1]) assert.equal(mem()[100 + i], pattern(i), `up, byte ${i}`);
     m.exports.copy!(0, 100, size);
     for (const i of [0, 1, BULK_CHUNK_BYTES, 2 * BULK_CHUNK_BYTES + 5, size - 1]) assert.equal(mem()[i], pattern(i), `down, byte ${i}`);
+    // The same within one chunk, which one instruction does.
+    m.exports.copy!(10, 0, 100);
+    for (let i = 0; i < 100; i++) assert.equal(mem()[10 + i], pattern(i), `one chunk up, byte ${i}`);
+    m.exports.copy!(0, 10, 100);
+    for (let i = 0; i < 100; i++) assert.equal(mem()[i], pattern(i), `one chunk down, byte ${i}`);
     const end = 4 * 65536;
     mem().fill(9, end - 16);
     assert.throws(() => m.exports.fill!(end - 8, 0, 9), WebAssembly.RuntimeError);

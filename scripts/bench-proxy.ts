@@ -12,6 +12,10 @@
 //   gatehouse-5  the same with the five-policy chain (FIVE_POLICY_CHAIN, scripts/bench/five-policy-chain.ts)
 //   gatehouse-5w the same chain with a `when:` condition on each entry, each true (issue 18):
 //                `five-policy-conditions-ratio` is its throughput over gatehouse-5's
+//   gatehouse-5f the same five built-ins' handlers compiled into one module (test/fixtures/policies/five-in-one), called
+//                once inbound and once outbound: only when BENCH_TARGETS names it; then `five-in-one-ratio` (its
+//                throughput over gatehouse-5's) and `five-in-one-cpu-us-added` (its CPU a request less gatehouse's):
+//                what the number of modules and calls costs beside the policies' own work
 //   gatehouse-gzip, gatehouse-read, gatehouse-gzip-read  compressed bodies, only when BENCH_TARGETS names them:
 //                Gatehouse without policies in front of the backend answering gzip (the body streams through as it
 //                came), and with one outbound policy that reads the response body and changes nothing (find-and-replace
@@ -482,7 +486,7 @@ function gatehouseTarget(
   key: string,
   label: string,
   dir: string,
-  withPolicies: boolean | 'with-conditions' | 'cache' | 'read-body',
+  withPolicies: boolean | 'with-conditions' | 'in-one-module' | 'cache' | 'read-body',
   env: () => NodeJS.ProcessEnv = () => ({}),
   gatewayMain = thisBuildMain,
   launch: GatewayLauncher = underNode(gatewayMain),
@@ -635,6 +639,7 @@ async function main(): Promise<number> {
     gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
     gatehouseTarget('gatehouse-5w', 'Gatehouse, five policies, a when: on each', join(tmpRoot, 'gatehouse'), 'with-conditions'),
+    { ...gatehouseTarget('gatehouse-5f', "Gatehouse, the five policies' handlers in one module", join(tmpRoot, 'gatehouse'), 'in-one-module'), optIn: true },
     { ...gatehouseTarget('gatehouse-cache', 'Gatehouse, response cache (hits)', join(tmpRoot, 'gatehouse'), 'cache'), optIn: true },
     { ...gatehouseTarget('gatehouse-gzip', 'Gatehouse, no policies, gzip backend', join(tmpRoot, 'gatehouse'), false, undefined, undefined, undefined, '/gzip'), optIn: true },
     { ...gatehouseTarget('gatehouse-read', 'Gatehouse, a policy reading the body', join(tmpRoot, 'gatehouse'), 'read-body'), optIn: true },
@@ -864,6 +869,8 @@ async function main(): Promise<number> {
   if (!skipped(targets.find((t) => t.key === 'gatehouse-5w')!)) {
     lines.push(`five-policy-conditions-ratio: ${ratio(best('gatehouse-5w'), best('gatehouse-5'))}`);
   }
+  if (measuredAll('gatehouse-5f', 'gatehouse-5')) lines.push(`five-in-one-ratio: ${ratio(best('gatehouse-5f'), best('gatehouse-5'))}`);
+  if (measuredAll('gatehouse-5f', 'gatehouse')) lines.push(`five-in-one-cpu-us-added: ${cpuAdded('gatehouse-5f', 'gatehouse')}`);
   if (!skipped(targets.find((t) => t.key === 'gatehouse-cache')!)) {
     lines.push(`cache-hit-ratio-vs-direct: ${ratio(best('gatehouse-cache'), best('direct'))}`);
     lines.push(`cache-hit-ratio-vs-gatehouse: ${ratio(best('gatehouse-cache'), gh)}`);

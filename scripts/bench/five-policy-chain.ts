@@ -1,6 +1,9 @@
 // The gateway configuration of the proxy benchmark (scripts/bench-proxy.ts) and the soak (scripts/soak.ts): one API in
 // front of one backend, with or without the five-policy chain issue 3 names, and what clients send to get through it.
 
+import { join } from 'node:path';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
+
 /** The API key the load generators and checks send; the chain's key-auth accepts it (keys have 8 characters at least). */
 export const API_KEY = 'bench-key-0001';
 /** Every request also carries an Origin, as a browser's would, so that the chain's cors policy does its whole job. */
@@ -24,13 +27,27 @@ export const FIVE_POLICY_CHAIN: Array<{ phase: 'inbound' | 'outbound'; policy: s
   { phase: 'outbound', policy: 'set-header', config: { name: 'x-gatehouse', value: 'bench' }, when: 'response.status < 500' },
 ];
 
+/** The five built-ins' handlers in one module (test/fixtures/policies/five-in-one), for bench:proxy's gatehouse-5f. */
+const FIVE_IN_ONE = join(repoRoot(), 'test', 'fixtures', 'policies', 'five-in-one');
+
 /**
- * The configuration document (YAML): API `bench` on `/` in front of `backendUrl`, with the chain when asked, and with
- * each entry's `when:` condition for 'with-conditions'.
+ * The configuration document (YAML): API `bench` on `/` in front of `backendUrl`, with the chain when asked, with
+ * each entry's `when:` condition for 'with-conditions', or with the five in one module ('in-one-module': an inbound
+ * and an outbound entry, each with the five's configurations merged).
  */
-export function benchGatewayYaml(backendUrl: string, withPolicies: boolean | 'with-conditions' | 'cache' | 'read-body', writtenBy: string): string {
+export function benchGatewayYaml(
+  backendUrl: string,
+  withPolicies: boolean | 'with-conditions' | 'in-one-module' | 'cache' | 'read-body',
+  writtenBy: string,
+): string {
   const lines = ['# Written by ' + writtenBy, 'version: 1', 'apis:', '  - id: bench', '    pathPrefix: /', '    backend:', `      url: ${backendUrl}`];
-  if (withPolicies === 'read-body') {
+  if (withPolicies === 'in-one-module') {
+    const config = JSON.stringify(Object.assign({}, ...FIVE_POLICY_CHAIN.map((e) => e.config)));
+    lines.push('    policies:');
+    for (const phase of ['inbound', 'outbound']) {
+      lines.push(`      ${phase}:`, `        - source: ${JSON.stringify(FIVE_IN_ONE)}`, `          config: ${config}`, '          grants: { counters: true }');
+    }
+  } else if (withPolicies === 'read-body') {
     // A policy that reads the response body and changes nothing (no match): the gateway holds, decodes and sends on.
     lines.push('    policies:', '      outbound:', '        - policy: find-and-replace', '          config: { from: "not in the body", to: x }');
   } else if (withPolicies === 'cache') {

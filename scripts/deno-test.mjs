@@ -59,7 +59,8 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 
 /**
  * The processes of group `pgid` that still run, as `pid command` (from /proc: a zombie, which runs nothing and which
- * a parent that does not collect its children leaves behind, is not one of them). Empty without /proc.
+ * a parent that does not collect its children leaves behind, is not one of them, nor is a process in the middle of
+ * exiting). Empty without /proc.
  */
 function runningIn(pgid) {
   const found = [];
@@ -77,6 +78,8 @@ function runningIn(pgid) {
       const [state, , group] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       if (Number(group) !== pgid || state === 'Z') continue;
       const command = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').trim();
+      // A process that is exiting has let its memory go, and its command line with it: it is ending, not left running.
+      if (command === '') continue;
       found.push(`${entry} ${command.length > 120 ? `${command.slice(0, 120)}...` : command}`);
     } catch {
       // It ended while the list was read.

@@ -99,8 +99,10 @@ export function encodeName(name: string): i32 {
     return unchecked(nameLengths[slot]);
   }
   const len = encodeInto(nameBuf, name);
-  encodedName = nameBuf.ptr;
-  if (len > NAME_SLOT_BYTES || len == 0) return len;
+  if (len > NAME_SLOT_BYTES || len == 0) {
+    encodedName = nameBuf.ptr;
+    return len;
+  }
   memory.copy(kept, nameBuf.ptr, <usize>len);
   unchecked((nameAddresses[slot] = p));
   unchecked((nameLengths[slot] = len));

@@ -7,6 +7,11 @@ export interface PolicyDescriptor {
   version: string;
   requestBody: boolean;
   responseBody: boolean;
+  /**
+   * What the handlers change depends only on what they read through `get` (1.3): the host may answer a call with the
+   * changes of an earlier call that read the same values, without running it.
+   */
+  deterministic: boolean;
   configSchema: object | null;
 }
 
@@ -14,7 +19,7 @@ export interface PolicyDescriptor {
 export const POLICY_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 /** The descriptor's fields. Others are refused: a misspelt `requestbody` would otherwise leave the body unread. */
-const FIELDS = ['name', 'version', 'requestBody', 'responseBody', 'configSchema'];
+const FIELDS = ['name', 'version', 'requestBody', 'responseBody', 'deterministic', 'configSchema'];
 
 /** Parses and checks a descriptor; returns the problems found, or the descriptor and its config validator. */
 export function parseDescriptor(
@@ -40,7 +45,7 @@ export function parseDescriptor(
   if (typeof d.version !== 'string' || d.version.length === 0 || d.version.length > 64) {
     problems.push('descriptor.version: must be a non-empty string of at most 64 characters');
   }
-  for (const key of ['requestBody', 'responseBody'] as const) {
+  for (const key of ['requestBody', 'responseBody', 'deterministic'] as const) {
     if (d[key] !== undefined && typeof d[key] !== 'boolean') problems.push(`descriptor.${key}: must be a boolean`);
   }
   let validateConfig: ConfigValidator | null = null;
@@ -62,6 +67,7 @@ export function parseDescriptor(
       version: d.version as string,
       requestBody: d.requestBody === true,
       responseBody: d.responseBody === true,
+      deterministic: d.deterministic === true,
       configSchema: (d.configSchema as object | undefined) ?? null,
     },
     validateConfig,

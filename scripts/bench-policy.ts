@@ -83,7 +83,7 @@ const instance = async (compiled: WebAssembly.Module) =>
   PolicyInstance.create({ compiled, policy: 'compute', grants: {}, limits: { ...DEFAULT_LIMITS, cpuMs: 5000 }, initialPages: computeModule.initialPages, extismConfig: {}, logger: new Logger(() => undefined), clocks: processClocks });
 const metered = await instance(await computeModule.compiled(DEFAULT_LIMITS.memoryBytes));
 const unmetered = await instance(await WebAssembly.compile(computeWasm as Uint8Array<ArrayBuffer>));
-const state = (): CallState => ({ view: makeExchange(), effects: null, completeNow: null, failMessage: null, grants: {}, metrics: null });
+const state = (): CallState => ({ view: makeExchange(), effects: null, completeNow: null, failMessage: null, grants: {}, metrics: null, recording: null });
 const cpuRuns = 2_000;
 const timeCompute = async (label: string, target: PolicyInstance) => {
   const samples: number[] = [];

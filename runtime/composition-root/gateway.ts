@@ -72,6 +72,11 @@ export interface GatewayOptions {
    */
   policyHttpInFlight?: number;
   /**
+   * Whether calls of policies that declare themselves deterministic may be answered with an earlier call's changes
+   * (GATEHOUSE_POLICY_REPLAY; policy-host/replay.ts). Default true.
+   */
+  policyReplay?: boolean;
+  /**
    * Where metered policy modules are kept between starts (GATEHOUSE_INSTRUMENTED_CACHE_DIR; sync/instrumented-cache.ts);
    * default: `instrumented/` in the backup directory when there is one, else `gatehouse-instrumented-<uid>` in the
    * system's temporary folder.
@@ -156,7 +161,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     key: options.instrumentedCacheKey,
     logger,
   });
-  const host = new PolicyHost({ logger, metrics, effects, clocks: adapter.clocks, instrumented });
+  const host = new PolicyHost({ logger, metrics, effects, clocks: adapter.clocks, instrumented, replay: options.policyReplay });
   const echo: EchoBackend = await startEchoBackend();
   const forwarder = new Forwarder({ timeoutMs: 30_000, egress, metrics });
   const backendHealth = healthEvents(logger, metrics);

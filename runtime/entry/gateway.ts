@@ -75,6 +75,8 @@ Environment:
   GATEHOUSE_HTTP2_CLEARTEXT  the HTTP port also speaks HTTP/2 with prior knowledge, as gRPC clients do (off)
   GATEHOUSE_HTTP2_MAX_CONCURRENT_STREAMS, GATEHOUSE_HTTP2_MAX_RESETS  streams open at once per connection (100);
                              streams a client may reset in 10 s before its connection is closed (200)
+  GATEHOUSE_POLICY_REPLAY    calls of policies that declare themselves deterministic may be answered with an earlier
+                             call's changes for the same values read (on); off: every call runs its module
   GATEHOUSE_POLICY_HTTP_IN_FLIGHT  HTTP effects of policies in flight at once in this gateway; past it an effect gets
                              an error result instead of waiting (64)
   GATEHOUSE_REDIS_URL        share rate-limit counters and the cache through this Redis (redis://host:6379); default:
@@ -239,6 +241,8 @@ const telemetryMs = milliseconds('GATEHOUSE_TELEMETRY_INTERVAL_MS', 60_000, 100)
 const shutdownDelayMs = milliseconds('GATEHOUSE_SHUTDOWN_DELAY_MS', DEFAULT_SHUTDOWN_DELAY_MS, 0);
 const shutdownTimeoutMs = milliseconds('GATEHOUSE_SHUTDOWN_TIMEOUT_MS', 30_000, 0);
 const policyHttpInFlight = wholeNumber(HTTP_IN_FLIGHT_VARIABLE, DEFAULT_HTTP_IN_FLIGHT, 1, 100_000, 'a whole number, 1 to 100000');
+const policyReplayText = process.env.GATEHOUSE_POLICY_REPLAY || 'on';
+if (policyReplayText !== 'on' && policyReplayText !== 'off') refuse(`GATEHOUSE_POLICY_REPLAY=${policyReplayText} must be on or off`);
 const keysMinRefreshMs = wholeNumber('GATEHOUSE_JWKS_MIN_REFRESH_MS', 30_000, 0, 86_400_000, 'a whole number of ms, 0 to 86400000');
 const cacheLimits = {
   ...DEFAULT_CACHE_LIMITS,
@@ -344,6 +348,7 @@ try {
     http2: http2.http2,
     shutdownTimeoutMs,
     policyHttpInFlight,
+    policyReplay: policyReplayText === 'on',
     cacheLimits,
     keysMinRefreshMs,
     redisUrl,

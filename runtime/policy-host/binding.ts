@@ -7,6 +7,7 @@ import { authorFrame, CallAbort, PolicyFailure, type FailureReason, type LimitHi
 import { PolicyInstance, type CallState, type CallView, type EffectCall, type Grants, type Limits } from './instance.ts';
 import type { PolicyModule } from './module.ts';
 import { CircuitBreaker, DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
+import { ReplayTable, type CallRecording } from './replay.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Counter } from '../telemetry/metrics.ts';
 import type { CustomMetrics } from '../telemetry/custom-metrics.ts';
@@ -60,6 +61,8 @@ export interface EffectRunner {
 
 export interface BindingMetrics {
   calls: Counter;
+  /** Calls answered from an earlier call's changes, without running the handler (replay.ts). */
+  replays: Counter;
   failures: Counter;
   recycles: Counter;
   circuitOpens: Counter;
@@ -67,6 +70,8 @@ export interface BindingMetrics {
 
 export interface BindingStats {
   calls: number;
+  /** Of the calls, those answered from an earlier call's changes (replay.ts). */
+  replays: number;
   failures: number;
   recycles: number;
   /** Failures since the last success. */
@@ -101,6 +106,11 @@ export interface BindingOptions {
   breaker?: BreakerSettings;
   /** The clocks its calls' CPU budgets read (the runtime adapter's). */
   clocks: BudgetClocks;
+  /**
+   * Whether calls of a module that declares itself deterministic may be answered from earlier calls (replay.ts);
+   * default true. Off for one gateway with GATEHOUSE_POLICY_REPLAY=off.
+   */
+  replay?: boolean;
 }
 
 export class PolicyBinding {
@@ -109,7 +119,7 @@ export class PolicyBinding {
   readonly failOpen: boolean;
   /** What the policy may reach: effects check it, and so does the exchange for BACKEND_URL writes. */
   readonly grants: Grants;
-  readonly stats: BindingStats = { calls: 0, failures: 0, recycles: 0, consecutiveFailures: 0, lastFailure: null };
+  readonly stats: BindingStats = { calls: 0, replays: 0, failures: 0, recycles: 0, consecutiveFailures: 0, lastFailure: null };
   private instance: Promise<PolicyInstance> | null = null;
   private readonly extismConfig: Record<string, string>;
   private readonly labels: { policy: string };
@@ -121,6 +131,10 @@ export class PolicyBinding {
   /** Bound once: every call's state carries it. */
   private readonly completeNow: CallState['completeNow'];
   private readonly breaker: CircuitBreaker;
+  /** The `replays` counter's rendered label set. */
+  private readonly replaysKey: string;
+  /** By handler export, the calls that can be answered again; null when the module's calls are not replayed. */
+  private readonly replays: Record<string, ReplayTable> | null;
 
   constructor(private readonly options: BindingOptions) {
     this.breaker = new CircuitBreaker(options.breaker ?? DEFAULT_BREAKER);
@@ -131,6 +145,8 @@ export class PolicyBinding {
     this.extismConfig = flattenConfig(options.config);
     this.labels = { policy: options.module.descriptor.name };
     this.callsKey = options.metrics.calls.key(this.labels);
+    this.replaysKey = options.metrics.replays.key(this.labels);
+    this.replays = options.module.descriptor.deterministic && options.replay !== false ? {} : null;
     this.effectContext = { binding: this.id, policy: this.name, grants: options.grants };
     const { effects } = options;
     this.completeNow = effects.performNow
@@ -217,9 +233,41 @@ export class PolicyBinding {
     const exportName = PHASE_EXPORTS[phase];
     const instance = this.ready;
     if (!instance) return this.runRounds(exportName, view, null, 1);
-    const waiting = this.round(instance, exportName, view, null, nowMs);
+    let recording: CallRecording | null = null;
+    // A breaker that is not closed waits for a trial call of the module itself.
+    if (this.replays !== null && this.breaker.current === 'closed') {
+      const table = (this.replays[exportName] ??= new ReplayTable(this.options.computedKeys?.length ? new Set(this.options.computedKeys) : null));
+      if (this.replayed(table, view)) return undefined;
+      recording = table.recording();
+    }
+    const waiting = this.round(instance, exportName, view, null, nowMs, recording);
     if (waiting === null) return undefined;
     return this.runRounds(exportName, view, waiting, 2);
+  }
+
+  /**
+   * Makes the changes of an earlier call that read what `view` holds now, if one was kept, as one transaction: true
+   * when it did (the call is answered), false when there was none or a change's status differed (nothing is changed).
+   */
+  private replayed(table: ReplayTable, view: TransactionalView): boolean {
+    view.begin(this);
+    let done = false;
+    try {
+      const outcome = table.lookup(view);
+      done = outcome !== null && ReplayTable.apply(outcome, view);
+    } catch {
+      // A change the exchange refused by throwing (a backend no longer granted): the module is called, and decides.
+      done = false;
+    }
+    if (!done) {
+      view.rollback();
+      return false;
+    }
+    view.commit();
+    this.stats.replays++;
+    this.options.metrics.replays.incKey(this.replaysKey);
+    this.stats.consecutiveFailures = 0;
+    return true;
   }
 
   /** Rounds from `round` on, waiting for the instance and performing effects between them (`waiting`: the last round). */
@@ -261,6 +309,7 @@ export class PolicyBinding {
     view: TransactionalView,
     effects: EffectCall[] | null,
     startedMs?: number,
+    recording: CallRecording | null = null,
   ): Waiting | null {
     const state: CallState = {
       view,
@@ -269,6 +318,7 @@ export class PolicyBinding {
       failMessage: null,
       grants: this.options.grants,
       metrics: null,
+      recording,
     };
     view.begin(this);
     try {
@@ -289,6 +339,7 @@ export class PolicyBinding {
     const pending = state.effects === null ? 0 : waitingIn(state.effects);
     if (pending === 0) {
       view.commit();
+      if (recording !== null && recording.open && state.effects === null) this.replays![exportName]!.keep(recording);
       if (state.metrics !== null) for (const m of state.metrics) this.options.customMetrics?.record(m);
       if (state.effects !== null) this.settle(state.effects, view);
       this.stats.consecutiveFailures = 0;

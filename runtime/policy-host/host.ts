@@ -38,6 +38,8 @@ export interface PolicyHostOptions {
   clocks: BudgetClocks;
   /** Metered modules kept between starts; absent: every module is metered by binaryen when loaded. */
   instrumented?: InstrumentedModuleStore;
+  /** Whether calls of deterministic modules may be answered from earlier calls (replay.ts); default true. */
+  replay?: boolean;
 }
 
 const MAX_CPU_MS = 10_000;
@@ -50,6 +52,7 @@ export class PolicyHost {
   readonly effects: EffectRunner;
   private readonly clocks: BudgetClocks;
   private readonly instrumented: InstrumentedModuleStore | undefined;
+  private readonly replay: boolean;
   private readonly modules = new Map<string, Promise<PolicyModule>>();
   private readonly bindingMetrics;
   /** Metrics that policies emit, shared by every binding of this host. */
@@ -61,9 +64,14 @@ export class PolicyHost {
     this.effects = options.effects;
     this.clocks = options.clocks;
     this.instrumented = options.instrumented;
+    this.replay = options.replay !== false;
     this.customMetrics = new CustomMetrics(this.metrics);
     this.bindingMetrics = {
       calls: this.metrics.counter('gatehouse_policy_calls_total', 'Policy handler calls, by policy.'),
+      replays: this.metrics.counter(
+        'gatehouse_policy_replays_total',
+        'Policy handler calls answered with the changes of an earlier call that read the same values, without running the module, by policy.',
+      ),
       failures: this.metrics.counter('gatehouse_policy_failures_total', 'Failed policy calls, by policy and reason.'),
       recycles: this.metrics.counter(
         'gatehouse_policy_instance_recycles_total',
@@ -134,6 +142,7 @@ export class PolicyHost {
       customMetrics: this.customMetrics,
       breaker,
       clocks: this.clocks,
+      replay: this.replay,
     });
     return binding;
   }

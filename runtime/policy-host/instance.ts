@@ -163,6 +163,14 @@ export interface CallView {
   respond(status: number): number;
 }
 
+/** What a call reads and changes, kept so that the call can be replayed (replay.ts implements it). */
+export interface CallRecorder {
+  read(field: number, name: string, value: string | Uint8Array | number | null): void;
+  change(op: WriteOp | 'respond', field: number, name: string, value: string | Uint8Array | number | null, status: number): void;
+  /** The call did something a replay cannot make again. */
+  stop(): void;
+}
+
 /** An effect a call asked for; `result` is undefined while it waits to be performed. */
 export interface EffectCall {
   readonly kind: number;
@@ -186,6 +194,8 @@ export interface CallState {
   grants: Grants;
   /** Metrics the call emitted, recorded only if it succeeds (null until the first). */
   metrics: MetricEmission[] | null;
+  /** What the call reads and changes, when its handler's calls may be replayed (replay.ts); null otherwise. */
+  recording: CallRecorder | null;
 }
 
 const BODY_FIELDS = new Set<number>([Field.REQUEST_BODY, Field.RESPONSE_BODY]);
@@ -263,7 +273,12 @@ export class PolicyInstance implements KernelHost {
       [KERNEL_MODULE]: this.kernel.functions(),
     };
     if (grants.wasi === true || grants.filesystem !== undefined) {
-      this.wasi = new PolicyWasi(grants.filesystem ?? {}, { work: (units) => this.work(units), memory: () => this.mem() });
+      // A call that used WASI (the clock, randomness, files) cannot be replayed.
+      const work = (units: number) => {
+        this.call?.recording?.stop();
+        this.work(units);
+      };
+      this.wasi = new PolicyWasi(grants.filesystem ?? {}, { work, memory: () => this.mem() });
       imports[WASI_MODULE] = this.wasi.imports;
     }
     // The module's start function, data segments and initialisation run here, under the same limits as a call.
@@ -425,6 +440,7 @@ export class PolicyInstance implements KernelHost {
   }
 
   log(level: LogLevel, text: Uint8Array): void {
+    this.call?.recording?.stop();
     const { logger, limits } = this.options;
     // Lines the gateway does not write cost the sink nothing; they were counted against the output cap already.
     if (!logger.enabled(level)) return;
@@ -444,6 +460,10 @@ export class PolicyInstance implements KernelHost {
   fail(message: string): void {
     if (this.call) this.call.failMessage = message;
     else this.orphanFailure = message;
+  }
+
+  stopReplay(): void {
+    this.call?.recording?.stop();
   }
 
   config(key: string): string | undefined {
@@ -555,7 +575,9 @@ export class PolicyInstance implements KernelHost {
         const mem = this.ranges(buf, cap, namePtr, nameLen);
         if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
         this.work(1 + (nameLen >> 8) + (field === Field.REQUEST_QUERY_PARAM ? this.queryWork(state, 6) : 0));
-        const value = state.view.read(field, this.texts.decode(mem, namePtr, nameLen));
+        const name = this.texts.decode(mem, namePtr, nameLen);
+        const value = state.view.read(field, name);
+        if (state.recording !== null) state.recording.read(field, name, value);
         if (value === null) return Status.NOT_FOUND;
         if (typeof value === 'number') return value;
         return this.writeValue(value, buf, cap);
@@ -570,10 +592,14 @@ export class PolicyInstance implements KernelHost {
         this.output(nameLen + WRITE_OVERHEAD_BYTES);
         if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
         this.work(1 + (nameLen >> 8) + (field === Field.REQUEST_QUERY_PARAM ? this.queryWork(state, 8) : 0));
-        return state.view.write('remove', field, this.readString(namePtr, nameLen), null);
+        const name = this.readString(namePtr, nameLen);
+        const status = state.view.write('remove', field, name, null);
+        if (state.recording !== null) state.recording.change('remove', field, name, null, status);
+        return status;
       },
       list: (field: number, buf: number, cap: number): number => {
         const state = this.current();
+        state.recording?.stop();
         this.range(buf, cap);
         this.work(1);
         const names = state.view.list(field);
@@ -584,10 +610,13 @@ export class PolicyInstance implements KernelHost {
         const state = this.current();
         this.output(WRITE_OVERHEAD_BYTES);
         this.work(1);
-        return state.view.respond(status);
+        const result = state.view.respond(status);
+        if (state.recording !== null) state.recording.change('respond', 0, '', status, result);
+        return result;
       },
       effect: (kind: number, reqPtr: number, reqLen: number, buf: number, cap: number): number => {
         const state = this.current();
+        state.recording?.stop();
         this.range(buf, cap);
         this.range(reqPtr, reqLen);
         this.output(reqLen);
@@ -631,11 +660,13 @@ export class PolicyInstance implements KernelHost {
         this.log(LOG_LEVELS[level] ?? 'info', bytes);
       },
       now: (): number => {
+        this.call?.recording?.stop();
         this.work(1);
         return Date.now();
       },
       metric: (np: number, nl: number, value: number, dp: number, dl: number): number => {
         const state = this.current();
+        state.recording?.stop();
         this.range(np, nl);
         this.range(dp, dl);
         this.output(nl + dl + WRITE_OVERHEAD_BYTES);
@@ -654,7 +685,7 @@ export class PolicyInstance implements KernelHost {
         return status;
       },
       verify: (ap: number, al: number, kp: number, kl: number, dp: number, dl: number, sp: number, sl: number): number => {
-        this.current();
+        this.current().recording?.stop();
         this.range(ap, al);
         this.range(kp, kl);
         // Views, not copies: verifySignature reads them before this host function returns.
@@ -689,6 +720,8 @@ export class PolicyInstance implements KernelHost {
     const name = this.texts.decode(mem, np, nl);
     // A body is copied out of the module's memory: the host never keeps a view into it.
     const value = BODY_FIELDS.has(field) ? mem.slice(vp, vp + vl) : this.texts.decode(mem, vp, vl);
-    return state.view.write(op, field, name, value);
+    const status = state.view.write(op, field, name, value);
+    if (state.recording !== null) state.recording.change(op, field, name, value, status);
+    return status;
   }
 }

@@ -37,6 +37,8 @@ export interface KernelHost {
   fail(message: string): void;
   /** A configuration value for `config_get`, or undefined. */
   config(key: string): string | undefined;
+  /** The call read or changed what outlives it (Extism's variables): it is not replayed (replay.ts). */
+  stopReplay(): void;
   /** The Extism priority of the least severe level the gateway writes (0 trace ... 4 error). */
   readonly logPriority: number;
 }
@@ -169,11 +171,15 @@ export class ExtismKernel {
         return value === undefined ? 0n : this.store(encoder.encode(value));
       },
       var_get: (addr) => {
+        host.stopReplay();
         const key = this.takeString(addr, 'var_get');
         const value = this.vars.get(key);
         return value === undefined ? 0n : this.store(value);
       },
-      var_set: (keyAddr, valueAddr) => this.setVar(keyAddr, valueAddr),
+      var_set: (keyAddr, valueAddr) => {
+        host.stopReplay();
+        return this.setVar(keyAddr, valueAddr);
+      },
       http_request: () => {
         throw new CallAbort('capability', `policy ${host.policy} called the Extism kernel's http_request; the network is reached through the HTTP effect`);
       },

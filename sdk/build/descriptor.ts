@@ -32,7 +32,7 @@ function keyPosition(text: string, key: string): { line: number; column: number 
   return i >= 0 ? lineColumn(text, i) : { line: 1, column: 1 };
 }
 
-const POLICY_KEYS = new Set(['name', 'version', 'description', 'requestBody', 'responseBody', 'needs']);
+const POLICY_KEYS = new Set(['name', 'version', 'description', 'requestBody', 'responseBody', 'deterministic', 'needs']);
 /**
  * Capabilities a policy may say it needs (`needs` in policy.json), `backend:<config key>`: the backend grant for
  * the host and port of the URL in that configuration key, and `openid-config:<config key>`: the KEYS effect for the
@@ -110,7 +110,7 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
       version = policy.version;
     }
   }
-  for (const key of ['requestBody', 'responseBody'] as const) {
+  for (const key of ['requestBody', 'responseBody', 'deterministic'] as const) {
     if (policy[key] !== undefined && typeof policy[key] !== 'boolean') {
       problem(key, `"${key}" must be true or false (got ${JSON.stringify(policy[key])})`);
     }
@@ -144,6 +144,7 @@ export async function readDescriptor(dir: string): Promise<{ descriptor: PolicyD
     version,
     requestBody: policy.requestBody === true,
     responseBody: policy.responseBody === true,
+    deterministic: policy.deterministic === true,
     configSchema,
   };
   // The gateway reads the module's descriptor with the ABI's parser: what it would refuse (a schema.json that is not a
@@ -171,6 +172,8 @@ export function descriptorJson(d: PolicyDescriptor): string {
     requestBody: d.requestBody,
     responseBody: d.responseBody,
   };
+  // Written only when true: a module that does not declare it loads in hosts older than ABI 1.3 as before.
+  if (d.deterministic) out.deterministic = true;
   if (d.configSchema !== null) out.configSchema = d.configSchema;
   return JSON.stringify(out);
 }

@@ -63,6 +63,8 @@ export interface HostileModule {
   /** Strings placed one after the other from DATA_START; their addresses are given to `inbound` by `at()`. */
   data?: (string | Uint8Array)[];
   name?: string;
+  /** The descriptor's JSON; default `{"name": <name>, "version": "1"}`. */
+  descriptor?: string;
 }
 
 /** The address and length of each `data` item, in order, for use in the module text. */
@@ -85,7 +87,7 @@ function escape(item: string | Uint8Array): string {
 
 /** The module's text: descriptor, every import, its data and `on_inbound`. */
 export function hostileText(m: HostileModule): string {
-  const d = watDescriptor(`{"name":"${m.name ?? 'hostile'}","version":"1"}`);
+  const d = watDescriptor(m.descriptor ?? `{"name":"${m.name ?? 'hostile'}","version":"1"}`);
   const data = m.data ?? [];
   const placed = layout(data);
   return `(module

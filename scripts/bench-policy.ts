@@ -3,7 +3,12 @@
 // Prints `name: value` lines (medians in microseconds) so a script can read them:
 //   policy-call-median-us           one call of check-header (a present, valid key), through PolicyBinding.run
 //   policy-60-header-ops-median-us  one call doing 20 header reads, 20 sets and 20 removes
-// Each figure is PolicyBinding.run: journal, instance lock, metering, the Extism call and every host function.
+// Each figure is PolicyBinding.run: journal, instance lock, metering, the Extism call and every host function. The
+// host is made with replay off (runtime/policy-host/replay.ts), so that every call runs its module, as in the figures
+// of earlier builds; one figure has it on:
+//   five-policy-chain-replayed-median-us  the five-policy chain with replay on: the calls of the four built-ins that
+//                                   declare themselves deterministic are answered from the first call's changes (the
+//                                   same request every time), the rate limit runs its module
 //   metering-overhead-ratio         a CPU-bound policy (test/fixtures/policies/compute), metered / unmetered time
 //   five-policy-chain-median-us     one request through the five built-in policies of bench:proxy (runChain, the
 //                                   backend's answer given at once); stderr also shows each policy's share
@@ -54,7 +59,7 @@ async function measure(
   return result;
 }
 
-const { host } = newHost();
+const { host } = newHost(undefined, undefined, false);
 const checkHeader = await host.load(await buildFixture('check-header'));
 const headerOps = await host.load(await buildFixture('header-ops'));
 
@@ -108,27 +113,32 @@ for (let round = 0; round < 3; round++) {
 
 // The five-policy chain of bench:proxy in a hot loop: what the policies cost without the HTTP around them; and the same
 // bindings each behind its `when:` condition, as the gateway runs an entry that has one.
-const chain: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
-const guarded: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
 const condition = (source: string, phase: 'inbound' | 'outbound') => {
   const compiled = compileExpression(source, 'condition', { phase, namedValues: new Map(), secretNames: new Set() });
   if (!(compiled instanceof Expression)) throw new Error(`${source}: ${compiled.join('; ')}`);
   return compiled;
 };
-for (const [i, entry] of FIVE_POLICY_CHAIN.entries()) {
-  const module = await host.load(await buildFixture(entry.policy));
-  const binding = host.bind({
-    id: `api:bench/${entry.phase}/${i}`,
-    phase: entry.phase,
-    module,
-    config: entry.config,
-    // What the gateway grants a built-in from its policy.json `needs`: the rate limit's counters.
-    grants: entry.policy === 'rate-limit' ? { counters: true } : {},
-  });
-  await binding.warm();
-  (chain[entry.phase] as typeof binding[]).push(binding);
-  (guarded[entry.phase] as Guarded[]).push(new Guarded(binding, condition(entry.when, entry.phase), null));
+/** The five bound on `on`, plain and each behind its condition. */
+async function fivePolicyChains(on: typeof host): Promise<{ chain: PolicyChain; guarded: PolicyChain }> {
+  const chain: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
+  const guarded: PolicyChain = { ...EMPTY_CHAIN, inbound: [], outbound: [] };
+  for (const [i, entry] of FIVE_POLICY_CHAIN.entries()) {
+    const module = await on.load(await buildFixture(entry.policy));
+    const binding = on.bind({
+      id: `api:bench/${entry.phase}/${i}`,
+      phase: entry.phase,
+      module,
+      config: entry.config,
+      // What the gateway grants a built-in from its policy.json `needs`: the rate limit's counters.
+      grants: entry.policy === 'rate-limit' ? { counters: true } : {},
+    });
+    await binding.warm();
+    (chain[entry.phase] as typeof binding[]).push(binding);
+    (guarded[entry.phase] as Guarded[]).push(new Guarded(binding, condition(entry.when, entry.phase), null));
+  }
+  return { chain, guarded };
 }
+const { chain, guarded } = await fivePolicyChains(host);
 const chainHeaders = { host: '127.0.0.1', 'user-agent': 'bench', accept: '*/*', 'x-api-key': API_KEY, origin: ORIGIN };
 const backendAnswer = async (): Promise<ResponseState> => ({
   status: 200,
@@ -141,6 +151,12 @@ const five = await measure('five-policy chain via runChain', () => makeExchange(
   await runChain(chain, exchange, backendAnswer);
   if (exchange.request.path !== '/v2/items' || !exchange.response.headers.has('x-gatehouse')) throw new Error('the five-policy chain did not act');
   for (const t of exchange.timings) policyMs.set(t.binding, (policyMs.get(t.binding) ?? 0) + t.ms);
+});
+const replaying = (await fivePolicyChains(newHost().host)).chain;
+const fiveReplayed = await measure('five-policy chain via runChain, replay on', () => makeExchange({ headers: chainHeaders }), async (ex) => {
+  const exchange = ex as ReturnType<typeof makeExchange>;
+  await runChain(replaying, exchange, backendAnswer);
+  if (exchange.request.path !== '/v2/items' || !exchange.response.headers.has('x-gatehouse')) throw new Error('the five-policy chain did not act');
 });
 // The floor under the five: the same bindings' places in a chain, each a module that returns CONTINUE at once.
 const noopModule = await host.load(
@@ -227,6 +243,7 @@ console.log(`policy-call-median-us: ${single.median.toFixed(2)}`);
 console.log(`policy-60-header-ops-median-us: ${sixty.median.toFixed(2)}`);
 console.log(`metering-overhead-ratio: ${(meteredUs / unmeteredUs).toFixed(2)}`);
 console.log(`five-policy-chain-median-us: ${five.median.toFixed(2)}`);
+console.log(`five-policy-chain-replayed-median-us: ${fiveReplayed.median.toFixed(2)}`);
 console.log(`five-policy-conditions-median-us: ${fiveWhen.median.toFixed(2)}`);
 console.log(`five-noop-chain-median-us: ${fiveNoop.median.toFixed(2)}`);
 console.log(`condition-eval-us: ${methodUs.toFixed(3)}`);

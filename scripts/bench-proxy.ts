@@ -10,6 +10,10 @@
 //   fastify      scripts/bench/fastify-proxy.ts: @fastify/http-proxy 11 on fastify 5
 //   gatehouse    dist/runtime/entry/gateway.js --config <file>: one API, no policies
 //   gatehouse-5  the same with the five-policy chain (FIVE_POLICY_CHAIN, scripts/bench/five-policy-chain.ts)
+//   gatehouse-5n the same with GATEHOUSE_POLICY_REPLAY=off: every policy call runs its module, where gatehouse-5's
+//                deterministic built-ins (four of the five) are answered from an earlier call's changes, since every
+//                request of the load is the same (runtime/policy-host/replay.ts); `five-policy-no-replay-ratio` and
+//                `five-policy-no-replay-cpu-us-added` are gatehouse-5's figures for it, `replay-ratio` gatehouse-5 over it
 //   gatehouse-5w the same chain with a `when:` condition on each entry, each true (issue 18):
 //                `five-policy-conditions-ratio` is its throughput over gatehouse-5's
 //   gatehouse-5f the same five built-ins' handlers compiled into one module (test/fixtures/policies/five-in-one), called
@@ -638,6 +642,7 @@ async function main(): Promise<number> {
     nodeTarget('fastify', '@fastify/http-proxy 11 (fastify 5)', 'fastify-proxy'),
     gatehouseTarget('gatehouse', 'Gatehouse, no policies', join(tmpRoot, 'gatehouse'), false),
     gatehouseTarget('gatehouse-5', 'Gatehouse, five policies', join(tmpRoot, 'gatehouse'), true),
+    gatehouseTarget('gatehouse-5n', 'Gatehouse, five policies, replay off', join(tmpRoot, 'gatehouse'), true, () => ({ GATEHOUSE_POLICY_REPLAY: 'off' })),
     gatehouseTarget('gatehouse-5w', 'Gatehouse, five policies, a when: on each', join(tmpRoot, 'gatehouse'), 'with-conditions'),
     { ...gatehouseTarget('gatehouse-5f', "Gatehouse, the five policies' handlers in one module", join(tmpRoot, 'gatehouse'), 'in-one-module'), optIn: true },
     { ...gatehouseTarget('gatehouse-cache', 'Gatehouse, response cache (hits)', join(tmpRoot, 'gatehouse'), 'cache'), optIn: true },
@@ -802,6 +807,7 @@ async function main(): Promise<number> {
         ['gatehouse/undici-with-duties', 'gatehouse', 'undici-duties'],
         ['gatehouse/nginx', 'gatehouse', 'nginx'],
         ['five-policy/no-policy', 'gatehouse-5', 'gatehouse'],
+        ['five-no-replay/no-policy', 'gatehouse-5n', 'gatehouse'],
         ['conditions/five-policy', 'gatehouse-5w', 'gatehouse-5'],
         ['appinsights/no-appinsights', 'gatehouse-ai', 'gatehouse'],
         ['cache-hit/direct', 'gatehouse-cache', 'direct'],
@@ -866,6 +872,11 @@ async function main(): Promise<number> {
     figure('p99-added-ms-five-policies', added('gatehouse-5'), 'direct', 'gatehouse-5');
     figure('five-policy-cpu-us-added', cpuAdded('gatehouse-5', 'gatehouse'), 'gatehouse', 'gatehouse-5');
   }
+  if (measuredAll('gatehouse-5n', 'gatehouse')) {
+    lines.push(`five-policy-no-replay-ratio: ${ratio(best('gatehouse-5n'), gh)}`);
+    lines.push(`five-policy-no-replay-cpu-us-added: ${cpuAdded('gatehouse-5n', 'gatehouse')}`);
+  }
+  if (measuredAll('gatehouse-5', 'gatehouse-5n')) lines.push(`replay-ratio: ${ratio(best('gatehouse-5'), best('gatehouse-5n'))}`);
   if (!skipped(targets.find((t) => t.key === 'gatehouse-5w')!)) {
     lines.push(`five-policy-conditions-ratio: ${ratio(best('gatehouse-5w'), best('gatehouse-5'))}`);
   }

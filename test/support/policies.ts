@@ -27,12 +27,14 @@ export interface TestHost {
   logs: LogRecord[];
 }
 
-export function newHost(effects?: EffectRunner, clocks?: BudgetClocks): TestHost {
+/** `replay`: whether calls of deterministic modules may be replayed (PolicyHostOptions.replay); default true. */
+export function newHost(effects?: EffectRunner, clocks?: BudgetClocks, replay = true): TestHost {
   const logs: LogRecord[] = [];
   const host = new PolicyHost({
     logger: new Logger(memorySink(logs), 'debug'),
     effects: effects ?? new GatewayEffects({ counters: new MemoryCounterStore() }),
     clocks: clocks ?? processClocks,
+    replay,
   });
   return { host, logs };
 }

@@ -279,8 +279,13 @@ describe('module loading: modules that do not keep the ABI', () => {
 
   test('a descriptor with a field the host does not know (a typo, or a promise of phases) is refused, naming it', async () => {
     const err = await loadError(await rawModule({ descriptor: '{"name":"raw","version":"1","requestbody":true,"phases":["outbound"]}' }));
-    assert.match(err.message, /descriptor\.requestbody: unknown field \(a descriptor has name, version, requestBody, responseBody, configSchema\)/);
+    assert.match(err.message, /descriptor\.requestbody: unknown field \(a descriptor has name, version, requestBody, responseBody, deterministic, configSchema\)/);
     assert.match(err.message, /descriptor\.phases: unknown field/);
+  });
+
+  test('a descriptor whose deterministic is not a boolean is refused, naming it', async () => {
+    const err = await loadError(await rawModule({ descriptor: '{"name":"raw","version":"1","deterministic":"yes"}' }));
+    assert.match(err.message, /descriptor\.deterministic: must be a boolean/);
   });
 
   test('bytes that only start like WebAssembly, or nothing at all, are refused', async () => {

@@ -111,6 +111,22 @@ describe('gatehouse-policy', () => {
     await assert.rejects(buildPolicy({ source: join(dir, 'policy.ts') }), /Date\.now[\s\S]*now\(\)/);
   });
 
+  test('policy.json "deterministic": true goes into the descriptor; anything but a boolean is refused at its line', async () => {
+    const source = ['import { request, CONTINUE } from "@gatehouse/policy-sdk";', 'export function on_inbound(): i32 {', '  request.setHeader("x-d", "1");', '  return CONTINUE;', '}', ''].join('\n');
+    const built = await buildPolicy({ source: join(policyFolder('declares', source, '{ "name": "declares", "deterministic": true }'), 'policy.ts') });
+    assert.equal(built.descriptor.deterministic, true);
+    const plain = await buildPolicy({ source: join(policyFolder('plain', source), 'policy.ts') });
+    assert.equal(plain.descriptor.deterministic, false);
+    const dir = policyFolder('misdeclares', source, '{\n  "name": "misdeclares",\n  "deterministic": "yes"\n}');
+    const err = await buildPolicy({ source: join(dir, 'policy.ts') }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof PolicyBuildError, `expected a PolicyBuildError, got ${String(err)}`);
+    assert.equal(err.diagnostics[0]!.line, 3);
+    assert.match(err.message, /"deterministic" must be true or false \(got "yes"\)/);
+  });
+
   test('build writes an optimised module with no env.abort import, and caches by content', async () => {
     const dir = policyFolder(
       'tiny',

@@ -734,12 +734,15 @@ export const FAMILIES: readonly string[] = [...Object.keys(WAT_FAMILIES), ...Obj
 export const WAT_FAMILY_NAMES: readonly string[] = Object.keys(WAT_FAMILIES);
 export const C_FAMILY_NAMES: readonly string[] = Object.keys(C_FAMILIES);
 
-function assembleWat(m: Module, c: CaseSettings, descriptorName: string, version: string): string {
+function assembleWat(m: Module, c: CaseSettings, descriptorName: string, version: string, deterministic: boolean): string {
   const descriptor = JSON.stringify({
     name: descriptorName,
     version,
     ...(m.requestBody ? { requestBody: true } : {}),
     ...(m.responseBody ? { responseBody: true } : {}),
+    // Every other case declares itself deterministic (whatever it does), so that the oracle's repeated calls also go
+    // through replay (runtime/policy-host/replay.ts) with its checks; not drawn, so the seeds' cases stay the same.
+    ...(deterministic ? { deterministic: true } : {}),
   });
   const d = watDescriptor(descriptor);
   const wasiImports = m.wasi.map((n) => `  (import "wasi_snapshot_preview1" "${n}" (func $w_${n} ${WASI_IMPORTS[n]}))`).join('\n');
@@ -838,7 +841,7 @@ export function generateCase(seed: number, index: number, options: GenerateOptio
       settings.limits = {};
     }
     WAT_FAMILIES[family]!.run(m, settings, pick);
-    source = assembleWat(m, settings, name, version);
+    source = assembleWat(m, settings, name, version, index % 2 === 1);
     lang = 'wat';
     detail = m.details.join('; ');
     uses = [...m.uses].sort();

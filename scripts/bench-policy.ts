@@ -9,6 +9,9 @@
 //   five-policy-chain-replayed-median-us  the five-policy chain with replay on: the calls of the four built-ins that
 //                                   declare themselves deterministic are answered from the first call's changes (the
 //                                   same request every time), the rate limit runs its module
+//   key-auth-many-keys-median-us    key-auth alone with 1,000 keys, each request carrying the next one (more than a
+//                                   replay tree keeps: what replay costs traffic whose values do not come back), replay
+//                                   off; key-auth-many-keys-replay-median-us the same with replay on
 //   metering-overhead-ratio         a CPU-bound policy (test/fixtures/policies/compute), metered / unmetered time
 //   five-policy-chain-median-us     one request through the five built-in policies of bench:proxy (runChain, the
 //                                   backend's answer given at once); stderr also shows each policy's share
@@ -160,6 +163,24 @@ const fiveReplayed = await measure('five-policy chain via runChain, replay on', 
   if (exchange.request.path !== '/v2/items' || !exchange.response.headers.has('x-gatehouse')) throw new Error('the five-policy chain did not act');
   for (const t of exchange.timings) replayedMs.set(t.binding, (replayedMs.get(t.binding) ?? 0) + t.ms);
 });
+// Traffic whose values do not come back in time to be replayed: key-auth, 1,000 keys taken in turn.
+const MANY_KEYS = 1000;
+const manyKeys = Array.from({ length: MANY_KEYS }, (_, i) => ({ id: `client-${i}`, key: `bench-key-${String(i).padStart(6, '0')}` }));
+const keyAuthWith = async (on: typeof host) => {
+  const binding = on.bind({ id: 'api:keys/inbound/0', phase: 'inbound', module: await on.load(await buildFixture('key-auth')), config: { keys: manyKeys } });
+  await binding.warm();
+  return binding;
+};
+const manyKeysTime = async (label: string, binding: Awaited<ReturnType<typeof keyAuthWith>>) => {
+  let next = 0;
+  return measure(label, () => makeExchange({ headers: { ...headers, 'x-api-key': manyKeys[next++ % MANY_KEYS]!.key } }), async (ex) => {
+    const exchange = ex as ReturnType<typeof makeExchange>;
+    await binding.run('inbound', exchange);
+    if (exchange.responded || !exchange.variables.has('subscription-id')) throw new Error('key-auth refused a configured key');
+  });
+};
+const manyKeysOff = await manyKeysTime('key-auth, 1,000 keys in turn, replay off', await keyAuthWith(host));
+const manyKeysOn = await manyKeysTime('key-auth, 1,000 keys in turn, replay on', await keyAuthWith(newHost().host));
 // The floor under the five: the same bindings' places in a chain, each a module that returns CONTINUE at once.
 const noopModule = await host.load(
   await rawModule({
@@ -247,6 +268,8 @@ console.log(`policy-60-header-ops-median-us: ${sixty.median.toFixed(2)}`);
 console.log(`metering-overhead-ratio: ${(meteredUs / unmeteredUs).toFixed(2)}`);
 console.log(`five-policy-chain-median-us: ${five.median.toFixed(2)}`);
 console.log(`five-policy-chain-replayed-median-us: ${fiveReplayed.median.toFixed(2)}`);
+console.log(`key-auth-many-keys-median-us: ${manyKeysOff.median.toFixed(2)}`);
+console.log(`key-auth-many-keys-replay-median-us: ${manyKeysOn.median.toFixed(2)}`);
 console.log(`five-policy-conditions-median-us: ${fiveWhen.median.toFixed(2)}`);
 console.log(`five-noop-chain-median-us: ${fiveNoop.median.toFixed(2)}`);
 console.log(`condition-eval-us: ${methodUs.toFixed(3)}`);

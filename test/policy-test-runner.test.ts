@@ -195,6 +195,39 @@ describe('the test runner', () => {
   });
 });
 
+describe('a policy that declares itself deterministic', () => {
+  function folder(name: string, source: string): string {
+    const dir = join(work, name);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'policy.ts'), source);
+    writeFileSync(join(dir, 'policy.json'), JSON.stringify({ name, version: '1.0.0', deterministic: true }));
+    writeFileSync(join(dir, 'policy.test.json'), JSON.stringify({ cases: [{ name: 'a call', request: { headers: { 'x-in': 'a' } }, expect: { outcome: 'continue' } }] }));
+    return dir;
+  }
+
+  test('each case is made again and replayed, then run again: a policy that keeps a count between calls fails it, naming what changed', async () => {
+    const counting = folder(
+      'counts-calls',
+      ['import { request, CONTINUE } from "@gatehouse/policy-sdk";', 'let calls = 0;', 'export function on_inbound(): i32 {', '  calls++;', '  request.setHeader("x-calls", calls.toString());', '  return CONTINUE;', '}', ''].join('\n'),
+    );
+    const run = await runPolicyTests(counting);
+    assert.equal(run.failed, 1);
+    assert.match(
+      run.results[0]!.problems.join('\n'),
+      /"deterministic": true in policy\.json, but the same call made again changed request\.headers to .*"x-calls",\["3"\].*, where the first call changed it to .*"x-calls",\["2"\]/,
+    );
+  });
+
+  test('a policy whose changes follow from what it reads passes', async () => {
+    const echoing = folder(
+      'echoes',
+      ['import { request, CONTINUE } from "@gatehouse/policy-sdk";', 'export function on_inbound(): i32 {', '  const v = request.header("x-in");', '  if (v !== null) request.setHeader("x-out", v);', '  return CONTINUE;', '}', ''].join('\n'),
+    );
+    const run = await runPolicyTests(echoing);
+    assert.deepEqual(run.results[0]!.problems, []);
+  });
+});
+
 describe('the format\'s documentation', () => {
   for (const page of ['sdk/README.md', 'docs/testing.md']) {
     test(`${page} carries the table generated from the runner's format (npm run docs:test-format rewrites it)`, () => {

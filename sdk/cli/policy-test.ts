@@ -437,7 +437,67 @@ async function runCall(h: Harness, binding: PolicyBinding, call: CallSpec): Prom
     return (want.request === undefined ? null : subsetMismatch(want.request, got.request, 'request')) ??
       (want.result === undefined ? null : subsetMismatch(want.result, got.result, 'result'));
   }, problems);
+  if (binding.module.descriptor.deterministic && failure === null) problems.push(...(await replayProblems(binding, call, phase)));
   return problems;
+}
+
+/**
+ * For a policy that declares itself deterministic: the call made again is answered with the first call's changes when
+ * the host kept it (runtime/policy-host/replay.ts), as a gateway would answer it. The same call then runs the module
+ * again; what it changes must be what the replay changed. When it is not, the declaration is wrong (a value kept between
+ * calls, say), and a gateway would answer this request with what the policy did the first time.
+ */
+async function replayProblems(binding: PolicyBinding, call: CallSpec, phase: Phase): Promise<string[]> {
+  const replays = binding.stats.replays;
+  // The case's call may have been the instance's first, which is not recorded: then the first of these is, and the
+  // second is replayed.
+  let replayed!: Exchange;
+  for (let attempt = 0; attempt < 2 && binding.stats.replays === replays; attempt++) {
+    replayed = makeExchange(call, phase);
+    try {
+      await binding.run(phase, replayed);
+    } catch {
+      return [];
+    }
+  }
+  if (binding.stats.replays === replays) return [];
+  const called = makeExchange(call, phase);
+  const declared = '"deterministic": true in policy.json, but';
+  try {
+    await binding.run(phase, called, false);
+  } catch (err) {
+    return [`${declared} the same call failed when made again (${(err as Error).message}), where a gateway would replay the first call's changes`];
+  }
+  const first = changesOf(replayed);
+  const again = changesOf(called);
+  for (const [part, value] of Object.entries(first)) {
+    if (again[part] !== value) {
+      return [
+        `${declared} the same call made again changed ${part} to ${again[part]}, where the first call changed it to ${value} ` +
+          "(what a gateway would answer it with): does the policy keep a value between calls, or read one the host does not give it?",
+      ];
+    }
+  }
+  return [];
+}
+
+/** What a call left in an exchange, part by part, as text. */
+function changesOf(exchange: Exchange): Record<string, string> {
+  const { request, response } = exchange;
+  const entries = (map: Map<string, unknown>) => JSON.stringify([...map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return {
+    outcome: exchange.responded ? 'respond' : 'continue',
+    'response.status': String(response.status),
+    'request.method': request.method,
+    'request.path': request.path,
+    'request.query': JSON.stringify(request.query),
+    'request.headers': entries(request.headers),
+    'request.body': JSON.stringify(textOf(request.body)),
+    'response.headers': entries(response.headers),
+    'response.body': JSON.stringify(textOf(response.body)),
+    backendUrl: exchange.backendUrl,
+    variables: entries(exchange.variables),
+  };
 }
 
 function textOf(body: Uint8Array | null): string {

@@ -212,6 +212,29 @@ describe('replayed calls of a module declared deterministic', () => {
   });
 });
 
+describe('what replay keeps in a gateway', () => {
+  test('the trees of all bindings share one budget: past it, the binding that would go over keeps nothing and rests', async () => {
+    // Each call of the echo module reads one value and makes one change: 141 characters kept with its steps, 846 for
+    // six; the second binding's first call would take the budget of 900 past it.
+    const host = new PolicyHost({
+      logger: new Logger(memorySink([]), 'info'),
+      effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
+      clocks: processClocks,
+      replayChars: 900,
+    });
+    const wasm = await echoModule(DETERMINISTIC);
+    const first = await bindWarm(wasm, {}, host);
+    for (let i = 0; i < 6; i++) assert.equal(await echo(first, `v${i}`), `v${i}`);
+    assert.equal(await echo(first, 'v0'), 'v0');
+    assert.equal(first.stats.replays, 1, 'the first binding keeps its six calls');
+    const second = await bindWarm(wasm, {}, host);
+    for (let i = 0; i < 3; i++) assert.equal(await echo(second, 'w'), 'w');
+    assert.equal(second.stats.replays, 0, 'the budget is spent: the second binding keeps nothing');
+    assert.equal(await echo(first, 'v5'), 'v5');
+    assert.equal(first.stats.replays, 2, 'what the first binding kept stays');
+  });
+});
+
 describe('replayed calls of the built-in policies', () => {
   test('key-auth: each key, a wrong one and none are answered as the module answers them, from replays after the first', async () => {
     const module = await t.host.load(await buildFixture('key-auth'));

@@ -7,7 +7,7 @@ import { authorFrame, CallAbort, PolicyFailure, type FailureReason, type LimitHi
 import { PolicyInstance, type CallState, type CallView, type EffectCall, type Grants, type Limits } from './instance.ts';
 import type { PolicyModule } from './module.ts';
 import { CircuitBreaker, DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
-import { ReplayTable, type CallRecording } from './replay.ts';
+import { ReplayTable, type CallRecording, type ReplayBudget } from './replay.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Counter } from '../telemetry/metrics.ts';
 import type { CustomMetrics } from '../telemetry/custom-metrics.ts';
@@ -111,6 +111,8 @@ export interface BindingOptions {
    * default true. Off for one gateway with GATEHOUSE_POLICY_REPLAY=off.
    */
   replay?: boolean;
+  /** What its replay trees share with the other bindings of the host. */
+  replayBudget: ReplayBudget;
 }
 
 export class PolicyBinding {
@@ -243,7 +245,7 @@ export class PolicyBinding {
     let recording: CallRecording | null = null;
     // A breaker that is not closed waits for a trial call of the module itself.
     if (replay && this.replays !== null && this.breaker.current === 'closed') {
-      const table = (this.replays[exportName] ??= new ReplayTable(this.options.computedKeys?.length ? new Set(this.options.computedKeys) : null));
+      const table = (this.replays[exportName] ??= new ReplayTable(this.options.computedKeys?.length ? new Set(this.options.computedKeys) : null, this.options.replayBudget));
       if (this.replayed(table, view)) return undefined;
       recording = table.recording();
     }

@@ -10,6 +10,7 @@ import { loadPolicyModule, sha256Hex, type InstrumentedModuleStore, type PolicyM
 import { discardSink, Logger } from '../telemetry/logger.ts';
 import { DEFAULT_BREAKER, type BreakerSettings } from './circuit-breaker.ts';
 import { MetricsRegistry } from '../telemetry/metrics.ts';
+import { ReplayBudget } from './replay.ts';
 import { CustomMetrics } from '../telemetry/custom-metrics.ts';
 
 export interface BindSpec {
@@ -40,6 +41,8 @@ export interface PolicyHostOptions {
   instrumented?: InstrumentedModuleStore;
   /** Whether calls of deterministic modules may be answered from earlier calls (replay.ts); default true. */
   replay?: boolean;
+  /** What the replay trees of all its bindings may hold together, in characters; default GATEWAY_REPLAY_CHARS. */
+  replayChars?: number;
 }
 
 const MAX_CPU_MS = 10_000;
@@ -53,6 +56,7 @@ export class PolicyHost {
   private readonly clocks: BudgetClocks;
   private readonly instrumented: InstrumentedModuleStore | undefined;
   private readonly replay: boolean;
+  private readonly replayBudget: ReplayBudget;
   private readonly modules = new Map<string, Promise<PolicyModule>>();
   private readonly bindingMetrics;
   /** Metrics that policies emit, shared by every binding of this host. */
@@ -65,6 +69,7 @@ export class PolicyHost {
     this.clocks = options.clocks;
     this.instrumented = options.instrumented;
     this.replay = options.replay !== false;
+    this.replayBudget = new ReplayBudget(options.replayChars);
     this.customMetrics = new CustomMetrics(this.metrics);
     this.bindingMetrics = {
       calls: this.metrics.counter('gatehouse_policy_calls_total', 'Policy handler calls, by policy.'),
@@ -143,6 +148,7 @@ export class PolicyHost {
       breaker,
       clocks: this.clocks,
       replay: this.replay,
+      replayBudget: this.replayBudget,
     });
     return binding;
   }

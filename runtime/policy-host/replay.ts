@@ -17,9 +17,10 @@
 //   recording, so a kept read is one the module made of the state the walk reads.
 // - Writes are made again through the exchange, with its checks, inside a transaction: one whose status differs from
 //   the recorded one (a query that has grown past its limit, say) rolls the replay back, and the module is called.
-// - The tree of a handler holds at most MAX_CALLS calls and MAX_CHARS characters (names, values, steps); past either it
-//   is emptied, and nothing is recorded for the next REST_CALLS calls (traffic whose values rarely repeat does not pay
-//   for recording on every call).
+// - The tree of a handler holds at most MAX_CALLS calls and MAX_CHARS characters (names, values, steps), and the trees
+//   of a gateway together at most the characters of their ReplayBudget; past any of these a tree is emptied, and nothing
+//   is recorded for its next REST_CALLS calls (traffic whose values rarely repeat does not pay for recording on every
+//   call). Clients sending values that never repeat to many APIs cannot make the gateway keep more than the budget.
 // A module that declares itself deterministic and is not (a counter kept in a global, say) only changes its own
 // behaviour: what a replay does is what the same module did before with the same values, checked again.
 
@@ -41,6 +42,14 @@ const MAX_CHARS = 128 * 1024;
 const STEP_CHARS = 64;
 /** Calls of a handler not recorded after its tree was emptied. */
 export const REST_CALLS = 4096;
+/** What the trees of one gateway may hold together, in the characters MAX_CHARS counts (some tens of MB at most). */
+export const GATEWAY_REPLAY_CHARS = 4 * 1024 * 1024;
+
+/** The characters the trees sharing it hold: one for a policy host's bindings. */
+export class ReplayBudget {
+  used = 0;
+  constructor(readonly maxChars: number = GATEWAY_REPLAY_CHARS) {}
+}
 
 /** What a read returned: a text, null (NOT_FOUND) or a status. */
 type ReadValue = string | number | null;
@@ -135,8 +144,14 @@ export class ReplayTable {
   /** Times the tree was emptied for being full (what tests and a profile look at). */
   emptied = 0;
 
-  /** `computedKeys`: the binding's configuration keys computed for each call, if any (CallRecording). */
-  constructor(private readonly computedKeys: ReadonlySet<string> | null) {}
+  /**
+   * `computedKeys`: the binding's configuration keys computed for each call, if any (CallRecording); `budget`: what it
+   * shares with the other trees of the gateway.
+   */
+  constructor(
+    private readonly computedKeys: ReadonlySet<string> | null,
+    private readonly budget: ReplayBudget,
+  ) {}
 
   /** A recording for the next call, or null while resting. */
   recording(): CallRecording | null {
@@ -176,7 +191,9 @@ export class ReplayTable {
 
   /** Keeps a call that succeeded with its recording open. */
   keep(recording: CallRecording): void {
-    if (this.calls >= MAX_CALLS || this.chars + recording.chars > MAX_CHARS) {
+    const size = recording.chars;
+    if (this.calls >= MAX_CALLS || this.chars + size > MAX_CHARS || this.budget.used + size > this.budget.maxChars) {
+      this.budget.used -= this.chars;
       this.root = undefined;
       this.calls = 0;
       this.chars = 0;
@@ -185,7 +202,8 @@ export class ReplayTable {
       return;
     }
     this.calls++;
-    this.chars += recording.chars;
+    this.chars += size;
+    this.budget.used += size;
     const reads = recording.reads;
     const outcome = new Outcome(recording.changes);
     if (reads.length === 0) {

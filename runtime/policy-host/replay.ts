@@ -5,8 +5,9 @@
 // the calls it recorded as a tree: each step is a read, each branch a value it returned, each leaf what the call
 // changed. A later call of the same handler of the same binding walks the tree, reading each field from its own
 // exchange; when every value has a branch, the changes at the leaf are made again, and the module is not called.
-// In the gateway's profile of bench:proxy's five policies, a call of a built-in costs 4 to 9 us (its code and memory
-// are cold between requests, and each field it reads or writes is a host call); the walk is a few Map lookups.
+// In bench:policy's hot loop a replay of cors, key-auth, rewrite-uri or set-header took 0.1 to 1.2 us where their
+// calls took 1.8 to 6.5; in a gateway, where their code and memory are cold between requests, the modules' share of
+// bench:proxy's five policies fell from 15 to 5 us a request (the rate limit's, which counts and is not replayed).
 //
 // What keeps it sound:
 // - A call is kept only if it did nothing but read fields, write fields and respond: a call that asked for an effect,

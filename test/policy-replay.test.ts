@@ -12,6 +12,8 @@ import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { Logger, memorySink } from '../runtime/telemetry/logger.ts';
 import { processClocks } from '../runtime/adapters/process-clocks.ts';
 import { MAX_CALLS, MAX_VALUE_CHARS } from '../runtime/policy-host/replay.ts';
+import { buildLiveConfig } from '../runtime/gateway/live-config.ts';
+import type { GatewayDocument } from '../runtime/config/types.ts';
 import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
 import { hostileModule, layout } from './support/hostile-modules.ts';
 import { startGatewayProcess, tempDir, writeConfig, type GatewayProcess } from './support/gateway-process.ts';
@@ -232,6 +234,31 @@ describe('what replay keeps in a gateway', () => {
     assert.equal(second.stats.replays, 0, 'the budget is spent: the second binding keeps nothing');
     assert.equal(await echo(first, 'v5'), 'v5');
     assert.equal(first.stats.replays, 2, 'what the first binding kept stays');
+  });
+
+  test('a configuration replaced gives back what its bindings kept, once its requests have left', async () => {
+    const host = new PolicyHost({
+      logger: new Logger(memorySink([]), 'info'),
+      effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
+      clocks: processClocks,
+      replayChars: 900,
+    });
+    const wasm = await echoModule(DETERMINISTIC);
+    const old = await bindWarm(wasm, {}, host);
+    const doc = { version: 1, apis: [{ id: 'a', pathPrefix: '/a', backend: { url: 'http://127.0.0.1:1' } }] } as unknown as GatewayDocument;
+    const live = buildLiveConfig(doc, { global: { inbound: [old] }, apis: new Map() }, { source: 'test', echoUrl: 'http://127.0.0.1:1' });
+    for (let i = 0; i < 6; i++) assert.equal(await echo(old, `v${i}`), `v${i}`);
+    live.enter();
+    const retired = live.retire();
+    const replacing = await bindWarm(wasm, {}, host);
+    assert.equal(await echo(replacing, 'w'), 'w');
+    assert.equal(await echo(replacing, 'w'), 'w');
+    assert.equal(replacing.stats.replays, 0, 'while a request holds the old configuration, its calls stay kept');
+    live.leave();
+    await retired;
+    const next = await bindWarm(wasm, {}, host);
+    for (let i = 0; i < 3; i++) assert.equal(await echo(next, 'w'), 'w');
+    assert.equal(next.stats.replays, 2, 'the budget the old bindings held is free again');
   });
 });
 

@@ -5,7 +5,8 @@
 import type { GatewayDocument, HealthCheckDocument, RetryDocument } from '../config/types.ts';
 import type { HealthCheckSettings, HealthEvents } from '../proxy/health-check.ts';
 import { DEFAULT_POOL_RETRY, NO_RETRY, type RetryFailure, type RetrySettings } from '../proxy/retry.ts';
-import { readsBody, stackScopes, type PolicyChain } from '../pipeline/chain.ts';
+import { PHASES } from '../../abi/index.ts';
+import { bindingsIn, readsBody, stackScopes, type PolicyChain } from '../pipeline/chain.ts';
 import type { ConnectorFactory } from '../network/connector.ts';
 import { BackendSet } from '../proxy/backends.ts';
 import { Router, normalizePrefix, type RouteApi } from '../routing/router.ts';
@@ -62,7 +63,8 @@ export interface LiveConfig {
   /** The request is answered: it dispatched to the backends already (their pools finish what they run) or never will. */
   leave(): void;
   /**
-   * The configuration was replaced: closes the backends' connection pools once every request that entered has left.
+   * The configuration was replaced: once every request that entered has left, drops what its policies kept for replay
+   * (their share of the policy host's budget) and closes the backends' connection pools.
    * A request that took it may still be running its inbound policies (a Redis round trip, a request body the chain
    * reads whole) and dispatch only then.
    */
@@ -192,10 +194,17 @@ export function buildLiveConfig(doc: GatewayDocument, chains: BoundChainsLike, o
     },
     retire: async () => {
       if (users > 0) await new Promise<void>((resolve) => (lastLeft = resolve));
+      for (const binding of bindingsOf(chains)) binding.dropReplays();
       await close();
     },
     close,
   };
+}
+
+/** Every policy binding of a document's chains, each once (the global scope's stand in every operation's chain). */
+function bindingsOf(chains: BoundChainsLike) {
+  const scopes = [chains.global, ...[...chains.apis.values()].flatMap((bound) => [bound.api, ...bound.operations.values()])];
+  return new Set(scopes.flatMap((scope) => PHASES.flatMap((phase) => bindingsIn(scope[phase] ?? []))));
 }
 
 function analyse(id: string, pathTemplate: string, chain: PolicyChain, webSocket: WebSocketRuntime | null): OperationRuntime {

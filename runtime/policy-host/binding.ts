@@ -279,6 +279,14 @@ export class PolicyBinding {
     return true;
   }
 
+  /**
+   * Drops the calls kept for replay, giving their share of the host's budget back: for a binding whose configuration
+   * was replaced, which no request will run again.
+   */
+  dropReplays(): void {
+    if (this.replays !== null) for (const table of Object.values(this.replays)) table.empty();
+  }
+
   /** Rounds from `round` on, waiting for the instance and performing effects between them (`waiting`: the last round). */
   private async runRounds(exportName: string, view: TransactionalView, waiting: Waiting | null, round: number): Promise<void> {
     let effects: EffectCall[] | null = null;

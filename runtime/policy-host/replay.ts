@@ -142,8 +142,6 @@ export class ReplayTable {
   private chars = 0;
   /** Calls left before recording starts again, after the tree was emptied. */
   private resting = 0;
-  /** Times the tree was emptied for being full (what tests and a profile look at). */
-  emptied = 0;
 
   /**
    * `computedKeys`: the binding's configuration keys computed for each call, if any (CallRecording); `budget`: what it
@@ -190,15 +188,19 @@ export class ReplayTable {
     return true;
   }
 
+  /** Drops every kept call and gives their characters back to the budget. */
+  empty(): void {
+    this.budget.used -= this.chars;
+    this.root = undefined;
+    this.calls = 0;
+    this.chars = 0;
+  }
+
   /** Keeps a call that succeeded with its recording open. */
   keep(recording: CallRecording): void {
     const size = recording.chars;
     if (this.calls >= MAX_CALLS || this.chars + size > MAX_CHARS || this.budget.used + size > this.budget.maxChars) {
-      this.budget.used -= this.chars;
-      this.root = undefined;
-      this.calls = 0;
-      this.chars = 0;
-      this.emptied++;
+      this.empty();
       this.resting = REST_CALLS;
       return;
     }

@@ -11,7 +11,7 @@ import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { Logger, memorySink } from '../runtime/telemetry/logger.ts';
 import { processClocks } from '../runtime/adapters/process-clocks.ts';
-import { MAX_CALLS, MAX_VALUE_CHARS } from '../runtime/policy-host/replay.ts';
+import { MAX_CALLS, MAX_STEPS, MAX_VALUE_CHARS } from '../runtime/policy-host/replay.ts';
 import { buildLiveConfig } from '../runtime/gateway/live-config.ts';
 import type { GatewayDocument } from '../runtime/config/types.ts';
 import { buildFixture, makeExchange, newHost, type TestHost } from './support/policies.ts';
@@ -142,6 +142,25 @@ describe('replayed calls of a module declared deterministic', () => {
       assert.equal(binding.stats.replays, 0);
     });
   }
+
+  test(`a call of more than ${MAX_STEPS} reads and changes is not kept; one of ${MAX_STEPS} is`, async () => {
+    // `reads` reads of x-in before the echo's own read and write.
+    const readsFirst = (reads: number) =>
+      `(local.set $r (i32.const ${reads}))
+       (loop $again
+         (if (local.get $r) (then
+           (drop (call $get (i32.const ${Field.REQUEST_HEADER}) (i32.const ${IN!.ptr}) (i32.const ${IN!.len}) (i32.const ${BUF2}) (i32.const 1024)))
+           (local.set $r (i32.sub (local.get $r) (i32.const 1)))
+           (br $again))))`;
+    const within = await bindWarm(await echoModule(DETERMINISTIC, readsFirst(MAX_STEPS - 2)));
+    const past = await bindWarm(await echoModule(DETERMINISTIC, readsFirst(MAX_STEPS - 1)));
+    for (let i = 0; i < 2; i++) {
+      assert.equal(await echo(within, 'alpha'), 'alpha');
+      assert.equal(await echo(past, 'alpha'), 'alpha');
+    }
+    assert.equal(within.stats.replays, 1);
+    assert.equal(past.stats.replays, 0);
+  });
 
   test('a value longer than MAX_VALUE_CHARS is not kept', async () => {
     const binding = await bindWarm(await echoModule(DETERMINISTIC));

@@ -31,7 +31,7 @@ import type { CallRecorder, CallView, WriteOp } from './instance.ts';
 /** Longest name or value a kept call may read or write, in characters (a header value is rarely longer). */
 export const MAX_VALUE_CHARS = 4096;
 /** Most reads and writes one kept call may have made. */
-const MAX_STEPS = 64;
+export const MAX_STEPS = 64;
 /** Most calls a handler's tree keeps. */
 export const MAX_CALLS = 512;
 /**
@@ -51,6 +51,10 @@ export class ReplayBudget {
   used = 0;
   constructor(readonly maxChars: number = GATEWAY_REPLAY_CHARS) {}
 }
+
+/** Slots of one read (field, name, value) and of one change (op, field, name, value, status) in a recording. */
+const READ_STRIDE = 3;
+const CHANGE_STRIDE = 5;
 
 /** What a read returned: a text, null (NOT_FOUND) or a status. */
 type ReadValue = string | number | null;
@@ -112,7 +116,7 @@ export class CallRecording implements CallRecorder {
   }
 
   private fits(size: number): boolean {
-    if (size > MAX_VALUE_CHARS || this.reads.length + this.changes.length >= MAX_STEPS * 5) {
+    if (size > MAX_VALUE_CHARS || this.reads.length / READ_STRIDE + this.changes.length / CHANGE_STRIDE >= MAX_STEPS) {
       this.stop();
       return false;
     }
@@ -176,7 +180,7 @@ export class ReplayTable {
   /** Makes `outcome`'s changes again; false when one's status differs from the recorded call's (the caller rolls back). */
   static apply(outcome: Outcome, view: CallView): boolean {
     const changes = outcome.changes;
-    for (let i = 0; i < changes.length; i += 5) {
+    for (let i = 0; i < changes.length; i += CHANGE_STRIDE) {
       const op = changes[i] as ChangeOp;
       const value = changes[i + 3];
       const status =
@@ -215,23 +219,22 @@ export class ReplayTable {
     }
     // The module read something else at this point than the calls kept before (its own state differed, a
     // configuration read once, say): the new path replaces what was there.
-    let node = this.root;
-    if (!(node instanceof ReadStep) || node.field !== reads[0] || node.name !== reads[1]) {
-      node = new ReadStep(reads[0] as number, reads[1] as string);
-      this.root = node;
-    }
-    for (let i = 0; ; i += 3) {
+    let node = stepFor(this.root, reads[0], reads[1]);
+    this.root = node;
+    for (let i = 0; ; i += READ_STRIDE) {
       const value = reads[i + 2] as ReadValue;
-      if (i + 3 >= reads.length) {
+      if (i + READ_STRIDE >= reads.length) {
         node.next.set(value, outcome);
         return;
       }
-      let next = node.next.get(value);
-      if (!(next instanceof ReadStep) || next.field !== reads[i + 3] || next.name !== reads[i + 4]) {
-        next = new ReadStep(reads[i + 3] as number, reads[i + 4] as string);
-        node.next.set(value, next);
-      }
+      const next = stepFor(node.next.get(value), reads[i + READ_STRIDE], reads[i + READ_STRIDE + 1]);
+      node.next.set(value, next);
       node = next;
     }
   }
+}
+
+/** `kept` when it is the read of `field` `name`, else a new step for that read, which replaces what was kept there. */
+function stepFor(kept: ReadStep | Outcome | undefined, field: unknown, name: unknown): ReadStep {
+  return kept instanceof ReadStep && kept.field === field && kept.name === name ? kept : new ReadStep(field as number, name as string);
 }

@@ -275,7 +275,7 @@ export class PolicyInstance implements KernelHost {
     if (grants.wasi === true || grants.filesystem !== undefined) {
       // A call that used WASI (the clock, randomness, files) cannot be replayed.
       const work = (units: number) => {
-        this.call?.recording?.stop();
+        this.stopReplay();
         this.work(units);
       };
       this.wasi = new PolicyWasi(grants.filesystem ?? {}, { work, memory: () => this.mem() });
@@ -440,7 +440,7 @@ export class PolicyInstance implements KernelHost {
   }
 
   log(level: LogLevel, text: Uint8Array): void {
-    this.call?.recording?.stop();
+    this.stopReplay();
     const { logger, limits } = this.options;
     // Lines the gateway does not write cost the sink nothing; they were counted against the output cap already.
     if (!logger.enabled(level)) return;
@@ -660,7 +660,7 @@ export class PolicyInstance implements KernelHost {
         this.log(LOG_LEVELS[level] ?? 'info', bytes);
       },
       now: (): number => {
-        this.call?.recording?.stop();
+        this.stopReplay();
         this.work(1);
         return Date.now();
       },

@@ -92,13 +92,7 @@ describe('replayed calls of a module declared deterministic', () => {
   });
 
   test('a host made with replay off calls every module (GATEHOUSE_POLICY_REPLAY=off)', async () => {
-    const host = new PolicyHost({
-      logger: new Logger(memorySink([]), 'info'),
-      effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
-      clocks: processClocks,
-      replay: false,
-    });
-    const binding = await bindWarm(await echoModule(DETERMINISTIC), {}, host);
+    const binding = await bindWarm(await echoModule(DETERMINISTIC), {}, newHost(undefined, undefined, false).host);
     for (let i = 0; i < 3; i++) assert.equal(await echo(binding, 'alpha'), 'alpha');
     assert.equal(binding.stats.replays, 0);
   });
@@ -234,15 +228,19 @@ describe('replayed calls of a module declared deterministic', () => {
 });
 
 describe('what replay keeps in a gateway', () => {
-  test('the trees of all bindings share one budget: past it, the binding that would go over keeps nothing and rests', async () => {
-    // Each call of the echo module reads one value and makes one change: 141 characters kept with its steps, 846 for
-    // six; the second binding's first call would take the budget of 900 past it.
-    const host = new PolicyHost({
+  /** A host whose bindings' replay trees may hold `chars` characters together. */
+  const hostWithBudget = (chars: number) =>
+    new PolicyHost({
       logger: new Logger(memorySink([]), 'info'),
       effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
       clocks: processClocks,
-      replayChars: 900,
+      replayChars: chars,
     });
+
+  test('the trees of all bindings share one budget: past it, the binding that would go over keeps nothing and rests', async () => {
+    // Each call of the echo module reads one value and makes one change: 141 characters kept with its steps, 846 for
+    // six; the second binding's first call would take the budget of 900 past it.
+    const host = hostWithBudget(900);
     const wasm = await echoModule(DETERMINISTIC);
     const first = await bindWarm(wasm, {}, host);
     for (let i = 0; i < 6; i++) assert.equal(await echo(first, `v${i}`), `v${i}`);
@@ -256,12 +254,7 @@ describe('what replay keeps in a gateway', () => {
   });
 
   test('a configuration replaced gives back what its bindings kept, once its requests have left', async () => {
-    const host = new PolicyHost({
-      logger: new Logger(memorySink([]), 'info'),
-      effects: new GatewayEffects({ counters: new MemoryCounterStore() }),
-      clocks: processClocks,
-      replayChars: 900,
-    });
+    const host = hostWithBudget(900);
     const wasm = await echoModule(DETERMINISTIC);
     const old = await bindWarm(wasm, {}, host);
     const doc = { version: 1, apis: [{ id: 'a', pathPrefix: '/a', backend: { url: 'http://127.0.0.1:1' } }] } as unknown as GatewayDocument;

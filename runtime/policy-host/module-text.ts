@@ -10,7 +10,9 @@
 // picked by its hash: with one slot a text, the 80 names and values of `bench:policy`'s 60 header operations missed 41
 // times a call in 128 slots (two texts sharing a slot evict each other on every call); with two choices in 256 slots,
 // twice. The table is the instance's own: no policy can tell what another one wrote, and it holds at most TABLE_SLOTS
-// strings of MAX_INTERNED_BYTES.
+// strings of MAX_INTERNED_BYTES, with a copy of their bytes (32 KiB an instance) that a text is compared with a word at
+// a time: `bench:policy`'s 60 header operations took 5% less than comparing character by character, the rate limit's
+// call (a counter request of 70 bytes) 4% less.
 
 /**
  * Strings up to this length are built by appending characters; longer ones are decoded. V8 makes an appended string
@@ -43,44 +45,73 @@ export function decodeText(mem: Uint8Array, ptr: number, len: number): string {
 /** decodeText, with the short ASCII texts an instance decodes kept and handed out again (see the header). */
 export class ModuleTexts {
   private readonly slots: Array<string | undefined> = new Array<string | undefined>(TABLE_SLOTS).fill(undefined);
+  /** The bytes of each kept text, MAX_INTERNED_BYTES a slot, compared with a text four bytes at a time. */
+  private readonly kept = new DataView(new ArrayBuffer(TABLE_SLOTS * MAX_INTERNED_BYTES));
+  private readonly keptBytes = new Uint8Array(this.kept.buffer);
+  /** The memory last read, and a view of it that reads four bytes at once (made again when the memory is). */
+  private memory: Uint8Array | null = null;
+  private words: DataView = new DataView(new ArrayBuffer(0));
   /** Short texts decoded anew: not held by the table, or not ASCII (what test/module-text.test.ts counts). */
   misses = 0;
 
   decode(mem: Uint8Array, ptr: number, len: number): string {
     if (len > MAX_INTERNED_BYTES || len === 0) return decodeText(mem, ptr, len);
-    // FNV-1a over the length and seven bytes: both ends, where names and counters differ, and three inside. Texts that
-    // agree there share their two slots; the comparison below reads every byte, so they are never confused.
-    const last = ptr + len - 1;
-    let hash = Math.imul(0x811c9dc5 ^ len, 0x01000193);
-    hash = Math.imul(hash ^ mem[ptr]!, 0x01000193);
-    hash = Math.imul(hash ^ mem[ptr + (len >> 2)]!, 0x01000193);
-    hash = Math.imul(hash ^ mem[ptr + (len >> 1)]!, 0x01000193);
-    hash = Math.imul(hash ^ mem[last - (len >> 2)]!, 0x01000193);
-    hash = Math.imul(hash ^ mem[last - 2 < ptr ? ptr : last - 2]!, 0x01000193);
-    hash = Math.imul(hash ^ mem[last - 1 < ptr ? ptr : last - 1]!, 0x01000193);
-    hash = Math.imul(hash ^ mem[last]!, 0x01000193);
+    if (mem !== this.memory) {
+      this.memory = mem;
+      this.words = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+    }
+    const words = this.words;
+    // A hash of the length and of three words: both ends, where names and counters differ, and the middle (the bytes
+    // themselves for texts under four). Texts that agree there share their two slots; the comparison below reads every
+    // byte, so they are never confused.
+    let hash: number;
+    if (len >= 4) {
+      hash = Math.imul(0x811c9dc5 ^ len, 0x9e3779b1);
+      hash = Math.imul(hash ^ words.getInt32(ptr, true), 0x9e3779b1);
+      hash = Math.imul(hash ^ words.getInt32(ptr + ((len - 4) >> 1), true), 0x9e3779b1);
+      hash = Math.imul(hash ^ words.getInt32(ptr + len - 4, true), 0x9e3779b1);
+    } else {
+      hash = Math.imul(0x811c9dc5 ^ len ^ (mem[ptr]! << 8) ^ (mem[ptr + (len >> 1)]! << 16) ^ (mem[ptr + len - 1]! << 24), 0x9e3779b1);
+    }
+    // MurmurHash3's finaliser: a word's high byte (the last character of a name ending in a digit) moves only the
+    // product's high bits, and the slots are taken from the low ones.
+    hash = Math.imul(hash ^ (hash >>> 16), 0x85ebca6b);
+    hash = Math.imul(hash ^ (hash >>> 13), 0xc2b2ae35);
+    hash ^= hash >>> 16;
     const slots = this.slots;
-    const first = (hash ^ (hash >>> 15)) & (TABLE_SLOTS - 1);
+    const first = hash & (TABLE_SLOTS - 1);
     const kept = slots[first];
-    if (kept !== undefined && kept.length === len && sameAscii(kept, mem, ptr)) return kept;
-    const second = ((hash >>> 16) ^ (hash >>> 5)) & (TABLE_SLOTS - 1);
+    if (kept !== undefined && kept.length === len && this.holds(first, words, ptr, len)) return kept;
+    const second = (hash >>> 8) & (TABLE_SLOTS - 1);
     const other = slots[second];
-    if (other !== undefined && other.length === len && sameAscii(other, mem, ptr)) return other;
+    if (other !== undefined && other.length === len && this.holds(second, words, ptr, len)) return other;
     this.misses++;
     const text = decodeText(mem, ptr, len);
     // Only texts of one character a byte, ASCII, are kept: a kept text is equal to bytes only if each of its characters
     // is the code of the byte in its place.
-    if (text.length === len && isAscii(text)) slots[kept === undefined || other !== undefined ? first : second] = text;
+    if (text.length === len && isAscii(text)) {
+      const slot = kept === undefined || other !== undefined ? first : second;
+      slots[slot] = text;
+      this.keptBytes.set(mem.subarray(ptr, ptr + len), slot * MAX_INTERNED_BYTES);
+    }
     return text;
+  }
+
+  /** Whether the `len` bytes at `ptr` are those kept for `slot` (whose text is `len` long). */
+  private holds(slot: number, words: DataView, ptr: number, len: number): boolean {
+    const kept = this.kept;
+    const base = slot * MAX_INTERNED_BYTES;
+    if (len < 4) {
+      for (let i = 0; i < len; i++) if (words.getUint8(ptr + i) !== kept.getUint8(base + i)) return false;
+      return true;
+    }
+    // Whole words, then the last four bytes (which may overlap the last word read).
+    for (let i = 0; i + 4 <= len; i += 4) if (words.getInt32(ptr + i, true) !== kept.getInt32(base + i, true)) return false;
+    return words.getInt32(ptr + len - 4, true) === kept.getInt32(base + len - 4, true);
   }
 }
 
 function isAscii(text: string): boolean {
   for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) >= 0x80) return false;
-  return true;
-}
-
-function sameAscii(text: string, mem: Uint8Array, ptr: number): boolean {
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) !== mem[ptr + i]) return false;
   return true;
 }

@@ -92,7 +92,10 @@ export class ModuleTexts {
     if (text.length === len && isAscii(text)) {
       const slot = kept === undefined || other !== undefined ? first : second;
       slots[slot] = text;
-      this.keptBytes.set(mem.subarray(ptr, ptr + len), slot * MAX_INTERNED_BYTES);
+      // Copied byte by byte: a subarray to copy from cost more than the copy (a miss a call: the rate limit's count).
+      const keptBytes = this.keptBytes;
+      const base = slot * MAX_INTERNED_BYTES;
+      for (let i = 0; i < len; i++) keptBytes[base + i] = mem[ptr + i]!;
     }
     return text;
   }

@@ -57,6 +57,10 @@ describe('effects', () => {
     await runChain(chain, other, ok);
     assert.equal(other.response.status, 200, 'another client has its own counter');
     assert.equal(other.response.headers.get('ratelimit-remaining')?.[0], '2');
+    // The SDK keeps the counter request it wrote last: back to the first client, its own counter again.
+    const first = makeExchange({ clientAddress: '10.0.0.1' });
+    await runChain(chain, first, ok);
+    assert.equal(first.response.status, 429, 'the first client is still over its limit');
   });
 
   test('COUNTER: two bindings of the same policy never share a counter', async () => {

@@ -51,11 +51,11 @@ function shorten(text: string): string {
 }
 
 /**
- * Runs the effect whose request is in `requestWriter`: the length of its result (the bytes at `lastRead()`), or
- * EFFECT_PENDING. Any other status fails the call.
+ * Runs the effect whose request is in `w`: the length of its result (the bytes at `lastRead()`), or EFFECT_PENDING. Any
+ * other status fails the call.
  */
-function runEffect(kind: i32, fn: string, subject: string): i32 {
-  let n = readEffect(kind, requestWriter.ptr, requestWriter.len, fn);
+function runEffect(kind: i32, fn: string, subject: string, w: JsonWriter = requestWriter): i32 {
+  let n = readEffect(kind, w.ptr, w.len, fn);
   if (n != EFFECT_PENDING && n < 0) failStatus(fn, subject, n);
   return n;
 }
@@ -79,49 +79,83 @@ function checkRead(r: JsonReader, fn: string, subject: string, text: string): vo
  * binding by the host.
  */
 export function counter(key: string, limit: i64, periodSeconds: i64, amount: i64 = 1, always: bool = false): CounterResult | null {
-  let w = requestWriter;
-  w.reset();
-  w.raw('{"key":');
-  w.string(key);
-  w.raw(',"limit":');
-  w.int(limit);
-  w.raw(',"periodSeconds":');
-  w.int(periodSeconds);
-  w.raw(',"amount":');
-  w.int(amount);
-  if (always) w.raw(',"always":true');
-  w.char(0x7d);
-  let n = runEffect(EffectKind.COUNTER, "counter", key);
-  if (n == EFFECT_PENDING) return null;
   let result = new CounterResult();
-  if (scanCounterResult(lastRead(), n, result)) {
-    releaseRead();
-    return result;
+  return countInto(result, key, limit, periodSeconds, amount, always) ? result : null;
+}
+
+// A rate limit asks for the same counter on every call from one caller: the request last written is kept, with what
+// it was written from, and sent again as it is when they are the same.
+const counterWriter = new JsonWriter(new ByteBuffer(memory.data(256, 16), 256));
+let counterKey: string | null = null;
+let counterLimit: i64 = 0;
+let counterPeriod: i64 = 0;
+let counterAmount: i64 = 0;
+let counterAlways = false;
+
+/** `counter` into `out` (every field set): false while pending. For a caller that reads the result at once. */
+export function countInto(out: CounterResult, key: string, limit: i64, periodSeconds: i64, amount: i64 = 1, always: bool = false): bool {
+  let w = counterWriter;
+  let kept = counterKey;
+  if (kept === null || limit != counterLimit || periodSeconds != counterPeriod || amount != counterAmount || always != counterAlways || key != kept) {
+    w.reset();
+    w.raw('{"key":');
+    w.string(key);
+    w.raw(',"limit":');
+    w.int(limit);
+    w.raw(',"periodSeconds":');
+    w.int(periodSeconds);
+    w.raw(',"amount":');
+    w.int(amount);
+    if (always) w.raw(',"always":true');
+    w.char(0x7d);
+    counterKey = key;
+    counterLimit = limit;
+    counterPeriod = periodSeconds;
+    counterAmount = amount;
+    counterAlways = always;
   }
-  result = new CounterResult();
+  let n = runEffect(EffectKind.COUNTER, "counter", key, w);
+  if (n == EFFECT_PENDING) return false;
+  out.allowed = false;
+  out.count = 0;
+  out.limit = 0;
+  out.remaining = 0;
+  out.resetSeconds = 0;
+  if (scanCounterResult(lastRead(), n, out)) {
+    releaseRead();
+    return true;
+  }
+  // Not as the gateway writes it: read by the JSON reader, from defaults again.
+  out.allowed = false;
+  out.count = 0;
+  out.limit = 0;
+  out.remaining = 0;
+  out.resetSeconds = 0;
   let text = takeString(n);
   let r = new JsonReader(text);
   if (r.beginObject()) {
     let k = r.nextKey();
     while (k !== null) {
-      if (k == "allowed") result.allowed = r.readBool();
-      else if (k == "count") result.count = r.readInt();
-      else if (k == "limit") result.limit = r.readInt();
-      else if (k == "remaining") result.remaining = r.readInt();
-      else if (k == "resetSeconds") result.resetSeconds = r.readInt();
+      if (k == "allowed") out.allowed = r.readBool();
+      else if (k == "count") out.count = r.readInt();
+      else if (k == "limit") out.limit = r.readInt();
+      else if (k == "remaining") out.remaining = r.readInt();
+      else if (k == "resetSeconds") out.resetSeconds = r.readInt();
       else r.skipValue();
       k = r.nextKey();
     }
   }
   checkRead(r, "counter", key, text);
-  return result;
+  return true;
 }
 
 /** Whether the `len` bytes at `p` are the ASCII text `s`. */
 function bytesAre(p: usize, len: i32, s: string): bool {
   if (len != s.length) return false;
+  let units = changetype<usize>(s);
   for (let i = 0; i < len; i++) {
-    if (<i32>load<u8>(p + <usize>i) != s.charCodeAt(i)) return false;
+    // `i` is below the string's length: its UTF-16 units read without charCodeAt's range check.
+    if (<u32>load<u8>(p + <usize>i) != <u32>load<u16>(units + (<usize>i << 1))) return false;
   }
   return true;
 }

@@ -23,7 +23,7 @@ import {
   trySetText,
 } from "./fields";
 import { JsonKind, JsonReader, jsonString, parseJson } from "./json";
-import { counter, meter } from "./effects";
+import { CounterResult, counter, countInto, meter } from "./effects";
 
 export { CounterResult, HttpResult, LeaseResult, counter, httpCall, lease, meter, openidKeys } from "./effects";
 export { base64Decode, base64DecodeText, base64Encode, base64EncodeText, concatBytes, isUtf8, utf8Decode, utf8Encode } from "./encoding";
@@ -594,6 +594,8 @@ export namespace log {
 // ---------------------------------------------------------------------------------------------------------------
 // Limits
 
+/** rateLimit's counter result, read before it returns: one object for every call, not one each. */
+const limitResult = new CounterResult();
 let limitCalls: i64 = -1;
 let limitPeriod: i64 = -1;
 let limitText = "";
@@ -607,8 +609,8 @@ let policyText = "";
  * and `on_backend`; needs the `counters` grant. Returns CONTINUE, RESPOND or PENDING: `return rateLimit(...)`.
  */
 export function rateLimit(key: string, calls: i64, periodSeconds: i64, headers: bool = true): i32 {
-  const r = counter(key, calls, periodSeconds);
-  if (r === null) return PENDING;
+  const r = limitResult;
+  if (!countInto(r, key, calls, periodSeconds)) return PENDING;
   const reset = r.resetSeconds;
   if (headers || !r.allowed) {
     // A policy passes the same limit on every call: its texts are made once.

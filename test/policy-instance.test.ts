@@ -334,6 +334,22 @@ describe('pointer ranges', () => {
         ${check(byteAt(END + 10, '1'.charCodeAt(0)))}`,
     }, {}, { headers: { 'x-a': '1' } });
   });
+
+  test('names of four bytes or more are read at the last bytes of memory, and again once the module grew it', async () => {
+    // The host compares such a name with the one it kept a word at a time (module-text.ts), through a view of the
+    // memory that it must make again when the memory grows: x-ab is read before and after the growth.
+    const xab = layout(['x-ab'])[0]!;
+    const getXab = (buf: number) => `(call $get (i32.const 5) (i32.const ${xab.ptr}) (i32.const 4) (i32.const ${buf}) (i32.const 8))`;
+    await allHeld('range-end-words', {
+      data: ['x-ab'],
+      steps: (check) => `
+        ${check(is(`(call $get (i32.const 5) (i32.const ${END - 5}) (i32.const 5) (i32.const ${END - 16}) (i32.const 8))`, Status.NOT_FOUND))}
+        ${check(is(getXab(END - 8), 1))}
+        ${check(is('(memory.grow (i32.const 1))', 2))}
+        ${check(is(getXab(END + 10), 1))}
+        ${check(byteAt(END + 10, '2'.charCodeAt(0)))}`,
+    }, {}, { headers: { 'x-ab': '2' } });
+  });
 });
 
 /** `$same (a, b, len) -> 1 when the bytes at a and b are equal. */

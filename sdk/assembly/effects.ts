@@ -116,21 +116,14 @@ export function countInto(out: CounterResult, key: string, limit: i64, periodSec
   }
   let n = runEffect(EffectKind.COUNTER, "counter", key, w);
   if (n == EFFECT_PENDING) return false;
-  out.allowed = false;
-  out.count = 0;
-  out.limit = 0;
-  out.remaining = 0;
-  out.resetSeconds = 0;
+  // `out` may hold an earlier call's result (rateLimit's does): a key the host left out reads as its default.
+  clearCounterResult(out);
   if (scanCounterResult(lastRead(), n, out)) {
     releaseRead();
     return true;
   }
   // Not as the gateway writes it: read by the JSON reader, from defaults again.
-  out.allowed = false;
-  out.count = 0;
-  out.limit = 0;
-  out.remaining = 0;
-  out.resetSeconds = 0;
+  clearCounterResult(out);
   let text = takeString(n);
   let r = new JsonReader(text);
   if (r.beginObject()) {
@@ -147,6 +140,14 @@ export function countInto(out: CounterResult, key: string, limit: i64, periodSec
   }
   checkRead(r, "counter", key, text);
   return true;
+}
+
+function clearCounterResult(out: CounterResult): void {
+  out.allowed = false;
+  out.count = 0;
+  out.limit = 0;
+  out.remaining = 0;
+  out.resetSeconds = 0;
 }
 
 /** Whether the `len` bytes at `p` are the ASCII text `s`. */

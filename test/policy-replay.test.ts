@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Field } from '../abi/index.ts';
-import { PolicyHost, type Grants, type PolicyBinding } from '../runtime/policy-host/index.ts';
+import { PolicyHost, type BindSpec, type Grants, type PolicyBinding } from '../runtime/policy-host/index.ts';
 import { MAX_POLICY_URL_PART } from '../runtime/policy-host/exchange.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
@@ -54,9 +54,9 @@ before(() => {
   t = newHost();
 });
 
-async function bindWarm(wasm: Uint8Array, grants: Grants = {}, host: PolicyHost = t.host): Promise<PolicyBinding> {
+async function bindWarm(wasm: Uint8Array, spec: Pick<BindSpec, 'grants' | 'config' | 'computedKeys'> = {}, host: PolicyHost = t.host): Promise<PolicyBinding> {
   const module = await host.load(wasm);
-  const binding = host.bind({ id: `api:replay-${++serial}/inbound/0`, phase: 'inbound', module, grants });
+  const binding = host.bind({ id: `api:replay-${++serial}/inbound/0`, phase: 'inbound', module, ...spec });
   // Ready before the first call, as a gateway's bindings are: that call is then recorded.
   await binding.warm();
   return binding;
@@ -130,7 +130,7 @@ describe('replayed calls of a module declared deterministic', () => {
   ];
   for (const { name, prelude, grants, imports, descriptor } of stoppers) {
     test(`a call that used ${name} is never replayed`, async () => {
-      const binding = await bindWarm(await echoModule(descriptor ?? DETERMINISTIC, prelude, imports), grants);
+      const binding = await bindWarm(await echoModule(descriptor ?? DETERMINISTIC, prelude, imports), { grants });
       for (let i = 0; i < 3; i++) assert.equal(await echo(binding, 'alpha'), 'alpha');
       assert.equal(binding.stats.failures, 0, JSON.stringify(binding.stats.lastFailure));
       assert.equal(binding.stats.replays, 0);
@@ -276,14 +276,9 @@ describe('what replay keeps in a gateway', () => {
 
 describe('replayed calls of the built-in policies', () => {
   test('key-auth: each key, a wrong one and none are answered as the module answers them, from replays after the first', async () => {
-    const module = await t.host.load(await buildFixture('key-auth'));
-    const binding = t.host.bind({
-      id: 'api:replay-key-auth/inbound/0',
-      phase: 'inbound',
-      module,
+    const binding = await bindWarm(await buildFixture('key-auth'), {
       config: { keys: [{ id: 'alice', key: 'alice-key-0001' }, { id: 'bob', key: 'bob-key-00001' }], identityHeader: 'x-consumer-id' },
     });
-    await binding.warm();
     const bodies = new Map<string, string>();
     const sequence = ['alice-key-0001', 'bob-key-00001', 'wrong-key-0001', null, 'alice-key-0001', 'wrong-key-0001', null, 'bob-key-00001', 'alice-key-0001'];
     for (const key of sequence) {
@@ -311,15 +306,7 @@ describe('replayed calls of the built-in policies', () => {
   });
 
   test('set-header with a computed value: a call is replayed only for the value computed for it', async () => {
-    const module = await t.host.load(await buildFixture('set-header'));
-    const binding = t.host.bind({
-      id: 'api:replay-set-header/inbound/0',
-      phase: 'inbound',
-      module,
-      config: { name: 'x-who' },
-      computedKeys: ['value'],
-    });
-    await binding.warm();
+    const binding = await bindWarm(await buildFixture('set-header'), { config: { name: 'x-who' }, computedKeys: ['value'] });
     const values = ['a', 'b', 'a', 'b', 'c', 'a'];
     for (const value of values) {
       const exchange = makeExchange();

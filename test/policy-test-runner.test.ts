@@ -36,7 +36,9 @@ export function on_inbound(): i32 {
   log.debug("greeting: " + greeting);
   const user = request.header("x-user");
   if (user === null) return CONTINUE;
-  const r = counter("user:" + user, 2, 60);
+  // A day's window: windows start at multiples of the period, Unix time, and steps that straddled the start of a
+  // minute (60 s) saw alice's count start again (a clean-clone CI run did).
+  const r = counter("user:" + user, 2, 86400);
   if (r === null) return PENDING;
   const dimensions = new Map<string, string>();
   dimensions.set("user", user);

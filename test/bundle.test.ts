@@ -67,7 +67,7 @@ describe('single-file bundle', { timeout: 240_000 }, () => {
         '    policies:',
         '      inbound:',
         '        - policy: rate-limit',
-        '          config: { calls: 2, renewalPeriod: 60 }',
+        '          config: { calls: 2, renewalPeriod: 86400 }',
         '      outbound:',
         '        - module: ./set-header.wasm',
         '          config: { name: x-from-module, value: "yes" }',
@@ -132,7 +132,7 @@ describe('single-file bundle', { timeout: 240_000 }, () => {
       const config = join(alone, 'shared-limit.yaml');
       writeFileSync(
         config,
-        'version: 1\napis:\n  - id: shared\n    pathPrefix: /shared\n    backend: { url: "builtin:echo" }\n    policies:\n      inbound:\n        - policy: rate-limit\n          config: { calls: 3, renewalPeriod: 60 }\n',
+        'version: 1\napis:\n  - id: shared\n    pathPrefix: /shared\n    backend: { url: "builtin:echo" }\n    policies:\n      inbound:\n        - policy: rate-limit\n          config: { calls: 3, renewalPeriod: 86400 }\n',
       );
       // Two gateways, one Redis: the limit holds across both.
       const env = { GATEHOUSE_REDIS_URL: redis.url };

@@ -28,7 +28,7 @@ function setUp(name: string, entry: string[], needs: string[] = ['counters']): s
     [
       'import { counter, request, respond, CONTINUE, PENDING } from "@gatehouse/policy-sdk";',
       'export function on_inbound(): i32 {',
-      '  const r = counter("user:" + request.clientAddress(), 2, 60);',
+      '  const r = counter("user:" + request.clientAddress(), 2, 86400);',
       '  if (r === null) return PENDING;',
       '  return r.allowed ? CONTINUE : respond(429, "slow down");',
       '}',

@@ -230,7 +230,7 @@ describe('container images (Dockerfiles; built and run by npm run test:container
       const saved = await send(`http://127.0.0.1:${port}`, '/admin/apis/limited', {
         method: 'PUT',
         headers: { authorization: `Bearer ${readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ pathPrefix: '/limited', backend: { url: 'builtin:echo' }, policies: { inbound: [{ policy: 'rate-limit', config: { calls: 5, renewalPeriod: 60 } }] } }),
+        body: JSON.stringify({ pathPrefix: '/limited', backend: { url: 'builtin:echo' }, policies: { inbound: [{ policy: 'rate-limit', config: { calls: 5, renewalPeriod: 86400 } }] } }),
       });
       assert.equal(saved.status, 200, saved.body);
     } finally {

@@ -70,7 +70,7 @@ describe('gatehouse apply for GitOps', () => {
     policies:
       inbound:
         - policy: rate-limit
-          config: { calls: 5, renewalPeriod: 60 }
+          config: { calls: 5, renewalPeriod: 86400 }
   - id: stock
     pathPrefix: /stock
     backend: { url: builtin:echo }
@@ -177,7 +177,7 @@ gateways:
     policies:
       inbound:
         - policy: rate-limit
-          config: { calls: 5, renewalPeriod: 60 }
+          config: { calls: 5, renewalPeriod: 86400 }
 gateways:
   - id: edge
     apis: [orders]

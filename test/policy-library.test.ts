@@ -61,7 +61,7 @@ apis:
             issuers: ["https://idp.example.com/"]
             audiences: ["api://secure"]
         - policy: rate-limit-by-key
-          config: { calls: 100, renewalPeriod: 60, counterKey: { from: variable, name: jwt-subject } }
+          config: { calls: 100, renewalPeriod: 86400, counterKey: { from: variable, name: jwt-subject } }
   - id: limits
     pathPrefix: /limits
     backend: { url: "http://127.0.0.1:${backendPort}" }

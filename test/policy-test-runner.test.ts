@@ -36,9 +36,7 @@ export function on_inbound(): i32 {
   log.debug("greeting: " + greeting);
   const user = request.header("x-user");
   if (user === null) return CONTINUE;
-  // A day's window: windows start at multiples of the period, Unix time, and steps that straddled the start of a
-  // minute (60 s) saw alice's count start again (a clean-clone CI run did).
-  const r = counter("user:" + user, 2, 86400);
+  const r = counter("user:" + user, 2, 60);
   if (r === null) return PENDING;
   const dimensions = new Map<string, string>();
   dimensions.set("user", user);
@@ -124,14 +122,17 @@ describe('the test runner', () => {
   });
 
   test('steps run different requests on one binding: two users are counted apart, with logs, metrics and effects', async () => {
-    const counted = (user: string, count: number, allowed = true) => ({
+    // A case's counters start with it: the first call reads the whole 60 s of its window, and the steps, however
+    // the case falls on the wall clock, are counted in one window (on the wall clock's windows alice's count started
+    // again when the steps straddled the start of a minute, and resetSeconds read 60 one run in sixty).
+    const counted = (user: string, count: number, allowed = true, resetSeconds?: number) => ({
       request: { headers: { 'x-user': user } },
       expect: {
         outcome: allowed ? 'continue' : 'respond',
         ...(allowed ? { request: { headers: { 'x-count': String(count) } } } : { status: 429 }),
         logs: [{ level: 'info', contains: `counted ${user} ${count}` }],
         metrics: [{ name: 'calls', value: 1, dimensions: { user } }],
-        effects: [{ kind: 'counter', request: { key: `user:${user}`, limit: 2 }, result: { allowed, count } }],
+        effects: [{ kind: 'counter', request: { key: `user:${user}`, limit: 2 }, result: { allowed, count, ...(resetSeconds ? { resetSeconds } : {}) } }],
       },
     });
     const dir = probeFolder('steps', [
@@ -139,7 +140,7 @@ describe('the test runner', () => {
         name: 'two users are counted apart',
         grants: { counters: true },
         steps: [
-          { name: 'alice 1', ...counted('alice', 1) },
+          { name: 'alice 1', ...counted('alice', 1, true, 60) },
           { name: 'bob 1', ...counted('bob', 1) },
           { name: 'alice 2', ...counted('alice', 2) },
           { name: 'alice 3 is refused', ...counted('alice', 2, false) },

@@ -147,11 +147,29 @@ function parsedOrText(text: string): unknown {
   }
 }
 
-/** Canned HTTP answers for offline runs; counters are the real in-memory store. Every effect performed is recorded. */
+/**
+ * Canned HTTP answers for offline runs; counters are the real in-memory store. Every effect performed is recorded.
+ *
+ * Each case counts on a store of its own whose clock starts at 0 when the case starts. The store's windows are
+ * multiples of their period, as a gateway's are; on the wall clock a case's calls fell into two windows whenever they
+ * straddled the start of one (a 60 s window: the start of a minute), and a case expecting a 429 on its third call
+ * passed or failed by the time of day. From 0, every window starts with the case, and `resetSeconds` reads the whole
+ * period on the case's first call.
+ */
 class OfflineEffects implements EffectRunner {
   canned: CannedHttp[] = [];
   readonly performed: EffectRecord[] = [];
-  private readonly real = new CounterEffects({ counters: new MemoryCounterStore() });
+  private real = OfflineEffects.freshCounters();
+
+  private static freshCounters(): CounterEffects {
+    const origin = performance.now();
+    return new CounterEffects({ counters: new MemoryCounterStore(() => performance.now() - origin) });
+  }
+
+  /** A case starts: counters, leases and their windows start again. */
+  startCase(): void {
+    this.real = OfflineEffects.freshCounters();
+  }
 
   private record(kind: number, request: string, result: string): string {
     this.performed.push({ kind: EFFECT_NAMES[kind] ?? String(kind), request: parsedOrText(request), result: parsedOrText(result) });
@@ -260,6 +278,7 @@ export async function runPolicyTests(dir: string, options: TestOptions = {}): Pr
     let problems = formatProblems;
     if (problems.length === 0) {
       try {
+        effects.startCase();
         problems = await runCase({ host, module, effects, records, metrics, logger }, testCase, index);
       } catch (err) {
         problems = [`the case could not run: ${(err as Error).message}`];

@@ -27,12 +27,21 @@ export interface TestHost {
   logs: LogRecord[];
 }
 
+/**
+ * The clock of the counters newHost gives. The store's windows are multiples of their period, as the gateway's are;
+ * on the wall clock a test counting calls in a 60 s window failed when its calls straddled the start of a minute. This
+ * clock reads 0 when the process loaded this file, a multiple of every period, and runs at the wall clock's pace: a
+ * window rolls over only after its whole period of the test process.
+ */
+const loadedAt = performance.now();
+const testCounterClock = (): number => performance.now() - loadedAt;
+
 /** `replay`: whether calls of deterministic modules may be replayed (PolicyHostOptions.replay); default true. */
 export function newHost(effects?: EffectRunner, clocks?: BudgetClocks, replay = true): TestHost {
   const logs: LogRecord[] = [];
   const host = new PolicyHost({
     logger: new Logger(memorySink(logs), 'debug'),
-    effects: effects ?? new GatewayEffects({ counters: new MemoryCounterStore() }),
+    effects: effects ?? new GatewayEffects({ counters: new MemoryCounterStore(testCounterClock) }),
     clocks: clocks ?? processClocks,
     replay,
   });

@@ -3,7 +3,10 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { Field, Status } from '../abi/index.ts';
+import { classifyHeaderText, FRAMING_NAME, HEADER_KEY, SAFE_VALUE } from '../runtime/policy-host/header-text.ts';
 import { ModuleTexts } from '../runtime/policy-host/module-text.ts';
+import { hostileModule, layout, SCRATCH } from './support/hostile-modules.ts';
 import { buildFixture, makeExchange, newHost } from './support/policies.ts';
 
 const encoder = new TextEncoder();
@@ -91,6 +94,64 @@ describe('ModuleTexts', () => {
     assert.equal(texts2.decode(mem, 0, 6), 'abcdef');
     mem.set(Uint8Array.of(0xc3, 0xa9), 2);
     assert.equal(texts2.decode(mem, 0, 6), 'ab\u00e9ef');
+  });
+
+  test("a kept text comes with what the header checks find of it, the same on every later read and once its slot is another text's", () => {
+    const next = random(13);
+    // Names and values of every class: lower and mixed case, framing, not tokens, with CR LF, and short ones that
+    // share slots (a slot's class must go with its text).
+    const pool = ['x-ok', 'X-Mixed', 'content-length', 'Content-Length', 'te', 'bad name', 'a\r\nb', 'ok', 'tab\there', 'x-a', 'x-b', 'y', 'Y', '\x7f'];
+    pool.push('');
+    for (let i = 0; i < 300; i++) pool.push(Array.from({ length: 1 + Math.floor(next() * 4) }, () => 'aB-\r :'[Math.floor(next() * 6)]).join(''));
+    const texts = new ModuleTexts();
+    const mem = new Uint8Array(64);
+    for (let round = 0; round < 20_000; round++) {
+      const text = pool[Math.floor(next() * pool.length)]!;
+      encoder.encodeInto(text, mem);
+      assert.equal(texts.decode(mem, 0, text.length), text);
+      // The empty text is not kept: nothing is known of it.
+      assert.equal(texts.lastClass(), text === '' ? 0 : classifyHeaderText(text), `round ${round}: ${JSON.stringify(text)}`);
+    }
+    assert.equal(classifyHeaderText('x-ok'), HEADER_KEY | SAFE_VALUE);
+    assert.equal(classifyHeaderText('content-length'), HEADER_KEY | FRAMING_NAME | SAFE_VALUE);
+    assert.equal(classifyHeaderText('X-Mixed'), SAFE_VALUE, 'a name with upper case is not a key as it is');
+    assert.equal(classifyHeaderText('a\r\nb'), 0);
+    // A text the table does not keep comes with nothing known: its reader checks it.
+    for (const bytes of [encoder.encode('x'.repeat(129)), encoder.encode('caf\u00e9')]) {
+      texts.decode(bytes, 0, bytes.length);
+      assert.equal(texts.lastClass(), 0);
+    }
+  });
+
+  test('a hostile module writing framing headers, names that are not tokens and values with CR LF is refused every time, not only the first', async () => {
+    const data = ['content-length', 'Content-Length', 'transfer-encoding', 'bad name', 'x-ok', 'X-Mixed', 'X-OK', 'ok', 'a\r\nb'];
+    const [contentLength, mixedContentLength, transferEncoding, badName, xOk, xMixed, xOkUpper, ok, crlf] = layout(data);
+    const field = Field.REQUEST_HEADER;
+    const expect = (call: string, status: number) => `(if (i32.ne ${call} (i32.const ${status})) (then unreachable))`;
+    const set = (n: { ptr: number; len: number }, v: { ptr: number; len: number }) =>
+      `(call $set (i32.const ${field}) (i32.const ${n.ptr}) (i32.const ${n.len}) (i32.const ${v.ptr}) (i32.const ${v.len}))`;
+    const steps = [
+      expect(set(contentLength!, ok!), Status.READ_ONLY),
+      expect(set(mixedContentLength!, ok!), Status.READ_ONLY),
+      expect(`(call $remove (i32.const ${field}) (i32.const ${transferEncoding!.ptr}) (i32.const ${transferEncoding!.len}))`, Status.READ_ONLY),
+      expect(set(badName!, ok!), Status.INVALID_VALUE),
+      expect(set(xOk!, crlf!), Status.INVALID_VALUE),
+      expect(set(xOk!, ok!), Status.OK),
+      expect(set(xMixed!, ok!), Status.OK),
+      expect(`(call $get (i32.const ${field}) (i32.const ${xOkUpper!.ptr}) (i32.const ${xOkUpper!.len}) (i32.const ${SCRATCH}) (i32.const 64))`, 2),
+    ].join('\n');
+    const { host } = newHost();
+    const module = await host.load(await hostileModule({ name: 'header-classes', data, inbound: `${steps} ${steps} (i32.const 0)` }));
+    const binding = host.bind({ id: 'api:header-classes/inbound/0', phase: 'inbound', module });
+    for (let request = 0; request < 3; request++) {
+      const exchange = makeExchange({ headers: { 'content-length': '5', 'transfer-encoding': 'chunked' } });
+      await binding.run('inbound', exchange);
+      assert.deepEqual(exchange.request.headers.get('content-length'), ['5'], `request ${request}`);
+      assert.deepEqual(exchange.request.headers.get('transfer-encoding'), ['chunked']);
+      assert.deepEqual(exchange.request.headers.get('x-ok'), ['ok']);
+      assert.deepEqual(exchange.request.headers.get('x-mixed'), ['ok']);
+      assert.equal(exchange.request.headers.has('bad name'), false);
+    }
   });
 
   test('a module writing a different value of the same length on each request is read right each time', async () => {

@@ -7,6 +7,7 @@ import type { TraceContext } from '../telemetry/trace-context.ts';
 import { checkEgress, type EgressAccess } from './egress.ts';
 import type { WriteOp } from './instance.ts';
 import { dotSegment } from '../routing/request-path.ts';
+import { FRAMING, FRAMING_NAME, HEADER_KEY, SAFE_VALUE, headerKey, isSafeValue, isToken, lookupKey } from './header-text.ts';
 
 export type HeaderMap = Map<string, string[]>;
 
@@ -144,70 +145,6 @@ export interface ExchangeInit {
  * the forwarder connects only to addresses that pass the checks of abi/policy-abi.md, section 5.
  */
 export type BackendAccess = 'api' | EgressAccess;
-
-const TOKEN_CHARS = new Uint8Array(128);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
-  TOKEN_CHARS[c.charCodeAt(0)] = 1;
-}
-
-const NOT_A_TOKEN = -1;
-const LOWER_CASE_TOKEN = 0;
-const MIXED_CASE_TOKEN = 1;
-
-/**
- * Whether `s` is an HTTP token (RFC 9110: header names and methods), and whether it has an upper-case letter: one
- * pass, a table lookup a character; this runs on every header a policy sets.
- */
-function tokenCase(s: string): number {
-  if (s.length === 0) return NOT_A_TOKEN;
-  let found = LOWER_CASE_TOKEN;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 128 || TOKEN_CHARS[c] === 0) return NOT_A_TOKEN;
-    if (c <= 0x5a && c >= 0x41) found = MIXED_CASE_TOKEN;
-  }
-  return found;
-}
-
-function isToken(s: string): boolean {
-  return tokenCase(s) !== NOT_A_TOKEN;
-}
-
-/**
- * A header name as the exchange keys it (lower case): the name itself when it has no upper-case letter, which is how
- * policies write them; toLowerCase, a call into the runtime that makes a new string, only for one that has. Null when
- * it is not a token.
- */
-function headerKey(name: string): string | null {
-  const found = tokenCase(name);
-  if (found === NOT_A_TOKEN) return null;
-  return found === MIXED_CASE_TOKEN ? name.toLowerCase() : name;
-}
-
-/** A name to look a header up by: lower-cased as headerKey does, any text (one that is not a token is not found). */
-function lookupKey(name: string): string {
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if ((c <= 0x5a && c >= 0x41) || c >= 128) return name.toLowerCase();
-  }
-  return name;
-}
-
-/**
- * A header value HTTP can carry (RFC 9110 field-value): tab, visible ASCII, space, and bytes 0x80-0xFF (header values
- * are bytes; text read from one comes back as the same bytes). CR, LF and NUL would let a value smuggle another header
- * or end the header block; other control characters, and characters above U+00FF that no byte stands for, would make
- * the HTTP server refuse the whole response head after the policy succeeded (Node cuts the connection).
- */
-function isSafeValue(s: string): boolean {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 ? c !== 0x09 : c === 0x7f || c > 0xff) return false;
-  }
-  return true;
-}
-/** Framing headers are the proxy's business: a policy that could set them could desynchronise the connection. */
-const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection', 'upgrade', 'te', 'trailer']);
 
 export function headerMap(init: Record<string, string | string[]> = {}): HeaderMap {
   const map: HeaderMap = new Map();
@@ -394,7 +331,8 @@ export class Exchange implements TransactionalView {
 
   // --- reads ----------------------------------------------------------------------------------------------------
 
-  read(field: number, name: string): string | Uint8Array | null | number {
+  /** `nameClass`: what header-text.ts found of `name`, if it was classified (0: nothing known). */
+  read(field: number, name: string, nameClass = 0): string | Uint8Array | null | number {
     switch (field) {
       case Field.REQUEST_METHOD:
         return this.request.method;
@@ -405,7 +343,7 @@ export class Exchange implements TransactionalView {
       case Field.REQUEST_QUERY_PARAM:
         return new URLSearchParams(this.request.query).get(name);
       case Field.REQUEST_HEADER:
-        return joinValues(this.request.headers.get(lookupKey(name)));
+        return joinValues(this.request.headers.get((nameClass & HEADER_KEY) !== 0 ? name : lookupKey(name)));
       case Field.REQUEST_BODY:
         if (!this.binding?.module.descriptor.requestBody) return Status.NOT_DECLARED;
         return this.request.body ?? new Uint8Array(0);
@@ -414,7 +352,7 @@ export class Exchange implements TransactionalView {
       case Field.RESPONSE_STATUS:
         return String(this.response.status);
       case Field.RESPONSE_HEADER:
-        return joinValues(this.response.headers.get(lookupKey(name)));
+        return joinValues(this.response.headers.get((nameClass & HEADER_KEY) !== 0 ? name : lookupKey(name)));
       case Field.RESPONSE_BODY:
         if (this.afterBackend() && !this.binding?.module.descriptor.responseBody) return Status.NOT_DECLARED;
         return this.response.body ?? new Uint8Array(0);
@@ -491,14 +429,15 @@ export class Exchange implements TransactionalView {
 
   // --- writes ---------------------------------------------------------------------------------------------------
 
-  write(op: WriteOp, field: number, name: string, value: string | Uint8Array | null): number {
+  /** `nameClass`, `valueClass`: what header-text.ts found of `name` and `value`, if they were classified (0: nothing known). */
+  write(op: WriteOp, field: number, name: string, value: string | Uint8Array | null, nameClass = 0, valueClass = 0): number {
     const requestSide = field <= Field.CLIENT_ADDRESS || field === Field.BACKEND_URL;
     if (requestSide && this.afterBackend()) return Status.READ_ONLY;
     switch (field) {
       case Field.REQUEST_HEADER:
-        return this.writeHeader(this.request.headers, op, name, value as string | null);
+        return this.writeHeader(this.request.headers, op, name, value as string | null, nameClass, valueClass);
       case Field.RESPONSE_HEADER:
-        return this.writeHeader(this.response.headers, op, name, value as string | null);
+        return this.writeHeader(this.response.headers, op, name, value as string | null, nameClass, valueClass);
       case Field.VARIABLE:
         if (op === 'add') return Status.INVALID_VALUE;
         this.changeMap(this.variables, name, op === 'remove' ? undefined : (value as string));
@@ -583,10 +522,11 @@ export class Exchange implements TransactionalView {
     return this.binding?.grants.backend?.allowedHosts;
   }
 
-  private writeHeader(headers: HeaderMap, op: WriteOp, rawName: string, value: string | null): number {
-    const name = headerKey(rawName);
+  private writeHeader(headers: HeaderMap, op: WriteOp, rawName: string, value: string | null, nameClass: number, valueClass: number): number {
+    const known = (nameClass & HEADER_KEY) !== 0;
+    const name = known ? rawName : headerKey(rawName);
     if (name === null) return Status.INVALID_VALUE;
-    if (FRAMING.has(name)) return Status.READ_ONLY;
+    if (known ? (nameClass & FRAMING_NAME) !== 0 : FRAMING.has(name)) return Status.READ_ONLY;
     if (op === 'remove') {
       const previous = headers.get(name);
       if (previous !== undefined) {
@@ -595,7 +535,7 @@ export class Exchange implements TransactionalView {
       }
       return Status.OK;
     }
-    if (value === null || !isSafeValue(value)) return Status.INVALID_VALUE;
+    if (value === null || ((valueClass & SAFE_VALUE) === 0 && !isSafeValue(value))) return Status.INVALID_VALUE;
     const values = op === 'add' ? headers.get(name) : undefined;
     if (values) {
       // Appended in place, undone by removing it again: copying the values on every add made a loop of adds to one

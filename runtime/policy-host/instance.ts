@@ -157,8 +157,9 @@ export type WriteOp = 'set' | 'add' | 'remove';
 
 /** The request/response a call works on, as host functions see it. Implemented by the pipeline's exchange. */
 export interface CallView {
-  read(field: number, name: string): string | Uint8Array | null | number;
-  write(op: WriteOp, field: number, name: string, value: string | Uint8Array | null): number;
+  /** `nameClass`, `valueClass`: what header-text.ts found of the texts, when the host's table of texts knew (else 0). */
+  read(field: number, name: string, nameClass?: number): string | Uint8Array | null | number;
+  write(op: WriteOp, field: number, name: string, value: string | Uint8Array | null, nameClass?: number, valueClass?: number): number;
   list(field: number): string[] | number;
   respond(status: number): number;
 }
@@ -576,7 +577,7 @@ export class PolicyInstance implements KernelHost {
         if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
         this.work(1 + (nameLen >> 8) + (field === Field.REQUEST_QUERY_PARAM ? this.queryWork(state, 6) : 0));
         const name = this.texts.decode(mem, namePtr, nameLen);
-        const value = state.view.read(field, name);
+        const value = state.view.read(field, name, this.texts.lastClass());
         if (state.recording !== null) state.recording.read(field, name, value);
         if (value === null) return Status.NOT_FOUND;
         if (typeof value === 'number') return value;
@@ -593,7 +594,7 @@ export class PolicyInstance implements KernelHost {
         if (nameLen > MAX_NAME_BYTES) return Status.INVALID_VALUE;
         this.work(1 + (nameLen >> 8) + (field === Field.REQUEST_QUERY_PARAM ? this.queryWork(state, 8) : 0));
         const name = this.readString(namePtr, nameLen);
-        const status = state.view.write('remove', field, name, null);
+        const status = state.view.write('remove', field, name, null, this.texts.lastClass());
         if (state.recording !== null) state.recording.change('remove', field, name, null, status);
         return status;
       },
@@ -718,9 +719,11 @@ export class PolicyInstance implements KernelHost {
     const query = field === Field.REQUEST_QUERY_PARAM || field === Field.REQUEST_QUERY;
     this.work(1 + ((nl + vl) >> 8) + (query ? this.queryWork(state, 8) : 0));
     const name = this.texts.decode(mem, np, nl);
+    const nameClass = this.texts.lastClass();
     // A body is copied out of the module's memory: the host never keeps a view into it.
-    const value = BODY_FIELDS.has(field) ? mem.slice(vp, vp + vl) : this.texts.decode(mem, vp, vl);
-    const status = state.view.write(op, field, name, value);
+    const body = BODY_FIELDS.has(field);
+    const value = body ? mem.slice(vp, vp + vl) : this.texts.decode(mem, vp, vl);
+    const status = state.view.write(op, field, name, value, nameClass, body ? 0 : this.texts.lastClass());
     if (state.recording !== null) state.recording.change(op, field, name, value, status);
     return status;
   }

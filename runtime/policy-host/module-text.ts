@@ -13,6 +13,10 @@
 // strings of MAX_INTERNED_BYTES, with a copy of their bytes (32 KiB an instance) that a text is compared with a word at
 // a time: `bench:policy`'s 60 header operations took 5% less than comparing character by character, the rate limit's
 // call (a counter request of 70 bytes) 4% less.
+// A kept text also keeps what the exchange's checks of header names and values find of it (header-text.ts), asked for
+// the first time it is used as one: a policy that writes the same header on every call has it checked once.
+
+import { classifyHeaderText } from './header-text.ts';
 
 /**
  * Strings up to this length are built by appending characters; longer ones are decoded. V8 makes an appended string
@@ -26,6 +30,9 @@ const MAX_INTERNED_BYTES = 128;
 const TABLE_SLOTS = 256;
 
 const decoder = new TextDecoder();
+
+/** A kept text not classified yet (classifyHeaderText uses the low three bits). */
+const UNCLASSIFIED = 0x80;
 
 /** Text from memory already checked to hold `ptr`..`ptr + len` (invalid UTF-8 becomes U+FFFD, as TextDecoder does). */
 export function decodeText(mem: Uint8Array, ptr: number, len: number): string {
@@ -51,10 +58,27 @@ export class ModuleTexts {
   /** The memory last read, and a view of it that reads four bytes at once (made again when the memory is). */
   private memory: Uint8Array | null = null;
   private words: DataView = new DataView(new ArrayBuffer(0));
+  /** What classifyHeaderText found of each kept text, or UNCLASSIFIED. */
+  private readonly classes = new Uint8Array(TABLE_SLOTS).fill(UNCLASSIFIED);
+  /** The slot of the text the last decode gave, or -1 when that text is not kept. */
+  private lastSlot = -1;
   /** Short texts decoded anew: not held by the table, or not ASCII (what test/module-text.test.ts counts). */
   misses = 0;
 
+  /**
+   * What classifyHeaderText finds of the text the last decode gave, when the table keeps it (found once a text);
+   * 0, which says nothing, for a text it does not keep.
+   */
+  lastClass(): number {
+    const slot = this.lastSlot;
+    if (slot < 0) return 0;
+    let found = this.classes[slot]!;
+    if (found === UNCLASSIFIED) found = this.classes[slot] = classifyHeaderText(this.slots[slot]!);
+    return found;
+  }
+
   decode(mem: Uint8Array, ptr: number, len: number): string {
+    this.lastSlot = -1;
     if (len > MAX_INTERNED_BYTES || len === 0) return decodeText(mem, ptr, len);
     if (mem !== this.memory) {
       this.memory = mem;
@@ -81,10 +105,16 @@ export class ModuleTexts {
     const slots = this.slots;
     const first = hash & (TABLE_SLOTS - 1);
     const kept = slots[first];
-    if (kept !== undefined && kept.length === len && this.holds(first, words, ptr, len)) return kept;
+    if (kept !== undefined && kept.length === len && this.holds(first, words, ptr, len)) {
+      this.lastSlot = first;
+      return kept;
+    }
     const second = (hash >>> 8) & (TABLE_SLOTS - 1);
     const other = slots[second];
-    if (other !== undefined && other.length === len && this.holds(second, words, ptr, len)) return other;
+    if (other !== undefined && other.length === len && this.holds(second, words, ptr, len)) {
+      this.lastSlot = second;
+      return other;
+    }
     this.misses++;
     const text = decodeText(mem, ptr, len);
     // Only texts of one character a byte, ASCII, are kept: a kept text is equal to bytes only if each of its characters
@@ -92,6 +122,8 @@ export class ModuleTexts {
     if (text.length === len && isAscii(text)) {
       const slot = kept === undefined || other !== undefined ? first : second;
       slots[slot] = text;
+      this.classes[slot] = UNCLASSIFIED;
+      this.lastSlot = slot;
       // Copied byte by byte: a subarray to copy from cost more than the copy (a miss a call: the rate limit's count).
       const keptBytes = this.keptBytes;
       const base = slot * MAX_INTERNED_BYTES;

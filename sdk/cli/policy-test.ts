@@ -150,7 +150,7 @@ function parsedOrText(text: string): unknown {
 /**
  * Canned HTTP answers for offline runs; counters are the real in-memory store. Every effect performed is recorded.
  *
- * Each case counts on a store of its own whose clock starts at 0 when the case starts. The store's windows are
+ * Each case counts on a store of its own whose clock starts at 0 when the case first counts. The store's windows are
  * multiples of their period, as a gateway's are; on the wall clock a case's calls fell into two windows whenever they
  * straddled the start of one (a 60 s window: the start of a minute), and a case expecting a 429 on its third call
  * passed or failed by the time of day. From 0, every window starts with the case, and `resetSeconds` reads the whole
@@ -161,9 +161,11 @@ class OfflineEffects implements EffectRunner {
   readonly performed: EffectRecord[] = [];
   private real = OfflineEffects.freshCounters();
 
+  /** Counters whose clock reads 0 at the case's first count (binding and instantiating take none of its window). */
   private static freshCounters(): CounterEffects {
-    const origin = performance.now();
-    return new CounterEffects({ counters: new MemoryCounterStore(() => performance.now() - origin) });
+    let origin: number | null = null;
+    const clock = () => (origin === null ? ((origin = performance.now()), 0) : performance.now() - origin);
+    return new CounterEffects({ counters: new MemoryCounterStore(clock) });
   }
 
   /** A case starts: counters, leases and their windows start again. */

@@ -305,16 +305,24 @@ describe('the cache in Redis', { skip: !redisAvailable() && 'redis-server is not
     assert.equal(backend.seen.length, before + 1);
   });
 
+  /** A line `msg` logged by `g` from now on (a set-up whose first connection failed logged both lines already). */
+  const from = (g: GatewayProcess, msg: string) => {
+    const start = g.logs.length;
+    return (l: Record<string, unknown>) => l.msg === msg && g.logs.indexOf(l) >= start;
+  };
+
   test('Redis killed: every lookup is a miss and requests are served by the backend; back, the cache works again', async () => {
+    const unreachable = from(one, 'Redis unreachable: every cache lookup is a miss until it is back');
     await redis.stop();
-    await one.waitForLog((l) => l.msg === 'Redis unreachable: every cache lookup is a miss until it is back');
+    await one.waitForLog(unreachable);
     const before = backend.seen.length;
     const answers = await Promise.all([send('/c/fleet', {}, one), send('/c/fleet', {}, one), send('/v/x?k=fleet', {}, one)]);
     assert.deepEqual(answers.map((a) => a.status), [200, 200, 200]);
     assert.equal(backend.seen.length, before + 2);
     assert.equal(answers[2]!.body, '(none)');
+    const back = from(one, 'Redis is back: the cache is used again');
     await redis.start();
-    await one.waitForLog((l) => l.msg === 'Redis is back: the cache is used again', 20_000);
+    await one.waitForLog(back, 20_000);
     await send('/c/after', {}, one);
     await untilCached('/c/after', one);
   });

@@ -49,8 +49,9 @@ before(async () => {
 apis:
 ${api('steady')}
 ${Object.keys(MODULES)
-  // The hoarder's breaker is off, so that each of its requests really allocates.
-  .map((name) => api(name, `{ module: ./${name}.wasm${name === 'block-hoarder' ? ', circuitBreaker: { failures: 0 }' : ''} }`))
+  // The hoarder's breaker is off, so that each of its requests really allocates; its CPU budget is generous, so that
+  // the memory cap ends its calls (zeroing 16 MiB of blocks may take more than the default 50 ms on a slow machine).
+  .map((name) => api(name, `{ module: ./${name}.wasm${name === 'block-hoarder' ? ', circuitBreaker: { failures: 0 }, limits: { cpuMs: 2000 }' : ''} }`))
   .join('\n')}
 `;
   gw = await startGatewayProcess({ config: writeConfig(dir, 'gateway.yaml', config), env: { GATEHOUSE_LOG_LEVEL: 'info' } });

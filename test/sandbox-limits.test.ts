@@ -154,6 +154,12 @@ describe('sandbox limits: output', () => {
 });
 
 describe('sandbox limits: memory', () => {
+  /**
+   * A generous CPU budget for the tests that hoard: they are about memory, and zeroing 16 MiB of blocks took more than
+   * the default 50 ms of the process's CPU under Deno, two test files at a time, in a clean-clone CI run on a slow
+   * machine (the call ended with cpu-budget).
+   */
+  const hoarding = { limits: { cpuMs: 2000 } };
   /** Forty 1 MiB kernel blocks, the last byte of each written, keeping on when alloc refuses (returns 0). */
   const blockHoarder: HostileModule = {
     name: 'block-hoarder',
@@ -165,7 +171,7 @@ describe('sandbox limits: memory', () => {
   };
 
   test('kernel blocks count against the memory cap with linear memory: the 16th 1 MiB block under 16 MiB fails', async () => {
-    const binding = await bindHostile(blockHoarder);
+    const binding = await bindHostile(blockHoarder, hoarding);
     gcNow?.();
     const before = outsideHeap();
     const err = await policyFailure(binding.run('inbound', makeExchange()));
@@ -185,7 +191,7 @@ describe('sandbox limits: memory', () => {
   });
 
   test('what failed calls allocated is given back: memory after them returns to where it was', { skip: gcNow ? false : 'needs gc() (node --expose-gc, deno --v8-flags=--expose-gc)' }, async () => {
-    const binding = await bindHostile(blockHoarder);
+    const binding = await bindHostile(blockHoarder, hoarding);
     await policyFailure(binding.run('inbound', makeExchange()));
     const before = await settledMemory();
     for (let i = 0; i < 10; i++) await policyFailure(binding.run('inbound', makeExchange()));
@@ -218,7 +224,7 @@ describe('sandbox limits: memory', () => {
         ${repeat(12, '(drop (call $alloc (i64.const 1048576)))')}
         (if (i32.ne (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))
         (i32.const 0)`,
-    });
+    }, hoarding);
     // 12 MiB of blocks leave room for about 62 more pages, not 100: the grow fails, and the module sees it fail.
     await binding.run('inbound', makeExchange());
     const greedy = await bindHostile({
@@ -228,7 +234,7 @@ describe('sandbox limits: memory', () => {
         ${repeat(12, '(drop (call $alloc (i64.const 1048576)))')}
         (drop (memory.grow (i32.const 100)))
         unreachable`,
-    });
+    }, hoarding);
     assert.equal((await policyFailure(greedy.run('inbound', makeExchange()))).reason, 'memory-cap');
   });
 

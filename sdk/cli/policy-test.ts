@@ -153,8 +153,8 @@ function parsedOrText(text: string): unknown {
  * Each case counts on a store of its own whose clock starts at 0 when the case first counts. The store's windows are
  * multiples of their period, as a gateway's are; on the wall clock a case's calls fell into two windows whenever they
  * straddled the start of one (a 60 s window: the start of a minute), and a case expecting a 429 on its third call
- * passed or failed by the time of day. From 0, every window starts with the case, and `resetSeconds` reads the whole
- * period on the case's first call.
+ * passed or failed by the time of day. From 0, every window starts at the case's first count, and `resetSeconds`
+ * reads the whole period then.
  */
 class OfflineEffects implements EffectRunner {
   canned: CannedHttp[] = [];

@@ -1,8 +1,10 @@
-// A backend or a load-balanced pool of backends, each with its own keep-alive connection pool (undici Pool).
+// A backend or a load-balanced pool of backends, each with its own keep-alive connections (h1-backend.ts for HTTP/1.1,
+// h2-backend.ts for HTTP/2; an undici Pool for the health checks).
 // Passive health: a backend that fails `ejectAfterFailures` times in a row is left out for `ejectForMs`. Active health
 // (health-check.ts), when configured, leaves out a member its checks failed. Retries (retry.ts) draw from the set's budget.
 
 import { Pool, type Dispatcher } from 'undici';
+import { Http1Backend } from './h1-backend.ts';
 import { Http2Backend } from './h2-backend.ts';
 import { undiciConnector, type ConnectorFactory } from '../network/connector.ts';
 import { HealthChecker, type HealthCheckSettings, type HealthEvents } from './health-check.ts';
@@ -13,6 +15,8 @@ export type BackendProtocol = 'http/1.1' | 'h2';
 /** HTTP/2 connections kept per backend, and the streams each carries at once (the backend's own limit if lower). */
 export const H2_CONNECTIONS = 4;
 export const H2_STREAMS_PER_CONNECTION = 100;
+/** How long an idle HTTP/1.1 connection to a backend is kept (less when the backend's Keep-Alive header says so). */
+const KEEP_ALIVE_MS = 30_000;
 
 export interface BackendOptions {
   /** The API's id, for metrics and logs. */
@@ -41,9 +45,9 @@ export class BackendTarget {
   readonly origin: string;
   /** The backend URL's path without a trailing slash; request paths are appended to it. */
   readonly basePath: string;
-  /** undici's pool: the requests to an HTTP/1.1 backend, and the health checks of either kind. */
+  /** undici's pool: the health checks of either kind. */
   readonly pool: Pool;
-  /** What forwards the requests: `pool`, or the HTTP/2 sessions of an `h2` backend. */
+  /** What forwards the requests: the gateway's HTTP/1.1 connections, or the HTTP/2 sessions of an `h2` backend. */
   readonly dispatcher: Pick<Dispatcher, 'dispatch'> & { close(): Promise<void>; destroy(): Promise<void> };
   consecutiveFailures = 0;
   ejectedUntil = 0;
@@ -62,13 +66,18 @@ export class BackendTarget {
       connections: h2 ? H2_CONNECTIONS : options.connections,
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
-      keepAliveTimeout: 30_000,
+      keepAliveTimeout: KEEP_ALIVE_MS,
       ...(h2 ? { allowH2: true, maxConcurrentStreams: H2_STREAMS_PER_CONNECTION } : {}),
       connect: h2 ? (options.connect ?? undiciConnector)({ h2 }) : options.connect?.(),
     });
     this.dispatcher = h2
       ? new Http2Backend(this.origin, { sessions: H2_CONNECTIONS, streamsPerSession: H2_STREAMS_PER_CONNECTION, timeoutMs: options.timeoutMs })
-      : this.pool;
+      : new Http1Backend(this.origin, {
+          connections: options.connections,
+          timeoutMs: options.timeoutMs,
+          keepAliveMs: KEEP_ALIVE_MS,
+          connect: (options.connect ?? undiciConnector)(),
+        });
   }
 }
 

@@ -46,6 +46,15 @@ async function failure(client: Http1Backend, path: string, init: Parameters<type
   assert.fail(`${path} did not fail`);
 }
 
+/** Reads each path's answer in turn through a new client, checks its body, and says how many connections they took. */
+async function connectionsTaken(answers: [path: string, body: string][]): Promise<number> {
+  const client = backendFor(raw);
+  const before = raw.connections;
+  for (const [path, body] of answers) assert.equal((await send(client, path)).body, body, path);
+  await client.close();
+  return raw.connections - before;
+}
+
 const ok = (body: string, extra = '') => `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n${extra}\r\n${body}`;
 
 /** Sockets of requests the test answers itself (`/held`), in arrival order. */
@@ -212,32 +221,16 @@ describe('what the client reads', () => {
   });
 
   test('a body delimited by the connection closing is read to its end; the connection is not reused', TEST_TIMEOUT, async () => {
-    const client = backendFor(raw);
-    const before = raw.connections;
-    const res = await send(client, '/until-close');
-    assert.equal(res.body, 'until the end');
-    assert.equal((await send(client, '/ok')).body, 'hello');
-    assert.equal(raw.connections - before, 2);
-    await client.close();
+    assert.equal(await connectionsTaken([['/until-close', 'until the end'], ['/ok', 'hello']]), 2);
   });
 
   test('Connection: close, and HTTP/1.0 without keep-alive, end the connection after the response', TEST_TIMEOUT, async () => {
-    const client = backendFor(raw);
-    const before = raw.connections;
-    assert.equal((await send(client, '/connection-close')).body, 'bye');
-    assert.equal((await send(client, '/http10')).body, 'old');
-    assert.equal((await send(client, '/ok')).body, 'hello');
-    assert.equal(raw.connections - before, 3);
-    await client.close();
+    assert.equal(await connectionsTaken([['/connection-close', 'bye'], ['/http10', 'old'], ['/ok', 'hello']]), 3);
   });
 
   test('bytes after a complete response are never read as the next one: the connection is closed', TEST_TIMEOUT, async () => {
-    const client = backendFor(raw);
-    const before = raw.connections;
-    assert.equal((await send(client, '/smuggled')).body, 'hello');
-    assert.equal((await send(client, '/ok')).body, 'hello', 'a fresh answer, not the smuggled one');
-    assert.equal(raw.connections - before, 2);
-    await client.close();
+    // The second answer is a fresh one, not the bytes that followed the first.
+    assert.equal(await connectionsTaken([['/smuggled', 'hello'], ['/ok', 'hello']]), 2);
   });
 
   test('a 4 MiB body through a slow reader: every byte, the connection paused meanwhile', TEST_TIMEOUT, async () => {

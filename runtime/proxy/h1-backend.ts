@@ -3,19 +3,20 @@
 // or close-delimited bodies), driving the same dispatch handler undici drives (BackendResponse), so that forwarding,
 // retries and the response's way to the client stay one code path.
 //
-// Why not undici's Pool: undici's HTTP/1.1 client was the largest package in the gateway's profile (13–22 µs a
-// request of 107–135 µs, with its wasm parser another 1–1.6 µs; `npm run profile:proxy`). Measured with the same
-// node:http server in front and wrk -c32 against the bench backend, a minimal proxy spent 90–104 µs of CPU a request
-// through a Pool's `dispatch` and 72–81 µs through a client like this one (BENCHMARKS.md, issue 17, thirteenth
-// session). undici stays for what this client does not do: HTTP/2 backends, the health checks, the policies' HTTP
-// effects and the URLs policies choose.
+// Why not undici's Pool: its HTTP/1.1 client was the largest package in the gateway's profile, 12.5 µs a request of
+// 84 with its wasm parser another 1 µs (`PROFILE_PIN=1 npm run profile:proxy`, no policies). With this client,
+// `bench:proxy` pinned, eight rounds against the build before it: 81–93 µs of CPU a request without policies where that
+// build took 91–107, and 1.02–1.22 times its throughput (BENCHMARKS.md, issue 17, thirteenth session). undici stays for
+// what this client does not do: HTTP/2 backends, the health checks, the policies' HTTP calls and the URLs policies
+// choose.
 //
 // What the parser takes is strict, since a proxy that reads a response differently from the next hop is the start of
 // a desynchronised connection: CR LF line ends only, header names that are tokens, values without control characters
 // (tab aside), no folded lines, one Content-Length (repeated only with the same value), Transfer-Encoding only as
 // `chunked` and never with Content-Length, a head of at most `maxHeadBytes`. Anything else fails the request as a bad
 // response (502) and closes the connection. What the gateway writes is checked as undici checks it: a method that is
-// a token, a path of visible characters, header names that are tokens and values without CR, LF or NUL.
+// a token, a path of visible characters, header names that are tokens, values without control characters (tab aside)
+// or characters past U+00FF.
 //
 // Connections: at most `connections` open, kept alive between requests (idle ones closed after `keepAliveMs`, or the
 // backend's own `Keep-Alive: timeout` less a second), one request at a time on each (no pipelining). A request that
@@ -27,6 +28,7 @@
 import type { Socket } from 'node:net';
 import { errors, type buildConnector, type Dispatcher } from 'undici';
 import { headerKey, isSafeValue, isToken } from '../policy-host/header-text.ts';
+import { drainedOrClosed } from './drained.ts';
 
 export interface Http1BackendOptions {
   /** Connections open at most; requests past them wait for one. */
@@ -457,15 +459,7 @@ class Call implements Dispatcher.DispatchController {
       socket.write(chunk);
       const more = socket.write(CRLF);
       socket.uncork();
-      if (!more && !socket.destroyed) await new Promise<void>((resolve) => {
-        const go = () => {
-          socket.off('drain', go);
-          socket.off('close', go);
-          resolve();
-        };
-        socket.on('drain', go);
-        socket.on('close', go);
-      });
+      if (!more && !socket.destroyed) await drainedOrClosed(socket);
     }
     if (!this.settled && this.conn === conn && !socket.destroyed) socket.write('0\r\n\r\n', 'latin1');
   }

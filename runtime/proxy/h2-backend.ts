@@ -10,6 +10,7 @@
 
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { errors, type Dispatcher } from 'undici';
+import { drainedOrClosed } from './drained.ts';
 
 /** A session with no stream for this long is closed. */
 const IDLE_SESSION_MS = 30_000;
@@ -160,15 +161,7 @@ async function sendBody(stream: ClientHttp2Stream, body: Uint8Array | AsyncItera
   }
   for await (const chunk of body) {
     if (stream.destroyed) return;
-    if (!stream.write(chunk)) await new Promise<void>((resolve) => {
-      const go = () => {
-        stream.off('drain', go);
-        stream.off('close', go);
-        resolve();
-      };
-      stream.on('drain', go);
-      stream.on('close', go);
-    });
+    if (!stream.write(chunk)) await drainedOrClosed(stream);
   }
   if (!stream.destroyed) stream.end();
 }

@@ -3,7 +3,7 @@
 // it reads, the responses it refuses, its timeouts, the connections it keeps and when it sends a request again.
 
 import assert from 'node:assert/strict';
-import type { Socket } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { errors } from 'undici';
@@ -157,6 +157,29 @@ describe('what the client sends', () => {
     assert.match(raw.requestHeads.at(-1)!, /\r\ntransfer-encoding: chunked$/);
     assert.equal(JSON.parse(streamed.body), '4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n');
     await client.close();
+  });
+
+  test('a backend answering before a streamed body ends: the answer is read, the body left unended for the server to drain', TEST_TIMEOUT, async () => {
+    // A backend that answers 413 on the request head, without reading the body.
+    const early = createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.once('data', () => socket.write('HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo much'));
+    });
+    await new Promise<void>((resolve) => early.listen(0, '127.0.0.1', resolve));
+    const client = new Http1Backend(`http://127.0.0.1:${(early.address() as AddressInfo).port}`, { connections: 1, timeoutMs: 5000, keepAliveMs: 1000, connect: undiciConnector() });
+    // The client's body: one chunk now, the rest never (a client still uploading).
+    const upload = new Readable({ read() {} });
+    upload.push(Buffer.from('first chunk'));
+    const res = await send(client, '/upload', { method: 'POST', body: upload });
+    assert.equal(res.status, 413);
+    assert.equal(res.body, 'too much');
+    // More of the body arrives after the answer: it is not the backend client's to end.
+    upload.push(Buffer.from('second chunk'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(upload.destroyed, false, "the client's body is not destroyed by the backend client");
+    upload.destroy();
+    await client.close();
+    early.close();
   });
 
   test('a method, path or header that would break the request head is refused before anything is sent', TEST_TIMEOUT, async () => {

@@ -59,6 +59,9 @@ const CHUNK_LINE = /^([0-9a-fA-F]{1,13})[ \t]*(?:;[^]*)?$/;
 const FRAMING = new Set(['content-length', 'transfer-encoding']);
 const FRAMING_LENGTHS = new Set([14, 17]);
 
+/** The trailers of a response that has none (shared: never written to). */
+const NO_TRAILERS: Record<string, string | string[]> = Object.freeze({});
+
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 const enum Reading {
@@ -365,7 +368,7 @@ class Call implements Dispatcher.DispatchController {
   private retried = false;
   private inRead = false;
   private deadline = Infinity;
-  private trailers: Record<string, string | string[]> = {};
+  private trailers: Record<string, string | string[]> = NO_TRAILERS;
   private readonly noBody: boolean;
 
   constructor(
@@ -449,19 +452,26 @@ class Call implements Dispatcher.DispatchController {
     );
   }
 
+  /**
+   * Writes a streamed body chunked, with backpressure. It stops pulling, without ending the stream, when the response
+   * ended or failed first: what is left of a client's body is the HTTP server's to drain or cut.
+   */
   private async sendChunked(conn: Connection, body: AsyncIterable<Uint8Array>): Promise<void> {
     const socket = conn.socket;
-    for await (const chunk of body) {
-      if (this.settled || this.conn !== conn) return;
+    const chunks = body[Symbol.asyncIterator]();
+    for (;;) {
+      const { value: chunk, done } = await chunks.next();
+      if (this.settled || this.conn !== conn || socket.destroyed) return;
+      if (done) break;
       if (chunk.byteLength === 0) continue;
       socket.cork();
       socket.write(`${chunk.byteLength.toString(16)}\r\n`, 'latin1');
       socket.write(chunk);
       const more = socket.write(CRLF);
       socket.uncork();
-      if (!more && !socket.destroyed) await drainedOrClosed(socket);
+      if (!more) await drainedOrClosed(socket);
     }
-    if (!this.settled && this.conn === conn && !socket.destroyed) socket.write('0\r\n\r\n', 'latin1');
+    socket.write('0\r\n\r\n', 'latin1');
   }
 
   // --- reading ------------------------------------------------------------------------------------------------------

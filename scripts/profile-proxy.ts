@@ -26,7 +26,8 @@
 // PROFILE_BASELINE_MAIN (another build's dist/runtime/entry/gateway.js) that build's gateway with Application Insights
 // is measured too, in the same run: two builds' telemetry side by side.
 //
-// Prints the table on stderr, with the functions that gain the most self time in the second gateway, and on stdout:
+// Prints the table on stderr, with the functions that take the most self time in the first gateway and those that gain
+// the most in the second, and on stdout:
 //   profile-busy-us-per-request, five-policy-profile-busy-us-per-request, five-policy-profile-busy-us-added
 //   five-policy-profile-wasm-us-added (the policy modules' own code)
 // or, with PROFILE_CONDITIONS=1, five-policy-profile-busy-us-per-request, conditions-profile-busy-us-per-request and
@@ -253,6 +254,9 @@ function report([first, before]: [Variant, Shares], [second, after]: [Variant, S
   const rows = [...parts].map((p) => [p, before.byPart.get(p) ?? 0, after.byPart.get(p) ?? 0] as const).sort((a, b) => b[2] - b[1] - (a[2] - a[1]));
   log(`#   busy             ${fmt(before.busyUs)}  ${fmt(after.busyUs)}  ${fmt(after.busyUs - before.busyUs)}`);
   for (const [part, a, b] of rows) if (Math.max(a, b) >= 0.5) log(`#                    ${fmt(a)}  ${fmt(b)}  ${fmt(b - a)}  ${part}`);
+  log(`# functions with the most self time in ${first.name} (us a request):`);
+  const own = [...before.byFunction].filter(([f]) => !f.startsWith('(idle)')).sort((a, b) => b[1] - a[1]);
+  for (const [fn, us] of own.slice(0, TOP_FUNCTIONS)) log(`#   ${fmt(us)}  ${fn}`);
   log(`# functions gaining the most self time in ${second.name} (us a request):`);
   const fns = new Set([...before.byFunction.keys(), ...after.byFunction.keys()]);
   const gains = [...fns].map((f) => [f, (after.byFunction.get(f) ?? 0) - (before.byFunction.get(f) ?? 0)] as const).sort((a, b) => b[1] - a[1]);

@@ -52,7 +52,6 @@ const HEAD_END = Buffer.from('\r\n\r\n');
 
 /** What the gateway may write as a request target: visible characters (RFC 9112 3.2). */
 const BAD_PATH = /[^\u0021-\u00ff]/;
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^]*))?$/;
 const CHUNK_LINE = /^([0-9a-fA-F]{1,13})[ \t]*(?:;[^]*)?$/;
 
 /** Request headers the client writes itself, and their lengths (a cheap first test). */
@@ -96,6 +95,8 @@ export class Http1Backend {
   tick = 0;
   readonly tickMs: number;
   private sweeper: ReturnType<typeof setInterval> | null = null;
+  private lastHint = '';
+  private lastHintTicks = Infinity;
 
   constructor(
     origin: string,
@@ -211,6 +212,20 @@ export class Http1Backend {
       clearInterval(this.sweeper);
       this.sweeper = null;
     }
+  }
+
+  /**
+   * How many ticks a connection may stay idle after a response with this `Keep-Alive` header: its `timeout` less a
+   * second. A backend sends the same header with every response, so the last one read is remembered.
+   */
+  keepAliveTicksOf(hint: string | string[]): number {
+    const text = typeof hint === 'string' ? hint : hint.join(',');
+    if (text !== this.lastHint) {
+      const seconds = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(text);
+      this.lastHint = text;
+      this.lastHintTicks = seconds ? Math.floor((Number(seconds[1]) * 1000 - 1000) / this.tickMs) : Infinity;
+    }
+    return this.lastHintTicks;
   }
 
   /** Ticks for `ms`, one more so that a deadline is never early. */
@@ -594,11 +609,11 @@ class Call implements Dispatcher.DispatchController {
 
   private responseHead(conn: Connection, text: string): void {
     const lines = text.split('\r\n');
-    const status = STATUS_LINE.exec(lines[0]!);
-    if (status === null) throw new BadBackendResponse(`an invalid status line: ${JSON.stringify(lines[0]!.slice(0, 64))}`);
-    const reason = status[3] ?? '';
+    const line = lines[0]!;
+    const code = statusOf(line);
+    if (code === 0) throw new BadBackendResponse(`an invalid status line: ${JSON.stringify(line.slice(0, 64))}`);
+    const reason = line.length > 13 ? line.slice(13) : '';
     if (!isSafeValue(reason)) throw new BadBackendResponse('a control character in the status line');
-    const code = Number(status[2]);
     const headers = fields(lines, 1);
     if (code < 200) {
       // 100 Continue and 103 Early Hints come before the response; 101 answers an upgrade the gateway never asked for.
@@ -606,14 +621,9 @@ class Call implements Dispatcher.DispatchController {
       return;
     }
     this.headReceived = true;
-    const connection = headers.connection;
-    const tokens = connection === undefined ? '' : (typeof connection === 'string' ? connection : connection.join(',')).toLowerCase();
-    this.keepAlive = status[1] === '1' ? !/(?:^|,)\s*close\s*(?:,|$)/.test(tokens) : /(?:^|,)\s*keep-alive\s*(?:,|$)/.test(tokens);
+    this.keepAlive = keepsAlive(line.charCodeAt(7) === 0x31, headers.connection);
     const hint = headers['keep-alive'];
-    if (hint !== undefined) {
-      const seconds = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(String(hint));
-      if (seconds) conn.keepAliveTicks = Math.floor((Number(seconds[1]) * 1000 - 1000) / this.backend.tickMs);
-    }
+    if (hint !== undefined) conn.keepAliveTicks = this.backend.keepAliveTicksOf(hint);
     this.reading = this.framing(code, headers);
     this.armBody();
     this.handler.onResponseStart?.(this, code, headers, reason);
@@ -633,9 +643,14 @@ class Call implements Dispatcher.DispatchController {
       return Reading.ChunkSize;
     }
     if (length !== undefined) {
+      if (typeof length === 'string' && isLength(length)) {
+        this.remaining = Number(length);
+        return this.remaining === 0 ? Reading.Done : Reading.Length;
+      }
+      // Repeated, or a list: only copies of one length are taken.
       const values = (typeof length === 'string' ? [length] : length).flatMap((v) => v.split(','));
       const first = values[0]!.trim();
-      if (!/^\d{1,15}$/.test(first) || values.some((v) => v.trim() !== first)) throw new BadBackendResponse(`an invalid Content-Length: ${JSON.stringify(String(length))}`);
+      if (!isLength(first) || values.some((v) => v.trim() !== first)) throw new BadBackendResponse(`an invalid Content-Length: ${JSON.stringify(String(length))}`);
       this.remaining = Number(first);
       return this.remaining === 0 ? Reading.Done : Reading.Length;
     }
@@ -699,4 +714,37 @@ function withoutOws(line: string, from: number): string {
   while (start < end && (line.charCodeAt(start) === 32 || line.charCodeAt(start) === 9)) start++;
   while (end > start && (line.charCodeAt(end - 1) === 32 || line.charCodeAt(end - 1) === 9)) end--;
   return line.slice(start, end);
+}
+
+/** The status code of an HTTP/1.0 or 1.1 status line ("HTTP/1.1 200 OK", the reason optional), or 0 when it is not one. */
+function statusOf(line: string): number {
+  if (line.length < 12 || !line.startsWith('HTTP/1.')) return 0;
+  const minor = line.charCodeAt(7);
+  if ((minor !== 0x30 && minor !== 0x31) || line.charCodeAt(8) !== 0x20) return 0;
+  if (line.length > 12 && line.charCodeAt(12) !== 0x20) return 0;
+  const a = line.charCodeAt(9) - 0x30;
+  const b = line.charCodeAt(10) - 0x30;
+  const c = line.charCodeAt(11) - 0x30;
+  if (a < 1 || a > 9 || b < 0 || b > 9 || c < 0 || c > 9) return 0;
+  return a * 100 + b * 10 + c;
+}
+
+/** 1 to 15 decimal digits: a Content-Length this client reads. */
+function isLength(text: string): boolean {
+  if (text.length === 0 || text.length > 15) return false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
+/** Whether a connection stays open after a response (RFC 9112 9.3): HTTP/1.1 unless it says close, 1.0 if it says keep-alive. */
+function keepsAlive(http11: boolean, connection: string | string[] | undefined): boolean {
+  if (connection === undefined) return http11;
+  const tokens = (typeof connection === 'string' ? connection : connection.join(',')).toLowerCase();
+  // The two common answers, without the regular expressions.
+  if (tokens === 'keep-alive') return true;
+  if (tokens === 'close') return false;
+  return http11 ? !/(?:^|,)\s*close\s*(?:,|$)/.test(tokens) : /(?:^|,)\s*keep-alive\s*(?:,|$)/.test(tokens);
 }

@@ -312,12 +312,11 @@ describe('the response', () => {
       const err = await backendError(small.forward(exchange({ path: '/status/200' }), plain({ bufferResponse: true })));
       assert.deepEqual([err.reason, err.status, err.message], ['too-large', 502, 'backend response larger than 4 bytes']);
       // A body the forwarder stopped reading part-way: its request is aborted, not left paused on its connection.
-      const socketClosed = new Promise<void>((resolve) => {
-        backend.server.once('connection', (socket: Socket) => socket.once('close', () => resolve()));
-      });
       const held = exchange({ path: '/held' });
       const forwarded = small.forward(held, plain({ bufferResponse: true }));
-      (await nextHeld()).write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789');
+      const socket = await nextHeld();
+      const socketClosed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789');
       assert.equal((await backendError(forwarded)).reason, 'too-large');
       await socketClosed;
     } finally {

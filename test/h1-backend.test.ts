@@ -10,7 +10,7 @@ import { errors } from 'undici';
 import { undiciConnector } from '../runtime/network/connector.ts';
 import { BackendResponse } from '../runtime/proxy/backend-response.ts';
 import { toBackendError } from '../runtime/proxy/forward.ts';
-import { BadBackendResponse, Http1Backend, type Http1BackendOptions } from '../runtime/proxy/h1-backend.ts';
+import { BadBackendResponse, Http1Agent, Http1Backend, type Http1BackendOptions } from '../runtime/proxy/h1-backend.ts';
 import { startRawBackend, type RawBackend } from './support/raw-backend.ts';
 
 const TEST_TIMEOUT = { timeout: 15_000 };
@@ -411,6 +411,32 @@ describe('connections', () => {
     await other.destroy();
     assert.ok((await cut) instanceof errors.ClientDestroyedError);
     held.shift()!.destroy();
+  });
+});
+
+describe('an agent for origins policies choose', () => {
+  test('a pool per origin, made on its first request and forgotten once its connections close', TEST_TIMEOUT, async () => {
+    const other = await startRawBackend(() => ok('other'));
+    const agent = new Http1Agent({ connections: 4, timeoutMs: 400, keepAliveMs: 100, connect: undiciConnector() });
+    const through = async (port: number, path: string) => {
+      const response = new BackendResponse(new Set());
+      agent.dispatch({ origin: `http://127.0.0.1:${port}`, method: 'GET', path, headers: {} }, response);
+      await response.head;
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of response) chunks.push(chunk);
+      return Buffer.concat(chunks).toString();
+    };
+    assert.equal(await through(raw.port, '/ok'), 'hello');
+    assert.equal(await through(other.port, '/anything'), 'other');
+    assert.equal(await through(raw.port, '/ok'), 'hello');
+    assert.equal(agent.size, 2);
+    assert.equal(other.connections, 1);
+    // Idle past keepAliveMs, both connections close and both origins are forgotten.
+    await waitFor(() => agent.size === 0);
+    assert.equal(await through(other.port, '/again'), 'other', 'an origin forgotten is made again');
+    assert.equal(other.connections, 2);
+    await agent.close();
+    other.server.close();
   });
 });
 

@@ -1,12 +1,13 @@
-// Forwards an exchange's request to its backend with undici: keep-alive pools per backend, bodies streamed both ways
+// Forwards an exchange's request to its backend: keep-alive connections per backend (h1-backend.ts, h2-backend.ts), bodies streamed both ways
 // unless a policy declared it reads them, hop-by-hop headers dropped, X-Forwarded-*, the request id and traceparent added.
 
-import { Agent, errors, type Dispatcher } from 'undici';
+import { errors, type Dispatcher } from 'undici';
 import { BackendError, RequestError } from '../pipeline/chain.ts';
 import { EgressGuard } from '../network/egress-guard.ts';
 import { EgressRefused } from '../policy-host/egress.ts';
 import type { Exchange, ResponseState } from '../policy-host/exchange.ts';
 import { BackendResponse, type BackendHead } from './backend-response.ts';
+import { Http1Agent } from './h1-backend.ts';
 import { basePathOf, type BackendSet, type BackendTarget } from './backends.ts';
 import { backoffMs, nextTarget, replayable, retryAfterMs, retryFailure } from './retry.ts';
 import type { Counter, MetricsRegistry } from '../telemetry/metrics.ts';
@@ -48,6 +49,9 @@ export function hopByHopResponseHeader(name: string): boolean {
   return NOT_RETURNED.has(name);
 }
 
+/** How long an idle connection to a backend URL a policy chose is kept (undici's default, which these pools had). */
+const CHOSEN_KEEP_ALIVE_MS = 4_000;
+
 export interface ForwarderOptions {
   timeoutMs: number;
   /** Where retries are counted; not counted when absent. */
@@ -75,24 +79,21 @@ export interface ForwardTarget {
 }
 
 export class Forwarder {
-  /**
-   * For backend URLs that policies chose (set-backend-service) and that their grant names exactly: undici keeps a pool
-   * per origin.
-   */
-  private readonly agent: Agent;
+  /** For backend URLs that policies chose (set-backend-service) and that their grant names exactly: a pool per origin. */
+  private readonly agent: Http1Agent;
   /** For those a wildcard grant entry admitted: connections only to addresses that pass the egress checks. */
-  private readonly checked: Agent;
+  private readonly checked: Http1Agent;
   private readonly maxBuffered: number;
   /** Checks and opens the connections (the WebSocket forwarder opens its own through it). */
   readonly egress: EgressGuard;
   private readonly metrics: { retries: Counter; skipped: Counter } | null;
 
   constructor(options: ForwarderOptions) {
-    const pools = { connections: 64, headersTimeout: options.timeoutMs, bodyTimeout: options.timeoutMs };
     const egress = options.egress ?? new EgressGuard();
     this.egress = egress;
-    this.agent = new Agent({ ...pools, connect: egress.direct() });
-    this.checked = egress.agent(pools);
+    const pools = { connections: 64, timeoutMs: options.timeoutMs, keepAliveMs: CHOSEN_KEEP_ALIVE_MS };
+    this.agent = new Http1Agent({ ...pools, connect: egress.direct() });
+    this.checked = new Http1Agent({ ...pools, connect: egress.connector() });
     this.maxBuffered = options.maxBufferedResponseBytes ?? 16 * 1024 * 1024;
     this.metrics = options.metrics
       ? {

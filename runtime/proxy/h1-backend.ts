@@ -7,8 +7,8 @@
 // 84 with its wasm parser another 1 µs (`PROFILE_PIN=1 npm run profile:proxy`, no policies). With this client,
 // `bench:proxy` pinned, eight rounds against the build before it: 81–93 µs of CPU a request without policies where that
 // build took 91–107, and 1.02–1.22 times its throughput (BENCHMARKS.md, issue 17, thirteenth session). undici stays for
-// what this client does not do: HTTP/2 backends, the health checks, the policies' HTTP calls and the URLs policies
-// choose.
+// what this client does not do: HTTP/2 backends, the health checks and the policies' HTTP calls. Backend URLs that
+// policies choose go through Http1Agent, one Http1Backend an origin.
 //
 // What the parser takes is strict, since a proxy that reads a response differently from the next hop is the start of
 // a desynchronised connection: CR LF line ends only, header names that are tokens, values without control characters
@@ -41,6 +41,8 @@ export interface Http1BackendOptions {
   maxHeadBytes?: number;
   /** Opens the connections (the runtime adapter's, or the egress guard's). */
   connect: buildConnector.connector;
+  /** Told when the last connection closed and no request waits (an agent then forgets the origin). */
+  onEmpty?: () => void;
 }
 
 const DEFAULT_MAX_HEAD_BYTES = 16 * 1024;
@@ -123,6 +125,7 @@ export class Http1Backend {
       call.head = requestHead(options, this.hostHeader);
     } catch (err) {
       call.fail(err as Error);
+      this.checkClosed();
       return true;
     }
     this.assign(call, false);
@@ -242,6 +245,7 @@ export class Http1Backend {
   }
 
   private checkClosed(): void {
+    if (this.open === 0 && this.waiting.length === 0) this.options.onEmpty?.();
     if (this.closed !== null && this.open === 0 && this.waiting.length === 0) {
       const done = this.closed;
       this.closed = null;
@@ -269,6 +273,63 @@ export class Http1Backend {
     for (const conn of this.idle.splice(0)) conn.close();
   }
 }
+
+/**
+ * Connections to any origin, each origin an Http1Backend of its own made on its first request and forgotten when its
+ * last connection closes: the backend URLs policies choose (set-backend-service), which no API's pool serves.
+ */
+export class Http1Agent {
+  private readonly origins = new Map<string, Http1Backend>();
+  private closing = false;
+
+  constructor(private readonly options: Omit<Http1BackendOptions, 'onEmpty'>) {}
+
+  /** Sends one request to `options.origin`; `handler` hears of it as undici's dispatch handlers do. */
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const origin = String(options.origin);
+    let backend = this.origins.get(origin);
+    if (backend === undefined) {
+      if (this.closing) {
+        handler.onResponseError?.(NO_CONTROLLER, new errors.ClientClosedError());
+        return true;
+      }
+      const made: Http1Backend = new Http1Backend(origin, {
+        ...this.options,
+        onEmpty: () => {
+          if (this.origins.get(origin) === made) this.origins.delete(origin);
+        },
+      });
+      backend = made;
+      this.origins.set(origin, backend);
+    }
+    return backend.dispatch(options, handler);
+  }
+
+  /** Origins with a connection open or a request waiting. */
+  get size(): number {
+    return this.origins.size;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all([...this.origins.values()].map((b) => b.close()));
+  }
+
+  async destroy(): Promise<void> {
+    this.closing = true;
+    await Promise.all([...this.origins.values()].map((b) => b.destroy()));
+  }
+}
+
+/** The controller handed with a request refused before it had one of its own (nothing to pause or abort). */
+const NO_CONTROLLER: Dispatcher.DispatchController = {
+  aborted: true,
+  paused: false,
+  reason: null,
+  abort: () => undefined,
+  pause: () => undefined,
+  resume: () => undefined,
+};
 
 /** The request head, checked as undici checks it; the body's framing is added when it is sent. */
 function requestHead(options: Dispatcher.DispatchOptions, host: string): string {

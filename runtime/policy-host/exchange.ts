@@ -343,7 +343,7 @@ export class Exchange implements TransactionalView {
       case Field.REQUEST_QUERY_PARAM:
         return new URLSearchParams(this.request.query).get(name);
       case Field.REQUEST_HEADER:
-        return joinValues(this.request.headers.get((nameClass & HEADER_KEY) !== 0 ? name : lookupKey(name)));
+        return joinValues(this.request.headers.get(lookupKey(name, nameClass)));
       case Field.REQUEST_BODY:
         if (!this.binding?.module.descriptor.requestBody) return Status.NOT_DECLARED;
         return this.request.body ?? new Uint8Array(0);
@@ -352,7 +352,7 @@ export class Exchange implements TransactionalView {
       case Field.RESPONSE_STATUS:
         return String(this.response.status);
       case Field.RESPONSE_HEADER:
-        return joinValues(this.response.headers.get((nameClass & HEADER_KEY) !== 0 ? name : lookupKey(name)));
+        return joinValues(this.response.headers.get(lookupKey(name, nameClass)));
       case Field.RESPONSE_BODY:
         if (this.afterBackend() && !this.binding?.module.descriptor.responseBody) return Status.NOT_DECLARED;
         return this.response.body ?? new Uint8Array(0);

@@ -42,8 +42,12 @@ export function headerKey(name: string): string | null {
   return found === MIXED_CASE_TOKEN ? name.toLowerCase() : name;
 }
 
-/** A name to look a header up by: lower-cased as headerKey does, any text (one that is not a token is not found). */
-export function lookupKey(name: string): string {
+/**
+ * A name to look a header up by: lower-cased as headerKey does, any text (one that is not a token is not found). A
+ * name whose class (classifyHeaderText) says it is a key already is taken as it is, unscanned.
+ */
+export function lookupKey(name: string, nameClass = 0): string {
+  if ((nameClass & HEADER_KEY) !== 0) return name;
   for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i);
     if ((c <= 0x5a && c >= 0x41) || c >= 128) return name.toLowerCase();

@@ -231,7 +231,7 @@ describe('what the client reads', () => {
 
   test('204, 304 and HEAD have no body whatever they declare, and the connection serves the next request', TEST_TIMEOUT, async () => {
     // A short timeout: a connection left paused at a bodiless head would never read the next response.
-    const client = backendFor(raw, { timeoutMs: 400 });
+    const client = backendFor(raw, { timeoutMs: 1000 });
     const before = raw.connections;
     for (const [path, method, status] of [['/no-content', 'GET', 204], ['/not-modified', 'GET', 304], ['/head', 'HEAD', 200]] as const) {
       const res = await send(client, path, { method });
@@ -417,7 +417,7 @@ describe('connections', () => {
 describe('an agent for origins policies choose', () => {
   test('a pool per origin, made on its first request and forgotten once its connections close', TEST_TIMEOUT, async () => {
     const other = await startRawBackend(() => ok('other'));
-    const agent = new Http1Agent({ connections: 4, timeoutMs: 400, keepAliveMs: 100, connect: undiciConnector() });
+    const agent = new Http1Agent({ connections: 4, timeoutMs: 2000, keepAliveMs: 1000, connect: undiciConnector() });
     const through = async (port: number, path: string) => {
       const response = new BackendResponse(new Set());
       agent.dispatch({ origin: `http://127.0.0.1:${port}`, method: 'GET', path, headers: {} }, response);

@@ -323,7 +323,7 @@ export class Http1Agent {
 
 /** The controller handed with a request refused before it had one of its own (nothing to pause or abort). */
 const NO_CONTROLLER: Dispatcher.DispatchController = {
-  aborted: true,
+  aborted: false,
   paused: false,
   reason: null,
   abort: () => undefined,

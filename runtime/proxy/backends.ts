@@ -45,10 +45,10 @@ export class BackendTarget {
   readonly origin: string;
   /** The backend URL's path without a trailing slash; request paths are appended to it. */
   readonly basePath: string;
-  /** undici's pool: the health checks of either kind. */
-  readonly pool: Pool;
   /** What forwards the requests: the gateway's HTTP/1.1 connections, or the HTTP/2 sessions of an `h2` backend. */
   readonly dispatcher: Pick<Dispatcher, 'dispatch'> & { close(): Promise<void>; destroy(): Promise<void> };
+  /** undici's pool for the health checks, made by the first check (most backends have none). */
+  private healthPool: Pool | null = null;
   consecutiveFailures = 0;
   ejectedUntil = 0;
   /** False while active health checks find it failing. */
@@ -56,28 +56,43 @@ export class BackendTarget {
 
   constructor(
     readonly url: string,
-    options: BackendOptions,
+    private readonly options: BackendOptions,
   ) {
     const parsed = new URL(url);
     this.origin = parsed.origin;
     this.basePath = basePathOf(parsed);
-    const h2 = options.protocol === 'h2';
-    this.pool = new Pool(this.origin, {
-      connections: h2 ? H2_CONNECTIONS : options.connections,
-      headersTimeout: options.timeoutMs,
-      bodyTimeout: options.timeoutMs,
-      keepAliveTimeout: KEEP_ALIVE_MS,
-      ...(h2 ? { allowH2: true, maxConcurrentStreams: H2_STREAMS_PER_CONNECTION } : {}),
-      connect: h2 ? (options.connect ?? undiciConnector)({ h2 }) : options.connect?.(),
-    });
-    this.dispatcher = h2
-      ? new Http2Backend(this.origin, { sessions: H2_CONNECTIONS, streamsPerSession: H2_STREAMS_PER_CONNECTION, timeoutMs: options.timeoutMs })
-      : new Http1Backend(this.origin, {
-          connections: options.connections,
-          timeoutMs: options.timeoutMs,
-          keepAliveMs: KEEP_ALIVE_MS,
-          connect: (options.connect ?? undiciConnector)(),
-        });
+    this.dispatcher =
+      options.protocol === 'h2'
+        ? new Http2Backend(this.origin, { sessions: H2_CONNECTIONS, streamsPerSession: H2_STREAMS_PER_CONNECTION, timeoutMs: options.timeoutMs })
+        : new Http1Backend(this.origin, {
+            connections: options.connections,
+            timeoutMs: options.timeoutMs,
+            keepAliveMs: KEEP_ALIVE_MS,
+            connect: (options.connect ?? undiciConnector)(),
+          });
+  }
+
+  /** undici's pool: the health checks of either kind (an `h2` backend's over HTTP/2). */
+  get pool(): Pool {
+    if (this.healthPool === null) {
+      const { options } = this;
+      const h2 = options.protocol === 'h2';
+      this.healthPool = new Pool(this.origin, {
+        connections: h2 ? H2_CONNECTIONS : options.connections,
+        headersTimeout: options.timeoutMs,
+        bodyTimeout: options.timeoutMs,
+        keepAliveTimeout: KEEP_ALIVE_MS,
+        ...(h2 ? { allowH2: true, maxConcurrentStreams: H2_STREAMS_PER_CONNECTION } : {}),
+        connect: h2 ? (options.connect ?? undiciConnector)({ h2 }) : options.connect?.(),
+      });
+    }
+    return this.healthPool;
+  }
+
+  /** Closes its connections once their requests are done; with `cut`, at once. */
+  async close(cut: boolean): Promise<void> {
+    const all = this.healthPool === null ? [this.dispatcher] : [this.dispatcher, this.healthPool];
+    await Promise.all(all.map((d) => (cut ? d.destroy() : d.close())));
   }
 }
 
@@ -148,8 +163,6 @@ export class BackendSet {
    */
   async close(cut = false): Promise<void> {
     this.checker?.stop();
-    await Promise.all(
-      this.targets.flatMap((t) => [...new Set([t.pool, t.dispatcher])].map((d) => (cut ? d.destroy() : d.close()))),
-    );
+    await Promise.all(this.targets.map((t) => t.close(cut)));
   }
 }

@@ -8,6 +8,7 @@ import { PolicyFailure, PolicyHost } from '../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { Logger, type LogRecord } from '../runtime/telemetry/logger.ts';
+import { oneWithin } from './support/in-time.ts';
 import { buildFixture, makeExchange, newHost, wat, watDescriptor } from './support/policies.ts';
 import { processClocks } from '../runtime/adapters/process-clocks.ts';
 
@@ -109,15 +110,21 @@ test('a call that runs on past its budget is still stopped soon after it', async
   // The first runaway call makes the loop hot: the engine compiles it again, optimised, on other threads of this
   // process meanwhile, and the budget (the process's CPU time, every thread) counts that too. The second is measured.
   await runaway();
-  const { tookMs, cpuMs } = await runaway();
-  // Soon after its budget in CPU time: about 20 ms, and 25 ms for the process's other threads (collection), which the
-  // budget counts as well (41.6 ms in all was seen under Deno on a loaded machine). Not by the clock: a loaded machine
-  // can keep a runnable process waiting for a core for tens of milliseconds, inside the call or not (110 ms for this
-  // call was seen), and no check runs while it waits.
-  assert.ok(cpuMs < 45 || tookMs < 45, `a 20 ms budget stopped a loop after ${cpuMs.toFixed(1)} ms of CPU`);
-  // And not before it: once it ran half its budget of CPU after its halfway point by the clock, or after three budgets
-  // of wall-clock time.
-  assert.ok(cpuMs >= 10 || tookMs >= 60, `a 20 ms budget stopped a loop early: ${cpuMs.toFixed(1)} ms of CPU in ${tookMs.toFixed(1)} ms`);
+  await oneWithin(
+    async () => {
+      const measured = await runaway();
+      // Not before its budget: once it ran half its budget of CPU after its halfway point by the clock, or after three
+      // budgets of wall-clock time.
+      const { tookMs, cpuMs } = measured;
+      assert.ok(cpuMs >= 10 || tookMs >= 60, `a 20 ms budget stopped a loop early: ${cpuMs.toFixed(1)} ms of CPU in ${tookMs.toFixed(1)} ms`);
+      return measured;
+    },
+    // Soon after its budget in CPU time: about 20 ms, and 25 ms for the process's other threads (collection), which the
+    // budget counts as well (41.6 ms in all was seen under Deno on a loaded machine). Not by the clock: a loaded machine
+    // can keep a runnable process waiting for a core for tens of milliseconds, inside the call or not (110 ms for this
+    // call was seen), and no check runs while it waits. Measured again when it ended late (support/in-time.ts).
+    ({ tookMs, cpuMs }) => (cpuMs < 45 || tookMs < 45 ? undefined : `a 20 ms budget stopped a loop after ${cpuMs.toFixed(1)} ms of CPU, ${tookMs.toFixed(1)} ms`),
+  );
 });
 
 /**

@@ -10,6 +10,7 @@ import { describe, test } from 'node:test';
 import { Status, type Grants, type Limits } from '../runtime/policy-host/index.ts';
 import { verifySignature } from '../runtime/policy-host/signatures.ts';
 import { forever, hostileModule, IMPORT_LOOPS, layout, SCRATCH, type HostileModule } from './support/hostile-modules.ts';
+import { oneWithin } from './support/in-time.ts';
 import { makeExchange, newHost, policyFailure } from './support/policies.ts';
 
 const t = newHost();
@@ -263,20 +264,26 @@ describe('sandbox limits: CPU', () => {
    * How far past its budget a call may end in these tests. The margin the host keeps is far smaller (BENCHMARKS.md,
    * `npm run bench:budget-margin`); this one absorbs a loaded CI machine, where the process's CPU time includes other
    * threads and a descheduled call may take three budgets of wall-clock time. The overruns these tests were written
-   * for took from 100 ms to several seconds.
+   * for took from 100 ms to several seconds, every time; a pause of the virtual machine (support/in-time.ts) adds about
+   * 100 ms to one call now and then, so a fresh binding is measured again when a call ended late.
    */
   const SLACK_MS = 30;
 
-  async function assertStoppedInTime(binding: Awaited<ReturnType<typeof bindHostile>>, exchange = makeExchange()) {
-    const started = performance.now();
-    const cpuBefore = process.cpuUsage();
-    const err = await policyFailure(binding.run('inbound', exchange));
-    const cpu = process.cpuUsage(cpuBefore);
-    const took = performance.now() - started;
-    const cpuMs = (cpu.user + cpu.system) / 1000;
-    assert.ok(
-      cpuMs < BUDGET_MS + SLACK_MS || took < BUDGET_MS + SLACK_MS,
-      `a ${BUDGET_MS} ms budget ended the call (${err.reason}) after ${cpuMs.toFixed(1)} ms of CPU, ${took.toFixed(1)} ms of wall time`,
+  /** Binds the module afresh and runs it, up to ATTEMPTS times, until a call ends within the budget and the margin. */
+  async function assertStoppedInTime(bind: () => ReturnType<typeof bindHostile>, exchange: () => ReturnType<typeof makeExchange> = () => makeExchange()) {
+    const { err } = await oneWithin(
+      async () => {
+        const binding = await bind();
+        const started = performance.now();
+        const cpuBefore = process.cpuUsage();
+        const err = await policyFailure(binding.run('inbound', exchange()));
+        const cpu = process.cpuUsage(cpuBefore);
+        return { err, took: performance.now() - started, cpuMs: (cpu.user + cpu.system) / 1000 };
+      },
+      ({ err, took, cpuMs }) =>
+        cpuMs < BUDGET_MS + SLACK_MS || took < BUDGET_MS + SLACK_MS
+          ? undefined
+          : `a ${BUDGET_MS} ms budget ended the call (${err.reason}) after ${cpuMs.toFixed(1)} ms of CPU, ${took.toFixed(1)} ms of wall time`,
     );
     return err;
   }
@@ -284,11 +291,9 @@ describe('sandbox limits: CPU', () => {
   test('a large straight-line function called in a loop is charged by its size, not once', async () => {
     // 40,000 additions in one function: one charge used to cover all of them.
     const adds = '(local.set $x (i32.add (local.get $x) (i32.const 1)))'.repeat(40_000);
-    const binding = await bindHostile(
-      { name: 'straight-line', extra: `(func $long (local $x i32) ${adds})`, inbound: forever('(call $long)') },
-      { limits: { cpuMs: BUDGET_MS } },
-    );
-    assert.equal((await assertStoppedInTime(binding)).reason, 'cpu-budget');
+    const bind = () =>
+      bindHostile({ name: 'straight-line', extra: `(func $long (local $x i32) ${adds})`, inbound: forever('(call $long)') }, { limits: { cpuMs: BUDGET_MS } });
+    assert.equal((await assertStoppedInTime(bind)).reason, 'cpu-budget');
   });
 
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -307,8 +312,7 @@ describe('sandbox limits: CPU', () => {
     const call = `(drop (call $verify (i32.const ${alg!.ptr}) (i32.const ${alg!.len}) (i32.const ${key!.ptr}) (i32.const ${key!.len})
                                       (i32.const ${d!.ptr}) (i32.const ${d!.len}) (i32.const ${s!.ptr}) (i32.const ${s!.len})))`;
     // It ends for its budget or for the output cap (each verification hands the host the key, data and signature).
-    const binding = await bindHostile({ name: 'verify-huge-e', data: items, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } });
-    await assertStoppedInTime(binding);
+    await assertStoppedInTime(() => bindHostile({ name: 'verify-huge-e', data: items, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } }));
   });
 
   test('a loop of valid RSA verifications is stopped in time (the deadline is checked after each)', async () => {
@@ -321,8 +325,7 @@ describe('sandbox limits: CPU', () => {
     const call = `(if (i32.ne (call $verify (i32.const ${alg!.ptr}) (i32.const ${alg!.len}) (i32.const ${key!.ptr}) (i32.const ${key!.len})
                                       (i32.const ${d!.ptr}) (i32.const ${d!.len}) (i32.const ${s!.ptr}) (i32.const ${s!.len})) (i32.const 1))
                     (then unreachable))`;
-    const binding = await bindHostile({ name: 'verify-loop', data: items, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } });
-    await assertStoppedInTime(binding);
+    await assertStoppedInTime(() => bindHostile({ name: 'verify-loop', data: items, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } }));
   });
 
   test('memory.copy in chunks keeps its meaning: overlapping either way, out of bounds traps', async () => {
@@ -354,8 +357,7 @@ describe('sandbox limits: CPU', () => {
       inbound: `(if (i32.ne (call $get (i32.const 15) (i32.const 0) (i32.const 16646144) (i32.const 256) (i32.const 0)) (i32.const ${Status.INVALID_VALUE})) (then unreachable)) (i32.const 0)`,
     });
     await once.run('inbound', makeExchange());
-    const loop = await bindHostile({ name: 'huge-name', pages: 256, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } });
-    await assertStoppedInTime(loop);
+    await assertStoppedInTime(() => bindHostile({ name: 'huge-name', pages: 256, inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } }));
   });
 
   test('a WASI module cannot close or renumber the standard streams (the host\'s descriptors), and leaves none open', { skip: gcNow ? false : 'needs gc()' }, async () => {
@@ -390,16 +392,15 @@ describe('sandbox limits: CPU', () => {
     const query = Array.from({ length: 4000 }, (_, i) => `p${i}=${'v'.repeat(10)}`).join('&');
     const [name] = layout(['p3999']);
     const call = `(drop (call $get (i32.const 4) (i32.const ${name!.ptr}) (i32.const ${name!.len}) (i32.const ${SCRATCH}) (i32.const 0)))`;
-    const binding = await bindHostile({ name: 'query-loop', data: ['p3999'], inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } });
-    assert.equal((await assertStoppedInTime(binding, makeExchange({ query }))).reason, 'cpu-budget');
+    const bind = () => bindHostile({ name: 'query-loop', data: ['p3999'], inbound: forever(call) }, { limits: { cpuMs: BUDGET_MS } });
+    assert.equal((await assertStoppedInTime(bind, () => makeExchange({ query }))).reason, 'cpu-budget');
   });
 
   // Every function a module can import, called in a loop that never ends by itself with arguments it accepts: each
   // call ends (for its CPU budget, or a cap the loop runs into) within the budget and the margin.
   for (const loop of IMPORT_LOOPS) {
     test(`a loop calling ${loop.name} ends within its CPU budget and the margin`, async () => {
-      const binding = await bindHostile(loop.module, { limits: { cpuMs: BUDGET_MS }, grants: loop.grants });
-      await assertStoppedInTime(binding, loop.exchange());
+      await assertStoppedInTime(() => bindHostile(loop.module, { limits: { cpuMs: BUDGET_MS }, grants: loop.grants }), loop.exchange);
     });
   }
 });

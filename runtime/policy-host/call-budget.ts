@@ -10,6 +10,11 @@
 // of the budget in CPU time, and the call is stopped once that is used up; or after PAUSED_CEILING_BUDGETS of
 // wall-clock time, however little it ran. The CPU time is the process's (every thread, garbage collection included),
 // which errs towards stopping.
+//
+// A virtual machine paused by its host shows the pause to the guest as CPU time of the thread that was running, when the
+// host reports no steal time (the development machine's host pauses it for about 100 ms when its CPU quota runs out).
+// A call already past its halfway point is then charged the pause and stopped at its first check after it; one that
+// had not reached it reads its baseline after the pause and is not charged.
 
 import { CallAbort } from './errors.ts';
 import { FIRST_FUEL, FUEL_PER_CHECK } from './instrument.ts';

@@ -65,7 +65,8 @@
 // Environment: BENCH_ROUNDS (2), BENCH_DURATION_S (5), BENCH_WARMUP_S (2), BENCH_LATENCY_S (10),
 // BENCH_GATEHOUSE_MAIN (the gateway's entry, default dist/runtime/entry/gateway.js), BENCH_TARGETS (keys to run, comma-separated,
 // e.g. `direct,gatehouse`; default all), BENCH_TRACEPARENT=1 (every request carries a W3C traceparent),
-// BENCH_PIN=1 (proxies on CPU 1, wrk, the backend and this process, with its telemetry endpoints, on CPU 0: see PINNED). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
+// BENCH_PIN=1 (proxies on CPU 1, wrk, the backend and this process, with its telemetry endpoints, on CPU 0: see PINNED),
+// BENCH_LATENCY_SLOWEST=<file> (the latency probe appends each target's slowest 1% there: scripts/bench/latency-probe.ts). GATEHOUSE_* variables pass through to the gateway (e.g. GATEHOUSE_LOG_LEVEL);
 // its stdout (one JSON log line per request) goes to a file in the temp dir, as nginx's access log does.
 // Needs `wrk` and `nginx` on PATH; as root, installs them with apt-get when missing.
 

@@ -12,8 +12,13 @@
 //   back to back at the start of each second, then waits. And it keeps latencies in a histogram of whole
 //   milliseconds, so its own p99 (reported as `autocannonP99`) cannot resolve sub-millisecond differences; the other
 //   figures of this mode come from its `response` events, which carry each response time in fractional milliseconds.
+//
+// BENCH_LATENCY_SLOWEST=<file> (mode constant): appends the slowest 1% of the recorded requests to <file>, one JSON
+// line each ({"url", "atMs": when it started, from the first recorded request, "ms": its latency}), in the order they
+// started: whether the slow ones come together (a pause), at a period (a timer's work), or scattered.
 
 import autocannon from 'autocannon';
+import { appendFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 
@@ -50,6 +55,14 @@ function summarize(samples: number[], non2xx: number, errors: number): LatencySu
   return { mode, requests: samples.length + non2xx, non2xx, errors, p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: at(1) };
 }
 
+function writeSlowest(file: string, samples: number[], startedAt: number[]): void {
+  const first = Math.min(...startedAt);
+  const order = samples.map((_, i) => i).sort((a, b) => samples[b]! - samples[a]!);
+  const slowest = order.slice(0, Math.max(1, Math.ceil(samples.length / 100))).sort((a, b) => startedAt[a]! - startedAt[b]!);
+  const lines = slowest.map((i) => JSON.stringify({ url, atMs: Math.round(startedAt[i]! - first), ms: Math.round(samples[i]! * 100) / 100 }));
+  appendFileSync(file, lines.join('\n') + '\n');
+}
+
 async function runAutocannon(): Promise<LatencySummary> {
   const samples: number[] = [];
   let non2xx = 0;
@@ -72,6 +85,8 @@ async function runConstant(): Promise<LatencySummary> {
   const pool = new Pool(target.origin, { connections: 32, pipelining: 1 });
   const path = target.pathname + target.search;
   const samples: number[] = [];
+  /** When each sample's request started, for BENCH_LATENCY_SLOWEST. */
+  const startedAt: number[] = [];
   let non2xx = 0;
   let errors = 0;
   const interval = 1000 / rate;
@@ -87,8 +102,10 @@ async function runConstant(): Promise<LatencySummary> {
       .then(async ({ statusCode, body }) => {
         await body.dump({ limit: Number.MAX_SAFE_INTEGER });
         if (!recorded) return;
-        if (statusCode >= 200 && statusCode < 300) samples.push(performance.now() - started);
-        else non2xx++;
+        if (statusCode >= 200 && statusCode < 300) {
+          samples.push(performance.now() - started);
+          startedAt.push(started);
+        } else non2xx++;
       })
       .catch(() => void (recorded && errors++))
       .finally(() => pending.delete(p));
@@ -110,6 +127,8 @@ async function runConstant(): Promise<LatencySummary> {
   });
   await Promise.all(pending);
   await pool.close();
+  const slowestFile = process.env.BENCH_LATENCY_SLOWEST;
+  if (slowestFile) writeSlowest(slowestFile, samples, startedAt);
   return summarize(samples, non2xx, errors);
 }
 

@@ -8,7 +8,7 @@ import { PolicyFailure, PolicyHost } from '../runtime/policy-host/index.ts';
 import { GatewayEffects } from '../runtime/pipeline/effects.ts';
 import { MemoryCounterStore } from '../runtime/state/counter-store.ts';
 import { Logger, type LogRecord } from '../runtime/telemetry/logger.ts';
-import { oneWithin } from './support/in-time.ts';
+import { oneWithin, timed } from './support/in-time.ts';
 import { buildFixture, makeExchange, newHost, wat, watDescriptor } from './support/policies.ts';
 import { processClocks } from '../runtime/adapters/process-clocks.ts';
 
@@ -51,14 +51,13 @@ async function runLogPauseRun(before: number, after: number): Promise<Uint8Array
 
 /** One inbound call: how it ended (null, or what it threw), and how long it took by the clock and in CPU time. */
 async function measuredRun(binding: { run: (phase: 'inbound', exchange: ReturnType<typeof makeExchange>) => Promise<unknown> }) {
-  const started = performance.now();
-  const cpuBefore = process.cpuUsage();
-  const err = await binding.run('inbound', makeExchange()).then(
-    () => null,
-    (e: unknown) => e,
+  const { value: err, tookMs, cpuMs } = await timed(() =>
+    binding.run('inbound', makeExchange()).then(
+      () => null,
+      (e: unknown) => e,
+    ),
   );
-  const cpu = process.cpuUsage(cpuBefore);
-  return { err, tookMs: performance.now() - started, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { err, tookMs, cpuMs };
 }
 test('a call paused for longer than its budget is not stopped for the time it did not run', async () => {
   // The pause comes after the call ran past half its budget (by the clock) and a check found it, where the host starts

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { Status, type Grants, type Limits } from '../runtime/policy-host/index.ts';
 import { verifySignature } from '../runtime/policy-host/signatures.ts';
 import { forever, hostileModule, IMPORT_LOOPS, layout, SCRATCH, type HostileModule } from './support/hostile-modules.ts';
-import { oneWithin } from './support/in-time.ts';
+import { oneWithin, timed } from './support/in-time.ts';
 import { makeExchange, newHost, policyFailure } from './support/policies.ts';
 
 const t = newHost();
@@ -271,19 +271,15 @@ describe('sandbox limits: CPU', () => {
 
   /** Binds the module afresh and runs it, up to ATTEMPTS times, until a call ends within the budget and the margin. */
   async function assertStoppedInTime(bind: () => ReturnType<typeof bindHostile>, exchange: () => ReturnType<typeof makeExchange> = () => makeExchange()) {
-    const { err } = await oneWithin(
+    const { value: err } = await oneWithin(
       async () => {
         const binding = await bind();
-        const started = performance.now();
-        const cpuBefore = process.cpuUsage();
-        const err = await policyFailure(binding.run('inbound', exchange()));
-        const cpu = process.cpuUsage(cpuBefore);
-        return { err, took: performance.now() - started, cpuMs: (cpu.user + cpu.system) / 1000 };
+        return timed(() => policyFailure(binding.run('inbound', exchange())));
       },
-      ({ err, took, cpuMs }) =>
-        cpuMs < BUDGET_MS + SLACK_MS || took < BUDGET_MS + SLACK_MS
+      ({ value: err, tookMs, cpuMs }) =>
+        cpuMs < BUDGET_MS + SLACK_MS || tookMs < BUDGET_MS + SLACK_MS
           ? undefined
-          : `a ${BUDGET_MS} ms budget ended the call (${err.reason}) after ${cpuMs.toFixed(1)} ms of CPU, ${took.toFixed(1)} ms of wall time`,
+          : `a ${BUDGET_MS} ms budget ended the call (${err.reason}) after ${cpuMs.toFixed(1)} ms of CPU, ${tookMs.toFixed(1)} ms of wall time`,
     );
     return err;
   }

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { before, describe, test } from 'node:test';
 import { type PolicyModule, type Limits, type Grants } from '../runtime/policy-host/index.ts';
-import { oneWithin } from './support/in-time.ts';
+import { oneWithin, timed } from './support/in-time.ts';
 import { buildFixture, makeExchange, newHost, policyFailure, type TestHost } from './support/policies.ts';
 
 let t: TestHost;
@@ -41,11 +41,8 @@ async function longestStall(work: () => Promise<unknown>): Promise<number> {
 
 /** A failing call's failure, its wall-clock time and the process's CPU time during it. */
 async function measuredFailure(binding: ReturnType<typeof bind>) {
-  const started = performance.now();
-  const cpuBefore = process.cpuUsage();
-  const err = await policyFailure(binding.run('inbound', makeExchange()));
-  const cpu = process.cpuUsage(cpuBefore);
-  return { err, tookMs: performance.now() - started, cpuMs: (cpu.user + cpu.system) / 1000 };
+  const { value: err, tookMs, cpuMs } = await timed(() => policyFailure(binding.run('inbound', makeExchange())));
+  return { err, tookMs, cpuMs };
 }
 
 /**

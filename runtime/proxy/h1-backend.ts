@@ -245,8 +245,9 @@ export class Http1Backend {
   }
 
   private checkClosed(): void {
-    if (this.open === 0 && this.waiting.length === 0) this.options.onEmpty?.();
-    if (this.closed !== null && this.open === 0 && this.waiting.length === 0) {
+    if (this.open !== 0 || this.waiting.length !== 0) return;
+    this.options.onEmpty?.();
+    if (this.closed !== null) {
       const done = this.closed;
       this.closed = null;
       done();
@@ -704,15 +705,7 @@ class Call implements Dispatcher.DispatchController {
       return Reading.ChunkSize;
     }
     if (length !== undefined) {
-      if (typeof length === 'string' && isLength(length)) {
-        this.remaining = Number(length);
-        return this.remaining === 0 ? Reading.Done : Reading.Length;
-      }
-      // Repeated, or a list: only copies of one length are taken.
-      const values = (typeof length === 'string' ? [length] : length).flatMap((v) => v.split(','));
-      const first = values[0]!.trim();
-      if (!isLength(first) || values.some((v) => v.trim() !== first)) throw new BadBackendResponse(`an invalid Content-Length: ${JSON.stringify(String(length))}`);
-      this.remaining = Number(first);
+      this.remaining = Number(typeof length === 'string' && isLength(length) ? length : oneLength(length));
       return this.remaining === 0 ? Reading.Done : Reading.Length;
     }
     this.keepAlive = false;
@@ -788,6 +781,14 @@ function statusOf(line: string): number {
   const c = line.charCodeAt(11) - 0x30;
   if (a < 1 || a > 9 || b < 0 || b > 9 || c < 0 || c > 9) return 0;
   return a * 100 + b * 10 + c;
+}
+
+/** The one length of a Content-Length repeated or given as a list (copies of one length only), or a bad response. */
+function oneLength(length: string | string[]): string {
+  const values = (typeof length === 'string' ? [length] : length).flatMap((v) => v.split(','));
+  const first = values[0]!.trim();
+  if (!isLength(first) || values.some((v) => v.trim() !== first)) throw new BadBackendResponse(`an invalid Content-Length: ${JSON.stringify(String(length))}`);
+  return first;
 }
 
 /** 1 to 15 decimal digits: a Content-Length this client reads. */

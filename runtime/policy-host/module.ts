@@ -124,7 +124,7 @@ export async function loadPolicyModule(
   const describeLimits = { ...DEFAULT_LIMITS, memoryBytes: Math.max(DEFAULT_LIMITS.memoryBytes, (initialPages + 16) * PAGE) };
   // A start function stopped for its CPU budget is tried once more. The budget is the process's CPU time, which also
   // counts V8 compiling the module just loaded on its other threads (under Deno an instantiation right after loading
-  // took 138 ms of CPU in 68 ms of wall-clock time) and a pause of a virtual machine by its host: a module that used
+  // can take more CPU time than wall-clock time) and a pause of a virtual machine by its host: a module that used
   // little was refused now and then, and with it the configuration that named it. The second instantiation finds the
   // code compiled. A start function that loops is stopped again: a load costs two budgets at most.
   const describe = async (): Promise<PolicyInstance> =>

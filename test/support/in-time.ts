@@ -1,14 +1,14 @@
 // Tests that a call ended in time, on a machine whose host may pause it.
 //
 // The virtual machine these tests run on is paused by its host for about 100 ms at a time when it is busy (its CPU
-// quota is used up): a SCHED_FIFO process sleeping 1 ms at a time saw 46 gaps of 100 to 110 ms in 400 s while the Deno
-// suite ran, and none in 20 s idle. The guest kernel reports no steal time, so a pause is counted as CPU time of
-// whichever thread was running. No check inside the process runs while the machine is paused; a call past its halfway
-// point is charged the pause and stopped at its first check after it, about 100 ms late by the clock and by the
-// process's CPU time alike. A call that overruns because a check is missing overruns every time; a pause of the host
-// does not come twice running within a call of a few tens of milliseconds. So a bound on how late a call ended is
-// asserted on up to ATTEMPTS measurements, each of a call like the first (of a binding made afresh, or of one warmed the
-// same way), and holds when one of them is within it.
+// quota is used up): `npm run bench:pauses` counts the pauses (BENCHMARKS.md, issue 17, fourteenth session: none idle
+// or with one core busy, some of about 100 ms with both busy). The guest kernel reports no steal time, so a pause is
+// counted as CPU time of whichever thread was running. No check inside the process runs while the machine is paused;
+// a call past its halfway point is charged the pause and stopped at its first check after it, about 100 ms late by
+// the clock and by the process's CPU time alike. A call that overruns because a check is missing overruns every
+// time; a pause of the host does not come twice running within a call of a few tens of milliseconds. So a bound on
+// how late a call ended is asserted on up to ATTEMPTS measurements, each of a call like the first (of a binding made
+// afresh, or of one warmed the same way), and holds when one of them is within it.
 
 import assert from 'node:assert/strict';
 import process from 'node:process';

@@ -20,6 +20,11 @@
 //                once inbound and once outbound: only when BENCH_TARGETS names it; then `five-in-one-ratio` (its
 //                throughput over gatehouse-5's) and `five-in-one-cpu-us-added` (its CPU a request less gatehouse's):
 //                what the number of modules and calls costs beside the policies' own work
+//   gatehouse-burn Gatehouse with one policy that only spends CPU (test/fixtures/policies/cpu-burn: no host call, no
+//                header, the same system calls a request as without policies), about what the five add in user time:
+//                only when BENCH_TARGETS names it; then `burn-cpu-us-added` and `burn-system-us-added`. What it adds to
+//                the gateway's system time is what being slower costs in the kernel on this machine (a peer waiting idle
+//                is woken at a higher price), to read `five-policy-system-us-added` against
 //   gatehouse-gzip, gatehouse-read, gatehouse-gzip-read  compressed bodies, only when BENCH_TARGETS names them:
 //                Gatehouse without policies in front of the backend answering gzip (the body streams through as it
 //                came), and with one outbound policy that reads the response body and changes nothing (find-and-replace
@@ -57,7 +62,8 @@
 //   p99-added-ms-minimal-undici (the same latency figure for the minimal undici proxy: the floor of one Node hop here),
 //   throughput-ratio-vs-undici-with-duties (against the minimal proxy doing the forwarding headers, ids and log),
 //   p99-added-ms-five-policies, five-policy-cpu-us-added (the gateway's CPU time a request, user + system from /proc,
-//   with the five policies less without, round by round, median), deno-throughput-ratio, deno-five-policy-throughput-ratio,
+//   with the five policies less without, round by round, median), five-policy-system-us-added (the system part of that
+//   difference; the target lines print each's system time a request), deno-throughput-ratio, deno-five-policy-throughput-ratio,
 //   five-policy-conditions-ratio
 // Ratios use each target's best round (requests/s); `n/a` when a target could not be measured (exit code 1), or was
 // left out by BENCH_TARGETS (a headline figure then stays n/a without failing the run).
@@ -84,7 +90,7 @@ import { fileURLToPath } from 'node:url';
 import { positiveFromEnv } from './lib/env.ts';
 import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './bench/ingestion-endpoint.ts';
 import { startBenchOtlpReceiver, type BenchOtlpReceiver } from './bench/otlp-receiver.ts';
-import { API_KEY, ORIGIN, benchGatewayYaml } from './bench/five-policy-chain.ts';
+import { API_KEY, ORIGIN, benchGatewayYaml, type BenchPolicies } from './bench/five-policy-chain.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
 import { onCpu, pinThisProcess } from './lib/pinning.ts';
 import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
@@ -312,17 +318,19 @@ function fileTail(file: string, lines = 8): string {
 interface WrkResult extends WrkRun {
   /** CPU time (user + system) the target's process used a request during the run, when it is measured. */
   cpuUsPerRequest?: number;
+  /** Of that, the time in the kernel (system calls, and what the machine charges to them). */
+  systemUsPerRequest?: number;
 }
 
 const CLOCK_TICKS_PER_S = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
 
-/** CPU time (user + system) a process has used so far, in ms, from /proc (Linux); null when it cannot be read. */
-function cpuMs(pid: number): number | null {
+/** CPU time a process has used so far, in ms, from /proc (Linux); null when it cannot be read. */
+function cpuMs(pid: number): { userMs: number; systemMs: number } | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // After the command name (in parentheses, which may hold spaces): state is field 3, utime 14, stime 15.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+    return { userMs: (Number(fields[11]) * 1000) / CLOCK_TICKS_PER_S, systemMs: (Number(fields[12]) * 1000) / CLOCK_TICKS_PER_S };
   } catch {
     return null;
   }
@@ -398,6 +406,14 @@ async function verifyPlainForwarding(port: number): Promise<void> {
   const { echo } = await verifyForwarding(port);
   if (echo.headers['x-api-key'] !== API_KEY) throw new Error(`the backend did not receive x-api-key (got ${Object.keys(echo.headers).join(', ')})`);
   if (echo.url !== '/') throw new Error(`the backend received path ${echo.url}, not /`);
+}
+
+/** Waits up to 5 s for the log file to hold `text` (its lines are written in batches); throws `problem` if it never does. */
+async function verifyLogged(file: string, text: string, problem: string): Promise<void> {
+  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(50)) {
+    if (existsSync(file) && readFileSync(file, 'utf8').includes(text)) return;
+  }
+  throw new Error(problem);
 }
 
 function nodeTarget(key: string, label: string, script: string, extra: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Target {
@@ -491,7 +507,7 @@ function gatehouseTarget(
   key: string,
   label: string,
   dir: string,
-  withPolicies: boolean | 'with-conditions' | 'in-one-module' | 'cache' | 'read-body',
+  withPolicies: BenchPolicies,
   env: () => NodeJS.ProcessEnv = () => ({}),
   gatewayMain = thisBuildMain,
   launch: GatewayLauncher = underNode(gatewayMain),
@@ -530,6 +546,12 @@ function gatehouseTarget(
       }
       if (!withPolicies || withPolicies === 'cache' || withPolicies === 'read-body') {
         await verifyPlainForwarding(port);
+        return;
+      }
+      if (withPolicies === 'cpu-burn') {
+        await verifyPlainForwarding(port);
+        // The policy changes nothing a client sees: its call is checked in the access log.
+        await verifyLogged(join(dir, `${key}.log`), '"outcome":"continue"', 'cpu-burn: the access log records no call of the policy');
         return;
       }
       const { reply, echo } = await verifyForwarding(port);
@@ -646,6 +668,7 @@ async function main(): Promise<number> {
     gatehouseTarget('gatehouse-5n', 'Gatehouse, five policies, replay off', join(tmpRoot, 'gatehouse'), true, () => ({ GATEHOUSE_POLICY_REPLAY: 'off' })),
     gatehouseTarget('gatehouse-5w', 'Gatehouse, five policies, a when: on each', join(tmpRoot, 'gatehouse'), 'with-conditions'),
     { ...gatehouseTarget('gatehouse-5f', "Gatehouse, the five policies' handlers in one module", join(tmpRoot, 'gatehouse'), 'in-one-module'), optIn: true },
+    { ...gatehouseTarget('gatehouse-burn', 'Gatehouse, one policy that only spends CPU', join(tmpRoot, 'gatehouse'), 'cpu-burn'), optIn: true },
     { ...gatehouseTarget('gatehouse-cache', 'Gatehouse, response cache (hits)', join(tmpRoot, 'gatehouse'), 'cache'), optIn: true },
     { ...gatehouseTarget('gatehouse-gzip', 'Gatehouse, no policies, gzip backend', join(tmpRoot, 'gatehouse'), false, undefined, undefined, undefined, '/gzip'), optIn: true },
     { ...gatehouseTarget('gatehouse-read', 'Gatehouse, a policy reading the body', join(tmpRoot, 'gatehouse'), 'read-body'), optIn: true },
@@ -695,13 +718,17 @@ async function main(): Promise<number> {
         const cpuBefore = running.pid !== undefined ? cpuMs(running.pid) : null;
         const r = await runWrk(running.port, DURATION_S);
         const cpuAfter = running.pid !== undefined ? cpuMs(running.pid) : null;
-        if (cpuBefore !== null && cpuAfter !== null) r.cpuUsPerRequest = ((cpuAfter - cpuBefore) * 1000) / r.requests;
+        if (cpuBefore !== null && cpuAfter !== null) {
+          const systemMs = cpuAfter.systemMs - cpuBefore.systemMs;
+          r.cpuUsPerRequest = ((cpuAfter.userMs - cpuBefore.userMs + systemMs) * 1000) / r.requests;
+          r.systemUsPerRequest = (systemMs * 1000) / r.requests;
+        }
         sent = warm.requests + r.requests;
         if (r.non2xx > 0) throw new Error(`${r.non2xx} of ${r.requests} answers were not 2xx`);
         measured.rounds[round] = r;
         log(
           `#   ${target.key.padEnd(12)} ${fmtInt(r.rps).padStart(7)} req/s  p50 ${fmt2(r.p50ms)} ms  p99 ${fmt2(r.p99ms)} ms` +
-            (r.cpuUsPerRequest !== undefined ? `  cpu ${r.cpuUsPerRequest.toFixed(0)} us/request` : '') +
+            (r.cpuUsPerRequest !== undefined ? `  cpu ${r.cpuUsPerRequest.toFixed(0)} us/request (system ${r.systemUsPerRequest!.toFixed(0)})` : '') +
             (r.socketErrors ? `  (${r.socketErrors} socket errors)` : '') +
             (startMs > 2000 ? `  (ready after ${(startMs / 1000).toFixed(1)} s)` : ''),
         );
@@ -788,11 +815,15 @@ async function main(): Promise<number> {
   const ratio = (a: number | null, b: number | null) => (a !== null && b !== null && b > 0 ? fmt2(a / b) : 'n/a');
   /** Whether BENCH_TARGETS kept every one of these targets. */
   const measuredAll = (...keys: string[]) => keys.every((k) => !skipped(targets.find((t) => t.key === k)!));
-  /** The CPU a request of target `key` costs beyond one of `than`, round by round (the median over rounds). */
-  const cpuAdded = (key: string, than: string): string => {
+  /**
+   * The CPU a request of target `key` costs beyond one of `than`, round by round (the median over rounds); `part`
+   * 'system': only the time in the kernel.
+   */
+  const cpuAdded = (key: string, than: string, part: 'cpuUsPerRequest' | 'systemUsPerRequest' = 'cpuUsPerRequest'): string => {
     const differences = results.get(key)!.rounds.flatMap((r, i) => {
-      const other = results.get(than)!.rounds[i]?.cpuUsPerRequest;
-      return r?.cpuUsPerRequest !== undefined && other !== undefined ? [r.cpuUsPerRequest - other] : [];
+      const other = results.get(than)!.rounds[i]?.[part];
+      const own = r?.[part];
+      return own !== undefined && other !== undefined ? [own - other] : [];
     });
     return differences.length > 0 ? median(differences).toFixed(1) : 'n/a';
   };
@@ -872,6 +903,11 @@ async function main(): Promise<number> {
   if (!skipped(gatehouse5)) {
     figure('p99-added-ms-five-policies', added('gatehouse-5'), 'direct', 'gatehouse-5');
     figure('five-policy-cpu-us-added', cpuAdded('gatehouse-5', 'gatehouse'), 'gatehouse', 'gatehouse-5');
+    figure('five-policy-system-us-added', cpuAdded('gatehouse-5', 'gatehouse', 'systemUsPerRequest'), 'gatehouse', 'gatehouse-5');
+  }
+  if (measuredAll('gatehouse-burn', 'gatehouse')) {
+    lines.push(`burn-cpu-us-added: ${cpuAdded('gatehouse-burn', 'gatehouse')}`);
+    lines.push(`burn-system-us-added: ${cpuAdded('gatehouse-burn', 'gatehouse', 'systemUsPerRequest')}`);
   }
   if (measuredAll('gatehouse-5n', 'gatehouse')) {
     lines.push(`five-policy-no-replay-ratio: ${ratio(best('gatehouse-5n'), gh)}`);

@@ -29,19 +29,27 @@ export const FIVE_POLICY_CHAIN: Array<{ phase: 'inbound' | 'outbound'; policy: s
 
 /** The five built-ins' handlers in one module (test/fixtures/policies/five-in-one), for bench:proxy's gatehouse-5f. */
 const FIVE_IN_ONE = join(repoRoot(), 'test', 'fixtures', 'policies', 'five-in-one');
+/** A policy that only spends CPU (test/fixtures/policies/cpu-burn), for bench:proxy's gatehouse-burn. */
+const CPU_BURN = join(repoRoot(), 'test', 'fixtures', 'policies', 'cpu-burn');
+/**
+ * Its passes over 1 KiB a call: about 20 us of CPU a request in a gateway here, near what the five policies add in
+ * user time, so that the two targets' system time can be compared at about the same throughput.
+ */
+const CPU_BURN_ROUNDS = 2;
+
+/** What a bench gateway runs in front of its backend (benchGatewayYaml). */
+export type BenchPolicies = boolean | 'with-conditions' | 'in-one-module' | 'cache' | 'read-body' | 'cpu-burn';
 
 /**
  * The configuration document (YAML): API `bench` on `/` in front of `backendUrl`, with the chain when asked, with
  * each entry's `when:` condition for 'with-conditions', or with the five in one module ('in-one-module': an inbound
  * and an outbound entry, each with the five's configurations merged).
  */
-export function benchGatewayYaml(
-  backendUrl: string,
-  withPolicies: boolean | 'with-conditions' | 'in-one-module' | 'cache' | 'read-body',
-  writtenBy: string,
-): string {
+export function benchGatewayYaml(backendUrl: string, withPolicies: BenchPolicies, writtenBy: string): string {
   const lines = ['# Written by ' + writtenBy, 'version: 1', 'apis:', '  - id: bench', '    pathPrefix: /', '    backend:', `      url: ${backendUrl}`];
-  if (withPolicies === 'in-one-module') {
+  if (withPolicies === 'cpu-burn') {
+    lines.push('    policies:', '      inbound:', `        - source: ${JSON.stringify(CPU_BURN)}`, `          config: { rounds: ${CPU_BURN_ROUNDS} }`);
+  } else if (withPolicies === 'in-one-module') {
     const config = JSON.stringify(Object.assign({}, ...FIVE_POLICY_CHAIN.map((e) => e.config)));
     lines.push('    policies:');
     for (const phase of ['inbound', 'outbound']) {

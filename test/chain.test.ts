@@ -5,7 +5,9 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { Grants, PolicyBinding, PolicyModule, Phase } from '../runtime/policy-host/index.ts';
-import { EMPTY_CHAIN, runChain, stackScopes, type PolicyChain } from '../runtime/pipeline/chain.ts';
+import { EMPTY_CHAIN, PhaseBatches, runChain, stackScopes, type ChainStep, type PolicyChain } from '../runtime/pipeline/chain.ts';
+import { PolicyFailure } from '../runtime/policy-host/errors.ts';
+import type { Exchange } from '../runtime/policy-host/exchange.ts';
 import { Forwarder } from '../runtime/proxy/forward.ts';
 import { buildFixture, makeExchange, newHost, rawModule, type TestHost } from './support/policies.ts';
 
@@ -39,6 +41,30 @@ after(async () => {
 let ids = 0;
 function p(phase: Phase, config: Record<string, unknown>, failOpen = false, grants?: Grants): PolicyBinding {
   return t.host.bind({ id: `probe-${++ids}`, phase, module: probe, config, failOpen, grants });
+}
+
+/**
+ * A host step of the test's own, beside the real policies: it notes each exchange it runs for (`id:request id`, in
+ * `seen`), and does what the request's `x-step-<id>` header asks: `answer` (a 204), `fail` (a policy failure), `wait`
+ * (completes after 5 ms, as a call waiting for an effect does).
+ */
+function noting(id: string, seen: string[], failOpen = false): ChainStep {
+  return {
+    id,
+    failOpen,
+    wallMs: () => performance.now(),
+    runNow(_phase: Phase, exchange: Exchange) {
+      seen.push(`${id}:${exchange.requestId}`);
+      const asked = exchange.request.headers.get(`x-step-${id}`)?.[0];
+      if (asked === 'fail') throw new PolicyFailure(id, 'abort', 'asked to');
+      if (asked === 'wait') return new Promise<void>((resolve) => setTimeout(resolve, 5));
+      if (asked === 'answer') {
+        exchange.response.status = 204;
+        exchange.responded = true;
+      }
+      return undefined;
+    },
+  };
 }
 
 async function run(chain: PolicyChain, headers: Record<string, string> = {}, url = backendUrl) {
@@ -180,6 +206,84 @@ describe('policy chain', () => {
     await runChain(stackScopes({ inbound: bindings }), exchange, async () => ({ status: 200, headers: new Map(), body: null }));
     assert.deepEqual(exchange.timings.map((x) => [x.outcome, x.ms]), [['continue', 0.001], ['continue', 0.001], ['continue', 0.001]]);
     assert.equal(readings, 4, 'one reading before the first call and one after each: the budgets read none of their own');
+  });
+
+  test('exchanges that reach a phase in the same turn run it step by step, each call on its own exchange', async () => {
+    const seen: string[] = [];
+    const chain = stackScopes({
+      inbound: [noting('s1', seen), p('inbound', { tag: 'a', copyVarToHeader: 'trace' }), noting('s2', seen), p('inbound', { tag: 'b' })],
+      outbound: [noting('s3', seen), p('outbound', { tag: 'out' })],
+    });
+    const runAll = async (batches: PhaseBatches | null) => {
+      seen.length = 0;
+      received = [];
+      const exchanges = ['/x', '/y', '/z'].map((path) => {
+        const exchange = makeExchange({ path, headers: { 'x-client': path } });
+        exchange.backendUrl = backendUrl;
+        return exchange;
+      });
+      await Promise.all(exchanges.map((exchange) => runChain(chain, exchange, forward, {}, batches)));
+      return exchanges;
+    };
+    const [x, y, z] = await runAll(new PhaseBatches());
+    const ids = (...parts: Array<[string, Exchange]>) => parts.map(([step, e]) => `${step}:${e.requestId}`);
+    assert.deepEqual(seen.slice(0, 6), ids(['s1', x!], ['s1', y!], ['s1', z!], ['s2', x!], ['s2', y!], ['s2', z!]), 'inbound: one step for all, then the next');
+    assert.deepEqual([...seen.slice(6)].sort(), ids(['s3', x!], ['s3', y!], ['s3', z!]).sort());
+    for (const e of [x!, y!, z!]) {
+      assert.equal(e.response.status, 200);
+      assert.equal(e.variables.get('trace'), 'a,b,out');
+      assert.deepEqual(e.timings.map((t) => t.outcome), ['continue', 'continue', 'continue', 'continue', 'continue', 'continue']);
+      const request = received.find((r) => r.url === e.request.path);
+      assert.ok(request, `the backend received ${e.request.path}`);
+      assert.equal(request.headers['x-client'], e.request.path, 'each request reached the backend with its own headers');
+      assert.equal(request.headers['x-var-trace'], 'a');
+      assert.equal(request.headers['x-trace'], 'a, b');
+    }
+    // The same chain run without batches: one exchange's phase, then the next's.
+    const [u, v] = await runAll(null);
+    assert.deepEqual(seen.slice(0, 4), ids(['s1', u!], ['s2', u!], ['s1', v!], ['s2', v!]));
+  });
+
+  test('in a batch, an exchange whose policy answers, fails or waits leaves it; the others go on', async () => {
+    const seen: string[] = [];
+    const chain = stackScopes({
+      inbound: [noting('s1', seen), noting('s2', seen), p('inbound', { tag: 'last' })],
+      'on-error': [p('on-error', { tag: 'err' })],
+    });
+    const asks = { plain: {}, answers: { 'x-step-s1': 'answer' }, fails: { 'x-step-s1': 'fail' }, waits: { 'x-step-s1': 'wait' } };
+    const exchanges = Object.values(asks).map((headers) => {
+      const exchange = makeExchange({ headers });
+      exchange.backendUrl = backendUrl;
+      return exchange;
+    });
+    await Promise.all(exchanges.map((exchange) => runChain(chain, exchange, forward, {}, new PhaseBatches())));
+    const [plain, answers, fails, waits] = exchanges;
+    assert.equal(plain!.response.status, 200);
+    assert.equal(plain!.variables.get('trace'), 'last');
+    assert.equal(answers!.response.status, 204);
+    assert.deepEqual(answers!.timings.map((t) => t.outcome), ['respond']);
+    assert.equal(fails!.response.status, 500);
+    assert.equal(header(fails!.response.headers, 'x-error-handled-by'), 'err');
+    assert.deepEqual(fails!.timings.map((t) => t.outcome).slice(0, 1), ['failed']);
+    assert.equal(waits!.response.status, 200);
+    assert.equal(waits!.variables.get('trace'), 'last', 'the exchange that waited ran the rest of its phase');
+    assert.deepEqual(waits!.timings.map((t) => t.outcome), ['continue', 'continue', 'continue']);
+    assert.ok(waits!.timings[0]!.ms >= 4, `the call that waited is timed to its end (${waits!.timings[0]!.ms} ms)`);
+    // Each exchange had its own batch here: the order within one batch is the test above's.
+    assert.equal(seen.filter((s) => s.startsWith('s2:')).length, 2, 'the step after the answer and the failure ran for two exchanges');
+  });
+
+  test('a batch that fills up runs at once; the next exchanges start another', async () => {
+    const seen: string[] = [];
+    const chain = stackScopes({ inbound: [noting('s1', seen), noting('s2', seen)] });
+    const batches = new PhaseBatches(2);
+    const exchanges = [0, 1, 2].map(() => makeExchange());
+    const done = exchanges.map((exchange) => runChain(chain, exchange, async () => ({ status: 200, headers: new Map(), body: null }), {}, batches));
+    // The first two ran when the second joined, before this turn ended; the third waits for the end of the turn.
+    const [first, second, third] = exchanges.map((e) => e.requestId);
+    assert.deepEqual(seen, [`s1:${first}`, `s1:${second}`, `s2:${first}`, `s2:${second}`]);
+    await Promise.all(done);
+    assert.deepEqual(seen.slice(4), [`s1:${third}`, `s2:${third}`]);
   });
 
   test('an empty chain forwards the request untouched', async () => {

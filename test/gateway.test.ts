@@ -123,6 +123,18 @@ apis:
     policies:
       outbound:
         - { source: "${join(repoRoot(), 'test', 'fixtures', 'policies', 'chain-probe')}", config: { fail: "refused after the backend" } }
+  - id: keyed
+    pathPrefix: /keyed
+    backend: { url: "http://127.0.0.1:${backendPort}" }
+    policies:
+      inbound:
+        - policy: key-auth
+          config:
+            keys: [${BATCH_CALLERS.map((id) => `{ id: ${id}, key: key-of-${id} }`).join(', ')}]
+            identityHeader: x-consumer-id
+        - { policy: rate-limit, config: { calls: 1000, renewalPeriod: 3600 } }
+      outbound:
+        - { policy: set-header, config: { name: x-keyed, value: "yes" } }
   - id: reads-body
     pathPrefix: /reads-body
     backend: { url: "http://127.0.0.1:${backendPort}" }
@@ -131,6 +143,9 @@ apis:
         - { source: "${join(repoRoot(), 'test', 'fixtures', 'policies', 'adversarial')}", config: { mode: echo-body } }
 `;
 }
+
+/** The callers of API `keyed`, each with key `key-of-<id>`. */
+const BATCH_CALLERS = ['c0', 'c1', 'c2', 'c3'];
 
 let gw: GatewayProcess;
 let configFile: string;
@@ -180,6 +195,47 @@ function lastSeen(): Seen {
 }
 
 describe('gateway: routing', () => {
+  test('requests in flight together each get their own caller, count and answer through the policies', async () => {
+    // 96 requests at once over 32 connections: the gateway runs the policies of those that arrive in the same turn
+    // together, step by step (runtime/pipeline/chain.ts); each must still be answered as if it had run alone.
+    const many = new Agent({ connections: 32 });
+    try {
+      const sent = Array.from({ length: 96 }, (_, i) => ({ i, caller: i % 6 < BATCH_CALLERS.length ? BATCH_CALLERS[i % 6]! : null }));
+      const replies = await Promise.all(
+        sent.map(async ({ i, caller }) => {
+          const res = await request(`${gw.url}/keyed/batch-${i}`, { headers: caller ? { 'x-api-key': `key-of-${caller}` } : {}, dispatcher: many });
+          await res.body.dump();
+          return { i, caller, status: res.statusCode, headers: res.headers };
+        }),
+      );
+      const remaining = new Map<string, number[]>();
+      for (const { i, caller, status, headers } of replies) {
+        const reached = seen.filter((s) => s.url === `/batch-${i}`);
+        if (caller === null) {
+          assert.equal(status, 401, `request ${i}, without a key`);
+          assert.equal(reached.length, 0, `request ${i} without a key did not reach the backend`);
+          continue;
+        }
+        assert.equal(status, 200, `request ${i} of ${caller}`);
+        assert.equal(reached.length, 1);
+        assert.equal(reached[0]!.headers['x-consumer-id'], caller, `request ${i} reached the backend as its own caller`);
+        assert.equal(reached[0]!.headers['x-api-key'], undefined);
+        assert.equal(headers['x-keyed'], 'yes');
+        const counts = remaining.get(caller) ?? [];
+        counts.push(Number(headers['ratelimit-remaining']));
+        remaining.set(caller, counts);
+      }
+      // Each caller's requests were counted once each, on its own counter: 999, 998, … whatever their order.
+      for (const [caller, counts] of remaining) {
+        const sorted = [...counts].sort((a, b) => b - a);
+        assert.deepEqual(sorted, sorted.map((_, k) => 999 - k), `the counts ${caller}'s requests saw`);
+      }
+      assert.equal(remaining.size, BATCH_CALLERS.length);
+    } finally {
+      await many.close();
+    }
+  });
+
   test('the operation is picked by template and method; the path below the prefix goes to the backend', async () => {
     const res = await get('/shop/orders/42?expand=lines');
     assert.equal(res.status, 200);

@@ -2,7 +2,7 @@
 
 import type { RequestAggregates } from '../telemetry/aggregates.ts';
 import { randomUUID } from 'node:crypto';
-import { RequestError, runChain, type ChainHooks } from '../pipeline/chain.ts';
+import { PhaseBatches, RequestError, runChain, type ChainHooks } from '../pipeline/chain.ts';
 import { Exchange, type BodyStream, type EncodedBody, type ResponseState } from '../policy-host/exchange.ts';
 import { grpcTrailersOnly, problem, type GatewayRequest, type GatewayResponse, type UpgradeSocket } from './messages.ts';
 import { isGrpcRequest } from '../proxy/grpc.ts';
@@ -397,9 +397,13 @@ export class Gateway {
         }
       },
       hooks,
+      this.phaseBatches,
     );
     return outcome;
   }
+
+  /** Where the phases of requests that arrive together wait to run together (pipeline/chain.ts says why). */
+  private readonly phaseBatches = new PhaseBatches();
 
   /** Rendered metric label sets by operation (rendering sorts and escapes; requests repeat them). */
   private readonly keysByOperation = new WeakMap<OperationRuntime, LabelKeys>();

@@ -47,7 +47,9 @@
 //                `deno-five-policy-throughput-ratio` are Deno over Node, same rounds
 //   baseline, baseline-5  another build of Gatehouse (its entry in BENCH_BASELINE_MAIN), without and with the five
 //                policies: only when BENCH_BASELINE_MAIN is set; then also `baseline-ratio` and
-//                `baseline-five-policy-ratio` (this build over the other, measured in the same rounds)
+//                `baseline-five-policy-ratio` (this build over the other, measured in the same rounds), and with
+//                `direct` its `baseline-p99-added-ms` and `baseline-p99-added-ms-five-policies` (the latency phase
+//                probes it after this build's targets)
 //   baseline-ai  that build with Application Insights on, as gatehouse-ai: only when BENCH_BASELINE_MAIN is set and
 //                BENCH_TARGETS names it; then also `baseline-appinsights-ratio` (its baseline-ai over its baseline), so
 //                that two builds' appinsights-ratio are measured in the same rounds
@@ -758,6 +760,11 @@ async function main(): Promise<number> {
       ['gatehouse-5', gatehouse5],
       ['gatehouse-ai', aiTarget],
       ['gatehouse-otlp', otlp],
+      // The other build, when there is one: its latency beside this build's, in the same run.
+      ...(['baseline', 'baseline-5'] as const).flatMap((key): Array<[string, Target]> => {
+        const target = targets.find((t) => t.key === key);
+        return target ? [[key, target]] : [];
+      }),
     ];
     for (const [key, target] of probed.filter(([, t]) => !t.unavailable)) {
       let running: Running | null = null;
@@ -936,6 +943,10 @@ async function main(): Promise<number> {
   if (baselineMain) {
     lines.push(`baseline-ratio: ${ratio(gh, best('baseline'))}`);
     lines.push(`baseline-five-policy-ratio: ${ratio(best('gatehouse-5'), best('baseline-5'))}`);
+    if (!skipped(targets[0]!)) {
+      lines.push(`baseline-p99-added-ms: ${added('baseline')}`);
+      lines.push(`baseline-p99-added-ms-five-policies: ${added('baseline-5')}`);
+    }
   }
   if (!skipped(aiTarget)) {
     lines.push(`appinsights-ratio: ${ratio(best('gatehouse-ai'), gh)}`);

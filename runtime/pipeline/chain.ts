@@ -3,12 +3,13 @@
 //
 // The gateway runs the phases of requests that reach the same point together (PhaseBatches): each step of a phase for
 // every one of them, then the next step, instead of one request's whole phase, then the next request's. Under load a
-// turn of the event loop brings about fifteen requests (32 connections, bench:proxy), and a request's policies run
+// turn of the event loop brings several requests (bench:proxy's 32 connections), and a request's policies run
 // cold when it runs alone: between two calls of a module, the rest of the gateway (parsing, the backend's request and
-// response, the log) has pushed the module's code, its memory and the host's tables out of the caches. The same five
-// policies cost 8.5-9 us a request in a hot loop (`bench:policy`) and about 30 us a request in a gateway
-// (`bench:proxy`); run step by step they cost BATCH_FIGURES. What it costs: a request's phase starts at the end of the
-// turn it arrived in (setImmediate), not at once, and waits for the calls of the requests beside it, MAX_BATCH at most.
+// response, the log) has pushed the module's code, its memory and the host's tables out of the caches. bench:proxy's
+// five policies added 20-27 us of CPU a request run one request at a time, 3 us (median of six pinned rounds) run step
+// by step, in the same run; the gateway's system time fell too, its writes to the backend and the clients coming
+// together (BENCHMARKS.md, issue 17, fifteenth session). What it costs: a request's phase starts at the end of the turn
+// it arrived in (setImmediate), not at once, and waits for the calls of the requests beside it, MAX_BATCH at most.
 
 import type { Phase } from '../../abi/index.ts';
 import type { PolicyBinding } from '../policy-host/binding.ts';

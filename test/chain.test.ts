@@ -286,6 +286,17 @@ describe('policy chain', () => {
     assert.deepEqual(seen.slice(4), [`s1:${third}`, `s2:${third}`]);
   });
 
+  test('a batch is one phase of one set of steps: the same steps joined for two phases run in each', async () => {
+    const seen: string[] = [];
+    const steps = [noting('s1', seen)];
+    const batches = new PhaseBatches();
+    const [a, b] = [makeExchange(), makeExchange()];
+    await Promise.all([batches.join('inbound', steps, a, {}), batches.join('outbound', steps, b, {})]);
+    assert.deepEqual(a.timings.map((t) => t.phase), ['inbound']);
+    assert.deepEqual(b.timings.map((t) => t.phase), ['outbound']);
+    assert.deepEqual(seen, [`s1:${a.requestId}`, `s1:${b.requestId}`]);
+  });
+
   test('an empty chain forwards the request untouched', async () => {
     const exchange = await run(EMPTY_CHAIN, { 'x-client': 'c' });
     assert.equal(exchange.response.status, 200);

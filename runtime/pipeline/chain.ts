@@ -201,13 +201,14 @@ interface Batch {
 }
 
 /**
- * The phases waiting to run, by the steps they run (a phase of one scope's chain: the same steps array for each of
- * its exchanges). They run at the end of the turn they joined in, each batch step by step over its exchanges, in the
+ * The phases waiting to run, each batch a phase and its steps (one scope's chain: the same steps array for each of its
+ * exchanges). They run at the end of the turn they joined in, each batch step by step over its exchanges, in the
  * order they joined; what each exchange sees and gets is what running its phase alone would give it (every call is
  * its own, on its own exchange, with its own budget and timing).
  */
 export class PhaseBatches {
-  private waiting = new Map<readonly ChainStep[], Batch>();
+  /** In the order they were opened; a turn has a few (one a phase of each operation its requests reach). */
+  private batches: Batch[] = [];
   private scheduled = false;
 
   constructor(private readonly maxBatch = MAX_BATCH) {}
@@ -215,11 +216,14 @@ export class PhaseBatches {
   /** Runs `steps` over `exchange` with the other exchanges that join them in this turn: what runSteps answers. */
   join(phase: Phase, steps: readonly ChainStep[], exchange: Exchange, hooks: ChainHooks): Promise<boolean> {
     return new Promise<boolean>((settle, fail) => {
-      let batch = this.waiting.get(steps);
-      if (batch === undefined) this.waiting.set(steps, (batch = { phase, steps, waiting: [] }));
+      const batches = this.batches;
+      let at = 0;
+      while (at < batches.length && (batches[at]!.steps !== steps || batches[at]!.phase !== phase)) at++;
+      if (at === batches.length) batches.push({ phase, steps, waiting: [] });
+      const batch = batches[at]!;
       batch.waiting.push({ exchange, hooks, settle, fail });
       if (batch.waiting.length >= this.maxBatch) {
-        this.waiting.delete(steps);
+        batches.splice(at, 1);
         runBatch(batch);
       } else if (!this.scheduled) {
         this.scheduled = true;
@@ -230,9 +234,9 @@ export class PhaseBatches {
 
   private readonly runWaiting = (): void => {
     this.scheduled = false;
-    const due = this.waiting;
-    this.waiting = new Map();
-    for (const batch of due.values()) runBatch(batch);
+    const due = this.batches;
+    this.batches = [];
+    for (const batch of due) runBatch(batch);
   };
 }
 

@@ -249,35 +249,26 @@ export class PhaseBatches {
 function runBatch({ phase, steps, waiting }: Batch): void {
   let active = waiting.length;
   try {
-    let started = steps[0]!.wallMs();
+    const clock: CallClock = { started: steps[0]!.wallMs(), rest: null };
     for (let i = 0; i < steps.length && active > 0; i++) {
       const step = steps[i]!;
       let kept = 0;
       for (let k = 0; k < active; k++) {
         const w = waiting[k]!;
-        let pending: Promise<void> | undefined | false;
+        let called: Called;
         try {
-          pending = step.runNow(phase, w.exchange, started, w.hooks);
-        } catch (err) {
-          try {
-            started = afterFailure(step, phase, w.exchange, w.hooks, started, err);
-            waiting[kept++] = w;
-          } catch (failure) {
-            w.fail(failure);
-            started = step.wallMs();
-          }
+          called = callStep(i, phase, steps, w.exchange, w.hooks, clock);
+        } catch (failure) {
+          w.fail(failure);
+          clock.started = step.wallMs();
           continue;
         }
-        if (pending === false) {
-          started = record(step, phase, w.exchange, started, 'skipped');
-          waiting[kept++] = w;
-        } else if (pending) {
-          w.settle(awaitCall(pending, i, phase, steps, w.exchange, w.hooks, started));
-          started = step.wallMs();
-        } else {
-          started = afterCall(step, phase, w.exchange, started);
-          if (w.exchange.responded) w.settle(true);
-          else waiting[kept++] = w;
+        if (called === Called.GoOn) waiting[kept++] = w;
+        else if (called === Called.Answered) w.settle(true);
+        else {
+          w.settle(clock.rest!);
+          // The call that waits is timed from `started` to when it settles; the next call starts from a new reading.
+          clock.started = step.wallMs();
         }
       }
       active = kept;
@@ -307,24 +298,54 @@ function runFrom(
   hooks: ChainHooks,
   started: number,
 ): boolean | Promise<boolean> {
+  const clock: CallClock = { started, rest: null };
   for (let i = index; i < steps.length; i++) {
-    const step = steps[i]!;
-    let pending: Promise<void> | undefined | false;
-    try {
-      pending = step.runNow(phase, exchange, started, hooks);
-    } catch (err) {
-      started = afterFailure(step, phase, exchange, hooks, started, err);
-      continue;
-    }
-    if (pending === false) {
-      started = record(step, phase, exchange, started, 'skipped');
-      continue;
-    }
-    if (pending) return awaitCall(pending, i, phase, steps, exchange, hooks, started);
-    started = afterCall(step, phase, exchange, started);
-    if (exchange.responded) return true;
+    const called = callStep(i, phase, steps, exchange, hooks, clock);
+    if (called === Called.Answered) return true;
+    if (called === Called.Waits) return clock.rest!;
   }
   return false;
+}
+
+/** What one call of a step came to for its exchange. */
+const enum Called {
+  /** It completed, failed open or did not run: the exchange goes on to the next step. */
+  GoOn,
+  /** A policy answered: the rest of the chain is skipped. */
+  Answered,
+  /** It waits for effects: the rest of the phase is `CallClock.rest`. */
+  Waits,
+}
+
+/** The clock reading the next call starts from, and the rest of the phase of a call that waits. */
+interface CallClock {
+  started: number;
+  rest: Promise<boolean> | null;
+}
+
+/**
+ * Runs step `index` of `steps` for `exchange`, timed from `clock.started`; for a call that completed, `clock.started`
+ * becomes the reading that ended it. Throws the failure of a call that failed and is not fail-open.
+ */
+function callStep(index: number, phase: Phase, steps: readonly ChainStep[], exchange: Exchange, hooks: ChainHooks, clock: CallClock): Called {
+  const step = steps[index]!;
+  let pending: Promise<void> | undefined | false;
+  try {
+    pending = step.runNow(phase, exchange, clock.started, hooks);
+  } catch (err) {
+    clock.started = afterFailure(step, phase, exchange, hooks, clock.started, err);
+    return Called.GoOn;
+  }
+  if (pending === false) {
+    clock.started = record(step, phase, exchange, clock.started, 'skipped');
+    return Called.GoOn;
+  }
+  if (pending) {
+    clock.rest = awaitCall(pending, index, phase, steps, exchange, hooks, clock.started);
+    return Called.Waits;
+  }
+  clock.started = afterCall(step, phase, exchange, clock.started);
+  return exchange.responded ? Called.Answered : Called.GoOn;
 }
 
 /** A call that waits for effects: the phase goes on once it settles. */

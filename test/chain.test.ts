@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Grants, PolicyBinding, PolicyModule, Phase } from '../runtime/policy-host/index.ts';
 import { EMPTY_CHAIN, PhaseBatches, runChain, stackScopes, type ChainStep, type PolicyChain } from '../runtime/pipeline/chain.ts';
 import { PolicyFailure } from '../runtime/policy-host/errors.ts';
-import type { Exchange } from '../runtime/policy-host/exchange.ts';
+import type { Exchange, ResponseState } from '../runtime/policy-host/exchange.ts';
 import { Forwarder } from '../runtime/proxy/forward.ts';
 import { buildFixture, makeExchange, newHost, rawModule, type TestHost } from './support/policies.ts';
 
@@ -295,6 +295,48 @@ describe('policy chain', () => {
     assert.deepEqual(a.timings.map((t) => t.phase), ['inbound']);
     assert.deepEqual(b.timings.map((t) => t.phase), ['outbound']);
     assert.deepEqual(seen, [`s1:${a.requestId}`, `s1:${b.requestId}`]);
+  });
+
+  test('with no policy before the backend, or after it, exchanges wait for the end of their turn: the calls go out together, then the answers', async () => {
+    const events: string[] = [];
+    const batches = new PhaseBatches();
+    const answers: Array<() => void> = [];
+    const forwardLater = (exchange: Exchange) =>
+      new Promise<ResponseState>((resolve) => {
+        events.push(`forward ${exchange.requestId}`);
+        answers.push(() => resolve({ status: 200, headers: new Map(), body: null }));
+      });
+    const [a, b, c] = [makeExchange(), makeExchange(), makeExchange()];
+    const inTurn = <T>(work: () => T, mark: string) =>
+      new Promise<T>((resolve) =>
+        setTimeout(() => {
+          // Scheduled before the work: the end of the turn as a callback that runs ahead of the batches'.
+          setImmediate(() => events.push(mark));
+          resolve(work());
+        }, 0),
+      );
+    // One turn reads three requests; another reads their backends' answers.
+    // In an object: a promise handed to resolve would be waited for.
+    const { done } = await inTurn(
+      () => ({ done: Promise.all([a!, b!, c!].map((e) => runChain(EMPTY_CHAIN, e, forwardLater, {}, batches).then(() => events.push(`answered ${e.requestId}`)))) }),
+      'end of the requests turn',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await inTurn(() => answers.forEach((answer) => answer()), 'end of the answers turn');
+    await done;
+    const each = (what: string) => [a!, b!, c!].map((e) => `${what} ${e.requestId}`);
+    assert.deepEqual(events, ['end of the requests turn', ...each('forward'), 'end of the answers turn', ...each('answered')]);
+
+    // MAX_BATCH of them do not wait: the first two go when the second joins, the third at the end of the turn.
+    events.length = 0;
+    answers.length = 0;
+    const three = [makeExchange(), makeExchange(), makeExchange()];
+    const twoAtMost = new PhaseBatches(2);
+    const capped = await inTurn(() => ({ all: Promise.all(three.map((e) => runChain(EMPTY_CHAIN, e, forwardLater, {}, twoAtMost))) }), 'end of the turn');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    answers.forEach((answer) => answer());
+    await capped.all;
+    assert.deepEqual(events, [`forward ${three[0]!.requestId}`, `forward ${three[1]!.requestId}`, 'end of the turn', `forward ${three[2]!.requestId}`]);
   });
 
   test('an empty chain forwards the request untouched', async () => {

@@ -47,17 +47,19 @@
 //                `deno-five-policy-throughput-ratio` are Deno over Node, same rounds
 //   baseline, baseline-5  another build of Gatehouse (its entry in BENCH_BASELINE_MAIN), without and with the five
 //                policies: only when BENCH_BASELINE_MAIN is set; then also `baseline-ratio` and
-//                `baseline-five-policy-ratio` (this build over the other, measured in the same rounds), and with
-//                `direct` its `baseline-p99-added-ms` and `baseline-p99-added-ms-five-policies` (the latency phase
-//                probes it after this build's targets)
+//                `baseline-five-policy-ratio` (this build over the other, measured in the same rounds), and its
+//                `baseline-p99-added-ms` and `baseline-p99-added-ms-five-policies` (the latency phase probes it after
+//                this build's targets)
 //   baseline-ai  that build with Application Insights on, as gatehouse-ai: only when BENCH_BASELINE_MAIN is set and
 //                BENCH_TARGETS names it; then also `baseline-appinsights-ratio` (its baseline-ai over its baseline), so
 //                that two builds' appinsights-ratio are measured in the same rounds
 // Each round starts, checks, warms up and measures every target in turn; rounds alternate the order. Then, at a fixed
 // rate of 1,000 requests/s, the backend directly, the minimal undici proxy and Gatehouse without policies:
 // `p99-added-ms` is the difference of Gatehouse's p99 and the backend's under a constant-rate open loop (wrk2's method;
-// scripts/bench/latency-probe.ts), with autocannon `--overallRate` measured beside it for reference (latency-probe.ts
-// says why it is not the headline); `p99-added-ms-five-policies` the same for Gatehouse with the five policies.
+// scripts/bench/latency-probe.ts), each proxy's run sending the backend as many requests of its own beside the proxy's,
+// in turn, so that the two p99s come from the same seconds (latency-probe.ts, mode paired, says why); autocannon
+// `--overallRate` is measured beside it for reference (latency-probe.ts says why it is not the headline);
+// `p99-added-ms-five-policies` the same for Gatehouse with the five policies.
 //
 // Prints a table on stderr, then on stdout:
 //   throughput-ratio-vs-fastify, throughput-ratio-vs-undici, five-policy-ratio, p99-added-ms, throughput-ratio-vs-nginx,
@@ -575,12 +577,14 @@ function gatehouseTarget(
 // Latency at a fixed rate
 
 
-async function runLatency(mode: 'autocannon' | 'constant', port: number): Promise<LatencySummary> {
+/** `besidePort`: with mode paired, the backend, probed in the same run. */
+async function runLatency(mode: 'autocannon' | 'constant' | 'paired', port: number, besidePort?: number): Promise<LatencySummary> {
   const child = startChild(`latency-probe (${mode})`, 'load', process.execPath, [
     ...nodeArgs,
     benchScript('latency-probe'),
     mode,
     `http://127.0.0.1:${port}/`,
+    ...(mode === 'paired' ? [`http://127.0.0.1:${besidePort}/`] : []),
     String(LATENCY_RATE),
     String(LATENCY_S),
     ...loadHeaders,
@@ -774,14 +778,18 @@ async function main(): Promise<number> {
         // Let the target recover from the saturating warm-up (closing connections, collecting garbage) before
         // measuring it at a rate it can sustain.
         await sleep(2000);
-        for (const mode of ['constant', 'autocannon'] as const) {
-          const s = await runLatency(mode, running.port);
-          latency.set(`${key}/${mode}`, s);
+        const show = (name: string, mode: string, s: LatencySummary) =>
           log(
-            `#   ${key.padEnd(10)} ${mode.padEnd(10)} p50 ${fmt2(s.p50)} ms  p99 ${fmt2(s.p99)} ms  p99.9 ${fmt2(s.p999)} ms  max ${fmt2(s.max)} ms` +
+            `#   ${name.padEnd(10)} ${mode.padEnd(10)} p50 ${fmt2(s.p50)} ms  p99 ${fmt2(s.p99)} ms  p99.9 ${fmt2(s.p999)} ms  max ${fmt2(s.max)} ms` +
               (s.autocannonP99 !== undefined ? `  (autocannon's own p99: ${s.autocannonP99} ms)` : '') +
               `  ${fmtInt(s.requests)} requests`,
           );
+        // A proxy's constant-rate run is paired with the backend's; the backend's own is not.
+        for (const mode of [key === 'direct' ? 'constant' : 'paired', 'autocannon'] as const) {
+          const s = await runLatency(mode, running.port, backendPort);
+          latency.set(`${key}/${mode === 'paired' ? 'constant' : mode}`, s);
+          show(key, mode, s);
+          if (s.beside) show('  beside', 'direct', s.beside);
         }
       } catch (error) {
         log(`#   latency of ${key}: FAILED: ${(error as Error).message}`);
@@ -869,19 +877,29 @@ async function main(): Promise<number> {
   // the brief named, is shown beside it: it paces by bursts and its own percentiles are whole milliseconds.
   const lat = (key: string, mode: string) => latency.get(`${key}/${mode}`);
   const minus = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined ? fmt2(a - b) : 'n/a');
-  const added = (key: string) => minus(lat(key, 'constant')?.p99, lat('direct', 'constant')?.p99);
+  // Each proxy's p99 less the backend's in the same run (mode paired).
+  const addedMs = (key: string) => {
+    const s = lat(key, 'constant');
+    return s?.beside ? s.p99 - s.beside.p99 : undefined;
+  };
+  const added = (key: string) => minus(addedMs(key), 0);
   if (latency.size > 0) {
     const cell = (v: number | undefined) => (v === undefined ? 'n/a' : fmt2(v));
-    const sources: Array<[string, (key: string) => number | undefined]> = [
-      ['constant-rate open loop (p99-added-ms)', (k) => lat(k, 'constant')?.p99],
-      ['autocannon --overallRate, exact times', (k) => lat(k, 'autocannon')?.p99],
-      ["autocannon's own JSON p99 (whole ms)", (k) => lat(k, 'autocannon')?.autocannonP99],
+    // Each row: a p99 by target, and what each proxy's is taken from (the backend's p99 in the same run, or in its own).
+    type Of = (key: string) => number | undefined;
+    const besideOf: Of = (k) => lat(k, 'constant')?.beside?.p99;
+    const sources: Array<[string, Of, Of]> = [
+      ['constant-rate open loop (p99-added-ms)', (k) => lat(k, 'constant')?.p99, besideOf],
+      ['  the backend, beside each proxy', besideOf, besideOf],
+      ['autocannon --overallRate, exact times', (k) => lat(k, 'autocannon')?.p99, () => lat('direct', 'autocannon')?.p99],
+      ["autocannon's own JSON p99 (whole ms)", (k) => lat(k, 'autocannon')?.autocannonP99, () => lat('direct', 'autocannon')?.autocannonP99],
     ];
     const lrows = [
       [`p99 ms at ${fmtInt(LATENCY_RATE)} req/s, ${LATENCY_S} s`, 'direct', 'undici', 'Gatehouse', 'five policies', 'undici added', 'Gatehouse added', 'five added'],
-      ...sources.map(([label, of]) => {
+      ...sources.map(([label, of, reference]) => {
         const [d, u, g, g5] = [of('direct'), of('undici'), of('gatehouse'), of('gatehouse-5')];
-        return [label, cell(d), cell(u), cell(g), cell(g5), minus(u, d), minus(g, d), minus(g5, d)];
+        const added = (key: string) => (of === besideOf ? '' : minus(of(key), reference(key)));
+        return [label, cell(d), cell(u), cell(g), cell(g5), added('undici'), added('gatehouse'), added('gatehouse-5')];
       }),
     ];
     const w = lrows[0]!.map((_, c) => Math.max(...lrows.map((r) => r[c]!.length)));
@@ -903,12 +921,12 @@ async function main(): Promise<number> {
   figure('throughput-ratio-vs-fastify', ratio(gh, best('fastify')), 'gatehouse', 'fastify');
   figure('throughput-ratio-vs-undici', ratio(gh, best('undici')), 'gatehouse', 'undici');
   figure('five-policy-ratio', ratio(best('gatehouse-5'), gh), 'gatehouse', 'gatehouse-5');
-  figure('p99-added-ms', added('gatehouse'), 'direct', 'gatehouse');
+  figure('p99-added-ms', added('gatehouse'), 'gatehouse');
   figure('throughput-ratio-vs-nginx', ratio(gh, best('nginx')), 'gatehouse', 'nginx');
-  figure('p99-added-ms-minimal-undici', added('undici'), 'direct', 'undici');
+  figure('p99-added-ms-minimal-undici', added('undici'), 'undici');
   figure('throughput-ratio-vs-undici-with-duties', ratio(gh, best('undici-duties')), 'gatehouse', 'undici-duties');
   if (!skipped(gatehouse5)) {
-    figure('p99-added-ms-five-policies', added('gatehouse-5'), 'direct', 'gatehouse-5');
+    figure('p99-added-ms-five-policies', added('gatehouse-5'), 'gatehouse-5');
     figure('five-policy-cpu-us-added', cpuAdded('gatehouse-5', 'gatehouse'), 'gatehouse', 'gatehouse-5');
     figure('five-policy-system-us-added', cpuAdded('gatehouse-5', 'gatehouse', 'systemUsPerRequest'), 'gatehouse', 'gatehouse-5');
   }
@@ -943,15 +961,13 @@ async function main(): Promise<number> {
   if (baselineMain) {
     lines.push(`baseline-ratio: ${ratio(gh, best('baseline'))}`);
     lines.push(`baseline-five-policy-ratio: ${ratio(best('gatehouse-5'), best('baseline-5'))}`);
-    if (!skipped(targets[0]!)) {
-      lines.push(`baseline-p99-added-ms: ${added('baseline')}`);
-      lines.push(`baseline-p99-added-ms-five-policies: ${added('baseline-5')}`);
-    }
+    lines.push(`baseline-p99-added-ms: ${added('baseline')}`);
+    lines.push(`baseline-p99-added-ms-five-policies: ${added('baseline-5')}`);
   }
   if (!skipped(aiTarget)) {
     lines.push(`appinsights-ratio: ${ratio(best('gatehouse-ai'), gh)}`);
     lines.push(`appinsights-cpu-us-added-per-request: ${cpuAdded('gatehouse-ai', 'gatehouse')}`);
-    lines.push(`appinsights-p99-added-ms: ${minus(lat('gatehouse-ai', 'constant')?.p99, lat('gatehouse', 'constant')?.p99)}`);
+    lines.push(`appinsights-p99-added-ms: ${minus(addedMs('gatehouse-ai'), addedMs('gatehouse'))}`);
   }
   if (baselineAiMeasured) {
     lines.push(`baseline-appinsights-ratio: ${ratio(best('baseline-ai'), best('baseline'))}`);
@@ -961,7 +977,7 @@ async function main(): Promise<number> {
   if (!skipped(otlp)) {
     lines.push(`otlp-ratio: ${ratio(best('gatehouse-otlp'), gh)}`);
     lines.push(`otlp-cpu-us-added-per-request: ${cpuAdded('gatehouse-otlp', 'gatehouse')}`);
-    lines.push(`otlp-p99-added-ms: ${minus(lat('gatehouse-otlp', 'constant')?.p99, lat('gatehouse', 'constant')?.p99)}`);
+    lines.push(`otlp-p99-added-ms: ${minus(addedMs('gatehouse-otlp'), addedMs('gatehouse'))}`);
     await otlpReceiver?.close();
   }
   process.stdout.write(lines.join('\n') + '\n');

@@ -1,21 +1,27 @@
 // Latency at a fixed request rate, for `npm run bench:proxy`; run as its own process, prints one JSON object.
 //
 //   node latency-probe.js <mode> <url> <rate> <seconds> [header: value]...
+//   node latency-probe.js paired <url> <reference-url> <rate> <seconds> [header: value]...
 //
-// mode `constant` (what bench:proxy reports as p99-added-ms): a wrk2-style open loop written here. One request is
-//   started every 1000/rate ms on an undici Pool (32 connections) whether or not earlier ones have answered; a
-//   request's latency runs from the moment it was started (waiting for a free connection included) to the end of its
-//   response body, so a target that falls behind shows it as latency instead of being sent fewer requests. A first
-//   second at the same rate is not recorded.
+// mode `constant`: a wrk2-style open loop written here. One request is started every 1000/rate ms on an undici Pool
+//   (32 connections) whether or not earlier ones have answered; a request's latency runs from the moment it was
+//   started (waiting for a free connection included) to the end of its response body, so a target that falls behind
+//   shows it as latency instead of being sent fewer requests. A first second at the same rate is not recorded.
+// mode `paired` (what bench:proxy reports as p99-added-ms): the same loop over two URLs at once, each at the rate, their
+//   requests taking turns half an interval apart: a proxy and, beside it, the backend it forwards to. Printed: the
+//   proxy's summary, with the reference's as `beside`. A proxy's p99 and the backend's measured one after the other
+//   differ by what the machine did in each run: this machine's host pauses it for about 100 ms at times and changes
+//   speed by the minute (BENCHMARKS.md), and the same build's p99 added was 0.76 ms in one run and 2.19 in another. Run
+//   together, the two see the same pauses, and their difference is the proxy's.
 // mode `autocannon` (for reference): autocannon 9 with `overallRate`, 10 connections. Two things make it a poor
 //   measure here. It paces by bursts: each connection may send rate/connections requests per second and sends them
 //   back to back at the start of each second, then waits. And it keeps latencies in a histogram of whole
 //   milliseconds, so its own p99 (reported as `autocannonP99`) cannot resolve sub-millisecond differences; the other
 //   figures of this mode come from its `response` events, which carry each response time in fractional milliseconds.
 //
-// BENCH_LATENCY_SLOWEST=<file> (mode constant): appends the slowest 1% of the recorded requests to <file>, one JSON
-// line each ({"url", "atMs": when it started, from the first recorded request, "ms": its latency}), in the order they
-// started: whether the slow ones come together (a pause), at a period (a timer's work), or scattered.
+// BENCH_LATENCY_SLOWEST=<file> (modes constant and paired): appends the slowest 1% of each URL's recorded requests to
+// <file>, one JSON line each ({"url", "atMs": when it started, from the first recorded request, "ms": its latency}), in
+// the order they started: whether the slow ones come together (a pause), at a period (a timer's work), or scattered.
 
 import autocannon from 'autocannon';
 import { appendFileSync } from 'node:fs';
@@ -33,16 +39,21 @@ export interface LatencySummary {
   p999: number;
   max: number;
   autocannonP99?: number;
+  /** Mode paired: the reference URL's, measured in the same run. */
+  beside?: LatencySummary;
 }
 
-const [modeArg, urlArg, rateArg, secondsArg, ...headerArgs] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const modeArg = args.shift();
+const urlArgs = [args.shift(), ...(modeArg === 'paired' ? [args.shift()] : [])];
+const [rateArg, secondsArg, ...headerArgs] = args;
 const rate = Number(rateArg);
 const seconds = Number(secondsArg);
-if (!urlArg || !(rate > 0) || !(seconds > 0) || (modeArg !== 'autocannon' && modeArg !== 'constant')) {
-  throw new Error('usage: latency-probe <autocannon|constant> <url> <rate> <seconds> [header: value]...');
+if (urlArgs.some((u) => !u) || !(rate > 0) || !(seconds > 0) || (modeArg !== 'autocannon' && modeArg !== 'constant' && modeArg !== 'paired')) {
+  throw new Error('usage: latency-probe <autocannon|constant> <url> <rate> <seconds> [header: value]... | paired <url> <reference-url> <rate> <seconds> [header: value]...');
 }
 const mode: string = modeArg;
-const url: string = urlArg;
+const urls = urlArgs as string[];
 const headers: Record<string, string> = {};
 for (const h of headerArgs) {
   const at = h.indexOf(':');
@@ -55,7 +66,7 @@ function summarize(samples: number[], non2xx: number, errors: number): LatencySu
   return { mode, requests: samples.length + non2xx, non2xx, errors, p50: at(0.5), p90: at(0.9), p99: at(0.99), p999: at(0.999), max: at(1) };
 }
 
-function writeSlowest(file: string, samples: number[], startedAt: number[]): void {
+function writeSlowest(file: string, url: string, samples: number[], startedAt: number[]): void {
   const first = Math.min(...startedAt);
   const order = samples.map((_, i) => i).sort((a, b) => samples[b]! - samples[a]!);
   const slowest = order.slice(0, Math.max(1, Math.ceil(samples.length / 100))).sort((a, b) => startedAt[a]! - startedAt[b]!);
@@ -68,7 +79,7 @@ async function runAutocannon(): Promise<LatencySummary> {
   let non2xx = 0;
   let errors = 0;
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const instance = autocannon({ url, connections: 10, overallRate: rate, duration: seconds, headers }, (error, r) =>
+    const instance = autocannon({ url: urls[0]!, connections: 10, overallRate: rate, duration: seconds, headers }, (error, r) =>
       error ? reject(error) : resolve(r),
     );
     instance.on('response', (_client, statusCode, _bytes, responseTime) => {
@@ -80,34 +91,43 @@ async function runAutocannon(): Promise<LatencySummary> {
   return { ...summarize(samples, non2xx, errors), autocannonP99: result.latency.p99 };
 }
 
-async function runConstant(): Promise<LatencySummary> {
-  const target = new URL(url);
-  const pool = new Pool(target.origin, { connections: 32, pipelining: 1 });
-  const path = target.pathname + target.search;
-  const samples: number[] = [];
-  /** When each sample's request started, for BENCH_LATENCY_SLOWEST. */
-  const startedAt: number[] = [];
-  let non2xx = 0;
-  let errors = 0;
-  const interval = 1000 / rate;
-  // The first second runs at the same rate but is not recorded: it brings the pool (and the target's connections) to
+/** The open loop over `urls` (one for constant, two for paired): each at `rate`, their requests in turn. */
+async function runConstant(): Promise<LatencySummary[]> {
+  const probes = urls.map((url) => {
+    const target = new URL(url);
+    return {
+      url,
+      pool: new Pool(target.origin, { connections: 32, pipelining: 1 }),
+      path: target.pathname + target.search,
+      samples: [] as number[],
+      /** When each sample's request started, for BENCH_LATENCY_SLOWEST. */
+      startedAt: [] as number[],
+      non2xx: 0,
+      errors: 0,
+    };
+  });
+  // Requests of all the URLs, in turn: each URL's start 1000/rate ms apart, the URLs' spread evenly between them.
+  const interval = 1000 / rate / probes.length;
+  // The first second runs at the same rate but is not recorded: it brings the pools (and the targets' connections) to
   // their steady state.
-  const warmup = Math.round(rate);
-  const total = warmup + Math.round(rate * seconds);
+  const warmup = Math.round(rate) * probes.length;
+  const total = warmup + Math.round(rate * seconds) * probes.length;
   const pending = new Set<Promise<void>>();
-  const fire = (recorded: boolean) => {
+  const fire = (n: number) => {
+    const probe = probes[n % probes.length]!;
+    const recorded = n >= warmup;
     const started = performance.now();
-    const p = pool
-      .request({ path, method: 'GET', headers })
+    const p = probe.pool
+      .request({ path: probe.path, method: 'GET', headers })
       .then(async ({ statusCode, body }) => {
         await body.dump({ limit: Number.MAX_SAFE_INTEGER });
         if (!recorded) return;
         if (statusCode >= 200 && statusCode < 300) {
-          samples.push(performance.now() - started);
-          startedAt.push(started);
-        } else non2xx++;
+          probe.samples.push(performance.now() - started);
+          probe.startedAt.push(started);
+        } else probe.non2xx++;
       })
-      .catch(() => void (recorded && errors++))
+      .catch(() => void (recorded && probe.errors++))
       .finally(() => pending.delete(p));
     pending.add(p);
   };
@@ -116,22 +136,24 @@ async function runConstant(): Promise<LatencySummary> {
     let sent = 0;
     const tick = () => {
       const now = performance.now();
-      while (sent < total && start + sent * interval <= now) {
-        fire(sent >= warmup);
-        sent++;
-      }
+      while (sent < total && start + sent * interval <= now) fire(sent++);
       if (sent >= total) resolve();
       else setTimeout(tick, Math.max(0, start + sent * interval - performance.now()));
     };
     setTimeout(tick, 20);
   });
   await Promise.all(pending);
-  await pool.close();
+  await Promise.all(probes.map((probe) => probe.pool.close()));
   const slowestFile = process.env.BENCH_LATENCY_SLOWEST;
-  if (slowestFile) writeSlowest(slowestFile, samples, startedAt);
-  return summarize(samples, non2xx, errors);
+  if (slowestFile) for (const probe of probes) writeSlowest(slowestFile, probe.url, probe.samples, probe.startedAt);
+  return probes.map((probe) => summarize(probe.samples, probe.non2xx, probe.errors));
 }
 
-const summary = mode === 'autocannon' ? await runAutocannon() : await runConstant();
-process.stdout.write(JSON.stringify(summary) + '\n');
+async function measure(): Promise<LatencySummary> {
+  if (mode === 'autocannon') return runAutocannon();
+  const [summary, beside] = await runConstant();
+  return beside ? { ...summary!, beside } : summary!;
+}
+
+process.stdout.write(JSON.stringify(await measure()) + '\n');
 process.exit(0);

@@ -14,6 +14,10 @@
 //
 // PROFILE_TOP (20) is how many functions the report lists.
 //
+// PROFILE_DENO=1 runs both gateways under Deno from the TypeScript sources, as `deno task start` does (bench:proxy's
+// deno and deno-5 targets): Deno's inspector speaks the same protocol. Its Node compatibility layer's JavaScript counts
+// as `deno: internals`.
+//
 // PROFILE_CONDITIONS=1 compares the five policies with the same five each behind its `when:` condition instead (issue
 // 18's five-policy-conditions-ratio; bench:proxy's gatehouse-5w).
 //
@@ -60,6 +64,7 @@ const SAMPLING_INTERVAL_US = 1000;
 const PINNED = process.env.PROFILE_PIN === '1';
 const CONDITIONS = process.env.PROFILE_CONDITIONS === '1';
 const APPINSIGHTS = process.env.PROFILE_APPINSIGHTS === '1';
+const UNDER_DENO = process.env.PROFILE_DENO === '1';
 /** How many functions the report lists, by self time gained. */
 const TOP_FUNCTIONS = positiveFromEnv('PROFILE_TOP', 20);
 const PROXY_CPU = 1;
@@ -97,6 +102,7 @@ function partOf(frame: CallFrame): string {
   }
   if (!url) return name.startsWith('(') ? name : `native: ${name || '(anonymous)'}`;
   if (url.startsWith('node:')) return 'node: internals';
+  if (url.startsWith('ext:')) return 'deno: internals';
   const file = sourceFileOf(frame) ?? url;
   const folder = /^(runtime\/[^/]+)\//.exec(file);
   if (folder) return folder[1]!;
@@ -185,13 +191,23 @@ async function profileGateway(variant: Variant, backendUrl: string, dir: string)
   const config = join(dir, `${variant.name}.yaml`);
   writeFileSync(config, benchGatewayYaml(backendUrl, variant.chain, 'scripts/profile-proxy.ts'));
   const inspectorPort = await freePort();
-  const [command, args] = onCpu(PINNED ? PROXY_CPU : undefined, process.execPath, [
-    `--inspect=127.0.0.1:${inspectorPort}`,
-    '--disable-warning=ExperimentalWarning',
-    variant.main ?? join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js'),
-    '--config',
-    config,
-  ]);
+  const inspect = `--inspect=127.0.0.1:${inspectorPort}`;
+  const [command, args] = UNDER_DENO
+    ? onCpu(PINNED ? PROXY_CPU : undefined, join(repoRoot(), 'node_modules', '.bin', 'deno'), [
+        'run',
+        '-A',
+        inspect,
+        join(repoRoot(), 'runtime', 'entry', 'gateway.ts'),
+        '--config',
+        config,
+      ])
+    : onCpu(PINNED ? PROXY_CPU : undefined, process.execPath, [
+        inspect,
+        '--disable-warning=ExperimentalWarning',
+        variant.main ?? join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js'),
+        '--config',
+        config,
+      ]);
   const env: NodeJS.ProcessEnv = { GATEHOUSE_LOG_LEVEL: 'info' };
   if (variant.appInsights) {
     env.GATEHOUSE_APPINSIGHTS_CONNECTION_STRING = ingestion!.connectionString;
@@ -248,7 +264,7 @@ const fmt = (us: number) => us.toFixed(2).padStart(8);
 
 function report([first, before]: [Variant, Shares], [second, after]: [Variant, Shares]): void {
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  log(`# ${PINNED ? 'pinned: gateway on CPU 1, wrk, the backend and this process on CPU 0' : 'unpinned'}; ${before.requests} requests (${first.name}), ${after.requests} (${second.name}), in ${SECONDS} s each`);
+  log(`# ${UNDER_DENO ? 'under Deno; ' : ''}${PINNED ? 'pinned: gateway on CPU 1, wrk, the backend and this process on CPU 0' : 'unpinned'}; ${before.requests} requests (${first.name}), ${after.requests} (${second.name}), in ${SECONDS} s each`);
   log(`# us a request       ${first.name.padStart(8)}  ${second.name.padStart(8)}     added  part`);
   const parts = new Set([...before.byPart.keys(), ...after.byPart.keys()]);
   const rows = [...parts].map((p) => [p, before.byPart.get(p) ?? 0, after.byPart.get(p) ?? 0] as const).sort((a, b) => b[2] - b[1] - (a[2] - a[1]));

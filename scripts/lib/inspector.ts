@@ -2,7 +2,8 @@
 // gateway from outside while load runs against it: the process is started with `--inspect=127.0.0.1:<port>`.
 
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import { WebSocket } from 'undici';
 
 export interface InspectorSession {
@@ -103,6 +104,8 @@ export function frameSite(frame: CallFrame): string {
 /** The frame's file as the repository names it (`runtime/...ts`, `undici/lib/...js`, `node:...`); null when it has none. */
 export function sourceFileOf(frame: CallFrame): string | null {
   if (!frame.url) return null;
+  // Deno runs the sources themselves: a frame there is named by its file in the repository.
+  if (frame.url.startsWith(sourcesUrl) && !frame.url.includes('/node_modules/')) return frame.url.slice(sourcesUrl.length);
   if (!frame.url.startsWith('file:') || !frame.url.includes('/dist/')) return `${frame.url.replace(/^.*\/node_modules\//, '')}:${frame.lineNumber + 1}`;
   const lines = chunkLines(frame.url);
   for (let i = Math.min(frame.lineNumber, lines.length - 1); i >= 0; i--) {
@@ -111,6 +114,8 @@ export function sourceFileOf(frame: CallFrame): string | null {
   }
   return `${frame.url.replace(/^.*\/dist\//, 'dist/')}:${frame.lineNumber + 1}`;
 }
+
+const sourcesUrl = `${pathToFileURL(repoRoot()).href}/`;
 
 const chunkCache = new Map<string, string[]>();
 function chunkLines(url: string): string[] {

@@ -105,7 +105,7 @@ export function frameSite(frame: CallFrame): string {
 export function sourceFileOf(frame: CallFrame): string | null {
   if (!frame.url) return null;
   // Deno runs the sources themselves: a frame there is named by its file in the repository.
-  if (frame.url.startsWith(sourcesUrl) && !frame.url.includes('/node_modules/')) return frame.url.slice(sourcesUrl.length);
+  if (frame.url.startsWith(sourcesUrl) && !/\/(?:node_modules|dist)\//.test(frame.url)) return frame.url.slice(sourcesUrl.length);
   if (!frame.url.startsWith('file:') || !frame.url.includes('/dist/')) return `${frame.url.replace(/^.*\/node_modules\//, '')}:${frame.lineNumber + 1}`;
   const lines = chunkLines(frame.url);
   for (let i = Math.min(frame.lineNumber, lines.length - 1); i >= 0; i--) {

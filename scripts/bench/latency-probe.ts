@@ -8,8 +8,9 @@
 //   started (waiting for a free connection included) to the end of its response body, so a target that falls behind
 //   shows it as latency instead of being sent fewer requests. A first second at the same rate is not recorded.
 // mode `paired` (what bench:proxy reports as p99-added-ms): the same loop over two URLs at once, each at the rate, their
-//   requests taking turns half an interval apart: a proxy and, beside it, the backend it forwards to. Printed: the
-//   proxy's summary, with the reference's as `beside`. A proxy's p99 and the backend's measured one after the other
+//   requests taking turns: a proxy and, beside it, the backend it forwards to. Node's timers fire about once a
+//   millisecond, so a pair usually leaves together, and the proxy's request may wait at the backend behind the
+//   reference's (some 25 us: a bias against the proxy). Printed: the proxy's summary, with the reference's as `beside`. A proxy's p99 and the backend's measured one after the other
 //   differ by what the machine did in each run: this machine's host pauses it for about 100 ms at times and changes
 //   speed by the minute (BENCHMARKS.md), and the same build's p99 added was 0.76 ms in one run and 2.19 in another. Run
 //   together, the two see the same pauses, and their difference is the proxy's.

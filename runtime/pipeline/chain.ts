@@ -15,9 +15,10 @@
 // the turn too (PhaseBatches.turnEnd), so that the gateway's writes to the backend and to its clients go out together
 // after the turn's reads instead of one between each two. The five policies had made the gateway cheaper a request
 // than no policies in some runs, by this alone: a peer woken once for a burst of writes costs the writer less kernel
-// time than one woken for each, and the same code run back to back stays warm. Without policies it gave 1.13 times
-// the throughput of the gateway that wrote at once, 63-70 us of CPU a request against 71-83, in the same run
-// (BENCHMARKS.md, issue 17, sixteenth session); the probe's p99 at 1,000 requests/s did not move.
+// time than one woken for each, and the same code run back to back stays warm. Without policies it gave 1.18-1.20
+// times the throughput of the gateway that wrote at once, 64-73 us of CPU a request against 75-83, in the same runs
+// (BENCHMARKS.md, issue 17, sixteenth session); the probe's p99 at 1,000 requests/s did not move. Under Deno it gained
+// nothing measurable in two runs alternating with the build before.
 
 import type { Phase } from '../../abi/index.ts';
 import type { PolicyBinding } from '../policy-host/binding.ts';

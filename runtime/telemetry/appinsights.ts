@@ -18,13 +18,13 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import {
+  BatchWriter,
   writeLoneFailure,
   writeMetric,
   writeRequest,
   type DropReason,
   type ExporterSettings,
   type FromExporter,
-  type RecordBatch,
   type ToExporter,
 } from './appinsights-protocol.ts';
 import type { MetricEmission } from './custom-metrics.ts';
@@ -208,8 +208,8 @@ interface ExporterThread {
 
 export class ApplicationInsightsTelemetry implements RequestTelemetry {
   private closed = false;
-  /** Records waiting to be handed over, written flat (appinsights-protocol.ts), and how many. */
-  private pending: RecordBatch = [];
+  /** Records waiting to be handed over, written as bytes (appinsights-protocol.ts), and how many. */
+  private readonly pending = new BatchWriter();
   private pendingRecords = 0;
   private handOverTimer: ReturnType<typeof setTimeout> | null = null;
   private thread: ExporterThread | null = null;
@@ -330,7 +330,7 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
     const thread = this.thread;
     if (thread === null) {
       const lost = this.pendingRecords;
-      this.pending = [];
+      this.pending.take();
       this.pendingRecords = 0;
       if (lost > 0) this.drop('shutdown', lost);
       this.log.warn('flushing telemetry failed: the rest is dropped', { error: 'the exporter thread is not running', dropped: lost });
@@ -391,12 +391,11 @@ export class ApplicationInsightsTelemetry implements RequestTelemetry {
     }
     const thread = this.thread;
     if (thread === null || this.pendingRecords === 0) return;
-    const batch = this.pending;
+    const batch = this.pending.take();
     const records = this.pendingRecords;
-    this.pending = [];
     this.pendingRecords = 0;
     thread.untaken += records;
-    thread.worker.postMessage({ kind: 'records', records, batch } satisfies ToExporter);
+    thread.worker.postMessage({ kind: 'records', records, batch } satisfies ToExporter, [batch.bytes]);
   }
 
   private heard(thread: ExporterThread, m: FromExporter): void {

@@ -38,9 +38,9 @@ export interface ExporterSettings {
  * ArrayBuffer), in the order the functions below write and read them; a tag opens each record. Numbers are float64;
  * a text is its length in UTF-8 bytes (uint32; NO_TEXT for null) and those bytes. Each record's texts are copied into
  * the buffer when it is written, so the batch keeps no string alive. Before this the batch was a flat array of the
- * records' values, structured-cloned when handed over: 4.9 us a request of `postMessage` on the gateway's thread in
- * situ, and 2.8 us of collector, the strings it held surviving the young generation's collections for the 100 ms a
- * batch waits (BENCHMARKS.md, issue 17, sixteenth session).
+ * records' values, cloned when handed over, whose strings survived the young generation's collections for the 100 ms
+ * a batch waits: 2.8 us a request of the gateway thread's collector and 3.4 us of V8's helper threads, which fell to
+ * 0.5 and 0 (BENCHMARKS.md, issue 17, sixteenth session).
  */
 export interface RecordBatch {
   bytes: ArrayBuffer;

@@ -87,10 +87,13 @@ export async function childMain(o: ChildOptions): Promise<void> {
     const afterCall = (call: number, stats: CallStats, breaks: Break[]) => write({ t: 'call', i, call, stats, breaks });
     const verdict = await runCase(c, ctx, bounds, afterCall);
     // A time bound broken once, by less than twice, may be the machine (other processes on two cores): such a case
-    // runs again, and its time breaks stand only if they happen again. Breaks of other bounds, and time bounds broken
-    // by more than twice, are never second-guessed.
+    // runs again, and its time breaks stand only if they happen again. So may one broken by more, when a round counted
+    // more CPU than wall-clock time: one call runs on one thread, so the rest was the process's other threads (the
+    // collector's), beside a host pause or a wait for a core (CI on 33f17a1: a round of 121 ms wall, 186 ms of CPU,
+    // under a 50 ms budget; the same case passed when run again). A module that escapes its budget breaks it again.
+    // Breaks of other bounds are never second-guessed.
     const cpuBound = limitsOf(c.limits).cpuMs + bounds.cpuMarginMs;
-    const marginal = verdict.calls.every((s) => s.maxRoundCpuMs <= 2 * cpuBound);
+    const marginal = verdict.calls.every((s) => s.maxRoundCpuMs <= 2 * cpuBound || s.maxRoundCpuMs > s.maxRoundMs + bounds.cpuMarginMs);
     if (marginal && verdict.breaks.length > 0 && verdict.breaks.every((b) => TIMING_CHECKS.has(b.check))) {
       const again = await runCase(c, ctx, bounds, afterCall);
       if (!again.breaks.some((b) => TIMING_CHECKS.has(b.check))) {

@@ -56,14 +56,13 @@ const decoder = new TextDecoder();
 
 /** Writes records into a buffer that grows as it must; take() hands the batch over and starts another. */
 export class BatchWriter {
-  private bytes: Uint8Array;
-  private view: DataView;
+  private bytes!: Uint8Array;
+  private view!: DataView;
   private at = 0;
 
   /** `capacity`: the first buffer's size; a batch's buffer starts as large as the last one grew. */
-  constructor(private capacity = 64 * 1024) {
-    this.bytes = new Uint8Array(capacity);
-    this.view = new DataView(this.bytes.buffer);
+  constructor(capacity = 64 * 1024) {
+    this.use(new Uint8Array(capacity));
   }
 
   num(n: number): void {
@@ -102,9 +101,7 @@ export class BatchWriter {
   take(): RecordBatch {
     const batch = { bytes: this.bytes.buffer as ArrayBuffer, length: this.at };
     // A batch that grew while the exporter thread was away does not make every later buffer as large.
-    this.capacity = Math.min(this.bytes.length, MAX_START_BYTES);
-    this.bytes = new Uint8Array(this.capacity);
-    this.view = new DataView(this.bytes.buffer);
+    this.use(new Uint8Array(Math.min(this.bytes.length, MAX_START_BYTES)));
     this.at = 0;
     return batch;
   }
@@ -114,6 +111,10 @@ export class BatchWriter {
     while (size < this.at + needed) size *= 2;
     const bytes = new Uint8Array(size);
     bytes.set(this.bytes.subarray(0, this.at));
+    this.use(bytes);
+  }
+
+  private use(bytes: Uint8Array): void {
     this.bytes = bytes;
     this.view = new DataView(bytes.buffer);
   }

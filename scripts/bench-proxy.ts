@@ -97,6 +97,7 @@ import { startBenchOtlpReceiver, type BenchOtlpReceiver } from './bench/otlp-rec
 import { API_KEY, ORIGIN, benchGatewayYaml, type BenchPolicies } from './bench/five-policy-chain.ts';
 import { parseWrkOutput, type WrkRun } from './lib/wrk.ts';
 import { onCpu, pinThisProcess } from './lib/pinning.ts';
+import { denoGateway } from './lib/gateway-process.ts';
 import { STATUS_PATH } from '../runtime/gateway/gateway.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -129,14 +130,13 @@ const thisBuildMain = process.env.BENCH_GATEHOUSE_MAIN ?? fileURLToPath(new URL(
 /** Another build's gateway entry, measured beside this one (the targets baseline and baseline-5). */
 const baselineMain = process.env.BENCH_BASELINE_MAIN || null;
 const nodeArgs = ['--disable-warning=ExperimentalWarning'];
-const repoDir = fileURLToPath(new URL('../../', import.meta.url));
 /** How a gateway is started: Node runs a build's entry; Deno runs the TypeScript sources, as `deno task start` does. */
 type GatewayLauncher = (config: string) => { command: string; args: string[] };
 const underNode = (main: string): GatewayLauncher => (config) => ({ command: process.execPath, args: [...nodeArgs, main, '--config', config] });
-const underDeno: GatewayLauncher = (config) => ({
-  command: join(repoDir, 'node_modules', '.bin', 'deno'),
-  args: ['run', '-A', join(repoDir, 'runtime', 'entry', 'gateway.ts'), '--config', config],
-});
+const underDeno: GatewayLauncher = (config) => {
+  const { cmd, args } = denoGateway();
+  return { command: cmd, args: [...args, '--config', config] };
+};
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 

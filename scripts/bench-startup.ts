@@ -19,7 +19,7 @@ import { positiveFromEnv } from './lib/env.ts';
 import { median } from './lib/median.ts';
 import { startBenchBackend } from './lib/bench-backend.ts';
 import { printFigures } from './lib/run.ts';
-import { sendChainRequests, startGatewayProcess, stopGatewayProcess, type GatewayProcess } from './lib/gateway-process.ts';
+import { denoGateway, sendChainRequests, startGatewayProcess, stopGatewayProcess, type GatewayProcess } from './lib/gateway-process.ts';
 
 const RUNS = positiveFromEnv('BENCH_STARTUP_RUNS', 5);
 const REQUESTS = 1000;
@@ -42,7 +42,10 @@ const builds: Build[] = [
   {
     name: 'deno',
     figure: (base) => `${base}-deno`,
-    command: (config) => ({ cmd: join(root, 'node_modules', '.bin', 'deno'), args: ['run', '-A', join(root, 'runtime', 'entry', 'gateway.ts'), '--config', config] }),
+    command: (config) => {
+      const { cmd, args } = denoGateway();
+      return { cmd, args: [...args, '--config', config] };
+    },
   },
 ];
 const baselineMain = process.env.BENCH_BASELINE_MAIN || null;

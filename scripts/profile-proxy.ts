@@ -48,7 +48,7 @@ import { benchGatewayYaml } from './bench/five-policy-chain.ts';
 import { startBenchIngestionEndpoint, type BenchIngestionEndpoint } from './bench/ingestion-endpoint.ts';
 import { startBenchBackend } from './lib/bench-backend.ts';
 import { positiveFromEnv } from './lib/env.ts';
-import { startGatewayProcess, stopGatewayProcess } from './lib/gateway-process.ts';
+import { denoGateway, startGatewayProcess, stopGatewayProcess } from './lib/gateway-process.ts';
 import { connectInspector, sourceFileOf, type CallFrame, type InspectorSession } from './lib/inspector.ts';
 import { printFigures } from './lib/run.ts';
 import { runChainWrk } from './lib/wrk.ts';
@@ -192,22 +192,14 @@ async function profileGateway(variant: Variant, backendUrl: string, dir: string)
   writeFileSync(config, benchGatewayYaml(backendUrl, variant.chain, 'scripts/profile-proxy.ts'));
   const inspectorPort = await freePort();
   const inspect = `--inspect=127.0.0.1:${inspectorPort}`;
-  const [command, args] = UNDER_DENO
-    ? onCpu(PINNED ? PROXY_CPU : undefined, join(repoRoot(), 'node_modules', '.bin', 'deno'), [
-        'run',
-        '-A',
-        inspect,
-        join(repoRoot(), 'runtime', 'entry', 'gateway.ts'),
-        '--config',
-        config,
-      ])
-    : onCpu(PINNED ? PROXY_CPU : undefined, process.execPath, [
-        inspect,
-        '--disable-warning=ExperimentalWarning',
-        variant.main ?? join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js'),
-        '--config',
-        config,
-      ]);
+  const deno = UNDER_DENO ? denoGateway([inspect]) : null;
+  const [command, args] = onCpu(
+    PINNED ? PROXY_CPU : undefined,
+    deno?.cmd ?? process.execPath,
+    deno
+      ? [...deno.args, '--config', config]
+      : [inspect, '--disable-warning=ExperimentalWarning', variant.main ?? join(repoRoot(), 'dist', 'runtime', 'entry', 'gateway.js'), '--config', config],
+  );
   const env: NodeJS.ProcessEnv = { GATEHOUSE_LOG_LEVEL: 'info' };
   if (variant.appInsights) {
     env.GATEHOUSE_APPINSIGHTS_CONNECTION_STRING = ingestion!.connectionString;

@@ -38,6 +38,7 @@ import { startGatewayProcess, tempDir, writeConfig, type GatewayCommand, type Ga
 import type { LatencySummary } from './bench/latency-probe.ts';
 import { startBenchBackend, type BenchBackend } from './lib/bench-backend.ts';
 import { positiveFromEnv } from './lib/env.ts';
+import { denoGateway } from './lib/gateway-process.ts';
 import { runScenario } from './lib/run.ts';
 
 const RATE = positiveFromEnv('SCENARIO_RATE', 200);
@@ -77,7 +78,7 @@ apis:
 
 function gatewayCommand(): GatewayCommand | undefined {
   if (runtime === 'node') return undefined;
-  return { cmd: join(repoRoot(), 'node_modules', '.bin', 'deno'), args: ['run', '-A', join(repoRoot(), 'runtime', 'entry', 'gateway.ts')] };
+  return denoGateway();
 }
 
 const children: ChildProcess[] = [];

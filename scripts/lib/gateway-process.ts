@@ -3,12 +3,22 @@
 // credentials.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { repoRoot } from '../../runtime/assets/repo-root.ts';
 import { STATUS_PATH } from '../../runtime/gateway/gateway.ts';
 import { freePort } from '../../test/support/ports.ts';
 import { API_KEY, ORIGIN } from '../bench/five-policy-chain.ts';
+
+/**
+ * A gateway under Deno, from the TypeScript sources, as `deno task start` runs it (the configuration's arguments go
+ * after these); `flags`: Deno's own, before the entry (`--inspect=…`).
+ */
+export function denoGateway(flags: string[] = []): { cmd: string; args: string[] } {
+  const root = repoRoot();
+  return { cmd: join(root, 'node_modules', '.bin', 'deno'), args: ['run', '-A', ...flags, join(root, 'runtime', 'entry', 'gateway.ts')] };
+}
 
 export interface GatewayProcess {
   child: ChildProcess;
